@@ -1,0 +1,1 @@
+//! `diameter`: under construction; see ../shared/design.md for what this crate owns.

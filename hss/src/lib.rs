@@ -1,0 +1,1 @@
+//! `hss`: under construction; see ../shared/design.md for what this crate owns.

@@ -1,0 +1,1 @@
+//! `ifc`: under construction; see ../shared/design.md for what this crate owns.

@@ -1,0 +1,1 @@
+//! `sip`: under construction; see ../shared/design.md for what this crate owns.

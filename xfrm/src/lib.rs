@@ -1,0 +1,1 @@
+//! `xfrm`: under construction; see ../shared/design.md for what this crate owns.
