@@ -1,1 +1,179 @@
-//! `testkit`: shared test fixtures; under construction.
+//! `testkit`: the one place for test fixtures that drive **real peers** on
+//! this machine, so no crate re-implements them. It is a dev-dependency of
+//! every crate (`testkit.workspace = true` under `[dev-dependencies]`), blocking
+//! (std only, no tokio): call it from plain `#[test]`s, or from async tests via
+//! `spawn_blocking` if a fixture call would block a runtime thread for long.
+//!
+//! # Skip-or-fail policy ([`policy`])
+//! Every fixture that needs a binary, root or namespaces asks first:
+//! ```no_run
+//! #[test]
+//! fn registers_through_kamailio() {
+//!     let Some(_k) = testkit::require_bin("kamailio") else { return };
+//!     if !testkit::require_root() { return; }
+//!     // ...
+//! }
+//! ```
+//! Missing → with `CI=true` the call panics (the test fails with a clear
+//! message); otherwise it prints a loud `SKIPPED: ...` on stderr and the test
+//! returns early. Fixture constructors (`Kamailio::start`, `Sipp::...`) do
+//! **not** apply the policy themselves; they return [`Error`]. Ask first.
+//!
+//! # Generic helpers
+//! - [`ChildGuard`]: a spawned child in its own process group with its output
+//!   in a log file; `Drop` kills the group (SIGTERM, then SIGKILL) and reaps it.
+//! - [`TestDir`]: a temp dir removed on drop (`TESTKIT_KEEP=1` keeps it and
+//!   prints the path, for post-mortems).
+//! - [`free_port`]/[`free_ports`]: loopback ports free for TCP and UDP, never
+//!   handed out twice in one process.
+//! - [`wait_for_tcp`], [`wait_until`], [`wait_for_file_line`],
+//!   [`ChildGuard::wait_for_log`]: every wait is bounded and says what it
+//!   waited for, with the peer's log tail, when it times out.
+//!
+//! # Peers
+//! | module | peer (Debian package) | what it gives a test |
+//! |---|---|---|
+//! | [`kamailio`] | `kamailio` + `kamailio-ims-modules` 5.6.3 | an S-CSCF (cdp, ims_auth, ims_registrar_scscf) on a free loopback port, registering UEs with AKAv1-MD5 against *our* HSS over Cx/TCP; readiness probe that tells when the Cx peer is Open |
+//! | [`sipp`] | `sip-tester` (SIPp 3.6.1) | bounded `-m 1` runs of bundled scenarios (AKAv1-MD5 register, re-register, deregister, OPTIONS) with logs; the RES-with-0x00 bug workaround |
+//! | [`tshark`] | `tshark` 4.0 | capture on `lo` with a port filter; dissect with `-d` decode-as and count malformed packets, Diameter commands and SIP methods |
+//! | [`freediameter`] | `freediameter` 1.2.1 (`freeDiameterd`) | a base-protocol peer (CER/CEA, DWR/DWA, DPR/DPA) connecting to our Diameter server, no TLS |
+//! | [`osmo`] | `libosmocore-utils` (`osmo-auc-gen`) | an independent Milenage: vectors and AUTS resync |
+//!
+//! Configuration templates live in `testkit/fixtures/` and are embedded with
+//! `include_str!`; placeholders are `{{NAME}}` ([`render`]).
+//!
+//! Everything binds to 127.0.0.1 (or namespaces the caller creates); nothing
+//! here ever targets another host.
+
+pub mod freediameter;
+pub mod kamailio;
+pub mod osmo;
+pub mod policy;
+pub mod process;
+pub mod sipp;
+pub mod tshark;
+pub mod wait;
+
+use std::time::Duration;
+
+pub use policy::{
+    find_bin, is_ci, is_root, require_bin, require_kamailio_modules, require_netns, require_root,
+    skip_or_fail,
+};
+pub use process::{pid_alive, ChildGuard, TestDir};
+pub use wait::{
+    free_port, free_port_on, free_ports, wait_for_file_line, wait_for_tcp, wait_until, LOOPBACK,
+};
+
+/// Errors of the fixtures. Messages carry the peer's log tail where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation (spawn, file, socket) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bounded wait ran out.
+    #[error("timed out after {after:?} waiting for {what}\n{detail}")]
+    Timeout {
+        /// What we waited for.
+        what: String,
+        /// The bound.
+        after: Duration,
+        /// Log tail or other context.
+        detail: String,
+    },
+    /// A peer process exited when it should have kept running.
+    #[error("{name} exited early ({status})\n{detail}")]
+    Exited {
+        /// Peer name.
+        name: String,
+        /// Exit status as text.
+        status: String,
+        /// Log tail.
+        detail: String,
+    },
+    /// A peer's output could not be parsed.
+    #[error("cannot parse {what}: {detail}")]
+    Parse {
+        /// What was parsed.
+        what: String,
+        /// Why it failed, with the offending text.
+        detail: String,
+    },
+    /// A peer ran and reported failure.
+    #[error("{what} failed\n{detail}")]
+    Failed {
+        /// What failed.
+        what: String,
+        /// Log tail.
+        detail: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: String, source: std::io::Error) -> Self {
+        Error::Io { what, source }
+    }
+
+    pub(crate) fn parse(what: &str, detail: impl Into<String>) -> Self {
+        Error::Parse {
+            what: what.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Appends context (a log tail) to a timeout's detail.
+    pub(crate) fn with_detail(self, more: String) -> Self {
+        match self {
+            Error::Timeout {
+                what,
+                after,
+                detail,
+            } => Error::Timeout {
+                what,
+                after,
+                detail: if detail.is_empty() {
+                    more
+                } else {
+                    format!("{detail}\n{more}")
+                },
+            },
+            other => other,
+        }
+    }
+}
+
+/// Fills `{{NAME}}` placeholders in a fixture template. Panics if a
+/// placeholder is left unfilled: a template and its filler disagreeing is a
+/// bug in testkit, not an input error.
+pub fn render(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    if let Some(pos) = out.find("{{") {
+        let end = out[pos..].find("}}").map_or(out.len(), |e| pos + e + 2);
+        panic!("testkit: unfilled placeholder {} in template", &out[pos..end]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_and_detects_leftovers() {
+        assert_eq!(
+            render("a={{A}} b={{B}}", &[("A", "1".into()), ("B", "x".into())]),
+            "a=1 b=x"
+        );
+        let r = std::panic::catch_unwind(|| render("{{A}} {{C}}", &[("A", "1".into())]));
+        assert!(r.is_err());
+    }
+}
