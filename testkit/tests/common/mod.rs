@@ -1,0 +1,350 @@
+//! A deliberately tiny Cx responder for testkit's own self-tests: just enough
+//! Diameter (RFC 6733 framing, CER/CEA, DWR/DWA, DPR/DPA) and Cx (TS 29.229
+//! MAR/MAA with one Milenage vector, SAR/SAA with minimal User-Data) to prove
+//! that the Kamailio and SIPp fixtures work before the real `hss` exists.
+//! Not a product: the real codec lives in the `diameter` crate.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const CX_APP: u32 = 16_777_216;
+pub const TGPP: u32 = 10_415;
+
+#[derive(Clone, Debug)]
+pub struct Avp {
+    pub code: u32,
+    pub vendor: u32,
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub flags: u8,
+    pub cmd: u32,
+    pub app: u32,
+    pub hbh: u32,
+    pub e2e: u32,
+    pub avps: Vec<Avp>,
+}
+
+impl Msg {
+    pub fn avp(&self, code: u32) -> Option<&Avp> {
+        self.avps.iter().find(|a| a.code == code)
+    }
+    pub fn u32(&self, code: u32) -> Option<u32> {
+        self.avp(code)
+            .and_then(|a| a.data.get(..4))
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn str(&self, code: u32) -> Option<String> {
+        self.avp(code)
+            .map(|a| String::from_utf8_lossy(&a.data).into_owned())
+    }
+}
+
+pub fn avp(code: u32, vendor: u32, data: &[u8]) -> Vec<u8> {
+    let mut flags = 0x40u8; // M
+    let hl = if vendor != 0 {
+        flags |= 0x80;
+        12
+    } else {
+        8
+    };
+    let len = hl + data.len();
+    let mut v = Vec::with_capacity(len + 3);
+    v.extend_from_slice(&code.to_be_bytes());
+    v.push(flags);
+    v.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    if vendor != 0 {
+        v.extend_from_slice(&vendor.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
+    v
+}
+
+pub fn avp_u32(code: u32, vendor: u32, x: u32) -> Vec<u8> {
+    avp(code, vendor, &x.to_be_bytes())
+}
+
+pub fn encode(flags: u8, cmd: u32, app: u32, hbh: u32, e2e: u32, avps: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = avps.concat();
+    let len = 20 + body.len();
+    let mut v = Vec::with_capacity(len);
+    v.push(1);
+    v.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    v.push(flags);
+    v.extend_from_slice(&cmd.to_be_bytes()[1..]);
+    v.extend_from_slice(&app.to_be_bytes());
+    v.extend_from_slice(&hbh.to_be_bytes());
+    v.extend_from_slice(&e2e.to_be_bytes());
+    v.extend_from_slice(&body);
+    v
+}
+
+fn parse_avps(mut b: &[u8]) -> Option<Vec<Avp>> {
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let code = u32::from_be_bytes(b[0..4].try_into().ok()?);
+        let flags = b[4];
+        let len = u32::from_be_bytes([0, b[5], b[6], b[7]]) as usize;
+        let (vendor, hl) = if flags & 0x80 != 0 {
+            (u32::from_be_bytes(b.get(8..12)?.try_into().ok()?), 12)
+        } else {
+            (0, 8)
+        };
+        if len < hl || len > b.len() {
+            return None;
+        }
+        out.push(Avp {
+            code,
+            vendor,
+            data: b[hl..len].to_vec(),
+        });
+        let padded = (len + 3) & !3;
+        b = &b[padded.min(b.len())..];
+    }
+    Some(out)
+}
+
+pub fn parse(b: &[u8]) -> Option<Msg> {
+    if b.len() < 20 || b[0] != 1 {
+        return None;
+    }
+    Some(Msg {
+        flags: b[4],
+        cmd: u32::from_be_bytes([0, b[5], b[6], b[7]]),
+        app: u32::from_be_bytes(b[8..12].try_into().ok()?),
+        hbh: u32::from_be_bytes(b[12..16].try_into().ok()?),
+        e2e: u32::from_be_bytes(b[16..20].try_into().ok()?),
+        avps: parse_avps(&b[20..])?,
+    })
+}
+
+pub fn read_msg(s: &mut TcpStream) -> Option<(Vec<u8>, Msg)> {
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).ok()?;
+    let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+    if !(20..=1 << 20).contains(&len) {
+        return None;
+    }
+    let mut rest = vec![0u8; len - 4];
+    s.read_exact(&mut rest).ok()?;
+    let mut all = h.to_vec();
+    all.extend_from_slice(&rest);
+    let m = parse(&all)?;
+    Some((all, m))
+}
+
+/// What the stub saw, for assertions.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Request command codes in arrival order.
+    pub commands: Vec<u32>,
+    /// Server-Assignment-Type of each SAR.
+    pub sar_types: Vec<u32>,
+    /// RANDs handed out in MAAs.
+    pub rands: Vec<[u8; 16]>,
+}
+
+#[derive(Clone)]
+pub struct Subscriber {
+    pub impi: String,
+    pub impu: String,
+    pub k: [u8; 16],
+    pub op: [u8; 16],
+    pub amf: [u8; 2],
+}
+
+pub struct StubHss {
+    pub port: u16,
+    pub seen: Arc<Mutex<Seen>>,
+    /// RANDs to use first (then random ones).
+    pub forced_rands: Arc<Mutex<Vec<[u8; 16]>>>,
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Whether RES for `rand` contains a zero byte (SIPp 3.6.1 then fails).
+pub fn res_has_zero(sub: &Subscriber, rand: &[u8; 16]) -> bool {
+    let mut m = milenage::Milenage::new_with_op(sub.k, sub.op);
+    let (res, _, _, _) = m.f2345(rand);
+    res.contains(&0)
+}
+
+impl StubHss {
+    /// Listens on 127.0.0.1:<free port>; answers until the process ends.
+    /// With `avoid_zero_res`, random RANDs whose RES has a 0x00 byte are skipped.
+    pub fn start(sub: Subscriber, avoid_zero_res: bool) -> StubHss {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let forced = Arc::new(Mutex::new(Vec::new()));
+        let (seen2, forced2) = (seen.clone(), forced.clone());
+        std::thread::spawn(move || {
+            let sqn = Arc::new(Mutex::new(32u64));
+            for conn in l.incoming() {
+                let Ok(mut s) = conn else { break };
+                let (sub, seen, forced, sqn) =
+                    (sub.clone(), seen2.clone(), forced2.clone(), sqn.clone());
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(port);
+                    while let Some((_, m)) = read_msg(&mut s) {
+                        if m.flags & 0x80 == 0 {
+                            continue; // an answer (to nothing we sent)
+                        }
+                        seen.lock().unwrap().commands.push(m.cmd);
+                        let ans = answer(&m, &sub, avoid_zero_res, &mut rng, &seen, &forced, &sqn);
+                        if s.write_all(&ans).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        StubHss {
+            port,
+            seen,
+            forced_rands: forced,
+        }
+    }
+}
+
+const HOST: &[u8] = b"hss.ims.lab";
+const REALM: &[u8] = b"ims.lab";
+
+fn base(m: &Msg) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    if let Some(sid) = m.avp(263) {
+        v.push(avp(263, 0, &sid.data));
+    }
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+fn answer(
+    m: &Msg,
+    sub: &Subscriber,
+    avoid_zero_res: bool,
+    rng: &mut u64,
+    seen: &Mutex<Seen>,
+    forced: &Mutex<Vec<[u8; 16]>>,
+    sqn: &Mutex<u64>,
+) -> Vec<u8> {
+    let ok = avp_u32(268, 0, 2001);
+    let oh = avp(264, 0, HOST);
+    let or = avp(296, 0, REALM);
+    match m.cmd {
+        257 => {
+            let vsai = avp(
+                260,
+                0,
+                &[avp_u32(266, 0, TGPP), avp_u32(258, 0, CX_APP)].concat(),
+            );
+            let avps = vec![
+                ok,
+                oh,
+                or,
+                avp(257, 0, &[0, 1, 127, 0, 0, 1]),
+                avp_u32(266, 0, 0),
+                avp(269, 0, b"testkit-stub-hss"),
+                avp_u32(265, 0, TGPP),
+                vsai,
+            ];
+            encode(0, 257, 0, m.hbh, m.e2e, &avps)
+        }
+        280 | 282 => encode(0, m.cmd, 0, m.hbh, m.e2e, &[ok, oh, or]),
+        303 => {
+            // MAR → MAA with one AKA vector (TS 29.229 §6.1.8, TS 33.203).
+            let rand = {
+                let mut f = forced.lock().unwrap();
+                if !f.is_empty() {
+                    f.remove(0)
+                } else {
+                    loop {
+                        let mut r = [0u8; 16];
+                        r[..8].copy_from_slice(&xorshift(rng).to_be_bytes());
+                        r[8..].copy_from_slice(&xorshift(rng).to_be_bytes());
+                        if !avoid_zero_res || !res_has_zero(sub, &r) {
+                            break r;
+                        }
+                    }
+                }
+            };
+            let s = {
+                let mut s = sqn.lock().unwrap();
+                *s += 32;
+                *s
+            };
+            let sqn_b: [u8; 6] = s.to_be_bytes()[2..].try_into().unwrap();
+            let mut mil = milenage::Milenage::new_with_op(sub.k, sub.op);
+            let (res, ck, ik, ak) = mil.f2345(&rand);
+            let mac = mil.f1(&rand, &sqn_b, &sub.amf);
+            let mut autn = Vec::new();
+            for i in 0..6 {
+                autn.push(sqn_b[i] ^ ak[i]);
+            }
+            autn.extend_from_slice(&sub.amf);
+            autn.extend_from_slice(&mac);
+            seen.lock().unwrap().rands.push(rand);
+            let item = [
+                avp_u32(613, TGPP, 1),
+                avp(608, TGPP, b"Digest-AKAv1-MD5"),
+                avp(609, TGPP, &[rand.to_vec(), autn].concat()),
+                avp(610, TGPP, &res),
+                avp(625, TGPP, &ck),
+                avp(626, TGPP, &ik),
+            ]
+            .concat();
+            let mut avps = base(m);
+            avps.extend([
+                avp_u32(277, 0, 1),
+                oh,
+                or,
+                ok,
+                avp(1, 0, sub.impi.as_bytes()),
+                avp(601, TGPP, sub.impu.as_bytes()),
+                avp_u32(607, TGPP, 1),
+                avp(612, TGPP, &item),
+            ]);
+            encode(0x40, 303, CX_APP, m.hbh, m.e2e, &avps)
+        }
+        301 => {
+            // SAR → SAA; User-Data on registration types (TS 29.228 CxDataType).
+            let sat = m.u32(614).unwrap_or(0);
+            seen.lock().unwrap().sar_types.push(sat);
+            let mut avps = base(m);
+            avps.extend([avp_u32(277, 0, 1), oh, or, ok, avp(1, 0, sub.impi.as_bytes())]);
+            if sat == 1 || sat == 2 {
+                let xml = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><IMSSubscription><PrivateID>{}</PrivateID><ServiceProfile><PublicIdentity><Identity>{}</Identity></PublicIdentity></ServiceProfile></IMSSubscription>",
+                    sub.impi, sub.impu
+                );
+                avps.push(avp(606, TGPP, xml.as_bytes()));
+            }
+            encode(0x40, 301, CX_APP, m.hbh, m.e2e, &avps)
+        }
+        other => {
+            // DIAMETER_COMMAND_UNSUPPORTED.
+            encode(
+                0x20,
+                other,
+                m.app,
+                m.hbh,
+                m.e2e,
+                &[avp_u32(268, 0, 3001), oh, or],
+            )
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The Kamailio S-CSCF fixture against real Kamailio 5.6.3: it starts, loads
+//! every module, speaks Diameter (CER), goes Open against a Cx responder and
+//! registers a SIPp UE with AKAv1-MD5 (register, re-register, deregister).
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{StubHss, Subscriber};
+use testkit::kamailio::{Kamailio, ScscfConfig};
+use testkit::sipp::AkaUe;
+
+fn hex16(s: &str) -> [u8; 16] {
+    hex::decode(s).unwrap().try_into().unwrap()
+}
+
+/// TS 35.208 test set 1 keys.
+fn subscriber() -> Subscriber {
+    Subscriber {
+        impi: "001010000000001@ims.lab".into(),
+        impu: "sip:001010000000001@ims.lab".into(),
+        k: hex16("465b5ce8b199b49faa5f0a2ee238a6bc"),
+        op: hex16("cdc202d5123e20f62b6d676ac72cb318"),
+        amf: [0xb9, 0xb9],
+    }
+}
+
+fn ue(sub: &Subscriber) -> AkaUe {
+    AkaUe::new(&sub.impi, &sub.impu, "ims.lab", sub.k, sub.op, sub.amf)
+}
+
+#[test]
+fn kamailio_starts_and_sends_cer() {
+    if !testkit::kamailio::require_scscf() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut k = Kamailio::start(ScscfConfig::new(port)).unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = tx.send(common::read_msg(&mut s).map(|(_, m)| m));
+        }
+    });
+    let cer = rx
+        .recv_timeout(Duration::from_secs(15))
+        .unwrap_or_else(|_| panic!("no connection from cdp\n{}", k.log()))
+        .unwrap_or_else(|| panic!("no Diameter message\n{}", k.log()));
+    assert_eq!(cer.cmd, 257, "{cer:?}");
+    assert!(cer.flags & 0x80 != 0, "CER must be a request");
+    assert_eq!(cer.str(264).as_deref(), Some("scscf.ims.lab"));
+    assert_eq!(cer.str(296).as_deref(), Some("ims.lab"));
+    // Cx advertised as Vendor-Specific-Application-Id {10415, Auth 16777216}.
+    let vsai: Vec<_> = cer.avps.iter().filter(|a| a.code == 260).collect();
+    assert!(
+        vsai.iter().any(|a| a.data.windows(4).any(|w| w == 16_777_216u32.to_be_bytes())),
+        "{cer:?}"
+    );
+    assert!(k.guard().is_running());
+    let log = k.stop();
+    for m in testkit::kamailio::SCSCF_MODULES {
+        assert!(!log.contains(&format!("could not open module <{m}")), "{log}");
+    }
+    assert!(!log.contains("ERROR: <core>"), "{log}");
+}
+
+#[test]
+fn kamailio_probe_reports_peer_state() {
+    if !testkit::kamailio::require_scscf() {
+        return;
+    }
+    // Nothing listens on the HSS port yet: the probe must say 503.
+    let hss_port = testkit::free_port();
+    let mut k = Kamailio::start(ScscfConfig::new(hss_port)).unwrap();
+    assert_eq!(k.probe(Duration::from_secs(2)).unwrap(), 503);
+    let _ = &mut k;
+}
+
+#[test]
+fn kamailio_registers_sipp_ue_with_aka() {
+    if !testkit::kamailio::require_scscf() || testkit::require_bin("sipp").is_none() {
+        return;
+    }
+    let sub = subscriber();
+    let hss = StubHss::start(sub.clone(), true);
+    let mut k = Kamailio::start(ScscfConfig::new(hss.port)).unwrap();
+    k.wait_hss_open(Duration::from_secs(15)).unwrap();
+    let target = k.sip_addr();
+    let mut ue = ue(&sub);
+
+    let (out, attempts) = ue.register(target, 600).unwrap();
+    assert!(out.success, "{}\n{}", out.describe(), k.log());
+    assert_eq!(attempts, 1);
+    assert_eq!(out.received_status_codes(), vec![401, 200], "{}", out.describe());
+    assert!(out.messages.contains("algorithm=AKAv1-MD5"), "{}", out.describe());
+
+    let (out, _) = ue.reregister(target, 600).unwrap();
+    assert!(out.success, "{}\n{}", out.describe(), k.log());
+
+    let (out, _) = ue.deregister(target).unwrap();
+    assert!(out.success, "{}\n{}", out.describe(), k.log());
+
+    let seen = hss.seen.lock().unwrap();
+    assert_eq!(seen.commands.iter().filter(|&&c| c == 303).count(), 3, "{seen:?}");
+    // REGISTRATION, RE_REGISTRATION, USER_DEREGISTRATION (TS 29.229 §6.3.15).
+    assert_eq!(seen.sar_types, vec![1, 2, 5], "{seen:?}\n{}", k.log());
+}
+
+#[test]
+fn sipp_res_zero_byte_bug_is_retried() {
+    if !testkit::kamailio::require_scscf() || testkit::require_bin("sipp").is_none() {
+        return;
+    }
+    let sub = subscriber();
+    // Find a RAND whose RES has a 0x00 byte: SIPp 3.6.1 answers it wrongly.
+    let mut bad = [0u8; 16];
+    let mut i: u64 = 0;
+    loop {
+        bad[..8].copy_from_slice(&i.to_be_bytes());
+        if common::res_has_zero(&sub, &bad) {
+            break;
+        }
+        i += 1;
+    }
+    let hss = StubHss::start(sub.clone(), true);
+    hss.forced_rands.lock().unwrap().push(bad);
+    let mut k = Kamailio::start(ScscfConfig::new(hss.port)).unwrap();
+    k.wait_hss_open(Duration::from_secs(15)).unwrap();
+    let mut ue = ue(&sub);
+    let first = ue.register_once(k.sip_addr(), "register", 600).unwrap();
+    assert!(!first.success, "{}", first.describe());
+    assert_eq!(first.received_status_codes().last(), Some(&403), "{}", first.describe());
+    let (out, attempts) = ue.register(k.sip_addr(), 600).unwrap();
+    assert!(out.success, "{}", out.describe());
+    assert_eq!(attempts, 1);
+}
