@@ -1,1 +1,17 @@
-//! `xfrm`: under construction; see ../shared/design.md for what this crate owns.
+//! IPsec for IMS sec-agree (TS 33.203 §7, RFC 3329): the model of one security association
+//! set, SPI/port pools, a kernel XFRM backend and a userspace ESP (RFC 4303) backend behind one
+//! API, and the export of live keys for Wireshark.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod esp;
+pub mod model;
+pub mod pool;
+
+pub use esp::{EspCounters, EspError, EspSa};
+pub use model::{
+    Direction, EncryptionAlg, IntegrityAlg, SaDesc, SaKeys, SaKind, SaSet, SaState, Side,
+    SocketAddrPair, Spis,
+};
+pub use pool::{Lease, Pool, PoolError};
