@@ -60,6 +60,7 @@ pub mod transport;
 pub mod uri;
 
 
+pub use builder::{new_branch, new_call_id, new_tag, RequestBuilder, ResponseBuilder};
 pub use error::ParseError;
 pub use headers::{CSeq, Contacts, NameAddr, Via, BRANCH_MAGIC};
 pub use message::{stream_frame, Frame, Framing, HeaderRef, Limits, Message, StartLine};

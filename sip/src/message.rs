@@ -630,6 +630,11 @@ impl Message {
         self.body = body;
     }
 
+    /// Replaces the body without touching any header (builders set Content-Length).
+    pub fn set_body_raw(&mut self, body: Bytes) {
+        self.body = body;
+    }
+
     // ---- typed core headers ----------------------------------------------------------
 
     fn required(&self, name: &'static str) -> Result<&str> {
