@@ -1,1 +1,9 @@
-//! `hss`: under construction; see ../shared/design.md for what this crate owns.
+//! `hss`: an IMS Home Subscriber Server for labs.
+//!
+//! - [`store`]: SQLite subscriber store with durable SQNs.
+//! - [`sqn`]: group-commit SQN service for the Diameter server.
+//! - [`csv`]: import of SIM card data CSVs.
+
+pub mod csv;
+pub mod sqn;
+pub mod store;
