@@ -49,6 +49,7 @@
 
 pub mod builder;
 pub mod error;
+pub mod flow;
 pub mod headers;
 pub mod ims;
 pub mod message;
@@ -62,6 +63,7 @@ pub mod uri;
 
 pub use builder::{new_branch, new_call_id, new_tag, RequestBuilder, ResponseBuilder};
 pub use error::ParseError;
+pub use flow::{Flow, Protocol, Transmit};
 pub use headers::{CSeq, Contacts, NameAddr, Via, BRANCH_MAGIC};
 pub use message::{stream_frame, Frame, Framing, HeaderRef, Limits, Message, StartLine};
 pub use method::Method;
