@@ -56,6 +56,7 @@ mod codec;
 pub mod dict;
 pub mod error;
 pub mod message;
+pub mod peer;
 
 pub use crate::codec::{Avp, FindAvp, Value, MAX_GROUP_DEPTH};
 pub use crate::dict::{app, avp, cmd, enums, result, AvpDef, AvpKey, AvpType, VENDOR_3GPP};
