@@ -5,11 +5,16 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod esp;
+pub mod kernel;
 pub mod model;
+pub mod netns;
 pub mod pool;
 
+pub use error::{XfrmError, NO_ESP_MESSAGE};
 pub use esp::{EspCounters, EspError, EspSa};
+pub use kernel::{KernelBackend, Tag};
 pub use model::{
     Direction, EncryptionAlg, IntegrityAlg, SaDesc, SaKeys, SaKind, SaSet, SaState, Side,
     SocketAddrPair, Spis,

@@ -1,0 +1,99 @@
+//! Kernel backend in a network namespace created by the test: policies installed, listed and
+//! flushed by tag; foreign state untouched; SA install fails with the clear no-ESP error on a
+//! kernel without ESP (and succeeds, with rollback-free listing, on one with it).
+
+mod common;
+
+use xfrm::netns::{have, is_root, require, NetNs};
+use xfrm::{Direction, EncryptionAlg, IntegrityAlg, KernelBackend, Side, Tag, XfrmError};
+
+#[test]
+fn policies_listed_and_flushed_by_tag_and_no_esp_error() {
+    if !require(is_root() && have("ip"), "needs root and iproute2 for network namespaces") {
+        return;
+    }
+    let ns = NetNs::create("xfrmt-k").unwrap();
+    // Foreign state: a policy without our tag must survive our flush.
+    ns.ip(&[
+        "xfrm", "policy", "add", "src", "192.0.2.1/32", "dst", "192.0.2.2/32", "dir", "out",
+        "tmpl", "proto", "esp", "mode", "transport",
+    ])
+    .unwrap();
+    let result = ns
+        .run(|| {
+            let kb = KernelBackend::new(Tag::default()).unwrap();
+            assert_eq!(kb.flush().unwrap(), 0, "fresh netns has none of our state");
+            let v4 = common::set("10.20.0.2", "10.20.0.1", 4096, IntegrityAlg::HmacSha1_96, EncryptionAlg::AesCbc);
+            let v6 = common::set("fd00::2", "fd00::1", 8192, IntegrityAlg::HmacMd5_96, EncryptionAlg::Null);
+            let id4 = kb.install_policies_only(&v4, Side::Pcscf).unwrap();
+            let _id6 = kb.install_policies_only(&v6, Side::Ue).unwrap();
+            let st = kb.list().unwrap();
+            assert_eq!(st.policies.len(), 8, "{st:#?}");
+            assert!(st.sas.is_empty());
+            // P-CSCF view of SA 1: UE:port_uc -> P:port_ps inbound with spi_ps.
+            let p1 = st
+                .policies
+                .iter()
+                .find(|p| p.spi == Some(v4.spi_ps))
+                .expect("policy of SA 1");
+            assert_eq!((p1.sport, p1.dport, p1.dir), (v4.port_uc, v4.port_ps, Direction::In));
+            // UE view of SA 1 (IPv6 set): the mirror, outbound.
+            let u1 = st.policies.iter().find(|p| p.spi == Some(v6.spi_ps)).unwrap();
+            assert_eq!(u1.dir, Direction::Out);
+            assert_eq!(u1.src, v6.ue);
+            // Installing the same policies again fails (EEXIST) and rolls back nothing of id4.
+            let again = kb.install_policies_only(&v4, Side::Pcscf).unwrap_err();
+            assert!(matches!(again, XfrmError::Netlink { errno, .. } if errno == libc::EEXIST), "{again}");
+            assert_eq!(kb.list().unwrap().policies.len(), 8);
+            kb.delete(id4).unwrap();
+            assert_eq!(kb.list().unwrap().policies.len(), 4);
+            assert_eq!(kb.flush().unwrap(), 4);
+            assert_eq!(kb.list().unwrap(), Default::default());
+
+            // Full install: needs ESP.
+            let esp = kb.probe_esp().unwrap();
+            let r = kb.install(&v4, Side::Pcscf);
+            if esp {
+                let id = r.unwrap();
+                let st = kb.list().unwrap();
+                assert_eq!((st.sas.len(), st.policies.len()), (4, 4));
+                kb.delete(id).unwrap();
+            } else {
+                let e = r.unwrap_err();
+                assert!(matches!(e, XfrmError::KernelLacksEsp));
+                assert_eq!(
+                    e.to_string(),
+                    "kernel lacks ESP (CONFIG_INET_ESP); use the userspace backend"
+                );
+            }
+            // Nothing of ours is left either way (partial installs are rolled back).
+            assert_eq!(kb.list().unwrap(), Default::default());
+            esp
+        })
+        .unwrap();
+    eprintln!("kernel ESP available: {result}");
+    let foreign = String::from_utf8(ns.ip(&["xfrm", "policy"]).unwrap().stdout).unwrap();
+    assert!(foreign.contains("192.0.2.1"), "foreign policy was flushed: {foreign}");
+}
+
+#[test]
+fn mark_tag_lists_only_marked_state() {
+    if !require(is_root() && have("ip"), "needs root and iproute2 for network namespaces") {
+        return;
+    }
+    let ns = NetNs::create("xfrmt-m").unwrap();
+    ns.run(|| {
+        let a = KernelBackend::new(Tag::Mark { value: 0x1f00, mask: 0xffff_ff00 }).unwrap();
+        let b = KernelBackend::new(Tag::SelectorUser(77)).unwrap();
+        let s = common::set("10.21.0.2", "10.21.0.1", 600, IntegrityAlg::HmacMd5_96, EncryptionAlg::DesEde3Cbc);
+        a.install_policies_only(&s, Side::Pcscf).unwrap();
+        // Same selectors with another tag: distinct kernel objects only for the mark tag.
+        b.install_policies_only(&s, Side::Ue).unwrap();
+        assert_eq!(a.list().unwrap().policies.len(), 4);
+        assert_eq!(b.list().unwrap().policies.len(), 4);
+        assert_eq!(a.flush().unwrap(), 4);
+        assert_eq!(b.list().unwrap().policies.len(), 4);
+        assert_eq!(b.flush().unwrap(), 4);
+    })
+    .unwrap();
+}
