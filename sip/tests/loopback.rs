@@ -1,0 +1,196 @@
+//! Loopback UDP + TCP over IPv4 and IPv6 through the tokio transport and the
+//! sans-IO transaction table on both ends.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sip::transaction::{Config, RequestOutcome, ResponseOutcome, Transactions};
+use sip::transport::{Inbound, Transport, TransportConfig};
+use sip::{Flow, Message, Method, NameAddr, Protocol, RequestBuilder, ResponseBuilder, Uri, Via};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+fn register(local: SocketAddr, proto: Protocol, branch: &str) -> Message {
+    let mut from = NameAddr::new(Uri::parse("sip:alice@ims.test").unwrap());
+    from.params.set("tag", Some("ft"));
+    RequestBuilder::new(Method::Register, "sip:ims.test")
+        .via(&Via::new(
+            proto.as_str(),
+            &sip::uri::ip_host(local.ip()),
+            Some(local.port()),
+            branch,
+        ))
+        .max_forwards(70)
+        .from(&from)
+        .to(&NameAddr::new(Uri::parse("sip:alice@ims.test").unwrap()))
+        .call_id(&sip::new_call_id(None))
+        .cseq(1)
+        .header("Contact", format_args!("<sip:alice@{}>", sip::uri::ip_host(local.ip())))
+        .build()
+}
+
+async fn recv(rx: &mut Receiver<Inbound>) -> Inbound {
+    timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("timed out waiting for a message")
+        .expect("channel closed")
+}
+
+async fn flush(t: &mut Transactions, tr: &Transport) {
+    while let Some(x) = t.poll_transmit() {
+        tr.send(&x).await.expect("send");
+    }
+}
+
+/// UAC and UAS each bind two sockets; the UAC sends from its *second* socket and
+/// the UAS must see that local/remote pair and answer on the same flow.
+async fn round_trip(proto: Protocol, ip: &str) {
+    let any: SocketAddr = format!("{ip}:0").parse().unwrap();
+    let (uac, mut uac_rx) = Transport::new(TransportConfig::default());
+    let (uas, mut uas_rx) = Transport::new(TransportConfig::default());
+    let bind = |t: &Transport| {
+        let t = t.clone();
+        async move {
+            match proto {
+                Protocol::Udp => t.bind_udp(any).await.unwrap(),
+                Protocol::Tcp => t.bind_tcp(any).await.unwrap(),
+            }
+        }
+    };
+    let _uac_a = bind(&uac).await;
+    let uac_b = bind(&uac).await;
+    let _uas_a = bind(&uas).await;
+    let uas_b = bind(&uas).await;
+
+    let mut ct = Transactions::new(Config::default());
+    let mut st = Transactions::new(Config::default());
+    let now = Instant::now();
+    let req = register(uac_b, proto, &sip::new_branch());
+    let id = ct
+        .send_request(req, Flow::new(uac_b, uas_b, proto), now)
+        .unwrap();
+    flush(&mut ct, &uac).await;
+
+    let inb = recv(&mut uas_rx).await;
+    assert_eq!(inb.flow.local, Some(uas_b));
+    assert_eq!(inb.flow.protocol, proto);
+    if proto == Protocol::Udp {
+        assert_eq!(inb.flow.remote, uac_b, "sent from the chosen socket");
+    } else {
+        assert_eq!(inb.flow.remote.ip(), uac_b.ip());
+    }
+    let mut msg = Message::parse(&inb.data).unwrap();
+    msg.stamp_received(inb.flow.remote).unwrap();
+    let RequestOutcome::New { id: sid, request } = st.handle_request(msg, inb.flow, now).unwrap() else {
+        panic!("expected a new server transaction")
+    };
+    let resp = ResponseBuilder::new(&request, 200)
+        .to_tag("uas")
+        .build()
+        .unwrap();
+    st.respond(sid, resp, now).unwrap();
+    flush(&mut st, &uas).await;
+
+    let inb = recv(&mut uac_rx).await;
+    assert_eq!(inb.flow.remote, uas_b);
+    let resp = Message::parse(&inb.data).unwrap();
+    match ct.handle_response(resp, now).unwrap() {
+        ResponseOutcome::Deliver { id: got, response } => {
+            assert_eq!(got, id);
+            assert_eq!(response.code(), Some(200));
+            assert_eq!(response.to_header().unwrap().tag(), Some("uas"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    if proto == Protocol::Tcp {
+        // the response reused the connection the request opened
+        assert_eq!(uas.tcp_connection_count(), 1);
+        assert_eq!(uac.tcp_connection_count(), 1);
+        // and a second request reuses it as well
+        let req2 = register(uac_b, proto, &sip::new_branch());
+        uac.send_message(&req2, Flow::new(uac_b, uas_b, proto)).await.unwrap();
+        let _ = recv(&mut uas_rx).await;
+        assert_eq!(uac.tcp_connection_count(), 1);
+        assert!(uac.unbind(uac_b, Protocol::Tcp));
+        assert_eq!(uac.tcp_connection_count(), 0);
+    }
+}
+
+#[tokio::test]
+async fn udp_v4() {
+    round_trip(Protocol::Udp, "127.0.0.1").await;
+}
+
+#[tokio::test]
+async fn tcp_v4() {
+    round_trip(Protocol::Tcp, "127.0.0.1").await;
+}
+
+fn have_v6() -> bool {
+    std::net::UdpSocket::bind("[::1]:0").is_ok()
+}
+
+#[tokio::test]
+async fn udp_v6() {
+    if !have_v6() {
+        eprintln!("SKIPPED: no IPv6 loopback");
+        return;
+    }
+    round_trip(Protocol::Udp, "[::1]").await;
+}
+
+#[tokio::test]
+async fn tcp_v6() {
+    if !have_v6() {
+        eprintln!("SKIPPED: no IPv6 loopback");
+        return;
+    }
+    round_trip(Protocol::Tcp, "[::1]").await;
+}
+
+#[tokio::test]
+async fn tcp_framing_keepalive_split_and_limit() {
+    use tokio::io::AsyncWriteExt;
+    let cfg = TransportConfig {
+        limits: sip::Limits {
+            max_message: 2048,
+            max_headers: 64,
+        },
+        ..Default::default()
+    };
+    let (uas, mut rx) = Transport::new(cfg);
+    let addr = uas.bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let m = register("127.0.0.1:1".parse().unwrap(), Protocol::Tcp, "z9hG4bKs").to_bytes();
+    // keep-alive, then two messages written in awkward pieces
+    let mut all = b"\r\n\r\n".to_vec();
+    all.extend_from_slice(&m);
+    all.extend_from_slice(&m);
+    for chunk in all.chunks(37) {
+        s.write_all(chunk).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    for _ in 0..2 {
+        let inb = recv(&mut rx).await;
+        assert_eq!(&inb.data[..], &m[..]);
+    }
+    // an oversized header section makes the server drop the connection
+    let big = format!("OPTIONS sip:a SIP/2.0\r\nX: {}\r\n", "a".repeat(4096));
+    let _ = s.write_all(big.as_bytes()).await;
+    let mut buf = [0u8; 16];
+    use tokio::io::AsyncReadExt;
+    let n = timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("server should close");
+    assert!(matches!(n, Ok(0) | Err(_)));
+}
+
+#[tokio::test]
+async fn udp_send_without_socket_fails() {
+    let (t, _rx) = Transport::new(TransportConfig::default());
+    let r = t
+        .send(&sip::Transmit {
+            flow: Flow::to("127.0.0.1:9".parse().unwrap(), Protocol::Udp),
+            payload: bytes::Bytes::from_static(b"x"),
+        })
+        .await;
+    assert!(r.is_err());
+}
