@@ -150,6 +150,8 @@ pub struct Seen {
     pub sar_types: Vec<u32>,
     /// RANDs handed out in MAAs.
     pub rands: Vec<[u8; 16]>,
+    /// Every CER received.
+    pub cers: Vec<Msg>,
 }
 
 #[derive(Clone)]
@@ -204,7 +206,13 @@ impl StubHss {
                         if m.flags & 0x80 == 0 {
                             continue; // an answer (to nothing we sent)
                         }
-                        seen.lock().unwrap().commands.push(m.cmd);
+                        {
+                            let mut sn = seen.lock().unwrap();
+                            sn.commands.push(m.cmd);
+                            if m.cmd == 257 {
+                                sn.cers.push(m.clone());
+                            }
+                        }
                         let ans = answer(&m, &sub, avoid_zero_res, &mut rng, &seen, &forced, &sqn);
                         if s.write_all(&ans).is_err() {
                             break;
