@@ -103,7 +103,10 @@ impl FdConfig {
         let mut ext = String::new();
         for (path, conf) in &self.extensions {
             match conf {
-                Some(c) => ext.push_str(&format!("LoadExtension = \"{}\" : \"{c}\";\n", path.display())),
+                Some(c) => ext.push_str(&format!(
+                    "LoadExtension = \"{}\" : \"{c}\";\n",
+                    path.display()
+                )),
                 None => ext.push_str(&format!("LoadExtension = \"{}\";\n", path.display())),
             }
         }
@@ -157,7 +160,8 @@ impl FreeDiameter {
         let conf = dir.write("freeDiameter.conf", config.render())?;
         let mut cmd = Command::new(bin);
         cmd.arg("-c").arg(&conf).current_dir(dir.path());
-        let mut guard = ChildGuard::spawn("freeDiameterd", &mut cmd, &dir.join("freediameter.log"))?;
+        let mut guard =
+            ChildGuard::spawn("freeDiameterd", &mut cmd, &dir.join("freediameter.log"))?;
         guard.wait_for_log(READY_LINE, config.start_timeout)?;
         Ok(Self { guard, config, dir })
     }
@@ -213,7 +217,9 @@ pub fn self_signed_cert(dir: &Path, name: &str, cn: &str) -> Result<(PathBuf, Pa
     let cert = dir.join(format!("{name}.cert.pem"));
     let key = dir.join(format!("{name}.key.pem"));
     let out = Command::new(openssl)
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
         .arg(format!("/CN={cn}"))
         .arg("-keyout")
         .arg(&key)
@@ -238,15 +244,19 @@ mod tests {
     fn renders_peer_without_tls() {
         let mut c = FdConfig::new("hss.ims.lab", 3868);
         c.port = 13870;
-        c.extensions
-            .push((PathBuf::from("/usr/lib/freeDiameter/dbg_msg_dumps.fdx"), Some("0x0080".into())));
+        c.extensions.push((
+            PathBuf::from("/usr/lib/freeDiameter/dbg_msg_dumps.fdx"),
+            Some("0x0080".into()),
+        ));
         let s = c.render();
         assert!(s.contains("Port = 13870;"));
         assert!(s.contains("SecPort = 0;"));
         assert!(s.contains(
             "ConnectPeer = \"hss.ims.lab\" { ConnectTo = \"127.0.0.1\"; port = 3868; No_TLS; No_SCTP; };"
         ));
-        assert!(s.contains("LoadExtension = \"/usr/lib/freeDiameter/dbg_msg_dumps.fdx\" : \"0x0080\";"));
+        assert!(
+            s.contains("LoadExtension = \"/usr/lib/freeDiameter/dbg_msg_dumps.fdx\" : \"0x0080\";")
+        );
         assert!(!s.contains("TLS_Cred"));
     }
 }

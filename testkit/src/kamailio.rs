@@ -348,7 +348,6 @@ impl Kamailio {
     /// Probes until the S-CSCF reports its HSS peer Open, at most `timeout`.
     pub fn wait_hss_open(&mut self, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
-        let mut last = String::new();
         loop {
             if let Some(st) = self.guard.try_wait() {
                 return Err(Error::Exited {
@@ -357,11 +356,11 @@ impl Kamailio {
                     detail: self.guard.log_tail(40),
                 });
             }
-            match self.probe(Duration::from_millis(500)) {
+            let last = match self.probe(Duration::from_millis(500)) {
                 Ok(200) => return Ok(()),
-                Ok(code) => last = format!("last probe answer {code}"),
-                Err(e) => last = format!("last probe error {e}"),
-            }
+                Ok(code) => format!("last probe answer {code}"),
+                Err(e) => format!("last probe error {e}"),
+            };
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
                     what: "kamailio's Cx peer to become Open".into(),

@@ -158,7 +158,10 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> String {
     }
     if let Some(pos) = out.find("{{") {
         let end = out[pos..].find("}}").map_or(out.len(), |e| pos + e + 2);
-        panic!("testkit: unfilled placeholder {} in template", &out[pos..end]);
+        panic!(
+            "testkit: unfilled placeholder {} in template",
+            &out[pos..end]
+        );
     }
     out
 }

@@ -162,7 +162,9 @@ fn unhex_vec(name: &str, v: &str) -> Result<Vec<u8>, Error> {
     }
     (0..v.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&v[i..i + 2], 16).map_err(|e| Error::parse(name, e.to_string())))
+        .map(|i| {
+            u8::from_str_radix(&v[i..i + 2], 16).map_err(|e| Error::parse(name, e.to_string()))
+        })
         .collect()
 }
 
@@ -180,7 +182,9 @@ pub fn parse(out: &str) -> Result<AucVector, Error> {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-            .ok_or_else(|| Error::parse("osmo-auc-gen output", format!("no {name} line in:\n{out}")))
+            .ok_or_else(|| {
+                Error::parse("osmo-auc-gen output", format!("no {name} line in:\n{out}"))
+            })
     };
     let dec = |name: &str| -> Result<Option<u64>, Error> {
         match fields.iter().find(|(k, _)| k == name) {
@@ -191,7 +195,12 @@ pub fn parse(out: &str) -> Result<AucVector, Error> {
                 .map_err(|_| Error::parse(name, format!("not decimal: {v:?}"))),
         }
     };
-    let opt = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let opt = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     Ok(AucVector {
         rand: unhex("RAND", get("RAND")?)?,
         autn: unhex("AUTN", get("AUTN")?)?,

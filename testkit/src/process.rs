@@ -28,7 +28,8 @@ impl ChildGuard {
     /// stdout+stderr appended to `log` (created or truncated).
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Self, Error> {
         use std::os::unix::process::CommandExt;
-        let out = File::create(log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let out =
+            File::create(log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
         let err = out
             .try_clone()
             .map_err(|e| Error::io("dup log file".to_string(), e))?;

@@ -275,7 +275,14 @@ pub struct AkaUe {
 impl AkaUe {
     /// A UE with the given identities and keys, a fresh Call-ID and a free
     /// local port on 127.0.0.1.
-    pub fn new(impi: &str, impu: &str, domain: &str, k: [u8; 16], op: [u8; 16], amf: [u8; 2]) -> Self {
+    pub fn new(
+        impi: &str,
+        impu: &str,
+        domain: &str,
+        k: [u8; 16],
+        op: [u8; 16],
+        amf: [u8; 2],
+    ) -> Self {
         Self {
             impi: impi.into(),
             impu: impu.into(),
@@ -300,7 +307,10 @@ impl AkaUe {
 
     /// The user part of the IMPU (for the Contact).
     fn user(&self) -> String {
-        let s = self.impu.trim_start_matches("sips:").trim_start_matches("sip:");
+        let s = self
+            .impu
+            .trim_start_matches("sips:")
+            .trim_start_matches("sip:");
         s.split('@').next().unwrap_or("ue").to_string()
     }
 
@@ -331,7 +341,12 @@ impl AkaUe {
     }
 
     /// One REGISTER exchange against `target` (no retry).
-    pub fn register_once(&mut self, target: SocketAddr, label: &str, expires: u32) -> Result<SippOutcome, Error> {
+    pub fn register_once(
+        &mut self,
+        target: SocketAddr,
+        label: &str,
+        expires: u32,
+    ) -> Result<SippOutcome, Error> {
         let scenario = self.scenario(label, expires);
         let mut s = Sipp::new(scenario, target);
         s.local_port = self.local_port;
@@ -368,12 +383,20 @@ impl AkaUe {
     }
 
     /// Initial registration (`expires` seconds), retrying the RES bug up to 3 attempts.
-    pub fn register(&mut self, target: SocketAddr, expires: u32) -> Result<(SippOutcome, u32), Error> {
+    pub fn register(
+        &mut self,
+        target: SocketAddr,
+        expires: u32,
+    ) -> Result<(SippOutcome, u32), Error> {
         self.run_with_retry(target, "register", expires, 3)
     }
 
     /// Re-registration: same Call-ID, higher CSeq, retrying the RES bug.
-    pub fn reregister(&mut self, target: SocketAddr, expires: u32) -> Result<(SippOutcome, u32), Error> {
+    pub fn reregister(
+        &mut self,
+        target: SocketAddr,
+        expires: u32,
+    ) -> Result<(SippOutcome, u32), Error> {
         self.run_with_retry(target, "re-register", expires, 3)
     }
 

@@ -58,7 +58,12 @@ impl Capture {
     /// Starts capturing on `iface` (usually `lo`) with BPF `filter` into
     /// `pcap`, stopping by itself after `max_duration` at the latest. Returns
     /// once tshark reports it is capturing (at most 15 s).
-    pub fn start(iface: &str, filter: &str, pcap: &Path, max_duration: Duration) -> Result<Self, Error> {
+    pub fn start(
+        iface: &str,
+        filter: &str,
+        pcap: &Path,
+        max_duration: Duration,
+    ) -> Result<Self, Error> {
         let dir = TestDir::new("tshark")?;
         let mut cmd = Command::new(tshark()?);
         cmd.args(["-n", "-q", "-i", iface, "-f", filter, "-w"])
@@ -217,7 +222,19 @@ pub fn dissect_args(pcap: &Path, opts: &DissectOptions) -> Vec<String> {
         a.push("-Y".into());
         a.push(f.clone());
     }
-    a.extend(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,"].map(String::from));
+    a.extend(
+        [
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ]
+        .map(String::from),
+    );
     for f in FIELDS {
         a.push("-e".into());
         a.push((*f).into());
@@ -276,7 +293,9 @@ pub fn parse_fields(out: &str) -> Result<Dissection, Error> {
             let request = match reqs.get(i).copied() {
                 Some("1") | Some("True") | Some("true") => true,
                 Some("0") | Some("False") | Some("false") | None => false,
-                Some(other) => return Err(Error::parse("diameter.flags.request", other.to_string())),
+                Some(other) => {
+                    return Err(Error::parse("diameter.flags.request", other.to_string()))
+                }
             };
             d.diameter.push(DiameterSeen {
                 frame,

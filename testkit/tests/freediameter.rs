@@ -56,7 +56,10 @@ fn freediameter_cer_dwr_dpr_against_responder() {
         fd.log()
     );
     let log = fd.stop_graceful(Duration::from_secs(10)).unwrap();
-    assert!(wait_for_command(&hss, 282, Duration::from_secs(2)), "no DPR\n{log}");
+    assert!(
+        wait_for_command(&hss, 282, Duration::from_secs(2)),
+        "no DPR\n{log}"
+    );
     let seen = hss.seen.lock().unwrap();
     assert_eq!(seen.commands.first(), Some(&257), "{seen:?}");
     assert_eq!(seen.commands.last(), Some(&282), "{seen:?}");
@@ -69,13 +72,22 @@ fn freediameter_refuses_wrong_origin_host() {
     }
     let hss = stub();
     let mut fd = FreeDiameter::start(FdConfig::new("other.ims.lab", hss.port)).unwrap();
-    assert!(wait_for_command(&hss, 257, Duration::from_secs(10)), "{}", fd.log());
-    assert!(fd.wait_open(Duration::from_secs(2)).is_err(), "{}", fd.log());
+    assert!(
+        wait_for_command(&hss, 257, Duration::from_secs(10)),
+        "{}",
+        fd.log()
+    );
+    assert!(
+        fd.wait_open(Duration::from_secs(2)).is_err(),
+        "{}",
+        fd.log()
+    );
 }
 
 #[test]
 fn freediameter_starts_with_throwaway_tls_cred() {
-    if testkit::require_bin("freeDiameterd").is_none() || testkit::require_bin("openssl").is_none() {
+    if testkit::require_bin("freeDiameterd").is_none() || testkit::require_bin("openssl").is_none()
+    {
         return;
     }
     let dir = testkit::TestDir::new("fd-cert").unwrap();

@@ -57,13 +57,17 @@ fn kamailio_starts_and_sends_cer() {
     // Cx advertised as Vendor-Specific-Application-Id {10415, Auth 16777216}.
     let vsai: Vec<_> = cer.avps.iter().filter(|a| a.code == 260).collect();
     assert!(
-        vsai.iter().any(|a| a.data.windows(4).any(|w| w == 16_777_216u32.to_be_bytes())),
+        vsai.iter()
+            .any(|a| a.data.windows(4).any(|w| w == 16_777_216u32.to_be_bytes())),
         "{cer:?}"
     );
     assert!(k.guard().is_running());
     let log = k.stop();
     for m in testkit::kamailio::SCSCF_MODULES {
-        assert!(!log.contains(&format!("could not open module <{m}")), "{log}");
+        assert!(
+            !log.contains(&format!("could not open module <{m}")),
+            "{log}"
+        );
     }
     assert!(!log.contains("ERROR: <core>"), "{log}");
 }
@@ -95,8 +99,17 @@ fn kamailio_registers_sipp_ue_with_aka() {
     let (out, attempts) = ue.register(target, 600).unwrap();
     assert!(out.success, "{}\n{}", out.describe(), k.log());
     assert_eq!(attempts, 1);
-    assert_eq!(out.received_status_codes(), vec![401, 200], "{}", out.describe());
-    assert!(out.messages.contains("algorithm=AKAv1-MD5"), "{}", out.describe());
+    assert_eq!(
+        out.received_status_codes(),
+        vec![401, 200],
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.messages.contains("algorithm=AKAv1-MD5"),
+        "{}",
+        out.describe()
+    );
 
     let (out, _) = ue.reregister(target, 600).unwrap();
     assert!(out.success, "{}\n{}", out.describe(), k.log());
@@ -105,7 +118,11 @@ fn kamailio_registers_sipp_ue_with_aka() {
     assert!(out.success, "{}\n{}", out.describe(), k.log());
 
     let seen = hss.seen.lock().unwrap();
-    assert_eq!(seen.commands.iter().filter(|&&c| c == 303).count(), 3, "{seen:?}");
+    assert_eq!(
+        seen.commands.iter().filter(|&&c| c == 303).count(),
+        3,
+        "{seen:?}"
+    );
     // REGISTRATION, RE_REGISTRATION, USER_DEREGISTRATION (TS 29.229 §6.3.15).
     assert_eq!(seen.sar_types, vec![1, 2, 5], "{seen:?}\n{}", k.log());
 }
@@ -133,7 +150,12 @@ fn sipp_res_zero_byte_bug_is_retried() {
     let mut ue = ue(&sub);
     let first = ue.register_once(k.sip_addr(), "register", 600).unwrap();
     assert!(!first.success, "{}", first.describe());
-    assert_eq!(first.received_status_codes().last(), Some(&403), "{}", first.describe());
+    assert_eq!(
+        first.received_status_codes().last(),
+        Some(&403),
+        "{}",
+        first.describe()
+    );
     let (out, attempts) = ue.register(k.sip_addr(), 600).unwrap();
     assert!(out.success, "{}", out.describe());
     assert_eq!(attempts, 1);

@@ -74,7 +74,10 @@ fn osmo_auc_gen_resync_checks_auts() {
     i.auts = Some(auts);
     let v = run(&i).unwrap();
     let sqn = v.sqn.unwrap();
-    assert!(sqn > sqn_ms, "new SQN {sqn:#x} must follow SQN_MS {sqn_ms:#x}");
+    assert!(
+        sqn > sqn_ms,
+        "new SQN {sqn:#x} must follow SQN_MS {sqn_ms:#x}"
+    );
 
     auts[13] ^= 1;
     i.auts = Some(auts);

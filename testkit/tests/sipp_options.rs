@@ -66,6 +66,10 @@ fn sipp_options_fails_against_404_responder() {
     let out = run.run().unwrap();
     assert!(!out.success, "{}", out.describe());
     assert_eq!(out.exit_code, Some(1), "{}", out.describe());
-    assert!(out.received_status_codes().contains(&404), "{}", out.describe());
+    assert!(
+        out.received_status_codes().contains(&404),
+        "{}",
+        out.describe()
+    );
     let _ = h.join();
 }

@@ -81,7 +81,10 @@ fn tshark_captures_and_dissects_loopback() {
 
     let pcap = cap.stop().unwrap();
     let opts = DissectOptions {
-        decode_as: vec![DecodeAs::diameter_tcp(dia_port), DecodeAs::sip_udp(sip_port)],
+        decode_as: vec![
+            DecodeAs::diameter_tcp(dia_port),
+            DecodeAs::sip_udp(sip_port),
+        ],
         ..Default::default()
     };
     let d = dissect(&pcap, &opts).unwrap();

@@ -333,7 +333,13 @@ fn answer(
             let sat = m.u32(614).unwrap_or(0);
             seen.lock().unwrap().sar_types.push(sat);
             let mut avps = base(m);
-            avps.extend([avp_u32(277, 0, 1), oh, or, ok, avp(1, 0, sub.impi.as_bytes())]);
+            avps.extend([
+                avp_u32(277, 0, 1),
+                oh,
+                or,
+                ok,
+                avp(1, 0, sub.impi.as_bytes()),
+            ]);
             if sat == 1 || sat == 2 {
                 let xml = format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?><IMSSubscription><PrivateID>{}</PrivateID><ServiceProfile><PublicIdentity><Identity>{}</Identity></PublicIdentity></ServiceProfile></IMSSubscription>",
