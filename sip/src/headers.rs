@@ -307,10 +307,14 @@ impl CSeq {
         if it.next().is_some() {
             return Err(ParseError::hdr("CSeq", "trailing garbage"));
         }
-        if n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        if !n.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError::hdr("CSeq", "bad number"));
         }
-        let seq: u64 = n.parse().map_err(|_| ParseError::hdr("CSeq", "bad number"))?;
+        let sig = n.trim_start_matches('0');
+        if sig.len() > 10 {
+            return Err(ParseError::hdr("CSeq", "number >= 2**31"));
+        }
+        let seq: u64 = if sig.is_empty() { "0" } else { sig }.parse().map_err(|_| ParseError::hdr("CSeq", "bad number"))?;
         if seq >= 1 << 31 {
             return Err(ParseError::hdr("CSeq", "number >= 2**31"));
         }

@@ -684,10 +684,16 @@ impl Message {
         self.header("Max-Forwards")
             .map(|v| {
                 let v = v.trim();
-                if v.is_empty() || v.len() > 3 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(ParseError::hdr("Max-Forwards", "not 0..255"));
                 }
-                v.parse::<u32>()
+                // leading zeros are legal (1*DIGIT), so only the significant part counts
+                let sig = v.trim_start_matches('0');
+                if sig.len() > 3 {
+                    return Err(ParseError::hdr("Max-Forwards", "not 0..255"));
+                }
+                let sig = if sig.is_empty() { "0" } else { sig };
+                sig.parse::<u32>()
                     .ok()
                     .filter(|n| *n <= 255)
                     .ok_or(ParseError::hdr("Max-Forwards", "not 0..255"))
