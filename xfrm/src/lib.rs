@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod model;
 pub mod netns;
 pub mod pool;
+pub mod userspace;
 
 pub use error::{XfrmError, NO_ESP_MESSAGE};
 pub use esp::{EspCounters, EspError, EspSa};
