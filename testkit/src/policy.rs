@@ -22,7 +22,11 @@ pub fn is_ci() -> bool {
 /// Applies the policy to an unmet requirement: panics in CI, else prints
 /// `SKIPPED: <reason>` on stderr. Call it, then return from the test.
 pub fn skip_or_fail(reason: &str) {
-    if is_ci() {
+    skip_or_fail_with(is_ci(), reason);
+}
+
+fn skip_or_fail_with(ci: bool, reason: &str) {
+    if ci {
         panic!("REQUIREMENT MISSING (CI=true, so this test fails instead of skipping): {reason}");
     }
     eprintln!();
@@ -150,6 +154,15 @@ pub fn require_kamailio_modules(modules: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_panics_only_in_ci() {
+        skip_or_fail_with(false, "testing the policy (not a real skip)");
+        let r = std::panic::catch_unwind(|| skip_or_fail_with(true, "missing thing"));
+        let msg = r.unwrap_err();
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("missing thing") && msg.contains("CI=true"), "{msg}");
+    }
 
     #[test]
     fn finds_sh_and_not_nonsense() {
