@@ -57,8 +57,13 @@ pub mod dict;
 pub mod error;
 pub mod message;
 pub mod peer;
+pub mod transport;
 
 pub use crate::codec::{Avp, FindAvp, Value, MAX_GROUP_DEPTH};
 pub use crate::dict::{app, avp, cmd, enums, result, AvpDef, AvpKey, AvpType, VENDOR_3GPP};
 pub use crate::error::{AvpError, DecodeError};
 pub use crate::message::{frame_length, Message, ResultCode, DEFAULT_MAX_MESSAGE_SIZE};
+pub use crate::peer::{Peer, PeerConfig, PeerInfo};
+pub use crate::transport::{
+    Client, Handler, PeerHandle, RequestError, Server, ServerHandle, TransportError,
+};

@@ -1,0 +1,549 @@
+//! Thin tokio shell around [`Peer`]: TCP client and server (SCTP with feature `sctp`).
+//!
+//! One task per connection reads the socket, feeds [`Peer::handle_bytes`], fires
+//! [`Peer::handle_timeout`] at [`Peer::poll_timeout`], and hands [`Peer::poll_transmit`]
+//! output to a writer task, so a slow reader on the other side never stalls our reads.
+//! Requests from the peer run the [`Handler`] in their own task each, so one connection
+//! answers many requests concurrently and out of order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::dict::result;
+use crate::error::DecodeError;
+use crate::message::Message;
+use crate::peer::{
+    CloseReason, Event, FailReason, Peer, PeerConfig, PeerError, PeerInfo, DEFAULT_DISCONNECT_CAUSE,
+};
+
+/// Default Diameter port (RFC 6733 §2.1).
+pub const DEFAULT_PORT: u16 = 3868;
+
+/// Answers requests from a peer. Implemented for async closures
+/// `|req: Message| async move { ... Message }` and for your own types.
+///
+/// The answer should be built with [`Message::answer_for`]; Origin-Host/Origin-Realm are
+/// filled in if absent.
+pub trait Handler: Send + Sync + 'static {
+    /// Answer one request.
+    fn handle(&self, req: Message) -> impl Future<Output = Message> + Send;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Message> + Send + 'static,
+{
+    fn handle(&self, req: Message) -> impl Future<Output = Message> + Send {
+        self(req)
+    }
+}
+
+/// Handler of a pure client: every request gets DIAMETER_UNABLE_TO_COMPLY (5012).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHandler;
+
+impl Handler for NoHandler {
+    async fn handle(&self, req: Message) -> Message {
+        Message::error_answer(&req, result::UNABLE_TO_COMPLY, Some("no handler"))
+    }
+}
+
+/// Why a connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Socket error.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The capabilities exchange failed or the connection closed before it finished.
+    #[error("capabilities exchange failed: {0:?}")]
+    Rejected(CloseReason),
+    /// The kernel has no SCTP support (`socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)` failed
+    /// with EPROTONOSUPPORT).
+    #[error("SCTP is not supported by this kernel: {0}")]
+    SctpUnsupported(io::Error),
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No answer within the configured request timeout.
+    #[error("request timed out")]
+    TimedOut,
+    /// The connection is closed or closed while waiting.
+    #[error("connection closed")]
+    Closed,
+    /// The answer could not be decoded.
+    #[error("malformed answer: {0}")]
+    MalformedAnswer(DecodeError),
+    /// The peer refused to send it (not open, too large, not a request).
+    #[error("not sent: {0}")]
+    NotSent(PeerError),
+    /// No open connection to a peer with that Origin-Host.
+    #[error("no connection to peer {0}")]
+    UnknownPeer(String),
+}
+
+enum Cmd {
+    Request(Message, oneshot::Sender<Result<Message, RequestError>>),
+    Disconnect(i32),
+}
+
+/// A connection to one open peer: send requests, disconnect. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PeerHandle {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    remote: Arc<PeerInfo>,
+    origin_host: Arc<str>,
+    session: Arc<AtomicU64>,
+    session_high: u32,
+}
+
+/// A client connection is a [`PeerHandle`] obtained by connecting.
+pub type Client = PeerHandle;
+
+impl PeerHandle {
+    /// Connects over TCP, runs CER/CEA and returns once the peer is open. Requests from
+    /// the peer are refused with 5012; use [`PeerHandle::connect_with_handler`] to answer
+    /// them (a P-CSCF/S-CSCF receiving RTR/PPR).
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        config: PeerConfig,
+    ) -> Result<PeerHandle, TransportError> {
+        PeerHandle::connect_with_handler(addr, config, NoHandler).await
+    }
+
+    /// Connects over TCP with a handler for requests the peer sends us.
+    pub async fn connect_with_handler<H: Handler>(
+        addr: impl ToSocketAddrs,
+        config: PeerConfig,
+        handler: H,
+    ) -> Result<PeerHandle, TransportError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let config = Arc::new(config);
+        let now = tokio::time::Instant::now().into_std();
+        let peer = Peer::connect(config.clone(), now, seed(), Some(local.ip()));
+        let (up_tx, up_rx) = oneshot::channel();
+        let (r, w) = stream.into_split();
+        spawn_connection(r, w, peer, Arc::new(handler), Some(up_tx), None);
+        match up_rx.await {
+            Ok(Ok(h)) => Ok(h),
+            Ok(Err(reason)) => Err(TransportError::Rejected(reason)),
+            Err(_) => Err(TransportError::Rejected(CloseReason::TransportClosed)),
+        }
+    }
+
+    /// The peer's capabilities from its CER/CEA.
+    pub fn remote(&self) -> &PeerInfo {
+        &self.remote
+    }
+
+    /// Sends a request and waits for its answer. Many requests may be in flight at once.
+    pub async fn request(&self, msg: Message) -> Result<Message, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Request(msg, tx))
+            .map_err(|_| RequestError::Closed)?;
+        rx.await.unwrap_or(Err(RequestError::Closed))
+    }
+
+    /// A fresh Session-Id `<our Origin-Host>;<high>;<low>` (RFC 6733 §8.8).
+    pub fn new_session_id(&self) -> String {
+        let n = self.session.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{};{};{}", self.origin_host, self.session_high, n)
+    }
+
+    /// Sends DPR and waits until the connection is closed.
+    pub async fn disconnect(&self) {
+        let _ = self.cmd.send(Cmd::Disconnect(DEFAULT_DISCONNECT_CAUSE));
+        self.cmd.closed().await;
+    }
+
+    /// Waits until the connection is closed.
+    pub async fn closed(&self) {
+        self.cmd.closed().await;
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.cmd.is_closed()
+    }
+}
+
+type Registry = Arc<Mutex<HashMap<String, (u64, PeerHandle)>>>;
+
+/// Registers open server-side connections by lower-cased Origin-Host.
+#[derive(Clone)]
+struct Registration {
+    registry: Registry,
+    conn_id: u64,
+}
+
+/// A TCP Diameter server: accepts connections, answers CER, runs `handler` for requests.
+pub struct Server<H: Handler> {
+    listener: TcpListener,
+    config: Arc<PeerConfig>,
+    handler: Arc<H>,
+    registry: Registry,
+}
+
+/// Handle to a running server: send requests (RTR, PPR) to a connected peer by Origin-Host.
+#[derive(Clone)]
+pub struct ServerHandle {
+    registry: Registry,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("peers", &self.peers())
+            .finish()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds a TCP listener.
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        config: PeerConfig,
+        handler: H,
+    ) -> io::Result<Server<H>> {
+        Ok(Server {
+            listener: TcpListener::bind(addr).await?,
+            config: Arc::new(config),
+            handler: Arc::new(handler),
+            registry: Arc::default(),
+        })
+    }
+
+    /// Bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Handle for sending requests to connected peers.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            registry: self.registry.clone(),
+            local_addr: self
+                .listener
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// Accept loop; runs until the listener fails.
+    pub async fn run(self) -> io::Result<()> {
+        let mut conn_id = 0u64;
+        loop {
+            let (stream, remote) = match self.listener.accept().await {
+                Ok(x) => x,
+                Err(e) if is_transient_accept_error(&e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            conn_id += 1;
+            let _ = stream.set_nodelay(true);
+            let local_ip = stream.local_addr().ok().map(|a| a.ip());
+            tracing::debug!(%remote, "Diameter connection accepted");
+            let now = tokio::time::Instant::now().into_std();
+            let peer = Peer::accept(self.config.clone(), now, seed(), local_ip);
+            let (r, w) = stream.into_split();
+            spawn_connection(
+                r,
+                w,
+                peer,
+                self.handler.clone(),
+                None,
+                Some(Registration {
+                    registry: self.registry.clone(),
+                    conn_id,
+                }),
+            );
+        }
+    }
+
+    /// Spawns the accept loop; returns the handle and the task.
+    pub fn spawn(self) -> (ServerHandle, JoinHandle<io::Result<()>>) {
+        let h = self.handle();
+        (h, tokio::spawn(self.run()))
+    }
+}
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(24) // EMFILE: back off instead of ending the server
+        || e.raw_os_error() == Some(23)
+}
+
+impl ServerHandle {
+    /// Address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connection to the open peer with this Origin-Host (case-insensitive).
+    pub fn peer(&self, origin_host: &str) -> Option<PeerHandle> {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.get(&origin_host.to_ascii_lowercase())
+            .map(|(_, h)| h.clone())
+    }
+
+    /// Origin-Hosts of the open peers.
+    pub fn peers(&self) -> Vec<String> {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = reg
+            .values()
+            .map(|(_, h)| h.remote.origin_host.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sends a request to the peer with this Origin-Host and waits for the answer.
+    pub async fn request(&self, origin_host: &str, msg: Message) -> Result<Message, RequestError> {
+        match self.peer(origin_host) {
+            Some(p) => p.request(msg).await,
+            None => Err(RequestError::UnknownPeer(origin_host.to_string())),
+        }
+    }
+
+    /// Sends DPR on every open connection.
+    pub async fn disconnect_all(&self) {
+        let peers: Vec<PeerHandle> = {
+            let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            reg.values().map(|(_, h)| h.clone()).collect()
+        };
+        for p in peers {
+            p.disconnect().await;
+        }
+    }
+}
+
+/// Seed for identifiers: Unix seconds high, process-random low (RFC 6733 §3).
+fn seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now.as_nanos() as u64);
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    (now.as_secs() << 32) | (h.finish() & 0xffff_ffff)
+}
+
+/// Runs one connection: any byte stream halves (TCP, SCTP, tests).
+fn spawn_connection<R, W, H>(
+    reader: R,
+    writer: W,
+    peer: Peer,
+    handler: Arc<H>,
+    up: Option<oneshot::Sender<Result<PeerHandle, CloseReason>>>,
+    reg: Option<Registration>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
+    let writer_task = tokio::spawn(write_loop(writer, wrx));
+    tokio::spawn(async move {
+        drive(reader, wtx, peer, handler, up, reg).await;
+        let _ = writer_task.await;
+    });
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    while let Some(mut b) = rx.recv().await {
+        // Coalesce what is already queued into one write.
+        if !rx.is_empty() {
+            let mut buf = BytesMut::from(&b[..]);
+            while let Ok(more) = rx.try_recv() {
+                buf.extend_from_slice(&more);
+            }
+            b = buf.freeze();
+        }
+        if let Err(e) = w.write_all(&b).await {
+            tracing::debug!(error = %e, "write failed");
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+async fn drive<R, H>(
+    mut reader: R,
+    wtx: mpsc::UnboundedSender<Bytes>,
+    mut peer: Peer,
+    handler: Arc<H>,
+    mut up: Option<oneshot::Sender<Result<PeerHandle, CloseReason>>>,
+    reg: Option<Registration>,
+) where
+    R: AsyncRead + Unpin,
+    H: Handler,
+{
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Cmd>();
+    let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Message>();
+    let mut cmd_tx = Some(cmd_tx);
+    let mut waiters: HashMap<u32, oneshot::Sender<Result<Message, RequestError>>> = HashMap::new();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut registered = false;
+    let mut read_open = true;
+    let mut cmd_open = true;
+    loop {
+        while let Some(b) = peer.poll_transmit() {
+            let _ = wtx.send(b);
+        }
+        let mut closed = false;
+        while let Some(ev) = peer.poll_event() {
+            match ev {
+                Event::Up(info) => {
+                    let Some(tx) = cmd_tx.take() else { continue };
+                    let session_high = (seed() >> 32) as u32;
+                    let h = PeerHandle {
+                        cmd: tx,
+                        remote: Arc::new(info),
+                        origin_host: peer.config().origin_host.as_str().into(),
+                        session: Arc::new(AtomicU64::new(0)),
+                        session_high,
+                    };
+                    if let Some(r) = &reg {
+                        let mut map = r.registry.lock().unwrap_or_else(|e| e.into_inner());
+                        map.insert(
+                            h.remote.origin_host.to_ascii_lowercase(),
+                            (r.conn_id, h.clone()),
+                        );
+                        registered = true;
+                    }
+                    if let Some(u) = up.take() {
+                        let _ = u.send(Ok(h));
+                    }
+                }
+                Event::Request(req) => {
+                    let handler = handler.clone();
+                    let ans_tx = ans_tx.clone();
+                    tokio::spawn(async move {
+                        let a = handler.handle(req).await;
+                        let _ = ans_tx.send(a);
+                    });
+                }
+                Event::Answer(a) => {
+                    if let Some(w) = waiters.remove(&a.hop_by_hop) {
+                        let _ = w.send(Ok(a));
+                    }
+                }
+                Event::RequestFailed { hop_by_hop, reason } => {
+                    if let Some(w) = waiters.remove(&hop_by_hop) {
+                        let _ = w.send(Err(match reason {
+                            FailReason::TimedOut => RequestError::TimedOut,
+                            FailReason::ConnectionClosed => RequestError::Closed,
+                            FailReason::MalformedAnswer(e) => RequestError::MalformedAnswer(e),
+                        }));
+                    }
+                }
+                Event::WatchdogSuspect => {
+                    tracing::warn!(peer = ?peer.remote().map(|r| &r.origin_host), "watchdog: peer suspect");
+                }
+                Event::WatchdogRecovered => {
+                    tracing::info!(peer = ?peer.remote().map(|r| &r.origin_host), "watchdog: peer back");
+                }
+                Event::Closed(reason) => {
+                    tracing::debug!(?reason, "connection closed");
+                    if let Some(u) = up.take() {
+                        let _ = u.send(Err(reason));
+                    }
+                    closed = true;
+                }
+            }
+        }
+        if closed || peer.is_closed() {
+            break;
+        }
+        let deadline = peer.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            r = reader.read_buf(&mut buf), if read_open => {
+                let now = tokio::time::Instant::now().into_std();
+                match r {
+                    Ok(0) | Err(_) => {
+                        read_open = false;
+                        peer.handle_transport_closed();
+                    }
+                    Ok(_) => {
+                        peer.handle_bytes(now, &buf);
+                        buf.clear();
+                    }
+                }
+            }
+            c = cmd_rx.recv(), if cmd_open => {
+                let now = tokio::time::Instant::now().into_std();
+                match c {
+                    Some(Cmd::Request(m, tx)) => match peer.send_request(now, m) {
+                        Ok(hbh) => { waiters.insert(hbh, tx); }
+                        Err(e) => { let _ = tx.send(Err(RequestError::NotSent(e))); }
+                    },
+                    Some(Cmd::Disconnect(cause)) => peer.disconnect(now, cause),
+                    None => {
+                        // Every handle of a client is gone: nobody can use it any more.
+                        cmd_open = false;
+                        if reg.is_none() {
+                            peer.disconnect(now, DEFAULT_DISCONNECT_CAUSE);
+                        }
+                    }
+                }
+            }
+            Some(a) = ans_rx.recv() => {
+                if let Err(e) = peer.send_answer(a) {
+                    tracing::debug!(error = %e, "answer not sent");
+                }
+            }
+            _ = sleep_until(deadline) => {
+                peer.handle_timeout(tokio::time::Instant::now().into_std());
+            }
+        }
+    }
+    while let Some(b) = peer.poll_transmit() {
+        let _ = wtx.send(b);
+    }
+    for (_, w) in waiters.drain() {
+        let _ = w.send(Err(RequestError::Closed));
+    }
+    if let (Some(r), true) = (&reg, registered) {
+        let mut map = r.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(host) = peer.remote().map(|p| p.origin_host.to_ascii_lowercase()) {
+            if map.get(&host).is_some_and(|(id, _)| *id == r.conn_id) {
+                map.remove(&host);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(feature = "sctp")]
+pub mod sctp;
