@@ -161,7 +161,10 @@ mod tests {
         let r = std::panic::catch_unwind(|| skip_or_fail_with(true, "missing thing"));
         let msg = r.unwrap_err();
         let msg = msg.downcast_ref::<String>().unwrap();
-        assert!(msg.contains("missing thing") && msg.contains("CI=true"), "{msg}");
+        assert!(
+            msg.contains("missing thing") && msg.contains("CI=true"),
+            "{msg}"
+        );
     }
 
     #[test]

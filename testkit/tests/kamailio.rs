@@ -160,3 +160,61 @@ fn sipp_res_zero_byte_bug_is_retried() {
     assert!(out.success, "{}", out.describe());
     assert_eq!(attempts, 1);
 }
+
+#[test]
+fn tshark_dissects_kamailio_registration_cleanly() {
+    if !testkit::kamailio::require_scscf()
+        || testkit::require_bin("sipp").is_none()
+        || testkit::require_bin("tshark").is_none()
+        || !testkit::require_root()
+    {
+        return;
+    }
+    use testkit::tshark::{dissect, Capture, DecodeAs, DissectOptions};
+    let sub = subscriber();
+    let hss = StubHss::start(sub.clone(), true);
+    let mut cfg = ScscfConfig::new(hss.port);
+    cfg.sip_port = testkit::free_port();
+    let dir = testkit::TestDir::new("kam-pcap").unwrap();
+    let pcap = dir.join("reg.pcap");
+    let cap = Capture::loopback(&[hss.port, cfg.sip_port], &pcap).unwrap();
+    let mut k = Kamailio::start(cfg).unwrap();
+    k.wait_hss_open(Duration::from_secs(15)).unwrap();
+    let mut ue = ue(&sub);
+    let (out, _) = ue.register(k.sip_addr(), 600).unwrap();
+    assert!(out.success, "{}", out.describe());
+    let (out, _) = ue.deregister(k.sip_addr()).unwrap();
+    assert!(out.success, "{}", out.describe());
+    let pcap = cap.stop().unwrap();
+    let d = dissect(
+        &pcap,
+        &DissectOptions {
+            decode_as: vec![
+                DecodeAs::diameter_tcp(hss.port),
+                DecodeAs::sip_udp(k.config().sip_port),
+            ],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(d.malformed, 0, "{d:?}");
+    let req = d.diameter_codes(true);
+    let ans = d.diameter_codes(false);
+    for code in [257, 303, 301] {
+        assert!(req.contains(&code), "request {code} missing: {d:?}");
+        assert!(ans.contains(&code), "answer {code} missing: {d:?}");
+    }
+    assert!(d
+        .diameter
+        .iter()
+        .filter(|m| m.code == 303)
+        .all(|m| m.app == 16_777_216));
+    assert!(
+        d.sip_methods.iter().filter(|m| *m == "REGISTER").count() >= 4,
+        "{d:?}"
+    );
+    assert!(
+        d.sip_status.contains(&401) && d.sip_status.contains(&200),
+        "{d:?}"
+    );
+}
