@@ -1,7 +1,7 @@
 //! The error type of the backends.
 
 use crate::esp::EspError;
-use crate::model::InvalidSaSet;
+use crate::model::{BadTransition, InvalidSaSet};
 use crate::pool::PoolError;
 
 /// Text of [`XfrmError::KernelLacksEsp`], stable for operators and tests.
@@ -35,6 +35,9 @@ pub enum XfrmError {
     /// Invalid SA set.
     #[error(transparent)]
     InvalidSet(#[from] InvalidSaSet),
+    /// Illegal state change of a set.
+    #[error(transparent)]
+    Transition(#[from] BadTransition),
     /// Pool exhausted or misconfigured.
     #[error(transparent)]
     Pool(#[from] PoolError),

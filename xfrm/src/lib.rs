@@ -5,14 +5,17 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod error;
 pub mod esp;
 pub mod kernel;
 pub mod model;
 pub mod netns;
 pub mod pool;
+pub mod uat;
 pub mod userspace;
 
+pub use backend::{select, BackendKind, IpsecBackend, Selected};
 pub use error::{XfrmError, NO_ESP_MESSAGE};
 pub use esp::{EspCounters, EspError, EspSa};
 pub use kernel::{KernelBackend, Tag};
@@ -21,3 +24,5 @@ pub use model::{
     SocketAddrPair, Spis,
 };
 pub use pool::{Lease, Pool, PoolError};
+pub use kernel::SetId;
+pub use userspace::{EspEndpoint, Inbound, UserspaceBackend};
