@@ -1,0 +1,251 @@
+//! The tokio shell over loopback TCP: many concurrent requests, server-initiated
+//! requests, allow-list, timeouts, and hostile byte streams.
+
+use std::time::Duration;
+
+use diameter::peer::CloseReason;
+use diameter::transport::Handler;
+use diameter::{
+    app, avp, cmd, enums, result, Avp, FindAvp, Message, PeerConfig, PeerHandle, RequestError, ResultCode, Server,
+    TransportError, VENDOR_3GPP,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A handler type of our own (not a closure): the HSS will look like this.
+struct EchoHss;
+
+impl Handler for EchoHss {
+    async fn handle(&self, req: Message) -> Message {
+        let user = req.get_utf8(avp::USER_NAME).unwrap_or("?").to_string();
+        // Vary the delay so answers leave in a different order than requests came.
+        let d = user.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)) % 5;
+        tokio::time::sleep(Duration::from_millis(d)).await;
+        Message::answer_for(&req)
+            .with(Avp::utf8(avp::USER_NAME, user))
+            .with_experimental_result(VENDOR_3GPP, result::cx::FIRST_REGISTRATION)
+    }
+}
+
+fn mar(client: &PeerHandle, user: &str) -> Message {
+    Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
+        .with(Avp::utf8(avp::SESSION_ID, client.new_session_id()))
+        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
+        .with(Avp::enumerated(avp::AUTH_SESSION_STATE, enums::NO_STATE_MAINTAINED))
+        .with(Avp::utf8(avp::DESTINATION_REALM, "ims.lab"))
+        .with(Avp::utf8(avp::USER_NAME, user))
+}
+
+async fn start_server() -> diameter::ServerHandle {
+    let server = Server::bind("127.0.0.1:0", PeerConfig::cx("hss.ims.lab", "ims.lab"), EchoHss)
+        .await
+        .unwrap();
+    server.spawn().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_requests_on_one_connection() {
+    let srv = start_server().await;
+    let client = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("scscf.ims.lab", "ims.lab"))
+        .await
+        .unwrap();
+    assert_eq!(client.remote().origin_host, "hss.ims.lab");
+    let mut tasks = Vec::new();
+    for i in 0..2000 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user{i}@ims.lab");
+            let a = c.request(mar(&c, &user)).await.unwrap();
+            assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), user);
+            assert_eq!(a.origin_host(), Some("hss.ims.lab"));
+            assert_eq!(
+                a.result(),
+                Some(ResultCode::Experimental { vendor: VENDOR_3GPP, code: 2001 })
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(srv.peers(), vec!["scscf.ims.lab".to_string()]);
+    client.disconnect().await;
+    // The server drops the registration once the connection is gone.
+    for _ in 0..100 {
+        if srv.peers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(srv.peers().is_empty());
+}
+
+#[tokio::test]
+async fn server_sends_rtr_to_a_connected_client() {
+    let srv = start_server().await;
+    let client = PeerHandle::connect_with_handler(
+        srv.local_addr(),
+        PeerConfig::cx("scscf.ims.lab", "ims.lab"),
+        |req: Message| async move {
+            assert_eq!(req.code, cmd::REGISTRATION_TERMINATION);
+            Message::answer_for(&req).with_result_code(result::SUCCESS)
+        },
+    )
+    .await
+    .unwrap();
+    let rtr = Message::request(app::CX, cmd::REGISTRATION_TERMINATION)
+        .with(Avp::utf8(avp::SESSION_ID, "hss.ims.lab;1;1"))
+        .with(Avp::utf8(avp::DESTINATION_HOST, "scscf.ims.lab"))
+        .with(Avp::utf8(avp::USER_NAME, "alice@ims.lab"));
+    let a = srv.request("SCSCF.ims.lab", rtr.clone()).await.unwrap();
+    assert_eq!(a.result(), Some(ResultCode::Base(2001)));
+    assert!(matches!(srv.request("nobody", rtr).await, Err(RequestError::UnknownPeer(_))));
+    // A plain client refuses requests with 5012.
+    let plain = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("icscf.ims.lab", "ims.lab"))
+        .await
+        .unwrap();
+    let a = srv
+        .request("icscf.ims.lab", Message::request(app::CX, cmd::PUSH_PROFILE))
+        .await
+        .unwrap();
+    assert_eq!(a.result(), Some(ResultCode::Base(result::UNABLE_TO_COMPLY)));
+    drop(plain);
+    drop(client);
+}
+
+#[tokio::test]
+async fn allow_list_rejects_with_unknown_peer() {
+    let server = Server::bind(
+        "127.0.0.1:0",
+        PeerConfig::cx("hss.ims.lab", "ims.lab").allow_hosts(["scscf.ims.lab"]),
+        EchoHss,
+    )
+    .await
+    .unwrap();
+    let (srv, _t) = server.spawn();
+    let r = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("evil.lab", "lab")).await;
+    assert!(
+        matches!(r, Err(TransportError::Rejected(CloseReason::CapabilitiesRejected(3010)))),
+        "{r:?}"
+    );
+    assert!(PeerHandle::connect(srv.local_addr(), PeerConfig::cx("scscf.ims.lab", "ims.lab")).await.is_ok());
+}
+
+#[tokio::test]
+async fn request_timeout_reported() {
+    let server = Server::bind(
+        "127.0.0.1:0",
+        PeerConfig::cx("hss.ims.lab", "ims.lab"),
+        |req: Message| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Message::answer_for(&req)
+        },
+    )
+    .await
+    .unwrap();
+    let (srv, _t) = server.spawn();
+    let mut conf = PeerConfig::cx("scscf.ims.lab", "ims.lab");
+    conf.request_timeout = Duration::from_millis(200);
+    let client = PeerHandle::connect(srv.local_addr(), conf).await.unwrap();
+    let r = client.request(mar(&client, "slow@ims.lab")).await;
+    assert_eq!(r, Err(RequestError::TimedOut));
+}
+
+async fn raw_open(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut cer = Message::request(app::COMMON, cmd::CAPABILITIES_EXCHANGE)
+        .with(Avp::utf8(avp::ORIGIN_HOST, "raw.lab"))
+        .with(Avp::utf8(avp::ORIGIN_REALM, "lab"))
+        .with(Avp::address(avp::HOST_IP_ADDRESS, "127.0.0.1".parse().unwrap()))
+        .with(Avp::u32(avp::VENDOR_ID, 0))
+        .with(Avp::utf8(avp::PRODUCT_NAME, "raw"))
+        .with(Avp::u32(avp::AUTH_APPLICATION_ID, app::CX));
+    cer.hop_by_hop = 1;
+    s.write_all(&cer.encode()).await.unwrap();
+    let cea = read_msg(&mut s).await.unwrap();
+    assert_eq!(cea.result(), Some(ResultCode::Base(2001)));
+    s
+}
+
+async fn read_msg(s: &mut TcpStream) -> Option<Message> {
+    let mut hdr = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hdr)).await.ok()?.ok()?;
+    let len = u32::from_be_bytes([0, hdr[1], hdr[2], hdr[3]]) as usize;
+    let mut rest = vec![0u8; len - 4];
+    s.read_exact(&mut rest).await.ok()?;
+    let mut all = hdr.to_vec();
+    all.extend(rest);
+    Message::decode(all).ok()
+}
+
+/// The connection ends (EOF or reset) within 5 s.
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_input_never_crashes_the_server() {
+    let srv = start_server().await;
+    let addr = srv.local_addr();
+
+    // Unknown command → 3001 on an open connection.
+    let mut s = raw_open(addr).await;
+    let mut m = Message::request(app::CX, 399).with(Avp::utf8(avp::SESSION_ID, "x;1;1"));
+    m.hop_by_hop = 2;
+    s.write_all(&m.encode()).await.unwrap();
+    let a = read_msg(&mut s).await.unwrap();
+    assert_eq!(a.result(), Some(ResultCode::Base(result::COMMAND_UNSUPPORTED)));
+    assert_eq!(a.hop_by_hop, 2);
+    // Wrong AVP length → 5014, connection stays.
+    let mut w = Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
+        .with(Avp::utf8(avp::USER_NAME, "a"))
+        .encode();
+    w[27] = 99;
+    s.write_all(&w).await.unwrap();
+    let a = read_msg(&mut s).await.unwrap();
+    assert_eq!(a.result(), Some(ResultCode::Base(result::INVALID_AVP_LENGTH)));
+    // Oversized length → closed.
+    s.write_all(&[1, 0xff, 0xff, 0xfc, 0x80, 0, 1, 0x2f]).await.unwrap();
+    assert!(closed(&mut s).await);
+
+    // Garbage before CER → closed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"\x00\x00\x00\x00garbage garbage garbage").await.unwrap();
+    assert!(closed(&mut s).await);
+
+    // Truncated message then EOF → closed quietly.
+    let mut s = raw_open(addr).await;
+    let w = Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
+        .with(Avp::utf8(avp::USER_NAME, "a"))
+        .encode();
+    s.write_all(&w[..w.len() - 3]).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert!(closed(&mut s).await);
+
+    // Random bytes on many connections.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut junk = vec![0u8; 300];
+        for b in junk.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        junk[0] = 1; // a plausible version keeps the parser going further
+        let _ = s.write_all(&junk).await;
+        drop(s);
+    }
+
+    // The server still works.
+    let client = PeerHandle::connect(addr, PeerConfig::cx("scscf.ims.lab", "ims.lab")).await.unwrap();
+    let a = client.request(mar(&client, "after@ims.lab")).await.unwrap();
+    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "after@ims.lab");
+}
