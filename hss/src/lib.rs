@@ -5,9 +5,15 @@
 //! - [`csv`]: import of SIM card data CSVs.
 //! - [`cx`]: sans-IO Cx handlers (UAR, MAR, SAR, LIR; RTR/PPR builders).
 //! - [`metrics`]: Prometheus counters.
+//! - [`config`]: the TOML configuration; [`server`]: wiring; [`rest`]: provisioning API;
+//!   [`provision`]: input validation shared by the CLI and the API.
 
+pub mod config;
 pub mod csv;
 pub mod cx;
 pub mod metrics;
+pub mod provision;
+pub mod rest;
+pub mod server;
 pub mod sqn;
 pub mod store;

@@ -1,1 +1,258 @@
-fn main() {}
+//! `hss` binary: parses the command line and config, then wires the library together.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hss::config::{Config, EXAMPLE};
+use hss::provision::NewSubscriber;
+use hss::store::{Impu, Store};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// IMS HSS for labs: Cx over Diameter (UAR/MAR/SAR/LIR, RTR/PPR) with Milenage AKA vectors
+/// whose SQNs are committed to SQLite before any answer leaves, plus provisioning by CLI,
+/// REST API and SIM card CSV import.
+///
+/// Quick start:
+///   hss config example > hss.toml          # every setting with its default, commented
+///   hss -c hss.toml subscriber add --imsi 001010000000001 \
+///       --ki 465B5CE8B199B49FAA5F0A2EE238A6BC --opc CD63CB71954A9F4E48A5994E37A02BAF \
+///       --msisdn 491701234567
+///   hss -c hss.toml subscriber import cards.csv   # IMSI/ICCID/Ki/OPc(or OP)/MSISDN columns
+///   hss -c hss.toml run                    # prints "hss ready ..." once listening
+///
+/// Without -c, built-in defaults are used (Diameter on 127.0.0.1:3868, ./hss.db).
+#[derive(Parser)]
+#[command(name = "hss", version, verbatim_doc_comment)]
+struct Cli {
+    /// Configuration file (TOML). See `hss config example`.
+    #[arg(short, long, global = true, env = "HSS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database file, overriding `[store] path`.
+    #[arg(long, global = true, env = "HSS_DB")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the HSS (the default): Diameter Cx server and, if configured, the REST API.
+    Run,
+    /// Provision subscribers directly in the database (safe while the HSS runs).
+    #[command(subcommand)]
+    Subscriber(SubCmd),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print a commented configuration file with every default.
+    Example,
+    /// Load the configuration, validate it and print the effective values.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum SubCmd {
+    /// Add a subscriber. IMPI defaults to <IMSI>@ims.mnc<MNC>.mcc<MCC>.3gppnetwork.org (or
+    /// <IMSI>@<[ims] domain>); IMPUs default to sip:<IMSI>@<domain>, and with an MSISDN also
+    /// sip:+<MSISDN>@<domain> and tel:+<MSISDN>, in one implicit registration set.
+    Add(AddArgs),
+    /// Show one subscriber (by IMPI, IMSI, MSISDN or IMPU) as JSON; K/OPc masked.
+    Show {
+        /// IMPI, IMSI, MSISDN or IMPU.
+        id: String,
+        /// Print K and OPc in clear.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// List IMPIs.
+    List,
+    /// Delete a subscriber (no RTR is sent from the CLI; use the REST API for that).
+    Delete {
+        /// IMPI, IMSI, MSISDN or IMPU.
+        id: String,
+    },
+    /// Import a SIM card data CSV (as pySim or card vendors write them). Columns are matched
+    /// case-insensitively in any order: IMSI, ICCID, Ki, OPc or OP, MSISDN, and optionally
+    /// AMF, SQN, IMPI, IMPU (space or | separated). Other columns (PIN, PUK, ADM...) are
+    /// ignored. Use - for standard input.
+    Import {
+        /// CSV file, or - for stdin.
+        file: PathBuf,
+        /// Shared iFC profile to attach to every imported subscriber.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Replace subscribers that already exist (keeps their SQN and registration).
+        #[arg(long)]
+        update: bool,
+    },
+}
+
+#[derive(Args)]
+struct AddArgs {
+    /// IMSI (digits).
+    #[arg(long)]
+    imsi: Option<String>,
+    /// Private identity, if the ISIM holds something else than the IMSI-derived one.
+    #[arg(long)]
+    impi: Option<String>,
+    /// Subscriber key K, 32 hex digits.
+    #[arg(long, alias = "k")]
+    ki: String,
+    /// OPc, 32 hex digits.
+    #[arg(long, conflicts_with = "op", required_unless_present = "op")]
+    opc: Option<String>,
+    /// OP, 32 hex digits (OPc is computed; only OPc is stored).
+    #[arg(long)]
+    op: Option<String>,
+    /// AMF, 4 hex digits (default from [aka] default_amf).
+    #[arg(long)]
+    amf: Option<String>,
+    /// SQN to start from (last issued).
+    #[arg(long)]
+    sqn: Option<u64>,
+    /// MSISDN.
+    #[arg(long)]
+    msisdn: Option<String>,
+    /// ICCID.
+    #[arg(long)]
+    iccid: Option<String>,
+    /// Public identity (repeat for several); replaces the defaults.
+    #[arg(long = "impu")]
+    impus: Vec<String>,
+    /// Shared iFC profile name.
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut c = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => {
+            let mut c = Config::default();
+            c.rest.token = std::env::var("HSS_REST_TOKEN").ok().filter(|t| !t.is_empty());
+            c
+        }
+    };
+    if let Some(db) = &cli.db {
+        c.store.path = db.clone();
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn defaults(c: &Config) -> anyhow::Result<hss::provision::Defaults> {
+    Ok(hss::provision::Defaults { domain: c.ims.domain.clone(), mnc_digits: c.ims.mnc_digits, amf: c.default_amf()? })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HSS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd.as_ref().unwrap_or(&Cmd::Run) {
+        Cmd::Run => run(load_config(&cli)?),
+        Cmd::Config(ConfigCmd::Example) => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        Cmd::Config(ConfigCmd::Check) => {
+            let c = load_config(&cli)?;
+            println!("{c:#?}");
+            Ok(())
+        }
+        Cmd::Subscriber(s) => subscriber(&load_config(&cli)?, s),
+    }
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let (_hss, l) = hss::server::start(&cfg).await?;
+        let rest = l.rest.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+        // The line tests and scripts wait for.
+        println!("hss ready diameter={} rest={} db={}", l.diameter, rest, cfg.store.path.display());
+        std::io::stdout().flush()?;
+        tracing::info!(diameter = %l.diameter, %rest, origin_host = %cfg.origin_host, "HSS running");
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {
+    let mut store = Store::open(&cfg.store.path, cfg.store.durability)
+        .with_context(|| format!("opening {}", cfg.store.path.display()))?;
+    match cmd {
+        SubCmd::Add(a) => {
+            let n = NewSubscriber {
+                impi: a.impi.clone(),
+                imsi: a.imsi.clone(),
+                iccid: a.iccid.clone(),
+                msisdn: a.msisdn.clone(),
+                k: a.ki.clone(),
+                opc: a.opc.clone(),
+                op: a.op.clone(),
+                amf: a.amf.clone(),
+                sqn: a.sqn,
+                impus: (!a.impus.is_empty()).then(|| {
+                    a.impus.iter().map(|u| Impu { uri: u.clone(), irs: 0, barred: false, display_name: None }).collect()
+                }),
+                ifcs: vec![],
+                profile: a.profile.clone(),
+                shared_ifc_set_ids: vec![],
+            };
+            let s = n.build(&defaults(cfg)?).map_err(anyhow::Error::msg)?;
+            store.add(&s)?;
+            println!("{}", serde_json::to_string_pretty(&s.masked())?);
+        }
+        SubCmd::Show { id, show_secrets } => {
+            let s = store.find(id)?.with_context(|| format!("no subscriber {id}"))?;
+            let v = if *show_secrets { serde_json::to_value(&s)? } else { s.masked() };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        SubCmd::List => {
+            for i in store.list()? {
+                println!("{i}");
+            }
+        }
+        SubCmd::Delete { id } => {
+            let s = store.find(id)?.with_context(|| format!("no subscriber {id}"))?;
+            store.delete(&s.impi)?;
+            println!("deleted {}", s.impi);
+        }
+        SubCmd::Import { file, profile, update } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let d = hss::csv::ImportDefaults {
+                domain: cfg.ims.domain.clone(),
+                mnc_digits: cfg.ims.mnc_digits,
+                amf: cfg.default_amf()?,
+                profile: profile.clone(),
+            };
+            let subs = hss::csv::parse(&text, &d)?;
+            let (mut added, mut updated) = (0, 0);
+            for s in &subs {
+                match store.add(s) {
+                    Ok(()) => added += 1,
+                    Err(hss::store::StoreError::Conflict(_)) if *update => {
+                        store.update(&s.impi, s)?;
+                        updated += 1;
+                    }
+                    Err(e) => anyhow::bail!("{}: {e} (nothing after it was imported; --update replaces existing ones)", s.impi),
+                }
+            }
+            println!("imported {added} new, {updated} updated, from {} rows", subs.len());
+        }
+    }
+    Ok(())
+}

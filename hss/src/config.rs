@@ -1,0 +1,293 @@
+//! The HSS configuration file (TOML). Every key is optional; [`EXAMPLE`] documents each default.
+
+use crate::store::Durability;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A commented configuration with every default, printed by `hss config example`.
+pub const EXAMPLE: &str = r#"# hss.toml — every key is optional; the values shown are the defaults.
+
+# Diameter identity (RFC 6733 Origin-Host / Origin-Realm) of this HSS.
+origin_host = "hss.ims.lab"
+realm = "ims.lab"
+
+[diameter]
+# TCP listen address for Cx (port 3868 is the Diameter default).
+listen = "127.0.0.1:3868"
+# Origin-Host values of the S-CSCFs/I-CSCFs allowed to connect (CER) and send requests;
+# anything else gets DIAMETER_UNKNOWN_PEER (3010). Empty = accept any peer (lab default).
+allowed_peers = []
+# Device-Watchdog interval in seconds (RFC 3539 Tw, at least 6).
+watchdog_secs = 30
+
+[store]
+# SQLite database file (created and migrated on start). Relative paths are relative to the
+# working directory.
+path = "hss.db"
+# "full": fsync every commit (SQNs survive power loss). "normal": survive a crashed or
+# killed process, not a power cut; faster on slow disks.
+durability = "full"
+
+[aka]
+# SQN = SEQ || IND (TS 33.102 Annex C). Width of IND in bits, as programmed on the cards.
+ind_bits = 5
+# The IND slot this HSS uses. Give an EPC HSS sharing the same cards another slot (most use
+# 0), so that authentications on LTE and IMS never force each other into resynchronisation.
+ind = 1
+# AMF for subscribers provisioned without one (hex; bit 15 = the "separation bit" for EPS).
+default_amf = "8000"
+# Most vectors returned by one MAA, whatever SIP-Number-Auth-Items asks for.
+max_vectors = 16
+
+[cx]
+# S-CSCF SIP URI returned in UAA/LIA for a user that has none assigned (an I-CSCF then needs
+# no capabilities matching). Unset = return an empty Server-Capabilities.
+# default_scscf = "sip:scscf.ims.lab:6060"
+# Visited-Network-Identifier values allowed in UAR; others get ROAMING_NOT_ALLOWED (5004).
+# Empty = any.
+allowed_visited_networks = []
+
+[ims]
+# Home domain for IMPIs/IMPUs derived from an IMSI when provisioning without explicit ones.
+# Unset = derive "ims.mnc<MNC>.mcc<MCC>.3gppnetwork.org" from the IMSI (TS 23.003 §13).
+# domain = "ims.lab"
+# MNC length used for that derivation (2 or 3).
+mnc_digits = 2
+
+[rest]
+# Provisioning REST API + /metrics + /openapi.json. Unset listen = disabled.
+# listen = "127.0.0.1:8080"
+# Bearer token required on /api/* (Authorization: Bearer <token>). Also read from the
+# environment variable HSS_REST_TOKEN. /metrics, /health and /openapi.json need none.
+# token = "change-me"
+"#;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Cannot read the file.
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// Not valid TOML for this schema.
+    #[error("{0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    /// Semantically wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Origin-Host.
+    pub origin_host: String,
+    /// Origin-Realm.
+    pub realm: String,
+    /// `[diameter]`.
+    pub diameter: DiameterConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[aka]`.
+    pub aka: AkaConfig,
+    /// `[cx]`.
+    pub cx: CxSection,
+    /// `[ims]`.
+    pub ims: ImsConfig,
+    /// `[rest]`.
+    pub rest: RestConfig,
+}
+
+/// `[diameter]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiameterConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Allowed peer Origin-Hosts; empty = any.
+    pub allowed_peers: Vec<String>,
+    /// Watchdog interval.
+    pub watchdog_secs: u64,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Database file.
+    pub path: PathBuf,
+    /// Commit durability.
+    pub durability: Durability,
+}
+
+/// `[aka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AkaConfig {
+    /// IND width.
+    pub ind_bits: u8,
+    /// Our IND slot.
+    pub ind: u32,
+    /// Default AMF, hex.
+    pub default_amf: String,
+    /// Vector cap per MAA.
+    pub max_vectors: u32,
+}
+
+/// `[cx]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CxSection {
+    /// Default S-CSCF name.
+    pub default_scscf: Option<String>,
+    /// Allowed visited networks.
+    pub allowed_visited_networks: Vec<String>,
+}
+
+/// `[ims]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImsConfig {
+    /// Home domain.
+    pub domain: Option<String>,
+    /// MNC digits.
+    pub mnc_digits: usize,
+}
+
+/// `[rest]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestConfig {
+    /// Listen address; None disables the API.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token.
+    pub token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            origin_host: "hss.ims.lab".into(),
+            realm: "ims.lab".into(),
+            diameter: DiameterConfig::default(),
+            store: StoreConfig::default(),
+            aka: AkaConfig::default(),
+            cx: CxSection::default(),
+            ims: ImsConfig::default(),
+            rest: RestConfig::default(),
+        }
+    }
+}
+
+impl Default for DiameterConfig {
+    fn default() -> Self {
+        DiameterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3868)),
+            allowed_peers: vec![],
+            watchdog_secs: 30,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: "hss.db".into(), durability: Durability::Full }
+    }
+}
+
+impl Default for AkaConfig {
+    fn default() -> Self {
+        AkaConfig { ind_bits: 5, ind: 1, default_amf: "8000".into(), max_vectors: 16 }
+    }
+}
+
+impl Default for ImsConfig {
+    fn default() -> Self {
+        ImsConfig { domain: None, mnc_digits: 2 }
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e))?;
+        if c.rest.token.is_none() {
+            c.rest.token = std::env::var("HSS_REST_TOKEN").ok().filter(|t| !t.is_empty());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values that TOML types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let policy = self.sqn_policy()?;
+        if u64::from(self.aka.ind) >= policy.slots() as u64 {
+            return Err(ConfigError::Invalid(format!(
+                "aka.ind = {} does not fit in aka.ind_bits = {}",
+                self.aka.ind, self.aka.ind_bits
+            )));
+        }
+        self.default_amf()?;
+        if !(6..=3600).contains(&self.diameter.watchdog_secs) {
+            return Err(ConfigError::Invalid("diameter.watchdog_secs must be 6..=3600".into()));
+        }
+        if self.rest.listen.is_some() && self.rest.token.as_deref().unwrap_or("").is_empty() {
+            return Err(ConfigError::Invalid(
+                "rest.listen is set but no rest.token (or HSS_REST_TOKEN): refusing an open provisioning API".into(),
+            ));
+        }
+        if !matches!(self.ims.mnc_digits, 2 | 3) {
+            return Err(ConfigError::Invalid("ims.mnc_digits must be 2 or 3".into()));
+        }
+        Ok(())
+    }
+
+    /// The SQN policy from `[aka]`.
+    pub fn sqn_policy(&self) -> Result<akav1::SqnPolicy, ConfigError> {
+        akav1::SqnPolicy::with_ind_bits(self.aka.ind_bits).map_err(|e| ConfigError::Invalid(format!("aka.ind_bits: {e}")))
+    }
+
+    /// The default AMF from `[aka]`.
+    pub fn default_amf(&self) -> Result<[u8; 2], ConfigError> {
+        crate::store::parse_hex::<2>(&self.aka.default_amf).map_err(|e| ConfigError::Invalid(format!("aka.default_amf: {e}")))
+    }
+
+    /// The Cx handler settings.
+    pub fn cx_config(&self) -> crate::cx::CxConfig {
+        crate::cx::CxConfig {
+            origin_host: self.origin_host.clone(),
+            origin_realm: self.realm.clone(),
+            allowed_peers: self.diameter.allowed_peers.clone(),
+            allowed_visited_networks: self.cx.allowed_visited_networks.clone(),
+            default_scscf: self.cx.default_scscf.clone(),
+            max_vectors: self.aka.max_vectors,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_to_the_defaults() {
+        let c: Config = toml::from_str(EXAMPLE).unwrap();
+        let d = Config::default();
+        assert_eq!(c.origin_host, d.origin_host);
+        assert_eq!(c.diameter.listen, d.diameter.listen);
+        assert_eq!(c.aka.ind, d.aka.ind);
+        assert_eq!(c.store.durability, d.store.durability);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        let c: Config = toml::from_str("[aka]\nind = 40\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("aka.ind"));
+        let c: Config = toml::from_str("[rest]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("token"));
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+}

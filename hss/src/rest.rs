@@ -1,0 +1,304 @@
+//! Provisioning REST API (JSON, bearer token), `/metrics` and `/openapi.json`.
+
+use crate::cx::DeregReason;
+use crate::provision::NewSubscriber;
+use crate::server::Hss;
+use crate::store::{RegState, StoreError};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct AppState {
+    hss: Arc<Hss>,
+    token: Arc<str>,
+}
+
+/// The API router: `/api/v1/*` behind the bearer token, the rest open.
+pub fn router(hss: Arc<Hss>, token: String) -> Router {
+    let st = AppState { hss, token: token.into() };
+    let api = Router::new()
+        .route("/subscribers", get(list).post(add))
+        .route("/subscribers/{id}", get(show).put(update).delete(remove))
+        .route("/subscribers/{id}/rtr", post(rtr))
+        .route("/subscribers/{id}/ppr", post(ppr))
+        .route("/profiles/{name}", get(get_profile).put(put_profile))
+        .layer(middleware::from_fn_with_state(st.clone(), auth));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .with_state(st)
+}
+
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    st.hss.metrics.rest();
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| ct_eq(t.trim().as_bytes(), st.token.as_bytes()));
+    if !ok {
+        return err(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    next.run(req).await
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn err(code: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (code, Json(json!({ "error": msg.to_string() }))).into_response()
+}
+
+fn store_err(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound(_) => err(StatusCode::NOT_FOUND, e),
+        StoreError::Conflict(_) => err(StatusCode::CONFLICT, e),
+        StoreError::Invalid(_) => err(StatusCode::UNPROCESSABLE_ENTITY, e),
+        _ => err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+type R = Result<Response, Response>;
+
+fn blocking_store<T>(st: &AppState, f: impl FnOnce(&mut crate::store::Store) -> Result<T, StoreError>) -> Result<T, Response> {
+    // Store calls are short; the REST API is not a hot path.
+    let mut s = st.hss.store.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut s).map_err(store_err)
+}
+
+async fn list(State(st): State<AppState>) -> R {
+    let v = blocking_store(&st, |s| s.list())?;
+    Ok(Json(json!({ "subscribers": v })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ShowQ {
+    #[serde(default)]
+    show_secrets: bool,
+}
+
+async fn show(State(st): State<AppState>, Path(id): Path<String>, Query(q): Query<ShowQ>) -> R {
+    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let v = if q.show_secrets { serde_json::to_value(&s).unwrap_or_default() } else { s.masked() };
+    Ok(Json(v).into_response())
+}
+
+async fn add(State(st): State<AppState>, body: Result<Json<NewSubscriber>, axum::extract::rejection::JsonRejection>) -> R {
+    let Json(n) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let s = n.build(&st.hss.defaults).map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    blocking_store(&st, |db| db.add(&s))?;
+    Ok((StatusCode::CREATED, Json(s.masked())).into_response())
+}
+
+async fn update(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<NewSubscriber>, axum::extract::rejection::JsonRejection>,
+) -> R {
+    let Json(n) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let old = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let s = n.build(&st.hss.defaults).map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    if s.impi != old.impi {
+        return Err(err(StatusCode::UNPROCESSABLE_ENTITY, "the IMPI of a subscriber cannot change"));
+    }
+    blocking_store(&st, |db| db.update(&old.impi, &s))?;
+    // A registered user's S-CSCF gets the new profile right away.
+    let ppr = if old.reg_state != RegState::NotRegistered && old.scscf_host.is_some() {
+        Some(match st.hss.ppr(&old.impi).await {
+            Ok(r) => json!(r),
+            Err(e) => json!({ "error": e.to_string() }),
+        })
+    } else {
+        None
+    };
+    let mut v = s.masked();
+    if let (Some(o), Some(p)) = (v.as_object_mut(), ppr) {
+        o.insert("ppr".into(), p);
+    }
+    Ok(Json(v).into_response())
+}
+
+async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> R {
+    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let mut rtr = None;
+    if s.reg_state != RegState::NotRegistered && s.scscf_host.is_some() {
+        rtr = Some(match st.hss.rtr(&s.impi, DeregReason::PermanentTermination, Some("subscription deleted")).await {
+            Ok(r) => json!(r),
+            Err(e) => json!({ "error": e.to_string() }),
+        });
+    }
+    blocking_store(&st, |db| db.delete(&s.impi))?;
+    Ok(Json(json!({ "deleted": s.impi, "rtr": rtr })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct RtrBody {
+    reason: Option<DeregReason>,
+    info: Option<String>,
+}
+
+async fn rtr(State(st): State<AppState>, Path(id): Path<String>, body: Option<Json<RtrBody>>) -> R {
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let reason = b.reason.unwrap_or(DeregReason::PermanentTermination);
+    match st.hss.rtr(&s.impi, reason, b.info.as_deref()).await {
+        Ok(r) => Ok(Json(json!(r)).into_response()),
+        Err(e) => Err(err(StatusCode::BAD_GATEWAY, e)),
+    }
+}
+
+async fn ppr(State(st): State<AppState>, Path(id): Path<String>) -> R {
+    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    match st.hss.ppr(&s.impi).await {
+        Ok(r) => Ok(Json(json!(r)).into_response()),
+        Err(e) => Err(err(StatusCode::BAD_GATEWAY, e)),
+    }
+}
+
+async fn get_profile(State(st): State<AppState>, Path(name): Path<String>) -> R {
+    let p = blocking_store(&st, |s| s.profile(&name))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no profile {name}")))?;
+    Ok(Json(json!({ "name": name, "ifcs": p })).into_response())
+}
+
+async fn put_profile(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<Vec<ifc::InitialFilterCriteria>>, axum::extract::rejection::JsonRejection>,
+) -> R {
+    let Json(ifcs) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let users = blocking_store(&st, |s| {
+        s.put_profile(&name, &ifcs)?;
+        let mut v = Vec::new();
+        for u in s.users_of_profile(&name)? {
+            if let Some(x) = s.get(&u)? {
+                if x.reg_state != RegState::NotRegistered && x.scscf_host.is_some() {
+                    v.push(u);
+                }
+            }
+        }
+        Ok(v)
+    })?;
+    let mut pushed = Vec::new();
+    for u in users {
+        pushed.push(match st.hss.ppr(&u).await {
+            Ok(r) => json!({ "impi": u, "ppr": r }),
+            Err(e) => json!({ "impi": u, "error": e.to_string() }),
+        });
+    }
+    Ok(Json(json!({ "name": name, "ppr": pushed })).into_response())
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let hss = st.hss.clone();
+    let g = tokio::task::spawn_blocking(move || hss.gauges()).await.unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.hss.metrics.render(g),
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3 description of the API.
+pub fn openapi() -> Value {
+    let id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" },
+        "description": "IMPI, IMSI, MSISDN or any IMPU of the subscriber" });
+    let err = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let sub = json!({ "description": "subscriber (K/OPc masked unless show_secrets=true)",
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Subscriber" } } } });
+    let new_sub = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewSubscriber" } } } });
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "IMS Lab HSS provisioning API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Subscribers (IMPI, K, OPc, IMPUs, iFCs), shared iFC profiles, administrative deregistration (Cx RTR) and profile push (Cx PPR)." },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/api/v1/subscribers": {
+                "get": { "summary": "List IMPIs", "responses": { "200": { "description": "IMPIs",
+                    "content": { "application/json": { "schema": { "type": "object", "properties": { "subscribers": { "type": "array", "items": { "type": "string" } } } } } } }, "401": err } },
+                "post": { "summary": "Add a subscriber", "requestBody": new_sub, "responses": { "201": sub, "400": err, "409": err, "422": err } }
+            },
+            "/api/v1/subscribers/{id}": {
+                "parameters": [ id ],
+                "get": { "summary": "Show a subscriber", "parameters": [ { "name": "show_secrets", "in": "query", "schema": { "type": "boolean", "default": false } } ],
+                    "responses": { "200": sub, "404": err } },
+                "put": { "summary": "Replace a subscriber's provisioning data (SQN never moves back); pushes the profile (PPR) if registered",
+                    "requestBody": new_sub, "responses": { "200": sub, "404": err, "422": err } },
+                "delete": { "summary": "Delete; a registered user is first deregistered (RTR, PERMANENT_TERMINATION)", "responses": { "200": { "description": "deleted" }, "404": err } }
+            },
+            "/api/v1/subscribers/{id}/rtr": {
+                "parameters": [ id ],
+                "post": { "summary": "Administrative deregistration (Cx RTR)",
+                    "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "reason": { "type": "string", "enum": ["permanent_termination", "new_server_assigned", "server_change", "remove_scscf"] },
+                        "info": { "type": "string" } } } } } },
+                    "responses": { "200": { "description": "answer", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushResult" } } } }, "404": err, "502": err } }
+            },
+            "/api/v1/subscribers/{id}/ppr": {
+                "parameters": [ id ],
+                "post": { "summary": "Push the current profile to the S-CSCF (Cx PPR)",
+                    "responses": { "200": { "description": "answer", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushResult" } } } }, "404": err, "502": err } }
+            },
+            "/api/v1/profiles/{name}": {
+                "parameters": [ { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "get": { "summary": "A shared iFC profile", "responses": { "200": { "description": "profile" }, "404": err } },
+                "put": { "summary": "Create or replace a shared iFC profile; registered users of it get a PPR",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/InitialFilterCriteria" } } } } },
+                    "responses": { "200": { "description": "stored" } } }
+            },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } },
+            "/health": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
+            "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
+                "PushResult": { "type": "object", "properties": { "peer": { "type": "string" }, "result": { "type": "integer" } } },
+                "Impu": { "type": "object", "required": ["uri"], "properties": {
+                    "uri": { "type": "string", "example": "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org" },
+                    "irs": { "type": "integer", "description": "implicit registration set number" },
+                    "barred": { "type": "boolean" }, "display_name": { "type": "string" } } },
+                "InitialFilterCriteria": { "type": "object", "description": "TS 29.228 Annex B iFC (see the ifc crate's JSON form)",
+                    "required": ["priority", "application_server"], "properties": {
+                    "priority": { "type": "integer" },
+                    "trigger_point": { "type": "object", "properties": { "condition_type_cnf": { "type": "boolean" }, "spts": { "type": "array", "items": { "type": "object" } } } },
+                    "application_server": { "type": "object", "required": ["server_name"], "properties": {
+                        "server_name": { "type": "string" }, "default_handling": { "type": "string", "enum": ["session_continued", "session_terminated"] },
+                        "service_info": { "type": "string" }, "include_register_request": { "type": "boolean" }, "include_register_response": { "type": "boolean" } } },
+                    "profile_part_indicator": { "type": "string", "enum": ["registered", "unregistered"] } } },
+                "NewSubscriber": { "type": "object", "required": ["k"], "properties": {
+                    "impi": { "type": "string", "description": "default <imsi>@<domain>" },
+                    "imsi": { "type": "string" }, "iccid": { "type": "string" }, "msisdn": { "type": "string" },
+                    "k": { "type": "string", "description": "32 hex digits" },
+                    "opc": { "type": "string", "description": "32 hex digits (or give op)" },
+                    "op": { "type": "string", "description": "32 hex digits; OPc is computed and stored" },
+                    "amf": { "type": "string", "description": "4 hex digits, default from config" },
+                    "sqn": { "type": "integer", "description": "last issued SQN to start from" },
+                    "impus": { "type": "array", "items": { "$ref": "#/components/schemas/Impu" } },
+                    "ifcs": { "type": "array", "items": { "$ref": "#/components/schemas/InitialFilterCriteria" } },
+                    "profile": { "type": "string" },
+                    "shared_ifc_set_ids": { "type": "array", "items": { "type": "integer" } } } },
+                "Subscriber": { "type": "object", "properties": {
+                    "impi": { "type": "string" }, "imsi": { "type": "string" }, "iccid": { "type": "string" }, "msisdn": { "type": "string" },
+                    "k": { "type": "string" }, "opc": { "type": "string" }, "amf": { "type": "string" },
+                    "sqn": { "type": "integer", "description": "last issued SQN (SEQ||IND)" },
+                    "impus": { "type": "array", "items": { "$ref": "#/components/schemas/Impu" } },
+                    "ifcs": { "type": "array", "items": { "$ref": "#/components/schemas/InitialFilterCriteria" } },
+                    "profile": { "type": "string" },
+                    "reg_state": { "type": "string", "enum": ["not_registered", "registered", "unregistered"] },
+                    "scscf_name": { "type": "string" }, "scscf_host": { "type": "string" }, "scscf_realm": { "type": "string" } } }
+            }
+        }
+    })
+}
