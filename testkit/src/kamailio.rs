@@ -13,7 +13,8 @@
 //! - REGISTER without valid credentials → MAR (ims_auth, scheme
 //!   `Digest-AKAv1-MD5`) → `401` with `WWW-Authenticate: Digest ...
 //!   algorithm=AKAv1-MD5` and `ck`/`ik`; an `auts` answer → MAR with
-//!   RAND‖AUTS (resync) → new 401; a correct RES → SAR (ims_registrar_scscf,
+//!   SIP-Authorization = RAND‖AUTS (resync) → new 401 from the fresh vector;
+//!   a correct RES → SAR (ims_registrar_scscf,
 //!   `save()` with all four arguments, because 5.6.3 crashes with fewer) →
 //!   `200 OK` with Service-Route/P-Associated-URI. Re-registration re-runs the
 //!   challenge (Kamailio challenges every REGISTER); `Expires: 0` deregisters
@@ -33,6 +34,14 @@
 //! - ims_auth sends the 401 *before* it stores the vector: a UE answering
 //!   within ~1 ms (loopback) gets a fresh MAR instead of a check. Clients must
 //!   pause ~300 ms before answering the challenge (the SIPp scenarios do).
+//! - ims_auth looks for `auts` only after the digest response failed to
+//!   match: a UE asking for resync must send a real response computed with an
+//!   empty password (RFC 3310 §3.4), not `response=""`.
+//! - After a resync MAA ims_auth sends nothing itself; the configuration
+//!   calls `ims_www_challenge` again, which uses the stored fresh vector.
+//! - `WARNING: tm ... t_continue_helper(): active transaction not found` after
+//!   every challenge is expected: ims_auth already answered the 401 from the
+//!   MAA callback before the suspended transaction resumes.
 //! - With `debug=2` (default) the log shows one `testkit-scscf:` line per
 //!   request and per MAA/SAA result code; `debug=3` is very verbose.
 

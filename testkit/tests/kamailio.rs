@@ -218,3 +218,74 @@ fn tshark_dissects_kamailio_registration_cleanly() {
         "{d:?}"
     );
 }
+
+#[test]
+fn kamailio_resync_with_auts_reaches_hss() {
+    if !testkit::kamailio::require_scscf() {
+        return;
+    }
+    use base64::Engine;
+    use common::raw_ue::{header, param, RawUe};
+    let sub = subscriber();
+    let hss = StubHss::start(sub.clone(), false);
+    let mut k = Kamailio::start(ScscfConfig::new(hss.port)).unwrap();
+    k.wait_hss_open(Duration::from_secs(15)).unwrap();
+    let to = k.sip_addr();
+    let mut ue = RawUe::new(&sub.impi, &sub.impu, "ims.lab");
+
+    let r = ue.register(to, &ue.empty_auth());
+    assert!(r.starts_with("SIP/2.0 401"), "{r}");
+    let nonce = param(header(&r, "WWW-Authenticate").unwrap(), "nonce").unwrap();
+    let rand_autn = base64::engine::general_purpose::STANDARD
+        .decode(&nonce)
+        .unwrap();
+    let rand: [u8; 16] = rand_autn[..16].try_into().unwrap();
+
+    // Pretend the ISIM is ahead: AUTS = SQN_MS ^ AK* || MAC-S (TS 33.102 §6.3.3).
+    let sqn_ms: [u8; 6] = [0, 0, 0, 0x10, 0, 0];
+    let mut mil = milenage::Milenage::new_with_op(sub.k, sub.op);
+    let ak_s = mil.f5star(&rand);
+    let mac_s = mil.f1star(&rand, &sqn_ms, &[0, 0]);
+    let mut auts = Vec::new();
+    for i in 0..6 {
+        auts.push(sqn_ms[i] ^ ak_s[i]);
+    }
+    auts.extend_from_slice(&mac_s);
+    // ims_auth stores the vector only after sending the 401.
+    std::thread::sleep(Duration::from_millis(300));
+    let r = ue.register(to, &ue.auts_auth(&nonce, &auts));
+    assert!(
+        r.starts_with("SIP/2.0 401"),
+        "resync must re-challenge: {r}\n{}",
+        k.log()
+    );
+    {
+        let seen = hss.seen.lock().unwrap();
+        assert_eq!(seen.resync_auths.len(), 1, "{seen:?}");
+        assert_eq!(
+            seen.resync_auths[0][..16],
+            rand,
+            "RAND of the old challenge"
+        );
+        assert_eq!(seen.resync_auths[0][16..], auts[..], "AUTS as sent");
+    }
+
+    // Answer the fresh challenge correctly: 200.
+    let nonce = param(header(&r, "WWW-Authenticate").unwrap(), "nonce").unwrap();
+    let rand_autn = base64::engine::general_purpose::STANDARD
+        .decode(&nonce)
+        .unwrap();
+    let rand: [u8; 16] = rand_autn[..16].try_into().unwrap();
+    let (res, _, _, _) = mil.f2345(&rand);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = ue.register(to, &ue.res_auth(&nonce, &res));
+    assert!(r.starts_with("SIP/2.0 200"), "{r}\n{}", k.log());
+
+    // And a wrong RES gets 403.
+    let r = ue.register(to, &ue.empty_auth());
+    assert!(r.starts_with("SIP/2.0 401"), "{r}");
+    let nonce = param(header(&r, "WWW-Authenticate").unwrap(), "nonce").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = ue.register(to, &ue.res_auth(&nonce, b"wrongres"));
+    assert!(r.starts_with("SIP/2.0 403"), "{r}\n{}", k.log());
+}

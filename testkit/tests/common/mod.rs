@@ -152,6 +152,8 @@ pub struct Seen {
     pub rands: Vec<[u8; 16]>,
     /// Every CER received.
     pub cers: Vec<Msg>,
+    /// SIP-Authorization (RAND ‖ AUTS) of resync MARs.
+    pub resync_auths: Vec<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -275,6 +277,12 @@ fn answer(
         280 | 282 => encode(0, m.cmd, 0, m.hbh, m.e2e, &[ok, oh, or]),
         303 => {
             // MAR → MAA with one AKA vector (TS 29.229 §6.1.8, TS 33.203).
+            // A resync MAR carries SIP-Authorization = RAND ‖ AUTS in its item.
+            if let Some(item) = m.avp(612).and_then(|a| parse_avps(&a.data)) {
+                if let Some(auth) = item.iter().find(|a| a.code == 610) {
+                    seen.lock().unwrap().resync_auths.push(auth.data.clone());
+                }
+            }
             let rand = {
                 let mut f = forced.lock().unwrap();
                 if !f.is_empty() {
@@ -358,6 +366,132 @@ fn answer(
                 m.hbh,
                 m.e2e,
                 &[avp_u32(268, 0, 3001), oh, or],
+            )
+        }
+    }
+}
+
+/// A hand-driven UE over UDP for flows SIPp cannot do (AUTS resync).
+pub mod raw_ue {
+    use base64::Engine;
+    use md5::{Digest, Md5};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    fn md5_hex(parts: &[&[u8]]) -> String {
+        let mut h = Md5::new();
+        for p in parts {
+            h.update(p);
+        }
+        hex::encode(h.finalize())
+    }
+
+    pub struct RawUe {
+        pub sock: UdpSocket,
+        pub impi: String,
+        pub impu: String,
+        pub domain: String,
+        pub call_id: String,
+        pub cseq: u32,
+    }
+
+    /// Header value of `name` in a SIP message (first occurrence).
+    pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+        msg.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// `param="value"` or `param=value` from a header value.
+    pub fn param(h: &str, name: &str) -> Option<String> {
+        h.split(',').find_map(|p| {
+            let p = p.trim().trim_start_matches("Digest ").trim();
+            let (k, v) = p.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+        })
+    }
+
+    impl RawUe {
+        pub fn new(impi: &str, impu: &str, domain: &str) -> RawUe {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            RawUe {
+                sock,
+                impi: impi.into(),
+                impu: impu.into(),
+                domain: domain.into(),
+                call_id: format!("raw-ue-{}", std::process::id()),
+                cseq: 0,
+            }
+        }
+
+        /// Sends a REGISTER with `authorization` and returns the final response.
+        pub fn register(&mut self, to: SocketAddr, authorization: &str) -> String {
+            self.cseq += 1;
+            let local = self.sock.local_addr().unwrap();
+            let msg = format!(
+                "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-raw-{c}\r\n\
+                 Max-Forwards: 70\r\nFrom: <{u}>;tag=raw1\r\nTo: <{u}>\r\nCall-ID: {cid}\r\n\
+                 CSeq: {c} REGISTER\r\nContact: <sip:ue@{local}>;expires=600\r\nExpires: 600\r\n\
+                 Authorization: {authorization}\r\nContent-Length: 0\r\n\r\n",
+                d = self.domain,
+                u = self.impu,
+                c = self.cseq,
+                cid = self.call_id,
+            );
+            self.sock.send_to(msg.as_bytes(), to).unwrap();
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = self.sock.recv(&mut buf).expect("response from S-CSCF");
+                let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if !r.starts_with("SIP/2.0 1") {
+                    return r;
+                }
+            }
+        }
+
+        pub fn empty_auth(&self) -> String {
+            format!(
+                "Digest username=\"{}\", realm=\"{}\", nonce=\"\", uri=\"sip:{}\", response=\"\"",
+                self.impi, self.domain, self.domain
+            )
+        }
+
+        /// Authorization answering a challenge with `auts` (resync, RFC 3310
+        /// §3.4): the digest is computed with an empty password. Kamailio's
+        /// ims_auth only looks for `auts` after the response failed to match.
+        pub fn auts_auth(&self, nonce: &str, auts: &[u8]) -> String {
+            let auts = base64::engine::general_purpose::STANDARD.encode(auts);
+            format!("{}, auts=\"{auts}\"", self.res_auth(nonce, b""))
+        }
+
+        /// Authorization answering a challenge with RES as the password (qop=auth).
+        pub fn res_auth(&self, nonce: &str, res: &[u8]) -> String {
+            let uri = format!("sip:{}", self.domain);
+            let ha1 = md5_hex(&[
+                self.impi.as_bytes(),
+                b":",
+                self.domain.as_bytes(),
+                b":",
+                res,
+            ]);
+            let ha2 = md5_hex(&[b"REGISTER:", uri.as_bytes()]);
+            let (nc, cnonce) = ("00000001", "0a4f113b");
+            let response = md5_hex(&[
+                ha1.as_bytes(),
+                b":",
+                nonce.as_bytes(),
+                b":",
+                nc.as_bytes(),
+                b":",
+                cnonce.as_bytes(),
+                b":auth:",
+                ha2.as_bytes(),
+            ]);
+            format!(
+                "Digest username=\"{}\", realm=\"{}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=AKAv1-MD5, qop=auth, nc={nc}, cnonce=\"{cnonce}\"",
+                self.impi, self.domain
             )
         }
     }
