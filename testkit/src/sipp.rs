@@ -169,6 +169,8 @@ impl Sipp {
             .arg("-sf")
             .arg(&scen)
             .args(["-m", "1", "-l", "1", "-nostdin"])
+            // No BYE after a failed REGISTER/OPTIONS "call": it only adds noise.
+            .args(["-default_behaviors", "all,-bye"])
             .arg("-i")
             .arg(local_ip.to_string())
             .arg("-p")
