@@ -39,6 +39,31 @@
 //! | [`freediameter`] | `freediameter` 1.2.1 (`freeDiameterd`) | a base-protocol peer (CER/CEA, DWR/DWA, DPR/DPA) connecting to our Diameter server, no TLS |
 //! | [`osmo`] | `libosmocore-utils` (`osmo-auc-gen`) | an independent Milenage: vectors and AUTS resync |
 //!
+//! # Example: a SIPp UE registers through Kamailio against your HSS
+//! ```no_run
+//! use std::time::Duration;
+//! use testkit::kamailio::{require_scscf, Kamailio, ScscfConfig};
+//! use testkit::sipp::AkaUe;
+//!
+//! if !require_scscf() || testkit::require_bin("sipp").is_none() { return; }
+//! let hss_port: u16 = 3868; // where your HSS listens on 127.0.0.1 (TCP)
+//! let mut k = Kamailio::start(ScscfConfig::new(hss_port)).unwrap();
+//! k.wait_hss_open(Duration::from_secs(15)).unwrap(); // CER/CEA done
+//! let (k_key, op, amf) = ([0x46u8; 16], [0xcdu8; 16], [0x80, 0x00]);
+//! let mut ue = AkaUe::new("001010000000001@ims.lab", "sip:001010000000001@ims.lab",
+//!                         "ims.lab", k_key, op, amf);
+//! let (out, _attempts) = ue.register(k.sip_addr(), 600).unwrap(); // 401 → 200 (MAR, SAR)
+//! assert!(out.success, "{}\n{}", out.describe(), k.log());
+//! let (out, _) = ue.reregister(k.sip_addr(), 600).unwrap();
+//! assert!(out.success, "{}", out.describe());
+//! let (out, _) = ue.deregister(k.sip_addr()).unwrap(); // Expires: 0
+//! assert!(out.success, "{}", out.describe());
+//! ```
+//! Wrap the flow in [`tshark::Capture::loopback`] and check
+//! [`tshark::dissect`]`(..).malformed == 0` for the "Wireshark dissects it"
+//! criterion. `testkit/tests/kamailio.rs` runs exactly this against a small
+//! Cx responder, plus the AUTS resync path with a hand-driven UE.
+//!
 //! Configuration templates live in `testkit/fixtures/` and are embedded with
 //! `include_str!`; placeholders are `{{NAME}}` ([`render`]).
 //!
