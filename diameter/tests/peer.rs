@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diameter::peer::{CloseReason, Event, FailReason, PeerState, WatchdogState};
-use diameter::{app, avp, cmd, enums, result, Avp, FindAvp, Message, Peer, PeerConfig, ResultCode, VENDOR_3GPP};
+use diameter::{
+    app, avp, cmd, enums, result, Avp, FindAvp, Message, Peer, PeerConfig, ResultCode, VENDOR_3GPP,
+};
 
 fn ip() -> Option<IpAddr> {
     Some("127.0.0.1".parse().unwrap())
@@ -41,11 +43,22 @@ fn drain(p: &mut Peer) -> Vec<Event> {
 }
 
 fn open_pair(now: Instant) -> (Peer, Peer) {
-    let mut c = Peer::connect(Arc::new(cfg("scscf.ims.lab")), now, 0x1234_5678_9abc_def0, ip());
+    let mut c = Peer::connect(
+        Arc::new(cfg("scscf.ims.lab")),
+        now,
+        0x1234_5678_9abc_def0,
+        ip(),
+    );
     let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab")), now, 42, ip());
     let (ce, se) = pump(&mut c, &mut s, now);
-    assert!(matches!(&ce[..], [Event::Up(i)] if i.origin_host == "hss.ims.lab"), "{ce:?}");
-    assert!(matches!(&se[..], [Event::Up(i)] if i.origin_host == "scscf.ims.lab"), "{se:?}");
+    assert!(
+        matches!(&ce[..], [Event::Up(i)] if i.origin_host == "hss.ims.lab"),
+        "{ce:?}"
+    );
+    assert!(
+        matches!(&se[..], [Event::Up(i)] if i.origin_host == "scscf.ims.lab"),
+        "{se:?}"
+    );
     (c, s)
 }
 
@@ -53,7 +66,10 @@ fn mar() -> Message {
     Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
         .with(Avp::utf8(avp::SESSION_ID, "scscf.ims.lab;1;1"))
         .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
-        .with(Avp::enumerated(avp::AUTH_SESSION_STATE, enums::NO_STATE_MAINTAINED))
+        .with(Avp::enumerated(
+            avp::AUTH_SESSION_STATE,
+            enums::NO_STATE_MAINTAINED,
+        ))
         .with(Avp::utf8(avp::DESTINATION_REALM, "ims.lab"))
         .with(Avp::utf8(avp::USER_NAME, "alice@ims.lab"))
         .with(Avp::utf8(avp::PUBLIC_IDENTITY, "sip:alice@ims.lab"))
@@ -67,11 +83,20 @@ fn cer_content_and_handshake() {
     assert_eq!(c.state(), PeerState::WaitCea);
     let cer = Message::decode(c.poll_transmit().unwrap()).unwrap();
     assert_eq!((cer.code, cer.app_id, cer.flags), (257, 0, 0x80));
-    assert_eq!(cer.end_to_end >> 20, 7, "high 12 bits of end-to-end come from the clock seed");
+    assert_eq!(
+        cer.end_to_end >> 20,
+        7,
+        "high 12 bits of end-to-end come from the clock seed"
+    );
     assert_eq!(cer.get_utf8(avp::ORIGIN_HOST).unwrap(), "scscf.ims.lab");
-    assert_eq!(cer.get_address(avp::HOST_IP_ADDRESS).unwrap(), ip().unwrap());
+    assert_eq!(
+        cer.get_address(avp::HOST_IP_ADDRESS).unwrap(),
+        ip().unwrap()
+    );
     assert_eq!(cer.get_u32(avp::SUPPORTED_VENDOR_ID).unwrap(), VENDOR_3GPP);
-    let vsai = cer.get_grouped(avp::VENDOR_SPECIFIC_APPLICATION_ID).unwrap();
+    let vsai = cer
+        .get_grouped(avp::VENDOR_SPECIFIC_APPLICATION_ID)
+        .unwrap();
     assert_eq!(vsai.get_u32(avp::AUTH_APPLICATION_ID).unwrap(), app::CX);
     assert!(cer.find(avp::PRODUCT_NAME).is_some());
 
@@ -79,7 +104,10 @@ fn cer_content_and_handshake() {
     s.handle_bytes(now, &cer.encode());
     let cea = Message::decode(s.poll_transmit().unwrap()).unwrap();
     assert_eq!(cea.result(), Some(ResultCode::Base(2001)));
-    assert_eq!((cea.hop_by_hop, cea.end_to_end), (cer.hop_by_hop, cer.end_to_end));
+    assert_eq!(
+        (cea.hop_by_hop, cea.end_to_end),
+        (cer.hop_by_hop, cer.end_to_end)
+    );
     assert!(s.is_open());
     c.handle_bytes(now, &cea.encode());
     assert!(c.is_open());
@@ -90,7 +118,9 @@ fn cer_content_and_handshake() {
 fn request_answer_many_in_flight_out_of_order() {
     let now = Instant::now();
     let (mut c, mut s) = open_pair(now);
-    let ids: Vec<u32> = (0..100).map(|_| c.send_request(now, mar()).unwrap()).collect();
+    let ids: Vec<u32> = (0..100)
+        .map(|_| c.send_request(now, mar()).unwrap())
+        .collect();
     let mut uniq = ids.clone();
     uniq.dedup();
     assert_eq!(uniq.len(), 100);
@@ -103,9 +133,14 @@ fn request_answer_many_in_flight_out_of_order() {
         })
         .collect();
     assert_eq!(reqs.len(), 100);
-    assert_eq!(reqs[0].origin_host(), Some("scscf.ims.lab"), "Origin-Host filled in");
+    assert_eq!(
+        reqs[0].origin_host(),
+        Some("scscf.ims.lab"),
+        "Origin-Host filled in"
+    );
     for r in reqs.iter().rev() {
-        s.send_answer(Message::answer_for(r).with_result_code(result::SUCCESS)).unwrap();
+        s.send_answer(Message::answer_for(r).with_result_code(result::SUCCESS))
+            .unwrap();
     }
     let (ce, _) = pump(&mut c, &mut s, now);
     let got: Vec<u32> = ce
@@ -135,7 +170,10 @@ fn byte_by_byte_feeding() {
         s.handle_bytes(now, std::slice::from_ref(b));
     }
     let ev = drain(&mut s);
-    assert_eq!(ev.iter().filter(|e| matches!(e, Event::Request(_))).count(), 2);
+    assert_eq!(
+        ev.iter().filter(|e| matches!(e, Event::Request(_))).count(),
+        2
+    );
 }
 
 #[test]
@@ -166,7 +204,10 @@ fn watchdog_dwr_dwa_then_suspect_then_down() {
     // First Tw: DWR goes out, answered, watchdog okay.
     c.handle_timeout(t0 + tw);
     let dwr = c.poll_transmit().unwrap();
-    assert_eq!(Message::decode(dwr.clone()).unwrap().code, cmd::DEVICE_WATCHDOG);
+    assert_eq!(
+        Message::decode(dwr.clone()).unwrap().code,
+        cmd::DEVICE_WATCHDOG
+    );
     s.handle_bytes(t0 + tw, &dwr);
     let dwa = Message::decode(s.poll_transmit().unwrap()).unwrap();
     assert_eq!(dwa.result(), Some(ResultCode::Base(2001)));
@@ -181,7 +222,10 @@ fn watchdog_dwr_dwa_then_suspect_then_down() {
     assert!(matches!(&drain(&mut c)[..], [Event::WatchdogSuspect]));
     assert_eq!(c.watchdog(), WatchdogState::Suspect);
     c.handle_timeout(t1 + 2 * tw);
-    assert!(matches!(&drain(&mut c)[..], [Event::Closed(CloseReason::WatchdogDown)]));
+    assert!(matches!(
+        &drain(&mut c)[..],
+        [Event::Closed(CloseReason::WatchdogDown)]
+    ));
     assert!(c.is_closed());
 }
 
@@ -212,7 +256,10 @@ fn watchdog_jitter_stays_within_bounds() {
         let mut s = Peer::accept(Arc::new(cfg("b.lab")), now, seed, ip());
         pump(&mut c, &mut s, now);
         let d = c.poll_timeout().unwrap() - now;
-        assert!(d >= Duration::from_secs(28) && d <= Duration::from_secs(32), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(28) && d <= Duration::from_secs(32),
+            "{d:?}"
+        );
         seen.insert(d);
     }
     assert!(seen.len() > 10, "jitter should vary with the seed");
@@ -227,7 +274,13 @@ fn dpr_dpa_both_directions() {
     assert_eq!(c.state(), PeerState::Closing);
     assert!(c.send_request(now, mar()).is_err());
     let (ce, se) = pump(&mut c, &mut s, now);
-    assert!(matches!(se.last(), Some(Event::Closed(CloseReason::PeerDisconnected(Some(2))))), "{se:?}");
+    assert!(
+        matches!(
+            se.last(),
+            Some(Event::Closed(CloseReason::PeerDisconnected(Some(2))))
+        ),
+        "{se:?}"
+    );
     assert!(
         matches!(&ce[..], [Event::RequestFailed { hop_by_hop, reason: FailReason::ConnectionClosed }, Event::Closed(CloseReason::LocalDisconnect)] if *hop_by_hop == id),
         "{ce:?}"
@@ -245,7 +298,12 @@ fn dpr_dpa_both_directions() {
 fn allow_list_rejects_unknown_peer_with_3010() {
     let now = Instant::now();
     let mut c = Peer::connect(Arc::new(cfg("intruder.lab")), now, 1, ip());
-    let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab").allow_hosts(["scscf.ims.lab"])), now, 2, ip());
+    let mut s = Peer::accept(
+        Arc::new(cfg("hss.ims.lab").allow_hosts(["scscf.ims.lab"])),
+        now,
+        2,
+        ip(),
+    );
     s.handle_bytes(now, &c.poll_transmit().unwrap());
     let cea_bytes = s.poll_transmit().unwrap();
     let cea = Message::decode(cea_bytes.clone()).unwrap();
@@ -253,10 +311,18 @@ fn allow_list_rejects_unknown_peer_with_3010() {
     assert!(cea.is_error(), "3xxx answers carry the E bit");
     assert!(s.is_closed());
     c.handle_bytes(now, &cea_bytes);
-    assert!(matches!(&drain(&mut c)[..], [Event::Closed(CloseReason::CapabilitiesRejected(3010))]));
+    assert!(matches!(
+        &drain(&mut c)[..],
+        [Event::Closed(CloseReason::CapabilitiesRejected(3010))]
+    ));
     // The allowed one gets in (case-insensitive).
     let mut c = Peer::connect(Arc::new(cfg("SCSCF.ims.lab")), now, 1, ip());
-    let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab").allow_hosts(["scscf.ims.lab"])), now, 2, ip());
+    let mut s = Peer::accept(
+        Arc::new(cfg("hss.ims.lab").allow_hosts(["scscf.ims.lab"])),
+        now,
+        2,
+        ip(),
+    );
     pump(&mut c, &mut s, now);
     assert!(c.is_open() && s.is_open());
 }
@@ -288,7 +354,10 @@ fn relay_only_peer_is_accepted_and_no_common_app_rejected() {
     let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab")), now, 2, ip());
     s.handle_bytes(now, &relay_cer(&[4]));
     let cea = Message::decode(s.poll_transmit().unwrap()).unwrap();
-    assert_eq!(cea.result(), Some(ResultCode::Base(result::NO_COMMON_APPLICATION)));
+    assert_eq!(
+        cea.result(),
+        Some(ResultCode::Base(result::NO_COMMON_APPLICATION))
+    );
     assert!(s.is_closed());
 
     // Missing Origin-Host: 5005 and closed.
@@ -323,19 +392,34 @@ fn protocol_errors_for_requests() {
     assert_eq!(a.get_grouped(avp::FAILED_AVP).unwrap(), vec![bad]);
     assert_eq!(a.session_id(), Some("scscf.ims.lab;1;1"));
     // Unknown non-mandatory AVP is passed through and kept.
-    c.send_request(now, mar().with(Avp::raw(4243, 99, 0, &b"y"[..]))).unwrap();
+    c.send_request(now, mar().with(Avp::raw(4243, 99, 0, &b"y"[..])))
+        .unwrap();
     let (_, se) = pump(&mut c, &mut s, now);
     assert!(matches!(&se[..], [Event::Request(m)] if m.find((4243, 99)).is_some()));
     // Unknown command in Cx → 3001 with E bit.
     let a = one_answer(&mut c, &mut s, now, Message::request(app::CX, 399));
-    assert_eq!(a.result(), Some(ResultCode::Base(result::COMMAND_UNSUPPORTED)));
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::COMMAND_UNSUPPORTED))
+    );
     assert!(a.is_error());
     // Unknown base command → 3001.
     let a = one_answer(&mut c, &mut s, now, Message::request(app::COMMON, 1000));
-    assert_eq!(a.result(), Some(ResultCode::Base(result::COMMAND_UNSUPPORTED)));
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::COMMAND_UNSUPPORTED))
+    );
     // Application not advertised → 3007.
-    let a = one_answer(&mut c, &mut s, now, Message::request(app::SH, cmd::USER_DATA));
-    assert_eq!(a.result(), Some(ResultCode::Base(result::APPLICATION_UNSUPPORTED)));
+    let a = one_answer(
+        &mut c,
+        &mut s,
+        now,
+        Message::request(app::SH, cmd::USER_DATA),
+    );
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::APPLICATION_UNSUPPORTED))
+    );
     assert!(s.is_open() && c.is_open());
 }
 
@@ -348,14 +432,20 @@ fn malformed_requests_get_answers_or_close() {
     w[20 + 7] = 200; // Session-Id AVP length low byte
     s.handle_bytes(now, &w);
     let a = Message::decode(s.poll_transmit().unwrap()).unwrap();
-    assert_eq!(a.result(), Some(ResultCode::Base(result::INVALID_AVP_LENGTH)));
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::INVALID_AVP_LENGTH))
+    );
     assert!(s.is_open());
     // AVP length shorter than its header → 5014.
     let mut w = mar().encode();
     w[20 + 7] = 4;
     s.handle_bytes(now, &w);
     let a = Message::decode(s.poll_transmit().unwrap()).unwrap();
-    assert_eq!(a.result(), Some(ResultCode::Base(result::INVALID_AVP_LENGTH)));
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::INVALID_AVP_LENGTH))
+    );
     // R and E bits together → 3008.
     let mut w = mar().encode();
     w[4] |= 0x20;
@@ -368,7 +458,10 @@ fn malformed_requests_get_answers_or_close() {
     w[0] = 2;
     s.handle_bytes(now, &w);
     let a = Message::decode(s.poll_transmit().unwrap()).unwrap();
-    assert_eq!(a.result(), Some(ResultCode::Base(result::UNSUPPORTED_VERSION)));
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::UNSUPPORTED_VERSION))
+    );
     assert!(s.is_closed());
 }
 
@@ -384,7 +477,10 @@ fn oversized_and_garbage_close_the_connection() {
     s.handle_bytes(now, &w);
     assert!(s.is_closed());
     let ev = drain(&mut s);
-    assert!(matches!(ev.last(), Some(Event::Closed(CloseReason::ProtocolError(_)))));
+    assert!(matches!(
+        ev.last(),
+        Some(Event::Closed(CloseReason::ProtocolError(_)))
+    ));
 
     let (_c, mut s) = open_pair(now);
     s.handle_bytes(now, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -399,7 +495,10 @@ fn oversized_and_garbage_close_the_connection() {
     // Nobody sends CER: closed after the capabilities timeout.
     let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab")), now, 2, ip());
     s.handle_timeout(s.poll_timeout().unwrap());
-    assert!(matches!(&drain(&mut s)[..], [Event::Closed(CloseReason::CapabilitiesTimeout)]));
+    assert!(matches!(
+        &drain(&mut s)[..],
+        [Event::Closed(CloseReason::CapabilitiesTimeout)]
+    ));
 }
 
 #[test]
@@ -416,9 +515,12 @@ fn server_side_sends_requests_too() {
         e => panic!("{e:?}"),
     };
     assert_eq!(req.hop_by_hop, id);
-    c.send_answer(Message::answer_for(&req).with_result_code(2001)).unwrap();
+    c.send_answer(Message::answer_for(&req).with_result_code(2001))
+        .unwrap();
     let (_, se) = pump(&mut c, &mut s, now);
-    assert!(matches!(&se[..], [Event::Answer(a)] if a.hop_by_hop == id && a.result() == Some(ResultCode::Base(2001))));
+    assert!(
+        matches!(&se[..], [Event::Answer(a)] if a.hop_by_hop == id && a.result() == Some(ResultCode::Base(2001)))
+    );
 }
 
 #[test]
@@ -439,7 +541,9 @@ fn transport_closed_fails_pending() {
     let id = c.send_request(now, mar()).unwrap();
     c.handle_transport_closed();
     let ev = drain(&mut c);
-    assert!(matches!(&ev[..], [Event::RequestFailed { hop_by_hop, reason: FailReason::ConnectionClosed }, Event::Closed(CloseReason::TransportClosed)] if *hop_by_hop == id));
+    assert!(
+        matches!(&ev[..], [Event::RequestFailed { hop_by_hop, reason: FailReason::ConnectionClosed }, Event::Closed(CloseReason::TransportClosed)] if *hop_by_hop == id)
+    );
     assert_eq!(c.poll_timeout(), None);
 }
 
@@ -452,5 +556,8 @@ fn message_size_limit_on_send() {
     let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab")), now, 2, ip());
     pump(&mut c, &mut s, now);
     let big = mar().with(Avp::octets(avp::USER_DATA, vec![0u8; 2000]));
-    assert!(matches!(c.send_request(now, big), Err(diameter::peer::PeerError::TooLarge { .. })));
+    assert!(matches!(
+        c.send_request(now, big),
+        Err(diameter::peer::PeerError::TooLarge { .. })
+    ));
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use diameter::peer::CloseReason;
 use diameter::transport::Handler;
 use diameter::{
-    app, avp, cmd, enums, result, Avp, FindAvp, Message, PeerConfig, PeerHandle, RequestError, ResultCode, Server,
-    TransportError, VENDOR_3GPP,
+    app, avp, cmd, enums, result, Avp, FindAvp, Message, PeerConfig, PeerHandle, RequestError,
+    ResultCode, Server, TransportError, VENDOR_3GPP,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,7 +19,10 @@ impl Handler for EchoHss {
     async fn handle(&self, req: Message) -> Message {
         let user = req.get_utf8(avp::USER_NAME).unwrap_or("?").to_string();
         // Vary the delay so answers leave in a different order than requests came.
-        let d = user.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)) % 5;
+        let d = user
+            .bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64))
+            % 5;
         tokio::time::sleep(Duration::from_millis(d)).await;
         Message::answer_for(&req)
             .with(Avp::utf8(avp::USER_NAME, user))
@@ -31,15 +34,22 @@ fn mar(client: &PeerHandle, user: &str) -> Message {
     Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
         .with(Avp::utf8(avp::SESSION_ID, client.new_session_id()))
         .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
-        .with(Avp::enumerated(avp::AUTH_SESSION_STATE, enums::NO_STATE_MAINTAINED))
+        .with(Avp::enumerated(
+            avp::AUTH_SESSION_STATE,
+            enums::NO_STATE_MAINTAINED,
+        ))
         .with(Avp::utf8(avp::DESTINATION_REALM, "ims.lab"))
         .with(Avp::utf8(avp::USER_NAME, user))
 }
 
 async fn start_server() -> diameter::ServerHandle {
-    let server = Server::bind("127.0.0.1:0", PeerConfig::cx("hss.ims.lab", "ims.lab"), EchoHss)
-        .await
-        .unwrap();
+    let server = Server::bind(
+        "127.0.0.1:0",
+        PeerConfig::cx("hss.ims.lab", "ims.lab"),
+        EchoHss,
+    )
+    .await
+    .unwrap();
     server.spawn().0
 }
 
@@ -60,7 +70,10 @@ async fn many_concurrent_requests_on_one_connection() {
             assert_eq!(a.origin_host(), Some("hss.ims.lab"));
             assert_eq!(
                 a.result(),
-                Some(ResultCode::Experimental { vendor: VENDOR_3GPP, code: 2001 })
+                Some(ResultCode::Experimental {
+                    vendor: VENDOR_3GPP,
+                    code: 2001
+                })
             );
         }));
     }
@@ -98,13 +111,19 @@ async fn server_sends_rtr_to_a_connected_client() {
         .with(Avp::utf8(avp::USER_NAME, "alice@ims.lab"));
     let a = srv.request("SCSCF.ims.lab", rtr.clone()).await.unwrap();
     assert_eq!(a.result(), Some(ResultCode::Base(2001)));
-    assert!(matches!(srv.request("nobody", rtr).await, Err(RequestError::UnknownPeer(_))));
+    assert!(matches!(
+        srv.request("nobody", rtr).await,
+        Err(RequestError::UnknownPeer(_))
+    ));
     // A plain client refuses requests with 5012.
     let plain = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("icscf.ims.lab", "ims.lab"))
         .await
         .unwrap();
     let a = srv
-        .request("icscf.ims.lab", Message::request(app::CX, cmd::PUSH_PROFILE))
+        .request(
+            "icscf.ims.lab",
+            Message::request(app::CX, cmd::PUSH_PROFILE),
+        )
         .await
         .unwrap();
     assert_eq!(a.result(), Some(ResultCode::Base(result::UNABLE_TO_COMPLY)));
@@ -124,10 +143,19 @@ async fn allow_list_rejects_with_unknown_peer() {
     let (srv, _t) = server.spawn();
     let r = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("evil.lab", "lab")).await;
     assert!(
-        matches!(r, Err(TransportError::Rejected(CloseReason::CapabilitiesRejected(3010)))),
+        matches!(
+            r,
+            Err(TransportError::Rejected(CloseReason::CapabilitiesRejected(
+                3010
+            )))
+        ),
         "{r:?}"
     );
-    assert!(PeerHandle::connect(srv.local_addr(), PeerConfig::cx("scscf.ims.lab", "ims.lab")).await.is_ok());
+    assert!(
+        PeerHandle::connect(srv.local_addr(), PeerConfig::cx("scscf.ims.lab", "ims.lab"))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -155,7 +183,10 @@ async fn raw_open(addr: std::net::SocketAddr) -> TcpStream {
     let mut cer = Message::request(app::COMMON, cmd::CAPABILITIES_EXCHANGE)
         .with(Avp::utf8(avp::ORIGIN_HOST, "raw.lab"))
         .with(Avp::utf8(avp::ORIGIN_REALM, "lab"))
-        .with(Avp::address(avp::HOST_IP_ADDRESS, "127.0.0.1".parse().unwrap()))
+        .with(Avp::address(
+            avp::HOST_IP_ADDRESS,
+            "127.0.0.1".parse().unwrap(),
+        ))
         .with(Avp::u32(avp::VENDOR_ID, 0))
         .with(Avp::utf8(avp::PRODUCT_NAME, "raw"))
         .with(Avp::u32(avp::AUTH_APPLICATION_ID, app::CX));
@@ -168,7 +199,10 @@ async fn raw_open(addr: std::net::SocketAddr) -> TcpStream {
 
 async fn read_msg(s: &mut TcpStream) -> Option<Message> {
     let mut hdr = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hdr)).await.ok()?.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hdr))
+        .await
+        .ok()?
+        .ok()?;
     let len = u32::from_be_bytes([0, hdr[1], hdr[2], hdr[3]]) as usize;
     let mut rest = vec![0u8; len - 4];
     s.read_exact(&mut rest).await.ok()?;
@@ -200,7 +234,10 @@ async fn hostile_input_never_crashes_the_server() {
     m.hop_by_hop = 2;
     s.write_all(&m.encode()).await.unwrap();
     let a = read_msg(&mut s).await.unwrap();
-    assert_eq!(a.result(), Some(ResultCode::Base(result::COMMAND_UNSUPPORTED)));
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::COMMAND_UNSUPPORTED))
+    );
     assert_eq!(a.hop_by_hop, 2);
     // Wrong AVP length → 5014, connection stays.
     let mut w = Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
@@ -209,14 +246,21 @@ async fn hostile_input_never_crashes_the_server() {
     w[27] = 99;
     s.write_all(&w).await.unwrap();
     let a = read_msg(&mut s).await.unwrap();
-    assert_eq!(a.result(), Some(ResultCode::Base(result::INVALID_AVP_LENGTH)));
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::INVALID_AVP_LENGTH))
+    );
     // Oversized length → closed.
-    s.write_all(&[1, 0xff, 0xff, 0xfc, 0x80, 0, 1, 0x2f]).await.unwrap();
+    s.write_all(&[1, 0xff, 0xff, 0xfc, 0x80, 0, 1, 0x2f])
+        .await
+        .unwrap();
     assert!(closed(&mut s).await);
 
     // Garbage before CER → closed.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"\x00\x00\x00\x00garbage garbage garbage").await.unwrap();
+    s.write_all(b"\x00\x00\x00\x00garbage garbage garbage")
+        .await
+        .unwrap();
     assert!(closed(&mut s).await);
 
     // Truncated message then EOF → closed quietly.
@@ -245,7 +289,9 @@ async fn hostile_input_never_crashes_the_server() {
     }
 
     // The server still works.
-    let client = PeerHandle::connect(addr, PeerConfig::cx("scscf.ims.lab", "ims.lab")).await.unwrap();
+    let client = PeerHandle::connect(addr, PeerConfig::cx("scscf.ims.lab", "ims.lab"))
+        .await
+        .unwrap();
     let a = client.request(mar(&client, "after@ims.lab")).await.unwrap();
     assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "after@ims.lab");
 }
