@@ -6,7 +6,7 @@ use crate::metrics::{Gauges, Metrics};
 use crate::sqn::SqnService;
 use crate::store::Store;
 use diameter::transport::{Handler, Server, ServerHandle};
-use diameter::{FindAvp, Message, PeerConfig};
+use diameter::{Message, PeerConfig};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -167,7 +167,6 @@ impl Hss {
     pub async fn ppr(&self, impi: &str) -> anyhow::Result<PushResult> {
         let (m, host) = self.cx.build_ppr(impi)?;
         let ans = self.diameter.request(&host, m).await?;
-        let _ = ans.find(diameter::avp::RESULT_CODE);
         Ok(PushResult { peer: host, result: ans.result().map(|r| r.code()).unwrap_or(0) })
     }
 }
