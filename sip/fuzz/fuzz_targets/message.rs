@@ -1,0 +1,37 @@
+//! SIP message parser, stream framing and every typed accessor reachable from a message.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use sip::{stream_frame, Framing, Limits, Message};
+
+fuzz_target!(|data: &[u8]| {
+    let l = Limits::default();
+    let _ = stream_frame(data, &l);
+    let _ = Message::parse_with(data, &l, Framing::Stream);
+    if let Ok(m) = Message::parse(data) {
+        let _ = m.validate();
+        let _ = m.request_uri();
+        let _ = m.vias();
+        let _ = m.contacts();
+        let _ = m.expires();
+        let _ = m.max_forwards();
+        let _ = m.security_client();
+        let _ = m.security_server();
+        let _ = m.security_verify();
+        let _ = m.path();
+        let _ = m.service_route();
+        let _ = m.p_asserted_identity();
+        let _ = m.p_associated_uri();
+        let _ = m.p_access_network_info();
+        let _ = m.p_visited_network_id();
+        let _ = m.p_charging_vector();
+        let mut e = m.clone();
+        let _ = e.stamp_received("[2001:db8::1]:5060".parse().unwrap());
+        let _ = e.pop_header_value("Route");
+        e.remove_option_tag("Require", "sec-agree");
+        e.prepend_header("Via", "SIP/2.0/UDP x;branch=z9hG4bK1");
+        let once = e.to_bytes();
+        // our own output must parse again and serialise identically
+        let again = Message::parse(&once).expect("re-parse of own output");
+        assert_eq!(again.to_bytes(), once);
+    }
+});
