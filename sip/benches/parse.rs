@@ -43,7 +43,10 @@ fn proxy_path(raw: &[u8], out: &mut Vec<u8>) {
     m.remove_option_tag(hdr::REQUIRE, tag::SEC_AGREE);
     m.remove_option_tag(hdr::PROXY_REQUIRE, tag::SEC_AGREE);
     m.remove_option_tag(hdr::SUPPORTED, tag::SEC_AGREE);
-    m.prepend_header("Via", "SIP/2.0/UDP [2001:db8::100]:5060;branch=z9hG4bKpcscf1");
+    m.prepend_header(
+        "Via",
+        "SIP/2.0/UDP [2001:db8::100]:5060;branch=z9hG4bKpcscf1",
+    );
     m.prepend_header(hdr::PATH, "<sip:term@pcscf.ims.test;lr>");
     out.clear();
     m.write_to(out);
@@ -69,12 +72,19 @@ fn bench(c: &mut Criterion) {
     let mut out = Vec::with_capacity(2048);
     let mut g = c.benchmark_group("protected_register");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("parse", |b| b.iter(|| Message::parse(black_box(raw)).expect("parses")));
-    g.bench_function("parse+serialize", |b| b.iter(|| parse_serialize(black_box(raw), &mut out)));
+    g.bench_function("parse", |b| {
+        b.iter(|| Message::parse(black_box(raw)).expect("parses"))
+    });
+    g.bench_function("parse+serialize", |b| {
+        b.iter(|| parse_serialize(black_box(raw), &mut out))
+    });
     g.bench_function("parse+proxy_edits+serialize", |b| {
         b.iter(|| proxy_path(black_box(raw), &mut out))
     });
-    let flow = Flow::to("[2001:db8:0:1::5]:50413".parse().expect("addr"), Protocol::Udp);
+    let flow = Flow::to(
+        "[2001:db8:0:1::5]:50413".parse().expect("addr"),
+        Protocol::Udp,
+    );
     g.bench_function("server_tx+401", |b| {
         let mut t = Transactions::new(Config::default());
         let now = Instant::now();
@@ -82,9 +92,15 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             cseq += 1;
             let mut m = Message::parse(black_box(raw)).expect("parses");
-            m.set_header("Via", &format!("SIP/2.0/UDP [2001:db8:0:1::5]:50413;branch=z9hG4bK{cseq};rport"));
+            m.set_header(
+                "Via",
+                &format!("SIP/2.0/UDP [2001:db8:0:1::5]:50413;branch=z9hG4bK{cseq};rport"),
+            );
             if let Ok(RequestOutcome::New { id, request }) = t.handle_request(m, flow, now) {
-                let r = ResponseBuilder::new(&request, 401).to_tag("t").build().expect("builds");
+                let r = ResponseBuilder::new(&request, 401)
+                    .to_tag("t")
+                    .build()
+                    .expect("builds");
                 let _ = t.respond(id, r, now);
             }
             while t.poll_transmit().is_some() {}
@@ -98,8 +114,12 @@ fn bench(c: &mut Criterion) {
     summary("parse", &mut || {
         black_box(Message::parse(black_box(raw)).expect("parses"));
     });
-    summary("parse+serialize", &mut || parse_serialize(black_box(raw), &mut out));
-    summary("parse+proxy_edits+serialize", &mut || proxy_path(black_box(raw), &mut out));
+    summary("parse+serialize", &mut || {
+        parse_serialize(black_box(raw), &mut out)
+    });
+    summary("parse+proxy_edits+serialize", &mut || {
+        proxy_path(black_box(raw), &mut out)
+    });
 }
 
 criterion_group!(benches, bench);

@@ -302,8 +302,18 @@ pub fn ack_for_non2xx(invite: &Message, response: &Message) -> Result<Message> {
         b = b.header("Max-Forwards", mf);
     }
     b = b
-        .header("From", invite.header("From").ok_or(ParseError::MissingHeader("From"))?)
-        .header("To", response.header("To").ok_or(ParseError::MissingHeader("To"))?)
+        .header(
+            "From",
+            invite
+                .header("From")
+                .ok_or(ParseError::MissingHeader("From"))?,
+        )
+        .header(
+            "To",
+            response
+                .header("To")
+                .ok_or(ParseError::MissingHeader("To"))?,
+        )
         .header("Call-ID", invite.call_id()?)
         .header("CSeq", format_args!("{} ACK", cseq.seq));
     for r in invite.headers_named("Route") {
@@ -326,8 +336,18 @@ pub fn cancel_for(request: &Message) -> Result<Message> {
     let mut b = RequestBuilder::new(Method::Cancel, uri)
         .header("Via", via)
         .max_forwards(70)
-        .header("From", request.header("From").ok_or(ParseError::MissingHeader("From"))?)
-        .header("To", request.header("To").ok_or(ParseError::MissingHeader("To"))?)
+        .header(
+            "From",
+            request
+                .header("From")
+                .ok_or(ParseError::MissingHeader("From"))?,
+        )
+        .header(
+            "To",
+            request
+                .header("To")
+                .ok_or(ParseError::MissingHeader("To"))?,
+        )
         .header("Call-ID", request.call_id()?)
         .header("CSeq", format_args!("{} CANCEL", cseq.seq));
     for r in request.headers_named("Route") {

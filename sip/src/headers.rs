@@ -314,7 +314,9 @@ impl CSeq {
         if sig.len() > 10 {
             return Err(ParseError::hdr("CSeq", "number >= 2**31"));
         }
-        let seq: u64 = if sig.is_empty() { "0" } else { sig }.parse().map_err(|_| ParseError::hdr("CSeq", "bad number"))?;
+        let seq: u64 = if sig.is_empty() { "0" } else { sig }
+            .parse()
+            .map_err(|_| ParseError::hdr("CSeq", "bad number"))?;
         if seq >= 1 << 31 {
             return Err(ParseError::hdr("CSeq", "number >= 2**31"));
         }
@@ -374,7 +376,8 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse("\"Alice \\\"A\\\"\" <sip:alice@a.com;transport=tcp>;tag=123").unwrap();
+        let n =
+            NameAddr::parse("\"Alice \\\"A\\\"\" <sip:alice@a.com;transport=tcp>;tag=123").unwrap();
         assert_eq!(n.display.as_deref(), Some("Alice \"A\""));
         assert_eq!(n.uri.params.get("transport"), Some("tcp"));
         assert_eq!(n.tag(), Some("123"));
@@ -400,9 +403,13 @@ mod tests {
         assert_eq!(v.port, Some(5060));
         assert_eq!(v.branch(), Some("z9hG4bK1"));
         assert_eq!(v.rport(), Some(None));
-        assert_eq!(v.to_string(), "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport");
-        let v = Via::parse("SIP / 2.0 / TCP host.x ; branch = z9hG4bKx ; received=10.0.0.1;rport=1234")
-            .unwrap();
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport"
+        );
+        let v =
+            Via::parse("SIP / 2.0 / TCP host.x ; branch = z9hG4bKx ; received=10.0.0.1;rport=1234")
+                .unwrap();
         assert_eq!(v.transport, "TCP");
         assert_eq!(v.host, "host.x");
         assert_eq!(v.branch(), Some("z9hG4bKx"));
@@ -410,7 +417,12 @@ mod tests {
         assert!(v.is_reliable());
         assert!(Via::parse("SIP/2.0/UDP").is_err());
         assert!(Via::parse("SIP/2.0/UDP h;rport=abc").is_err());
-        assert_eq!(Via::parse_list("SIP/2.0/UDP a;branch=1, SIP/2.0/TCP b;branch=2").unwrap().len(), 2);
+        assert_eq!(
+            Via::parse_list("SIP/2.0/UDP a;branch=1, SIP/2.0/TCP b;branch=2")
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -427,7 +439,10 @@ mod tests {
     #[test]
     fn contacts() {
         assert_eq!(Contacts::parse(" * ").unwrap(), Contacts::Star);
-        let Contacts::List(l) = Contacts::parse("<sip:a@1.2.3.4:5060>;expires=600;+sip.instance=\"<urn:gsma:imei:1>\"").unwrap() else {
+        let Contacts::List(l) =
+            Contacts::parse("<sip:a@1.2.3.4:5060>;expires=600;+sip.instance=\"<urn:gsma:imei:1>\"")
+                .unwrap()
+        else {
             panic!()
         };
         assert_eq!(contact_expires(&l[0]).unwrap(), Some(600));

@@ -327,9 +327,14 @@ impl AccessNetworkInfo {
 
     /// The cell identity, whichever 3GPP parameter carries it.
     pub fn cell_id(&self) -> Option<String> {
-        ["utran-cell-id-3gpp", "cgi-3gpp", "nrcgi-3gpp", "i-wlan-node-id"]
-            .iter()
-            .find_map(|n| self.params.find(n).and_then(Param::unquoted))
+        [
+            "utran-cell-id-3gpp",
+            "cgi-3gpp",
+            "nrcgi-3gpp",
+            "i-wlan-node-id",
+        ]
+        .iter()
+        .find_map(|n| self.params.find(n).and_then(Param::unquoted))
     }
 
     /// `network-provided` flag (TS 24.229 §7.2A.4: added by the P-CSCF, trusted).
@@ -432,7 +437,9 @@ impl ChargingVector {
 
     /// icid-generated-at host.
     pub fn generated_at(&self) -> Option<String> {
-        self.params.find("icid-generated-at").and_then(Param::unquoted)
+        self.params
+            .find("icid-generated-at")
+            .and_then(Param::unquoted)
     }
 }
 
@@ -586,7 +593,14 @@ mod tests {
 
     #[test]
     fn verify_equality() {
-        let sent = vec![SecurityMechanism::ipsec_3gpp("hmac-sha-1-96", Some("aes-cbc"), 1, 2, 3, 4)];
+        let sent = vec![SecurityMechanism::ipsec_3gpp(
+            "hmac-sha-1-96",
+            Some("aes-cbc"),
+            1,
+            2,
+            3,
+            4,
+        )];
         let verify = SecurityMechanism::parse_list(
             "ipsec-3gpp;port-s=4;port-c=3;spi-s=2;spi-c=1;mod=trans;prot=ESP;ealg=aes-cbc;alg=HMAC-SHA-1-96",
         )
@@ -602,16 +616,26 @@ mod tests {
 
     #[test]
     fn p_headers() {
-        let a = AccessNetworkInfo::parse("3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=001010001000019b").unwrap();
+        let a = AccessNetworkInfo::parse("3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=001010001000019b")
+            .unwrap();
         assert_eq!(a.cell_id().as_deref(), Some("001010001000019b"));
-        assert_eq!(a.to_string(), "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=001010001000019b");
+        assert_eq!(
+            a.to_string(),
+            "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=001010001000019b"
+        );
         let v = VisitedNetworkId::parse_list("\"Visited, network\";p=1, other.net").unwrap();
         assert_eq!(v[0].value, "Visited, network");
         assert_eq!(v[0].params.get("p"), Some("1"));
         assert_eq!(v[1].to_string(), "other.net");
         assert!(VisitedNetworkId::parse_list("\"open").is_err());
-        let c = ChargingVector::parse("icid-value=\"AyretyU0dm+6O2IrT5tAFrbHLso=023551024\"; orig-ioi=home1.net").unwrap();
-        assert_eq!(c.icid().as_deref(), Some("AyretyU0dm+6O2IrT5tAFrbHLso=023551024"));
+        let c = ChargingVector::parse(
+            "icid-value=\"AyretyU0dm+6O2IrT5tAFrbHLso=023551024\"; orig-ioi=home1.net",
+        )
+        .unwrap();
+        assert_eq!(
+            c.icid().as_deref(),
+            Some("AyretyU0dm+6O2IrT5tAFrbHLso=023551024")
+        );
         assert_eq!(c.orig_ioi().as_deref(), Some("home1.net"));
         assert!(ChargingVector::parse("orig-ioi=x").is_err());
         assert_eq!(ChargingVector::parse(&c.to_string()).unwrap(), c);

@@ -273,7 +273,11 @@ impl Message {
                 .map(|p| i + p)
                 .unwrap_or(hb.len());
             let line_end = (nl + 1).min(hb.len());
-            let content_end = if nl > i && hb[nl - 1] == b'\r' { nl - 1 } else { nl };
+            let content_end = if nl > i && hb[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
             if is_ws(hb[i]) {
                 // continuation line (RFC 3261 §7.3.1 folding)
                 let last = fields.len().checked_sub(1).ok_or(ParseError::HeaderLine)?;
@@ -352,7 +356,9 @@ impl Message {
                 })
             }
             (Some(n), Framing::Stream) if n < available => {
-                return Err(ParseError::ContentLength("bytes after the message on a stream"))
+                return Err(ParseError::ContentLength(
+                    "bytes after the message on a stream",
+                ))
             }
             (Some(n), _) => n,
             (None, Framing::Datagram) => available,
@@ -760,15 +766,17 @@ impl Message {
         let same = crate::uri::parse_host_ip(&via.host) == Some(src.ip());
         let mut changed = false;
         if !same {
-            let rec = ip_host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let rec = ip_host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             via.params.set("received", Some(&rec));
             changed = true;
         }
         if via.params.has("rport") {
             via.params.set("rport", Some(&src.port().to_string()));
             if same {
-                via.params
-                    .set("received", Some(&src.ip().to_string()));
+                via.params.set("received", Some(&src.ip().to_string()));
             }
             changed = true;
         }
@@ -802,7 +810,10 @@ impl Message {
         out.reserve(self.head.len() + self.body.len() + 64);
         match self.start_raw {
             Some((a, b)) => out.extend_from_slice(
-                self.head.get(a as usize..b as usize).unwrap_or("").as_bytes(),
+                self.head
+                    .get(a as usize..b as usize)
+                    .unwrap_or("")
+                    .as_bytes(),
             ),
             None => {
                 match &self.start {
@@ -825,7 +836,10 @@ impl Message {
         for f in &self.fields {
             match f.raw {
                 Some((a, b)) => out.extend_from_slice(
-                    self.head.get(a as usize..b as usize).unwrap_or("").as_bytes(),
+                    self.head
+                        .get(a as usize..b as usize)
+                        .unwrap_or("")
+                        .as_bytes(),
                 ),
                 None => {
                     out.extend_from_slice(self.text(&f.name).as_bytes());
@@ -881,7 +895,9 @@ fn parse_start_line(sl: &str) -> Result<StartLine> {
         if !ver.eq_ignore_ascii_case("SIP/2.0") {
             return Err(ParseError::Version);
         }
-        let code_s = it.next().ok_or(ParseError::StartLine("missing status code"))?;
+        let code_s = it
+            .next()
+            .ok_or(ParseError::StartLine("missing status code"))?;
         if code_s.len() != 3 || !code_s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError::StartLine("bad status code"));
         }
@@ -949,11 +965,17 @@ l: 0\r\n\
         assert!(m.is_request());
         assert_eq!(m.method(), Some(&Method::Register));
         assert_eq!(m.uri_str(), Some("sip:ims.example.net"));
-        assert_eq!(m.header("Via").unwrap(), "SIP/2.0/UDP [2001:db8::5]:5060;branch=z9hG4bKabc;rport");
+        assert_eq!(
+            m.header("Via").unwrap(),
+            "SIP/2.0/UDP [2001:db8::5]:5060;branch=z9hG4bKabc;rport"
+        );
         assert_eq!(m.header("call-id"), Some("0123456789abcdef"));
         assert_eq!(m.cseq().unwrap().seq, 1);
         assert_eq!(m.header("Supported"), Some("path, sec-agree"));
-        assert_eq!(m.header_values("k").collect::<Vec<_>>(), vec!["path", "sec-agree"]);
+        assert_eq!(
+            m.header_values("k").collect::<Vec<_>>(),
+            vec!["path", "sec-agree"]
+        );
         m.validate().unwrap();
         assert_eq!(m.to_bytes(), REG.as_bytes());
     }
@@ -970,7 +992,10 @@ l: 0\r\n\
         let m2 = Message::parse(out.as_bytes()).unwrap();
         assert_eq!(m2.vias().unwrap().len(), 2);
         let mut m3 = m2.clone();
-        assert_eq!(m3.pop_header_value("Via").unwrap(), "SIP/2.0/UDP pcscf.x;branch=z9hG4bKp");
+        assert_eq!(
+            m3.pop_header_value("Via").unwrap(),
+            "SIP/2.0/UDP pcscf.x;branch=z9hG4bKp"
+        );
         assert_eq!(m3.top_via().unwrap().branch(), Some("z9hG4bKabc"));
         m3.retain_header_values("Supported", |t| t != "sec-agree");
         assert_eq!(m3.header("Supported"), Some("path"));
@@ -997,17 +1022,29 @@ l: 0\r\n\
     #[test]
     fn content_length_rules() {
         let base = "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n";
-        let m = Message::parse(format!("{base}Content-Length: 5\r\n\r\nhelloEXTRA").as_bytes()).unwrap();
+        let m = Message::parse(format!("{base}Content-Length: 5\r\n\r\nhelloEXTRA").as_bytes())
+            .unwrap();
         assert_eq!(&m.body()[..], b"hello");
         let m = Message::parse(format!("{base}\r\nno length").as_bytes()).unwrap();
         assert_eq!(&m.body()[..], b"no length");
         assert!(matches!(
             Message::parse(format!("{base}l: 50\r\n\r\nshort").as_bytes()),
-            Err(ParseError::BodyTruncated { declared: 50, available: 5 })
+            Err(ParseError::BodyTruncated {
+                declared: 50,
+                available: 5
+            })
         ));
-        assert!(Message::parse(format!("{base}l: 1\r\nContent-Length: 2\r\n\r\nab").as_bytes()).is_err());
+        assert!(
+            Message::parse(format!("{base}l: 1\r\nContent-Length: 2\r\n\r\nab").as_bytes())
+                .is_err()
+        );
         assert!(Message::parse(format!("{base}l: -1\r\n\r\n").as_bytes()).is_err());
-        assert!(Message::parse_with(format!("{base}\r\nx").as_bytes(), &Limits::default(), Framing::Stream).is_err());
+        assert!(Message::parse_with(
+            format!("{base}\r\nx").as_bytes(),
+            &Limits::default(),
+            Framing::Stream
+        )
+        .is_err());
     }
 
     #[test]
@@ -1015,23 +1052,44 @@ l: 0\r\n\
         let msg = "OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabc";
         let l = Limits::default();
         let two = format!("\r\n\r\n{msg}{msg}");
-        assert_eq!(stream_frame(two.as_bytes(), &l).unwrap(), Frame::KeepAlive(4));
-        assert_eq!(stream_frame(&two.as_bytes()[4..], &l).unwrap(), Frame::Message(msg.len()));
-        assert_eq!(stream_frame(&msg.as_bytes()[..20], &l).unwrap(), Frame::Incomplete);
-        assert_eq!(stream_frame(&msg.as_bytes()[..msg.len() - 1], &l).unwrap(), Frame::Incomplete);
+        assert_eq!(
+            stream_frame(two.as_bytes(), &l).unwrap(),
+            Frame::KeepAlive(4)
+        );
+        assert_eq!(
+            stream_frame(&two.as_bytes()[4..], &l).unwrap(),
+            Frame::Message(msg.len())
+        );
+        assert_eq!(
+            stream_frame(&msg.as_bytes()[..20], &l).unwrap(),
+            Frame::Incomplete
+        );
+        assert_eq!(
+            stream_frame(&msg.as_bytes()[..msg.len() - 1], &l).unwrap(),
+            Frame::Incomplete
+        );
         assert!(stream_frame(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n", &l).is_err());
-        let small = Limits { max_message: 10, max_headers: 10 };
-        assert!(matches!(stream_frame(msg.as_bytes(), &small), Err(ParseError::TooLarge { .. })));
-        assert!(matches!(stream_frame(&[b'A'; 11], &small), Err(ParseError::TooLarge { .. })));
+        let small = Limits {
+            max_message: 10,
+            max_headers: 10,
+        };
+        assert!(matches!(
+            stream_frame(msg.as_bytes(), &small),
+            Err(ParseError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            stream_frame(&[b'A'; 11], &small),
+            Err(ParseError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn start_line_errors() {
-        for bad in [
-            "INVITE sip:a SIP/7.0\r\n\r\n",
-            "SIP/1.0 200 OK\r\n\r\n",
-        ] {
-            assert_eq!(Message::parse(bad.as_bytes()).unwrap_err(), ParseError::Version);
+        for bad in ["INVITE sip:a SIP/7.0\r\n\r\n", "SIP/1.0 200 OK\r\n\r\n"] {
+            assert_eq!(
+                Message::parse(bad.as_bytes()).unwrap_err(),
+                ParseError::Version
+            );
         }
         for bad in [
             "INVITE  sip:a SIP/2.0\r\n\r\n",
@@ -1052,17 +1110,27 @@ l: 0\r\n\
 
     #[test]
     fn limits() {
-        let l = Limits { max_message: 100, max_headers: 2 };
+        let l = Limits {
+            max_message: 100,
+            max_headers: 2,
+        };
         let m = "OPTIONS sip:a SIP/2.0\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
-        assert_eq!(Message::parse_with(m.as_bytes(), &l, Framing::Datagram).unwrap_err(), ParseError::TooManyHeaders(2));
+        assert_eq!(
+            Message::parse_with(m.as_bytes(), &l, Framing::Datagram).unwrap_err(),
+            ParseError::TooManyHeaders(2)
+        );
         let big = format!("OPTIONS sip:a SIP/2.0\r\na: {}\r\n\r\n", "x".repeat(200));
-        assert!(matches!(Message::parse_with(big.as_bytes(), &l, Framing::Datagram), Err(ParseError::TooLarge { .. })));
+        assert!(matches!(
+            Message::parse_with(big.as_bytes(), &l, Framing::Datagram),
+            Err(ParseError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn stamp_received() {
         let mut m = Message::parse(REG.as_bytes()).unwrap();
-        m.stamp_received("[2001:db8::9]:40000".parse().unwrap()).unwrap();
+        m.stamp_received("[2001:db8::9]:40000".parse().unwrap())
+            .unwrap();
         let v = m.top_via().unwrap();
         assert_eq!(v.received(), Some("2001:db8::9"));
         assert_eq!(v.rport(), Some(Some(40000)));

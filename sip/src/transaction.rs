@@ -234,8 +234,15 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Client { branch: String, method: Method },
-    Server { branch: String, sent_by: String, method: Method },
+    Client {
+        branch: String,
+        method: Method,
+    },
+    Server {
+        branch: String,
+        sent_by: String,
+        method: Method,
+    },
 }
 
 #[derive(Debug)]
@@ -455,7 +462,11 @@ impl Transactions {
             } else {
                 Kind::ClientNonInvite
             },
-            state: if invite { State::Calling } else { State::Trying },
+            state: if invite {
+                State::Calling
+            } else {
+                State::Trying
+            },
             flow,
             key,
             request: Some(request),
@@ -527,17 +538,12 @@ impl Transactions {
                 });
             }
             // retransmitted request
-            match state {
-                State::Proceeding | State::Completed | State::Accepted => {
-                    // Accepted: absorb without resending (RFC 6026 §8.5: the TU
-                    // retransmits 2xx itself).
-                    if state != State::Accepted {
-                        if let Some(b) = last {
-                            self.send(tflow, b);
-                        }
-                    }
+            // Accepted absorbs without resending (RFC 6026 §8.5: the TU retransmits
+            // its 2xx itself); Trying has nothing to resend.
+            if matches!(state, State::Proceeding | State::Completed) {
+                if let Some(b) = last {
+                    self.send(tflow, b);
                 }
-                _ => {}
             }
             return Ok(RequestOutcome::Retransmission(id));
         }
@@ -620,7 +626,9 @@ impl Transactions {
                 // the TU core retransmits its 2xx (§13.3.1.4) through here
                 self.send(flow, bytes);
             }
-            (Kind::ServerInvite | Kind::ServerNonInvite, s) => return Err(TxError::InvalidState(s)),
+            (Kind::ServerInvite | Kind::ServerNonInvite, s) => {
+                return Err(TxError::InvalidState(s))
+            }
             (_, s) => return Err(TxError::InvalidState(s)),
         }
         Ok(())
@@ -844,7 +852,10 @@ mod tests {
     }
 
     fn resp(req: &Message, code: u16) -> Message {
-        ResponseBuilder::new(req, code).to_tag("tt").build().unwrap()
+        ResponseBuilder::new(req, code)
+            .to_tag("tt")
+            .build()
+            .unwrap()
     }
 
     fn drain(t: &mut Transactions) -> Vec<Transmit> {
@@ -859,7 +870,13 @@ mod tests {
     fn client_non_invite_udp_retransmits_and_times_out() {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
-        let id = t.send_request(request(Method::Register, "z9hG4bK1"), flow(Protocol::Udp), t0).unwrap();
+        let id = t
+            .send_request(
+                request(Method::Register, "z9hG4bK1"),
+                flow(Protocol::Udp),
+                t0,
+            )
+            .unwrap();
         assert_eq!(drain(&mut t).len(), 1);
         // E: 0.5, 1.5, 3.5, 7.5, 11.5 ... (interval doubling capped at T2=4)
         let mut sent_at = vec![];
@@ -877,7 +894,13 @@ mod tests {
         assert_eq!(&sent_at[..5], &[500, 1500, 3500, 7500, 11500]);
         assert_eq!(now - t0, Duration::from_secs(32));
         let ev = events(&mut t);
-        assert_eq!(ev[0], Event::Timeout { id, timer: Timer::F });
+        assert_eq!(
+            ev[0],
+            Event::Timeout {
+                id,
+                timer: Timer::F
+            }
+        );
         assert_eq!(ev[1], Event::Terminated { id });
         assert!(t.is_empty());
     }
@@ -887,7 +910,9 @@ mod tests {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
         let req = request(Method::Register, "z9hG4bK2");
-        let id = t.send_request(req.clone(), flow(Protocol::Udp), t0).unwrap();
+        let id = t
+            .send_request(req.clone(), flow(Protocol::Udp), t0)
+            .unwrap();
         drain(&mut t);
         let r = t.handle_response(resp(&req, 100), t0).unwrap();
         assert!(matches!(r, ResponseOutcome::Deliver { .. }));
@@ -895,16 +920,25 @@ mod tests {
         let r = t.handle_response(resp(&req, 401), t0).unwrap();
         assert!(matches!(r, ResponseOutcome::Deliver { .. }));
         assert_eq!(t.state(id), Some(State::Completed));
-        assert!(matches!(t.handle_response(resp(&req, 401), t0).unwrap(), ResponseOutcome::Absorbed(_)));
+        assert!(matches!(
+            t.handle_response(resp(&req, 401), t0).unwrap(),
+            ResponseOutcome::Absorbed(_)
+        ));
         assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         t.handle_timeout(t0 + Duration::from_secs(5));
         assert_eq!(t.state(id), None);
         // a response after termination is stray
-        assert!(matches!(t.handle_response(resp(&req, 200), t0).unwrap(), ResponseOutcome::Stray(_)));
+        assert!(matches!(
+            t.handle_response(resp(&req, 200), t0).unwrap(),
+            ResponseOutcome::Stray(_)
+        ));
         // a different CSeq method with the same branch does not match
         let mut other = resp(&req, 200);
         other.set_header("CSeq", "1 CANCEL");
-        assert!(matches!(t.handle_response(other, t0).unwrap(), ResponseOutcome::Stray(_)));
+        assert!(matches!(
+            t.handle_response(other, t0).unwrap(),
+            ResponseOutcome::Stray(_)
+        ));
     }
 
     #[test]
@@ -912,7 +946,9 @@ mod tests {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
         let req = request(Method::Options, "z9hG4bK3");
-        let id = t.send_request(req.clone(), flow(Protocol::Tcp), t0).unwrap();
+        let id = t
+            .send_request(req.clone(), flow(Protocol::Tcp), t0)
+            .unwrap();
         assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(32)));
         t.handle_response(resp(&req, 200), t0).unwrap();
         assert_eq!(t.state(id), None);
@@ -924,7 +960,9 @@ mod tests {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
         let req = request(Method::Invite, "z9hG4bK4");
-        let id = t.send_request(req.clone(), flow(Protocol::Udp), t0).unwrap();
+        let id = t
+            .send_request(req.clone(), flow(Protocol::Udp), t0)
+            .unwrap();
         drain(&mut t);
         t.handle_timeout(t0 + Duration::from_millis(500));
         assert_eq!(drain(&mut t).len(), 1, "timer A retransmit");
@@ -937,8 +975,15 @@ mod tests {
         let ack = Message::parse(&tx[0].payload).unwrap();
         assert_eq!(ack.method(), Some(&Method::Ack));
         assert_eq!(ack.branch().unwrap(), "z9hG4bK4");
-        assert!(matches!(t.handle_response(resp(&req, 486), t0).unwrap(), ResponseOutcome::Absorbed(_)));
-        assert_eq!(drain(&mut t).len(), 1, "ACK re-sent for retransmitted final");
+        assert!(matches!(
+            t.handle_response(resp(&req, 486), t0).unwrap(),
+            ResponseOutcome::Absorbed(_)
+        ));
+        assert_eq!(
+            drain(&mut t).len(),
+            1,
+            "ACK re-sent for retransmitted final"
+        );
         t.handle_timeout(t0 + Duration::from_secs(32));
         assert_eq!(t.state(id), None);
     }
@@ -948,13 +993,20 @@ mod tests {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
         let req = request(Method::Invite, "z9hG4bK5");
-        let id = t.send_request(req.clone(), flow(Protocol::Udp), t0).unwrap();
+        let id = t
+            .send_request(req.clone(), flow(Protocol::Udp), t0)
+            .unwrap();
         t.handle_response(resp(&req, 200), t0).unwrap();
         assert_eq!(t.state(id), Some(State::Accepted));
-        assert!(matches!(t.handle_response(resp(&req, 200), t0).unwrap(), ResponseOutcome::Deliver { .. }));
+        assert!(matches!(
+            t.handle_response(resp(&req, 200), t0).unwrap(),
+            ResponseOutcome::Deliver { .. }
+        ));
         t.handle_timeout(t0 + Duration::from_secs(32));
         assert_eq!(t.state(id), None);
-        assert!(t.send_request(request(Method::Ack, "z9hG4bK6"), flow(Protocol::Udp), t0).is_err());
+        assert!(t
+            .send_request(request(Method::Ack, "z9hG4bK6"), flow(Protocol::Udp), t0)
+            .is_err());
     }
 
     #[test]
@@ -962,15 +1014,26 @@ mod tests {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
         let req = request(Method::Register, "z9hG4bK7");
-        let RequestOutcome::New { id, .. } = t.handle_request(req.clone(), flow(Protocol::Udp), t0).unwrap() else {
+        let RequestOutcome::New { id, .. } = t
+            .handle_request(req.clone(), flow(Protocol::Udp), t0)
+            .unwrap()
+        else {
             panic!()
         };
-        assert!(matches!(t.handle_request(req.clone(), flow(Protocol::Udp), t0).unwrap(), RequestOutcome::Retransmission(_)));
+        assert!(matches!(
+            t.handle_request(req.clone(), flow(Protocol::Udp), t0)
+                .unwrap(),
+            RequestOutcome::Retransmission(_)
+        ));
         assert!(drain(&mut t).is_empty());
         t.respond(id, resp(&req, 401), t0).unwrap();
         assert_eq!(drain(&mut t).len(), 1);
-        assert!(matches!(t.respond(id, resp(&req, 200), t0), Err(TxError::InvalidState(State::Completed))));
-        t.handle_request(req.clone(), flow(Protocol::Udp), t0).unwrap();
+        assert!(matches!(
+            t.respond(id, resp(&req, 200), t0),
+            Err(TxError::InvalidState(State::Completed))
+        ));
+        t.handle_request(req.clone(), flow(Protocol::Udp), t0)
+            .unwrap();
         let again = drain(&mut t);
         assert_eq!(Message::parse(&again[0].payload).unwrap().code(), Some(401));
         t.handle_timeout(t0 + Duration::from_secs(32));
@@ -983,11 +1046,17 @@ mod tests {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
         let req = request(Method::Invite, "z9hG4bK8");
-        let RequestOutcome::New { id, .. } = t.handle_request(req.clone(), flow(Protocol::Udp), t0).unwrap() else {
+        let RequestOutcome::New { id, .. } = t
+            .handle_request(req.clone(), flow(Protocol::Udp), t0)
+            .unwrap()
+        else {
             panic!()
         };
         let trying = drain(&mut t);
-        assert_eq!(Message::parse(&trying[0].payload).unwrap().code(), Some(100));
+        assert_eq!(
+            Message::parse(&trying[0].payload).unwrap().code(),
+            Some(100)
+        );
         t.respond(id, resp(&req, 486), t0).unwrap();
         drain(&mut t);
         t.handle_timeout(t0 + Duration::from_millis(500));
@@ -995,7 +1064,11 @@ mod tests {
         t.handle_timeout(t0 + Duration::from_millis(1500));
         assert_eq!(drain(&mut t).len(), 1, "timer G doubled");
         let ack = ack_for_non2xx(&req, &resp(&req, 486)).unwrap();
-        assert!(matches!(t.handle_request(ack.clone(), flow(Protocol::Udp), t0).unwrap(), RequestOutcome::AckAbsorbed(_)));
+        assert!(matches!(
+            t.handle_request(ack.clone(), flow(Protocol::Udp), t0)
+                .unwrap(),
+            RequestOutcome::AckAbsorbed(_)
+        ));
         assert_eq!(t.state(id), Some(State::Confirmed));
         t.handle_timeout(t0 + Duration::from_secs(10));
         assert!(drain(&mut t).is_empty(), "G stopped");
@@ -1007,26 +1080,48 @@ mod tests {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
         let req = request(Method::Invite, "z9hG4bK9");
-        let RequestOutcome::New { id, .. } = t.handle_request(req.clone(), flow(Protocol::Tcp), t0).unwrap() else {
+        let RequestOutcome::New { id, .. } = t
+            .handle_request(req.clone(), flow(Protocol::Tcp), t0)
+            .unwrap()
+        else {
             panic!()
         };
         t.respond(id, resp(&req, 500), t0).unwrap();
         t.handle_timeout(t0 + Duration::from_secs(32));
         let ev = events(&mut t);
-        assert_eq!(ev[0], Event::Timeout { id, timer: Timer::H });
+        assert_eq!(
+            ev[0],
+            Event::Timeout {
+                id,
+                timer: Timer::H
+            }
+        );
 
         let req2 = request(Method::Invite, "z9hG4bK10");
-        let RequestOutcome::New { id, .. } = t.handle_request(req2.clone(), flow(Protocol::Udp), t0).unwrap() else {
+        let RequestOutcome::New { id, .. } = t
+            .handle_request(req2.clone(), flow(Protocol::Udp), t0)
+            .unwrap()
+        else {
             panic!()
         };
         t.respond(id, resp(&req2, 200), t0).unwrap();
         assert_eq!(t.state(id), Some(State::Accepted));
         let ack2xx = request(Method::Ack, "z9hG4bKnew");
-        assert!(matches!(t.handle_request(ack2xx, flow(Protocol::Udp), t0).unwrap(), RequestOutcome::Ack { accepted: None, .. }));
-        assert!(matches!(t.handle_request(req2.clone(), flow(Protocol::Udp), t0).unwrap(), RequestOutcome::Retransmission(_)));
+        assert!(matches!(
+            t.handle_request(ack2xx, flow(Protocol::Udp), t0).unwrap(),
+            RequestOutcome::Ack { accepted: None, .. }
+        ));
+        assert!(matches!(
+            t.handle_request(req2.clone(), flow(Protocol::Udp), t0)
+                .unwrap(),
+            RequestOutcome::Retransmission(_)
+        ));
         let cancel = crate::builder::cancel_for(&req2).unwrap();
         assert_eq!(t.invite_for_cancel(&cancel), Some(id));
-        assert!(matches!(t.handle_request(cancel, flow(Protocol::Udp), t0).unwrap(), RequestOutcome::New { .. }));
+        assert!(matches!(
+            t.handle_request(cancel, flow(Protocol::Udp), t0).unwrap(),
+            RequestOutcome::New { .. }
+        ));
         t.handle_timeout(t0 + Duration::from_secs(32));
         assert_eq!(t.state(id), None);
     }
@@ -1035,9 +1130,18 @@ mod tests {
     fn transport_error() {
         let mut t = Transactions::new(Config::default());
         let t0 = Instant::now();
-        let id = t.send_request(request(Method::Options, "z9hG4bK11"), flow(Protocol::Tcp), t0).unwrap();
+        let id = t
+            .send_request(
+                request(Method::Options, "z9hG4bK11"),
+                flow(Protocol::Tcp),
+                t0,
+            )
+            .unwrap();
         t.handle_transport_error(id);
-        assert_eq!(events(&mut t), vec![Event::TransportError { id }, Event::Terminated { id }]);
+        assert_eq!(
+            events(&mut t),
+            vec![Event::TransportError { id }, Event::Terminated { id }]
+        );
         assert!(t.is_empty());
         assert_eq!(t.poll_timeout(), None);
     }

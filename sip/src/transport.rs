@@ -328,11 +328,7 @@ impl Transport {
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (wtx, mut wrx) = mpsc::channel::<Bytes>(self.inner.cfg.conn_queue.max(1));
-        let conn = Conn {
-            id,
-            local,
-            tx: wtx,
-        };
+        let conn = Conn { id, local, tx: wtx };
         lock(&self.inner.conns)
             .entry(remote)
             .or_default()

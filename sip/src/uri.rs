@@ -193,7 +193,11 @@ impl Uri {
                     u,
                     self.host.to_ascii_lowercase()
                 ),
-                None => format!("{}:{}", self.scheme.as_str(), self.host.to_ascii_lowercase()),
+                None => format!(
+                    "{}:{}",
+                    self.scheme.as_str(),
+                    self.host.to_ascii_lowercase()
+                ),
             },
         }
     }
@@ -202,7 +206,9 @@ impl Uri {
 /// Parses `host[:port][;params]` with IPv6 brackets; returns the raw params tail.
 pub(crate) fn parse_hostport_params(s: &str) -> Result<(String, Option<u16>, &str), ParseError> {
     let (host, after) = if let Some(rest) = s.strip_prefix('[') {
-        let close = rest.find(']').ok_or(ParseError::Uri("unterminated IPv6 literal"))?;
+        let close = rest
+            .find(']')
+            .ok_or(ParseError::Uri("unterminated IPv6 literal"))?;
         let lit = &rest[..close];
         lit.parse::<Ipv6Addr>()
             .map_err(|_| ParseError::Uri("invalid IPv6 literal"))?;
@@ -333,7 +339,10 @@ mod tests {
         assert_eq!(u.scheme, Scheme::Tel);
         assert_eq!(u.user.as_deref(), Some("+1-201-555-0123"));
         assert_eq!(u.params.get("phone-context"), Some("ims.example"));
-        assert_eq!(u.to_string(), "tel:+1-201-555-0123;phone-context=ims.example");
+        assert_eq!(
+            u.to_string(),
+            "tel:+1-201-555-0123;phone-context=ims.example"
+        );
         assert_eq!(u.aor(), "tel:+12015550123");
         assert!(Uri::parse("tel:").is_err());
         assert!(Uri::parse("tel:abc xyz").is_err());

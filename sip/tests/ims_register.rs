@@ -46,15 +46,22 @@ fn pcscf_forwarding_edits() {
     assert!(auth_raw.starts_with("Digest username="));
 
     // What a P-CSCF does before forwarding to the S-CSCF (TS 24.229 §5.2.2).
-    m.stamp_received("[2001:db8:0:1::5]:5060".parse().unwrap()).unwrap();
+    m.stamp_received("[2001:db8:0:1::5]:5060".parse().unwrap())
+        .unwrap();
     m.remove_header(hdr::SECURITY_CLIENT);
     m.remove_option_tag(hdr::REQUIRE, tag::SEC_AGREE);
     m.remove_option_tag(hdr::PROXY_REQUIRE, tag::SEC_AGREE);
     m.remove_option_tag(hdr::SUPPORTED, tag::SEC_AGREE);
-    m.prepend_header("Via", "SIP/2.0/UDP [2001:db8::100]:5060;branch=z9hG4bKpcscf1");
+    m.prepend_header(
+        "Via",
+        "SIP/2.0/UDP [2001:db8::100]:5060;branch=z9hG4bKpcscf1",
+    );
     m.prepend_header(hdr::PATH, "<sip:term@pcscf.ims.test;lr>");
     m.append_header(hdr::P_VISITED_NETWORK_ID, "\"Lab Network\"");
-    m.append_header(hdr::P_CHARGING_VECTOR, &ChargingVector::new("icid-1").to_string());
+    m.append_header(
+        hdr::P_CHARGING_VECTOR,
+        &ChargingVector::new("icid-1").to_string(),
+    );
     let fwd = m.to_bytes();
     let f = Message::parse(&fwd).unwrap();
     f.validate().unwrap();
@@ -65,27 +72,46 @@ fn pcscf_forwarding_edits() {
     assert_eq!(f.vias().unwrap().len(), 2);
     assert_eq!(f.path().unwrap()[0].uri.host, "pcscf.ims.test");
     assert_eq!(f.p_visited_network_id().unwrap()[0].value, "Lab Network");
-    assert_eq!(f.p_charging_vector().unwrap().unwrap().icid().as_deref(), Some("icid-1"));
+    assert_eq!(
+        f.p_charging_vector().unwrap().unwrap().icid().as_deref(),
+        Some("icid-1")
+    );
     // untouched headers are byte-identical (digest and Contact survive verbatim)
     let text = String::from_utf8(fwd).unwrap();
     for line in UE_REGISTER.split("\r\n").filter(|l| {
-        ["Authorization", "Contact", "From", "To", "Call-ID", "CSeq", "P-Access", "User-Agent"]
-            .iter()
-            .any(|p| l.starts_with(p))
+        [
+            "Authorization",
+            "Contact",
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "P-Access",
+            "User-Agent",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p))
     }) {
         assert!(text.contains(&format!("{line}\r\n")), "{line} changed");
     }
 
     // The 401 coming back: pop our Via, add Security-Server, send to the UE.
-    let chosen = SecurityMechanism::ipsec_3gpp("hmac-sha-1-96", Some("aes-cbc"), 5001, 5002, 5100, 5101);
+    let chosen =
+        SecurityMechanism::ipsec_3gpp("hmac-sha-1-96", Some("aes-cbc"), 5001, 5002, 5100, 5101);
     let mut r401 = ResponseBuilder::new(&f, 401)
         .to_tag("scscf-tag")
-        .header(hdr::WWW_AUTHENTICATE, "Digest realm=\"ims.test\",nonce=\"abc\",algorithm=AKAv1-MD5,qop=\"auth\"")
+        .header(
+            hdr::WWW_AUTHENTICATE,
+            "Digest realm=\"ims.test\",nonce=\"abc\",algorithm=AKAv1-MD5,qop=\"auth\"",
+        )
         .build()
         .unwrap();
     let popped = r401.pop_header_value("Via").unwrap();
     assert!(popped.contains("z9hG4bKpcscf1"));
-    r401.append_header(hdr::SECURITY_SERVER, &format_security_list(std::slice::from_ref(&chosen)));
+    r401.append_header(
+        hdr::SECURITY_SERVER,
+        &format_security_list(std::slice::from_ref(&chosen)),
+    );
     let to_ue = Message::parse(&r401.to_bytes()).unwrap();
     assert_eq!(to_ue.top_via().unwrap().branch(), Some("z9hG4bK3c1d7e8f1"));
     assert_eq!(
@@ -105,7 +131,10 @@ fn pcscf_forwarding_edits() {
     assert!(security_lists_equal(&server, &p.security_verify().unwrap()));
     let tampered = protected.replace("ealg=aes-cbc;prot", "ealg=null;prot");
     let t = Message::parse(tampered.as_bytes()).unwrap();
-    assert!(!security_lists_equal(&server, &t.security_verify().unwrap()));
+    assert!(!security_lists_equal(
+        &server,
+        &t.security_verify().unwrap()
+    ));
 
     // 200 OK with Path, Service-Route, P-Associated-URI.
     let ok = ResponseBuilder::new(&p, 200)
@@ -116,14 +145,19 @@ fn pcscf_forwarding_edits() {
             hdr::P_ASSOCIATED_URI,
             "<sip:001010123456789@ims.test>, <tel:+15550001>",
         )
-        .header("Contact", "<sip:001010123456789@[2001:db8:0:1::5]:5060>;expires=600")
+        .header(
+            "Contact",
+            "<sip:001010123456789@[2001:db8:0:1::5]:5060>;expires=600",
+        )
         .build()
         .unwrap();
     let ok = Message::parse(&ok.to_bytes()).unwrap();
-    assert_eq!(ok.service_route().unwrap()[0].uri.params.has("lr"), true);
+    assert!(ok.service_route().unwrap()[0].uri.params.has("lr"));
     let pau = ok.p_associated_uri().unwrap();
     assert_eq!(pau[1].uri.scheme, Scheme::Tel);
-    let sip::Contacts::List(c) = ok.contacts().unwrap() else { panic!() };
+    let sip::Contacts::List(c) = ok.contacts().unwrap() else {
+        panic!()
+    };
     assert_eq!(sip::headers::contact_expires(&c[0]).unwrap(), Some(600));
 }
 
@@ -153,7 +187,11 @@ fn ims_headers_round_trip() {
     let v = VisitedNetworkId::parse_list("lab.example;p=q").unwrap();
     assert_eq!(v[0].to_string(), "lab.example;p=q");
     let pai = NameAddr::parse_list("\"Alice\" <sip:alice@ims.test>, <tel:+15550001>").unwrap();
-    let s = pai.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+    let s = pai
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     assert_eq!(NameAddr::parse_list(&s).unwrap(), pai);
     let cv = "icid-value=1234bc9876e;icid-generated-at=192.0.6.8;orig-ioi=home1.net";
     assert_eq!(ChargingVector::parse(cv).unwrap().to_string(), cv);

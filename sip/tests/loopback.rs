@@ -25,7 +25,10 @@ fn register(local: SocketAddr, proto: Protocol, branch: &str) -> Message {
         .to(&NameAddr::new(Uri::parse("sip:alice@ims.test").unwrap()))
         .call_id(&sip::new_call_id(None))
         .cseq(1)
-        .header("Contact", format_args!("<sip:alice@{}>", sip::uri::ip_host(local.ip())))
+        .header(
+            "Contact",
+            format_args!("<sip:alice@{}>", sip::uri::ip_host(local.ip())),
+        )
         .build()
 }
 
@@ -81,7 +84,8 @@ async fn round_trip(proto: Protocol, ip: &str) {
     }
     let mut msg = Message::parse(&inb.data).unwrap();
     msg.stamp_received(inb.flow.remote).unwrap();
-    let RequestOutcome::New { id: sid, request } = st.handle_request(msg, inb.flow, now).unwrap() else {
+    let RequestOutcome::New { id: sid, request } = st.handle_request(msg, inb.flow, now).unwrap()
+    else {
         panic!("expected a new server transaction")
     };
     let resp = ResponseBuilder::new(&request, 200)
@@ -108,7 +112,9 @@ async fn round_trip(proto: Protocol, ip: &str) {
         assert_eq!(uac.tcp_connection_count(), 1);
         // and a second request reuses it as well
         let req2 = register(uac_b, proto, &sip::new_branch());
-        uac.send_message(&req2, Flow::new(uac_b, uas_b, proto)).await.unwrap();
+        uac.send_message(&req2, Flow::new(uac_b, uas_b, proto))
+            .await
+            .unwrap();
         let _ = recv(&mut uas_rx).await;
         assert_eq!(uac.tcp_connection_count(), 1);
         assert!(uac.unbind(uac_b, Protocol::Tcp));
@@ -179,7 +185,9 @@ async fn tcp_framing_keepalive_split_and_limit() {
     let _ = s.write_all(big.as_bytes()).await;
     let mut buf = [0u8; 16];
     use tokio::io::AsyncReadExt;
-    let n = timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("server should close");
+    let n = timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("server should close");
     assert!(matches!(n, Ok(0) | Err(_)));
 }
 

@@ -72,7 +72,11 @@ v=0
     assert_eq!(c[0].display.as_deref(), Some("Quoted \\ backslash"));
     assert_eq!(c[0].params.get("expires"), Some("3600"));
     assert_eq!(
-        c[0].params.find("+sip.instance").unwrap().unquoted().unwrap(),
+        c[0].params
+            .find("+sip.instance")
+            .unwrap()
+            .unquoted()
+            .unwrap(),
         "<urn:uuid:1,2>"
     );
     assert_eq!(c[1].uri.scheme, Scheme::Other("mailto".into()));
@@ -104,17 +108,38 @@ fn unknown_method_and_scheme_are_not_fatal() {
 
 #[test]
 fn invalid_messages() {
-    let cases: &[(&str, fn(&ParseError) -> bool)] = &[
-        ("INVITE sip:a SIP/7.0\nl: 0\n\n", |e| *e == ParseError::Version),
-        ("INVITE  sip:a  SIP/2.0\nl: 0\n\n", |e| matches!(e, ParseError::StartLine(_))),
-        ("INVITE sip:a SIP/2.0\nl: -999\n\n", |e| matches!(e, ParseError::ContentLength(_))),
-        ("INVITE sip:a SIP/2.0\nl: 99999999999999999999\n\n", |e| matches!(e, ParseError::ContentLength(_))),
-        ("INVITE sip:a SIP/2.0\nl: 9999\n\nshort", |e| matches!(e, ParseError::BodyTruncated { .. })),
-        ("INVITE sip:a SIP/2.0\nl: 1\nContent-Length: 0\n\n", |e| matches!(e, ParseError::ContentLength(_))),
-        ("INVITE sip:a SIP/2.0\nTo sip:x\n\n", |e| *e == ParseError::HeaderLine),
-        ("INVITE sip:a SIP/2.0\nBad Name: x\n\n", |e| *e == ParseError::HeaderLine),
-        ("INVITE sip:a SIP/2.0\nVia: x\n", |e| *e == ParseError::Incomplete),
-        ("SIP/2.0 20 OK\n\n", |e| matches!(e, ParseError::StartLine(_))),
+    type Check = fn(&ParseError) -> bool;
+    let cases: &[(&str, Check)] = &[
+        ("INVITE sip:a SIP/7.0\nl: 0\n\n", |e| {
+            *e == ParseError::Version
+        }),
+        ("INVITE  sip:a  SIP/2.0\nl: 0\n\n", |e| {
+            matches!(e, ParseError::StartLine(_))
+        }),
+        ("INVITE sip:a SIP/2.0\nl: -999\n\n", |e| {
+            matches!(e, ParseError::ContentLength(_))
+        }),
+        ("INVITE sip:a SIP/2.0\nl: 99999999999999999999\n\n", |e| {
+            matches!(e, ParseError::ContentLength(_))
+        }),
+        ("INVITE sip:a SIP/2.0\nl: 9999\n\nshort", |e| {
+            matches!(e, ParseError::BodyTruncated { .. })
+        }),
+        ("INVITE sip:a SIP/2.0\nl: 1\nContent-Length: 0\n\n", |e| {
+            matches!(e, ParseError::ContentLength(_))
+        }),
+        ("INVITE sip:a SIP/2.0\nTo sip:x\n\n", |e| {
+            *e == ParseError::HeaderLine
+        }),
+        ("INVITE sip:a SIP/2.0\nBad Name: x\n\n", |e| {
+            *e == ParseError::HeaderLine
+        }),
+        ("INVITE sip:a SIP/2.0\nVia: x\n", |e| {
+            *e == ParseError::Incomplete
+        }),
+        ("SIP/2.0 20 OK\n\n", |e| {
+            matches!(e, ParseError::StartLine(_))
+        }),
     ];
     for (raw, pred) in cases {
         let e = Message::parse(&crlf(raw)).expect_err(raw);
@@ -126,10 +151,10 @@ fn invalid_messages() {
 fn semantically_invalid_detected_lazily() {
     let base = "INVITE sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@b>;tag=1\nTo: <sip:a@b>\nCall-ID: c\n";
     let bad = [
-        "CSeq: 1 OPTIONS\nMax-Forwards: 70\n",     // method mismatch
-        "CSeq: 1 INVITE\nMax-Forwards: 300\n",     // Max-Forwards > 255
+        "CSeq: 1 OPTIONS\nMax-Forwards: 70\n",        // method mismatch
+        "CSeq: 1 INVITE\nMax-Forwards: 300\n",        // Max-Forwards > 255
         "CSeq: 4294967296 INVITE\nMax-Forwards: 1\n", // CSeq too large
-        "CSeq: INVITE 1\n",                        // swapped
+        "CSeq: INVITE 1\n",                           // swapped
     ];
     for b in bad {
         let m = Message::parse(&crlf(&format!("{base}{b}l: 0\n\n"))).unwrap();
@@ -140,16 +165,26 @@ fn semantically_invalid_detected_lazily() {
     // a Request-URI in angle brackets is a syntax error caught when the URI is read
     let m = Message::parse(&crlf("INVITE <sip:a@b> SIP/2.0\nl: 0\n\n")).unwrap();
     assert!(m.request_uri().is_err());
-    for bad in ["<sip:a@[2001:db8::1>", "\"unterminated <sip:a@b>", "sip:a@b c"] {
+    for bad in [
+        "<sip:a@[2001:db8::1>",
+        "\"unterminated <sip:a@b>",
+        "sip:a@b c",
+    ] {
         assert!(NameAddr::parse(bad).is_err(), "{bad}");
     }
     assert!(Uri::parse("sip:a@[2001:db8:::1:2:3:4:5:6:7]").is_err());
-    let m = Message::parse(&crlf(&format!("{base}CSeq: 1 INVITE\nExpires: soon\nl: 0\n\n"))).unwrap();
+    let m = Message::parse(&crlf(&format!(
+        "{base}CSeq: 1 INVITE\nExpires: soon\nl: 0\n\n"
+    )))
+    .unwrap();
     assert!(m.expires().is_err());
 }
 
 #[test]
 fn size_limit() {
     let big = format!("OPTIONS sip:a SIP/2.0\r\nX: {}\r\n\r\n", "y".repeat(70_000));
-    assert!(matches!(Message::parse(big.as_bytes()), Err(ParseError::TooLarge { .. })));
+    assert!(matches!(
+        Message::parse(big.as_bytes()),
+        Err(ParseError::TooLarge { .. })
+    ));
 }

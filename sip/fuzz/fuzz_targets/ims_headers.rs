@@ -6,7 +6,9 @@ use sip::ims::{AccessNetworkInfo, ChargingVector, SecurityMechanism, VisitedNetw
 use sip::{NameAddr, Params, Uri, Via};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let s = String::from_utf8_lossy(rest);
     match sel % 10 {
         0 => {
