@@ -85,7 +85,7 @@ pub use policy::{
     find_bin, is_ci, is_root, require_bin, require_kamailio_modules, require_netns, require_root,
     skip_or_fail,
 };
-pub use process::{pid_alive, ChildGuard, TestDir};
+pub use process::{group_members, pid_alive, ChildGuard, TestDir};
 pub use wait::{
     free_port, free_port_on, free_ports, wait_for_file_line, wait_for_tcp, wait_until, LOOPBACK,
 };

@@ -247,6 +247,28 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Live (non-zombie) processes whose process group is `pgid` (Linux `/proc`).
+/// After a [`ChildGuard`] is dropped this is empty for its pid.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(") ")?;
+                    let mut f = rest.split_whitespace();
+                    let state = f.next()?;
+                    let pgrp: u32 = f.nth(1)?.parse().ok()?;
+                    Some(pgrp == pgid && state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Opens `p` for appending (creating it).
 #[allow(dead_code)]
 pub(crate) fn append(p: &Path) -> std::io::Result<File> {

@@ -81,7 +81,37 @@ fn kamailio_probe_reports_peer_state() {
     let hss_port = testkit::free_port();
     let mut k = Kamailio::start(ScscfConfig::new(hss_port)).unwrap();
     assert_eq!(k.probe(Duration::from_secs(2)).unwrap(), 503);
-    let _ = &mut k;
+    // Kamailio forks ~15 workers into our process group; dropping the
+    // fixture must leave none behind.
+    let pgid = k.guard().pid();
+    assert!(testkit::group_members(pgid).len() > 5);
+    drop(k);
+    let gone = testkit::wait_until("kamailio workers to exit", Duration::from_secs(5), || {
+        testkit::group_members(pgid).is_empty()
+    });
+    assert!(
+        gone.is_ok(),
+        "left behind: {:?}",
+        testkit::group_members(pgid)
+    );
+}
+
+#[test]
+fn kamailio_registers_sipp_ue_over_tcp() {
+    if !testkit::kamailio::require_scscf() || testkit::require_bin("sipp").is_none() {
+        return;
+    }
+    let sub = subscriber();
+    let hss = StubHss::start(sub.clone(), true);
+    let mut k = Kamailio::start(ScscfConfig::new(hss.port)).unwrap();
+    k.wait_hss_open(Duration::from_secs(15)).unwrap();
+    let mut ue = ue(&sub);
+    ue.transport = testkit::sipp::Transport::Tcp;
+    let (out, _) = ue.register(k.sip_addr(), 600).unwrap();
+    assert!(out.success, "{}\n{}", out.describe(), k.log());
+    assert!(out.messages.contains("TCP message"), "{}", out.describe());
+    let (out, _) = ue.deregister(k.sip_addr()).unwrap();
+    assert!(out.success, "{}\n{}", out.describe(), k.log());
 }
 
 #[test]
