@@ -37,7 +37,7 @@
 //! * [`ims`]: RFC 3329 / TS 33.203 sec-agree, Path (RFC 3327), Service-Route
 //!   (RFC 3608), P-headers (RFC 3455, RFC 7315), option tags.
 //!   Digest Authorization/WWW-Authenticate parameters belong to `akav1::digest`;
-//!   this crate only exposes the raw header values.
+//!   [`auth`] only glues them to [`Message`] (and strips `ck`/`ik` for proxy mode).
 //! * [`builder`]: requests, responses from requests (Via/From/To/Call-ID/CSeq copied,
 //!   To-tag), branch/tag/Call-ID generation.
 //! * [`transaction`]: sans-IO client/server transactions, INVITE and non-INVITE,
@@ -47,6 +47,7 @@
 //!
 //! No parser in this crate panics on input; every failure is a [`ParseError`].
 
+pub mod auth;
 pub mod builder;
 pub mod error;
 pub mod flow;

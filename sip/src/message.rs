@@ -616,6 +616,20 @@ impl Message {
         }
     }
 
+    /// Calls `f` with the value of every field named `name`; where it returns
+    /// `Some(new)`, that field's value is replaced (name and position kept).
+    pub fn rewrite_headers(&mut self, name: &str, mut f: impl FnMut(&str) -> Option<String>) {
+        for i in 0..self.fields.len() {
+            if !names_match(self.text(&self.fields[i].name), name) {
+                continue;
+            }
+            if let Some(new) = f(self.text(&self.fields[i].value)) {
+                let n = self.text(&self.fields[i].name).to_string();
+                self.fields[i] = Self::owned(&n, &new);
+            }
+        }
+    }
+
     // ---- body ----------------------------------------------------------------------
 
     /// The body (exactly Content-Length bytes when the header is present).
