@@ -23,7 +23,8 @@ impl Message {
 
     /// The Proxy-Authorization credentials, `None` if absent.
     pub fn proxy_credentials(&self) -> Option<Result<Credentials, DigestError>> {
-        self.header(hdr::PROXY_AUTHORIZATION).map(Credentials::parse)
+        self.header(hdr::PROXY_AUTHORIZATION)
+            .map(Credentials::parse)
     }
 
     /// The WWW-Authenticate challenge (first header), `None` if absent.

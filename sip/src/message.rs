@@ -721,6 +721,23 @@ impl Message {
             .transpose()
     }
 
+    /// Proxy step 3 of RFC 3261 §16.6: decrements Max-Forwards (inserting 70 when
+    /// absent). Returns the new value, or `None` when it already was 0 and the request
+    /// must be answered with 483 instead of being forwarded (§16.3 step 2).
+    pub fn decrement_max_forwards(&mut self) -> Result<Option<u32>> {
+        match self.max_forwards()? {
+            Some(0) => Ok(None),
+            Some(n) => {
+                self.set_header("Max-Forwards", &(n - 1).to_string());
+                Ok(Some(n - 1))
+            }
+            None => {
+                self.prepend_header("Max-Forwards", "70");
+                Ok(Some(70))
+            }
+        }
+    }
+
     /// Expires header in seconds, `None` if absent.
     pub fn expires(&self) -> Result<Option<u32>> {
         self.header("Expires")
@@ -1138,6 +1155,19 @@ l: 0\r\n\
             Message::parse_with(big.as_bytes(), &l, Framing::Datagram),
             Err(ParseError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn max_forwards() {
+        let mut m = Message::parse(REG.as_bytes()).unwrap();
+        assert_eq!(m.decrement_max_forwards().unwrap(), Some(69));
+        assert_eq!(m.max_forwards().unwrap(), Some(69));
+        m.set_header("Max-Forwards", "0");
+        assert_eq!(m.decrement_max_forwards().unwrap(), None);
+        m.remove_header("Max-Forwards");
+        assert_eq!(m.decrement_max_forwards().unwrap(), Some(70));
+        m.set_header("Max-Forwards", "x");
+        assert!(m.decrement_max_forwards().is_err());
     }
 
     #[test]

@@ -13,6 +13,42 @@
 //! branch + sent-by + method, ACK matching INVITE (§17.2.3). Requests without the
 //! `z9hG4bK` cookie fall back to an RFC 2543 style key (Call-ID, CSeq number,
 //! From tag, sent-by).
+//!
+//! The tokio shell around it is a small loop (sketch; the P-CSCF and UE add their
+//! own TU logic where the comments are):
+//!
+//! ```no_run
+//! # async fn shell() -> std::io::Result<()> {
+//! use std::time::Instant;
+//! use sip::transaction::{Config, Incoming, Transactions};
+//! use sip::transport::{Transport, TransportConfig};
+//! use sip::Message;
+//!
+//! let (transport, mut inbound) = Transport::new(TransportConfig::default());
+//! transport.bind_udp("127.0.0.1:5060".parse().unwrap()).await?;
+//! let mut txs = Transactions::new(Config::default());
+//! loop {
+//!     let deadline = txs.poll_timeout();
+//!     tokio::select! {
+//!         Some(inb) = inbound.recv() => {
+//!             let Ok(mut msg) = Message::parse_bytes(inb.data, &Default::default(), sip::Framing::Datagram) else { continue };
+//!             if msg.is_request() { let _ = msg.stamp_received(inb.flow.remote); }
+//!             match txs.handle_message(msg, inb.flow, Instant::now()) {
+//!                 Ok(Incoming::Request(_new_or_absorbed)) => { /* TU: respond() later */ }
+//!                 Ok(Incoming::Response(_deliver_or_stray)) => { /* TU */ }
+//!                 Err(_) => { /* unmatchable garbage: drop */ }
+//!             }
+//!         }
+//!         _ = async { match deadline {
+//!                 Some(d) => tokio::time::sleep_until(d.into()).await,
+//!                 None => std::future::pending().await,
+//!             } } => txs.handle_timeout(Instant::now()),
+//!     }
+//!     while let Some(t) = txs.poll_transmit() { let _ = transport.send(&t).await; }
+//!     while let Some(_event) = txs.poll_event() { /* TU: timeouts, terminations */ }
+//! }
+//! # }
+//! ```
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -41,6 +41,8 @@ pub struct TransportConfig {
     pub channel_capacity: usize,
     /// capacity of each TCP connection's outbound queue
     pub conn_queue: usize,
+    /// accepted TCP connections beyond this many are closed at once (a flood guard)
+    pub max_tcp_connections: usize,
 }
 
 impl Default for TransportConfig {
@@ -49,6 +51,7 @@ impl Default for TransportConfig {
             limits: Limits::default(),
             channel_capacity: 4096,
             conn_queue: 256,
+            max_tcp_connections: 10_000,
         }
     }
 }
@@ -186,7 +189,12 @@ impl Transport {
                     continue;
                 };
                 let Some(inner) = me.upgrade() else { return };
-                Transport { inner }.spawn_conn(stream, local, remote);
+                let t = Transport { inner };
+                if t.tcp_connection_count() >= t.inner.cfg.max_tcp_connections {
+                    drop(stream);
+                    continue;
+                }
+                t.spawn_conn(stream, local, remote);
             }
         });
         lock(&self.inner.bound).push(Bound {

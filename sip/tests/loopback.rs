@@ -202,3 +202,30 @@ async fn udp_send_without_socket_fails() {
         .await;
     assert!(r.is_err());
 }
+
+#[tokio::test]
+async fn tcp_connection_limit() {
+    let cfg = TransportConfig {
+        max_tcp_connections: 1,
+        ..Default::default()
+    };
+    let (uas, _rx) = Transport::new(cfg);
+    let addr = uas.bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // wait until the first connection is registered
+    for _ in 0..100 {
+        if uas.tcp_connection_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(uas.tcp_connection_count(), 1);
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4];
+    let n = timeout(Duration::from_secs(5), b.read(&mut buf))
+        .await
+        .expect("second connection closed");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    assert_eq!(uas.tcp_connection_count(), 1);
+}
