@@ -220,7 +220,8 @@ pub struct Kamailio {
 
 impl Kamailio {
     /// Writes the configuration, starts Kamailio and waits (bounded by
-    /// `config.start_timeout`) until its SIP TCP port accepts. Zero ports in
+    /// `config.start_timeout`) until its SIP TCP port and cdp's Diameter
+    /// acceptor both accept connections. Zero ports in
     /// `config` are replaced by free ones. Does not wait for the HSS: use
     /// [`Kamailio::wait_hss_open`].
     pub fn start(mut config: ScscfConfig) -> Result<Self, Error> {
@@ -259,7 +260,11 @@ impl Kamailio {
         let mut guard = ChildGuard::spawn("kamailio", &mut cmd, &dir.join("kamailio.log"))?;
 
         let sip = SocketAddr::new(config.listen_ip, config.sip_port);
+        let cdp = SocketAddr::new(config.listen_ip, config.cdp_port);
         let deadline = Instant::now() + config.start_timeout;
+        // Ready = SIP over TCP accepts and cdp's acceptor (its own process)
+        // listens: by then the modules are initialised and the workers forked.
+        let mut sip_up = false;
         loop {
             if let Some(st) = guard.try_wait() {
                 return Err(Error::Exited {
@@ -268,12 +273,13 @@ impl Kamailio {
                     detail: guard.log_tail(40),
                 });
             }
-            if wait_for_tcp(sip, Duration::from_millis(200)).is_ok() {
+            sip_up = sip_up || wait_for_tcp(sip, Duration::from_millis(100)).is_ok();
+            if sip_up && wait_for_tcp(cdp, Duration::from_millis(100)).is_ok() {
                 break;
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    what: format!("kamailio SIP port {sip}"),
+                    what: format!("kamailio SIP port {sip} and cdp acceptor {cdp}"),
                     after: config.start_timeout,
                     detail: guard.log_tail(40),
                 });

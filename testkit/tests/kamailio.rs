@@ -84,7 +84,9 @@ fn kamailio_probe_reports_peer_state() {
     // Kamailio forks ~15 workers into our process group; dropping the
     // fixture must leave none behind.
     let pgid = k.guard().pid();
-    assert!(testkit::group_members(pgid).len() > 5);
+    // (Start-up returns once SIP/TCP accepts; more workers may still be forking.)
+    let members = testkit::group_members(pgid);
+    assert!(members.len() >= 2, "{members:?}");
     drop(k);
     let gone = testkit::wait_until("kamailio workers to exit", Duration::from_secs(5), || {
         testkit::group_members(pgid).is_empty()
