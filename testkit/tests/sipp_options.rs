@@ -73,3 +73,26 @@ fn sipp_options_fails_against_404_responder() {
     );
     let _ = h.join();
 }
+
+#[test]
+fn sipp_run_is_bounded_when_nobody_answers() {
+    if testkit::require_bin("sipp").is_none() {
+        return;
+    }
+    // A socket that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = silent.local_addr().unwrap();
+    let mut run = Sipp::new(options_scenario(&format!("sip:{target}")), target);
+    run.timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let out = run.run().unwrap();
+    assert!(!out.success, "{}", out.describe());
+    assert!(out.received_status_codes().is_empty());
+    // The documented bound: SIPp's -timeout plus our 5 s grace.
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
