@@ -793,27 +793,17 @@ impl Message {
     /// (RFC 3261 §18.2.1, RFC 3581 §4).
     pub fn stamp_received(&mut self, src: std::net::SocketAddr) -> Result<()> {
         let mut via = self.top_via()?;
-        let ip_host = crate::uri::ip_host(src.ip());
         let same = crate::uri::parse_host_ip(&via.host) == Some(src.ip());
-        let mut changed = false;
-        if !same {
-            let rec = ip_host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            via.params.set("received", Some(&rec));
-            changed = true;
+        let rport = via.params.has("rport");
+        if same && !rport {
+            return Ok(());
         }
-        if via.params.has("rport") {
+        // RFC 3581 §4: with rport, `received` is added even when it equals sent-by.
+        via.params.set("received", Some(&src.ip().to_string()));
+        if rport {
             via.params.set("rport", Some(&src.port().to_string()));
-            if same {
-                via.params.set("received", Some(&src.ip().to_string()));
-            }
-            changed = true;
         }
-        if changed {
-            self.replace_top_value("Via", &via.to_string());
-        }
+        self.replace_top_value("Via", &via.to_string());
         Ok(())
     }
 

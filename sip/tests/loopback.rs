@@ -229,3 +229,30 @@ async fn tcp_connection_limit() {
     assert!(matches!(n, Ok(0) | Err(_)));
     assert_eq!(uas.tcp_connection_count(), 1);
 }
+
+#[tokio::test]
+async fn other_sources_feed_the_same_channel() {
+    // e.g. the userspace ESP backend handing over decrypted UDP payloads
+    let (t, mut rx) = Transport::new(TransportConfig::default());
+    let flow = Flow::new(
+        "127.0.0.1:5064".parse().unwrap(),
+        "127.0.0.1:40000".parse().unwrap(),
+        Protocol::Udp,
+    );
+    let data = register(
+        "127.0.0.1:40000".parse().unwrap(),
+        Protocol::Udp,
+        "z9hG4bKesp",
+    )
+    .to_bytes();
+    t.inbound_sender()
+        .send(Inbound {
+            flow,
+            data: bytes::Bytes::from(data.clone()),
+        })
+        .await
+        .unwrap();
+    let got = recv(&mut rx).await;
+    assert_eq!(got.flow, flow);
+    assert_eq!(Message::parse(&got.data).unwrap().to_bytes(), data);
+}
