@@ -1,6 +1,7 @@
 //! Command-line front ends, one module per `imslab` subcommand.
 
 pub mod aka;
+pub mod ue;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ pub struct Cli {
 pub enum Command {
     /// AKA debugging: vectors, IMS nonces, AUTS/resync, digest responses (hex in, hex out).
     Aka(aka::AkaArgs),
+    /// Simulated IMS UE: register with IMS AKA and IPsec, re-register, deregister.
+    Ue(ue::UeArgs),
 }
 
 /// Run a parsed command line; what it returns is printed on stdout.
 pub fn run(cli: &Cli) -> anyhow::Result<String> {
     match &cli.command {
         Command::Aka(a) => aka::run(a),
+        Command::Ue(a) => ue::run(a),
     }
 }

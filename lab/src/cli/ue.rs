@@ -1,0 +1,312 @@
+//! `imslab ue`: a simulated IMS UE on the command line.
+//!
+//! The quickest way to see whether a P-CSCF and HSS accept a subscriber: the UE offers
+//! sec-agree, checks the network's AUTN with the card's K/OPc, answers SQN failures with
+//! AUTS, installs its half of the IPsec SAs and prints every step with its timing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use secagree::{AlgPrefs, IpsecMode};
+use xfrm::{BackendKind, EncryptionAlg, IntegrityAlg};
+
+use crate::hexarg::{parse_hex_n, parse_number};
+use crate::ue::{
+    ladder_line, IoConfig, IsimKeys, LocalSecurity, Step, UeConfig, UeHost, UeHostError,
+};
+
+/// A simulated IMS UE (ISIM credentials, sec-agree, IPsec).
+#[derive(Debug, Args)]
+pub struct UeArgs {
+    #[command(subcommand)]
+    command: UeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum UeCommand {
+    /// Register one UE with IMS AKA and IPsec, then optionally re-register/deregister.
+    ///
+    /// The flow (TS 24.229 §5.1.1, TS 33.203 §7): an unprotected REGISTER with
+    /// Security-Client and an empty Authorization; the 401's AUTN is checked with K/OPc
+    /// (a wrong K/OPc in the HSS shows as "AUTN MAC mismatch"; a stale SQN is answered with
+    /// AUTS); the UE installs its half of the four ESP SAs and sends the second REGISTER
+    /// from its protected client port to the P-CSCF's protected server port with the
+    /// AKAv1-MD5 response; the 200 OK promotes the SAs.
+    ///
+    /// Needs root for IPsec (userspace ESP uses a raw socket; kernel XFRM needs
+    /// CAP_NET_ADMIN). Exits non-zero if any step fails.
+    ///
+    /// Example (P-CSCF on 127.0.0.1:5060, subscriber provisioned in the HSS):
+    ///   imslab ue register --impi 001010000000001@ims.mnc001.mcc001.3gppnetwork.org
+    ///     --impu sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org
+    ///     --domain ims.mnc001.mcc001.3gppnetwork.org
+    ///     -k 465b5ce8b199b49faa5f0a2ee238a6bc --opc cd63cb71954a9f4e48a5994e37a02baf
+    ///     --then reregister,deregister
+    Register(RegisterArgs),
+}
+
+/// Arguments of `imslab ue register`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("operator-key").required(true).multiple(false))]
+pub struct RegisterArgs {
+    /// Private user identity (IMPI), the digest username; on a real ISIM usually
+    /// `<IMSI>@ims.mnc<MNC>.mcc<MCC>.3gppnetwork.org`.
+    #[arg(long, value_name = "IMPI")]
+    impi: String,
+    /// Public user identity to register: `sip:user@domain` or `tel:+number`.
+    #[arg(long, value_name = "URI")]
+    impu: String,
+    /// Home network domain: the REGISTER Request-URI and the realm of the first
+    /// Authorization.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: String,
+    /// Subscriber key K (Ki), 32 hex digits, as programmed on the card and in the HSS.
+    #[arg(short = 'k', long = "k", value_name = "HEX")]
+    k: String,
+    /// Operator variant OP, 32 hex digits (OPc is derived).
+    #[arg(long, value_name = "HEX", group = "operator-key")]
+    op: Option<String>,
+    /// Derived operator variant OPc, 32 hex digits (what most cards store).
+    #[arg(long, value_name = "HEX", group = "operator-key")]
+    opc: Option<String>,
+    /// The card's SQN_MS: the highest SQN it accepted so far (decimal or 0x-hex). A value
+    /// above the HSS's makes the first challenge fail with a resynchronisation (AUTS).
+    #[arg(long, default_value = "0", value_name = "N")]
+    sqn: String,
+    /// The UE's own IP address. Every UE needs its own; on loopback 127.0.0.2, 127.0.0.3 …
+    /// (127.0.0.1 is usually the P-CSCF).
+    #[arg(long, default_value = "127.0.0.2", value_name = "IP")]
+    local_ip: IpAddr,
+    /// Unprotected SIP port of the UE (the initial REGISTER and its 401).
+    #[arg(long, default_value_t = 5060, value_name = "PORT")]
+    port: u16,
+    /// Protected client port (port-c): the UE sends requests from here through the SAs.
+    /// A re-authentication uses this port + 2 for its new set, then back.
+    #[arg(long = "port-c", default_value_t = 5102, value_name = "PORT")]
+    port_c: u16,
+    /// Protected server port (port-s): the UE's Contact, where the P-CSCF sends requests.
+    #[arg(long = "port-s", default_value_t = 5103, value_name = "PORT")]
+    port_s: u16,
+    /// SPI the UE receives on from the P-CSCF's server port (spi-c); random if omitted.
+    #[arg(long = "spi-c", value_name = "N")]
+    spi_c: Option<String>,
+    /// SPI the UE receives on from the P-CSCF's client port (spi-s); random if omitted.
+    #[arg(long = "spi-s", value_name = "N")]
+    spi_s: Option<String>,
+    /// The P-CSCF's unprotected SIP address (what the PCO gives a real phone).
+    #[arg(long, default_value = "127.0.0.1:5060", value_name = "IP:PORT")]
+    pcscf: SocketAddr,
+    /// Integrity algorithms to offer, most preferred first (hmac-sha-1-96, hmac-md5-96).
+    #[arg(long, value_delimiter = ',', default_value = "hmac-sha-1-96,hmac-md5-96", value_name = "ALG,…")]
+    alg: Vec<String>,
+    /// Encryption algorithms to offer, most preferred first (aes-cbc, null, des-ede3-cbc).
+    /// Security-Client gets one mechanism per alg/ealg pair, as handsets send it.
+    #[arg(long, value_delimiter = ',', default_value = "aes-cbc,null,des-ede3-cbc", value_name = "EALG,…")]
+    ealg: Vec<String>,
+    /// IPsec backend: `auto` (kernel XFRM if the kernel can do ESP, else userspace ESP),
+    /// `kernel`, `userspace`, or `off` (sec-agree is still negotiated but the protected
+    /// ports are plain UDP: nothing is encrypted; only for P-CSCFs also running without
+    /// IPsec).
+    #[arg(long, default_value = "auto", value_name = "BACKEND")]
+    ipsec: String,
+    /// Do not offer sec-agree at all: a plain AKAv1-MD5 digest UE (like SIPp), for a
+    /// P-CSCF with `ipsec = "optional"`.
+    #[arg(long)]
+    no_sec_agree: bool,
+    /// Requested registration expiry in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    expires: u32,
+    /// What to do after registering, comma-separated: reregister, deregister,
+    /// pause:<ms>. Example: `--then reregister,pause:500,deregister`.
+    #[arg(long, value_delimiter = ',', value_name = "STEP,…")]
+    then: Vec<String>,
+    /// How long a retired SA set stays before deletion, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    sa_grace_ms: u64,
+    /// SIP timer T1 in milliseconds (retransmission base; the whole transaction times
+    /// out after 64·T1).
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    t1_ms: u64,
+    /// `+sip.instance` of the Contact, e.g. `<urn:gsma:imei:35000000-000000-0>`.
+    #[arg(long, value_name = "URN")]
+    instance: Option<String>,
+    /// Write the Wireshark `esp_sa` UAT of every SA set used to this file (decrypts a
+    /// capture of the run: copy it to ~/.config/wireshark/esp_sa).
+    #[arg(long, value_name = "FILE")]
+    esp_sa: Option<std::path::PathBuf>,
+}
+
+fn integrity(s: &str) -> anyhow::Result<IntegrityAlg> {
+    IntegrityAlg::from_str(s).map_err(|e| anyhow::anyhow!("--alg: {e}"))
+}
+
+fn encryption(s: &str) -> anyhow::Result<EncryptionAlg> {
+    EncryptionAlg::from_str(s).map_err(|e| anyhow::anyhow!("--ealg: {e}"))
+}
+
+impl RegisterArgs {
+    /// The UE configuration these arguments describe.
+    pub fn config(&self) -> anyhow::Result<UeConfig> {
+        let k = parse_hex_n::<16>("K", &self.k)?;
+        let keys = match (&self.op, &self.opc) {
+            (Some(op), _) => IsimKeys::from_op(k, parse_hex_n::<16>("OP", op)?),
+            (None, Some(opc)) => IsimKeys::new(k, parse_hex_n::<16>("OPc", opc)?),
+            (None, None) => bail!("give --op or --opc"),
+        };
+        let sqn = akav1::Sqn::new(parse_number("SQN", &self.sqn)?)?;
+        let keys = keys.with_sqn(akav1::UsimSqnState::with_highest(
+            akav1::SqnPolicy::default(),
+            sqn,
+        ));
+        let mut cfg = UeConfig::new(
+            &self.impi,
+            &self.impu,
+            &self.domain,
+            keys,
+            self.local_ip,
+            self.pcscf,
+        );
+        let mut sec = LocalSecurity::random(self.port_c, self.port_s);
+        if let Some(s) = &self.spi_c {
+            sec.spi_uc = u32::try_from(parse_number("spi-c", s)?).context("spi-c above 2^32")?;
+        }
+        if let Some(s) = &self.spi_s {
+            sec.spi_us = u32::try_from(parse_number("spi-s", s)?).context("spi-s above 2^32")?;
+        }
+        cfg.security = sec;
+        cfg.port = self.port;
+        cfg.sec_agree = !self.no_sec_agree;
+        cfg.algorithms = AlgPrefs {
+            integrity: self.alg.iter().map(|a| integrity(a)).collect::<Result<_, _>>()?,
+            encryption: self.ealg.iter().map(|a| encryption(a)).collect::<Result<_, _>>()?,
+        };
+        cfg.expires = self.expires;
+        cfg.sa_grace = Duration::from_millis(self.sa_grace_ms);
+        cfg.timers.t1 = Duration::from_millis(self.t1_ms.max(1));
+        cfg.instance_id = self.instance.clone();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn io(&self) -> anyhow::Result<IoConfig> {
+        let mode = match self.ipsec.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" => IpsecMode::Off,
+            other => IpsecMode::Backend(BackendKind::from_str(other)?),
+        };
+        Ok(IoConfig {
+            mode,
+            ..IoConfig::default()
+        })
+    }
+
+    fn steps(&self) -> anyhow::Result<Vec<Step>> {
+        let mut steps = vec![Step::Register];
+        for s in &self.then {
+            steps.push(Step::from_str(s).map_err(|e| anyhow::anyhow!("--then: {e}"))?);
+        }
+        Ok(steps)
+    }
+}
+
+/// Runs `imslab ue …`. The ladder is printed while it happens; the summary is returned.
+pub fn run(args: &UeArgs) -> anyhow::Result<String> {
+    match &args.command {
+        UeCommand::Register(r) => {
+            let cfg = r.config()?;
+            let io = r.io()?;
+            let steps = r.steps()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            rt.block_on(register(cfg, io, steps, r.esp_sa.clone()))
+        }
+    }
+}
+
+async fn register(
+    cfg: UeConfig,
+    io: IoConfig,
+    steps: Vec<Step>,
+    esp_sa: Option<std::path::PathBuf>,
+) -> anyhow::Result<String> {
+    let host = UeHost::start(io)
+        .await
+        .context("starting SIP/IPsec I/O (IPsec needs root)")?;
+    let backend = host.io().backend_name();
+    if backend == "off" && cfg.sec_agree {
+        eprintln!(
+            "imslab: WARNING: IPsec is off: sec-agree is negotiated but nothing is encrypted"
+        );
+    }
+    let t0 = Instant::now();
+    let mut events = host.take_events();
+    let printer = tokio::spawn(async move {
+        if let Some(rx) = events.as_mut() {
+            while let Some(e) = rx.recv().await {
+                println!("{}", ladder_line(t0, "UE", &e.event));
+            }
+        }
+    });
+    println!(
+        "UE {} at {} → P-CSCF {} (IPsec backend: {backend})",
+        cfg.impu, cfg.local_ip, cfg.pcscf
+    );
+    let grace = cfg.sa_grace;
+    let ue = host.add(cfg).await?;
+    let mut summary = String::new();
+    let mut failure: Option<UeHostError> = None;
+    let mut last_dereg = false;
+    for step in steps {
+        let r = match step {
+            Step::Register => ue.register().await.map(|r| {
+                summary += &format!(
+                    "registered in {:.1} ms (expires {} s, Service-Route {:?}, P-Associated-URI {:?})\n",
+                    r.took.as_secs_f64() * 1000.0,
+                    r.expires,
+                    r.service_route,
+                    r.associated_uris
+                );
+            }),
+            Step::Reregister => ue.reregister().await.map(|r| {
+                summary += &format!(
+                    "re-registered in {:.1} ms (expires {} s)\n",
+                    r.took.as_secs_f64() * 1000.0,
+                    r.expires
+                );
+            }),
+            Step::Deregister => ue.deregister().await.map(|d| {
+                summary += &format!("deregistered in {:.1} ms\n", d.as_secs_f64() * 1000.0);
+            }),
+            Step::Pause(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        };
+        last_dereg = step == Step::Deregister;
+        if let Err(e) = r {
+            failure = Some(e);
+            break;
+        }
+    }
+    if last_dereg && failure.is_none() {
+        // let the retired SAs' grace pass so the ladder shows their deletion
+        tokio::time::sleep(grace + Duration::from_millis(100)).await;
+    }
+    if let Some(path) = &esp_sa {
+        std::fs::write(path, host.io().esp_sa_history())
+            .with_context(|| format!("writing {}", path.display()))?;
+        summary += &format!("esp_sa keys written to {}\n", path.display());
+    }
+    host.shutdown().await;
+    drop(host);
+    let _ = printer.await;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(summary),
+    }
+}

@@ -1,0 +1,294 @@
+//! [`Ue`]: the sans-IO UE, a transaction layer with the registration on top, in the shape
+//! of quinn-proto's `Connection` (`handle_*` in, `poll_*` out, `now` passed in).
+//!
+//! Responses are routed by client transaction: the registration only sees the answers to
+//! its own REGISTERs. Dialogs (INVITE, later) become further owners of transactions next
+//! to it; requests the UE does not handle yet are answered 501 so the network is never
+//! left waiting.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use sip::transaction::{
+    Config as TxConfig, Event as TxEvent, RequestOutcome, ResponseOutcome, Transactions, TxId,
+};
+use sip::{Flow, Message, Method, ResponseBuilder, Transmit};
+use xfrm::{SaSet, SetId};
+
+use super::config::{ConfigError, UeConfig};
+use super::event::{EventKind, UeEvent};
+use super::registration::{Output, RegState, Registration, SaAction};
+use super::summary::summarize;
+
+/// Who a client transaction belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Registration,
+}
+
+/// A simulated IMS UE without I/O.
+#[derive(Debug)]
+pub struct Ue {
+    reg: Registration,
+    tx: Transactions,
+    owners: HashMap<TxId, Owner>,
+    actions: VecDeque<SaAction>,
+    events: VecDeque<UeEvent>,
+}
+
+impl Ue {
+    /// A UE that has not registered yet.
+    pub fn new(cfg: UeConfig) -> Result<Ue, ConfigError> {
+        cfg.validate()?;
+        let impu = cfg.impu_uri()?;
+        let tx = Transactions::new(TxConfig {
+            timers: cfg.timers,
+            auto_trying: true,
+        });
+        Ok(Ue {
+            reg: Registration::new(cfg, impu),
+            tx,
+            owners: HashMap::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    // ---- getters -------------------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &UeConfig {
+        self.reg.config()
+    }
+
+    /// Registration state.
+    pub fn state(&self) -> RegState {
+        self.reg.state()
+    }
+
+    /// Whether a binding is confirmed.
+    pub fn is_registered(&self) -> bool {
+        self.reg.is_registered()
+    }
+
+    /// The registration (Service-Route, P-Associated-URI, SA sets).
+    pub fn registration(&self) -> &Registration {
+        &self.reg
+    }
+
+    /// The established SA set in use.
+    pub fn current_set(&self) -> Option<&SaSet> {
+        self.reg.current_set()
+    }
+
+    /// Live client and server transactions.
+    pub fn transaction_count(&self) -> usize {
+        self.tx.len()
+    }
+
+    // ---- commands ------------------------------------------------------------------
+
+    /// Start the initial registration.
+    pub fn register(&mut self, now: Instant) {
+        self.reg.register(now);
+        self.pump(now);
+    }
+
+    /// Re-register (new SA set if the network re-authenticates).
+    pub fn reregister(&mut self, now: Instant) {
+        self.reg.reregister(now);
+        self.pump(now);
+    }
+
+    /// Deregister and retire the SAs.
+    pub fn deregister(&mut self, now: Instant) {
+        self.reg.deregister(now);
+        self.pump(now);
+    }
+
+    // ---- inputs --------------------------------------------------------------------
+
+    /// Bytes received on `flow` (from a socket or decrypted by userspace ESP).
+    pub fn handle_datagram(&mut self, flow: Flow, data: &[u8], now: Instant) {
+        match Message::parse(data) {
+            Ok(m) => self.handle_message(m, flow, now),
+            Err(sip::ParseError::Empty) => {}
+            Err(e) => self.note(now, format!("dropped unparsable datagram from {}: {e}", flow.remote)),
+        }
+    }
+
+    /// A parsed message received on `flow`.
+    pub fn handle_message(&mut self, msg: Message, flow: Flow, now: Instant) {
+        let local = flow
+            .local
+            .unwrap_or_else(|| SocketAddr::new(self.config().local_ip, self.config().port));
+        self.events.push_back(UeEvent {
+            at: now,
+            kind: EventKind::Received {
+                summary: summarize(&msg),
+                from: flow.remote,
+                to: local,
+                protected: self.reg.is_protected_port(local),
+            },
+        });
+        if msg.is_request() {
+            self.handle_request(msg, flow, now);
+        } else {
+            match self.tx.handle_response(msg, now) {
+                Ok(ResponseOutcome::Deliver { id, response }) => match self.owners.get(&id) {
+                    Some(Owner::Registration) => self.reg.handle_response(id, &response, now),
+                    None => {}
+                },
+                Ok(ResponseOutcome::Absorbed(_)) => {}
+                Ok(ResponseOutcome::Stray(m)) => {
+                    self.note(now, format!("stray response {}", summarize(&m)))
+                }
+                Err(e) => self.note(now, format!("unusable response: {e}")),
+            }
+        }
+        self.pump(now);
+    }
+
+    fn handle_request(&mut self, msg: Message, flow: Flow, now: Instant) {
+        match self.tx.handle_request(msg, flow, now) {
+            Ok(RequestOutcome::New { id, request }) => {
+                // Not handled yet (calls, reg-event NOTIFY come later): answer so the
+                // network's transaction ends (RFC 3261 §8.2.1).
+                let code = match request.method() {
+                    Some(Method::Options) => 200,
+                    _ => 501,
+                };
+                let resp = ResponseBuilder::new(&request, code)
+                    .to_tag(&sip::new_tag())
+                    .build();
+                match resp {
+                    Ok(r) => {
+                        self.note(
+                            now,
+                            format!(
+                                "answering {} with {code}",
+                                request.method().map_or("?", |m| m.as_str())
+                            ),
+                        );
+                        self.sent_event(&r, flow, now);
+                        if let Err(e) = self.tx.respond(id, r, now) {
+                            self.note(now, format!("cannot respond: {e}"));
+                        }
+                    }
+                    Err(e) => self.note(now, format!("cannot build a response: {e}")),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.note(now, format!("unusable request: {e}")),
+        }
+    }
+
+    /// The shell's answer to [`SaAction::Install`]: the backend id, or why it failed.
+    pub fn handle_sa_installed(
+        &mut self,
+        generation: u64,
+        result: Result<SetId, String>,
+        now: Instant,
+    ) {
+        self.reg.handle_sa_installed(generation, result, now);
+        self.pump(now);
+    }
+
+    /// Timers: transaction retransmissions/timeouts, SA deletions, the refresh.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        self.reg.handle_timeout(now);
+        self.pump(now);
+    }
+
+    // ---- outputs -------------------------------------------------------------------
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.tx.poll_transmit()
+    }
+
+    /// Next IPsec action for the shell.
+    pub fn poll_action(&mut self) -> Option<SaAction> {
+        self.actions.pop_front()
+    }
+
+    /// Next event for the application.
+    pub fn poll_event(&mut self) -> Option<UeEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline at which [`Ue::handle_timeout`] must be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        match (self.tx.poll_timeout(), self.reg.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- internals -----------------------------------------------------------------
+
+    fn note(&mut self, now: Instant, s: String) {
+        self.events.push_back(UeEvent {
+            at: now,
+            kind: EventKind::Note(s),
+        });
+    }
+
+    fn sent_event(&mut self, m: &Message, flow: Flow, now: Instant) {
+        let from = flow
+            .local
+            .unwrap_or_else(|| SocketAddr::new(self.config().local_ip, self.config().port));
+        self.events.push_back(UeEvent {
+            at: now,
+            kind: EventKind::Sent {
+                summary: summarize(m),
+                from,
+                to: flow.remote,
+                protected: self.reg.is_protected_port(from),
+            },
+        });
+    }
+
+    /// Moves the registration's outputs into transactions, actions and events, and the
+    /// transaction layer's events back into the registration, until both are quiet.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(o) = self.reg.poll_output() {
+                progressed = true;
+                match o {
+                    Output::Request(m, flow) => {
+                        self.sent_event(&m, flow, now);
+                        match self.tx.send_request(m, flow, now) {
+                            Ok(id) => {
+                                self.owners.insert(id, Owner::Registration);
+                                self.reg.sent(id);
+                            }
+                            Err(e) => self.note(now, format!("cannot send REGISTER: {e}")),
+                        }
+                    }
+                    Output::Sa(a) => self.actions.push_back(a),
+                    Output::Event(e) => self.events.push_back(e),
+                }
+            }
+            while let Some(e) = self.tx.poll_event() {
+                progressed = true;
+                match e {
+                    TxEvent::Timeout { id, .. } | TxEvent::TransportError { id } => {
+                        if self.owners.get(&id) == Some(&Owner::Registration) {
+                            self.reg.handle_tx_failure(id, now);
+                        }
+                    }
+                    TxEvent::Terminated { id } => {
+                        self.owners.remove(&id);
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+}

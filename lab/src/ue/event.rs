@@ -1,0 +1,229 @@
+//! What a UE reports to its application: every message in and out (for the ladder), every
+//! SA step, registration outcomes. Each event carries the `now` of the input that caused it,
+//! so a ladder shows real timings without the core reading a clock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
+
+/// Why a registration procedure failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegError {
+    /// AUTN's MAC does not verify: the network does not know our K/OPc (TS 33.102 §6.3.3).
+    #[error("network authentication failed: AUTN MAC mismatch (wrong K/OPc in the HSS?)")]
+    MacFailure,
+    /// The network kept sending SQNs the card refuses, even after resynchronisation.
+    #[error("SQN resynchronisation failed {0} times in a row")]
+    ResyncLoop(u32),
+    /// The 401 could not be understood (no AKAv1-MD5 challenge, bad nonce, no or wrong
+    /// Security-Server).
+    #[error("bad challenge: {0}")]
+    BadChallenge(String),
+    /// The P-CSCF chose something we did not offer (TS 33.203 §7.2: abort).
+    #[error("Security-Server does not match our offer: {0}")]
+    SecAgree(String),
+    /// The shell could not install the SAs or open the protected ports.
+    #[error("SA install failed: {0}")]
+    SaInstall(String),
+    /// A final failure response.
+    #[error("registration rejected: {code} {reason}")]
+    Rejected {
+        /// status code
+        code: u16,
+        /// reason phrase
+        reason: String,
+    },
+    /// No final response (RFC 3261 §17.1.2.2 timer F) or a transport error.
+    #[error("no response from the P-CSCF (transaction timeout)")]
+    Timeout,
+    /// A command that makes no sense in the current state.
+    #[error("cannot {command} while {state}")]
+    InvalidState {
+        /// the command
+        command: &'static str,
+        /// the state
+        state: &'static str,
+    },
+    /// The 200 OK could not be understood.
+    #[error("bad 200 OK: {0}")]
+    BadResponse(String),
+    /// The request could not be sent through the transaction layer.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Which registration procedure an outcome belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Procedure {
+    /// The first registration (TS 24.229 §5.1.1.2).
+    Initial,
+    /// A re-registration (§5.1.1.4), by command or refresh timer.
+    Reregistration,
+    /// A deregistration (§5.1.1.6).
+    Deregistration,
+}
+
+impl Procedure {
+    /// Lower-case name for ladders and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Procedure::Initial => "registration",
+            Procedure::Reregistration => "re-registration",
+            Procedure::Deregistration => "deregistration",
+        }
+    }
+}
+
+/// A short description of one SA set for the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaSummary {
+    /// The generation of the UE's sec-agree parameters this set belongs to.
+    pub generation: u64,
+    /// Integrity algorithm.
+    pub integrity: IntegrityAlg,
+    /// Encryption algorithm.
+    pub encryption: EncryptionAlg,
+    /// spi_uc, spi_us, spi_pc, spi_ps.
+    pub spis: [u32; 4],
+    /// port_uc, port_us, port_pc, port_ps.
+    pub ports: [u16; 4],
+}
+
+impl SaSummary {
+    /// Summary of a set.
+    pub fn of(generation: u64, s: &SaSet) -> Self {
+        SaSummary {
+            generation,
+            integrity: s.integrity,
+            encryption: s.encryption,
+            spis: [s.spi_uc, s.spi_us, s.spi_pc, s.spi_ps],
+            ports: [s.port_uc, s.port_us, s.port_pc, s.port_ps],
+        }
+    }
+}
+
+impl std::fmt::Display for SaSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} spi uc={} us={} pc={} ps={} ports uc={} us={} pc={} ps={}",
+            self.integrity.sip_name(),
+            self.encryption.sip_name(),
+            self.spis[0],
+            self.spis[1],
+            self.spis[2],
+            self.spis[3],
+            self.ports[0],
+            self.ports[1],
+            self.ports[2],
+            self.ports[3]
+        )
+    }
+}
+
+/// The registration that a 200 OK confirmed (TS 24.229 §5.1.1.2.2 / §5.1.1.4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// Which procedure.
+    pub procedure: Procedure,
+    /// Granted expiry (our Contact's `expires`, else Expires).
+    pub expires: u32,
+    /// Service-Route entries (used as Route of later originating requests).
+    pub service_route: Vec<String>,
+    /// P-Associated-URI entries (the implicit registration set).
+    pub associated_uris: Vec<String>,
+    /// Whether the REGISTER that got the 200 went through an SA.
+    pub protected: bool,
+    /// Time from the procedure's first REGISTER to its 200 OK.
+    pub took: Duration,
+    /// Number of REGISTER transactions the procedure needed (2 normally, 3 with resync).
+    pub round_trips: u32,
+}
+
+/// One thing that happened, with the time of the input that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UeEvent {
+    /// When (the `now` given to the core).
+    pub at: Instant,
+    /// What.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A message left (the first transmission; retransmissions are not reported).
+    Sent {
+        /// one-line summary (start line and the interesting headers)
+        summary: String,
+        /// local address it left from
+        from: SocketAddr,
+        /// destination
+        to: SocketAddr,
+        /// sent from a protected port (through an SA)
+        protected: bool,
+    },
+    /// A message arrived.
+    Received {
+        /// one-line summary
+        summary: String,
+        /// sender
+        from: SocketAddr,
+        /// local address it arrived on
+        to: SocketAddr,
+        /// arrived on a protected port (through an SA)
+        protected: bool,
+    },
+    /// AUTN verified; RES/CK/IK computed (TS 33.102 §6.3.3).
+    AkaVerified {
+        /// the SQN the network used
+        sqn: u64,
+    },
+    /// The card refused the SQN; answering with AUTS (TS 33.102 §6.3.5).
+    SqnResync {
+        /// the card's SQN_MS reported in AUTS
+        sqn_ms: u64,
+    },
+    /// The core asks the shell to install an SA set ([`crate::ue::SaAction::Install`]).
+    SaInstallRequested(SaSummary),
+    /// The shell installed it.
+    SaInstalled {
+        /// backend id
+        id: SetId,
+        /// the set
+        sa: SaSummary,
+    },
+    /// Temporary → established (after the 200 OK).
+    SaPromoted {
+        /// backend id
+        id: SetId,
+    },
+    /// Retired: kept for the grace period, then deleted.
+    SaExpiring {
+        /// backend id
+        id: SetId,
+    },
+    /// Deleted, ports closed.
+    SaDeleted {
+        /// backend id
+        id: SetId,
+    },
+    /// A procedure ended with a 200 OK.
+    Registered(Registered),
+    /// Deregistration confirmed (or, after a failure, given up locally).
+    Deregistered {
+        /// time from the de-REGISTER to its response
+        took: Duration,
+    },
+    /// A procedure failed.
+    Failed {
+        /// which
+        procedure: Procedure,
+        /// why
+        error: RegError,
+    },
+    /// Something worth a line in the ladder that is not an error (e.g. an unsolicited
+    /// request answered 501).
+    Note(String),
+}

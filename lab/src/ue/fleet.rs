@@ -1,0 +1,251 @@
+//! Many UEs at once: run a script of steps (register, re-register, deregister) on N UEs
+//! concurrently over one [`UeHost`] and report each UE's timings, the ladder of events and
+//! the `esp_sa` keys of every set installed. The end-to-end tests against `pcscf` + `hss`
+//! and `imslab demo` call [`register_many`].
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use super::config::UeConfig;
+use super::event::EventKind;
+use super::shell::{HostEvent, IoConfig, UeHandle, UeHost, UeHostError};
+use super::summary::ladder_line;
+
+/// One step of the script every UE runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Initial registration.
+    Register,
+    /// Re-registration.
+    Reregister,
+    /// Deregistration.
+    Deregister,
+    /// Wait (e.g. to let the old SA set's grace period pass).
+    Pause(Duration),
+}
+
+impl std::str::FromStr for Step {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "register" | "reg" => Ok(Step::Register),
+            "reregister" | "rereg" | "re-register" => Ok(Step::Reregister),
+            "deregister" | "dereg" | "de-register" => Ok(Step::Deregister),
+            _ => {
+                if let Some(ms) = s.strip_prefix("pause").and_then(|r| r.strip_prefix(':')) {
+                    let ms: u64 = ms
+                        .trim_end_matches("ms")
+                        .parse()
+                        .map_err(|_| format!("bad pause {s:?}: use pause:<milliseconds>"))?;
+                    return Ok(Step::Pause(Duration::from_millis(ms)));
+                }
+                Err(format!(
+                    "unknown step {s:?} (register, reregister, deregister, pause:<ms>)"
+                ))
+            }
+        }
+    }
+}
+
+/// What one UE did.
+#[derive(Debug, Clone, Default)]
+pub struct UeTimings {
+    /// IMPU
+    pub impu: String,
+    /// Initial registration: REGISTER … 200 OK.
+    pub register: Option<Duration>,
+    /// Each re-registration.
+    pub reregister: Vec<Duration>,
+    /// Deregistration.
+    pub deregister: Option<Duration>,
+    /// REGISTER transactions of the initial registration (2, or 3 after a resync).
+    pub register_round_trips: u32,
+    /// Whether the registration's 200 OK came through an SA.
+    pub protected: bool,
+    /// Service-Route of the last 200 OK.
+    pub service_route: Vec<String>,
+    /// P-Associated-URI of the last 200 OK.
+    pub associated_uris: Vec<String>,
+    /// The first failure, with its step (the script stops there).
+    pub error: Option<String>,
+    /// SA sets the UE still held at the end (0 after a deregistration and its grace).
+    pub sa_sets_left: usize,
+}
+
+/// The outcome of a fleet run.
+#[derive(Debug, Clone)]
+pub struct FleetReport {
+    /// "kernel", "userspace" or "off".
+    pub backend: &'static str,
+    /// Per UE, in the order given.
+    pub ues: Vec<UeTimings>,
+    /// From the first command to the last step's end.
+    pub wall: Duration,
+    /// Every event of every UE, in arrival order.
+    pub events: Vec<HostEvent>,
+    /// Wireshark `esp_sa` UAT of every set installed during the run.
+    pub esp_sa: String,
+    /// When the run started (origin of the ladder's times).
+    pub started: Instant,
+}
+
+impl FleetReport {
+    /// True if every UE ran its whole script.
+    pub fn all_ok(&self) -> bool {
+        self.ues.iter().all(|u| u.error.is_none())
+    }
+
+    /// The ladder of all events, one line each, times relative to the start.
+    pub fn ladder(&self) -> String {
+        let mut out = String::new();
+        for e in &self.events {
+            out.push_str(&ladder_line(self.started, &format!("UE{}", e.ue + 1), &e.event));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Initial registration times of the UEs that registered, sorted.
+    pub fn register_times(&self) -> Vec<Duration> {
+        let mut v: Vec<Duration> = self.ues.iter().filter_map(|u| u.register).collect();
+        v.sort();
+        v
+    }
+}
+
+/// The loopback address of UE number `i` (0-based): 127.0.0.2, 127.0.0.3, … 127.0.1.0, …
+/// (127.0.0.1 is left for the P-CSCF).
+pub fn loopback_ip(i: usize) -> IpAddr {
+    let n = u32::try_from(i).unwrap_or(u32::MAX - 2).saturating_add(2);
+    IpAddr::V4(Ipv4Addr::from(0x7f00_0000u32 | (n & 0x00ff_ffff)))
+}
+
+async fn script(h: UeHandle, steps: Vec<Step>) -> UeTimings {
+    let mut t = UeTimings {
+        impu: h.name().to_string(),
+        ..UeTimings::default()
+    };
+    for step in steps {
+        let r = match step {
+            Step::Register => h.register().await.map(|r| {
+                t.register = Some(r.took);
+                t.register_round_trips = r.round_trips;
+                t.protected = r.protected;
+                t.service_route = r.service_route;
+                t.associated_uris = r.associated_uris;
+            }),
+            Step::Reregister => h.reregister().await.map(|r| {
+                t.reregister.push(r.took);
+                t.protected = r.protected;
+                t.service_route = r.service_route;
+                t.associated_uris = r.associated_uris;
+            }),
+            Step::Deregister => h.deregister().await.map(|d| t.deregister = Some(d)),
+            Step::Pause(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            t.error = Some(format!("{step:?}: {e}"));
+            break;
+        }
+    }
+    if let Ok(s) = h.snapshot().await {
+        t.sa_sets_left = s.sa_sets;
+    }
+    t
+}
+
+/// Runs `steps` on every UE of `ues` concurrently (one [`UeHost`] on `io`) and reports.
+///
+/// Give each UE its own `local_ip` ([`loopback_ip`]). If the script ends with
+/// [`Step::Deregister`], the run also waits for the UEs' SA grace period so that
+/// `sa_sets_left` shows whether everything was deleted. Failures of single UEs are in
+/// their [`UeTimings::error`]; `Err` means the host could not start or a UE could not be
+/// added.
+pub async fn register_many(
+    io: IoConfig,
+    ues: Vec<UeConfig>,
+    steps: &[Step],
+) -> Result<FleetReport, UeHostError> {
+    let grace = ues
+        .iter()
+        .map(|u| u.sa_grace)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let host = UeHost::start(io).await?;
+    let mut events_rx = host.take_events();
+    let collector = tokio::spawn(async move {
+        let mut v = Vec::new();
+        if let Some(rx) = events_rx.as_mut() {
+            while let Some(e) = rx.recv().await {
+                v.push(e);
+            }
+        }
+        v
+    });
+    let mut handles = Vec::new();
+    for cfg in ues {
+        match host.add(cfg).await {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                host.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for h in handles {
+        let mut s = steps.to_vec();
+        if steps.last() == Some(&Step::Deregister) {
+            s.push(Step::Pause(grace + Duration::from_millis(200)));
+        }
+        tasks.push(tokio::spawn(script(h, s)));
+    }
+    let mut timings = Vec::new();
+    for t in tasks {
+        timings.push(t.await.unwrap_or_else(|e| UeTimings {
+            error: Some(format!("UE task panicked: {e}")),
+            ..UeTimings::default()
+        }));
+    }
+    let wall = started.elapsed();
+    let esp_sa = host.io().esp_sa_history();
+    let backend = host.io().backend_name();
+    host.shutdown().await;
+    drop(host);
+    let events = collector.await.unwrap_or_default();
+    Ok(FleetReport {
+        backend,
+        ues: timings,
+        wall,
+        events,
+        esp_sa,
+        started,
+    })
+}
+
+/// Counts events of a kind in a report (tests: "every UE resynced once").
+pub fn count_events(report: &FleetReport, pred: impl Fn(&EventKind) -> bool) -> usize {
+    report.events.iter().filter(|e| pred(&e.event.kind)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_and_ips_skip_the_pcscf() {
+        assert_eq!("Rereg".parse::<Step>(), Ok(Step::Reregister));
+        assert_eq!(
+            "pause:250".parse::<Step>(),
+            Ok(Step::Pause(Duration::from_millis(250)))
+        );
+        assert!("later".parse::<Step>().is_err());
+        assert_eq!(loopback_ip(0).to_string(), "127.0.0.2");
+        assert_eq!(loopback_ip(254).to_string(), "127.0.1.0");
+    }
+}

@@ -1,0 +1,32 @@
+//! The IMS UE simulator: an ISIM-holding UE that registers with IMS AKA and sec-agree
+//! (TS 24.229 §5.1.1, TS 33.203), installs its side of the IPsec SAs through the same
+//! `xfrm` backends as the P-CSCF, re-registers and deregisters.
+//!
+//! Layers, in the project's sans-IO shape:
+//! - [`Ue`] ([`core`]): no sockets, no clock. Feed it datagrams ([`Ue::handle_datagram`]),
+//!   timer expiries ([`Ue::handle_timeout`]), commands ([`Ue::register`] …) and the shell's
+//!   SA results ([`Ue::handle_sa_installed`]); drain [`Ue::poll_transmit`],
+//!   [`Ue::poll_action`] ([`SaAction`]: install/promote/retire/delete), [`Ue::poll_event`]
+//!   ([`UeEvent`], timestamped for ladders) and [`Ue::poll_timeout`]. It owns a
+//!   `sip::transaction::Transactions` table and routes responses by transaction, so
+//!   dialogs can join the registration later without a rewrite.
+//! - [`shell`]: a tokio task driving many `Ue`s over one [`secagree::SipIo`] (each UE on
+//!   its own IP address), with [`UeHandle`] commands that resolve when a procedure ends.
+//! - [`fleet`]: register N UEs concurrently and collect their timings (end-to-end tests,
+//!   the demo, load).
+
+pub mod config;
+pub mod core;
+pub mod event;
+pub mod fleet;
+pub mod registration;
+pub mod shell;
+pub mod summary;
+
+pub use config::{ConfigError, IsimKeys, LocalSecurity, UeConfig};
+pub use core::Ue;
+pub use event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
+pub use fleet::{register_many, FleetReport, Step, UeTimings};
+pub use registration::{refresh_after, RegState, Registration, SaAction};
+pub use shell::{IoConfig, UeHandle, UeHost, UeHostError};
+pub use summary::{ladder_line, summarize};

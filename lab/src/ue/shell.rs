@@ -1,0 +1,571 @@
+//! The tokio shell: one task drives any number of [`Ue`] cores over one
+//! [`secagree::SipIo`]. Each UE has its own IP address (127.0.0.2, 127.0.0.3, …), so what
+//! arrives is dispatched by local address; the SA actions of the cores are carried out on
+//! the shared IPsec backend.
+//!
+//! ```no_run
+//! # async fn demo(cfg: lab::ue::UeConfig) -> Result<(), lab::ue::UeHostError> {
+//! use lab::ue::{IoConfig, UeHost};
+//! let host = UeHost::start(IoConfig::default()).await?;
+//! let ue = host.add(cfg).await?;
+//! let reg = ue.register().await?;
+//! println!("registered in {:?}", reg.took);
+//! ue.reregister().await?;
+//! ue.deregister().await?;
+//! host.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secagree::{IpsecMode, SipIo};
+use sip::transport::{Inbound, TransportConfig};
+use sip::Protocol;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use xfrm::{BackendKind, SetId, Side, Tag};
+
+use super::config::{ConfigError, UeConfig};
+use super::core::Ue;
+use super::event::{EventKind, Procedure, RegError, Registered, UeEvent};
+use super::registration::{RegState, SaAction};
+
+/// The UE simulator's own XFRM tag ("IUE"), distinct from the P-CSCF's default so that
+/// neither flushes the other's state when both run in one network namespace.
+pub const UE_TAG: Tag = Tag::SelectorUser(0x0049_5545);
+
+/// How the host reaches the network.
+#[derive(Debug, Clone, Copy)]
+pub struct IoConfig {
+    /// IPsec backend, or off (protected ports become plain sockets).
+    pub mode: IpsecMode,
+    /// XFRM tag of the UE's kernel state.
+    pub tag: Tag,
+    /// Transport limits.
+    pub transport: TransportConfig,
+}
+
+impl Default for IoConfig {
+    /// Kernel XFRM where the kernel can do ESP, else userspace ESP; the UE tag.
+    fn default() -> Self {
+        IoConfig {
+            mode: IpsecMode::Backend(BackendKind::Auto),
+            tag: UE_TAG,
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+/// Errors of the shell.
+#[derive(Debug, thiserror::Error)]
+pub enum UeHostError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// SipIo (backend or sockets) could not start.
+    #[error("cannot start SIP/IPsec I/O: {0}")]
+    Io(#[from] secagree::SipIoError),
+    /// The unprotected port could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// address
+        addr: SocketAddr,
+        /// OS error
+        source: std::io::Error,
+    },
+    /// Another UE of this host already uses this address.
+    #[error("another UE already uses {0}; give each UE its own IP address")]
+    DuplicateIp(IpAddr),
+    /// The procedure failed.
+    #[error("{procedure} failed: {error}")]
+    Procedure {
+        /// which
+        procedure: &'static str,
+        /// why
+        error: RegError,
+    },
+    /// A procedure is already running on this UE.
+    #[error("a procedure is already running on this UE")]
+    Busy,
+    /// The host task is gone.
+    #[error("the UE host has stopped")]
+    Stopped,
+}
+
+/// An event of one of the host's UEs.
+#[derive(Debug, Clone)]
+pub struct HostEvent {
+    /// index of the UE in the host (order of `add`)
+    pub ue: usize,
+    /// its IMPU (for ladders)
+    pub name: Arc<str>,
+    /// the event
+    pub event: UeEvent,
+}
+
+/// What a finished procedure returns.
+#[derive(Debug)]
+enum Outcome {
+    Registered(Registered),
+    Deregistered(Duration),
+}
+
+type Reply = oneshot::Sender<Result<Outcome, RegError>>;
+
+/// A snapshot of one UE.
+#[derive(Debug, Clone)]
+pub struct UeSnapshot {
+    /// registration state
+    pub state: RegState,
+    /// SA sets the UE holds (temporary, established or retiring)
+    pub sa_sets: usize,
+    /// the established set in use
+    pub current_set: Option<xfrm::SaSet>,
+    /// the card's SQN_MS
+    pub sqn_ms: u64,
+    /// live transactions
+    pub transactions: usize,
+}
+
+enum Cmd {
+    Add(Box<Ue>, Arc<str>, oneshot::Sender<usize>),
+    Run(usize, Procedure, Reply),
+    Snapshot(usize, oneshot::Sender<Option<UeSnapshot>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Many simulated UEs on one SIP/IPsec I/O.
+pub struct UeHost {
+    cmd: mpsc::Sender<Cmd>,
+    io: SipIo,
+    events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<HostEvent>>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    ips: std::sync::Mutex<HashSet<IpAddr>>,
+}
+
+/// Commands for one UE of a [`UeHost`].
+#[derive(Clone)]
+pub struct UeHandle {
+    index: usize,
+    name: Arc<str>,
+    cmd: mpsc::Sender<Cmd>,
+}
+
+impl UeHost {
+    /// Starts the I/O (and the IPsec backend: root is needed for kernel or userspace ESP)
+    /// and the task.
+    pub async fn start(io: IoConfig) -> Result<UeHost, UeHostError> {
+        let (sipio, inbound) = SipIo::start(io.mode, io.tag, io.transport).await?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(sipio.clone(), inbound, cmd_rx, ev_tx));
+        Ok(UeHost {
+            cmd: cmd_tx,
+            io: sipio,
+            events: std::sync::Mutex::new(Some(ev_rx)),
+            task: std::sync::Mutex::new(Some(task)),
+            ips: std::sync::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The I/O (backend name, `esp_sa` export of the live sets).
+    pub fn io(&self) -> &SipIo {
+        &self.io
+    }
+
+    /// The stream of every UE's events (once; `None` afterwards).
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<HostEvent>> {
+        self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Adds a UE: validates its configuration and binds its unprotected port.
+    pub async fn add(&self, cfg: UeConfig) -> Result<UeHandle, UeHostError> {
+        let ue = Ue::new(cfg.clone())?;
+        {
+            let mut ips = self.ips.lock().map_err(|_| UeHostError::Stopped)?;
+            if !ips.insert(cfg.local_ip) {
+                return Err(UeHostError::DuplicateIp(cfg.local_ip));
+            }
+        }
+        let addr = SocketAddr::new(cfg.local_ip, cfg.port);
+        if let Err(source) = self.io.transport().bind_udp(addr).await {
+            if let Ok(mut ips) = self.ips.lock() {
+                ips.remove(&cfg.local_ip);
+            }
+            return Err(UeHostError::Bind { addr, source });
+        }
+        let name: Arc<str> = Arc::from(cfg.impu.as_str());
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Add(Box::new(ue), name.clone(), tx))
+            .await
+            .map_err(|_| UeHostError::Stopped)?;
+        let index = rx.await.map_err(|_| UeHostError::Stopped)?;
+        Ok(UeHandle {
+            index,
+            name,
+            cmd: self.cmd.clone(),
+        })
+    }
+
+    /// Stops the task and removes every SA the UEs still hold.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        let _ = self.io.flush();
+    }
+}
+
+impl UeHandle {
+    /// Index in the host.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The IMPU.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, p: Procedure) -> Result<Outcome, UeHostError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Run(self.index, p, tx))
+            .await
+            .map_err(|_| UeHostError::Stopped)?;
+        match rx.await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(RegError::InvalidState { command: "busy", .. })) => Err(UeHostError::Busy),
+            Ok(Err(error)) => Err(UeHostError::Procedure {
+                procedure: p.as_str(),
+                error,
+            }),
+            Err(_) => Err(UeHostError::Stopped),
+        }
+    }
+
+    /// Initial registration; resolves with the 200 OK's data or the failure.
+    pub async fn register(&self) -> Result<Registered, UeHostError> {
+        match self.run(Procedure::Initial).await? {
+            Outcome::Registered(r) => Ok(r),
+            Outcome::Deregistered(_) => Err(UeHostError::Stopped),
+        }
+    }
+
+    /// Re-registration.
+    pub async fn reregister(&self) -> Result<Registered, UeHostError> {
+        match self.run(Procedure::Reregistration).await? {
+            Outcome::Registered(r) => Ok(r),
+            Outcome::Deregistered(_) => Err(UeHostError::Stopped),
+        }
+    }
+
+    /// Deregistration; resolves with its duration.
+    pub async fn deregister(&self) -> Result<Duration, UeHostError> {
+        match self.run(Procedure::Deregistration).await? {
+            Outcome::Deregistered(d) => Ok(d),
+            Outcome::Registered(_) => Err(UeHostError::Stopped),
+        }
+    }
+
+    /// The UE's state now.
+    pub async fn snapshot(&self) -> Result<UeSnapshot, UeHostError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Snapshot(self.index, tx))
+            .await
+            .map_err(|_| UeHostError::Stopped)?;
+        rx.await
+            .map_err(|_| UeHostError::Stopped)?
+            .ok_or(UeHostError::Stopped)
+    }
+}
+
+struct Slot {
+    ue: Ue,
+    name: Arc<str>,
+    waiter: Option<(Procedure, Reply)>,
+}
+
+/// Protected ports opened for the UEs, with reference counts: a UE's server port serves
+/// consecutive SA generations.
+struct Ports {
+    open: HashMap<SocketAddr, usize>,
+    /// set ids handed out without an IPsec backend (IPsec off)
+    fake: HashSet<SetId>,
+    next_fake: SetId,
+}
+
+impl Ports {
+    async fn open(&mut self, io: &SipIo, addr: SocketAddr) -> Result<(), String> {
+        let n = self.open.entry(addr).or_insert(0);
+        if *n == 0 {
+            if io.backend_name() == "userspace" {
+                // bookkeeping only: decrypted datagrams arrive on the inbound channel
+                io.open_protected(addr.ip(), addr.port(), addr.port())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            } else {
+                // kernel XFRM or no IPsec: a plain UDP socket (the UE speaks UDP)
+                io.transport()
+                    .bind_udp(addr)
+                    .await
+                    .map_err(|e| format!("bind protected port {addr}: {e}"))?;
+            }
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn close(&mut self, io: &SipIo, addr: SocketAddr) {
+        let Some(n) = self.open.get_mut(&addr) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.open.remove(&addr);
+            if io.backend_name() == "userspace" {
+                io.close_protected(addr.ip(), addr.port(), addr.port());
+            } else {
+                io.transport().unbind(addr, Protocol::Udp);
+            }
+        }
+    }
+}
+
+async fn run(
+    io: SipIo,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut cmds: mpsc::Receiver<Cmd>,
+    events: mpsc::UnboundedSender<HostEvent>,
+) {
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
+    let mut ports = Ports {
+        open: HashMap::new(),
+        fake: HashSet::new(),
+        next_fake: 1 << 40,
+    };
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    loop {
+        let deadline = slots.iter_mut().filter_map(|s| s.ue.poll_timeout()).min();
+        let sleep_to = deadline
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            c = cmds.recv() => match c {
+                None => break,
+                Some(Cmd::Shutdown(tx)) => { shutdown = Some(tx); break; }
+                Some(Cmd::Add(ue, name, tx)) => {
+                    by_ip.insert(ue.config().local_ip, slots.len());
+                    let _ = tx.send(slots.len());
+                    slots.push(Slot { ue: *ue, name, waiter: None });
+                }
+                Some(Cmd::Snapshot(i, tx)) => {
+                    let snap = slots.get(i).map(|s| UeSnapshot {
+                        state: s.ue.state(),
+                        sa_sets: s.ue.registration().set_count(),
+                        current_set: s.ue.current_set().cloned(),
+                        sqn_ms: s.ue.registration().sqn_state().highest().value(),
+                        transactions: s.ue.transaction_count(),
+                    });
+                    let _ = tx.send(snap);
+                }
+                Some(Cmd::Run(i, p, reply)) => {
+                    if let Some(s) = slots.get_mut(i) {
+                        if s.waiter.is_some() || matches!(s.ue.state(), RegState::InProgress { .. }) {
+                            let _ = reply.send(Err(RegError::InvalidState {
+                                command: "busy",
+                                state: "a procedure is in progress",
+                            }));
+                        } else {
+                            s.waiter = Some((p, reply));
+                            let now = Instant::now();
+                            match p {
+                                Procedure::Initial => s.ue.register(now),
+                                Procedure::Reregistration => s.ue.reregister(now),
+                                Procedure::Deregistration => s.ue.deregister(now),
+                            }
+                        }
+                    }
+                }
+            },
+            inb = inbound.recv() => {
+                let Some(inb) = inb else { break };
+                let ip = inb.flow.local.map(|l| l.ip());
+                if let Some(&i) = ip.and_then(|ip| by_ip.get(&ip)) {
+                    if let Some(s) = slots.get_mut(i) {
+                        s.ue.handle_datagram(inb.flow, &inb.data, Instant::now());
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(sleep_to) => {
+                let now = Instant::now();
+                for s in slots.iter_mut() {
+                    if s.ue.poll_timeout().is_some_and(|t| t <= now) {
+                        s.ue.handle_timeout(now);
+                    }
+                }
+            },
+        }
+        for (i, s) in slots.iter_mut().enumerate() {
+            drive(i, s, &io, &mut ports, &events).await;
+        }
+    }
+    // Leave nothing behind: every SA any UE still holds goes.
+    for (id, _, side) in io.live_sets() {
+        if side == Side::Ue {
+            let _ = io.delete(id);
+        }
+    }
+    for s in slots.iter_mut() {
+        if let Some((_, w)) = s.waiter.take() {
+            let _ = w.send(Err(RegError::Internal("host stopped".into())));
+        }
+    }
+    if let Some(tx) = shutdown {
+        let _ = tx.send(());
+    }
+}
+
+/// Drains one UE's outputs until it is quiet: sends datagrams, carries out SA actions
+/// (whose results feed back into the core), forwards events and resolves waiters.
+async fn drive(
+    index: usize,
+    s: &mut Slot,
+    io: &SipIo,
+    ports: &mut Ports,
+    events: &mpsc::UnboundedSender<HostEvent>,
+) {
+    loop {
+        let mut busy = false;
+        while let Some(t) = s.ue.poll_transmit() {
+            busy = true;
+            if let Err(e) = io.send(&t).await {
+                emit(index, s, events, note(format!("send to {} failed: {e}", t.flow.remote)));
+            }
+        }
+        while let Some(a) = s.ue.poll_action() {
+            busy = true;
+            match a {
+                SaAction::Install { generation, set } => {
+                    let result = install(io, ports, &set).await;
+                    if result.as_ref().is_ok_and(|id| ports.fake.contains(id)) {
+                        emit(
+                            index,
+                            s,
+                            events,
+                            note(
+                                "IPsec is OFF: SA set not installed, protected ports are \
+                                 plain UDP (nothing is encrypted)"
+                                    .into(),
+                            ),
+                        );
+                    }
+                    s.ue.handle_sa_installed(generation, result, Instant::now());
+                }
+                SaAction::Promote { id, lifetime } => {
+                    if !ports.fake.contains(&id) {
+                        if let Err(e) = io.promote(id, lifetime, Instant::now()) {
+                            emit(index, s, events, note(format!("promote SA set #{id}: {e}")));
+                        }
+                    }
+                }
+                SaAction::BeginExpiry { id, grace } => {
+                    if !ports.fake.contains(&id) {
+                        if let Err(e) = io.begin_expiry(id, grace, Instant::now()) {
+                            emit(index, s, events, note(format!("retire SA set #{id}: {e}")));
+                        }
+                    }
+                }
+                SaAction::Delete {
+                    id,
+                    ip,
+                    port_uc,
+                    port_us,
+                    ..
+                } => {
+                    if !ports.fake.remove(&id) {
+                        if let Err(e) = io.delete(id) {
+                            emit(index, s, events, note(format!("delete SA set #{id}: {e}")));
+                        }
+                    }
+                    ports.close(io, SocketAddr::new(ip, port_uc));
+                    ports.close(io, SocketAddr::new(ip, port_us));
+                }
+            }
+        }
+        while let Some(e) = s.ue.poll_event() {
+            busy = true;
+            resolve(s, &e);
+            emit(index, s, events, e);
+        }
+        if !busy {
+            break;
+        }
+    }
+}
+
+async fn install(io: &SipIo, ports: &mut Ports, set: &xfrm::SaSet) -> Result<SetId, String> {
+    let uc = SocketAddr::new(set.ue, set.port_uc);
+    let us = SocketAddr::new(set.ue, set.port_us);
+    ports.open(io, uc).await?;
+    if let Err(e) = ports.open(io, us).await {
+        ports.close(io, uc);
+        return Err(e);
+    }
+    if !io.has_ipsec() {
+        let id = ports.next_fake;
+        ports.next_fake += 1;
+        ports.fake.insert(id);
+        return Ok(id);
+    }
+    match io.install(set, Side::Ue) {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            ports.close(io, uc);
+            ports.close(io, us);
+            Err(e.to_string())
+        }
+    }
+}
+
+fn note(s: String) -> UeEvent {
+    UeEvent {
+        at: Instant::now(),
+        kind: EventKind::Note(s),
+    }
+}
+
+fn emit(index: usize, s: &Slot, events: &mpsc::UnboundedSender<HostEvent>, event: UeEvent) {
+    let _ = events.send(HostEvent {
+        ue: index,
+        name: s.name.clone(),
+        event,
+    });
+}
+
+fn resolve(s: &mut Slot, e: &UeEvent) {
+    let Some((p, _)) = &s.waiter else { return };
+    let p = *p;
+    let outcome = match &e.kind {
+        EventKind::Registered(r) if r.procedure == p => Ok(Outcome::Registered(r.clone())),
+        EventKind::Deregistered { took } if p == Procedure::Deregistration => {
+            Ok(Outcome::Deregistered(*took))
+        }
+        EventKind::Failed { procedure, error } if *procedure == p => Err(error.clone()),
+        _ => return,
+    };
+    if let Some((_, w)) = s.waiter.take() {
+        let _ = w.send(outcome);
+    }
+}
