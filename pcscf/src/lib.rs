@@ -1,1 +1,22 @@
-//! placeholder
+//! P-CSCF for IMS Lab Core, with the collapsed S-CSCF role.
+//!
+//! A handset's registration, end to end (TS 24.229 §5.2.2 and §5.4.1, TS 33.203):
+//!
+//! 1. REGISTER (unprotected) with Security-Client → we pick one offer by preference, ask the
+//!    HSS for a vector (Cx MAR, Server-Name = our URI), allocate our SPIs and protected
+//!    ports, install temporary SAs and answer 401 with the AKA nonce and Security-Server.
+//! 2. REGISTER through the new SAs with Security-Verify and the AKAv1-MD5 response → we
+//!    check Security-Verify against what we sent and the response against XRES, Cx SAR,
+//!    answer 200 OK (P-Associated-URI from the User-Data, Service-Route) and promote the SAs.
+//! 3. Re-registration builds a new SA set and retires the old one; deregistration and
+//!    expiry send SAR and delete the SAs after a grace period.
+//!
+//! Layers: [`config`] (TOML), [`cx`] (Cx requests and answers), [`core`] (sans-IO
+//! registrar), [`shell`] (tokio). Calls and iFC routing come on top of this core.
+
+pub mod config;
+pub mod core;
+pub mod cx;
+pub mod shell;
+
+pub use config::Config;

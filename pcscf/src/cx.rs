@@ -1,0 +1,229 @@
+//! The S-CSCF side of Cx (TS 29.229) as the collapsed P-CSCF uses it: MAR for vectors (and
+//! resynchronisation), SAR to register and deregister. Pure functions over
+//! `diameter::Message`, so they are tested without a socket.
+
+use diameter::dict::enums::{server_assignment_type as sat, NO_STATE_MAINTAINED};
+use diameter::{app, avp, cmd, result, Avp, FindAvp, Message, ResultCode, VENDOR_3GPP};
+
+/// The scheme Kamailio and handsets use; an HSS answers AKA vectors for it.
+pub const SCHEME_AKAV1_MD5: &str = "Digest-AKAv1-MD5";
+
+/// Who we are on Cx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CxIdentity {
+    /// Origin-Host.
+    pub origin_host: String,
+    /// Origin-Realm.
+    pub origin_realm: String,
+    /// Destination-Realm (the HSS's realm).
+    pub destination_realm: String,
+    /// Server-Name: our SIP URI as the S-CSCF the HSS stores.
+    pub server_name: String,
+}
+
+/// Why a Cx answer is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CxError {
+    /// The HSS answered with an error result.
+    #[error("HSS answered {0}")]
+    Result(String),
+    /// A required AVP is missing or malformed.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+impl CxError {
+    /// True when the HSS does not know the user (DIAMETER_ERROR_USER_UNKNOWN 5001) or the
+    /// identities do not belong together (5002): a 403 to the UE, not a 5xx.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            CxError::Result(s) => s.contains("5001") || s.contains("5002"),
+            CxError::Malformed(_) => false,
+        }
+    }
+}
+
+fn base(id: &CxIdentity, session_id: &str, code: u32, impi: &str, impu: &str) -> Message {
+    Message::request(app::CX, code)
+        .with(Avp::utf8(avp::SESSION_ID, session_id))
+        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
+        .with(Avp::enumerated(avp::AUTH_SESSION_STATE, NO_STATE_MAINTAINED))
+        .with(Avp::utf8(avp::ORIGIN_HOST, &id.origin_host))
+        .with(Avp::utf8(avp::ORIGIN_REALM, &id.origin_realm))
+        .with(Avp::utf8(avp::DESTINATION_REALM, &id.destination_realm))
+        .with(Avp::utf8(avp::USER_NAME, impi))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, impu))
+        .with(Avp::utf8(avp::SERVER_NAME, &id.server_name))
+}
+
+/// MAR for one AKA vector (TS 29.229 §6.1.8). With `resync = Some(RAND ‖ AUTS)` the HSS
+/// checks AUTS and restarts from the card's SQN.
+pub fn mar(
+    id: &CxIdentity,
+    session_id: &str,
+    impi: &str,
+    impu: &str,
+    resync: Option<&[u8]>,
+) -> Message {
+    let mut item = vec![Avp::utf8(avp::SIP_AUTHENTICATION_SCHEME, SCHEME_AKAV1_MD5)];
+    if let Some(r) = resync {
+        item.push(Avp::octets(avp::SIP_AUTHORIZATION, r.to_vec()));
+    }
+    base(id, session_id, cmd::MULTIMEDIA_AUTH, impi, impu)
+        .with(Avp::u32(avp::SIP_NUMBER_AUTH_ITEMS, 1))
+        .with(Avp::grouped(avp::SIP_AUTH_DATA_ITEM, item))
+}
+
+/// SAR (TS 29.229 §6.1.3) with a Server-Assignment-Type from
+/// [`diameter::dict::enums::server_assignment_type`].
+pub fn sar(id: &CxIdentity, session_id: &str, impi: &str, impu: &str, kind: i32) -> Message {
+    base(id, session_id, cmd::SERVER_ASSIGNMENT, impi, impu)
+        .with(Avp::enumerated(avp::SERVER_ASSIGNMENT_TYPE, kind))
+        .with(Avp::enumerated(
+            avp::USER_DATA_ALREADY_AVAILABLE,
+            diameter::dict::enums::user_data_already_available::NOT_AVAILABLE,
+        ))
+}
+
+/// SAR types we send.
+pub mod assignment {
+    use super::sat;
+    /// First registration.
+    pub const REGISTRATION: i32 = sat::REGISTRATION;
+    /// Re-registration.
+    pub const RE_REGISTRATION: i32 = sat::RE_REGISTRATION;
+    /// The UE deregistered (Expires: 0).
+    pub const USER_DEREGISTRATION: i32 = sat::USER_DEREGISTRATION;
+    /// The registration expired.
+    pub const TIMEOUT_DEREGISTRATION: i32 = sat::TIMEOUT_DEREGISTRATION;
+}
+
+fn check_success(answer: &Message) -> Result<(), CxError> {
+    match answer.result() {
+        Some(ResultCode::Base(c)) if c == result::SUCCESS => Ok(()),
+        Some(ResultCode::Experimental { code, .. }) if (2000..3000).contains(&code) => Ok(()),
+        Some(ResultCode::Base(c)) => Err(CxError::Result(format!("Result-Code {c}"))),
+        Some(ResultCode::Experimental { vendor, code }) => Err(CxError::Result(format!(
+            "Experimental-Result-Code {code} (vendor {vendor})"
+        ))),
+        None => Err(CxError::Malformed("no Result-Code".into())),
+    }
+}
+
+/// One vector from an MAA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CxVector {
+    /// RAND.
+    pub rand: [u8; 16],
+    /// AUTN.
+    pub autn: [u8; 16],
+    /// XRES (4..16 octets; Milenage gives 8).
+    pub xres: Vec<u8>,
+    /// CK.
+    pub ck: [u8; 16],
+    /// IK.
+    pub ik: [u8; 16],
+}
+
+impl std::fmt::Debug for CxVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CxVector").finish_non_exhaustive()
+    }
+}
+
+fn arr16(what: &str, b: &[u8]) -> Result<[u8; 16], CxError> {
+    b.try_into()
+        .map_err(|_| CxError::Malformed(format!("{what} is {} octets, not 16", b.len())))
+}
+
+/// The first SIP-Auth-Data-Item of a successful MAA (TS 29.229 §6.3.13).
+pub fn parse_maa(answer: &Message) -> Result<CxVector, CxError> {
+    check_success(answer)?;
+    let m = |e: diameter::error::AvpError| CxError::Malformed(e.to_string());
+    let item = answer.get_grouped(avp::SIP_AUTH_DATA_ITEM).map_err(m)?;
+    let sa = item.get_octets(avp::SIP_AUTHENTICATE).map_err(m)?;
+    if sa.len() < 32 {
+        return Err(CxError::Malformed(format!(
+            "SIP-Authenticate is {} octets; RAND ‖ AUTN needs 32",
+            sa.len()
+        )));
+    }
+    let xres = item.get_octets(avp::SIP_AUTHORIZATION).map_err(m)?.to_vec();
+    if !(4..=16).contains(&xres.len()) {
+        return Err(CxError::Malformed(format!(
+            "XRES is {} octets (4..16 allowed)",
+            xres.len()
+        )));
+    }
+    Ok(CxVector {
+        rand: arr16("RAND", &sa[..16])?,
+        autn: arr16("AUTN", &sa[16..32])?,
+        xres,
+        ck: arr16("CK", item.get_octets(avp::CONFIDENTIALITY_KEY).map_err(m)?)?,
+        ik: arr16("IK", item.get_octets(avp::INTEGRITY_KEY).map_err(m)?)?,
+    })
+}
+
+/// The User-Data of a successful SAA, if any (TS 29.229 §6.1.4).
+pub fn parse_saa(answer: &Message) -> Result<Option<String>, CxError> {
+    check_success(answer)?;
+    match answer.find(avp::USER_DATA) {
+        None => Ok(None),
+        Some(a) => String::from_utf8(a.as_octets().to_vec())
+            .map(Some)
+            .map_err(|_| CxError::Malformed("User-Data is not UTF-8".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> CxIdentity {
+        CxIdentity {
+            origin_host: "pcscf.ims.test".into(),
+            origin_realm: "ims.test".into(),
+            destination_realm: "ims.test".into(),
+            server_name: "sip:pcscf.ims.test:5060".into(),
+        }
+    }
+
+    #[test]
+    fn mar_carries_the_resync_data_inside_the_item() {
+        let m = mar(&id(), "s;1", "impi", "sip:impu", Some(&[7u8; 30]));
+        let wire = Message::decode(m.encode()).unwrap();
+        assert_eq!(wire.code, cmd::MULTIMEDIA_AUTH);
+        assert_eq!(wire.get_utf8(avp::SERVER_NAME).unwrap(), "sip:pcscf.ims.test:5060");
+        let item = wire.get_grouped(avp::SIP_AUTH_DATA_ITEM).unwrap();
+        assert_eq!(item.get_octets(avp::SIP_AUTHORIZATION).unwrap(), &[7u8; 30][..]);
+    }
+
+    #[test]
+    fn maa_parsing_checks_result_and_lengths() {
+        let req = mar(&id(), "s;1", "impi", "sip:impu", None);
+        let good = Message::answer_for(&req)
+            .with(Avp::grouped(
+                avp::SIP_AUTH_DATA_ITEM,
+                [
+                    Avp::octets(avp::SIP_AUTHENTICATE, vec![1u8; 32]),
+                    Avp::octets(avp::SIP_AUTHORIZATION, vec![2u8; 8]),
+                    Avp::octets(avp::CONFIDENTIALITY_KEY, vec![3u8; 16]),
+                    Avp::octets(avp::INTEGRITY_KEY, vec![4u8; 16]),
+                ],
+            ))
+            .with_result_code(result::SUCCESS);
+        let v = parse_maa(&good).unwrap();
+        assert_eq!((v.rand, v.xres.len(), v.ik), ([1; 16], 8, [4; 16]));
+        let unknown = Message::answer_for(&req)
+            .with_experimental_result(VENDOR_3GPP, result::cx::ERROR_USER_UNKNOWN);
+        let e = parse_maa(&unknown).unwrap_err();
+        assert!(e.is_user_error(), "{e}");
+        let short = Message::answer_for(&req)
+            .with(Avp::grouped(
+                avp::SIP_AUTH_DATA_ITEM,
+                [Avp::octets(avp::SIP_AUTHENTICATE, vec![1u8; 20])],
+            ))
+            .with_result_code(result::SUCCESS);
+        assert!(matches!(parse_maa(&short), Err(CxError::Malformed(_))));
+    }
+}

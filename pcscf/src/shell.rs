@@ -1,0 +1,301 @@
+//! The tokio shell around [`crate::core::Pcscf`]: sockets and IPsec through
+//! [`secagree::SipIo`], Cx through a `diameter` client, timers. A loop of a few dozen lines;
+//! all decisions are in the core.
+
+use crate::config::{Config, IpsecPolicy};
+use crate::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Stats};
+use crate::cx::CxIdentity;
+use diameter::{PeerConfig, PeerHandle};
+use secagree::{IpsecMode, SipIo};
+use sip::transport::TransportConfig;
+use sip::Limits;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use xfrm::{Side, Tag};
+
+/// Why the P-CSCF could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// IPsec backend or sockets.
+    #[error(transparent)]
+    Io(#[from] secagree::SipIoError),
+    /// Binding the SIP port.
+    #[error("bind SIP {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// The core's pools.
+    #[error(transparent)]
+    Core(#[from] crate::core::CoreError),
+    /// No HSS.
+    #[error("cannot reach the HSS at {addr}: {reason}")]
+    Hss {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running P-CSCF.
+pub struct Running {
+    /// Where SIP listens (unprotected).
+    pub sip_addr: SocketAddr,
+    /// IPsec backend in use ("kernel", "userspace", "off").
+    pub backend: &'static str,
+    stop: watch::Sender<bool>,
+    stats: Arc<Mutex<Stats>>,
+    task: tokio::task::JoinHandle<()>,
+    io: SipIo,
+}
+
+impl Running {
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `esp_sa` UAT of every SA set since start.
+    pub fn esp_sa_history(&self) -> String {
+        self.io.esp_sa_history()
+    }
+
+    /// Number of SA sets installed right now.
+    pub fn live_sa_sets(&self) -> usize {
+        self.io.live_sets().len()
+    }
+
+    /// Stop: flush our IPsec state and end the loop.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        if let Err(e) = self.io.flush() {
+            tracing::warn!("flushing IPsec state at stop: {e}");
+        }
+    }
+}
+
+/// Start the P-CSCF as configured.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    cfg.validate()?;
+    let policy = cfg.ipsec.policy;
+    let mode = if policy == IpsecPolicy::Off {
+        IpsecMode::Off
+    } else {
+        IpsecMode::Backend(cfg.backend_kind()?)
+    };
+    let tcfg = TransportConfig {
+        limits: Limits {
+            max_message: cfg.sip.max_message_size,
+            ..Limits::default()
+        },
+        ..TransportConfig::default()
+    };
+    // Our XFRM state carries our own tag so start/stop flush only what we installed.
+    let (io, mut rx) = match SipIo::start(mode, Tag::default(), tcfg).await {
+        Ok(x) => x,
+        Err(e) if policy == IpsecPolicy::Optional => {
+            tracing::warn!("IPsec unavailable ({e}); continuing without (policy optional)");
+            SipIo::start(IpsecMode::Off, Tag::default(), tcfg).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let listen = cfg.sip.listen;
+    let sip_addr = io
+        .transport()
+        .bind_udp(listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    io.transport()
+        .bind_tcp(sip_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: sip_addr,
+            source,
+        })?;
+    let origin_host = cfg.origin_host();
+    let realm = cfg.realm();
+    let core_cfg = CoreConfig {
+        domain: cfg.sip.domain.clone(),
+        local_ip: sip_addr.ip(),
+        sip_port: sip_addr.port(),
+        policy,
+        ipsec_available: io.has_ipsec(),
+        prefs: cfg.alg_prefs()?,
+        spi_range: (cfg.ipsec.spi_range[0], cfg.ipsec.spi_range[1]),
+        port_range: (cfg.ipsec.port_range[0], cfg.ipsec.port_range[1]),
+        min_expires: cfg.registrar.min_expires,
+        max_expires: cfg.registrar.max_expires,
+        default_expires: cfg.registrar.default_expires,
+        auth_timeout: Duration::from_secs(u64::from(cfg.registrar.auth_timeout)),
+        retire_grace: Duration::from_millis(cfg.ipsec.retire_grace_ms),
+        cx: CxIdentity {
+            origin_host: origin_host.clone(),
+            origin_realm: realm.clone(),
+            destination_realm: realm.clone(),
+            server_name: format!("sip:{}:{}", sip::uri::ip_host(sip_addr.ip()), sip_addr.port()),
+        },
+        limits: tcfg.limits,
+    };
+    let mut core = Pcscf::new(core_cfg)?;
+    let peer_cfg = PeerConfig {
+        request_timeout: Duration::from_millis(cfg.hss.timeout_ms),
+        ..PeerConfig::cx(origin_host.clone(), realm.clone())
+    };
+    let hss = PeerHandle::connect(cfg.hss.address, peer_cfg)
+        .await
+        .map_err(|e| StartError::Hss {
+            addr: cfg.hss.address,
+            reason: e.to_string(),
+        })?;
+    let backend = io.backend_name();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stats2 = stats.clone();
+    let io2 = io.clone();
+    let esp_sa_file = cfg.ipsec.esp_sa_file.clone();
+    let task = tokio::spawn(async move {
+        let (cx_tx, mut cx_rx) = mpsc::unbounded_channel::<(u64, Result<diameter::Message, String>)>();
+        loop {
+            drain(&mut core, &io2, &hss, &cx_tx, esp_sa_file.as_deref()).await;
+            *stats2.lock().unwrap_or_else(|e| e.into_inner()) = core.stats();
+            let deadline = core.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => core.handle_inbound(m.flow, m.data, Instant::now()),
+                    None => break,
+                },
+                Some((token, answer)) = cx_rx.recv() => {
+                    core.handle_cx_answer(token, answer, Instant::now());
+                }
+                _ = sleep => core.handle_timeout(Instant::now()),
+                _ = stop_rx.changed() => break,
+            }
+        }
+    });
+    Ok(Running {
+        sip_addr,
+        backend,
+        stop: stop_tx,
+        stats,
+        task,
+        io,
+    })
+}
+
+async fn drain(
+    core: &mut Pcscf,
+    io: &SipIo,
+    hss: &PeerHandle,
+    cx_tx: &mpsc::UnboundedSender<(u64, Result<diameter::Message, String>)>,
+    esp_sa_file: Option<&std::path::Path>,
+) {
+    while let Some(o) = core.poll_output() {
+        match o {
+            Output::Transmit(t) => {
+                if let Err(e) = io.send(&t).await {
+                    tracing::warn!("send to {}: {e}", t.flow.remote);
+                }
+            }
+            Output::Cx { token, request } => {
+                let hss = hss.clone();
+                let tx = cx_tx.clone();
+                tokio::spawn(async move {
+                    let r = hss.request(request).await.map_err(|e| e.to_string());
+                    let _ = tx.send((token, r));
+                });
+            }
+            Output::Security(op) => {
+                let now = Instant::now();
+                match op {
+                    SecurityOp::Prepare { token, set } => {
+                        let r = async {
+                            io.open_protected(set.pcscf, set.port_pc, set.port_ps).await?;
+                            match io.install(&set, Side::Pcscf) {
+                                Ok(id) => Ok(id),
+                                Err(e) => {
+                                    io.close_protected(set.pcscf, set.port_pc, set.port_ps);
+                                    Err(e)
+                                }
+                            }
+                        }
+                        .await
+                        .map_err(|e| e.to_string());
+                        if r.is_ok() {
+                            if let Some(path) = esp_sa_file {
+                                write_keys(io, path);
+                            }
+                        }
+                        core.handle_security_ready(token, r, now);
+                    }
+                    SecurityOp::Promote { id, lifetime } => {
+                        if let Err(e) = io.promote(id, lifetime, now) {
+                            tracing::warn!("promote SA set {id}: {e}");
+                        }
+                    }
+                    SecurityOp::Retire { id, grace } => {
+                        if let Err(e) = io.begin_expiry(id, grace, now) {
+                            tracing::warn!("retire SA set {id}: {e}");
+                        }
+                    }
+                    SecurityOp::Delete { id, set } => {
+                        if let Err(e) = io.delete(id) {
+                            tracing::warn!("delete SA set {id}: {e}");
+                        }
+                        io.close_protected(set.pcscf, set.port_pc, set.port_ps);
+                    }
+                }
+            }
+            Output::Event(e) => log_event(&e),
+        }
+    }
+}
+
+fn write_keys(io: &SipIo, path: &std::path::Path) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(io.esp_sa_history().as_bytes()));
+    if let Err(e) = r {
+        tracing::warn!("write esp_sa file {}: {e}", path.display());
+    }
+}
+
+fn log_event(e: &CoreEvent) {
+    match e {
+        CoreEvent::Challenged { impi, ipsec } => tracing::info!(%impi, ipsec, "401 challenge"),
+        CoreEvent::Registered {
+            impu,
+            impi,
+            expires,
+            protected,
+        } => tracing::info!(%impu, %impi, expires, protected, "registered"),
+        CoreEvent::Deregistered { impu, reason } => tracing::info!(%impu, reason, "deregistered"),
+        CoreEvent::Rejected { impi, code, reason } => {
+            tracing::warn!(%impi, code, %reason, "REGISTER rejected")
+        }
+        CoreEvent::Dropped { remote, reason } => tracing::debug!(%remote, %reason, "dropped"),
+    }
+}
