@@ -65,7 +65,9 @@ pub use builder::{new_branch, new_call_id, new_tag, RequestBuilder, ResponseBuil
 pub use error::ParseError;
 pub use flow::{Flow, Protocol, Transmit};
 pub use headers::{CSeq, Contacts, NameAddr, Via, BRANCH_MAGIC};
-pub use message::{stream_frame, Frame, Framing, HeaderRef, Limits, Message, StartLine};
+pub use message::{
+    stream_frame, Frame, Framing, HeaderRef, Limits, Message, StartLine, StreamFramer,
+};
 pub use method::Method;
 pub use name::{compact_of, expand_compact, names_match};
 pub use params::{Param, Params};

@@ -163,21 +163,81 @@ pub enum Frame {
 /// Content-Length, without parsing the message. Errors mean the connection is
 /// unusable (size limit exceeded, missing or bad Content-Length) and should be closed.
 pub fn stream_frame(buf: &[u8], limits: &Limits) -> Result<Frame> {
-    let skip = skip_crlf(buf);
-    if skip > 0 {
-        return Ok(Frame::KeepAlive(skip));
+    StreamFramer::new().poll(buf, limits)
+}
+
+/// Incremental stream framing: the same result as [`stream_frame`], but remembers
+/// how far it has looked so a peer trickling bytes cannot make framing quadratic.
+///
+/// Feed it the same buffer with bytes only appended, until it returns
+/// [`Frame::KeepAlive`] or [`Frame::Message`]; then drop those bytes from the front
+/// of the buffer and keep going (the framer resets itself).
+#[derive(Debug, Clone, Default)]
+pub struct StreamFramer {
+    scanned: usize,
+    total: Option<usize>,
+}
+
+impl StreamFramer {
+    /// A framer at the start of a message.
+    pub fn new() -> Self {
+        Self::default()
     }
-    let Some((head_end, body_start)) = find_head_end(buf, 0) else {
-        if buf.len() > limits.max_message {
+
+    /// Looks at the front of `buf`.
+    pub fn poll(&mut self, buf: &[u8], limits: &Limits) -> Result<Frame> {
+        let r = self.poll_inner(buf, limits);
+        if !matches!(r, Ok(Frame::Incomplete)) {
+            *self = Self::default();
+        }
+        r
+    }
+
+    fn poll_inner(&mut self, buf: &[u8], limits: &Limits) -> Result<Frame> {
+        if let Some(total) = self.total {
+            return Ok(if buf.len() >= total {
+                Frame::Message(total)
+            } else {
+                Frame::Incomplete
+            });
+        }
+        let skip = skip_crlf(buf);
+        if skip > 0 {
+            return Ok(Frame::KeepAlive(skip));
+        }
+        // a terminator completed by new bytes starts at most 3 bytes before them
+        let from = self.scanned.saturating_sub(3);
+        let Some((head_end, body_start)) = find_head_end(buf, from) else {
+            self.scanned = buf.len();
+            if buf.len() > limits.max_message {
+                return Err(ParseError::TooLarge {
+                    size: buf.len(),
+                    limit: limits.max_message,
+                });
+            }
+            return Ok(Frame::Incomplete);
+        };
+        let total = body_start
+            .checked_add(content_length_of_head(&buf[..head_end])?)
+            .ok_or(ParseError::ContentLength("overflow"))?;
+        if total > limits.max_message {
             return Err(ParseError::TooLarge {
-                size: buf.len(),
+                size: total,
                 limit: limits.max_message,
             });
         }
-        return Ok(Frame::Incomplete);
-    };
+        self.total = Some(total);
+        Ok(if buf.len() >= total {
+            Frame::Message(total)
+        } else {
+            Frame::Incomplete
+        })
+    }
+}
+
+fn content_length_of_head(head: &[u8]) -> Result<usize> {
     let mut cl: Option<usize> = None;
-    for line in buf[..head_end].split(|&c| c == b'\n').skip(1) {
+    for line in head.split(|&c| c == b'\n').skip(1) {
         if line.first().is_some_and(|&c| is_ws(c)) {
             continue;
         }
@@ -195,21 +255,7 @@ pub fn stream_frame(buf: &[u8], limits: &Limits) -> Result<Frame> {
             cl = Some(n);
         }
     }
-    let cl = cl.ok_or(ParseError::ContentLength("missing on a stream transport"))?;
-    let total = body_start
-        .checked_add(cl)
-        .ok_or(ParseError::ContentLength("overflow"))?;
-    if total > limits.max_message {
-        return Err(ParseError::TooLarge {
-            size: total,
-            limit: limits.max_message,
-        });
-    }
-    if buf.len() >= total {
-        Ok(Frame::Message(total))
-    } else {
-        Ok(Frame::Incomplete)
-    }
+    cl.ok_or(ParseError::ContentLength("missing on a stream transport"))
 }
 
 impl Message {
@@ -1102,6 +1148,36 @@ l: 0\r\n\
             stream_frame(&[b'A'; 11], &small),
             Err(ParseError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn incremental_framer_matches_stateless() {
+        let l = Limits::default();
+        let msg = "OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 4\r\n\r\nbody";
+        let stream = format!("\r\n{msg}{msg}");
+        let bytes = stream.as_bytes();
+        let mut f = StreamFramer::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut frames = Vec::new();
+        for &b in bytes {
+            buf.push(b);
+            loop {
+                let got = f.poll(&buf, &l).unwrap();
+                assert_eq!(got, stream_frame(&buf, &l).unwrap());
+                match got {
+                    Frame::KeepAlive(n) => {
+                        buf.drain(..n);
+                    }
+                    Frame::Message(n) => {
+                        frames.push(buf.drain(..n).collect::<Vec<u8>>());
+                    }
+                    Frame::Incomplete => break,
+                }
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        assert!(frames.iter().all(|m| m == msg.as_bytes()));
+        assert!(buf.is_empty());
     }
 
     #[test]

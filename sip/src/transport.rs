@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::flow::{Flow, Protocol, Transmit};
-use crate::message::{stream_frame, Frame, Limits, Message};
+use crate::message::{Frame, Limits, Message, StreamFramer};
 
 /// A message (or keep-alive-free datagram) received on a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,9 +357,10 @@ impl Transport {
             let reader = async {
                 let flow = Flow::new(local, remote, Protocol::Tcp);
                 let mut buf = BytesMut::with_capacity(8192);
+                let mut framer = StreamFramer::new();
                 loop {
                     loop {
-                        match stream_frame(&buf, &limits) {
+                        match framer.poll(&buf, &limits) {
                             Ok(Frame::KeepAlive(n)) => {
                                 let _ = buf.split_to(n);
                             }

@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 use sip::headers::{CSeq, Contacts};
 use sip::ims::{AccessNetworkInfo, ChargingVector, SecurityMechanism, VisitedNetworkId};
-use sip::{stream_frame, Framing, Limits, Message, NameAddr, Params, Uri, Via};
+use sip::{
+    stream_frame, Frame, Framing, Limits, Message, NameAddr, Params, StreamFramer, Uri, Via,
+};
 
 fn exercise(m: &Message) {
     let _ = m.validate();
@@ -156,5 +158,33 @@ proptest! {
         let u = Uri::parse(&s).unwrap();
         prop_assert_eq!(u.to_string(), s.clone());
         prop_assert_eq!(Uri::parse(&u.to_string()).unwrap(), u);
+    }
+
+    #[test]
+    fn incremental_framing_equals_stateless(
+        data in proptest::collection::vec(proptest::sample::select(b"\r\nl: 3Content-Length:x".to_vec()), 0..300),
+        cuts in proptest::collection::vec(1usize..40, 1..20),
+    ) {
+        let l = Limits { max_message: 200, max_headers: 16 };
+        let mut f = StreamFramer::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pos = 0;
+        let mut ci = 0;
+        'outer: while pos < data.len() {
+            let n = cuts[ci % cuts.len()].min(data.len() - pos);
+            ci += 1;
+            buf.extend_from_slice(&data[pos..pos + n]);
+            pos += n;
+            loop {
+                let a = f.poll(&buf, &l);
+                let b = stream_frame(&buf, &l);
+                prop_assert_eq!(&a, &b);
+                match a {
+                    Ok(Frame::KeepAlive(n)) | Ok(Frame::Message(n)) => { buf.drain(..n); }
+                    Ok(Frame::Incomplete) => break,
+                    Err(_) => break 'outer,
+                }
+            }
+        }
     }
 }
