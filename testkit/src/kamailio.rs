@@ -16,7 +16,9 @@
 //!   SIP-Authorization = RAND‖AUTS (resync) → new 401 from the fresh vector;
 //!   a correct RES → SAR (ims_registrar_scscf,
 //!   `save()` with all four arguments, because 5.6.3 crashes with fewer) →
-//!   `200 OK` with Service-Route/P-Associated-URI. Re-registration re-runs the
+//!   `200 OK` with Service-Route/P-Associated-URI, and the request's `Path`
+//!   echoed when it says `Supported: path` (`use_path`, lazy `path_mode`: a
+//!   proxy-mode P-CSCF in front works). Re-registration re-runs the
 //!   challenge (Kamailio challenges every REGISTER); `Expires: 0` deregisters
 //!   (SAR user-deregistration). Wrong RES → `403`.
 //! - OPTIONS addressed to the S-CSCF itself is a readiness probe:

@@ -264,6 +264,8 @@ fn kamailio_resync_with_auts_reaches_hss() {
     k.wait_hss_open(Duration::from_secs(15)).unwrap();
     let to = k.sip_addr();
     let mut ue = RawUe::new(&sub.impi, &sub.impu, "ims.lab");
+    // As if relayed by a P-CSCF: the S-CSCF must store and echo the Path.
+    ue.extra_headers = "Path: <sip:term@pcscf.ims.lab;lr>\r\nSupported: path\r\n".to_string();
 
     let r = ue.register(to, &ue.empty_auth());
     assert!(r.starts_with("SIP/2.0 401"), "{r}");
@@ -312,6 +314,11 @@ fn kamailio_resync_with_auts_reaches_hss() {
     std::thread::sleep(Duration::from_millis(300));
     let r = ue.register(to, &ue.res_auth(&nonce, &res));
     assert!(r.starts_with("SIP/2.0 200"), "{r}\n{}", k.log());
+    assert!(
+        header(&r, "Path").is_some_and(|p| p.contains("pcscf.ims.lab")),
+        "{r}"
+    );
+    assert!(header(&r, "Service-Route").is_some(), "{r}");
 
     // And a wrong RES gets 403.
     let r = ue.register(to, &ue.empty_auth());

@@ -393,6 +393,8 @@ pub mod raw_ue {
         pub domain: String,
         pub call_id: String,
         pub cseq: u32,
+        /// Extra header lines (each ending in CRLF), e.g. a P-CSCF's Path.
+        pub extra_headers: String,
     }
 
     /// Header value of `name` in a SIP message (first occurrence).
@@ -423,6 +425,7 @@ pub mod raw_ue {
                 domain: domain.into(),
                 call_id: format!("raw-ue-{}", std::process::id()),
                 cseq: 0,
+                extra_headers: String::new(),
             }
         }
 
@@ -434,11 +437,12 @@ pub mod raw_ue {
                 "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-raw-{c}\r\n\
                  Max-Forwards: 70\r\nFrom: <{u}>;tag=raw1\r\nTo: <{u}>\r\nCall-ID: {cid}\r\n\
                  CSeq: {c} REGISTER\r\nContact: <sip:ue@{local}>;expires=600\r\nExpires: 600\r\n\
-                 Authorization: {authorization}\r\nContent-Length: 0\r\n\r\n",
+                 Authorization: {authorization}\r\n{extra}Content-Length: 0\r\n\r\n",
                 d = self.domain,
                 u = self.impu,
                 c = self.cseq,
                 cid = self.call_id,
+                extra = self.extra_headers,
             );
             self.sock.send_to(msg.as_bytes(), to).unwrap();
             let mut buf = [0u8; 8192];
