@@ -1181,4 +1181,112 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!(t.poll_timeout(), None);
     }
+
+    #[test]
+    fn client_invite_timer_a_doubles_until_b() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let id = t
+            .send_request(
+                request(Method::Invite, "z9hG4bK12"),
+                flow(Protocol::Udp),
+                t0,
+            )
+            .unwrap();
+        drain(&mut t);
+        let mut sent_at = vec![];
+        while let Some(dl) = t.poll_timeout() {
+            t.handle_timeout(dl);
+            if !drain(&mut t).is_empty() {
+                sent_at.push((dl - t0).as_millis());
+            }
+        }
+        // A: T1, 2T1, 4T1 … (no cap for INVITE), B at 64*T1
+        assert_eq!(sent_at, vec![500, 1500, 3500, 7500, 15500, 31500]);
+        assert_eq!(
+            events(&mut t)[0],
+            Event::Timeout {
+                id,
+                timer: Timer::B
+            }
+        );
+    }
+
+    #[test]
+    fn server_non_invite_tcp_terminates_on_final() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let req = request(Method::Register, "z9hG4bK13");
+        let RequestOutcome::New { id, .. } = t
+            .handle_request(req.clone(), flow(Protocol::Tcp), t0)
+            .unwrap()
+        else {
+            panic!()
+        };
+        t.respond(id, resp(&req, 100), t0).unwrap();
+        assert_eq!(t.state(id), Some(State::Proceeding));
+        t.respond(id, resp(&req, 200), t0).unwrap();
+        assert_eq!(t.state(id), None, "timer J is zero on reliable transports");
+        assert_eq!(drain(&mut t).len(), 2);
+        assert!(matches!(
+            t.respond(id, resp(&req, 200), t0),
+            Err(TxError::Unknown)
+        ));
+    }
+
+    #[test]
+    fn rfc2543_requests_without_cookie_still_match() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let mut req = request(Method::Options, "z9hG4bK14");
+        req.set_header("Via", "SIP/2.0/UDP 127.0.0.1:5070");
+        let RequestOutcome::New { id, .. } = t
+            .handle_request(req.clone(), flow(Protocol::Udp), t0)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            t.handle_request(req.clone(), flow(Protocol::Udp), t0).unwrap(),
+            RequestOutcome::Retransmission(x) if x == id
+        ));
+        let mut other = req.clone();
+        other.set_header("CSeq", "2 OPTIONS");
+        assert!(matches!(
+            t.handle_request(other, flow(Protocol::Udp), t0).unwrap(),
+            RequestOutcome::New { .. }
+        ));
+        // a request that cannot be keyed is an error, not a panic
+        let mut broken = req;
+        broken.remove_header("Via");
+        assert!(matches!(
+            t.handle_request(broken, flow(Protocol::Udp), t0),
+            Err(TxError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn same_branch_different_sent_by_is_a_different_transaction() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let a = request(Method::Options, "z9hG4bK15");
+        let mut b = a.clone();
+        b.set_header("Via", "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK15");
+        assert!(matches!(
+            t.handle_request(a, flow(Protocol::Udp), t0).unwrap(),
+            RequestOutcome::New { .. }
+        ));
+        assert!(matches!(
+            t.handle_request(b, flow(Protocol::Udp), t0).unwrap(),
+            RequestOutcome::New { .. }
+        ));
+        assert_eq!(t.len(), 2);
+        // duplicate client transaction keys are refused
+        let c = request(Method::Options, "z9hG4bK16");
+        t.send_request(c.clone(), flow(Protocol::Udp), t0).unwrap();
+        assert_eq!(
+            t.send_request(c, flow(Protocol::Udp), t0),
+            Err(TxError::Duplicate)
+        );
+    }
 }
