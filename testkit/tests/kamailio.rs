@@ -319,6 +319,10 @@ fn kamailio_resync_with_auts_reaches_hss() {
         "{r}"
     );
     assert!(header(&r, "Service-Route").is_some(), "{r}");
+    assert!(
+        header(&r, "P-Associated-URI").is_some_and(|p| p.contains(&sub.impu)),
+        "{r}"
+    );
 
     // And a wrong RES gets 403.
     let r = ue.register(to, &ue.empty_auth());
