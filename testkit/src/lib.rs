@@ -33,9 +33,9 @@
 //! # Peers
 //! | module | peer (Debian package) | what it gives a test |
 //! |---|---|---|
-//! | [`kamailio`] | `kamailio` + `kamailio-ims-modules` 5.6.3 | an S-CSCF (cdp, ims_auth, ims_registrar_scscf) on a free loopback port, registering UEs with AKAv1-MD5 against *our* HSS over Cx/TCP; readiness probe that tells when the Cx peer is Open |
+//! | [`kamailio`] | `kamailio` + `kamailio-ims-modules` 5.6.3 | an S-CSCF (cdp, ims_auth, ims_registrar_scscf) on a free loopback port, registering UEs with AKAv1-MD5 against *our* HSS over Cx/TCP (MAR, resync MAR, SAR; re-registration, Expires: 0, Path); readiness probe that tells when the Cx peer is Open |
 //! | [`sipp`] | `sip-tester` (SIPp 3.6.1) | bounded `-m 1` runs of bundled scenarios (AKAv1-MD5 register, re-register, deregister, OPTIONS) with logs; the RES-with-0x00 bug workaround |
-//! | [`tshark`] | `tshark` 4.0 | capture on `lo` with a port filter; dissect with `-d` decode-as and count malformed packets, Diameter commands and SIP methods |
+//! | [`tshark`] | `tshark` 4.0 | capture on `lo` with a port filter; dissect with `-d` decode-as and count malformed packets, Diameter commands, SIP methods/status codes, ESP frames and good/bad ICVs (with `esp_sa` UAT prefs) |
 //! | [`freediameter`] | `freediameter` 1.2.1 (`freeDiameterd`) | a base-protocol peer (CER/CEA, DWR/DWA, DPR/DPA) connecting to our Diameter server, no TLS |
 //! | [`osmo`] | `libosmocore-utils` (`osmo-auc-gen`) | an independent Milenage: vectors and AUTS resync |
 //!
