@@ -226,7 +226,27 @@ impl Kamailio {
     /// acceptor both accept connections. Zero ports in
     /// `config` are replaced by free ones. Does not wait for the HSS: use
     /// [`Kamailio::wait_hss_open`].
-    pub fn start(mut config: ScscfConfig) -> Result<Self, Error> {
+    ///
+    /// When ports were left at 0 and another process grabs one between our
+    /// check and Kamailio's bind ("Address already in use"), the start is
+    /// retried with new ports (3 attempts in all).
+    pub fn start(config: ScscfConfig) -> Result<Self, Error> {
+        let auto_ports = config.sip_port == 0 || config.cdp_port == 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(config.clone()) {
+                Err(Error::Exited { detail, .. })
+                    if auto_ports && attempt < 3 && detail.contains("already in use") =>
+                {
+                    eprintln!("testkit::kamailio: port taken while starting, retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(mut config: ScscfConfig) -> Result<Self, Error> {
         let bin = crate::find_bin("kamailio").ok_or_else(|| Error::Failed {
             what: "find kamailio".into(),
             detail: "kamailio not installed (use testkit::kamailio::require_scscf first)".into(),

@@ -332,3 +332,18 @@ fn kamailio_resync_with_auts_reaches_hss() {
     let r = ue.register(to, &ue.res_auth(&nonce, b"wrongres"));
     assert!(r.starts_with("SIP/2.0 403"), "{r}\n{}", k.log());
 }
+
+#[test]
+fn kamailio_fails_clearly_when_its_port_is_taken() {
+    if !testkit::kamailio::require_scscf() {
+        return;
+    }
+    // Occupy the SIP port (UDP) ourselves: an explicit port is not retried.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = ScscfConfig::new(testkit::free_port());
+    cfg.sip_port = taken.local_addr().unwrap().port();
+    let err = Kamailio::start(cfg).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, testkit::Error::Exited { .. }), "{msg}");
+    assert!(msg.contains("already in use"), "{msg}");
+}
