@@ -12,9 +12,22 @@ use xfrm::{KernelBackend, Tag};
 
 fn set(i: IntegrityAlg, e: EncryptionAlg, base: u32) -> SaSet {
     SaSet::new(
-        SocketAddrPair { addr: [10, 0, 0, 2].into(), client: 40000, server: 40001 },
-        SocketAddrPair { addr: [10, 0, 0, 1].into(), client: 5100, server: 5101 },
-        Spis { uc: base, us: base + 1, pc: base + 2, ps: base + 3 },
+        SocketAddrPair {
+            addr: [10, 0, 0, 2].into(),
+            client: 40000,
+            server: 40001,
+        },
+        SocketAddrPair {
+            addr: [10, 0, 0, 1].into(),
+            client: 5100,
+            server: 5101,
+        },
+        Spis {
+            uc: base,
+            us: base + 1,
+            pc: base + 2,
+            ps: base + 3,
+        },
         i,
         e,
         &[3; 16],
@@ -53,8 +66,9 @@ fn esp(c: &mut Criterion) {
                         tx.install(&s, Side::Ue).unwrap();
                         let mut rx = EspEndpoint::new();
                         rx.install(&s, Side::Pcscf).unwrap();
-                        let pkts: Vec<Vec<u8>> =
-                            (0..n).map(|_| tx.encrypt_udp(src, dst, &payload).unwrap()).collect();
+                        let pkts: Vec<Vec<u8>> = (0..n)
+                            .map(|_| tx.encrypt_udp(src, dst, &payload).unwrap())
+                            .collect();
                         let t = Instant::now();
                         for p in &pkts {
                             rx.handle_esp(s.ue, Some(s.pcscf), p).unwrap();
@@ -76,12 +90,18 @@ fn kernel(c: &mut Criterion) {
         return;
     }
     let ns = xfrm::netns::NetNs::create("xfrmbench").unwrap();
-    let kb = ns.run(|| KernelBackend::new(Tag::default()).unwrap()).unwrap();
+    let kb = ns
+        .run(|| KernelBackend::new(Tag::default()).unwrap())
+        .unwrap();
     let esp = kb.probe_esp().unwrap();
     let s = set(IntegrityAlg::HmacSha1_96, EncryptionAlg::AesCbc, 5000);
     let mut g = c.benchmark_group("kernel_backend");
     g.throughput(Throughput::Elements(1));
-    let name = if esp { "sa_set_install_delete" } else { "policies_only_set_install_delete" };
+    let name = if esp {
+        "sa_set_install_delete"
+    } else {
+        "policies_only_set_install_delete"
+    };
     g.bench_function(name, |b| {
         b.iter(|| {
             let id = if esp {

@@ -134,7 +134,10 @@ pub enum Selected {
     Kernel(KernelBackend),
     /// Userspace ESP: the application sends through [`UserspaceBackend::send_udp`] and
     /// receives decrypted traffic on the channel.
-    Userspace(UserspaceBackend, tokio::sync::mpsc::UnboundedReceiver<Inbound>),
+    Userspace(
+        UserspaceBackend,
+        tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+    ),
 }
 
 impl Selected {

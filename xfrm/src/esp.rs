@@ -511,14 +511,20 @@ mod tests {
     #[test]
     fn hmac_rfc2202_vectors() {
         let md5 = MacKey::new(IntegrityAlg::HmacMd5_96, &[0x0b; 16]).unwrap();
-        assert_eq!(md5.compute(b"Hi There"), h("9294727a3638bb1c13f48ef8158bfc9d"));
+        assert_eq!(
+            md5.compute(b"Hi There"),
+            h("9294727a3638bb1c13f48ef8158bfc9d")
+        );
         let sha = MacKey::new(IntegrityAlg::HmacSha1_96, &[0x0b; 20]).unwrap();
         assert_eq!(
             sha.compute(b"Hi There"),
             h("b617318655057264e28bc0b6fb378c8ef146be00")
         );
         let md5 = MacKey::new(IntegrityAlg::HmacMd5_96, &[0xaa; 16]).unwrap();
-        assert_eq!(md5.compute(&[0xdd; 50]), h("56be34521d144c88dbb8c733f0e8b3f6"));
+        assert_eq!(
+            md5.compute(&[0xdd; 50]),
+            h("56be34521d144c88dbb8c733f0e8b3f6")
+        );
         let sha = MacKey::new(IntegrityAlg::HmacSha1_96, &[0xaa; 20]).unwrap();
         assert_eq!(
             sha.compute(&[0xdd; 50]),
@@ -531,11 +537,19 @@ mod tests {
     // RFC 3602 §4 cases 1 and 2 (AES-128-CBC).
     #[test]
     fn aes_cbc_rfc3602_vectors() {
-        let c = CipherKey::new(EncryptionAlg::AesCbc, &h("06a9214036b8a15b512e03d534120006")).unwrap();
+        let c = CipherKey::new(
+            EncryptionAlg::AesCbc,
+            &h("06a9214036b8a15b512e03d534120006"),
+        )
+        .unwrap();
         let mut buf = b"Single block msg".to_vec();
         c.encrypt(&h("3dafba429d9eb430b422da802c9fac41"), &mut buf);
         assert_eq!(buf, h("e353779c1079aeb82708942dbe77181a"));
-        let c = CipherKey::new(EncryptionAlg::AesCbc, &h("c286696d887c9aa0611bbb3e2025a45a")).unwrap();
+        let c = CipherKey::new(
+            EncryptionAlg::AesCbc,
+            &h("c286696d887c9aa0611bbb3e2025a45a"),
+        )
+        .unwrap();
         let iv = h("562e17996d093d28ddb3ba695a2e6f58");
         let pt: Vec<u8> = (0u8..32).collect();
         let mut buf = pt.clone();
@@ -602,7 +616,10 @@ mod tests {
                     assert_eq!(p.len(), tx.encrypted_len(len));
                     assert_eq!((p.len() - 8 - e.iv_len() - 12) % e.block_len(), 0);
                     if e != EncryptionAlg::Null && len >= 16 {
-                        assert!(!p.windows(16).any(|w| w == &pt[..16]), "{e}: plaintext on the wire");
+                        assert!(
+                            !p.windows(16).any(|w| w == &pt[..16]),
+                            "{e}: plaintext on the wire"
+                        );
                     }
                     let d = rx.decrypt(&p).unwrap();
                     assert_eq!(d.next_header, 17);
@@ -621,7 +638,10 @@ mod tests {
         for i in 8..p.len() {
             let mut t = p.clone();
             t[i] ^= 0x01;
-            assert!(matches!(rx.decrypt(&t), Err(EspError::BadIcv { .. })), "byte {i}");
+            assert!(
+                matches!(rx.decrypt(&t), Err(EspError::BadIcv { .. })),
+                "byte {i}"
+            );
         }
         assert_eq!(rx.counters().dropped_icv, (p.len() - 8) as u64);
         // The real packet still goes through: failed packets did not move the window.
@@ -633,14 +653,23 @@ mod tests {
         let (mut tx, mut rx) = pair(IntegrityAlg::HmacMd5_96, EncryptionAlg::DesEde3Cbc);
         let pkts: Vec<Vec<u8>> = (0..100).map(|_| tx.encrypt(17, b"x").unwrap()).collect();
         rx.decrypt(&pkts[0]).unwrap();
-        assert!(matches!(rx.decrypt(&pkts[0]), Err(EspError::Replay { seq: 1, .. })));
+        assert!(matches!(
+            rx.decrypt(&pkts[0]),
+            Err(EspError::Replay { seq: 1, .. })
+        ));
         // Out of order within the window is fine.
         rx.decrypt(&pkts[50]).unwrap();
         rx.decrypt(&pkts[20]).unwrap();
-        assert!(matches!(rx.decrypt(&pkts[20]), Err(EspError::Replay { .. })));
+        assert!(matches!(
+            rx.decrypt(&pkts[20]),
+            Err(EspError::Replay { .. })
+        ));
         rx.decrypt(&pkts[99]).unwrap();
         // seq 36 is 64 behind seq 100: left of the window.
-        assert!(matches!(rx.decrypt(&pkts[35]), Err(EspError::Replay { seq: 36, .. })));
+        assert!(matches!(
+            rx.decrypt(&pkts[35]),
+            Err(EspError::Replay { seq: 36, .. })
+        ));
         rx.decrypt(&pkts[36]).unwrap();
         assert_eq!(rx.counters().dropped_replay, 3);
         assert_eq!(rx.counters().in_packets, 5);
@@ -677,7 +706,10 @@ mod tests {
         assert!(matches!(rx.decrypt(&short), Err(EspError::Malformed(_))));
         let mut other = p.clone();
         other[3] ^= 1;
-        assert!(matches!(rx.decrypt(&other), Err(EspError::SpiMismatch { .. })));
+        assert!(matches!(
+            rx.decrypt(&other),
+            Err(EspError::SpiMismatch { .. })
+        ));
         assert_eq!(rx.counters().dropped_malformed, 3);
         assert!(matches!(peek_spi(&[1, 2]), Err(EspError::Malformed(_))));
     }
@@ -710,10 +742,16 @@ mod tests {
             300,
             IntegrityAlg::HmacMd5_96,
             EncryptionAlg::AesCbc,
-            &SaKeys { auth: vec![0; 16], enc: vec![0; 16] },
+            &SaKeys {
+                auth: vec![0; 16],
+                enc: vec![0; 16],
+            },
         )
         .unwrap();
-        assert!(matches!(s.encrypt_with_iv(17, b"", &[0; 8]), Err(EspError::BadIvLength { .. })));
+        assert!(matches!(
+            s.encrypt_with_iv(17, b"", &[0; 8]),
+            Err(EspError::BadIvLength { .. })
+        ));
     }
 
     proptest::proptest! {

@@ -22,7 +22,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_xfrm::{
-    policy, state, Address, AlgAuth, Alg, Id, LifetimeConfig, Mark, ReplayEsn, Selector,
+    policy, state, Address, Alg, AlgAuth, Id, LifetimeConfig, Mark, ReplayEsn, Selector,
     UserPolicyId, UserPolicyInfo, UserSaId, UserSaInfo, UserTemplate, XfrmAttrs, XfrmMessage,
     XFRM_ALG_AUTH_NAME_LEN, XFRM_ALG_NAME_LEN,
 };
@@ -86,9 +86,9 @@ impl Tag {
     fn matches(self, sel: &Selector, nlas: &[XfrmAttrs]) -> bool {
         match self {
             Tag::SelectorUser(u) => sel.user == u,
-            Tag::Mark { value, mask } => nlas.iter().any(|n| {
-                matches!(n, XfrmAttrs::Mark(m) if m.value == value && m.mask == mask)
-            }),
+            Tag::Mark { value, mask } => nlas
+                .iter()
+                .any(|n| matches!(n, XfrmAttrs::Mark(m) if m.value == value && m.mask == mask)),
         }
     }
 }
@@ -371,8 +371,11 @@ fn setsockopt_int(fd: i32, level: i32, opt: i32, v: i32) -> io::Result<()> {
     }
 }
 
-/// Walks the netlink messages of one datagram: (type, flags, seq, whole message).
-fn messages(buf: &[u8]) -> Result<Vec<(u16, u16, u32, &[u8])>, XfrmError> {
+/// One netlink message of a datagram: (type, flags, seq, whole message).
+type RawMessage<'a> = (u16, u16, u32, &'a [u8]);
+
+/// Walks the netlink messages of one datagram.
+fn messages(buf: &[u8]) -> Result<Vec<RawMessage<'_>>, XfrmError> {
     let mut out = Vec::new();
     let mut off = 0;
     while off + 16 <= buf.len() {
@@ -403,7 +406,11 @@ pub fn parse_error(msg: &[u8]) -> Result<(i32, Option<String>), XfrmError> {
     if flags & NLM_F_ACK_TLVS != 0 {
         let orig = msg.get(20..36).ok_or_else(short)?;
         let orig_len = u32::from_ne_bytes([orig[0], orig[1], orig[2], orig[3]]) as usize;
-        let mut off = if flags & NLM_F_CAPPED != 0 { 36 } else { 20 + orig_len.div_ceil(4) * 4 };
+        let mut off = if flags & NLM_F_CAPPED != 0 {
+            36
+        } else {
+            20 + orig_len.div_ceil(4) * 4
+        };
         while off + 4 <= msg.len() {
             let len = usize::from(u16::from_ne_bytes([msg[off], msg[off + 1]]));
             let ty = u16::from_ne_bytes([msg[off + 2], msg[off + 3]]);
@@ -621,9 +628,10 @@ impl KernelBackend {
     }
 
     fn del_sa(&self, sa: &SaDesc) -> Result<(), XfrmError> {
-        lock(&self.sock).request(msg::del_sa(sa.dst.ip(), sa.spi, self.tag.mark_nla()), || {
-            format!("DELSA {} spi 0x{:08x}", sa.dst, sa.spi)
-        })
+        lock(&self.sock).request(
+            msg::del_sa(sa.dst.ip(), sa.spi, self.tag.mark_nla()),
+            || format!("DELSA {} spi 0x{:08x}", sa.dst, sa.spi),
+        )
     }
 
     fn add_policy(&self, sa: &SaDesc) -> Result<(), XfrmError> {
@@ -634,7 +642,11 @@ impl KernelBackend {
 
     fn del_policy(&self, sa: &SaDesc) -> Result<(), XfrmError> {
         lock(&self.sock).request(
-            msg::del_policy(msg::selector(sa, self.tag), msg::dir(sa.dir), self.tag.mark_nla()),
+            msg::del_policy(
+                msg::selector(sa, self.tag),
+                msg::dir(sa.dir),
+                self.tag.mark_nla(),
+            ),
             || format!("DELPOLICY {} -> {} dir {:?}", sa.src, sa.dst, sa.dir),
         )
     }
@@ -692,7 +704,10 @@ impl KernelBackend {
 
     /// Deletes a set: all four policies and SAs are attempted; the first error is returned.
     pub fn delete(&self, id: SetId) -> Result<(), XfrmError> {
-        let inst = lock(&self.sets).1.remove(&id).ok_or(XfrmError::UnknownSet(id))?;
+        let inst = lock(&self.sets)
+            .1
+            .remove(&id)
+            .ok_or(XfrmError::UnknownSet(id))?;
         let mut first = None;
         for sa in inst.set.sas(inst.side) {
             if let Err(e) = self.del_policy(&sa) {

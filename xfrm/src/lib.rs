@@ -18,11 +18,11 @@ pub mod userspace;
 pub use backend::{select, BackendKind, IpsecBackend, Selected};
 pub use error::{XfrmError, NO_ESP_MESSAGE};
 pub use esp::{EspCounters, EspError, EspSa};
+pub use kernel::SetId;
 pub use kernel::{KernelBackend, Tag};
 pub use model::{
     Direction, EncryptionAlg, IntegrityAlg, SaDesc, SaKeys, SaKind, SaSet, SaState, Side,
     SocketAddrPair, Spis,
 };
 pub use pool::{Lease, Pool, PoolError};
-pub use kernel::SetId;
 pub use userspace::{EspEndpoint, Inbound, UserspaceBackend};

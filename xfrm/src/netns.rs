@@ -62,7 +62,11 @@ impl NetNs {
 
     /// Runs `ip -n <ns> args...`, failing on a non-zero exit.
     pub fn ip(&self, args: &[&str]) -> io::Result<Output> {
-        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output()?;
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()?;
         if !out.status.success() {
             return Err(io::Error::other(format!(
                 "ip -n {} {}: {}",
@@ -84,11 +88,27 @@ impl NetNs {
     /// Connects `self` and `other` with a veth pair and assigns addresses (with prefix length,
     /// e.g. "10.99.0.1/24" or "fd00::1/64"); both ends are brought up. IPv6 DAD is disabled
     /// so addresses are usable at once.
-    pub fn veth_to(&self, other: &NetNs, here: &[&str], there: &[&str]) -> io::Result<(String, String)> {
+    pub fn veth_to(
+        &self,
+        other: &NetNs,
+        here: &[&str],
+        there: &[&str],
+    ) -> io::Result<(String, String)> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let a = format!("vx{}a{n}", std::process::id() % 100000);
         let b = format!("vx{}b{n}", std::process::id() % 100000);
-        self.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &other.name])?;
+        self.ip(&[
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &other.name,
+        ])?;
         for (ns, dev, addrs) in [(self, &a, here), (other, &b, there)] {
             let _ = ns
                 .command("sysctl")
@@ -106,7 +126,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

@@ -80,9 +80,22 @@ mod tests {
     #[test]
     fn record_format() {
         let s = SaSet::new(
-            SocketAddrPair { addr: "10.0.0.2".parse().unwrap(), client: 1, server: 2 },
-            SocketAddrPair { addr: "10.0.0.1".parse().unwrap(), client: 3, server: 4 },
-            Spis { uc: 0x1000, us: 0x1001, pc: 0x2000, ps: 0x2001 },
+            SocketAddrPair {
+                addr: "10.0.0.2".parse().unwrap(),
+                client: 1,
+                server: 2,
+            },
+            SocketAddrPair {
+                addr: "10.0.0.1".parse().unwrap(),
+                client: 3,
+                server: 4,
+            },
+            Spis {
+                uc: 0x1000,
+                us: 0x1001,
+                pc: 0x2000,
+                ps: 0x2001,
+            },
             IntegrityAlg::HmacMd5_96,
             EncryptionAlg::Null,
             &[0xcc; 16],

@@ -202,7 +202,10 @@ impl EspEndpoint {
         }
         let mut sas = Vec::with_capacity(4);
         for d in descs {
-            sas.push((d, EspSa::new(d.spi, set.integrity, set.encryption, &set.keys)?));
+            sas.push((
+                d,
+                EspSa::new(d.spi, set.integrity, set.encryption, &set.keys)?,
+            ));
         }
         let id = self.next_id.max(1);
         self.next_id = id + 1;
@@ -295,7 +298,9 @@ impl EspEndpoint {
         let r = self.handle_known(id, idx, spi, src, dst, esp);
         if matches!(
             r,
-            Err(InboundError::WrongSource { .. } | InboundError::Selector(_) | InboundError::BadUdp(_))
+            Err(InboundError::WrongSource { .. }
+                | InboundError::Selector(_)
+                | InboundError::BadUdp(_))
         ) {
             self.rejected_inner += 1;
         }
@@ -315,10 +320,7 @@ impl EspEndpoint {
             .sets
             .get_mut(&id)
             .ok_or(InboundError::UnknownSpi(spi))?;
-        let (desc, sa) = set
-            .sas
-            .get_mut(idx)
-            .ok_or(InboundError::UnknownSpi(spi))?;
+        let (desc, sa) = set.sas.get_mut(idx).ok_or(InboundError::UnknownSpi(spi))?;
         // Check the outer addresses before spending a MAC on the packet.
         if src != desc.src.ip() || dst.is_some_and(|d| d != desc.dst.ip()) {
             return Err(InboundError::WrongSource {
@@ -475,10 +477,7 @@ impl RawSock {
             Some(socket2::Protocol::from(i32::from(crate::esp::IPPROTO_ESP))),
         )?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
-        Ok(RawSock {
-            fd: s.into(),
-            v6,
-        })
+        Ok(RawSock { fd: s.into(), v6 })
     }
 
     /// Sends with the given source address via IP_PKTINFO / IPV6_PKTINFO.
@@ -489,7 +488,7 @@ impl RawSock {
             iov_len: data.len(),
         };
         let mut cbuf = [0u64; 8]; // 64 bytes, aligned: room for either pktinfo cmsg
-        // SAFETY: msghdr is plain data; every pointer set below stays live for sendmsg.
+                                  // SAFETY: msghdr is plain data; every pointer set below stays live for sendmsg.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = dst_sa.as_ptr() as *mut libc::c_void;
         msg.msg_namelen = dst_sa.len();
@@ -562,7 +561,8 @@ impl RawSock {
             let src = IpAddr::from(a.sin6_addr.s6_addr);
             Ok((src, None, &buf[..n]))
         } else {
-            let (s, d, p) = parse_ipv4_esp(&buf[..n]).map_err(|e| io::Error::other(e.to_string()))?;
+            let (s, d, p) =
+                parse_ipv4_esp(&buf[..n]).map_err(|e| io::Error::other(e.to_string()))?;
             Ok((s, Some(d), p))
         }
     }
@@ -584,7 +584,13 @@ impl UserspaceBackend {
     /// Opens raw ESP sockets (IPv4, and IPv6 if available) in the calling thread's network
     /// namespace and starts one reader thread per socket. Needs CAP_NET_RAW. Accepted
     /// datagrams arrive on the returned channel; drops are counted in [`Self::counters`].
-    pub fn start() -> Result<(UserspaceBackend, tokio::sync::mpsc::UnboundedReceiver<Inbound>), XfrmError> {
+    pub fn start() -> Result<
+        (
+            UserspaceBackend,
+            tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+        ),
+        XfrmError,
+    > {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let endpoint = Arc::new(Mutex::new(EspEndpoint::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -649,7 +655,12 @@ impl UserspaceBackend {
     }
 
     /// Encrypts and sends a UDP datagram `src` → `dst` on its outbound SA.
-    pub fn send_udp(&self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Result<(), XfrmError> {
+    pub fn send_udp(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> Result<(), XfrmError> {
         let esp = lock(&self.endpoint).encrypt_udp(src, dst, payload)?;
         self.send_raw(src.ip(), dst.ip(), &esp)
     }
@@ -682,9 +693,22 @@ mod tests {
 
     fn set(ue: &str, p: &str) -> SaSet {
         SaSet::new(
-            SocketAddrPair { addr: ue.parse().unwrap(), client: 40000, server: 40001 },
-            SocketAddrPair { addr: p.parse().unwrap(), client: 5100, server: 5101 },
-            Spis { uc: 1000, us: 1001, pc: 2000, ps: 2001 },
+            SocketAddrPair {
+                addr: ue.parse().unwrap(),
+                client: 40000,
+                server: 40001,
+            },
+            SocketAddrPair {
+                addr: p.parse().unwrap(),
+                client: 5100,
+                server: 5101,
+            },
+            Spis {
+                uc: 1000,
+                us: 1001,
+                pc: 2000,
+                ps: 2001,
+            },
             IntegrityAlg::HmacSha1_96,
             EncryptionAlg::AesCbc,
             &[1; 16],
@@ -698,10 +722,34 @@ mod tests {
     #[test]
     fn udp_checksum_known_value() {
         // IPv4 UDP example checked against Linux-generated packets (tcpdump -vv "udp sum ok").
-        let seg = build_udp("10.0.0.1:5060".parse().unwrap(), "10.0.0.2:5060".parse().unwrap(), b"hi");
-        assert_eq!(transport_checksum("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 17, &seg), 0);
-        let seg6 = build_udp("[fd00::1]:5060".parse().unwrap(), "[fd00::2]:5062".parse().unwrap(), b"odd");
-        assert_eq!(transport_checksum("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), 17, &seg6), 0);
+        let seg = build_udp(
+            "10.0.0.1:5060".parse().unwrap(),
+            "10.0.0.2:5060".parse().unwrap(),
+            b"hi",
+        );
+        assert_eq!(
+            transport_checksum(
+                "10.0.0.1".parse().unwrap(),
+                "10.0.0.2".parse().unwrap(),
+                17,
+                &seg
+            ),
+            0
+        );
+        let seg6 = build_udp(
+            "[fd00::1]:5060".parse().unwrap(),
+            "[fd00::2]:5062".parse().unwrap(),
+            b"odd",
+        );
+        assert_eq!(
+            transport_checksum(
+                "fd00::1".parse().unwrap(),
+                "fd00::2".parse().unwrap(),
+                17,
+                &seg6
+            ),
+            0
+        );
     }
 
     #[test]
@@ -714,31 +762,77 @@ mod tests {
             u.install(&s, Side::Ue).unwrap();
             let ue_c = SocketAddr::new(s.ue, s.port_uc);
             let p_s = SocketAddr::new(s.pcscf, s.port_ps);
-            let esp = u.encrypt_udp(ue_c, p_s, b"REGISTER sip:ims SIP/2.0\r\n\r\n").unwrap();
+            let esp = u
+                .encrypt_udp(ue_c, p_s, b"REGISTER sip:ims SIP/2.0\r\n\r\n")
+                .unwrap();
             match pc.handle_esp(s.ue, Some(s.pcscf), &esp).unwrap() {
-                Inbound::Udp { src, dst, payload, set, spi } => {
+                Inbound::Udp {
+                    src,
+                    dst,
+                    payload,
+                    set,
+                    spi,
+                } => {
                     assert_eq!((src, dst, set, spi), (ue_c, p_s, pid, s.spi_ps));
                     assert_eq!(payload, b"REGISTER sip:ims SIP/2.0\r\n\r\n");
                 }
                 other => panic!("{other:?}"),
             }
-            let back = pc.encrypt_udp(p_s, ue_c, b"SIP/2.0 200 OK\r\n\r\n").unwrap();
-            assert!(matches!(u.handle_esp(s.pcscf, None, &back).unwrap(), Inbound::Udp { .. }));
+            let back = pc
+                .encrypt_udp(p_s, ue_c, b"SIP/2.0 200 OK\r\n\r\n")
+                .unwrap();
+            assert!(matches!(
+                u.handle_esp(s.pcscf, None, &back).unwrap(),
+                Inbound::Udp { .. }
+            ));
             // Wrong outer source, replay, unknown SPI.
-            assert!(matches!(pc.handle_esp(s.pcscf, None, &esp), Err(InboundError::WrongSource { .. })));
-            assert!(matches!(pc.handle_esp(s.ue, None, &esp), Err(InboundError::Esp(EspError::Replay { .. }))));
+            assert!(matches!(
+                pc.handle_esp(s.pcscf, None, &esp),
+                Err(InboundError::WrongSource { .. })
+            ));
+            assert!(matches!(
+                pc.handle_esp(s.ue, None, &esp),
+                Err(InboundError::Esp(EspError::Replay { .. }))
+            ));
             let mut unk = esp.clone();
             unk[..4].copy_from_slice(&77777u32.to_be_bytes());
-            assert!(matches!(pc.handle_esp(s.ue, None, &unk), Err(InboundError::UnknownSpi(77777))));
+            assert!(matches!(
+                pc.handle_esp(s.ue, None, &unk),
+                Err(InboundError::UnknownSpi(77777))
+            ));
             // A datagram on the right SA but to the wrong port is refused by the selector.
-            let wrong = u.encrypt_segment(ue_c, p_s, 17, &build_udp(ue_c, SocketAddr::new(s.pcscf, 9), b"x")).unwrap();
-            assert!(matches!(pc.handle_esp(s.ue, None, &wrong), Err(InboundError::Selector(_))));
+            let wrong = u
+                .encrypt_segment(
+                    ue_c,
+                    p_s,
+                    17,
+                    &build_udp(ue_c, SocketAddr::new(s.pcscf, 9), b"x"),
+                )
+                .unwrap();
+            assert!(matches!(
+                pc.handle_esp(s.ue, None, &wrong),
+                Err(InboundError::Selector(_))
+            ));
             let c = pc.counters();
-            assert_eq!((c.esp.in_packets, c.esp.dropped_replay, c.unknown_spi, c.rejected_inner), (2, 1, 1, 2));
+            assert_eq!(
+                (
+                    c.esp.in_packets,
+                    c.esp.dropped_replay,
+                    c.unknown_spi,
+                    c.rejected_inner
+                ),
+                (2, 1, 1, 2)
+            );
             // No outbound SA from a non-protected port.
-            assert!(matches!(pc.encrypt_udp(SocketAddr::new(s.pcscf, 5060), ue_c, b""), Err(XfrmError::NoOutboundSa { .. })));
+            assert!(matches!(
+                pc.encrypt_udp(SocketAddr::new(s.pcscf, 5060), ue_c, b""),
+                Err(XfrmError::NoOutboundSa { .. })
+            ));
             pc.delete(pid).unwrap();
-            assert!(matches!(pc.handle_esp(s.ue, None, &back), Err(InboundError::UnknownSpi(_))));
+            assert!(matches!(
+                pc.handle_esp(s.ue, None, &back),
+                Err(InboundError::UnknownSpi(_))
+            ));
             assert_eq!(pc.counters().esp.in_packets, 2, "counters survive delete");
         }
     }
@@ -748,7 +842,10 @@ mod tests {
         let s = set("10.0.0.2", "10.0.0.1");
         let mut pc = EspEndpoint::new();
         let a = pc.install(&s, Side::Pcscf).unwrap();
-        assert!(matches!(pc.install(&s, Side::Pcscf), Err(XfrmError::SpiInUse(_))));
+        assert!(matches!(
+            pc.install(&s, Side::Pcscf),
+            Err(XfrmError::SpiInUse(_))
+        ));
         // A re-authentication set with new SPIs, same ports: the established one wins until
         // the new one is promoted.
         let mut s2 = s.clone();
@@ -756,14 +853,24 @@ mod tests {
         s2.spi_ps = 3001;
         s2.spi_uc = 3002;
         s2.spi_us = 3003;
-        pc.update_model(a, |m| m.promote(Duration::from_secs(60), Instant::now()).unwrap()).unwrap();
+        pc.update_model(a, |m| {
+            m.promote(Duration::from_secs(60), Instant::now()).unwrap()
+        })
+        .unwrap();
         let b = pc.install(&s2, Side::Pcscf).unwrap();
         let src = SocketAddr::new(s.pcscf, s.port_ps);
         let dst = SocketAddr::new(s.ue, s.port_uc);
         let e = pc.encrypt_udp(src, dst, b"x").unwrap();
         assert_eq!(peek_spi(&e).unwrap(), s.spi_uc);
-        pc.update_model(b, |m| m.promote(Duration::from_secs(60), Instant::now()).unwrap()).unwrap();
-        pc.update_model(a, |m| m.begin_expiry(Duration::from_secs(5), Instant::now()).unwrap()).unwrap();
+        pc.update_model(b, |m| {
+            m.promote(Duration::from_secs(60), Instant::now()).unwrap()
+        })
+        .unwrap();
+        pc.update_model(a, |m| {
+            m.begin_expiry(Duration::from_secs(5), Instant::now())
+                .unwrap()
+        })
+        .unwrap();
         let e = pc.encrypt_udp(src, dst, b"x").unwrap();
         assert_eq!(peek_spi(&e).unwrap(), s2.spi_uc);
         assert_eq!(pc.flush(), 2);
@@ -771,10 +878,15 @@ mod tests {
 
     #[test]
     fn ipv4_header_parser() {
-        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 50, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut p = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 50, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
         p.extend_from_slice(&[0, 0, 1, 0, 0, 0, 0, 1]);
         let (s, d, e) = parse_ipv4_esp(&p).unwrap();
-        assert_eq!((s.to_string(), d.to_string(), e.len()), ("10.0.0.1".into(), "10.0.0.2".into(), 8));
+        assert_eq!(
+            (s.to_string(), d.to_string(), e.len()),
+            ("10.0.0.1".into(), "10.0.0.2".into(), 8)
+        );
         assert!(parse_ipv4_esp(&p[..10]).is_err());
         p[9] = 17;
         assert!(parse_ipv4_esp(&p).is_err());

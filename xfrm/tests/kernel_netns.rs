@@ -9,22 +9,49 @@ use xfrm::{Direction, EncryptionAlg, IntegrityAlg, KernelBackend, Side, Tag, Xfr
 
 #[test]
 fn policies_listed_and_flushed_by_tag_and_no_esp_error() {
-    if !require(is_root() && have("ip"), "needs root and iproute2 for network namespaces") {
+    if !require(
+        is_root() && have("ip"),
+        "needs root and iproute2 for network namespaces",
+    ) {
         return;
     }
     let ns = NetNs::create("xfrmt-k").unwrap();
     // Foreign state: a policy without our tag must survive our flush.
     ns.ip(&[
-        "xfrm", "policy", "add", "src", "192.0.2.1/32", "dst", "192.0.2.2/32", "dir", "out",
-        "tmpl", "proto", "esp", "mode", "transport",
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "192.0.2.1/32",
+        "dst",
+        "192.0.2.2/32",
+        "dir",
+        "out",
+        "tmpl",
+        "proto",
+        "esp",
+        "mode",
+        "transport",
     ])
     .unwrap();
     let result = ns
         .run(|| {
             let kb = KernelBackend::new(Tag::default()).unwrap();
             assert_eq!(kb.flush().unwrap(), 0, "fresh netns has none of our state");
-            let v4 = common::set("10.20.0.2", "10.20.0.1", 4096, IntegrityAlg::HmacSha1_96, EncryptionAlg::AesCbc);
-            let v6 = common::set("fd00::2", "fd00::1", 8192, IntegrityAlg::HmacMd5_96, EncryptionAlg::Null);
+            let v4 = common::set(
+                "10.20.0.2",
+                "10.20.0.1",
+                4096,
+                IntegrityAlg::HmacSha1_96,
+                EncryptionAlg::AesCbc,
+            );
+            let v6 = common::set(
+                "fd00::2",
+                "fd00::1",
+                8192,
+                IntegrityAlg::HmacMd5_96,
+                EncryptionAlg::Null,
+            );
             let id4 = kb.install_policies_only(&v4, Side::Pcscf).unwrap();
             let _id6 = kb.install_policies_only(&v6, Side::Ue).unwrap();
             let st = kb.list().unwrap();
@@ -36,14 +63,24 @@ fn policies_listed_and_flushed_by_tag_and_no_esp_error() {
                 .iter()
                 .find(|p| p.spi == Some(v4.spi_ps))
                 .expect("policy of SA 1");
-            assert_eq!((p1.sport, p1.dport, p1.dir), (v4.port_uc, v4.port_ps, Direction::In));
+            assert_eq!(
+                (p1.sport, p1.dport, p1.dir),
+                (v4.port_uc, v4.port_ps, Direction::In)
+            );
             // UE view of SA 1 (IPv6 set): the mirror, outbound.
-            let u1 = st.policies.iter().find(|p| p.spi == Some(v6.spi_ps)).unwrap();
+            let u1 = st
+                .policies
+                .iter()
+                .find(|p| p.spi == Some(v6.spi_ps))
+                .unwrap();
             assert_eq!(u1.dir, Direction::Out);
             assert_eq!(u1.src, v6.ue);
             // Installing the same policies again fails (EEXIST) and rolls back nothing of id4.
             let again = kb.install_policies_only(&v4, Side::Pcscf).unwrap_err();
-            assert!(matches!(again, XfrmError::Netlink { errno, .. } if errno == libc::EEXIST), "{again}");
+            assert!(
+                matches!(again, XfrmError::Netlink { errno, .. } if errno == libc::EEXIST),
+                "{again}"
+            );
             assert_eq!(kb.list().unwrap().policies.len(), 8);
             kb.delete(id4).unwrap();
             assert_eq!(kb.list().unwrap().policies.len(), 4);
@@ -73,19 +110,35 @@ fn policies_listed_and_flushed_by_tag_and_no_esp_error() {
         .unwrap();
     eprintln!("kernel ESP available: {result}");
     let foreign = String::from_utf8(ns.ip(&["xfrm", "policy"]).unwrap().stdout).unwrap();
-    assert!(foreign.contains("192.0.2.1"), "foreign policy was flushed: {foreign}");
+    assert!(
+        foreign.contains("192.0.2.1"),
+        "foreign policy was flushed: {foreign}"
+    );
 }
 
 #[test]
 fn mark_tag_lists_only_marked_state() {
-    if !require(is_root() && have("ip"), "needs root and iproute2 for network namespaces") {
+    if !require(
+        is_root() && have("ip"),
+        "needs root and iproute2 for network namespaces",
+    ) {
         return;
     }
     let ns = NetNs::create("xfrmt-m").unwrap();
     ns.run(|| {
-        let a = KernelBackend::new(Tag::Mark { value: 0x1f00, mask: 0xffff_ff00 }).unwrap();
+        let a = KernelBackend::new(Tag::Mark {
+            value: 0x1f00,
+            mask: 0xffff_ff00,
+        })
+        .unwrap();
         let b = KernelBackend::new(Tag::SelectorUser(77)).unwrap();
-        let s = common::set("10.21.0.2", "10.21.0.1", 600, IntegrityAlg::HmacMd5_96, EncryptionAlg::DesEde3Cbc);
+        let s = common::set(
+            "10.21.0.2",
+            "10.21.0.1",
+            600,
+            IntegrityAlg::HmacMd5_96,
+            EncryptionAlg::DesEde3Cbc,
+        );
         a.install_policies_only(&s, Side::Pcscf).unwrap();
         // Same selectors with another tag: distinct kernel objects only for the mark tag.
         b.install_policies_only(&s, Side::Ue).unwrap();

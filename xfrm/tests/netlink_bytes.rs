@@ -67,17 +67,41 @@ fn sel_args(sa: &SaDesc) -> Vec<String> {
 
 fn mark_args(tag: Tag) -> Vec<String> {
     match tag {
-        Tag::Mark { value, mask } => vec!["mark".into(), format!("{value:#x}"), "mask".into(), format!("{mask:#x}")],
+        Tag::Mark { value, mask } => vec![
+            "mark".into(),
+            format!("{value:#x}"),
+            "mask".into(),
+            format!("{mask:#x}"),
+        ],
         Tag::SelectorUser(_) => vec![],
     }
 }
 
 fn ip_state_add(set: &SaSet, sa: &SaDesc, tag: Tag) -> Vec<String> {
     let mut a: Vec<String> = [
-        "xfrm", "state", "add", "src", &sa.src.ip().to_string(), "dst", &sa.dst.ip().to_string(),
-        "proto", "esp", "spi", &format!("{:#x}", sa.spi), "mode", "transport", "replay-window", "64",
-        "auth-trunc", set.integrity.kernel_name(), &key_arg(&set.keys.auth), "96",
-        "enc", set.encryption.kernel_name(), &key_arg(&set.keys.enc), "sel",
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        &sa.src.ip().to_string(),
+        "dst",
+        &sa.dst.ip().to_string(),
+        "proto",
+        "esp",
+        "spi",
+        &format!("{:#x}", sa.spi),
+        "mode",
+        "transport",
+        "replay-window",
+        "64",
+        "auth-trunc",
+        set.integrity.kernel_name(),
+        &key_arg(&set.keys.auth),
+        "96",
+        "enc",
+        set.encryption.kernel_name(),
+        &key_arg(&set.keys.enc),
+        "sel",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -91,19 +115,42 @@ fn ip_policy_add(sa: &SaDesc, tag: Tag) -> Vec<String> {
     let mut a: Vec<String> = vec!["xfrm".into(), "policy".into(), "add".into()];
     a.extend(sel_args(sa));
     a.push("dir".into());
-    a.push(if sa.dir == xfrm::Direction::In { "in" } else { "out" }.into());
+    a.push(
+        if sa.dir == xfrm::Direction::In {
+            "in"
+        } else {
+            "out"
+        }
+        .into(),
+    );
     a.extend(mark_args(tag));
     a.extend(
-        ["tmpl", "src", &sa.src.ip().to_string(), "dst", &sa.dst.ip().to_string(), "proto", "esp",
-         "spi", &format!("{:#x}", sa.spi), "mode", "transport"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "tmpl",
+            "src",
+            &sa.src.ip().to_string(),
+            "dst",
+            &sa.dst.ip().to_string(),
+            "proto",
+            "esp",
+            "spi",
+            &format!("{:#x}", sa.spi),
+            "mode",
+            "transport",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     a
 }
 
 /// Compares ours (header + payload) with ip's, returning a description of the first diff.
-fn compare(ours: &[u8], ip: &(u32, String, String, Vec<u8>), ty: &str, tag: Tag) -> Result<(), String> {
+fn compare(
+    ours: &[u8],
+    ip: &(u32, String, String, Vec<u8>),
+    ty: &str,
+    tag: Tag,
+) -> Result<(), String> {
     let (len, ip_ty, ip_flags, ip_payload) = ip;
     if ours.len() as u32 != *len {
         return Err(format!("length {} vs ip {len}", ours.len()));
@@ -123,15 +170,26 @@ fn compare(ours: &[u8], ip: &(u32, String, String, Vec<u8>), ty: &str, tag: Tag)
         payload[52..56].fill(0);
     }
     if &payload != ip_payload {
-        let i = payload.iter().zip(ip_payload.iter()).position(|(a, b)| a != b).unwrap_or(0);
-        return Err(format!("payload differs at byte {i}:\n ours {}\n   ip {}", hex(&payload), hex(ip_payload)));
+        let i = payload
+            .iter()
+            .zip(ip_payload.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(format!(
+            "payload differs at byte {i}:\n ours {}\n   ip {}",
+            hex(&payload),
+            hex(ip_payload)
+        ));
     }
     Ok(())
 }
 
 #[test]
 fn newsa_and_newpolicy_equal_iproute2() {
-    if !require(is_root() && have("ip") && have("strace"), "needs root, iproute2 and strace") {
+    if !require(
+        is_root() && have("ip") && have("strace"),
+        "needs root, iproute2 and strace",
+    ) {
         return;
     }
     let ns = NetNs::create("xfrmt-b").unwrap();
@@ -140,29 +198,49 @@ fn newsa_and_newpolicy_equal_iproute2() {
     for (ue, pcscf) in [("10.30.0.2", "10.30.0.1"), ("2001:db8::2", "2001:db8::1")] {
         for i in IntegrityAlg::ALL {
             for e in EncryptionAlg::ALL {
-                for tag in [Tag::Mark { value: 0x1f00, mask: 0xffffffff }, Tag::default()] {
+                for tag in [
+                    Tag::Mark {
+                        value: 0x1f00,
+                        mask: 0xffffffff,
+                    },
+                    Tag::default(),
+                ] {
                     let set = common::set(ue, pcscf, 0x1000, i, e);
                     for side in [Side::Pcscf, Side::Ue] {
                         for sa in set.sas(side) {
                             // SA bytes do not depend on the side; check them once.
                             if side == Side::Pcscf {
                                 let ip = captured(&ns, &ip_state_add(&set, &sa, tag));
-                                if let Err(d) = compare(&msg::new_sa(&set, &sa, tag), &ip, "XFRM_MSG_NEWSA", tag) {
-                                    failures.push(format!("NEWSA {i}/{e} {ue} {tag:?} {:?}: {d}", sa.kind));
+                                if let Err(d) = compare(
+                                    &msg::new_sa(&set, &sa, tag),
+                                    &ip,
+                                    "XFRM_MSG_NEWSA",
+                                    tag,
+                                ) {
+                                    failures.push(format!(
+                                        "NEWSA {i}/{e} {ue} {tag:?} {:?}: {d}",
+                                        sa.kind
+                                    ));
                                 }
                                 checked += 1;
                             }
                             let args = ip_policy_add(&sa, tag);
                             let ip = captured(&ns, &args);
-                            if let Err(d) = compare(&msg::new_policy(&sa, tag), &ip, "XFRM_MSG_NEWPOLICY", tag) {
-                                failures.push(format!("NEWPOLICY {side:?} {ue} {tag:?} {:?}: {d}", sa.kind));
+                            if let Err(d) =
+                                compare(&msg::new_policy(&sa, tag), &ip, "XFRM_MSG_NEWPOLICY", tag)
+                            {
+                                failures.push(format!(
+                                    "NEWPOLICY {side:?} {ue} {tag:?} {:?}: {d}",
+                                    sa.kind
+                                ));
                             }
                             // Remove it again so the next identical selector can be added.
                             let mut del = args.clone();
                             del[2] = "delete".into();
                             let tmpl = del.iter().position(|a| a == "tmpl").unwrap();
                             del.truncate(tmpl);
-                            ns.ip(&del.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+                            ns.ip(&del.iter().map(String::as_str).collect::<Vec<_>>())
+                                .unwrap();
                             checked += 1;
                         }
                     }
@@ -171,6 +249,11 @@ fn newsa_and_newpolicy_equal_iproute2() {
         }
     }
     eprintln!("compared {checked} messages with iproute2");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(checked, 2 * 2 * 3 * 2 * (4 + 8));
 }

@@ -62,13 +62,20 @@ fn sip_200(n: usize) -> Vec<u8> {
 
 #[test]
 fn userspace_esp_over_veth_decrypted_by_tshark() {
-    if !require(is_root() && have("ip") && have("tshark"), "needs root, iproute2 and tshark") {
+    if !require(
+        is_root() && have("ip") && have("tshark"),
+        "needs root, iproute2 and tshark",
+    ) {
         return;
     }
     let pns = NetNs::create("xfrmt-p").unwrap();
     let uns = NetNs::create("xfrmt-u").unwrap();
     let (pdev, _udev) = pns
-        .veth_to(&uns, &["10.77.0.1/24", "fd77::1/64"], &["10.77.0.2/24", "fd77::2/64"])
+        .veth_to(
+            &uns,
+            &["10.77.0.1/24", "fd77::1/64"],
+            &["10.77.0.2/24", "fd77::2/64"],
+        )
         .unwrap();
 
     let mut sets = Vec::new();
@@ -102,15 +109,21 @@ fn userspace_esp_over_veth_decrypted_by_tshark() {
     while !String::from_utf8_lossy(&seen).contains("Capturing on") {
         let mut b = [0u8; 256];
         let n = std::io::Read::read(&mut err, &mut b).unwrap();
-        assert!(n > 0 && start.elapsed() < Duration::from_secs(30), "tshark did not start: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0 && start.elapsed() < Duration::from_secs(30),
+            "tshark did not start: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&b[..n]);
     }
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     // tshark announces the interface slightly before its capture filter is live.
     std::thread::sleep(Duration::from_millis(1500));
 
-    let (p, mut prx): (UserspaceBackend, Rx) = pns.run(|| UserspaceBackend::start().unwrap()).unwrap();
-    let (u, mut urx): (UserspaceBackend, Rx) = uns.run(|| UserspaceBackend::start().unwrap()).unwrap();
+    let (p, mut prx): (UserspaceBackend, Rx) =
+        pns.run(|| UserspaceBackend::start().unwrap()).unwrap();
+    let (u, mut urx): (UserspaceBackend, Rx) =
+        uns.run(|| UserspaceBackend::start().unwrap()).unwrap();
 
     for (n, s) in sets.iter().enumerate() {
         let pid = p.install(s, Side::Pcscf).unwrap();
@@ -120,14 +133,23 @@ fn userspace_esp_over_veth_decrypted_by_tshark() {
         let reg = sip_register(s, n);
         assert!(reg.len() > 1000, "SIP-sized: {}", reg.len());
         u.send_udp(ue_c, p_s, &reg).unwrap();
-        match recv(&mut prx).unwrap_or_else(|| panic!("no REGISTER for {}/{} {}", s.integrity, s.encryption, s.ue)) {
-            Inbound::Udp { src, dst, payload, set, .. } => {
+        match recv(&mut prx)
+            .unwrap_or_else(|| panic!("no REGISTER for {}/{} {}", s.integrity, s.encryption, s.ue))
+        {
+            Inbound::Udp {
+                src,
+                dst,
+                payload,
+                set,
+                ..
+            } => {
                 assert_eq!((src, dst, set), (ue_c, p_s, pid));
                 assert_eq!(payload, reg);
             }
             other => panic!("{other:?}"),
         }
-        p.promote(pid, Duration::from_secs(600), Instant::now()).unwrap();
+        p.promote(pid, Duration::from_secs(600), Instant::now())
+            .unwrap();
         p.send_udp(p_s, ue_c, &sip_200(n)).unwrap();
         match recv(&mut urx).expect("200 OK at the UE") {
             Inbound::Udp { payload, .. } => assert_eq!(payload, sip_200(n)),
@@ -140,7 +162,10 @@ fn userspace_esp_over_veth_decrypted_by_tshark() {
     let s0 = &sets[0];
     let ue_c = SocketAddr::new(s0.ue, s0.port_uc);
     let p_s = SocketAddr::new(s0.pcscf, s0.port_ps);
-    let good = u.endpoint().encrypt_udp(ue_c, p_s, &sip_register(s0, 999)).unwrap();
+    let good = u
+        .endpoint()
+        .encrypt_udp(ue_c, p_s, &sip_register(s0, 999))
+        .unwrap();
     let mut bad = good.clone();
     let last = bad.len() - 20;
     bad[last] ^= 0x40;
@@ -152,8 +177,16 @@ fn userspace_esp_over_veth_decrypted_by_tshark() {
     // The replay from the first REGISTER of set 0 (sequence 1 again) is also refused.
     std::thread::sleep(Duration::from_millis(200));
     let after = p.endpoint().counters();
-    assert_eq!(after.esp.dropped_icv - before.esp.dropped_icv, 1, "tampered dropped");
-    assert_eq!(after.esp.dropped_replay - before.esp.dropped_replay, 1, "replay dropped");
+    assert_eq!(
+        after.esp.dropped_icv - before.esp.dropped_icv,
+        1,
+        "tampered dropped"
+    );
+    assert_eq!(
+        after.esp.dropped_replay - before.esp.dropped_replay,
+        1,
+        "replay dropped"
+    );
     assert!(prx.try_recv().is_err(), "nothing else delivered");
 
     let status = cap.wait().unwrap();
@@ -170,24 +203,56 @@ fn userspace_esp_over_veth_decrypted_by_tshark() {
         .args(["-r"])
         .arg(&pcap)
         .args([
-            "-o", "esp.enable_encryption_decode:TRUE",
-            "-o", "esp.enable_authentication_check:TRUE",
-            "-T", "fields", "-E", "separator=|",
-            "-e", "esp.spi", "-e", "esp.sequence", "-e", "esp.icv_good", "-e", "esp.icv_bad",
-            "-e", "sip.Method", "-e", "sip.Status-Code", "-e", "udp.checksum.status", "-e", "_ws.malformed",
+            "-o",
+            "esp.enable_encryption_decode:TRUE",
+            "-o",
+            "esp.enable_authentication_check:TRUE",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "esp.spi",
+            "-e",
+            "esp.sequence",
+            "-e",
+            "esp.icv_good",
+            "-e",
+            "esp.icv_bad",
+            "-e",
+            "sip.Method",
+            "-e",
+            "sip.Status-Code",
+            "-e",
+            "udp.checksum.status",
+            "-e",
+            "_ws.malformed",
         ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     assert_eq!(lines.len(), expected_packets, "{text}");
-    let good_icv = lines.iter().filter(|l| l[2] == "1" || l[2] == "True").count();
-    let bad_icv = lines.iter().filter(|l| l[3] == "1" || l[3] == "True").count();
+    let good_icv = lines
+        .iter()
+        .filter(|l| l[2] == "1" || l[2] == "True")
+        .count();
+    let bad_icv = lines
+        .iter()
+        .filter(|l| l[3] == "1" || l[3] == "True")
+        .count();
     let registers = lines.iter().filter(|l| l[4] == "REGISTER").count();
     let oks = lines.iter().filter(|l| l[5] == "200").count();
     // The tampered packet decrypts to garbage, so only it may be malformed.
-    let malformed = lines.iter().filter(|l| !l[7].is_empty() && l[3] != "1").count();
+    let malformed = lines
+        .iter()
+        .filter(|l| !l[7].is_empty() && l[3] != "1")
+        .count();
     eprintln!("tshark: {} packets, {good_icv} good ICV, {bad_icv} bad ICV, {registers} REGISTER, {oks} 200 OK, {malformed} malformed", lines.len());
     assert_eq!(bad_icv, 1, "exactly the tampered packet:\n{text}");
     assert_eq!(good_icv, expected_packets - 1, "{text}");
@@ -197,6 +262,11 @@ fn userspace_esp_over_veth_decrypted_by_tshark() {
     assert_eq!(oks, sets.len(), "{text}");
     assert_eq!(malformed, 0, "{text}");
     for s in &sets {
-        assert!(text.contains(&format!("0x{:08x}", s.spi_ps)), "SA 1 of {}/{}", s.integrity, s.encryption);
+        assert!(
+            text.contains(&format!("0x{:08x}", s.spi_ps)),
+            "SA 1 of {}/{}",
+            s.integrity,
+            s.encryption
+        );
     }
 }

@@ -17,9 +17,22 @@ pub fn set(ue: &str, pcscf: &str, base: u32, i: IntegrityAlg, e: EncryptionAlg) 
     let ue: IpAddr = ue.parse().unwrap();
     let pcscf: IpAddr = pcscf.parse().unwrap();
     SaSet::new(
-        SocketAddrPair { addr: ue, client: 31800, server: 31900 },
-        SocketAddrPair { addr: pcscf, client: 5100, server: 5101 },
-        Spis { uc: base, us: base + 1, pc: base + 2, ps: base + 3 },
+        SocketAddrPair {
+            addr: ue,
+            client: 31800,
+            server: 31900,
+        },
+        SocketAddrPair {
+            addr: pcscf,
+            client: 5100,
+            server: 5101,
+        },
+        Spis {
+            uc: base,
+            us: base + 1,
+            pc: base + 2,
+            ps: base + 3,
+        },
         i,
         e,
         &CK,
