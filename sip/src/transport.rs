@@ -194,6 +194,8 @@ impl Transport {
                     drop(stream);
                     continue;
                 }
+                // the concrete local address, not the listener's wildcard
+                let local = stream.local_addr().unwrap_or(local);
                 t.spawn_conn(stream, local, remote);
             }
         });
@@ -222,10 +224,11 @@ impl Transport {
             let mut ids = Vec::new();
             for v in lock(&self.inner.conns).values_mut() {
                 v.retain(|c| {
-                    if c.local == local {
+                    let hit = c.local == local || covers(local, c.local);
+                    if hit {
                         ids.push(c.id);
                     }
-                    c.local != local
+                    !hit
                 });
             }
             let mut tasks = lock(&self.inner.conn_tasks);
@@ -270,13 +273,16 @@ impl Transport {
             Protocol::Udp => {
                 let sock = {
                     let b = lock(&self.inner.bound);
-                    b.iter()
-                        .filter(|b| b.protocol == Protocol::Udp)
-                        .find(|b| match t.flow.local {
-                            Some(l) => b.local == l,
-                            None => b.local.is_ipv4() == t.flow.remote.is_ipv4(),
-                        })
-                        .and_then(|b| b.udp.clone())
+                    let mut udp = b.iter().filter(|b| b.protocol == Protocol::Udp);
+                    match t.flow.local {
+                        // exact socket first, else a wildcard socket on that port
+                        Some(l) => udp
+                            .clone()
+                            .find(|b| b.local == l)
+                            .or_else(|| udp.find(|b| covers(b.local, l))),
+                        None => udp.find(|b| b.local.is_ipv4() == t.flow.remote.is_ipv4()),
+                    }
+                    .and_then(|b| b.udp.clone())
                 };
                 let sock = sock.ok_or_else(|| {
                     io::Error::new(io::ErrorKind::AddrNotAvailable, "no UDP socket for flow")
@@ -307,7 +313,10 @@ impl Transport {
         let m = lock(&self.inner.conns);
         let v = m.get(&flow.remote)?;
         match flow.local {
-            Some(l) => v.iter().find(|c| c.local == l).cloned(),
+            Some(l) => v
+                .iter()
+                .find(|c| c.local == l || covers(l, c.local))
+                .cloned(),
             None => v.first().cloned(),
         }
     }
@@ -405,6 +414,13 @@ fn forget(conns: &ConnMap, remote: SocketAddr, id: u64) {
             m.remove(&remote);
         }
     }
+}
+
+/// True if a socket bound to `bound` (possibly a wildcard address) serves `want`.
+fn covers(bound: SocketAddr, want: SocketAddr) -> bool {
+    bound.port() == want.port()
+        && bound.is_ipv4() == want.is_ipv4()
+        && (bound.ip() == want.ip() || bound.ip().is_unspecified())
 }
 
 fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {

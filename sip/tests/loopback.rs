@@ -256,3 +256,33 @@ async fn other_sources_feed_the_same_channel() {
     assert_eq!(got.flow, flow);
     assert_eq!(Message::parse(&got.data).unwrap().to_bytes(), data);
 }
+
+#[tokio::test]
+async fn wildcard_socket_serves_a_specific_local_address() {
+    let (a, _arx) = Transport::new(TransportConfig::default());
+    let (b, mut brx) = Transport::new(TransportConfig::default());
+    let wild = a.bind_udp("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    let b_addr = b.bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let specific: SocketAddr = format!("127.0.0.1:{}", wild.port()).parse().unwrap();
+    a.send(&sip::Transmit {
+        flow: Flow::new(specific, b_addr, Protocol::Udp),
+        payload: bytes::Bytes::from(register(specific, Protocol::Udp, "z9hG4bKw").to_bytes()),
+    })
+    .await
+    .unwrap();
+    let got = recv(&mut brx).await;
+    assert_eq!(got.flow.remote, specific);
+
+    // TCP: accepted connections report the concrete local address
+    let (c, mut crx) = Transport::new(TransportConfig::default());
+    let l = c.bind_tcp("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    let target: SocketAddr = format!("127.0.0.1:{}", l.port()).parse().unwrap();
+    b.send_message(
+        &register(b_addr, Protocol::Tcp, "z9hG4bKw2"),
+        Flow::to(target, Protocol::Tcp),
+    )
+    .await
+    .unwrap();
+    let got = recv(&mut crx).await;
+    assert_eq!(got.flow.local, Some(target));
+}
