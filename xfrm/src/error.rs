@@ -14,7 +14,7 @@ pub enum XfrmError {
     #[error("{}", NO_ESP_MESSAGE)]
     KernelLacksEsp,
     /// A netlink request was refused; `message` is the kernel's extended ack text, if any.
-    #[error("netlink {op} failed: {} (errno {errno}){}", std::io::Error::from_raw_os_error(*errno), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("netlink {op} failed: {}{}", std::io::Error::from_raw_os_error(*errno), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Netlink {
         /// What we asked (e.g. "NEWSA spi 0x00001000").
         op: String,

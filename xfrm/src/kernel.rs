@@ -50,6 +50,9 @@ pub const KERNEL_REPLAY_WINDOW: u32 = 64;
 pub enum Tag {
     /// The selector's `user` field (a uid-sized number the kernel stores but never matches on):
     /// invisible to traffic, the default. (Kamailio's `xfrm_user_selector` uses the same field.)
+    /// The kernel compares whole selectors, this field included, when it checks for
+    /// duplicates: a foreign policy with the same addresses and ports does not make ours fail
+    /// with EEXIST, and both then exist (the older one matches first at equal priority).
     SelectorUser(u32),
     /// An XFRMA_MARK on SAs and policies. Traffic then needs the same skb mark to match,
     /// so only use it with fwmark rules in place.
@@ -620,7 +623,8 @@ impl KernelBackend {
             format!("NEWSA {} -> {} spi 0x{:08x}", sa.src, sa.dst, sa.spi)
         });
         match r {
-            Err(XfrmError::Netlink { errno, .. }) if errno == libc::EPROTONOSUPPORT => {
+            Err(XfrmError::Netlink { errno, message, .. }) if errno == libc::EPROTONOSUPPORT => {
+                tracing::debug!("NEWSA: EPROTONOSUPPORT ({message:?}): no ESP in this kernel");
                 Err(XfrmError::KernelLacksEsp)
             }
             r => r,

@@ -150,3 +150,65 @@ fn mark_tag_lists_only_marked_state() {
     })
     .unwrap();
 }
+
+#[test]
+fn partial_install_rolled_back_and_ext_ack_surfaced() {
+    if !require(
+        is_root() && have("ip"),
+        "needs root and iproute2 for network namespaces",
+    ) {
+        return;
+    }
+    let ns = NetNs::create("xfrmt-r").unwrap();
+    let s = common::set(
+        "10.22.0.2",
+        "10.22.0.1",
+        700,
+        IntegrityAlg::HmacSha1_96,
+        EncryptionAlg::AesCbc,
+    );
+    ns.run(|| {
+        let kb = KernelBackend::new(Tag::default()).unwrap();
+        let mut sock = xfrm::kernel::NetlinkSocket::open().unwrap();
+        // A policy with our tag, the selector and the direction of SA 3 (P:port_ps ->
+        // UE:port_uc, out) makes the third NEWPOLICY fail with EEXIST after two succeeded.
+        // (A foreign policy would not: the kernel compares whole selectors, tag included.)
+        let sa3 = s.sas(Side::Pcscf)[2];
+        sock.request(xfrm::kernel::msg::new_policy(&sa3, Tag::default()), || {
+            "pre".into()
+        })
+        .unwrap();
+        let e = kb.install_policies_only(&s, Side::Pcscf).unwrap_err();
+        assert!(
+            matches!(e, XfrmError::Netlink { errno, .. } if errno == libc::EEXIST),
+            "{e}"
+        );
+        assert!(e.to_string().contains("NEWPOLICY"), "{e}");
+        let left = kb.list().unwrap();
+        assert_eq!(
+            left.policies.len(),
+            1,
+            "policies 1 and 2 rolled back: {left:#?}"
+        );
+        assert_eq!(left.policies[0].spi, Some(sa3.spi));
+        assert!(kb.live_sets().is_empty());
+        assert_eq!(kb.flush().unwrap(), 1);
+
+        // Extended ack text reaches the error: an invalid policy direction, sent raw.
+        let mut m = xfrm::kernel::msg::new_policy(&s.sas(Side::Pcscf)[0], Tag::default());
+        // xfrm_userpolicy_info.dir follows selector(56) + lifetime cfg(64) + cur(32) +
+        // priority(4) + index(4).
+        m[16 + 56 + 64 + 32 + 8] = 7;
+        let e = sock.request(m, || "NEWPOLICY dir 7".into()).unwrap_err();
+        match &e {
+            XfrmError::Netlink { errno, message, .. } => {
+                assert_eq!(*errno, libc::EINVAL);
+                let text = message.as_deref().unwrap_or("");
+                assert!(text.to_lowercase().contains("direction"), "ext ack: {e}");
+            }
+            other => panic!("{other}"),
+        }
+        eprintln!("surfaced: {e}");
+    })
+    .unwrap();
+}
