@@ -324,45 +324,52 @@ impl Avp {
     /// The padding after the last AVP of a message may be absent in broken peers; it is
     /// tolerated only where the container ends.
     pub fn decode(buf: &Bytes) -> Result<(Avp, usize), DecodeError> {
-        if buf.len() < 8 {
-            return Err(DecodeError::Truncated {
-                needed: 8,
-                available: buf.len(),
-            });
-        }
-        let code = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let avp_flags = buf[4];
-        let length = u32::from_be_bytes([0, buf[5], buf[6], buf[7]]);
-        let vendor = avp_flags & flags::V != 0;
-        let hdr = if vendor { 12 } else { 8 };
-        if (length as usize) < hdr {
-            return Err(DecodeError::AvpTooShort { code, length });
-        }
-        if length as usize > buf.len() {
-            return Err(DecodeError::AvpOverrun {
-                code,
-                length,
-                remaining: buf.len(),
-            });
-        }
-        let vendor_id = if vendor {
-            Some(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]))
-        } else {
-            None
-        };
-        let data = buf.slice(hdr..length as usize);
-        let padded = ((length as usize) + 3) & !3;
-        let consumed = padded.min(buf.len());
-        Ok((
-            Avp {
-                code,
-                flags: avp_flags,
-                vendor_id,
-                data,
-            },
-            consumed,
-        ))
+        decode_at(buf, 0)
     }
+}
+
+/// Decodes the AVP at `off` in `buf`; returns it and the number of bytes it occupies
+/// with padding (clamped to the end of `buf`). Only the payload slice touches the
+/// buffer's reference count.
+fn decode_at(buf: &Bytes, off: usize) -> Result<(Avp, usize), DecodeError> {
+    let b = &buf[off..];
+    if b.len() < 8 {
+        return Err(DecodeError::Truncated {
+            needed: 8,
+            available: b.len(),
+        });
+    }
+    let code = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let avp_flags = b[4];
+    let length = u32::from_be_bytes([0, b[5], b[6], b[7]]);
+    let vendor = avp_flags & flags::V != 0;
+    let hdr = if vendor { 12 } else { 8 };
+    if (length as usize) < hdr {
+        return Err(DecodeError::AvpTooShort { code, length });
+    }
+    if length as usize > b.len() {
+        return Err(DecodeError::AvpOverrun {
+            code,
+            length,
+            remaining: b.len(),
+        });
+    }
+    let vendor_id = if vendor {
+        Some(u32::from_be_bytes([b[8], b[9], b[10], b[11]]))
+    } else {
+        None
+    };
+    let data = buf.slice(off + hdr..off + length as usize);
+    let padded = ((length as usize) + 3) & !3;
+    Ok((
+        Avp {
+            code,
+            flags: avp_flags,
+            vendor_id,
+            data,
+        },
+        padded.min(b.len()),
+    ))
 }
 
 /// Decodes a sequence of AVPs filling `buf`, checking known grouped AVPs recursively.
@@ -371,38 +378,37 @@ pub(crate) fn decode_avps(buf: &Bytes, depth: usize) -> Result<Vec<Avp>, DecodeE
         return Err(DecodeError::TooDeep(MAX_GROUP_DEPTH));
     }
     let mut out = Vec::with_capacity(buf.len() / 24 + 1);
-    let mut rest = buf.clone();
-    while !rest.is_empty() {
-        let (avp, used) = Avp::decode(&rest)?;
-        if avp.def().is_some_and(|d| d.ty == AvpType::Grouped) {
-            validate_group(&avp.data, depth + 1).map_err(|e| DecodeError::Grouped {
-                code: avp.code,
-                vendor: avp.vendor(),
-                source: Box::new(e),
-            })?;
-        }
+    let mut off = 0;
+    while off < buf.len() {
+        let (avp, used) = decode_at(buf, off)?;
+        check_group(&avp, depth)?;
         out.push(avp);
-        rest = rest.slice(used..);
+        off += used;
     }
     Ok(out)
 }
 
-/// Walks a grouped payload without allocating, to report nested malformations early.
+fn check_group(avp: &Avp, depth: usize) -> Result<(), DecodeError> {
+    if avp.def().is_some_and(|d| d.ty == AvpType::Grouped) {
+        validate_group(&avp.data, depth + 1).map_err(|e| DecodeError::Grouped {
+            code: avp.code,
+            vendor: avp.vendor(),
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// Walks a grouped payload to report nested malformations at decode time.
 fn validate_group(buf: &Bytes, depth: usize) -> Result<(), DecodeError> {
     if depth > MAX_GROUP_DEPTH {
         return Err(DecodeError::TooDeep(MAX_GROUP_DEPTH));
     }
-    let mut rest = buf.clone();
-    while !rest.is_empty() {
-        let (avp, used) = Avp::decode(&rest)?;
-        if avp.def().is_some_and(|d| d.ty == AvpType::Grouped) {
-            validate_group(&avp.data, depth + 1).map_err(|e| DecodeError::Grouped {
-                code: avp.code,
-                vendor: avp.vendor(),
-                source: Box::new(e),
-            })?;
-        }
-        rest = rest.slice(used..);
+    let mut off = 0;
+    while off < buf.len() {
+        let (avp, used) = decode_at(buf, off)?;
+        check_group(&avp, depth)?;
+        off += used;
     }
     Ok(())
 }

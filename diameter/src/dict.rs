@@ -5,7 +5,6 @@
 //! send and the data type, so one value both builds and finds an AVP:
 //! `Avp::utf8(avp::PUBLIC_IDENTITY, "sip:alice@ims.lab")`, `msg.get_utf8(avp::PUBLIC_IDENTITY)`.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// 3GPP's IANA enterprise number, the Vendor-Id of Cx/Dx/Sh AVPs.
@@ -630,14 +629,45 @@ pub const COMMANDS: &[CommandDef] = &[
     },
 ];
 
-fn avp_index() -> &'static HashMap<(u32, u32), &'static AvpDef> {
-    static INDEX: OnceLock<HashMap<(u32, u32), &'static AvpDef>> = OnceLock::new();
-    INDEX.get_or_init(|| avp::ALL.iter().map(|d| ((d.code, d.vendor), d)).collect())
+/// Direct-indexed tables: base AVPs (vendor 0, codes < 1024) and 3GPP AVPs (codes
+/// 0..1024 offset), so the per-AVP lookup in the decoder costs one array access.
+struct AvpIndex {
+    base: Vec<Option<&'static AvpDef>>,
+    tgpp: Vec<Option<&'static AvpDef>>,
+}
+
+const INDEX_SIZE: usize = 1024;
+
+fn avp_index() -> &'static AvpIndex {
+    static INDEX: OnceLock<AvpIndex> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut idx = AvpIndex {
+            base: vec![None; INDEX_SIZE],
+            tgpp: vec![None; INDEX_SIZE],
+        };
+        for d in avp::ALL {
+            let table = match d.vendor {
+                0 => &mut idx.base,
+                VENDOR_3GPP => &mut idx.tgpp,
+                _ => continue,
+            };
+            if let Some(slot) = table.get_mut(d.code as usize) {
+                *slot = Some(d);
+            }
+        }
+        idx
+    })
 }
 
 /// Looks up an AVP definition by code and Vendor-Id (0 for none).
 pub fn lookup_avp(code: u32, vendor: u32) -> Option<&'static AvpDef> {
-    avp_index().get(&(code, vendor)).copied()
+    let idx = avp_index();
+    let table = match vendor {
+        0 => &idx.base,
+        VENDOR_3GPP => &idx.tgpp,
+        _ => return None,
+    };
+    table.get(code as usize).copied().flatten()
 }
 
 /// Looks up a command by code and application id.
@@ -667,6 +697,8 @@ mod tests {
     fn no_duplicate_avp_definitions() {
         let mut seen = std::collections::HashSet::new();
         for d in avp::ALL {
+            assert!((d.code as usize) < INDEX_SIZE && (d.vendor == 0 || d.vendor == VENDOR_3GPP));
+            assert_eq!(lookup_avp(d.code, d.vendor), Some(d));
             assert!(seen.insert((d.code, d.vendor)), "duplicate {}", d.name);
             assert_eq!(
                 d.flags & flags::V != 0,
