@@ -1,0 +1,777 @@
+//! The sans-IO UE core driven message by message against a P-CSCF scripted here from the
+//! `sip`, `akav1` and `secagree` crates: real Milenage vectors (TS 35.208 test set 1 keys),
+//! real AKAv1-MD5 digest checks against XRES, real Security-Server choice and SA sets.
+//! No sockets, no clock: `now` advances by hand.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use akav1::digest::{Challenge, Credentials};
+use akav1::{Milenage, Sqn, SqnPolicy, UsimSqnState};
+use lab::ue::{
+    EventKind, IsimKeys, LocalSecurity, Procedure, RegError, RegState, SaAction, Ue, UeConfig,
+    UeEvent,
+};
+use secagree::AlgPrefs;
+use sip::ims::{format_security_list, SecurityMechanism};
+use sip::{Flow, Message, Protocol, ResponseBuilder, Transmit};
+use xfrm::SaSet;
+
+const K: [u8; 16] = [
+    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6,
+    0xbc,
+];
+const OP: [u8; 16] = [
+    0xcd, 0xc2, 0x02, 0xd5, 0x12, 0x3e, 0x20, 0xf6, 0x2b, 0x6d, 0x67, 0x6a, 0xc7, 0x2c, 0xb3,
+    0x18,
+];
+const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const IMPU: &str = "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+
+fn pcscf_addr() -> SocketAddr {
+    "127.0.0.1:5060".parse().unwrap()
+}
+fn ue_ip() -> IpAddr {
+    "127.0.0.2".parse().unwrap()
+}
+
+fn config() -> UeConfig {
+    let mut c = UeConfig::new(
+        IMPI,
+        IMPU,
+        DOMAIN,
+        IsimKeys::from_op(K, OP),
+        ue_ip(),
+        pcscf_addr(),
+    );
+    c.security = LocalSecurity {
+        spi_uc: 11111,
+        spi_us: 22222,
+        port_uc: 6100,
+        port_us: 6101,
+    };
+    c.expires = 3600;
+    c.sa_grace = Duration::from_secs(2);
+    c.instance_id = Some("<urn:gsma:imei:35000000-000000-0>".into());
+    c
+}
+
+/// The network side: HSS (Milenage, SQN) plus the P-CSCF/registrar logic of a collapsed
+/// P-CSCF, just enough to script the dialogue.
+struct Net {
+    hss: Milenage,
+    policy: SqnPolicy,
+    last_sqn: Sqn,
+    rand_counter: u8,
+    /// per challenge: XRES, CK, IK, RAND
+    xres: [u8; 8],
+    ck: [u8; 16],
+    ik: [u8; 16],
+    rand: [u8; 16],
+    nonce: String,
+    /// the Security-Server of the last 401 and the UE offer it answers
+    server: Vec<SecurityMechanism>,
+    offer: Option<SecurityMechanism>,
+    next_server_spi: u32,
+    next_server_port: u16,
+    prefs: AlgPrefs,
+}
+
+impl Net {
+    fn new(hss: Milenage) -> Net {
+        Net {
+            hss,
+            policy: SqnPolicy::default(),
+            last_sqn: Sqn::ZERO,
+            rand_counter: 0,
+            xres: [0; 8],
+            ck: [0; 16],
+            ik: [0; 16],
+            rand: [0; 16],
+            nonce: String::new(),
+            server: Vec::new(),
+            offer: None,
+            next_server_spi: 70000,
+            next_server_port: 7100,
+            prefs: AlgPrefs::default(),
+        }
+    }
+
+    /// A 401 with a fresh vector and our Security-Server for the request's offers.
+    fn challenge(&mut self, req: &Message) -> Message {
+        self.rand_counter += 1;
+        self.rand = [self.rand_counter; 16];
+        self.last_sqn = self.policy.next(self.last_sqn, 0).unwrap();
+        let v = self.hss.vector(&self.rand, self.last_sqn, [0x80, 0x00]);
+        self.xres = v.xres;
+        self.ck = v.ck;
+        self.ik = v.ik;
+        self.nonce = akav1::nonce::encode(&v.rand, &v.autn, &[]);
+        let ch = Challenge {
+            realm: DOMAIN.into(),
+            nonce: self.nonce.clone(),
+            algorithm: Some("AKAv1-MD5".into()),
+            qop: vec![akav1::digest::Qop::Auth],
+            ..Challenge::default()
+        };
+        let mut b = ResponseBuilder::new(req, 401)
+            .to_tag("pcscf-tag")
+            .header("WWW-Authenticate", ch.to_header());
+        let offers = req.security_client().unwrap();
+        if !offers.is_empty() {
+            let choice = secagree::choose(&offers, &self.prefs).unwrap();
+            let server = secagree::server_mechanism(
+                &choice,
+                self.next_server_spi,
+                self.next_server_spi + 1,
+                self.next_server_port,
+                self.next_server_port + 1,
+            );
+            self.next_server_spi += 2;
+            self.next_server_port += 2;
+            self.offer = Some(choice.offer);
+            self.server = vec![server];
+            b = b.header("Security-Server", format_security_list(&self.server));
+        }
+        b.build().unwrap()
+    }
+
+    /// The SA set the P-CSCF builds for the last 401.
+    fn set(&self, now: Instant) -> SaSet {
+        secagree::sa_set(
+            ue_ip(),
+            pcscf_addr().ip(),
+            self.offer.as_ref().unwrap(),
+            &self.server[0],
+            &self.ck,
+            &self.ik,
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap()
+    }
+
+    fn check_answer(&self, req: &Message) -> Credentials {
+        let c = Credentials::parse(req.header("Authorization").unwrap()).unwrap();
+        assert_eq!(c.username, IMPI);
+        assert_eq!(c.nonce, self.nonce);
+        assert!(c.auts.is_none());
+        assert!(
+            c.verify(&self.xres, "REGISTER", b""),
+            "digest response does not match XRES"
+        );
+        c
+    }
+
+    fn ok(&self, req: &Message, expires: u32) -> Message {
+        let contact = req.header("Contact").unwrap();
+        let base = contact.split(";expires=").next().unwrap();
+        ResponseBuilder::new(req, 200)
+            .to_tag("pcscf-tag")
+            .header("Contact", format_args!("{base};expires={expires}"))
+            .header("Service-Route", format_args!("<sip:orig@scscf.{DOMAIN};lr>"))
+            .header(
+                "P-Associated-URI",
+                format_args!("<{IMPU}>, <tel:+4930123456>"),
+            )
+            .header("Path", "<sip:term@pcscf.ims.test;lr>")
+            .build()
+            .unwrap()
+    }
+}
+
+fn one_transmit(ue: &mut Ue) -> (Message, Flow) {
+    let t: Transmit = ue.poll_transmit().expect("a transmit");
+    assert!(ue.poll_transmit().is_none(), "exactly one transmit expected");
+    (Message::parse(&t.payload).unwrap(), t.flow)
+}
+
+fn events(ue: &mut Ue) -> Vec<UeEvent> {
+    std::iter::from_fn(|| ue.poll_event()).collect()
+}
+
+fn actions(ue: &mut Ue) -> Vec<SaAction> {
+    std::iter::from_fn(|| ue.poll_action()).collect()
+}
+
+/// Delivers `resp` to the UE as if it came back on the flow `req_flow` was sent on.
+fn deliver(ue: &mut Ue, resp: &Message, req_flow: Flow, now: Instant) {
+    let back = Flow::new(req_flow.local.unwrap(), req_flow.remote, Protocol::Udp);
+    ue.handle_datagram(back, &resp.to_bytes(), now);
+}
+
+/// Runs the whole initial registration; returns the UE, the network and the time.
+fn registered() -> (Ue, Net, Instant, SaSet) {
+    let mut ue = Ue::new(config()).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t0 = Instant::now();
+    ue.register(t0);
+    let (r1, f1) = one_transmit(&mut ue);
+    let c401 = net.challenge(&r1);
+    let t1 = t0 + Duration::from_millis(3);
+    deliver(&mut ue, &c401, f1, t1);
+    let set = match actions(&mut ue).as_slice() {
+        [SaAction::Install { generation: 0, set }] => set.clone(),
+        other => panic!("expected one install, got {other:?}"),
+    };
+    ue.handle_sa_installed(0, Ok(41), t1);
+    let (r2, f2) = one_transmit(&mut ue);
+    net.check_answer(&r2);
+    let ok = net.ok(&r2, 3600);
+    deliver(&mut ue, &ok, f2, t1 + Duration::from_millis(2));
+    let _ = events(&mut ue);
+    let _ = actions(&mut ue);
+    (ue, net, t1 + Duration::from_millis(2), set)
+}
+
+#[test]
+fn initial_registration_step_by_step() {
+    let mut ue = Ue::new(config()).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t0 = Instant::now();
+    assert_eq!(ue.state(), RegState::Idle);
+    ue.register(t0);
+
+    // 1. The unprotected REGISTER (TS 24.229 §5.1.1.2.1).
+    let (r1, f1) = one_transmit(&mut ue);
+    assert_eq!(f1.local, Some(SocketAddr::new(ue_ip(), 5060)));
+    assert_eq!(f1.remote, pcscf_addr());
+    assert_eq!(r1.uri_str(), Some(format!("sip:{DOMAIN}").as_str()));
+    r1.validate().unwrap();
+    assert!(r1.has_option_tag("Require", "sec-agree"));
+    assert!(r1.has_option_tag("Proxy-Require", "sec-agree"));
+    assert!(r1.has_option_tag("Supported", "path"));
+    assert!(r1.has_option_tag("Supported", "sec-agree"));
+    let offers = r1.security_client().unwrap();
+    assert_eq!(offers.len(), 6, "one mechanism per alg/ealg pair");
+    for o in &offers {
+        assert!(o.is_complete_ipsec_3gpp());
+        assert_eq!(
+            (o.spi_c, o.spi_s, o.port_c, o.port_s),
+            (Some(11111), Some(22222), Some(6100), Some(6101))
+        );
+    }
+    let a = Credentials::parse(r1.header("Authorization").unwrap()).unwrap();
+    assert_eq!(
+        (a.username.as_str(), a.realm.as_str(), a.nonce.as_str(), a.response.as_str()),
+        (IMPI, DOMAIN, "", "")
+    );
+    assert_eq!(a.uri, format!("sip:{DOMAIN}"));
+    let contact = &r1.name_addrs("Contact").unwrap()[0];
+    assert_eq!(contact.uri.port, Some(6101), "Contact carries the protected server port");
+    assert_eq!(contact.params.get("expires"), Some("3600"));
+    assert!(contact.params.get("+sip.instance").unwrap().contains("urn:gsma:imei"));
+    assert!(r1.header("P-Access-Network-Info").unwrap().starts_with("3GPP-E-UTRAN-FDD"));
+    assert!(r1.security_verify().unwrap().is_empty());
+    assert!(matches!(ue.state(), RegState::InProgress { procedure: Procedure::Initial, registered: false }));
+
+    // 2. The 401: AUTN verified, the SA set requested.
+    let c401 = net.challenge(&r1);
+    let t1 = t0 + Duration::from_millis(5);
+    deliver(&mut ue, &c401, f1, t1);
+    assert!(ue.poll_transmit().is_none(), "nothing is sent before the SAs exist");
+    let set = match actions(&mut ue).as_slice() {
+        [SaAction::Install { generation: 0, set }] => set.clone(),
+        other => panic!("expected one install, got {other:?}"),
+    };
+    let at_pcscf = net.set(t1);
+    assert_eq!(set, at_pcscf, "UE and P-CSCF derive the same four SAs and keys");
+    assert_eq!((set.spi_uc, set.spi_us, set.port_uc, set.port_us), (11111, 22222, 6100, 6101));
+    assert_eq!((set.port_pc, set.port_ps), (7100, 7101));
+    let ev = events(&mut ue);
+    assert!(ev.iter().any(|e| matches!(e.kind, EventKind::AkaVerified { .. })));
+    assert!(ev.iter().any(|e| matches!(e.kind, EventKind::SaInstallRequested(_))));
+    assert!(ev.iter().all(|e| e.at <= t1));
+
+    // 3. Installed: the protected REGISTER from port_uc to port_ps.
+    ue.handle_sa_installed(0, Ok(41), t1);
+    let (r2, f2) = one_transmit(&mut ue);
+    assert_eq!(f2.local, Some(SocketAddr::new(ue_ip(), 6100)));
+    assert_eq!(f2.remote, SocketAddr::new(pcscf_addr().ip(), 7101));
+    assert_eq!(r2.call_id().unwrap(), r1.call_id().unwrap());
+    assert_eq!(r2.cseq().unwrap().seq, r1.cseq().unwrap().seq + 1);
+    assert_ne!(r2.branch().unwrap(), r1.branch().unwrap());
+    let verify = r2.security_verify().unwrap();
+    assert!(secagree::check_verify(&net.server, &verify).is_ok(), "Security-Verify = Security-Server");
+    assert_eq!(r2.security_client().unwrap(), offers, "same offer repeated");
+    let cred = net.check_answer(&r2);
+    assert_eq!(cred.qop, Some(akav1::digest::Qop::Auth));
+    assert_eq!(cred.nc.as_deref(), Some("00000001"));
+    let sent = events(&mut ue);
+    assert!(sent.iter().any(|e| matches!(&e.kind, EventKind::Sent { protected: true, .. })));
+
+    // 4. The 200 OK.
+    let ok = net.ok(&r2, 1800);
+    let t2 = t1 + Duration::from_millis(4);
+    deliver(&mut ue, &ok, f2, t2);
+    assert_eq!(ue.state(), RegState::Registered);
+    assert_eq!(
+        actions(&mut ue),
+        vec![SaAction::Promote {
+            id: 41,
+            lifetime: Duration::from_secs(1800 + 30)
+        }]
+    );
+    let ev = events(&mut ue);
+    let reg = ev
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Registered(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("Registered event");
+    assert_eq!(reg.procedure, Procedure::Initial);
+    assert_eq!(reg.expires, 1800, "the Contact's expires wins over what we asked");
+    assert_eq!(reg.took, Duration::from_millis(9));
+    assert_eq!(reg.round_trips, 2);
+    assert!(reg.protected);
+    assert_eq!(reg.service_route, vec![format!("<sip:orig@scscf.{DOMAIN};lr>")]);
+    assert_eq!(reg.associated_uris, vec![IMPU.to_string(), "tel:+4930123456".to_string()]);
+    assert_eq!(ue.current_set().unwrap().state, xfrm::SaState::Established);
+    // refresh 600 s before the 1800 s run out (TS 24.229 §5.1.1.4.1), after the client transaction's
+    // Timer K (T4) has ended it
+    assert!(ue.poll_timeout().is_some());
+    ue.handle_timeout(t2 + Duration::from_secs(6));
+    assert_eq!(ue.transaction_count(), 0);
+    assert_eq!(ue.poll_timeout(), Some(t2 + Duration::from_secs(1200)));
+}
+
+#[test]
+fn reregistration_with_reauthentication_builds_a_new_set_and_retires_the_old() {
+    let (mut ue, mut net, t, old) = registered();
+    let t = t + Duration::from_secs(10);
+    ue.reregister(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    // over the old SA, verifying the old Security-Server, offering new SPIs and port_uc
+    assert_eq!(f1.local, Some(SocketAddr::new(ue_ip(), old.port_uc)));
+    assert_eq!(f1.remote, SocketAddr::new(old.pcscf, old.port_ps));
+    assert!(secagree::check_verify(&net.server, &r1.security_verify().unwrap()).is_ok());
+    let offer = r1.security_client().unwrap()[0].clone();
+    assert_eq!(
+        (offer.spi_c, offer.spi_s, offer.port_c, offer.port_s),
+        (Some(11113), Some(22224), Some(6102), Some(6101)),
+        "new SPIs and client port; the server port (Contact) stays"
+    );
+    let old_cred = Credentials::parse(r1.header("Authorization").unwrap()).unwrap();
+    assert_eq!(old_cred.nonce, net.nonce, "re-registration carries the last nonce");
+    assert_eq!(old_cred.nc.as_deref(), Some("00000002"));
+
+    let c401 = net.challenge(&r1);
+    deliver(&mut ue, &c401, f1, t);
+    let new = match actions(&mut ue).as_slice() {
+        [SaAction::Install { generation: 1, set }] => set.clone(),
+        other => panic!("expected install of generation 1, got {other:?}"),
+    };
+    assert_eq!(new, net.set(t));
+    ue.handle_sa_installed(1, Ok(42), t);
+    let (r2, f2) = one_transmit(&mut ue);
+    assert_eq!(f2.local, Some(SocketAddr::new(ue_ip(), 6102)));
+    assert_eq!(f2.remote, SocketAddr::new(new.pcscf, new.port_ps));
+    assert!(secagree::check_verify(&net.server, &r2.security_verify().unwrap()).is_ok());
+    net.check_answer(&r2);
+    deliver(&mut ue, &net.ok(&r2, 3600), f2, t + Duration::from_millis(1));
+    let acts = actions(&mut ue);
+    assert_eq!(
+        acts,
+        vec![
+            SaAction::Promote {
+                id: 42,
+                lifetime: Duration::from_secs(3630)
+            },
+            SaAction::BeginExpiry {
+                id: 41,
+                grace: Duration::from_secs(2)
+            }
+        ]
+    );
+    assert_eq!(ue.registration().set_count(), 2);
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Registered(r) if r.procedure == Procedure::Reregistration && r.round_trips == 2
+    )));
+    // the grace period ends: the old set goes, but not the shared server port
+    ue.handle_timeout(t + Duration::from_secs(3));
+    assert_eq!(
+        actions(&mut ue),
+        vec![SaAction::Delete {
+            id: 41,
+            ip: ue_ip(),
+            port_uc: 6100,
+            port_us: 6101,
+            close_server_port: false
+        }]
+    );
+    assert_eq!(ue.registration().set_count(), 1);
+    assert_eq!(ue.current_set().unwrap().spi_uc, 11113);
+}
+
+#[test]
+fn reregistration_without_reauthentication_keeps_the_set() {
+    let (mut ue, net, t, old) = registered();
+    ue.reregister(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.ok(&r1, 3600), f1, t + Duration::from_millis(1));
+    assert!(actions(&mut ue).is_empty());
+    assert_eq!(ue.current_set().unwrap(), &{
+        let mut o = old.clone();
+        o.state = xfrm::SaState::Established;
+        o.expires_at = ue.current_set().unwrap().expires_at;
+        o
+    });
+    assert_eq!(ue.state(), RegState::Registered);
+}
+
+#[test]
+fn deregistration_retires_and_then_deletes_everything() {
+    let (mut ue, _net, t, set) = registered();
+    ue.deregister(t);
+    let (r, f) = one_transmit(&mut ue);
+    assert_eq!(f.local, Some(SocketAddr::new(ue_ip(), set.port_uc)));
+    assert_eq!(r.expires().unwrap(), Some(0));
+    assert_eq!(r.name_addrs("Contact").unwrap()[0].params.get("expires"), Some("0"));
+    assert!(!r.security_verify().unwrap().is_empty());
+    let ok = ResponseBuilder::new(&r, 200).to_tag("x").build().unwrap();
+    deliver(&mut ue, &ok, f, t + Duration::from_millis(2));
+    assert_eq!(ue.state(), RegState::Idle);
+    assert_eq!(
+        actions(&mut ue),
+        vec![SaAction::BeginExpiry {
+            id: 41,
+            grace: Duration::from_secs(2)
+        }]
+    );
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        e.kind,
+        EventKind::Deregistered { took } if took == Duration::from_millis(2)
+    )));
+    ue.handle_timeout(t + Duration::from_secs(5));
+    assert_eq!(
+        actions(&mut ue),
+        vec![SaAction::Delete {
+            id: 41,
+            ip: ue_ip(),
+            port_uc: 6100,
+            port_us: 6101,
+            close_server_port: true
+        }]
+    );
+    assert_eq!(ue.registration().set_count(), 0);
+    // and the UE may register again, with a new Call-ID
+    ue.register(t + Duration::from_secs(6));
+    let (r3, _) = one_transmit(&mut ue);
+    assert_ne!(r3.call_id().unwrap(), r.call_id().unwrap());
+}
+
+#[test]
+fn sqn_resync_answers_with_auts_that_the_hss_accepts() {
+    let mut cfg = config();
+    let policy = SqnPolicy::default();
+    // the card has seen SEQ 500 (a restored HSS database is behind it)
+    let card_sqn = policy.compose(500, 0).unwrap();
+    cfg.keys = cfg
+        .keys
+        .clone()
+        .with_sqn(UsimSqnState::with_highest(policy, card_sqn));
+    let mut ue = Ue::new(cfg).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    assert!(actions(&mut ue).is_empty(), "no SAs for a refused challenge");
+    let (r2, f2) = one_transmit(&mut ue);
+    assert_eq!(f2, f1, "the resync REGISTER is unprotected too");
+    let c = Credentials::parse(r2.header("Authorization").unwrap()).unwrap();
+    let auts = akav1::nonce::decode_auts(c.auts.as_deref().unwrap()).unwrap();
+    // the HSS checks MAC-S and recovers SQN_MS
+    assert_eq!(net.hss.resync(&net.rand, &auts), Ok(card_sqn));
+    assert!(c.verify(b"", "REGISTER", b""), "RFC 3310: empty password with auts");
+    assert_eq!(r2.security_client().unwrap(), r1.security_client().unwrap());
+    assert!(events(&mut ue)
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::SqnResync { sqn_ms } if sqn_ms == card_sqn.value())));
+    net.last_sqn = card_sqn;
+    deliver(&mut ue, &net.challenge(&r2), f2, t);
+    assert!(matches!(actions(&mut ue).as_slice(), [SaAction::Install { generation: 0, .. }]));
+    ue.handle_sa_installed(0, Ok(1), t);
+    let (r3, f3) = one_transmit(&mut ue);
+    net.check_answer(&r3);
+    deliver(&mut ue, &net.ok(&r3, 600), f3, t);
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Registered(r) if r.round_trips == 3
+    )));
+}
+
+#[test]
+fn mac_failure_is_an_error_and_installs_nothing() {
+    let mut ue = Ue::new(config()).unwrap();
+    // the HSS has a different OP for this subscriber
+    let mut net = Net::new(Milenage::from_op(&K, &[0x11; 16]));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    assert!(ue.poll_transmit().is_none());
+    assert!(actions(&mut ue).is_empty());
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Failed { procedure: Procedure::Initial, error: RegError::MacFailure }
+    )));
+    assert_eq!(ue.state(), RegState::Failed);
+}
+
+#[test]
+fn rejected_answer_deletes_the_temporary_set() {
+    let mut ue = Ue::new(config()).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    let _ = actions(&mut ue);
+    ue.handle_sa_installed(0, Ok(9), t);
+    let (r2, f2) = one_transmit(&mut ue);
+    let forbidden = ResponseBuilder::new(&r2, 403).to_tag("x").build().unwrap();
+    deliver(&mut ue, &forbidden, f2, t);
+    assert_eq!(
+        actions(&mut ue),
+        vec![SaAction::Delete {
+            id: 9,
+            ip: ue_ip(),
+            port_uc: 6100,
+            port_us: 6101,
+            close_server_port: true
+        }]
+    );
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Failed { error: RegError::Rejected { code: 403, .. }, .. }
+    )));
+    assert_eq!(ue.registration().set_count(), 0);
+}
+
+#[test]
+fn install_failure_and_late_install_results() {
+    // The shell could not install: the procedure fails, nothing is sent.
+    let mut ue = Ue::new(config()).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    let _ = actions(&mut ue);
+    ue.handle_sa_installed(0, Err("EPERM".into()), t);
+    assert!(ue.poll_transmit().is_none());
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Failed { error: RegError::SaInstall(m), .. } if m == "EPERM"
+    )));
+    // A second register while one runs is refused without disturbing it.
+    let mut ue = Ue::new(config()).unwrap();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    let _ = actions(&mut ue);
+    let _ = events(&mut ue);
+    ue.register(t);
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Failed { error: RegError::InvalidState { .. }, .. }
+    )));
+    ue.handle_sa_installed(0, Ok(5), t);
+    let (r2, _) = one_transmit(&mut ue);
+    net.check_answer(&r2);
+}
+
+#[test]
+fn bid_down_to_an_algorithm_we_did_not_offer_aborts() {
+    let mut cfg = config();
+    cfg.algorithms = AlgPrefs {
+        integrity: vec![xfrm::IntegrityAlg::HmacSha1_96],
+        encryption: vec![xfrm::EncryptionAlg::AesCbc],
+    };
+    let mut ue = Ue::new(cfg).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    assert_eq!(r1.security_client().unwrap().len(), 1);
+    let mut c401 = net.challenge(&r1);
+    let mut weak = net.server[0].clone();
+    weak.ealg = Some("null".into());
+    weak.alg = Some("hmac-md5-96".into());
+    c401.set_header("Security-Server", &weak.to_string());
+    deliver(&mut ue, &c401, f1, t);
+    assert!(actions(&mut ue).is_empty());
+    assert!(ue.poll_transmit().is_none());
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Failed { error: RegError::SecAgree(_), .. }
+    )));
+}
+
+#[test]
+fn silence_means_retransmissions_then_a_timeout() {
+    let mut cfg = config();
+    cfg.timers.t1 = Duration::from_millis(100);
+    let mut ue = Ue::new(cfg).unwrap();
+    let t = Instant::now();
+    ue.register(t);
+    let (first, _) = one_transmit(&mut ue);
+    let mut now = t;
+    let mut retransmissions = 0;
+    let mut failed = false;
+    while let Some(deadline) = ue.poll_timeout() {
+        now = deadline;
+        ue.handle_timeout(now);
+        while let Some(tx) = ue.poll_transmit() {
+            assert_eq!(&tx.payload[..], &first.to_bytes()[..]);
+            retransmissions += 1;
+        }
+        failed |= events(&mut ue).iter().any(|e| matches!(
+            e.kind,
+            EventKind::Failed { error: RegError::Timeout, .. }
+        ));
+        if failed {
+            break;
+        }
+    }
+    assert!(failed);
+    assert_eq!(now - t, Duration::from_millis(6400), "timer F = 64·T1");
+    assert!(retransmissions >= 6, "timer E retransmits ({retransmissions})");
+    assert_eq!(ue.state(), RegState::Failed);
+}
+
+#[test]
+fn without_sec_agree_it_is_a_plain_digest_ue() {
+    let mut cfg = config();
+    cfg.sec_agree = false;
+    let mut ue = Ue::new(cfg).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    assert!(r1.security_client().unwrap().is_empty());
+    assert!(!r1.has_option_tag("Require", "sec-agree"));
+    assert_eq!(r1.name_addrs("Contact").unwrap()[0].uri.port, Some(5060));
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    assert!(actions(&mut ue).is_empty());
+    let (r2, f2) = one_transmit(&mut ue);
+    assert_eq!(f2, f1);
+    net.check_answer(&r2);
+    deliver(&mut ue, &net.ok(&r2, 600), f2, t);
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Registered(r) if !r.protected
+    )));
+    assert!(ue.is_registered());
+}
+
+#[test]
+fn unsolicited_requests_are_answered() {
+    let (mut ue, _net, t, set) = registered();
+    let from_pcscf = Flow::new(
+        SocketAddr::new(ue_ip(), set.port_us),
+        SocketAddr::new(set.pcscf, set.port_pc),
+        Protocol::Udp,
+    );
+    let options = format!(
+        "OPTIONS sip:ue@127.0.0.2:6101 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7100;branch=z9hG4bKopt\r\nFrom: <sip:pcscf@{DOMAIN}>;tag=p\r\nTo: <{IMPU}>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    ue.handle_datagram(from_pcscf, options.as_bytes(), t);
+    let t1 = ue.poll_transmit().unwrap();
+    assert_eq!(t1.flow, from_pcscf, "answered on the flow it came from (through the SA)");
+    assert_eq!(Message::parse(&t1.payload).unwrap().code(), Some(200));
+    let invite = options
+        .replace("OPTIONS sip", "INVITE sip")
+        .replace("1 OPTIONS", "1 INVITE")
+        .replace("z9hG4bKopt", "z9hG4bKinv");
+    ue.handle_datagram(from_pcscf, invite.as_bytes(), t);
+    let codes: Vec<u16> = std::iter::from_fn(|| ue.poll_transmit())
+        .map(|t| Message::parse(&t.payload).unwrap().code().unwrap())
+        .collect();
+    assert_eq!(codes, vec![100, 501]);
+    let ev = events(&mut ue);
+    assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::Received { protected: true, .. })));
+}
+
+#[test]
+fn tel_impu_and_commands_in_the_wrong_state() {
+    let mut cfg = config();
+    cfg.impu = "tel:+4930123456".into();
+    let mut ue = Ue::new(cfg).unwrap();
+    let t = Instant::now();
+    ue.reregister(t);
+    ue.deregister(t);
+    let ev = events(&mut ue);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e.kind, EventKind::Failed { error: RegError::InvalidState { .. }, .. }))
+            .count(),
+        2
+    );
+    assert!(ue.poll_transmit().is_none());
+    ue.register(t);
+    let (r, _) = one_transmit(&mut ue);
+    assert_eq!(r.from_header().unwrap().uri.to_string(), "tel:+4930123456");
+    assert_eq!(r.to_header().unwrap().uri.to_string(), "tel:+4930123456");
+    assert_eq!(r.name_addrs("Contact").unwrap()[0].uri.user.as_deref(), Some("+4930123456"));
+}
+
+/// Arbitrary bytes from the network never panic the core, in any state (bounded random
+/// inputs; the fuzzing proper is `cargo fuzz` on the `sip` parsers the core relies on).
+#[test]
+fn arbitrary_datagrams_do_not_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x1e5);
+    for round in 0..400 {
+        let (mut ue, t) = if round % 2 == 0 {
+            let (ue, _, t, _) = registered();
+            (ue, t)
+        } else {
+            let mut ue = Ue::new(config()).unwrap();
+            let t = Instant::now();
+            ue.register(t);
+            let _ = ue.poll_transmit();
+            (ue, t)
+        };
+        let len = rng.random_range(0..1500);
+        let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let f = Flow::new(SocketAddr::new(ue_ip(), 5060), pcscf_addr(), Protocol::Udp);
+        ue.handle_datagram(f, &data, t);
+        while ue.poll_transmit().is_some() {}
+        while ue.poll_event().is_some() {}
+    }
+}
+
+/// Mutated 401s (a real one with bytes overwritten) never panic either, and whatever the
+/// UE makes of them, it never installs SAs for a challenge whose AUTN does not verify.
+#[test]
+fn mutated_challenges_do_not_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x401);
+    for _ in 0..400 {
+        let mut ue = Ue::new(config()).unwrap();
+        let mut net = Net::new(Milenage::from_op(&K, &OP));
+        let t = Instant::now();
+        ue.register(t);
+        let (r1, f1) = one_transmit(&mut ue);
+        let mut bytes = net.challenge(&r1).to_bytes();
+        for _ in 0..rng.random_range(1..8) {
+            let n = bytes.len();
+            let i = rng.random_range(0..n);
+            bytes[i] = rng.random();
+        }
+        let back = Flow::new(f1.local.unwrap(), f1.remote, Protocol::Udp);
+        ue.handle_datagram(back, &bytes, t);
+        while let Some(a) = ue.poll_action() {
+            if let SaAction::Install { generation, .. } = a {
+                ue.handle_sa_installed(generation, Ok(1), t);
+            }
+        }
+        while ue.poll_transmit().is_some() {}
+        while ue.poll_event().is_some() {}
+    }
+}
