@@ -91,10 +91,19 @@ async fn tshark_finds_no_malformed_packets() {
         return;
     }
     let port = free_port();
+    // Negative control: a second port carries one deliberately broken message, so the
+    // malformed filter is shown to match something.
+    let bad_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("cx.pcap");
     let mut cap = tokio::process::Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
+        .args([
+            "-i",
+            "lo",
+            "-f",
+            &format!("tcp port {port} or tcp port {bad_port}"),
+            "-w",
+        ])
         .arg(&pcap)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -195,6 +204,24 @@ async fn tshark_finds_no_malformed_packets() {
         let a = srv.request("scscf.ims.lab", r).await.unwrap();
         assert!(a.result().unwrap().is_success());
     }
+    let sink = tokio::net::TcpListener::bind(("127.0.0.1", bad_port))
+        .await
+        .unwrap();
+    let sink_task = tokio::spawn(async move {
+        let (mut s, _) = sink.accept().await.unwrap();
+        let mut b = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut b).await;
+    });
+    let mut broken = cx_req(&client, cmd::MULTIMEDIA_AUTH).encode();
+    broken[20 + 7] = 0xf0; // first AVP's length overruns the message
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", bad_port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, &broken)
+        .await
+        .unwrap();
+    drop(s);
+    let _ = sink_task.await;
     // Let the watchdog fire once (DWR/DWA), then DPR/DPA.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     client.disconnect().await;
@@ -205,6 +232,9 @@ async fn tshark_finds_no_malformed_packets() {
         .status();
     let _ = tokio::time::timeout(Duration::from_secs(10), cap.wait()).await;
 
+    if let Ok(keep) = std::env::var("DIAMETER_KEEP_PCAP") {
+        let _ = std::fs::copy(&pcap, keep);
+    }
     let tshark = |filter: &str| -> Vec<String> {
         let out = Command::new("tshark")
             .arg("-r")
@@ -212,6 +242,8 @@ async fn tshark_finds_no_malformed_packets() {
             .args([
                 "-d",
                 &format!("tcp.port=={port},diameter"),
+                "-d",
+                &format!("tcp.port=={bad_port},diameter"),
                 "-Y",
                 filter,
                 "-T",
@@ -235,8 +267,17 @@ async fn tshark_finds_no_malformed_packets() {
             .map(str::to_string)
             .collect()
     };
-    let all = tshark("diameter");
-    let malformed = tshark("_ws.malformed || _ws.expert.severity == error");
+    let all = tshark(&format!("diameter && tcp.port == {port}"));
+    let malformed = tshark(&format!(
+        "tcp.port == {port} && (_ws.malformed || _ws.expert.severity == error)"
+    ));
+    let control = tshark(&format!(
+        "tcp.port == {bad_port} && (_ws.malformed || _ws.expert.severity == error)"
+    ));
+    assert!(
+        !control.is_empty(),
+        "the negative control was not flagged: the filter proves nothing"
+    );
     let codes: std::collections::BTreeSet<String> = all
         .iter()
         .filter_map(|l| l.split('\t').nth(1).map(str::to_string))
