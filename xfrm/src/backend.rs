@@ -134,10 +134,7 @@ pub enum Selected {
     Kernel(KernelBackend),
     /// Userspace ESP: the application sends through [`UserspaceBackend::send_udp`] and
     /// receives decrypted traffic on the channel.
-    Userspace(
-        UserspaceBackend,
-        tokio::sync::mpsc::UnboundedReceiver<Inbound>,
-    ),
+    Userspace(UserspaceBackend, tokio::sync::mpsc::Receiver<Inbound>),
 }
 
 impl Selected {

@@ -375,9 +375,13 @@ fn setsockopt_int(fd: i32, level: i32, opt: i32, v: i32) -> io::Result<()> {
 }
 
 /// One netlink message of a datagram: (type, flags, seq, whole message).
-type RawMessage<'a> = (u16, u16, u32, &'a [u8]);
+pub type RawMessage<'a> = (u16, u16, u32, &'a [u8]);
 
-/// Walks the netlink messages of one datagram.
+/// Walks the netlink messages of one datagram (checked lengths, typed error).
+pub fn parse_messages(buf: &[u8]) -> Result<Vec<RawMessage<'_>>, XfrmError> {
+    messages(buf)
+}
+
 fn messages(buf: &[u8]) -> Result<Vec<RawMessage<'_>>, XfrmError> {
     let mut out = Vec::new();
     let mut off = 0;
@@ -404,7 +408,9 @@ pub fn parse_error(msg: &[u8]) -> Result<(i32, Option<String>), XfrmError> {
     }
     let flags = u16::from_ne_bytes([msg[6], msg[7]]);
     let e = msg.get(16..20).ok_or_else(short)?;
-    let errno = -i32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
+    let errno = i32::from_ne_bytes([e[0], e[1], e[2], e[3]])
+        .checked_neg()
+        .ok_or_else(|| XfrmError::Decode("errno out of range".into()))?;
     let mut text = None;
     if flags & NLM_F_ACK_TLVS != 0 {
         let orig = msg.get(20..36).ok_or_else(short)?;
@@ -901,6 +907,25 @@ mod tests {
         let mut bad = m.clone();
         bad[0] = 3;
         assert!(messages(&bad).is_err());
+        // Found by the fuzzer: errno i32::MIN cannot be negated.
+        let mut min = m.clone();
+        min[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        assert!(matches!(parse_error(&min), Err(XfrmError::Decode(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn netlink_answer_parsers_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(ms) = parse_messages(&data) {
+                for (ty, _, _, m) in ms {
+                    if ty == NLMSG_ERROR {
+                        let _ = parse_error(m);
+                    }
+                }
+            }
+            let _ = parse_error(&data);
+            let _ = NetlinkMessage::<XfrmMessage>::deserialize(&data);
+        }
     }
 
     #[test]

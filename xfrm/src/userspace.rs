@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,6 +26,8 @@ use crate::esp::{peek_spi, EspCounters, EspError, EspSa, NEXT_HEADER_NONE};
 use crate::kernel::SetId;
 use crate::model::{Direction, SaDesc, SaSet, SaState, Side};
 
+/// Capacity of the channel of decrypted traffic.
+pub const QUEUE_LEN: usize = 4096;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
 /// IP protocol number of TCP.
@@ -571,6 +573,7 @@ impl RawSock {
 /// The userspace ESP shell: raw sockets, reader threads, a channel of decrypted traffic.
 pub struct UserspaceBackend {
     endpoint: Arc<Mutex<EspEndpoint>>,
+    queue_full: Arc<AtomicU64>,
     socks: Vec<Arc<RawSock>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -583,15 +586,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl UserspaceBackend {
     /// Opens raw ESP sockets (IPv4, and IPv6 if available) in the calling thread's network
     /// namespace and starts one reader thread per socket. Needs CAP_NET_RAW. Accepted
-    /// datagrams arrive on the returned channel; drops are counted in [`Self::counters`].
-    pub fn start() -> Result<
-        (
-            UserspaceBackend,
-            tokio::sync::mpsc::UnboundedReceiver<Inbound>,
-        ),
-        XfrmError,
-    > {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    /// datagrams arrive on the returned channel (bounded to [`QUEUE_LEN`]: a consumer that
+    /// falls behind loses datagrams, counted in [`Self::queue_full_drops`], instead of growing
+    /// memory without bound); ESP drops are counted in [`Self::counters`].
+    pub fn start() -> Result<(UserspaceBackend, tokio::sync::mpsc::Receiver<Inbound>), XfrmError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE_LEN);
+        let queue_full = Arc::new(AtomicU64::new(0));
         let endpoint = Arc::new(Mutex::new(EspEndpoint::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut socks = vec![Arc::new(RawSock::open(false)?)];
@@ -602,6 +602,7 @@ impl UserspaceBackend {
         let mut threads = Vec::new();
         for s in &socks {
             let (s, ep, stop, tx) = (s.clone(), endpoint.clone(), stop.clone(), tx.clone());
+            let full = queue_full.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("esp-rx-v{}", if s.v6 { 6 } else { 4 }))
@@ -627,11 +628,15 @@ impl UserspaceBackend {
                             };
                             let r = lock(&ep).handle_esp(src, dst, esp);
                             match r {
-                                Ok(inb) => {
-                                    if tx.send(inb).is_err() {
-                                        return;
+                                Ok(inb) => match tx.try_send(inb) {
+                                    Ok(()) => {}
+                                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                                        full.fetch_add(1, Ordering::Relaxed);
                                     }
-                                }
+                                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                                        return
+                                    }
+                                },
                                 Err(e) => tracing::debug!("userspace ESP drop from {src}: {e}"),
                             }
                         }
@@ -641,12 +646,23 @@ impl UserspaceBackend {
         Ok((
             UserspaceBackend {
                 endpoint,
+                queue_full,
                 socks,
                 stop,
                 threads,
             },
             rx,
         ))
+    }
+
+    /// ESP and inner-packet counters of all SAs.
+    pub fn counters(&self) -> EndpointCounters {
+        lock(&self.endpoint).counters()
+    }
+
+    /// Accepted datagrams dropped because the channel was full.
+    pub fn queue_full_drops(&self) -> u64 {
+        self.queue_full.load(Ordering::Relaxed)
     }
 
     /// Access to the sans-IO endpoint (install, delete, counters...).
@@ -835,6 +851,35 @@ mod tests {
             ));
             assert_eq!(pc.counters().esp.in_packets, 2, "counters survive delete");
         }
+    }
+
+    #[test]
+    fn tcp_segments_delivered_verbatim() {
+        let s = set("10.0.0.2", "10.0.0.1");
+        let mut pc = EspEndpoint::new();
+        let mut u = EspEndpoint::new();
+        pc.install(&s, Side::Pcscf).unwrap();
+        u.install(&s, Side::Ue).unwrap();
+        let ue_s = SocketAddr::new(s.ue, s.port_us);
+        let p_c = SocketAddr::new(s.pcscf, s.port_pc);
+        let mut seg = vec![0u8; 20];
+        seg[0..2].copy_from_slice(&s.port_us.to_be_bytes());
+        seg[2..4].copy_from_slice(&s.port_pc.to_be_bytes());
+        seg[12] = 0x50;
+        seg.extend_from_slice(b"SIP/2.0 200 OK\r\n");
+        let esp = u.encrypt_segment(ue_s, p_c, IPPROTO_TCP, &seg).unwrap();
+        assert_eq!(
+            pc.handle_esp(s.ue, Some(s.pcscf), &esp).unwrap(),
+            Inbound::Tcp {
+                src: s.ue,
+                dst: s.pcscf,
+                segment: seg,
+                set: 1
+            }
+        );
+        // A dummy packet (RFC 4303 §2.6) is dropped quietly.
+        let dummy = u.encrypt_segment(ue_s, p_c, NEXT_HEADER_NONE, b"").unwrap();
+        assert_eq!(pc.handle_esp(s.ue, None, &dummy), Err(InboundError::Dummy));
     }
 
     #[test]

@@ -212,3 +212,37 @@ fn partial_install_rolled_back_and_ext_ack_surfaced() {
     })
     .unwrap();
 }
+
+#[test]
+fn backend_selection() {
+    if !require(
+        is_root() && have("ip"),
+        "needs root and iproute2 for network namespaces",
+    ) {
+        return;
+    }
+    let ns = NetNs::create("xfrmt-s").unwrap();
+    ns.run(|| {
+        let probe = KernelBackend::new(Tag::default())
+            .unwrap()
+            .probe_esp()
+            .unwrap();
+        let auto = xfrm::select(xfrm::BackendKind::Auto, Tag::default()).unwrap();
+        let kernel = xfrm::select(xfrm::BackendKind::Kernel, Tag::default());
+        let user = xfrm::select(xfrm::BackendKind::Userspace, Tag::default()).unwrap();
+        assert_eq!(user.backend().name(), "userspace");
+        if probe {
+            assert_eq!(auto.backend().name(), "kernel");
+            assert!(kernel.is_ok());
+        } else {
+            assert_eq!(auto.backend().name(), "userspace");
+            assert!(matches!(kernel, Err(XfrmError::KernelLacksEsp)));
+        }
+        // The probe leaves nothing behind.
+        assert_eq!(
+            KernelBackend::new(Tag::default()).unwrap().list().unwrap(),
+            Default::default()
+        );
+    })
+    .unwrap();
+}

@@ -13,7 +13,7 @@ use xfrm::netns::{have, is_root, require, NetNs};
 use xfrm::userspace::Inbound;
 use xfrm::{EncryptionAlg, IntegrityAlg, IpsecBackend, SaSet, Side, UserspaceBackend};
 
-type Rx = tokio::sync::mpsc::UnboundedReceiver<Inbound>;
+type Rx = tokio::sync::mpsc::Receiver<Inbound>;
 
 fn recv(rx: &mut Rx) -> Option<Inbound> {
     let end = Instant::now() + Duration::from_secs(5);
