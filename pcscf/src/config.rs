@@ -197,7 +197,10 @@ impl Config {
             );
         }
         if i.port_range[0] == 0 || i.port_range[0] > i.port_range[1] {
-            return bad("ipsec.port_range", "must be [first, last] with 0 < first <= last".into());
+            return bad(
+                "ipsec.port_range",
+                "must be [first, last] with 0 < first <= last".into(),
+            );
         }
         self.backend_kind()?;
         self.alg_prefs()?;

@@ -365,7 +365,10 @@ impl Pcscf {
 
     fn session_id(&mut self) -> String {
         self.session_seq += 1;
-        format!("{};{};{}", self.cfg.cx.origin_host, self.generation, self.session_seq)
+        format!(
+            "{};{};{}",
+            self.cfg.cx.origin_host, self.generation, self.session_seq
+        )
     }
 
     fn set_timer(&mut self, at: Instant, kind: TimerKind) {
@@ -486,7 +489,10 @@ impl Pcscf {
         self.stats.rejections += 1;
         let r = ResponseBuilder::new(&ctx.req, code)
             .to_tag(&sip::new_tag())
-            .header("Warning", format!("399 {} \"{}\"", self.cfg.domain, reason.replace('"', "'")))
+            .header(
+                "Warning",
+                format!("399 {} \"{}\"", self.cfg.domain, reason.replace('"', "'")),
+            )
             .build();
         self.respond(ctx.tx, r, now);
         self.event(CoreEvent::Rejected {
@@ -639,7 +645,12 @@ impl Pcscf {
                     match SecurityMechanism::parse_list(v) {
                         Ok(l) => all.extend(l),
                         Err(e) => {
-                            return self.reject(&ctx, 400, format!("malformed Security-Client: {e}"), now)
+                            return self.reject(
+                                &ctx,
+                                400,
+                                format!("malformed Security-Client: {e}"),
+                                now,
+                            )
                         }
                     }
                 }
@@ -666,7 +677,12 @@ impl Pcscf {
             (_, Some(offers)) => {
                 if !self.cfg.ipsec_available {
                     if self.cfg.policy == IpsecPolicy::Required {
-                        return self.reject(&ctx, 500, "IPsec is required but no backend is available".into(), now);
+                        return self.reject(
+                            &ctx,
+                            500,
+                            "IPsec is required but no backend is available".into(),
+                            now,
+                        );
                     }
                     None
                 } else {
@@ -750,13 +766,21 @@ impl Pcscf {
             .filter_map(|v| SecurityMechanism::parse_list(v).ok())
             .flatten()
             .collect();
-        let choice = if self.cfg.policy != IpsecPolicy::Off && self.cfg.ipsec_available && !offers.is_empty() {
+        let choice = if self.cfg.policy != IpsecPolicy::Off
+            && self.cfg.ipsec_available
+            && !offers.is_empty()
+        {
             secagree::choose(&offers, &self.cfg.prefs).ok()
         } else {
             None
         };
         if choice.is_none() && self.cfg.policy == IpsecPolicy::Required {
-            return self.reject(&ctx, 494, "resync REGISTER without an acceptable Security-Client".into(), now);
+            return self.reject(
+                &ctx,
+                494,
+                "resync REGISTER without an acceptable Security-Client".into(),
+                now,
+            );
         }
         let mut resync = nonce.rand.to_vec();
         resync.extend_from_slice(&auts);
@@ -786,7 +810,11 @@ impl Pcscf {
             return;
         };
         match p {
-            Pending::Mar { ctx, choice, resync } => self.on_maa(ctx, choice, resync, answer, now),
+            Pending::Mar {
+                ctx,
+                choice,
+                resync,
+            } => self.on_maa(ctx, choice, resync, answer, now),
             Pending::SarRegister {
                 ctx,
                 expires,
@@ -797,9 +825,11 @@ impl Pcscf {
             Pending::SarDeregister { ctx, impu, reason } => {
                 // The registration is gone locally whatever the HSS said: the UE asked,
                 // or it expired. A failed SAR only means the HSS keeps a stale S-CSCF name.
-                if let Err(e) = answer.as_ref().map_err(Clone::clone).and_then(|a| {
-                    cx::parse_saa(a).map(|_| ()).map_err(|e| e.to_string())
-                }) {
+                if let Err(e) = answer
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|a| cx::parse_saa(a).map(|_| ()).map_err(|e| e.to_string()))
+                {
                     tracing::warn!(%impu, "deregistration SAR failed: {e}");
                 }
                 if let Some(ctx) = ctx {
@@ -851,7 +881,9 @@ impl Pcscf {
         })();
         let leases = match leases {
             Ok(l) => l,
-            Err(e) => return self.reject(&ctx, 503, format!("IPsec resources exhausted: {e}"), now),
+            Err(e) => {
+                return self.reject(&ctx, 503, format!("IPsec resources exhausted: {e}"), now)
+            }
         };
         let server = secagree::server_mechanism(
             &choice,
@@ -891,7 +923,12 @@ impl Pcscf {
     }
 
     /// The shell's report on a [`SecurityOp::Prepare`].
-    pub fn handle_security_ready(&mut self, token: u64, result: Result<SetId, String>, now: Instant) {
+    pub fn handle_security_ready(
+        &mut self,
+        token: u64,
+        result: Result<SetId, String>,
+        now: Instant,
+    ) {
         let Some(Pending::Prepare {
             ctx,
             vector,
@@ -987,7 +1024,12 @@ impl Pcscf {
             this.reject(ctx, code, why, now);
         };
         if ch.impu != ctx.impu {
-            return fail(self, &ctx, 403, "public identity differs from the challenged one".into());
+            return fail(
+                self,
+                &ctx,
+                403,
+                "public identity differs from the challenged one".into(),
+            );
         }
         if ch.sa.is_some() {
             let verify: Result<Vec<SecurityMechanism>, _> = ctx
@@ -1009,7 +1051,12 @@ impl Pcscf {
             }
         }
         if !creds.verify(&ch.xres, "REGISTER", ctx.req.body()) {
-            return fail(self, &ctx, 403, "authentication failed: wrong response".into());
+            return fail(
+                self,
+                &ctx,
+                403,
+                "authentication failed: wrong response".into(),
+            );
         }
         if expires != 0 && expires < self.cfg.min_expires {
             if let Some(sa) = ch.sa {
@@ -1072,9 +1119,10 @@ impl Pcscf {
         now: Instant,
     ) {
         let _ = kind;
-        let user_data = match answer.map_err(|e| format!("HSS unreachable: {e}")).and_then(|a| {
-            cx::parse_saa(&a).map_err(|e| e.to_string())
-        }) {
+        let user_data = match answer
+            .map_err(|e| format!("HSS unreachable: {e}"))
+            .and_then(|a| cx::parse_saa(&a).map_err(|e| e.to_string()))
+        {
             Ok(u) => u,
             Err(e) => {
                 if let Some(sa) = new_sa {

@@ -47,7 +47,10 @@ fn base(id: &CxIdentity, session_id: &str, code: u32, impi: &str, impu: &str) ->
     Message::request(app::CX, code)
         .with(Avp::utf8(avp::SESSION_ID, session_id))
         .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
-        .with(Avp::enumerated(avp::AUTH_SESSION_STATE, NO_STATE_MAINTAINED))
+        .with(Avp::enumerated(
+            avp::AUTH_SESSION_STATE,
+            NO_STATE_MAINTAINED,
+        ))
         .with(Avp::utf8(avp::ORIGIN_HOST, &id.origin_host))
         .with(Avp::utf8(avp::ORIGIN_REALM, &id.origin_realm))
         .with(Avp::utf8(avp::DESTINATION_REALM, &id.destination_realm))
@@ -193,9 +196,15 @@ mod tests {
         let m = mar(&id(), "s;1", "impi", "sip:impu", Some(&[7u8; 30]));
         let wire = Message::decode(m.encode()).unwrap();
         assert_eq!(wire.code, cmd::MULTIMEDIA_AUTH);
-        assert_eq!(wire.get_utf8(avp::SERVER_NAME).unwrap(), "sip:pcscf.ims.test:5060");
+        assert_eq!(
+            wire.get_utf8(avp::SERVER_NAME).unwrap(),
+            "sip:pcscf.ims.test:5060"
+        );
         let item = wire.get_grouped(avp::SIP_AUTH_DATA_ITEM).unwrap();
-        assert_eq!(item.get_octets(avp::SIP_AUTHORIZATION).unwrap(), &[7u8; 30][..]);
+        assert_eq!(
+            item.get_octets(avp::SIP_AUTHORIZATION).unwrap(),
+            &[7u8; 30][..]
+        );
     }
 
     #[test]

@@ -35,8 +35,7 @@ fn main() -> std::process::ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -53,8 +52,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context;
     let cfg = match &args.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("read {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
             pcscf::Config::from_toml(&text).with_context(|| format!("in {}", p.display()))?
         }
         None => pcscf::Config::default(),

@@ -144,7 +144,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             origin_host: origin_host.clone(),
             origin_realm: realm.clone(),
             destination_realm: realm.clone(),
-            server_name: format!("sip:{}:{}", sip::uri::ip_host(sip_addr.ip()), sip_addr.port()),
+            server_name: format!(
+                "sip:{}:{}",
+                sip::uri::ip_host(sip_addr.ip()),
+                sip_addr.port()
+            ),
         },
         limits: tcfg.limits,
     };
@@ -166,7 +170,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let io2 = io.clone();
     let esp_sa_file = cfg.ipsec.esp_sa_file.clone();
     let task = tokio::spawn(async move {
-        let (cx_tx, mut cx_rx) = mpsc::unbounded_channel::<(u64, Result<diameter::Message, String>)>();
+        let (cx_tx, mut cx_rx) =
+            mpsc::unbounded_channel::<(u64, Result<diameter::Message, String>)>();
         loop {
             drain(&mut core, &io2, &hss, &cx_tx, esp_sa_file.as_deref()).await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = core.stats();
@@ -227,7 +232,8 @@ async fn drain(
                 match op {
                     SecurityOp::Prepare { token, set } => {
                         let r = async {
-                            io.open_protected(set.pcscf, set.port_pc, set.port_ps).await?;
+                            io.open_protected(set.pcscf, set.port_pc, set.port_ps)
+                                .await?;
                             match io.install(&set, Side::Pcscf) {
                                 Ok(id) => Ok(id),
                                 Err(e) => {

@@ -273,10 +273,7 @@ impl SipIo {
 
 /// Hands decrypted datagrams to the SIP inbound channel as if a socket on the protected
 /// port had received them.
-async fn forward_esp(
-    mut esp_rx: mpsc::UnboundedReceiver<xfrm::Inbound>,
-    sip_tx: mpsc::Sender<Inbound>,
-) {
+async fn forward_esp(mut esp_rx: mpsc::Receiver<xfrm::Inbound>, sip_tx: mpsc::Sender<Inbound>) {
     while let Some(pkt) = esp_rx.recv().await {
         match pkt {
             xfrm::Inbound::Udp {

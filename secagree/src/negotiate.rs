@@ -288,9 +288,10 @@ mod tests {
         )
         .unwrap();
         // The UE parses our header and builds from its own first offer (same SPIs/ports).
-        let parsed =
-            SecurityMechanism::parse_list(&sip::ims::format_security_list(&[server.clone()]))
-                .unwrap();
+        let parsed = SecurityMechanism::parse_list(&sip::ims::format_security_list(
+            std::slice::from_ref(&server),
+        ))
+        .unwrap();
         let at_ue = sa_set(
             ue,
             p,
@@ -312,7 +313,7 @@ mod tests {
             ),
             (1111, 2222, 3333, 4444)
         );
-        assert!(check_verify(&[server.clone()], &parsed).is_ok());
+        assert!(check_verify(std::slice::from_ref(&server), &parsed).is_ok());
         let mut downgraded = server.clone();
         downgraded.ealg = Some("null".into());
         assert_eq!(

@@ -1,0 +1,680 @@
+//! The P-CSCF core driven message by message, without sockets: a scripted UE (its USIM is
+//! akav1's, its sec-agree is secagree's) on one side, the real HSS Cx handler with a real
+//! SQLite store on the other. Every registration path and every refusal of issue 5.
+
+use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
+use akav1::{AuthFailure, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
+use bytes::Bytes;
+use diameter::Message as DMessage;
+use hss::cx::{CxConfig, CxHandler};
+use hss::metrics::Metrics;
+use hss::store::{Durability, Impu, RegState, Store, Subscriber};
+use pcscf::config::IpsecPolicy;
+use pcscf::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp};
+use pcscf::cx::CxIdentity;
+use secagree::AlgPrefs;
+use sip::ims::{format_security_list, SecurityMechanism};
+use sip::{Flow, Limits, Message, Protocol};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use xfrm::{SaSet, SetId};
+
+const K: [u8; 16] = [
+    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc,
+];
+const OPC: [u8; 16] = [
+    0xcd, 0x63, 0xcb, 0x71, 0x95, 0x4a, 0x9f, 0x4e, 0x48, 0xa5, 0x99, 0x4e, 0x37, 0xa0, 0x2b, 0xaf,
+];
+const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const IMPU: &str = "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const TEL: &str = "tel:+491700000001";
+
+fn subscriber() -> Subscriber {
+    Subscriber {
+        impi: IMPI.into(),
+        imsi: Some("001010000000001".into()),
+        iccid: None,
+        msisdn: Some("491700000001".into()),
+        k: K,
+        opc: OPC,
+        amf: [0x80, 0x00],
+        sqn: 0,
+        impus: vec![
+            Impu {
+                uri: IMPU.into(),
+                irs: 0,
+                barred: false,
+                display_name: None,
+            },
+            Impu {
+                uri: TEL.into(),
+                irs: 0,
+                barred: false,
+                display_name: None,
+            },
+        ],
+        ifcs: vec![],
+        profile: None,
+        shared_ifc_set_ids: vec![],
+        reg_state: RegState::NotRegistered,
+        scscf_name: None,
+        scscf_host: None,
+        scscf_realm: None,
+    }
+}
+
+struct Hss {
+    cx: CxHandler,
+    sqn_store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl Hss {
+    fn new() -> Hss {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hss.db");
+        let mut s = Store::open(&p, Durability::Normal).unwrap();
+        s.add(&subscriber()).unwrap();
+        let sqn_store = Store::open(&p, Durability::Normal).unwrap();
+        let cfg = CxConfig {
+            origin_host: "hss.ims.test".into(),
+            origin_realm: DOMAIN.into(),
+            ..CxConfig::default()
+        };
+        Hss {
+            cx: CxHandler::new(cfg, Arc::new(Mutex::new(s)), Arc::new(Metrics::default())),
+            sqn_store,
+            _dir: dir,
+        }
+    }
+
+    fn answer(&mut self, req: &DMessage) -> DMessage {
+        // The wire round trip keeps both sides honest about encoding.
+        let req = DMessage::decode(req.encode()).unwrap();
+        let a = self
+            .cx
+            .handle_blocking(&req, &mut self.sqn_store, &SqnPolicy::default(), 1);
+        DMessage::decode(a.encode()).unwrap()
+    }
+}
+
+const P_IP: [u8; 4] = [127, 0, 0, 1];
+const UE_IP: [u8; 4] = [127, 0, 0, 2];
+
+fn p_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((P_IP, port))
+}
+fn ue_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((UE_IP, port))
+}
+
+/// The network side under test plus its HSS, with the shell's duties done inline.
+struct Net {
+    core: Pcscf,
+    hss: Hss,
+    now: Instant,
+    next_set: SetId,
+    installed: HashMap<SetId, SaSet>,
+    promoted: Vec<SetId>,
+    retired: Vec<SetId>,
+    deleted: Vec<SetId>,
+    cx_log: Vec<String>,
+    events: Vec<CoreEvent>,
+}
+
+impl Net {
+    fn new(policy: IpsecPolicy) -> Net {
+        let cfg = CoreConfig {
+            domain: DOMAIN.into(),
+            local_ip: IpAddr::from(P_IP),
+            sip_port: 5060,
+            policy,
+            ipsec_available: true,
+            prefs: AlgPrefs::default(),
+            spi_range: (4096, 4199),
+            port_range: (31100, 31199),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 600,
+            auth_timeout: Duration::from_secs(30),
+            retire_grace: Duration::from_secs(2),
+            cx: CxIdentity {
+                origin_host: "pcscf.ims.test".into(),
+                origin_realm: DOMAIN.into(),
+                destination_realm: DOMAIN.into(),
+                server_name: "sip:127.0.0.1:5060".into(),
+            },
+            limits: Limits::default(),
+        };
+        Net {
+            core: Pcscf::new(cfg).unwrap(),
+            hss: Hss::new(),
+            now: Instant::now(),
+            next_set: 1,
+            installed: HashMap::new(),
+            promoted: vec![],
+            retired: vec![],
+            deleted: vec![],
+            cx_log: vec![],
+            events: vec![],
+        }
+    }
+
+    /// Feed one message from the UE; return what the P-CSCF sent back (to whom, what).
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, msg: &Message) -> Vec<(Flow, Message)> {
+        self.core.handle_inbound(
+            Flow::new(to, from, Protocol::Udp),
+            Bytes::from(msg.to_bytes()),
+            self.now,
+        );
+        self.run()
+    }
+
+    fn run(&mut self) -> Vec<(Flow, Message)> {
+        let mut sent = Vec::new();
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Transmit(t) => sent.push((t.flow, Message::parse(&t.payload).unwrap())),
+                Output::Cx { token, request } => {
+                    self.cx_log.push(request.name());
+                    let a = self.hss.answer(&request);
+                    self.core.handle_cx_answer(token, Ok(a), self.now);
+                }
+                Output::Security(SecurityOp::Prepare { token, set }) => {
+                    let id = self.next_set;
+                    self.next_set += 1;
+                    self.installed.insert(id, set);
+                    self.core.handle_security_ready(token, Ok(id), self.now);
+                }
+                Output::Security(SecurityOp::Promote { id, .. }) => self.promoted.push(id),
+                Output::Security(SecurityOp::Retire { id, .. }) => self.retired.push(id),
+                Output::Security(SecurityOp::Delete { id, .. }) => {
+                    assert!(
+                        self.installed.remove(&id).is_some(),
+                        "delete of unknown set {id}"
+                    );
+                    self.deleted.push(id);
+                }
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+        sent
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<(Flow, Message)> {
+        self.now += d;
+        self.core.handle_timeout(self.now);
+        self.run()
+    }
+}
+
+/// A scripted handset: an ISIM, protected ports, and REGISTERs built by hand so that tests
+/// can also build wrong ones.
+struct Ue {
+    usim: Usim,
+    cseq: u32,
+    call_id: String,
+    spi_c: u32,
+    spi_s: u32,
+    port_c: u16,
+    port_s: u16,
+    sa: Option<SaSet>,
+}
+
+impl Ue {
+    fn new(sqn_ms: u64) -> Ue {
+        Ue {
+            usim: Usim::with_state(
+                Milenage::new(&K, &OPC),
+                UsimSqnState::with_highest(SqnPolicy::default(), Sqn::new(sqn_ms).unwrap()),
+            ),
+            cseq: 0,
+            call_id: sip::new_call_id(None),
+            spi_c: 1000,
+            spi_s: 1001,
+            port_c: 40000,
+            port_s: 40001,
+            sa: None,
+        }
+    }
+
+    fn new_ports(&mut self) {
+        self.spi_c += 2;
+        self.spi_s += 2;
+        self.port_c += 2;
+        self.port_s += 2;
+    }
+
+    fn offers(&self) -> Vec<SecurityMechanism> {
+        secagree::client_offers(
+            &AlgPrefs::default(),
+            self.spi_c,
+            self.spi_s,
+            self.port_c,
+            self.port_s,
+        )
+    }
+
+    fn register(&mut self, extra: &[(&str, String)], expires: u32, contact_port: u16) -> Message {
+        self.cseq += 1;
+        let mut m = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.2:{contact_port};branch={}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <{IMPU}>;tag=ue{}\r\n\
+             To: <{IMPU}>\r\n\
+             Call-ID: {}\r\n\
+             CSeq: {} REGISTER\r\n\
+             Contact: <sip:127.0.0.2:{contact_port}>;expires={expires};+sip.instance=\"<urn:gsma:imei:35000000-000000-0>\"\r\n\
+             Supported: path, sec-agree\r\n",
+            sip::new_branch(),
+            self.cseq,
+            self.call_id,
+            self.cseq
+        );
+        for (n, v) in extra {
+            m.push_str(&format!("{n}: {v}\r\n"));
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        Message::parse(m.as_bytes()).unwrap()
+    }
+
+    fn initial(&mut self) -> Message {
+        let offers = format_security_list(&self.offers());
+        self.register(
+            &[
+                ("Security-Client", offers),
+                ("Require", "sec-agree".into()),
+                ("Proxy-Require", "sec-agree".into()),
+                (
+                    "Authorization",
+                    format!(
+                        "Digest username=\"{IMPI}\", realm=\"{DOMAIN}\", uri=\"sip:{DOMAIN}\", nonce=\"\", response=\"\""
+                    ),
+                ),
+            ],
+            600,
+            5060,
+        )
+    }
+
+    /// Authorization answering `ch` with `password` (RES, or garbage to test refusal).
+    fn authorization(&self, ch: &Challenge, password: &[u8], auts: Option<String>) -> String {
+        let input = ResponseInput {
+            username: IMPI,
+            realm: &ch.realm,
+            nonce: &ch.nonce,
+            method: "REGISTER",
+            uri: &format!("sip:{DOMAIN}"),
+            qop: Some(QopInput {
+                qop: Qop::Auth,
+                cnonce: "c0ffee",
+                nc: "00000001",
+            }),
+            body: b"",
+        };
+        Credentials {
+            username: IMPI.into(),
+            realm: ch.realm.clone(),
+            nonce: ch.nonce.clone(),
+            uri: format!("sip:{DOMAIN}"),
+            response: akav1::digest::response(password, &input),
+            algorithm: Some(AKAV1_MD5.into()),
+            cnonce: Some("c0ffee".into()),
+            qop: Some(Qop::Auth),
+            nc: Some("00000001".into()),
+            auts,
+            ..Default::default()
+        }
+        .to_header()
+    }
+}
+
+fn only(sent: Vec<(Flow, Message)>) -> (Flow, Message) {
+    assert_eq!(sent.len(), 1, "expected one message, got {sent:#?}");
+    sent.into_iter().next().unwrap()
+}
+
+/// 401 → (challenge, Security-Server, the SA set the UE derives).
+fn read_401(ue: &mut Ue, resp: &Message) -> (Challenge, Vec<SecurityMechanism>, [u8; 8], SaSet) {
+    assert_eq!(resp.code(), Some(401), "{resp:?}");
+    let ch = Challenge::parse(resp.header("WWW-Authenticate").unwrap()).unwrap();
+    assert!(
+        ch.ck.is_none() && ch.ik.is_none(),
+        "CK/IK must never reach the UE"
+    );
+    let server = SecurityMechanism::parse_list(resp.header("Security-Server").unwrap()).unwrap();
+    let n = akav1::nonce::decode(&ch.nonce).unwrap();
+    let r = ue.usim.authenticate(&n.rand, &n.autn).unwrap();
+    let set = secagree::sa_set(
+        IpAddr::from(UE_IP),
+        IpAddr::from(P_IP),
+        &ue.offers()[0],
+        &server[0],
+        &r.ck,
+        &r.ik,
+        Duration::from_secs(30),
+        Instant::now(),
+    )
+    .unwrap();
+    (ch, server, r.res, set)
+}
+
+/// Full initial registration; returns the established SA set.
+fn register(net: &mut Net, ue: &mut Ue) -> SaSet {
+    let (to, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(to.remote, ue_addr(5060));
+    let (ch, server, res, set) = read_401(ue, &resp);
+    let auth = ue.authorization(&ch, &res, None);
+    let req = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Require", "sec-agree".into()),
+            ("Proxy-Require", "sec-agree".into()),
+            ("Authorization", auth),
+        ],
+        600,
+        set.port_uc,
+    );
+    let (to, ok) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(ok.code(), Some(200), "{ok:?}");
+    // The 200 OK leaves through the new SA: from port_ps to the UE's port_uc.
+    assert_eq!(
+        to,
+        Flow::new(p_addr(set.port_ps), ue_addr(set.port_uc), Protocol::Udp)
+    );
+    ue.sa = Some(set.clone());
+    set
+}
+
+#[test]
+fn initial_registration_with_ipsec_then_reregistration_then_deregistration() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let set = register(&mut net, &mut ue);
+    assert_eq!(net.cx_log, ["MAR", "SAR"]);
+    assert_eq!(net.core.registration(IMPU), Some(Some(1)));
+    assert_eq!(net.promoted, [1]);
+    let mut ue_view = set.clone();
+    ue_view.expires_at = net.installed[&1].expires_at;
+    assert_eq!(
+        net.installed[&1], ue_view,
+        "both ends derive the same SA set"
+    );
+    assert_eq!(
+        net.core.associated(IMPU),
+        [IMPU, TEL],
+        "implicit set from User-Data"
+    );
+    assert_eq!(net.core.leases_in_use(), (2, 2));
+
+    // Re-registration through the established SA: a new challenge, a new set.
+    ue.new_ports();
+    let offers = format_security_list(&ue.offers());
+    let rereg = ue.register(&[("Security-Client", offers)], 600, set.port_uc);
+    let (to, resp) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &rereg));
+    assert_eq!(
+        to.local,
+        Some(p_addr(set.port_ps)),
+        "401 goes out protected"
+    );
+    let (ch, server, res, set2) = read_401(&mut ue, &resp);
+    assert_ne!(set2.spi_ps, set.spi_ps);
+    let auth = ue.authorization(&ch, &res, None);
+    let req = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Authorization", auth),
+        ],
+        600,
+        set2.port_uc,
+    );
+    let (_, ok) = only(net.send(ue_addr(set2.port_uc), p_addr(set2.port_ps), &req));
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(net.core.registration(IMPU), Some(Some(2)));
+    assert_eq!(net.retired, [1], "the old set retires");
+    assert!(net.deleted.is_empty(), "but lives through the grace period");
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.deleted, [1]);
+    assert_eq!(
+        net.core.leases_in_use(),
+        (2, 2),
+        "old SPIs and ports returned"
+    );
+
+    // Deregistration through the new SA: no challenge, 200 OK protected, then all gone.
+    let dereg = ue.register(&[], 0, set2.port_uc);
+    let (to, ok) = only(net.send(ue_addr(set2.port_uc), p_addr(set2.port_ps), &dereg));
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(to.local, Some(p_addr(set2.port_ps)));
+    assert!(ok.header("Contact").unwrap().contains("expires=0"));
+    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.cx_log.last().map(String::as_str), Some("SAR"));
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.deleted, [1, 2]);
+    assert!(net.installed.is_empty());
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(
+        net.core.leases_in_use(),
+        (0, 0),
+        "all SPIs and ports released"
+    );
+}
+
+#[test]
+fn wrong_response_is_refused_and_leaves_no_sa() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    let (ch, server, _res, set) = read_401(&mut ue, &resp);
+    let auth = ue.authorization(&ch, b"wrongres", None);
+    let req = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Authorization", auth),
+        ],
+        600,
+        set.port_uc,
+    );
+    let (_, r) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(r.code(), Some(403));
+    assert_eq!(net.core.sa_count(), 0);
+    assert!(net.installed.is_empty());
+    assert_eq!(net.core.leases_in_use(), (0, 0));
+    assert_eq!(net.core.registration(IMPU), None);
+    assert!(
+        !net.cx_log.contains(&"SAR".to_string()),
+        "no SAR for a failed authentication"
+    );
+}
+
+#[test]
+fn security_verify_mismatch_is_refused_no_downgrade() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    let (ch, mut server, res, set) = read_401(&mut ue, &resp);
+    // A man in the middle rewrote the answer to null encryption.
+    server[0].ealg = Some("null".into());
+    let auth = ue.authorization(&ch, &res, None);
+    let req = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Authorization", auth),
+        ],
+        600,
+        set.port_uc,
+    );
+    let (_, r) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(r.code(), Some(494));
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.registration(IMPU), None);
+}
+
+#[test]
+fn malformed_or_missing_security_client_gets_4xx() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let bad = ue.register(
+        &[("Security-Client", "ipsec-3gpp;spi-c=notanumber".into())],
+        600,
+        5060,
+    );
+    let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &bad));
+    assert_eq!(r.code(), Some(400));
+    let none = ue.register(&[], 600, 5060);
+    let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &none));
+    assert_eq!(r.code(), Some(421));
+    assert_eq!(r.header("Require"), Some("sec-agree"));
+    let unacceptable = ue.register(
+        &[(
+            "Security-Client",
+            "ipsec-3gpp;alg=hmac-sha-256-128;spi-c=1;spi-s=2;port-c=3;port-s=4".into(),
+        )],
+        600,
+        5060,
+    );
+    let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &unacceptable));
+    assert_eq!(r.code(), Some(494));
+    assert!(net.cx_log.is_empty(), "no Cx traffic for refused offers");
+}
+
+#[test]
+fn protected_port_from_an_unknown_source_is_dropped() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let set = register(&mut net, &mut ue);
+    let before = net.core.stats().dropped;
+    // Another host (or the same host from another port) aims at the protected server port.
+    let msg = ue.register(&[], 600, 5060);
+    assert!(net
+        .send(
+            SocketAddr::from(([127, 0, 0, 9], set.port_uc)),
+            p_addr(set.port_ps),
+            &msg
+        )
+        .is_empty());
+    assert!(net
+        .send(ue_addr(set.port_uc + 100), p_addr(set.port_ps), &msg)
+        .is_empty());
+    assert_eq!(net.core.stats().dropped, before + 2);
+    assert_eq!(net.core.registration(IMPU), Some(Some(1)));
+}
+
+#[test]
+fn sqn_resynchronisation_then_success() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    // The card has seen a much higher SQN in the HSS's IND slot than the fresh HSS record.
+    let p = SqnPolicy::default();
+    let mut ue = Ue::new(p.compose(5000, 1).unwrap().value());
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    let ch = Challenge::parse(resp.header("WWW-Authenticate").unwrap()).unwrap();
+    let n = akav1::nonce::decode(&ch.nonce).unwrap();
+    let Err(AuthFailure::SyncFailure { auts, .. }) = ue.usim.authenticate(&n.rand, &n.autn) else {
+        panic!("the card must refuse the stale SQN");
+    };
+    // RFC 3310 §3.4: auts with the empty password; a new Security-Client, unprotected.
+    let auth = ue.authorization(&ch, b"", Some(akav1::nonce::encode_auts(&auts)));
+    ue.new_ports();
+    let offers = format_security_list(&ue.offers());
+    let req = ue.register(
+        &[("Security-Client", offers), ("Authorization", auth)],
+        600,
+        5060,
+    );
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &req));
+    assert_eq!(net.cx_log, ["MAR", "MAR"], "second MAR carries RAND‖AUTS");
+    assert_eq!(net.core.stats().resyncs, 1);
+    assert_eq!(
+        net.core.sa_count(),
+        1,
+        "the refused challenge's SAs are gone"
+    );
+    let (ch, server, res, set) = read_401(&mut ue, &resp);
+    let auth = ue.authorization(&ch, &res, None);
+    let req = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Authorization", auth),
+        ],
+        600,
+        set.port_uc,
+    );
+    let (_, ok) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(ok.code(), Some(200));
+}
+
+#[test]
+fn expiry_deregisters_and_deletes_the_sas() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    register(&mut net, &mut ue);
+    assert!(net.core.expires_in(IMPU, net.now).unwrap() <= Duration::from_secs(600));
+    net.advance(Duration::from_secs(601));
+    assert_eq!(net.core.registration(IMPU), None);
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::Deregistered {
+            reason: "timeout",
+            ..
+        }
+    )));
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.leases_in_use(), (0, 0));
+}
+
+#[test]
+fn unanswered_challenge_times_out_and_frees_everything() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(net.core.sa_count(), 1);
+    net.advance(Duration::from_secs(31));
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.leases_in_use(), (0, 0));
+}
+
+#[test]
+fn optional_ipsec_registers_a_ue_without_sec_agree_unprotected() {
+    let mut net = Net::new(IpsecPolicy::Optional);
+    let mut ue = Ue::new(0);
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.register(&[], 600, 5060)));
+    assert_eq!(resp.code(), Some(401));
+    assert!(resp.header("Security-Server").is_none());
+    let ch = Challenge::parse(resp.header("WWW-Authenticate").unwrap()).unwrap();
+    let n = akav1::nonce::decode(&ch.nonce).unwrap();
+    let res = ue.usim.authenticate(&n.rand, &n.autn).unwrap().res;
+    let auth = ue.authorization(&ch, &res, None);
+    let (_, ok) = only(net.send(
+        ue_addr(5060),
+        p_addr(5060),
+        &ue.register(&[("Authorization", auth)], 600, 5060),
+    ));
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(net.core.registration(IMPU), Some(None));
+    assert_eq!(net.core.sa_count(), 0);
+}
+
+#[test]
+fn garbage_never_panics_and_is_counted() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    for g in [
+        &b""[..],
+        b"\x00\x01\x02",
+        b"REGISTER",
+        b"SIP/2.0 200 OK\r\n\r\n",
+        &[0xff; 2000],
+    ] {
+        net.core.handle_inbound(
+            Flow::new(p_addr(5060), ue_addr(5060), Protocol::Udp),
+            Bytes::copy_from_slice(g),
+            net.now,
+        );
+        net.run();
+    }
+    assert!(net.core.stats().dropped >= 3);
+}
