@@ -99,7 +99,10 @@ impl FleetReport {
     /// The ladder of all events, one line each, times relative to the start.
     pub fn ladder(&self) -> String {
         let mut out = String::new();
-        for e in &self.events {
+        let mut events: Vec<&HostEvent> = self.events.iter().collect();
+        // shell notes and core events of one UE interleave by time, not by arrival
+        events.sort_by_key(|e| e.event.at);
+        for e in events {
             out.push_str(&ladder_line(self.started, &format!("UE{}", e.ue + 1), &e.event));
             out.push('\n');
         }
@@ -119,6 +122,31 @@ impl FleetReport {
 pub fn loopback_ip(i: usize) -> IpAddr {
     let n = u32::try_from(i).unwrap_or(u32::MAX - 2).saturating_add(2);
     IpAddr::V4(Ipv4Addr::from(0x7f00_0000u32 | (n & 0x00ff_ffff)))
+}
+
+/// N configurations from a template: UE `i` gets [`loopback_ip`]`(i)`, the identity and
+/// keys `identity(i)` returns (IMPI, IMPU, keys), and SPIs that no other UE of the fleet
+/// uses in its first 1024 generations (all UEs of a host share one IPsec endpoint, where an
+/// inbound SPI must be unique).
+pub fn numbered(
+    template: &UeConfig,
+    n: usize,
+    identity: impl Fn(usize) -> (String, String, super::config::IsimKeys),
+) -> Vec<UeConfig> {
+    (0..n)
+        .map(|i| {
+            let (impi, impu, keys) = identity(i);
+            let mut c = template.clone();
+            c.impi = impi;
+            c.impu = impu;
+            c.keys = keys;
+            c.local_ip = loopback_ip(i);
+            let base = 0x0100_0000u32.wrapping_add(u32::try_from(i).unwrap_or(0) << 12);
+            c.security.spi_uc = base;
+            c.security.spi_us = base + 0x800;
+            c
+        })
+        .collect()
 }
 
 async fn script(h: UeHandle, steps: Vec<Step>) -> UeTimings {
@@ -247,5 +275,35 @@ mod tests {
         assert!("later".parse::<Step>().is_err());
         assert_eq!(loopback_ip(0).to_string(), "127.0.0.2");
         assert_eq!(loopback_ip(254).to_string(), "127.0.1.0");
+    }
+
+    #[test]
+    fn numbered_configs_have_distinct_addresses_and_spis() {
+        use crate::ue::{IsimKeys, UeConfig};
+        let t = UeConfig::new(
+            "x@ims.test",
+            "sip:x@ims.test",
+            "ims.test",
+            IsimKeys::new([1; 16], [2; 16]),
+            loopback_ip(0),
+            "127.0.0.1:5060".parse().unwrap(),
+        );
+        let v = numbered(&t, 300, |i| {
+            (
+                format!("u{i}@ims.test"),
+                format!("sip:u{i}@ims.test"),
+                IsimKeys::new([i as u8; 16], [2; 16]),
+            )
+        });
+        let mut spis = std::collections::HashSet::new();
+        let mut ips = std::collections::HashSet::new();
+        for c in &v {
+            c.validate().unwrap();
+            assert!(ips.insert(c.local_ip));
+            for g in [0u64, 1, 500, 1023] {
+                let l = c.security.generation(g);
+                assert!(spis.insert(l.spi_uc) && spis.insert(l.spi_us));
+            }
+        }
     }
 }

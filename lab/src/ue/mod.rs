@@ -26,7 +26,7 @@ pub mod summary;
 pub use config::{ConfigError, IsimKeys, LocalSecurity, UeConfig};
 pub use core::Ue;
 pub use event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
-pub use fleet::{register_many, FleetReport, Step, UeTimings};
+pub use fleet::{loopback_ip, numbered, register_many, FleetReport, Step, UeTimings};
 pub use registration::{refresh_after, RegState, Registration, SaAction};
 pub use shell::{IoConfig, UeHandle, UeHost, UeHostError};
 pub use summary::{ladder_line, summarize};

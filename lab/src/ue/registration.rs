@@ -370,6 +370,17 @@ impl Registration {
 
     fn start(&mut self, procedure: Procedure, now: Instant) {
         let generation = self.next_generation;
+        // A deregistration repeats the parameters of the set in use: it must not look like
+        // an offer for a new set (TS 33.203 §7.4 ties new sets to re-authentication).
+        let local = match (procedure, self.current_set()) {
+            (Procedure::Deregistration, Some(s)) => LocalSecurity {
+                spi_uc: s.spi_uc,
+                spi_us: s.spi_us,
+                port_uc: s.port_uc,
+                port_us: s.port_us,
+            },
+            _ => self.cfg.security.generation(generation),
+        };
         self.proc = Some(Proc {
             procedure,
             started: now,
@@ -378,7 +389,7 @@ impl Registration {
             round_trips: 0,
             resyncs: 0,
             challenges: 0,
-            local: self.cfg.security.generation(generation),
+            local,
             generation,
             new_set: None,
         });
