@@ -8,7 +8,8 @@
 
 use std::fmt;
 
-use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::cipher::block_padding::NoPadding;
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
 use hmac::{Hmac, Mac};
 
 use crate::model::{EncryptionAlg, IntegrityAlg, SaKeys};
@@ -214,36 +215,23 @@ enum CipherKey {
     Des3(des::TdesEde3),
 }
 
-/// CBC over a block cipher with the key schedule kept per SA (RFC 3602 §2.3, RFC 2451).
-macro_rules! cbc_encrypt {
-    ($c:expr, $ty:ty, $iv:expr, $buf:expr, $bs:expr) => {{
-        let mut prev = $iv.to_vec();
-        for chunk in $buf.chunks_exact_mut($bs) {
-            for (b, p) in chunk.iter_mut().zip(prev.iter()) {
-                *b ^= p;
-            }
-            let mut block = aes::cipher::Block::<$ty>::default();
-            block.copy_from_slice(chunk);
-            $c.encrypt_block(&mut block);
-            chunk.copy_from_slice(&block);
-            prev.copy_from_slice(chunk);
-        }
+/// CBC (RFC 3602 §2.3, RFC 2451) from the `cbc` crate over a key schedule kept per SA: each
+/// packet only clones the scheduled cipher into a fresh mode instance with its IV.
+macro_rules! cbc_run {
+    (enc, $c:expr, $ty:ty, $iv:expr, $buf:expr) => {{
+        let len = $buf.len();
+        cbc::Encryptor::<$ty>::inner_iv_slice_init($c.clone(), $iv)
+            .map_err(|_| EspError::Malformed("IV length"))?
+            .encrypt_padded::<NoPadding>($buf, len)
+            .map(|_| ())
+            .map_err(|_| EspError::Malformed("not block-aligned"))
     }};
-}
-
-macro_rules! cbc_decrypt {
-    ($c:expr, $ty:ty, $iv:expr, $buf:expr, $bs:expr) => {{
-        let mut prev = $iv.to_vec();
-        for chunk in $buf.chunks_exact_mut($bs) {
-            let saved = chunk.to_vec();
-            let mut block = aes::cipher::Block::<$ty>::default();
-            block.copy_from_slice(chunk);
-            $c.decrypt_block(&mut block);
-            for ((o, b), p) in chunk.iter_mut().zip(block.iter()).zip(prev.iter()) {
-                *o = b ^ p;
-            }
-            prev = saved;
-        }
+    (dec, $c:expr, $ty:ty, $iv:expr, $buf:expr) => {{
+        cbc::Decryptor::<$ty>::inner_iv_slice_init($c.clone(), $iv)
+            .map_err(|_| EspError::Malformed("IV length"))?
+            .decrypt_padded::<NoPadding>($buf)
+            .map(|_| ())
+            .map_err(|_| EspError::Malformed("not block-aligned"))
     }};
 }
 
@@ -270,20 +258,20 @@ impl CipherKey {
     }
 
     /// Encrypts `buf` (a multiple of the block size) in place.
-    fn encrypt(&self, iv: &[u8], buf: &mut [u8]) {
+    fn encrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), EspError> {
         match self {
-            CipherKey::Null => {}
-            CipherKey::Aes(c) => cbc_encrypt!(c, aes::Aes128, iv, buf, 16),
-            CipherKey::Des3(c) => cbc_encrypt!(c, des::TdesEde3, iv, buf, 8),
+            CipherKey::Null => Ok(()),
+            CipherKey::Aes(c) => cbc_run!(enc, c, aes::Aes128, iv, buf),
+            CipherKey::Des3(c) => cbc_run!(enc, c, des::TdesEde3, iv, buf),
         }
     }
 
     /// Decrypts `buf` (a multiple of the block size) in place.
-    fn decrypt(&self, iv: &[u8], buf: &mut [u8]) {
+    fn decrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), EspError> {
         match self {
-            CipherKey::Null => {}
-            CipherKey::Aes(c) => cbc_decrypt!(c, aes::Aes128, iv, buf, 16),
-            CipherKey::Des3(c) => cbc_decrypt!(c, des::TdesEde3, iv, buf, 8),
+            CipherKey::Null => Ok(()),
+            CipherKey::Aes(c) => cbc_run!(dec, c, aes::Aes128, iv, buf),
+            CipherKey::Des3(c) => cbc_run!(dec, c, des::TdesEde3, iv, buf),
         }
     }
 }
@@ -420,7 +408,7 @@ impl EspSa {
         out.extend((1..=pad).map(|i| i as u8));
         out.push(pad as u8);
         out.push(next_header);
-        self.cipher.encrypt(iv, &mut out[body_start..]);
+        self.cipher.encrypt(iv, &mut out[body_start..])?;
         let icv = self.mac.compute(&out);
         out.extend_from_slice(&icv[..self.integrity.icv_len()]);
         self.seq_out = seq;
@@ -475,7 +463,7 @@ impl EspSa {
         self.replay.update(seq);
         let iv = &authed[8..8 + iv_len];
         let mut body = authed[8 + iv_len..].to_vec();
-        self.cipher.decrypt(iv, &mut body);
+        self.cipher.decrypt(iv, &mut body)?;
         let n = body.len();
         let next_header = body[n - 1];
         let pad = usize::from(body[n - 2]);
@@ -543,7 +531,8 @@ mod tests {
         )
         .unwrap();
         let mut buf = b"Single block msg".to_vec();
-        c.encrypt(&h("3dafba429d9eb430b422da802c9fac41"), &mut buf);
+        c.encrypt(&h("3dafba429d9eb430b422da802c9fac41"), &mut buf)
+            .unwrap();
         assert_eq!(buf, h("e353779c1079aeb82708942dbe77181a"));
         let c = CipherKey::new(
             EncryptionAlg::AesCbc,
@@ -553,12 +542,12 @@ mod tests {
         let iv = h("562e17996d093d28ddb3ba695a2e6f58");
         let pt: Vec<u8> = (0u8..32).collect();
         let mut buf = pt.clone();
-        c.encrypt(&iv, &mut buf);
+        c.encrypt(&iv, &mut buf).unwrap();
         assert_eq!(
             buf,
             h("d296cd94c2cccf8a3a863028b5e1dc0a7586602d253cfff91b8266bea6d61ab1")
         );
-        c.decrypt(&iv, &mut buf);
+        c.decrypt(&iv, &mut buf).unwrap();
         assert_eq!(buf, pt);
     }
 
@@ -572,9 +561,9 @@ mod tests {
         .unwrap();
         let iv = h("1234567890abcdef");
         let mut buf = b"Now is the time for all ".to_vec();
-        c.encrypt(&iv, &mut buf);
+        c.encrypt(&iv, &mut buf).unwrap();
         assert_eq!(buf, h("f3c0ff026c023089656fbb169def7edb30ba36075d6f0176"));
-        c.decrypt(&iv, &mut buf);
+        c.decrypt(&iv, &mut buf).unwrap();
         assert_eq!(buf, b"Now is the time for all ");
     }
 

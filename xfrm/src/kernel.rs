@@ -10,6 +10,13 @@
 //! microseconds), which keeps the backend usable from any thread, and bound to the network
 //! namespace of the thread that created it: create the backend inside the netns you want.
 //! No kernel lifetimes are set: the owner of the set deletes it (see [`crate::SaSet`]).
+//!
+//! Why not `xfrmnetlink`'s request builders and `netlink-proto`'s connection: we need the
+//! selector `user` field as our tag, iproute2's exact attribute set for byte-level parity, the
+//! kernel's extended-ack text (netlink-packet-core's `ErrorMessage` keeps only code and
+//! header, and nothing sets NETLINK_EXT_ACK), and a socket usable from any thread without an
+//! async runtime tied to the namespace it was spawned in. The typed messages still come from
+//! `netlink-packet-xfrm`.
 
 use std::collections::HashMap;
 use std::io;
