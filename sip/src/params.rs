@@ -51,15 +51,22 @@ impl Params {
                 Some(eq) => {
                     let name = part[..eq].trim();
                     let value = part[eq + 1..].trim();
-                    if name.is_empty() {
-                        return Err(ParseError::hdr("parameter", "empty name"));
-                    }
-                    if value.starts_with('"') && !is_quoted_string(value) {
-                        return Err(ParseError::hdr("parameter", "unterminated quoted string"));
+                    check_name(name)?;
+                    if value.starts_with('"') {
+                        if !is_quoted_string(value) {
+                            return Err(ParseError::hdr("parameter", "bad quoted string"));
+                        }
+                    } else if value.contains(['"', '<', '>']) {
+                        // gen-value = token / host / quoted-string (RFC 3261 §25.1); a stray
+                        // quote or bracket would change how the rest of the header splits
+                        return Err(ParseError::hdr("parameter", "quote or bracket in value"));
                     }
                     out.push(Param::new(name, Some(value)));
                 }
-                None => out.push(Param::new(part, None::<String>)),
+                None => {
+                    check_name(part)?;
+                    out.push(Param::new(part, None::<String>));
+                }
             }
         }
         Ok(Params(out))
@@ -120,6 +127,18 @@ impl fmt::Display for Params {
         }
         Ok(())
     }
+}
+
+fn check_name(name: &str) -> Result<(), ParseError> {
+    // Lenient beyond `token` because uri-parameters allow "[]/:&+$" and escapes.
+    if name.is_empty()
+        || name
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || matches!(b, b'"' | b'<' | b'>' | b',' | b'='))
+    {
+        return Err(ParseError::hdr("parameter", "bad name"));
+    }
+    Ok(())
 }
 
 fn is_quoted_string(v: &str) -> bool {
@@ -251,6 +270,16 @@ mod tests {
         assert!(Params::parse(";x=\"abc").is_err());
         assert!(Params::parse(";;").is_err());
         assert!(Params::parse(";=a").is_err());
+        assert!(Params::parse(";a=b\"c").is_err());
+        assert!(Params::parse(";a=<b").is_err());
+        assert!(Params::parse(";a b=c").is_err());
+        assert!(Params::parse(";\"a\"").is_err());
+        assert_eq!(
+            Params::parse(";icid=ab+c=1;maddr=[::1]")
+                .unwrap()
+                .get("icid"),
+            Some("ab+c=1")
+        );
     }
 
     #[test]

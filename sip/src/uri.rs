@@ -70,8 +70,15 @@ impl Uri {
             return Err(ParseError::Uri("invalid scheme"));
         }
         let rest = &s[colon + 1..];
-        if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(ParseError::Uri("whitespace or control character"));
+        // '<', '>' and '"' are never allowed unescaped in a URI (RFC 3986 §2) and would
+        // break the name-addr that carries it
+        if rest
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || matches!(b, b'<' | b'>' | b'"'))
+        {
+            return Err(ParseError::Uri(
+                "whitespace, control or delimiter character",
+            ));
         }
         let scheme = if scheme_s.eq_ignore_ascii_case("sip") {
             Scheme::Sip
@@ -362,6 +369,8 @@ mod tests {
             "sip:a b@host",
             "sip:ho st",
             "s p:x",
+            "urn:a>b",
+            "sip:a\"b@h",
         ] {
             assert!(Uri::parse(bad).is_err(), "{bad}");
         }

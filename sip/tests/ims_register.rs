@@ -196,3 +196,12 @@ fn ims_headers_round_trip() {
     let cv = "icid-value=1234bc9876e;icid-generated-at=192.0.6.8;orig-ioi=home1.net";
     assert_eq!(ChargingVector::parse(cv).unwrap().to_string(), cv);
 }
+
+#[test]
+fn fuzz_regressions_render_consistently() {
+    // a stray quote in a parameter value used to shift parameter boundaries on re-render
+    let bad = "0;\u{fffd};\u{fffd}\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\";ealg=aes-cbc\"\"\"\"\"\"\"";
+    assert!(SecurityMechanism::parse_list(bad).is_err());
+    // a '>' inside an opaque URI used to break the name-addr it was rendered into
+    assert!(NameAddr::parse_list("JJeJe:'x, J:'x>y").is_err());
+}

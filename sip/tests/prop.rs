@@ -69,6 +69,25 @@ proptest! {
     }
 
     #[test]
+    fn typed_render_then_parse_is_identity(s in SIPISH) {
+        if let Ok(l) = SecurityMechanism::parse_list(&s) {
+            let text = sip::ims::format_security_list(&l);
+            prop_assert_eq!(SecurityMechanism::parse_list(&text).unwrap(), l);
+        }
+        if let Ok(l) = NameAddr::parse_list(&s) {
+            let text = l.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+            prop_assert_eq!(NameAddr::parse_list(&text).unwrap(), l);
+        }
+        if let Ok(l) = Via::parse_list(&s) {
+            let text = l.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+            prop_assert_eq!(Via::parse_list(&text).unwrap(), l);
+        }
+        if let Ok(u) = Uri::parse(&s) {
+            prop_assert_eq!(Uri::parse(&u.to_string()).unwrap(), u);
+        }
+    }
+
+    #[test]
     fn serialise_is_stable(data in proptest::collection::vec(any::<u8>(), 0..400)) {
         if let Ok(m) = Message::parse(&data) {
             let once = m.to_bytes();

@@ -21,9 +21,31 @@ fuzz_target!(|data: &[u8]| {
         1 => drop(AccessNetworkInfo::parse(&s)),
         2 => drop(VisitedNetworkId::parse_list(&s)),
         3 => drop(ChargingVector::parse(&s)),
-        4 => drop(NameAddr::parse_list(&s)),
-        5 => drop(Via::parse_list(&s)),
-        6 => drop(Uri::parse(&s)),
+        4 => {
+            if let Ok(l) = NameAddr::parse_list(&s) {
+                let text = l
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                assert_eq!(NameAddr::parse_list(&text).expect("re-parse"), l);
+            }
+        }
+        5 => {
+            if let Ok(l) = Via::parse_list(&s) {
+                let text = l
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                assert_eq!(Via::parse_list(&text).expect("re-parse"), l);
+            }
+        }
+        6 => {
+            if let Ok(u) = Uri::parse(&s) {
+                assert_eq!(Uri::parse(&u.to_string()).expect("re-parse"), u);
+            }
+        }
         7 => drop(CSeq::parse(&s)),
         8 => drop(Contacts::parse(&s)),
         _ => drop(Params::parse(&s)),
