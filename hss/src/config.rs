@@ -192,19 +192,30 @@ impl Default for DiameterConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: "hss.db".into(), durability: Durability::Full }
+        StoreConfig {
+            path: "hss.db".into(),
+            durability: Durability::Full,
+        }
     }
 }
 
 impl Default for AkaConfig {
     fn default() -> Self {
-        AkaConfig { ind_bits: 5, ind: 1, default_amf: "8000".into(), max_vectors: 16 }
+        AkaConfig {
+            ind_bits: 5,
+            ind: 1,
+            default_amf: "8000".into(),
+            max_vectors: 16,
+        }
     }
 }
 
 impl Default for ImsConfig {
     fn default() -> Self {
-        ImsConfig { domain: None, mnc_digits: 2 }
+        ImsConfig {
+            domain: None,
+            mnc_digits: 2,
+        }
     }
 }
 
@@ -212,9 +223,12 @@ impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
-        let mut c: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e))?;
+        let mut c: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e))?;
         if c.rest.token.is_none() {
-            c.rest.token = std::env::var("HSS_REST_TOKEN").ok().filter(|t| !t.is_empty());
+            c.rest.token = std::env::var("HSS_REST_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
         }
         c.validate()?;
         Ok(c)
@@ -231,7 +245,9 @@ impl Config {
         }
         self.default_amf()?;
         if !(6..=3600).contains(&self.diameter.watchdog_secs) {
-            return Err(ConfigError::Invalid("diameter.watchdog_secs must be 6..=3600".into()));
+            return Err(ConfigError::Invalid(
+                "diameter.watchdog_secs must be 6..=3600".into(),
+            ));
         }
         if self.rest.listen.is_some() && self.rest.token.as_deref().unwrap_or("").is_empty() {
             return Err(ConfigError::Invalid(
@@ -246,12 +262,14 @@ impl Config {
 
     /// The SQN policy from `[aka]`.
     pub fn sqn_policy(&self) -> Result<akav1::SqnPolicy, ConfigError> {
-        akav1::SqnPolicy::with_ind_bits(self.aka.ind_bits).map_err(|e| ConfigError::Invalid(format!("aka.ind_bits: {e}")))
+        akav1::SqnPolicy::with_ind_bits(self.aka.ind_bits)
+            .map_err(|e| ConfigError::Invalid(format!("aka.ind_bits: {e}")))
     }
 
     /// The default AMF from `[aka]`.
     pub fn default_amf(&self) -> Result<[u8; 2], ConfigError> {
-        crate::store::parse_hex::<2>(&self.aka.default_amf).map_err(|e| ConfigError::Invalid(format!("aka.default_amf: {e}")))
+        crate::store::parse_hex::<2>(&self.aka.default_amf)
+            .map_err(|e| ConfigError::Invalid(format!("aka.default_amf: {e}")))
     }
 
     /// The Cx handler settings.

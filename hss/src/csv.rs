@@ -122,7 +122,8 @@ pub fn parse(text: &str, d: &ImportDefaults) -> Result<Vec<Subscriber>, CsvError
                 .filter(|s| !s.is_empty())
         };
         let err = |msg: String| CsvError::Line { line, msg };
-        let k = parse_hex::<16>(&get(Some(ki_c)).unwrap_or_default()).map_err(|e| err(format!("Ki: {e}")))?;
+        let k = parse_hex::<16>(&get(Some(ki_c)).unwrap_or_default())
+            .map_err(|e| err(format!("Ki: {e}")))?;
         let opc = match (get(opc_c), get(op_c)) {
             (Some(opc), _) => parse_hex::<16>(&opc).map_err(|e| err(format!("OPc: {e}")))?,
             (None, Some(op)) => {
@@ -146,20 +147,29 @@ pub fn parse(text: &str, d: &ImportDefaults) -> Result<Vec<Subscriber>, CsvError
             }
         }
         let msisdn = get(msisdn_c).map(|m| m.trim_start_matches('+').to_string());
-        let domain = d
-            .domain
-            .clone()
-            .or_else(|| imsi.as_deref().and_then(|i| home_domain_from_imsi(i, d.mnc_digits)));
+        let domain = d.domain.clone().or_else(|| {
+            imsi.as_deref()
+                .and_then(|i| home_domain_from_imsi(i, d.mnc_digits))
+        });
         let impi = match (get(impi_c), &imsi, &domain) {
             (Some(i), _, _) => i,
             (None, Some(imsi), Some(dom)) => format!("{imsi}@{dom}"),
-            _ => return Err(err("cannot derive an IMPI (no IMPI column, no usable IMSI)".into())),
+            _ => {
+                return Err(err(
+                    "cannot derive an IMPI (no IMPI column, no usable IMSI)".into(),
+                ))
+            }
         };
         let impus = match get(impu_c) {
             Some(list) => list
                 .split(|c: char| c == '|' || c.is_whitespace())
                 .filter(|s| !s.is_empty())
-                .map(|u| Impu { uri: u.to_string(), irs: 0, barred: false, display_name: None })
+                .map(|u| Impu {
+                    uri: u.to_string(),
+                    irs: 0,
+                    barred: false,
+                    display_name: None,
+                })
                 .collect(),
             None => default_impus(&impi, imsi.as_deref(), msisdn.as_deref(), domain.as_deref()),
         };
@@ -198,7 +208,12 @@ pub fn default_impus(
     let dom = domain
         .map(str::to_string)
         .or_else(|| impi.split_once('@').map(|(_, d)| d.to_string()));
-    let mk = |uri: String| Impu { uri, irs: 0, barred: false, display_name: None };
+    let mk = |uri: String| Impu {
+        uri,
+        irs: 0,
+        barred: false,
+        display_name: None,
+    };
     match (imsi, &dom) {
         (Some(i), Some(d)) => v.push(mk(format!("sip:{i}@{d}"))),
         _ => v.push(mk(format!("sip:{impi}"))),

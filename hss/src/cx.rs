@@ -192,18 +192,27 @@ impl CxHandler {
                 .is_some_and(|h| peers.iter().any(|p| p.eq_ignore_ascii_case(h)));
             if !ok {
                 tracing::warn!(origin_host = ?req.origin_host(), "request from a peer not in allowed_peers");
-                return self.done(req, Message::error_answer(req, result::UNKNOWN_PEER, Some("peer not allowed")));
+                return self.done(
+                    req,
+                    Message::error_answer(req, result::UNKNOWN_PEER, Some("peer not allowed")),
+                );
             }
         }
         if req.app_id != app::CX {
-            return self.done(req, Message::error_answer(req, result::APPLICATION_UNSUPPORTED, None));
+            return self.done(
+                req,
+                Message::error_answer(req, result::APPLICATION_UNSUPPORTED, None),
+            );
         }
         let r = match req.code {
             cmd::MULTIMEDIA_AUTH => return self.mar(req),
             cmd::USER_AUTHORIZATION => self.uar(req),
             cmd::SERVER_ASSIGNMENT => self.sar(req),
             cmd::LOCATION_INFO => self.lir(req),
-            _ => Err(Fail::Base(result::COMMAND_UNSUPPORTED, "command not supported".into())),
+            _ => Err(Fail::Base(
+                result::COMMAND_UNSUPPORTED,
+                "command not supported".into(),
+            )),
         };
         let ans = match r {
             Ok(a) => a,
@@ -214,7 +223,8 @@ impl CxHandler {
 
     fn done(&self, req: &Message, mut ans: Message) -> Outcome {
         self.finish_answer(&mut ans);
-        self.metrics.answer(&req.name(), ans.result().map(|r| r.code()).unwrap_or(0));
+        self.metrics
+            .answer(&req.name(), ans.result().map(|r| r.code()).unwrap_or(0));
         Outcome::Answer(ans)
     }
 
@@ -281,20 +291,30 @@ impl CxHandler {
         let impi = req.get_utf8(avp::USER_NAME)?;
         let impu = req.get_utf8(avp::PUBLIC_IDENTITY)?;
         let s = self.subscriber_for(Some(impi), impu)?;
-        let uat = req.find(avp::USER_AUTHORIZATION_TYPE).map(|a| a.as_i32()).transpose()?.unwrap_or(0);
+        let uat = req
+            .find(avp::USER_AUTHORIZATION_TYPE)
+            .map(|a| a.as_i32())
+            .transpose()?
+            .unwrap_or(0);
         if uat != 1 {
             if let Some(v) = req.find(avp::VISITED_NETWORK_IDENTIFIER) {
                 let v = String::from_utf8_lossy(v.as_octets()).to_string();
                 if !self.cfg.allowed_visited_networks.is_empty()
-                    && !self.cfg.allowed_visited_networks.iter().any(|n| n.eq_ignore_ascii_case(&v))
+                    && !self
+                        .cfg
+                        .allowed_visited_networks
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(&v))
                 {
                     return Err(Fail::Exp(cx::ERROR_ROAMING_NOT_ALLOWED));
                 }
             }
-            if s.impus.iter().any(|i| i.uri == impu && i.barred)
-                && s.impus.iter().all(|i| i.barred)
+            if s.impus.iter().any(|i| i.uri == impu && i.barred) && s.impus.iter().all(|i| i.barred)
             {
-                return Err(Fail::Base(result::AUTHORIZATION_REJECTED, "identity barred".into()));
+                return Err(Fail::Base(
+                    result::AUTHORIZATION_REJECTED,
+                    "identity barred".into(),
+                ));
             }
         }
         let a = self.base_answer(req);
@@ -320,7 +340,9 @@ impl CxHandler {
                 .with(Avp::utf8(avp::SERVER_NAME, name)),
             _ => server_or_caps(
                 a.with_experimental_result(VENDOR_3GPP, cx::FIRST_REGISTRATION),
-                s.scscf_name.as_deref().or(self.cfg.default_scscf.as_deref()),
+                s.scscf_name
+                    .as_deref()
+                    .or(self.cfg.default_scscf.as_deref()),
             ),
         })
     }
@@ -339,14 +361,21 @@ impl CxHandler {
     fn mar_parse(&self, req: &Message) -> Result<(SqnRequest, PendingMar), Fail> {
         let impi = req.get_utf8(avp::USER_NAME)?;
         let impu = req.get_utf8(avp::PUBLIC_IDENTITY)?;
-        let n = req.find(avp::SIP_NUMBER_AUTH_ITEMS).map(|a| a.as_u32()).transpose()?.unwrap_or(1);
+        let n = req
+            .find(avp::SIP_NUMBER_AUTH_ITEMS)
+            .map(|a| a.as_u32())
+            .transpose()?
+            .unwrap_or(1);
         let mut resync = None;
         if let Some(item) = req.find(avp::SIP_AUTH_DATA_ITEM) {
             let item = item.as_grouped()?;
             if let Some(s) = item.find(avp::SIP_AUTHENTICATION_SCHEME) {
                 let s = s.as_utf8()?;
                 // Kamailio sends Digest-AKAv1-MD5; other S-CSCFs send "Unknown" and take AKA.
-                if !(s.eq_ignore_ascii_case(SCHEME_AKAV1) || s.eq_ignore_ascii_case("Unknown") || s.is_empty()) {
+                if !(s.eq_ignore_ascii_case(SCHEME_AKAV1)
+                    || s.eq_ignore_ascii_case("Unknown")
+                    || s.is_empty())
+                {
                     return Err(Fail::Exp(cx::ERROR_AUTH_SCHEME_NOT_SUPPORTED));
                 }
             }
@@ -360,15 +389,27 @@ impl CxHandler {
                     auts.copy_from_slice(&b[16..]);
                     resync = Some((rand, auts));
                 } else if !b.is_empty() {
-                    return Err(Fail::Base(result::INVALID_AVP_VALUE, "SIP-Authorization must be RAND(16) || AUTS(14)".into()));
+                    return Err(Fail::Base(
+                        result::INVALID_AVP_VALUE,
+                        "SIP-Authorization must be RAND(16) || AUTS(14)".into(),
+                    ));
                 }
             }
         }
         let count = n.clamp(1, self.cfg.max_vectors.max(1));
         let answer = self.base_answer(req);
         Ok((
-            SqnRequest { impi: impi.to_string(), impu: Some(impu.to_string()), count, resync },
-            PendingMar { answer, impi: impi.to_string(), impu: impu.to_string() },
+            SqnRequest {
+                impi: impi.to_string(),
+                impu: Some(impu.to_string()),
+                count,
+                resync,
+            },
+            PendingMar {
+                answer,
+                impi: impi.to_string(),
+                impu: impu.to_string(),
+            },
         ))
     }
 
@@ -409,7 +450,9 @@ impl CxHandler {
                 // Kamailio's ims_auth takes an MAA as success only with Result-Code 2001.
                 a.with_result_code(result::SUCCESS)
             }
-            Err(IssueError::UnknownUser) => a.with_experimental_result(VENDOR_3GPP, cx::ERROR_USER_UNKNOWN),
+            Err(IssueError::UnknownUser) => {
+                a.with_experimental_result(VENDOR_3GPP, cx::ERROR_USER_UNKNOWN)
+            }
             Err(IssueError::IdentitiesDontMatch) => {
                 a.with_experimental_result(VENDOR_3GPP, cx::ERROR_IDENTITIES_DONT_MATCH)
             }
@@ -424,17 +467,26 @@ impl CxHandler {
                 a.with_result_code(result::UNABLE_TO_COMPLY)
             }
         };
-        self.metrics.answer("MAR", ans.result().map(|r| r.code()).unwrap_or(0));
+        self.metrics
+            .answer("MAR", ans.result().map(|r| r.code()).unwrap_or(0));
         ans
     }
 
     /// Handles a request completely, committing MAR SQNs through `store` synchronously (for
     /// tests and tools; the server uses the group-commit service).
-    pub fn handle_blocking(&self, req: &Message, sqn_store: &mut Store, policy: &akav1::SqnPolicy, ind: u32) -> Message {
+    pub fn handle_blocking(
+        &self,
+        req: &Message,
+        sqn_store: &mut Store,
+        policy: &akav1::SqnPolicy,
+        ind: u32,
+    ) -> Message {
         match self.handle(req) {
             Outcome::Answer(a) => a,
             Outcome::NeedSqn(r, p) => {
-                let res = sqn_store.issue_sqns(std::slice::from_ref(&r), policy, ind).pop();
+                let res = sqn_store
+                    .issue_sqns(std::slice::from_ref(&r), policy, ind)
+                    .pop();
                 let res = res.unwrap_or(Err(IssueError::Store("no result".into())));
                 self.finish_mar(p, res)
             }
@@ -444,14 +496,23 @@ impl CxHandler {
     // ---- SAR (TS 29.228 §6.1.2) ----
     fn sar(&self, req: &Message) -> Result<Message, Fail> {
         let impi = req.find(avp::USER_NAME).map(|a| a.as_utf8()).transpose()?;
-        let impu = req.find(avp::PUBLIC_IDENTITY).map(|a| a.as_utf8()).transpose()?;
+        let impu = req
+            .find(avp::PUBLIC_IDENTITY)
+            .map(|a| a.as_utf8())
+            .transpose()?;
         let server = req.get_utf8(avp::SERVER_NAME)?;
         let t = req.get_i32(avp::SERVER_ASSIGNMENT_TYPE)?;
         let s = match (impi, impu) {
             (_, Some(u)) => self.subscriber_for(impi, u)?,
-            (Some(i), None) => self.store().get(i)?.ok_or(Fail::Exp(cx::ERROR_USER_UNKNOWN))?,
+            (Some(i), None) => self
+                .store()
+                .get(i)?
+                .ok_or(Fail::Exp(cx::ERROR_USER_UNKNOWN))?,
             (None, None) => {
-                return Err(Fail::Base(result::MISSING_AVP, "SAR needs User-Name or Public-Identity".into()))
+                return Err(Fail::Base(
+                    result::MISSING_AVP,
+                    "SAR needs User-Name or Public-Identity".into(),
+                ))
             }
         };
         let host = req.origin_host();
@@ -465,7 +526,13 @@ impl CxHandler {
                     with_data = true;
                 }
                 sat::UNREGISTERED_USER => {
-                    st.set_registration(&s.impi, RegState::Unregistered, Some(server), host, realm)?;
+                    st.set_registration(
+                        &s.impi,
+                        RegState::Unregistered,
+                        Some(server),
+                        host,
+                        realm,
+                    )?;
                     with_data = true;
                 }
                 sat::NO_ASSIGNMENT | sat::AAA_USER_DATA_REQUEST => {
@@ -484,7 +551,13 @@ impl CxHandler {
                 }
                 sat::TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME
                 | sat::USER_DEREGISTRATION_STORE_SERVER_NAME => {
-                    st.set_registration(&s.impi, RegState::NotRegistered, Some(server), host, realm)?;
+                    st.set_registration(
+                        &s.impi,
+                        RegState::NotRegistered,
+                        Some(server),
+                        host,
+                        realm,
+                    )?;
                     with_data = false;
                 }
                 sat::AUTHENTICATION_FAILURE | sat::AUTHENTICATION_TIMEOUT => {
@@ -496,7 +569,12 @@ impl CxHandler {
                     with_data = false;
                 }
                 sat::PGW_UPDATE | sat::RESTORATION => with_data = false,
-                _ => return Err(Fail::Base(result::INVALID_AVP_VALUE, format!("Server-Assignment-Type {t}"))),
+                _ => {
+                    return Err(Fail::Base(
+                        result::INVALID_AVP_VALUE,
+                        format!("Server-Assignment-Type {t}"),
+                    ))
+                }
             }
         }
         let mut a = self
@@ -530,7 +608,9 @@ impl CxHandler {
                 Some(n) => a
                     .with_experimental_result(VENDOR_3GPP, cx::UNREGISTERED_SERVICE)
                     .with(Avp::utf8(avp::SERVER_NAME, n)),
-                None => a.with_result_code(result::SUCCESS).with(self.capabilities()),
+                None => a
+                    .with_result_code(result::SUCCESS)
+                    .with(self.capabilities()),
             },
         })
     }
@@ -541,11 +621,13 @@ impl CxHandler {
     }
 
     fn hss_request(&self, code: u32, s: &Subscriber) -> Result<Message, StoreError> {
-        let dest_host = s
-            .scscf_host
+        let dest_host = s.scscf_host.clone().ok_or_else(|| {
+            StoreError::Invalid(format!("{} has no S-CSCF Diameter host", s.impi))
+        })?;
+        let dest_realm = s
+            .scscf_realm
             .clone()
-            .ok_or_else(|| StoreError::Invalid(format!("{} has no S-CSCF Diameter host", s.impi)))?;
-        let dest_realm = s.scscf_realm.clone().unwrap_or_else(|| self.cfg.origin_realm.clone());
+            .unwrap_or_else(|| self.cfg.origin_realm.clone());
         Ok(Message::request(app::CX, code)
             .with(Avp::utf8(avp::SESSION_ID, self.session_id()))
             .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
@@ -559,8 +641,16 @@ impl CxHandler {
 
     /// An RTR (TS 29.228 §6.2.1) deregistering every IMPU of `impi` at its S-CSCF.
     /// Returns the request and the S-CSCF's Origin-Host to send it to.
-    pub fn build_rtr(&self, impi: &str, reason: DeregReason, info: Option<&str>) -> Result<(Message, String), StoreError> {
-        let s = self.store().get(impi)?.ok_or_else(|| StoreError::NotFound(impi.into()))?;
+    pub fn build_rtr(
+        &self,
+        impi: &str,
+        reason: DeregReason,
+        info: Option<&str>,
+    ) -> Result<(Message, String), StoreError> {
+        let s = self
+            .store()
+            .get(impi)?
+            .ok_or_else(|| StoreError::NotFound(impi.into()))?;
         let mut m = self.hss_request(cmd::REGISTRATION_TERMINATION, &s)?;
         let mut r = vec![Avp::enumerated(avp::REASON_CODE, reason.code())];
         if let Some(i) = info {
@@ -575,13 +665,16 @@ impl CxHandler {
 
     /// Applies a successful RTA: the user is no longer registered anywhere.
     pub fn rtr_done(&self, impi: &str) -> Result<(), StoreError> {
-        self.store().set_registration(impi, RegState::NotRegistered, None, None, None)
+        self.store()
+            .set_registration(impi, RegState::NotRegistered, None, None, None)
     }
 
     /// A PPR (TS 29.228 §6.2.2) pushing the current User-Data of `impi` to its S-CSCF.
     pub fn build_ppr(&self, impi: &str) -> Result<(Message, String), StoreError> {
         let st = self.store();
-        let s = st.get(impi)?.ok_or_else(|| StoreError::NotFound(impi.into()))?;
+        let s = st
+            .get(impi)?
+            .ok_or_else(|| StoreError::NotFound(impi.into()))?;
         let xml = st.user_data(&s)?.to_xml();
         drop(st);
         let m = self

@@ -40,7 +40,7 @@ enum Cmd {
     Run,
     /// Provision subscribers directly in the database (safe while the HSS runs).
     #[command(subcommand)]
-    Subscriber(SubCmd),
+    Subscriber(Box<SubCmd>),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -59,7 +59,7 @@ enum SubCmd {
     /// Add a subscriber. IMPI defaults to <IMSI>@ims.mnc<MNC>.mcc<MCC>.3gppnetwork.org (or
     /// <IMSI>@<[ims] domain>); IMPUs default to sip:<IMSI>@<domain>, and with an MSISDN also
     /// sip:+<MSISDN>@<domain> and tel:+<MSISDN>, in one implicit registration set.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Show one subscriber (by IMPI, IMSI, MSISDN or IMPU) as JSON; K/OPc masked.
     Show {
         /// IMPI, IMSI, MSISDN or IMPU.
@@ -133,7 +133,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         Some(p) => Config::load(p)?,
         None => {
             let mut c = Config::default();
-            c.rest.token = std::env::var("HSS_REST_TOKEN").ok().filter(|t| !t.is_empty());
+            c.rest.token = std::env::var("HSS_REST_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
             c
         }
     };
@@ -145,14 +147,19 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 fn defaults(c: &Config) -> anyhow::Result<hss::provision::Defaults> {
-    Ok(hss::provision::Defaults { domain: c.ims.domain.clone(), mnc_digits: c.ims.mnc_digits, amf: c.default_amf()? })
+    Ok(hss::provision::Defaults {
+        domain: c.ims.domain.clone(),
+        mnc_digits: c.ims.mnc_digits,
+        amf: c.default_amf()?,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HSS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("HSS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -172,7 +179,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let (_hss, l) = hss::server::start(&cfg).await?;
         let rest = l.rest.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
@@ -202,7 +211,15 @@ fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {
                 amf: a.amf.clone(),
                 sqn: a.sqn,
                 impus: (!a.impus.is_empty()).then(|| {
-                    a.impus.iter().map(|u| Impu { uri: u.clone(), irs: 0, barred: false, display_name: None }).collect()
+                    a.impus
+                        .iter()
+                        .map(|u| Impu {
+                            uri: u.clone(),
+                            irs: 0,
+                            barred: false,
+                            display_name: None,
+                        })
+                        .collect()
                 }),
                 ifcs: vec![],
                 profile: a.profile.clone(),
@@ -213,8 +230,14 @@ fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&s.masked())?);
         }
         SubCmd::Show { id, show_secrets } => {
-            let s = store.find(id)?.with_context(|| format!("no subscriber {id}"))?;
-            let v = if *show_secrets { serde_json::to_value(&s)? } else { s.masked() };
+            let s = store
+                .find(id)?
+                .with_context(|| format!("no subscriber {id}"))?;
+            let v = if *show_secrets {
+                serde_json::to_value(&s)?
+            } else {
+                s.masked()
+            };
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         SubCmd::List => {
@@ -223,15 +246,22 @@ fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {
             }
         }
         SubCmd::Delete { id } => {
-            let s = store.find(id)?.with_context(|| format!("no subscriber {id}"))?;
+            let s = store
+                .find(id)?
+                .with_context(|| format!("no subscriber {id}"))?;
             store.delete(&s.impi)?;
             println!("deleted {}", s.impi);
         }
-        SubCmd::Import { file, profile, update } => {
+        SubCmd::Import {
+            file,
+            profile,
+            update,
+        } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
-                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?
             };
             let d = hss::csv::ImportDefaults {
                 domain: cfg.ims.domain.clone(),
@@ -248,10 +278,16 @@ fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {
                         store.update(&s.impi, s)?;
                         updated += 1;
                     }
-                    Err(e) => anyhow::bail!("{}: {e} (nothing after it was imported; --update replaces existing ones)", s.impi),
+                    Err(e) => anyhow::bail!(
+                        "{}: {e} (nothing after it was imported; --update replaces existing ones)",
+                        s.impi
+                    ),
                 }
             }
-            println!("imported {added} new, {updated} updated, from {} rows", subs.len());
+            println!(
+                "imported {added} new, {updated} updated, from {} rows",
+                subs.len()
+            );
         }
     }
     Ok(())

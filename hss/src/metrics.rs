@@ -61,27 +61,83 @@ impl Metrics {
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         o.push_str("# HELP hss_diameter_requests_total Diameter requests received, by command.\n");
         o.push_str("# TYPE hss_diameter_requests_total counter\n");
-        for (k, v) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(o, "hss_diameter_requests_total{{command=\"{}\"}} {v}", esc(k));
+        for (k, v) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                o,
+                "hss_diameter_requests_total{{command=\"{}\"}} {v}",
+                esc(k)
+            );
         }
         o.push_str("# HELP hss_diameter_answers_total Diameter answers sent, by command and (experimental) result code.\n");
         o.push_str("# TYPE hss_diameter_answers_total counter\n");
-        for ((k, c), v) in self.answers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(o, "hss_diameter_answers_total{{command=\"{}\",result=\"{c}\"}} {v}", esc(k));
+        for ((k, c), v) in self
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                o,
+                "hss_diameter_answers_total{{command=\"{}\",result=\"{c}\"}} {v}",
+                esc(k)
+            );
         }
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+            let _ = write!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
         };
         let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
         };
-        counter(&mut o, "hss_auth_vectors_total", "Authentication vectors issued (SQN committed).", self.vectors.load(Ordering::Relaxed));
-        counter(&mut o, "hss_sqn_resync_total", "Accepted SQN resynchronisations (AUTS verified).", self.resyncs.load(Ordering::Relaxed));
-        counter(&mut o, "hss_sqn_resync_rejected_total", "AUTS whose MAC-S did not verify.", self.resyncs_rejected.load(Ordering::Relaxed));
-        counter(&mut o, "hss_rest_requests_total", "Provisioning API requests.", self.rest_requests.load(Ordering::Relaxed));
-        gauge(&mut o, "hss_subscribers", "Provisioned subscribers.", g.subscribers);
-        gauge(&mut o, "hss_registered_subscribers", "Subscribers with an S-CSCF assigned and registered.", g.registered);
-        gauge(&mut o, "hss_diameter_peers", "Connected Diameter peers.", g.peers);
+        counter(
+            &mut o,
+            "hss_auth_vectors_total",
+            "Authentication vectors issued (SQN committed).",
+            self.vectors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "hss_sqn_resync_total",
+            "Accepted SQN resynchronisations (AUTS verified).",
+            self.resyncs.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "hss_sqn_resync_rejected_total",
+            "AUTS whose MAC-S did not verify.",
+            self.resyncs_rejected.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "hss_rest_requests_total",
+            "Provisioning API requests.",
+            self.rest_requests.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "hss_subscribers",
+            "Provisioned subscribers.",
+            g.subscribers,
+        );
+        gauge(
+            &mut o,
+            "hss_registered_subscribers",
+            "Subscribers with an S-CSCF assigned and registered.",
+            g.registered,
+        );
+        gauge(
+            &mut o,
+            "hss_diameter_peers",
+            "Connected Diameter peers.",
+            g.peers,
+        );
         o
     }
 }

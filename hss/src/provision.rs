@@ -17,7 +17,11 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { domain: None, mnc_digits: 2, amf: [0x80, 0x00] }
+        Defaults {
+            domain: None,
+            mnc_digits: 2,
+            amf: [0x80, 0x00],
+        }
     }
 }
 
@@ -72,7 +76,9 @@ impl NewSubscriber {
         let opc = match (&self.opc, &self.op) {
             (Some(_), Some(_)) => return Err("give either opc or op, not both".into()),
             (Some(o), None) => parse_hex::<16>(o).map_err(|e| format!("opc: {e}"))?,
-            (None, Some(o)) => akav1::opc_from_op(&k, &parse_hex::<16>(o).map_err(|e| format!("op: {e}"))?),
+            (None, Some(o)) => {
+                akav1::opc_from_op(&k, &parse_hex::<16>(o).map_err(|e| format!("op: {e}"))?)
+            }
             (None, None) => return Err("opc or op is required".into()),
         };
         let amf = match &self.amf {
@@ -84,10 +90,11 @@ impl NewSubscriber {
                 return Err(format!("imsi {i:?} is not 6-15 digits"));
             }
         }
-        let domain = d
-            .domain
-            .clone()
-            .or_else(|| self.imsi.as_deref().and_then(|i| home_domain_from_imsi(i, d.mnc_digits)));
+        let domain = d.domain.clone().or_else(|| {
+            self.imsi
+                .as_deref()
+                .and_then(|i| home_domain_from_imsi(i, d.mnc_digits))
+        });
         let impi = match (self.impi, &self.imsi, &domain) {
             (Some(i), _, _) => i,
             (None, Some(imsi), Some(dom)) => format!("{imsi}@{dom}"),
@@ -101,7 +108,12 @@ impl NewSubscriber {
         }
         let impus = match self.impus {
             Some(v) if !v.is_empty() => v,
-            _ => default_impus(&impi, self.imsi.as_deref(), msisdn.as_deref(), domain.as_deref()),
+            _ => default_impus(
+                &impi,
+                self.imsi.as_deref(),
+                msisdn.as_deref(),
+                domain.as_deref(),
+            ),
         };
         let sqn = self.sqn.unwrap_or(0);
         if sqn > akav1::SQN_MAX {

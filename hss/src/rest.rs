@@ -1,5 +1,9 @@
 //! Provisioning REST API (JSON, bearer token), `/metrics` and `/openapi.json`.
 
+// Handlers return `Result<Response, Response>` (the axum idiom); the size of the error is
+// irrelevant on this cold path.
+#![allow(clippy::result_large_err)]
+
 use crate::cx::DeregReason;
 use crate::provision::NewSubscriber;
 use crate::server::Hss;
@@ -22,7 +26,10 @@ struct AppState {
 
 /// The API router: `/api/v1/*` behind the bearer token, the rest open.
 pub fn router(hss: Arc<Hss>, token: String) -> Router {
-    let st = AppState { hss, token: token.into() };
+    let st = AppState {
+        hss,
+        token: token.into(),
+    };
     let api = Router::new()
         .route("/subscribers", get(list).post(add))
         .route("/subscribers/{id}", get(show).put(update).delete(remove))
@@ -71,7 +78,10 @@ fn store_err(e: StoreError) -> Response {
 
 type R = Result<Response, Response>;
 
-fn blocking_store<T>(st: &AppState, f: impl FnOnce(&mut crate::store::Store) -> Result<T, StoreError>) -> Result<T, Response> {
+fn blocking_store<T>(
+    st: &AppState,
+    f: impl FnOnce(&mut crate::store::Store) -> Result<T, StoreError>,
+) -> Result<T, Response> {
     // Store calls are short; the REST API is not a hot path.
     let mut s = st.hss.store.lock().unwrap_or_else(|p| p.into_inner());
     f(&mut s).map_err(store_err)
@@ -89,14 +99,24 @@ struct ShowQ {
 }
 
 async fn show(State(st): State<AppState>, Path(id): Path<String>, Query(q): Query<ShowQ>) -> R {
-    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
-    let v = if q.show_secrets { serde_json::to_value(&s).unwrap_or_default() } else { s.masked() };
+    let s = blocking_store(&st, |s| s.find(&id))?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let v = if q.show_secrets {
+        serde_json::to_value(&s).unwrap_or_default()
+    } else {
+        s.masked()
+    };
     Ok(Json(v).into_response())
 }
 
-async fn add(State(st): State<AppState>, body: Result<Json<NewSubscriber>, axum::extract::rejection::JsonRejection>) -> R {
+async fn add(
+    State(st): State<AppState>,
+    body: Result<Json<NewSubscriber>, axum::extract::rejection::JsonRejection>,
+) -> R {
     let Json(n) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let s = n.build(&st.hss.defaults).map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let s = n
+        .build(&st.hss.defaults)
+        .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     blocking_store(&st, |db| db.add(&s))?;
     Ok((StatusCode::CREATED, Json(s.masked())).into_response())
 }
@@ -107,10 +127,16 @@ async fn update(
     body: Result<Json<NewSubscriber>, axum::extract::rejection::JsonRejection>,
 ) -> R {
     let Json(n) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let old = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
-    let s = n.build(&st.hss.defaults).map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let old = blocking_store(&st, |s| s.find(&id))?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let s = n
+        .build(&st.hss.defaults)
+        .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     if s.impi != old.impi {
-        return Err(err(StatusCode::UNPROCESSABLE_ENTITY, "the IMPI of a subscriber cannot change"));
+        return Err(err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the IMPI of a subscriber cannot change",
+        ));
     }
     blocking_store(&st, |db| db.update(&old.impi, &s))?;
     // A registered user's S-CSCF gets the new profile right away.
@@ -130,13 +156,24 @@ async fn update(
 }
 
 async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> R {
-    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let s = blocking_store(&st, |s| s.find(&id))?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
     let mut rtr = None;
     if s.reg_state != RegState::NotRegistered && s.scscf_host.is_some() {
-        rtr = Some(match st.hss.rtr(&s.impi, DeregReason::PermanentTermination, Some("subscription deleted")).await {
-            Ok(r) => json!(r),
-            Err(e) => json!({ "error": e.to_string() }),
-        });
+        rtr = Some(
+            match st
+                .hss
+                .rtr(
+                    &s.impi,
+                    DeregReason::PermanentTermination,
+                    Some("subscription deleted"),
+                )
+                .await
+            {
+                Ok(r) => json!(r),
+                Err(e) => json!({ "error": e.to_string() }),
+            },
+        );
     }
     blocking_store(&st, |db| db.delete(&s.impi))?;
     Ok(Json(json!({ "deleted": s.impi, "rtr": rtr })).into_response())
@@ -150,7 +187,8 @@ struct RtrBody {
 
 async fn rtr(State(st): State<AppState>, Path(id): Path<String>, body: Option<Json<RtrBody>>) -> R {
     let b = body.map(|Json(b)| b).unwrap_or_default();
-    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let s = blocking_store(&st, |s| s.find(&id))?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
     let reason = b.reason.unwrap_or(DeregReason::PermanentTermination);
     match st.hss.rtr(&s.impi, reason, b.info.as_deref()).await {
         Ok(r) => Ok(Json(json!(r)).into_response()),
@@ -159,7 +197,8 @@ async fn rtr(State(st): State<AppState>, Path(id): Path<String>, body: Option<Js
 }
 
 async fn ppr(State(st): State<AppState>, Path(id): Path<String>) -> R {
-    let s = blocking_store(&st, |s| s.find(&id))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let s = blocking_store(&st, |s| s.find(&id))?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
     match st.hss.ppr(&s.impi).await {
         Ok(r) => Ok(Json(json!(r)).into_response()),
         Err(e) => Err(err(StatusCode::BAD_GATEWAY, e)),
@@ -167,7 +206,8 @@ async fn ppr(State(st): State<AppState>, Path(id): Path<String>) -> R {
 }
 
 async fn get_profile(State(st): State<AppState>, Path(name): Path<String>) -> R {
-    let p = blocking_store(&st, |s| s.profile(&name))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no profile {name}")))?;
+    let p = blocking_store(&st, |s| s.profile(&name))?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no profile {name}")))?;
     Ok(Json(json!({ "name": name, "ifcs": p })).into_response())
 }
 
@@ -201,7 +241,9 @@ async fn put_profile(
 
 async fn metrics(State(st): State<AppState>) -> Response {
     let hss = st.hss.clone();
-    let g = tokio::task::spawn_blocking(move || hss.gauges()).await.unwrap_or_default();
+    let g = tokio::task::spawn_blocking(move || hss.gauges())
+        .await
+        .unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.hss.metrics.render(g),

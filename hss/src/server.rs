@@ -39,7 +39,11 @@ pub async fn dispatch(cx: &Arc<CxHandler>, sqn: &SqnService, req: Message) -> Me
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "Cx handler panicked");
-                return Message::error_answer(&req, diameter::result::UNABLE_TO_COMPLY, Some("internal error"));
+                return Message::error_answer(
+                    &req,
+                    diameter::result::UNABLE_TO_COMPLY,
+                    Some("internal error"),
+                );
             }
         }
     };
@@ -83,7 +87,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
     let sqn = SqnService::start(sqn_store, policy, cfg.aka.ind)?;
     let store = Arc::new(Mutex::new(main_store));
     let metrics = Arc::new(Metrics::default());
-    let cx = Arc::new(CxHandler::new(cfg.cx_config(), store.clone(), metrics.clone()));
+    let cx = Arc::new(CxHandler::new(
+        cfg.cx_config(),
+        store.clone(),
+        metrics.clone(),
+    ));
 
     let mut pc = PeerConfig::cx(cfg.origin_host.clone(), cfg.realm.clone());
     pc.product_name = "imslab-hss".into();
@@ -98,7 +106,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
     } else {
         tracing::warn!("diameter.allowed_peers is empty: any Diameter peer may connect");
     }
-    let server = Server::bind(cfg.diameter.listen, pc, CxService { cx: cx.clone(), sqn: sqn.clone() }).await?;
+    let server = Server::bind(
+        cfg.diameter.listen,
+        pc,
+        CxService {
+            cx: cx.clone(),
+            sqn: sqn.clone(),
+        },
+    )
+    .await?;
     let diameter_addr = server.local_addr()?;
     let (handle, _task) = server.spawn();
 
@@ -128,7 +144,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
         }
         _ => None,
     };
-    Ok((hss, Listening { diameter: diameter_addr, rest }))
+    Ok((
+        hss,
+        Listening {
+            diameter: diameter_addr,
+            rest,
+        },
+    ))
 }
 
 /// Result of an HSS-initiated request.
@@ -153,20 +175,31 @@ impl Hss {
 
     /// Administrative deregistration: RTR to the S-CSCF, then clears the registration on
     /// success (TS 29.228 §6.2.1).
-    pub async fn rtr(&self, impi: &str, reason: DeregReason, info: Option<&str>) -> anyhow::Result<PushResult> {
+    pub async fn rtr(
+        &self,
+        impi: &str,
+        reason: DeregReason,
+        info: Option<&str>,
+    ) -> anyhow::Result<PushResult> {
         let (m, host) = self.cx.build_rtr(impi, reason, info)?;
         let ans = self.diameter.request(&host, m).await?;
         let code = ans.result().map(|r| r.code()).unwrap_or(0);
         if code == diameter::result::SUCCESS {
             self.cx.rtr_done(impi)?;
         }
-        Ok(PushResult { peer: host, result: code })
+        Ok(PushResult {
+            peer: host,
+            result: code,
+        })
     }
 
     /// Pushes the current profile to the S-CSCF (PPR, TS 29.228 §6.2.2).
     pub async fn ppr(&self, impi: &str) -> anyhow::Result<PushResult> {
         let (m, host) = self.cx.build_ppr(impi)?;
         let ans = self.diameter.request(&host, m).await?;
-        Ok(PushResult { peer: host, result: ans.result().map(|r| r.code()).unwrap_or(0) })
+        Ok(PushResult {
+            peer: host,
+            result: ans.result().map(|r| r.code()).unwrap_or(0),
+        })
     }
 }

@@ -448,7 +448,9 @@ impl Store {
 
     /// All IMPIs, sorted.
     pub fn list(&self) -> Result<Vec<String>, StoreError> {
-        let mut st = self.conn.prepare("SELECT impi FROM subscribers ORDER BY impi")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT impi FROM subscribers ORDER BY impi")?;
         let rows = st.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -457,8 +459,9 @@ impl Store {
     pub fn count(&self) -> Result<u64, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT count(*) FROM subscribers", [], |r| r.get::<_, i64>(0))?
-            as u64)
+            .query_row("SELECT count(*) FROM subscribers", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
     }
 
     /// Number of subscribers with an S-CSCF assigned (registered).
@@ -553,7 +556,9 @@ impl Store {
             Ok(v) => v,
             Err(e) => {
                 let msg = e.to_string();
-                reqs.iter().map(|_| Err(IssueError::Store(msg.clone()))).collect()
+                reqs.iter()
+                    .map(|_| Err(IssueError::Store(msg.clone())))
+                    .collect()
             }
         }
     }
@@ -569,34 +574,35 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(reqs.len());
         {
+            // One statement per request for lookup and IMPU ownership: this loop runs inside
+            // the write lock, so its cost bounds MAR throughput.
             let mut sel = tx.prepare_cached(
-                "SELECT id, k, opc, amf, sqn FROM subscribers WHERE impi = ?1",
-            )?;
-            let mut own = tx.prepare_cached(
-                "SELECT 1 FROM impus WHERE subscriber_id = ?1 AND uri = ?2",
+                "SELECT s.id, s.k, s.opc, s.amf, s.sqn,
+                        ?2 IS NULL OR EXISTS (SELECT 1 FROM impus i
+                                              WHERE i.subscriber_id = s.id AND i.uri = ?2)
+                 FROM subscribers s WHERE s.impi = ?1",
             )?;
             let mut upd = tx.prepare_cached("UPDATE subscribers SET sqn = ?2 WHERE id = ?1")?;
             for r in reqs {
                 let row = sel
-                    .query_row([&r.impi], |row| {
+                    .query_row(params![&r.impi, &r.impu], |row| {
                         Ok((
                             row.get::<_, i64>(0)?,
                             row.get::<_, Vec<u8>>(1)?,
                             row.get::<_, Vec<u8>>(2)?,
                             row.get::<_, Vec<u8>>(3)?,
                             row.get::<_, i64>(4)?,
+                            row.get::<_, bool>(5)?,
                         ))
                     })
                     .optional()?;
-                let Some((id, k, opc, amf, sqn)) = row else {
+                let Some((id, k, opc, amf, sqn, owns)) = row else {
                     out.push(Err(IssueError::UnknownUser));
                     continue;
                 };
-                if let Some(impu) = &r.impu {
-                    if own.query_row(params![id, impu], |_| Ok(())).optional()?.is_none() {
-                        out.push(Err(IssueError::IdentitiesDontMatch));
-                        continue;
-                    }
+                if !owns {
+                    out.push(Err(IssueError::IdentitiesDontMatch));
+                    continue;
                 }
                 let (Ok(k), Ok(opc), Ok(amf)) = (
                     <[u8; 16]>::try_from(k.as_slice()),
@@ -661,8 +667,7 @@ fn validate(s: &Subscriber) -> Result<(), StoreError> {
         return Err(StoreError::Invalid("SQN does not fit in 48 bits".into()));
     }
     for i in &s.impus {
-        if !(i.uri.starts_with("sip:") || i.uri.starts_with("tel:") || i.uri.starts_with("sips:"))
-        {
+        if !(i.uri.starts_with("sip:") || i.uri.starts_with("tel:") || i.uri.starts_with("sips:")) {
             return Err(StoreError::Invalid(format!(
                 "IMPU {:?} is not a sip:, sips: or tel: URI",
                 i.uri
@@ -671,7 +676,9 @@ fn validate(s: &Subscriber) -> Result<(), StoreError> {
     }
     if let Some(imsi) = &s.imsi {
         if !(6..=15).contains(&imsi.len()) || !imsi.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(StoreError::Invalid(format!("IMSI {imsi:?} is not 6-15 digits")));
+            return Err(StoreError::Invalid(format!(
+                "IMSI {imsi:?} is not 6-15 digits"
+            )));
         }
     }
     Ok(())
@@ -768,8 +775,7 @@ fn get_in(conn: &Connection, impi: &str) -> Result<Option<Subscriber>, StoreErro
             },
         )
         .optional()?;
-    let Some((id, impi, imsi, iccid, msisdn, k, opc, amf, sqn, ifcs, profile, sets, reg, sc)) =
-        row
+    let Some((id, impi, imsi, iccid, msisdn, k, opc, amf, sqn, ifcs, profile, sets, reg, sc)) = row
     else {
         return Ok(None);
     };

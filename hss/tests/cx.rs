@@ -23,7 +23,12 @@ fn env_with(cfg: CxConfig) -> Env {
     s.add(&sub(2)).unwrap();
     let sqn_store = Store::open(&p, hss::store::Durability::Normal).unwrap();
     let cx = CxHandler::new(cfg, Arc::new(Mutex::new(s)), Arc::new(Metrics::default()));
-    Env { cx, sqn_store, _dir: dir, policy: SqnPolicy::default() }
+    Env {
+        cx,
+        sqn_store,
+        _dir: dir,
+        policy: SqnPolicy::default(),
+    }
 }
 
 fn env() -> Env {
@@ -32,7 +37,9 @@ fn env() -> Env {
 
 impl Env {
     fn send(&mut self, m: &Message) -> Message {
-        let a = self.cx.handle_blocking(m, &mut self.sqn_store, &self.policy, 1);
+        let a = self
+            .cx
+            .handle_blocking(m, &mut self.sqn_store, &self.policy, 1);
         assert!(!a.is_request());
         assert_eq!(a.hop_by_hop, m.hop_by_hop);
         assert_eq!(a.end_to_end, m.end_to_end);
@@ -55,7 +62,8 @@ fn req(code: u32) -> Message {
 
 fn ids(m: Message, n: u32) -> Message {
     let s = sub(n);
-    m.with(Avp::utf8(avp::USER_NAME, &s.impi)).with(Avp::utf8(avp::PUBLIC_IDENTITY, &s.impus[0].uri))
+    m.with(Avp::utf8(avp::USER_NAME, &s.impi))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, &s.impus[0].uri))
 }
 
 fn mar(n: u32, items: u32, scheme: &str, authz: Option<Vec<u8>>) -> Message {
@@ -86,11 +94,16 @@ fn base(a: &Message) -> Option<u32> {
     }
 }
 
-fn vectors(a: &Message) -> Vec<([u8; 16], [u8; 16], Vec<u8>, Vec<u8>, Vec<u8>)> {
+type Vector = ([u8; 16], [u8; 16], Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn vectors(a: &Message) -> Vec<Vector> {
     a.find_all(avp::SIP_AUTH_DATA_ITEM)
         .map(|i| {
             let g = i.as_grouped().unwrap();
-            assert_eq!(g.get_utf8(avp::SIP_AUTHENTICATION_SCHEME).unwrap(), "Digest-AKAv1-MD5");
+            assert_eq!(
+                g.get_utf8(avp::SIP_AUTHENTICATION_SCHEME).unwrap(),
+                "Digest-AKAv1-MD5"
+            );
             let au = g.get_octets(avp::SIP_AUTHENTICATE).unwrap();
             assert_eq!(au.len(), 32);
             (
@@ -109,7 +122,11 @@ fn mar_gives_vectors_a_usim_accepts() {
     let mut e = env();
     for scheme in ["Digest-AKAv1-MD5", "Unknown"] {
         let a = e.send(&mar(1, 1, scheme, None));
-        assert_eq!(base(&a), Some(result::SUCCESS), "Kamailio needs Result-Code 2001");
+        assert_eq!(
+            base(&a),
+            Some(result::SUCCESS),
+            "Kamailio needs Result-Code 2001"
+        );
         assert_eq!(a.get_u32(avp::SIP_NUMBER_AUTH_ITEMS).unwrap(), 1);
         assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), sub(1).impi);
     }
@@ -119,7 +136,10 @@ fn mar_gives_vectors_a_usim_accepts() {
     let mut ue = Usim::new(Milenage::new(&K, &OPC), SqnPolicy::default());
     for (rand, autn, xres, ck, ik) in v {
         let r = ue.authenticate(&rand, &autn).unwrap();
-        assert_eq!((r.res.to_vec(), r.ck.to_vec(), r.ik.to_vec()), (xres, ck, ik));
+        assert_eq!(
+            (r.res.to_vec(), r.ck.to_vec(), r.ik.to_vec()),
+            (xres, ck, ik)
+        );
         assert_eq!(SqnPolicy::default().ind(r.sqn), 1, "configured IND slot");
     }
 }
@@ -129,10 +149,15 @@ fn mar_resync_with_auts() {
     let mut e = env();
     let pol = SqnPolicy::default();
     // The card already saw SEQ 500 in our slot (e.g. the DB was restored from a backup).
-    let mut ue = Usim::with_state(Milenage::new(&K, &OPC), UsimSqnState::with_highest(pol, pol.compose(500, 1).unwrap()));
+    let mut ue = Usim::with_state(
+        Milenage::new(&K, &OPC),
+        UsimSqnState::with_highest(pol, pol.compose(500, 1).unwrap()),
+    );
     let a = e.send(&mar(1, 1, "Digest-AKAv1-MD5", None));
     let (rand, autn, ..) = vectors(&a)[0].clone();
-    let Err(AuthFailure::SyncFailure { auts, .. }) = ue.authenticate(&rand, &autn) else { panic!("expected sync failure") };
+    let Err(AuthFailure::SyncFailure { auts, .. }) = ue.authenticate(&rand, &autn) else {
+        panic!("expected sync failure")
+    };
     let mut authz = rand.to_vec();
     authz.extend_from_slice(&auts);
     // A forged AUTS is refused.
@@ -153,9 +178,13 @@ fn mar_errors() {
     let mut e = env();
     let a = e.send(&mar(1, 1, "SIP Digest", None));
     assert_eq!(exp(&a), Some(cxr::ERROR_AUTH_SCHEME_NOT_SUPPORTED));
-    let m = req(cmd::MULTIMEDIA_AUTH).with(Avp::utf8(avp::USER_NAME, "nobody@x")).with(Avp::utf8(avp::PUBLIC_IDENTITY, "sip:nobody@x"));
+    let m = req(cmd::MULTIMEDIA_AUTH)
+        .with(Avp::utf8(avp::USER_NAME, "nobody@x"))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, "sip:nobody@x"));
     assert_eq!(exp(&e.send(&m)), Some(cxr::ERROR_USER_UNKNOWN));
-    let m = req(cmd::MULTIMEDIA_AUTH).with(Avp::utf8(avp::USER_NAME, sub(1).impi)).with(Avp::utf8(avp::PUBLIC_IDENTITY, &sub(2).impus[0].uri));
+    let m = req(cmd::MULTIMEDIA_AUTH)
+        .with(Avp::utf8(avp::USER_NAME, sub(1).impi))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, &sub(2).impus[0].uri));
     assert_eq!(exp(&e.send(&m)), Some(cxr::ERROR_IDENTITIES_DONT_MATCH));
     let m = req(cmd::MULTIMEDIA_AUTH).with(Avp::utf8(avp::USER_NAME, sub(1).impi));
     assert_eq!(base(&e.send(&m)), Some(result::MISSING_AVP));
@@ -167,7 +196,10 @@ fn mar_errors() {
 }
 
 fn uar(n: u32, uat: Option<i32>) -> Message {
-    let mut m = ids(req(cmd::USER_AUTHORIZATION), n).with(Avp::octets(avp::VISITED_NETWORK_IDENTIFIER, b"ims.lab".to_vec()));
+    let mut m = ids(req(cmd::USER_AUTHORIZATION), n).with(Avp::octets(
+        avp::VISITED_NETWORK_IDENTIFIER,
+        b"ims.lab".to_vec(),
+    ));
     if let Some(t) = uat {
         m.add(Avp::enumerated(avp::USER_AUTHORIZATION_TYPE, t));
     }
@@ -192,7 +224,10 @@ fn registration_lifecycle_uar_sar_lir() {
     let a = e.send(&uar(1, None));
     assert_eq!(exp(&a), Some(cxr::FIRST_REGISTRATION));
     assert!(a.find(avp::SERVER_CAPABILITIES).is_some());
-    assert_eq!(exp(&e.send(&uar(1, Some(1)))), Some(cxr::ERROR_IDENTITY_NOT_REGISTERED));
+    assert_eq!(
+        exp(&e.send(&uar(1, Some(1)))),
+        Some(cxr::ERROR_IDENTITY_NOT_REGISTERED)
+    );
     assert_eq!(base(&e.send(&lir(1))), Some(result::SUCCESS));
     // SAR REGISTRATION stores the S-CSCF and returns User-Data.
     let a = e.send(&sar(1, sat::REGISTRATION));
@@ -204,23 +239,43 @@ fn registration_lifecycle_uar_sar_lir() {
     // Now registered: subsequent registration, LIR finds the S-CSCF.
     let a = e.send(&uar(1, Some(0)));
     assert_eq!(exp(&a), Some(cxr::SUBSEQUENT_REGISTRATION));
-    assert_eq!(a.get_utf8(avp::SERVER_NAME).unwrap(), "sip:scscf.ims.lab:6060");
+    assert_eq!(
+        a.get_utf8(avp::SERVER_NAME).unwrap(),
+        "sip:scscf.ims.lab:6060"
+    );
     let a = e.send(&lir(1));
     assert_eq!(base(&a), Some(result::SUCCESS));
-    assert_eq!(a.get_utf8(avp::SERVER_NAME).unwrap(), "sip:scscf.ims.lab:6060");
+    assert_eq!(
+        a.get_utf8(avp::SERVER_NAME).unwrap(),
+        "sip:scscf.ims.lab:6060"
+    );
     assert_eq!(base(&e.send(&uar(1, Some(1)))), Some(result::SUCCESS));
     // RTR goes to the S-CSCF's Diameter host.
-    let (rtr, host) = e.cx.build_rtr(&sub(1).impi, DeregReason::ServerChange, Some("test")).unwrap();
+    let (rtr, host) =
+        e.cx.build_rtr(&sub(1).impi, DeregReason::ServerChange, Some("test"))
+            .unwrap();
     assert_eq!(host, "scscf.ims.lab");
     assert_eq!(rtr.code, cmd::REGISTRATION_TERMINATION);
     assert!(rtr.is_request());
-    assert_eq!(rtr.get_utf8(avp::DESTINATION_HOST).unwrap(), "scscf.ims.lab");
-    assert_eq!(rtr.get_grouped(avp::DEREGISTRATION_REASON).unwrap().get_i32(avp::REASON_CODE).unwrap(), 2);
+    assert_eq!(
+        rtr.get_utf8(avp::DESTINATION_HOST).unwrap(),
+        "scscf.ims.lab"
+    );
+    assert_eq!(
+        rtr.get_grouped(avp::DEREGISTRATION_REASON)
+            .unwrap()
+            .get_i32(avp::REASON_CODE)
+            .unwrap(),
+        2
+    );
     assert_eq!(rtr.find_all(avp::PUBLIC_IDENTITY).count(), 3);
     let (ppr, _) = e.cx.build_ppr(&sub(1).impi).unwrap();
     assert!(ppr.find(avp::USER_DATA).is_some());
     // Deregistration with store-server-name keeps the name: LIR answers UNREGISTERED_SERVICE.
-    assert_eq!(base(&e.send(&sar(1, sat::USER_DEREGISTRATION_STORE_SERVER_NAME))), Some(result::SUCCESS));
+    assert_eq!(
+        base(&e.send(&sar(1, sat::USER_DEREGISTRATION_STORE_SERVER_NAME))),
+        Some(result::SUCCESS)
+    );
     let a = e.send(&lir(1));
     assert_eq!(exp(&a), Some(cxr::UNREGISTERED_SERVICE));
     // Plain user deregistration clears it.
@@ -233,7 +288,10 @@ fn registration_lifecycle_uar_sar_lir() {
     assert!(a.find(avp::USER_DATA).is_some());
     let a = e.send(&uar(1, None));
     assert_eq!(exp(&a), Some(cxr::FIRST_REGISTRATION));
-    assert_eq!(a.get_utf8(avp::SERVER_NAME).unwrap(), "sip:scscf.ims.lab:6060");
+    assert_eq!(
+        a.get_utf8(avp::SERVER_NAME).unwrap(),
+        "sip:scscf.ims.lab:6060"
+    );
     assert_eq!(exp(&e.send(&lir(1))), Some(cxr::UNREGISTERED_SERVICE));
 }
 
@@ -250,30 +308,59 @@ fn every_assignment_type_is_answered() {
     // Authentication failure of a registered user keeps the registration.
     e.send(&sar(2, sat::REGISTRATION));
     e.send(&sar(2, sat::AUTHENTICATION_FAILURE));
-    assert_eq!(exp(&e.send(&uar(2, None))), Some(cxr::SUBSEQUENT_REGISTRATION));
+    assert_eq!(
+        exp(&e.send(&uar(2, None))),
+        Some(cxr::SUBSEQUENT_REGISTRATION)
+    );
     // Another S-CSCF asking for the data without assignment is refused.
     let m = sar(2, sat::NO_ASSIGNMENT);
-    let mut m2 = Message { avps: vec![], ..m.clone() };
+    let mut m2 = Message {
+        avps: vec![],
+        ..m.clone()
+    };
     for a in m.avps {
-        m2.add(if a.is(avp::SERVER_NAME) { Avp::utf8(avp::SERVER_NAME, "sip:other") } else { a });
+        m2.add(if a.is(avp::SERVER_NAME) {
+            Avp::utf8(avp::SERVER_NAME, "sip:other")
+        } else {
+            a
+        });
     }
-    assert_eq!(exp(&e.send(&m2)), Some(cxr::ERROR_IDENTITY_ALREADY_REGISTERED));
+    assert_eq!(
+        exp(&e.send(&m2)),
+        Some(cxr::ERROR_IDENTITY_ALREADY_REGISTERED)
+    );
 }
 
 #[test]
 fn uar_errors() {
-    let mut e = env_with(CxConfig { allowed_visited_networks: vec!["home.net".into()], ..CxConfig::default() });
-    assert_eq!(exp(&e.send(&uar(1, None))), Some(cxr::ERROR_ROAMING_NOT_ALLOWED));
-    let m = req(cmd::USER_AUTHORIZATION).with(Avp::utf8(avp::USER_NAME, sub(1).impi)).with(Avp::utf8(avp::PUBLIC_IDENTITY, "sip:nobody@x"));
+    let mut e = env_with(CxConfig {
+        allowed_visited_networks: vec!["home.net".into()],
+        ..CxConfig::default()
+    });
+    assert_eq!(
+        exp(&e.send(&uar(1, None))),
+        Some(cxr::ERROR_ROAMING_NOT_ALLOWED)
+    );
+    let m = req(cmd::USER_AUTHORIZATION)
+        .with(Avp::utf8(avp::USER_NAME, sub(1).impi))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, "sip:nobody@x"));
     assert_eq!(exp(&e.send(&m)), Some(cxr::ERROR_USER_UNKNOWN));
-    let m = req(cmd::USER_AUTHORIZATION).with(Avp::utf8(avp::USER_NAME, sub(2).impi)).with(Avp::utf8(avp::PUBLIC_IDENTITY, &sub(1).impus[0].uri));
+    let m = req(cmd::USER_AUTHORIZATION)
+        .with(Avp::utf8(avp::USER_NAME, sub(2).impi))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, &sub(1).impus[0].uri));
     assert_eq!(exp(&e.send(&m)), Some(cxr::ERROR_IDENTITIES_DONT_MATCH));
 }
 
 #[test]
 fn peer_allow_list_and_unknown_commands() {
-    let mut e = env_with(CxConfig { allowed_peers: vec!["scscf.ims.lab".into()], ..CxConfig::default() });
-    assert_eq!(base(&e.send(&mar(1, 1, "Unknown", None))), Some(result::SUCCESS));
+    let mut e = env_with(CxConfig {
+        allowed_peers: vec!["scscf.ims.lab".into()],
+        ..CxConfig::default()
+    });
+    assert_eq!(
+        base(&e.send(&mar(1, 1, "Unknown", None))),
+        Some(result::SUCCESS)
+    );
     let mut m = mar(1, 1, "Unknown", None);
     m.set(Avp::utf8(avp::ORIGIN_HOST, "evil.example"));
     let a = e.send(&m);
@@ -294,4 +381,53 @@ fn registered_state_is_in_the_store() {
     assert_eq!(s.reg_state, RegState::Registered);
     assert_eq!(s.scscf_name.as_deref(), Some("sip:scscf.ims.lab:6060"));
     assert_eq!(s.scscf_host.as_deref(), Some("scscf.ims.lab"));
+}
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DEFS: &[diameter::AvpDef] = &[
+        avp::USER_NAME,
+        avp::PUBLIC_IDENTITY,
+        avp::SIP_NUMBER_AUTH_ITEMS,
+        avp::SIP_AUTH_DATA_ITEM,
+        avp::SIP_AUTHENTICATION_SCHEME,
+        avp::SIP_AUTHORIZATION,
+        avp::SERVER_NAME,
+        avp::SERVER_ASSIGNMENT_TYPE,
+        avp::USER_AUTHORIZATION_TYPE,
+        avp::VISITED_NETWORK_IDENTIFIER,
+        avp::ORIGINATING_REQUEST,
+        avp::ORIGIN_HOST,
+    ];
+
+    fn arb_avp() -> impl Strategy<Value = Avp> {
+        let leaf = (0..DEFS.len(), proptest::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|(i, b)| Avp::octets(DEFS[i], b));
+        let known = (0..3usize, 0..20u32).prop_map(|(k, n)| match k {
+            0 => Avp::utf8(avp::USER_NAME, sub(1).impi),
+            1 => Avp::utf8(avp::PUBLIC_IDENTITY, &sub(1).impus[(n % 3) as usize].uri),
+            _ => Avp::u32(avp::SERVER_ASSIGNMENT_TYPE, n),
+        });
+        let base = prop_oneof![leaf, known];
+        base.prop_recursive(2, 8, 4, |inner| {
+            proptest::collection::vec(inner, 0..4)
+                .prop_map(|v| Avp::grouped(avp::SIP_AUTH_DATA_ITEM, v))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_requests_get_answers(code in 300u32..306, avps in proptest::collection::vec(arb_avp(), 0..8)) {
+            let mut e = env();
+            let m = Message::request(app::CX, code).with_all(avps);
+            // Encoding and decoding first, as the server sees it.
+            if let Ok(m) = Message::decode(m.encode()) {
+                let a = e.send(&m);
+                prop_assert!(a.result().is_some());
+            }
+        }
+    }
 }

@@ -34,7 +34,10 @@ fn spawn(config: &std::path::Path) -> (Hss, SocketAddr) {
     let out = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line).unwrap();
-    assert!(line.starts_with("hss ready "), "unexpected first line {line:?}");
+    assert!(
+        line.starts_with("hss ready "),
+        "unexpected first line {line:?}"
+    );
     let addr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("diameter="))
@@ -56,7 +59,13 @@ fn mar(c: &PeerHandle, n: u32) -> Message {
         .with(Avp::utf8(avp::USER_NAME, &s.impi))
         .with(Avp::utf8(avp::PUBLIC_IDENTITY, &s.impus[0].uri))
         .with(Avp::u32(avp::SIP_NUMBER_AUTH_ITEMS, 1 + n % 2))
-        .with(Avp::grouped(avp::SIP_AUTH_DATA_ITEM, [Avp::utf8(avp::SIP_AUTHENTICATION_SCHEME, "Digest-AKAv1-MD5")]))
+        .with(Avp::grouped(
+            avp::SIP_AUTH_DATA_ITEM,
+            [Avp::utf8(
+                avp::SIP_AUTHENTICATION_SCHEME,
+                "Digest-AKAv1-MD5",
+            )],
+        ))
 }
 
 type Seen = Arc<Mutex<Vec<(u32, u64, u32)>>>; // (subscriber, sqn, phase)
@@ -73,14 +82,18 @@ fn record(a: &Message, n: u32, phase: u32, seen: &Seen) {
         for i in 0..6 {
             b[i] = au[16 + i] ^ ak[i];
         }
-        seen.lock().unwrap().push((n, akav1::Sqn::from_bytes(&b).value(), phase));
+        seen.lock()
+            .unwrap()
+            .push((n, akav1::Sqn::from_bytes(&b).value(), phase));
     }
 }
 
 /// Runs up to `max` MARs over `conc` workers; stops early (without failing) when the
 /// connection dies. Returns how many were answered.
 async fn load(addr: SocketAddr, phase: u32, max: u32, conc: u32, seen: Seen) -> u32 {
-    let c = PeerHandle::connect(addr, PeerConfig::cx("scscf.ims.lab", "ims.lab")).await.unwrap();
+    let c = PeerHandle::connect(addr, PeerConfig::cx("scscf.ims.lab", "ims.lab"))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for w in 0..conc {
         let c = c.clone();
@@ -114,7 +127,10 @@ async fn kill_dash_nine_never_reuses_an_sqn() {
     let conf = dir.path().join("hss.toml");
     std::fs::write(
         &conf,
-        format!("[diameter]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\ndurability = \"full\"\n", db.display()),
+        format!(
+            "[diameter]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\ndurability = \"full\"\n",
+            db.display()
+        ),
     )
     .unwrap();
     {
@@ -135,11 +151,20 @@ async fn kill_dash_nine_never_reuses_an_sqn() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let st = Command::new("kill").args(["-9", &hss.0.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-9", &hss.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let _ = hss.0.wait();
-    let answered1 = tokio::time::timeout(Duration::from_secs(30), l).await.unwrap().unwrap();
-    assert!(answered1 > 0 && answered1 < 200_000, "kill happened mid-load ({answered1} answered)");
+    let answered1 = tokio::time::timeout(Duration::from_secs(30), l)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answered1 > 0 && answered1 < 200_000,
+        "kill happened mid-load ({answered1} answered)"
+    );
 
     // Phase 2: restart on the same database and continue.
     let (_hss2, addr2) = spawn(&conf);
@@ -149,12 +174,31 @@ async fn kill_dash_nine_never_reuses_an_sqn() {
     let seen = seen.lock().unwrap();
     let mut uniq = HashSet::new();
     for &(n, sqn, _) in seen.iter() {
-        assert!(uniq.insert((n, sqn)), "SQN {sqn} issued twice to subscriber {n}");
+        assert!(
+            uniq.insert((n, sqn)),
+            "SQN {sqn} issued twice to subscriber {n}"
+        );
     }
     for n in 1..=3 {
-        let max1 = seen.iter().filter(|x| x.0 == n && x.2 == 1).map(|x| x.1).max().unwrap_or(0);
-        let min2 = seen.iter().filter(|x| x.0 == n && x.2 == 2).map(|x| x.1).min().unwrap();
-        assert!(min2 > max1, "after restart subscriber {n} got SQN {min2} <= {max1} issued before the kill");
+        let max1 = seen
+            .iter()
+            .filter(|x| x.0 == n && x.2 == 1)
+            .map(|x| x.1)
+            .max()
+            .unwrap_or(0);
+        let min2 = seen
+            .iter()
+            .filter(|x| x.0 == n && x.2 == 2)
+            .map(|x| x.1)
+            .min()
+            .unwrap();
+        assert!(
+            min2 > max1,
+            "after restart subscriber {n} got SQN {min2} <= {max1} issued before the kill"
+        );
     }
-    eprintln!("durability: {} vectors before kill -9, {} after restart, all SQNs unique", answered1, answered2);
+    eprintln!(
+        "durability: {} vectors before kill -9, {} after restart, all SQNs unique",
+        answered1, answered2
+    );
 }

@@ -6,9 +6,9 @@ use axum::http::{Request, StatusCode};
 use common::*;
 use diameter::transport::PeerHandle;
 use diameter::{app, avp, cmd, result, Avp, FindAvp, Message, PeerConfig, VENDOR_3GPP};
-use http_body_util::BodyExt;
 use hss::config::Config;
 use hss::store::{Durability, Store};
+use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -48,19 +48,29 @@ fn base_req(code: u32, client: &PeerHandle) -> Message {
         .with(Avp::utf8(avp::PUBLIC_IDENTITY, &sub(1).impus[0].uri))
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, body: Option<serde_json::Value>) -> (StatusCode, serde_json::Value) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
     let mut b = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
     let req = match body {
-        Some(j) => b.header("content-type", "application/json").body(Body::from(j.to_string())).unwrap(),
+        Some(j) => b
+            .header("content-type", "application/json")
+            .body(Body::from(j.to_string()))
+            .unwrap(),
         None => b.body(Body::empty()).unwrap(),
     };
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, v)
 }
 
@@ -68,7 +78,10 @@ async fn call(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, 
 async fn diameter_and_rest_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    Store::open(&cfg.store.path, Durability::Normal).unwrap().add(&sub(1)).unwrap();
+    Store::open(&cfg.store.path, Durability::Normal)
+        .unwrap()
+        .add(&sub(1))
+        .unwrap();
     let (hss, listening) = hss::server::start(&cfg).await.unwrap();
 
     // An S-CSCF that answers RTR/PPR and counts them.
@@ -83,9 +96,13 @@ async fn diameter_and_rest_end_to_end() {
             Message::answer_for(&req).with_result_code(result::SUCCESS)
         }
     };
-    let client = PeerHandle::connect_with_handler(listening.diameter, PeerConfig::cx("scscf.ims.lab", "ims.lab"), handler)
-        .await
-        .unwrap();
+    let client = PeerHandle::connect_with_handler(
+        listening.diameter,
+        PeerConfig::cx("scscf.ims.lab", "ims.lab"),
+        handler,
+    )
+    .await
+    .unwrap();
 
     // Many MARs in flight on one connection: all succeed with distinct SQNs.
     let mut tasks = Vec::new();
@@ -93,7 +110,13 @@ async fn diameter_and_rest_end_to_end() {
         let c = client.clone();
         let m = base_req(cmd::MULTIMEDIA_AUTH, &client)
             .with(Avp::u32(avp::SIP_NUMBER_AUTH_ITEMS, 1))
-            .with(Avp::grouped(avp::SIP_AUTH_DATA_ITEM, [Avp::utf8(avp::SIP_AUTHENTICATION_SCHEME, "Digest-AKAv1-MD5")]));
+            .with(Avp::grouped(
+                avp::SIP_AUTH_DATA_ITEM,
+                [Avp::utf8(
+                    avp::SIP_AUTHENTICATION_SCHEME,
+                    "Digest-AKAv1-MD5",
+                )],
+            ));
         tasks.push(tokio::spawn(async move { c.request(m).await.unwrap() }));
     }
     let mut seqs = std::collections::HashSet::new();
@@ -120,46 +143,160 @@ async fn diameter_and_rest_end_to_end() {
 
     // REST: auth, read, PPR, RTR, metrics, OpenAPI.
     let app = hss::rest::router(hss.clone(), TOKEN.into());
-    assert_eq!(call(&app, "GET", "/api/v1/subscribers", None, None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&app, "GET", "/api/v1/subscribers", Some("wrong"), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&app, "GET", "/api/v1/subscribers", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "GET", "/api/v1/subscribers", Some("wrong"), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
     let (s, v) = call(&app, "GET", "/api/v1/subscribers", Some(TOKEN), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["subscribers"][0], sub(1).impi);
-    let (s, v) = call(&app, "GET", "/api/v1/subscribers/001010000000001", Some(TOKEN), None).await;
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/api/v1/subscribers/001010000000001",
+        Some(TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["reg_state"], "registered");
-    assert!(v["k"].as_str().unwrap().starts_with("****"), "secrets masked");
-    let (_, v) = call(&app, "GET", "/api/v1/subscribers/001010000000001?show_secrets=true", Some(TOKEN), None).await;
+    assert!(
+        v["k"].as_str().unwrap().starts_with("****"),
+        "secrets masked"
+    );
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/api/v1/subscribers/001010000000001?show_secrets=true",
+        Some(TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(v["k"], hex::encode(K));
-    let (s, v) = call(&app, "POST", &format!("/api/v1/subscribers/{}/ppr", sub(1).impi), Some(TOKEN), None).await;
-    assert_eq!((s, v["result"].as_u64()), (StatusCode::OK, Some(2001)), "{v}");
-    let (s, v) = call(&app, "POST", "/api/v1/subscribers/001010000000001/rtr", Some(TOKEN), Some(serde_json::json!({"reason": "server_change"}))).await;
-    assert_eq!((s, v["result"].as_u64()), (StatusCode::OK, Some(2001)), "{v}");
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/subscribers/{}/ppr", sub(1).impi),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["result"].as_u64()),
+        (StatusCode::OK, Some(2001)),
+        "{v}"
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/subscribers/001010000000001/rtr",
+        Some(TOKEN),
+        Some(serde_json::json!({"reason": "server_change"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["result"].as_u64()),
+        (StatusCode::OK, Some(2001)),
+        "{v}"
+    );
     assert_eq!(rtrs.load(Ordering::SeqCst), 2);
-    let (_, v) = call(&app, "GET", "/api/v1/subscribers/001010000000001", Some(TOKEN), None).await;
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/api/v1/subscribers/001010000000001",
+        Some(TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(v["reg_state"], "not_registered");
 
     let new = serde_json::json!({ "imsi": "001010000000099", "k": hex::encode(K), "op": "CDC202D5123E20F62B6D676AC72CB318", "msisdn": "+4912345" });
-    let (s, v) = call(&app, "POST", "/api/v1/subscribers", Some(TOKEN), Some(new.clone())).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/subscribers",
+        Some(TOKEN),
+        Some(new.clone()),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["impus"].as_array().unwrap().len(), 3);
-    assert_eq!(call(&app, "POST", "/api/v1/subscribers", Some(TOKEN), Some(new)).await.0, StatusCode::CONFLICT);
-    let (_, v) = call(&app, "GET", "/api/v1/subscribers/tel:+4912345?show_secrets=true", Some(TOKEN), None).await;
-    assert_eq!(v["opc"], hex::encode(OPC), "OPc computed from OP (TS 35.208 test set 1)");
+    assert_eq!(
+        call(&app, "POST", "/api/v1/subscribers", Some(TOKEN), Some(new))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/api/v1/subscribers/tel:+4912345?show_secrets=true",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        v["opc"],
+        hex::encode(OPC),
+        "OPc computed from OP (TS 35.208 test set 1)"
+    );
     let bad = serde_json::json!({ "imsi": "1", "k": "zz" });
-    assert_eq!(call(&app, "POST", "/api/v1/subscribers", Some(TOKEN), Some(bad)).await.0, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(call(&app, "DELETE", "/api/v1/subscribers/001010000000099", Some(TOKEN), None).await.0, StatusCode::OK);
-    assert_eq!(call(&app, "GET", "/api/v1/subscribers/001010000000099", Some(TOKEN), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&app, "POST", "/api/v1/subscribers", Some(TOKEN), Some(bad))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        call(
+            &app,
+            "DELETE",
+            "/api/v1/subscribers/001010000000099",
+            Some(TOKEN),
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            "/api/v1/subscribers/001010000000099",
+            Some(TOKEN),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
 
     let ifcs = serde_json::json!([{ "priority": 1, "application_server": { "server_name": "sip:as.ims.lab" } }]);
-    let (s, _) = call(&app, "PUT", "/api/v1/profiles/gold", Some(TOKEN), Some(ifcs)).await;
+    let (s, _) = call(
+        &app,
+        "PUT",
+        "/api/v1/profiles/gold",
+        Some(TOKEN),
+        Some(ifcs),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
 
     let (s, v) = call(&app, "GET", "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let text = v.as_str().unwrap();
     assert!(text.contains("hss_auth_vectors_total 50"), "{text}");
-    assert!(text.contains("hss_diameter_answers_total{command=\"MAR\",result=\"2001\"} 50"), "{text}");
+    assert!(
+        text.contains("hss_diameter_answers_total{command=\"MAR\",result=\"2001\"} 50"),
+        "{text}"
+    );
     assert!(text.contains("hss_diameter_peers 1"), "{text}");
     let (s, v) = call(&app, "GET", "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -167,7 +304,11 @@ async fn diameter_and_rest_end_to_end() {
     assert!(v["paths"]["/api/v1/subscribers/{id}/rtr"]["post"].is_object());
 
     // A peer not in allowed_peers cannot even complete CER/CEA.
-    let bad = PeerHandle::connect(listening.diameter, PeerConfig::cx("rogue.example", "example")).await;
+    let bad = PeerHandle::connect(
+        listening.diameter,
+        PeerConfig::cx("rogue.example", "example"),
+    )
+    .await;
     assert!(bad.is_err(), "unknown peer accepted");
     client.disconnect().await;
 }

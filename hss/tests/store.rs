@@ -5,7 +5,12 @@ use hss::store::*;
 use std::collections::HashSet;
 
 fn req(impi: &str, count: u32) -> SqnRequest {
-    SqnRequest { impi: impi.into(), impu: None, count, resync: None }
+    SqnRequest {
+        impi: impi.into(),
+        impu: None,
+        count,
+        resync: None,
+    }
 }
 
 #[test]
@@ -27,7 +32,10 @@ fn newer_schema_is_refused() {
     let c = rusqlite::Connection::open(&p).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
     drop(c);
-    assert!(matches!(Store::open(&p, Durability::Full), Err(StoreError::TooNew(99))));
+    assert!(matches!(
+        Store::open(&p, Durability::Full),
+        Err(StoreError::TooNew(99))
+    ));
 }
 
 #[test]
@@ -38,18 +46,30 @@ fn crud_and_lookups() {
     assert!(matches!(s.add(&a), Err(StoreError::Conflict(_))));
     let mut b = sub(2);
     b.impus[0].uri = a.impus[0].uri.clone();
-    assert!(matches!(s.add(&b), Err(StoreError::Conflict(_))), "IMPU shared between subscribers");
+    assert!(
+        matches!(s.add(&b), Err(StoreError::Conflict(_))),
+        "IMPU shared between subscribers"
+    );
     assert_eq!(s.get(&a.impi).unwrap().unwrap(), a);
-    assert_eq!(s.find(a.imsi.as_deref().unwrap()).unwrap().unwrap().impi, a.impi);
+    assert_eq!(
+        s.find(a.imsi.as_deref().unwrap()).unwrap().unwrap().impi,
+        a.impi
+    );
     assert_eq!(s.find("tel:+491700000001").unwrap().unwrap().impi, a.impi);
-    assert_eq!(s.impi_of(&a.impus[2].uri).unwrap().as_deref(), Some(a.impi.as_str()));
+    assert_eq!(
+        s.impi_of(&a.impus[2].uri).unwrap().as_deref(),
+        Some(a.impi.as_str())
+    );
     assert_eq!(s.list().unwrap(), vec![a.impi.clone()]);
     let mut bad = sub(3);
     bad.impus[0].uri = "mailto:x".into();
     assert!(matches!(s.add(&bad), Err(StoreError::Invalid(_))));
     assert!(s.delete(&a.impi).unwrap());
     assert!(!s.delete(&a.impi).unwrap());
-    assert!(s.impi_of(&a.impus[0].uri).unwrap().is_none(), "IMPUs cascade");
+    assert!(
+        s.impi_of(&a.impus[0].uri).unwrap().is_none(),
+        "IMPUs cascade"
+    );
 }
 
 #[test]
@@ -59,7 +79,14 @@ fn update_never_moves_sqn_back_and_keeps_registration() {
     s.add(&a).unwrap();
     let p = SqnPolicy::default();
     s.issue_sqns(&[req(&a.impi, 3)], &p, 0);
-    s.set_registration(&a.impi, RegState::Registered, Some("sip:scscf"), Some("scscf.host"), None).unwrap();
+    s.set_registration(
+        &a.impi,
+        RegState::Registered,
+        Some("sip:scscf"),
+        Some("scscf.host"),
+        None,
+    )
+    .unwrap();
     let mut b = a.clone();
     b.msisdn = Some("1".into());
     s.update(&a.impi, &b).unwrap();
@@ -80,7 +107,10 @@ fn sqn_in_configured_ind_slot_and_survives_reopen() {
         s.add(&a).unwrap();
         let r = s.issue_sqns(&[req(&a.impi, 2)], &pol, 7);
         let sqns = &r[0].as_ref().unwrap().sqns;
-        assert_eq!(sqns.iter().map(|x| x.value()).collect::<Vec<_>>(), vec![(1 << 5) | 7, (2 << 5) | 7]);
+        assert_eq!(
+            sqns.iter().map(|x| x.value()).collect::<Vec<_>>(),
+            vec![(1 << 5) | 7, (2 << 5) | 7]
+        );
     }
     let mut s = Store::open(&p, Durability::Full).unwrap();
     assert_eq!(s.get(&a.impi).unwrap().unwrap().sqn, (2 << 5) | 7);
@@ -97,11 +127,19 @@ fn batch_errors_are_per_request() {
     wrong.impu = Some("sip:nobody@x".into());
     let mut right = req(&a.impi, 1);
     right.impu = Some(a.impus[1].uri.clone());
-    let r = s.issue_sqns(&[req("nobody", 1), wrong, right, req(&a.impi, 1)], &SqnPolicy::default(), 0);
+    let r = s.issue_sqns(
+        &[req("nobody", 1), wrong, right, req(&a.impi, 1)],
+        &SqnPolicy::default(),
+        0,
+    );
     assert_eq!(r[0].as_ref().unwrap_err(), &IssueError::UnknownUser);
     assert_eq!(r[1].as_ref().unwrap_err(), &IssueError::IdentitiesDontMatch);
     assert_eq!(r[2].as_ref().unwrap().sqns[0].value(), 1 << 5);
-    assert_eq!(r[3].as_ref().unwrap().sqns[0].value(), 2 << 5, "same subscriber twice in a batch");
+    assert_eq!(
+        r[3].as_ref().unwrap().sqns[0].value(),
+        2 << 5,
+        "same subscriber twice in a batch"
+    );
 }
 
 #[test]
@@ -122,13 +160,22 @@ fn resync_checks_mac_s_and_moves_forward_only() {
     assert_eq!(iss.sqns[0], pol.compose(1001, 0).unwrap());
     // Replaying the old AUTS must not move SEQ back.
     let out = s.issue_sqns(&[r.clone()], &pol, 0);
-    assert_eq!(out[0].as_ref().unwrap().sqns[0], pol.compose(1002, 0).unwrap());
+    assert_eq!(
+        out[0].as_ref().unwrap().sqns[0],
+        pol.compose(1002, 0).unwrap()
+    );
     // A forged AUTS is refused and does not consume an SQN.
     let mut forged = r;
     forged.resync.as_mut().unwrap().1[13] ^= 1;
     let out = s.issue_sqns(&[forged], &pol, 0);
-    assert!(matches!(out[0], Err(IssueError::Resync(akav1::AkaError::MacSMismatch))));
-    assert_eq!(s.get(&a.impi).unwrap().unwrap().sqn, pol.compose(1002, 0).unwrap().value());
+    assert!(matches!(
+        out[0],
+        Err(IssueError::Resync(akav1::AkaError::MacSMismatch))
+    ));
+    assert_eq!(
+        s.get(&a.impi).unwrap().unwrap().sqn,
+        pol.compose(1002, 0).unwrap().value()
+    );
 }
 
 #[test]
@@ -136,7 +183,10 @@ fn sqn_never_reused_under_concurrency() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("hss.db");
     let a = sub(1);
-    Store::open(&p, Durability::Normal).unwrap().add(&a).unwrap();
+    Store::open(&p, Durability::Normal)
+        .unwrap()
+        .add(&a)
+        .unwrap();
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let p = p.clone();
@@ -162,7 +212,12 @@ fn sqn_never_reused_under_concurrency() {
             assert!(all.insert(v), "SQN {v} issued twice");
         }
     }
-    let last = Store::open(&p, Durability::Normal).unwrap().get(&a.impi).unwrap().unwrap().sqn;
+    let last = Store::open(&p, Durability::Normal)
+        .unwrap()
+        .get(&a.impi)
+        .unwrap()
+        .unwrap()
+        .sqn;
     assert_eq!(last, (n as u64) << 5, "every SEQ used exactly once");
     let _ = Sqn::ZERO;
 }
@@ -174,10 +229,13 @@ fn user_data_groups_implicit_sets() {
     let ifc = ifc::InitialFilterCriteria {
         priority: 0,
         trigger_point: None,
-        application_server: ifc::ApplicationServer { server_name: "sip:as".into(), ..Default::default() },
+        application_server: ifc::ApplicationServer {
+            server_name: "sip:as".into(),
+            ..Default::default()
+        },
         profile_part_indicator: None,
     };
-    s.put_profile("gold", &[ifc.clone()]).unwrap();
+    s.put_profile("gold", std::slice::from_ref(&ifc)).unwrap();
     a.profile = Some("gold".into());
     a.ifcs = vec![ifc.clone()];
     s.add(&a).unwrap();
@@ -194,8 +252,17 @@ fn user_data_groups_implicit_sets() {
 
 #[test]
 fn home_domain() {
-    assert_eq!(home_domain_from_imsi("001010000000001", 2).unwrap(), "ims.mnc001.mcc001.3gppnetwork.org");
-    assert_eq!(home_domain_from_imsi("310410123456789", 3).unwrap(), "ims.mnc410.mcc310.3gppnetwork.org");
-    assert_eq!(home_domain_from_imsi("26201", 2).unwrap(), "ims.mnc001.mcc262.3gppnetwork.org");
+    assert_eq!(
+        home_domain_from_imsi("001010000000001", 2).unwrap(),
+        "ims.mnc001.mcc001.3gppnetwork.org"
+    );
+    assert_eq!(
+        home_domain_from_imsi("310410123456789", 3).unwrap(),
+        "ims.mnc410.mcc310.3gppnetwork.org"
+    );
+    assert_eq!(
+        home_domain_from_imsi("26201", 2).unwrap(),
+        "ims.mnc001.mcc262.3gppnetwork.org"
+    );
     assert!(home_domain_from_imsi("abc", 2).is_none());
 }

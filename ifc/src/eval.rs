@@ -51,7 +51,8 @@ pub struct EvalContext {
 enum CompiledCond {
     Regex(Option<Regex>),
     Method(String),
-    Header(Option<Regex>, Option<Regex>),
+    /// Name regex; content: None = presence only, Some(None) = a Content that does not compile.
+    Header(Option<Regex>, Option<Option<Regex>>),
     SessionCase(SessionCase),
     Sdp(Option<Regex>),
 }
@@ -155,10 +156,7 @@ fn compile_spt(spt: &Spt) -> CompiledSpt {
         SptCondition::Method(m) => CompiledCond::Method(m.trim().to_string()),
         SptCondition::SipHeader { header, content } => CompiledCond::Header(
             rx(&format!("^(?:{})$", header.trim())),
-            match content {
-                Some(c) => Some(rx(c).unwrap_or_else(never)),
-                None => None,
-            },
+            content.as_deref().map(rx),
         ),
         SptCondition::SessionCase(sc) => CompiledCond::SessionCase(*sc),
         SptCondition::SessionDescription { line, content } => CompiledCond::Sdp(rx(&format!(
@@ -173,12 +171,6 @@ fn compile_spt(spt: &Spt) -> CompiledSpt {
         cond,
         registration_types: spt.registration_types.clone(),
     }
-}
-
-/// A regex that cannot match, for a Content that does not compile.
-fn never() -> Regex {
-    #[allow(clippy::unwrap_used)]
-    Regex::new(r"[^\s\S]").unwrap()
 }
 
 impl CompiledIfc {
@@ -232,7 +224,10 @@ impl CompiledSpt {
             CompiledCond::Header(name, content) => match name {
                 None => false,
                 Some(name) => req.headers().iter().any(|(n, v)| {
-                    name.is_match(n.trim()) && content.as_ref().is_none_or(|c| c.is_match(v.trim()))
+                    name.is_match(n.trim())
+                        && content
+                            .as_ref()
+                            .is_none_or(|c| c.as_ref().is_some_and(|c| c.is_match(v.trim())))
                 }),
             },
             CompiledCond::SessionCase(sc) => *sc == ctx.session_case,

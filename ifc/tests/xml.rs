@@ -245,6 +245,6 @@ proptest! {
         xml[at] = byte;
         let s = String::from_utf8_lossy(&xml);
         let _ = ImsSubscription::from_xml(&s);
-        let _ = ImsSubscription::from_xml(&s[..at.min(s.len())].to_string());
+        let _ = ImsSubscription::from_xml(&String::from_utf8_lossy(&xml[..at]));
     }
 }
