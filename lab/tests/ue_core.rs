@@ -18,12 +18,10 @@ use sip::{Flow, Message, Protocol, ResponseBuilder, Transmit};
 use xfrm::SaSet;
 
 const K: [u8; 16] = [
-    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6,
-    0xbc,
+    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc,
 ];
 const OP: [u8; 16] = [
-    0xcd, 0xc2, 0x02, 0xd5, 0x12, 0x3e, 0x20, 0xf6, 0x2b, 0x6d, 0x67, 0x6a, 0xc7, 0x2c, 0xb3,
-    0x18,
+    0xcd, 0xc2, 0x02, 0xd5, 0x12, 0x3e, 0x20, 0xf6, 0x2b, 0x6d, 0x67, 0x6a, 0xc7, 0x2c, 0xb3, 0x18,
 ];
 const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
@@ -170,7 +168,10 @@ impl Net {
         ResponseBuilder::new(req, 200)
             .to_tag("pcscf-tag")
             .header("Contact", format_args!("{base};expires={expires}"))
-            .header("Service-Route", format_args!("<sip:orig@scscf.{DOMAIN};lr>"))
+            .header(
+                "Service-Route",
+                format_args!("<sip:orig@scscf.{DOMAIN};lr>"),
+            )
             .header(
                 "P-Associated-URI",
                 format_args!("<{IMPU}>, <tel:+4930123456>"),
@@ -183,7 +184,10 @@ impl Net {
 
 fn one_transmit(ue: &mut Ue) -> (Message, Flow) {
     let t: Transmit = ue.poll_transmit().expect("a transmit");
-    assert!(ue.poll_transmit().is_none(), "exactly one transmit expected");
+    assert!(
+        ue.poll_transmit().is_none(),
+        "exactly one transmit expected"
+    );
     (Message::parse(&t.payload).unwrap(), t.flow)
 }
 
@@ -254,34 +258,69 @@ fn initial_registration_step_by_step() {
     }
     let a = Credentials::parse(r1.header("Authorization").unwrap()).unwrap();
     assert_eq!(
-        (a.username.as_str(), a.realm.as_str(), a.nonce.as_str(), a.response.as_str()),
+        (
+            a.username.as_str(),
+            a.realm.as_str(),
+            a.nonce.as_str(),
+            a.response.as_str()
+        ),
         (IMPI, DOMAIN, "", "")
     );
     assert_eq!(a.uri, format!("sip:{DOMAIN}"));
     let contact = &r1.name_addrs("Contact").unwrap()[0];
-    assert_eq!(contact.uri.port, Some(6101), "Contact carries the protected server port");
+    assert_eq!(
+        contact.uri.port,
+        Some(6101),
+        "Contact carries the protected server port"
+    );
     assert_eq!(contact.params.get("expires"), Some("3600"));
-    assert!(contact.params.get("+sip.instance").unwrap().contains("urn:gsma:imei"));
-    assert!(r1.header("P-Access-Network-Info").unwrap().starts_with("3GPP-E-UTRAN-FDD"));
+    assert!(contact
+        .params
+        .get("+sip.instance")
+        .unwrap()
+        .contains("urn:gsma:imei"));
+    assert!(r1
+        .header("P-Access-Network-Info")
+        .unwrap()
+        .starts_with("3GPP-E-UTRAN-FDD"));
     assert!(r1.security_verify().unwrap().is_empty());
-    assert!(matches!(ue.state(), RegState::InProgress { procedure: Procedure::Initial, registered: false }));
+    assert!(matches!(
+        ue.state(),
+        RegState::InProgress {
+            procedure: Procedure::Initial,
+            registered: false
+        }
+    ));
 
     // 2. The 401: AUTN verified, the SA set requested.
     let c401 = net.challenge(&r1);
     let t1 = t0 + Duration::from_millis(5);
     deliver(&mut ue, &c401, f1, t1);
-    assert!(ue.poll_transmit().is_none(), "nothing is sent before the SAs exist");
+    assert!(
+        ue.poll_transmit().is_none(),
+        "nothing is sent before the SAs exist"
+    );
     let set = match actions(&mut ue).as_slice() {
         [SaAction::Install { generation: 0, set }] => set.clone(),
         other => panic!("expected one install, got {other:?}"),
     };
     let at_pcscf = net.set(t1);
-    assert_eq!(set, at_pcscf, "UE and P-CSCF derive the same four SAs and keys");
-    assert_eq!((set.spi_uc, set.spi_us, set.port_uc, set.port_us), (11111, 22222, 6100, 6101));
+    assert_eq!(
+        set, at_pcscf,
+        "UE and P-CSCF derive the same four SAs and keys"
+    );
+    assert_eq!(
+        (set.spi_uc, set.spi_us, set.port_uc, set.port_us),
+        (11111, 22222, 6100, 6101)
+    );
     assert_eq!((set.port_pc, set.port_ps), (7100, 7101));
     let ev = events(&mut ue);
-    assert!(ev.iter().any(|e| matches!(e.kind, EventKind::AkaVerified { .. })));
-    assert!(ev.iter().any(|e| matches!(e.kind, EventKind::SaInstallRequested(_))));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::AkaVerified { .. })));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::SaInstallRequested(_))));
     assert!(ev.iter().all(|e| e.at <= t1));
 
     // 3. Installed: the protected REGISTER from port_uc to port_ps.
@@ -293,13 +332,22 @@ fn initial_registration_step_by_step() {
     assert_eq!(r2.cseq().unwrap().seq, r1.cseq().unwrap().seq + 1);
     assert_ne!(r2.branch().unwrap(), r1.branch().unwrap());
     let verify = r2.security_verify().unwrap();
-    assert!(secagree::check_verify(&net.server, &verify).is_ok(), "Security-Verify = Security-Server");
+    assert!(
+        secagree::check_verify(&net.server, &verify).is_ok(),
+        "Security-Verify = Security-Server"
+    );
     assert_eq!(r2.security_client().unwrap(), offers, "same offer repeated");
     let cred = net.check_answer(&r2);
     assert_eq!(cred.qop, Some(akav1::digest::Qop::Auth));
     assert_eq!(cred.nc.as_deref(), Some("00000001"));
     let sent = events(&mut ue);
-    assert!(sent.iter().any(|e| matches!(&e.kind, EventKind::Sent { protected: true, .. })));
+    assert!(sent.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Sent {
+            protected: true,
+            ..
+        }
+    )));
 
     // 4. The 200 OK.
     let ok = net.ok(&r2, 1800);
@@ -322,12 +370,21 @@ fn initial_registration_step_by_step() {
         })
         .expect("Registered event");
     assert_eq!(reg.procedure, Procedure::Initial);
-    assert_eq!(reg.expires, 1800, "the Contact's expires wins over what we asked");
+    assert_eq!(
+        reg.expires, 1800,
+        "the Contact's expires wins over what we asked"
+    );
     assert_eq!(reg.took, Duration::from_millis(9));
     assert_eq!(reg.round_trips, 2);
     assert!(reg.protected);
-    assert_eq!(reg.service_route, vec![format!("<sip:orig@scscf.{DOMAIN};lr>")]);
-    assert_eq!(reg.associated_uris, vec![IMPU.to_string(), "tel:+4930123456".to_string()]);
+    assert_eq!(
+        reg.service_route,
+        vec![format!("<sip:orig@scscf.{DOMAIN};lr>")]
+    );
+    assert_eq!(
+        reg.associated_uris,
+        vec![IMPU.to_string(), "tel:+4930123456".to_string()]
+    );
     assert_eq!(ue.current_set().unwrap().state, xfrm::SaState::Established);
     // refresh 600 s before the 1800 s run out (TS 24.229 §5.1.1.4.1), after the client transaction's
     // Timer K (T4) has ended it
@@ -354,7 +411,10 @@ fn reregistration_with_reauthentication_builds_a_new_set_and_retires_the_old() {
         "new SPIs and client port; the server port (Contact) stays"
     );
     let old_cred = Credentials::parse(r1.header("Authorization").unwrap()).unwrap();
-    assert_eq!(old_cred.nonce, net.nonce, "re-registration carries the last nonce");
+    assert_eq!(
+        old_cred.nonce, net.nonce,
+        "re-registration carries the last nonce"
+    );
     assert_eq!(old_cred.nc.as_deref(), Some("00000002"));
 
     let c401 = net.challenge(&r1);
@@ -370,7 +430,12 @@ fn reregistration_with_reauthentication_builds_a_new_set_and_retires_the_old() {
     assert_eq!(f2.remote, SocketAddr::new(new.pcscf, new.port_ps));
     assert!(secagree::check_verify(&net.server, &r2.security_verify().unwrap()).is_ok());
     net.check_answer(&r2);
-    deliver(&mut ue, &net.ok(&r2, 3600), f2, t + Duration::from_millis(1));
+    deliver(
+        &mut ue,
+        &net.ok(&r2, 3600),
+        f2,
+        t + Duration::from_millis(1),
+    );
     let acts = actions(&mut ue);
     assert_eq!(
         acts,
@@ -411,7 +476,12 @@ fn reregistration_without_reauthentication_keeps_the_set() {
     let (mut ue, net, t, old) = registered();
     ue.reregister(t);
     let (r1, f1) = one_transmit(&mut ue);
-    deliver(&mut ue, &net.ok(&r1, 3600), f1, t + Duration::from_millis(1));
+    deliver(
+        &mut ue,
+        &net.ok(&r1, 3600),
+        f1,
+        t + Duration::from_millis(1),
+    );
     assert!(actions(&mut ue).is_empty());
     assert_eq!(ue.current_set().unwrap(), &{
         let mut o = old.clone();
@@ -429,7 +499,10 @@ fn deregistration_retires_and_then_deletes_everything() {
     let (r, f) = one_transmit(&mut ue);
     assert_eq!(f.local, Some(SocketAddr::new(ue_ip(), set.port_uc)));
     assert_eq!(r.expires().unwrap(), Some(0));
-    assert_eq!(r.name_addrs("Contact").unwrap()[0].params.get("expires"), Some("0"));
+    assert_eq!(
+        r.name_addrs("Contact").unwrap()[0].params.get("expires"),
+        Some("0")
+    );
     assert!(!r.security_verify().unwrap().is_empty());
     let ok = ResponseBuilder::new(&r, 200).to_tag("x").build().unwrap();
     deliver(&mut ue, &ok, f, t + Duration::from_millis(2));
@@ -479,21 +552,30 @@ fn sqn_resync_answers_with_auts_that_the_hss_accepts() {
     ue.register(t);
     let (r1, f1) = one_transmit(&mut ue);
     deliver(&mut ue, &net.challenge(&r1), f1, t);
-    assert!(actions(&mut ue).is_empty(), "no SAs for a refused challenge");
+    assert!(
+        actions(&mut ue).is_empty(),
+        "no SAs for a refused challenge"
+    );
     let (r2, f2) = one_transmit(&mut ue);
     assert_eq!(f2, f1, "the resync REGISTER is unprotected too");
     let c = Credentials::parse(r2.header("Authorization").unwrap()).unwrap();
     let auts = akav1::nonce::decode_auts(c.auts.as_deref().unwrap()).unwrap();
     // the HSS checks MAC-S and recovers SQN_MS
     assert_eq!(net.hss.resync(&net.rand, &auts), Ok(card_sqn));
-    assert!(c.verify(b"", "REGISTER", b""), "RFC 3310: empty password with auts");
+    assert!(
+        c.verify(b"", "REGISTER", b""),
+        "RFC 3310: empty password with auts"
+    );
     assert_eq!(r2.security_client().unwrap(), r1.security_client().unwrap());
     assert!(events(&mut ue)
         .iter()
         .any(|e| matches!(e.kind, EventKind::SqnResync { sqn_ms } if sqn_ms == card_sqn.value())));
     net.last_sqn = card_sqn;
     deliver(&mut ue, &net.challenge(&r2), f2, t);
-    assert!(matches!(actions(&mut ue).as_slice(), [SaAction::Install { generation: 0, .. }]));
+    assert!(matches!(
+        actions(&mut ue).as_slice(),
+        [SaAction::Install { generation: 0, .. }]
+    ));
     ue.handle_sa_installed(0, Ok(1), t);
     let (r3, f3) = one_transmit(&mut ue);
     net.check_answer(&r3);
@@ -517,7 +599,10 @@ fn mac_failure_is_an_error_and_installs_nothing() {
     assert!(actions(&mut ue).is_empty());
     assert!(events(&mut ue).iter().any(|e| matches!(
         &e.kind,
-        EventKind::Failed { procedure: Procedure::Initial, error: RegError::MacFailure }
+        EventKind::Failed {
+            procedure: Procedure::Initial,
+            error: RegError::MacFailure
+        }
     )));
     assert_eq!(ue.state(), RegState::Failed);
 }
@@ -547,7 +632,10 @@ fn rejected_answer_deletes_the_temporary_set() {
     );
     assert!(events(&mut ue).iter().any(|e| matches!(
         &e.kind,
-        EventKind::Failed { error: RegError::Rejected { code: 403, .. }, .. }
+        EventKind::Failed {
+            error: RegError::Rejected { code: 403, .. },
+            ..
+        }
     )));
     assert_eq!(ue.registration().set_count(), 0);
 }
@@ -578,7 +666,10 @@ fn install_failure_and_late_install_results() {
     ue.register(t);
     assert!(events(&mut ue).iter().any(|e| matches!(
         &e.kind,
-        EventKind::Failed { error: RegError::InvalidState { .. }, .. }
+        EventKind::Failed {
+            error: RegError::InvalidState { .. },
+            ..
+        }
     )));
     ue.handle_sa_installed(0, Ok(5), t);
     let (r2, _) = one_transmit(&mut ue);
@@ -608,7 +699,10 @@ fn bid_down_to_an_algorithm_we_did_not_offer_aborts() {
     assert!(ue.poll_transmit().is_none());
     assert!(events(&mut ue).iter().any(|e| matches!(
         &e.kind,
-        EventKind::Failed { error: RegError::SecAgree(_), .. }
+        EventKind::Failed {
+            error: RegError::SecAgree(_),
+            ..
+        }
     )));
 }
 
@@ -630,17 +724,25 @@ fn silence_means_retransmissions_then_a_timeout() {
             assert_eq!(&tx.payload[..], &first.to_bytes()[..]);
             retransmissions += 1;
         }
-        failed |= events(&mut ue).iter().any(|e| matches!(
-            e.kind,
-            EventKind::Failed { error: RegError::Timeout, .. }
-        ));
+        failed |= events(&mut ue).iter().any(|e| {
+            matches!(
+                e.kind,
+                EventKind::Failed {
+                    error: RegError::Timeout,
+                    ..
+                }
+            )
+        });
         if failed {
             break;
         }
     }
     assert!(failed);
     assert_eq!(now - t, Duration::from_millis(6400), "timer F = 64·T1");
-    assert!(retransmissions >= 6, "timer E retransmits ({retransmissions})");
+    assert!(
+        retransmissions >= 6,
+        "timer E retransmits ({retransmissions})"
+    );
     assert_eq!(ue.state(), RegState::Failed);
 }
 
@@ -682,7 +784,10 @@ fn unsolicited_requests_are_answered() {
     );
     ue.handle_datagram(from_pcscf, options.as_bytes(), t);
     let t1 = ue.poll_transmit().unwrap();
-    assert_eq!(t1.flow, from_pcscf, "answered on the flow it came from (through the SA)");
+    assert_eq!(
+        t1.flow, from_pcscf,
+        "answered on the flow it came from (through the SA)"
+    );
     assert_eq!(Message::parse(&t1.payload).unwrap().code(), Some(200));
     let invite = options
         .replace("OPTIONS sip", "INVITE sip")
@@ -694,7 +799,13 @@ fn unsolicited_requests_are_answered() {
         .collect();
     assert_eq!(codes, vec![100, 501]);
     let ev = events(&mut ue);
-    assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::Received { protected: true, .. })));
+    assert!(ev.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Received {
+            protected: true,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -708,7 +819,13 @@ fn tel_impu_and_commands_in_the_wrong_state() {
     let ev = events(&mut ue);
     assert_eq!(
         ev.iter()
-            .filter(|e| matches!(e.kind, EventKind::Failed { error: RegError::InvalidState { .. }, .. }))
+            .filter(|e| matches!(
+                e.kind,
+                EventKind::Failed {
+                    error: RegError::InvalidState { .. },
+                    ..
+                }
+            ))
             .count(),
         2
     );
@@ -717,7 +834,10 @@ fn tel_impu_and_commands_in_the_wrong_state() {
     let (r, _) = one_transmit(&mut ue);
     assert_eq!(r.from_header().unwrap().uri.to_string(), "tel:+4930123456");
     assert_eq!(r.to_header().unwrap().uri.to_string(), "tel:+4930123456");
-    assert_eq!(r.name_addrs("Contact").unwrap()[0].uri.user.as_deref(), Some("+4930123456"));
+    assert_eq!(
+        r.name_addrs("Contact").unwrap()[0].uri.user.as_deref(),
+        Some("+4930123456")
+    );
 }
 
 /// Arbitrary bytes from the network never panic the core, in any state (bounded random

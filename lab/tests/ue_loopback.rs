@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use akav1::digest::{Challenge, Credentials, Qop};
 use akav1::{Milenage, Sqn, SqnPolicy, UsimSqnState};
-use lab::ue::{
-    numbered, register_many, EventKind, IoConfig, IsimKeys, Step, UeConfig, UeHost,
-};
+use lab::ue::{numbered, register_many, EventKind, IoConfig, IsimKeys, Step, UeConfig, UeHost};
 use secagree::{AlgPrefs, IpsecMode, SipIo};
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::transport::TransportConfig;
@@ -62,10 +60,18 @@ struct Stats {
 }
 
 impl ScriptedPcscf {
-    async fn start(mode: IpsecMode, port_base: u16, subs: Vec<(String, Milenage)>) -> ScriptedPcscf {
-        let (io, mut rx) = SipIo::start(mode, Tag::SelectorUser(0x7e57_0001), TransportConfig::default())
-            .await
-            .unwrap();
+    async fn start(
+        mode: IpsecMode,
+        port_base: u16,
+        subs: Vec<(String, Milenage)>,
+    ) -> ScriptedPcscf {
+        let (io, mut rx) = SipIo::start(
+            mode,
+            Tag::SelectorUser(0x7e57_0001),
+            TransportConfig::default(),
+        )
+        .await
+        .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", testkit::wait::free_port())
             .parse()
             .unwrap();
@@ -99,7 +105,9 @@ impl ScriptedPcscf {
             let mut next_spi = 0x7000_0000u32;
             let mut rand_ctr = 0u8;
             while let Some(inb) = rx.recv().await {
-                let Ok(req) = Message::parse(&inb.data) else { continue };
+                let Ok(req) = Message::parse(&inb.data) else {
+                    continue;
+                };
                 if !req.is_request() {
                     continue;
                 }
@@ -121,7 +129,11 @@ impl ScriptedPcscf {
                     .unwrap_or(false);
                 let resp = if answered && !fresh_offer {
                     if !sub.server.is_empty() {
-                        assert!(secagree::check_verify(&sub.server, &req.security_verify().unwrap()).is_ok());
+                        assert!(secagree::check_verify(
+                            &sub.server,
+                            &req.security_verify().unwrap()
+                        )
+                        .is_ok());
                         shared.lock().unwrap().verify_ok += 1;
                     }
                     shared.lock().unwrap().oks += 1;
@@ -138,7 +150,11 @@ impl ScriptedPcscf {
                             }
                         });
                     } else if let Some((id, ..)) = sub.sets.last() {
-                        let _ = io.promote(*id, Duration::from_secs(u64::from(expires) + 30), Instant::now());
+                        let _ = io.promote(
+                            *id,
+                            Duration::from_secs(u64::from(expires) + 30),
+                            Instant::now(),
+                        );
                     }
                     ResponseBuilder::new(&req, 200)
                         .to_tag("p")
@@ -176,7 +192,8 @@ impl ScriptedPcscf {
                         let choice = secagree::choose(&offers, &AlgPrefs::default()).unwrap();
                         let (pc, ps) = (next_port, next_port + 1);
                         next_port += 2;
-                        let server = secagree::server_mechanism(&choice, next_spi, next_spi + 1, pc, ps);
+                        let server =
+                            secagree::server_mechanism(&choice, next_spi, next_spi + 1, pc, ps);
                         next_spi += 2;
                         let set = secagree::sa_set(
                             inb.flow.remote.ip(),
@@ -282,8 +299,14 @@ async fn full_cycle(mode: IpsecMode, n: usize, ip_base: u8, port_base: u16) {
         assert_eq!(u.reregister.len(), 1);
         assert!(u.deregister.is_some());
         assert_eq!(u.register_round_trips, 2);
-        assert_eq!(u.sa_sets_left, 0, "every SA set deleted after deregistration");
-        assert_eq!(u.service_route, vec!["<sip:orig@scscf.ims.test;lr>".to_string()]);
+        assert_eq!(
+            u.sa_sets_left, 0,
+            "every SA set deleted after deregistration"
+        );
+        assert_eq!(
+            u.service_route,
+            vec!["<sip:orig@scscf.ims.test;lr>".to_string()]
+        );
     }
     assert!(report.all_ok());
     // per UE: 2 challenges (register + re-registration), 3 OKs (reg, rereg, dereg)
@@ -296,13 +319,18 @@ async fn full_cycle(mode: IpsecMode, n: usize, ip_base: u8, port_base: u16) {
     assert_eq!(count(|k| matches!(k, EventKind::SaInstalled { .. })), 2 * n);
     assert_eq!(count(|k| matches!(k, EventKind::SaDeleted { .. })), 2 * n);
     assert_eq!(
-        count(|k| matches!(k, EventKind::Received { protected: true, summary, .. } if summary.starts_with("200"))),
+        count(
+            |k| matches!(k, EventKind::Received { protected: true, summary, .. } if summary.starts_with("200"))
+        ),
         3 * n,
         "every 200 OK after the first challenge arrives through an SA"
     );
     if mode != IpsecMode::Off {
         assert_eq!(report.backend, "userspace");
-        assert_eq!(report.esp_sa.lines().filter(|l| l.contains("0x")).count(), 2 * n * 4);
+        assert_eq!(
+            report.esp_sa.lines().filter(|l| l.contains("0x")).count(),
+            2 * n * 4
+        );
         assert_eq!(live_at_pcscf, 0, "the scripted P-CSCF deleted its sets too");
     }
 }
@@ -325,10 +353,10 @@ async fn resync_over_sockets_and_host_commands() {
     let pcscf = ScriptedPcscf::start(IpsecMode::Off, 17500, subs(1)).await;
     let mut cfg = fleet(1, pcscf.addr, 22).remove(0);
     let policy = SqnPolicy::default();
-    cfg.keys = cfg
-        .keys
-        .clone()
-        .with_sqn(UsimSqnState::with_highest(policy, policy.compose(99, 0).unwrap()));
+    cfg.keys = cfg.keys.clone().with_sqn(UsimSqnState::with_highest(
+        policy,
+        policy.compose(99, 0).unwrap(),
+    ));
     let host = UeHost::start(IoConfig {
         mode: IpsecMode::Off,
         ..IoConfig::default()
@@ -351,7 +379,11 @@ async fn resync_over_sockets_and_host_commands() {
     let snap = ue.snapshot().await.unwrap();
     assert_eq!(snap.state, lab::ue::RegState::Registered);
     assert_eq!(snap.sa_sets, 1);
-    assert_eq!(policy.seq(Sqn::new(snap.sqn_ms).unwrap()), 100, "the card accepted SEQ 100");
+    assert_eq!(
+        policy.seq(Sqn::new(snap.sqn_ms).unwrap()),
+        100,
+        "the card accepted SEQ 100"
+    );
     ue.deregister().await.unwrap();
     host.shutdown().await;
     let stats = pcscf.stop().await;

@@ -100,18 +100,28 @@ pub struct RegisterArgs {
     #[arg(long, default_value = "127.0.0.1:5060", value_name = "IP:PORT")]
     pcscf: SocketAddr,
     /// Integrity algorithms to offer, most preferred first (hmac-sha-1-96, hmac-md5-96).
-    #[arg(long, value_delimiter = ',', default_value = "hmac-sha-1-96,hmac-md5-96", value_name = "ALG,…")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "hmac-sha-1-96,hmac-md5-96",
+        value_name = "ALG,…"
+    )]
     alg: Vec<String>,
     /// Encryption algorithms to offer, most preferred first (aes-cbc, null, des-ede3-cbc).
     /// Security-Client gets one mechanism per alg/ealg pair, as handsets send it.
-    #[arg(long, value_delimiter = ',', default_value = "aes-cbc,null,des-ede3-cbc", value_name = "EALG,…")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "aes-cbc,null,des-ede3-cbc",
+        value_name = "EALG,…"
+    )]
     ealg: Vec<String>,
     /// IPsec backend: `auto` (kernel XFRM if the kernel can do ESP, else userspace ESP),
     /// `kernel`, `userspace`, or `off` (sec-agree is still negotiated but the protected
     /// ports are plain UDP: nothing is encrypted; only for P-CSCFs also running without
     /// IPsec).
-    #[arg(long, default_value = "auto", value_name = "BACKEND")]
-    ipsec: String,
+    #[arg(long, value_enum, default_value_t = IpsecChoice::Auto)]
+    ipsec: IpsecChoice,
     /// Do not offer sec-agree at all: a plain AKAv1-MD5 digest UE (like SIPp), for a
     /// P-CSCF with `ipsec = "optional"`.
     #[arg(long)]
@@ -137,6 +147,19 @@ pub struct RegisterArgs {
     /// capture of the run: copy it to ~/.config/wireshark/esp_sa).
     #[arg(long, value_name = "FILE")]
     esp_sa: Option<std::path::PathBuf>,
+}
+
+/// `--ipsec` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum IpsecChoice {
+    /// kernel XFRM if the kernel can do ESP, else userspace ESP
+    Auto,
+    /// kernel XFRM (fails where the kernel lacks ESP)
+    Kernel,
+    /// userspace ESP over a raw socket
+    Userspace,
+    /// no IPsec: protected ports are plain UDP
+    Off,
 }
 
 fn integrity(s: &str) -> anyhow::Result<IntegrityAlg> {
@@ -180,8 +203,16 @@ impl RegisterArgs {
         cfg.port = self.port;
         cfg.sec_agree = !self.no_sec_agree;
         cfg.algorithms = AlgPrefs {
-            integrity: self.alg.iter().map(|a| integrity(a)).collect::<Result<_, _>>()?,
-            encryption: self.ealg.iter().map(|a| encryption(a)).collect::<Result<_, _>>()?,
+            integrity: self
+                .alg
+                .iter()
+                .map(|a| integrity(a))
+                .collect::<Result<_, _>>()?,
+            encryption: self
+                .ealg
+                .iter()
+                .map(|a| encryption(a))
+                .collect::<Result<_, _>>()?,
         };
         cfg.expires = self.expires;
         cfg.sa_grace = Duration::from_millis(self.sa_grace_ms);
@@ -192,9 +223,11 @@ impl RegisterArgs {
     }
 
     fn io(&self) -> anyhow::Result<IoConfig> {
-        let mode = match self.ipsec.trim().to_ascii_lowercase().as_str() {
-            "off" | "none" => IpsecMode::Off,
-            other => IpsecMode::Backend(BackendKind::from_str(other)?),
+        let mode = match self.ipsec {
+            IpsecChoice::Off => IpsecMode::Off,
+            IpsecChoice::Auto => IpsecMode::Backend(BackendKind::Auto),
+            IpsecChoice::Kernel => IpsecMode::Backend(BackendKind::Kernel),
+            IpsecChoice::Userspace => IpsecMode::Backend(BackendKind::Userspace),
         };
         Ok(IoConfig {
             mode,

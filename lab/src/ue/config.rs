@@ -286,7 +286,9 @@ impl UeConfig {
                 return Err(bad("no port may be 0"));
             }
             if s.port_uc > u16::MAX - 2 || s.port_us > u16::MAX - 2 {
-                return Err(bad("protected ports must leave room for the next generation (+2)"));
+                return Err(bad(
+                    "protected ports must leave room for the next generation (+2)",
+                ));
             }
             let all = vec![self.port, s.port_uc, s.port_uc + 2, s.port_us];
             let mut sorted = all.clone();
@@ -361,7 +363,10 @@ mod tests {
         };
         assert_eq!(l.generation(0), l);
         let g1 = l.generation(1);
-        assert_eq!((g1.port_uc, g1.port_us, g1.spi_uc, g1.spi_us), (6002, 6001, 1002, 2002));
+        assert_eq!(
+            (g1.port_uc, g1.port_us, g1.spi_uc, g1.spi_us),
+            (6002, 6001, 1002, 2002)
+        );
         let g2 = l.generation(2);
         assert_eq!((g2.port_uc, g2.spi_uc), (6000, 1004));
         let top = LocalSecurity {

@@ -114,7 +114,10 @@ impl Ue {
         match Message::parse(data) {
             Ok(m) => self.handle_message(m, flow, now),
             Err(sip::ParseError::Empty) => {}
-            Err(e) => self.note(now, format!("dropped unparsable datagram from {}: {e}", flow.remote)),
+            Err(e) => self.note(
+                now,
+                format!("dropped unparsable datagram from {}: {e}", flow.remote),
+            ),
         }
     }
 

@@ -103,7 +103,11 @@ impl FleetReport {
         // shell notes and core events of one UE interleave by time, not by arrival
         events.sort_by_key(|e| e.event.at);
         for e in events {
-            out.push_str(&ladder_line(self.started, &format!("UE{}", e.ue + 1), &e.event));
+            out.push_str(&ladder_line(
+                self.started,
+                &format!("UE{}", e.ue + 1),
+                &e.event,
+            ));
             out.push('\n');
         }
         out

@@ -515,7 +515,9 @@ impl Registration {
         flow: Flow,
     ) {
         self.cseq += 1;
-        let local = flow.local.unwrap_or(SocketAddr::new(self.cfg.local_ip, self.cfg.port));
+        let local = flow
+            .local
+            .unwrap_or(SocketAddr::new(self.cfg.local_ip, self.cfg.port));
         let mut via = Via::new(
             "UDP",
             &sip::uri::ip_host(local.ip()),
@@ -538,7 +540,10 @@ impl Registration {
             .header("Expires", expires);
         if self.cfg.sec_agree {
             b = b
-                .header(hdr::SUPPORTED, format_args!("{}, {}", tag::PATH, tag::SEC_AGREE))
+                .header(
+                    hdr::SUPPORTED,
+                    format_args!("{}, {}", tag::PATH, tag::SEC_AGREE),
+                )
                 .header(hdr::REQUIRE, tag::SEC_AGREE)
                 .header(hdr::PROXY_REQUIRE, tag::SEC_AGREE);
             if let Some(p) = &self.proc {
@@ -563,12 +568,10 @@ impl Registration {
         if let Some(pani) = &self.cfg.access_network_info {
             b = b.header(hdr::P_ACCESS_NETWORK_INFO, pani);
         }
-        b = b
-            .header("User-Agent", &self.cfg.user_agent)
-            .header(
-                "Allow",
-                "INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, MESSAGE, NOTIFY, OPTIONS",
-            );
+        b = b.header("User-Agent", &self.cfg.user_agent).header(
+            "Allow",
+            "INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, MESSAGE, NOTIFY, OPTIONS",
+        );
         if let Some(p) = self.proc.as_mut() {
             p.round_trips += 1;
         }
@@ -734,10 +737,7 @@ impl Registration {
                 return;
             }
         };
-        let qop = challenge
-            .qop
-            .contains(&Qop::Auth)
-            .then_some(Qop::Auth);
+        let qop = challenge.qop.contains(&Qop::Auth).then_some(Qop::Auth);
         match self.usim.authenticate(&n.rand, &n.autn) {
             Err(AuthFailure::MacFailure) => self.fail(RegError::MacFailure, now),
             Err(AuthFailure::SyncFailure { auts, .. }) => {
@@ -783,9 +783,7 @@ impl Registration {
                 ev(
                     &mut self.out,
                     now,
-                    EventKind::AkaVerified {
-                        sqn: r.sqn.value(),
-                    },
+                    EventKind::AkaVerified { sqn: r.sqn.value() },
                 );
                 self.auth = Some(AuthState {
                     realm: challenge.realm.clone(),
@@ -944,7 +942,9 @@ impl Registration {
                 // Security-Verify = the Security-Server just received.
                 let server = self.sets[idx].server.clone();
                 let cred = self.current_credentials(Method::Register);
-                let flow = self.set_flow(generation).unwrap_or_else(|| self.request_flow());
+                let flow = self
+                    .set_flow(generation)
+                    .unwrap_or_else(|| self.request_flow());
                 if let Some(p) = self.proc.as_mut() {
                     p.step = Step::Answer;
                 }

@@ -244,7 +244,9 @@ impl UeHandle {
             .map_err(|_| UeHostError::Stopped)?;
         match rx.await {
             Ok(Ok(o)) => Ok(o),
-            Ok(Err(RegError::InvalidState { command: "busy", .. })) => Err(UeHostError::Busy),
+            Ok(Err(RegError::InvalidState {
+                command: "busy", ..
+            })) => Err(UeHostError::Busy),
             Ok(Err(error)) => Err(UeHostError::Procedure {
                 procedure: p.as_str(),
                 error,
@@ -451,7 +453,12 @@ async fn drive(
         while let Some(t) = s.ue.poll_transmit() {
             busy = true;
             if let Err(e) = io.send(&t).await {
-                emit(index, s, events, note(format!("send to {} failed: {e}", t.flow.remote)));
+                emit(
+                    index,
+                    s,
+                    events,
+                    note(format!("send to {} failed: {e}", t.flow.remote)),
+                );
             }
         }
         while let Some(a) = s.ue.poll_action() {

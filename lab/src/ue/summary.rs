@@ -71,11 +71,7 @@ fn first_mechanism(m: &Message, name: &str) -> Option<String> {
     let all: Vec<&str> = m.header_values(name).collect();
     let first = all.first()?;
     let short = match sip::ims::SecurityMechanism::parse(first) {
-        Ok(x) => format!(
-            "{}/{}",
-            x.alg.as_deref().unwrap_or("?"),
-            x.ealg_or_null()
-        ),
+        Ok(x) => format!("{}/{}", x.alg.as_deref().unwrap_or("?"), x.ealg_or_null()),
         Err(_) => "(unparsable)".into(),
     };
     Some(if all.len() > 1 {
