@@ -141,7 +141,13 @@ impl Transport {
 
     /// Binds a UDP socket (port 0 picks one) and starts receiving on it.
     pub async fn bind_udp(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let sock = Arc::new(UdpSocket::bind(addr).await?);
+        self.attach_udp(UdpSocket::bind(addr).await?)
+    }
+
+    /// Adopts a UDP socket the caller created (to set options such as
+    /// `IP_FREEBIND`, `IPV6_V6ONLY` or buffer sizes) and starts receiving on it.
+    pub fn attach_udp(&self, sock: UdpSocket) -> io::Result<SocketAddr> {
+        let sock = Arc::new(sock);
         let local = sock.local_addr()?;
         let tx = self.inner.inbound.clone();
         let max = self.inner.cfg.limits.max_message;
@@ -180,7 +186,12 @@ impl Transport {
     pub async fn bind_tcp(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
         let sock = tcp_socket(addr)?;
         sock.bind(addr)?;
-        let listener: TcpListener = sock.listen(1024)?;
+        self.attach_tcp(sock.listen(1024)?)
+    }
+
+    /// Adopts a TCP listener the caller created. For outgoing connections from its
+    /// port to work it needs SO_REUSEADDR and SO_REUSEPORT, as [`Transport::bind_tcp`] sets.
+    pub fn attach_tcp(&self, listener: TcpListener) -> io::Result<SocketAddr> {
         let local = listener.local_addr()?;
         let me = self.clone_weak();
         let task = tokio::spawn(async move {

@@ -261,7 +261,8 @@ async fn other_sources_feed_the_same_channel() {
 async fn wildcard_socket_serves_a_specific_local_address() {
     let (a, _arx) = Transport::new(TransportConfig::default());
     let (b, mut brx) = Transport::new(TransportConfig::default());
-    let wild = a.bind_udp("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    let own = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+    let wild = a.attach_udp(own).unwrap();
     let b_addr = b.bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let specific: SocketAddr = format!("127.0.0.1:{}", wild.port()).parse().unwrap();
     a.send(&sip::Transmit {
