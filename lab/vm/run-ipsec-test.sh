@@ -6,7 +6,9 @@
 #   lab/vm/run-ipsec-test.sh
 #
 # Environment: VM_CACHE (kernel cache, default <repo>/target/vm-cache), VM_DRIVER_TARGET
-# (cargo target dir of the driver, default <repo>/target/vm-driver), and everything run.sh
+# (cargo target dir of the driver, default <repo>/target/vm-driver), VM_DRIVER_BIN and
+# VM_DRIVER_ARGS (use a prebuilt driver binary with these arguments instead of building
+# lab/vm/driver), and everything run.sh
 # reads (VM_TIMEOUT, VM_LOG, VM_QUIET...). Needs root only inside the VM; on the host:
 # qemu-system-x86_64, busybox (static), cpio, iproute2, apt-get/dpkg-deb, xz, cargo.
 set -euo pipefail
@@ -19,11 +21,16 @@ cargo="${CARGO:-cargo}"
 t0=$(date +%s)
 # The driver is outside the main workspace; start from the workspace's lock so it builds with
 # the same dependency versions (and offline when the registry cache has them).
-[ -f "$here/driver/Cargo.lock" ] || cp "$repo/Cargo.lock" "$here/driver/Cargo.lock"
-echo "run-ipsec-test: building the in-VM driver" >&2
-CARGO_TARGET_DIR="$driver_target" "$cargo" build --release --quiet \
-    --manifest-path "$here/driver/Cargo.toml" >&2
-bin="$driver_target/release/vm-ipsec"
+if [ -n "${VM_DRIVER_BIN:-}" ]; then
+    # A driver built elsewhere (e.g. an `imslab` subcommand): no nested cargo build.
+    bin="$VM_DRIVER_BIN"
+else
+    [ -f "$here/driver/Cargo.lock" ] || cp "$repo/Cargo.lock" "$here/driver/Cargo.lock"
+    echo "run-ipsec-test: building the in-VM driver" >&2
+    CARGO_TARGET_DIR="$driver_target" "$cargo" build --release --quiet \
+        --manifest-path "$here/driver/Cargo.toml" >&2
+    bin="$driver_target/release/vm-ipsec"
+fi
 [ -x "$bin" ] || { echo "run-ipsec-test: no driver binary at $bin" >&2; exit 2; }
 
 payload="${VM_WORK:-$VM_CACHE/run-ipsec}/payload"
@@ -31,6 +38,7 @@ rm -rf "$payload"
 mkdir -p "$payload"
 cp "$bin" "$payload/vm-ipsec"
 cp "$here/scenarios/ipsec.sh" "$payload/ipsec.sh"
+printf '%s\n' "${VM_DRIVER_ARGS:-}" >"$payload/driver.args"
 t1=$(date +%s)
 echo "run-ipsec-test: driver ready in $((t1 - t0))s" >&2
 VM_WORK="${VM_WORK:-$VM_CACHE/run-ipsec}" exec "$here/run.sh" "$payload" ipsec.sh

@@ -75,7 +75,11 @@ fn marker(tag: &str, n: usize) -> String {
 
 /// A SIP-sized REGISTER (≈ 1.2 kB, like a protected REGISTER of a handset) carrying `mark`.
 fn register(set: &SaSet, mark: &str, extra: usize) -> Vec<u8> {
-    let ue = if set.is_ipv6() { format!("[{}]", set.ue) } else { set.ue.to_string() };
+    let ue = if set.is_ipv6() {
+        format!("[{}]", set.ue)
+    } else {
+        set.ue.to_string()
+    };
     let mut m = format!(
         "REGISTER sip:ims.mnc001.mcc001.3gppnetwork.org SIP/2.0\r\n\
          Via: SIP/2.0/UDP {ue}:{uc};branch=z9hG4bK-{mark}\r\n\
@@ -117,9 +121,22 @@ fn make_set(v6: bool, k: usize, i: IntegrityAlg, e: EncryptionAlg, ik: &[u8; 16]
     let k16 = k as u16;
     let base = 0x1000 + 16 * k as u32;
     SaSet::new(
-        SocketAddrPair { addr: ue.parse().unwrap(), client: 20000 + 10 * k16, server: 20001 + 10 * k16 },
-        SocketAddrPair { addr: p.parse().unwrap(), client: 40000 + 10 * k16, server: 40001 + 10 * k16 },
-        Spis { uc: base, us: base + 1, pc: base + 2, ps: base + 3 },
+        SocketAddrPair {
+            addr: ue.parse().unwrap(),
+            client: 20000 + 10 * k16,
+            server: 20001 + 10 * k16,
+        },
+        SocketAddrPair {
+            addr: p.parse().unwrap(),
+            client: 40000 + 10 * k16,
+            server: 40001 + 10 * k16,
+        },
+        Spis {
+            uc: base,
+            us: base + 1,
+            pc: base + 2,
+            ps: base + 3,
+        },
         i,
         e,
         &CK,
@@ -133,7 +150,8 @@ fn make_set(v6: bool, k: usize, i: IntegrityAlg, e: EncryptionAlg, ik: &[u8; 16]
 fn udp_in(ns: &NetNs, addr: SocketAddr) -> Res<UdpSocket> {
     ns.run(|| {
         let s = UdpSocket::bind(addr).map_err(err("bind udp"))?;
-        s.set_read_timeout(Some(IO_TIMEOUT)).map_err(err("timeout"))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(err("timeout"))?;
         Ok(s)
     })
     .map_err(err("netns"))?
@@ -147,7 +165,14 @@ fn udp_recv(s: &UdpSocket) -> Res<(Vec<u8>, SocketAddr)> {
 }
 
 /// One UDP request/response over a client→server pair of SAs, both ends kernel sockets.
-fn udp_exchange(cns: &NetNs, c: SocketAddr, sns: &NetNs, s: SocketAddr, req: &[u8], resp: &[u8]) -> Res<()> {
+fn udp_exchange(
+    cns: &NetNs,
+    c: SocketAddr,
+    sns: &NetNs,
+    s: SocketAddr,
+    req: &[u8],
+    resp: &[u8],
+) -> Res<()> {
     let cs = udp_in(cns, c)?;
     let ss = udp_in(sns, s)?;
     cs.send_to(req, s).map_err(err("udp send"))?;
@@ -164,13 +189,24 @@ fn udp_exchange(cns: &NetNs, c: SocketAddr, sns: &NetNs, s: SocketAddr, req: &[u
 }
 
 /// A TCP connection client→server (bound client port), a large request and a response.
-fn tcp_exchange(cns: &NetNs, c: SocketAddr, sns: &NetNs, s: SocketAddr, req: &[u8], resp: &[u8]) -> Res<()> {
+fn tcp_exchange(
+    cns: &NetNs,
+    c: SocketAddr,
+    sns: &NetNs,
+    s: SocketAddr,
+    req: &[u8],
+    resp: &[u8],
+) -> Res<()> {
     let l = sns
         .run(|| TcpListener::bind(s).map_err(err("listen")))
         .map_err(err("netns"))??;
     let sock = cns
         .run(|| -> Res<Socket> {
-            let d = if c.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+            let d = if c.is_ipv6() {
+                Domain::IPV6
+            } else {
+                Domain::IPV4
+            };
             let so = Socket::new(d, Type::STREAM, None).map_err(err("socket"))?;
             so.set_reuse_address(true).map_err(err("reuse"))?;
             so.bind(&c.into()).map_err(err("bind tcp"))?;
@@ -183,7 +219,8 @@ fn tcp_exchange(cns: &NetNs, c: SocketAddr, sns: &NetNs, s: SocketAddr, req: &[u
             if from != c {
                 return Err(format!("accepted from {from}"));
             }
-            st.set_read_timeout(Some(IO_TIMEOUT)).map_err(err("timeout"))?;
+            st.set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(err("timeout"))?;
             let mut got = vec![0u8; req.len()];
             st.read_exact(&mut got).map_err(err("server read"))?;
             if got != req {
@@ -193,9 +230,11 @@ fn tcp_exchange(cns: &NetNs, c: SocketAddr, sns: &NetNs, s: SocketAddr, req: &[u
             Ok(())
         });
         let client = (|| -> Res<()> {
-            sock.connect_timeout(&s.into(), IO_TIMEOUT).map_err(err("connect"))?;
+            sock.connect_timeout(&s.into(), IO_TIMEOUT)
+                .map_err(err("connect"))?;
             let mut st: std::net::TcpStream = sock.try_clone().map_err(err("clone"))?.into();
-            st.set_read_timeout(Some(IO_TIMEOUT)).map_err(err("timeout"))?;
+            st.set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(err("timeout"))?;
             st.write_all(req).map_err(err("client write"))?;
             let mut got = vec![0u8; resp.len()];
             st.read_exact(&mut got).map_err(err("client read"))?;
@@ -204,7 +243,9 @@ fn tcp_exchange(cns: &NetNs, c: SocketAddr, sns: &NetNs, s: SocketAddr, req: &[u
             }
             Ok(())
         })();
-        let server = server.join().map_err(|_| "server thread panicked".to_string())?;
+        let server = server
+            .join()
+            .map_err(|_| "server thread panicked".to_string())?;
         client.and(server)
     })
 }
@@ -229,7 +270,10 @@ impl Capture {
             // SAFETY: plain socket(2) call; the fd is owned right away.
             let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
             if raw < 0 {
-                return Err(format!("AF_PACKET socket: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             // SAFETY: raw is a fresh valid fd.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -252,7 +296,10 @@ impl Capture {
                 )
             };
             if r != 0 {
-                return Err(format!("bind AF_PACKET: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "bind AF_PACKET: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             let size: i32 = 8 << 20;
             // SAFETY: fd valid, option value a live i32.
@@ -277,7 +324,12 @@ impl Capture {
         loop {
             // SAFETY: buf is a live writable buffer of its length.
             let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             if n <= 0 {
                 break;
@@ -321,7 +373,9 @@ impl Capture {
 
 /// Per-SPI kernel counters from `ip -s xfrm state`: (packets, integrity failures).
 fn xfrm_counters(ns: &NetNs) -> Res<HashMap<u32, (u64, u64)>> {
-    let out = ns.ip(&["-s", "xfrm", "state"]).map_err(err("ip -s xfrm state"))?;
+    let out = ns
+        .ip(&["-s", "xfrm", "state"])
+        .map_err(err("ip -s xfrm state"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut m = HashMap::new();
     let mut spi = None;
@@ -372,9 +426,17 @@ impl Lab {
 }
 
 /// Kernel ⇄ kernel for one algorithm pair and family.
-fn kernel_kernel(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend, set: &SaSet, k: usize) -> Res<String> {
+fn kernel_kernel(
+    lab: &Lab,
+    pk: &KernelBackend,
+    uk: &KernelBackend,
+    set: &SaSet,
+    k: usize,
+) -> Res<String> {
     let (pa, ua) = Lab::addrs(set.is_ipv6());
-    let pid = pk.install(set, Side::Pcscf).map_err(err("P-CSCF install"))?;
+    let pid = pk
+        .install(set, Side::Pcscf)
+        .map_err(err("P-CSCF install"))?;
     let uid = match uk.install(set, Side::Ue) {
         Ok(id) => id,
         Err(e) => {
@@ -383,8 +445,17 @@ fn kernel_kernel(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend, set: &SaSet,
         }
     };
     let r = (|| -> Res<String> {
-        let (pst, ust) = (pk.list().map_err(err("list"))?, uk.list().map_err(err("list"))?);
-        if (pst.sas.len(), pst.policies.len(), ust.sas.len(), ust.policies.len()) != (4, 4, 4, 4) {
+        let (pst, ust) = (
+            pk.list().map_err(err("list"))?,
+            uk.list().map_err(err("list"))?,
+        );
+        if (
+            pst.sas.len(),
+            pst.policies.len(),
+            ust.sas.len(),
+            ust.policies.len(),
+        ) != (4, 4, 4, 4)
+        {
             return Err(format!("kernel state {pst:?} / {ust:?}"));
         }
         let tag = format!("kk{k}");
@@ -396,20 +467,47 @@ fn kernel_kernel(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend, set: &SaSet,
         let ps = SocketAddr::new(set.pcscf, set.port_ps);
         // SA 1 + SA 3: UE client → P-CSCF server and back (REGISTER / 200 OK).
         let m1 = marker(&tag, 1);
-        udp_exchange(&lab.u, uc, &lab.p, ps, &register(set, &m1, 0), &response(&m1)).map_err(err("UDP SA1/3"))?;
+        udp_exchange(
+            &lab.u,
+            uc,
+            &lab.p,
+            ps,
+            &register(set, &m1, 0),
+            &response(&m1),
+        )
+        .map_err(err("UDP SA1/3"))?;
         // SA 2 + SA 4: P-CSCF client → UE server and back (a request the P-CSCF originates).
         let m2 = marker(&tag, 2);
-        udp_exchange(&lab.p, pc, &lab.u, us, &register(set, &m2, 0), &response(&m2)).map_err(err("UDP SA2/4"))?;
+        udp_exchange(
+            &lab.p,
+            pc,
+            &lab.u,
+            us,
+            &register(set, &m2, 0),
+            &response(&m2),
+        )
+        .map_err(err("UDP SA2/4"))?;
         // TCP on SA 1 + SA 3: a 6 kB request (several segments) and its response.
         let m3 = marker(&tag, 3);
-        tcp_exchange(&lab.u, uc, &lab.p, ps, &register(set, &m3, 5000), &response(&m3)).map_err(err("TCP SA1/3"))?;
+        tcp_exchange(
+            &lab.u,
+            uc,
+            &lab.p,
+            ps,
+            &register(set, &m3, 5000),
+            &response(&m3),
+        )
+        .map_err(err("TCP SA1/3"))?;
         // Let the final ACK/FIN segments go through before reading counters.
         std::thread::sleep(Duration::from_millis(50));
         let seen = lab.cap.drain(pa, ua, prefix.as_bytes());
         let pc_ = xfrm_counters(&lab.p)?;
         let uc_ = xfrm_counters(&lab.u)?;
         let mut per_sa = Vec::new();
-        for (n, spi) in [set.spi_ps, set.spi_us, set.spi_uc, set.spi_pc].iter().enumerate() {
+        for (n, spi) in [set.spi_ps, set.spi_us, set.spi_uc, set.spi_pc]
+            .iter()
+            .enumerate()
+        {
             let (a, af) = *pc_.get(spi).ok_or(format!("no P-CSCF SA spi 0x{spi:x}"))?;
             let (b, bf) = *uc_.get(spi).ok_or(format!("no UE SA spi 0x{spi:x}"))?;
             if a == 0 || a != b || af != 0 || bf != 0 {
@@ -425,19 +523,33 @@ fn kernel_kernel(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend, set: &SaSet,
         }
         let encrypted = set.encryption != EncryptionAlg::Null;
         if encrypted && seen.marker_hits != 0 {
-            return Err(format!("plaintext visible on the wire with {}: {seen:?}", set.encryption));
+            return Err(format!(
+                "plaintext visible on the wire with {}: {seen:?}",
+                set.encryption
+            ));
         }
         if !encrypted && seen.marker_hits == 0 {
-            return Err(format!("NULL encryption but no plaintext seen: capture broken? {seen:?}"));
+            return Err(format!(
+                "NULL encryption but no plaintext seen: capture broken? {seen:?}"
+            ));
         }
         Ok(format!(
             "sa_packets={}/{}/{}/{} esp_frames={} plaintext_frames={} marker_frames={}",
-            per_sa[0], per_sa[1], per_sa[2], per_sa[3], seen.esp, seen.plain_transport, seen.marker_hits
+            per_sa[0],
+            per_sa[1],
+            per_sa[2],
+            per_sa[3],
+            seen.esp,
+            seen.plain_transport,
+            seen.marker_hits
         ))
     })();
     let d1 = pk.delete(pid);
     let d2 = uk.delete(uid);
-    let left = (pk.list().map(|s| s.sas.len() + s.policies.len()), uk.list().map(|s| s.sas.len() + s.policies.len()));
+    let left = (
+        pk.list().map(|s| s.sas.len() + s.policies.len()),
+        uk.list().map(|s| s.sas.len() + s.policies.len()),
+    );
     let r = r?;
     d1.map_err(err("delete P-CSCF set"))?;
     d2.map_err(err("delete UE set"))?;
@@ -447,10 +559,13 @@ fn kernel_kernel(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend, set: &SaSet,
     }
 }
 
-fn recv_inbound(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Inbound>) -> Res<Inbound> {
+/// Polls the userspace backend's channel (whatever its flavour: only `try_recv` is used).
+type TryRecv<'a> = &'a mut dyn FnMut() -> Option<Inbound>;
+
+fn recv_inbound(rx: TryRecv<'_>) -> Res<Inbound> {
     let end = Instant::now() + IO_TIMEOUT;
     while Instant::now() < end {
-        if let Ok(m) = rx.try_recv() {
+        if let Some(m) = rx() {
             return Ok(m);
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -464,16 +579,28 @@ fn userspace_kernel(
     lab: &Lab,
     kb: &KernelBackend,
     ub: &UserspaceBackend,
-    urx: &mut tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+    urx: TryRecv<'_>,
     us_side: Side,
     set: &SaSet,
     k: usize,
 ) -> Res<String> {
-    let k_side = if us_side == Side::Ue { Side::Pcscf } else { Side::Ue };
-    let (kns, us_addr, k_addr) = if us_side == Side::Ue {
-        (&lab.p, (set.ue, set.port_uc, set.port_us), (set.pcscf, set.port_ps, set.port_pc))
+    let k_side = if us_side == Side::Ue {
+        Side::Pcscf
     } else {
-        (&lab.u, (set.pcscf, set.port_ps, set.port_pc), (set.ue, set.port_uc, set.port_us))
+        Side::Ue
+    };
+    let (kns, us_addr, k_addr) = if us_side == Side::Ue {
+        (
+            &lab.p,
+            (set.ue, set.port_uc, set.port_us),
+            (set.pcscf, set.port_ps, set.port_pc),
+        )
+    } else {
+        (
+            &lab.u,
+            (set.pcscf, set.port_ps, set.port_pc),
+            (set.ue, set.port_uc, set.port_us),
+        )
     };
     let kid = kb.install(set, k_side).map_err(err("kernel install"))?;
     let uid = match ub.install(set, us_side) {
@@ -491,21 +618,27 @@ fn userspace_kernel(
     let r = (|| -> Res<String> {
         // Userspace client port → kernel server port, and the kernel's answer back; then the
         // other pair (userspace server port ⇄ kernel client port).
-        for (n, (u_port, k_port)) in [(us_addr.1, k_addr.1), (us_addr.2, k_addr.2)].into_iter().enumerate() {
+        for (n, (u_port, k_port)) in [(us_addr.1, k_addr.1), (us_addr.2, k_addr.2)]
+            .into_iter()
+            .enumerate()
+        {
             let u = SocketAddr::new(us_addr.0, u_port);
             let kk = SocketAddr::new(k_addr.0, k_port);
             let m = marker(&tag, n);
             let ks = udp_in(kns, kk)?;
             let req = register(set, &m, 0);
             ub.send_udp(u, kk, &req).map_err(err("userspace send"))?;
-            let (got, from) = udp_recv(&ks).map_err(err("kernel socket did not get the userspace ESP"))?;
+            let (got, from) =
+                udp_recv(&ks).map_err(err("kernel socket did not get the userspace ESP"))?;
             if got != req || from != u {
                 return Err(format!("kernel got a different datagram from {from}"));
             }
             let resp = response(&m);
             ks.send_to(&resp, u).map_err(err("kernel send"))?;
             match recv_inbound(urx).map_err(err("userspace did not get the kernel ESP"))? {
-                Inbound::Udp { src, dst, payload, .. } if src == kk && dst == u && payload == resp => {}
+                Inbound::Udp {
+                    src, dst, payload, ..
+                } if src == kk && dst == u && payload == resp => {}
                 other => return Err(format!("userspace got {other:?}")),
             }
         }
@@ -516,24 +649,39 @@ fn userspace_kernel(
         for spi in [set.spi_ps, set.spi_us, set.spi_uc, set.spi_pc] {
             let (p, f) = *kc.get(&spi).ok_or(format!("no kernel SA 0x{spi:x}"))?;
             if p != 1 || f != 0 {
-                return Err(format!("kernel SA 0x{spi:x}: {p} packets, {f} failed (want 1, 0)"));
+                return Err(format!(
+                    "kernel SA 0x{spi:x}: {p} packets, {f} failed (want 1, 0)"
+                ));
             }
             kp.push(p);
         }
-        let (ui, uo) = (after.esp.in_packets - before.esp.in_packets, after.esp.out_packets - before.esp.out_packets);
+        let (ui, uo) = (
+            after.esp.in_packets - before.esp.in_packets,
+            after.esp.out_packets - before.esp.out_packets,
+        );
         let drops = after.esp.dropped_icv + after.esp.dropped_replay + after.esp.dropped_malformed
-            - before.esp.dropped_icv - before.esp.dropped_replay - before.esp.dropped_malformed;
+            - before.esp.dropped_icv
+            - before.esp.dropped_replay
+            - before.esp.dropped_malformed;
         if (ui, uo, drops) != (2, 2, 0) {
-            return Err(format!("userspace counters in {ui} out {uo} dropped {drops} (want 2 2 0)"));
+            return Err(format!(
+                "userspace counters in {ui} out {uo} dropped {drops} (want 2 2 0)"
+            ));
         }
         if seen.esp != 4 || seen.plain_transport != 0 {
             return Err(format!("wire: {seen:?} (want 4 ESP, no plaintext)"));
         }
         let encrypted = set.encryption != EncryptionAlg::Null;
         if encrypted == (seen.marker_hits != 0) {
-            return Err(format!("marker visibility wrong for {}: {seen:?}", set.encryption));
+            return Err(format!(
+                "marker visibility wrong for {}: {seen:?}",
+                set.encryption
+            ));
         }
-        Ok(format!("kernel_sa_packets={kp:?} userspace_in={ui} out={uo} dropped={drops} esp_frames={}", seen.esp))
+        Ok(format!(
+            "kernel_sa_packets={kp:?} userspace_in={ui} out={uo} dropped={drops} esp_frames={}",
+            seen.esp
+        ))
     })();
     let d1 = kb.delete(kid);
     let d2 = ub.delete(uid);
@@ -545,10 +693,22 @@ fn userspace_kernel(
 
 /// Wrong integrity key at the receiver: the kernel must drop and count, not deliver.
 fn key_mismatch(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend) -> Res<String> {
-    let good = make_set(false, 60, IntegrityAlg::HmacSha1_96, EncryptionAlg::AesCbc, &IK);
+    let good = make_set(
+        false,
+        60,
+        IntegrityAlg::HmacSha1_96,
+        EncryptionAlg::AesCbc,
+        &IK,
+    );
     let mut bad_ik = IK;
     bad_ik[0] ^= 1;
-    let bad = make_set(false, 60, IntegrityAlg::HmacSha1_96, EncryptionAlg::AesCbc, &bad_ik);
+    let bad = make_set(
+        false,
+        60,
+        IntegrityAlg::HmacSha1_96,
+        EncryptionAlg::AesCbc,
+        &bad_ik,
+    );
     let pid = pk.install(&good, Side::Pcscf).map_err(err("install"))?;
     let uid = uk.install(&bad, Side::Ue).map_err(err("install"))?;
     let r = (|| -> Res<String> {
@@ -556,17 +716,23 @@ fn key_mismatch(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend) -> Res<String
         let ps = SocketAddr::new(good.pcscf, good.port_ps);
         let cs = udp_in(&lab.u, uc)?;
         let ss = udp_in(&lab.p, ps)?;
-        ss.set_read_timeout(Some(Duration::from_millis(700))).map_err(err("timeout"))?;
+        ss.set_read_timeout(Some(Duration::from_millis(700)))
+            .map_err(err("timeout"))?;
         for n in 0..3 {
-            cs.send_to(&register(&good, &marker("mismatch", n), 0), ps).map_err(err("send"))?;
+            cs.send_to(&register(&good, &marker("mismatch", n), 0), ps)
+                .map_err(err("send"))?;
         }
         if let Ok((_, from)) = udp_recv(&ss) {
-            return Err(format!("datagram with a wrong ICV key delivered (from {from})"));
+            return Err(format!(
+                "datagram with a wrong ICV key delivered (from {from})"
+            ));
         }
         let c = xfrm_counters(&lab.p)?;
         let (pk_, failed) = c.get(&good.spi_ps).copied().unwrap_or_default();
         if failed != 3 {
-            return Err(format!("P-CSCF SA 1: {pk_} packets, {failed} integrity failures (want 3 failures)"));
+            return Err(format!(
+                "P-CSCF SA 1: {pk_} packets, {failed} integrity failures (want 3 failures)"
+            ));
         }
         Ok(format!("delivered=0 integrity_failed={failed}"))
     })();
@@ -580,12 +746,24 @@ fn run(report: &mut Report) -> Res<()> {
     let p = NetNs::create("vmp").map_err(err("netns"))?;
     let u = NetNs::create("vmu").map_err(err("netns"))?;
     let (pdev, _) = p
-        .veth_to(&u, &[&format!("{P4}/24"), &format!("{P6}/64")], &[&format!("{U4}/24"), &format!("{U6}/64")])
+        .veth_to(
+            &u,
+            &[&format!("{P4}/24"), &format!("{P6}/64")],
+            &[&format!("{U4}/24"), &format!("{U6}/64")],
+        )
         .map_err(err("veth"))?;
     let cap = Capture::open(&p, &pdev)?;
     let lab = Lab { p, u, cap };
-    let pk = lab.p.run(|| KernelBackend::new(Tag::default())).map_err(err("netns"))?.map_err(err("kernel backend"))?;
-    let uk = lab.u.run(|| KernelBackend::new(Tag::default())).map_err(err("netns"))?.map_err(err("kernel backend"))?;
+    let pk = lab
+        .p
+        .run(|| KernelBackend::new(Tag::default()))
+        .map_err(err("netns"))?
+        .map_err(err("kernel backend"))?;
+    let uk = lab
+        .u
+        .run(|| KernelBackend::new(Tag::default()))
+        .map_err(err("netns"))?
+        .map_err(err("kernel backend"))?;
     report.check(
         "kernel-has-esp",
         match (pk.probe_esp(), uk.probe_esp()) {
@@ -599,7 +777,11 @@ fn run(report: &mut Report) -> Res<()> {
     let mut combos = Vec::new();
     for v6 in [false, true] {
         for i in [IntegrityAlg::HmacMd5_96, IntegrityAlg::HmacSha1_96] {
-            for e in [EncryptionAlg::Null, EncryptionAlg::AesCbc, EncryptionAlg::DesEde3Cbc] {
+            for e in [
+                EncryptionAlg::Null,
+                EncryptionAlg::AesCbc,
+                EncryptionAlg::DesEde3Cbc,
+            ] {
                 combos.push((v6, i, e));
             }
         }
@@ -611,11 +793,22 @@ fn run(report: &mut Report) -> Res<()> {
         report.check(&name, kernel_kernel(&lab, &pk, &uk, &set, k));
         k += 1;
     }
-    println!("VMTEST INFO kernel-kernel {:.2}s", t1.elapsed().as_secs_f64());
+    println!(
+        "VMTEST INFO kernel-kernel {:.2}s",
+        t1.elapsed().as_secs_f64()
+    );
 
     let t2 = Instant::now();
-    let (pub_, mut prx) = lab.p.run(UserspaceBackend::start).map_err(err("netns"))?.map_err(err("userspace"))?;
-    let (uub, mut urx) = lab.u.run(UserspaceBackend::start).map_err(err("netns"))?.map_err(err("userspace"))?;
+    let (pub_, mut prx) = lab
+        .p
+        .run(UserspaceBackend::start)
+        .map_err(err("netns"))?
+        .map_err(err("userspace"))?;
+    let (uub, mut urx) = lab
+        .u
+        .run(UserspaceBackend::start)
+        .map_err(err("netns"))?
+        .map_err(err("userspace"))?;
     for us_side in [Side::Ue, Side::Pcscf] {
         for &(v6, i, e) in &combos {
             let set = make_set(v6, k, i, e, &IK);
@@ -626,24 +819,51 @@ fn run(report: &mut Report) -> Res<()> {
                 if v6 { "ipv6" } else { "ipv4" }
             );
             let r = if us_side == Side::Ue {
-                userspace_kernel(&lab, &pk, &uub, &mut urx, us_side, &set, k)
+                userspace_kernel(
+                    &lab,
+                    &pk,
+                    &uub,
+                    &mut || urx.try_recv().ok(),
+                    us_side,
+                    &set,
+                    k,
+                )
             } else {
-                userspace_kernel(&lab, &uk, &pub_, &mut prx, us_side, &set, k)
+                userspace_kernel(
+                    &lab,
+                    &uk,
+                    &pub_,
+                    &mut || prx.try_recv().ok(),
+                    us_side,
+                    &set,
+                    k,
+                )
             };
             report.check(&name, r);
             k += 1;
         }
     }
-    println!("VMTEST INFO userspace-kernel {:.2}s", t2.elapsed().as_secs_f64());
+    println!(
+        "VMTEST INFO userspace-kernel {:.2}s",
+        t2.elapsed().as_secs_f64()
+    );
 
     report.check("kernel-key-mismatch-dropped", key_mismatch(&lab, &pk, &uk));
     report.check(
         "flush-leaves-nothing",
         match (pk.flush(), uk.flush(), pk.list(), uk.list()) {
-            (Ok(_), Ok(_), Ok(a), Ok(b)) if a.sas.is_empty() && a.policies.is_empty() && b.sas.is_empty() && b.policies.is_empty() => {
+            (Ok(_), Ok(_), Ok(a), Ok(b))
+                if a.sas.is_empty()
+                    && a.policies.is_empty()
+                    && b.sas.is_empty()
+                    && b.policies.is_empty() =>
+            {
                 Ok("both namespaces clean".into())
             }
-            other => Err(format!("{:?}", (other.0.err(), other.1.err(), other.2.ok(), other.3.ok()))),
+            other => Err(format!(
+                "{:?}",
+                (other.0.err(), other.1.err(), other.2.ok(), other.3.ok())
+            )),
         },
     );
     println!("VMTEST INFO total {:.2}s", t0.elapsed().as_secs_f64());
@@ -655,6 +875,13 @@ fn main() {
     if let Err(e) = run(&mut report) {
         report.check("setup", Err(e));
     }
-    println!("VMTEST SUMMARY passed={} failed={}", report.passed, report.failed);
-    std::process::exit(if report.failed == 0 && report.passed > 0 { 0 } else { 1 });
+    println!(
+        "VMTEST SUMMARY passed={} failed={}",
+        report.passed, report.failed
+    );
+    std::process::exit(if report.failed == 0 && report.passed > 0 {
+        0
+    } else {
+        1
+    });
 }
