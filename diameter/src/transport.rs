@@ -497,24 +497,47 @@ async fn drive<R, H>(
             }
             c = cmd_rx.recv(), if cmd_open => {
                 let now = tokio::time::Instant::now().into_std();
-                match c {
-                    Some(Cmd::Request(m, tx)) => match peer.send_request(now, m) {
-                        Ok(hbh) => { waiters.insert(hbh, tx); }
-                        Err(e) => { let _ = tx.send(Err(RequestError::NotSent(e))); }
-                    },
-                    Some(Cmd::Disconnect(cause)) => peer.disconnect(now, cause),
-                    None => {
-                        // Every handle of a client is gone: nobody can use it any more.
-                        cmd_open = false;
-                        if reg.is_none() {
-                            peer.disconnect(now, DEFAULT_DISCONNECT_CAUSE);
+                let mut next = c;
+                // Take whatever else is queued too (bounded, so reads are not starved):
+                // one flush for a burst of requests.
+                for i in 0..BURST {
+                    match next {
+                        Some(Cmd::Request(m, tx)) => match peer.send_request(now, m) {
+                            Ok(hbh) => { waiters.insert(hbh, tx); }
+                            Err(e) => { let _ = tx.send(Err(RequestError::NotSent(e))); }
+                        },
+                        Some(Cmd::Disconnect(cause)) => peer.disconnect(now, cause),
+                        None => {
+                            // Every handle of a client is gone: nobody can use it any more.
+                            cmd_open = false;
+                            if reg.is_none() {
+                                peer.disconnect(now, DEFAULT_DISCONNECT_CAUSE);
+                            }
+                            break;
                         }
+                    }
+                    if i + 1 == BURST {
+                        break;
+                    }
+                    match cmd_rx.try_recv() {
+                        Ok(c) => next = Some(c),
+                        Err(_) => break,
                     }
                 }
             }
             Some(a) = ans_rx.recv() => {
-                if let Err(e) = peer.send_answer(a) {
-                    tracing::debug!(error = %e, "answer not sent");
+                let mut next = a;
+                for i in 0..BURST {
+                    if let Err(e) = peer.send_answer(next) {
+                        tracing::debug!(error = %e, "answer not sent");
+                    }
+                    if i + 1 == BURST {
+                        break;
+                    }
+                    match ans_rx.try_recv() {
+                        Ok(a) => next = a,
+                        Err(_) => break,
+                    }
                 }
             }
             _ = sleep_until(deadline) => {
@@ -537,6 +560,9 @@ async fn drive<R, H>(
         }
     }
 }
+
+/// Most commands or answers taken from a queue in one go.
+const BURST: usize = 256;
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {

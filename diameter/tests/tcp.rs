@@ -55,6 +55,10 @@ async fn start_server() -> diameter::ServerHandle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_requests_on_one_connection() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "diameter=info".into()))
+        .with_test_writer()
+        .try_init();
     let srv = start_server().await;
     let client = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("scscf.ims.lab", "ims.lab"))
         .await
