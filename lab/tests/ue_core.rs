@@ -840,6 +840,58 @@ fn tel_impu_and_commands_in_the_wrong_state() {
     );
 }
 
+#[test]
+fn refresh_timer_reregisters_by_itself() {
+    let (mut ue, net, t, set) = registered();
+    // granted 3600 s: the refresh is due 600 s before expiry
+    let due = ue.poll_timeout().unwrap();
+    assert!(due <= t + Duration::from_secs(3000));
+    // transactions end first (timer K), then the refresh fires
+    let mut now = t;
+    let mut sent = None;
+    while sent.is_none() {
+        now = ue.poll_timeout().expect("a deadline");
+        ue.handle_timeout(now);
+        sent = ue.poll_transmit();
+    }
+    assert_eq!(now, t + Duration::from_secs(3000));
+    let r = Message::parse(&sent.unwrap().payload).unwrap();
+    assert_eq!(r.expires().unwrap(), Some(3600));
+    assert!(secagree::check_verify(&net.server, &r.security_verify().unwrap()).is_ok());
+    assert!(matches!(
+        ue.state(),
+        RegState::InProgress {
+            procedure: Procedure::Reregistration,
+            registered: true
+        }
+    ));
+    let _ = set;
+}
+
+#[test]
+fn failed_reregistration_keeps_the_binding_and_its_set() {
+    let (mut ue, mut net, t, set) = registered();
+    ue.reregister(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    // the network now sends a vector built with another OP: the UE refuses it
+    net.hss = Milenage::from_op(&K, &[0x77; 16]);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    assert!(actions(&mut ue).is_empty());
+    assert!(events(&mut ue).iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Failed {
+            procedure: Procedure::Reregistration,
+            error: RegError::MacFailure
+        }
+    )));
+    assert_eq!(ue.state(), RegState::Registered);
+    assert_eq!(ue.current_set().unwrap().spi_uc, set.spi_uc);
+    // and it can still deregister over the old set
+    ue.deregister(t);
+    let (_, f) = one_transmit(&mut ue);
+    assert_eq!(f.local, Some(SocketAddr::new(ue_ip(), set.port_uc)));
+}
+
 /// Arbitrary bytes from the network never panic the core, in any state (bounded random
 /// inputs; the fuzzing proper is `cargo fuzz` on the `sip` parsers the core relies on).
 #[test]

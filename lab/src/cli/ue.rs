@@ -45,6 +45,7 @@ enum UeCommand {
     ///     --domain ims.mnc001.mcc001.3gppnetwork.org
     ///     -k 465b5ce8b199b49faa5f0a2ee238a6bc --opc cd63cb71954a9f4e48a5994e37a02baf
     ///     --then reregister,deregister
+    #[command(verbatim_doc_comment)]
     Register(RegisterArgs),
 }
 

@@ -148,6 +148,33 @@ impl LocalSecurity {
     }
 }
 
+/// A stable `+sip.instance` for a UE without an IMEI: a UUID URN (RFC 4122 layout, version
+/// 5-style bits) derived from the IMPI, so every run of the same UE presents the same
+/// instance and registrars replace its old binding instead of adding one (RFC 5626 §4.1).
+pub fn instance_urn(impi: &str) -> String {
+    // two FNV-1a passes with different offsets: not cryptographic, only stable and spread
+    let fnv = |seed: u64| {
+        impi.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+    let mut u = [0u8; 16];
+    u[..8].copy_from_slice(&a.to_be_bytes());
+    u[8..].copy_from_slice(&b.to_be_bytes());
+    u[6] = (u[6] & 0x0f) | 0x50;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "<urn:uuid:{}-{}-{}-{}-{}>",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 /// Everything a simulated IMS UE needs (TS 24.229 §5.1.1): identities from the ISIM, the
 /// secrets, its addresses and what it offers for sec-agree.
 #[derive(Debug, Clone)]
@@ -185,7 +212,8 @@ pub struct UeConfig {
     /// How long a retired SA set stays after it was superseded or deregistered, so that
     /// late responses still arrive protected.
     pub sa_grace: Duration,
-    /// `+sip.instance` of the Contact (RFC 5626), usually `<urn:gsma:imei:…>`.
+    /// `+sip.instance` of the Contact (RFC 5626): phones send `<urn:gsma:imei:…>`; the
+    /// default is [`instance_urn`] of the IMPI.
     pub instance_id: Option<String>,
     /// P-Access-Network-Info value (RFC 7315 §4.4), e.g.
     /// `3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=001010001000019b`.
@@ -208,8 +236,10 @@ impl UeConfig {
         local_ip: IpAddr,
         pcscf: SocketAddr,
     ) -> UeConfig {
+        let impi: String = impi.into();
+        let instance_id = Some(instance_urn(&impi));
         UeConfig {
-            impi: impi.into(),
+            impi,
             impu: impu.into(),
             home_domain: home_domain.into(),
             realm: None,
@@ -224,7 +254,7 @@ impl UeConfig {
             auto_refresh: true,
             temporary_sa_lifetime: Duration::from_secs(60),
             sa_grace: Duration::from_secs(2),
-            instance_id: None,
+            instance_id,
             access_network_info: Some(
                 "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=001010001000019B".into(),
             ),
@@ -375,6 +405,10 @@ mod tests {
         };
         assert!(top.generation(1).spi_uc >= 256);
         let r = LocalSecurity::random(1, 2);
+        let u = instance_urn("001010000000001@ims.test");
+        assert_eq!(u, instance_urn("001010000000001@ims.test"));
+        assert_ne!(u, instance_urn("001010000000002@ims.test"));
+        assert_eq!(u.len(), "<urn:uuid:>".len() + 36);
         assert!(r.spi_uc >= 256 && r.spi_us != r.spi_uc);
     }
 }

@@ -23,7 +23,7 @@ pub mod registration;
 pub mod shell;
 pub mod summary;
 
-pub use config::{ConfigError, IsimKeys, LocalSecurity, UeConfig};
+pub use config::{instance_urn, ConfigError, IsimKeys, LocalSecurity, UeConfig};
 pub use core::Ue;
 pub use event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
 pub use fleet::{loopback_ip, numbered, register_many, FleetReport, Step, UeTimings};

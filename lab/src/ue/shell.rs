@@ -355,7 +355,7 @@ async fn run(
     let mut ports = Ports {
         open: HashMap::new(),
         fake: HashSet::new(),
-        next_fake: 1 << 40,
+        next_fake: 1_000_001,
     };
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     loop {
@@ -450,6 +450,12 @@ async fn drive(
 ) {
     loop {
         let mut busy = false;
+        // events first: they describe what led to the transmits and actions below
+        while let Some(e) = s.ue.poll_event() {
+            busy = true;
+            resolve(s, &e);
+            emit(index, s, events, e);
+        }
         while let Some(t) = s.ue.poll_transmit() {
             busy = true;
             if let Err(e) = io.send(&t).await {
@@ -510,11 +516,6 @@ async fn drive(
                     ports.close(io, SocketAddr::new(ip, port_us));
                 }
             }
-        }
-        while let Some(e) = s.ue.poll_event() {
-            busy = true;
-            resolve(s, &e);
-            emit(index, s, events, e);
         }
         if !busy {
             break;

@@ -113,7 +113,11 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
             r.took.as_secs_f64() * 1000.0,
             r.round_trips,
             r.expires,
-            if r.protected { ", over IPsec" } else { "" }
+            if r.protected {
+                ", via the protected ports"
+            } else {
+                ""
+            }
         ),
         EventKind::Deregistered { took } => {
             format!("✔ deregistered in {:.1} ms", took.as_secs_f64() * 1000.0)
