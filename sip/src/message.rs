@@ -112,6 +112,31 @@ impl<'a> HeaderRef<'a> {
     }
 }
 
+/// Position of the first `needle` in `hay`, eight bytes at a time (SWAR): the
+/// newline search dominates parsing time.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pat = LO * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let v = u64::from_le_bytes(w) ^ pat;
+        let z = v.wrapping_sub(LO) & !v & HI;
+        if z != 0 {
+            return Some(base + (z.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|p| base + p)
+}
+
 fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -122,7 +147,7 @@ fn is_ws(b: u8) -> bool {
 fn find_head_end(b: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i < b.len() {
-        let nl = i + b[i..].iter().position(|&c| c == b'\n')?;
+        let nl = i + find_byte(&b[i..], b'\n')?;
         let next = nl + 1;
         if next < b.len() && b[next] == b'\n' {
             return Some((next, next + 1));
@@ -303,7 +328,7 @@ impl Message {
         let hb = head.as_bytes();
 
         // start line
-        let sl_end = hb.iter().position(|&c| c == b'\n').unwrap_or(hb.len());
+        let sl_end = find_byte(hb, b'\n').unwrap_or(hb.len());
         let sl_raw_end = (sl_end + 1).min(hb.len());
         let sl = head[..sl_end].strip_suffix('\r').unwrap_or(&head[..sl_end]);
         let start = parse_start_line(sl)?;
@@ -313,9 +338,7 @@ impl Message {
         let mut folded: Vec<usize> = Vec::new();
         let mut i = sl_raw_end;
         while i < hb.len() {
-            let nl = hb[i..]
-                .iter()
-                .position(|&c| c == b'\n')
+            let nl = find_byte(&hb[i..], b'\n')
                 .map(|p| i + p)
                 .unwrap_or(hb.len());
             let line_end = (nl + 1).min(hb.len());
@@ -1178,6 +1201,25 @@ l: 0\r\n\
         assert_eq!(frames.len(), 2);
         assert!(frames.iter().all(|m| m == msg.as_bytes()));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn swar_find_byte() {
+        let hay: Vec<u8> = (0..40u8).collect();
+        for n in 0..45u8 {
+            assert_eq!(find_byte(&hay, n), hay.iter().position(|&b| b == n));
+            for start in 0..hay.len() {
+                assert_eq!(
+                    find_byte(&hay[start..], n),
+                    hay[start..].iter().position(|&b| b == n)
+                );
+            }
+        }
+        // high bytes next to the needle must not cause false positives
+        let tricky = [0x8a, 0x0b, 0xff, 0x09, 0x0a, 0x80, 0x00, 0x8b, 0x0a];
+        assert_eq!(find_byte(&tricky, b'\n'), Some(4));
+        assert_eq!(find_byte(&tricky[5..], b'\n'), Some(3));
+        assert_eq!(find_byte(&[0xffu8; 17], b'\n'), None);
     }
 
     #[test]
