@@ -47,6 +47,8 @@
 //!
 //! No parser in this crate panics on input; every failure is a [`ParseError`].
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod builder;
 pub mod error;
