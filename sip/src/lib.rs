@@ -7,8 +7,10 @@
 //! ## Why our own parser and not `rsipstack`
 //!
 //! The design notes picked `rsipstack` =0.7.14 for the message model *if it lets us
-//! act as a stateful proxy*. A review of its parser and message model showed it
-//! does not, for these reasons:
+//! act as a stateful proxy*. A source review of its parser and message model
+//! (upstream repository snapshot of the 0.6 line, `src/sip/parser.rs`,
+//! `src/sip/headers/`; the 0.7.14 package itself was not built, so re-check if it
+//! is ever reconsidered) showed it does not, for these reasons:
 //!
 //! * **Not byte-preserving.** Headers are parsed eagerly into a typed enum and
 //!   re-generated on output: folded lines are unfolded, whitespace is trimmed and
