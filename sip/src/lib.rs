@@ -7,10 +7,9 @@
 //! ## Why our own parser and not `rsipstack`
 //!
 //! The design notes picked `rsipstack` =0.7.14 for the message model *if it lets us
-//! act as a stateful proxy*. A source review of its parser and message model
-//! (upstream repository snapshot of the 0.6 line, `src/sip/parser.rs`,
-//! `src/sip/headers/`; the 0.7.14 package itself was not built, so re-check if it
-//! is ever reconsidered) showed it does not, for these reasons:
+//! act as a stateful proxy*. A source review of the 0.7.14 package
+//! (`src/sip/parser.rs`, `src/sip/headers/`, `src/transaction/`) showed it does
+//! not, for these reasons:
 //!
 //! * **Not byte-preserving.** Headers are parsed eagerly into a typed enum and
 //!   re-generated on output: folded lines are unfolded, whitespace is trimmed and
@@ -24,9 +23,10 @@
 //!   sockets; we need sans-IO transactions fed with bytes from any source (our
 //!   protected-port sockets, the userspace ESP backend) and a sender that picks the
 //!   local socket.
-//! * **Weight and speed.** It pulls rustls, hickory, tungstenite and clap into
-//!   every binary and allocates every header on parse; our target is ≥ 2,000 full
-//!   AKA registrations/s through the P-CSCF on 2 cores.
+//! * **Weight and speed.** Its default features pull rustls, hickory and
+//!   tungstenite, and every header is allocated into a typed value on parse; our
+//!   target is ≥ 2,000 full AKA registrations/s through the P-CSCF on 2 cores,
+//!   and a lazy parse touches only the headers the proxy actually reads.
 //!
 //! So this crate has a focused lazy parser: [`Message::parse`] splits the header
 //! section into spans of one shared string and frames the body; typed views
