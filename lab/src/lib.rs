@@ -1,9 +1,16 @@
 //! `imslab`: the lab side of IMS Lab Core.
 //!
-//! Today: the AKA debugging CLI (`imslab aka`). The UE simulator, the all-in-one demo, the
-//! network-namespace lab and the load tools grow here as separate modules, each a
+//! - [`demo`] (`imslab demo`): HSS + P-CSCF + simulated UEs on loopback, the README's first
+//!   command;
+//! - [`ue`] (`imslab ue`): the IMS UE simulator;
+//! - `imslab aka`: AKA debugging ([`cli::aka`]);
+//! - [`capture`]: the pcap writer the demo uses.
+//!
+//! The network-namespace lab and the load tools grow here as further modules, each a
 //! subcommand; `main.rs` only parses arguments and dispatches.
 
+pub mod capture;
 pub mod cli;
+pub mod demo;
 pub mod hexarg;
 pub mod ue;

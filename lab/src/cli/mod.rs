@@ -1,13 +1,14 @@
 //! Command-line front ends, one module per `imslab` subcommand.
 
 pub mod aka;
+pub mod demo;
 pub mod ue;
 
 use clap::{Parser, Subcommand};
 
 /// imslab: IMS Lab Core's lab tool.
 ///
-/// AKA debugging today; the UE simulator and the all-in-one demo build on it.
+/// The all-in-one demo, the UE simulator and AKA debugging.
 #[derive(Debug, Parser)]
 #[command(name = "imslab", version, about, long_about = None)]
 pub struct Cli {
@@ -23,6 +24,8 @@ pub enum Command {
     Aka(aka::AkaArgs),
     /// Simulated IMS UE: register with IMS AKA and IPsec, re-register, deregister.
     Ue(ue::UeArgs),
+    /// All-in-one demo: HSS + P-CSCF + simulated UEs registering over IPsec on loopback.
+    Demo(demo::DemoArgs),
 }
 
 /// Run a parsed command line; what it returns is printed on stdout.
@@ -30,5 +33,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
     match &cli.command {
         Command::Aka(a) => aka::run(a),
         Command::Ue(a) => ue::run(a),
+        Command::Demo(a) => demo::run(a),
     }
 }

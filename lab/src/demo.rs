@@ -1,0 +1,413 @@
+//! `imslab demo`: the whole registration path on one machine, in one command.
+//!
+//! An HSS (embedded SQLite in a temporary directory, N provisioned subscribers) and a
+//! P-CSCF run in this process on loopback, talking Cx over real TCP; N simulated UEs, each
+//! on its own loopback address, register with AKAv1-MD5 and sec-agree, re-register (new SA
+//! set) and deregister. IPsec is the kernel's where it can do ESP, userspace ESP over raw
+//! sockets when we are root, and off (loudly) otherwise. The run prints a ladder with
+//! timings and writes `demo.pcap` with the `esp_sa` keys that let Wireshark decrypt it.
+//! The exit status is non-zero if any step failed.
+//!
+//! Later stages (calls, the application server) extend the script; the pieces stay.
+
+use crate::capture::{Capture, Filter};
+use crate::ue::{self, IoConfig, IsimKeys, Step, UeConfig};
+use anyhow::Context;
+use secagree::IpsecMode;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xfrm::BackendKind;
+
+/// Home domain of the demo network (test PLMN 001/01).
+pub const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Number of UEs (and subscribers).
+    pub ues: usize,
+    /// Directory for demo.pcap, esp_sa and the generated configs.
+    pub out: PathBuf,
+    /// IPsec: `None` = automatic (kernel, else userspace if root, else off).
+    pub ipsec: Option<IpsecMode>,
+}
+
+/// Subscriber `i`'s identities and keys: IMSI 00101000000000(i+1), K and OPc derived from i
+/// so that `imslab aka` can recompute everything in the capture.
+pub fn subscriber(i: usize) -> (String, String, String, [u8; 16], [u8; 16]) {
+    let imsi = format!("00101{:010}", i + 1);
+    let impi = format!("{imsi}@{DOMAIN}");
+    let impu = format!("sip:{imsi}@{DOMAIN}");
+    let tel = format!("tel:+4915550{:05}", i + 1);
+    let mut k = [0u8; 16];
+    let mut opc = [0u8; 16];
+    for j in 0..16 {
+        k[j] = (0x10 * (i as u8 % 16)).wrapping_add(j as u8) ^ 0x46;
+        opc[j] = (j as u8).wrapping_mul(17) ^ 0xcd;
+    }
+    (impi, impu, tel, k, opc)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn free_port(udp: bool) -> std::io::Result<u16> {
+    if udp {
+        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    } else {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    }
+}
+
+/// The result of a demo run.
+#[derive(Debug)]
+pub struct DemoReport {
+    /// Everything printed, in order.
+    pub text: String,
+    /// Whether every step passed.
+    pub ok: bool,
+    /// IPsec backend used by the P-CSCF.
+    pub backend: &'static str,
+    /// The capture, if one was written.
+    pub pcap: Option<PathBuf>,
+    /// The Wireshark esp_sa UAT file.
+    pub esp_sa: PathBuf,
+}
+
+/// Run the demo; progress goes to `progress` as it happens.
+pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::Result<DemoReport> {
+    let mut text = String::new();
+    let mut say = |s: String| {
+        progress(&s);
+        text.push_str(&s);
+        text.push('\n');
+    };
+    let t0 = Instant::now();
+    let root = is_root();
+    let mode = match opts.ipsec {
+        Some(m) => m,
+        None if root => IpsecMode::Backend(BackendKind::Auto),
+        None => IpsecMode::Off,
+    };
+    if mode == IpsecMode::Off {
+        if opts.ipsec.is_some() {
+            say("IPsec is off (--ipsec off): UEs register without sec-agree.".into());
+        } else {
+            say(
+                "WARNING: IPsec is OFF: not root, so neither kernel XFRM nor userspace ESP \
+                 (raw sockets) can be used. UEs register unprotected. Run as root for the real \
+                 thing."
+                    .into(),
+            );
+        }
+    }
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
+    let work = tempfile::tempdir().context("temporary directory")?;
+    let db = work.path().join("hss.db");
+    let diameter_port = free_port(false)?;
+    let sip_port = free_port(true)?;
+    let pcscf_ip: IpAddr = [127, 0, 0, 1].into();
+    let sip_addr = SocketAddr::new(pcscf_ip, sip_port);
+
+    // HSS: config file next to the outputs (for the curious), database in the temp dir.
+    let hss_toml = format!(
+        "origin_host = \"hss.{DOMAIN}\"\nrealm = \"{DOMAIN}\"\n\n[diameter]\nlisten = \
+         \"127.0.0.1:{diameter_port}\"\nallowed_peers = [\"pcscf.{DOMAIN}\"]\n\n[store]\npath = \
+         \"{}\"\ndurability = \"normal\"\n",
+        db.display()
+    );
+    let hss_cfg_path = opts.out.join("hss.toml");
+    std::fs::write(&hss_cfg_path, &hss_toml).context("write hss.toml")?;
+    let hss_cfg = hss::config::Config::load(&hss_cfg_path).context("hss.toml")?;
+    {
+        let mut store = hss::store::Store::open(&db, hss::store::Durability::Normal)
+            .context("open the HSS store")?;
+        for i in 0..opts.ues {
+            let (impi, impu, tel, k, opc) = subscriber(i);
+            store
+                .add(&hss::store::Subscriber {
+                    impi,
+                    imsi: Some(format!("00101{:010}", i + 1)),
+                    iccid: None,
+                    msisdn: Some(tel.trim_start_matches("tel:+").to_string()),
+                    k,
+                    opc,
+                    amf: [0x80, 0x00],
+                    sqn: 0,
+                    impus: vec![
+                        hss::store::Impu {
+                            uri: impu,
+                            irs: 0,
+                            barred: false,
+                            display_name: None,
+                        },
+                        hss::store::Impu {
+                            uri: tel,
+                            irs: 0,
+                            barred: false,
+                            display_name: Some(format!("Demo UE {}", i + 1)),
+                        },
+                    ],
+                    ifcs: vec![],
+                    profile: None,
+                    shared_ifc_set_ids: vec![],
+                    reg_state: Default::default(),
+                    scscf_name: None,
+                    scscf_host: None,
+                    scscf_realm: None,
+                })
+                .context("provision a subscriber")?;
+        }
+    }
+    say(format!(
+        "[{:>6.1} ms] hss: {} subscribers in {} (SQLite), Cx on 127.0.0.1:{diameter_port}",
+        ms(t0),
+        opts.ues,
+        db.display()
+    ));
+    let (_hss, _listening) = hss::server::start(&hss_cfg)
+        .await
+        .context("start the HSS")?;
+
+    let esp_sa = opts.out.join("esp_sa");
+    let policy = if mode == IpsecMode::Off {
+        "off"
+    } else {
+        "required"
+    };
+    let backend = match mode {
+        IpsecMode::Off => "auto".to_string(),
+        IpsecMode::Backend(b) => b.to_string(),
+    };
+    let pcscf_toml = format!(
+        "[sip]\nlisten = \"{sip_addr}\"\ndomain = \"{DOMAIN}\"\n\n[ipsec]\npolicy = \
+         \"{policy}\"\nbackend = \"{backend}\"\nport_range = [31100, 31999]\nesp_sa_file = \
+         \"{}\"\n\n[hss]\naddress = \"127.0.0.1:{diameter_port}\"\norigin_host = \
+         \"pcscf.{DOMAIN}\"\n",
+        esp_sa.display()
+    );
+    std::fs::write(opts.out.join("pcscf.toml"), &pcscf_toml).context("write pcscf.toml")?;
+    let pcscf_cfg = pcscf::Config::from_toml(&pcscf_toml).context("pcscf.toml")?;
+
+    // Capture before anything talks.
+    let ue_ips: Vec<IpAddr> = (0..opts.ues).map(ue::loopback_ip).collect();
+    let pcap = opts.out.join("demo.pcap");
+    let capture = if root {
+        let mut hosts = ue_ips.clone();
+        hosts.push(pcscf_ip);
+        match Capture::start(
+            &pcap,
+            Filter {
+                esp_hosts: ue_ips.clone(),
+                ports: vec![diameter_port, sip_port],
+                port_ranges: vec![(31100, 31999), (5060, 5060), (5102, 5103)],
+            },
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                say(format!("WARNING: no capture: {e}"));
+                None
+            }
+        }
+    } else {
+        say("WARNING: no capture without root (raw packet socket); demo.pcap not written".into());
+        None
+    };
+
+    let pcscf = pcscf::shell::start(pcscf_cfg)
+        .await
+        .context("start the P-CSCF")?;
+    say(format!(
+        "[{:>6.1} ms] pcscf: SIP on {} (UDP/TCP), IPsec {} ({}), collapsed S-CSCF role",
+        ms(t0),
+        pcscf.sip_addr,
+        pcscf.backend,
+        policy
+    ));
+
+    let mut template = UeConfig::new(
+        "",
+        "",
+        DOMAIN,
+        IsimKeys::new([0; 16], [0; 16]),
+        pcscf_ip,
+        pcscf.sip_addr,
+    );
+    template.sec_agree = mode != IpsecMode::Off;
+    template.expires = 600;
+    template.sa_grace = Duration::from_millis(500);
+    let ues = ue::numbered(&template, opts.ues, |i| {
+        let (impi, impu, _, k, opc) = subscriber(i);
+        (impi, impu, IsimKeys::new(k, opc))
+    });
+    for (i, u) in ues.iter().enumerate() {
+        let (_, _, _, k, opc) = subscriber(i);
+        say(format!(
+            "             UE{} {} on {}  K={} OPc={}",
+            i + 1,
+            u.impu,
+            u.local_ip,
+            hex(&k),
+            hex(&opc)
+        ));
+    }
+    let io = IoConfig {
+        mode,
+        ..IoConfig::default()
+    };
+    let steps = [Step::Register, Step::Reregister, Step::Deregister];
+    say(format!(
+        "[{:>6.1} ms] running: register, re-register, deregister on {} UEs",
+        ms(t0),
+        opts.ues
+    ));
+    let report = ue::register_many(io, ues, &steps).await;
+    // Let the P-CSCF's retired SAs pass their grace period before judging.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let stats = pcscf.stats();
+    let live = pcscf.live_sa_sets();
+    let backend_used = pcscf.backend;
+    let keys = pcscf.esp_sa_history();
+    pcscf.stop().await;
+    let packets = match capture {
+        Some(c) => Some(c.stop().context("finish the capture")?),
+        None => None,
+    };
+    std::fs::write(&esp_sa, &keys).context("write esp_sa")?;
+
+    let report = report.context("run the UEs")?;
+    say(String::new());
+    say("ladder (times from the first REGISTER):".into());
+    for l in report.ladder().lines() {
+        say(format!("  {l}"));
+    }
+    say(String::new());
+    let mut ok = report.all_ok();
+    let mut table = String::new();
+    for (i, u) in report.ues.iter().enumerate() {
+        let _ = write!(
+            table,
+            "  UE{} {:<55} register {:>7} re-register {:>7} deregister {:>7} {}",
+            i + 1,
+            u.impu,
+            fmt_d(u.register),
+            fmt_d(u.reregister.first().copied()),
+            fmt_d(u.deregister),
+            if u.protected { "IPsec" } else { "no IPsec" }
+        );
+        if let Some(e) = &u.error {
+            let _ = write!(table, "  FAILED: {e}");
+        }
+        table.push('\n');
+    }
+    say(format!("results (backend {backend_used}):"));
+    say(table.trim_end().to_string());
+    let mut check = |cond: bool, what: String| {
+        ok &= cond;
+        format!("  [{}] {what}", if cond { "ok" } else { "FAILED" })
+    };
+    let n = opts.ues as u64;
+    let lines = vec![
+        check(
+            stats.registrations == 2 * n,
+            format!(
+                "P-CSCF: {} registrations (expected {})",
+                stats.registrations,
+                2 * n
+            ),
+        ),
+        check(
+            stats.deregistrations == n,
+            format!(
+                "P-CSCF: {} deregistrations (expected {n})",
+                stats.deregistrations
+            ),
+        ),
+        check(
+            stats.rejections == 0 && stats.dropped == 0,
+            format!(
+                "P-CSCF: {} rejections, {} dropped packets",
+                stats.rejections, stats.dropped
+            ),
+        ),
+        check(
+            live == 0,
+            format!("P-CSCF: {live} SA sets left after deregistration"),
+        ),
+        check(
+            report.ues.iter().all(|u| u.sa_sets_left == 0),
+            "UEs: no SA sets left".into(),
+        ),
+        check(
+            mode == IpsecMode::Off || report.ues.iter().all(|u| u.protected),
+            "every registration protected by IPsec".into(),
+        ),
+    ];
+    for l in lines {
+        say(l);
+    }
+    let script = opts.out.join("tshark-decrypt.sh");
+    let cmd = format!(
+        "#!/bin/sh\n# Dissect the demo capture with ESP decrypted (keys from esp_sa).\n\
+         exec tshark -r \"$(dirname \"$0\")/demo.pcap\" -d tcp.port=={diameter_port},diameter \\\n  \
+         -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE \\\n  {} \"$@\"\n",
+        tshark_uat_args(&keys)
+    );
+    std::fs::write(&script, cmd).context("write tshark-decrypt.sh")?;
+    match packets {
+        Some(p) => say(format!(
+            "wrote {} ({p} packets), {} (Wireshark: Preferences > Protocols > ESP > ESP SAs, \
+             or copy it to ~/.config/wireshark/esp_sa) and {} (tshark with the keys)",
+            pcap.display(),
+            esp_sa.display(),
+            script.display()
+        )),
+        None => say(format!("wrote {} (no capture)", esp_sa.display())),
+    }
+    say(format!(
+        "[{:>6.1} ms] demo {}",
+        ms(t0),
+        if ok { "passed" } else { "FAILED" }
+    ));
+    Ok(DemoReport {
+        text,
+        ok,
+        backend: backend_used,
+        pcap: packets.map(|_| pcap),
+        esp_sa,
+    })
+}
+
+/// `-o uat:esp_sa:"..."` arguments for every record of an esp_sa file (tshark 4.0 takes
+/// records inline).
+pub fn tshark_uat_args(esp_sa: &str) -> String {
+    esp_sa
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| format!("-o 'uat:esp_sa:{l}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
+fn fmt_d(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{:.1}ms", d.as_secs_f64() * 1000.0),
+        None => "-".into(),
+    }
+}
