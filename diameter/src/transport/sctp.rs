@@ -23,9 +23,18 @@ use crate::peer::{CloseReason, Peer, PeerConfig};
 /// SCTP payload protocol identifier for Diameter without DTLS.
 const PPID_DIAMETER: u32 = 46;
 
+/// The errno behind `e`, looking through tokio-sctp's wrapper error.
+fn os_code(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        let inner = e.get_ref()?;
+        let src = inner.source()?;
+        src.downcast_ref::<io::Error>()?.raw_os_error()
+    })
+}
+
 fn map_err(e: io::Error) -> TransportError {
     // EPROTONOSUPPORT (93) / ESOCKTNOSUPPORT (94): the kernel has no SCTP module.
-    if matches!(e.raw_os_error(), Some(93) | Some(94)) {
+    if matches!(os_code(&e), Some(93) | Some(94)) {
         TransportError::SctpUnsupported(e)
     } else {
         TransportError::Io(e)
