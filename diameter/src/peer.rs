@@ -22,7 +22,7 @@
 //!   unknown AVP with the M bit → 5001 with Failed-AVP, malformed AVPs → 5014 (§7);
 //!   a stream that cannot be framed any more → close.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,6 +78,9 @@ pub struct PeerConfig {
     pub max_message_size: usize,
     /// Answer 5001 to requests carrying an unknown AVP with the M bit (RFC 6733 §4.1).
     pub reject_unknown_mandatory: bool,
+    /// Requests from the peer the application may hold unanswered at once; more are
+    /// answered DIAMETER_TOO_BUSY (3004) so a flood cannot grow memory without bound.
+    pub max_incoming_requests: usize,
     /// AVPs the application understands beyond the built-in dictionary (code, vendor).
     pub extra_avps: Vec<(u32, u32)>,
     /// Allow-list hook; `None` accepts everyone.
@@ -121,6 +124,7 @@ impl PeerConfig {
             disconnect_timeout: Duration::from_secs(2),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             reject_unknown_mandatory: true,
+            max_incoming_requests: 10_000,
             extra_avps: Vec::new(),
             peer_filter: None,
         }
@@ -386,6 +390,8 @@ pub struct Peer {
     session_counter: u64,
     session_high: u32,
     pending: HashMap<u32, Instant>,
+    /// Hop-by-hop ids of peer requests handed to the application and not yet answered.
+    incoming: HashSet<u32>,
     deadlines: BTreeSet<(Instant, u32)>,
     /// Hop-by-hop id of our own outstanding DWR/DPR/CER (not application requests).
     base_pending: HashMap<u32, u32>,
@@ -469,6 +475,7 @@ impl Peer {
             session_counter: 0,
             session_high,
             pending: HashMap::new(),
+            incoming: HashSet::new(),
             deadlines: BTreeSet::new(),
             base_pending: HashMap::new(),
             watchdog: WatchdogState::Okay,
@@ -516,6 +523,11 @@ impl Peer {
     /// Number of application requests waiting for an answer.
     pub fn pending_requests(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Number of peer requests handed out as [`Event::Request`] and not answered yet.
+    pub fn unanswered_requests(&self) -> usize {
+        self.incoming.len()
     }
 
     /// A fresh Session-Id `<Origin-Host>;<high 32 bits>;<low 32 bits>` (RFC 6733 §8.8).
@@ -607,6 +619,7 @@ impl Peer {
         if m.is_request() {
             return Err(PeerError::WrongDirection);
         }
+        self.incoming.remove(&m.hop_by_hop);
         self.fill_origin(&mut m);
         let len = m.encoded_len();
         if len > self.config.max_message_size {
@@ -907,6 +920,16 @@ impl Peer {
                 return;
             }
         }
+        if self.incoming.len() >= self.config.max_incoming_requests {
+            self.answer_error(
+                &req,
+                result::TOO_BUSY,
+                "too many requests in progress",
+                None,
+            );
+            return;
+        }
+        self.incoming.insert(req.hop_by_hop);
         self.events.push_back(Event::Request(req));
     }
 

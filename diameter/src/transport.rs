@@ -444,7 +444,24 @@ async fn drive<R, H>(
                     let handler = handler.clone();
                     let ans_tx = ans_tx.clone();
                     tokio::spawn(async move {
-                        let a = handler.handle(req).await;
+                        // A panicking handler must still answer, or the peer waits for a
+                        // timeout and our in-progress slot leaks.
+                        let fallback = Message::error_answer(
+                            &req,
+                            result::UNABLE_TO_COMPLY,
+                            Some("internal error"),
+                        );
+                        let a = match (CatchUnwind {
+                            inner: Box::pin(handler.handle(req)),
+                        })
+                        .await
+                        {
+                            Ok(a) => a,
+                            Err(()) => {
+                                tracing::error!(cmd = %fallback.name(), "Diameter handler panicked");
+                                fallback
+                            }
+                        };
                         let _ = ans_tx.send(a);
                     });
                 }
@@ -557,6 +574,27 @@ async fn drive<R, H>(
             if map.get(&host).is_some_and(|(id, _)| *id == r.conn_id) {
                 map.remove(&host);
             }
+        }
+    }
+}
+
+/// Runs a future, turning a panic inside `poll` into `Err(())`.
+struct CatchUnwind<F> {
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.inner.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
         }
     }
 }

@@ -561,3 +561,37 @@ fn message_size_limit_on_send() {
         Err(diameter::peer::PeerError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn too_many_unanswered_requests_get_too_busy() {
+    let now = Instant::now();
+    let mut conf = cfg("hss.ims.lab");
+    conf.max_incoming_requests = 3;
+    let mut c = Peer::connect(Arc::new(cfg("scscf.ims.lab")), now, 1, ip());
+    let mut s = Peer::accept(Arc::new(conf), now, 2, ip());
+    pump(&mut c, &mut s, now);
+    for _ in 0..5 {
+        c.send_request(now, mar()).unwrap();
+    }
+    let (ce, se) = pump(&mut c, &mut s, now);
+    let reqs: Vec<Message> = se
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Request(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(s.unanswered_requests(), 3);
+    let busy = ce
+        .iter()
+        .filter(|e| matches!(e, Event::Answer(a) if a.result() == Some(ResultCode::Base(result::TOO_BUSY))))
+        .count();
+    assert_eq!(busy, 2);
+    s.send_answer(Message::answer_for(&reqs[0]).with_result_code(2001))
+        .unwrap();
+    assert_eq!(s.unanswered_requests(), 2);
+    c.send_request(now, mar()).unwrap();
+    let (_, se) = pump(&mut c, &mut s, now);
+    assert!(matches!(&se[..], [Event::Request(_)]));
+}

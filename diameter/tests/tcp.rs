@@ -299,3 +299,27 @@ async fn hostile_input_never_crashes_the_server() {
     let a = client.request(mar(&client, "after@ims.lab")).await.unwrap();
     assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "after@ims.lab");
 }
+
+#[tokio::test]
+async fn panicking_handler_still_answers() {
+    let server = Server::bind(
+        "127.0.0.1:0",
+        PeerConfig::cx("hss.ims.lab", "ims.lab"),
+        |req: Message| async move {
+            if req.get_utf8(avp::USER_NAME) == Ok("boom@ims.lab") {
+                panic!("handler bug");
+            }
+            Message::answer_for(&req).with_result_code(result::SUCCESS)
+        },
+    )
+    .await
+    .unwrap();
+    let (srv, _t) = server.spawn();
+    let client = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("scscf.ims.lab", "ims.lab"))
+        .await
+        .unwrap();
+    let a = client.request(mar(&client, "boom@ims.lab")).await.unwrap();
+    assert_eq!(a.result(), Some(ResultCode::Base(result::UNABLE_TO_COMPLY)));
+    let a = client.request(mar(&client, "fine@ims.lab")).await.unwrap();
+    assert_eq!(a.result(), Some(ResultCode::Base(result::SUCCESS)));
+}
