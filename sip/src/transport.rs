@@ -43,6 +43,9 @@ pub struct TransportConfig {
     pub conn_queue: usize,
     /// accepted TCP connections beyond this many are closed at once (a flood guard)
     pub max_tcp_connections: usize,
+    /// close a TCP connection that received nothing (not even a CRLF keep-alive)
+    /// for this long; `None` keeps idle connections open
+    pub tcp_idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for TransportConfig {
@@ -52,6 +55,7 @@ impl Default for TransportConfig {
             channel_capacity: 4096,
             conn_queue: 256,
             max_tcp_connections: 10_000,
+            tcp_idle_timeout: None,
         }
     }
 }
@@ -364,6 +368,7 @@ impl Transport {
         let (mut rd, mut wr) = stream.into_split();
         let inbound = self.inner.inbound.clone();
         let limits = self.inner.cfg.limits;
+        let idle = self.inner.cfg.tcp_idle_timeout;
         let conns = self.inner.conns.clone();
         let tasks = self.inner.conn_tasks.clone();
         let task = tokio::spawn(async move {
@@ -395,7 +400,15 @@ impl Transport {
                             Err(_) => return,
                         }
                     }
-                    match rd.read_buf(&mut buf).await {
+                    let read = rd.read_buf(&mut buf);
+                    let n = match idle {
+                        Some(d) => match tokio::time::timeout(d, read).await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        },
+                        None => read.await,
+                    };
+                    match n {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     }

@@ -287,3 +287,27 @@ async fn wildcard_socket_serves_a_specific_local_address() {
     let got = recv(&mut crx).await;
     assert_eq!(got.flow.local, Some(target));
 }
+
+#[tokio::test]
+async fn idle_tcp_connections_are_closed() {
+    let cfg = TransportConfig {
+        tcp_idle_timeout: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let (uas, _rx) = Transport::new(cfg);
+    let addr = uas.bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4];
+    let n = timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("idle connection closed");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    for _ in 0..100 {
+        if uas.tcp_connection_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(uas.tcp_connection_count(), 0);
+}
