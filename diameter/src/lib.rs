@@ -42,6 +42,39 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A Cx server and a client over TCP (the tokio shell):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use diameter::{app, avp, cmd, result, Avp, FindAvp, Message, PeerConfig, PeerHandle, Server};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // HSS side: answer every request; a struct implementing `Handler` works too.
+//! let config = PeerConfig::cx("hss.ims.lab", "ims.lab").allow_hosts(["scscf.ims.lab"]);
+//! let server = Server::bind(("0.0.0.0", diameter::transport::DEFAULT_PORT), config,
+//!     |req: Message| async move {
+//!         match req.get_utf8(avp::USER_NAME) {
+//!             Ok(_impi) => Message::answer_for(&req).with_result_code(result::SUCCESS),
+//!             Err(e) => Message::error_answer(&req, e.result_code(), Some(&e.to_string())),
+//!         }
+//!     }).await?;
+//! let (hss, _task) = server.spawn();
+//!
+//! // S-CSCF side: one connection, many requests in flight.
+//! let scscf = PeerHandle::connect("127.0.0.1:3868", PeerConfig::cx("scscf.ims.lab", "ims.lab")).await?;
+//! let uar = Message::request(app::CX, cmd::USER_AUTHORIZATION)
+//!     .with(Avp::utf8(avp::SESSION_ID, scscf.new_session_id()))
+//!     .with(Avp::utf8(avp::USER_NAME, "alice@ims.lab"));
+//! let uaa = scscf.request(uar).await?;
+//! assert!(uaa.result().is_some_and(|r| r.is_success()));
+//!
+//! // The HSS pushes an RTR to the S-CSCF over the same connection.
+//! let rtr = Message::request(app::CX, cmd::REGISTRATION_TERMINATION)
+//!     .with(Avp::utf8(avp::SESSION_ID, "hss.ims.lab;1;1"));
+//! let _rta = hss.request("scscf.ims.lab", rtr).await;
+//! # Ok(()) }
+//! ```
+//!
 //! Layers:
 //! - [`Message`], [`Avp`], [`FindAvp`]: the codec (RFC 6733 §3–§4). Decoding a [`bytes::Bytes`]
 //!   shares the buffer with every AVP payload; unknown AVPs are kept, never fatal.
@@ -65,5 +98,6 @@ pub use crate::error::{AvpError, DecodeError};
 pub use crate::message::{frame_length, Message, ResultCode, DEFAULT_MAX_MESSAGE_SIZE};
 pub use crate::peer::{Peer, PeerConfig, PeerInfo};
 pub use crate::transport::{
-    Client, Handler, PeerHandle, RequestError, Server, ServerHandle, TransportError,
+    Client, Handler, PeerHandle, ReconnectingClient, RequestError, Server, ServerHandle,
+    TransportError,
 };

@@ -131,6 +131,14 @@ impl PeerHandle {
         config: PeerConfig,
         handler: H,
     ) -> Result<PeerHandle, TransportError> {
+        PeerHandle::connect_shared(addr, config, Arc::new(handler)).await
+    }
+
+    async fn connect_shared<H: Handler>(
+        addr: impl ToSocketAddrs,
+        config: PeerConfig,
+        handler: Arc<H>,
+    ) -> Result<PeerHandle, TransportError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
@@ -139,7 +147,7 @@ impl PeerHandle {
         let peer = Peer::connect(config.clone(), now, seed(), Some(local.ip()));
         let (up_tx, up_rx) = oneshot::channel();
         let (r, w) = stream.into_split();
-        spawn_connection(r, w, peer, Arc::new(handler), Some(up_tx), None);
+        spawn_connection(r, w, peer, handler, Some(up_tx), None);
         match up_rx.await {
             Ok(Ok(h)) => Ok(h),
             Ok(Err(reason)) => Err(TransportError::Rejected(reason)),
@@ -181,6 +189,82 @@ impl PeerHandle {
     /// Whether the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.cmd.is_closed()
+    }
+}
+
+/// A client that keeps one connection up: it reconnects `tc` after a failure or close
+/// (RFC 6733 §2.1 / RFC 3539 §3.4.1 Tc timer, 30 s recommended). Requests made while
+/// down fail at once with [`RequestError::Closed`]. Dropping every clone sends DPR.
+#[derive(Clone)]
+pub struct ReconnectingClient {
+    current: tokio::sync::watch::Receiver<Option<PeerHandle>>,
+}
+
+impl ReconnectingClient {
+    /// Starts connecting to `addr` in the background.
+    pub fn spawn<H: Handler>(
+        addr: SocketAddr,
+        config: PeerConfig,
+        handler: H,
+        tc: std::time::Duration,
+    ) -> ReconnectingClient {
+        let (tx, rx) = tokio::sync::watch::channel(None::<PeerHandle>);
+        let handler = Arc::new(handler);
+        tokio::spawn(async move {
+            loop {
+                match PeerHandle::connect_shared(addr, config.clone(), handler.clone()).await {
+                    Ok(h) => {
+                        tracing::info!(%addr, peer = %h.remote().origin_host, "Diameter client connected");
+                        if tx.send(Some(h.clone())).is_err() {
+                            h.disconnect().await;
+                            return;
+                        }
+                        tokio::select! {
+                            _ = h.closed() => {}
+                            _ = tx.closed() => {
+                                h.disconnect().await;
+                                return;
+                            }
+                        }
+                        let _ = tx.send(None);
+                        tracing::warn!(%addr, "Diameter client connection lost");
+                    }
+                    Err(e) => tracing::warn!(%addr, error = %e, "Diameter connect failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(tc) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        ReconnectingClient { current: rx }
+    }
+
+    /// The open connection, if any.
+    pub fn current(&self) -> Option<PeerHandle> {
+        self.current.borrow().clone()
+    }
+
+    /// Waits until a connection is open (or `timeout` passes).
+    pub async fn wait_connected(&self, timeout: std::time::Duration) -> Option<PeerHandle> {
+        let mut rx = self.current.clone();
+        let r = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|c| c.as_ref().is_some_and(|h| !h.is_closed())),
+        )
+        .await;
+        match r {
+            Ok(Ok(h)) => h.clone(),
+            _ => None,
+        }
+    }
+
+    /// Sends a request on the current connection.
+    pub async fn request(&self, msg: Message) -> Result<Message, RequestError> {
+        match self.current() {
+            Some(h) => h.request(msg).await,
+            None => Err(RequestError::Closed),
+        }
     }
 }
 

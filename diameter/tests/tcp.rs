@@ -323,3 +323,30 @@ async fn panicking_handler_still_answers() {
     let a = client.request(mar(&client, "fine@ims.lab")).await.unwrap();
     assert_eq!(a.result(), Some(ResultCode::Base(result::SUCCESS)));
 }
+
+#[tokio::test]
+async fn reconnecting_client_comes_back_after_server_dpr() {
+    let srv = start_server().await;
+    let rc = diameter::ReconnectingClient::spawn(
+        srv.local_addr(),
+        PeerConfig::cx("scscf.ims.lab", "ims.lab"),
+        diameter::transport::NoHandler,
+        Duration::from_millis(100),
+    );
+    let h = rc
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .expect("connected");
+    let a = rc.request(mar(&h, "one@ims.lab")).await.unwrap();
+    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "one@ims.lab");
+    // The server says goodbye: DPR, connection closed, then the client reconnects.
+    srv.disconnect_all().await;
+    h.closed().await;
+    let h2 = rc
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .expect("reconnected");
+    assert!(!h2.is_closed());
+    let a = rc.request(mar(&h2, "two@ims.lab")).await.unwrap();
+    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "two@ims.lab");
+}
