@@ -246,6 +246,10 @@ avps! {
     ASSOCIATED_REGISTERED_IDENTITIES = (647, VENDOR_3GPP, V, Grouped, "Associated-Registered-Identities");
     MULTIPLE_REGISTRATION_INDICATION = (648, VENDOR_3GPP, V, Enumerated, "Multiple-Registration-Indication");
     RESTORATION_INFO = (649, VENDOR_3GPP, V, Grouped, "Restoration-Info");
+    SESSION_PRIORITY = (650, VENDOR_3GPP, V, Enumerated, "Session-Priority");
+    LIA_FLAGS = (653, VENDOR_3GPP, V, Unsigned32, "LIA-Flags");
+    INITIAL_CSEQ_SEQUENCE_NUMBER = (654, VENDOR_3GPP, V, Unsigned32, "Initial-CSeq-Sequence-Number");
+    SAR_FLAGS = (655, VENDOR_3GPP, V, Unsigned32, "SAR-Flags");
 
     // ---- 3GPP TS 29.329 Sh (§6.3), vendor 10415 ----
     USER_IDENTITY = (700, VENDOR_3GPP, V | M, Grouped, "User-Identity");
