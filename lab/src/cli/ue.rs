@@ -141,7 +141,8 @@ pub struct RegisterArgs {
     /// out after 64·T1).
     #[arg(long, default_value_t = 500, value_name = "MS")]
     t1_ms: u64,
-    /// `+sip.instance` of the Contact, e.g. `<urn:gsma:imei:35000000-000000-0>`.
+    /// `+sip.instance` of the Contact, e.g. `<urn:gsma:imei:35000000-000000-0>`; default: a
+    /// UUID URN derived from the IMPI (stable across runs).
     #[arg(long, value_name = "URN")]
     instance: Option<String>,
     /// Write the Wireshark `esp_sa` UAT of every SA set used to this file (decrypts a
@@ -218,7 +219,9 @@ impl RegisterArgs {
         cfg.expires = self.expires;
         cfg.sa_grace = Duration::from_millis(self.sa_grace_ms);
         cfg.timers.t1 = Duration::from_millis(self.t1_ms.max(1));
-        cfg.instance_id = self.instance.clone();
+        if self.instance.is_some() {
+            cfg.instance_id = self.instance.clone();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -342,5 +345,88 @@ async fn register(
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(summary),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(extra: &[&str]) -> RegisterArgs {
+        let mut v = vec![
+            "imslab",
+            "ue",
+            "register",
+            "--impi",
+            "001010000000001@ims.test",
+            "--impu",
+            "tel:+491701234567",
+            "--domain",
+            "ims.test",
+            "-k",
+            "465b5ce8b199b49faa5f0a2ee238a6bc",
+            "--op",
+            "cdc202d5123e20f62b6d676ac72cb318",
+        ];
+        v.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(v).unwrap().command {
+            crate::cli::Command::Ue(UeArgs {
+                command: UeCommand::Register(r),
+            }) => r,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments_become_a_configuration() {
+        let c = parse(&["--spi-c", "0x1000", "--spi-s", "4097", "--sqn", "0x20"])
+            .config()
+            .unwrap();
+        assert_eq!((c.security.spi_uc, c.security.spi_us), (0x1000, 4097));
+        assert_eq!(c.keys.sqn.highest().value(), 0x20);
+        // OP given: OPc derived (TS 35.208 test set 1)
+        assert_eq!(c.keys.opc[..4], [0xcd, 0x63, 0xcb, 0x71]);
+        assert!(c.instance_id.as_deref().unwrap().starts_with("<urn:uuid:"));
+        assert_eq!(c.algorithms, AlgPrefs::default());
+        assert!(c.sec_agree);
+        let c = parse(&[
+            "--alg",
+            "hmac-md5-96",
+            "--ealg",
+            "null",
+            "--no-sec-agree",
+            "--instance",
+            "<urn:gsma:imei:35000000-000000-0>",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(c.algorithms.integrity, vec![IntegrityAlg::HmacMd5_96]);
+        assert_eq!(c.algorithms.encryption, vec![EncryptionAlg::Null]);
+        assert!(!c.sec_agree);
+        assert_eq!(
+            c.instance_id.as_deref(),
+            Some("<urn:gsma:imei:35000000-000000-0>")
+        );
+        for bad in [
+            &["--alg", "hmac-sha-256"][..],
+            &["--spi-c", "12"],
+            &["--spi-c", "0x100000000"],
+            &["--port-c", "5060"],
+        ] {
+            assert!(parse(bad).config().is_err(), "{bad:?}");
+        }
+        let r = parse(&["--then", "rereg,pause:10,dereg", "--ipsec", "off"]);
+        assert_eq!(
+            r.steps().unwrap(),
+            vec![
+                Step::Register,
+                Step::Reregister,
+                Step::Pause(Duration::from_millis(10)),
+                Step::Deregister
+            ]
+        );
+        assert_eq!(r.io().unwrap().mode, IpsecMode::Off);
+        assert!(parse(&["--then", "call"]).steps().is_err());
     }
 }
