@@ -393,9 +393,6 @@ impl EspSa {
             .seq_out
             .checked_add(1)
             .ok_or(EspError::SequenceExhausted)?;
-        if seq == u32::MAX {
-            return Err(EspError::SequenceExhausted);
-        }
         let bs = self.encryption.block_len();
         let pad = (bs - (payload.len() + 2) % bs) % bs;
         let mut out = Vec::with_capacity(self.encrypted_len(payload.len()));
@@ -715,6 +712,16 @@ mod tests {
         let icv = mac.compute(&p);
         p.extend_from_slice(&icv[..12]);
         assert_eq!(rx.decrypt(&p), Err(EspError::BadPadding));
+    }
+
+    #[test]
+    fn sequence_number_never_cycles() {
+        let (mut tx, mut rx) = pair(IntegrityAlg::HmacMd5_96, EncryptionAlg::Null);
+        tx.seq_out = u32::MAX - 1;
+        let last = tx.encrypt(17, b"x").unwrap();
+        assert_eq!(&last[4..8], &u32::MAX.to_be_bytes());
+        assert_eq!(tx.encrypt(17, b"x"), Err(EspError::SequenceExhausted));
+        assert!(rx.decrypt(&last).is_ok());
     }
 
     #[test]

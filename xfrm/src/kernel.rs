@@ -720,6 +720,7 @@ impl KernelBackend {
     }
 
     /// Deletes a set: all four policies and SAs are attempted; the first error is returned.
+    /// An object that is already gone (ENOENT) counts as deleted.
     pub fn delete(&self, id: SetId) -> Result<(), XfrmError> {
         let inst = lock(&self.sets)
             .1
@@ -727,13 +728,13 @@ impl KernelBackend {
             .ok_or(XfrmError::UnknownSet(id))?;
         let mut first = None;
         for sa in inst.set.sas(inst.side) {
-            if let Err(e) = self.del_policy(&sa) {
+            if let Err(e) = gone_is_ok(self.del_policy(&sa)) {
                 first.get_or_insert(e);
             }
         }
         if inst.sas {
             for sa in inst.set.sas(inst.side) {
-                if let Err(e) = self.del_sa(&sa) {
+                if let Err(e) = gone_is_ok(self.del_sa(&sa)) {
                     first.get_or_insert(e);
                 }
             }
@@ -824,12 +825,16 @@ impl KernelBackend {
         let mut n = 0;
         for p in &st.policies {
             let m = msg::del_policy(p.selector, msg::dir(p.dir), self.tag.mark_nla());
-            lock(&self.sock).request(m, || format!("DELPOLICY {} -> {}", p.src, p.dst))?;
+            gone_is_ok(
+                lock(&self.sock).request(m, || format!("DELPOLICY {} -> {}", p.src, p.dst)),
+            )?;
             n += 1;
         }
         for s in &st.sas {
             let m = msg::del_sa(s.dst, s.spi, self.tag.mark_nla());
-            lock(&self.sock).request(m, || format!("DELSA {} spi 0x{:08x}", s.dst, s.spi))?;
+            gone_is_ok(
+                lock(&self.sock).request(m, || format!("DELSA {} spi 0x{:08x}", s.dst, s.spi)),
+            )?;
             n += 1;
         }
         lock(&self.sets).1.clear();
@@ -850,6 +855,14 @@ impl KernelBackend {
             Err(XfrmError::Netlink { errno, .. }) if errno == libc::EPERM => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A delete that finds nothing to delete reached its goal (another flush, a kernel expiry).
+fn gone_is_ok(r: Result<(), XfrmError>) -> Result<(), XfrmError> {
+    match r {
+        Err(XfrmError::Netlink { errno, .. }) if errno == libc::ENOENT => Ok(()),
+        r => r,
     }
 }
 

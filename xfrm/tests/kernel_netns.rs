@@ -246,3 +246,33 @@ fn backend_selection() {
     })
     .unwrap();
 }
+
+#[test]
+fn delete_after_external_flush_is_ok() {
+    if !require(
+        is_root() && have("ip"),
+        "needs root and iproute2 for network namespaces",
+    ) {
+        return;
+    }
+    let ns = NetNs::create("xfrmt-d").unwrap();
+    ns.run(|| {
+        let kb = KernelBackend::new(Tag::default()).unwrap();
+        let s = common::set(
+            "fd23::2",
+            "fd23::1",
+            900,
+            IntegrityAlg::HmacMd5_96,
+            EncryptionAlg::AesCbc,
+        );
+        let id = kb.install_policies_only(&s, Side::Pcscf).unwrap();
+        // Someone (a restarted instance) flushes our tag behind this backend's back.
+        assert_eq!(
+            KernelBackend::new(Tag::default()).unwrap().flush().unwrap(),
+            4
+        );
+        kb.delete(id).unwrap();
+        assert!(matches!(kb.delete(id), Err(XfrmError::UnknownSet(_))));
+    })
+    .unwrap();
+}
