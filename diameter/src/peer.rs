@@ -588,7 +588,18 @@ impl Peer {
     /// message has 0, an end-to-end id; adds Origin-Host/Origin-Realm when absent. The
     /// answer arrives as [`Event::Answer`], or [`Event::RequestFailed`] after
     /// `request_timeout`.
-    pub fn send_request(&mut self, now: Instant, mut m: Message) -> Result<u32, PeerError> {
+    pub fn send_request(&mut self, now: Instant, m: Message) -> Result<u32, PeerError> {
+        let t = self.config.request_timeout;
+        self.send_request_with_timeout(now, m, t)
+    }
+
+    /// [`Peer::send_request`] with its own answer timeout instead of `request_timeout`.
+    pub fn send_request_with_timeout(
+        &mut self,
+        now: Instant,
+        mut m: Message,
+        timeout: Duration,
+    ) -> Result<u32, PeerError> {
         if self.state != PeerState::Open {
             return Err(PeerError::NotOpen(self.state));
         }
@@ -604,7 +615,7 @@ impl Peer {
             });
         }
         let hbh = self.queue_request(m);
-        let deadline = now + self.config.request_timeout;
+        let deadline = now + timeout;
         self.pending.insert(hbh, deadline);
         self.deadlines.insert((deadline, hbh));
         Ok(hbh)

@@ -97,7 +97,11 @@ pub enum RequestError {
 }
 
 enum Cmd {
-    Request(Message, oneshot::Sender<Result<Message, RequestError>>),
+    Request(
+        Message,
+        Option<std::time::Duration>,
+        oneshot::Sender<Result<Message, RequestError>>,
+    ),
     Disconnect(i32),
 }
 
@@ -162,9 +166,26 @@ impl PeerHandle {
 
     /// Sends a request and waits for its answer. Many requests may be in flight at once.
     pub async fn request(&self, msg: Message) -> Result<Message, RequestError> {
+        self.send(msg, None).await
+    }
+
+    /// [`PeerHandle::request`] with its own answer timeout instead of the configured one.
+    pub async fn request_with_timeout(
+        &self,
+        msg: Message,
+        timeout: std::time::Duration,
+    ) -> Result<Message, RequestError> {
+        self.send(msg, Some(timeout)).await
+    }
+
+    async fn send(
+        &self,
+        msg: Message,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Message, RequestError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::Request(msg, tx))
+            .send(Cmd::Request(msg, timeout, tx))
             .map_err(|_| RequestError::Closed)?;
         rx.await.unwrap_or(Err(RequestError::Closed))
     }
@@ -450,12 +471,17 @@ fn spawn_connection<R, W, H>(
     W: AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    use tracing::Instrument;
+    let span = tracing::info_span!("diameter", role = ?peer.role(), conn = reg.as_ref().map(|r| r.conn_id), peer = tracing::field::Empty);
     let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
     let writer_task = tokio::spawn(write_loop(writer, wrx));
-    tokio::spawn(async move {
-        drive(reader, wtx, peer, handler, up, reg).await;
-        let _ = writer_task.await;
-    });
+    tokio::spawn(
+        async move {
+            drive(reader, wtx, peer, handler, up, reg).await;
+            let _ = writer_task.await;
+        }
+        .instrument(span),
+    );
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Bytes>) {
@@ -503,6 +529,7 @@ async fn drive<R, H>(
         while let Some(ev) = peer.poll_event() {
             match ev {
                 Event::Up(info) => {
+                    tracing::Span::current().record("peer", info.origin_host.as_str());
                     let Some(tx) = cmd_tx.take() else { continue };
                     let session_high = (seed() >> 32) as u32;
                     let h = PeerHandle {
@@ -603,7 +630,10 @@ async fn drive<R, H>(
                 // one flush for a burst of requests.
                 for i in 0..BURST {
                     match next {
-                        Some(Cmd::Request(m, tx)) => match peer.send_request(now, m) {
+                        Some(Cmd::Request(m, t, tx)) => match match t {
+                            Some(t) => peer.send_request_with_timeout(now, m, t),
+                            None => peer.send_request(now, m),
+                        } {
                             Ok(hbh) => { waiters.insert(hbh, tx); }
                             Err(e) => { let _ = tx.send(Err(RequestError::NotSent(e))); }
                         },

@@ -180,6 +180,10 @@ async fn request_timeout_reported() {
     let client = PeerHandle::connect(srv.local_addr(), conf).await.unwrap();
     let r = client.request(mar(&client, "slow@ims.lab")).await;
     assert_eq!(r, Err(RequestError::TimedOut));
+    let r = client
+        .request_with_timeout(mar(&client, "slow@ims.lab"), Duration::from_millis(50))
+        .await;
+    assert_eq!(r, Err(RequestError::TimedOut));
 }
 
 async fn raw_open(addr: std::net::SocketAddr) -> TcpStream {
