@@ -130,6 +130,10 @@ pub struct RegisterArgs {
     /// Requested registration expiry in seconds.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     expires: u32,
+    /// Do not re-register before the registration expires (to watch the P-CSCF expire
+    /// the binding and delete its SAs: `--expires 60 --no-refresh --then pause:70000`).
+    #[arg(long)]
+    no_refresh: bool,
     /// What to do after registering, comma-separated: reregister, deregister,
     /// pause:<ms>. Example: `--then reregister,pause:500,deregister`.
     #[arg(long, value_delimiter = ',', value_name = "STEP,…")]
@@ -217,6 +221,7 @@ impl RegisterArgs {
                 .collect::<Result<_, _>>()?,
         };
         cfg.expires = self.expires;
+        cfg.auto_refresh = !self.no_refresh;
         cfg.sa_grace = Duration::from_millis(self.sa_grace_ms);
         cfg.timers.t1 = Duration::from_millis(self.t1_ms.max(1));
         if self.instance.is_some() {

@@ -176,9 +176,15 @@ impl UeHost {
         &self.io
     }
 
-    /// The stream of every UE's events (once; `None` afterwards).
+    /// The stream of every UE's events (once; `None` afterwards). Until it is taken (or
+    /// [`UeHost::discard_events`] is called) events accumulate in memory.
     pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<HostEvent>> {
         self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Drops the event stream (load runs): events are then not kept at all.
+    pub fn discard_events(&self) {
+        drop(self.take_events());
     }
 
     /// Adds a UE: validates its configuration and binds its unprotected port.
@@ -358,6 +364,9 @@ async fn run(
         next_fake: 1_000_001,
     };
     let mut shutdown: Option<oneshot::Sender<()>> = None;
+    // the UEs an input touched: only they can have output (keeps a host of thousands of
+    // UEs from polling every one of them per datagram)
+    let mut dirty: Vec<usize> = Vec::new();
     loop {
         let deadline = slots.iter_mut().filter_map(|s| s.ue.poll_timeout()).min();
         let sleep_to = deadline
@@ -391,6 +400,7 @@ async fn run(
                             }));
                         } else {
                             s.waiter = Some((p, reply));
+                            dirty.push(i);
                             let now = Instant::now();
                             match p {
                                 Procedure::Initial => s.ue.register(now),
@@ -407,20 +417,24 @@ async fn run(
                 if let Some(&i) = ip.and_then(|ip| by_ip.get(&ip)) {
                     if let Some(s) = slots.get_mut(i) {
                         s.ue.handle_datagram(inb.flow, &inb.data, Instant::now());
+                        dirty.push(i);
                     }
                 }
             },
             _ = tokio::time::sleep_until(sleep_to) => {
                 let now = Instant::now();
-                for s in slots.iter_mut() {
+                for (i, s) in slots.iter_mut().enumerate() {
                     if s.ue.poll_timeout().is_some_and(|t| t <= now) {
                         s.ue.handle_timeout(now);
+                        dirty.push(i);
                     }
                 }
             },
         }
-        for (i, s) in slots.iter_mut().enumerate() {
-            drive(i, s, &io, &mut ports, &events).await;
+        for i in dirty.drain(..) {
+            if let Some(s) = slots.get_mut(i) {
+                drive(i, s, &io, &mut ports, &events).await;
+            }
         }
     }
     // Leave nothing behind: every SA any UE still holds goes.
