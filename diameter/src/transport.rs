@@ -11,7 +11,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -474,7 +474,9 @@ fn spawn_connection<R, W, H>(
     use tracing::Instrument;
     let span = tracing::info_span!("diameter", role = ?peer.role(), conn = reg.as_ref().map(|r| r.conn_id), peer = tracing::field::Empty);
     let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
-    let writer_task = tokio::spawn(write_loop(writer, wrx));
+    let queue = Arc::new(WriteQueue::default());
+    let writer_task = tokio::spawn(write_loop(writer, wrx, queue.clone()));
+    let wtx = QueuedSender { tx: wtx, queue };
     tokio::spawn(
         async move {
             drive(reader, wtx, peer, handler, up, reg).await;
@@ -484,7 +486,38 @@ fn spawn_connection<R, W, H>(
     );
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+/// Bytes handed to the writer and not yet written; above [`WRITE_BACKLOG_LIMIT`] the
+/// connection stops reading, so a peer that sends requests but never reads its answers
+/// cannot make us buffer without bound.
+#[derive(Default)]
+struct WriteQueue {
+    bytes: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+const WRITE_BACKLOG_LIMIT: usize = 8 << 20;
+
+struct QueuedSender {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queue: Arc<WriteQueue>,
+}
+
+impl QueuedSender {
+    fn send(&self, b: Bytes) {
+        self.queue.bytes.fetch_add(b.len(), Ordering::Relaxed);
+        let _ = self.tx.send(b);
+    }
+
+    fn backlogged(&self) -> bool {
+        self.queue.bytes.load(Ordering::Relaxed) > WRITE_BACKLOG_LIMIT
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    queue: Arc<WriteQueue>,
+) {
     while let Some(mut b) = rx.recv().await {
         // Coalesce what is already queued into one write.
         if !rx.is_empty() {
@@ -496,7 +529,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedRece
         }
         if let Err(e) = w.write_all(&b).await {
             tracing::debug!(error = %e, "write failed");
+            queue.bytes.store(0, Ordering::Relaxed);
+            queue.drained.notify_one();
             return;
+        }
+        let before = queue.bytes.fetch_sub(b.len(), Ordering::Relaxed);
+        if before > WRITE_BACKLOG_LIMIT && before - b.len() <= WRITE_BACKLOG_LIMIT {
+            queue.drained.notify_one();
         }
     }
     let _ = w.shutdown().await;
@@ -504,7 +543,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedRece
 
 async fn drive<R, H>(
     mut reader: R,
-    wtx: mpsc::UnboundedSender<Bytes>,
+    wtx: QueuedSender,
     mut peer: Peer,
     handler: Arc<H>,
     mut up: Option<oneshot::Sender<Result<PeerHandle, CloseReason>>>,
@@ -523,7 +562,7 @@ async fn drive<R, H>(
     let mut cmd_open = true;
     loop {
         while let Some(b) = peer.poll_transmit() {
-            let _ = wtx.send(b);
+            wtx.send(b);
         }
         let mut closed = false;
         while let Some(ev) = peer.poll_event() {
@@ -609,8 +648,10 @@ async fn drive<R, H>(
             break;
         }
         let deadline = peer.poll_timeout().map(tokio::time::Instant::from_std);
+        let backlogged = wtx.backlogged();
         tokio::select! {
-            r = reader.read_buf(&mut buf), if read_open => {
+            _ = wtx.queue.drained.notified(), if backlogged => {}
+            r = reader.read_buf(&mut buf), if read_open && !backlogged => {
                 let now = tokio::time::Instant::now().into_std();
                 match r {
                     Ok(0) | Err(_) => {
@@ -677,7 +718,7 @@ async fn drive<R, H>(
         }
     }
     while let Some(b) = peer.poll_transmit() {
-        let _ = wtx.send(b);
+        wtx.send(b);
     }
     for (_, w) in waiters.drain() {
         let _ = w.send(Err(RequestError::Closed));
