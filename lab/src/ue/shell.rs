@@ -161,7 +161,7 @@ impl UeHost {
         let (sipio, inbound) = SipIo::start(io.mode, io.tag, io.transport).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(sipio.clone(), inbound, cmd_rx, ev_tx));
+        let task = tokio::spawn(host_task(sipio.clone(), inbound, cmd_rx, ev_tx));
         Ok(UeHost {
             cmd: cmd_tx,
             io: sipio,
@@ -228,6 +228,15 @@ impl UeHost {
             let _ = t.await;
         }
         let _ = self.io.flush();
+    }
+}
+
+impl Drop for UeHost {
+    /// Asks the task to stop and delete the UEs' SAs (without waiting; use
+    /// [`UeHost::shutdown`] to wait).
+    fn drop(&mut self) {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.cmd.try_send(Cmd::Shutdown(tx));
     }
 }
 
@@ -298,6 +307,19 @@ impl UeHandle {
     }
 }
 
+/// A host with one UE: the shortest way to drive a single simulated UE. Drop the host (or
+/// call [`UeHost::shutdown`]) to stop it.
+pub async fn run(cfg: UeConfig, io: IoConfig) -> Result<(UeHost, UeHandle), UeHostError> {
+    let host = UeHost::start(io).await?;
+    match host.add(cfg).await {
+        Ok(ue) => Ok((host, ue)),
+        Err(e) => {
+            host.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
 struct Slot {
     ue: Ue,
     name: Arc<str>,
@@ -350,7 +372,7 @@ impl Ports {
     }
 }
 
-async fn run(
+async fn host_task(
     io: SipIo,
     mut inbound: mpsc::Receiver<Inbound>,
     mut cmds: mpsc::Receiver<Cmd>,
