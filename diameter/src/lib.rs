@@ -90,6 +90,8 @@ pub mod dict;
 pub mod error;
 pub mod message;
 pub mod peer;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod transport;
 
 pub use crate::codec::{Avp, FindAvp, Value, MAX_GROUP_DEPTH};

@@ -200,6 +200,18 @@ async fn tokio_server_with_freediameter() {
     }
     assert!(up, "freeDiameter did not come up; log:\n{}", fd.log_text());
     let h: PeerHandle = srv.peer("fd.lab").unwrap();
+    // What an HSS test can check from freeDiameter's side alone (see `diameter::testkit`).
+    assert!(
+        fd.wait_log("STATE_OPEN", Duration::from_secs(10)).await,
+        "{}",
+        fd.log_text()
+    );
+    assert!(
+        fd.wait_log("'Device-Watchdog-Answer'", Duration::from_secs(15))
+            .await,
+        "no DWA in freeDiameter's log:\n{}",
+        fd.log_text()
+    );
     assert!(h.remote().is_relay());
     fd.terminate();
     tokio::time::timeout(Duration::from_secs(10), h.closed())
