@@ -772,6 +772,39 @@ fn without_sec_agree_it_is_a_plain_digest_ue() {
 }
 
 #[test]
+fn a_challenged_deregistration_is_answered_with_expires_zero() {
+    let mut cfg = config();
+    cfg.sec_agree = false;
+    let mut ue = Ue::new(cfg).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    let (r2, f2) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.ok(&r2, 600), f2, t);
+    assert!(ue.is_registered());
+    // an unprotected registration's deregistration gets challenged afresh
+    ue.deregister(t);
+    let (d1, g1) = one_transmit(&mut ue);
+    assert_eq!(d1.expires().unwrap(), Some(0));
+    deliver(&mut ue, &net.challenge(&d1), g1, t);
+    assert!(
+        ue.is_registered(),
+        "a 401 is not the end of the deregistration"
+    );
+    let (d2, g2) = one_transmit(&mut ue);
+    assert_eq!(d2.expires().unwrap(), Some(0));
+    net.check_answer(&d2);
+    let ok = ResponseBuilder::new(&d2, 200).to_tag("x").build().unwrap();
+    deliver(&mut ue, &ok, g2, t + Duration::from_millis(1));
+    assert_eq!(ue.state(), RegState::Idle);
+    assert!(events(&mut ue)
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Deregistered { .. })));
+}
+
+#[test]
 fn unsolicited_requests_are_answered() {
     let (mut ue, _net, t, set) = registered();
     let from_pcscf = Flow::new(

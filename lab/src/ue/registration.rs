@@ -458,6 +458,15 @@ impl Registration {
 
     // ---- request building ----------------------------------------------------------
 
+    /// The Expires of the running procedure's REGISTERs: 0 throughout a deregistration,
+    /// even when the network challenges it.
+    fn proc_expires(&self) -> u32 {
+        match self.proc.as_ref().map(|p| p.procedure) {
+            Some(Procedure::Deregistration) => 0,
+            _ => self.cfg.expires,
+        }
+    }
+
     fn request_uri(&self) -> String {
         format!("sip:{}", self.cfg.home_domain)
     }
@@ -479,10 +488,8 @@ impl Registration {
     }
 
     fn contact(&self, expires: u32) -> NameAddr {
-        let user = match self.impu.scheme {
-            sip::Scheme::Tel => self.impu.user.clone(),
-            _ => self.impu.user.clone(),
-        };
+        // the IMPU's user part (a tel: number keeps its +)
+        let user = self.impu.user.clone();
         let port = if self.cfg.sec_agree {
             self.proc
                 .as_ref()
@@ -604,7 +611,9 @@ impl Registration {
         let Some(procedure) = self.proc.as_ref().map(|p| p.procedure) else {
             return;
         };
-        if procedure == Procedure::Deregistration {
+        // A challenged deregistration is answered like any challenge (TS 24.229 §5.1.1.6.1
+        // with §5.1.1.5.1), with Expires 0.
+        if procedure == Procedure::Deregistration && code != 401 {
             self.finish_deregistration(code, resp.reason().unwrap_or(""), now);
             return;
         }
@@ -694,7 +703,7 @@ impl Registration {
                 self.request_flow(),
             ),
         };
-        let expires = self.cfg.expires;
+        let expires = self.proc_expires();
         self.send_register(cred, verify, expires, flow);
     }
 
@@ -776,7 +785,7 @@ impl Registration {
                 if let Some(p) = self.proc.as_mut() {
                     p.step = Step::Probe;
                 }
-                let expires = self.cfg.expires;
+                let expires = self.proc_expires();
                 self.send_register(Some(cred), verify, expires, flow);
             }
             Ok(r) => {
@@ -799,7 +808,7 @@ impl Registration {
                     if let Some(p) = self.proc.as_mut() {
                         p.step = Step::Answer;
                     }
-                    let expires = self.cfg.expires;
+                    let expires = self.proc_expires();
                     self.send_register(cred, None, expires, flow);
                     return;
                 }
@@ -948,7 +957,7 @@ impl Registration {
                 if let Some(p) = self.proc.as_mut() {
                     p.step = Step::Answer;
                 }
-                let expires = self.cfg.expires;
+                let expires = self.proc_expires();
                 self.send_register(cred, Some(server), expires, flow);
             }
         }
