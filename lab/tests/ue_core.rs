@@ -805,6 +805,32 @@ fn a_challenged_deregistration_is_answered_with_expires_zero() {
 }
 
 #[test]
+fn ipv6_addresses_are_bracketed_and_the_set_is_ipv6() {
+    let mut cfg = config();
+    cfg.local_ip = "2001:db8::2".parse().unwrap();
+    cfg.pcscf = "[2001:db8::1]:5060".parse().unwrap();
+    let mut ue = Ue::new(cfg).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    assert_eq!(r1.top_via().unwrap().host, "[2001:db8::2]");
+    assert_eq!(
+        r1.name_addrs("Contact").unwrap()[0].uri.host,
+        "[2001:db8::2]"
+    );
+    assert!(r1.call_id().unwrap().ends_with("@[2001:db8::2]"));
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    match actions(&mut ue).as_slice() {
+        [SaAction::Install { set, .. }] => {
+            assert!(set.is_ipv6());
+            assert_eq!(set.pcscf, "2001:db8::1".parse::<IpAddr>().unwrap());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn unsolicited_requests_are_answered() {
     let (mut ue, _net, t, set) = registered();
     let from_pcscf = Flow::new(

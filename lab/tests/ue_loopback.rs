@@ -345,7 +345,7 @@ async fn register_reregister_deregister_over_userspace_esp() {
     if !testkit::policy::require_root() {
         return;
     }
-    full_cycle(IpsecMode::Backend(BackendKind::Userspace), 3, 21, 17300).await;
+    full_cycle(IpsecMode::Backend(BackendKind::Userspace), 8, 21, 17300).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
