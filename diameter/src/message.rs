@@ -7,7 +7,6 @@ use bytes::{BufMut, Bytes};
 use crate::codec::{decode_avps, Avp, FindAvp};
 use crate::dict::{app, avp, command_abbrev, AvpDef};
 use crate::error::DecodeError;
-use crate::result;
 
 /// Size of the fixed message header.
 pub const HEADER_LEN: usize = 20;
@@ -140,7 +139,7 @@ impl Message {
     /// errors (3xxx) get the E bit (RFC 6733 §7.2).
     pub fn error_answer(req: &Message, result_code: u32, error_message: Option<&str>) -> Message {
         let mut a = Message::answer_for(req);
-        if (3000..4000).contains(&result_code) {
+        if is_protocol_error(result_code) {
             a.flags |= Self::FLAG_E;
         }
         a.add(Avp::u32(avp::RESULT_CODE, result_code));
@@ -393,13 +392,14 @@ impl fmt::Debug for Message {
 
 /// Whether `code` is a protocol error (3xxx) that is sent with the E bit.
 pub fn is_protocol_error(code: u32) -> bool {
-    (3000..4000).contains(&code) && code != result::SUCCESS
+    (3000..4000).contains(&code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dict::{cmd, VENDOR_3GPP};
+    use crate::result;
 
     #[test]
     fn header_layout() {

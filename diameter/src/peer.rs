@@ -103,7 +103,8 @@ impl fmt::Debug for PeerConfig {
 }
 
 impl PeerConfig {
-    /// Node without applications (add some), Tw 30 s ± 2 s, requests time out after 5 s.
+    /// Node without applications (add some: a node sharing no application with its peer
+    /// gets DIAMETER_NO_COMMON_APPLICATION), Tw 30 s ± 2 s, requests time out after 5 s.
     pub fn new(origin_host: impl Into<String>, origin_realm: impl Into<String>) -> PeerConfig {
         PeerConfig {
             origin_host: origin_host.into(),
@@ -984,7 +985,7 @@ impl Peer {
 
     fn send_cea(&mut self, req: &Message, code: u32, msg: Option<&str>) {
         let mut a = Message::answer_for(req).with_result_code(code);
-        if (3000..4000).contains(&code) {
+        if crate::message::is_protocol_error(code) {
             a.flags |= Message::FLAG_E;
         }
         let mut a = self.capabilities(a);
@@ -1111,16 +1112,6 @@ impl Peer {
         for &a in &c.auth_application_ids {
             m.add(Avp::u32(avp::AUTH_APPLICATION_ID, a));
         }
-        m.add_if(
-            c.auth_application_ids.is_empty()
-                && c.vendor_specific_auth_apps.is_empty()
-                && c.acct_application_ids.is_empty(),
-            || {
-                // A node with no application still has to name one; Relay is what
-                // relays/base-only peers advertise (RFC 6733 §5.3.1).
-                Avp::u32(avp::AUTH_APPLICATION_ID, app::RELAY)
-            },
-        );
         for &a in &c.acct_application_ids {
             m.add(Avp::u32(avp::ACCT_APPLICATION_ID, a));
         }
@@ -1179,18 +1170,6 @@ fn raw_header(b: &[u8]) -> Option<Message> {
         end_to_end: be(16),
         avps: Vec::new(),
     })
-}
-
-trait AddIf {
-    fn add_if(&mut self, cond: bool, f: impl FnOnce() -> Avp);
-}
-
-impl AddIf for Message {
-    fn add_if(&mut self, cond: bool, f: impl FnOnce() -> Avp) {
-        if cond {
-            self.add(f());
-        }
-    }
 }
 
 /// Disconnect-Cause DO_NOT_WANT_TO_TALK_TO_YOU, the usual cause for an orderly stop.
