@@ -2,6 +2,37 @@
 //! concurrently over one [`UeHost`] and report each UE's timings, the ladder of events and
 //! the `esp_sa` keys of every set installed. The end-to-end tests against `pcscf` + `hss`
 //! and `imslab demo` call [`register_many`].
+//!
+//! ```no_run
+//! # async fn e2e() -> Result<(), lab::ue::UeHostError> {
+//! use lab::ue::{numbered, register_many, IoConfig, IsimKeys, Step, UeConfig};
+//! let k = [0x46; 16];
+//! let opc = [0xcd; 16];
+//! let domain = "ims.mnc001.mcc001.3gppnetwork.org";
+//! let template = UeConfig::new(
+//!     "x", "sip:x@x", domain, IsimKeys::new(k, opc),
+//!     "127.0.0.2".parse().unwrap(), "127.0.0.1:5060".parse().unwrap(),
+//! );
+//! // UE i: 127.0.0.(2+i), IMPI 00101000000000i@domain (as provisioned in the HSS)
+//! let ues = numbered(&template, 2, |i| {
+//!     let impi = format!("00101000000000{}@{domain}", i + 1);
+//!     let impu = format!("sip:00101000000000{}@{domain}", i + 1);
+//!     (impi, impu, IsimKeys::new(k, opc))
+//! });
+//! let report = register_many(
+//!     IoConfig::default(),
+//!     ues,
+//!     &[Step::Register, Step::Reregister, Step::Deregister],
+//! )
+//! .await?;
+//! print!("{}", report.ladder());
+//! assert!(report.all_ok());
+//! for u in &report.ues {
+//!     println!("{}: {:?} (rereg {:?}, dereg {:?}), SAs left {}",
+//!         u.impu, u.register, u.reregister, u.deregister, u.sa_sets_left);
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

@@ -967,6 +967,15 @@ impl Registration {
         let Some(p) = self.proc.take() else { return };
         let granted = match granted_expiry(resp, &self.contact(self.cfg.expires), self.cfg.expires)
         {
+            // A 200 that grants nothing (our Contact at expires=0) is no registration.
+            Ok(0) => {
+                self.proc = Some(p);
+                self.fail(
+                    RegError::BadResponse("the registrar granted 0 seconds".into()),
+                    now,
+                );
+                return;
+            }
             Ok(e) => e,
             Err(e) => {
                 self.proc = Some(p);
