@@ -399,6 +399,47 @@ fn check_group(avp: &Avp, depth: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// The AVP to put in Failed-AVP when `buf` (a message body) does not decode, as RFC 6733
+/// §7.1.5 asks for DIAMETER_INVALID_AVP_LENGTH: the offending AVP's header with a
+/// zero-filled payload of the minimum size for its type; an incomplete header padded with
+/// zeros; for an error inside a grouped AVP, the grouped AVP's header with no payload.
+pub(crate) fn offending_avp(buf: &Bytes) -> Option<Avp> {
+    let mut off = 0;
+    while off < buf.len() {
+        let b = &buf[off..];
+        let mut hdr = [0u8; 12];
+        let n = b.len().min(12);
+        hdr[..n].copy_from_slice(&b[..n]);
+        let code = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let avp_flags = hdr[4];
+        let vendor = if avp_flags & flags::V != 0 {
+            u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]])
+        } else {
+            0
+        };
+        let zeroed = |len: usize| Avp::raw(code, vendor, avp_flags, vec![0u8; len]);
+        match decode_at(buf, off) {
+            Err(_) => {
+                let min = match lookup_avp(code, vendor).map(|d| d.ty) {
+                    Some(AvpType::Integer32 | AvpType::Unsigned32 | AvpType::Enumerated)
+                    | Some(AvpType::Float32 | AvpType::Time) => 4,
+                    Some(AvpType::Integer64 | AvpType::Unsigned64 | AvpType::Float64) => 8,
+                    Some(AvpType::Address) => 6,
+                    _ => 0,
+                };
+                return Some(zeroed(min));
+            }
+            Ok((avp, used)) => {
+                if check_group(&avp, 0).is_err() {
+                    return Some(zeroed(0));
+                }
+                off += used;
+            }
+        }
+    }
+    None
+}
+
 /// Walks a grouped payload to report nested malformations at decode time.
 fn validate_group(buf: &Bytes, depth: usize) -> Result<(), DecodeError> {
     if depth > MAX_GROUP_DEPTH {
@@ -648,6 +689,33 @@ mod tests {
                 .unwrap(),
             5
         );
+    }
+
+    #[test]
+    fn offending_avp_for_failed_avp() {
+        // Good Origin-Host, then a Result-Code whose length overruns.
+        let mut body = Vec::new();
+        Avp::utf8(avp::ORIGIN_HOST, "h").encode_into(&mut body);
+        body.extend_from_slice(&[0, 0, 1, 12, 0x40, 0, 0, 40, 0, 0, 0, 1]);
+        let bad = offending_avp(&Bytes::from(body)).unwrap();
+        assert_eq!((bad.code, bad.flags, bad.vendor_id), (268, 0x40, None));
+        assert_eq!(&bad.data[..], &[0, 0, 0, 0]);
+        // Incomplete header: padded with zeros.
+        let bad = offending_avp(&Bytes::from_static(&[0, 0, 2])).unwrap();
+        assert_eq!(bad.code, 2 << 8);
+        // Error inside a group: the group's header, empty.
+        let mut body = Vec::new();
+        Avp::new(
+            avp::SIP_AUTH_DATA_ITEM,
+            vec![0, 0, 2, 101, 0xc0, 0, 0, 40, 0, 0, 0x28, 0xaf],
+        )
+        .encode_into(&mut body);
+        let bad = offending_avp(&Bytes::from(body)).unwrap();
+        assert!(bad.is(avp::SIP_AUTH_DATA_ITEM) && bad.data.is_empty());
+        // Nothing wrong: nothing to report.
+        let mut body = Vec::new();
+        Avp::utf8(avp::ORIGIN_HOST, "h").encode_into(&mut body);
+        assert!(offending_avp(&Bytes::from(body)).is_none());
     }
 
     #[test]

@@ -770,13 +770,14 @@ impl Peer {
             Ok(m) => m,
             Err(e) => {
                 match Message::decode_header(&frame, max) {
-                    Ok((hdr, _)) if hdr.is_request() => {
+                    Ok((hdr, body)) if hdr.is_request() => {
                         tracing::debug!(error = %e, cmd = hdr.code, "malformed request");
                         self.note_traffic(now);
                         if self.state == PeerState::WaitCer {
                             self.close(CloseReason::ProtocolError(e.to_string()));
                         } else {
-                            self.answer_error(&hdr, e.result_code(), &e.to_string(), None);
+                            let failed = crate::codec::offending_avp(&body);
+                            self.answer_error(&hdr, e.result_code(), &e.to_string(), failed);
                         }
                     }
                     Ok((hdr, _)) => {

@@ -436,6 +436,9 @@ fn malformed_requests_get_answers_or_close() {
         a.result(),
         Some(ResultCode::Base(result::INVALID_AVP_LENGTH))
     );
+    // RFC 6733 §7.1.5: the offending AVP's header in Failed-AVP.
+    let failed = a.get_grouped(avp::FAILED_AVP).unwrap();
+    assert!(failed[0].is(avp::SESSION_ID), "{failed:?}");
     assert!(s.is_open());
     // AVP length shorter than its header → 5014.
     let mut w = mar().encode();
