@@ -928,6 +928,49 @@ fn refresh_timer_reregisters_by_itself() {
 }
 
 #[test]
+fn without_refresh_the_binding_expires_and_the_sas_go() {
+    let mut cfg = config();
+    cfg.auto_refresh = false;
+    let mut ue = Ue::new(cfg).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.challenge(&r1), f1, t);
+    let _ = actions(&mut ue);
+    ue.handle_sa_installed(0, Ok(3), t);
+    let (r2, f2) = one_transmit(&mut ue);
+    deliver(&mut ue, &net.ok(&r2, 60), f2, t);
+    let _ = actions(&mut ue);
+    let _ = events(&mut ue);
+    let mut now = t;
+    while ue.is_registered() {
+        now = ue.poll_timeout().unwrap();
+        ue.handle_timeout(now);
+        assert!(ue.poll_transmit().is_none(), "no refresh");
+    }
+    assert_eq!(now, t + Duration::from_secs(60));
+    assert!(events(&mut ue).iter().any(|e| e.kind == EventKind::Expired));
+    assert_eq!(
+        actions(&mut ue),
+        vec![SaAction::BeginExpiry {
+            id: 3,
+            grace: Duration::from_secs(2)
+        }]
+    );
+    ue.handle_timeout(now + Duration::from_secs(2));
+    assert!(matches!(
+        actions(&mut ue).as_slice(),
+        [SaAction::Delete {
+            id: 3,
+            close_server_port: true,
+            ..
+        }]
+    ));
+    assert_eq!(ue.state(), RegState::Idle);
+}
+
+#[test]
 fn failed_reregistration_keeps_the_binding_and_its_set() {
     let (mut ue, mut net, t, set) = registered();
     ue.reregister(t);

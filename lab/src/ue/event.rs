@@ -216,6 +216,8 @@ pub enum EventKind {
         /// time from the de-REGISTER to its response
         took: Duration,
     },
+    /// The registration ran out without a refresh; the UE considers itself deregistered.
+    Expired,
     /// A procedure failed.
     Failed {
         /// which

@@ -191,6 +191,8 @@ struct Binding {
     /// generation of the SA set protecting it (None without sec-agree)
     set: Option<u64>,
     refresh_at: Option<Instant>,
+    /// when the registrar will consider it gone
+    expires_at: Instant,
 }
 
 /// The registration state machine of one UE.
@@ -326,15 +328,13 @@ impl Registration {
         self.out.pop_front()
     }
 
-    /// The next deadline: an SA deletion or the refresh.
+    /// The next deadline: an SA deletion, the refresh or the binding's expiry.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let del = self.sets.iter().filter_map(|e| e.delete_at);
-        let refresh = self
-            .binding
-            .as_ref()
-            .and_then(|b| b.refresh_at)
-            .filter(|_| self.proc.is_none());
-        del.chain(refresh).min()
+        let idle = self.binding.as_ref().filter(|_| self.proc.is_none());
+        let refresh = idle.and_then(|b| b.refresh_at);
+        let expiry = idle.map(|b| b.expires_at);
+        del.chain(refresh).chain(expiry).min()
     }
 
     // ---- commands ------------------------------------------------------------------
@@ -1020,6 +1020,7 @@ impl Registration {
             associated_uris: associated_uris.clone(),
             set,
             refresh_at,
+            expires_at: now + Duration::from_secs(u64::from(granted)),
         });
         self.failed = false;
         let protected = set.is_some();
@@ -1163,6 +1164,14 @@ impl Registration {
                 b.refresh_at = None;
             }
             self.reregister(now);
+        }
+        // Not refreshed in time (refresh off, or it failed): the registrar has dropped the
+        // binding, so does the UE (TS 24.229 §5.1.1.4.1), and its SAs go.
+        let expired =
+            self.proc.is_none() && self.binding.as_ref().is_some_and(|b| b.expires_at <= now);
+        if expired {
+            ev(&mut self.out, now, EventKind::Expired);
+            self.drop_binding(now);
         }
     }
 }

@@ -125,6 +125,7 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
         EventKind::Failed { procedure, error } => {
             format!("✘ {} failed: {error}", procedure.as_str())
         }
+        EventKind::Expired => "✘ registration expired (not refreshed)".into(),
         EventKind::Note(n) => format!("   {n}"),
     };
     format!("{ms:>10.3} ms  {name:<8} {what}")
