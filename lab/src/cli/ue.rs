@@ -135,7 +135,7 @@ pub struct RegisterArgs {
     #[arg(long)]
     no_refresh: bool,
     /// What to do after registering, comma-separated: reregister, deregister,
-    /// pause:<ms>. Example: `--then reregister,pause:500,deregister`.
+    /// `pause:<ms>`. Example: `--then reregister,pause:500,deregister`.
     #[arg(long, value_delimiter = ',', value_name = "STEP,…")]
     then: Vec<String>,
     /// How long a retired SA set stays before deletion, in milliseconds.

@@ -1,9 +1,9 @@
 //! The registration procedures of an IMS UE (TS 24.229 §5.1.1) with IMS AKA and sec-agree
 //! (TS 33.203 §6–7, RFC 3310, RFC 3329), as a sans-IO state machine.
 //!
-//! [`Registration`] never sends anything itself: it pushes [`Output`]s (requests with the
+//! [`Registration`] never sends anything itself: it pushes outputs (requests with the
 //! flow to send them on, SA actions for the shell, events) that [`super::Ue`] turns into
-//! client transactions. Responses come back through [`Registration::handle_response`] with
+//! client transactions. Responses come back through `Registration::handle_response` with
 //! the id of the transaction they belong to, so the same `Ue` can later run dialogs next to
 //! it without the registration seeing their traffic.
 //!
