@@ -149,6 +149,18 @@ impl Message {
         a
     }
 
+    /// Copy of the header fields without the AVPs.
+    pub fn header_only(&self) -> Message {
+        Message {
+            flags: self.flags,
+            code: self.code,
+            app_id: self.app_id,
+            hop_by_hop: self.hop_by_hop,
+            end_to_end: self.end_to_end,
+            avps: Vec::new(),
+        }
+    }
+
     /// Appends an AVP.
     pub fn add(&mut self, avp: Avp) -> &mut Self {
         self.avps.push(avp);

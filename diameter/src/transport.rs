@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::codec::FindAvp;
 use crate::dict::result;
 use crate::error::DecodeError;
 use crate::message::Message;
@@ -595,12 +596,12 @@ async fn drive<R, H>(
                     let ans_tx = ans_tx.clone();
                     tokio::spawn(async move {
                         // A panicking handler must still answer, or the peer waits for a
-                        // timeout and our in-progress slot leaks.
-                        let fallback = Message::error_answer(
-                            &req,
-                            result::UNABLE_TO_COMPLY,
-                            Some("internal error"),
-                        );
+                        // timeout and our in-progress slot leaks. Keep just what the error
+                        // answer needs (header and Session-Id) so the normal path stays cheap.
+                        let mut skeleton = req.header_only();
+                        skeleton
+                            .avps
+                            .extend(req.find(crate::avp::SESSION_ID).cloned());
                         let a = match (CatchUnwind {
                             inner: Box::pin(handler.handle(req)),
                         })
@@ -608,8 +609,12 @@ async fn drive<R, H>(
                         {
                             Ok(a) => a,
                             Err(()) => {
-                                tracing::error!(cmd = %fallback.name(), "Diameter handler panicked");
-                                fallback
+                                tracing::error!(cmd = %skeleton.name(), "Diameter handler panicked");
+                                Message::error_answer(
+                                    &skeleton,
+                                    result::UNABLE_TO_COMPLY,
+                                    Some("internal error"),
+                                )
                             }
                         };
                         let _ = ans_tx.send(a);
