@@ -16,7 +16,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -389,10 +390,14 @@ async fn host_task(
     // the UEs an input touched: only they can have output (keeps a host of thousands of
     // UEs from polling every one of them per datagram)
     let mut dirty: Vec<usize> = Vec::new();
+    // each UE's next deadline, in a heap so that a host of thousands of UEs does not scan
+    // them all per datagram; `scheduled` tells current entries from stale ones
+    let mut timers: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    let mut scheduled: Vec<Option<Instant>> = Vec::new();
     loop {
-        let deadline = slots.iter_mut().filter_map(|s| s.ue.poll_timeout()).min();
-        let sleep_to = deadline
-            .map(tokio::time::Instant::from_std)
+        let sleep_to = timers
+            .peek()
+            .map(|Reverse((t, _))| tokio::time::Instant::from_std(*t))
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             c = cmds.recv() => match c {
@@ -402,6 +407,7 @@ async fn host_task(
                     by_ip.insert(ue.config().local_ip, slots.len());
                     let _ = tx.send(slots.len());
                     slots.push(Slot { ue: *ue, name, waiter: None });
+                    scheduled.push(None);
                 }
                 Some(Cmd::Snapshot(i, tx)) => {
                     let snap = slots.get(i).map(|s| UeSnapshot {
@@ -445,8 +451,16 @@ async fn host_task(
             },
             _ = tokio::time::sleep_until(sleep_to) => {
                 let now = Instant::now();
-                for (i, s) in slots.iter_mut().enumerate() {
-                    if s.ue.poll_timeout().is_some_and(|t| t <= now) {
+                while let Some(&Reverse((t, i))) = timers.peek() {
+                    if t > now {
+                        break;
+                    }
+                    timers.pop();
+                    if scheduled.get(i).copied().flatten() != Some(t) {
+                        continue; // superseded
+                    }
+                    scheduled[i] = None;
+                    if let Some(s) = slots.get_mut(i) {
                         s.ue.handle_timeout(now);
                         dirty.push(i);
                     }
@@ -456,6 +470,13 @@ async fn host_task(
         for i in dirty.drain(..) {
             if let Some(s) = slots.get_mut(i) {
                 drive(i, s, &io, &mut ports, &events).await;
+                let next = s.ue.poll_timeout();
+                if next != scheduled[i] {
+                    scheduled[i] = next;
+                    if let Some(t) = next {
+                        timers.push(Reverse((t, i)));
+                    }
+                }
             }
         }
     }
