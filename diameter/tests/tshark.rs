@@ -204,24 +204,66 @@ async fn tshark_finds_no_malformed_packets() {
         let a = srv.request("scscf.ims.lab", r).await.unwrap();
         assert!(a.result().unwrap().is_success());
     }
-    let sink = tokio::net::TcpListener::bind(("127.0.0.1", bad_port))
-        .await
-        .unwrap();
-    let sink_task = tokio::spawn(async move {
-        let (mut s, _) = sink.accept().await.unwrap();
-        let mut b = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut b).await;
-    });
-    let mut broken = cx_req(&client, cmd::MULTIMEDIA_AUTH).encode();
-    broken[20 + 7] = 0xf0; // first AVP's length overruns the message
+    // A second server on the control port gets one malformed MAR after CER/CEA; its
+    // 5014 answer (with Failed-AVP) must dissect cleanly while the request is flagged.
+    let bad_server = Server::bind(
+        ("127.0.0.1", bad_port),
+        PeerConfig::cx("hss2.ims.lab", "ims.lab"),
+        hss,
+    )
+    .await
+    .unwrap();
+    let _bad = bad_server.spawn();
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", bad_port))
         .await
         .unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut s, &broken)
+    let mut cer = Message::request(app::COMMON, cmd::CAPABILITIES_EXCHANGE)
+        .with(Avp::utf8(avp::ORIGIN_HOST, "raw.ims.lab"))
+        .with(Avp::utf8(avp::ORIGIN_REALM, "ims.lab"))
+        .with(Avp::address(
+            avp::HOST_IP_ADDRESS,
+            "127.0.0.1".parse().unwrap(),
+        ))
+        .with(Avp::u32(avp::VENDOR_ID, 0))
+        .with(Avp::utf8(avp::PRODUCT_NAME, "raw"))
+        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX));
+    cer.hop_by_hop = 1;
+    let mut broken = cx_req(&client, cmd::MULTIMEDIA_AUTH);
+    broken.hop_by_hop = 2;
+    let mut broken = broken.encode();
+    broken[20 + 7] = 0xf0; // first AVP's length overruns the message
+    let mut wire = cer.encode();
+    wire.extend_from_slice(&broken);
+    tokio::io::AsyncWriteExt::write_all(&mut s, &wire)
         .await
         .unwrap();
+    let mut got = Vec::new();
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let mut b = [0u8; 4096];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut s, &mut b),
+        )
+        .await
+        .expect("answers from the control server")
+        .unwrap();
+        assert!(n > 0, "control server closed early");
+        got.extend_from_slice(&b[..n]);
+        while let Ok(Some(len)) = diameter::frame_length(&got, 1 << 20) {
+            if got.len() < len {
+                break;
+            }
+            answers.push(Message::decode_slice(&got[..len]).unwrap());
+            got.drain(..len);
+        }
+    }
+    assert_eq!(
+        answers[1].result().unwrap().code(),
+        result::INVALID_AVP_LENGTH
+    );
+    assert!(answers[1].find(avp::FAILED_AVP).is_some());
     drop(s);
-    let _ = sink_task.await;
     // Let the watchdog fire once (DWR/DWA), then DPR/DPA.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     client.disconnect().await;
@@ -272,8 +314,15 @@ async fn tshark_finds_no_malformed_packets() {
         "tcp.port == {port} && (_ws.malformed || _ws.expert.severity == error)"
     ));
     let control = tshark(&format!(
-        "tcp.port == {bad_port} && (_ws.malformed || _ws.expert.severity == error)"
+        "tcp.dstport == {bad_port} && (_ws.malformed || _ws.expert.severity == error)"
     ));
+    let error_answers = tshark(&format!(
+        "tcp.srcport == {bad_port} && (_ws.malformed || _ws.expert.severity == error)"
+    ));
+    assert!(
+        error_answers.is_empty(),
+        "our 5014 answer is flagged: {error_answers:?}"
+    );
     assert!(
         !control.is_empty(),
         "the negative control was not flagged: the filter proves nothing"
