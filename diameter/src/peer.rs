@@ -140,6 +140,31 @@ impl PeerConfig {
         c
     }
 
+    /// Node advertising Sh (TS 29.329 §7.2: Vendor-Specific-Application-Id 10415/16777217).
+    pub fn sh(origin_host: impl Into<String>, origin_realm: impl Into<String>) -> PeerConfig {
+        PeerConfig::new(origin_host, origin_realm).with_vendor_auth_app(VENDOR_3GPP, app::SH)
+    }
+
+    /// Also advertise `app_id` as an Auth-Application-Id.
+    pub fn with_auth_app(mut self, app_id: u32) -> PeerConfig {
+        if !self.auth_application_ids.contains(&app_id) {
+            self.auth_application_ids.push(app_id);
+        }
+        self
+    }
+
+    /// Also advertise (`vendor`, `app_id`) as a Vendor-Specific-Application-Id, and
+    /// `vendor` as a Supported-Vendor-Id.
+    pub fn with_vendor_auth_app(mut self, vendor: u32, app_id: u32) -> PeerConfig {
+        if !self.vendor_specific_auth_apps.contains(&(vendor, app_id)) {
+            self.vendor_specific_auth_apps.push((vendor, app_id));
+        }
+        if !self.supported_vendor_ids.contains(&vendor) {
+            self.supported_vendor_ids.push(vendor);
+        }
+        self
+    }
+
     /// Accept only peers whose Origin-Host is in `hosts` (case-insensitive).
     pub fn allow_hosts<I, S>(mut self, hosts: I) -> PeerConfig
     where

@@ -598,3 +598,39 @@ fn too_many_unanswered_requests_get_too_busy() {
     let (_, se) = pump(&mut c, &mut s, now);
     assert!(matches!(&se[..], [Event::Request(_)]));
 }
+
+#[test]
+fn cx_and_sh_on_one_connection() {
+    let now = Instant::now();
+    let both = PeerConfig::cx("hss.ims.lab", "ims.lab").with_vendor_auth_app(VENDOR_3GPP, app::SH);
+    assert_eq!(both.supported_vendor_ids, vec![VENDOR_3GPP]);
+    let mut c = Peer::connect(
+        Arc::new(PeerConfig::sh("as.ims.lab", "ims.lab")),
+        now,
+        1,
+        ip(),
+    );
+    let mut s = Peer::accept(Arc::new(both), now, 2, ip());
+    pump(&mut c, &mut s, now);
+    assert!(c.is_open() && s.is_open());
+    c.send_request(now, Message::request(app::SH, cmd::USER_DATA))
+        .unwrap();
+    let (_, se) = pump(&mut c, &mut s, now);
+    assert!(matches!(&se[..], [Event::Request(m)] if m.code == cmd::USER_DATA));
+    // A Cx-only server refuses the Sh-only client: no common application.
+    let mut c = Peer::connect(
+        Arc::new(PeerConfig::sh("as.ims.lab", "ims.lab")),
+        now,
+        1,
+        ip(),
+    );
+    let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab")), now, 2, ip());
+    let (ce, _) = pump(&mut c, &mut s, now);
+    assert!(
+        matches!(
+            &ce[..],
+            [Event::Closed(CloseReason::CapabilitiesRejected(5010))]
+        ),
+        "{ce:?}"
+    );
+}
