@@ -846,9 +846,15 @@ impl Peer {
         }
     }
 
+    /// RFC 3539 §3.4.1 OnReceive: any message from the peer restarts Tw and takes a
+    /// SUSPECT connection back to OKAY (an outstanding DWR stays pending until its DWA).
     fn note_traffic(&mut self, now: Instant) {
         if self.state == PeerState::Open {
             self.arm_watchdog(now);
+            if self.watchdog == WatchdogState::Suspect {
+                self.watchdog = WatchdogState::Okay;
+                self.events.push_back(Event::WatchdogRecovered);
+            }
         }
     }
 
@@ -1054,13 +1060,7 @@ impl Peer {
                         Err(e) => self.close(CloseReason::ProtocolError(e.to_string())),
                     }
                 }
-                cmd::DEVICE_WATCHDOG => {
-                    self.dwr_pending = false;
-                    if self.watchdog == WatchdogState::Suspect {
-                        self.watchdog = WatchdogState::Okay;
-                        self.events.push_back(Event::WatchdogRecovered);
-                    }
-                }
+                cmd::DEVICE_WATCHDOG => self.dwr_pending = false,
                 cmd::DISCONNECT_PEER => self.close(CloseReason::LocalDisconnect),
                 _ => {}
             }
@@ -1075,12 +1075,6 @@ impl Peer {
         }
         if let Some(deadline) = self.pending.remove(&ans.hop_by_hop) {
             self.deadlines.remove(&(deadline, ans.hop_by_hop));
-            // Any answer also proves liveness: leave SUSPECT (RFC 3539 §3.4.1 OnReceive).
-            if self.watchdog == WatchdogState::Suspect {
-                self.watchdog = WatchdogState::Okay;
-                self.dwr_pending = false;
-                self.events.push_back(Event::WatchdogRecovered);
-            }
             self.events.push_back(Event::Answer(ans));
         } else {
             tracing::debug!(

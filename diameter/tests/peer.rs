@@ -634,3 +634,27 @@ fn cx_and_sh_on_one_connection() {
         "{ce:?}"
     );
 }
+
+#[test]
+fn any_traffic_leaves_suspect() {
+    let t0 = Instant::now();
+    let (mut c, mut s) = open_pair(t0);
+    let tw = Duration::from_secs(30);
+    c.handle_timeout(t0 + tw);
+    let _lost_dwr = c.poll_transmit().unwrap();
+    c.handle_timeout(t0 + 2 * tw);
+    assert!(matches!(&drain(&mut c)[..], [Event::WatchdogSuspect]));
+    // The peer sends a request (not a DWA): the connection is alive.
+    let rtr = Message::request(app::CX, cmd::REGISTRATION_TERMINATION);
+    s.send_request(t0 + 2 * tw, rtr).unwrap();
+    c.handle_bytes(t0 + 2 * tw, &s.poll_transmit().unwrap());
+    let ev = drain(&mut c);
+    assert!(
+        matches!(&ev[..], [Event::WatchdogRecovered, Event::Request(_)]),
+        "{ev:?}"
+    );
+    assert_eq!(c.watchdog(), WatchdogState::Okay);
+    // Tw restarted from the traffic: no DOWN at the old deadline.
+    c.handle_timeout(t0 + 3 * tw - Duration::from_secs(1));
+    assert!(!c.is_closed());
+}
