@@ -808,6 +808,21 @@ impl Peer {
                     Ok((hdr, _)) => {
                         tracing::debug!(error = %e, cmd = hdr.code, "malformed answer");
                         self.note_traffic(now);
+                        match self.base_pending.remove(&hdr.hop_by_hop) {
+                            Some(cmd::CAPABILITIES_EXCHANGE) => {
+                                self.close(CloseReason::ProtocolError(format!(
+                                    "malformed CEA: {e}"
+                                )));
+                                return;
+                            }
+                            // Garbled, but the peer is alive and answered.
+                            Some(cmd::DEVICE_WATCHDOG) => self.dwr_pending = false,
+                            Some(cmd::DISCONNECT_PEER) => {
+                                self.close(CloseReason::LocalDisconnect);
+                                return;
+                            }
+                            _ => {}
+                        }
                         if self.pending.remove(&hdr.hop_by_hop).is_some() {
                             self.events.push_back(Event::RequestFailed {
                                 hop_by_hop: hdr.hop_by_hop,

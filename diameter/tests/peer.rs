@@ -658,3 +658,37 @@ fn any_traffic_leaves_suspect() {
     c.handle_timeout(t0 + 3 * tw - Duration::from_secs(1));
     assert!(!c.is_closed());
 }
+
+#[test]
+fn malformed_answers() {
+    let now = Instant::now();
+    // A garbled CEA closes the initiator at once.
+    let mut c = Peer::connect(Arc::new(cfg("scscf.ims.lab")), now, 1, ip());
+    let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab")), now, 2, ip());
+    s.handle_bytes(now, &c.poll_transmit().unwrap());
+    let mut cea = s.poll_transmit().unwrap().to_vec();
+    cea[20 + 7] = 0xf0;
+    c.handle_bytes(now, &cea);
+    assert!(matches!(
+        &drain(&mut c)[..],
+        [Event::Closed(CloseReason::ProtocolError(_))]
+    ));
+    // A garbled application answer fails just that request.
+    let (mut c, mut s) = open_pair(now);
+    let id = c.send_request(now, mar()).unwrap();
+    let (_, se) = pump(&mut c, &mut s, now);
+    let Event::Request(req) = &se[0] else {
+        panic!()
+    };
+    s.send_answer(Message::answer_for(req).with_result_code(2001))
+        .unwrap();
+    let mut ans = s.poll_transmit().unwrap().to_vec();
+    ans[20 + 7] = 0xf0;
+    c.handle_bytes(now, &ans);
+    let ev = drain(&mut c);
+    assert!(
+        matches!(&ev[..], [Event::RequestFailed { hop_by_hop, reason: FailReason::MalformedAnswer(_) }] if *hop_by_hop == id),
+        "{ev:?}"
+    );
+    assert!(c.is_open());
+}
