@@ -82,6 +82,14 @@
 //! - [`peer::Peer`]: the sans-IO connection state machine (capabilities exchange, watchdog,
 //!   disconnect, request/answer matching, protocol error answers).
 //! - [`transport`]: tokio TCP client and server around [`peer::Peer`] (SCTP with feature `sctp`).
+//!
+//! Cargo features: `sctp` (SCTP transport via tokio-sctp; links libsctp, fails with
+//! [`TransportError::SctpUnsupported`] where the kernel lacks SCTP) and `testkit`
+//! (a freeDiameter launcher for interop tests).
+//!
+//! Not implemented: peer election for simultaneous connections (RFC 6733 §5.6.4),
+//! duplicate request detection (T flag, §6.1.5), the RFC 3539 REOPEN state (a
+//! [`ReconnectingClient`] simply opens a fresh connection), TLS/DTLS.
 
 #![warn(missing_docs)]
 
