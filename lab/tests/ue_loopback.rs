@@ -460,3 +460,37 @@ fn cli_registers_reregisters_and_deregisters() {
     let cli = lab::cli::Cli::try_parse_from(bad).unwrap();
     assert!(lab::cli::run(&cli).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrefreshed_registration_expires_and_its_sas_go() {
+    let pcscf = ScriptedPcscf::start(IpsecMode::Off, 17900, subs(2)).await;
+    let mut ues = fleet(2, pcscf.addr, 25);
+    for u in &mut ues {
+        u.expires = 2;
+        u.auto_refresh = false;
+    }
+    let report = register_many(
+        IoConfig {
+            mode: IpsecMode::Off,
+            ..IoConfig::default()
+        },
+        ues,
+        &[Step::Register, Step::AwaitExpiry],
+    )
+    .await
+    .unwrap();
+    pcscf.stop().await;
+    for u in &report.ues {
+        assert!(u.error.is_none(), "{:?}", u.error);
+        let after = u.expired_after.expect("expired");
+        assert!(
+            after >= Duration::from_millis(1900),
+            "expired early: {after:?}"
+        );
+        assert_eq!(u.sa_sets_left, 0);
+    }
+    assert_eq!(
+        lab::ue::fleet::count_events(&report, |k| *k == EventKind::Expired),
+        2
+    );
+}

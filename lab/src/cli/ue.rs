@@ -134,8 +134,9 @@ pub struct RegisterArgs {
     /// the binding and delete its SAs: `--expires 60 --no-refresh --then pause:70000`).
     #[arg(long)]
     no_refresh: bool,
-    /// What to do after registering, comma-separated: reregister, deregister,
-    /// `pause:<ms>`. Example: `--then reregister,pause:500,deregister`.
+    /// What to do after registering, comma-separated: reregister, deregister, expire
+    /// (wait until the registration runs out; use with --no-refresh), `pause:<ms>`.
+    /// Example: `--then reregister,pause:500,deregister`.
     #[arg(long, value_delimiter = ',', value_name = "STEP,…")]
     then: Vec<String>,
     /// How long a retired SA set stays before deletion, in milliseconds.
@@ -328,8 +329,14 @@ async fn register(
                 tokio::time::sleep(d).await;
                 Ok(())
             }
+            Step::AwaitExpiry => ue.await_expiry().await.map(|at| {
+                summary += &format!(
+                    "registration expired {:.1} s after the start\n",
+                    at.saturating_duration_since(t0).as_secs_f64()
+                );
+            }),
         };
-        last_dereg = step == Step::Deregister;
+        last_dereg = matches!(step, Step::Deregister | Step::AwaitExpiry);
         if let Err(e) = r {
             failure = Some(e);
             break;

@@ -53,6 +53,9 @@ pub enum Step {
     Deregister,
     /// Wait (e.g. to let the old SA set's grace period pass).
     Pause(Duration),
+    /// Wait until the registration expires without a refresh (UEs configured with
+    /// `auto_refresh = false`), then for the SA grace period.
+    AwaitExpiry,
 }
 
 impl std::str::FromStr for Step {
@@ -63,6 +66,7 @@ impl std::str::FromStr for Step {
             "register" | "reg" => Ok(Step::Register),
             "reregister" | "rereg" | "re-register" => Ok(Step::Reregister),
             "deregister" | "dereg" | "de-register" => Ok(Step::Deregister),
+            "expire" | "await-expiry" => Ok(Step::AwaitExpiry),
             _ => {
                 if let Some(ms) = s.strip_prefix("pause").and_then(|r| r.strip_prefix(':')) {
                     let ms: u64 = ms
@@ -72,7 +76,7 @@ impl std::str::FromStr for Step {
                     return Ok(Step::Pause(Duration::from_millis(ms)));
                 }
                 Err(format!(
-                    "unknown step {s:?} (register, reregister, deregister, pause:<ms>)"
+                    "unknown step {s:?} (register, reregister, deregister, expire, pause:<ms>)"
                 ))
             }
         }
@@ -90,6 +94,8 @@ pub struct UeTimings {
     pub reregister: Vec<Duration>,
     /// Deregistration.
     pub deregister: Option<Duration>,
+    /// [`Step::AwaitExpiry`]: from the last 200 OK to the UE dropping the binding.
+    pub expired_after: Option<Duration>,
     /// REGISTER transactions of the initial registration (2, or 3 after a resync).
     pub register_round_trips: u32,
     /// Whether the registration's 200 OK came through an SA.
@@ -184,14 +190,16 @@ pub fn numbered(
         .collect()
 }
 
-async fn script(h: UeHandle, steps: Vec<Step>) -> UeTimings {
+async fn script(h: UeHandle, steps: Vec<Step>, grace: Duration) -> UeTimings {
     let mut t = UeTimings {
         impu: h.name().to_string(),
         ..UeTimings::default()
     };
+    let mut last_ok: Option<Instant> = None;
     for step in steps {
         let r = match step {
             Step::Register => h.register().await.map(|r| {
+                last_ok = Some(Instant::now());
                 t.register = Some(r.took);
                 t.register_round_trips = r.round_trips;
                 t.protected = r.protected;
@@ -199,6 +207,7 @@ async fn script(h: UeHandle, steps: Vec<Step>) -> UeTimings {
                 t.associated_uris = r.associated_uris;
             }),
             Step::Reregister => h.reregister().await.map(|r| {
+                last_ok = Some(Instant::now());
                 t.reregister.push(r.took);
                 t.protected = r.protected;
                 t.service_route = r.service_route;
@@ -209,6 +218,14 @@ async fn script(h: UeHandle, steps: Vec<Step>) -> UeTimings {
                 tokio::time::sleep(d).await;
                 Ok(())
             }
+            Step::AwaitExpiry => match h.await_expiry().await {
+                Ok(at) => {
+                    t.expired_after = last_ok.map(|l| at.saturating_duration_since(l));
+                    tokio::time::sleep(grace + Duration::from_millis(200)).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = r {
             t.error = Some(format!("{step:?}: {e}"));
@@ -266,7 +283,7 @@ pub async fn register_many(
         if steps.last() == Some(&Step::Deregister) {
             s.push(Step::Pause(grace + Duration::from_millis(200)));
         }
-        tasks.push(tokio::spawn(script(h, s)));
+        tasks.push(tokio::spawn(script(h, s, grace)));
     }
     let mut timings = Vec::new();
     for t in tasks {

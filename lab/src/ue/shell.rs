@@ -135,6 +135,7 @@ enum Cmd {
     Add(Box<Ue>, Arc<str>, oneshot::Sender<usize>),
     Run(usize, Procedure, Reply),
     Snapshot(usize, oneshot::Sender<Option<UeSnapshot>>),
+    AwaitExpiry(usize, oneshot::Sender<Instant>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -295,6 +296,18 @@ impl UeHandle {
         }
     }
 
+    /// Waits until the registration runs out without a refresh (configure
+    /// `auto_refresh = false`); resolves with the time the UE dropped it. Resolves only
+    /// with an expiry that happens after this call.
+    pub async fn await_expiry(&self) -> Result<Instant, UeHostError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::AwaitExpiry(self.index, tx))
+            .await
+            .map_err(|_| UeHostError::Stopped)?;
+        rx.await.map_err(|_| UeHostError::Stopped)
+    }
+
     /// The UE's state now.
     pub async fn snapshot(&self) -> Result<UeSnapshot, UeHostError> {
         let (tx, rx) = oneshot::channel();
@@ -325,6 +338,8 @@ struct Slot {
     ue: Ue,
     name: Arc<str>,
     waiter: Option<(Procedure, Reply)>,
+    /// resolved with the time of the next `EventKind::Expired`
+    expiry_waiter: Option<oneshot::Sender<Instant>>,
 }
 
 /// Protected ports opened for the UEs, with reference counts: a UE's server port serves
@@ -406,8 +421,13 @@ async fn host_task(
                 Some(Cmd::Add(ue, name, tx)) => {
                     by_ip.insert(ue.config().local_ip, slots.len());
                     let _ = tx.send(slots.len());
-                    slots.push(Slot { ue: *ue, name, waiter: None });
+                    slots.push(Slot { ue: *ue, name, waiter: None, expiry_waiter: None });
                     scheduled.push(None);
+                }
+                Some(Cmd::AwaitExpiry(i, tx)) => {
+                    if let Some(s) = slots.get_mut(i) {
+                        s.expiry_waiter = Some(tx);
+                    }
                 }
                 Some(Cmd::Snapshot(i, tx)) => {
                     let snap = slots.get(i).map(|s| UeSnapshot {
@@ -620,6 +640,11 @@ fn emit(index: usize, s: &Slot, events: &mpsc::UnboundedSender<HostEvent>, event
 }
 
 fn resolve(s: &mut Slot, e: &UeEvent) {
+    if e.kind == EventKind::Expired {
+        if let Some(w) = s.expiry_waiter.take() {
+            let _ = w.send(e.at);
+        }
+    }
     let Some((p, _)) = &s.waiter else { return };
     let p = *p;
     let outcome = match &e.kind {
