@@ -11,17 +11,15 @@
 //! Later stages (calls, the application server) extend the script; the pieces stay.
 
 use crate::capture::{Capture, Filter};
-use crate::ue::{self, IoConfig, IsimKeys, Step, UeConfig};
+use crate::net;
+use crate::ue::{self, IoConfig, Step};
 use anyhow::Context;
 use secagree::IpsecMode;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xfrm::BackendKind;
-
-/// Home domain of the demo network (test PLMN 001/01).
-pub const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -34,22 +32,6 @@ pub struct DemoOptions {
     pub ipsec: Option<IpsecMode>,
 }
 
-/// Subscriber `i`'s identities and keys: IMSI 00101000000000(i+1), K and OPc derived from i
-/// so that `imslab aka` can recompute everything in the capture.
-pub fn subscriber(i: usize) -> (String, String, String, [u8; 16], [u8; 16]) {
-    let imsi = format!("00101{:010}", i + 1);
-    let impi = format!("{imsi}@{DOMAIN}");
-    let impu = format!("sip:{imsi}@{DOMAIN}");
-    let tel = format!("tel:+4915550{:05}", i + 1);
-    let mut k = [0u8; 16];
-    let mut opc = [0u8; 16];
-    for j in 0..16 {
-        k[j] = (0x10 * (i as u8 % 16)).wrapping_add(j as u8) ^ 0x46;
-        opc[j] = (j as u8).wrapping_mul(17) ^ 0xcd;
-    }
-    (impi, impu, tel, k, opc)
-}
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -57,18 +39,6 @@ fn is_root() -> bool {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn free_port(udp: bool) -> std::io::Result<u16> {
-    if udp {
-        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    } else {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    }
 }
 
 /// The result of a demo run.
@@ -114,94 +84,10 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         }
     }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
-    let work = tempfile::tempdir().context("temporary directory")?;
-    let db = work.path().join("hss.db");
-    let diameter_port = free_port(false)?;
-    let sip_port = free_port(true)?;
-    let pcscf_ip: IpAddr = [127, 0, 0, 1].into();
-    let sip_addr = SocketAddr::new(pcscf_ip, sip_port);
-
-    // HSS: config file next to the outputs (for the curious), database in the temp dir.
-    let hss_toml = format!(
-        "origin_host = \"hss.{DOMAIN}\"\nrealm = \"{DOMAIN}\"\n\n[diameter]\nlisten = \
-         \"127.0.0.1:{diameter_port}\"\nallowed_peers = [\"pcscf.{DOMAIN}\"]\n\n[store]\npath = \
-         \"{}\"\ndurability = \"normal\"\n",
-        db.display()
-    );
-    let hss_cfg_path = opts.out.join("hss.toml");
-    std::fs::write(&hss_cfg_path, &hss_toml).context("write hss.toml")?;
-    let hss_cfg = hss::config::Config::load(&hss_cfg_path).context("hss.toml")?;
-    {
-        let mut store = hss::store::Store::open(&db, hss::store::Durability::Normal)
-            .context("open the HSS store")?;
-        for i in 0..opts.ues {
-            let (impi, impu, tel, k, opc) = subscriber(i);
-            store
-                .add(&hss::store::Subscriber {
-                    impi,
-                    imsi: Some(format!("00101{:010}", i + 1)),
-                    iccid: None,
-                    msisdn: Some(tel.trim_start_matches("tel:+").to_string()),
-                    k,
-                    opc,
-                    amf: [0x80, 0x00],
-                    sqn: 0,
-                    impus: vec![
-                        hss::store::Impu {
-                            uri: impu,
-                            irs: 0,
-                            barred: false,
-                            display_name: None,
-                        },
-                        hss::store::Impu {
-                            uri: tel,
-                            irs: 0,
-                            barred: false,
-                            display_name: Some(format!("Demo UE {}", i + 1)),
-                        },
-                    ],
-                    ifcs: vec![],
-                    profile: None,
-                    shared_ifc_set_ids: vec![],
-                    reg_state: Default::default(),
-                    scscf_name: None,
-                    scscf_host: None,
-                    scscf_realm: None,
-                })
-                .context("provision a subscriber")?;
-        }
-    }
-    say(format!(
-        "[{:>6.1} ms] hss: {} subscribers in {} (SQLite), Cx on 127.0.0.1:{diameter_port}",
-        ms(t0),
-        opts.ues,
-        db.display()
-    ));
-    let (_hss, _listening) = hss::server::start(&hss_cfg)
-        .await
-        .context("start the HSS")?;
-
-    let esp_sa = opts.out.join("esp_sa");
-    let policy = if mode == IpsecMode::Off {
-        "off"
-    } else {
-        "required"
-    };
-    let backend = match mode {
-        IpsecMode::Off => "auto".to_string(),
-        IpsecMode::Backend(b) => b.to_string(),
-    };
-    let pcscf_toml = format!(
-        "[sip]\nlisten = \"{sip_addr}\"\ndomain = \"{DOMAIN}\"\n\n[ipsec]\npolicy = \
-         \"{policy}\"\nbackend = \"{backend}\"\nport_range = [31100, 31999]\nesp_sa_file = \
-         \"{}\"\n\n[hss]\naddress = \"127.0.0.1:{diameter_port}\"\norigin_host = \
-         \"pcscf.{DOMAIN}\"\n",
-        esp_sa.display()
-    );
-    std::fs::write(opts.out.join("pcscf.toml"), &pcscf_toml).context("write pcscf.toml")?;
-    let pcscf_cfg = pcscf::Config::from_toml(&pcscf_toml).context("pcscf.toml")?;
-
-    // Capture before anything talks.
+    let ports = net::Ports::pick()?;
+    let (diameter_port, sip_port) = (ports.diameter, ports.sip.port());
+    let pcscf_ip = ports.sip.ip();
+    // Capture before anything talks, CER included.
     let ue_ips: Vec<IpAddr> = (0..opts.ues).map(ue::loopback_ip).collect();
     let pcap = opts.out.join("demo.pcap");
     let capture = if root {
@@ -226,9 +112,23 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         None
     };
 
-    let pcscf = pcscf::shell::start(pcscf_cfg)
-        .await
-        .context("start the P-CSCF")?;
+    let lab = net::LabNet::start(&net::NetOptions {
+        subscribers: opts.ues,
+        mode,
+        config_dir: opts.out.clone(),
+        ports,
+        port_range: (31100, 31999),
+    })
+    .await?;
+    say(format!(
+        "[{:>6.1} ms] hss: {} subscribers in {} (SQLite), Cx on 127.0.0.1:{diameter_port}",
+        ms(t0),
+        opts.ues,
+        lab.db.display()
+    ));
+    let pcscf = &lab.pcscf;
+    let policy = lab.policy;
+    let esp_sa = lab.esp_sa.clone();
     say(format!(
         "[{:>6.1} ms] pcscf: SIP on {} (UDP/TCP), IPsec {} ({}), collapsed S-CSCF role",
         ms(t0),
@@ -236,31 +136,16 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         pcscf.backend,
         policy
     ));
-
-    let mut template = UeConfig::new(
-        "",
-        "",
-        DOMAIN,
-        IsimKeys::new([0; 16], [0; 16]),
-        pcscf_ip,
-        pcscf.sip_addr,
-    );
-    template.sec_agree = mode != IpsecMode::Off;
-    template.expires = 600;
-    template.sa_grace = Duration::from_millis(500);
-    let ues = ue::numbered(&template, opts.ues, |i| {
-        let (impi, impu, _, k, opc) = subscriber(i);
-        (impi, impu, IsimKeys::new(k, opc))
-    });
+    let ues = lab.ue_configs(opts.ues, mode != IpsecMode::Off);
     for (i, u) in ues.iter().enumerate() {
-        let (_, _, _, k, opc) = subscriber(i);
+        let sub = net::subscriber(i);
         say(format!(
             "             UE{} {} on {}  K={} OPc={}",
             i + 1,
             u.impu,
             u.local_ip,
-            hex(&k),
-            hex(&opc)
+            hex(&sub.k),
+            hex(&sub.opc)
         ));
     }
     let io = IoConfig {
@@ -280,7 +165,7 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
     let live = pcscf.live_sa_sets();
     let backend_used = pcscf.backend;
     let keys = pcscf.esp_sa_history();
-    pcscf.stop().await;
+    lab.pcscf.stop().await;
     let packets = match capture {
         Some(c) => Some(c.stop().context("finish the capture")?),
         None => None,

@@ -9,8 +9,10 @@
 //! The network-namespace lab and the load tools grow here as further modules, each a
 //! subcommand; `main.rs` only parses arguments and dispatches.
 
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod demo;
 pub mod hexarg;
+pub mod net;
 pub mod ue;

@@ -1,6 +1,7 @@
 //! Command-line front ends, one module per `imslab` subcommand.
 
 pub mod aka;
+pub mod bench;
 pub mod demo;
 pub mod ue;
 
@@ -26,6 +27,8 @@ pub enum Command {
     Ue(ue::UeArgs),
     /// All-in-one demo: HSS + P-CSCF + simulated UEs registering over IPsec on loopback.
     Demo(demo::DemoArgs),
+    /// Load tools: registrations per second through P-CSCF and HSS.
+    Bench(bench::BenchArgs),
 }
 
 /// Run a parsed command line; what it returns is printed on stdout.
@@ -34,5 +37,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Aka(a) => aka::run(a),
         Command::Ue(a) => ue::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

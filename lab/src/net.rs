@@ -1,0 +1,221 @@
+//! A whole IMS network in this process, on loopback: HSS (SQLite in a temporary directory,
+//! provisioned subscribers, Cx over TCP) and P-CSCF (SIP on UDP/TCP, IPsec), with their
+//! generated configuration files written out for the curious. The demo and the load tools
+//! run their UEs against it.
+
+use crate::ue::{self, IsimKeys, UeConfig};
+use anyhow::Context;
+use secagree::IpsecMode;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Home domain of the lab network (test PLMN 001/01).
+pub const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+
+/// Subscriber `i`'s identities and keys: IMSI 00101 + (i+1) on 10 digits, K derived from
+/// i, one OPc, so that `imslab aka` can recompute everything seen in a capture.
+pub struct Sub {
+    /// IMSI.
+    pub imsi: String,
+    /// Private identity.
+    pub impi: String,
+    /// SIP public identity.
+    pub impu: String,
+    /// tel: public identity (same implicit registration set).
+    pub tel: String,
+    /// K.
+    pub k: [u8; 16],
+    /// OPc.
+    pub opc: [u8; 16],
+}
+
+/// The `i`-th subscriber of the lab network (0-based).
+pub fn subscriber(i: usize) -> Sub {
+    let imsi = format!("00101{:010}", i + 1);
+    let mut k = [0u8; 16];
+    let mut opc = [0u8; 16];
+    let seed = (i as u64).to_be_bytes();
+    for j in 0..16 {
+        k[j] = (j as u8) ^ 0x46 ^ seed[j % 8].rotate_left(j as u32);
+        opc[j] = (j as u8).wrapping_mul(17) ^ 0xcd;
+    }
+    Sub {
+        impi: format!("{imsi}@{DOMAIN}"),
+        impu: format!("sip:{imsi}@{DOMAIN}"),
+        tel: format!("tel:+4915550{:06}", i + 1),
+        imsi,
+        k,
+        opc,
+    }
+}
+
+/// Loopback ports, picked before anything starts so a capture can begin first.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// HSS Diameter (TCP) on 127.0.0.1.
+    pub diameter: u16,
+    /// P-CSCF SIP (UDP and TCP).
+    pub sip: SocketAddr,
+}
+
+impl Ports {
+    /// Free ports on 127.0.0.1 right now.
+    pub fn pick() -> std::io::Result<Ports> {
+        let d = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        Ok(Ports {
+            diameter: d,
+            sip: s,
+        })
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    /// Subscribers to provision ([`subscriber`] 0..n).
+    pub subscribers: usize,
+    /// IPsec of the P-CSCF (`Off` also sets `ipsec.policy = "off"`).
+    pub mode: IpsecMode,
+    /// Where hss.toml, pcscf.toml and esp_sa go.
+    pub config_dir: PathBuf,
+    /// Ports from [`Ports::pick`].
+    pub ports: Ports,
+    /// The P-CSCF's protected port range (two ports per SA set; a re-registration holds
+    /// two sets for a moment).
+    pub port_range: (u16, u16),
+}
+
+/// The running network.
+pub struct LabNet {
+    /// The HSS (its store, metrics, Diameter server).
+    pub hss: Arc<hss::server::Hss>,
+    /// The P-CSCF.
+    pub pcscf: pcscf::shell::Running,
+    /// SQLite database of the HSS.
+    pub db: PathBuf,
+    /// `ipsec.policy` in force.
+    pub policy: &'static str,
+    /// The esp_sa file the P-CSCF keeps up to date.
+    pub esp_sa: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl LabNet {
+    /// Provision, write the configurations, start the HSS, then the P-CSCF.
+    pub async fn start(o: &NetOptions) -> anyhow::Result<LabNet> {
+        std::fs::create_dir_all(&o.config_dir)
+            .with_context(|| format!("create {}", o.config_dir.display()))?;
+        let work = tempfile::tempdir().context("temporary directory")?;
+        let db = work.path().join("hss.db");
+        let hss_toml = format!(
+            "origin_host = \"hss.{DOMAIN}\"\nrealm = \"{DOMAIN}\"\n\n[diameter]\nlisten = \
+             \"127.0.0.1:{}\"\nallowed_peers = [\"pcscf.{DOMAIN}\"]\n\n[store]\npath = \
+             \"{}\"\ndurability = \"normal\"\n",
+            o.ports.diameter,
+            db.display()
+        );
+        let hss_cfg_path = o.config_dir.join("hss.toml");
+        std::fs::write(&hss_cfg_path, &hss_toml).context("write hss.toml")?;
+        let hss_cfg = hss::config::Config::load(&hss_cfg_path).context("hss.toml")?;
+        provision(&db, o.subscribers)?;
+        let (hss, _listening) = hss::server::start(&hss_cfg)
+            .await
+            .context("start the HSS")?;
+
+        let esp_sa = o.config_dir.join("esp_sa");
+        let (policy, backend) = match o.mode {
+            IpsecMode::Off => ("off", "auto".to_string()),
+            IpsecMode::Backend(b) => ("required", b.to_string()),
+        };
+        let pcscf_toml = format!(
+            "[sip]\nlisten = \"{}\"\ndomain = \"{DOMAIN}\"\n\n[ipsec]\npolicy = \
+             \"{policy}\"\nbackend = \"{backend}\"\nport_range = [{}, {}]\nesp_sa_file = \
+             \"{}\"\n\n[hss]\naddress = \"127.0.0.1:{}\"\norigin_host = \"pcscf.{DOMAIN}\"\n",
+            o.ports.sip,
+            o.port_range.0,
+            o.port_range.1,
+            esp_sa.display(),
+            o.ports.diameter
+        );
+        std::fs::write(o.config_dir.join("pcscf.toml"), &pcscf_toml).context("write pcscf.toml")?;
+        let pcscf_cfg = pcscf::Config::from_toml(&pcscf_toml).context("pcscf.toml")?;
+        let pcscf = pcscf::shell::start(pcscf_cfg)
+            .await
+            .context("start the P-CSCF")?;
+        Ok(LabNet {
+            hss,
+            pcscf,
+            db,
+            policy,
+            esp_sa,
+            _work: work,
+        })
+    }
+
+    /// UE configurations for subscribers 0..n, each on its own loopback address
+    /// ([`ue::loopback_ip`]), pointing at our P-CSCF.
+    pub fn ue_configs(&self, n: usize, sec_agree: bool) -> Vec<UeConfig> {
+        let mut template = UeConfig::new(
+            "",
+            "",
+            DOMAIN,
+            IsimKeys::new([0; 16], [0; 16]),
+            IpAddr::from([127, 0, 0, 1]),
+            self.pcscf.sip_addr,
+        );
+        template.sec_agree = sec_agree;
+        template.expires = 600;
+        template.sa_grace = Duration::from_millis(500);
+        ue::numbered(&template, n, |i| {
+            let s = subscriber(i);
+            (s.impi, s.impu, IsimKeys::new(s.k, s.opc))
+        })
+    }
+}
+
+fn provision(db: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    let mut store = hss::store::Store::open(db, hss::store::Durability::Normal)
+        .context("open the HSS store")?;
+    for i in 0..n {
+        let s = subscriber(i);
+        store
+            .add(&hss::store::Subscriber {
+                impi: s.impi,
+                imsi: Some(s.imsi),
+                iccid: None,
+                msisdn: Some(s.tel.trim_start_matches("tel:+").to_string()),
+                k: s.k,
+                opc: s.opc,
+                amf: [0x80, 0x00],
+                sqn: 0,
+                impus: vec![
+                    hss::store::Impu {
+                        uri: s.impu,
+                        irs: 0,
+                        barred: false,
+                        display_name: None,
+                    },
+                    hss::store::Impu {
+                        uri: s.tel,
+                        irs: 0,
+                        barred: false,
+                        display_name: Some(format!("Lab UE {}", i + 1)),
+                    },
+                ],
+                ifcs: vec![],
+                profile: None,
+                shared_ifc_set_ids: vec![],
+                reg_state: Default::default(),
+                scscf_name: None,
+                scscf_host: None,
+                scscf_realm: None,
+            })
+            .context("provision a subscriber")?;
+    }
+    Ok(())
+}
