@@ -14,6 +14,22 @@
 //!   its own IP address), with [`UeHandle`] commands that resolve when a procedure ends.
 //! - [`fleet`]: register N UEs concurrently and collect their timings (end-to-end tests,
 //!   the demo, load).
+//!
+//! Behaviour worth knowing when reading a capture:
+//! - Via carries the port the request really leaves from, with `rport` (RFC 3581), so
+//!   responses find the UE whatever the P-CSCF's Via handling; Contact carries the
+//!   protected server port (port_us), which stays the same across re-authentications
+//!   (TS 33.203 §7.4) while each new SA set gets new SPIs and a new client port
+//!   (`port_uc` and `port_uc + 2` alternate, see [`LocalSecurity::generation`]).
+//! - Every REGISTER after the first challenge carries the last nonce and a response
+//!   computed from its RES (TS 24.229 §5.1.1.4.1), so a P-CSCF may accept a
+//!   re-registration without re-authenticating; a deregistration repeats the parameters of
+//!   the set in use rather than offering a new one, and is answered like any challenge if
+//!   the network challenges it.
+//! - A new set is promoted on the 200 OK and the old one retired for `sa_grace`, then
+//!   deleted; deregistration and local expiry retire every set the same way.
+//! - Requests from the network are answered (OPTIONS 200, anything else 501) until
+//!   dialogs exist; SIP over UDP only for now.
 
 pub mod config;
 pub mod core;
