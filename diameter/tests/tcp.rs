@@ -354,3 +354,39 @@ async fn reconnecting_client_comes_back_after_server_dpr() {
     let a = rc.request(mar(&h2, "two@ims.lab")).await.unwrap();
     assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "two@ims.lab");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_at_once() {
+    let srv = start_server().await;
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let addr = srv.local_addr();
+        tasks.push(tokio::spawn(async move {
+            let host = format!("scscf{n}.ims.lab");
+            let c = PeerHandle::connect(addr, PeerConfig::cx(host.as_str(), "ims.lab"))
+                .await
+                .unwrap();
+            let mut inner = Vec::new();
+            for i in 0..100 {
+                let c = c.clone();
+                inner.push(tokio::spawn(async move {
+                    let user = format!("u{n}-{i}@ims.lab");
+                    let a = c.request(mar(&c, &user)).await.unwrap();
+                    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), user);
+                }));
+            }
+            for t in inner {
+                t.await.unwrap();
+            }
+            c
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    assert_eq!(srv.peers().len(), 20);
+    for c in &clients {
+        c.disconnect().await;
+    }
+}
