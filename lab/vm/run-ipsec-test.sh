@@ -25,7 +25,9 @@ if [ -n "${VM_DRIVER_BIN:-}" ]; then
     # A driver built elsewhere (e.g. an `imslab` subcommand): no nested cargo build.
     bin="$VM_DRIVER_BIN"
 else
-    [ -f "$here/driver/Cargo.lock" ] || cp "$repo/Cargo.lock" "$here/driver/Cargo.lock"
+    if [ ! -f "$here/driver/Cargo.lock" ] && [ -f "$repo/Cargo.lock" ]; then
+        cp "$repo/Cargo.lock" "$here/driver/Cargo.lock"
+    fi
     echo "run-ipsec-test: building the in-VM driver" >&2
     CARGO_TARGET_DIR="$driver_target" "$cargo" build --release --quiet \
         --manifest-path "$here/driver/Cargo.toml" >&2

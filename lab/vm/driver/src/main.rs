@@ -15,6 +15,9 @@
 //!    the other exchange SIP-sized UDP on all four SAs;
 //! 3. a key mismatch is refused by the kernel (integrity failure counted, nothing delivered).
 //!
+//! With `--out DIR`, the ESP frames of the kernel ⇄ kernel phase are written to
+//! `DIR/kernel-esp.pcap` and their keys to `DIR/esp_sa` (Wireshark UAT) for the host to decrypt.
+//!
 //! Output: one `VMTEST PASS|FAIL <name> ...` line per check and a `VMTEST SUMMARY` line; the
 //! exit status is non-zero if any check failed.
 
@@ -253,6 +256,9 @@ fn tcp_exchange(
 /// Raw AF_PACKET capture on one interface (what tcpdump would see), drained on demand.
 struct Capture {
     fd: OwnedFd,
+    /// Frames between the two hosts kept for the pcap (when `record` is on).
+    frames: std::cell::RefCell<Vec<(std::time::SystemTime, Vec<u8>)>>,
+    record: std::cell::Cell<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -312,7 +318,11 @@ impl Capture {
                     4,
                 )
             };
-            Ok(Capture { fd })
+            Ok(Capture {
+                fd,
+                frames: Default::default(),
+                record: Default::default(),
+            })
         })
         .map_err(err("netns"))?
     }
@@ -358,6 +368,11 @@ impl Capture {
             if !((src == a && dst == b) || (src == b && dst == a)) {
                 continue;
             }
+            if self.record.get() {
+                self.frames
+                    .borrow_mut()
+                    .push((std::time::SystemTime::now(), f.to_vec()));
+            }
             match proto {
                 50 => seen.esp += 1,
                 6 | 17 => seen.plain_transport += 1,
@@ -368,6 +383,31 @@ impl Capture {
             }
         }
         seen
+    }
+}
+
+impl Capture {
+    /// Writes the recorded frames as a classic pcap (Ethernet link type).
+    fn write_pcap(&self, path: &std::path::Path) -> std::io::Result<usize> {
+        let frames = self.frames.borrow();
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&4u16.to_le_bytes());
+        out.extend_from_slice(&0i32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
+        for (t, f) in frames.iter() {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            out.extend_from_slice(&(d.as_secs() as u32).to_le_bytes());
+            out.extend_from_slice(&d.subsec_micros().to_le_bytes());
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        std::fs::write(path, out)?;
+        Ok(frames.len())
     }
 }
 
@@ -461,6 +501,7 @@ fn kernel_kernel(
         let tag = format!("kk{k}");
         let prefix = format!("IMSLABPLAINTEXT-{tag}-");
         lab.cap.drain(pa, ua, b"");
+        lab.cap.record.set(true);
         let uc = SocketAddr::new(set.ue, set.port_uc);
         let us = SocketAddr::new(set.ue, set.port_us);
         let pc = SocketAddr::new(set.pcscf, set.port_pc);
@@ -501,6 +542,7 @@ fn kernel_kernel(
         // Let the final ACK/FIN segments go through before reading counters.
         std::thread::sleep(Duration::from_millis(50));
         let seen = lab.cap.drain(pa, ua, prefix.as_bytes());
+        lab.cap.record.set(false);
         let pc_ = xfrm_counters(&lab.p)?;
         let uc_ = xfrm_counters(&lab.u)?;
         let mut per_sa = Vec::new();
@@ -741,7 +783,7 @@ fn key_mismatch(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend) -> Res<String
     r
 }
 
-fn run(report: &mut Report) -> Res<()> {
+fn run(report: &mut Report, out: Option<&std::path::Path>) -> Res<()> {
     let t0 = Instant::now();
     let p = NetNs::create("vmp").map_err(err("netns"))?;
     let u = NetNs::create("vmu").map_err(err("netns"))?;
@@ -787,16 +829,33 @@ fn run(report: &mut Report) -> Res<()> {
         }
     }
     let t1 = Instant::now();
+    let mut kk_sets = Vec::new();
     for &(v6, i, e) in &combos {
         let set = make_set(v6, k, i, e, &IK);
         let name = format!("kernel-kernel/{}/{i}/{e}", if v6 { "ipv6" } else { "ipv4" });
         report.check(&name, kernel_kernel(&lab, &pk, &uk, &set, k));
+        kk_sets.push(set);
         k += 1;
     }
     println!(
         "VMTEST INFO kernel-kernel {:.2}s",
         t1.elapsed().as_secs_f64()
     );
+    if let Some(dir) = out {
+        // The kernel's ESP as a capture plus the keys as Wireshark's esp_sa UAT: the host
+        // decrypts it with tshark, an independent check of algorithms and keys.
+        let pcap = dir.join("kernel-esp.pcap");
+        let r = lab
+            .cap
+            .write_pcap(&pcap)
+            .map_err(err("write pcap"))
+            .and_then(|n| {
+                xfrm::uat::write_esp_sa_file(&dir.join("esp_sa"), kk_sets.iter())
+                    .map_err(err("write esp_sa"))?;
+                Ok(format!("frames={n} file={}", pcap.display()))
+            });
+        report.check("kernel-esp-pcap-written", r);
+    }
 
     let t2 = Instant::now();
     let (pub_, mut prx) = lab
@@ -871,8 +930,19 @@ fn run(report: &mut Report) -> Res<()> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = match args.iter().position(|a| a == "--out") {
+        Some(i) => match args.get(i + 1) {
+            Some(d) => Some(std::path::PathBuf::from(d)),
+            None => {
+                eprintln!("usage: vm-ipsec [--out DIR]");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
     let mut report = Report::default();
-    if let Err(e) = run(&mut report) {
+    if let Err(e) = run(&mut report, out.as_deref()) {
         report.check("setup", Err(e));
     }
     println!(
