@@ -707,6 +707,50 @@ fn bid_down_to_an_algorithm_we_did_not_offer_aborts() {
 }
 
 #[test]
+fn the_best_server_mechanism_we_offered_wins_and_duplicate_install_answers_are_ignored() {
+    let mut cfg = config();
+    cfg.algorithms = AlgPrefs {
+        integrity: vec![xfrm::IntegrityAlg::HmacMd5_96],
+        encryption: vec![xfrm::EncryptionAlg::Null],
+    };
+    let mut ue = Ue::new(cfg).unwrap();
+    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let t = Instant::now();
+    ue.register(t);
+    let (r1, f1) = one_transmit(&mut ue);
+    let mut c401 = net.challenge(&r1);
+    // the P-CSCF lists a mechanism we did not offer first (higher q), then ours
+    let mut unoffered = net.server[0].clone();
+    unoffered.alg = Some("hmac-sha-1-96".into());
+    unoffered.ealg = Some("aes-cbc".into());
+    unoffered.q = Some(900);
+    c401.set_header(
+        "Security-Server",
+        &format_security_list(&[unoffered, net.server[0].clone()]),
+    );
+    deliver(&mut ue, &c401, f1, t);
+    let set = match actions(&mut ue).as_slice() {
+        [SaAction::Install { set, .. }] => set.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(set.integrity, xfrm::IntegrityAlg::HmacMd5_96);
+    assert_eq!(set.encryption, xfrm::EncryptionAlg::Null);
+    ue.handle_sa_installed(0, Ok(8), t);
+    let (r2, _) = one_transmit(&mut ue);
+    assert_eq!(
+        r2.security_verify().unwrap().len(),
+        2,
+        "Security-Verify repeats the whole list"
+    );
+    // a confused shell answers again: nothing changes
+    ue.handle_sa_installed(0, Ok(9), t);
+    ue.handle_sa_installed(0, Err("late".into()), t);
+    assert!(ue.poll_transmit().is_none());
+    assert!(actions(&mut ue).is_empty());
+    assert_eq!(ue.registration().set_count(), 1);
+}
+
+#[test]
 fn silence_means_retransmissions_then_a_timeout() {
     let mut cfg = config();
     cfg.timers.t1 = Duration::from_millis(100);

@@ -862,7 +862,7 @@ impl Registration {
             .cloned()
             .collect();
         sip::ims::sort_by_preference(&mut ranked);
-        let server = ranked
+        let first = ranked
             .first()
             .ok_or_else(|| RegError::SecAgree("no ipsec-3gpp Security-Server in the 401".into()))?;
         let offers = secagree::client_offers(
@@ -872,18 +872,22 @@ impl Registration {
             p.local.port_uc,
             p.local.port_us,
         );
-        let chosen = offers
-            .iter()
-            .find(|o| {
+        let matching = |server: &SecurityMechanism| {
+            offers.iter().find(|o| {
                 o.alg.as_deref().map(str::to_ascii_lowercase)
                     == server.alg.as_deref().map(str::to_ascii_lowercase)
                     && o.ealg_or_null().eq_ignore_ascii_case(server.ealg_or_null())
             })
+        };
+        // RFC 3329 §2.3.1: the most preferred server mechanism that we offered.
+        let (server, chosen) = ranked
+            .iter()
+            .find_map(|m| matching(m).map(|o| (m, o)))
             .ok_or_else(|| {
                 RegError::SecAgree(format!(
                     "P-CSCF chose alg={} ealg={}, which we did not offer",
-                    server.alg.as_deref().unwrap_or("?"),
-                    server.ealg_or_null()
+                    first.alg.as_deref().unwrap_or("?"),
+                    first.ealg_or_null()
                 ))
             })?;
         let set = secagree::sa_set(
@@ -924,6 +928,8 @@ impl Registration {
             return;
         };
         match result {
+            // a second answer for the same install (a confused shell): the first one counts
+            _ if self.sets[idx].id.is_some() => {}
             Err(e) => {
                 self.sets.remove(idx);
                 if pending {
