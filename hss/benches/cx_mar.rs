@@ -95,7 +95,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let (_hss, l) = hss::server::start(&cfg).await.expect("start");
+        let (hss, l) = hss::server::start(&cfg).await.expect("start");
         let subs: std::sync::Arc<Vec<Subscriber>> = std::sync::Arc::new((0..nsubs).map(subscriber).collect());
         let per_worker = total / (conns * inflight);
         let start = Instant::now();
@@ -129,7 +129,7 @@ fn main() {
         lat.sort_unstable();
         let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
         println!(
-            "cx_mar: {} MAR->MAA over TCP, {} conns x {} in flight, {} subscribers, durability={:?}: {:.0} MAA/s, p50 {:?}, p99 {:?}, max {:?}",
+            "cx_mar: {} MAR->MAA over TCP, {} conns x {} in flight, {} subscribers, durability={:?}: {:.0} MAA/s, p50 {:?}, p99 {:?}, max {:?}, {:.1} MARs per SQN commit",
             lat.len(),
             conns,
             inflight,
@@ -138,7 +138,9 @@ fn main() {
             lat.len() as f64 / el.as_secs_f64(),
             pct(0.50),
             pct(0.99),
-            lat[lat.len() - 1]
+            lat[lat.len() - 1],
+            hss.sqn.stats().requests.load(std::sync::atomic::Ordering::Relaxed) as f64
+                / hss.sqn.stats().batches.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64
         );
     });
 }

@@ -25,6 +25,10 @@ pub struct Gauges {
     pub registered: u64,
     /// Connected Diameter peers.
     pub peers: u64,
+    /// SQN group commits so far.
+    pub sqn_commits: u64,
+    /// MARs served by them.
+    pub sqn_commit_requests: u64,
 }
 
 impl Metrics {

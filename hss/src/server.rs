@@ -170,6 +170,16 @@ impl Hss {
             subscribers: st.count().unwrap_or(0),
             registered: st.count_registered().unwrap_or(0),
             peers: self.diameter.peers().len() as u64,
+            sqn_commits: self
+                .sqn
+                .stats()
+                .batches
+                .load(std::sync::atomic::Ordering::Relaxed),
+            sqn_commit_requests: self
+                .sqn
+                .stats()
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

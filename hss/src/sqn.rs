@@ -8,7 +8,8 @@
 
 use crate::store::{IssueError, Issued, SqnRequest, Store};
 use akav1::SqnPolicy;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 /// Most requests committed in one transaction.
@@ -20,12 +21,24 @@ type Job = (SqnRequest, oneshot::Sender<Result<Issued, IssueError>>);
 #[derive(Clone)]
 pub struct SqnService {
     tx: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+/// Group-commit counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Transactions committed (or attempted).
+    pub batches: AtomicU64,
+    /// Requests served in them.
+    pub requests: AtomicU64,
 }
 
 impl SqnService {
     /// Starts the writer thread on its own connection `store`.
     pub fn start(mut store: Store, policy: SqnPolicy, ind: u32) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(Stats::default());
+        let st = stats.clone();
         std::thread::Builder::new()
             .name("hss-sqn".into())
             .spawn(move || {
@@ -40,12 +53,19 @@ impl SqnService {
                     }
                     let reqs: Vec<SqnRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
                     let results = store.issue_sqns(&reqs, &policy, ind);
+                    st.batches.fetch_add(1, Ordering::Relaxed);
+                    st.requests.fetch_add(reqs.len() as u64, Ordering::Relaxed);
                     for ((_, reply), res) in batch.drain(..).zip(results) {
                         let _ = reply.send(res);
                     }
                 }
             })?;
-        Ok(SqnService { tx })
+        Ok(SqnService { tx, stats })
+    }
+
+    /// Counters of the writer thread.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Reserves SQNs; resolves only after they are committed.
