@@ -56,17 +56,106 @@ fn num(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no numeric {key}= in {line:?}"))
 }
 
+fn require_tools() -> bool {
+    TOOLS.iter().all(|t| testkit::require_bin(t).is_some())
+}
+
+fn vm_cache() -> PathBuf {
+    std::env::var_os("VM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/vm-cache"))
+}
+
+/// The harness itself (lab/vm/run.sh, reused by later in-VM tests): a failing script gives a
+/// FAIL result and a non-zero exit although qemu exits 0, binaries from the payload run with
+/// their libraries, and a binary file from /out comes back intact.
+#[test]
+fn harness_reports_failure_and_hands_files_back() {
+    if !require_tools() {
+        return;
+    }
+    let cache = vm_cache();
+    let work = cache.join("run-selftest");
+    let payload = tempfile::tempdir().expect("tempdir");
+    // A dynamically linked host program in the payload: its libraries must be copied in.
+    std::fs::copy("/usr/sbin/ip", payload.path().join("ip-copy")).expect("copy ip");
+    std::fs::write(
+        payload.path().join("selftest.sh"),
+        "head -c 300000 /dev/urandom >/out/blob.bin\n\
+         echo \"SELFTEST sha256 $(sha256sum /out/blob.bin | cut -d' ' -f1)\"\n\
+         /payload/ip-copy -V && echo SELFTEST payload-binary-ran\n\
+         grep -q '^esp4 ' /proc/modules && echo SELFTEST esp4-loaded\n\
+         exit 3\n",
+    )
+    .expect("write script");
+    let _ = std::fs::remove_dir_all(work.join("out"));
+    let out = Command::new(repo().join("lab/vm/run.sh"))
+        .arg(payload.path())
+        .arg("selftest.sh")
+        .env("VM_CACHE", &cache)
+        .env("VM_WORK", &work)
+        .env("VM_QUIET", "1")
+        .env("VM_TIMEOUT", "120")
+        .env_remove("VM_LOG")
+        .env_remove("VM_OUT")
+        .output()
+        .expect("run lab/vm/run.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let serial = std::fs::read_to_string(work.join("serial.log")).unwrap_or_default();
+    let serial = serial.replace('\r', "");
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("vm/run:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failing script must fail run.sh:\n{stderr}"
+    );
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.starts_with("IMSLAB-VM-RESULT ") && l.contains(" FAIL rc=3 ")),
+        "FAIL line with the script's status:\n{serial}"
+    );
+    assert!(serial.contains("SELFTEST payload-binary-ran"), "{serial}");
+    assert!(serial.contains("SELFTEST esp4-loaded"), "{serial}");
+    let want = serial
+        .lines()
+        .find_map(|l| l.strip_prefix("SELFTEST sha256 "))
+        .expect("sha256 line")
+        .trim()
+        .to_string();
+    let blob = work.join("out/blob.bin");
+    assert_eq!(
+        std::fs::metadata(&blob)
+            .expect("blob.bin handed back")
+            .len(),
+        300_000
+    );
+    let sum = Command::new("sha256sum")
+        .arg(&blob)
+        .output()
+        .expect("sha256sum");
+    let got = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        got.split_whitespace().next(),
+        Some(want.as_str()),
+        "file hand-back corrupted"
+    );
+}
+
 #[test]
 fn kernel_esp_in_vm() {
-    for t in TOOLS {
-        if testkit::require_bin(t).is_none() {
-            return;
-        }
+    if !require_tools() {
+        return;
     }
     let repo = repo();
-    let cache = std::env::var_os("VM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/vm-cache"));
+    let cache = vm_cache();
     let log = cache.join("run-ipsec/serial.log");
     let out_dir = cache.join("run-ipsec/out");
     let _ = std::fs::remove_file(&log);

@@ -10,7 +10,7 @@
 # Output (stdout, last lines, also written to $VM_CACHE/kernel.env):
 #   VM_KVER=<version>  VM_KERNEL=<path to vmlinux or bzImage>  VM_MODULES=<root with lib/modules>
 #
-# Needs: apt-get, dpkg-deb, xz, busybox (for depmod: the host may lack kmod).
+# Needs: apt-get, dpkg-deb, xz, flock, busybox (for depmod: the host may lack kmod).
 set -euo pipefail
 export LC_ALL=C
 
@@ -23,9 +23,13 @@ cache="$(cd "$cache" && pwd)"
 log() { echo "build-kernel: $*" >&2; }
 die() { echo "build-kernel: ERROR: $*" >&2; exit 1; }
 
-for t in apt-get apt-cache dpkg-deb xz busybox; do
+for t in apt-get apt-cache dpkg-deb xz busybox flock; do
     command -v "$t" >/dev/null || die "missing host tool: $t"
 done
+
+# Concurrent runs (tests in parallel) share the cache: one prepares it, the others wait.
+exec 9>"$cache/.lock"
+flock 9
 
 # Which kernel package: the dependency of the linux-image-amd64 metapackage, unless pinned.
 pkg="${VM_KERNEL_PKG:-}"
