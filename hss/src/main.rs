@@ -41,9 +41,30 @@ enum Cmd {
     /// Provision subscribers directly in the database (safe while the HSS runs).
     #[command(subcommand)]
     Subscriber(Box<SubCmd>),
+    /// Shared iFC profiles (attached to subscribers with --profile).
+    #[command(subcommand)]
+    Profile(ProfileCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ProfileCmd {
+    /// Create or replace a profile from a file: a JSON array of iFCs (the REST API's form) or
+    /// a TS 29.228 User-Data XML document (the iFCs of all its ServiceProfiles are taken).
+    /// Registered users are not notified from the CLI; use PUT /api/v1/profiles/NAME for PPR.
+    Put {
+        /// Profile name.
+        name: String,
+        /// JSON or XML file.
+        file: PathBuf,
+    },
+    /// Print a profile as JSON and as User-Data XML iFCs.
+    Show {
+        /// Profile name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Subscriber(s) => subscriber(&load_config(&cli)?, s),
+        Cmd::Profile(p) => profile(&load_config(&cli)?, p),
     }
 }
 
@@ -193,6 +215,35 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         Ok(())
     })
+}
+
+fn profile(cfg: &Config, cmd: &ProfileCmd) -> anyhow::Result<()> {
+    let mut store = Store::open(&cfg.store.path, cfg.store.durability)
+        .with_context(|| format!("opening {}", cfg.store.path.display()))?;
+    match cmd {
+        ProfileCmd::Put { name, file } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let ifcs: Vec<ifc::InitialFilterCriteria> = if text.trim_start().starts_with('<') {
+                ifc::ImsSubscription::from_xml(&text)?
+                    .service_profiles
+                    .into_iter()
+                    .flat_map(|sp| sp.initial_filter_criteria)
+                    .collect()
+            } else {
+                serde_json::from_str(&text).context("expected a JSON array of iFCs")?
+            };
+            store.put_profile(name, &ifcs)?;
+            println!("profile {name}: {} iFCs", ifcs.len());
+        }
+        ProfileCmd::Show { name } => {
+            let ifcs = store
+                .profile(name)?
+                .with_context(|| format!("no profile {name}"))?;
+            println!("{}", serde_json::to_string_pretty(&ifcs)?);
+        }
+    }
+    Ok(())
 }
 
 fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {

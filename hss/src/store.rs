@@ -696,6 +696,16 @@ fn conflict(e: rusqlite::Error, what: &str) -> StoreError {
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> Result<(), StoreError> {
+    if let Some(p) = &s.profile {
+        let known = tx
+            .query_row("SELECT 1 FROM profiles WHERE name = ?1", [p], |_| Ok(()))
+            .optional()?;
+        if known.is_none() {
+            return Err(StoreError::Invalid(format!(
+                "no iFC profile {p:?} (create it first with PUT /api/v1/profiles/{p})"
+            )));
+        }
+    }
     let j = |v: &dyn erased::Ser| v.json();
     tx.execute(
         "INSERT INTO subscribers(impi, imsi, iccid, msisdn, k, opc, amf, sqn, ifcs, profile,

@@ -235,6 +235,12 @@ fn user_data_groups_implicit_sets() {
         },
         profile_part_indicator: None,
     };
+    let mut early = sub(9);
+    early.profile = Some("gold".into());
+    assert!(
+        matches!(s.add(&early), Err(StoreError::Invalid(_))),
+        "unknown profile"
+    );
     s.put_profile("gold", std::slice::from_ref(&ifc)).unwrap();
     a.profile = Some("gold".into());
     a.ifcs = vec![ifc.clone()];
