@@ -100,3 +100,10 @@ fn demo_registers_over_ipsec_and_its_capture_decrypts() {
         "Cx: MAR per challenge, SAR per (re/de)registration"
     );
 }
+#[test]
+fn demo_without_ipsec_still_registers() {
+    let dir = testkit::TestDir::new("demo-off").unwrap();
+    let stdout = run_demo(&dir.path().join("out"), &["--ues", "3", "--ipsec", "off"]);
+    assert!(stdout.contains("UE3"), "{stdout}");
+    assert!(stdout.contains("no IPsec"), "{stdout}");
+}

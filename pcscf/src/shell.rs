@@ -169,6 +169,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let stats2 = stats.clone();
     let io2 = io.clone();
     let esp_sa_file = cfg.ipsec.esp_sa_file.clone();
+    if let Some(p) = &esp_sa_file {
+        if let Err(e) = create_keys_file(p) {
+            tracing::warn!(
+                "esp_sa file {}: {e}; keys will not be exported",
+                p.display()
+            );
+        }
+    }
     let task = tokio::spawn(async move {
         let (cx_tx, mut cx_rx) =
             mpsc::unbounded_channel::<(u64, Result<diameter::Message, String>)>();
@@ -246,7 +254,7 @@ async fn drain(
                         .map_err(|e| e.to_string());
                         if r.is_ok() {
                             if let Some(path) = esp_sa_file {
-                                write_keys(io, path);
+                                append_keys(&set, path);
                             }
                         }
                         core.handle_security_ready(token, r, now);
@@ -274,18 +282,34 @@ async fn drain(
     }
 }
 
-fn write_keys(io: &SipIo, path: &std::path::Path) {
+/// Starts the esp_sa file afresh (mode 0600: it holds keys).
+fn create_keys_file(path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let r = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .open(path)?
+        .write_all(xfrm::uat::esp_sa_file(std::iter::empty()).as_bytes())
+}
+
+/// Appends one set's records: the file grows with the session, so a capture of all of it
+/// decrypts, and each install costs O(1) however many sets came before.
+fn append_keys(set: &xfrm::SaSet, path: &std::path::Path) {
+    use std::io::Write;
+    let mut text = String::new();
+    for r in xfrm::uat::records(set) {
+        text.push_str(&r);
+        text.push('\n');
+    }
+    let r = std::fs::OpenOptions::new()
+        .append(true)
         .open(path)
-        .and_then(|mut f| f.write_all(io.esp_sa_history().as_bytes()));
+        .and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = r {
-        tracing::warn!("write esp_sa file {}: {e}", path.display());
+        tracing::warn!("append to esp_sa file {}: {e}", path.display());
     }
 }
 

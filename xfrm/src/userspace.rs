@@ -479,6 +479,27 @@ impl RawSock {
             Some(socket2::Protocol::from(i32::from(crate::esp::IPPROTO_ESP))),
         )?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        // A raw socket sees every ESP packet of the host; a burst of registrations (or a
+        // neighbour's traffic) overflows the default ~200 KB queue and the drops look like
+        // packet loss to SIP (retransmissions after T1). Ask for a deep queue; without
+        // CAP_NET_ADMIN the kernel caps it at rmem_max, which is still better than default.
+        const RCVBUF: libc::c_int = 32 << 20;
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setsockopt reads size_of::<c_int>() bytes from a live local.
+            let forced = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &RCVBUF as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if forced != 0 {
+                let _ = s.set_recv_buffer_size(RCVBUF as usize);
+            }
+        }
         Ok(RawSock { fd: s.into(), v6 })
     }
 
