@@ -80,7 +80,7 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
     std::fs::write(
         &conf,
         format!(
-            "origin_host = \"hss.ims.lab\"\nrealm = \"ims.lab\"\n[diameter]\nlisten = \"127.0.0.1:{port}\"\nallowed_peers = [\"scscf.ims.lab\"]\n[store]\npath = \"{}\"\n",
+            "origin_host = \"hss.ims.lab\"\nrealm = \"ims.lab\"\n[diameter]\nlisten = \"127.0.0.1:{port}\"\nallowed_peers = [\"scscf.ims.lab\"]\n[store]\npath = \"{}\"\n[rest]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0k\"\n",
             db.display()
         ),
     )
@@ -103,6 +103,12 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
         .unwrap();
     let _hss = Hss(child);
     assert!(line.starts_with("hss ready"), "{line}");
+    let rest: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rest="))
+        .unwrap()
+        .parse()
+        .unwrap();
 
     let mut kam = Kamailio::start(cfg).unwrap();
     kam.wait_hss_open(Duration::from_secs(15))
@@ -127,6 +133,26 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
 
     let (out, _) = ue.reregister(kam.sip_addr(), 600).unwrap();
     assert!(out.success, "{}\n{}", out.describe(), kam.log());
+
+    // HSS-initiated administrative deregistration (RTR), answered by Kamailio's
+    // ims_registrar_scscf over the connection it opened. (Kamailio 5.6.3 logs "unknown request
+    // for Cx/Dx command 305" and never answers a PPR, so PPR is covered by the loopback test.)
+    let (status, body) = http(rest, "POST", &format!("/api/v1/subscribers/{impi}/rtr"));
+    assert!(
+        status == 200 && body.contains("\"result\":2001"),
+        "{status} {body}\n{}",
+        kam.log()
+    );
+    let s = Store::open(&db, Durability::Full)
+        .unwrap()
+        .get(impi)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.reg_state, RegState::NotRegistered, "{s:?}");
+
+    // Register again, then the UE deregisters itself (SAR USER_DEREGISTRATION).
+    let (out, _) = ue.register(kam.sip_addr(), 600).unwrap();
+    assert!(out.success, "{}\n{}", out.describe(), kam.log());
     let (out, _) = ue.deregister(kam.sip_addr()).unwrap();
     assert!(out.success, "{}\n{}", out.describe(), kam.log());
     let s = Store::open(&db, Durability::Full)
@@ -150,7 +176,7 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
     .unwrap();
     assert_eq!(d.malformed, 0, "{d:?}");
     let (req, ans) = (d.diameter_codes(true), d.diameter_codes(false));
-    for code in [257, 303, 301] {
+    for code in [257, 303, 301, 304] {
         assert!(
             req.contains(&code) && ans.contains(&code),
             "Cx command {code} missing: {d:?}"
@@ -160,4 +186,132 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
         d.sip_status.contains(&401) && d.sip_status.contains(&200),
         "{d:?}"
     );
+}
+
+/// A minimal blocking HTTP/1.1 client for the REST API.
+fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: hss\r\nAuthorization: Bearer t0k\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn spawn_hss(conf: &std::path::Path) -> (Hss, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hss"))
+        .args(["-c", conf.to_str().unwrap(), "run"])
+        .env("HSS_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("hss ready"), "{line}");
+    (Hss(child), line)
+}
+
+/// freeDiameterd (an independent implementation, Relay-only CER) against the hss binary:
+/// CER/CEA, DWR/DWA after Tw, DPR/DPA on a graceful stop.
+#[test]
+fn freediameter_base_protocol_against_our_hss() {
+    if testkit::require_bin("freeDiameterd").is_none() {
+        return;
+    }
+    let dir = testkit::TestDir::new("hss-fd").unwrap();
+    let port = testkit::free_port();
+    let conf = dir.join("hss.toml");
+    std::fs::write(
+        &conf,
+        format!("[diameter]\nlisten = \"127.0.0.1:{port}\"\nwatchdog_secs = 6\n[store]\npath = \"{}\"\n", dir.join("hss.db").display()),
+    )
+    .unwrap();
+    let (_hss, _) = spawn_hss(&conf);
+    let mut fd = testkit::freediameter::FreeDiameter::start(testkit::freediameter::FdConfig::new(
+        "hss.ims.lab",
+        port,
+    ))
+    .unwrap();
+    fd.wait_open(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", fd.log()));
+    // Let at least one watchdog exchange happen each way (Tw = 6 s, jitter up to 2 s).
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(fd.guard().is_running(), "{}", fd.log());
+    let log = fd.stop_graceful(Duration::from_secs(10)).unwrap();
+    let lower = log.to_lowercase();
+    assert!(
+        !lower.contains("watchdog") || !lower.contains("suspect"),
+        "{log}"
+    );
+}
+
+/// Our MAA against an independent Milenage (osmo-auc-gen): same RAND and SQN give the same
+/// AUTN, XRES, CK and IK.
+#[test]
+fn maa_vectors_match_osmo_auc_gen() {
+    if testkit::require_bin("osmo-auc-gen").is_none() {
+        return;
+    }
+    use diameter::{app, avp, cmd, Avp, FindAvp, Message};
+    use hss::cx::{CxConfig, CxHandler};
+    let (k, op) = (
+        h16("465b5ce8b199b49faa5f0a2ee238a6bc"),
+        h16("cdc202d5123e20f62b6d676ac72cb318"),
+    );
+    let dir = testkit::TestDir::new("hss-osmo").unwrap();
+    let db = dir.join("hss.db");
+    let n = hss::provision::NewSubscriber {
+        imsi: Some("001010000000001".into()),
+        k: hex::encode(k),
+        op: Some(hex::encode(op)),
+        ..Default::default()
+    };
+    let mut s = Store::open(&db, Durability::Normal).unwrap();
+    let sub = n.build(&Default::default()).unwrap();
+    s.add(&sub).unwrap();
+    let mut sqn_store = Store::open(&db, Durability::Normal).unwrap();
+    let cx = CxHandler::new(
+        CxConfig::default(),
+        std::sync::Arc::new(std::sync::Mutex::new(s)),
+        Default::default(),
+    );
+    let mar = Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
+        .with(Avp::utf8(avp::USER_NAME, &sub.impi))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, &sub.impus[0].uri))
+        .with(Avp::u32(avp::SIP_NUMBER_AUTH_ITEMS, 3));
+    let policy = akav1::SqnPolicy::default();
+    let a = cx.handle_blocking(&mar, &mut sqn_store, &policy, 1);
+    for (i, item) in a.find_all(avp::SIP_AUTH_DATA_ITEM).enumerate() {
+        let g = item.as_grouped().unwrap();
+        let au = g.get_octets(avp::SIP_AUTHENTICATE).unwrap();
+        let rand: [u8; 16] = au[..16].try_into().unwrap();
+        let sqn = policy.compose(i as u64 + 1, 1).unwrap().value();
+        let v = testkit::osmo::run(&testkit::osmo::AucInput {
+            k,
+            op: testkit::osmo::OpKind::Op(op),
+            amf: [0x80, 0x00],
+            sqn,
+            rand,
+            auts: None,
+            ind: None,
+        })
+        .unwrap();
+        assert_eq!(&v.autn[..], &au[16..], "AUTN for SQN {sqn}");
+        assert_eq!(v.res, g.get_octets(avp::SIP_AUTHORIZATION).unwrap());
+        assert_eq!(&v.ck[..], g.get_octets(avp::CONFIDENTIALITY_KEY).unwrap());
+        assert_eq!(&v.ik[..], g.get_octets(avp::INTEGRITY_KEY).unwrap());
+    }
 }
