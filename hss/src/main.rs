@@ -183,6 +183,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.cmd.as_ref().unwrap_or(&Cmd::Run) {
         Cmd::Run => run(load_config(&cli)?),
@@ -205,14 +206,16 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (_hss, l) = hss::server::start(&cfg).await?;
+        let (hss, l) = hss::server::start(&cfg).await?;
         let rest = l.rest.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
         // The line tests and scripts wait for.
         println!("hss ready diameter={} rest={} db={}", l.diameter, rest, cfg.store.path.display());
         std::io::stdout().flush()?;
         tracing::info!(diameter = %l.diameter, %rest, origin_host = %cfg.origin_host, "HSS running");
-        tokio::signal::ctrl_c().await?;
-        tracing::info!("shutting down");
+        wait_for_shutdown().await?;
+        tracing::info!("shutting down: DPR to the Diameter peers");
+        // SQNs are already on disk; this only lets the S-CSCFs see a clean disconnect.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), hss.diameter.disconnect_all()).await;
         Ok(())
     })
 }
@@ -244,6 +247,15 @@ fn profile(cfg: &Config, cmd: &ProfileCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_shutdown() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
 }
 
 fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {

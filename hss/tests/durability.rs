@@ -145,7 +145,7 @@ async fn kill_dash_nine_never_reuses_an_sqn() {
     let (mut hss, addr) = spawn(&conf);
     let l = tokio::spawn(load(addr, 1, 200_000, 16, seen.clone()));
     // Kill once a good number of answers went out (bounded wait).
-    for _ in 0..400 {
+    for _ in 0..2000 {
         if seen.lock().unwrap().len() >= 2000 {
             break;
         }
