@@ -64,9 +64,9 @@ struct CxService {
 
 impl Handler for CxService {
     async fn handle(&self, req: Message) -> Message {
+        use tracing::Instrument;
         let span = tracing::debug_span!("cx", cmd = %req.name(), hbh = req.hop_by_hop, session = ?req.session_id());
-        let _e = span.enter();
-        dispatch(&self.cx, &self.sqn, req).await
+        dispatch(&self.cx, &self.sqn, req).instrument(span).await
     }
 }
 

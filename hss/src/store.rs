@@ -416,6 +416,16 @@ impl Store {
 
     /// A subscriber by IMPI, IMSI, MSISDN or one of its IMPUs.
     pub fn find(&self, key: &str) -> Result<Option<Subscriber>, StoreError> {
+        // MSISDNs are stored without '+'; IMPUs keep theirs.
+        if let Some(digits) = key.strip_prefix('+') {
+            if let Some(s) = self.find_exact(digits)? {
+                return Ok(Some(s));
+            }
+        }
+        self.find_exact(key)
+    }
+
+    fn find_exact(&self, key: &str) -> Result<Option<Subscriber>, StoreError> {
         let impi: Option<String> = self
             .conn
             .query_row(

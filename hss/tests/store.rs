@@ -56,6 +56,8 @@ fn crud_and_lookups() {
         a.impi
     );
     assert_eq!(s.find("tel:+491700000001").unwrap().unwrap().impi, a.impi);
+    assert_eq!(s.find("+491700000001").unwrap().unwrap().impi, a.impi);
+    assert_eq!(s.find("491700000001").unwrap().unwrap().impi, a.impi);
     assert_eq!(
         s.impi_of(&a.impus[2].uri).unwrap().as_deref(),
         Some(a.impi.as_str())
