@@ -52,7 +52,12 @@ if [ ! -f "$done_mark" ]; then
     log "downloading $pkg"
     # apt-get download writes into the current directory; _apt cannot write there as root's
     # cache dir, which only yields a harmless warning.
-    (cd "$out/deb" && apt-get download -q "$pkg" >&2) || die "apt-get download $pkg failed"
+    if ! (cd "$out/deb" && apt-get download -q "$pkg" >&2); then
+        # Stale lists can name a version the archive no longer has: refresh once and retry.
+        log "download failed; running apt-get update and retrying"
+        apt-get update -qq >&2 || true
+        (cd "$out/deb" && apt-get download -q "$pkg" >&2) || die "apt-get download $pkg failed"
+    fi
     deb="$(ls "$out"/deb/*.deb | head -n1)"
     log "extracting $(basename "$deb") (not installing it)"
     dpkg-deb -x "$deb" "$out/x"
