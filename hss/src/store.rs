@@ -636,7 +636,7 @@ impl Store {
                         }
                     }
                 }
-                let mut sqns = Vec::with_capacity(r.count as usize);
+                let mut sqns = Vec::with_capacity(r.count.clamp(1, 64) as usize);
                 let mut failed = None;
                 for _ in 0..r.count.max(1) {
                     match policy.next(last, ind) {
