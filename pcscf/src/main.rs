@@ -13,7 +13,9 @@ use std::path::PathBuf;
 ///   [registrar]  min_expires, max_expires, default_expires, auth_timeout
 ///   [ipsec]      policy (required|optional|off), backend (kernel|userspace|auto),
 ///                integrity, encryption, spi_range, port_range, retire_grace_ms, esp_sa_file
-///   [hss]        address, origin_host, realm, timeout_ms
+///   [hss]        address, origin_host, realm, timeout_ms (collapsed mode only)
+///   [scscf]      mode (collapsed|proxy), address, transport (udp|tcp), uri,
+///                visited_network_id (proxy mode: forward REGISTER to that S-CSCF)
 ///
 /// Logs go to stderr; set RUST_LOG=debug for every message.
 #[derive(Debug, Parser)]
@@ -38,6 +40,8 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: logs redirected to files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
