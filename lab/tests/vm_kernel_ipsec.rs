@@ -7,7 +7,8 @@
 //!   risen and equal at sender and receiver, only ESP on the wire, and no plaintext on the
 //!   wire when encrypting (while with NULL encryption the plaintext is seen: the capture works);
 //! - the xfrm crate's userspace ESP on either end interoperates with the kernel's ESP;
-//! - a wrong integrity key is dropped by the kernel and counted.
+//! - a wrong integrity key is dropped by the kernel and counted, and so is a replayed packet;
+//! - tshark, given only the keys the xfrm crate exports (`esp_sa`), decrypts the kernel's ESP.
 //!
 //! One command: `cargo test -p lab --release --test vm_kernel_ipsec` (or
 //! `lab/vm/run-ipsec-test.sh`). Needs qemu-system-x86_64, busybox (static), cpio, xz,
@@ -273,13 +274,17 @@ fn kernel_esp_in_vm() {
     assert_eq!(mismatch.len(), 1, "key mismatch check missing");
     assert_eq!(num(mismatch[0], "delivered"), 0);
     assert!(num(mismatch[0], "integrity_failed") > 0);
+    let replay = pass("kernel-replay-dropped ");
+    assert_eq!(replay.len(), 1, "replay check missing");
+    assert_eq!(num(replay[0], "replayed_delivered"), 0);
+    assert_eq!(num(replay[0], "replay_drops"), 1);
     assert_eq!(pass("flush-leaves-nothing ").len(), 1);
     let summary = lines
         .iter()
         .find(|l| l.starts_with("VMTEST SUMMARY "))
         .expect("summary line");
     assert_eq!(num(summary, "failed"), 0, "{summary}");
-    assert_eq!(num(summary, "passed"), 1 + 12 + 1 + 24 + 2, "{summary}");
+    assert_eq!(num(summary, "passed"), 1 + 12 + 1 + 24 + 3, "{summary}");
 
     // Files handed back over the serial console: the driver's log, and the kernel's ESP.
     let handed = std::fs::read_to_string(out_dir.join("vmtest.log")).expect("vmtest.log from /out");

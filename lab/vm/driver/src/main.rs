@@ -13,7 +13,8 @@
 //!    capture sees payloads at all);
 //! 2. userspace ⇄ kernel: the userspace ESP backend on one end (either role) and kernel ESP on
 //!    the other exchange SIP-sized UDP on all four SAs;
-//! 3. a key mismatch is refused by the kernel (integrity failure counted, nothing delivered).
+//! 3. a key mismatch is refused by the kernel (integrity failure counted, nothing delivered),
+//!    and so is a replayed genuine packet (replay drop counted).
 //!
 //! With `--out DIR`, the ESP frames of the kernel ⇄ kernel phase are written to
 //! `DIR/kernel-esp.pcap` and their keys to `DIR/esp_sa` (Wireshark UAT) for the host to decrypt.
@@ -449,6 +450,31 @@ fn xfrm_counters(ns: &NetNs) -> Res<HashMap<u32, (u64, u64)>> {
     Ok(m)
 }
 
+/// Per-SPI replay drops from the stats line of `ip -s xfrm state`
+/// ("replay-window 0 replay 1 failed 0").
+fn xfrm_replay_drops(ns: &NetNs) -> Res<HashMap<u32, u64>> {
+    let out = ns
+        .ip(&["-s", "xfrm", "state"])
+        .map_err(err("ip -s xfrm state"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut m = HashMap::new();
+    let mut spi = None;
+    for l in text.lines().map(str::trim) {
+        if let Some(rest) = l.strip_prefix("proto esp spi 0x") {
+            let hex: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+            spi = u32::from_str_radix(&hex, 16).ok();
+        } else if l.starts_with("replay-window ") && l.contains(" failed ") {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if let (Some(s), Some(i)) = (spi, w.iter().position(|x| *x == "replay")) {
+                if let Some(n) = w.get(i + 1).and_then(|n| n.parse().ok()) {
+                    m.insert(s, n);
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
 struct Lab {
     p: NetNs,
     u: NetNs,
@@ -783,6 +809,76 @@ fn key_mismatch(lab: &Lab, pk: &KernelBackend, uk: &KernelBackend) -> Res<String
     r
 }
 
+/// A genuine kernel ESP packet sent again (raw, from the UE's namespace): the kernel SA our
+/// backend installed (replay window 64, RFC 4303 §3.4.3) drops it and counts a replay.
+fn kernel_replay(
+    lab: &Lab,
+    pk: &KernelBackend,
+    uk: &KernelBackend,
+    raw: &UserspaceBackend,
+) -> Res<String> {
+    let set = make_set(
+        false,
+        62,
+        IntegrityAlg::HmacSha1_96,
+        EncryptionAlg::AesCbc,
+        &IK,
+    );
+    let (pa, ua) = Lab::addrs(false);
+    let pid = pk.install(&set, Side::Pcscf).map_err(err("install"))?;
+    let uid = uk.install(&set, Side::Ue).map_err(err("install"))?;
+    let r = (|| -> Res<String> {
+        let uc = SocketAddr::new(set.ue, set.port_uc);
+        let ps = SocketAddr::new(set.pcscf, set.port_ps);
+        let cs = udp_in(&lab.u, uc)?;
+        let ss = udp_in(&lab.p, ps)?;
+        lab.cap.drain(pa, ua, b"");
+        let first = lab.cap.frames.borrow().len();
+        lab.cap.record.set(true);
+        let req = register(&set, &marker("replay", 0), 0);
+        cs.send_to(&req, ps).map_err(err("send"))?;
+        let (got, _) = udp_recv(&ss)?;
+        std::thread::sleep(Duration::from_millis(20));
+        lab.cap.drain(pa, ua, b"");
+        lab.cap.record.set(false);
+        if got != req {
+            return Err("original datagram differs".into());
+        }
+        // The ESP payload of the captured IPv4 frame (Ethernet 14 bytes, then IHL).
+        let esp = lab.cap.frames.borrow()[first..]
+            .iter()
+            .map(|(_, f)| f)
+            .find(|f| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 50)
+            .map(|f| f[14 + usize::from(f[14] & 0x0f) * 4..].to_vec())
+            .ok_or("ESP frame not captured")?;
+        raw.send_raw(ua, pa, &esp).map_err(err("raw send"))?;
+        ss.set_read_timeout(Some(Duration::from_millis(700)))
+            .map_err(err("timeout"))?;
+        if udp_recv(&ss).is_ok() {
+            return Err("replayed ESP packet delivered".into());
+        }
+        let replay = xfrm_replay_drops(&lab.p)?
+            .get(&set.spi_ps)
+            .copied()
+            .unwrap_or(0);
+        let (pkts, _) = xfrm_counters(&lab.p)?
+            .get(&set.spi_ps)
+            .copied()
+            .unwrap_or_default();
+        if replay != 1 || pkts != 1 {
+            return Err(format!(
+                "P-CSCF SA 1: {pkts} packets, {replay} replay drops (want 1, 1)"
+            ));
+        }
+        Ok(format!(
+            "delivered=1 replayed_delivered=0 replay_drops={replay}"
+        ))
+    })();
+    let _ = pk.delete(pid);
+    let _ = uk.delete(uid);
+    r
+}
+
 fn run(report: &mut Report, out: Option<&std::path::Path>) -> Res<()> {
     let t0 = Instant::now();
     let p = NetNs::create("vmp").map_err(err("netns"))?;
@@ -908,6 +1004,7 @@ fn run(report: &mut Report, out: Option<&std::path::Path>) -> Res<()> {
     );
 
     report.check("kernel-key-mismatch-dropped", key_mismatch(&lab, &pk, &uk));
+    report.check("kernel-replay-dropped", kernel_replay(&lab, &pk, &uk, &uub));
     report.check(
         "flush-leaves-nothing",
         match (pk.flush(), uk.flush(), pk.list(), uk.list()) {
