@@ -18,6 +18,8 @@ pub struct Config {
     pub ipsec: IpsecConfig,
     /// The HSS (Cx).
     pub hss: HssConfig,
+    /// Which S-CSCF: our own collapsed role, or an external one we proxy to.
+    pub scscf: ScscfConfig,
 }
 
 /// `[sip]`
@@ -151,6 +153,60 @@ impl Default for HssConfig {
     }
 }
 
+/// Where the S-CSCF role lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScscfMode {
+    /// This process is also the S-CSCF: registrar and AKA check, Cx to the HSS.
+    Collapsed,
+    /// Forward REGISTER to an external S-CSCF (e.g. Kamailio) and only do the P-CSCF's
+    /// share: sec-agree, IPsec, Path, P-Visited-Network-ID (TS 24.229 §5.2.2). The HSS
+    /// is then the S-CSCF's business: `[hss]` is not used.
+    Proxy,
+}
+
+/// SIP transport toward the S-CSCF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTransport {
+    /// UDP (Kamailio's default listener).
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+/// `[scscf]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScscfConfig {
+    /// `collapsed` (default: we are the S-CSCF too) or `proxy` (forward to `address`).
+    pub mode: ScscfMode,
+    /// Proxy mode: where REGISTERs go. Default `127.0.0.1:6060`.
+    pub address: SocketAddr,
+    /// Proxy mode: `udp` or `tcp`. Default `udp`.
+    pub transport: UpstreamTransport,
+    /// Proxy mode: the S-CSCF's SIP URI. When set, forwarded REGISTERs carry
+    /// `Route: <uri;lr>` (needed when `address` is a generic proxy in front of the S-CSCF).
+    /// Default: none (the Request-URI stays the home domain and the request goes straight
+    /// to `address`).
+    pub uri: Option<String>,
+    /// Proxy mode: the P-Visited-Network-ID we assert (TS 24.229 §5.2.2.1). Default: the
+    /// home domain (`sip.domain`): a lab network is its own visited network.
+    pub visited_network_id: Option<String>,
+}
+
+impl Default for ScscfConfig {
+    fn default() -> Self {
+        ScscfConfig {
+            mode: ScscfMode::Collapsed,
+            address: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            transport: UpstreamTransport::Udp,
+            uri: None,
+            visited_network_id: None,
+        }
+    }
+}
+
 /// A configuration value that does not make sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -204,6 +260,19 @@ impl Config {
         }
         self.backend_kind()?;
         self.alg_prefs()?;
+        if let Some(u) = &self.scscf.uri {
+            if sip::Uri::parse(u).is_err() {
+                return bad("scscf.uri", format!("{u:?} is not a SIP URI"));
+            }
+        }
+        if let Some(v) = &self.scscf.visited_network_id {
+            if v.is_empty() || v.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+                return bad(
+                    "scscf.visited_network_id",
+                    "must be non-empty, without quotes, backslashes or control characters".into(),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -274,6 +343,14 @@ impl Config {
             .unwrap_or_else(|| self.sip.domain.clone())
     }
 
+    /// P-Visited-Network-ID in proxy mode.
+    pub fn visited_network_id(&self) -> String {
+        self.scscf
+            .visited_network_id
+            .clone()
+            .unwrap_or_else(|| self.sip.domain.clone())
+    }
+
     /// The defaults as a TOML document.
     pub fn default_toml() -> String {
         toml::to_string_pretty(&Config::default()).unwrap_or_default()
@@ -293,6 +370,19 @@ mod tests {
     }
 
     #[test]
+    fn proxy_mode_parses_with_defaults() {
+        assert_eq!(Config::default().scscf.mode, ScscfMode::Collapsed);
+        let c = Config::from_toml(
+            "[sip]\ndomain = \"ims.lab\"\n[scscf]\nmode = \"proxy\"\naddress = \"127.0.0.1:7070\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.scscf.mode, ScscfMode::Proxy);
+        assert_eq!(c.scscf.address, SocketAddr::from(([127, 0, 0, 1], 7070)));
+        assert_eq!(c.scscf.transport, UpstreamTransport::Udp);
+        assert_eq!(c.visited_network_id(), "ims.lab");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let e = Config::from_toml("[sip]\nlisten_addr = \"1.2.3.4:5\"\n").unwrap_err();
         assert!(e.to_string().contains("listen_addr"), "{e}");
@@ -302,6 +392,10 @@ mod tests {
         assert!(e.to_string().starts_with("ipsec.integrity"), "{e}");
         let e = Config::from_toml("[ipsec]\nbackend = \"magic\"\n").unwrap_err();
         assert!(e.to_string().starts_with("ipsec.backend"), "{e}");
+        let e = Config::from_toml("[scscf]\nmode = \"remote\"\n").unwrap_err();
+        assert!(e.to_string().contains("remote"), "{e}");
+        let e = Config::from_toml("[scscf]\nuri = \"not a uri\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("scscf.uri"), "{e}");
         let e = Config::from_toml("[ipsec]\npolicy = \"sometimes\"\n").unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
     }

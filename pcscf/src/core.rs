@@ -30,6 +30,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use xfrm::{Lease, Pool, SaSet, SetId};
 
+mod proxy;
+pub use proxy::Upstream;
+
 /// What the core needs to know, resolved from the configuration by the shell.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -183,6 +186,8 @@ pub struct Stats {
 struct SaRecord {
     set: SaSet,
     impi: String,
+    /// The Security-Server we sent for this set: what Security-Verify must repeat.
+    server: Vec<SecurityMechanism>,
     // Held for their lifetime: dropping a lease returns the SPI/port to the pool.
     _leases: Vec<Lease>,
 }
@@ -206,6 +211,7 @@ struct Binding {
 struct Registration {
     impi: String,
     associated: Vec<String>,
+    service_route: Vec<String>,
     bindings: Vec<Binding>,
     sa: Option<SetId>,
     expires_at: Instant,
@@ -246,6 +252,8 @@ enum Pending {
         impu: String,
         reason: &'static str,
     },
+    /// Proxy mode: the S-CSCF's 401 waits for its SA set.
+    ProxyPrepare(Box<proxy::PendingPrepare>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +280,10 @@ pub struct Pcscf {
     session_seq: u64,
     generation: u64,
     stats: Stats,
+    /// Proxy mode: the external S-CSCF; `None` = collapsed.
+    upstream: Option<proxy::Upstream>,
+    /// Proxy mode: forwarded REGISTERs by our client transaction.
+    proxied: HashMap<TxId, proxy::ProxyCtx>,
 }
 
 /// Why the core could not be built.
@@ -303,6 +315,8 @@ impl Pcscf {
             session_seq: 0,
             generation: 0,
             stats: Stats::default(),
+            upstream: None,
+            proxied: HashMap::new(),
         })
     }
 
@@ -447,7 +461,10 @@ impl Pcscf {
             }
         };
         if !msg.is_request() {
-            // No client transactions yet (calls come later): nothing can match a response.
+            // Only proxy mode has client transactions (toward the S-CSCF).
+            if self.upstream.is_some() {
+                self.on_upstream_message(msg, now);
+            }
             return;
         }
         match self.tx.handle_request(msg, flow, now) {
@@ -581,6 +598,9 @@ impl Pcscf {
             Ok(e) => e,
             Err(()) => return self.reject(&ctx, 400, "bad Expires or Contact".into(), now),
         };
+        if self.upstream.is_some() {
+            return self.proxy_register(ctx, creds, via_sa, expires, now);
+        }
 
         // An answer to our challenge?
         let answering = creds.as_ref().is_some_and(|c| {
@@ -635,8 +655,11 @@ impl Pcscf {
         Ok(contact.or(header).unwrap_or(self.cfg.default_expires))
     }
 
-    fn challenge(&mut self, ctx: Ctx, now: Instant) {
-        let _ = now;
+    /// Sec-agree for a REGISTER that may lead to a challenge: the offer we pick from its
+    /// Security-Client by preference (RFC 3329 §2.3, TS 33.203 §7.1), `None` for no IPsec.
+    /// `Err(())` when the REGISTER has been answered with a refusal already (421, 400, 494,
+    /// 500).
+    fn negotiate(&mut self, ctx: &Ctx, now: Instant) -> Result<Option<Choice>, ()> {
         let offers = match ctx.req.header("Security-Client") {
             None => None,
             Some(_) => {
@@ -645,12 +668,8 @@ impl Pcscf {
                     match SecurityMechanism::parse_list(v) {
                         Ok(l) => all.extend(l),
                         Err(e) => {
-                            return self.reject(
-                                &ctx,
-                                400,
-                                format!("malformed Security-Client: {e}"),
-                                now,
-                            )
+                            self.reject(ctx, 400, format!("malformed Security-Client: {e}"), now);
+                            return Err(());
                         }
                     }
                 }
@@ -671,18 +690,19 @@ impl Pcscf {
                     code: 421,
                     reason: "no Security-Client: IPsec is required".into(),
                 });
-                return;
+                return Err(());
             }
             (IpsecPolicy::Optional, None) => None,
             (_, Some(offers)) => {
                 if !self.cfg.ipsec_available {
                     if self.cfg.policy == IpsecPolicy::Required {
-                        return self.reject(
-                            &ctx,
+                        self.reject(
+                            ctx,
                             500,
                             "IPsec is required but no backend is available".into(),
                             now,
                         );
+                        return Err(());
                     }
                     None
                 } else {
@@ -701,11 +721,18 @@ impl Pcscf {
                                 code: 494,
                                 reason: e.to_string(),
                             });
-                            return;
+                            return Err(());
                         }
                     }
                 }
             }
+        };
+        Ok(choice)
+    }
+
+    fn challenge(&mut self, ctx: Ctx, now: Instant) {
+        let Ok(choice) = self.negotiate(&ctx, now) else {
+            return;
         };
         let session = self.session_id();
         let request = cx::mar(&self.cfg.cx, &session, &ctx.impi, &ctx.impu, None);
@@ -845,6 +872,14 @@ impl Pcscf {
                 // A security token answered as Cx: a shell bug; fail the request cleanly.
                 self.reject(&ctx, 500, "internal: mismatched completion".into(), now);
             }
+            Pending::ProxyPrepare(p) => {
+                self.reject(
+                    &p.ctx.ctx,
+                    500,
+                    "internal: mismatched completion".into(),
+                    now,
+                );
+            }
         }
     }
 
@@ -929,15 +964,21 @@ impl Pcscf {
         result: Result<SetId, String>,
         now: Instant,
     ) {
-        let Some(Pending::Prepare {
-            ctx,
-            vector,
-            server,
-            set,
-            leases,
-        }) = self.pending.remove(&token)
-        else {
-            return;
+        let (ctx, vector, server, set, leases) = match self.pending.remove(&token) {
+            Some(Pending::Prepare {
+                ctx,
+                vector,
+                server,
+                set,
+                leases,
+            }) => (ctx, vector, server, set, leases),
+            Some(Pending::ProxyPrepare(p)) => return self.proxy_security_ready(*p, result, now),
+            Some(other) => {
+                // Not a security token: put it back for its real completion.
+                self.pending.insert(token, other);
+                return;
+            }
+            None => return,
         };
         match result {
             Err(e) => self.reject(&ctx, 500, format!("IPsec setup failed: {e}"), now),
@@ -947,6 +988,7 @@ impl Pcscf {
                     SaRecord {
                         set,
                         impi: ctx.impi.clone(),
+                        server: server.clone(),
                         _leases: leases,
                     },
                 );
@@ -1188,6 +1230,7 @@ impl Pcscf {
             Registration {
                 impi: ctx.impi.clone(),
                 associated: associated.clone(),
+                service_route: vec![self.own_service_route()],
                 bindings: bindings.clone(),
                 sa: new_sa,
                 expires_at,
@@ -1208,14 +1251,7 @@ impl Pcscf {
         let assoc: Vec<String> = associated.iter().map(|a| format!("<{a}>")).collect();
         b = b
             .header("P-Associated-URI", assoc.join(", "))
-            .header(
-                "Service-Route",
-                format!(
-                    "<sip:orig@{}:{};lr>",
-                    sip::uri::ip_host(self.cfg.local_ip),
-                    self.cfg.sip_port
-                ),
-            )
+            .header("Service-Route", self.own_service_route())
             .header("Expires", expires);
         if let Some(path) = ctx.req.header("Path") {
             b = b.header("Path", path);
@@ -1229,6 +1265,15 @@ impl Pcscf {
             expires,
             protected: new_sa.is_some(),
         });
+    }
+
+    /// Collapsed mode: the Service-Route we hand out (RFC 3608), pointing at ourselves.
+    fn own_service_route(&self) -> String {
+        format!(
+            "<sip:orig@{}:{};lr>",
+            sip::uri::ip_host(self.cfg.local_ip),
+            self.cfg.sip_port
+        )
     }
 
     fn deregister(&mut self, ctx: Option<Ctx>, reason: &'static str, now: Instant) {
@@ -1321,7 +1366,12 @@ impl Pcscf {
                         .filter(|r| r.generation == generation)
                         .map(|r| r.impi.clone());
                     if let Some(impi) = due {
-                        self.end_registration(&impu, &impi, None, "timeout", now);
+                        if self.upstream.is_some() {
+                            // The S-CSCF expires its own binding; we only drop ours.
+                            self.end_proxy_registration(&impu, "timeout", now);
+                        } else {
+                            self.end_registration(&impu, &impi, None, "timeout", now);
+                        }
                     }
                 }
                 TimerKind::DeleteSa { id } => {
@@ -1332,6 +1382,33 @@ impl Pcscf {
                 }
             }
         }
+        self.drain_tx_events(now);
+    }
+
+    /// Transaction events: a proxied REGISTER whose client transaction timed out or
+    /// failed gets its answer here (RFC 3261 §16.7 step 6 / §16.9); server transaction
+    /// events need nothing, the registrar answers every REGISTER itself.
+    fn drain_tx_events(&mut self, now: Instant) {
+        while let Some(e) = self.tx.poll_event() {
+            match e {
+                transaction::Event::Timeout { id, .. } => {
+                    self.upstream_failed(id, 408, "no answer from the S-CSCF", now)
+                }
+                transaction::Event::TransportError { id } => {
+                    self.upstream_failed(id, 503, "S-CSCF unreachable", now)
+                }
+                transaction::Event::Terminated { .. } => {}
+            }
+        }
+    }
+
+    /// The service routes of a registered `impu`: ours in collapsed mode, the S-CSCF's
+    /// (from its 200 OK) in proxy mode.
+    pub fn service_route(&self, impu: &str) -> Vec<String> {
+        self.regs
+            .get(impu)
+            .map(|r| r.service_route.clone())
+            .unwrap_or_default()
     }
 
     /// Contacts registered for `impu` that have not expired.

@@ -2,8 +2,8 @@
 //! [`secagree::SipIo`], Cx through a `diameter` client, timers. A loop of a few dozen lines;
 //! all decisions are in the core.
 
-use crate::config::{Config, IpsecPolicy};
-use crate::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Stats};
+use crate::config::{Config, IpsecPolicy, ScscfMode, UpstreamTransport};
+use crate::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Stats, Upstream};
 use crate::cx::CxIdentity;
 use diameter::{PeerConfig, PeerHandle};
 use secagree::{IpsecMode, SipIo};
@@ -152,17 +152,35 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         },
         limits: tcfg.limits,
     };
-    let mut core = Pcscf::new(core_cfg)?;
-    let peer_cfg = PeerConfig {
-        request_timeout: Duration::from_millis(cfg.hss.timeout_ms),
-        ..PeerConfig::cx(origin_host.clone(), realm.clone())
+    // Proxy mode: the S-CSCF talks to the HSS, we do not.
+    let (mut core, hss) = match cfg.scscf.mode {
+        ScscfMode::Proxy => {
+            let upstream = Upstream {
+                address: cfg.scscf.address,
+                protocol: match cfg.scscf.transport {
+                    UpstreamTransport::Udp => sip::Protocol::Udp,
+                    UpstreamTransport::Tcp => sip::Protocol::Tcp,
+                },
+                route: cfg.scscf.uri.clone(),
+                visited_network_id: cfg.visited_network_id(),
+            };
+            (Pcscf::new_proxy(core_cfg, upstream)?, None)
+        }
+        ScscfMode::Collapsed => {
+            let core = Pcscf::new(core_cfg)?;
+            let peer_cfg = PeerConfig {
+                request_timeout: Duration::from_millis(cfg.hss.timeout_ms),
+                ..PeerConfig::cx(origin_host.clone(), realm.clone())
+            };
+            let hss = PeerHandle::connect(cfg.hss.address, peer_cfg)
+                .await
+                .map_err(|e| StartError::Hss {
+                    addr: cfg.hss.address,
+                    reason: e.to_string(),
+                })?;
+            (core, Some(hss))
+        }
     };
-    let hss = PeerHandle::connect(cfg.hss.address, peer_cfg)
-        .await
-        .map_err(|e| StartError::Hss {
-            addr: cfg.hss.address,
-            reason: e.to_string(),
-        })?;
     let backend = io.backend_name();
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -216,7 +234,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 async fn drain(
     core: &mut Pcscf,
     io: &SipIo,
-    hss: &PeerHandle,
+    hss: &Option<PeerHandle>,
     cx_tx: &mpsc::UnboundedSender<(u64, Result<diameter::Message, String>)>,
     esp_sa_file: Option<&std::path::Path>,
 ) {
@@ -228,7 +246,15 @@ async fn drain(
                 }
             }
             Output::Cx { token, request } => {
-                let hss = hss.clone();
+                let Some(hss) = hss.clone() else {
+                    // Proxy mode never asks; answer rather than leave the request hanging.
+                    core.handle_cx_answer(
+                        token,
+                        Err("no HSS in proxy mode".into()),
+                        Instant::now(),
+                    );
+                    continue;
+                };
                 let tx = cx_tx.clone();
                 tokio::spawn(async move {
                     let r = hss.request(request).await.map_err(|e| e.to_string());

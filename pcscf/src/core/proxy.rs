@@ -1,0 +1,697 @@
+//! Proxy mode: the P-CSCF in front of an external S-CSCF (Kamailio or any other), doing
+//! only the P-CSCF's share of a registration (TS 24.229 §5.2.2, TS 33.203 §7):
+//!
+//! ```text
+//!  UE ── REGISTER (Security-Client) ──────────▶ P-CSCF ── REGISTER (Path, PVNI, ─▶ S-CSCF
+//!                                                          integrity-protected="no")
+//!  UE ◀─ 401 (Security-Server, no ck/ik) ─────  P-CSCF ◀─ 401 (ck=, ik=) ──────── S-CSCF
+//!        temporary SA set installed from ck/ik in between
+//!  UE ══ REGISTER (Security-Verify) over SA ══▶ P-CSCF ── REGISTER (…="yes") ──▶ S-CSCF
+//!  UE ◀═ 200 OK over SA ══════════════════════ P-CSCF ◀─ 200 OK ──────────────── S-CSCF
+//!        set promoted, the previous one retired
+//! ```
+//!
+//! Everything is keyed by our client transaction toward the S-CSCF
+//! ([`ProxyCtx`] in `Pcscf::proxied`): the REGISTER is forwarded statefully (RFC 3261
+//! §16.6: our Via on top, Max-Forwards decremented, Request-URI unchanged), and the
+//! response context remembers which server transaction, flow and SA set it answers.
+//!
+//! What the UE sends is never trusted for what the P-CSCF asserts: a UE-supplied
+//! `integrity-protected` or P-Visited-Network-ID is replaced, and the Security-Verify of a
+//! protected REGISTER must repeat the Security-Server of the very SA set it arrived
+//! through (TS 33.203 §7.2). CK and IK are removed from every response before it goes
+//! down (TS 24.229 §5.2.2.1: the UE derives them itself; seeing them on the air would
+//! hand them to anyone listening).
+
+use super::*;
+use akav1::digest::Credentials;
+use sip::transaction::ResponseOutcome;
+use sip::Via;
+
+/// Where the S-CSCF is and what we assert toward it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The S-CSCF's SIP address.
+    pub address: SocketAddr,
+    /// Transport toward it.
+    pub protocol: Protocol,
+    /// `Route: <route;lr>` on forwarded REGISTERs, if set.
+    pub route: Option<String>,
+    /// Our P-Visited-Network-ID (TS 24.229 §5.2.2.1).
+    pub visited_network_id: String,
+}
+
+/// A REGISTER forwarded upstream, waiting for its final response.
+pub(super) struct ProxyCtx {
+    /// The UE's request, its server transaction and flow.
+    pub(super) ctx: Ctx,
+    /// The SA set it arrived through, if protected.
+    via_sa: Option<SetId>,
+    /// The offer picked from its Security-Client, for the SA set a 401 will need.
+    choice: Option<Choice>,
+    /// Expiry it asked for (0 = deregistration).
+    expires: u32,
+}
+
+/// A 401 from the S-CSCF waiting for its temporary SA set.
+pub(super) struct PendingPrepare {
+    pub(super) ctx: ProxyCtx,
+    response: Message,
+    server: Vec<SecurityMechanism>,
+    set: SaSet,
+    leases: Vec<Lease>,
+}
+
+impl Pcscf {
+    /// A core in proxy mode: REGISTERs go to `upstream` (see the `proxy` module docs);
+    /// Cx is the S-CSCF's business, so this core never emits [`Output::Cx`].
+    pub fn new_proxy(cfg: CoreConfig, upstream: Upstream) -> Result<Pcscf, CoreError> {
+        let mut p = Pcscf::new(cfg)?;
+        p.upstream = Some(upstream);
+        Ok(p)
+    }
+
+    /// True in proxy mode.
+    pub fn is_proxy(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    /// REGISTERs forwarded upstream and not answered yet.
+    pub fn proxied_in_flight(&self) -> usize {
+        self.proxied.len()
+    }
+
+    /// A REGISTER from a UE, proxy mode: sec-agree checks, header edits, forward.
+    pub(super) fn proxy_register(
+        &mut self,
+        ctx: Ctx,
+        creds: Option<Credentials>,
+        via_sa: Option<SetId>,
+        expires: u32,
+        now: Instant,
+    ) {
+        let Some(up) = self.upstream.clone() else {
+            return;
+        };
+        // Bid-down protection: Security-Verify repeats what we sent for this very set.
+        if let Some(sa) = via_sa {
+            let sent = self
+                .sas
+                .get(&sa)
+                .map(|r| r.server.clone())
+                .unwrap_or_default();
+            let verify: Result<Vec<SecurityMechanism>, _> = ctx
+                .req
+                .header_values("Security-Verify")
+                .map(SecurityMechanism::parse_list)
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.into_iter().flatten().collect());
+            let ok = verify
+                .ok()
+                .is_some_and(|v| secagree::check_verify(&sent, &v).is_ok());
+            if !ok {
+                return self.reject(
+                    &ctx,
+                    494,
+                    "Security-Verify does not match our Security-Server".into(),
+                    now,
+                );
+            }
+        }
+        // The offer a challenge would build its set from. A protected REGISTER may lack
+        // one (no new set then); an unprotected one follows the policy like collapsed mode.
+        let choice = if via_sa.is_some() {
+            let offers: Vec<SecurityMechanism> = ctx
+                .req
+                .header_values("Security-Client")
+                .filter_map(|v| SecurityMechanism::parse_list(v).ok())
+                .flatten()
+                .collect();
+            if offers.is_empty() || self.cfg.policy == IpsecPolicy::Off || !self.cfg.ipsec_available
+            {
+                None
+            } else {
+                secagree::choose(&offers, &self.cfg.prefs).ok()
+            }
+        } else {
+            match self.negotiate(&ctx, now) {
+                Ok(c) => c,
+                Err(()) => return,
+            }
+        };
+        let fwd = match self.forwarded_request(&ctx, creds, via_sa.is_some(), &up) {
+            Ok(f) => f,
+            Err(code) => {
+                let why = if code == 483 {
+                    "Max-Forwards exhausted"
+                } else {
+                    "request cannot be forwarded"
+                };
+                return self.reject(&ctx, code, why.into(), now);
+            }
+        };
+        match self
+            .tx
+            .send_request(fwd, Flow::to(up.address, up.protocol), now)
+        {
+            Ok(id) => {
+                self.proxied.insert(
+                    id,
+                    ProxyCtx {
+                        ctx,
+                        via_sa,
+                        choice,
+                        expires,
+                    },
+                );
+            }
+            Err(e) => self.reject(&ctx, 500, format!("cannot forward: {e}"), now),
+        }
+    }
+
+    /// The REGISTER as the S-CSCF gets it (TS 24.229 §5.2.2.1, RFC 3261 §16.6); `Err`
+    /// carries the status code to answer instead.
+    fn forwarded_request(
+        &self,
+        ctx: &Ctx,
+        creds: Option<Credentials>,
+        protected: bool,
+        up: &Upstream,
+    ) -> Result<Message, u16> {
+        let mut fwd = ctx.req.clone();
+        fwd.stamp_received(ctx.flow.remote).map_err(|_| 400u16)?;
+        match fwd.decrement_max_forwards() {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(483),
+            Err(_) => return Err(400),
+        }
+        // sec-agree is between the UE and us (RFC 3329 §2.5, TS 24.229 §5.2.2.1).
+        fwd.remove_header("Security-Client");
+        fwd.remove_header("Security-Verify");
+        fwd.remove_option_tag("Require", "sec-agree");
+        fwd.remove_option_tag("Proxy-Require", "sec-agree");
+        // integrity-protected is ours to say, whatever the UE wrote (TS 24.229 §5.2.2.1,
+        // §7.2A.1); credentials we cannot parse were refused before (400).
+        if creds.is_some() {
+            let flag = if protected { "yes" } else { "no" };
+            fwd.rewrite_headers("Authorization", |v| {
+                Credentials::parse(v).ok().map(|mut c| {
+                    c.integrity_protected = Some(flag.to_string());
+                    c.to_header()
+                })
+            });
+        }
+        let host = sip::uri::ip_host(self.cfg.local_ip);
+        // Terminating requests come back through us (RFC 3327).
+        fwd.prepend_header(
+            "Path",
+            &format!("<sip:term@{host}:{};lr>", self.cfg.sip_port),
+        );
+        if !fwd.has_option_tag("Supported", "path") {
+            fwd.append_header("Supported", "path");
+        }
+        fwd.remove_header("P-Visited-Network-ID");
+        fwd.append_header(
+            "P-Visited-Network-ID",
+            &token_or_quoted(&up.visited_network_id),
+        );
+        if let Some(r) = &up.route {
+            fwd.prepend_header("Route", &format!("<{r};lr>"));
+        }
+        let via = Via::new(
+            up.protocol.as_str(),
+            &host,
+            Some(self.cfg.sip_port),
+            &sip::new_branch(),
+        );
+        fwd.prepend_header("Via", &via.to_string());
+        Ok(fwd)
+    }
+
+    /// A response arrived on our unprotected port: match it to a client transaction.
+    pub(super) fn on_upstream_message(&mut self, msg: Message, now: Instant) {
+        match self.tx.handle_response(msg, now) {
+            Ok(ResponseOutcome::Deliver { id, response }) => {
+                self.on_upstream_response(id, response, now)
+            }
+            // Retransmissions of a final response, or answers to nothing we sent: a
+            // proxy forwards only what it can match (non-INVITE, RFC 3261 §16.7).
+            Ok(ResponseOutcome::Absorbed(_) | ResponseOutcome::Stray(_)) => {}
+            Err(e) => {
+                self.stats.dropped += 1;
+                self.event(CoreEvent::Dropped {
+                    remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    reason: format!("response without what transactions need: {e}"),
+                });
+            }
+        }
+        self.drain_tx_events(now);
+    }
+
+    fn on_upstream_response(&mut self, id: TxId, mut resp: Message, now: Instant) {
+        let Some(code) = resp.code() else { return };
+        // Our own Via goes; the transaction matched it by branch (RFC 3261 §16.7 step 3).
+        resp.pop_header_value("Via");
+        // Keys never travel further down, whatever the status (TS 24.229 §5.2.2.1).
+        let keys = resp.take_aka_keys();
+        if code < 200 {
+            // 100 is hop by hop (RFC 3261 §16.7 step 5); others go down.
+            if code > 100 {
+                if let Some(p) = self.proxied.get(&id) {
+                    let tx = p.ctx.tx;
+                    self.respond(tx, Ok(resp), now);
+                }
+            }
+            return;
+        }
+        let Some(p) = self.proxied.remove(&id) else {
+            return;
+        };
+        match code {
+            401 => self.upstream_challenge(p, resp, keys, now),
+            200..=299 => self.upstream_ok(p, resp, now),
+            _ => {
+                self.stats.rejections += 1;
+                let reason = resp.reason().unwrap_or("").to_string();
+                self.respond(p.ctx.tx, Ok(resp), now);
+                self.drop_temporary(&p);
+                self.event(CoreEvent::Rejected {
+                    impi: p.ctx.impi.clone(),
+                    code,
+                    reason: format!("S-CSCF: {reason}"),
+                });
+            }
+        }
+    }
+
+    /// The temporary set this request came through (a failed answer to a challenge) is
+    /// void now (TS 33.203 §7.1).
+    fn drop_temporary(&mut self, p: &ProxyCtx) {
+        let Some(sa) = p.via_sa else { return };
+        if self
+            .challenges
+            .get(&p.ctx.impi)
+            .is_some_and(|c| c.sa == Some(sa))
+        {
+            self.challenges.remove(&p.ctx.impi);
+            self.delete_sa(sa);
+        }
+    }
+
+    fn upstream_challenge(
+        &mut self,
+        p: ProxyCtx,
+        resp: Message,
+        keys: Result<Option<sip::auth::AkaKeys>, akav1::digest::DigestError>,
+        now: Instant,
+    ) {
+        let keys = match keys.map(|k| k.map(|k| (hex16(k.ck.as_deref()), hex16(k.ik.as_deref())))) {
+            Ok(None) => None,
+            Ok(Some((Some(ck), Some(ik)))) => Some((ck, ik)),
+            Ok(Some(_)) => {
+                self.drop_temporary(&p);
+                return self.reject(
+                    &p.ctx,
+                    502,
+                    "the S-CSCF's ck/ik are not 32 hex digits each".into(),
+                    now,
+                );
+            }
+            Err(e) => {
+                self.drop_temporary(&p);
+                return self.reject(
+                    &p.ctx,
+                    502,
+                    format!("the S-CSCF's WWW-Authenticate is malformed: {e}"),
+                    now,
+                );
+            }
+        };
+        let (choice, (ck, ik)) = match (p.choice.clone(), keys) {
+            (Some(c), Some(k)) => (c, k),
+            (Some(_), None) if self.cfg.policy == IpsecPolicy::Required => {
+                self.drop_temporary(&p);
+                return self.reject(
+                    &p.ctx,
+                    502,
+                    "the S-CSCF's 401 carries no ck/ik: cannot set up IPsec".into(),
+                    now,
+                );
+            }
+            _ => {
+                // No IPsec for this UE (optional/off, or a protected REGISTER without a
+                // new offer): the challenge goes down as it is, keys stripped.
+                self.drop_temporary(&p);
+                self.stats.challenges += 1;
+                self.respond(p.ctx.tx, Ok(resp), now);
+                self.event(CoreEvent::Challenged {
+                    impi: p.ctx.impi,
+                    ipsec: false,
+                });
+                return;
+            }
+        };
+        let leases = (|| -> Result<Vec<Lease>, xfrm::PoolError> {
+            Ok(vec![
+                self.spis.allocate()?,
+                self.spis.allocate()?,
+                self.ports.allocate()?,
+                self.ports.allocate()?,
+            ])
+        })();
+        let leases = match leases {
+            Ok(l) => l,
+            Err(e) => {
+                return self.reject(&p.ctx, 503, format!("IPsec resources exhausted: {e}"), now)
+            }
+        };
+        let server = secagree::server_mechanism(
+            &choice,
+            leases[0].value(),
+            leases[1].value(),
+            leases[2].port(),
+            leases[3].port(),
+        );
+        let set = match secagree::sa_set(
+            p.ctx.flow.remote.ip(),
+            self.cfg.local_ip,
+            &choice.offer,
+            &server,
+            &ck,
+            &ik,
+            self.cfg.auth_timeout,
+            now,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.reject(&p.ctx, 494, format!("unusable Security-Client: {e}"), now)
+            }
+        };
+        let token = self.token();
+        self.out.push_back(Output::Security(SecurityOp::Prepare {
+            token,
+            set: set.clone(),
+        }));
+        self.pending.insert(
+            token,
+            Pending::ProxyPrepare(Box::new(PendingPrepare {
+                ctx: p,
+                response: resp,
+                server: vec![server],
+                set,
+                leases,
+            })),
+        );
+    }
+
+    /// The shell installed (or failed to install) the set of a proxied 401.
+    pub(super) fn proxy_security_ready(
+        &mut self,
+        pp: PendingPrepare,
+        result: Result<SetId, String>,
+        now: Instant,
+    ) {
+        let PendingPrepare {
+            ctx: p,
+            mut response,
+            server,
+            set,
+            leases,
+        } = pp;
+        let id = match result {
+            Ok(id) => id,
+            Err(e) => {
+                self.drop_temporary(&p);
+                return self.reject(&p.ctx, 500, format!("IPsec setup failed: {e}"), now);
+            }
+        };
+        self.sas.insert(
+            id,
+            SaRecord {
+                set,
+                impi: p.ctx.impi.clone(),
+                server: server.clone(),
+                _leases: leases,
+            },
+        );
+        response.append_header("Security-Server", &format_security_list(&server));
+        let nonce = response
+            .digest_challenge()
+            .and_then(Result::ok)
+            .map(|c| c.nonce)
+            .unwrap_or_default();
+        // The 401 goes out first (perhaps through the set being superseded), then the
+        // superseded temporary set goes: transmits drain before security work.
+        self.stats.challenges += 1;
+        self.respond(p.ctx.tx, Ok(response), now);
+        if let Some(old) = self.challenges.remove(&p.ctx.impi) {
+            if let Some(old_sa) = old.sa {
+                self.delete_sa(old_sa);
+            }
+        }
+        let expires_at = now + self.cfg.auth_timeout;
+        self.set_timer(
+            expires_at,
+            TimerKind::Challenge {
+                impi: p.ctx.impi.clone(),
+                nonce: nonce.clone(),
+            },
+        );
+        self.challenges.insert(
+            p.ctx.impi.clone(),
+            PendingChallenge {
+                impu: p.ctx.impu.clone(),
+                nonce,
+                // The S-CSCF checks the response: no RAND/XRES here.
+                rand: [0; 16],
+                xres: Vec::new(),
+                server,
+                sa: Some(id),
+                expires_at,
+            },
+        );
+        self.event(CoreEvent::Challenged {
+            impi: p.ctx.impi,
+            ipsec: true,
+        });
+    }
+
+    fn upstream_ok(&mut self, p: ProxyCtx, resp: Message, now: Instant) {
+        let ProxyCtx {
+            ctx,
+            via_sa,
+            expires: asked,
+            ..
+        } = p;
+        // Was the request's set the temporary one of our last challenge?
+        let temporary = via_sa.is_some()
+            && self
+                .challenges
+                .get(&ctx.impi)
+                .is_some_and(|c| c.sa == via_sa);
+        if temporary {
+            self.challenges.remove(&ctx.impi);
+        }
+        let granted = if asked == 0 {
+            0
+        } else {
+            granted_expiry(&ctx.req, &resp).unwrap_or(asked)
+        };
+        // The answer goes out before any set changes state: through the set the request
+        // used (TS 33.203 §7.4).
+        self.respond(ctx.tx, Ok(resp.clone()), now);
+        if granted == 0 {
+            self.end_proxy_registration(&ctx.impu, "user", now);
+            if temporary {
+                if let Some(sa) = via_sa {
+                    self.retire_sa(sa, now);
+                }
+            }
+            return;
+        }
+        if temporary {
+            if let Some(id) = via_sa {
+                self.out.push_back(Output::Security(SecurityOp::Promote {
+                    id,
+                    lifetime: Duration::from_secs(u64::from(granted)) + self.cfg.auth_timeout,
+                }));
+            }
+        }
+        // The set the registration lives on: a new one after a re-authentication, else
+        // the one it had (a re-registration the S-CSCF did not challenge).
+        let old_sa = self.regs.get(&ctx.impu).and_then(|r| r.sa);
+        let new_sa = if temporary { via_sa } else { old_sa.or(via_sa) };
+        if let Some(old) = old_sa {
+            if Some(old) != new_sa {
+                self.retire_sa(old, now);
+            }
+        }
+        let strip = |v: &str| {
+            let v = v.trim();
+            v.strip_prefix('<')
+                .and_then(|x| x.split('>').next())
+                .unwrap_or(v)
+                .to_string()
+        };
+        let mut associated: Vec<String> = resp
+            .header_values("P-Associated-URI")
+            .map(|v| strip(v))
+            .collect();
+        if associated.is_empty() {
+            associated.push(ctx.impu.clone());
+        }
+        let service_route: Vec<String> = resp
+            .header_values("Service-Route")
+            .map(str::to_string)
+            .collect();
+        self.generation += 1;
+        let generation = self.generation;
+        let expires_at = now + Duration::from_secs(u64::from(granted));
+        let bindings = ctx
+            .req
+            .header_values("Contact")
+            .filter_map(|v| match Contacts::parse(v) {
+                Ok(Contacts::List(l)) => Some(l),
+                _ => None,
+            })
+            .flatten()
+            .map(|mut c| {
+                c.params.remove("expires");
+                Binding {
+                    contact: c.to_string(),
+                    expires_at,
+                }
+            })
+            .collect();
+        self.regs.insert(
+            ctx.impu.clone(),
+            Registration {
+                impi: ctx.impi.clone(),
+                associated,
+                service_route,
+                bindings,
+                sa: new_sa,
+                expires_at,
+                generation,
+            },
+        );
+        self.set_timer(
+            expires_at,
+            TimerKind::Expiry {
+                impu: ctx.impu.clone(),
+                generation,
+            },
+        );
+        self.stats.registrations += 1;
+        self.event(CoreEvent::Registered {
+            impu: ctx.impu,
+            impi: ctx.impi,
+            expires: granted,
+            protected: new_sa.is_some(),
+        });
+    }
+
+    /// Drops our view of a registration (the S-CSCF keeps its own); its set retires and
+    /// is deleted after the grace period.
+    pub(super) fn end_proxy_registration(
+        &mut self,
+        impu: &str,
+        reason: &'static str,
+        now: Instant,
+    ) {
+        if let Some(reg) = self.regs.remove(impu) {
+            if let Some(sa) = reg.sa {
+                self.retire_sa(sa, now);
+            }
+            self.stats.deregistrations += 1;
+            self.event(CoreEvent::Deregistered {
+                impu: impu.to_string(),
+                reason,
+            });
+        }
+    }
+
+    /// Our client transaction `id` ended without a final response.
+    pub(super) fn upstream_failed(&mut self, id: TxId, code: u16, why: &str, now: Instant) {
+        if let Some(p) = self.proxied.remove(&id) {
+            self.drop_temporary(&p);
+            self.reject(&p.ctx, code, why.into(), now);
+        }
+    }
+}
+
+/// 16 bytes from 32 hex digits.
+fn hex16(s: Option<&str>) -> Option<[u8; 16]> {
+    let s = s?.trim();
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The expiry the registrar granted our Contact: its `expires` in the 200 OK's Contact
+/// list (a registrar lists every binding of the AoR, RFC 3261 §10.3 step 8), else the
+/// Expires header.
+fn granted_expiry(req: &Message, resp: &Message) -> Option<u32> {
+    let ours: Vec<String> = req
+        .header_values("Contact")
+        .filter_map(|v| match Contacts::parse(v) {
+            Ok(Contacts::List(l)) => Some(l),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| c.uri.to_string())
+        .collect();
+    for v in resp.header_values("Contact") {
+        if let Ok(Contacts::List(l)) = Contacts::parse(v) {
+            for c in l {
+                if ours.contains(&c.uri.to_string()) {
+                    if let Ok(Some(e)) = contact_expires(&c) {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    }
+    resp.header("Expires")
+        .and_then(|v| parse_delta_seconds(v).ok())
+}
+
+/// A header value as an RFC 3261 token when it is one, else a quoted string.
+fn token_or_quoted(v: &str) -> String {
+    let token = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c));
+    if token {
+        v.to_string()
+    } else {
+        format!("\"{v}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_keys() {
+        assert_eq!(
+            hex16(Some("000102030405060708090a0b0c0d0e0F")),
+            Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        assert_eq!(hex16(Some("00")), None);
+        assert_eq!(hex16(Some("zz0102030405060708090a0b0c0d0e0f")), None);
+        assert_eq!(hex16(Some("é0102030405060708090a0b0c0d0e0f")), None);
+        assert_eq!(hex16(None), None);
+    }
+
+    #[test]
+    fn visited_network_id_quoting() {
+        assert_eq!(token_or_quoted("ims.lab"), "ims.lab");
+        assert_eq!(token_or_quoted("Lab network 1"), "\"Lab network 1\"");
+    }
+}
