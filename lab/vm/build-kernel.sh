@@ -49,6 +49,8 @@ done_mark="$out/.done"
 if [ ! -f "$done_mark" ]; then
     rm -rf "$out"
     mkdir -p "$out/deb" "$out/x"
+    # apt's download user must be able to write here, or apt warns and downloads as root.
+    chmod 0777 "$out/deb"
     log "downloading $pkg"
     # apt-get download writes into the current directory; _apt cannot write there as root's
     # cache dir, which only yields a harmless warning.
@@ -58,7 +60,7 @@ if [ ! -f "$done_mark" ]; then
         apt-get update -qq >&2 || true
         (cd "$out/deb" && apt-get download -q "$pkg" >&2) || die "apt-get download $pkg failed"
     fi
-    deb="$(ls "$out"/deb/*.deb | head -n1)"
+    deb="$(find "$out/deb" -name '*.deb' | head -n1)"
     log "extracting $(basename "$deb") (not installing it)"
     dpkg-deb -x "$deb" "$out/x"
 

@@ -21,6 +21,7 @@ echo "IMSLAB-VM-BOOT $NONCE uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname 
 # order explicit (the DRBG must exist before ESP's IV generator can be instantiated).
 modfail=""
 kdir=/lib/modules/$(uname -r)
+# shellcheck disable=SC2043 # the placeholder becomes the module list
 for m in @MODULES@; do
     # Built into this kernel: nothing to load.
     grep -q "/$m\.ko" "$kdir/modules.builtin" 2>/dev/null && continue
@@ -30,7 +31,7 @@ done
 echo "IMSLAB-VM-READY $NONCE uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 /bin/busybox ip link set lo up 2>/dev/null
-cd /payload
+cd /payload || poweroff -f
 sh /payload/@SCRIPT@
 rc=$?
 sync

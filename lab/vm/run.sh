@@ -42,7 +42,7 @@ export VM_CACHE="${VM_CACHE:-$repo/target/vm-cache}"
 t_start=$(date +%s.%N)
 kenv="$("$here/build-kernel.sh" | tail -n 3)"
 eval "$kenv"
-[ -n "${VM_KERNEL:-}" ] && [ -f "$VM_KERNEL" ] || die "build-kernel.sh gave no kernel"
+if [ -z "${VM_KERNEL:-}" ] || [ ! -f "$VM_KERNEL" ]; then die "build-kernel.sh gave no kernel"; fi
 
 work="${VM_WORK:-$VM_CACHE/run}"
 log="${VM_LOG:-$work/serial.log}"
