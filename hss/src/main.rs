@@ -141,7 +141,9 @@ struct AddArgs {
     /// ICCID.
     #[arg(long)]
     iccid: Option<String>,
-    /// Public identity (repeat for several); replaces the defaults.
+    /// Public identity (repeat for several); replaces the defaults. Suffixes: `;irs=N` puts it
+    /// in implicit registration set N (default 0), `;barred` bars it,
+    /// e.g. `--impu 'sip:alice@ims.lab' --impu 'tel:+491701234567' --impu 'sip:ops@ims.lab;irs=1;barred'`.
     #[arg(long = "impu")]
     impus: Vec<String>,
     /// Shared iFC profile name.
@@ -249,6 +251,26 @@ fn profile(cfg: &Config, cmd: &ProfileCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `URI[;irs=N][;barred]` from the command line.
+fn parse_impu(arg: &str) -> anyhow::Result<Impu> {
+    let mut parts = arg.split(';');
+    let uri = parts.next().unwrap_or_default().trim().to_string();
+    let mut impu = Impu {
+        uri,
+        irs: 0,
+        barred: false,
+        display_name: None,
+    };
+    for p in parts {
+        match p.trim().split_once('=') {
+            Some(("irs", n)) => impu.irs = n.parse().with_context(|| format!("irs in {arg:?}"))?,
+            None if p.trim() == "barred" => impu.barred = true,
+            _ => anyhow::bail!("unknown IMPU option {p:?} in {arg:?} (irs=N or barred)"),
+        }
+    }
+    Ok(impu)
+}
+
 /// SIGINT or SIGTERM.
 async fn wait_for_shutdown() -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -273,17 +295,16 @@ fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {
                 op: a.op.clone(),
                 amf: a.amf.clone(),
                 sqn: a.sqn,
-                impus: (!a.impus.is_empty()).then(|| {
-                    a.impus
-                        .iter()
-                        .map(|u| Impu {
-                            uri: u.clone(),
-                            irs: 0,
-                            barred: false,
-                            display_name: None,
-                        })
-                        .collect()
-                }),
+                impus: if a.impus.is_empty() {
+                    None
+                } else {
+                    Some(
+                        a.impus
+                            .iter()
+                            .map(|u| parse_impu(u))
+                            .collect::<anyhow::Result<_>>()?,
+                    )
+                },
                 ifcs: vec![],
                 profile: a.profile.clone(),
                 shared_ifc_set_ids: vec![],
