@@ -1,0 +1,735 @@
+//! Proxy mode of the P-CSCF core, driven message by message without sockets: a scripted UE
+//! (akav1's USIM, secagree's offers) on one side, a scripted S-CSCF on the other that
+//! challenges with a real Milenage vector and puts `ck`/`ik` into its 401 as Kamailio does
+//! (TS 24.229 §5.4.1.2.1). Checks what each side sees (header edits of TS 24.229 §5.2.2,
+//! no keys toward the UE) and the SA lifecycle.
+
+use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
+use akav1::{AuthVector, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
+use bytes::Bytes;
+use pcscf::config::IpsecPolicy;
+use pcscf::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Upstream};
+use pcscf::cx::CxIdentity;
+use secagree::AlgPrefs;
+use sip::ims::{format_security_list, SecurityMechanism};
+use sip::{Flow, Limits, Message, Protocol, ResponseBuilder};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use xfrm::{SaSet, SetId};
+
+const K: [u8; 16] = [
+    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc,
+];
+const OPC: [u8; 16] = [
+    0xcd, 0x63, 0xcb, 0x71, 0x95, 0x4a, 0x9f, 0x4e, 0x48, 0xa5, 0x99, 0x4e, 0x37, 0xa0, 0x2b, 0xaf,
+];
+const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const IMPU: &str = "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const TEL: &str = "tel:+491700000001";
+const SERVICE_ROUTE: &str = "<sip:orig@scscf.ims.test:6060;lr>";
+
+const P_IP: [u8; 4] = [127, 0, 0, 1];
+const UE_IP: [u8; 4] = [127, 0, 0, 2];
+const S_IP: [u8; 4] = [127, 0, 0, 3];
+
+fn p_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((P_IP, port))
+}
+fn ue_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((UE_IP, port))
+}
+fn s_addr() -> SocketAddr {
+    SocketAddr::from((S_IP, 6060))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What the scripted S-CSCF does with the next REGISTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Challenge unauthenticated REGISTERs, accept right answers, 403 wrong ones.
+    Normal,
+    /// Challenge without ck/ik (a misconfigured S-CSCF).
+    NoKeys,
+    /// Never answer.
+    Silent,
+}
+
+/// An S-CSCF that does AKA itself (the HSS is folded in: it owns K/OPc and an SQN).
+struct Scscf {
+    milenage: Milenage,
+    sqn: u64,
+    mode: Mode,
+    vector: Option<(String, AuthVector)>,
+    registered: bool,
+    /// Every REGISTER as received.
+    seen: Vec<Message>,
+}
+
+impl Scscf {
+    fn new() -> Scscf {
+        Scscf {
+            milenage: Milenage::new(&K, &OPC),
+            sqn: 32,
+            mode: Mode::Normal,
+            vector: None,
+            registered: false,
+            seen: vec![],
+        }
+    }
+
+    fn handle(&mut self, req: Message) -> Option<Message> {
+        self.seen.push(req.clone());
+        if self.mode == Mode::Silent {
+            return None;
+        }
+        let creds = req
+            .header("Authorization")
+            .map(|v| Credentials::parse(v).unwrap());
+        let expires = req
+            .header("Expires")
+            .map(|v| v.parse::<u32>().unwrap())
+            .unwrap_or(600);
+        let protected = creds
+            .as_ref()
+            .and_then(|c| c.integrity_protected.as_deref())
+            == Some("yes");
+        // A registered user's deregistration over the SA needs no new authentication.
+        if expires == 0 && protected && self.registered {
+            self.registered = false;
+            return Some(self.ok(&req, 0));
+        }
+        if let (Some(c), Some((nonce, v))) = (&creds, &self.vector) {
+            if !c.response.is_empty() && &c.nonce == nonce {
+                let ok = c.verify(&v.xres, "REGISTER", req.body());
+                self.vector = None;
+                if !ok {
+                    return Some(ResponseBuilder::new(&req, 403).to_tag("s").build().unwrap());
+                }
+                self.registered = expires > 0;
+                return Some(self.ok(&req, expires));
+            }
+        }
+        // Challenge (also every re-registration, like Kamailio).
+        self.sqn += 32;
+        let rand = [self.sqn as u8; 16];
+        let v = self
+            .milenage
+            .vector(&rand, Sqn::new(self.sqn).unwrap(), [0x80, 0]);
+        let nonce = akav1::nonce::encode(&v.rand, &v.autn, &[]);
+        let keys = self.mode != Mode::NoKeys;
+        let ch = Challenge {
+            realm: DOMAIN.into(),
+            nonce: nonce.clone(),
+            algorithm: Some(AKAV1_MD5.into()),
+            qop: vec![Qop::Auth],
+            ck: keys.then(|| hex(&v.ck)),
+            ik: keys.then(|| hex(&v.ik)),
+            ..Default::default()
+        };
+        self.vector = Some((nonce, v));
+        Some(
+            ResponseBuilder::new(&req, 401)
+                .to_tag("s")
+                .header("WWW-Authenticate", ch.to_header())
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn ok(&self, req: &Message, expires: u32) -> Message {
+        let contact = req.header("Contact").unwrap().to_string();
+        let contact = contact.split(";expires=").next().unwrap().to_string();
+        let mut b = ResponseBuilder::new(req, 200)
+            .to_tag("s")
+            .header("Contact", format!("{contact};expires={expires}"));
+        if expires > 0 {
+            b = b
+                .header("Service-Route", SERVICE_ROUTE)
+                .header("P-Associated-URI", format!("<{IMPU}>, <{TEL}>"));
+        }
+        if let Some(p) = req.header("Path") {
+            b = b.header("Path", p);
+        }
+        b.build().unwrap()
+    }
+}
+
+/// The P-CSCF in proxy mode, the S-CSCF behind it, the shell's duties done inline.
+struct Net {
+    core: Pcscf,
+    scscf: Scscf,
+    now: Instant,
+    next_set: SetId,
+    installed: HashMap<SetId, SaSet>,
+    promoted: Vec<SetId>,
+    retired: Vec<SetId>,
+    deleted: Vec<SetId>,
+    events: Vec<CoreEvent>,
+}
+
+impl Net {
+    fn new(policy: IpsecPolicy) -> Net {
+        let cfg = CoreConfig {
+            domain: DOMAIN.into(),
+            local_ip: IpAddr::from(P_IP),
+            sip_port: 5060,
+            policy,
+            ipsec_available: true,
+            prefs: AlgPrefs::default(),
+            spi_range: (4096, 4199),
+            port_range: (31100, 31199),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 600,
+            auth_timeout: Duration::from_secs(30),
+            retire_grace: Duration::from_secs(2),
+            cx: CxIdentity {
+                origin_host: "pcscf.ims.test".into(),
+                origin_realm: DOMAIN.into(),
+                destination_realm: DOMAIN.into(),
+                server_name: "sip:127.0.0.1:5060".into(),
+            },
+            limits: Limits::default(),
+        };
+        let upstream = Upstream {
+            address: s_addr(),
+            protocol: Protocol::Udp,
+            route: None,
+            visited_network_id: "visited.ims.test".into(),
+        };
+        Net {
+            core: Pcscf::new_proxy(cfg, upstream).unwrap(),
+            scscf: Scscf::new(),
+            now: Instant::now(),
+            next_set: 1,
+            installed: HashMap::new(),
+            promoted: vec![],
+            retired: vec![],
+            deleted: vec![],
+            events: vec![],
+        }
+    }
+
+    /// Feed one message from the UE; return what reached the UE.
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, msg: &Message) -> Vec<(Flow, Message)> {
+        self.core.handle_inbound(
+            Flow::new(to, from, Protocol::Udp),
+            Bytes::from(msg.to_bytes()),
+            self.now,
+        );
+        self.run()
+    }
+
+    fn run(&mut self) -> Vec<(Flow, Message)> {
+        let mut to_ue = Vec::new();
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Transmit(t) if t.flow.remote == s_addr() => {
+                    assert_eq!(t.flow.protocol, Protocol::Udp);
+                    let req = Message::parse(&t.payload).unwrap();
+                    if let Some(resp) = self.scscf.handle(req) {
+                        // Back to the Via the P-CSCF put on top: its unprotected port.
+                        let via = resp.top_via().unwrap();
+                        assert_eq!(via.sent_by(), "127.0.0.1:5060");
+                        self.core.handle_inbound(
+                            Flow::new(p_addr(5060), s_addr(), Protocol::Udp),
+                            Bytes::from(resp.to_bytes()),
+                            self.now,
+                        );
+                    }
+                }
+                Output::Transmit(t) => {
+                    let raw = String::from_utf8(t.payload.to_vec()).unwrap();
+                    assert!(
+                        !raw.contains("ck=") && !raw.contains("ik="),
+                        "keys reached the UE:\n{raw}"
+                    );
+                    to_ue.push((t.flow, Message::parse(&t.payload).unwrap()));
+                }
+                Output::Cx { .. } => panic!("proxy mode must not speak Cx"),
+                Output::Security(SecurityOp::Prepare { token, set }) => {
+                    let id = self.next_set;
+                    self.next_set += 1;
+                    self.installed.insert(id, set);
+                    self.core.handle_security_ready(token, Ok(id), self.now);
+                }
+                Output::Security(SecurityOp::Promote { id, .. }) => self.promoted.push(id),
+                Output::Security(SecurityOp::Retire { id, .. }) => self.retired.push(id),
+                Output::Security(SecurityOp::Delete { id, .. }) => {
+                    assert!(
+                        self.installed.remove(&id).is_some(),
+                        "delete of unknown set {id}"
+                    );
+                    self.deleted.push(id);
+                }
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+        to_ue
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<(Flow, Message)> {
+        self.now += d;
+        self.core.handle_timeout(self.now);
+        self.run()
+    }
+
+    fn last_seen(&self) -> &Message {
+        self.scscf.seen.last().expect("the S-CSCF got nothing")
+    }
+}
+
+/// A scripted handset (like the collapsed tests' one).
+struct Ue {
+    usim: Usim,
+    cseq: u32,
+    call_id: String,
+    spi_c: u32,
+    spi_s: u32,
+    port_c: u16,
+    port_s: u16,
+}
+
+impl Ue {
+    fn new() -> Ue {
+        Ue {
+            usim: Usim::with_state(
+                Milenage::new(&K, &OPC),
+                UsimSqnState::with_highest(SqnPolicy::default(), Sqn::new(0).unwrap()),
+            ),
+            cseq: 0,
+            call_id: sip::new_call_id(None),
+            spi_c: 1000,
+            spi_s: 1001,
+            port_c: 40000,
+            port_s: 40001,
+        }
+    }
+
+    fn new_ports(&mut self) {
+        self.spi_c += 2;
+        self.spi_s += 2;
+        self.port_c += 2;
+    }
+
+    fn offers(&self) -> Vec<SecurityMechanism> {
+        secagree::client_offers(
+            &AlgPrefs::default(),
+            self.spi_c,
+            self.spi_s,
+            self.port_c,
+            self.port_s,
+        )
+    }
+
+    fn register(&mut self, extra: &[(&str, String)], expires: u32, via_port: u16) -> Message {
+        self.cseq += 1;
+        let mut m = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.2:{via_port};branch={}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <{IMPU}>;tag=ue{}\r\n\
+             To: <{IMPU}>\r\n\
+             Call-ID: {}\r\n\
+             CSeq: {} REGISTER\r\n\
+             Contact: <sip:127.0.0.2:{}>;expires={expires}\r\n\
+             Expires: {expires}\r\n\
+             Supported: path, sec-agree\r\n",
+            sip::new_branch(),
+            self.cseq,
+            self.call_id,
+            self.cseq,
+            self.port_s,
+        );
+        for (n, v) in extra {
+            m.push_str(&format!("{n}: {v}\r\n"));
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        Message::parse(m.as_bytes()).unwrap()
+    }
+
+    fn initial(&mut self) -> Message {
+        let offers = format_security_list(&self.offers());
+        self.register(
+            &[
+                ("Security-Client", offers),
+                ("Require", "sec-agree".into()),
+                ("Proxy-Require", "sec-agree".into()),
+                (
+                    "Authorization",
+                    format!(
+                        "Digest username=\"{IMPI}\", realm=\"{DOMAIN}\", uri=\"sip:{DOMAIN}\", nonce=\"\", response=\"\""
+                    ),
+                ),
+            ],
+            600,
+            5060,
+        )
+    }
+
+    fn authorization(&self, ch: &Challenge, password: &[u8]) -> String {
+        let input = ResponseInput {
+            username: IMPI,
+            realm: &ch.realm,
+            nonce: &ch.nonce,
+            method: "REGISTER",
+            uri: &format!("sip:{DOMAIN}"),
+            qop: Some(QopInput {
+                qop: Qop::Auth,
+                cnonce: "c0ffee",
+                nc: "00000001",
+            }),
+            body: b"",
+        };
+        Credentials {
+            username: IMPI.into(),
+            realm: ch.realm.clone(),
+            nonce: ch.nonce.clone(),
+            uri: format!("sip:{DOMAIN}"),
+            response: akav1::digest::response(password, &input),
+            algorithm: Some(AKAV1_MD5.into()),
+            cnonce: Some("c0ffee".into()),
+            qop: Some(Qop::Auth),
+            nc: Some("00000001".into()),
+            ..Default::default()
+        }
+        .to_header()
+    }
+}
+
+fn only(sent: Vec<(Flow, Message)>) -> (Flow, Message) {
+    assert_eq!(sent.len(), 1, "expected one message, got {sent:#?}");
+    sent.into_iter().next().unwrap()
+}
+
+/// 401 → (challenge, Security-Server, RES, the SA set the UE derives from its own CK/IK).
+fn read_401(ue: &mut Ue, resp: &Message) -> (Challenge, Vec<SecurityMechanism>, [u8; 8], SaSet) {
+    assert_eq!(resp.code(), Some(401), "{resp:?}");
+    assert_eq!(resp.header_values("Via").count(), 1, "our Via is popped");
+    let ch = Challenge::parse(resp.header("WWW-Authenticate").unwrap()).unwrap();
+    assert!(ch.ck.is_none() && ch.ik.is_none());
+    let server = SecurityMechanism::parse_list(resp.header("Security-Server").unwrap()).unwrap();
+    let n = akav1::nonce::decode(&ch.nonce).unwrap();
+    let r = ue.usim.authenticate(&n.rand, &n.autn).unwrap();
+    let set = secagree::sa_set(
+        IpAddr::from(UE_IP),
+        IpAddr::from(P_IP),
+        &ue.offers()[0],
+        &server[0],
+        &r.ck,
+        &r.ik,
+        Duration::from_secs(30),
+        Instant::now(),
+    )
+    .unwrap();
+    (ch, server, r.res, set)
+}
+
+fn answer(
+    ue: &mut Ue,
+    ch: &Challenge,
+    server: &[SecurityMechanism],
+    res: &[u8],
+    set: &SaSet,
+) -> Message {
+    let auth = ue.authorization(ch, res);
+    ue.register(
+        &[
+            ("Security-Verify", format_security_list(server)),
+            ("Require", "sec-agree".into()),
+            ("Proxy-Require", "sec-agree".into()),
+            ("Authorization", auth),
+        ],
+        600,
+        set.port_uc,
+    )
+}
+
+fn assert_forwarded_edits(fwd: &Message, integrity: &str) {
+    assert_eq!(
+        fwd.uri_str(),
+        Some(&*format!("sip:{DOMAIN}")),
+        "Request-URI unchanged"
+    );
+    let vias = fwd.vias().unwrap();
+    assert_eq!(vias.len(), 2, "{fwd}");
+    assert_eq!(vias[0].sent_by(), "127.0.0.1:5060", "our Via on top");
+    assert_eq!(fwd.max_forwards().unwrap(), Some(69));
+    assert_eq!(fwd.header("Path"), Some("<sip:term@127.0.0.1:5060;lr>"));
+    assert_eq!(fwd.header("P-Visited-Network-ID"), Some("visited.ims.test"));
+    assert_eq!(fwd.header_values("P-Visited-Network-ID").count(), 1);
+    assert!(fwd.has_option_tag("Supported", "path"));
+    for h in [
+        "Security-Client",
+        "Security-Verify",
+        "Require",
+        "Proxy-Require",
+    ] {
+        assert!(!fwd.has_header(h), "{h} must not go upstream:\n{fwd}");
+    }
+    let c = Credentials::parse(fwd.header("Authorization").unwrap()).unwrap();
+    assert_eq!(c.integrity_protected.as_deref(), Some(integrity));
+    assert_eq!(c.username, IMPI);
+}
+
+/// Initial registration through the proxy; returns the established set and the
+/// Security-Server it came from.
+fn register(net: &mut Net, ue: &mut Ue) -> (SaSet, Vec<SecurityMechanism>) {
+    let (to, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(to, Flow::new(p_addr(5060), ue_addr(5060), Protocol::Udp));
+    assert_forwarded_edits(net.last_seen(), "no");
+    let (ch, server, res, set) = read_401(ue, &resp);
+    let (to, ok) = only(net.send(
+        ue_addr(set.port_uc),
+        p_addr(set.port_ps),
+        &answer(ue, &ch, &server, &res, &set),
+    ));
+    assert_forwarded_edits(net.last_seen(), "yes");
+    assert_eq!(ok.code(), Some(200), "{ok:?}");
+    assert_eq!(
+        to,
+        Flow::new(p_addr(set.port_ps), ue_addr(set.port_uc), Protocol::Udp),
+        "the 200 OK leaves through the new SA"
+    );
+    (set, server)
+}
+
+#[test]
+fn register_reregister_deregister_through_an_s_cscf() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new();
+    let (set, server1) = register(&mut net, &mut ue);
+    // The P-CSCF's keys came from the S-CSCF's ck/ik, the UE's from its USIM: same set.
+    let mut ue_view = set.clone();
+    ue_view.expires_at = net.installed[&1].expires_at;
+    assert_eq!(net.installed[&1], ue_view);
+    assert_eq!(net.promoted, [1]);
+    assert_eq!(net.core.registration(IMPU), Some(Some(1)));
+    assert_eq!(net.core.service_route(IMPU), [SERVICE_ROUTE]);
+    assert_eq!(net.core.associated(IMPU), [IMPU, TEL]);
+    assert_eq!(net.core.proxied_in_flight(), 0);
+    assert!(net.events.contains(&CoreEvent::Registered {
+        impu: IMPU.into(),
+        impi: IMPI.into(),
+        expires: 600,
+        protected: true
+    }));
+
+    // Re-registration over the SA with a new offer; the S-CSCF challenges again.
+    ue.new_ports();
+    let offers = format_security_list(&ue.offers());
+    let verify = format_security_list(&server1);
+    let rereg = ue.register(
+        &[
+            ("Security-Client", offers),
+            ("Security-Verify", verify.clone()),
+        ],
+        600,
+        set.port_uc,
+    );
+    let (to, resp) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &rereg));
+    assert_eq!(
+        to.local,
+        Some(p_addr(set.port_ps)),
+        "401 goes out protected"
+    );
+    let (ch, server, res, set2) = read_401(&mut ue, &resp);
+    assert_ne!(set2.spi_ps, set.spi_ps);
+    let (_, ok) = only(net.send(
+        ue_addr(set2.port_uc),
+        p_addr(set2.port_ps),
+        &answer(&mut ue, &ch, &server, &res, &set2),
+    ));
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(net.core.registration(IMPU), Some(Some(2)));
+    assert_eq!(net.promoted, [1, 2]);
+    assert_eq!(net.retired, [1], "the old set retires");
+    assert!(net.deleted.is_empty(), "but lives through the grace period");
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.deleted, [1]);
+    assert_eq!(net.core.leases_in_use(), (2, 2));
+
+    // Deregistration over the new SA: the S-CSCF accepts it (integrity-protected="yes").
+    let verify2 = format_security_list(&server);
+    let auth = ue.authorization(&ch, &res);
+    let dereg = ue.register(
+        &[("Security-Verify", verify2), ("Authorization", auth)],
+        0,
+        set2.port_uc,
+    );
+    let (to, ok) = only(net.send(ue_addr(set2.port_uc), p_addr(set2.port_ps), &dereg));
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(
+        to.local,
+        Some(p_addr(set2.port_ps)),
+        "final 200 still protected"
+    );
+    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.retired, [1, 2]);
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.deleted, [1, 2]);
+    assert!(net.installed.is_empty());
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(
+        net.core.leases_in_use(),
+        (0, 0),
+        "all SPIs and ports released"
+    );
+}
+
+#[test]
+fn wrong_response_gets_the_s_cscfs_403_and_no_sa_is_left() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new();
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    let (ch, server, _res, set) = read_401(&mut ue, &resp);
+    let req = answer(&mut ue, &ch, &server, b"wrongres", &set);
+    let (to, r) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(r.code(), Some(403));
+    assert_eq!(to.local, Some(p_addr(set.port_ps)));
+    assert_eq!(net.deleted, [1], "the temporary set goes with the failure");
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.leases_in_use(), (0, 0));
+    assert_eq!(net.core.registration(IMPU), None);
+}
+
+#[test]
+fn security_verify_mismatch_is_refused_before_the_s_cscf_sees_it() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new();
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    let (ch, mut server, res, set) = read_401(&mut ue, &resp);
+    server[0].ealg = Some("null".into());
+    let req = answer(&mut ue, &ch, &server, &res, &set);
+    let (_, r) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(r.code(), Some(494));
+    assert_eq!(
+        net.scscf.seen.len(),
+        1,
+        "only the initial REGISTER went upstream"
+    );
+    assert_eq!(net.core.registration(IMPU), None);
+}
+
+#[test]
+fn challenge_without_keys_is_a_clear_502_when_ipsec_is_required() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    net.scscf.mode = Mode::NoKeys;
+    let mut ue = Ue::new();
+    let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(r.code(), Some(502));
+    assert!(r.header("Warning").unwrap().contains("no ck/ik"), "{r:?}");
+    assert!(net.installed.is_empty());
+    assert_eq!(net.core.leases_in_use(), (0, 0));
+}
+
+#[test]
+fn challenge_without_keys_goes_down_unprotected_when_ipsec_is_optional() {
+    let mut net = Net::new(IpsecPolicy::Optional);
+    net.scscf.mode = Mode::NoKeys;
+    let mut ue = Ue::new();
+    let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(r.code(), Some(401));
+    assert!(!r.has_header("Security-Server"));
+    assert!(net.installed.is_empty());
+}
+
+#[test]
+fn what_the_ue_claims_is_replaced_not_forwarded() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new();
+    let offers = format_security_list(&ue.offers());
+    let req = ue.register(
+        &[
+            ("Security-Client", offers),
+            ("Require", "sec-agree, foo".into()),
+            ("P-Visited-Network-ID", "\"Fake net\"".into()),
+            (
+                "Authorization",
+                format!(
+                    "Digest username=\"{IMPI}\", realm=\"{DOMAIN}\", uri=\"sip:{DOMAIN}\", nonce=\"\", response=\"\", integrity-protected=\"yes\""
+                ),
+            ),
+        ],
+        600,
+        5060,
+    );
+    let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &req));
+    assert_eq!(r.code(), Some(401));
+    let fwd = net.last_seen();
+    let c = Credentials::parse(fwd.header("Authorization").unwrap()).unwrap();
+    assert_eq!(c.integrity_protected.as_deref(), Some("no"));
+    assert_eq!(
+        fwd.header_values("P-Visited-Network-ID")
+            .collect::<Vec<_>>(),
+        ["visited.ims.test"]
+    );
+    assert_eq!(
+        fwd.header_values("Require").collect::<Vec<_>>(),
+        ["foo"],
+        "only sec-agree is removed"
+    );
+}
+
+#[test]
+fn silent_s_cscf_gets_the_ue_a_408_and_frees_the_context() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    net.scscf.mode = Mode::Silent;
+    let mut ue = Ue::new();
+    assert!(net
+        .send(ue_addr(5060), p_addr(5060), &ue.initial())
+        .is_empty());
+    assert_eq!(net.core.proxied_in_flight(), 1);
+    let mut answers = Vec::new();
+    for _ in 0..40 {
+        answers.extend(net.advance(Duration::from_secs(1)));
+    }
+    let (_, r) = only(answers);
+    assert_eq!(r.code(), Some(408));
+    assert_eq!(net.core.proxied_in_flight(), 0);
+    // Timer E retransmitted the REGISTER upstream meanwhile (RFC 3261 §17.1.2.2).
+    assert!(net.scscf.seen.len() > 1);
+}
+
+#[test]
+fn max_forwards_zero_is_not_forwarded() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new();
+    let m = ue
+        .initial()
+        .to_string()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let (_, r) = only(net.send(
+        ue_addr(5060),
+        p_addr(5060),
+        &Message::parse(m.as_bytes()).unwrap(),
+    ));
+    assert_eq!(r.code(), Some(483));
+    assert!(net.scscf.seen.is_empty());
+}
+
+#[test]
+fn registration_expiry_retires_the_set_without_upstream_traffic() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new();
+    register(&mut net, &mut ue);
+    let seen = net.scscf.seen.len();
+    net.advance(Duration::from_secs(601));
+    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.retired, [1]);
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.deleted, [1]);
+    assert_eq!(net.scscf.seen.len(), seen);
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::Deregistered {
+            reason: "timeout",
+            ..
+        }
+    )));
+}
