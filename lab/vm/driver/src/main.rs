@@ -569,23 +569,37 @@ fn kernel_kernel(
         std::thread::sleep(Duration::from_millis(50));
         let seen = lab.cap.drain(pa, ua, prefix.as_bytes());
         lab.cap.record.set(false);
-        let pc_ = xfrm_counters(&lab.p)?;
-        let uc_ = xfrm_counters(&lab.u)?;
-        let mut per_sa = Vec::new();
-        for (n, spi) in [set.spi_ps, set.spi_us, set.spi_uc, set.spi_pc]
-            .iter()
-            .enumerate()
-        {
-            let (a, af) = *pc_.get(spi).ok_or(format!("no P-CSCF SA spi 0x{spi:x}"))?;
-            let (b, bf) = *uc_.get(spi).ok_or(format!("no UE SA spi 0x{spi:x}"))?;
-            if a == 0 || a != b || af != 0 || bf != 0 {
-                return Err(format!(
-                    "SA{} spi 0x{spi:x}: P-CSCF {a} pkts ({af} failed), UE {b} pkts ({bf} failed)",
-                    n + 1
-                ));
+        // Sender and receiver counters must agree. A delayed TCP ACK (≥ 40 ms, longer under
+        // TCG) may still be in flight between the two reads: re-read for up to a second.
+        let compare = || -> Res<Vec<u64>> {
+            let pc_ = xfrm_counters(&lab.p)?;
+            let uc_ = xfrm_counters(&lab.u)?;
+            let mut per_sa = Vec::new();
+            for (n, spi) in [set.spi_ps, set.spi_us, set.spi_uc, set.spi_pc]
+                .iter()
+                .enumerate()
+            {
+                let (a, af) = *pc_.get(spi).ok_or(format!("no P-CSCF SA spi 0x{spi:x}"))?;
+                let (b, bf) = *uc_.get(spi).ok_or(format!("no UE SA spi 0x{spi:x}"))?;
+                if a == 0 || a != b || af != 0 || bf != 0 {
+                    return Err(format!(
+                        "SA{} spi 0x{spi:x}: P-CSCF {a} pkts ({af} failed), UE {b} pkts ({bf} failed)",
+                        n + 1
+                    ));
+                }
+                per_sa.push(a);
             }
-            per_sa.push(a);
+            Ok(per_sa)
+        };
+        let mut per_sa = compare();
+        for _ in 0..10 {
+            if per_sa.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            per_sa = compare();
         }
+        let per_sa = per_sa?;
         if seen.esp == 0 || seen.plain_transport != 0 {
             return Err(format!("wire: {seen:?} (want ESP only)"));
         }
