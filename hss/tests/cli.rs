@@ -69,6 +69,44 @@ fn add_show_import_list_delete() {
     assert!(ok);
     let (ok, _, err) = hss(&db, &["subscriber", "show", "001010000000002"]);
     assert!(!ok && err.contains("no subscriber"));
+    let (ok, out, err) = hss(
+        &db,
+        &[
+            "subscriber",
+            "add",
+            "--impi",
+            "bob@ims.lab",
+            "--ki",
+            k,
+            "--opc",
+            k,
+            "--impu",
+            "sip:bob@ims.lab",
+            "--impu",
+            "sip:ops@ims.lab;irs=1;barred",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"barred\": true") && out.contains("\"irs\": 1"),
+        "{out}"
+    );
+    let (ok, _, err) = hss(
+        &db,
+        &[
+            "subscriber",
+            "add",
+            "--impi",
+            "x@y",
+            "--ki",
+            k,
+            "--opc",
+            k,
+            "--impu",
+            "sip:x@y;bogus",
+        ],
+    );
+    assert!(!ok && err.contains("bogus"), "{err}");
     let (ok, _, err) = hss(
         &db,
         &["subscriber", "add", "--imsi", "1", "--ki", "xx", "--opc", k],
