@@ -208,56 +208,6 @@ fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-fn spawn_hss(conf: &std::path::Path) -> (Hss, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hss"))
-        .args(["-c", conf.to_str().unwrap(), "run"])
-        .env("HSS_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("hss ready"), "{line}");
-    (Hss(child), line)
-}
-
-/// freeDiameterd (an independent implementation, Relay-only CER) against the hss binary:
-/// CER/CEA, DWR/DWA after Tw, DPR/DPA on a graceful stop.
-#[test]
-fn freediameter_base_protocol_against_our_hss() {
-    if testkit::require_bin("freeDiameterd").is_none() {
-        return;
-    }
-    let dir = testkit::TestDir::new("hss-fd").unwrap();
-    let port = testkit::free_port();
-    let conf = dir.join("hss.toml");
-    std::fs::write(
-        &conf,
-        format!("[diameter]\nlisten = \"127.0.0.1:{port}\"\nwatchdog_secs = 6\n[store]\npath = \"{}\"\n", dir.join("hss.db").display()),
-    )
-    .unwrap();
-    let (_hss, _) = spawn_hss(&conf);
-    let mut fd = testkit::freediameter::FreeDiameter::start(testkit::freediameter::FdConfig::new(
-        "hss.ims.lab",
-        port,
-    ))
-    .unwrap();
-    fd.wait_open(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e}\n{}", fd.log()));
-    // Let at least one watchdog exchange happen each way (Tw = 6 s, jitter up to 2 s).
-    std::thread::sleep(Duration::from_secs(9));
-    assert!(fd.guard().is_running(), "{}", fd.log());
-    let log = fd.stop_graceful(Duration::from_secs(10)).unwrap();
-    let lower = log.to_lowercase();
-    assert!(
-        !lower.contains("watchdog") || !lower.contains("suspect"),
-        "{log}"
-    );
-}
-
 /// Our MAA against an independent Milenage (osmo-auc-gen): same RAND and SQN give the same
 /// AUTN, XRES, CK and IK.
 #[test]
