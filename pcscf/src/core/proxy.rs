@@ -533,10 +533,8 @@ impl Pcscf {
                 .unwrap_or(v)
                 .to_string()
         };
-        let mut associated: Vec<String> = resp
-            .header_values("P-Associated-URI")
-            .map(|v| strip(v))
-            .collect();
+        let mut associated: Vec<String> =
+            resp.header_values("P-Associated-URI").map(strip).collect();
         if associated.is_empty() {
             associated.push(ctx.impu.clone());
         }
