@@ -463,7 +463,7 @@ impl Pcscf {
         if !msg.is_request() {
             // Only proxy mode has client transactions (toward the S-CSCF).
             if self.upstream.is_some() {
-                self.on_upstream_message(msg, now);
+                self.on_upstream_message(msg, flow, now);
             }
             return;
         }

@@ -733,3 +733,80 @@ fn registration_expiry_retires_the_set_without_upstream_traffic() {
         }
     )));
 }
+
+#[test]
+fn a_response_from_anyone_but_the_s_cscf_is_dropped() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    net.scscf.mode = Mode::Silent;
+    let mut ue = Ue::new();
+    assert!(net
+        .send(ue_addr(5060), p_addr(5060), &ue.initial())
+        .is_empty());
+    // Someone who saw the forwarded REGISTER forges the 401 with keys of their choosing.
+    net.scscf.mode = Mode::Normal;
+    let fwd = net.last_seen().clone();
+    let forged = net.scscf.handle(fwd).unwrap();
+    let before = net.core.stats().dropped;
+    for from in [SocketAddr::from(([127, 0, 0, 66], 6060)), ue_addr(5060)] {
+        net.core.handle_inbound(
+            Flow::new(p_addr(5060), from, Protocol::Udp),
+            Bytes::from(forged.to_bytes()),
+            net.now,
+        );
+        assert!(net.run().is_empty());
+    }
+    assert_eq!(net.core.stats().dropped, before + 2);
+    assert!(net.installed.is_empty(), "no SA from forged keys");
+    assert_eq!(net.core.proxied_in_flight(), 1);
+}
+
+/// Whatever the S-CSCF sends back (mutated answers, garbage), the core neither panics nor
+/// leaks: every forwarded REGISTER ends with one answer to the UE or stays in flight.
+#[test]
+fn mangled_s_cscf_answers_do_not_panic() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let mut net = Net::new(IpsecPolicy::Required);
+        net.scscf.mode = Mode::Silent;
+        let mut ue = Ue::new();
+        net.send(ue_addr(5060), p_addr(5060), &ue.initial());
+        net.scscf.mode = Mode::Normal;
+        let fwd = net.last_seen().clone();
+        let mut bytes = net.scscf.handle(fwd).unwrap().to_bytes();
+        // Keep the status line and Via mostly intact so that some rounds still match the
+        // transaction and reach the proxy logic.
+        let edits = 1 + next() % 8;
+        for _ in 0..edits {
+            let at = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[at] = next() as u8,
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, b"\"=,;<>\r\n "[(next() % 9) as usize]),
+            }
+        }
+        net.core.handle_inbound(
+            Flow::new(p_addr(5060), s_addr(), Protocol::Udp),
+            Bytes::from(bytes),
+            net.now,
+        );
+        let out = net.run();
+        assert!(out.len() <= 1, "round {round}: {out:#?}");
+        for (_, m) in &out {
+            let raw = m.to_string();
+            assert!(!raw.contains("ck=") && !raw.contains("ik="), "{raw}");
+        }
+        assert_eq!(
+            net.core.proxied_in_flight() + out.len(),
+            1,
+            "round {round}: answered xor still waiting"
+        );
+    }
+}

@@ -81,6 +81,10 @@ impl Pcscf {
         self.proxied.len()
     }
 
+    fn is_protected_port_of(&self, flow: &Flow) -> bool {
+        flow.local.is_some_and(|l| self.is_protected_port(l))
+    }
+
     /// A REGISTER from a UE, proxy mode: sec-agree checks, header edits, forward.
     pub(super) fn proxy_register(
         &mut self,
@@ -228,8 +232,22 @@ impl Pcscf {
         Ok(fwd)
     }
 
-    /// A response arrived on our unprotected port: match it to a client transaction.
-    pub(super) fn on_upstream_message(&mut self, msg: Message, now: Instant) {
+    /// A response arrived: match it to a client transaction. Only the S-CSCF answers our
+    /// requests; a response from anywhere else (or through an SA) is dropped, whatever its
+    /// branch, so nobody else can hand us keys for a UE's SA set.
+    pub(super) fn on_upstream_message(&mut self, msg: Message, flow: Flow, now: Instant) {
+        let from_upstream = self
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.address == flow.remote && u.protocol == flow.protocol);
+        if !from_upstream || self.is_protected_port_of(&flow) {
+            self.stats.dropped += 1;
+            self.event(CoreEvent::Dropped {
+                remote: flow.remote,
+                reason: "response not from the S-CSCF".into(),
+            });
+            return;
+        }
         match self.tx.handle_response(msg, now) {
             Ok(ResponseOutcome::Deliver { id, response }) => {
                 self.on_upstream_response(id, response, now)

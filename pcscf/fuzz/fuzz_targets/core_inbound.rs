@@ -1,0 +1,61 @@
+#![no_main]
+//! Arbitrary datagrams into the P-CSCF core, on its unprotected port and on a protected
+//! one, with every output drained and every Cx/security request answered with a failure:
+//! no input may panic the registrar.
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use pcscf::config::IpsecPolicy;
+use pcscf::core::{CoreConfig, Output, Pcscf, SecurityOp};
+use pcscf::cx::CxIdentity;
+use sip::{Flow, Limits, Protocol};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let cfg = CoreConfig {
+        domain: "ims.test".into(),
+        local_ip: [127, 0, 0, 1].into(),
+        sip_port: 5060,
+        policy: if sel & 1 == 0 { IpsecPolicy::Required } else { IpsecPolicy::Optional },
+        ipsec_available: true,
+        prefs: secagree::AlgPrefs::default(),
+        spi_range: (4096, 4105),
+        port_range: (31100, 31109),
+        min_expires: 60,
+        max_expires: 3600,
+        default_expires: 600,
+        auth_timeout: Duration::from_secs(30),
+        retire_grace: Duration::from_secs(2),
+        cx: CxIdentity {
+            origin_host: "pcscf.ims.test".into(),
+            origin_realm: "ims.test".into(),
+            destination_realm: "ims.test".into(),
+            server_name: "sip:127.0.0.1:5060".into(),
+        },
+        limits: Limits::default(),
+    };
+    let Ok(mut core) = Pcscf::new(cfg) else { return };
+    let now = Instant::now();
+    let local_port = if sel & 2 == 0 { 5060 } else { 31101 };
+    let flow = Flow::new(
+        SocketAddr::from(([127, 0, 0, 1], local_port)),
+        SocketAddr::from(([127, 0, 0, 2], 5060)),
+        if sel & 4 == 0 { Protocol::Udp } else { Protocol::Tcp },
+    );
+    core.handle_inbound(flow, Bytes::copy_from_slice(rest), now);
+    for _ in 0..64 {
+        let Some(o) = core.poll_output() else { break };
+        match o {
+            Output::Cx { token, .. } => core.handle_cx_answer(token, Err("fuzz".into()), now),
+            Output::Security(SecurityOp::Prepare { token, .. }) => {
+                core.handle_security_ready(token, Err("fuzz".into()), now)
+            }
+            _ => {}
+        }
+    }
+    core.handle_timeout(now + Duration::from_secs(3600));
+    while core.poll_output().is_some() {}
+});
