@@ -11,7 +11,9 @@
 //! P-CSCF waits on purpose (a P-CSCF must not hold requests back to hide an S-CSCF bug);
 //! instead this test puts a small relay between the P-CSCF and Kamailio that delays the
 //! REGISTERs carrying a digest response by [`ANSWER_DELAY`], which is what a real network's
-//! latency does.
+//! latency does. Measured without it (delay 0, 3 runs out of 3): Kamailio challenges the
+//! answer again, the retransmissions of our client transaction then hit `ims_auth
+//! challenge(): failed to suspend the TM processing`, and the UE times out.
 //!
 //! Needs root (userspace ESP uses raw sockets), `kamailio` with the IMS modules and
 //! `tshark`; without them: SKIPPED (or FAILED when `CI=true`).

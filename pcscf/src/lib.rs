@@ -11,8 +11,14 @@
 //! 3. Re-registration builds a new SA set and retires the old one; deregistration and
 //!    expiry send SAR and delete the SAs after a grace period.
 //!
+//! Proxy mode (`[scscf] mode = "proxy"`): the same sec-agree and IPsec, but REGISTERs are
+//! forwarded statefully to an external S-CSCF (Kamailio); CK/IK are taken out of its 401
+//! (`ck=`/`ik=`) for the SA set and stripped before the UE sees it; Path,
+//! P-Visited-Network-ID and `integrity-protected` are added, Security-* and the `sec-agree`
+//! option tags removed (TS 24.229 §5.2.2). No Cx in this mode. See `core::proxy`.
+//!
 //! Layers: [`config`] (TOML), [`cx`] (Cx requests and answers), [`core`] (sans-IO
-//! registrar), [`shell`] (tokio). Calls and iFC routing come on top of this core.
+//! registrar and proxy), [`shell`] (tokio). Calls and iFC routing come on top of this core.
 
 pub mod config;
 pub mod core;
