@@ -63,13 +63,14 @@ async fn delay_relay(kamailio: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// The 401s in a capture: (source, destination, WWW-Authenticate), ESP decrypted with
+/// The 401s in a capture: (source, destination, UDP source port, WWW-Authenticate), ESP
+/// decrypted with
 /// `esp_sa` (the P-CSCF's UAT records, one per line).
 fn challenges_in(
     pcap: &std::path::Path,
     esp_sa: &str,
     sip_ports: &[u16],
-) -> Vec<(String, String, String)> {
+) -> Vec<(String, String, u16, String)> {
     let tshark = testkit::require_bin("tshark").expect("checked before");
     let mut cmd = Command::new(tshark);
     cmd.arg("-n").arg("-r").arg(pcap);
@@ -97,6 +98,8 @@ fn challenges_in(
         "-e",
         "ip.dst",
         "-e",
+        "udp.srcport",
+        "-e",
         "sip.WWW-Authenticate",
     ]);
     let out = cmd.output().expect("run tshark");
@@ -108,10 +111,11 @@ fn challenges_in(
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
-            let mut c = l.splitn(3, '|');
+            let mut c = l.splitn(4, '|');
             Some((
                 c.next()?.to_string(),
                 c.next()?.to_string(),
+                c.next()?.parse().ok()?,
                 c.next()?.to_string(),
             ))
         })
@@ -299,11 +303,11 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
     let seen = challenges_in(&pcap, &esp_sa, &sip_ports);
     let to_ue: Vec<_> = seen
         .iter()
-        .filter(|(_, dst, _)| *dst == ue_ip.to_string())
+        .filter(|(_, dst, _, _)| *dst == ue_ip.to_string())
         .collect();
     let to_pcscf: Vec<_> = seen
         .iter()
-        .filter(|(_, dst, _)| dst == "127.0.0.1")
+        .filter(|(_, dst, _, _)| dst == "127.0.0.1")
         .collect();
     assert!(
         to_ue.len() >= 2,
@@ -313,10 +317,20 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
         !to_pcscf.is_empty()
             && to_pcscf
                 .iter()
-                .all(|(_, _, w)| w.contains("ck=") && w.contains("ik=")),
+                .all(|(_, _, _, w)| w.contains("ck=") && w.contains("ik=")),
         "Kamailio's 401s carry ck/ik to the P-CSCF: {seen:#?}"
     );
-    for (_, _, w) in &to_ue {
+    assert!(
+        to_ue.iter().any(|(_, _, port, _)| *port == sip_port),
+        "the first 401 went out in clear from the SIP port: {seen:#?}"
+    );
+    assert!(
+        to_ue
+            .iter()
+            .any(|(_, _, port, _)| (base..base + 20).contains(port)),
+        "a later 401 went out through ESP from a protected port, and was decrypted: {seen:#?}"
+    );
+    for (_, _, _, w) in &to_ue {
         assert!(
             !w.contains("ck=") && !w.contains("ik="),
             "keys reached the UE: {w}"

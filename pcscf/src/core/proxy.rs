@@ -232,14 +232,17 @@ impl Pcscf {
         Ok(fwd)
     }
 
-    /// A response arrived: match it to a client transaction. Only the S-CSCF answers our
-    /// requests; a response from anywhere else (or through an SA) is dropped, whatever its
-    /// branch, so nobody else can hand us keys for a UE's SA set.
+    /// A response arrived: match it to a client transaction. Only the S-CSCF's host
+    /// answers our requests; a response from another host (or through an SA) is dropped,
+    /// whatever its branch, so nobody else can hand us keys for a UE's SA set. The source
+    /// port is not compared: a UDP server may answer from another socket than the one it
+    /// received on (RFC 3261 §18.2.2 sends to the Via, from anywhere), and a relay or
+    /// load balancer in front of the S-CSCF makes that the rule.
     pub(super) fn on_upstream_message(&mut self, msg: Message, flow: Flow, now: Instant) {
         let from_upstream = self
             .upstream
             .as_ref()
-            .is_some_and(|u| u.address == flow.remote && u.protocol == flow.protocol);
+            .is_some_and(|u| u.address.ip() == flow.remote.ip() && u.protocol == flow.protocol);
         if !from_upstream || self.is_protected_port_of(&flow) {
             self.stats.dropped += 1;
             self.event(CoreEvent::Dropped {
