@@ -57,6 +57,9 @@ enum Mode {
     NoKeys,
     /// Never answer.
     Silent,
+    /// Challenge every REGISTER without a fresh answer, deregistrations too (Kamailio's
+    /// testkit configuration does this).
+    ChallengeAll,
 }
 
 /// An S-CSCF that does AKA itself (the HSS is folded in: it owns K/OPc and an SQN).
@@ -99,7 +102,7 @@ impl Scscf {
             .and_then(|c| c.integrity_protected.as_deref())
             == Some("yes");
         // A registered user's deregistration over the SA needs no new authentication.
-        if expires == 0 && protected && self.registered {
+        if expires == 0 && protected && self.registered && self.mode != Mode::ChallengeAll {
             self.registered = false;
             return Some(self.ok(&req, 0));
         }
@@ -809,4 +812,60 @@ fn mangled_s_cscf_answers_do_not_panic() {
             "round {round}: answered xor still waiting"
         );
     }
+}
+
+/// Kamailio challenges deregistrations too: the UE offers new SPIs in its de-REGISTER, the
+/// 401 goes down through the set in use with a new Security-Server, the answer comes
+/// through the new temporary set, and on the final 200 both sets retire.
+#[test]
+fn challenged_deregistration_builds_a_set_for_the_answer_then_everything_goes() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    net.scscf.mode = Mode::ChallengeAll;
+    let mut ue = Ue::new();
+    let (set, server1) = register(&mut net, &mut ue);
+    ue.new_ports();
+    let dereg = ue.register(
+        &[
+            ("Security-Client", format_security_list(&ue.offers())),
+            ("Security-Verify", format_security_list(&server1)),
+        ],
+        0,
+        set.port_uc,
+    );
+    let (to, resp) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &dereg));
+    assert_eq!(
+        to.local,
+        Some(p_addr(set.port_ps)),
+        "401 through the set in use"
+    );
+    let (ch, server, res, set2) = read_401(&mut ue, &resp);
+    assert_eq!(net.installed.len(), 2);
+    let auth = ue.authorization(&ch, &res);
+    let answer = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Authorization", auth),
+        ],
+        0,
+        set2.port_uc,
+    );
+    let (to, ok) = only(net.send(ue_addr(set2.port_uc), p_addr(set2.port_ps), &answer));
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(
+        to.local,
+        Some(p_addr(set2.port_ps)),
+        "final 200 through the new set"
+    );
+    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(
+        net.promoted,
+        [1],
+        "a set for a deregistration is never promoted"
+    );
+    let mut retired = net.retired.clone();
+    retired.sort();
+    assert_eq!(retired, [1, 2]);
+    net.advance(Duration::from_secs(3));
+    assert!(net.installed.is_empty());
+    assert_eq!(net.core.leases_in_use(), (0, 0));
 }
