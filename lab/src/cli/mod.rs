@@ -3,6 +3,7 @@
 pub mod aka;
 pub mod bench;
 pub mod demo;
+pub mod net;
 pub mod ue;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Load tools: registrations per second through P-CSCF and HSS.
     Bench(bench::BenchArgs),
+    /// The lab network (HSS + P-CSCF) as a server for UEs in other processes/namespaces.
+    Net(net::NetArgs),
 }
 
 /// Run a parsed command line; what it returns is printed on stdout.
@@ -38,5 +41,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Ue(a) => ue::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Net(a) => net::run(a),
     }
 }
