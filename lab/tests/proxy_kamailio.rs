@@ -264,36 +264,24 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
     assert_eq!(after_register, RegState::Registered, "HSS after the SAR");
     let second = second.unwrap_or_else(|e| panic!("re-registration: {e}\n{}", log()));
     assert!(second.protected, "{second:?}");
-    // Kamailio challenges the deregistration too (its vector was used up). The lab UE
-    // answers a challenged deregistration with a temporary set built from the SPIs of the
-    // set in use, which its own backend refuses ("SPI … already installed"): a lab UE
-    // limitation, not the P-CSCF's (which built a new set from the 401's ck/ik, as for
-    // any challenge). Until the UE offers fresh SPIs in a de-REGISTER, that outcome is
-    // recognised and reported instead of failing the proxy's test.
+    // Kamailio challenges the deregistration too (its vector was used up): the UE's
+    // de-REGISTER offers a fresh SPI generation, so the set built for the answer is new.
     let stats = pcscf.stats();
-    match &third {
-        Ok(_) => {
-            assert_eq!(snap.sa_sets, 0, "UE holds no SA after deregistration");
-            assert_eq!(
-                reg_state(&hss),
-                RegState::NotRegistered,
-                "HSS after the deregistration SAR"
-            );
-            assert_eq!(stats.deregistrations, 1, "{stats:?}");
-            assert_eq!(pcscf.live_sa_sets(), 0, "P-CSCF deleted every set");
-        }
-        Err(e) if e.to_string().contains("already installed") => {
-            eprintln!(
-                "KNOWN LIMITATION (lab UE): deregistration challenged by Kamailio failed at \
-                 the UE: {e}. The P-CSCF relayed the challenge with a new Security-Server \
-                 ({} challenges in all); the HSS still shows {:?}.",
-                stats.challenges,
-                reg_state(&hss)
-            );
-            assert_eq!(stats.challenges, 3, "{stats:?}");
-        }
-        Err(e) => panic!("deregistration: {e}\n{}", log()),
+    if let Err(e) = &third {
+        panic!("deregistration: {e}\n{}", log());
     }
+    assert_eq!(snap.sa_sets, 0, "UE holds no SA after deregistration");
+    assert_eq!(
+        reg_state(&hss),
+        RegState::NotRegistered,
+        "HSS after the deregistration SAR"
+    );
+    assert_eq!(stats.deregistrations, 1, "{stats:?}");
+    assert_eq!(pcscf.live_sa_sets(), 0, "P-CSCF deleted every set");
+    assert_eq!(
+        stats.challenges, 3,
+        "Kamailio challenges the de-REGISTER too: {stats:?}"
+    );
     assert!(stats.registrations >= 2, "{stats:?}");
     let esp_sa = pcscf.esp_sa_history();
     rt.block_on(pcscf.stop());

@@ -309,15 +309,17 @@ async fn full_cycle(mode: IpsecMode, n: usize, ip_base: u8, port_base: u16) {
         );
     }
     assert!(report.all_ok());
-    // per UE: 2 challenges (register + re-registration), 3 OKs (reg, rereg, dereg)
-    assert_eq!(stats.challenges, 2 * n);
+    // per UE: 3 challenges (register, re-registration, and the de-REGISTER: it offers a
+    // fresh SA generation and this P-CSCF, like Kamailio, challenges every fresh offer),
+    // 3 OKs (reg, rereg, dereg)
+    assert_eq!(stats.challenges, 3 * n);
     assert_eq!(stats.oks, 3 * n);
-    // the answers of both registrations and the deregistration came in protected
-    assert_eq!(stats.protected_requests, 4 * n);
+    // protected: the registration's answer, re-REGISTER + answer, de-REGISTER + answer
+    assert_eq!(stats.protected_requests, 5 * n);
     assert_eq!(stats.verify_ok, 3 * n);
     let count = |f: fn(&EventKind) -> bool| lab::ue::fleet::count_events(&report, f);
-    assert_eq!(count(|k| matches!(k, EventKind::SaInstalled { .. })), 2 * n);
-    assert_eq!(count(|k| matches!(k, EventKind::SaDeleted { .. })), 2 * n);
+    assert_eq!(count(|k| matches!(k, EventKind::SaInstalled { .. })), 3 * n);
+    assert_eq!(count(|k| matches!(k, EventKind::SaDeleted { .. })), 3 * n);
     assert_eq!(
         count(
             |k| matches!(k, EventKind::Received { protected: true, summary, .. } if summary.starts_with("200"))
@@ -329,7 +331,7 @@ async fn full_cycle(mode: IpsecMode, n: usize, ip_base: u8, port_base: u16) {
         assert_eq!(report.backend, "userspace");
         assert_eq!(
             report.esp_sa.lines().filter(|l| l.contains("0x")).count(),
-            2 * n * 4
+            3 * n * 4
         );
         assert_eq!(live_at_pcscf, 0, "the scripted P-CSCF deleted its sets too");
     }

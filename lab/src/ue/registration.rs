@@ -370,17 +370,11 @@ impl Registration {
 
     fn start(&mut self, procedure: Procedure, now: Instant) {
         let generation = self.next_generation;
-        // A deregistration repeats the parameters of the set in use: it must not look like
-        // an offer for a new set (TS 33.203 §7.4 ties new sets to re-authentication).
-        let local = match (procedure, self.current_set()) {
-            (Procedure::Deregistration, Some(s)) => LocalSecurity {
-                spi_uc: s.spi_uc,
-                spi_us: s.spi_us,
-                port_uc: s.port_uc,
-                port_us: s.port_us,
-            },
-            _ => self.cfg.security.generation(generation),
-        };
+        // Every REGISTER offers a fresh SPI/port generation, deregistration included: an
+        // S-CSCF may challenge the de-REGISTER (Kamailio does), and the set built for the
+        // answer must not reuse the SPIs of the set in use (TS 33.203 §7.4). If it is not
+        // challenged, the offer is simply never installed.
+        let local = self.cfg.security.generation(generation);
         self.proc = Some(Proc {
             procedure,
             started: now,
