@@ -16,7 +16,9 @@
 # the P-CSCF must hold their SA sets with the kernel's ESP packet counters risen; at the end no
 # SA and no policy may be left in any namespace. Each check prints one line
 # `REGTEST PASS|FAIL <name> <details>`, then `REGTEST SUMMARY passed=N failed=M`; the exit status
-# is non-zero if any check failed. Logs and key files go to /out.
+# is non-zero if any check failed. Logs and key files go to /out; with dumpcap in the VM
+# (VM_EXTRA_BINS=/usr/bin/dumpcap) also core.pcapng, the core namespace's side of both veths,
+# which the host test decrypts with the esp_sa files.
 #
 # Needs /payload/imslab. Run by lab/vm/run.sh (lab/tests/vm_registration.rs). For a dry run
 # elsewhere: IMSLAB=<path> BACKEND=userspace OUT=<dir> sh registration.sh (root; uses
@@ -51,8 +53,10 @@ t0="$(uptime_s)"
 elapsed() { awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }'; }
 
 net_pid=""
+cap_pid=""
 cleanup() {
     [ -n "$net_pid" ] && kill "$net_pid" 2>/dev/null
+    [ -n "$cap_pid" ] && kill "$cap_pid" 2>/dev/null
     for ns in "$CORE" "$UE0" "$UE1"; do $IP netns del "$ns" 2>/dev/null; done
 }
 trap cleanup EXIT
@@ -107,17 +111,19 @@ wait_for() {
 echo "REGTEST start backend=$BACKEND kernel=$(uname -r)"
 # --- network: the core namespace with one veth pair to each UE namespace
 cleanup
-$IP netns add "$CORE" && $IP netns add "$UE0" && $IP netns add "$UE1" \
-    && $IP link add c0 netns "$CORE" type veth peer name u0 netns "$UE0" \
-    && $IP link add c1 netns "$CORE" type veth peer name u1 netns "$UE1" \
-    && $IP -n "$CORE" link set lo up && $IP -n "$UE0" link set lo up && $IP -n "$UE1" link set lo up \
-    && $IP -n "$CORE" addr add "$PCSCF_IP/24" dev c0 && $IP -n "$CORE" link set c0 up \
-    && $IP -n "$CORE" addr add 10.77.1.1/24 dev c1 && $IP -n "$CORE" link set c1 up \
-    && $IP -n "$UE0" addr add 10.77.0.2/24 dev u0 && $IP -n "$UE0" link set u0 up \
-    && $IP -n "$UE1" addr add 10.77.1.2/24 dev u1 && $IP -n "$UE1" link set u1 up \
-    && $IP -n "$UE1" route add default via 10.77.1.1
-check "$([ $? = 0 ] && echo 1 || echo 0)" namespaces \
-    "core=$CORE ue0=$UE0 ue1=$UE1 veth c0/u0 10.77.0.0/24 c1/u1 10.77.1.0/24"
+setup_net() {
+    $IP netns add "$CORE" && $IP netns add "$UE0" && $IP netns add "$UE1" \
+        && $IP link add c0 netns "$CORE" type veth peer name u0 netns "$UE0" \
+        && $IP link add c1 netns "$CORE" type veth peer name u1 netns "$UE1" \
+        && $IP -n "$CORE" link set lo up && $IP -n "$UE0" link set lo up && $IP -n "$UE1" link set lo up \
+        && $IP -n "$CORE" addr add "$PCSCF_IP/24" dev c0 && $IP -n "$CORE" link set c0 up \
+        && $IP -n "$CORE" addr add 10.77.1.1/24 dev c1 && $IP -n "$CORE" link set c1 up \
+        && $IP -n "$UE0" addr add 10.77.0.2/24 dev u0 && $IP -n "$UE0" link set u0 up \
+        && $IP -n "$UE1" addr add 10.77.1.2/24 dev u1 && $IP -n "$UE1" link set u1 up \
+        && $IP -n "$UE1" route add default via 10.77.1.1
+}
+if setup_net; then ok=1; else ok=0; fi
+check "$ok" namespaces "core=$CORE ue0=$UE0 ue1=$UE1 veth c0/u0 10.77.0.0/24 c1/u1 10.77.1.0/24"
 [ "$failed" = 0 ] || finish
 # veth carrier settles quickly; make sure both paths work.
 ok=1
@@ -130,6 +136,20 @@ for ns in "$UE0" "$UE1"; do
 done
 check "$ok" veth-ping "ue0, ue1 → $PCSCF_IP"
 
+# --- capture (optional): what the core namespace sees on both veths, for tshark on the host
+if command -v dumpcap >/dev/null 2>&1; then
+    $IP netns exec "$CORE" dumpcap -q -i c0 -i c1 -w "$OUT/core.pcapng" >"$WORK/dumpcap.log" 2>&1 &
+    cap_pid=$!
+    # dumpcap says "Capturing on …" once both interfaces are open
+    if wait_for "$WORK/dumpcap.log" "Capturing on" 1 30; then
+        check 1 capture-started "$(tr '\n' ' ' <"$WORK/dumpcap.log")"
+    else
+        check 0 capture-started "$(tr '\n' ' ' <"$WORK/dumpcap.log")"
+    fi
+else
+    echo "REGTEST info no dumpcap in the VM: no capture"
+fi
+
 # --- core: HSS + P-CSCF with the kernel backend
 $IP netns exec "$CORE" "$IMSLAB" net serve --sip "$PCSCF_IP:5060" --ipsec "$BACKEND" \
     --subscribers 2 --config-dir "$WORK/core" >"$WORK/net.log" 2>&1 &
@@ -140,8 +160,8 @@ else
     check 0 net-ready "no ready line; log: $(tail -n 20 "$WORK/net.log")"
     finish
 fi
-grep -q "ipsec=$BACKEND " "$WORK/net.log"
-check "$([ $? = 0 ] && echo 1 || echo 0)" pcscf-backend "want ipsec=$BACKEND"
+if grep -q "ipsec=$BACKEND " "$WORK/net.log"; then ok=1; else ok=0; fi
+check "$ok" pcscf-backend "want ipsec=$BACKEND"
 
 # --- the UEs: subscribers 0 and 1, one namespace each, running side by side (bounded: a hung
 # UE must not eat the VM's whole time budget)
@@ -188,6 +208,7 @@ fi
 
 # Deregistered: both UE processes exit 0 after their deregistration and the SA grace.
 for i in 0 1; do
+    pid=""
     eval "pid=\$ue${i}_pid"
     wait "$pid"
     rc=$?
@@ -213,6 +234,15 @@ done
 check "$ok" nothing-left-after-deregistration \
     "core[$core_s policies=$(policies "$CORE")] ue0[$ue0_s policies=$(policies "$UE0")]" \
     "ue1[$ue1_s policies=$(policies "$UE1")]"
+
+if [ -n "$cap_pid" ]; then
+    kill -INT "$cap_pid"
+    wait "$cap_pid"
+    rc=$?
+    cap_pid=""
+    check "$([ "$rc" = 0 ] && [ -s "$OUT/core.pcapng" ] && echo 1 || echo 0)" capture-stopped \
+        "rc=$rc bytes=$(wc -c <"$OUT/core.pcapng" 2>/dev/null)"
+fi
 
 # Stop the network: SIGTERM, clean exit, its stop line with the counters.
 kill -TERM "$net_pid"
