@@ -54,6 +54,7 @@ pub async fn register_once(ues: usize, mode: IpsecMode) -> anyhow::Result<Regist
         config_dir: dir.path().to_path_buf(),
         ports: Ports::pick()?,
         port_range: (20000, 29999),
+        min_expires: 60,
     })
     .await?;
     let configs = lab.ue_configs(ues, mode != IpsecMode::Off);

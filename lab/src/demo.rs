@@ -118,6 +118,7 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         config_dir: opts.out.clone(),
         ports,
         port_range: (31100, 31999),
+        min_expires: 60,
     })
     .await?;
     say(format!(

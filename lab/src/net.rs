@@ -88,6 +88,9 @@ pub struct NetOptions {
     /// The P-CSCF's protected port range (two ports per SA set; a re-registration holds
     /// two sets for a moment).
     pub port_range: (u16, u16),
+    /// Shortest registration the P-CSCF grants, seconds (`registrar.min_expires`; tests of
+    /// expiry use a few seconds, the default is 60).
+    pub min_expires: u32,
 }
 
 /// The running network.
@@ -135,11 +138,14 @@ impl LabNet {
         let pcscf_toml = format!(
             "[sip]\nlisten = \"{}\"\ndomain = \"{DOMAIN}\"\n\n[ipsec]\npolicy = \
              \"{policy}\"\nbackend = \"{backend}\"\nport_range = [{}, {}]\nesp_sa_file = \
-             \"{}\"\n\n[hss]\naddress = \"127.0.0.1:{}\"\norigin_host = \"pcscf.{DOMAIN}\"\n",
+             \"{}\"\n\n[registrar]\nmin_expires = {}\ndefault_expires = {}\n\n[hss]\naddress = \
+             \"127.0.0.1:{}\"\norigin_host = \"pcscf.{DOMAIN}\"\n",
             o.ports.sip,
             o.port_range.0,
             o.port_range.1,
             esp_sa.display(),
+            o.min_expires,
+            o.min_expires.max(600),
             o.ports.diameter
         );
         std::fs::write(o.config_dir.join("pcscf.toml"), &pcscf_toml).context("write pcscf.toml")?;

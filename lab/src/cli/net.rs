@@ -193,6 +193,7 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<String> {
             sip: a.sip,
         },
         port_range: a.port_range,
+        min_expires: 60,
     };
     let net = LabNet::start(&opts).await?;
     println!(
