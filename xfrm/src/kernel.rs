@@ -880,11 +880,16 @@ fn probe_set() -> SaSet {
             client: 9,
             server: 9,
         },
-        Spis {
-            uc: 0xfffe_0001,
-            us: 0xfffe_0002,
-            pc: 0xfffe_0003,
-            ps: 0xfffe_0004,
+        // SPIs unique per process: two processes probing at the same moment in one
+        // namespace must not collide on the same (destination, SPI) with EEXIST.
+        {
+            let base = 0xf000_0000 | ((std::process::id() & 0x003f_ffff) << 2);
+            Spis {
+                uc: base,
+                us: base | 1,
+                pc: base | 2,
+                ps: base | 3,
+            }
         },
         IntegrityAlg::HmacSha1_96,
         EncryptionAlg::AesCbc,
