@@ -145,7 +145,7 @@ impl Transport {
 
     /// Binds a UDP socket (port 0 picks one) and starts receiving on it.
     pub async fn bind_udp(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        self.attach_udp(UdpSocket::bind(addr).await?)
+        self.attach_udp(udp_socket(addr)?)
     }
 
     /// Adopts a UDP socket the caller created (to set options such as
@@ -457,4 +457,43 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     #[cfg(unix)]
     s.set_reuseport(true)?;
     Ok(s)
+}
+
+/// Receive queue asked for on UDP sockets: a registration burst (hundreds of REGISTERs
+/// at once on one port) overflows the default ~200 KB and every drop costs a T1
+/// retransmission (500 ms). Without CAP_NET_ADMIN the kernel caps it at rmem_max.
+const UDP_RCVBUF: usize = 8 << 20;
+
+/// A non-blocking UDP socket bound to `addr` with a deep receive queue.
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    force_recv_buffer(&s, UDP_RCVBUF);
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+/// SO_RCVBUFFORCE where we may (root), else the capped SO_RCVBUF; failures are not fatal:
+/// the socket works with the default queue.
+fn force_recv_buffer(s: &socket2::Socket, size: usize) {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from a live local.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        let _ = s.set_recv_buffer_size(size);
+    }
 }
