@@ -217,10 +217,10 @@ impl ScriptedPcscf {
                     }
                     b.build().unwrap()
                 };
-                let t = Transmit {
-                    flow: Flow::new(local, inb.flow.remote, Protocol::Udp),
-                    payload: resp.to_bytes().into(),
-                };
+                let t = Transmit::new(
+                    Flow::new(local, inb.flow.remote, Protocol::Udp),
+                    resp.to_bytes().into(),
+                );
                 io.send(&t).await.unwrap();
             }
         });

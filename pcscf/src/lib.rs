@@ -1,4 +1,4 @@
-//! P-CSCF for IMS Lab Core, with the collapsed S-CSCF role.
+//! P-CSCF for IMS Lab Core; by default with our S-CSCF core in the same process.
 //!
 //! A handset's registration, end to end (TS 24.229 §5.2.2 and §5.4.1, TS 33.203):
 //!
@@ -6,23 +6,26 @@
 //!    HSS for a vector (Cx MAR, Server-Name = our URI), allocate our SPIs and protected
 //!    ports, install temporary SAs and answer 401 with the AKA nonce and Security-Server.
 //! 2. REGISTER through the new SAs with Security-Verify and the AKAv1-MD5 response → we
-//!    check Security-Verify against what we sent and the response against XRES, Cx SAR,
-//!    answer 200 OK (P-Associated-URI from the User-Data, Service-Route) and promote the SAs.
+//!    check Security-Verify against what we sent and forward with `integrity-protected=yes`;
+//!    the S-CSCF checks the response against XRES, sends Cx SAR and answers 200 OK
+//!    (P-Associated-URI from the User-Data, Service-Route); we promote the SAs.
 //! 3. Re-registration builds a new SA set and retires the old one; deregistration and
-//!    expiry send SAR and delete the SAs after a grace period.
+//!    expiry delete the SAs after a grace period (and the S-CSCF sends its SAR).
 //!
-//! Proxy mode (`[scscf] mode = "proxy"`): the same sec-agree and IPsec, but REGISTERs are
-//! forwarded statefully to an external S-CSCF (Kamailio); CK/IK are taken out of its 401
-//! (`ck=`/`ik=`) for the SA set and stripped before the UE sees it; Path,
-//! P-Visited-Network-ID and `integrity-protected` are added, Security-* and the `sec-agree`
-//! option tags removed (TS 24.229 §5.2.2). No Cx in this mode. See `core::proxy`.
+//! The P-CSCF does only the P-CSCF's share ([`core`]): sec-agree, the SAs, identity from
+//! the SA; it forwards every REGISTER statefully to an S-CSCF, takes CK/IK out of its 401
+//! (`ck=`/`ik=`) for the SA set and strips them before the UE sees it, and adds Path,
+//! P-Visited-Network-ID and `integrity-protected`, removing Security-* and the `sec-agree`
+//! option tags (TS 24.229 §5.2.2). That S-CSCF is our [`scscf`] core in this process
+//! (`[scscf] mode = "collapsed"`, the default: Cx MAR/SAR, the registrar) or an external
+//! one such as Kamailio (`mode = "proxy"`): one code path either way ([`node`]).
 //!
-//! Layers: [`config`] (TOML), [`cx`] (Cx requests and answers), [`core`] (sans-IO
-//! registrar and proxy), [`shell`] (tokio). Calls and iFC routing come on top of this core.
+//! Layers: [`config`] (TOML), [`core`] (sans-IO P-CSCF), [`node`] (the cores of this
+//! process wired together), [`shell`] (tokio). Calls and iFC routing come on top.
 
 pub mod config;
 pub mod core;
-pub mod cx;
+pub mod node;
 pub mod shell;
 
 pub use config::Config;

@@ -1,11 +1,12 @@
-//! The tokio shell around [`crate::core::Pcscf`]: sockets and IPsec through
+//! The tokio shell around [`crate::node::Node`]: sockets and IPsec through
 //! [`secagree::SipIo`], Cx through a `diameter` client, timers. A loop of a few dozen lines;
-//! all decisions are in the core.
+//! all decisions are in the cores.
 
 use crate::config::{Config, IpsecPolicy, ScscfMode, UpstreamTransport};
-use crate::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Stats, Upstream};
-use crate::cx::CxIdentity;
+use crate::core::{CoreConfig, CoreEvent, SecurityOp, Stats, Upstream};
+use crate::node::{Event, Node, Output};
 use diameter::{PeerConfig, PeerHandle};
+use scscf::CxIdentity;
 use secagree::{IpsecMode, SipIo};
 use sip::transport::TransportConfig;
 use sip::Limits;
@@ -135,25 +136,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         prefs: cfg.alg_prefs()?,
         spi_range: (cfg.ipsec.spi_range[0], cfg.ipsec.spi_range[1]),
         port_range: (cfg.ipsec.port_range[0], cfg.ipsec.port_range[1]),
-        min_expires: cfg.registrar.min_expires,
-        max_expires: cfg.registrar.max_expires,
         default_expires: cfg.registrar.default_expires,
         auth_timeout: Duration::from_secs(u64::from(cfg.registrar.auth_timeout)),
         retire_grace: Duration::from_millis(cfg.ipsec.retire_grace_ms),
-        cx: CxIdentity {
-            origin_host: origin_host.clone(),
-            origin_realm: realm.clone(),
-            destination_realm: realm.clone(),
-            server_name: format!(
-                "sip:{}:{}",
-                sip::uri::ip_host(sip_addr.ip()),
-                sip_addr.port()
-            ),
-        },
+        max_challenges_per_impi: MAX_CHALLENGES_PER_IMPI,
         limits: tcfg.limits,
     };
     // Proxy mode: the S-CSCF talks to the HSS, we do not.
-    let (mut core, hss) = match cfg.scscf.mode {
+    let (mut node, hss) = match cfg.scscf.mode {
         ScscfMode::Proxy => {
             let upstream = Upstream {
                 address: cfg.scscf.address,
@@ -164,10 +154,36 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 route: cfg.scscf.uri.clone(),
                 visited_network_id: cfg.visited_network_id(),
             };
-            (Pcscf::new_proxy(core_cfg, upstream)?, None)
+            (Node::proxy(core_cfg, upstream)?, None)
         }
         ScscfMode::Collapsed => {
-            let core = Pcscf::new(core_cfg)?;
+            // Our S-CSCF lives at its own address beside ours (Service-Route, Server-Name
+            // on Cx), on our IP when the configured one is a wildcard.
+            let mut s_addr = cfg.scscf.address;
+            if s_addr.ip().is_unspecified() {
+                s_addr.set_ip(sip_addr.ip());
+            }
+            let s_cfg = scscf::Config {
+                domain: cfg.sip.domain.clone(),
+                address: s_addr,
+                min_expires: cfg.registrar.min_expires,
+                max_expires: cfg.registrar.max_expires,
+                default_expires: cfg.registrar.default_expires,
+                auth_timeout: Duration::from_secs(u64::from(cfg.registrar.auth_timeout)),
+                max_challenges_per_impi: MAX_CHALLENGES_PER_IMPI,
+                cx: CxIdentity {
+                    origin_host: origin_host.clone(),
+                    origin_realm: realm.clone(),
+                    destination_realm: realm.clone(),
+                    server_name: format!(
+                        "sip:{}:{}",
+                        sip::uri::ip_host(s_addr.ip()),
+                        s_addr.port()
+                    ),
+                },
+                limits: tcfg.limits,
+            };
+            let node = Node::collapsed(core_cfg, s_cfg, cfg.visited_network_id())?;
             let peer_cfg = PeerConfig {
                 request_timeout: Duration::from_millis(cfg.hss.timeout_ms),
                 ..PeerConfig::cx(origin_host.clone(), realm.clone())
@@ -178,7 +194,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     addr: cfg.hss.address,
                     reason: e.to_string(),
                 })?;
-            (core, Some(hss))
+            (node, Some(hss))
         }
     };
     let backend = io.backend_name();
@@ -196,12 +212,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
     }
     let task = tokio::spawn(async move {
-        let (cx_tx, mut cx_rx) =
-            mpsc::unbounded_channel::<(u64, Result<diameter::Message, String>)>();
+        let (cx_tx, mut cx_rx) = mpsc::unbounded_channel::<(u64, CxResult)>();
         loop {
-            drain(&mut core, &io2, &hss, &cx_tx, esp_sa_file.as_deref()).await;
-            *stats2.lock().unwrap_or_else(|e| e.into_inner()) = core.stats();
-            let deadline = core.poll_timeout();
+            drain(&mut node, &io2, &hss, &cx_tx, esp_sa_file.as_deref()).await;
+            *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
+            let deadline = node.poll_timeout();
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -210,13 +225,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             };
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(m) => core.handle_inbound(m.flow, m.data, Instant::now()),
+                    Some(m) => node.handle_inbound(m.flow, m.data, Instant::now()),
                     None => break,
                 },
                 Some((token, answer)) = cx_rx.recv() => {
-                    core.handle_cx_answer(token, answer, Instant::now());
+                    node.handle_cx_answer(token, answer, Instant::now());
                 }
-                _ = sleep => core.handle_timeout(Instant::now()),
+                _ = sleep => node.handle_timeout(Instant::now()),
                 _ = stop_rx.changed() => break,
             }
         }
@@ -231,33 +246,40 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     })
 }
 
+/// How many challenges (each with its temporary SA set) may wait per IMPI: enough for a
+/// UE that retries, few enough that nobody can exhaust our SPIs through one identity.
+const MAX_CHALLENGES_PER_IMPI: usize = 3;
+
+type CxResult = Result<diameter::Message, diameter::RequestError>;
+
 async fn drain(
-    core: &mut Pcscf,
+    node: &mut Node,
     io: &SipIo,
     hss: &Option<PeerHandle>,
-    cx_tx: &mpsc::UnboundedSender<(u64, Result<diameter::Message, String>)>,
+    cx_tx: &mpsc::UnboundedSender<(u64, CxResult)>,
     esp_sa_file: Option<&std::path::Path>,
 ) {
-    while let Some(o) = core.poll_output() {
+    while let Some(o) = node.poll_output() {
         match o {
-            Output::Transmit(t) => {
+            Output::Transmit(role, t) => {
                 if let Err(e) = io.send(&t).await {
                     tracing::warn!("send to {}: {e}", t.flow.remote);
+                    node.handle_transport_error(role, t.tx, Instant::now());
                 }
             }
             Output::Cx { token, request } => {
                 let Some(hss) = hss.clone() else {
-                    // Proxy mode never asks; answer rather than leave the request hanging.
-                    core.handle_cx_answer(
+                    // Only the collapsed S-CSCF asks, and it has an HSS.
+                    node.handle_cx_answer(
                         token,
-                        Err("no HSS in proxy mode".into()),
+                        Err(diameter::RequestError::Closed),
                         Instant::now(),
                     );
                     continue;
                 };
                 let tx = cx_tx.clone();
                 tokio::spawn(async move {
-                    let r = hss.request(request).await.map_err(|e| e.to_string());
+                    let r = hss.request(request).await;
                     let _ = tx.send((token, r));
                 });
             }
@@ -276,14 +298,13 @@ async fn drain(
                                 }
                             }
                         }
-                        .await
-                        .map_err(|e| e.to_string());
+                        .await;
                         if r.is_ok() {
                             if let Some(path) = esp_sa_file {
                                 append_keys(&set, path);
                             }
                         }
-                        core.handle_security_ready(token, r, now);
+                        node.handle_security_ready(token, r, now);
                     }
                     SecurityOp::Promote { id, lifetime } => {
                         if let Err(e) = io.promote(id, lifetime, now) {
@@ -303,7 +324,8 @@ async fn drain(
                     }
                 }
             }
-            Output::Event(e) => log_event(&e),
+            Output::Event(Event::Pcscf(e)) => log_event(&e),
+            Output::Event(Event::Scscf(e)) => log_scscf_event(&e),
         }
     }
 }
@@ -353,5 +375,24 @@ fn log_event(e: &CoreEvent) {
             tracing::warn!(%impi, code, %reason, "REGISTER rejected")
         }
         CoreEvent::Dropped { remote, reason } => tracing::debug!(%remote, %reason, "dropped"),
+    }
+}
+
+fn log_scscf_event(e: &scscf::Event) {
+    use scscf::Event as E;
+    match e {
+        E::Challenged { impi } => tracing::debug!(%impi, "S-CSCF: 401 challenge"),
+        E::Registered {
+            impu,
+            impi,
+            expires,
+        } => tracing::debug!(%impu, %impi, expires, "S-CSCF: registered"),
+        E::Deregistered { impu, reason } => {
+            tracing::info!(%impu, ?reason, "S-CSCF: deregistered")
+        }
+        E::Rejected { impi, code, reason } => {
+            tracing::warn!(%impi, code, %reason, "S-CSCF: REGISTER rejected")
+        }
+        E::Dropped { remote, reason } => tracing::debug!(%remote, %reason, "S-CSCF: dropped"),
     }
 }

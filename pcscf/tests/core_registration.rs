@@ -1,6 +1,7 @@
-//! The P-CSCF core driven message by message, without sockets: a scripted UE (its USIM is
-//! akav1's, its sec-agree is secagree's) on one side, the real HSS Cx handler with a real
-//! SQLite store on the other. Every registration path and every refusal of issue 5.
+//! The collapsed node (our P-CSCF and S-CSCF cores wired in memory) driven message by
+//! message, without sockets: a scripted UE (its USIM is akav1's, its sec-agree is
+//! secagree's) on one side, the real HSS Cx handler with a real SQLite store on the other.
+//! Every registration path and every refusal of issue 5.
 
 use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
 use akav1::{AuthFailure, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
@@ -10,8 +11,9 @@ use hss::cx::{CxConfig, CxHandler};
 use hss::metrics::Metrics;
 use hss::store::{Durability, Impu, RegState, Store, Subscriber};
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp};
-use pcscf::cx::CxIdentity;
+use pcscf::core::{CoreConfig, CoreEvent, SecurityOp};
+use pcscf::node::{Event, Node, Output};
+use scscf::CxIdentity;
 use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Limits, Message, Protocol};
@@ -113,7 +115,7 @@ fn ue_addr(port: u16) -> SocketAddr {
 
 /// The network side under test plus its HSS, with the shell's duties done inline.
 struct Net {
-    core: Pcscf,
+    core: Node,
     hss: Hss,
     now: Instant,
     next_set: SetId,
@@ -136,21 +138,30 @@ impl Net {
             prefs: AlgPrefs::default(),
             spi_range: (4096, 4199),
             port_range: (31100, 31199),
+            default_expires: 600,
+            auth_timeout: Duration::from_secs(30),
+            retire_grace: Duration::from_secs(2),
+            max_challenges_per_impi: 3,
+            limits: Limits::default(),
+        };
+        let s_cfg = scscf::Config {
+            domain: DOMAIN.into(),
+            address: SocketAddr::from((P_IP, 6060)),
             min_expires: 60,
             max_expires: 3600,
             default_expires: 600,
             auth_timeout: Duration::from_secs(30),
-            retire_grace: Duration::from_secs(2),
+            max_challenges_per_impi: 3,
             cx: CxIdentity {
-                origin_host: "pcscf.ims.test".into(),
+                origin_host: "scscf.ims.test".into(),
                 origin_realm: DOMAIN.into(),
                 destination_realm: DOMAIN.into(),
-                server_name: "sip:127.0.0.1:5060".into(),
+                server_name: "sip:127.0.0.1:6060".into(),
             },
             limits: Limits::default(),
         };
         Net {
-            core: Pcscf::new(cfg).unwrap(),
+            core: Node::collapsed(cfg, s_cfg, DOMAIN.into()).unwrap(),
             hss: Hss::new(),
             now: Instant::now(),
             next_set: 1,
@@ -177,7 +188,7 @@ impl Net {
         let mut sent = Vec::new();
         while let Some(o) = self.core.poll_output() {
             match o {
-                Output::Transmit(t) => sent.push((t.flow, Message::parse(&t.payload).unwrap())),
+                Output::Transmit(_, t) => sent.push((t.flow, Message::parse(&t.payload).unwrap())),
                 Output::Cx { token, request } => {
                     self.cx_log.push(request.name());
                     let a = self.hss.answer(&request);
@@ -198,7 +209,8 @@ impl Net {
                     );
                     self.deleted.push(id);
                 }
-                Output::Event(e) => self.events.push(e),
+                Output::Event(Event::Pcscf(e)) => self.events.push(e),
+                Output::Event(Event::Scscf(_)) => {}
             }
         }
         sent
@@ -222,6 +234,9 @@ struct Ue {
     port_c: u16,
     port_s: u16,
     sa: Option<SaSet>,
+    /// The Security-Server of the set in use: what a protected REGISTER repeats in
+    /// Security-Verify (TS 33.203 §7.4).
+    verify: String,
 }
 
 impl Ue {
@@ -238,6 +253,7 @@ impl Ue {
             port_c: 40000,
             port_s: 40001,
             sa: None,
+            verify: String::new(),
         }
     }
 
@@ -387,6 +403,7 @@ fn register(net: &mut Net, ue: &mut Ue) -> SaSet {
         Flow::new(p_addr(set.port_ps), ue_addr(set.port_uc), Protocol::Udp)
     );
     ue.sa = Some(set.clone());
+    ue.verify = format_security_list(&server);
     set
 }
 
@@ -396,7 +413,7 @@ fn initial_registration_with_ipsec_then_reregistration_then_deregistration() {
     let mut ue = Ue::new(0);
     let set = register(&mut net, &mut ue);
     assert_eq!(net.cx_log, ["MAR", "SAR"]);
-    assert_eq!(net.core.registration(IMPU), Some(Some(1)));
+    assert_eq!(net.core.pcscf().registration(IMPU), Some(Some(1)));
     assert_eq!(net.promoted, [1]);
     let mut ue_view = set.clone();
     ue_view.expires_at = net.installed[&1].expires_at;
@@ -405,16 +422,23 @@ fn initial_registration_with_ipsec_then_reregistration_then_deregistration() {
         "both ends derive the same SA set"
     );
     assert_eq!(
-        net.core.associated(IMPU),
+        net.core.pcscf().associated(IMPU),
         [IMPU, TEL],
         "implicit set from User-Data"
     );
-    assert_eq!(net.core.leases_in_use(), (2, 2));
+    assert_eq!(net.core.pcscf().leases_in_use(), (2, 2));
 
     // Re-registration through the established SA: a new challenge, a new set.
     ue.new_ports();
     let offers = format_security_list(&ue.offers());
-    let rereg = ue.register(&[("Security-Client", offers)], 600, set.port_uc);
+    let rereg = ue.register(
+        &[
+            ("Security-Client", offers),
+            ("Security-Verify", ue.verify.clone()),
+        ],
+        600,
+        set.port_uc,
+    );
     let (to, resp) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &rereg));
     assert_eq!(
         to.local,
@@ -434,31 +458,35 @@ fn initial_registration_with_ipsec_then_reregistration_then_deregistration() {
     );
     let (_, ok) = only(net.send(ue_addr(set2.port_uc), p_addr(set2.port_ps), &req));
     assert_eq!(ok.code(), Some(200));
-    assert_eq!(net.core.registration(IMPU), Some(Some(2)));
+    assert_eq!(net.core.pcscf().registration(IMPU), Some(Some(2)));
     assert_eq!(net.retired, [1], "the old set retires");
     assert!(net.deleted.is_empty(), "but lives through the grace period");
     net.advance(Duration::from_secs(3));
     assert_eq!(net.deleted, [1]);
     assert_eq!(
-        net.core.leases_in_use(),
+        net.core.pcscf().leases_in_use(),
         (2, 2),
         "old SPIs and ports returned"
     );
 
     // Deregistration through the new SA: no challenge, 200 OK protected, then all gone.
-    let dereg = ue.register(&[], 0, set2.port_uc);
+    let dereg = ue.register(
+        &[("Security-Verify", format_security_list(&server))],
+        0,
+        set2.port_uc,
+    );
     let (to, ok) = only(net.send(ue_addr(set2.port_uc), p_addr(set2.port_ps), &dereg));
     assert_eq!(ok.code(), Some(200));
     assert_eq!(to.local, Some(p_addr(set2.port_ps)));
     assert!(ok.header("Contact").unwrap().contains("expires=0"));
-    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.core.pcscf().registration(IMPU), None);
     assert_eq!(net.cx_log.last().map(String::as_str), Some("SAR"));
     net.advance(Duration::from_secs(3));
     assert_eq!(net.deleted, [1, 2]);
     assert!(net.installed.is_empty());
-    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.pcscf().sa_count(), 0);
     assert_eq!(
-        net.core.leases_in_use(),
+        net.core.pcscf().leases_in_use(),
         (0, 0),
         "all SPIs and ports released"
     );
@@ -481,10 +509,10 @@ fn wrong_response_is_refused_and_leaves_no_sa() {
     );
     let (_, r) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
     assert_eq!(r.code(), Some(403));
-    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.pcscf().sa_count(), 0);
     assert!(net.installed.is_empty());
-    assert_eq!(net.core.leases_in_use(), (0, 0));
-    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.core.pcscf().leases_in_use(), (0, 0));
+    assert_eq!(net.core.pcscf().registration(IMPU), None);
     assert!(
         !net.cx_log.contains(&"SAR".to_string()),
         "no SAR for a failed authentication"
@@ -510,8 +538,8 @@ fn security_verify_mismatch_is_refused_no_downgrade() {
     );
     let (_, r) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
     assert_eq!(r.code(), Some(494));
-    assert_eq!(net.core.sa_count(), 0);
-    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.core.pcscf().sa_count(), 0);
+    assert_eq!(net.core.pcscf().registration(IMPU), None);
 }
 
 #[test]
@@ -547,7 +575,7 @@ fn protected_port_from_an_unknown_source_is_dropped() {
     let mut net = Net::new(IpsecPolicy::Required);
     let mut ue = Ue::new(0);
     let set = register(&mut net, &mut ue);
-    let before = net.core.stats().dropped;
+    let before = net.core.pcscf().stats().dropped;
     // Another host (or the same host from another port) aims at the protected server port.
     let msg = ue.register(&[], 600, 5060);
     assert!(net
@@ -560,8 +588,8 @@ fn protected_port_from_an_unknown_source_is_dropped() {
     assert!(net
         .send(ue_addr(set.port_uc + 100), p_addr(set.port_ps), &msg)
         .is_empty());
-    assert_eq!(net.core.stats().dropped, before + 2);
-    assert_eq!(net.core.registration(IMPU), Some(Some(1)));
+    assert_eq!(net.core.pcscf().stats().dropped, before + 2);
+    assert_eq!(net.core.pcscf().registration(IMPU), Some(Some(1)));
 }
 
 #[test]
@@ -587,9 +615,9 @@ fn sqn_resynchronisation_then_success() {
     );
     let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &req));
     assert_eq!(net.cx_log, ["MAR", "MAR"], "second MAR carries RAND‖AUTS");
-    assert_eq!(net.core.stats().resyncs, 1);
+    assert_eq!(net.core.pcscf().stats().resyncs, 1);
     assert_eq!(
-        net.core.sa_count(),
+        net.core.pcscf().sa_count(),
         1,
         "the refused challenge's SAs are gone"
     );
@@ -612,9 +640,9 @@ fn expiry_deregisters_and_deletes_the_sas() {
     let mut net = Net::new(IpsecPolicy::Required);
     let mut ue = Ue::new(0);
     register(&mut net, &mut ue);
-    assert!(net.core.expires_in(IMPU, net.now).unwrap() <= Duration::from_secs(600));
+    assert!(net.core.pcscf().expires_in(IMPU, net.now).unwrap() <= Duration::from_secs(600));
     net.advance(Duration::from_secs(601));
-    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.core.pcscf().registration(IMPU), None);
     assert!(net.events.iter().any(|e| matches!(
         e,
         CoreEvent::Deregistered {
@@ -623,8 +651,8 @@ fn expiry_deregisters_and_deletes_the_sas() {
         }
     )));
     net.advance(Duration::from_secs(3));
-    assert_eq!(net.core.sa_count(), 0);
-    assert_eq!(net.core.leases_in_use(), (0, 0));
+    assert_eq!(net.core.pcscf().sa_count(), 0);
+    assert_eq!(net.core.pcscf().leases_in_use(), (0, 0));
 }
 
 #[test]
@@ -632,10 +660,10 @@ fn unanswered_challenge_times_out_and_frees_everything() {
     let mut net = Net::new(IpsecPolicy::Required);
     let mut ue = Ue::new(0);
     only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
-    assert_eq!(net.core.sa_count(), 1);
+    assert_eq!(net.core.pcscf().sa_count(), 1);
     net.advance(Duration::from_secs(31));
-    assert_eq!(net.core.sa_count(), 0);
-    assert_eq!(net.core.leases_in_use(), (0, 0));
+    assert_eq!(net.core.pcscf().sa_count(), 0);
+    assert_eq!(net.core.pcscf().leases_in_use(), (0, 0));
 }
 
 #[test]
@@ -655,8 +683,8 @@ fn optional_ipsec_registers_a_ue_without_sec_agree_unprotected() {
         &ue.register(&[("Authorization", auth)], 600, 5060),
     ));
     assert_eq!(ok.code(), Some(200));
-    assert_eq!(net.core.registration(IMPU), Some(None));
-    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.pcscf().registration(IMPU), Some(None));
+    assert_eq!(net.core.pcscf().sa_count(), 0);
 }
 
 #[test]
@@ -676,5 +704,5 @@ fn garbage_never_panics_and_is_counted() {
         );
         net.run();
     }
-    assert!(net.core.stats().dropped >= 3);
+    assert!(net.core.pcscf().stats().dropped >= 3);
 }

@@ -9,7 +9,6 @@ use akav1::{AuthVector, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
 use bytes::Bytes;
 use pcscf::config::IpsecPolicy;
 use pcscf::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Upstream};
-use pcscf::cx::CxIdentity;
 use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Limits, Message, Protocol, ResponseBuilder};
@@ -186,17 +185,10 @@ impl Net {
             prefs: AlgPrefs::default(),
             spi_range: (4096, 4199),
             port_range: (31100, 31199),
-            min_expires: 60,
-            max_expires: 3600,
             default_expires: 600,
             auth_timeout: Duration::from_secs(30),
             retire_grace: Duration::from_secs(2),
-            cx: CxIdentity {
-                origin_host: "pcscf.ims.test".into(),
-                origin_realm: DOMAIN.into(),
-                destination_realm: DOMAIN.into(),
-                server_name: "sip:127.0.0.1:5060".into(),
-            },
+            max_challenges_per_impi: 3,
             limits: Limits::default(),
         };
         let upstream = Upstream {
@@ -206,7 +198,7 @@ impl Net {
             visited_network_id: "visited.ims.test".into(),
         };
         Net {
-            core: Pcscf::new_proxy(cfg, upstream).unwrap(),
+            core: Pcscf::new(cfg, upstream).unwrap(),
             scscf: Scscf::new(),
             now: Instant::now(),
             next_set: 1,
@@ -254,7 +246,7 @@ impl Net {
                     );
                     to_ue.push((t.flow, Message::parse(&t.payload).unwrap()));
                 }
-                Output::Cx { .. } => panic!("proxy mode must not speak Cx"),
+                Output::Handoff(h) => panic!("no core in this process to hand to: {h:?}"),
                 Output::Security(SecurityOp::Prepare { token, set }) => {
                     let id = self.next_set;
                     self.next_set += 1;
@@ -515,7 +507,7 @@ fn register_reregister_deregister_through_an_s_cscf() {
     assert_eq!(net.core.registration(IMPU), Some(Some(1)));
     assert_eq!(net.core.service_route(IMPU), [SERVICE_ROUTE]);
     assert_eq!(net.core.associated(IMPU), [IMPU, TEL]);
-    assert_eq!(net.core.proxied_in_flight(), 0);
+    assert_eq!(net.core.forwarded_in_flight(), 0);
     assert!(net.events.contains(&CoreEvent::Registered {
         impu: IMPU.into(),
         impi: IMPI.into(),
@@ -687,14 +679,14 @@ fn silent_s_cscf_gets_the_ue_a_408_and_frees_the_context() {
     assert!(net
         .send(ue_addr(5060), p_addr(5060), &ue.initial())
         .is_empty());
-    assert_eq!(net.core.proxied_in_flight(), 1);
+    assert_eq!(net.core.forwarded_in_flight(), 1);
     let mut answers = Vec::new();
     for _ in 0..40 {
         answers.extend(net.advance(Duration::from_secs(1)));
     }
     let (_, r) = only(answers);
     assert_eq!(r.code(), Some(408));
-    assert_eq!(net.core.proxied_in_flight(), 0);
+    assert_eq!(net.core.forwarded_in_flight(), 0);
     // Timer E retransmitted the REGISTER upstream meanwhile (RFC 3261 §17.1.2.2).
     assert!(net.scscf.seen.len() > 1);
 }
@@ -760,7 +752,7 @@ fn a_response_from_anyone_but_the_s_cscf_is_dropped() {
     }
     assert_eq!(net.core.stats().dropped, before + 2);
     assert!(net.installed.is_empty(), "no SA from forged keys");
-    assert_eq!(net.core.proxied_in_flight(), 1);
+    assert_eq!(net.core.forwarded_in_flight(), 1);
 }
 
 /// Whatever the S-CSCF sends back (mutated answers, garbage), the core neither panics nor
@@ -807,7 +799,7 @@ fn mangled_s_cscf_answers_do_not_panic() {
             assert!(!raw.contains("ck=") && !raw.contains("ik="), "{raw}");
         }
         assert_eq!(
-            net.core.proxied_in_flight() + out.len(),
+            net.core.forwarded_in_flight() + out.len(),
             1,
             "round {round}: answered xor still waiting"
         );

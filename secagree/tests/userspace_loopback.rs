@@ -86,10 +86,10 @@ async fn protected_datagrams_cross_userspace_esp_both_ways() {
             "REGISTER sip:ims.test SIP/2.0\r\nX-Combo: {i}/{e}\r\n{}\r\n\r\n",
             "X-Pad: ".to_string() + &"a".repeat(900)
         ));
-        ue.send(&Transmit {
-            flow: Flow::new(ue_c, p_s, Protocol::Udp),
-            payload: register.clone(),
-        })
+        ue.send(&Transmit::new(
+            Flow::new(ue_c, p_s, Protocol::Udp),
+            register.clone(),
+        ))
         .await
         .unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), p_rx.recv())
@@ -101,10 +101,10 @@ async fn protected_datagrams_cross_userspace_esp_both_ways() {
         assert!(p.is_protected(p_s));
 
         let ok = Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n");
-        p.send(&Transmit {
-            flow: Flow::new(p_s, ue_c, Protocol::Udp),
-            payload: ok.clone(),
-        })
+        p.send(&Transmit::new(
+            Flow::new(p_s, ue_c, Protocol::Udp),
+            ok.clone(),
+        ))
         .await
         .unwrap();
         let back = tokio::time::timeout(Duration::from_secs(5), ue_rx.recv())

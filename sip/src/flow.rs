@@ -12,19 +12,25 @@ pub enum Protocol {
     Udp,
     /// TCP: reliable, retransmission timers are zero/unused
     Tcp,
+    /// A reliable link between two cores in one process (the collapsed P-CSCF and
+    /// S-CSCF): messages cross it as parsed [`crate::Message`]s through
+    /// [`crate::transaction::Transactions::poll_handoff`], never as bytes and never
+    /// through a socket. Via calls it `TCP`: it is reliable and ordered, and RFC 3261
+    /// has no token for "no wire at all".
+    InProcess,
 }
 
 impl Protocol {
     /// True for stream transports, which make timers D/I/J/K zero (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Protocol::Tcp)
+        matches!(self, Protocol::Tcp | Protocol::InProcess)
     }
 
     /// Via transport token.
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Udp => "UDP",
-            Protocol::Tcp => "TCP",
+            Protocol::Tcp | Protocol::InProcess => "TCP",
         }
     }
 }
@@ -77,4 +83,19 @@ pub struct Transmit {
     pub flow: Flow,
     /// encoded message
     pub payload: Bytes,
+    /// The transaction that sent it, if any: a shell that fails to send reports the
+    /// failure to exactly this transaction
+    /// ([`crate::transaction::Transactions::handle_transport_error`], RFC 3261 §17.1.4).
+    pub tx: Option<crate::transaction::TxId>,
+}
+
+impl Transmit {
+    /// Bytes on a flow, outside any transaction.
+    pub fn new(flow: Flow, payload: Bytes) -> Self {
+        Transmit {
+            flow,
+            payload,
+            tx: None,
+        }
+    }
 }

@@ -59,7 +59,7 @@ use thiserror::Error;
 
 use crate::builder::{ack_for_non2xx, ResponseBuilder};
 use crate::error::ParseError;
-use crate::flow::{Flow, Transmit};
+use crate::flow::{Flow, Protocol, Transmit};
 use crate::headers::BRANCH_MAGIC;
 use crate::message::Message;
 use crate::method::Method;
@@ -303,6 +303,18 @@ impl Tx {
     }
 }
 
+/// A message for a core in the same process (a flow of [`Protocol::InProcess`]): handed
+/// over parsed, so the receiving core neither parses nor copies bytes.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    /// The flow as the sender sees it (`remote` is the receiving core's address).
+    pub flow: Flow,
+    /// The message.
+    pub message: Message,
+    /// The transaction that sent it, if any.
+    pub tx: Option<TxId>,
+}
+
 /// The transaction table.
 #[derive(Debug)]
 pub struct Transactions {
@@ -312,6 +324,7 @@ pub struct Transactions {
     keys: HashMap<Key, TxId>,
     heap: BinaryHeap<Reverse<(Instant, TxId, usize)>>,
     transmits: VecDeque<Transmit>,
+    handoffs: VecDeque<Handoff>,
     events: VecDeque<Event>,
 }
 
@@ -379,6 +392,7 @@ impl Transactions {
             keys: HashMap::new(),
             heap: BinaryHeap::new(),
             transmits: VecDeque::new(),
+            handoffs: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -451,8 +465,30 @@ impl Transactions {
         }
     }
 
-    fn send(&mut self, flow: Flow, payload: Bytes) {
-        self.transmits.push_back(Transmit { flow, payload });
+    fn send(&mut self, id: Option<TxId>, flow: Flow, payload: Bytes) {
+        self.transmits.push_back(Transmit {
+            flow,
+            payload,
+            tx: id,
+        });
+    }
+
+    /// Queues `msg` on `flow`: as bytes for a socket (returned, for retransmissions), or
+    /// as the message itself for a core in this process (nothing to retransmit: the
+    /// link is reliable).
+    fn emit(&mut self, id: Option<TxId>, flow: Flow, msg: &Message) -> Option<Bytes> {
+        if flow.protocol == Protocol::InProcess {
+            self.handoffs.push_back(Handoff {
+                flow,
+                message: msg.clone(),
+                tx: id,
+            });
+            None
+        } else {
+            let b = Bytes::from(msg.to_bytes());
+            self.send(id, flow, b.clone());
+            Some(b)
+        }
     }
 
     fn terminate(&mut self, id: TxId) {
@@ -491,7 +527,6 @@ impl Transactions {
         }
         let t = self.config.timers;
         let invite = method == Method::Invite;
-        let bytes = Bytes::from(request.to_bytes());
         let id = self.alloc(Tx {
             kind: if invite {
                 Kind::ClientInvite
@@ -505,13 +540,17 @@ impl Transactions {
             },
             flow,
             key,
-            request: Some(request),
-            request_bytes: bytes.clone(),
+            request: None,
+            request_bytes: Bytes::new(),
             last: None,
             interval: t.t1,
             timers: [None; TIMERS],
         });
-        self.send(flow, bytes);
+        let bytes = self.emit(Some(id), flow, &request);
+        if let Some(tx) = self.txs.get_mut(&id) {
+            tx.request = Some(request);
+            tx.request_bytes = bytes.unwrap_or_default();
+        }
         let reliable = flow.protocol.is_reliable();
         if invite {
             if !reliable {
@@ -530,7 +569,7 @@ impl Transactions {
     /// Queues a message outside any transaction (ACK for 2xx, stateless forwarding),
     /// so the shell has a single output queue.
     pub fn send_stateless(&mut self, msg: &Message, flow: Flow) {
-        self.send(flow, Bytes::from(msg.to_bytes()));
+        self.emit(None, flow, msg);
     }
 
     /// Feeds a received request (§17.2.3 matching).
@@ -578,7 +617,7 @@ impl Transactions {
             // its 2xx itself); Trying has nothing to resend.
             if matches!(state, State::Proceeding | State::Completed) {
                 if let Some(b) = last {
-                    self.send(tflow, b);
+                    self.send(Some(id), tflow, b);
                 }
             }
             return Ok(RequestOutcome::Retransmission(id));
@@ -611,11 +650,10 @@ impl Transactions {
         });
         if invite && self.config.auto_trying {
             if let Ok(trying) = ResponseBuilder::new(&request, 100).build() {
-                let b = Bytes::from(trying.to_bytes());
+                let b = self.emit(Some(id), flow, &trying);
                 if let Some(tx) = self.txs.get_mut(&id) {
-                    tx.last = Some(b.clone());
+                    tx.last = b;
                 }
-                self.send(flow, b);
             }
         }
         Ok(RequestOutcome::New { id, request })
@@ -625,14 +663,23 @@ impl Transactions {
     pub fn respond(&mut self, id: TxId, response: Message, now: Instant) -> Result<(), TxError> {
         let code = response.code().ok_or(TxError::NotAResponse)?;
         let t = self.config.timers;
+        let tx = self.txs.get(&id).ok_or(TxError::Unknown)?;
+        let (kind, state, flow, reliable) = (tx.kind, tx.state, tx.flow, tx.reliable());
+        let allowed = match (kind, state) {
+            (Kind::ServerNonInvite, State::Trying | State::Proceeding) => true,
+            (Kind::ServerInvite, State::Proceeding) => true,
+            // the TU core retransmits its 2xx (§13.3.1.4) through here
+            (Kind::ServerInvite, State::Accepted) => (200..300).contains(&code),
+            _ => false,
+        };
+        if !allowed {
+            return Err(TxError::InvalidState(state));
+        }
+        let bytes = self.emit(Some(id), flow, &response);
         let tx = self.txs.get_mut(&id).ok_or(TxError::Unknown)?;
-        let bytes = Bytes::from(response.to_bytes());
-        let flow = tx.flow;
-        match (tx.kind, tx.state) {
-            (Kind::ServerNonInvite, State::Trying | State::Proceeding) => {
-                tx.last = Some(bytes.clone());
-                self.send(flow, bytes);
-                let tx = self.txs.get_mut(&id).ok_or(TxError::Unknown)?;
+        match (kind, state) {
+            (Kind::ServerNonInvite, _) => {
+                tx.last = bytes;
                 if code < 200 {
                     tx.state = State::Proceeding;
                 } else {
@@ -641,31 +688,19 @@ impl Transactions {
                 }
             }
             (Kind::ServerInvite, State::Proceeding) => {
-                tx.last = Some(bytes.clone());
-                if code < 200 {
-                    self.send(flow, bytes);
-                } else if code < 300 {
+                tx.last = bytes;
+                if (200..300).contains(&code) {
                     tx.state = State::Accepted;
-                    self.send(flow, bytes);
                     self.set_timer(id, Timer::L, now + 64 * t.t1);
-                } else {
+                } else if code >= 300 {
                     tx.state = State::Completed;
-                    let reliable = tx.reliable();
-                    self.send(flow, bytes);
                     if !reliable {
                         self.set_timer(id, Timer::G, now + t.t1);
                     }
                     self.set_timer(id, Timer::H, now + 64 * t.t1);
                 }
             }
-            (Kind::ServerInvite, State::Accepted) if (200..300).contains(&code) => {
-                // the TU core retransmits its 2xx (§13.3.1.4) through here
-                self.send(flow, bytes);
-            }
-            (Kind::ServerInvite | Kind::ServerNonInvite, s) => {
-                return Err(TxError::InvalidState(s))
-            }
-            (_, s) => return Err(TxError::InvalidState(s)),
+            _ => {}
         }
         Ok(())
     }
@@ -715,11 +750,10 @@ impl Transactions {
                     let ack = tx
                         .request
                         .as_ref()
-                        .and_then(|r| ack_for_non2xx(r, &response).ok())
-                        .map(|a| Bytes::from(a.to_bytes()));
-                    tx.last = ack.clone();
-                    if let Some(a) = ack {
-                        self.send(flow, a);
+                        .and_then(|r| ack_for_non2xx(r, &response).ok());
+                    let bytes = ack.and_then(|a| self.emit(Some(id), flow, &a));
+                    if let Some(tx) = self.txs.get_mut(&id) {
+                        tx.last = bytes;
                     }
                     self.cancel_timer(id, Timer::A);
                     self.cancel_timer(id, Timer::B);
@@ -734,7 +768,7 @@ impl Transactions {
             }
             (Kind::ClientInvite, State::Completed) if code >= 300 => {
                 if let Some(a) = tx.last.clone() {
-                    self.send(flow, a);
+                    self.send(Some(id), flow, a);
                 }
                 Ok(ResponseOutcome::Absorbed(id))
             }
@@ -792,7 +826,7 @@ impl Transactions {
             (Timer::A, State::Calling) => {
                 tx.interval *= 2;
                 let (b, next) = (tx.request_bytes.clone(), now + tx.interval);
-                self.send(flow, b);
+                self.send(Some(id), flow, b);
                 self.set_timer(id, Timer::A, next);
             }
             (Timer::E, State::Trying | State::Proceeding) => {
@@ -802,14 +836,14 @@ impl Transactions {
                     t.t2
                 };
                 let (b, next) = (tx.request_bytes.clone(), now + tx.interval);
-                self.send(flow, b);
+                self.send(Some(id), flow, b);
                 self.set_timer(id, Timer::E, next);
             }
             (Timer::G, State::Completed) => {
                 tx.interval = (tx.interval * 2).min(t.t2);
                 let next = now + tx.interval;
                 if let Some(b) = tx.last.clone() {
-                    self.send(flow, b);
+                    self.send(Some(id), flow, b);
                 }
                 self.set_timer(id, Timer::G, next);
             }
@@ -828,6 +862,11 @@ impl Transactions {
     /// Next bytes to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// Next message for a core in this process ([`Protocol::InProcess`] flows).
+    pub fn poll_handoff(&mut self) -> Option<Handoff> {
+        self.handoffs.pop_front()
     }
 
     /// Next event for the TU. Poll until `None` after each `handle_*` call.

@@ -267,11 +267,8 @@ impl Transport {
 
     /// Encodes and sends a message.
     pub async fn send_message(&self, msg: &Message, flow: Flow) -> io::Result<()> {
-        self.send(&Transmit {
-            flow,
-            payload: Bytes::from(msg.to_bytes()),
-        })
-        .await
+        self.send(&Transmit::new(flow, Bytes::from(msg.to_bytes())))
+            .await
     }
 
     /// Sends bytes on a flow. UDP: from the socket bound to `flow.local` (or the
@@ -321,6 +318,12 @@ impl Transport {
                     "TCP connection closed",
                 ))
             }
+            // A shell hands these to the other core as messages; bytes for one here
+            // are a wiring bug, reported rather than sent anywhere.
+            Protocol::InProcess => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "in-process flows carry messages, not bytes",
+            )),
         }
     }
 

@@ -57,6 +57,7 @@ async fn round_trip(proto: Protocol, ip: &str) {
             match proto {
                 Protocol::Udp => t.bind_udp(any).await.unwrap(),
                 Protocol::Tcp => t.bind_tcp(any).await.unwrap(),
+                Protocol::InProcess => unreachable!("no sockets for in-process flows"),
             }
         }
     };
@@ -195,10 +196,10 @@ async fn tcp_framing_keepalive_split_and_limit() {
 async fn udp_send_without_socket_fails() {
     let (t, _rx) = Transport::new(TransportConfig::default());
     let r = t
-        .send(&sip::Transmit {
-            flow: Flow::to("127.0.0.1:9".parse().unwrap(), Protocol::Udp),
-            payload: bytes::Bytes::from_static(b"x"),
-        })
+        .send(&sip::Transmit::new(
+            Flow::to("127.0.0.1:9".parse().unwrap(), Protocol::Udp),
+            bytes::Bytes::from_static(b"x"),
+        ))
         .await;
     assert!(r.is_err());
 }
@@ -265,10 +266,10 @@ async fn wildcard_socket_serves_a_specific_local_address() {
     let wild = a.attach_udp(own).unwrap();
     let b_addr = b.bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let specific: SocketAddr = format!("127.0.0.1:{}", wild.port()).parse().unwrap();
-    a.send(&sip::Transmit {
-        flow: Flow::new(specific, b_addr, Protocol::Udp),
-        payload: bytes::Bytes::from(register(specific, Protocol::Udp, "z9hG4bKw").to_bytes()),
-    })
+    a.send(&sip::Transmit::new(
+        Flow::new(specific, b_addr, Protocol::Udp),
+        bytes::Bytes::from(register(specific, Protocol::Udp, "z9hG4bKw").to_bytes()),
+    ))
     .await
     .unwrap();
     let got = recv(&mut brx).await;

@@ -1,5 +1,6 @@
-//! Proxy mode: the P-CSCF in front of an external S-CSCF (Kamailio or any other), doing
-//! only the P-CSCF's share of a registration (TS 24.229 §5.2.2, TS 33.203 §7):
+//! A UE's registration through the P-CSCF: its share of the work only, the same whether
+//! the S-CSCF is Kamailio over the network or our `scscf` core in this process
+//! (TS 24.229 §5.2.2, TS 33.203 §7):
 //!
 //! ```text
 //!  UE ── REGISTER (Security-Client) ──────────▶ P-CSCF ── REGISTER (Path, PVNI, ─▶ S-CSCF
@@ -11,10 +12,10 @@
 //!        set promoted, the previous one retired
 //! ```
 //!
-//! Everything is keyed by our client transaction toward the S-CSCF
-//! ([`ProxyCtx`] in `Pcscf::proxied`): the REGISTER is forwarded statefully (RFC 3261
-//! §16.6: our Via on top, Max-Forwards decremented, Request-URI unchanged), and the
-//! response context remembers which server transaction, flow and SA set it answers.
+//! Everything is keyed by our client transaction toward the S-CSCF ([`Forwarded`]): the
+//! REGISTER is forwarded statefully (RFC 3261 §16.6: our Via on top, Max-Forwards
+//! decremented, Request-URI unchanged), and the response context remembers which server
+//! transaction, flow and SA set it answers.
 //!
 //! What the UE sends is never trusted for what the P-CSCF asserts: a UE-supplied
 //! `integrity-protected` or P-Visited-Network-ID is replaced, and the Security-Verify of a
@@ -25,15 +26,17 @@
 
 use super::*;
 use akav1::digest::Credentials;
+use sip::headers::{contact_expires, parse_delta_seconds, Contacts};
 use sip::transaction::ResponseOutcome;
 use sip::Via;
 
 /// Where the S-CSCF is and what we assert toward it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// The S-CSCF's SIP address.
+    /// The S-CSCF's SIP address (for the collapsed S-CSCF: its address in this process).
     pub address: SocketAddr,
-    /// Transport toward it.
+    /// Transport toward it: UDP or TCP to an external S-CSCF,
+    /// [`Protocol::InProcess`] to ours.
     pub protocol: Protocol,
     /// `Route: <route;lr>` on forwarded REGISTERs, if set.
     pub route: Option<String>,
@@ -42,20 +45,23 @@ pub struct Upstream {
 }
 
 /// A REGISTER forwarded upstream, waiting for its final response.
-pub(super) struct ProxyCtx {
+pub(super) struct Forwarded {
     /// The UE's request, its server transaction and flow.
-    pub(super) ctx: Ctx,
+    ctx: Ctx,
     /// The SA set it arrived through, if protected.
     via_sa: Option<SetId>,
     /// The offer picked from its Security-Client, for the SA set a 401 will need.
     choice: Option<Choice>,
     /// Expiry it asked for (0 = deregistration).
     expires: u32,
+    /// It carried `auts`: a 401 for it means the HSS checked MAC-S, proof enough that it
+    /// came from the card holder, whose earlier challenges are void then.
+    resync: bool,
 }
 
 /// A 401 from the S-CSCF waiting for its temporary SA set.
 pub(super) struct PendingPrepare {
-    pub(super) ctx: ProxyCtx,
+    fwd: Forwarded,
     response: Message,
     server: Vec<SecurityMechanism>,
     set: SaSet,
@@ -63,30 +69,61 @@ pub(super) struct PendingPrepare {
 }
 
 impl Pcscf {
-    /// A core in proxy mode: REGISTERs go to `upstream` (see the `proxy` module docs);
-    /// Cx is the S-CSCF's business, so this core never emits [`Output::Cx`].
-    pub fn new_proxy(cfg: CoreConfig, upstream: Upstream) -> Result<Pcscf, CoreError> {
-        let mut p = Pcscf::new(cfg)?;
-        p.upstream = Some(upstream);
-        Ok(p)
+    pub(super) fn on_register(
+        &mut self,
+        tx: TxId,
+        req: Message,
+        flow: Flow,
+        via_sa: Option<SetId>,
+        now: Instant,
+    ) {
+        let impu = match req.header("To").map(NameAddr::parse) {
+            Some(Ok(to)) => to.uri.aor(),
+            _ => return self.simple(tx, &req, 400, now),
+        };
+        let creds = match req.header("Authorization").map(Credentials::parse) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return self.simple(tx, &req, 400, now),
+        };
+        // The IMPI: the digest username, else derived from the IMPU (TS 24.229 §5.1.1.2.1).
+        let impi = match &creds {
+            Some(c) => c.username.clone(),
+            None => impu
+                .strip_prefix("sip:")
+                .or_else(|| impu.strip_prefix("sips:"))
+                .unwrap_or(&impu)
+                .to_string(),
+        };
+        let ctx = Ctx {
+            tx,
+            req,
+            flow,
+            impi,
+            impu,
+        };
+        // What arrives through an SA belongs to the owner of that SA.
+        if let Some(sa) = via_sa {
+            let owner = self.sas.get(&sa).map(|r| r.impi.clone());
+            if owner.as_deref() != Some(ctx.impi.as_str()) {
+                return self.reject(
+                    &ctx,
+                    403,
+                    "identity does not own the security association it used".into(),
+                    now,
+                );
+            }
+        }
+        let expires = match scscf::registrar::requested_expires(&ctx.req, self.cfg.default_expires)
+        {
+            Ok(e) => e,
+            Err(_) => return self.reject(&ctx, 400, "bad Expires or Contact".into(), now),
+        };
+        self.forward_register(ctx, creds, via_sa, expires, now);
     }
 
-    /// True in proxy mode.
-    pub fn is_proxy(&self) -> bool {
-        self.upstream.is_some()
-    }
-
-    /// REGISTERs forwarded upstream and not answered yet.
-    pub fn proxied_in_flight(&self) -> usize {
-        self.proxied.len()
-    }
-
-    fn is_protected_port_of(&self, flow: &Flow) -> bool {
-        flow.local.is_some_and(|l| self.is_protected_port(l))
-    }
-
-    /// A REGISTER from a UE, proxy mode: sec-agree checks, header edits, forward.
-    pub(super) fn proxy_register(
+    /// Sec-agree checks, header edits, forward.
+    fn forward_register(
         &mut self,
         ctx: Ctx,
         creds: Option<Credentials>,
@@ -94,9 +131,6 @@ impl Pcscf {
         expires: u32,
         now: Instant,
     ) {
-        let Some(up) = self.upstream.clone() else {
-            return;
-        };
         // Bid-down protection: Security-Verify repeats what we sent for this very set.
         if let Some(sa) = via_sa {
             let sent = self
@@ -114,6 +148,11 @@ impl Pcscf {
                 .ok()
                 .is_some_and(|v| secagree::check_verify(&sent, &v).is_ok());
             if !ok {
+                // Only the SA's owner can send through it: a temporary set whose owner
+                // tries a downgrade is void (TS 33.203 §7.2).
+                if let Some(set) = self.take_challenge(&ctx.impi, |c| c.sa == sa) {
+                    self.delete_sa(set);
+                }
                 return self.reject(
                     &ctx,
                     494,
@@ -123,7 +162,7 @@ impl Pcscf {
             }
         }
         // The offer a challenge would build its set from. A protected REGISTER may lack
-        // one (no new set then); an unprotected one follows the policy like collapsed mode.
+        // one (no new set then); an unprotected one follows the policy.
         let choice = if via_sa.is_some() {
             let offers: Vec<SecurityMechanism> = ctx
                 .req
@@ -143,6 +182,8 @@ impl Pcscf {
                 Err(()) => return,
             }
         };
+        let resync = creds.as_ref().is_some_and(|c| c.auts.is_some());
+        let up = self.upstream.clone();
         let fwd = match self.forwarded_request(&ctx, creds, via_sa.is_some(), &up) {
             Ok(f) => f,
             Err(code) => {
@@ -159,18 +200,109 @@ impl Pcscf {
             .send_request(fwd, Flow::to(up.address, up.protocol), now)
         {
             Ok(id) => {
-                self.proxied.insert(
+                if resync {
+                    self.stats.resyncs += 1;
+                }
+                self.forwarded.insert(
                     id,
-                    ProxyCtx {
+                    Forwarded {
                         ctx,
                         via_sa,
                         choice,
                         expires,
+                        resync,
                     },
                 );
             }
             Err(e) => self.reject(&ctx, 500, format!("cannot forward: {e}"), now),
         }
+    }
+
+    /// Sec-agree for an unprotected REGISTER that may lead to a challenge: the offer we pick
+    /// from its Security-Client by preference (RFC 3329 §2.3, TS 33.203 §7.1), `None` for no
+    /// IPsec. `Err(())` when the REGISTER has been answered with a refusal already (421,
+    /// 400, 494, 500).
+    fn negotiate(&mut self, ctx: &Ctx, now: Instant) -> Result<Option<Choice>, ()> {
+        let offers = match ctx.req.header("Security-Client") {
+            None => None,
+            Some(_) => {
+                let mut all = Vec::new();
+                for v in ctx.req.header_values("Security-Client") {
+                    match SecurityMechanism::parse_list(v) {
+                        Ok(l) => all.extend(l),
+                        Err(e) => {
+                            self.reject(ctx, 400, format!("malformed Security-Client: {e}"), now);
+                            return Err(());
+                        }
+                    }
+                }
+                Some(all)
+            }
+        };
+        match (self.cfg.policy, offers) {
+            (IpsecPolicy::Off, _) | (IpsecPolicy::Optional, None) => Ok(None),
+            (IpsecPolicy::Required, None) => {
+                self.stats.rejections += 1;
+                let r = ResponseBuilder::new(&ctx.req, 421)
+                    .to_tag(&sip::new_tag())
+                    .header("Require", "sec-agree")
+                    .build();
+                self.respond(ctx.tx, r, now);
+                self.event(CoreEvent::Rejected {
+                    impi: ctx.impi.clone(),
+                    code: 421,
+                    reason: "no Security-Client: IPsec is required".into(),
+                });
+                Err(())
+            }
+            (_, Some(_)) if !self.cfg.ipsec_available => {
+                if self.cfg.policy == IpsecPolicy::Required {
+                    self.reject(
+                        ctx,
+                        500,
+                        "IPsec is required but no backend is available".into(),
+                        now,
+                    );
+                    return Err(());
+                }
+                Ok(None)
+            }
+            (_, Some(offers)) => match secagree::choose(&offers, &self.cfg.prefs) {
+                Ok(c) => Ok(Some(c)),
+                Err(e) => {
+                    self.stats.rejections += 1;
+                    let r = ResponseBuilder::new(&ctx.req, 494)
+                        .to_tag(&sip::new_tag())
+                        .header("Security-Server", self.supported_mechanisms())
+                        .header("Require", "sec-agree")
+                        .build();
+                    self.respond(ctx.tx, r, now);
+                    self.event(CoreEvent::Rejected {
+                        impi: ctx.impi.clone(),
+                        code: 494,
+                        reason: e.to_string(),
+                    });
+                    Err(())
+                }
+            },
+        }
+    }
+
+    /// Our acceptable mechanisms, for a 494 (RFC 3329 §2.3.1).
+    fn supported_mechanisms(&self) -> String {
+        let mut list = Vec::new();
+        for e in &self.cfg.prefs.encryption {
+            for i in &self.cfg.prefs.integrity {
+                let mut m =
+                    SecurityMechanism::ipsec_3gpp(i.sip_name(), Some(e.sip_name()), 0, 0, 0, 0);
+                m.spi_c = None;
+                m.spi_s = None;
+                m.port_c = None;
+                m.port_s = None;
+                list.push(m);
+            }
+        }
+        format_security_list(&list)
     }
 
     /// The REGISTER as the S-CSCF gets it (TS 24.229 §5.2.2.1, RFC 3261 §16.6); `Err`
@@ -204,6 +336,17 @@ impl Pcscf {
                     c.to_header()
                 })
             });
+        } else if protected {
+            // A protected REGISTER without credentials still tells the S-CSCF what we know:
+            // it came through the SA of this IMPI (TS 24.229 §5.2.2.1).
+            let c = Credentials {
+                username: ctx.impi.clone(),
+                realm: self.cfg.domain.clone(),
+                uri: ctx.req.uri_str().unwrap_or_default().to_string(),
+                integrity_protected: Some("yes".into()),
+                ..Default::default()
+            };
+            fwd.append_header("Authorization", &c.to_header());
         }
         let host = sip::uri::ip_host(self.cfg.local_ip);
         // Terminating requests come back through us (RFC 3327).
@@ -238,18 +381,18 @@ impl Pcscf {
     /// port is not compared: a UDP server may answer from another socket than the one it
     /// received on (RFC 3261 §18.2.2 sends to the Via, from anywhere), and a relay or
     /// load balancer in front of the S-CSCF makes that the rule.
-    pub(super) fn on_upstream_message(&mut self, msg: Message, flow: Flow, now: Instant) {
-        let from_upstream = self
-            .upstream
-            .as_ref()
-            .is_some_and(|u| u.address.ip() == flow.remote.ip() && u.protocol == flow.protocol);
-        if !from_upstream || self.is_protected_port_of(&flow) {
-            self.stats.dropped += 1;
-            self.event(CoreEvent::Dropped {
-                remote: flow.remote,
-                reason: "response not from the S-CSCF".into(),
-            });
-            return;
+    pub(super) fn on_upstream_message(
+        &mut self,
+        msg: Message,
+        flow: Flow,
+        via_sa: Option<SetId>,
+        now: Instant,
+    ) {
+        let up = &self.upstream;
+        let from_upstream = up.address.ip() == flow.remote.ip() && up.protocol == flow.protocol;
+        let on_protected_port = flow.local.is_some_and(|l| self.is_protected_port(l));
+        if !from_upstream || via_sa.is_some() || on_protected_port {
+            return self.dropped(flow.remote, "response not from the S-CSCF".into());
         }
         match self.tx.handle_response(msg, now) {
             Ok(ResponseOutcome::Deliver { id, response }) => {
@@ -258,13 +401,10 @@ impl Pcscf {
             // Retransmissions of a final response, or answers to nothing we sent: a
             // proxy forwards only what it can match (non-INVITE, RFC 3261 §16.7).
             Ok(ResponseOutcome::Absorbed(_) | ResponseOutcome::Stray(_)) => {}
-            Err(e) => {
-                self.stats.dropped += 1;
-                self.event(CoreEvent::Dropped {
-                    remote: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    reason: format!("response without what transactions need: {e}"),
-                });
-            }
+            Err(e) => self.dropped(
+                flow.remote,
+                format!("response without what transactions need: {e}"),
+            ),
         }
         self.drain_tx_events(now);
     }
@@ -278,14 +418,14 @@ impl Pcscf {
         if code < 200 {
             // 100 is hop by hop (RFC 3261 §16.7 step 5); others go down.
             if code > 100 {
-                if let Some(p) = self.proxied.get(&id) {
+                if let Some(p) = self.forwarded.get(&id) {
                     let tx = p.ctx.tx;
                     self.respond(tx, Ok(resp), now);
                 }
             }
             return;
         }
-        let Some(p) = self.proxied.remove(&id) else {
+        let Some(p) = self.forwarded.remove(&id) else {
             return;
         };
         match code {
@@ -307,21 +447,16 @@ impl Pcscf {
 
     /// The temporary set this request came through (a failed answer to a challenge) is
     /// void now (TS 33.203 §7.1).
-    fn drop_temporary(&mut self, p: &ProxyCtx) {
+    fn drop_temporary(&mut self, p: &Forwarded) {
         let Some(sa) = p.via_sa else { return };
-        if self
-            .challenges
-            .get(&p.ctx.impi)
-            .is_some_and(|c| c.sa == Some(sa))
-        {
-            self.challenges.remove(&p.ctx.impi);
+        if let Some(sa) = self.take_challenge(&p.ctx.impi, |c| c.sa == sa) {
             self.delete_sa(sa);
         }
     }
 
     fn upstream_challenge(
         &mut self,
-        p: ProxyCtx,
+        p: Forwarded,
         resp: Message,
         keys: Result<Option<sip::auth::AkaKeys>, akav1::digest::DigestError>,
         now: Instant,
@@ -413,27 +548,28 @@ impl Pcscf {
             token,
             set: set.clone(),
         }));
-        self.pending.insert(
+        self.preparing.insert(
             token,
-            Pending::ProxyPrepare(Box::new(PendingPrepare {
-                ctx: p,
+            PendingPrepare {
+                fwd: p,
                 response: resp,
                 server: vec![server],
                 set,
                 leases,
-            })),
+            },
         );
     }
 
-    /// The shell installed (or failed to install) the set of a proxied 401.
-    pub(super) fn proxy_security_ready(
+    /// The shell installed (or failed to install) the set of a 401: the UE gets the
+    /// challenge, or an error and nothing stays leased.
+    pub(super) fn challenge_ready(
         &mut self,
         pp: PendingPrepare,
-        result: Result<SetId, String>,
+        result: Result<SetId, secagree::SipIoError>,
         now: Instant,
     ) {
         let PendingPrepare {
-            ctx: p,
+            fwd: p,
             mut response,
             server,
             set,
@@ -442,6 +578,8 @@ impl Pcscf {
         let id = match result {
             Ok(id) => id,
             Err(e) => {
+                // `leases` drops here: SPIs and ports go back to the pools.
+                drop(leases);
                 self.drop_temporary(&p);
                 return self.reject(&p.ctx, 500, format!("IPsec setup failed: {e}"), now);
             }
@@ -456,39 +594,29 @@ impl Pcscf {
             },
         );
         response.append_header("Security-Server", &format_security_list(&server));
-        let nonce = response
-            .digest_challenge()
-            .and_then(Result::ok)
-            .map(|c| c.nonce)
-            .unwrap_or_default();
-        // The 401 goes out first (perhaps through the set being superseded), then the
-        // superseded temporary set goes: transmits drain before security work.
         self.stats.challenges += 1;
         self.respond(p.ctx.tx, Ok(response), now);
-        if let Some(old) = self.challenges.remove(&p.ctx.impi) {
-            if let Some(old_sa) = old.sa {
-                self.delete_sa(old_sa);
+        // The set this REGISTER came through, if it was a temporary one, is void: the
+        // UE has been challenged again (resync, or the S-CSCF refused the answer).
+        self.drop_temporary(&p);
+        if p.resync {
+            for old in self.challenges.remove(&p.ctx.impi).unwrap_or_default() {
+                self.delete_sa(old.sa);
             }
         }
-        let expires_at = now + self.cfg.auth_timeout;
+        let cid = self.next_seq();
+        let list = self.challenges.entry(p.ctx.impi.clone()).or_default();
+        let evicted =
+            (list.len() >= self.cfg.max_challenges_per_impi.max(1)).then(|| list.remove(0));
+        list.push(PendingChallenge { id: cid, sa: id });
+        if let Some(old) = evicted {
+            self.delete_sa(old.sa);
+        }
         self.set_timer(
-            expires_at,
+            now + self.cfg.auth_timeout,
             TimerKind::Challenge {
                 impi: p.ctx.impi.clone(),
-                nonce: nonce.clone(),
-            },
-        );
-        self.challenges.insert(
-            p.ctx.impi.clone(),
-            PendingChallenge {
-                impu: p.ctx.impu.clone(),
-                nonce,
-                // The S-CSCF checks the response: no RAND/XRES here.
-                rand: [0; 16],
-                xres: Vec::new(),
-                server,
-                sa: Some(id),
-                expires_at,
+                id: cid,
             },
         );
         self.event(CoreEvent::Challenged {
@@ -497,21 +625,17 @@ impl Pcscf {
         });
     }
 
-    fn upstream_ok(&mut self, p: ProxyCtx, resp: Message, now: Instant) {
-        let ProxyCtx {
+    fn upstream_ok(&mut self, p: Forwarded, resp: Message, now: Instant) {
+        let Forwarded {
             ctx,
             via_sa,
             expires: asked,
             ..
         } = p;
-        // Was the request's set the temporary one of our last challenge?
-        let temporary = via_sa.is_some()
-            && self
-                .challenges
-                .get(&ctx.impi)
-                .is_some_and(|c| c.sa == via_sa);
-        if temporary {
-            self.challenges.remove(&ctx.impi);
+        // Was the request's set the temporary one of a challenge?
+        let temporary = via_sa.is_some_and(|sa| self.is_challenge_set(&ctx.impi, sa));
+        if let (true, Some(sa)) = (temporary, via_sa) {
+            self.take_challenge(&ctx.impi, |c| c.sa == sa);
         }
         let granted = if asked == 0 {
             0
@@ -522,7 +646,7 @@ impl Pcscf {
         // used (TS 33.203 §7.4).
         self.respond(ctx.tx, Ok(resp.clone()), now);
         if granted == 0 {
-            self.end_proxy_registration(&ctx.impu, "user", now);
+            self.end_registration(&ctx.impu, "user", now);
             if temporary {
                 if let Some(sa) = via_sa {
                     self.retire_sa(sa, now);
@@ -563,8 +687,7 @@ impl Pcscf {
             .header_values("Service-Route")
             .map(str::to_string)
             .collect();
-        self.generation += 1;
-        let generation = self.generation;
+        let generation = self.next_seq();
         let expires_at = now + Duration::from_secs(u64::from(granted));
         let bindings = ctx
             .req
@@ -610,29 +733,9 @@ impl Pcscf {
         });
     }
 
-    /// Drops our view of a registration (the S-CSCF keeps its own); its set retires and
-    /// is deleted after the grace period.
-    pub(super) fn end_proxy_registration(
-        &mut self,
-        impu: &str,
-        reason: &'static str,
-        now: Instant,
-    ) {
-        if let Some(reg) = self.regs.remove(impu) {
-            if let Some(sa) = reg.sa {
-                self.retire_sa(sa, now);
-            }
-            self.stats.deregistrations += 1;
-            self.event(CoreEvent::Deregistered {
-                impu: impu.to_string(),
-                reason,
-            });
-        }
-    }
-
     /// Our client transaction `id` ended without a final response.
     pub(super) fn upstream_failed(&mut self, id: TxId, code: u16, why: &str, now: Instant) {
-        if let Some(p) = self.proxied.remove(&id) {
+        if let Some(p) = self.forwarded.remove(&id) {
             self.drop_temporary(&p);
             self.reject(&p.ctx, code, why.into(), now);
         }

@@ -1,9 +1,13 @@
-//! The S-CSCF side of Cx (TS 29.229) as the collapsed P-CSCF uses it: MAR for vectors (and
-//! resynchronisation), SAR to register and deregister. Pure functions over
-//! `diameter::Message`, so they are tested without a socket.
+//! The S-CSCF side of Cx (TS 29.229): MAR for vectors (and resynchronisation), SAR to
+//! register and deregister. Pure functions over `diameter::Message`, so they are tested
+//! without a socket.
+//!
+//! Answers are read into types, never into strings: a base-protocol error such as
+//! 5001 DIAMETER_AVP_UNSUPPORTED (RFC 6733 §7.1.5) and the Cx Experimental-Result 5001
+//! DIAMETER_ERROR_USER_UNKNOWN (TS 29.229 §6.2.2.1) share a number and nothing else.
 
-use diameter::dict::enums::{server_assignment_type as sat, NO_STATE_MAINTAINED};
-use diameter::{app, avp, cmd, result, Avp, FindAvp, Message, ResultCode, VENDOR_3GPP};
+use diameter::dict::enums::NO_STATE_MAINTAINED;
+use diameter::{app, avp, cmd, Avp, FindAvp, Message, ResultCode, VENDOR_3GPP};
 
 /// The scheme Kamailio and handsets use; an HSS answers AKA vectors for it.
 pub const SCHEME_AKAV1_MD5: &str = "Digest-AKAv1-MD5";
@@ -24,20 +28,63 @@ pub struct CxIdentity {
 /// Why a Cx answer is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CxError {
-    /// The HSS answered with an error result.
-    #[error("HSS answered {0}")]
-    Result(String),
+    /// A base-protocol Result-Code other than success (RFC 6733 §7.1).
+    #[error("HSS answered Result-Code {0}")]
+    Base(u32),
+    /// An Experimental-Result-Code other than success (TS 29.229 §6.2).
+    #[error("HSS answered Experimental-Result-Code {code} (vendor {vendor})")]
+    Experimental {
+        /// Vendor-Id (10415 for 3GPP).
+        vendor: u32,
+        /// The code.
+        code: u32,
+    },
     /// A required AVP is missing or malformed.
     #[error("malformed answer: {0}")]
-    Malformed(String),
+    Malformed(#[from] Malformed),
+}
+
+/// What is wrong with an answer that claims success.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// Neither Result-Code nor Experimental-Result.
+    #[error("no Result-Code")]
+    NoResult,
+    /// A required AVP is absent or of the wrong type.
+    #[error(transparent)]
+    Avp(#[from] diameter::AvpError),
+    /// An octet string of the wrong length.
+    #[error("{what} is {len} octets ({expected})")]
+    Length {
+        /// Which value.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// User-Data that is not UTF-8.
+    #[error("User-Data is not UTF-8")]
+    UserDataNotUtf8,
 }
 
 impl CxError {
-    /// True when the HSS does not know the user (DIAMETER_ERROR_USER_UNKNOWN 5001) or the
-    /// identities do not belong together (5002): a 403 to the UE, not a 5xx.
+    /// True when the HSS refuses the user rather than failing: unknown user (5001), the
+    /// identities do not belong together (5002), roaming not allowed (5004), and the
+    /// base-protocol AUTHORIZATION_REJECTED (5003). A 403 to the UE, not a 5xx.
     pub fn is_user_error(&self) -> bool {
+        use diameter::result::cx;
         match self {
-            CxError::Result(s) => s.contains("5001") || s.contains("5002"),
+            CxError::Experimental { vendor, code } => {
+                *vendor == VENDOR_3GPP
+                    && [
+                        cx::ERROR_USER_UNKNOWN,
+                        cx::ERROR_IDENTITIES_DONT_MATCH,
+                        cx::ERROR_ROAMING_NOT_ALLOWED,
+                    ]
+                    .contains(code)
+            }
+            CxError::Base(c) => *c == diameter::result::AUTHORIZATION_REJECTED,
             CxError::Malformed(_) => false,
         }
     }
@@ -88,28 +135,18 @@ pub fn sar(id: &CxIdentity, session_id: &str, impi: &str, impu: &str, kind: i32)
         ))
 }
 
-/// SAR types we send.
-pub mod assignment {
-    use super::sat;
-    /// First registration.
-    pub const REGISTRATION: i32 = sat::REGISTRATION;
-    /// Re-registration.
-    pub const RE_REGISTRATION: i32 = sat::RE_REGISTRATION;
-    /// The UE deregistered (Expires: 0).
-    pub const USER_DEREGISTRATION: i32 = sat::USER_DEREGISTRATION;
-    /// The registration expired.
-    pub const TIMEOUT_DEREGISTRATION: i32 = sat::TIMEOUT_DEREGISTRATION;
-}
+/// The Server-Assignment-Types we send (TS 29.229 §6.3.15), from the one dictionary.
+pub use diameter::dict::enums::server_assignment_type as assignment;
 
 fn check_success(answer: &Message) -> Result<(), CxError> {
     match answer.result() {
-        Some(ResultCode::Base(c)) if c == result::SUCCESS => Ok(()),
+        Some(ResultCode::Base(c)) if (2000..3000).contains(&c) => Ok(()),
         Some(ResultCode::Experimental { code, .. }) if (2000..3000).contains(&code) => Ok(()),
-        Some(ResultCode::Base(c)) => Err(CxError::Result(format!("Result-Code {c}"))),
-        Some(ResultCode::Experimental { vendor, code }) => Err(CxError::Result(format!(
-            "Experimental-Result-Code {code} (vendor {vendor})"
-        ))),
-        None => Err(CxError::Malformed("no Result-Code".into())),
+        Some(ResultCode::Base(c)) => Err(CxError::Base(c)),
+        Some(ResultCode::Experimental { vendor, code }) => {
+            Err(CxError::Experimental { vendor, code })
+        }
+        None => Err(Malformed::NoResult.into()),
     }
 }
 
@@ -134,29 +171,39 @@ impl std::fmt::Debug for CxVector {
     }
 }
 
-fn arr16(what: &str, b: &[u8]) -> Result<[u8; 16], CxError> {
-    b.try_into()
-        .map_err(|_| CxError::Malformed(format!("{what} is {} octets, not 16", b.len())))
+fn arr16(what: &'static str, b: &[u8]) -> Result<[u8; 16], CxError> {
+    b.try_into().map_err(|_| {
+        Malformed::Length {
+            what,
+            len: b.len(),
+            expected: "16",
+        }
+        .into()
+    })
 }
 
 /// The first SIP-Auth-Data-Item of a successful MAA (TS 29.229 §6.3.13).
 pub fn parse_maa(answer: &Message) -> Result<CxVector, CxError> {
     check_success(answer)?;
-    let m = |e: diameter::error::AvpError| CxError::Malformed(e.to_string());
+    let m = |e: diameter::AvpError| CxError::from(Malformed::from(e));
     let item = answer.get_grouped(avp::SIP_AUTH_DATA_ITEM).map_err(m)?;
     let sa = item.get_octets(avp::SIP_AUTHENTICATE).map_err(m)?;
     if sa.len() < 32 {
-        return Err(CxError::Malformed(format!(
-            "SIP-Authenticate is {} octets; RAND ‖ AUTN needs 32",
-            sa.len()
-        )));
+        return Err(Malformed::Length {
+            what: "SIP-Authenticate",
+            len: sa.len(),
+            expected: "RAND ‖ AUTN needs 32",
+        }
+        .into());
     }
     let xres = item.get_octets(avp::SIP_AUTHORIZATION).map_err(m)?.to_vec();
     if !(4..=16).contains(&xres.len()) {
-        return Err(CxError::Malformed(format!(
-            "XRES is {} octets (4..16 allowed)",
-            xres.len()
-        )));
+        return Err(Malformed::Length {
+            what: "XRES",
+            len: xres.len(),
+            expected: "4..16",
+        }
+        .into());
     }
     Ok(CxVector {
         rand: arr16("RAND", &sa[..16])?,
@@ -174,20 +221,21 @@ pub fn parse_saa(answer: &Message) -> Result<Option<String>, CxError> {
         None => Ok(None),
         Some(a) => String::from_utf8(a.as_octets().to_vec())
             .map(Some)
-            .map_err(|_| CxError::Malformed("User-Data is not UTF-8".into())),
+            .map_err(|_| Malformed::UserDataNotUtf8.into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diameter::result;
 
     fn id() -> CxIdentity {
         CxIdentity {
             origin_host: "pcscf.ims.test".into(),
             origin_realm: "ims.test".into(),
             destination_realm: "ims.test".into(),
-            server_name: "sip:pcscf.ims.test:5060".into(),
+            server_name: "sip:scscf.ims.test:6060".into(),
         }
     }
 
@@ -198,7 +246,7 @@ mod tests {
         assert_eq!(wire.code, cmd::MULTIMEDIA_AUTH);
         assert_eq!(
             wire.get_utf8(avp::SERVER_NAME).unwrap(),
-            "sip:pcscf.ims.test:5060"
+            "sip:scscf.ims.test:6060"
         );
         let item = wire.get_grouped(avp::SIP_AUTH_DATA_ITEM).unwrap();
         assert_eq!(
@@ -234,5 +282,15 @@ mod tests {
             ))
             .with_result_code(result::SUCCESS);
         assert!(matches!(parse_maa(&short), Err(CxError::Malformed(_))));
+    }
+
+    #[test]
+    fn base_5001_is_not_user_unknown() {
+        let req = mar(&id(), "s;1", "impi", "sip:impu", None);
+        // DIAMETER_AVP_UNSUPPORTED (base, 5001) shares its number with Cx USER_UNKNOWN.
+        let base = Message::answer_for(&req).with_result_code(5001);
+        let e = parse_maa(&base).unwrap_err();
+        assert_eq!(e, CxError::Base(5001));
+        assert!(!e.is_user_error(), "{e}");
     }
 }

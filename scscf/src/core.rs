@@ -1,0 +1,829 @@
+//! [`Scscf`]: the sans-IO S-CSCF. See the crate docs for what it does; this module is the
+//! event loop's state machine.
+
+use crate::cx::{self, assignment, CxError, CxIdentity, CxVector};
+use crate::registrar::{self, Binding, Registration};
+use akav1::digest::{Challenge as DigestChallenge, Credentials, Qop, AKAV1_MD5};
+use bytes::Bytes;
+use sip::transaction::{self, Handoff, RequestOutcome, Transactions, TxId};
+use sip::{Flow, Framing, Limits, Message, Method, NameAddr, Protocol, ResponseBuilder, Transmit};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// What the core needs to know, resolved from configuration by its host.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Home domain: the digest realm.
+    pub domain: String,
+    /// Our SIP address as the P-CSCF and application servers reach it (Service-Route).
+    pub address: SocketAddr,
+    /// Registration expiry bounds and default, seconds.
+    pub min_expires: u32,
+    /// See [`Config::min_expires`].
+    pub max_expires: u32,
+    /// See [`Config::min_expires`].
+    pub default_expires: u32,
+    /// How long a challenge waits for its answer.
+    pub auth_timeout: Duration,
+    /// Challenges kept pending per IMPI; the oldest goes when a new one would exceed it.
+    pub max_challenges_per_impi: usize,
+    /// Cx identity (Server-Name is our SIP URI).
+    pub cx: CxIdentity,
+    /// SIP parse limits.
+    pub limits: Limits,
+}
+
+/// Something the host must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send these bytes.
+    Transmit(Transmit),
+    /// Hand this message to the core in the same process that `flow.remote` names.
+    Handoff(Handoff),
+    /// Send a Cx request; answer with [`Scscf::handle_cx_answer`] and the same token.
+    Cx {
+        /// Correlation token.
+        token: u64,
+        /// The request.
+        request: diameter::Message,
+    },
+    /// Something worth logging or counting.
+    Event(Event),
+}
+
+/// Notable things that happened, for logs, metrics and ladders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A 401 went out.
+    Challenged {
+        /// Private identity.
+        impi: String,
+    },
+    /// A registration (or re-registration) succeeded.
+    Registered {
+        /// Public identity registered.
+        impu: String,
+        /// Its private identity.
+        impi: String,
+        /// Granted seconds.
+        expires: u32,
+    },
+    /// A registration ended.
+    Deregistered {
+        /// Public identity.
+        impu: String,
+        /// Why.
+        reason: DeregReason,
+    },
+    /// A REGISTER was refused.
+    Rejected {
+        /// Private identity (or what we know of it).
+        impi: String,
+        /// Status code sent.
+        code: u16,
+        /// Why, for the log (never sent to the UE: it would tell an attacker which
+        /// identities exist).
+        reason: Rejection,
+    },
+    /// Input dropped without an answer.
+    Dropped {
+        /// From where.
+        remote: SocketAddr,
+        /// Why.
+        reason: Drop,
+    },
+}
+
+/// Why a registration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeregReason {
+    /// The UE sent `Expires: 0`.
+    User,
+    /// It was not refreshed in time.
+    Timeout,
+}
+
+/// Why a REGISTER was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A header we need is missing or unparsable.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// The digest response does not match XRES.
+    #[error("authentication failed: wrong response")]
+    WrongResponse,
+    /// The answer names another public identity than the one challenged.
+    #[error("public identity differs from the challenged one")]
+    OtherIdentity,
+    /// The identity is barred (TS 29.228 §6.1.4).
+    #[error("public identity is barred")]
+    Barred,
+    /// The HSS refused or failed.
+    #[error("HSS: {0}")]
+    Cx(#[from] CxError),
+    /// The HSS could not be asked.
+    #[error("HSS unreachable: {0}")]
+    HssUnreachable(#[from] diameter::RequestError),
+    /// The resynchronisation data was unusable.
+    #[error("bad resynchronisation data: {0}")]
+    Resync(#[from] akav1::nonce::NonceError),
+    /// Expiry below our minimum.
+    #[error("expiry below the minimum")]
+    TooBrief,
+}
+
+/// Why input was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Drop {
+    /// Not SIP.
+    #[error("unparsable SIP: {0}")]
+    Unparsable(sip::ParseError),
+    /// SIP without what transactions need.
+    #[error("request without what transactions need: {0}")]
+    NoTransaction(transaction::TxError),
+    /// A response to nothing we sent.
+    #[error("stray response")]
+    StrayResponse,
+    /// A response could not be built for the request (it cannot be answered).
+    #[error("cannot build a response: {0}")]
+    NoResponse(sip::ParseError),
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// 401s sent.
+    pub challenges: u64,
+    /// Successful registrations (incl. re-registrations).
+    pub registrations: u64,
+    /// Deregistrations (user, timeout).
+    pub deregistrations: u64,
+    /// Refused REGISTERs.
+    pub rejections: u64,
+    /// Resynchronisations asked of the HSS.
+    pub resyncs: u64,
+    /// Input dropped.
+    pub dropped: u64,
+}
+
+struct Challenge {
+    id: u64,
+    impu: String,
+    nonce: String,
+    xres: Vec<u8>,
+}
+
+/// The REGISTER being handled, with what its answer needs.
+struct Ctx {
+    tx: TxId,
+    req: Message,
+    impi: String,
+    impu: String,
+}
+
+enum Pending {
+    Mar { ctx: Ctx, resync: bool },
+    SarRegister { ctx: Ctx, expires: u32 },
+    SarDeregister { ctx: Option<Ctx>, impu: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Timer {
+    Challenge { impi: String, id: u64 },
+    Expiry { impu: String, generation: u64 },
+}
+
+/// The S-CSCF core. See the crate docs.
+pub struct Scscf {
+    cfg: Config,
+    tx: Transactions,
+    out: VecDeque<Output>,
+    next_token: u64,
+    pending: HashMap<u64, Pending>,
+    challenges: HashMap<String, Vec<Challenge>>,
+    regs: HashMap<String, Registration>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    seq: u64,
+    stats: Stats,
+}
+
+impl Scscf {
+    /// A core with no registrations.
+    pub fn new(cfg: Config) -> Scscf {
+        Scscf {
+            cfg,
+            tx: Transactions::new(transaction::Config::default()),
+            out: VecDeque::new(),
+            next_token: 0,
+            pending: HashMap::new(),
+            challenges: HashMap::new(),
+            regs: HashMap::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Our Service-Route (RFC 3608): the originating entry point for our users.
+    pub fn service_route(&self) -> String {
+        format!(
+            "<sip:orig@{}:{};lr>",
+            sip::uri::ip_host(self.cfg.address.ip()),
+            self.cfg.address.port()
+        )
+    }
+
+    /// Registered public identities (explicitly registered ones).
+    pub fn registration_count(&self) -> usize {
+        self.regs.len()
+    }
+
+    /// The registration of `impu` (registered explicitly).
+    pub fn registration(&self, impu: &str) -> Option<&Registration> {
+        self.regs.get(impu)
+    }
+
+    /// The subscription (service profiles, iFCs) the HSS sent for the registration of
+    /// `impu`.
+    pub fn subscription(&self, impu: &str) -> Option<&ifc::ImsSubscription> {
+        self.regs.get(impu).and_then(|r| r.subscription.as_ref())
+    }
+
+    /// Challenges waiting for an answer.
+    pub fn pending_challenges(&self) -> usize {
+        self.challenges.values().map(Vec::len).sum()
+    }
+
+    /// Live SIP transactions.
+    pub fn transaction_count(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Cx requests waiting for an answer.
+    pub fn cx_in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ---- outputs -------------------------------------------------------------------
+
+    /// Next output for the host.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(h) = self.tx.poll_handoff() {
+            return Some(Output::Handoff(h));
+        }
+        if let Some(t) = self.tx.poll_transmit() {
+            return Some(Output::Transmit(t));
+        }
+        // Server transactions only: the registrar answers every REGISTER itself, so a
+        // transaction's end needs no action here.
+        while self.tx.poll_event().is_some() {}
+        self.out.pop_front()
+    }
+
+    /// When [`Scscf::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let ours = self.timers.keys().next().map(|(t, _)| *t);
+        match (ours, self.tx.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- inputs --------------------------------------------------------------------
+
+    /// Bytes received from the network on `flow`.
+    pub fn handle_inbound(&mut self, flow: Flow, data: Bytes, now: Instant) {
+        let framing = match flow.protocol {
+            Protocol::Udp => Framing::Datagram,
+            _ => Framing::Stream,
+        };
+        match Message::parse_bytes(data, &self.cfg.limits, framing) {
+            Ok(m) => self.handle_message(m, flow, now),
+            Err(e) => self.dropped(flow.remote, Drop::Unparsable(e)),
+        }
+    }
+
+    /// A parsed message: from the network, or handed over by a core in this process
+    /// (then `flow` is the reverse of the sender's [`Handoff::flow`]).
+    pub fn handle_message(&mut self, msg: Message, flow: Flow, now: Instant) {
+        if !msg.is_request() {
+            // No client transactions yet (third-party REGISTER and NOTIFY come with
+            // service routing): nothing can match.
+            return self.dropped(flow.remote, Drop::StrayResponse);
+        }
+        match self.tx.handle_request(msg, flow, now) {
+            Ok(RequestOutcome::New { id, request }) => self.on_request(id, request, now),
+            Ok(_) => {}
+            Err(e) => self.dropped(flow.remote, Drop::NoTransaction(e)),
+        }
+    }
+
+    /// The Cx answer (or why there is none) for `token`.
+    pub fn handle_cx_answer(
+        &mut self,
+        token: u64,
+        answer: Result<diameter::Message, diameter::RequestError>,
+        now: Instant,
+    ) {
+        let Some(p) = self.pending.remove(&token) else {
+            return;
+        };
+        match p {
+            Pending::Mar { ctx, resync } => self.on_maa(ctx, resync, answer, now),
+            Pending::SarRegister { ctx, expires } => {
+                self.on_saa_register(ctx, expires, answer, now)
+            }
+            Pending::SarDeregister { ctx, impu } => {
+                // The registration is gone here whatever the HSS said: the UE asked, or
+                // it expired. A failed SAR only leaves a stale S-CSCF name in the HSS.
+                let r = answer
+                    .map_err(Rejection::from)
+                    .and_then(|a| cx::parse_saa(&a).map_err(Rejection::from));
+                if let Err(e) = r {
+                    tracing::warn!(%impu, "deregistration SAR failed: {e}");
+                }
+                if let Some(ctx) = ctx {
+                    let mut b = ResponseBuilder::new(&ctx.req, 200).to_tag(&sip::new_tag());
+                    if let Some(c) = registrar::contacts_expired(&ctx.req) {
+                        b = b.header("Contact", c);
+                    }
+                    self.respond(ctx.tx, b.build(), now);
+                }
+            }
+        }
+    }
+
+    /// Fire due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        while let Some((&(at, seq), _)) = self.timers.iter().next() {
+            if at > now {
+                break;
+            }
+            let Some(t) = self.timers.remove(&(at, seq)) else {
+                break;
+            };
+            match t {
+                Timer::Challenge { impi, id } => {
+                    if let Some(list) = self.challenges.get_mut(&impi) {
+                        list.retain(|c| c.id != id);
+                        if list.is_empty() {
+                            self.challenges.remove(&impi);
+                        }
+                    }
+                }
+                Timer::Expiry { impu, generation } => {
+                    let due = self
+                        .regs
+                        .get(&impu)
+                        .is_some_and(|r| r.generation == generation);
+                    if due {
+                        self.end_registration(&impu, None, DeregReason::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- internals -----------------------------------------------------------------
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn session_id(&mut self) -> String {
+        let n = self.next_seq();
+        format!("{};{}", self.cfg.cx.origin_host, n)
+    }
+
+    fn set_timer(&mut self, at: Instant, t: Timer) {
+        let seq = self.next_seq();
+        self.timers.insert((at, seq), t);
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn dropped(&mut self, remote: SocketAddr, reason: Drop) {
+        self.stats.dropped += 1;
+        self.event(Event::Dropped { remote, reason });
+    }
+
+    fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
+        match resp {
+            // Fails only if the transaction is gone: nothing to send then.
+            Ok(r) => {
+                let _ = self.tx.respond(tx, r, now);
+            }
+            Err(e) => {
+                let remote = self
+                    .tx
+                    .flow(tx)
+                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote);
+                self.dropped(remote, Drop::NoResponse(e));
+            }
+        }
+    }
+
+    fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
+        let r = ResponseBuilder::new(req, code)
+            .to_tag(&sip::new_tag())
+            .build();
+        self.respond(tx, r, now);
+    }
+
+    fn reject(&mut self, ctx: &Ctx, code: u16, reason: Rejection, now: Instant) {
+        self.stats.rejections += 1;
+        // The reason stays in our log: a Warning with the HSS's result would tell anyone
+        // which IMPI/IMPU pairs exist.
+        self.simple(ctx.tx, &ctx.req, code, now);
+        self.event(Event::Rejected {
+            impi: ctx.impi.clone(),
+            code,
+            reason,
+        });
+    }
+
+    fn on_request(&mut self, id: TxId, req: Message, now: Instant) {
+        match req.method() {
+            Some(Method::Register) => self.on_register(id, req, now),
+            Some(Method::Options) => {
+                let r = ResponseBuilder::new(&req, 200)
+                    .to_tag(&sip::new_tag())
+                    .header("Allow", "REGISTER, OPTIONS")
+                    .build();
+                self.respond(id, r, now);
+            }
+            Some(Method::Ack) => {}
+            _ => {
+                // Sessions are the next stage of this S-CSCF: say so plainly.
+                let r = ResponseBuilder::new(&req, 501)
+                    .to_tag(&sip::new_tag())
+                    .header("Allow", "REGISTER, OPTIONS")
+                    .build();
+                self.respond(id, r, now);
+            }
+        }
+    }
+
+    fn on_register(&mut self, tx: TxId, req: Message, now: Instant) {
+        let impu = match req.to_header() {
+            Ok(to) => to.uri.aor(),
+            Err(_) => return self.simple(tx, &req, 400, now),
+        };
+        let creds = match req.digest_credentials() {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return self.simple(tx, &req, 400, now),
+        };
+        // The IMPI: the digest username, else derived from the IMPU (TS 24.229 §5.1.1.2.1).
+        let impi = match &creds {
+            Some(c) => c.username.clone(),
+            None => impu
+                .strip_prefix("sip:")
+                .or_else(|| impu.strip_prefix("sips:"))
+                .unwrap_or(&impu)
+                .to_string(),
+        };
+        let ctx = Ctx {
+            tx,
+            req,
+            impi,
+            impu,
+        };
+        let expires = match registrar::requested_expires(&ctx.req, self.cfg.default_expires) {
+            Ok(e) => e,
+            Err(_) => {
+                return self.reject(&ctx, 400, Rejection::Malformed("Expires or Contact"), now)
+            }
+        };
+        let Some(creds) = creds else {
+            return self.challenge(ctx, None, now);
+        };
+        // A card that refused our AUTN answers with `auts` (RFC 3310 §3.4), whatever its
+        // response field holds.
+        if let Some(auts) = &creds.auts {
+            return self.on_resync(ctx, &creds.nonce, auts.clone(), now);
+        }
+        // An answer to one of our challenges?
+        let answering = !creds.response.is_empty()
+            && self
+                .challenges
+                .get(&ctx.impi)
+                .is_some_and(|l| l.iter().any(|c| c.nonce == creds.nonce));
+        if answering {
+            return self.on_challenge_response(ctx, creds, expires, now);
+        }
+        // A deregistration the P-CSCF received through the UE's own SA needs no new
+        // authentication (TS 24.229 §5.4.1.4).
+        let protected = creds.integrity_protected.as_deref() == Some("yes");
+        if expires == 0 && protected && self.regs.get(&ctx.impu).is_some_and(|r| r.impi == ctx.impi)
+        {
+            return self.end_registration(&ctx.impu.clone(), Some(ctx), DeregReason::User);
+        }
+        // Anything else, including the deregistration of an unprotected registration, is
+        // authenticated afresh.
+        self.challenge(ctx, None, now);
+    }
+
+    fn challenge(&mut self, ctx: Ctx, resync: Option<Vec<u8>>, _now: Instant) {
+        let session = self.session_id();
+        let request = cx::mar(
+            &self.cfg.cx,
+            &session,
+            &ctx.impi,
+            &ctx.impu,
+            resync.as_deref(),
+        );
+        let token = self.token();
+        self.out.push_back(Output::Cx { token, request });
+        let resync = resync.is_some();
+        self.pending.insert(token, Pending::Mar { ctx, resync });
+    }
+
+    fn on_resync(&mut self, ctx: Ctx, nonce: &str, auts: String, now: Instant) {
+        let nonce = match akav1::nonce::decode(nonce) {
+            Ok(n) => n,
+            Err(e) => return self.reject(&ctx, 403, Rejection::Resync(e), now),
+        };
+        let auts = match akav1::nonce::decode_auts(&auts) {
+            Ok(a) => a,
+            Err(e) => return self.reject(&ctx, 403, Rejection::Resync(e), now),
+        };
+        // The pending challenge stays until the HSS has checked AUTS (a forged `auts`
+        // must not cancel the real UE's challenge); it times out on its own.
+        let mut data = nonce.rand.to_vec();
+        data.extend_from_slice(&auts);
+        self.stats.resyncs += 1;
+        self.challenge(ctx, Some(data), now);
+    }
+
+    fn on_maa(
+        &mut self,
+        ctx: Ctx,
+        resync: bool,
+        answer: Result<diameter::Message, diameter::RequestError>,
+        now: Instant,
+    ) {
+        let vector = match answer {
+            Err(e) => return self.reject(&ctx, 504, e.into(), now),
+            Ok(a) => match cx::parse_maa(&a) {
+                Ok(v) => v,
+                // A refused resynchronisation is the card's problem, like a wrong user.
+                Err(e) if e.is_user_error() || resync => {
+                    return self.reject(&ctx, 403, e.into(), now)
+                }
+                Err(e) => return self.reject(&ctx, 500, e.into(), now),
+            },
+        };
+        self.send_challenge(ctx, vector, now);
+    }
+
+    fn send_challenge(&mut self, ctx: Ctx, vector: CxVector, now: Instant) {
+        let nonce = akav1::nonce::encode(&vector.rand, &vector.autn, &[]);
+        let challenge = DigestChallenge {
+            realm: self.cfg.domain.clone(),
+            nonce: nonce.clone(),
+            algorithm: Some(AKAV1_MD5.into()),
+            qop: vec![Qop::Auth],
+            // For the P-CSCF's SAs only; it strips them (TS 24.229 §5.4.1.2.1).
+            ck: Some(hex(&vector.ck)),
+            ik: Some(hex(&vector.ik)),
+            ..Default::default()
+        };
+        let r = ResponseBuilder::new(&ctx.req, 401)
+            .to_tag(&sip::new_tag())
+            .header("WWW-Authenticate", challenge.to_header())
+            .build();
+        let id = self.next_seq();
+        let list = self.challenges.entry(ctx.impi.clone()).or_default();
+        if list.len() >= self.cfg.max_challenges_per_impi.max(1) {
+            list.remove(0);
+        }
+        list.push(Challenge {
+            id,
+            impu: ctx.impu.clone(),
+            nonce,
+            xres: vector.xres,
+        });
+        self.set_timer(
+            now + self.cfg.auth_timeout,
+            Timer::Challenge {
+                impi: ctx.impi.clone(),
+                id,
+            },
+        );
+        self.stats.challenges += 1;
+        self.respond(ctx.tx, r, now);
+        self.event(Event::Challenged { impi: ctx.impi });
+    }
+
+    fn on_challenge_response(&mut self, ctx: Ctx, creds: Credentials, expires: u32, now: Instant) {
+        let Some(list) = self.challenges.get_mut(&ctx.impi) else {
+            return self.challenge(ctx, None, now);
+        };
+        let Some(pos) = list.iter().position(|c| c.nonce == creds.nonce) else {
+            return self.challenge(ctx, None, now);
+        };
+        // Only the right answer consumes the challenge: a wrong one from a stranger must
+        // not take it away from the UE that will answer it correctly.
+        if !creds.verify(&list[pos].xres, "REGISTER", ctx.req.body()) {
+            return self.reject(&ctx, 403, Rejection::WrongResponse, now);
+        }
+        let ch = list.remove(pos);
+        if list.is_empty() {
+            self.challenges.remove(&ctx.impi);
+        }
+        if ch.impu != ctx.impu {
+            return self.reject(&ctx, 403, Rejection::OtherIdentity, now);
+        }
+        if expires == 0 {
+            return self.end_registration(&ctx.impu.clone(), Some(ctx), DeregReason::User);
+        }
+        if expires < self.cfg.min_expires {
+            self.stats.rejections += 1;
+            let r = ResponseBuilder::new(&ctx.req, 423)
+                .to_tag(&sip::new_tag())
+                .header("Min-Expires", self.cfg.min_expires)
+                .build();
+            self.respond(ctx.tx, r, now);
+            return self.event(Event::Rejected {
+                impi: ctx.impi,
+                code: 423,
+                reason: Rejection::TooBrief,
+            });
+        }
+        let kind = if self.regs.contains_key(&ctx.impu) {
+            assignment::RE_REGISTRATION
+        } else {
+            assignment::REGISTRATION
+        };
+        let session = self.session_id();
+        let request = cx::sar(&self.cfg.cx, &session, &ctx.impi, &ctx.impu, kind);
+        let token = self.token();
+        self.out.push_back(Output::Cx { token, request });
+        let expires = expires.min(self.cfg.max_expires);
+        self.pending
+            .insert(token, Pending::SarRegister { ctx, expires });
+    }
+
+    fn on_saa_register(
+        &mut self,
+        ctx: Ctx,
+        expires: u32,
+        answer: Result<diameter::Message, diameter::RequestError>,
+        now: Instant,
+    ) {
+        let user_data = match answer
+            .map_err(Rejection::from)
+            .and_then(|a| cx::parse_saa(&a).map_err(Rejection::from))
+        {
+            Ok(u) => u,
+            Err(e) => return self.reject(&ctx, 500, e, now),
+        };
+        let subscription = user_data.and_then(|xml| match ifc::ImsSubscription::from_xml(&xml) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(impu = %ctx.impu, "User-Data not understood: {e}");
+                None
+            }
+        });
+        if subscription
+            .as_ref()
+            .is_some_and(|s| registrar::is_barred(&ctx.impu, s))
+        {
+            return self.reject(&ctx, 403, Rejection::Barred, now);
+        }
+        let associated = registrar::implicit_set(&ctx.impu, subscription.as_ref());
+        let generation = self.next_seq();
+        let expires_at = now + Duration::from_secs(u64::from(expires));
+        let path: Vec<String> = ctx.req.header_values("Path").map(str::to_string).collect();
+        // This REGISTER's contacts replace earlier bindings of the same contact; other
+        // contacts of the identity stay until they expire (RFC 3261 §10.3 step 8).
+        let mut bindings: Vec<Binding> = self
+            .regs
+            .get(&ctx.impu)
+            .map(|r| r.bindings.clone())
+            .unwrap_or_default();
+        bindings.retain(|b| b.expires_at > now);
+        for c in registrar::contacts(&ctx.req) {
+            let contact = c.to_string();
+            bindings.retain(|b| uri_of(&b.contact) != uri_of(&contact));
+            bindings.push(Binding {
+                contact,
+                path: path.clone(),
+                expires_at,
+            });
+        }
+        let reg_expires = bindings
+            .iter()
+            .map(|b| b.expires_at)
+            .max()
+            .unwrap_or(expires_at);
+        let mut b = ResponseBuilder::new(&ctx.req, 200).to_tag(&sip::new_tag());
+        for bd in &bindings {
+            let left = bd.expires_at.saturating_duration_since(now).as_secs();
+            b = b.header("Contact", format!("{};expires={left}", bd.contact));
+        }
+        let assoc: Vec<String> = associated.iter().map(|a| format!("<{a}>")).collect();
+        b = b
+            .header("P-Associated-URI", assoc.join(", "))
+            .header("Service-Route", self.service_route())
+            .header("Expires", expires);
+        for p in &path {
+            b = b.header("Path", p);
+        }
+        if !path.is_empty() {
+            b = b.header("Supported", "path");
+        }
+        self.regs.insert(
+            ctx.impu.clone(),
+            Registration {
+                impi: ctx.impi.clone(),
+                impu: ctx.impu.clone(),
+                associated,
+                subscription,
+                bindings,
+                expires_at: reg_expires,
+                generation,
+            },
+        );
+        self.set_timer(
+            reg_expires,
+            Timer::Expiry {
+                impu: ctx.impu.clone(),
+                generation,
+            },
+        );
+        self.stats.registrations += 1;
+        self.respond(ctx.tx, b.build(), now);
+        self.event(Event::Registered {
+            impu: ctx.impu,
+            impi: ctx.impi,
+            expires,
+        });
+    }
+
+    /// Ends the registration of `impu` (if any) and tells the HSS; `ctx` is the REGISTER
+    /// to answer once it has.
+    fn end_registration(&mut self, impu: &str, ctx: Option<Ctx>, reason: DeregReason) {
+        let impi = match (self.regs.remove(impu), &ctx) {
+            (Some(reg), _) => {
+                self.stats.deregistrations += 1;
+                self.event(Event::Deregistered {
+                    impu: impu.to_string(),
+                    reason,
+                });
+                reg.impi
+            }
+            (None, Some(c)) => c.impi.clone(),
+            (None, None) => return,
+        };
+        let kind = match reason {
+            DeregReason::Timeout => assignment::TIMEOUT_DEREGISTRATION,
+            DeregReason::User => assignment::USER_DEREGISTRATION,
+        };
+        let session = self.session_id();
+        let request = cx::sar(&self.cfg.cx, &session, &impi, impu, kind);
+        let token = self.token();
+        self.out.push_back(Output::Cx { token, request });
+        self.pending.insert(
+            token,
+            Pending::SarDeregister {
+                ctx,
+                impu: impu.to_string(),
+            },
+        );
+    }
+}
+
+/// The URI part of a Contact value, for comparing bindings (RFC 3261 §10.3 step 7).
+fn uri_of(contact: &str) -> String {
+    NameAddr::parse(contact)
+        .map(|n| n.uri.to_string())
+        .unwrap_or_else(|_| contact.to_string())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
