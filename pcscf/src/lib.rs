@@ -18,11 +18,12 @@
 //! option tags removed (TS 24.229 §5.2.2). No Cx in this mode. See `core::proxy`.
 //!
 //! Layers: [`config`] (TOML), [`cx`] (Cx requests and answers), [`core`] (sans-IO
-//! registrar and proxy), [`shell`] (tokio). Calls and iFC routing come on top of this core.
+//! registrar and proxy), [`shell`] (tokio), [`metrics`] (Prometheus). Calls and iFC routing come on top of this core.
 
 pub mod config;
 pub mod core;
 pub mod cx;
+pub mod metrics;
 pub mod shell;
 
 pub use config::Config;
