@@ -176,21 +176,32 @@ fn defaults(c: &Config) -> anyhow::Result<hss::provision::Defaults> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // One line on stderr like the other binaries, never a backtrace for a user mistake.
+    match dispatch(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hss: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match cli.cmd.as_ref().unwrap_or(&Cmd::Run) {
         Cmd::Config(ConfigCmd::Example) => {
             print!("{EXAMPLE}");
             Ok(())
         }
         Cmd::Config(ConfigCmd::Check { file }) => {
-            let c = load_config_from(&cli, file.as_deref().or(cli.config.as_deref()))?;
+            let c = load_config_from(cli, file.as_deref().or(cli.config.as_deref()))?;
             print!("{}", opskit::config::render_redacted(&c)?);
             Ok(())
         }
-        Cmd::Run => run(logged(load_config(&cli)?)?),
-        Cmd::Subscriber(s) => subscriber(&logged(load_config(&cli)?)?, s),
-        Cmd::Profile(p) => profile(&logged(load_config(&cli)?)?, p),
+        Cmd::Run => run(logged(load_config(cli)?)?),
+        Cmd::Subscriber(s) => subscriber(&logged(load_config(cli)?)?, s),
+        Cmd::Profile(p) => profile(&logged(load_config(cli)?)?, p),
     }
 }
 
