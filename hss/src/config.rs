@@ -1,16 +1,18 @@
 //! The HSS configuration file (TOML). Every key is optional; [`EXAMPLE`] documents each default.
 
 use crate::store::Durability;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// A commented configuration with every default, printed by `hss config example`.
 pub const EXAMPLE: &str = r#"# hss.toml — every key is optional; the values shown are the defaults.
 
-# Diameter identity (RFC 6733 Origin-Host / Origin-Realm) of this HSS.
-origin_host = "hss.ims.lab"
-realm = "ims.lab"
+# Diameter identity (RFC 6733 Origin-Host / Origin-Realm) of this HSS. The default realm
+# is the test PLMN 001/01 home domain (TS 23.003 §13.2), the same as the pcscf's default
+# [sip] domain, so that the two agree without configuration.
+origin_host = "hss.ims.mnc001.mcc001.3gppnetwork.org"
+realm = "ims.mnc001.mcc001.3gppnetwork.org"
 
 [diameter]
 # TCP listen address for Cx (port 3868 is the Diameter default).
@@ -50,8 +52,10 @@ allowed_visited_networks = []
 
 [ims]
 # Home domain for IMPIs/IMPUs derived from an IMSI when provisioning without explicit ones.
-# Unset = derive "ims.mnc<MNC>.mcc<MCC>.3gppnetwork.org" from the IMSI (TS 23.003 §13).
-# domain = "ims.lab"
+# Unset = derive "ims.mnc<MNC>.mcc<MCC>.3gppnetwork.org" from the IMSI (TS 23.003 §13),
+# as the ISIM does when its home domain file is empty; for test IMSIs 00101... that is the
+# default realm above.
+# domain = "ims.mnc001.mcc001.3gppnetwork.org"
 # MNC length used for that derivation (2 or 3).
 mnc_digits = 2
 
@@ -60,7 +64,13 @@ mnc_digits = 2
 # listen = "127.0.0.1:8080"
 # Bearer token required on /api/* (Authorization: Bearer <token>). Also read from the
 # environment variable HSS_REST_TOKEN. /metrics, /health and /openapi.json need none.
+# `hss config check` prints it redacted.
 # token = "change-me"
+
+[log]
+# Log filter: "info", "debug", "warn,hss=debug"... The RUST_LOG environment variable
+# overrides it. Logs go to stderr, in colour only on a terminal.
+level = "info"
 "#;
 
 /// Why the configuration is unusable.
@@ -78,7 +88,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Origin-Host.
@@ -97,10 +107,12 @@ pub struct Config {
     pub ims: ImsConfig,
     /// `[rest]`.
     pub rest: RestConfig,
+    /// `[log]` (see [`opskit::log`]).
+    pub log: opskit::log::LogConfig,
 }
 
 /// `[diameter]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiameterConfig {
     /// Listen address.
@@ -112,7 +124,7 @@ pub struct DiameterConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Database file.
@@ -122,7 +134,7 @@ pub struct StoreConfig {
 }
 
 /// `[aka]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AkaConfig {
     /// IND width.
@@ -136,7 +148,7 @@ pub struct AkaConfig {
 }
 
 /// `[cx]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct CxSection {
     /// Default S-CSCF name.
@@ -146,7 +158,7 @@ pub struct CxSection {
 }
 
 /// `[ims]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImsConfig {
     /// Home domain.
@@ -156,7 +168,7 @@ pub struct ImsConfig {
 }
 
 /// `[rest]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestConfig {
     /// Listen address; None disables the API.
@@ -168,14 +180,15 @@ pub struct RestConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            origin_host: "hss.ims.lab".into(),
-            realm: "ims.lab".into(),
+            origin_host: format!("hss.{}", opskit::HOME_DOMAIN),
+            realm: opskit::HOME_DOMAIN.into(),
             diameter: DiameterConfig::default(),
             store: StoreConfig::default(),
             aka: AkaConfig::default(),
             cx: CxSection::default(),
             ims: ImsConfig::default(),
             rest: RestConfig::default(),
+            log: opskit::log::LogConfig::default(),
         }
     }
 }
@@ -257,6 +270,9 @@ impl Config {
         if !matches!(self.ims.mnc_digits, 2 | 3) {
             return Err(ConfigError::Invalid("ims.mnc_digits must be 2 or 3".into()));
         }
+        self.log
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -290,14 +306,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn example_parses_to_the_defaults() {
+    fn example_tells_every_default() {
         let c: Config = toml::from_str(EXAMPLE).unwrap();
-        let d = Config::default();
-        assert_eq!(c.origin_host, d.origin_host);
-        assert_eq!(c.diameter.listen, d.diameter.listen);
-        assert_eq!(c.aka.ind, d.aka.ind);
-        assert_eq!(c.store.durability, d.store.durability);
         c.validate().unwrap();
+        opskit::config::check_example(EXAMPLE, &Config::default()).unwrap();
+    }
+
+    #[test]
+    fn default_realm_is_the_shared_home_domain_and_the_test_plmn_one() {
+        let d = Config::default();
+        assert_eq!(d.realm, opskit::HOME_DOMAIN);
+        assert_eq!(d.origin_host, format!("hss.{}", opskit::HOME_DOMAIN));
+        assert_eq!(
+            crate::store::home_domain_from_imsi("001010000000001", d.ims.mnc_digits).as_deref(),
+            Some(opskit::HOME_DOMAIN)
+        );
+    }
+
+    #[test]
+    fn check_output_redacts_the_token() {
+        let c: Config =
+            toml::from_str("[rest]\nlisten = \"127.0.0.1:1\"\ntoken = \"s3cr3t-t0ken\"\n").unwrap();
+        c.validate().unwrap();
+        let out = opskit::config::render_redacted(&c).unwrap();
+        assert!(!out.contains("s3cr3t-t0ken"), "{out}");
+        assert!(out.contains(opskit::config::REDACTED), "{out}");
+        assert!(out.contains("127.0.0.1:1"), "{out}");
     }
 
     #[test]
@@ -307,5 +341,7 @@ mod tests {
         let c: Config = toml::from_str("[rest]\nlisten = \"127.0.0.1:1\"\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("token"));
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let c: Config = toml::from_str("[log]\nlevel = \"hss=noisy\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("log.level"));
     }
 }

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use hss::config::{Config, EXAMPLE};
 use hss::provision::NewSubscriber;
 use hss::store::{Impu, Store};
+use opskit::config::ConfigCmd;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -19,8 +20,10 @@ use std::path::PathBuf;
 ///       --msisdn 491701234567
 ///   hss -c hss.toml subscriber import cards.csv   # IMSI/ICCID/Ki/OPc(or OP)/MSISDN columns
 ///   hss -c hss.toml run                    # prints "hss ready ..." once listening
+///   hss config check hss.toml              # validate; print the effective values, secrets redacted
 ///
 /// Without -c, built-in defaults are used (Diameter on 127.0.0.1:3868, ./hss.db).
+/// Logs go to stderr; the level is `[log] level` in the file, overridden by RUST_LOG.
 #[derive(Parser)]
 #[command(name = "hss", version, verbatim_doc_comment)]
 struct Cli {
@@ -65,14 +68,6 @@ enum ProfileCmd {
         /// Profile name.
         name: String,
     },
-}
-
-#[derive(Subcommand)]
-enum ConfigCmd {
-    /// Print a commented configuration file with every default.
-    Example,
-    /// Load the configuration, validate it and print the effective values.
-    Check,
 }
 
 #[derive(Subcommand)]
@@ -152,7 +147,11 @@ struct AddArgs {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut c = match &cli.config {
+    load_config_from(cli, cli.config.as_deref())
+}
+
+fn load_config_from(cli: &Cli, path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let mut c = match path {
         Some(p) => Config::load(p)?,
         None => {
             let mut c = Config::default();
@@ -177,30 +176,39 @@ fn defaults(c: &Config) -> anyhow::Result<hss::provision::Defaults> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HSS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // One line on stderr like the other binaries, never a backtrace for a user mistake.
+    match dispatch(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hss: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match cli.cmd.as_ref().unwrap_or(&Cmd::Run) {
-        Cmd::Run => run(load_config(&cli)?),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{EXAMPLE}");
             Ok(())
         }
-        Cmd::Config(ConfigCmd::Check) => {
-            let c = load_config(&cli)?;
-            println!("{c:#?}");
+        Cmd::Config(ConfigCmd::Check { file }) => {
+            let c = load_config_from(cli, file.as_deref().or(cli.config.as_deref()))?;
+            print!("{}", opskit::config::render_redacted(&c)?);
             Ok(())
         }
-        Cmd::Subscriber(s) => subscriber(&load_config(&cli)?, s),
-        Cmd::Profile(p) => profile(&load_config(&cli)?, p),
+        Cmd::Run => run(logged(load_config(cli)?)?),
+        Cmd::Subscriber(s) => subscriber(&logged(load_config(cli)?)?, s),
+        Cmd::Profile(p) => profile(&logged(load_config(cli)?)?, p),
     }
+}
+
+/// Starts logging as the configuration says, and hands it on.
+fn logged(c: Config) -> anyhow::Result<Config> {
+    c.log.init()?;
+    Ok(c)
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {

@@ -1,21 +1,32 @@
-//! Prometheus metrics, text exposition format 0.0.4 written by hand (no extra dependency).
+//! Prometheus metrics of the HSS, rendered in the text format by [`opskit::metrics`] and
+//! served on the REST listener's `/metrics`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use opskit::metrics::{CounterFamily, Exposition};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 /// Counters of the HSS.
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<String, u64>>,
-    answers: Mutex<BTreeMap<(String, u32), u64>>,
+    requests: CounterFamily<1>,
+    answers: CounterFamily<2>,
     vectors: AtomicU64,
     resyncs: AtomicU64,
     resyncs_rejected: AtomicU64,
     rest_requests: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: CounterFamily::new(["command"]),
+            answers: CounterFamily::new(["command", "result"]),
+            vectors: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            resyncs_rejected: AtomicU64::new(0),
+            rest_requests: AtomicU64::new(0),
+        }
+    }
+}
 /// Gauges read at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
@@ -34,13 +45,11 @@ pub struct Gauges {
 impl Metrics {
     /// Counts a received Diameter request.
     pub fn request(&self, name: &str) {
-        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(name.to_string()).or_default() += 1;
+        self.requests.inc([name]);
     }
     /// Counts an answer with its (Experimental-)Result-Code.
     pub fn answer(&self, name: &str, code: u32) {
-        let mut m = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((name.to_string(), code)).or_default() += 1;
+        self.answers.inc([name, &code.to_string()]);
     }
     /// Counts issued authentication vectors.
     pub fn vectors(&self, n: u64) {
@@ -61,87 +70,73 @@ impl Metrics {
 
     /// The exposition text.
     pub fn render(&self, g: Gauges) -> String {
-        let mut o = String::new();
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        o.push_str("# HELP hss_diameter_requests_total Diameter requests received, by command.\n");
-        o.push_str("# TYPE hss_diameter_requests_total counter\n");
-        for (k, v) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                o,
-                "hss_diameter_requests_total{{command=\"{}\"}} {v}",
-                esc(k)
-            );
-        }
-        o.push_str("# HELP hss_diameter_answers_total Diameter answers sent, by command and (experimental) result code.\n");
-        o.push_str("# TYPE hss_diameter_answers_total counter\n");
-        for ((k, c), v) in self
-            .answers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                o,
-                "hss_diameter_answers_total{{command=\"{}\",result=\"{c}\"}} {v}",
-                esc(k)
-            );
-        }
-        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = write!(
-                o,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            );
-        };
-        let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
-        };
-        counter(
-            &mut o,
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut e = Exposition::new();
+        e.counters(
+            "hss_diameter_requests_total",
+            "Diameter requests received, by command.",
+            &self.requests,
+        );
+        e.counters(
+            "hss_diameter_answers_total",
+            "Diameter answers sent, by command and (experimental) result code.",
+            &self.answers,
+        );
+        e.counter(
             "hss_auth_vectors_total",
             "Authentication vectors issued (SQN committed).",
-            self.vectors.load(Ordering::Relaxed),
+            get(&self.vectors),
         );
-        counter(
-            &mut o,
+        e.counter(
             "hss_sqn_resync_total",
             "Accepted SQN resynchronisations (AUTS verified).",
-            self.resyncs.load(Ordering::Relaxed),
+            get(&self.resyncs),
         );
-        counter(
-            &mut o,
+        e.counter(
             "hss_sqn_resync_rejected_total",
             "AUTS whose MAC-S did not verify.",
-            self.resyncs_rejected.load(Ordering::Relaxed),
+            get(&self.resyncs_rejected),
         );
-        counter(
-            &mut o,
+        e.counter(
             "hss_rest_requests_total",
             "Provisioning API requests.",
-            self.rest_requests.load(Ordering::Relaxed),
+            get(&self.rest_requests),
         );
-        gauge(
-            &mut o,
-            "hss_subscribers",
-            "Provisioned subscribers.",
-            g.subscribers,
-        );
-        gauge(
-            &mut o,
+        e.gauge("hss_subscribers", "Provisioned subscribers.", g.subscribers);
+        e.gauge(
             "hss_registered_subscribers",
             "Subscribers with an S-CSCF assigned and registered.",
             g.registered,
         );
-        gauge(
-            &mut o,
-            "hss_diameter_peers",
-            "Connected Diameter peers.",
-            g.peers,
-        );
-        o
+        e.gauge("hss_diameter_peers", "Connected Diameter peers.", g.peers);
+        e.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_keeps_the_series_names() {
+        let m = Metrics::default();
+        m.request("MAR");
+        m.answer("MAR", 2001);
+        m.answer("MAR", 2001);
+        m.vectors(3);
+        let t = m.render(Gauges {
+            peers: 1,
+            ..Gauges::default()
+        });
+        for line in [
+            "hss_diameter_requests_total{command=\"MAR\"} 1",
+            "hss_diameter_answers_total{command=\"MAR\",result=\"2001\"} 2",
+            "hss_auth_vectors_total 3",
+            "hss_sqn_resync_total 0",
+            "hss_subscribers 0",
+            "hss_diameter_peers 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} in\n{t}");
+        }
     }
 }

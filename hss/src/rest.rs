@@ -245,7 +245,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
         .await
         .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, opskit::metrics::CONTENT_TYPE)],
         st.hss.metrics.render(g),
     )
         .into_response()

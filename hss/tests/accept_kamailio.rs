@@ -84,7 +84,7 @@ impl HssProc {
             cmd.arg("-c")
                 .arg(&config)
                 .arg("run")
-                .env("HSS_LOG", "info")
+                .env("RUST_LOG", "info")
                 .env("NO_COLOR", "1");
             let log = dir.join(&format!("hss-{attempt}.log"));
             let mut guard = ChildGuard::spawn("hss", &mut cmd, &log).unwrap();

@@ -6,7 +6,7 @@ fn hss(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         .arg("--db")
         .arg(db)
         .args(args)
-        .env("HSS_LOG", "error")
+        .env("RUST_LOG", "error")
         .env_remove("HSS_CONFIG")
         .output()
         .unwrap();
@@ -124,7 +124,25 @@ fn config_example_is_valid_and_help_teaches() {
     std::fs::write(&conf, &example).unwrap();
     let (ok, out, err) = hss(&db, &["-c", conf.to_str().unwrap(), "config", "check"]);
     assert!(ok, "{err}");
-    assert!(out.contains("hss.ims.lab"));
+    assert!(
+        out.contains("hss.ims.mnc001.mcc001.3gppnetwork.org"),
+        "{out}"
+    );
+    // The file may also be named after `check`; the REST token is never printed.
+    std::fs::write(
+        &conf,
+        "[rest]\nlisten = \"127.0.0.1:1\"\ntoken = \"s3cr3t-t0ken\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = hss(&db, &["config", "check", conf.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("token = \"<redacted>\"") && !out.contains("s3cr3t"),
+        "{out}"
+    );
+    std::fs::write(&conf, "[aka]\nind = 99\n").unwrap();
+    let (ok, _, err) = hss(&db, &["config", "check", conf.to_str().unwrap()]);
+    assert!(!ok && err.contains("aka.ind"), "{err}");
     let (ok, out, _) = hss(&db, &["--help"]);
     assert!(ok && out.contains("hss ready") && out.contains("subscriber import"));
 }

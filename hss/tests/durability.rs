@@ -26,7 +26,7 @@ impl Drop for Hss {
 fn spawn(config: &std::path::Path) -> (Hss, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hss"))
         .args(["-c", config.to_str().unwrap(), "run"])
-        .env("HSS_LOG", "warn")
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

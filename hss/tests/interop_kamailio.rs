@@ -92,7 +92,7 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_hss"))
         .args(["-c", conf.to_str().unwrap(), "run"])
-        .env("HSS_LOG", "info")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,9 +1,10 @@
-//! `pcscf.toml`: every key, its default and why. `pcscf --print-config` prints the defaults
-//! as a commented file to start from.
+//! `pcscf.toml`: every key, its default and why. `pcscf config example` prints [`EXAMPLE`],
+//! a commented file to start from; `pcscf config check FILE` validates one and prints the
+//! effective values.
 
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use xfrm::{BackendKind, EncryptionAlg, IntegrityAlg};
 
 /// The whole configuration file.
@@ -20,6 +21,10 @@ pub struct Config {
     pub hss: HssConfig,
     /// Which S-CSCF: our own collapsed role, or an external one we proxy to.
     pub scscf: ScscfConfig,
+    /// Logging (`[log] level`, see [`opskit::log`]).
+    pub log: opskit::log::LogConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[sip]`
@@ -29,8 +34,15 @@ pub struct SipConfig {
     /// Unprotected SIP listen address, UDP and TCP. Default `127.0.0.1:5060`. Handsets learn
     /// it from the PCO (the EPC's P-CSCF address) and send the first REGISTER here.
     pub listen: SocketAddr,
+    /// The address UEs and peers are told: in the SAs (TS 33.203 §7), Path, Service-Route,
+    /// Via and Record-Route. Default: the IP of `listen`. Required when `listen` is the
+    /// unspecified address (`0.0.0.0` / `::`), which must never be advertised. The port is
+    /// always the one of `listen`: SAs and the protected ports are bound locally, so the
+    /// address cannot be translated on the way.
+    pub advertise: Option<IpAddr>,
     /// Home network domain: the realm of the digest challenge and of the IMPIs.
-    /// Default `ims.mnc001.mcc001.3gppnetwork.org` (test PLMN 001/01).
+    /// Default [`opskit::HOME_DOMAIN`] (`ims.mnc001.mcc001.3gppnetwork.org`, test PLMN
+    /// 001/01), the same as the HSS's default realm.
     pub domain: String,
     /// Largest SIP message accepted, bytes. Default 65535.
     pub max_message_size: usize,
@@ -40,7 +52,8 @@ impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
-            domain: "ims.mnc001.mcc001.3gppnetwork.org".into(),
+            advertise: None,
+            domain: opskit::HOME_DOMAIN.into(),
             max_message_size: 65535,
         }
     }
@@ -207,9 +220,118 @@ impl Default for ScscfConfig {
     }
 }
 
+/// `[metrics]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve Prometheus `GET /metrics` (plain HTTP, no authentication: keep it on a
+    /// management address). Default: none (off), so that several P-CSCFs on one host do not
+    /// fight over a port; `127.0.0.1:9091` is the conventional choice.
+    pub listen: Option<SocketAddr>,
+}
+
+/// A commented configuration with every key and its default, printed by
+/// `pcscf config example`. A unit test keeps it equal to [`Config::default`].
+pub const EXAMPLE: &str = r#"# pcscf.toml — every key is optional; the values shown are the defaults.
+
+[sip]
+# Unprotected SIP listen address, UDP and TCP. Handsets learn the P-CSCF address from the
+# PCO (the EPC's P-CSCF address setting) and send their first REGISTER here.
+listen = "127.0.0.1:5060"
+# The address UEs and peers are told: in the IPsec SAs, Path, Service-Route, Via and
+# Record-Route. Unset = the IP of listen. Required when listen is 0.0.0.0 or [::]: an
+# unspecified address must never end up in an SA, Path or Service-Route. The port is
+# always the listen port.
+# advertise = "10.45.0.1"
+# Home network domain: the realm of the digest challenge and of the IMPIs. The default is
+# the test PLMN 001/01 domain (TS 23.003 §13.2), the same as the HSS's default realm.
+domain = "ims.mnc001.mcc001.3gppnetwork.org"
+# Largest SIP message accepted, bytes.
+max_message_size = 65535
+
+[registrar]
+# Shortest registration accepted, seconds; shorter requests get 423 with Min-Expires.
+min_expires = 60
+# Longest registration granted, seconds; longer requests are cut down (handsets ask for
+# 600000 and re-register at half-time of what they get).
+max_expires = 3600
+# Expiry when the REGISTER names none, seconds.
+default_expires = 600
+# How long a challenge and its temporary SAs wait for the protected REGISTER, seconds
+# (TS 33.203 §7.1: the lifetime of the temporary SAs).
+auth_timeout = 30
+
+[ipsec]
+# "required": a REGISTER without Security-Client gets 421 (handsets expect this).
+# "optional": UEs that offer sec-agree get IPsec, others (SIPp) register unprotected.
+# "off": no IPsec, Security-Client is ignored.
+policy = "required"
+# "kernel" (XFRM), "userspace" (raw-socket ESP, needs root or CAP_NET_RAW) or "auto"
+# (kernel if it can install ESP, else userspace).
+backend = "auto"
+# Integrity algorithms accepted, most preferred first.
+integrity = ["hmac-sha-1-96", "hmac-md5-96"]
+# Encryption algorithms accepted, most preferred first; "null" = integrity only.
+encryption = ["aes-cbc", "null", "des-ede3-cbc"]
+# First and last SPI allocated for our inbound SAs (SPIs 1-255 are reserved, RFC 4303).
+spi_range = [4096, 65535]
+# First and last protected port (port-c/port-s); must not contain the listen port.
+port_range = [31100, 31999]
+# How long retired SAs stay after deregistration or re-authentication, milliseconds, so
+# that the final responses still go out protected.
+retire_grace_ms = 2000
+# Write the Wireshark esp_sa UAT of every SA set to this file as sets are created (mode
+# 0600: it holds keys). Unset = none.
+# esp_sa_file = "esp_sa"
+
+[hss]
+# Collapsed mode only. HSS Diameter address (TCP).
+address = "127.0.0.1:3868"
+# Our Origin-Host. Unset = "pcscf.<sip.domain>".
+# origin_host = "pcscf.ims.mnc001.mcc001.3gppnetwork.org"
+# Our Origin-Realm and the Destination-Realm. Unset = sip.domain.
+# realm = "ims.mnc001.mcc001.3gppnetwork.org"
+# Cx request timeout, milliseconds.
+timeout_ms = 3000
+
+[scscf]
+# "collapsed": this process is also the S-CSCF (registrar, AKA check, Cx to the HSS).
+# "proxy": forward REGISTER to the S-CSCF at address (e.g. Kamailio) and only do the
+# P-CSCF's share (sec-agree, IPsec, Path, P-Visited-Network-ID; TS 24.229 §5.2.2);
+# [hss] is then not used.
+mode = "collapsed"
+# Proxy mode: where REGISTERs go, and over "udp" or "tcp".
+address = "127.0.0.1:6060"
+transport = "udp"
+# Proxy mode: the S-CSCF's SIP URI. When set, forwarded REGISTERs carry Route: <uri;lr>
+# (needed when address is a generic proxy in front of the S-CSCF). Unset = none.
+# uri = "sip:scscf.ims.mnc001.mcc001.3gppnetwork.org:6060"
+# Proxy mode: the P-Visited-Network-ID asserted (TS 24.229 §5.2.2.1). Unset = sip.domain:
+# a lab network is its own visited network.
+# visited_network_id = "ims.mnc001.mcc001.3gppnetwork.org"
+
+[log]
+# Log filter: "info", "debug", "warn,pcscf=debug"... The RUST_LOG environment variable
+# overrides it. Logs go to stderr, in colour only on a terminal.
+level = "info"
+
+[metrics]
+# Prometheus GET /metrics over plain HTTP without authentication: keep it on a management
+# address. Unset = off (several P-CSCFs on one host would fight over one port).
+# listen = "127.0.0.1:9091"
+"#;
+
 /// A configuration value that does not make sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
     /// Unparsable TOML or unknown key.
     #[error("{0}")]
     Toml(String),
@@ -232,10 +354,35 @@ impl Config {
         Ok(c)
     }
 
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        Config::from_toml(&text)
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
+        self.validate_addresses()?;
+        if self.sip.max_message_size < 1024 {
+            return bad(
+                "sip.max_message_size",
+                "must be at least 1024 bytes (a REGISTER with Security-Client is larger)".into(),
+            );
+        }
         let r = &self.registrar;
+        if r.min_expires == 0 {
+            return bad("registrar.min_expires", "must be at least 1 second".into());
+        }
+        if r.auth_timeout == 0 {
+            return bad("registrar.auth_timeout", "must be at least 1 second".into());
+        }
+        if self.hss.timeout_ms == 0 {
+            return bad("hss.timeout_ms", "must be at least 1 millisecond".into());
+        }
         if r.min_expires > r.max_expires {
             return bad("registrar.min_expires", "is above max_expires".into());
         }
@@ -273,7 +420,99 @@ impl Config {
                 );
             }
         }
+        if let Err(e) = self.log.validate() {
+            return bad("log.level", e.to_string());
+        }
         Ok(())
+    }
+
+    /// The address checks of [`Config::validate`]: what we advertise, what we bind, and
+    /// that no two of our listeners (or the S-CSCF we forward to) collide.
+    fn validate_addresses(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
+        let listen = self.sip.listen;
+        match self.sip.advertise {
+            None if listen.ip().is_unspecified() => {
+                return bad(
+                    "sip.advertise",
+                    format!(
+                        "sip.listen is {} (any address): set sip.advertise to the address UEs \
+                         reach; a 0.0.0.0 listener must never end up in an SA, Path or \
+                         Service-Route",
+                        listen.ip()
+                    ),
+                );
+            }
+            None => {}
+            Some(a) => {
+                let not_unicast = match a {
+                    IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+                    IpAddr::V6(v6) => v6.is_multicast(),
+                };
+                if a.is_unspecified() || not_unicast {
+                    return bad(
+                        "sip.advertise",
+                        format!("{a} is not a unicast address UEs can send to"),
+                    );
+                }
+                // A specific listen address only receives what is sent to it, and an
+                // IPv4 socket never receives IPv6 (`::` may receive both).
+                let reachable = if listen.ip().is_unspecified() {
+                    listen.is_ipv6() || a.is_ipv4()
+                } else {
+                    a == listen.ip()
+                };
+                if !reachable {
+                    return bad(
+                        "sip.advertise",
+                        format!(
+                            "{a} would not reach the listener on {}: advertise an address \
+                             the listen socket receives (or listen on 0.0.0.0 / [::])",
+                            listen.ip()
+                        ),
+                    );
+                }
+            }
+        }
+        let [first, last] = self.ipsec.port_range;
+        if listen.port() != 0 && (first..=last).contains(&listen.port()) {
+            return bad(
+                "ipsec.port_range",
+                format!(
+                    "contains sip.listen's port {}: protected ports must differ from it",
+                    listen.port()
+                ),
+            );
+        }
+        if let Some(m) = self.metrics.listen {
+            if m.port() != 0 && m == listen {
+                return bad(
+                    "metrics.listen",
+                    format!("{m} is also sip.listen (TCP): give metrics its own port"),
+                );
+            }
+        }
+        if self.scscf.mode == ScscfMode::Proxy && self.scscf.address == self.advertise_addr() {
+            return bad(
+                "scscf.address",
+                format!(
+                    "{} is this P-CSCF itself: proxy mode would forward REGISTERs to itself",
+                    self.scscf.address
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The address to put in SAs, Path, Service-Route, Via and Record-Route:
+    /// `sip.advertise` (or the IP of `sip.listen`) with the port of `sip.listen`. After
+    /// [`Config::validate`] it is never the unspecified address. When `sip.listen` has
+    /// port 0 the port is 0 too: the shell substitutes the port it actually bound.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.sip.advertise.unwrap_or(self.sip.listen.ip()),
+            self.sip.listen.port(),
+        )
     }
 
     /// `ipsec.backend` parsed.
@@ -351,9 +590,15 @@ impl Config {
             .unwrap_or_else(|| self.sip.domain.clone())
     }
 
-    /// The defaults as a TOML document.
-    pub fn default_toml() -> String {
-        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    /// This configuration with every derived default filled in (advertise address,
+    /// Origin-Host, realm, P-Visited-Network-ID), as `config check` prints it.
+    pub fn effective(&self) -> Config {
+        let mut c = self.clone();
+        c.sip.advertise = Some(self.advertise_addr().ip());
+        c.hss.origin_host = Some(self.origin_host());
+        c.hss.realm = Some(self.realm());
+        c.scscf.visited_network_id = Some(self.visited_network_id());
+        c
     }
 }
 
@@ -362,11 +607,101 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_round_trip_and_validate() {
+    fn defaults_validate_and_the_example_tells_them() {
         let d = Config::default();
         assert!(d.validate().is_ok());
-        assert_eq!(Config::from_toml(&Config::default_toml()).unwrap(), d);
         assert_eq!(Config::from_toml("").unwrap(), d);
+        assert_eq!(Config::from_toml(EXAMPLE).unwrap(), d);
+        opskit::config::check_example(EXAMPLE, &d).unwrap();
+    }
+
+    #[test]
+    fn home_domain_is_the_shared_one() {
+        assert_eq!(Config::default().sip.domain, opskit::HOME_DOMAIN);
+        assert_eq!(Config::default().realm(), opskit::HOME_DOMAIN);
+    }
+
+    #[test]
+    fn unspecified_listen_needs_advertise() {
+        for any in ["0.0.0.0:5060", "[::]:5060"] {
+            let e = Config::from_toml(&format!("[sip]\nlisten = \"{any}\"\n")).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.starts_with("sip.advertise"), "{msg}");
+            assert!(
+                msg.contains("must never end up in an SA, Path or Service-Route"),
+                "{msg}"
+            );
+        }
+        let c = Config::from_toml("[sip]\nlisten = \"0.0.0.0:5060\"\nadvertise = \"10.45.0.1\"\n")
+            .unwrap();
+        assert_eq!(
+            c.advertise_addr(),
+            "10.45.0.1:5060".parse::<SocketAddr>().unwrap()
+        );
+        // A dual-stack listener may advertise either family.
+        let c = Config::from_toml("[sip]\nlisten = \"[::]:5070\"\nadvertise = \"10.45.0.1\"\n")
+            .unwrap();
+        assert_eq!(c.advertise_addr().port(), 5070);
+    }
+
+    #[test]
+    fn advertise_defaults_to_listen_and_must_reach_it() {
+        let c = Config::default();
+        assert_eq!(c.advertise_addr(), c.sip.listen);
+        let c = Config::from_toml("[sip]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(
+            c.advertise_addr(),
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap()
+        );
+        for (listen, adv) in [
+            ("127.0.0.1:5060", "10.0.0.1"),
+            ("0.0.0.0:5060", "::1"),
+            ("0.0.0.0:5060", "0.0.0.0"),
+            ("0.0.0.0:5060", "255.255.255.255"),
+            ("[::]:5060", "ff02::1"),
+        ] {
+            let e = Config::from_toml(&format!(
+                "[sip]\nlisten = \"{listen}\"\nadvertise = \"{adv}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.to_string().starts_with("sip.advertise"),
+                "{listen} {adv}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn colliding_addresses_are_refused() {
+        let e = Config::from_toml("[sip]\nlisten = \"127.0.0.1:31500\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("ipsec.port_range"), "{e}");
+        let e = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:5060\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("metrics.listen"), "{e}");
+        let e = Config::from_toml("[scscf]\nmode = \"proxy\"\naddress = \"127.0.0.1:5060\"\n")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("scscf.address"), "{e}");
+        // The same address is fine when nobody forwards to it.
+        Config::from_toml("[scscf]\naddress = \"127.0.0.1:5060\"\n").unwrap();
+    }
+
+    #[test]
+    fn effective_fills_derived_defaults_and_prints_without_secrets() {
+        let c = Config::from_toml("[sip]\ndomain = \"ims.lab\"\n")
+            .unwrap()
+            .effective();
+        assert_eq!(c.hss.origin_host.as_deref(), Some("pcscf.ims.lab"));
+        assert_eq!(c.hss.realm.as_deref(), Some("ims.lab"));
+        assert_eq!(c.scscf.visited_network_id.as_deref(), Some("ims.lab"));
+        assert_eq!(c.sip.advertise, Some(c.sip.listen.ip()));
+        c.validate().unwrap();
+        let text = opskit::config::render_redacted(&c).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let e = Config::load(Path::new("/nonexistent/pcscf.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/pcscf.toml"), "{e}");
     }
 
     #[test]
@@ -398,5 +733,11 @@ mod tests {
         assert!(e.to_string().starts_with("scscf.uri"), "{e}");
         let e = Config::from_toml("[ipsec]\npolicy = \"sometimes\"\n").unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = Config::from_toml("[log]\nlevel = \"pcscf=chatty\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("log.level"), "{e}");
+        let e = Config::from_toml("[registrar]\nauth_timeout = 0\n").unwrap_err();
+        assert!(e.to_string().starts_with("registrar.auth_timeout"), "{e}");
+        let e = Config::from_toml("[sip]\nmax_message_size = 100\n").unwrap_err();
+        assert!(e.to_string().starts_with("sip.max_message_size"), "{e}");
     }
 }

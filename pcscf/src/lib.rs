@@ -2,9 +2,10 @@
 //!
 //! A handset's registration, end to end (TS 24.229 §5.2.2 and §5.4.1, TS 33.203):
 //!
-//! 1. REGISTER (unprotected) with Security-Client → we pick one offer by preference, ask the
-//!    HSS for a vector (Cx MAR, Server-Name = our URI), allocate our SPIs and protected
-//!    ports, install temporary SAs and answer 401 with the AKA nonce and Security-Server.
+//! 1. REGISTER (unprotected) with Security-Client → we pick one offer by preference and
+//!    forward; the S-CSCF asks the HSS for a vector (Cx MAR) and challenges with CK/IK for
+//!    us; we allocate our SPIs and protected ports, install temporary SAs and answer 401
+//!    with the AKA nonce and Security-Server.
 //! 2. REGISTER through the new SAs with Security-Verify and the AKAv1-MD5 response → we
 //!    check Security-Verify against what we sent and forward with `integrity-protected=yes`;
 //!    the S-CSCF checks the response against XRES, sends Cx SAR and answers 200 OK
@@ -21,10 +22,12 @@
 //! one such as Kamailio (`mode = "proxy"`): one code path either way ([`node`]).
 //!
 //! Layers: [`config`] (TOML), [`core`] (sans-IO P-CSCF), [`node`] (the cores of this
-//! process wired together), [`shell`] (tokio). Calls and iFC routing come on top.
+//! process wired together), [`shell`] (tokio), [`metrics`] (Prometheus). Calls and iFC
+//! routing come on top.
 
 pub mod config;
 pub mod core;
+pub mod metrics;
 pub mod node;
 pub mod shell;
 

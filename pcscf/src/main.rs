@@ -1,49 +1,49 @@
-use clap::Parser;
-use std::path::PathBuf;
+use clap::{Parser, Subcommand};
+use opskit::config::ConfigCmd;
+use std::path::{Path, PathBuf};
 
 /// P-CSCF of IMS Lab Core, with the collapsed S-CSCF role.
 ///
 /// Handsets register here with AKAv1-MD5 and IPsec (sec-agree); vectors and the
 /// registration state come from the HSS over Cx (Diameter, TCP).
 ///
-/// Configuration is one TOML file; every key is optional. `pcscf --print-config` prints all
-/// keys with their defaults:
+/// Quick start:
+///   pcscf config example > pcscf.toml    # every key with its default and why, commented
+///   pcscf config check pcscf.toml        # validate; print the effective values
+///   pcscf -c pcscf.toml                  # prints "pcscf ready: ..." once listening
 ///
-///   [sip]        listen, domain, max_message_size
-///   [registrar]  min_expires, max_expires, default_expires, auth_timeout
-///   [ipsec]      policy (required|optional|off), backend (kernel|userspace|auto),
-///                integrity, encryption, spi_range, port_range, retire_grace_ms, esp_sa_file
-///   [hss]        address, origin_host, realm, timeout_ms (collapsed mode only)
-///   [scscf]      mode (collapsed|proxy), address, transport (udp|tcp), uri,
-///                visited_network_id (proxy mode: forward REGISTER to that S-CSCF)
-///
-/// Logs go to stderr; set RUST_LOG=debug for every message.
+/// Without -c, built-in defaults are used (SIP on 127.0.0.1:5060, HSS at 127.0.0.1:3868).
+/// Logs go to stderr; the level is `[log] level` in the file, overridden by RUST_LOG.
 #[derive(Debug, Parser)]
 #[command(name = "pcscf", version, verbatim_doc_comment)]
-struct Args {
-    /// Configuration file (TOML). Without it, the defaults.
-    #[arg(short, long, value_name = "FILE")]
+struct Cli {
+    /// Configuration file (TOML). See `pcscf config example`.
+    #[arg(short, long, global = true, value_name = "FILE", env = "PCSCF_CONFIG")]
     config: Option<PathBuf>,
-    /// Print the default configuration and exit.
-    #[arg(long)]
-    print_config: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the P-CSCF (the default).
+    Run,
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    if args.print_config {
-        print!("{}", pcscf::Config::default_toml());
-        return std::process::ExitCode::SUCCESS;
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: logs redirected to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(args) {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        None | Some(Cmd::Run) => run(cli.config.as_deref()),
+        Some(Cmd::Config(ConfigCmd::Example)) => {
+            print!("{}", pcscf::config::EXAMPLE);
+            Ok(())
+        }
+        Some(Cmd::Config(ConfigCmd::Check { file })) => check(file.or(cli.config).as_deref()),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pcscf: error: {e:#}");
@@ -52,16 +52,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn load(path: Option<&Path>) -> anyhow::Result<pcscf::Config> {
     use anyhow::Context;
-    let cfg = match &args.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
-            pcscf::Config::from_toml(&text).with_context(|| format!("in {}", p.display()))?
-        }
-        None => pcscf::Config::default(),
-    };
+    match path {
+        Some(p) => pcscf::Config::load(p).with_context(|| format!("in {}", p.display())),
+        None => Ok(pcscf::Config::default()),
+    }
+}
+
+fn check(path: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = load(path)?;
+    print!("{}", opskit::config::render_redacted(&cfg.effective())?);
+    Ok(())
+}
+
+fn run(path: Option<&Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cfg = load(path)?;
+    cfg.log.init()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

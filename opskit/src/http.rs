@@ -1,0 +1,124 @@
+//! A `/metrics` endpoint for binaries that have no HTTP server of their own.
+//!
+//! The HSS serves `/metrics` on its REST router; the P-CSCF (and later the S-CSCF and the
+//! application server) have nothing else to say over HTTP, so they start this one.
+
+use crate::metrics::CONTENT_TYPE;
+use axum::http::header;
+use axum::routing::get;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address cannot be bound.
+    #[error("metrics listener on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+}
+
+/// A running `/metrics` endpoint. Dropping it stops it.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// The bound address (the real port when the configuration said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` and serves `GET /metrics` with whatever `render` returns at scrape time
+/// (the text exposition; see [`crate::metrics::Exposition`]). Other paths get 404.
+/// Must be called inside a tokio runtime.
+pub async fn serve_metrics<F>(addr: SocketAddr, render: F) -> Result<MetricsServer, ServeError>
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let render = Arc::new(render);
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], render()) }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(%local_addr, error = %e, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(%local_addr, "metrics on http://{local_addr}/metrics");
+    Ok(MetricsServer { local_addr, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A raw HTTP/1.1 GET over loopback; returns the whole response.
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_render_on_metrics_only_and_stops_on_drop() {
+        let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let n2 = n.clone();
+        let srv = serve_metrics("127.0.0.1:0".parse().unwrap(), move || {
+            let v = n2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("scrapes {v}\n")
+        })
+        .await
+        .unwrap();
+        let addr = srv.local_addr();
+        assert_ne!(addr.port(), 0);
+        let r = get(addr, "/metrics").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(
+            r.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{r}"
+        );
+        assert!(r.ends_with("scrapes 0\n"), "{r}");
+        assert!(get(addr, "/metrics").await.ends_with("scrapes 1\n"));
+        assert!(get(addr, "/").await.starts_with("HTTP/1.1 404"));
+        drop(srv);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn bind_failure_names_the_address() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = serve_metrics(addr, String::new).await.unwrap_err();
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+}

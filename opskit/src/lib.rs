@@ -1,0 +1,23 @@
+//! What every IMS Lab Core binary shares for the people who run it.
+//!
+//! - [`log`]: one log convention — `RUST_LOG` overrides the config file's `[log] level`,
+//!   logs on stderr, colour only on a terminal.
+//! - [`metrics`]: the Prometheus text exposition writer (format 0.0.4), labelled counter and
+//!   histogram families; [`http`] serves it on `/metrics`.
+//! - [`config`]: `config example|check` helpers: the subcommand, secret redaction of the
+//!   effective configuration, and the test that a commented example covers every key.
+//! - [`HOME_DOMAIN`]: the lab's default home network domain, the same in every binary.
+//!
+//! Nothing here knows SIP or Diameter: protocol crates do not depend on it, binaries do.
+
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod metrics;
+
+/// The default IMS home network domain of every binary: the one TS 23.003 §13.2 derives
+/// from the test PLMN MCC 001 / MNC 01 (`ims.mnc<MNC>.mcc<MCC>.3gppnetwork.org`), which is
+/// what test ISIMs (IMSI 00101…) compute when their home domain file is empty. A P-CSCF
+/// and an HSS started without configuration therefore agree on the realm with each other
+/// and with such cards.
+pub const HOME_DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
