@@ -7,11 +7,11 @@
 //! the SA installs on both ends). The load is bounded by the number of UEs.
 
 use crate::net::{self, LabNet, NetOptions, Ports};
-use crate::ue::{self, IoConfig, Step};
 use anyhow::Context;
 use secagree::IpsecMode;
 use std::fmt::Write as _;
 use std::time::Duration;
+use ue::{IoConfig, Step};
 
 /// One measured run.
 #[derive(Debug, Clone)]

@@ -12,13 +12,13 @@
 
 use crate::capture::{Capture, Filter};
 use crate::net;
-use crate::ue::{self, IoConfig, Step};
 use anyhow::Context;
 use secagree::IpsecMode;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use ue::{IoConfig, Step};
 use xfrm::BackendKind;
 
 /// What to run.

@@ -2,7 +2,7 @@
 //!
 //! - [`demo`] (`imslab demo`): HSS + P-CSCF + simulated UEs on loopback, the README's first
 //!   command;
-//! - [`ue`] (`imslab ue`): the IMS UE simulator;
+//! - `imslab ue` ([`cli::ue`]): the IMS UE simulator of the `ue` crate on the command line;
 //! - `imslab aka`: AKA debugging ([`cli::aka`]);
 //! - [`capture`]: the pcap writer the demo uses.
 //!
@@ -15,4 +15,3 @@ pub mod cli;
 pub mod demo;
 pub mod hexarg;
 pub mod net;
-pub mod ue;

@@ -3,13 +3,13 @@
 //! generated configuration files written out for the curious. The demo and the load tools
 //! run their UEs against it.
 
-use crate::ue::{self, IsimKeys, UeConfig};
 use anyhow::Context;
 use secagree::IpsecMode;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use ue::{IsimKeys, UeConfig};
 
 /// Home domain of the lab network (test PLMN 001/01).
 pub const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";

@@ -4,9 +4,9 @@
 
 use akav1::{SqnPolicy, UsimSqnState};
 use lab::net::{LabNet, NetOptions, Ports};
-use lab::ue::{self, IoConfig, Step};
 use secagree::IpsecMode;
 use std::time::Duration;
+use ue::{IoConfig, Step};
 use xfrm::BackendKind;
 
 fn mode() -> IpsecMode {

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hss::store::RegState;
-use lab::ue::{IoConfig, IsimKeys, UeConfig, UeHost};
 use secagree::IpsecMode;
 use testkit::kamailio::{Kamailio, ScscfConfig};
+use ue::{IoConfig, IsimKeys, UeConfig, UeHost};
 use xfrm::BackendKind;
 
 const DOMAIN: &str = lab::net::DOMAIN;

@@ -1,4 +1,4 @@
-//! The tokio shell ([`lab::ue::UeHost`], [`lab::ue::register_many`]) over real loopback
+//! The tokio shell ([`ue::UeHost`], [`ue::register_many`]) over real loopback
 //! sockets against a P-CSCF scripted here on its own `secagree::SipIo`: with IPsec off
 //! (no privileges needed) and with the userspace ESP backend on both ends (root). This is
 //! the shell's test; the end-to-end test against the real `pcscf` + `hss` binaries lives
@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use akav1::digest::{Challenge, Credentials, Qop};
 use akav1::{Milenage, Sqn, SqnPolicy, UsimSqnState};
-use lab::ue::{numbered, register_many, EventKind, IoConfig, IsimKeys, Step, UeConfig, UeHost};
 use secagree::{AlgPrefs, IpsecMode, SipIo};
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::transport::TransportConfig;
 use sip::{Flow, Message, Protocol, ResponseBuilder, Transmit};
 use tokio::task::JoinHandle;
+use ue::{numbered, register_many, EventKind, IoConfig, IsimKeys, Step, UeConfig, UeHost};
 use xfrm::{BackendKind, SetId, Side, Tag};
 
 const DOMAIN: &str = "ims.test";
@@ -317,7 +317,7 @@ async fn full_cycle(mode: IpsecMode, n: usize, ip_base: u8, port_base: u16) {
     // protected: the registration's answer, re-REGISTER + answer, de-REGISTER + answer
     assert_eq!(stats.protected_requests, 5 * n);
     assert_eq!(stats.verify_ok, 3 * n);
-    let count = |f: fn(&EventKind) -> bool| lab::ue::fleet::count_events(&report, f);
+    let count = |f: fn(&EventKind) -> bool| ue::fleet::count_events(&report, f);
     assert_eq!(count(|k| matches!(k, EventKind::SaInstalled { .. })), 3 * n);
     assert_eq!(count(|k| matches!(k, EventKind::SaDeleted { .. })), 3 * n);
     assert_eq!(
@@ -372,14 +372,14 @@ async fn resync_over_sockets_and_host_commands() {
     let ue = host.add(cfg).await.unwrap();
     assert!(matches!(
         host.add(dup).await,
-        Err(lab::ue::UeHostError::DuplicateIp(_))
+        Err(ue::UeHostError::DuplicateIp(_))
     ));
     // commands in the wrong state fail cleanly
     assert!(ue.deregister().await.is_err());
     let r = ue.register().await.unwrap();
     assert_eq!(r.round_trips, 3, "probe, auts, answer");
     let snap = ue.snapshot().await.unwrap();
-    assert_eq!(snap.state, lab::ue::RegState::Registered);
+    assert_eq!(snap.state, ue::RegState::Registered);
     assert_eq!(snap.sa_sets, 1);
     assert_eq!(
         policy.seq(Sqn::new(snap.sqn_ms).unwrap()),
@@ -492,7 +492,7 @@ async fn an_unrefreshed_registration_expires_and_its_sas_go() {
         assert_eq!(u.sa_sets_left, 0);
     }
     assert_eq!(
-        lab::ue::fleet::count_events(&report, |k| *k == EventKind::Expired),
+        ue::fleet::count_events(&report, |k| *k == EventKind::Expired),
         2
     );
 }

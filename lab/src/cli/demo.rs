@@ -1,11 +1,10 @@
 //! `imslab demo`: HSS + P-CSCF + simulated UEs on loopback; see [`crate::demo`].
 
+use super::IpsecChoice;
 use crate::demo::{run as run_demo, DemoOptions};
 use anyhow::Context;
-use clap::{Args, ValueEnum};
-use secagree::IpsecMode;
+use clap::Args;
 use std::path::PathBuf;
-use xfrm::BackendKind;
 
 /// Run the all-in-one demo.
 ///
@@ -25,31 +24,18 @@ pub struct DemoArgs {
     /// Directory for demo.pcap, esp_sa and the generated configs.
     #[arg(long, default_value = "demo-out")]
     out: PathBuf,
-    /// IPsec backend for the P-CSCF and the UEs.
+    /// IPsec backend for the P-CSCF and the UEs; `auto` when not root: IPsec off, with a
+    /// warning.
     #[arg(long, value_enum, default_value_t = IpsecChoice::Auto)]
     ipsec: IpsecChoice,
 }
 
-/// `--ipsec` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum IpsecChoice {
-    /// Kernel XFRM if it can do ESP, else userspace ESP if root, else off.
-    Auto,
-    /// Kernel XFRM only.
-    Kernel,
-    /// Userspace ESP over raw sockets (root).
-    Userspace,
-    /// No IPsec (UEs register without sec-agree).
-    Off,
-}
-
 /// Run it; progress is printed as it happens.
 pub fn run(args: &DemoArgs) -> anyhow::Result<String> {
+    // `auto` is the demo's own choice: off when not root (see `crate::demo::run`)
     let ipsec = match args.ipsec {
         IpsecChoice::Auto => None,
-        IpsecChoice::Kernel => Some(IpsecMode::Backend(BackendKind::Kernel)),
-        IpsecChoice::Userspace => Some(IpsecMode::Backend(BackendKind::Userspace)),
-        IpsecChoice::Off => Some(IpsecMode::Off),
+        choice => Some(choice.mode()),
     };
     let opts = DemoOptions {
         ues: usize::from(args.ues),

@@ -6,7 +6,9 @@ pub mod demo;
 pub mod net;
 pub mod ue;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use secagree::IpsecMode;
+use xfrm::BackendKind;
 
 /// imslab: IMS Lab Core's lab tool.
 ///
@@ -32,6 +34,31 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// The lab network (HSS + P-CSCF) as a server for UEs in other processes/namespaces.
     Net(net::NetArgs),
+}
+
+/// `--ipsec` values of `imslab ue`, `imslab demo` and `imslab net`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IpsecChoice {
+    /// kernel XFRM if the kernel can do ESP, else userspace ESP
+    Auto,
+    /// kernel XFRM (fails where the kernel lacks ESP)
+    Kernel,
+    /// userspace ESP over raw sockets (root)
+    Userspace,
+    /// no IPsec
+    Off,
+}
+
+impl IpsecChoice {
+    /// The mode this choice asks for (`auto` leaves the backend to [`BackendKind::Auto`]).
+    pub fn mode(self) -> IpsecMode {
+        match self {
+            IpsecChoice::Auto => IpsecMode::Backend(BackendKind::Auto),
+            IpsecChoice::Kernel => IpsecMode::Backend(BackendKind::Kernel),
+            IpsecChoice::Userspace => IpsecMode::Backend(BackendKind::Userspace),
+            IpsecChoice::Off => IpsecMode::Off,
+        }
+    }
 }
 
 /// Run a parsed command line; what it returns is printed on stdout.

@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
-use secagree::IpsecMode;
-use xfrm::BackendKind;
+use clap::{Args, Subcommand};
 
+use super::IpsecChoice;
 use crate::net::{subscriber, LabNet, NetOptions, Ports, DOMAIN};
 
 /// The lab network (HSS + P-CSCF) as a server, and its subscribers.
@@ -89,30 +88,6 @@ pub struct SubscribersArgs {
     /// Print `imslab ue register` arguments of --index (default 0) instead of SUB lines.
     #[arg(long)]
     ue_args: bool,
-}
-
-/// `--ipsec` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum IpsecChoice {
-    /// kernel XFRM if the kernel can do ESP, else userspace ESP
-    Auto,
-    /// kernel XFRM (fails where the kernel lacks ESP)
-    Kernel,
-    /// userspace ESP over raw sockets (root)
-    Userspace,
-    /// no IPsec
-    Off,
-}
-
-impl IpsecChoice {
-    fn mode(self) -> IpsecMode {
-        match self {
-            IpsecChoice::Auto => IpsecMode::Backend(BackendKind::Auto),
-            IpsecChoice::Kernel => IpsecMode::Backend(BackendKind::Kernel),
-            IpsecChoice::Userspace => IpsecMode::Backend(BackendKind::Userspace),
-            IpsecChoice::Off => IpsecMode::Off,
-        }
-    }
 }
 
 fn port_range(s: &str) -> Result<(u16, u16), String> {
@@ -231,6 +206,8 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use secagree::IpsecMode;
+    use xfrm::BackendKind;
 
     fn args(v: &[&str]) -> NetArgs {
         let mut all = vec!["imslab", "net"];

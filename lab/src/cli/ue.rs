@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use secagree::{AlgPrefs, IpsecMode};
-use xfrm::{BackendKind, EncryptionAlg, IntegrityAlg};
+use secagree::AlgPrefs;
+use ue::{ladder_line, IoConfig, IsimKeys, LocalSecurity, Step, UeConfig, UeHost, UeHostError};
+use xfrm::{EncryptionAlg, IntegrityAlg};
 
+use super::IpsecChoice;
 use crate::hexarg::{parse_hex_n, parse_number};
-use crate::ue::{
-    ladder_line, IoConfig, IsimKeys, LocalSecurity, Step, UeConfig, UeHost, UeHostError,
-};
 
 /// A simulated IMS UE (ISIM credentials, sec-agree, IPsec).
 #[derive(Debug, Args)]
@@ -157,18 +156,6 @@ pub struct RegisterArgs {
 }
 
 /// `--ipsec` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum IpsecChoice {
-    /// kernel XFRM if the kernel can do ESP, else userspace ESP
-    Auto,
-    /// kernel XFRM (fails where the kernel lacks ESP)
-    Kernel,
-    /// userspace ESP over a raw socket
-    Userspace,
-    /// no IPsec: protected ports are plain UDP
-    Off,
-}
-
 fn integrity(s: &str) -> anyhow::Result<IntegrityAlg> {
     IntegrityAlg::from_str(s).map_err(|e| anyhow::anyhow!("--alg: {e}"))
 }
@@ -233,14 +220,8 @@ impl RegisterArgs {
     }
 
     fn io(&self) -> anyhow::Result<IoConfig> {
-        let mode = match self.ipsec {
-            IpsecChoice::Off => IpsecMode::Off,
-            IpsecChoice::Auto => IpsecMode::Backend(BackendKind::Auto),
-            IpsecChoice::Kernel => IpsecMode::Backend(BackendKind::Kernel),
-            IpsecChoice::Userspace => IpsecMode::Backend(BackendKind::Userspace),
-        };
         Ok(IoConfig {
-            mode,
+            mode: self.ipsec.mode(),
             ..IoConfig::default()
         })
     }
@@ -364,6 +345,7 @@ async fn register(
 mod tests {
     use super::*;
     use clap::Parser;
+    use secagree::IpsecMode;
 
     fn parse(extra: &[&str]) -> RegisterArgs {
         let mut v = vec![

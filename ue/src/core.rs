@@ -16,10 +16,10 @@ use sip::transaction::{
 use sip::{Flow, Message, Method, ResponseBuilder, Transmit};
 use xfrm::{SaSet, SetId};
 
-use super::config::{ConfigError, UeConfig};
-use super::event::{EventKind, UeEvent};
-use super::registration::{Output, RegState, Registration, SaAction};
-use super::summary::summarize;
+use crate::config::{ConfigError, UeConfig};
+use crate::event::{EventKind, UeEvent};
+use crate::registration::{Output, RegState, Registration, SaAction};
+use crate::summary::summarize;
 
 /// Who a client transaction belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use akav1::digest::{Challenge, Credentials};
 use akav1::{Milenage, Sqn, SqnPolicy, UsimSqnState};
-use lab::ue::{
-    EventKind, IsimKeys, LocalSecurity, Procedure, RegError, RegState, SaAction, Ue, UeConfig,
-    UeEvent,
-};
 use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Message, Protocol, ResponseBuilder, Transmit};
+use ue::{
+    EventKind, IsimKeys, LocalSecurity, Procedure, RegError, RegState, SaAction, Ue, UeConfig,
+    UeEvent,
+};
 use xfrm::SaSet;
 
 const K: [u8; 16] = [

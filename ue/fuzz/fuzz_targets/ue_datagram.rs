@@ -1,11 +1,11 @@
 #![no_main]
 //! Arbitrary datagrams into a UE that is registering (waiting for its 401): whatever the
 //! "P-CSCF" sends, the simulator must not panic.
-use lab::ue::{IsimKeys, Ue, UeConfig};
 use libfuzzer_sys::fuzz_target;
 use sip::{Flow, Protocol};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use ue::{IsimKeys, Ue, UeConfig};
 
 fuzz_target!(|data: &[u8]| {
     let pcscf = SocketAddr::from(([127, 0, 0, 1], 5060));
@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     ue.register(now);
     while ue.poll_transmit().is_some() {}
-    let flow = Flow::new(SocketAddr::from(([127, 0, 0, 2], 5060)), pcscf, Protocol::Udp);
+    let flow = Flow::new(
+        SocketAddr::from(([127, 0, 0, 2], 5060)),
+        pcscf,
+        Protocol::Udp,
+    );
     ue.handle_datagram(flow, data, now);
     while ue.poll_transmit().is_some() {}
     while ue.poll_action().is_some() {}

@@ -1,6 +1,9 @@
-//! The IMS UE simulator: an ISIM-holding UE that registers with IMS AKA and sec-agree
-//! (TS 24.229 §5.1.1, TS 33.203), installs its side of the IPsec SAs through the same
-//! `xfrm` backends as the P-CSCF, re-registers and deregisters.
+//! `ue`: the IMS UE simulator of IMS Lab Core, an ISIM-holding UE that registers with IMS
+//! AKA and sec-agree (TS 24.229 §5.1.1, TS 33.203), installs its side of the IPsec SAs
+//! through the same `xfrm` backends as the P-CSCF, re-registers and deregisters.
+//!
+//! A library only: `imslab ue` (the CLI), `imslab demo`, `imslab bench` and the end-to-end
+//! and VM tests live in the `lab` crate and drive the UEs through this API.
 //!
 //! Layers, in the project's sans-IO shape:
 //! - [`Ue`] ([`core`]): no sockets, no clock. Feed it datagrams ([`Ue::handle_datagram`]),
@@ -39,8 +42,8 @@ pub mod registration;
 pub mod shell;
 pub mod summary;
 
+pub use self::core::Ue;
 pub use config::{instance_urn, ConfigError, IsimKeys, LocalSecurity, UeConfig};
-pub use core::Ue;
 pub use event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
 pub use fleet::{loopback_ip, numbered, register_many, FleetReport, Step, UeTimings};
 pub use registration::{refresh_after, RegState, Registration, SaAction};

@@ -6,7 +6,7 @@ use std::time::Instant;
 use sip::ims::hdr;
 use sip::Message;
 
-use super::event::{EventKind, UeEvent};
+use crate::event::{EventKind, UeEvent};
 
 /// `REGISTER sip:ims.test (CSeq 1; Security-Client ×6; Authorization empty)` and the like:
 /// the start line plus what matters for an IMS registration.

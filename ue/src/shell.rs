@@ -4,8 +4,8 @@
 //! the shared IPsec backend.
 //!
 //! ```no_run
-//! # async fn demo(cfg: lab::ue::UeConfig) -> Result<(), lab::ue::UeHostError> {
-//! use lab::ue::{IoConfig, UeHost};
+//! # async fn demo(cfg: ue::UeConfig) -> Result<(), ue::UeHostError> {
+//! use ue::{IoConfig, UeHost};
 //! let host = UeHost::start(IoConfig::default()).await?;
 //! let ue = host.add(cfg).await?;
 //! let reg = ue.register().await?;
@@ -29,10 +29,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xfrm::{BackendKind, SetId, Side, Tag};
 
-use super::config::{ConfigError, UeConfig};
-use super::core::Ue;
-use super::event::{EventKind, Procedure, RegError, Registered, UeEvent};
-use super::registration::{RegState, SaAction};
+use crate::config::{ConfigError, UeConfig};
+use crate::core::Ue;
+use crate::event::{EventKind, Procedure, RegError, Registered, UeEvent};
+use crate::registration::{RegState, SaAction};
 
 /// The UE simulator's own XFRM tag ("IUE"), distinct from the P-CSCF's default so that
 /// neither flushes the other's state when both run in one network namespace.

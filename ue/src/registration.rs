@@ -2,7 +2,7 @@
 //! (TS 33.203 §6–7, RFC 3310, RFC 3329), as a sans-IO state machine.
 //!
 //! [`Registration`] never sends anything itself: it pushes outputs (requests with the
-//! flow to send them on, SA actions for the shell, events) that [`super::Ue`] turns into
+//! flow to send them on, SA actions for the shell, events) that [`crate::Ue`] turns into
 //! client transactions. Responses come back through `Registration::handle_response` with
 //! the id of the transaction they belong to, so the same `Ue` can later run dialogs next to
 //! it without the registration seeing their traffic.
@@ -32,8 +32,8 @@ use sip::transaction::TxId;
 use sip::{Flow, Message, Method, NameAddr, Protocol, RequestBuilder, Uri, Via};
 use xfrm::{SaSet, SetId};
 
-use super::config::{LocalSecurity, UeConfig};
-use super::event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
+use crate::config::{LocalSecurity, UeConfig};
+use crate::event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
 
 /// Slack added to the registration expiry for the established SA lifetime, so the SA
 /// outlives the binding it protects (the refresh happens well before).
@@ -46,7 +46,7 @@ const MAX_CHALLENGES: u32 = 4;
 
 /// What the shell must do to the IPsec state on the core's behalf. Each action names the
 /// set by its backend [`SetId`], except `Install`, which the shell answers with
-/// [`super::Ue::handle_sa_installed`].
+/// [`crate::Ue::handle_sa_installed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SaAction {
     /// Open the protected ports `set.port_uc`/`set.port_us` on `set.ue` (the server port
@@ -88,7 +88,7 @@ pub enum SaAction {
     },
 }
 
-/// What the registration hands to [`super::Ue`].
+/// What the registration hands to [`crate::Ue`].
 #[derive(Debug)]
 pub(crate) enum Output {
     /// Start a client transaction with this request on this flow.

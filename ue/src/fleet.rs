@@ -4,8 +4,8 @@
 //! and `imslab demo` call [`register_many`].
 //!
 //! ```no_run
-//! # async fn e2e() -> Result<(), lab::ue::UeHostError> {
-//! use lab::ue::{numbered, register_many, IoConfig, IsimKeys, Step, UeConfig};
+//! # async fn e2e() -> Result<(), ue::UeHostError> {
+//! use ue::{numbered, register_many, IoConfig, IsimKeys, Step, UeConfig};
 //! let k = [0x46; 16];
 //! let opc = [0xcd; 16];
 //! let domain = "ims.mnc001.mcc001.3gppnetwork.org";
@@ -37,10 +37,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use super::config::UeConfig;
-use super::event::EventKind;
-use super::shell::{HostEvent, IoConfig, UeHandle, UeHost, UeHostError};
-use super::summary::ladder_line;
+use crate::config::UeConfig;
+use crate::event::EventKind;
+use crate::shell::{HostEvent, IoConfig, UeHandle, UeHost, UeHostError};
+use crate::summary::ladder_line;
 
 /// One step of the script every UE runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub fn loopback_ip(i: usize) -> IpAddr {
 pub fn numbered(
     template: &UeConfig,
     n: usize,
-    identity: impl Fn(usize) -> (String, String, super::config::IsimKeys),
+    identity: impl Fn(usize) -> (String, String, crate::config::IsimKeys),
 ) -> Vec<UeConfig> {
     (0..n)
         .map(|i| {
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn numbered_configs_have_distinct_addresses_and_spis() {
-        use crate::ue::{IsimKeys, UeConfig};
+        use crate::{IsimKeys, UeConfig};
         let t = UeConfig::new(
             "x@ims.test",
             "sip:x@ims.test",

@@ -185,7 +185,7 @@ pub enum EventKind {
         /// the card's SQN_MS reported in AUTS
         sqn_ms: u64,
     },
-    /// The core asks the shell to install an SA set ([`crate::ue::SaAction::Install`]).
+    /// The core asks the shell to install an SA set ([`crate::SaAction::Install`]).
     SaInstallRequested(SaSummary),
     /// The shell installed it.
     SaInstalled {
