@@ -44,5 +44,7 @@ pub use core::Ue;
 pub use event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
 pub use fleet::{loopback_ip, numbered, register_many, FleetReport, Step, UeTimings};
 pub use registration::{refresh_after, RegState, Registration, SaAction};
-pub use shell::{run, HostEvent, IoConfig, UeHandle, UeHost, UeHostError, UeSnapshot, UE_TAG};
+pub use shell::{
+    run, ue_tag, HostEvent, IoConfig, UeHandle, UeHost, UeHostError, UeSnapshot, UE_TAG,
+};
 pub use summary::{ladder_line, summarize};
