@@ -61,6 +61,7 @@ pub async fn register_once(ues: usize, mode: IpsecMode) -> anyhow::Result<Regist
     let report = ue::register_many(
         IoConfig {
             mode,
+            tag: ue::ue_tag(&configs),
             ..IoConfig::default()
         },
         configs,

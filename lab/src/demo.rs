@@ -151,6 +151,7 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
     }
     let io = IoConfig {
         mode,
+        tag: ue::ue_tag(&ues),
         ..IoConfig::default()
     };
     let steps = [Step::Register, Step::Reregister, Step::Deregister];

@@ -52,6 +52,8 @@ pub struct Running {
     pub sip_addr: SocketAddr,
     /// IPsec backend in use ("kernel", "userspace", "off").
     pub backend: &'static str,
+    /// The tag of our kernel XFRM state ([`xfrm_tag`]).
+    pub xfrm_tag: Tag,
     stop: watch::Sender<bool>,
     stats: Arc<Mutex<Stats>>,
     task: tokio::task::JoinHandle<()>,
@@ -84,6 +86,22 @@ impl Running {
     }
 }
 
+/// The XFRM tag of the P-CSCF listening on `listen` (its configured SIP address): the same
+/// for every run with that address, so a restart flushes the previous run's leftovers, and
+/// different from any other P-CSCF's or UE's in the namespace. With port 0 the address says
+/// nothing about the instance: then the tag is this process's own
+/// ([`Tag::for_this_process`]).
+pub fn xfrm_tag(listen: SocketAddr) -> Tag {
+    if listen.port() == 0 {
+        Tag::for_this_process(XFRM_ROLE)
+    } else {
+        Tag::for_instance(XFRM_ROLE, &[listen])
+    }
+}
+
+/// The role name in our XFRM tag ([`Tag::for_instance`]).
+const XFRM_ROLE: &str = "pcscf";
+
 /// Start the P-CSCF as configured.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     cfg.validate()?;
@@ -100,16 +118,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         },
         ..TransportConfig::default()
     };
-    // Our XFRM state carries our own tag so start/stop flush only what we installed.
-    let (io, mut rx) = match SipIo::start(mode, Tag::default(), tcfg).await {
+    // Our XFRM state carries this instance's own tag so start/stop flush only what this
+    // P-CSCF (or its previous run) installed, never another P-CSCF's in the same namespace.
+    let listen = cfg.sip.listen;
+    let xfrm_tag = xfrm_tag(listen);
+    tracing::info!("kernel XFRM state tagged {xfrm_tag}");
+    let (io, mut rx) = match SipIo::start(mode, xfrm_tag, tcfg).await {
         Ok(x) => x,
         Err(e) if policy == IpsecPolicy::Optional => {
             tracing::warn!("IPsec unavailable ({e}); continuing without (policy optional)");
-            SipIo::start(IpsecMode::Off, Tag::default(), tcfg).await?
+            SipIo::start(IpsecMode::Off, xfrm_tag, tcfg).await?
         }
         Err(e) => return Err(e.into()),
     };
-    let listen = cfg.sip.listen;
     let sip_addr = io
         .transport()
         .bind_udp(listen)
@@ -239,6 +260,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     Ok(Running {
         sip_addr,
         backend,
+        xfrm_tag,
         stop: stop_tx,
         stats,
         task,
@@ -394,5 +416,25 @@ fn log_scscf_event(e: &scscf::Event) {
             tracing::warn!(%impi, code, %reason, "S-CSCF: REGISTER rejected")
         }
         E::Dropped { remote, reason } => tracing::debug!(%remote, %reason, "S-CSCF: dropped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfrm_tag_per_listen_address() {
+        let a: SocketAddr = "10.77.0.1:5060".parse().unwrap();
+        let b: SocketAddr = "10.77.0.3:5060".parse().unwrap();
+        // A restart finds its leftovers; another P-CSCF, or a UE on the same address, has
+        // its own tag.
+        assert_eq!(xfrm_tag(a), xfrm_tag(a));
+        assert_ne!(xfrm_tag(a), xfrm_tag(b));
+        assert_ne!(xfrm_tag(a), Tag::for_instance("ue", &[a]));
+        assert_ne!(xfrm_tag(a), Tag::default());
+        // Port 0 names no instance: every start gets its own tag.
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_ne!(xfrm_tag(any), xfrm_tag(any));
     }
 }

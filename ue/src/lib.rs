@@ -47,5 +47,7 @@ pub use config::{instance_urn, ConfigError, IsimKeys, LocalSecurity, UeConfig};
 pub use event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
 pub use fleet::{loopback_ip, numbered, register_many, FleetReport, Step, UeTimings};
 pub use registration::{refresh_after, RegState, Registration, SaAction};
-pub use shell::{run, HostEvent, IoConfig, UeHandle, UeHost, UeHostError, UeSnapshot, UE_TAG};
+pub use shell::{
+    run, ue_tag, HostEvent, IoConfig, UeHandle, UeHost, UeHostError, UeSnapshot, UE_TAG,
+};
 pub use summary::{ladder_line, summarize};

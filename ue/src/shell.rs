@@ -34,9 +34,20 @@ use crate::core::Ue;
 use crate::event::{EventKind, Procedure, RegError, Registered, UeEvent};
 use crate::registration::{RegState, SaAction};
 
-/// The UE simulator's own XFRM tag ("IUE"), distinct from the P-CSCF's default so that
-/// neither flushes the other's state when both run in one network namespace.
+/// The UE simulator's fallback XFRM tag ("IUE") for hosts that do not say which UEs they
+/// run ([`IoConfig::default`]); processes that do use [`ue_tag`].
 pub const UE_TAG: Tag = Tag::SelectorUser(0x0049_5545);
+
+/// The XFRM tag of a host running `ues`, from their unprotected SIP addresses
+/// ([`Tag::for_instance`]): two UE processes in one network namespace never flush each
+/// other's SAs, and a restarted one flushes its own leftovers.
+pub fn ue_tag(ues: &[UeConfig]) -> Tag {
+    let ids: Vec<SocketAddr> = ues
+        .iter()
+        .map(|u| SocketAddr::new(u.local_ip, u.port))
+        .collect();
+    Tag::for_instance("ue", &ids)
+}
 
 /// How the host reaches the network.
 #[derive(Debug, Clone, Copy)]

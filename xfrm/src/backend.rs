@@ -148,12 +148,17 @@ impl Selected {
 }
 
 /// Opens the configured backend in the calling thread's network namespace and flushes our
-/// leftover kernel state (tag `tag`) first. `Kernel` fails with
-/// [`XfrmError::KernelLacksEsp`] where the kernel cannot install ESP.
+/// leftover kernel state (tag `tag`: give each instance its own, [`Tag::for_instance`])
+/// first. `Kernel` fails with [`XfrmError::KernelLacksEsp`] where the kernel cannot install
+/// ESP. `Kernel` and `Auto` fail with [`XfrmError::TagInUse`], flushing nothing, while
+/// another process in the namespace owns `tag` ([`crate::claim`]).
 pub fn select(kind: BackendKind, tag: Tag) -> Result<Selected, XfrmError> {
     let kernel = || -> Result<Option<KernelBackend>, XfrmError> {
-        let k = KernelBackend::new(tag)?;
-        k.flush()?;
+        let k = KernelBackend::owner(tag)?;
+        let n = k.flush()?;
+        if n > 0 {
+            tracing::info!("flushed {n} leftover XFRM objects tagged {tag} (an earlier run)");
+        }
         Ok(k.probe_esp()?.then_some(k))
     };
     match kind {
@@ -167,6 +172,8 @@ pub fn select(kind: BackendKind, tag: Tag) -> Result<Selected, XfrmError> {
         }
         BackendKind::Auto => match kernel() {
             Ok(Some(k)) => Ok(Selected::Kernel(k)),
+            // Not a kernel limitation: a misconfiguration the operator must see.
+            Err(e @ XfrmError::TagInUse(_)) => Err(e),
             other => {
                 if let Err(e) = other {
                     tracing::info!("kernel IPsec backend unusable ({e}); using userspace ESP");

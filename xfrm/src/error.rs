@@ -52,6 +52,13 @@ pub enum XfrmError {
         /// Destination of the datagram.
         dst: std::net::SocketAddr,
     },
+    /// Another process in this network namespace owns our tag ([`crate::claim`]): a second
+    /// instance with the same identity, or a tag collision. Nothing was flushed.
+    #[error(
+        "another process in this network namespace already uses XFRM tag {0} (a second \
+         instance with the same listen address?); its IPsec state was left alone"
+    )]
+    TagInUse(crate::kernel::Tag),
     /// An SPI is already installed (userspace backend keeps SPIs unique).
     #[error("SPI 0x{0:08x} already installed")]
     SpiInUse(u32),

@@ -19,10 +19,12 @@
 //! `netlink-packet-xfrm`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -34,6 +36,9 @@ use netlink_packet_xfrm::{
     XFRM_ALG_AUTH_NAME_LEN, XFRM_ALG_NAME_LEN,
 };
 
+use sha1::{Digest, Sha1};
+
+use crate::claim::TagClaim;
 use crate::error::XfrmError;
 use crate::model::{Direction, SaDesc, SaSet, Side};
 
@@ -78,8 +83,71 @@ impl Default for Tag {
     }
 }
 
+/// The high byte of every [`Tag::for_instance`] tag ('I'): our per-instance tags read as
+/// `0x49……` in `ip xfrm` output, apart from [`Tag::default`] (`0x00494d53`).
+pub const INSTANCE_TAG_PREFIX: u32 = 0x4900_0000;
+
 impl Tag {
-    fn selector_user(self) -> u32 {
+    /// The tag of one running instance of a `role` ("pcscf", "ue", …), derived from what
+    /// identifies it on this host: its listen address(es), in order.
+    ///
+    /// Stable across restarts and builds (SHA-1 of a fixed encoding, never `std`'s `Hash`),
+    /// so a restarted instance finds and flushes its own leftovers; distinct for different
+    /// roles or addresses, so two instances in one network namespace never flush or delete
+    /// each other's SAs and policies (that also holds for anybody else's state: listing,
+    /// flushing and deleting only ever touch objects carrying exactly this tag).
+    ///
+    /// Encoding: SHA-1 over `"imslab-xfrm-tag\0"`, the role, a 0 byte, then per address its
+    /// family (4 or 6), its octets and its port (big-endian); the tag is
+    /// [`INSTANCE_TAG_PREFIX`] plus the digest's first 24 bits: two different
+    /// instances collide with probability 2⁻²⁴ per pair (about 3·10⁻⁶ for ten instances in
+    /// one namespace). Two processes started with the same identity would share a tag, but
+    /// they cannot both bind their listen address anyway.
+    pub fn for_instance(role: &str, identity: &[SocketAddr]) -> Tag {
+        Tag::digest(role, |h| {
+            for a in identity {
+                match a.ip() {
+                    IpAddr::V4(v4) => {
+                        h.update([4]);
+                        h.update(v4.octets());
+                    }
+                    IpAddr::V6(v6) => {
+                        h.update([6]);
+                        h.update(v6.octets());
+                    }
+                }
+                h.update(a.port().to_be_bytes());
+            }
+        })
+    }
+
+    /// A tag for an instance without a stable identity (e.g. one listening on port 0):
+    /// unique among the live processes of this host (process id) and the instances of this
+    /// process (a counter). A later run gets another tag and so cannot flush this run's
+    /// leftovers: such an instance must stop cleanly (its stop flushes its state).
+    pub fn for_this_process(role: &str) -> Tag {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Tag::digest(role, |h| {
+            // 'P' never starts an address of `for_instance` (4 or 6).
+            h.update([b'P']);
+            h.update(std::process::id().to_be_bytes());
+            h.update(n.to_be_bytes());
+        })
+    }
+
+    fn digest(role: &str, identity: impl FnOnce(&mut Sha1)) -> Tag {
+        let mut h = Sha1::new();
+        h.update(b"imslab-xfrm-tag\0");
+        h.update(role.as_bytes());
+        h.update([0]);
+        identity(&mut h);
+        let d = h.finalize();
+        Tag::SelectorUser(INSTANCE_TAG_PREFIX | u32::from_be_bytes([0, d[0], d[1], d[2]]))
+    }
+
+    /// The selector `user` value written into our objects (0 for [`Tag::Mark`]).
+    pub fn selector_user(self) -> u32 {
         match self {
             Tag::SelectorUser(u) => u,
             Tag::Mark { .. } => 0,
@@ -99,6 +167,16 @@ impl Tag {
             Tag::Mark { value, mask } => nlas
                 .iter()
                 .any(|n| matches!(n, XfrmAttrs::Mark(m) if m.value == value && m.mask == mask)),
+        }
+    }
+}
+
+impl fmt::Display for Tag {
+    /// As `ip xfrm` shows it: the selector's user id or the mark.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tag::SelectorUser(u) => write!(f, "user 0x{u:08x} ({u})"),
+            Tag::Mark { value, mask } => write!(f, "mark 0x{value:x}/0x{mask:x}"),
         }
     }
 }
@@ -610,6 +688,7 @@ pub struct KernelBackend {
     sock: Mutex<NetlinkSocket>,
     tag: Tag,
     sets: Mutex<(SetId, HashMap<SetId, Installed>)>,
+    _claim: Option<Arc<TagClaim>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -623,6 +702,18 @@ impl KernelBackend {
             sock: Mutex::new(NetlinkSocket::open()?),
             tag,
             sets: Mutex::new((1, HashMap::new())),
+            _claim: None,
+        })
+    }
+
+    /// Opens the backend as the owner of `tag` in this network namespace ([`crate::claim`]):
+    /// fails with [`XfrmError::TagInUse`] while another process owns it, so that flushing
+    /// our leftovers can never hit a live process's state. [`crate::select`] uses this.
+    pub fn owner(tag: Tag) -> Result<KernelBackend, XfrmError> {
+        let claim = crate::claim::claim(tag)?;
+        Ok(KernelBackend {
+            _claim: Some(claim),
+            ..KernelBackend::new(tag)?
         })
     }
 
@@ -907,6 +998,10 @@ fn probe_set() -> SaSet {
 mod tests {
     use super::*;
 
+    /// SHA-1("imslab-xfrm-tag\0pcscf\0" 04 0a4d0001 13c4): 0x2b31e7.., computed independently
+    /// (Python hashlib) from the encoding documented at [`Tag::for_instance`].
+    const PINNED_PCSCF_TAG: u32 = 0x492b_31e7;
+
     #[test]
     fn error_parsing_with_ext_ack() {
         // NLMSG_ERROR, flags CAPPED|ACK_TLVS, errno -93, orig header, MSG attr.
@@ -951,6 +1046,70 @@ mod tests {
             let _ = parse_error(&data);
             let _ = NetlinkMessage::<XfrmMessage>::deserialize(&data);
         }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn instance_tags_are_stable_and_recognisable() {
+        let t = Tag::for_instance("pcscf", &[sa("10.77.0.1:5060")]);
+        // Pinned: a restarted process, even of a newer build, must find its leftovers. A
+        // change of the derivation is a change of every deployed instance's tag.
+        assert_eq!(t, Tag::SelectorUser(PINNED_PCSCF_TAG));
+        assert_eq!(t, Tag::for_instance("pcscf", &[sa("10.77.0.1:5060")]));
+        let Tag::SelectorUser(u) = t else {
+            panic!("{t:?}")
+        };
+        assert_eq!(u & 0xff00_0000, INSTANCE_TAG_PREFIX);
+        assert_ne!(t, Tag::default());
+        assert_eq!(t.to_string(), format!("user 0x{u:08x} ({u})"));
+        assert_eq!(t.selector_user(), u);
+    }
+
+    #[test]
+    fn instance_tags_differ_by_role_address_port_family_and_order() {
+        let a = sa("10.77.0.1:5060");
+        let b = sa("10.77.0.3:5060");
+        let tags = [
+            Tag::for_instance("pcscf", &[a]),
+            Tag::for_instance("ue", &[a]),
+            Tag::for_instance("pcscf", &[b]),
+            Tag::for_instance("pcscf", &[sa("10.77.0.1:5061")]),
+            Tag::for_instance("pcscf", &[sa("[::ffff:10.77.0.1]:5060")]),
+            Tag::for_instance("pcscf", &[a, b]),
+            Tag::for_instance("pcscf", &[b, a]),
+            Tag::for_instance("pcscf", &[]),
+            // The role and the address do not run into each other.
+            Tag::for_instance("pcscf\u{4}", &[]),
+            Tag::default(),
+        ];
+        for (i, x) in tags.iter().enumerate() {
+            for y in &tags[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
+        // A lab's worth of loopback instances (UEs and P-CSCFs on 127.0.0.x:5060): all apart.
+        let mut seen = std::collections::HashSet::new();
+        for role in ["pcscf", "ue"] {
+            for i in 0..=255u8 {
+                let addr = SocketAddr::from(([127, 0, 0, i], 5060));
+                assert!(
+                    seen.insert(Tag::for_instance(role, &[addr])),
+                    "{role} {addr}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn process_tags_are_unique_per_call() {
+        let a = Tag::for_this_process("pcscf");
+        let b = Tag::for_this_process("pcscf");
+        assert_ne!(a, b);
+        assert_eq!(a.selector_user() & 0xff00_0000, INSTANCE_TAG_PREFIX);
+        assert_ne!(a, Tag::for_instance("pcscf", &[sa("127.0.0.1:0")]));
     }
 
     #[test]

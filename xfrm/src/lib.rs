@@ -11,7 +11,10 @@
 //! - [`backend`]: the [`IpsecBackend`] trait (install, promote, begin_expiry, delete,
 //!   live_sets, flush) and [`select`] for `ipsec.backend = "kernel" | "userspace" | "auto"`.
 //! - [`kernel`]: XFRM netlink, tagged state, checked ACKs, rollback, extended-ack errors,
-//!   [`XfrmError::KernelLacksEsp`] where ESP is missing.
+//!   [`XfrmError::KernelLacksEsp`] where ESP is missing. Each instance tags its state with
+//!   [`Tag::for_instance`] (role + listen address): instances sharing a network namespace
+//!   never flush each other's state, a restarted one flushes its own leftovers, and
+//!   [`claim`] keeps a second live process with the same tag from flushing anything.
 //! - [`esp`] (sans-IO ESP SA) and [`userspace`] (SA database + raw-socket shell).
 //! - [`uat`]: Wireshark `esp_sa` export. [`netns`]: namespaces for tests and the lab.
 //!
@@ -22,7 +25,9 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let spis = Pool::spis(10_000..=0x0fff_ffff)?;
 //! let ports = Pool::ports(5100..=5199)?;
-//! let sel = select(BackendKind::Auto, Tag::default())?; // flushes our leftovers first
+//! // This instance's own tag: the same after a restart, different for any other instance.
+//! let tag = Tag::for_instance("pcscf", &["10.45.0.1:5060".parse()?]);
+//! let sel = select(BackendKind::Auto, tag)?; // flushes our leftovers first
 //! // On the initial REGISTER: our SPIs and ports, the UE's from Security-Client.
 //! let (spi_pc, spi_ps) = (spis.allocate()?, spis.allocate()?);
 //! let (port_pc, port_ps) = (ports.allocate()?, ports.allocate()?);
@@ -56,6 +61,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod claim;
 pub mod error;
 pub mod esp;
 pub mod kernel;

@@ -172,12 +172,13 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<String> {
     };
     let net = LabNet::start(&opts).await?;
     println!(
-        "imslab net: ready sip={} diameter=127.0.0.1:{} ipsec={} policy={} subscribers={} \
-         config={} esp_sa={}",
+        "imslab net: ready sip={} diameter=127.0.0.1:{} ipsec={} policy={} xfrm_user={} \
+         subscribers={} config={} esp_sa={}",
         net.pcscf.sip_addr,
         a.diameter,
         net.pcscf.backend,
         net.policy,
+        net.pcscf.xfrm_tag.selector_user(),
         a.subscribers,
         a.config_dir.display(),
         net.esp_sa.display()

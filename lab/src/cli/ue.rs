@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use secagree::AlgPrefs;
-use ue::{ladder_line, IoConfig, IsimKeys, LocalSecurity, Step, UeConfig, UeHost, UeHostError};
+use ue::{
+    ladder_line, ue_tag, IoConfig, IsimKeys, LocalSecurity, Step, UeConfig, UeHost, UeHostError,
+};
 use xfrm::{EncryptionAlg, IntegrityAlg};
 
 use super::IpsecChoice;
@@ -219,9 +221,12 @@ impl RegisterArgs {
         Ok(cfg)
     }
 
-    fn io(&self) -> anyhow::Result<IoConfig> {
+    /// The I/O of the UE `cfg` ([`RegisterArgs::config`]): its XFRM tag comes from its
+    /// address ([`ue_tag`]), so `imslab ue` processes sharing a namespace keep apart.
+    fn io(&self, cfg: &UeConfig) -> anyhow::Result<IoConfig> {
         Ok(IoConfig {
             mode: self.ipsec.mode(),
+            tag: ue_tag(std::slice::from_ref(cfg)),
             ..IoConfig::default()
         })
     }
@@ -240,7 +245,7 @@ pub fn run(args: &UeArgs) -> anyhow::Result<String> {
     match &args.command {
         UeCommand::Register(r) => {
             let cfg = r.config()?;
-            let io = r.io()?;
+            let io = r.io(&cfg)?;
             let steps = r.steps()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -258,6 +263,7 @@ async fn register(
     steps: Vec<Step>,
     esp_sa: Option<std::path::PathBuf>,
 ) -> anyhow::Result<String> {
+    let tag = io.tag;
     let host = UeHost::start(io)
         .await
         .context("starting SIP/IPsec I/O (IPsec needs root)")?;
@@ -277,7 +283,7 @@ async fn register(
         }
     });
     println!(
-        "UE {} at {} → P-CSCF {} (IPsec backend: {backend})",
+        "UE {} at {} → P-CSCF {} (IPsec backend: {backend}; XFRM state tagged {tag})",
         cfg.impu, cfg.local_ip, cfg.pcscf
     );
     let grace = cfg.sa_grace;
@@ -420,7 +426,14 @@ mod tests {
                 Step::Deregister
             ]
         );
-        assert_eq!(r.io().unwrap().mode, IpsecMode::Off);
+        let cfg = r.config().unwrap();
+        let io = r.io(&cfg).unwrap();
+        assert_eq!(io.mode, IpsecMode::Off);
+        // The XFRM tag is the UE's own: stable for its address, different for another.
+        assert_eq!(io.tag, r.io(&cfg).unwrap().tag);
+        assert_ne!(io.tag, ue::UE_TAG);
+        let other = parse(&["--local-ip", "127.0.0.3"]);
+        assert_ne!(other.io(&other.config().unwrap()).unwrap().tag, io.tag);
         assert!(parse(&["--then", "call"]).steps().is_err());
     }
 }

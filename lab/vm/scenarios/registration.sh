@@ -8,9 +8,8 @@
 #   veth pairs core/c0 ⇄ ue0/u0 (10.77.0.0/24), core/c1 ⇄ ue1/u1 (10.77.1.0/24): addresses
 #   that exist only inside the VM
 #
-# One namespace per UE process: every `imslab ue` process flushes the kernel state carrying the
-# UE tag when it starts and stops (secagree SipIo::start → xfrm KernelBackend), so two UE
-# processes in one namespace would delete each other's SAs.
+# One namespace per UE process here, as UEs are separate hosts; UE processes sharing one
+# namespace (each with its own XFRM tag) are the xfrm-tags phase at the end (xfrm-tags.sh).
 #
 # Between the steps the SAs of all namespaces are read with `ip -s xfrm state`: every UE and
 # the P-CSCF must hold their SA sets with the kernel's ESP packet counters risen; at the end no
@@ -20,7 +19,7 @@
 # (VM_EXTRA_BINS=/usr/bin/dumpcap) also core.pcapng, the core namespace's side of both veths,
 # which the host test decrypts with the esp_sa files.
 #
-# Needs /payload/imslab. Run by lab/vm/run.sh (lab/tests/vm_registration.rs). For a dry run
+# Needs /payload/imslab (and /payload/xfrm-tags.sh for the tags phase). Run by lab/vm/run.sh (lab/tests/vm_registration.rs). For a dry run
 # elsewhere: IMSLAB=<path> BACKEND=userspace OUT=<dir> sh registration.sh (root; uses
 # namespaces named imslab-reg-core/-ue0/-ue1).
 
@@ -57,7 +56,11 @@ cap_pid=""
 cleanup() {
     [ -n "$net_pid" ] && kill "$net_pid" 2>/dev/null
     [ -n "$cap_pid" ] && kill "$cap_pid" 2>/dev/null
-    for ns in "$CORE" "$UE0" "$UE1"; do $IP netns del "$ns" 2>/dev/null; done
+    # shellcheck disable=SC2086 # the processes of the xfrm-tags phase, if it got that far
+    [ -n "${TAGS_PIDS:-}" ] && kill -9 $TAGS_PIDS 2>/dev/null
+    for ns in "$CORE" "$UE0" "$UE1" "${TC:-}" "${TU:-}"; do
+        [ -n "$ns" ] && $IP netns del "$ns" 2>/dev/null
+    done
 }
 trap cleanup EXIT
 
@@ -259,6 +262,18 @@ check "$ok" pcscf-counters "want registrations=4 deregistrations=2 rejections=0"
 dump stopped
 check "$([ "$(field "$core_s" states)" = 0 ] && [ "$(policies "$CORE")" = 0 ] && echo 1 || echo 0)" \
     nothing-left-after-stop "core[$core_s policies=$(policies "$CORE")]"
+
+# Issue 8: two P-CSCF processes in one namespace and UE processes sharing another, each
+# keeping its own tagged XFRM state through the others' starts, stops, crashes and restarts.
+if [ "$BACKEND" = kernel ]; then
+    TAGS_SCRIPT="$(dirname "$0")/xfrm-tags.sh"
+    if [ -f "$TAGS_SCRIPT" ]; then
+        # shellcheck source=xfrm-tags.sh
+        . "$TAGS_SCRIPT"
+    else
+        check 0 xfrm-tags-phase "no $TAGS_SCRIPT"
+    fi
+fi
 
 cp "$WORK/core/esp_sa" "$OUT/pcscf.esp_sa" 2>/dev/null
 cp "$WORK"/ue*.esp_sa "$OUT"/ 2>/dev/null
