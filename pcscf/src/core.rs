@@ -318,6 +318,11 @@ impl Pcscf {
         self.sas.len()
     }
 
+    /// SA sets registrations live on (established).
+    pub fn established_sa_count(&self) -> usize {
+        self.regs.values().filter(|r| r.sa.is_some()).count()
+    }
+
     /// SPIs and ports currently leased.
     pub fn leases_in_use(&self) -> (usize, usize) {
         (self.spis.in_use(), self.ports.in_use())

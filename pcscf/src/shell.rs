@@ -4,6 +4,7 @@
 
 use crate::config::{Config, IpsecPolicy, ScscfMode, UpstreamTransport};
 use crate::core::{CoreConfig, CoreEvent, SecurityOp, Stats, Upstream};
+use crate::metrics::{Metrics, SaState};
 use crate::node::{Event, Node, Output};
 use diameter::{PeerConfig, PeerHandle};
 use scscf::CxIdentity;
@@ -44,6 +45,9 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The `/metrics` endpoint.
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[from] crate::metrics::ServeError),
 }
 
 /// A running P-CSCF.
@@ -54,6 +58,9 @@ pub struct Running {
     pub backend: &'static str,
     /// The tag of our kernel XFRM state ([`xfrm_tag`]).
     pub xfrm_tag: Tag,
+    /// Where `/metrics` is served, when `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
+    _metrics_server: Option<crate::metrics::MetricsServer>,
     stop: watch::Sender<bool>,
     stats: Arc<Mutex<Stats>>,
     task: tokio::task::JoinHandle<()>,
@@ -148,9 +155,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         })?;
     let origin_host = cfg.origin_host();
     let realm = cfg.realm();
+    // What UEs and peers are told (SAs, Path, Via): never a wildcard listen address.
+    let advertise = SocketAddr::new(cfg.advertise_addr().ip(), sip_addr.port());
     let core_cfg = CoreConfig {
         domain: cfg.sip.domain.clone(),
-        local_ip: sip_addr.ip(),
+        local_ip: advertise.ip(),
         sip_port: sip_addr.port(),
         policy,
         ipsec_available: io.has_ipsec(),
@@ -182,7 +191,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             // on Cx), on our IP when the configured one is a wildcard.
             let mut s_addr = cfg.scscf.address;
             if s_addr.ip().is_unspecified() {
-                s_addr.set_ip(sip_addr.ip());
+                s_addr.set_ip(advertise.ip());
             }
             let s_cfg = scscf::Config {
                 domain: cfg.sip.domain.clone(),
@@ -232,11 +241,28 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             );
         }
     }
+    let metrics = Arc::new(Metrics::new());
+    let (metrics_addr, metrics_server) = match cfg.metrics.listen {
+        Some(addr) => {
+            let server = crate::metrics::serve(addr, metrics.clone()).await?;
+            (Some(server.local_addr()), Some(server))
+        }
+        None => (None, None),
+    };
     let task = tokio::spawn(async move {
         let (cx_tx, mut cx_rx) = mpsc::unbounded_channel::<(u64, CxResult)>();
         loop {
-            drain(&mut node, &io2, &hss, &cx_tx, esp_sa_file.as_deref()).await;
+            drain(
+                &mut node,
+                &io2,
+                &hss,
+                &cx_tx,
+                esp_sa_file.as_deref(),
+                &metrics,
+            )
+            .await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
+            gauges(&node, &metrics);
             let deadline = node.poll_timeout();
             let sleep = async {
                 match deadline {
@@ -261,6 +287,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         sip_addr,
         backend,
         xfrm_tag,
+        metrics_addr,
+        _metrics_server: metrics_server,
         stop: stop_tx,
         stats,
         task,
@@ -280,6 +308,7 @@ async fn drain(
     hss: &Option<PeerHandle>,
     cx_tx: &mpsc::UnboundedSender<(u64, CxResult)>,
     esp_sa_file: Option<&std::path::Path>,
+    metrics: &Arc<Metrics>,
 ) {
     while let Some(o) = node.poll_output() {
         match o {
@@ -300,8 +329,15 @@ async fn drain(
                     continue;
                 };
                 let tx = cx_tx.clone();
+                let m = metrics.clone();
+                let command = cx_command(request.code);
                 tokio::spawn(async move {
+                    let t0 = Instant::now();
                     let r = hss.request(request).await;
+                    match &r {
+                        Ok(_) => m.cx_answer(command, t0.elapsed()),
+                        Err(e) => m.cx_failure(command, cx_failure_reason(e)),
+                    }
                     let _ = tx.send((token, r));
                 });
             }
@@ -346,7 +382,10 @@ async fn drain(
                     }
                 }
             }
-            Output::Event(Event::Pcscf(e)) => log_event(&e),
+            Output::Event(Event::Pcscf(e)) => {
+                count_event(&e, metrics);
+                log_event(&e)
+            }
             Output::Event(Event::Scscf(e)) => log_scscf_event(&e),
         }
     }
@@ -397,6 +436,72 @@ fn log_event(e: &CoreEvent) {
             tracing::warn!(%impi, code, %reason, "REGISTER rejected")
         }
         CoreEvent::Dropped { remote, reason } => tracing::debug!(%remote, %reason, "dropped"),
+    }
+}
+
+/// Gauges, after every pass of the loop.
+fn gauges(node: &Node, m: &Metrics) {
+    let p = node.pcscf();
+    let temporary = p.pending_challenges();
+    let established = p.established_sa_count();
+    let retiring = p.sa_count().saturating_sub(temporary + established);
+    m.set_registered(p.registration_count() as u64);
+    m.set_sa_sets(SaState::Temporary, temporary as u64);
+    m.set_sa_sets(SaState::Established, established as u64);
+    m.set_sa_sets(SaState::Retiring, retiring as u64);
+    let s_tx = node.scscf().map_or(0, scscf::Scscf::transaction_count);
+    m.set_transactions((p.transaction_count() + s_tx) as u64);
+}
+
+/// Counters from the P-CSCF's events; labels are fixed categories, never message text.
+fn count_event(e: &CoreEvent, m: &Metrics) {
+    match e {
+        CoreEvent::Challenged { .. } => m.challenge(),
+        CoreEvent::Registered { .. } => m.registration(),
+        CoreEvent::Deregistered { reason, .. } => m.deregistration(reason),
+        CoreEvent::Rejected { code, .. } => m.rejection(*code, rejection_class(*code)),
+        CoreEvent::Dropped { reason, .. } => m.dropped(drop_class(reason)),
+    }
+}
+
+fn rejection_class(code: u16) -> &'static str {
+    match code {
+        400 => "malformed",
+        401 | 403 => "authentication",
+        421 | 494 => "sec-agree",
+        408 | 504 => "upstream-timeout",
+        500..=599 => "server",
+        _ => "other",
+    }
+}
+
+fn drop_class(reason: &str) -> &'static str {
+    if reason.starts_with("protected port") {
+        "no-sa"
+    } else if reason.starts_with("unparsable") {
+        "unparsable"
+    } else if reason.starts_with("response not from") {
+        "not-upstream"
+    } else {
+        "other"
+    }
+}
+
+fn cx_command(code: u32) -> &'static str {
+    match code {
+        diameter::cmd::MULTIMEDIA_AUTH => "MAR",
+        diameter::cmd::SERVER_ASSIGNMENT => "SAR",
+        _ => "other",
+    }
+}
+
+fn cx_failure_reason(e: &diameter::RequestError) -> &'static str {
+    match e {
+        diameter::RequestError::TimedOut => "timeout",
+        diameter::RequestError::Closed => "closed",
+        diameter::RequestError::MalformedAnswer(_) => "malformed",
+        diameter::RequestError::NotSent(_) => "not-sent",
+        diameter::RequestError::UnknownPeer(_) => "unknown-peer",
     }
 }
 

@@ -172,6 +172,8 @@ struct Net {
     retired: Vec<SetId>,
     deleted: Vec<SetId>,
     events: Vec<CoreEvent>,
+    /// The next SA install fails (as a kernel refusing the state would).
+    fail_install: bool,
 }
 
 impl Net {
@@ -207,6 +209,7 @@ impl Net {
             retired: vec![],
             deleted: vec![],
             events: vec![],
+            fail_install: false,
         }
     }
 
@@ -247,6 +250,14 @@ impl Net {
                     to_ue.push((t.flow, Message::parse(&t.payload).unwrap()));
                 }
                 Output::Handoff(h) => panic!("no core in this process to hand to: {h:?}"),
+                Output::Security(SecurityOp::Prepare { token, .. }) if self.fail_install => {
+                    self.fail_install = false;
+                    let e = secagree::SipIoError::Io {
+                        what: "bind protected port".into(),
+                        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                    };
+                    self.core.handle_security_ready(token, Err(e), self.now);
+                }
                 Output::Security(SecurityOp::Prepare { token, set }) => {
                     let id = self.next_set;
                     self.next_set += 1;
@@ -860,4 +871,30 @@ fn challenged_deregistration_builds_a_set_for_the_answer_then_everything_goes() 
     net.advance(Duration::from_secs(3));
     assert!(net.installed.is_empty());
     assert_eq!(net.core.leases_in_use(), (0, 0));
+}
+
+#[test]
+fn failed_sa_install_answers_the_ue_and_leases_nothing() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new();
+    net.fail_install = true;
+    let (to, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(to.remote, ue_addr(5060));
+    assert_eq!(resp.code(), Some(500), "{resp:?}");
+    assert!(
+        resp.header("WWW-Authenticate").is_none(),
+        "no challenge without its SAs"
+    );
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.leases_in_use(), (0, 0), "SPIs and ports returned");
+    assert_eq!(net.core.pending_challenges(), 0);
+    assert!(net.installed.is_empty());
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::Rejected { code: 500, reason, .. } if reason.contains("IPsec setup failed")
+    )));
+    // The next attempt works: nothing was left behind to collide with.
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(resp.code(), Some(401));
+    assert_eq!(net.core.leases_in_use(), (2, 2));
 }
