@@ -245,6 +245,7 @@ pub struct Pcscf {
     timers: BTreeMap<(Instant, u64), TimerKind>,
     seq: u64,
     stats: Stats,
+    ids: sip::Ids,
 }
 
 /// Why the core could not be built.
@@ -276,7 +277,14 @@ impl Pcscf {
             timers: BTreeMap::new(),
             seq: 0,
             stats: Stats::default(),
+            ids: sip::Ids::from_entropy(),
         })
+    }
+
+    /// Takes tags and branches from `ids` (a seeded source makes tests reproducible).
+    pub fn with_ids(mut self, ids: sip::Ids) -> Pcscf {
+        self.ids = ids;
+        self
     }
 
     // ---- getters -------------------------------------------------------------------
@@ -587,7 +595,7 @@ impl Pcscf {
 
     fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
         let r = ResponseBuilder::new(req, code)
-            .to_tag(&sip::new_tag())
+            .to_tag(&self.ids.tag())
             .build();
         self.respond(tx, r, now);
     }
@@ -595,7 +603,7 @@ impl Pcscf {
     fn reject(&mut self, ctx: &Ctx, code: u16, reason: String, now: Instant) {
         self.stats.rejections += 1;
         let r = ResponseBuilder::new(&ctx.req, code)
-            .to_tag(&sip::new_tag())
+            .to_tag(&self.ids.tag())
             .header(
                 "Warning",
                 format!("399 {} \"{}\"", self.cfg.domain, reason.replace('"', "'")),
@@ -621,7 +629,7 @@ impl Pcscf {
             Some(Method::Register) => self.on_register(id, req, flow, via_sa, now),
             Some(Method::Options) => {
                 let r = ResponseBuilder::new(&req, 200)
-                    .to_tag(&sip::new_tag())
+                    .to_tag(&self.ids.tag())
                     .header("Allow", "REGISTER, OPTIONS")
                     .build();
                 self.respond(id, r, now);
@@ -631,7 +639,7 @@ impl Pcscf {
                 // Calls and other sessions are the next stage of this P-CSCF: say so
                 // plainly instead of pretending.
                 let r = ResponseBuilder::new(&req, 501)
-                    .to_tag(&sip::new_tag())
+                    .to_tag(&self.ids.tag())
                     .header("Allow", "REGISTER, OPTIONS")
                     .build();
                 self.respond(id, r, now);

@@ -348,7 +348,8 @@ async fn drain(
                         let r = async {
                             io.open_protected(set.pcscf, set.port_pc, set.port_ps)
                                 .await?;
-                            match io.install(&set, Side::Pcscf) {
+                            let s = set.clone();
+                            match xfrm_op(io, move |io| io.install(&s, Side::Pcscf)).await {
                                 Ok(id) => Ok(id),
                                 Err(e) => {
                                     io.close_protected(set.pcscf, set.port_pc, set.port_ps);
@@ -359,23 +360,26 @@ async fn drain(
                         .await;
                         if r.is_ok() {
                             if let Some(path) = esp_sa_file {
-                                append_keys(&set, path);
+                                let (set, path) = (set.clone(), path.to_path_buf());
+                                tokio::task::spawn_blocking(move || append_keys(&set, &path));
                             }
                         }
-                        node.handle_security_ready(token, r, now);
+                        node.handle_security_ready(token, r, Instant::now());
                     }
                     SecurityOp::Promote { id, lifetime } => {
-                        if let Err(e) = io.promote(id, lifetime, now) {
+                        let r = xfrm_op(io, move |io| io.promote(id, lifetime, now)).await;
+                        if let Err(e) = r {
                             tracing::warn!("promote SA set {id}: {e}");
                         }
                     }
                     SecurityOp::Retire { id, grace } => {
-                        if let Err(e) = io.begin_expiry(id, grace, now) {
+                        let r = xfrm_op(io, move |io| io.begin_expiry(id, grace, now)).await;
+                        if let Err(e) = r {
                             tracing::warn!("retire SA set {id}: {e}");
                         }
                     }
                     SecurityOp::Delete { id, set } => {
-                        if let Err(e) = io.delete(id) {
+                        if let Err(e) = xfrm_op(io, move |io| io.delete(id)).await {
                             tracing::warn!("delete SA set {id}: {e}");
                         }
                         io.close_protected(set.pcscf, set.port_pc, set.port_ps);
@@ -389,6 +393,27 @@ async fn drain(
             Output::Event(Event::Scscf(e)) => log_scscf_event(&e),
         }
     }
+}
+
+/// Runs an IPsec operation off the event loop where it can block: the kernel backend's
+/// netlink round trips go to the blocking pool, so a slow kernel never stalls SIP; the
+/// userspace backend (and IPsec off) only touches memory and runs inline.
+async fn xfrm_op<T: Send + 'static>(
+    io: &SipIo,
+    f: impl FnOnce(SipIo) -> Result<T, secagree::SipIoError> + Send + 'static,
+) -> Result<T, secagree::SipIoError> {
+    if io.backend_name() != "kernel" {
+        return f(io.clone());
+    }
+    let io = io.clone();
+    tokio::task::spawn_blocking(move || f(io))
+        .await
+        .unwrap_or_else(|e| {
+            Err(secagree::SipIoError::Io {
+                what: "IPsec operation".into(),
+                source: std::io::Error::other(e),
+            })
+        })
 }
 
 /// Starts the esp_sa file afresh (mode 0600: it holds keys).

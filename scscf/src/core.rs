@@ -206,6 +206,7 @@ pub struct Scscf {
     timers: BTreeMap<(Instant, u64), Timer>,
     seq: u64,
     stats: Stats,
+    ids: sip::Ids,
 }
 
 impl Scscf {
@@ -222,7 +223,14 @@ impl Scscf {
             timers: BTreeMap::new(),
             seq: 0,
             stats: Stats::default(),
+            ids: sip::Ids::from_entropy(),
         }
+    }
+
+    /// Takes tags and branches from `ids` (a seeded source makes tests reproducible).
+    pub fn with_ids(mut self, ids: sip::Ids) -> Scscf {
+        self.ids = ids;
+        self
     }
 
     // ---- getters -------------------------------------------------------------------
@@ -356,7 +364,7 @@ impl Scscf {
                     tracing::warn!(%impu, "deregistration SAR failed: {e}");
                 }
                 if let Some(ctx) = ctx {
-                    let mut b = ResponseBuilder::new(&ctx.req, 200).to_tag(&sip::new_tag());
+                    let mut b = ResponseBuilder::new(&ctx.req, 200).to_tag(&self.ids.tag());
                     if let Some(c) = registrar::contacts_expired(&ctx.req) {
                         b = b.header("Contact", c);
                     }
@@ -447,7 +455,7 @@ impl Scscf {
 
     fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
         let r = ResponseBuilder::new(req, code)
-            .to_tag(&sip::new_tag())
+            .to_tag(&self.ids.tag())
             .build();
         self.respond(tx, r, now);
     }
@@ -469,7 +477,7 @@ impl Scscf {
             Some(Method::Register) => self.on_register(id, req, now),
             Some(Method::Options) => {
                 let r = ResponseBuilder::new(&req, 200)
-                    .to_tag(&sip::new_tag())
+                    .to_tag(&self.ids.tag())
                     .header("Allow", "REGISTER, OPTIONS")
                     .build();
                 self.respond(id, r, now);
@@ -478,7 +486,7 @@ impl Scscf {
             _ => {
                 // Sessions are the next stage of this S-CSCF: say so plainly.
                 let r = ResponseBuilder::new(&req, 501)
-                    .to_tag(&sip::new_tag())
+                    .to_tag(&self.ids.tag())
                     .header("Allow", "REGISTER, OPTIONS")
                     .build();
                 self.respond(id, r, now);
@@ -612,7 +620,7 @@ impl Scscf {
             ..Default::default()
         };
         let r = ResponseBuilder::new(&ctx.req, 401)
-            .to_tag(&sip::new_tag())
+            .to_tag(&self.ids.tag())
             .header("WWW-Authenticate", challenge.to_header())
             .build();
         let id = self.next_seq();
@@ -663,7 +671,7 @@ impl Scscf {
         if expires < self.cfg.min_expires {
             self.stats.rejections += 1;
             let r = ResponseBuilder::new(&ctx.req, 423)
-                .to_tag(&sip::new_tag())
+                .to_tag(&self.ids.tag())
                 .header("Min-Expires", self.cfg.min_expires)
                 .build();
             self.respond(ctx.tx, r, now);
@@ -740,7 +748,7 @@ impl Scscf {
             .map(|b| b.expires_at)
             .max()
             .unwrap_or(expires_at);
-        let mut b = ResponseBuilder::new(&ctx.req, 200).to_tag(&sip::new_tag());
+        let mut b = ResponseBuilder::new(&ctx.req, 200).to_tag(&self.ids.tag());
         for bd in &bindings {
             let left = bd.expires_at.saturating_duration_since(now).as_secs();
             b = b.header("Contact", format!("{};expires={left}", bd.contact));

@@ -17,6 +17,63 @@ fn random_hex(n: usize) -> String {
         .collect()
 }
 
+/// Where a core's identifiers (tags, branches, Call-IDs) come from: OS entropy in
+/// production, a seed in tests, so that a core fed the same inputs writes the same bytes.
+/// RFC 3261 only asks them to be unique and hard to guess (§8.1.1.7, §19.3); a seeded
+/// source is for tests only.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    rng: rand::rngs::StdRng,
+}
+
+impl Ids {
+    /// Identifiers from OS entropy.
+    pub fn from_entropy() -> Ids {
+        use rand::SeedableRng;
+        Ids {
+            rng: rand::rngs::StdRng::from_os_rng(),
+        }
+    }
+
+    /// Reproducible identifiers (tests).
+    pub fn seeded(seed: u64) -> Ids {
+        use rand::SeedableRng;
+        Ids {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn hex(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| char::from_digit(self.rng.random_range(0..16u32), 16).unwrap_or('0'))
+            .collect()
+    }
+
+    /// A branch, like [`new_branch`].
+    pub fn branch(&mut self) -> String {
+        format!("{BRANCH_MAGIC}{}", self.hex(16))
+    }
+
+    /// A tag, like [`new_tag`].
+    pub fn tag(&mut self) -> String {
+        self.hex(16)
+    }
+
+    /// A Call-ID, like [`new_call_id`].
+    pub fn call_id(&mut self, host: Option<&str>) -> String {
+        match host {
+            Some(h) => format!("{}@{h}", self.hex(24)),
+            None => self.hex(24),
+        }
+    }
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids::from_entropy()
+    }
+}
+
 /// A fresh RFC 3261 branch (`z9hG4bK` + 64 random bits, §8.1.1.7).
 pub fn new_branch() -> String {
     format!("{BRANCH_MAGIC}{}", random_hex(16))

@@ -65,7 +65,7 @@ pub mod transaction;
 pub mod transport;
 pub mod uri;
 
-pub use builder::{new_branch, new_call_id, new_tag, RequestBuilder, ResponseBuilder};
+pub use builder::{new_branch, new_call_id, new_tag, Ids, RequestBuilder, ResponseBuilder};
 pub use error::ParseError;
 pub use flow::{Flow, Protocol, Transmit};
 pub use headers::{CSeq, Contacts, NameAddr, Via, BRANCH_MAGIC};

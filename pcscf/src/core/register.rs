@@ -244,7 +244,7 @@ impl Pcscf {
             (IpsecPolicy::Required, None) => {
                 self.stats.rejections += 1;
                 let r = ResponseBuilder::new(&ctx.req, 421)
-                    .to_tag(&sip::new_tag())
+                    .to_tag(&self.ids.tag())
                     .header("Require", "sec-agree")
                     .build();
                 self.respond(ctx.tx, r, now);
@@ -272,7 +272,7 @@ impl Pcscf {
                 Err(e) => {
                     self.stats.rejections += 1;
                     let r = ResponseBuilder::new(&ctx.req, 494)
-                        .to_tag(&sip::new_tag())
+                        .to_tag(&self.ids.tag())
                         .header("Security-Server", self.supported_mechanisms())
                         .header("Require", "sec-agree")
                         .build();
@@ -308,7 +308,7 @@ impl Pcscf {
     /// The REGISTER as the S-CSCF gets it (TS 24.229 §5.2.2.1, RFC 3261 §16.6); `Err`
     /// carries the status code to answer instead.
     fn forwarded_request(
-        &self,
+        &mut self,
         ctx: &Ctx,
         creds: Option<Credentials>,
         protected: bool,
@@ -369,7 +369,7 @@ impl Pcscf {
             up.protocol.as_str(),
             &host,
             Some(self.cfg.sip_port),
-            &sip::new_branch(),
+            &self.ids.branch(),
         );
         fwd.prepend_header("Via", &via.to_string());
         Ok(fwd)
