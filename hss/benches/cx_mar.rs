@@ -9,7 +9,7 @@
 use diameter::transport::PeerHandle;
 use diameter::{app, avp, cmd, result, Avp, FindAvp, Message, PeerConfig, VENDOR_3GPP};
 use hss::config::Config;
-use hss::store::{Durability, Impu, RegState, Store, Subscriber};
+use hss::store::{Durability, Impu, Store, Subscriber};
 use std::time::{Duration, Instant};
 
 fn env(name: &str, d: u64) -> u64 {

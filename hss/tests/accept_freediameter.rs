@@ -12,9 +12,7 @@
 //! Peers missing (freeDiameterd and the extension, tshark) or not root → SKIPPED, or a
 //! failure under `CI=true` (testkit policy).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -22,7 +20,7 @@ mod common;
 use common::hss_proc::HssProc;
 use testkit::freediameter::{FdConfig, FreeDiameter, OPEN_LINE};
 use testkit::tshark::{dissect, Capture, DecodeAs, DissectOptions, Dissection};
-use testkit::{ChildGuard, TestDir};
+use testkit::TestDir;
 
 const DBG_MSG_DUMPS: &str = "/usr/lib/freeDiameter/dbg_msg_dumps.fdx";
 const HSS_HOST: &str = "hss.ims.lab";

@@ -15,8 +15,7 @@
 //! under `CI=true` (testkit policy).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -25,7 +24,7 @@ use common::hss_proc::HssProc;
 use testkit::kamailio::{require_scscf, Kamailio, ScscfConfig};
 use testkit::sipp::{AkaUe, SippOutcome};
 use testkit::tshark::{dissect, Capture, DecodeAs, DissectOptions, Dissection};
-use testkit::{ChildGuard, TestDir};
+use testkit::TestDir;
 
 const DOMAIN: &str = "ims.lab";
 const IMSI: &str = "001010000000021";

@@ -3,18 +3,17 @@
 //! secagree's) on one side, the real HSS Cx handler with a real SQLite store on the other.
 //! Every registration path and every refusal of issue 5.
 
-use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
-use akav1::{AuthFailure, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
+use akav1::digest::Challenge;
+use akav1::{AuthFailure, SqnPolicy};
 use bytes::Bytes;
 use diameter::Message as DMessage;
 use hss::cx::{CxConfig, CxHandler};
 use hss::metrics::Metrics;
-use hss::store::{Durability, Impu, RegState, Store, Subscriber};
+use hss::store::{Durability, Impu, Store, Subscriber};
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreConfig, CoreEvent, SecurityOp};
+use pcscf::core::{CoreEvent, SecurityOp};
 use pcscf::node::{Event, Node, Output};
 use scscf::CxIdentity;
-use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Limits, Message, Protocol};
 use std::collections::HashMap;
@@ -25,7 +24,9 @@ use xfrm::{SaSet, SetId};
 
 mod common;
 
-use common::{only, p_addr, ue_addr, Ue, DOMAIN, IMPI, IMPU, K, OPC, P_IP, TEL, UE_IP};
+use common::{
+    core_config, only, p_addr, ue_addr, Ue, DOMAIN, IMPI, IMPU, K, OPC, P_IP, TEL, UE_IP,
+};
 
 fn subscriber() -> Subscriber {
     Subscriber {
@@ -87,21 +88,7 @@ struct Net {
 
 impl Net {
     fn new(policy: IpsecPolicy) -> Net {
-        let cfg = CoreConfig {
-            domain: DOMAIN.into(),
-            local_ip: IpAddr::from(P_IP),
-            sip_port: 5060,
-            policy,
-            ipsec_available: true,
-            prefs: AlgPrefs::default(),
-            spi_range: (4096, 4199),
-            port_range: (31100, 31199),
-            default_expires: 600,
-            auth_timeout: Duration::from_secs(30),
-            retire_grace: Duration::from_secs(2),
-            max_challenges_per_impi: 3,
-            limits: Limits::default(),
-        };
+        let cfg = core_config(policy);
         let s_cfg = scscf::Config {
             domain: DOMAIN.into(),
             address: SocketAddr::from((P_IP, 6060)),

@@ -4,14 +4,13 @@
 //! (TS 24.229 §5.4.1.2.1). Checks what each side sees (header edits of TS 24.229 §5.2.2,
 //! no keys toward the UE) and the SA lifecycle.
 
-use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
-use akav1::{AuthVector, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
+use akav1::digest::{Challenge, Credentials, Qop, AKAV1_MD5};
+use akav1::{AuthVector, Milenage, Sqn};
 use bytes::Bytes;
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Upstream};
-use secagree::AlgPrefs;
+use pcscf::core::{CoreEvent, Output, Pcscf, SecurityOp, Upstream};
 use sip::ims::{format_security_list, SecurityMechanism};
-use sip::{Flow, Limits, Message, Protocol, ResponseBuilder};
+use sip::{Flow, Message, Protocol, ResponseBuilder};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -19,7 +18,9 @@ use xfrm::{SaSet, SetId};
 
 mod common;
 
-use common::{only, p_addr, ue_addr, Ue, DOMAIN, IMPI, IMPU, K, OPC, P_IP, TEL, UE_IP};
+use common::{
+    core_config, only, p_addr, ue_addr, Ue, DOMAIN, IMPI, IMPU, K, OPC, P_IP, TEL, UE_IP,
+};
 
 const SERVICE_ROUTE: &str = "<sip:orig@scscf.ims.test:6060;lr>";
 
@@ -164,21 +165,7 @@ struct Net {
 
 impl Net {
     fn new(policy: IpsecPolicy) -> Net {
-        let cfg = CoreConfig {
-            domain: DOMAIN.into(),
-            local_ip: IpAddr::from(P_IP),
-            sip_port: 5060,
-            policy,
-            ipsec_available: true,
-            prefs: AlgPrefs::default(),
-            spi_range: (4096, 4199),
-            port_range: (31100, 31199),
-            default_expires: 600,
-            auth_timeout: Duration::from_secs(30),
-            retire_grace: Duration::from_secs(2),
-            max_challenges_per_impi: 3,
-            limits: Limits::default(),
-        };
+        let cfg = core_config(policy);
         let upstream = Upstream {
             address: s_addr(),
             protocol: Protocol::Udp,

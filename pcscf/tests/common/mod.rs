@@ -6,10 +6,13 @@
 
 use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
 use akav1::{Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
+use pcscf::config::IpsecPolicy;
+use pcscf::core::CoreConfig;
 use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
-use sip::{Flow, Message};
-use std::net::SocketAddr;
+use sip::{Flow, Limits, Message};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 use xfrm::SaSet;
 
 pub const K: [u8; 16] = [
@@ -31,6 +34,26 @@ pub fn p_addr(port: u16) -> SocketAddr {
 }
 pub fn ue_addr(port: u16) -> SocketAddr {
     SocketAddr::from((UE_IP, port))
+}
+
+/// The P-CSCF core at 127.0.0.1:5060 for `DOMAIN` with `policy`: SPIs 4096–4199, protected
+/// ports 31100–31199, 30 s to answer a challenge, 2 s before a replaced SA set goes.
+pub fn core_config(policy: IpsecPolicy) -> CoreConfig {
+    CoreConfig {
+        domain: DOMAIN.into(),
+        local_ip: IpAddr::from(P_IP),
+        sip_port: 5060,
+        policy,
+        ipsec_available: true,
+        prefs: AlgPrefs::default(),
+        spi_range: (4096, 4199),
+        port_range: (31100, 31199),
+        default_expires: 600,
+        auth_timeout: Duration::from_secs(30),
+        retire_grace: Duration::from_secs(2),
+        max_challenges_per_impi: 3,
+        limits: Limits::default(),
+    }
 }
 
 pub fn only(sent: Vec<(Flow, Message)>) -> (Flow, Message) {
