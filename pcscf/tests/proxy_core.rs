@@ -749,7 +749,7 @@ fn challenged_deregistration_builds_a_set_for_the_answer_then_everything_goes() 
 #[test]
 fn failed_sa_install_answers_the_ue_and_leases_nothing() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     net.fail_install = true;
     let (to, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     assert_eq!(to.remote, ue_addr(5060));
