@@ -9,7 +9,7 @@
 use diameter::transport::PeerHandle;
 use diameter::{app, avp, cmd, result, Avp, FindAvp, Message, PeerConfig, VENDOR_3GPP};
 use hss::config::Config;
-use hss::store::{Durability, Impu, RegState, Store, Subscriber};
+use hss::store::{Durability, Impu, Store, Subscriber};
 use std::time::{Duration, Instant};
 
 fn env(name: &str, d: u64) -> u64 {
@@ -22,27 +22,10 @@ fn env(name: &str, d: u64) -> u64 {
 fn subscriber(n: u64) -> Subscriber {
     let imsi = format!("00101{n:010}");
     Subscriber {
-        impi: format!("{imsi}@ims.lab"),
         imsi: Some(imsi.clone()),
-        iccid: None,
-        msisdn: None,
-        k: [0x46; 16],
-        opc: [0xcd; 16],
         amf: [0x80, 0],
-        sqn: 0,
-        impus: vec![Impu {
-            uri: format!("sip:{imsi}@ims.lab"),
-            irs: 0,
-            barred: false,
-            display_name: None,
-        }],
-        ifcs: vec![],
-        profile: None,
-        shared_ifc_set_ids: vec![],
-        reg_state: RegState::NotRegistered,
-        scscf_name: None,
-        scscf_host: None,
-        scscf_realm: None,
+        impus: vec![Impu::new(format!("sip:{imsi}@ims.lab"))],
+        ..Subscriber::new(format!("{imsi}@ims.lab"), [0x46; 16], [0xcd; 16])
     }
 }
 

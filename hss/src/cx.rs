@@ -78,39 +78,9 @@ pub struct CxHandler {
     session_hi: u32,
 }
 
-/// SAR Server-Assignment-Type values (TS 29.229 §6.3.15).
-pub mod sat {
-    /// NO_ASSIGNMENT.
-    pub const NO_ASSIGNMENT: i32 = 0;
-    /// REGISTRATION.
-    pub const REGISTRATION: i32 = 1;
-    /// RE_REGISTRATION.
-    pub const RE_REGISTRATION: i32 = 2;
-    /// UNREGISTERED_USER.
-    pub const UNREGISTERED_USER: i32 = 3;
-    /// TIMEOUT_DEREGISTRATION.
-    pub const TIMEOUT_DEREGISTRATION: i32 = 4;
-    /// USER_DEREGISTRATION.
-    pub const USER_DEREGISTRATION: i32 = 5;
-    /// TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME.
-    pub const TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME: i32 = 6;
-    /// USER_DEREGISTRATION_STORE_SERVER_NAME.
-    pub const USER_DEREGISTRATION_STORE_SERVER_NAME: i32 = 7;
-    /// ADMINISTRATIVE_DEREGISTRATION.
-    pub const ADMINISTRATIVE_DEREGISTRATION: i32 = 8;
-    /// AUTHENTICATION_FAILURE.
-    pub const AUTHENTICATION_FAILURE: i32 = 9;
-    /// AUTHENTICATION_TIMEOUT.
-    pub const AUTHENTICATION_TIMEOUT: i32 = 10;
-    /// DEREGISTRATION_TOO_MUCH_DATA.
-    pub const DEREGISTRATION_TOO_MUCH_DATA: i32 = 11;
-    /// AAA_USER_DATA_REQUEST.
-    pub const AAA_USER_DATA_REQUEST: i32 = 12;
-    /// PGW_UPDATE.
-    pub const PGW_UPDATE: i32 = 13;
-    /// RESTORATION.
-    pub const RESTORATION: i32 = 14;
-}
+/// SAR Server-Assignment-Type values (TS 29.229 §6.3.15), kept under the
+/// short name the Cx handler and its tests use.
+pub use diameter::enums::server_assignment_type as sat;
 
 /// Deregistration-Reason Reason-Code values for RTR (TS 29.229 §6.3.17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

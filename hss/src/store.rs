@@ -126,6 +126,18 @@ pub struct Impu {
     pub display_name: Option<String>,
 }
 
+impl Impu {
+    /// An unbarred IMPU in implicit registration set 0, without a display name.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            irs: 0,
+            barred: false,
+            display_name: None,
+        }
+    }
+}
+
 /// A subscriber as stored.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscriber {
@@ -187,6 +199,30 @@ impl std::fmt::Debug for Subscriber {
 }
 
 impl Subscriber {
+    /// A subscriber with only its IMPI and keys: AMF 8000, SQN 0, no IMPUs, no iFCs, not
+    /// registered. Fill in the rest with struct update syntax
+    /// (`Subscriber { impus, ..Subscriber::new(impi, k, opc) }`).
+    pub fn new(impi: impl Into<String>, k: [u8; 16], opc: [u8; 16]) -> Self {
+        Self {
+            impi: impi.into(),
+            imsi: None,
+            iccid: None,
+            msisdn: None,
+            k,
+            opc,
+            amf: [0x80, 0x00],
+            sqn: 0,
+            impus: Vec::new(),
+            ifcs: Vec::new(),
+            profile: None,
+            shared_ifc_set_ids: Vec::new(),
+            reg_state: RegState::NotRegistered,
+            scscf_name: None,
+            scscf_host: None,
+            scscf_realm: None,
+        }
+    }
+
     /// A copy with K and OPc replaced by a mask, for display.
     pub fn masked(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();

@@ -12,97 +12,19 @@
 //! Peers missing (freeDiameterd and the extension, tshark) or not root → SKIPPED, or a
 //! failure under `CI=true` (testkit policy).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::hss_proc::HssProc;
 use testkit::freediameter::{FdConfig, FreeDiameter, OPEN_LINE};
 use testkit::tshark::{dissect, Capture, DecodeAs, DissectOptions, Dissection};
-use testkit::{ChildGuard, TestDir};
+use testkit::TestDir;
 
 const DBG_MSG_DUMPS: &str = "/usr/lib/freeDiameter/dbg_msg_dumps.fdx";
 const HSS_HOST: &str = "hss.ims.lab";
 const FD_HOST: &str = "fd.accept.lab";
-
-/// Our `hss` binary with a generated config and an empty SQLite store; killed on drop.
-struct HssProc {
-    guard: ChildGuard,
-    diameter: SocketAddr,
-}
-
-impl HssProc {
-    /// `hss run` as `hss.ims.lab` on a free loopback port admitting only `allowed`.
-    fn start(dir: &TestDir, allowed: &[&str]) -> HssProc {
-        let allowed = allowed
-            .iter()
-            .map(|a| format!("{a:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        for attempt in 1..=3 {
-            let port = testkit::free_port();
-            let config: PathBuf = dir
-                .write(
-                    "hss.toml",
-                    format!(
-                        "origin_host = \"{HSS_HOST}\"\nrealm = \"ims.lab\"\n\n\
-                         [diameter]\nlisten = \"127.0.0.1:{port}\"\nallowed_peers = [{allowed}]\n\n\
-                         [store]\npath = \"{}\"\ndurability = \"normal\"\n",
-                        dir.join("hss.db").display()
-                    ),
-                )
-                .unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hss"));
-            cmd.arg("-c")
-                .arg(&config)
-                .arg("run")
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1");
-            let log = dir.join(&format!("hss-{attempt}.log"));
-            let mut guard = ChildGuard::spawn("hss", &mut cmd, &log).unwrap();
-            match guard.wait_for_log("hss ready diameter=", Duration::from_secs(20)) {
-                Ok(()) => {
-                    let text = guard.log();
-                    let line = text
-                        .lines()
-                        .find(|l| l.starts_with("hss ready diameter="))
-                        .expect("ready line");
-                    let diameter: SocketAddr = line["hss ready diameter=".len()..]
-                        .split_whitespace()
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
-                    assert_eq!(diameter.port(), port, "{line}");
-                    eprintln!("accept: {line}");
-                    return HssProc { guard, diameter };
-                }
-                Err(e) if attempt < 3 && guard.log().contains("in use") => {
-                    eprintln!("accept: hss port {port} taken, retrying: {e}");
-                }
-                Err(e) => panic!("hss did not start: {e}"),
-            }
-        }
-        unreachable!("the loop returns or panics")
-    }
-
-    /// The log without ANSI colours (in case the binary colours its output anyway).
-    fn plain_log(&self) -> String {
-        let mut out = String::new();
-        let mut it = self.guard.log().chars().collect::<Vec<_>>().into_iter();
-        while let Some(c) = it.next() {
-            if c == '\u{1b}' {
-                for d in it.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-}
 
 /// freeDiameterd as `identity` (realm `accept.lab`) connecting over TCP to `hss.ims.lab` at
 /// 127.0.0.1:`hss_port`, Tc 3 s, Tw 6 s (its minimum), every message dumped to its log.
@@ -159,7 +81,7 @@ fn freediameter_exchanges_cer_dwr_dpr_with_our_hss() {
     }
     let t0 = Instant::now();
     let dir = TestDir::new("accept-fd-hss").unwrap();
-    let mut hss = HssProc::start(&dir, &[FD_HOST]);
+    let mut hss = HssProc::start(&dir, &[FD_HOST], "", |_| {});
     let port = hss.diameter.port();
     let pcap = dir.join("accept-freediameter.pcap");
     let cap = Capture::loopback(&[port], &pcap).unwrap();
@@ -251,7 +173,7 @@ fn unlisted_origin_host_gets_unknown_peer_and_listed_one_still_gets_in() {
     }
     let t0 = Instant::now();
     let dir = TestDir::new("accept-fd-allow").unwrap();
-    let mut hss = HssProc::start(&dir, &[FD_HOST]);
+    let mut hss = HssProc::start(&dir, &[FD_HOST], "", |_| {});
     let port = hss.diameter.port();
     let pcap = dir.join("accept-unknown-peer.pcap");
     let cap = Capture::loopback(&[port], &pcap).unwrap();

@@ -15,14 +15,16 @@
 //! under `CI=true` (testkit policy).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::hss_proc::HssProc;
 use testkit::kamailio::{require_scscf, Kamailio, ScscfConfig};
 use testkit::sipp::{AkaUe, SippOutcome};
 use testkit::tshark::{dissect, Capture, DecodeAs, DissectOptions, Dissection};
-use testkit::{ChildGuard, TestDir};
+use testkit::TestDir;
 
 const DOMAIN: &str = "ims.lab";
 const IMSI: &str = "001010000000021";
@@ -45,96 +47,7 @@ fn key16(hex_str: &str) -> [u8; 16] {
     hex::decode(hex_str).unwrap().try_into().unwrap()
 }
 
-/// Our `hss` binary with a generated config and a fresh SQLite store; killed on drop.
-struct HssProc {
-    guard: ChildGuard,
-    diameter: SocketAddr,
-    config: PathBuf,
-}
-
 impl HssProc {
-    /// Writes `hss.toml` (Origin-Host `hss.ims.lab`, realm and domain `ims.lab`, the
-    /// allow-list, the store in `dir`), runs `provision` with the config path, then starts
-    /// `hss run` on a free port and waits for its ready line.
-    fn start(dir: &TestDir, allowed: &[&str], provision: impl FnOnce(&Path)) -> HssProc {
-        let allowed = allowed
-            .iter()
-            .map(|a| format!("{a:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut provision = Some(provision);
-        for attempt in 1..=3 {
-            let port = testkit::free_port();
-            let config = dir
-                .write(
-                    "hss.toml",
-                    format!(
-                        "origin_host = \"hss.ims.lab\"\nrealm = \"{DOMAIN}\"\n\n\
-                         [diameter]\nlisten = \"127.0.0.1:{port}\"\nallowed_peers = [{allowed}]\n\n\
-                         [store]\npath = \"{}\"\ndurability = \"normal\"\n\n\
-                         [ims]\ndomain = \"{DOMAIN}\"\n",
-                        dir.join("hss.db").display()
-                    ),
-                )
-                .unwrap();
-            if let Some(p) = provision.take() {
-                p(&config);
-            }
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hss"));
-            cmd.arg("-c")
-                .arg(&config)
-                .arg("run")
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1");
-            let log = dir.join(&format!("hss-{attempt}.log"));
-            let mut guard = ChildGuard::spawn("hss", &mut cmd, &log).unwrap();
-            match guard.wait_for_log("hss ready diameter=", Duration::from_secs(20)) {
-                Ok(()) => {
-                    let text = guard.log();
-                    let line = text
-                        .lines()
-                        .find(|l| l.starts_with("hss ready diameter="))
-                        .expect("ready line");
-                    let diameter: SocketAddr = line["hss ready diameter=".len()..]
-                        .split_whitespace()
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
-                    assert_eq!(diameter.port(), port, "{line}");
-                    eprintln!("accept: {line}");
-                    return HssProc {
-                        guard,
-                        diameter,
-                        config,
-                    };
-                }
-                Err(e) if attempt < 3 && guard.log().contains("in use") => {
-                    eprintln!("accept: hss port {port} taken, retrying: {e}");
-                }
-                Err(e) => panic!("hss did not start: {e}"),
-            }
-        }
-        unreachable!("the loop returns or panics")
-    }
-
-    /// Runs `hss -c <config> <args>` to completion and returns stdout.
-    fn cli(config: &Path, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_hss"))
-            .arg("-c")
-            .arg(config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the hss CLI");
-        assert!(
-            out.status.success(),
-            "hss {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// `hss subscriber show <IMPI>` as JSON.
     fn show(&self) -> serde_json::Value {
         let out = Self::cli(&self.config, &["subscriber", "show", &impi()]);
@@ -211,30 +124,35 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
     }
     let t0 = Instant::now();
     let dir = TestDir::new("accept-kamailio-hss").unwrap();
-    let mut hss = HssProc::start(&dir, &[SCSCF_FQDN], |config| {
-        let out = HssProc::cli(
-            config,
-            &[
-                "subscriber",
-                "add",
-                "--imsi",
-                IMSI,
-                "--ki",
-                K,
-                "--op",
-                OP,
-                "--amf",
-                AMF,
-                "--msisdn",
-                MSISDN,
-            ],
-        );
-        assert!(out.contains(&impi()), "{out}");
-        assert!(
-            !out.to_ascii_lowercase().contains(K),
-            "K printed in clear: {out}"
-        );
-    });
+    let mut hss = HssProc::start(
+        &dir,
+        &[SCSCF_FQDN],
+        &format!("\n[ims]\ndomain = \"{DOMAIN}\"\n"),
+        |config| {
+            let out = HssProc::cli(
+                config,
+                &[
+                    "subscriber",
+                    "add",
+                    "--imsi",
+                    IMSI,
+                    "--ki",
+                    K,
+                    "--op",
+                    OP,
+                    "--amf",
+                    AMF,
+                    "--msisdn",
+                    MSISDN,
+                ],
+            );
+            assert!(out.contains(&impi()), "{out}");
+            assert!(
+                !out.to_ascii_lowercase().contains(K),
+                "K printed in clear: {out}"
+            );
+        },
+    );
     let before = hss.show();
     assert_eq!(before["reg_state"], "not_registered", "{before}");
     step(t0, "hss up, subscriber provisioned");

@@ -44,35 +44,11 @@ fn kamailio_scscf_registers_sipp_ue_against_our_hss() {
     Store::open(&db, Durability::Full)
         .unwrap()
         .add(&Subscriber {
-            impi: impi.into(),
             imsi: Some("001010000000001".into()),
-            iccid: None,
             msisdn: Some("491701234567".into()),
-            k,
-            opc: akav1::opc_from_op(&k, &op),
             amf,
-            sqn: 0,
-            impus: vec![
-                Impu {
-                    uri: impu.into(),
-                    irs: 0,
-                    barred: false,
-                    display_name: None,
-                },
-                Impu {
-                    uri: "tel:+491701234567".into(),
-                    irs: 0,
-                    barred: false,
-                    display_name: None,
-                },
-            ],
-            ifcs: vec![],
-            profile: None,
-            shared_ifc_set_ids: vec![],
-            reg_state: RegState::NotRegistered,
-            scscf_name: None,
-            scscf_host: None,
-            scscf_realm: None,
+            impus: vec![Impu::new(impu), Impu::new("tel:+491701234567")],
+            ..Subscriber::new(impi, k, akav1::opc_from_op(&k, &op))
         })
         .unwrap();
     let port = testkit::free_port();

@@ -191,35 +191,16 @@ fn provision(db: &std::path::Path, n: usize) -> anyhow::Result<()> {
         let s = subscriber(i);
         store
             .add(&hss::store::Subscriber {
-                impi: s.impi,
                 imsi: Some(s.imsi),
-                iccid: None,
                 msisdn: Some(s.tel.trim_start_matches("tel:+").to_string()),
-                k: s.k,
-                opc: s.opc,
-                amf: [0x80, 0x00],
-                sqn: 0,
                 impus: vec![
+                    hss::store::Impu::new(s.impu),
                     hss::store::Impu {
-                        uri: s.impu,
-                        irs: 0,
-                        barred: false,
-                        display_name: None,
-                    },
-                    hss::store::Impu {
-                        uri: s.tel,
-                        irs: 0,
-                        barred: false,
                         display_name: Some(format!("Lab UE {}", i + 1)),
+                        ..hss::store::Impu::new(s.tel)
                     },
                 ],
-                ifcs: vec![],
-                profile: None,
-                shared_ifc_set_ids: vec![],
-                reg_state: Default::default(),
-                scscf_name: None,
-                scscf_host: None,
-                scscf_realm: None,
+                ..hss::store::Subscriber::new(s.impi, s.k, s.opc)
             })
             .context("provision a subscriber")?;
     }

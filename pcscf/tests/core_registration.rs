@@ -3,18 +3,17 @@
 //! secagree's) on one side, the real HSS Cx handler with a real SQLite store on the other.
 //! Every registration path and every refusal of issue 5.
 
-use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
-use akav1::{AuthFailure, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
+use akav1::digest::Challenge;
+use akav1::{AuthFailure, SqnPolicy};
 use bytes::Bytes;
 use diameter::Message as DMessage;
 use hss::cx::{CxConfig, CxHandler};
 use hss::metrics::Metrics;
-use hss::store::{Durability, Impu, RegState, Store, Subscriber};
+use hss::store::{Durability, Impu, Store, Subscriber};
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreConfig, CoreEvent, SecurityOp};
+use pcscf::core::{CoreEvent, SecurityOp};
 use pcscf::node::{Event, Node, Output};
 use scscf::CxIdentity;
-use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Limits, Message, Protocol};
 use std::collections::HashMap;
@@ -23,48 +22,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xfrm::{SaSet, SetId};
 
-const K: [u8; 16] = [
-    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc,
-];
-const OPC: [u8; 16] = [
-    0xcd, 0x63, 0xcb, 0x71, 0x95, 0x4a, 0x9f, 0x4e, 0x48, 0xa5, 0x99, 0x4e, 0x37, 0xa0, 0x2b, 0xaf,
-];
-const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const IMPU: &str = "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const TEL: &str = "tel:+491700000001";
+mod common;
+
+use common::{
+    core_config, only, p_addr, ue_addr, Ue, DOMAIN, IMPI, IMPU, K, OPC, P_IP, TEL, UE_IP,
+};
 
 fn subscriber() -> Subscriber {
     Subscriber {
-        impi: IMPI.into(),
         imsi: Some("001010000000001".into()),
-        iccid: None,
         msisdn: Some("491700000001".into()),
-        k: K,
-        opc: OPC,
-        amf: [0x80, 0x00],
-        sqn: 0,
-        impus: vec![
-            Impu {
-                uri: IMPU.into(),
-                irs: 0,
-                barred: false,
-                display_name: None,
-            },
-            Impu {
-                uri: TEL.into(),
-                irs: 0,
-                barred: false,
-                display_name: None,
-            },
-        ],
-        ifcs: vec![],
-        profile: None,
-        shared_ifc_set_ids: vec![],
-        reg_state: RegState::NotRegistered,
-        scscf_name: None,
-        scscf_host: None,
-        scscf_realm: None,
+        impus: vec![Impu::new(IMPU), Impu::new(TEL)],
+        ..Subscriber::new(IMPI, K, OPC)
     }
 }
 
@@ -103,16 +72,6 @@ impl Hss {
     }
 }
 
-const P_IP: [u8; 4] = [127, 0, 0, 1];
-const UE_IP: [u8; 4] = [127, 0, 0, 2];
-
-fn p_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((P_IP, port))
-}
-fn ue_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((UE_IP, port))
-}
-
 /// The network side under test plus its HSS, with the shell's duties done inline.
 struct Net {
     core: Node,
@@ -129,21 +88,7 @@ struct Net {
 
 impl Net {
     fn new(policy: IpsecPolicy) -> Net {
-        let cfg = CoreConfig {
-            domain: DOMAIN.into(),
-            local_ip: IpAddr::from(P_IP),
-            sip_port: 5060,
-            policy,
-            ipsec_available: true,
-            prefs: AlgPrefs::default(),
-            spi_range: (4096, 4199),
-            port_range: (31100, 31199),
-            default_expires: 600,
-            auth_timeout: Duration::from_secs(30),
-            retire_grace: Duration::from_secs(2),
-            max_challenges_per_impi: 3,
-            limits: Limits::default(),
-        };
+        let cfg = core_config(policy);
         let s_cfg = scscf::Config {
             domain: DOMAIN.into(),
             address: SocketAddr::from((P_IP, 6060)),
@@ -223,40 +168,9 @@ impl Net {
     }
 }
 
-/// A scripted handset: an ISIM, protected ports, and REGISTERs built by hand so that tests
-/// can also build wrong ones.
-struct Ue {
-    usim: Usim,
-    cseq: u32,
-    call_id: String,
-    spi_c: u32,
-    spi_s: u32,
-    port_c: u16,
-    port_s: u16,
-    sa: Option<SaSet>,
-    /// The Security-Server of the set in use: what a protected REGISTER repeats in
-    /// Security-Verify (TS 33.203 §7.4).
-    verify: String,
-}
-
+/// This file's REGISTER layout: the Contact carries the expiry and a `+sip.instance`, no
+/// Expires header; a new port pair moves both protected ports.
 impl Ue {
-    fn new(sqn_ms: u64) -> Ue {
-        Ue {
-            usim: Usim::with_state(
-                Milenage::new(&K, &OPC),
-                UsimSqnState::with_highest(SqnPolicy::default(), Sqn::new(sqn_ms).unwrap()),
-            ),
-            cseq: 0,
-            call_id: sip::new_call_id(None),
-            spi_c: 1000,
-            spi_s: 1001,
-            port_c: 40000,
-            port_s: 40001,
-            sa: None,
-            verify: String::new(),
-        }
-    }
-
     fn new_ports(&mut self) {
         self.spi_c += 2;
         self.spi_s += 2;
@@ -264,94 +178,20 @@ impl Ue {
         self.port_s += 2;
     }
 
-    fn offers(&self) -> Vec<SecurityMechanism> {
-        secagree::client_offers(
-            &AlgPrefs::default(),
-            self.spi_c,
-            self.spi_s,
-            self.port_c,
-            self.port_s,
-        )
-    }
-
     fn register(&mut self, extra: &[(&str, String)], expires: u32, contact_port: u16) -> Message {
-        self.cseq += 1;
-        let mut m = format!(
-            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP 127.0.0.2:{contact_port};branch={}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <{IMPU}>;tag=ue{}\r\n\
-             To: <{IMPU}>\r\n\
-             Call-ID: {}\r\n\
-             CSeq: {} REGISTER\r\n\
-             Contact: <sip:127.0.0.2:{contact_port}>;expires={expires};+sip.instance=\"<urn:gsma:imei:35000000-000000-0>\"\r\n\
-             Supported: path, sec-agree\r\n",
-            sip::new_branch(),
-            self.cseq,
-            self.call_id,
-            self.cseq
-        );
-        for (n, v) in extra {
-            m.push_str(&format!("{n}: {v}\r\n"));
-        }
-        m.push_str("Content-Length: 0\r\n\r\n");
-        Message::parse(m.as_bytes()).unwrap()
+        self.register_with(
+            contact_port,
+            &format!(
+                "Contact: <sip:127.0.0.2:{contact_port}>;expires={expires};+sip.instance=\"<urn:gsma:imei:35000000-000000-0>\"\r\n"
+            ),
+            extra,
+        )
     }
 
     fn initial(&mut self) -> Message {
-        let offers = format_security_list(&self.offers());
-        self.register(
-            &[
-                ("Security-Client", offers),
-                ("Require", "sec-agree".into()),
-                ("Proxy-Require", "sec-agree".into()),
-                (
-                    "Authorization",
-                    format!(
-                        "Digest username=\"{IMPI}\", realm=\"{DOMAIN}\", uri=\"sip:{DOMAIN}\", nonce=\"\", response=\"\""
-                    ),
-                ),
-            ],
-            600,
-            5060,
-        )
+        let h = self.initial_headers();
+        self.register(&h, 600, 5060)
     }
-
-    /// Authorization answering `ch` with `password` (RES, or garbage to test refusal).
-    fn authorization(&self, ch: &Challenge, password: &[u8], auts: Option<String>) -> String {
-        let input = ResponseInput {
-            username: IMPI,
-            realm: &ch.realm,
-            nonce: &ch.nonce,
-            method: "REGISTER",
-            uri: &format!("sip:{DOMAIN}"),
-            qop: Some(QopInput {
-                qop: Qop::Auth,
-                cnonce: "c0ffee",
-                nc: "00000001",
-            }),
-            body: b"",
-        };
-        Credentials {
-            username: IMPI.into(),
-            realm: ch.realm.clone(),
-            nonce: ch.nonce.clone(),
-            uri: format!("sip:{DOMAIN}"),
-            response: akav1::digest::response(password, &input),
-            algorithm: Some(AKAV1_MD5.into()),
-            cnonce: Some("c0ffee".into()),
-            qop: Some(Qop::Auth),
-            nc: Some("00000001".into()),
-            auts,
-            ..Default::default()
-        }
-        .to_header()
-    }
-}
-
-fn only(sent: Vec<(Flow, Message)>) -> (Flow, Message) {
-    assert_eq!(sent.len(), 1, "expected one message, got {sent:#?}");
-    sent.into_iter().next().unwrap()
 }
 
 /// 401 → (challenge, Security-Server, the SA set the UE derives).

@@ -4,41 +4,28 @@
 //! (TS 24.229 §5.4.1.2.1). Checks what each side sees (header edits of TS 24.229 §5.2.2,
 //! no keys toward the UE) and the SA lifecycle.
 
-use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
-use akav1::{AuthVector, Milenage, Sqn, SqnPolicy, Usim, UsimSqnState};
+use akav1::digest::{Challenge, Credentials, Qop, AKAV1_MD5};
+use akav1::{AuthVector, Milenage, Sqn};
 use bytes::Bytes;
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreConfig, CoreEvent, Output, Pcscf, SecurityOp, Upstream};
-use secagree::AlgPrefs;
+use pcscf::core::{CoreEvent, Output, Pcscf, SecurityOp, Upstream};
 use sip::ims::{format_security_list, SecurityMechanism};
-use sip::{Flow, Limits, Message, Protocol, ResponseBuilder};
+use sip::{Flow, Message, Protocol, ResponseBuilder};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use xfrm::{SaSet, SetId};
 
-const K: [u8; 16] = [
-    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc,
-];
-const OPC: [u8; 16] = [
-    0xcd, 0x63, 0xcb, 0x71, 0x95, 0x4a, 0x9f, 0x4e, 0x48, 0xa5, 0x99, 0x4e, 0x37, 0xa0, 0x2b, 0xaf,
-];
-const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const IMPU: &str = "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const TEL: &str = "tel:+491700000001";
+mod common;
+
+use common::{
+    core_config, only, p_addr, ue_addr, Ue, DOMAIN, IMPI, IMPU, K, OPC, P_IP, TEL, UE_IP,
+};
+
 const SERVICE_ROUTE: &str = "<sip:orig@scscf.ims.test:6060;lr>";
 
-const P_IP: [u8; 4] = [127, 0, 0, 1];
-const UE_IP: [u8; 4] = [127, 0, 0, 2];
 const S_IP: [u8; 4] = [127, 0, 0, 3];
 
-fn p_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((P_IP, port))
-}
-fn ue_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((UE_IP, port))
-}
 fn s_addr() -> SocketAddr {
     SocketAddr::from((S_IP, 6060))
 }
@@ -178,21 +165,7 @@ struct Net {
 
 impl Net {
     fn new(policy: IpsecPolicy) -> Net {
-        let cfg = CoreConfig {
-            domain: DOMAIN.into(),
-            local_ip: IpAddr::from(P_IP),
-            sip_port: 5060,
-            policy,
-            ipsec_available: true,
-            prefs: AlgPrefs::default(),
-            spi_range: (4096, 4199),
-            port_range: (31100, 31199),
-            default_expires: 600,
-            auth_timeout: Duration::from_secs(30),
-            retire_grace: Duration::from_secs(2),
-            max_challenges_per_impi: 3,
-            limits: Limits::default(),
-        };
+        let cfg = core_config(policy);
         let upstream = Upstream {
             address: s_addr(),
             protocol: Protocol::Udp,
@@ -290,127 +263,27 @@ impl Net {
     }
 }
 
-/// A scripted handset (like the collapsed tests' one).
-struct Ue {
-    usim: Usim,
-    cseq: u32,
-    call_id: String,
-    spi_c: u32,
-    spi_s: u32,
-    port_c: u16,
-    port_s: u16,
-}
-
+/// This file's REGISTER layout: the Contact on the protected server port plus an Expires
+/// header; a new port pair moves only the client port.
 impl Ue {
-    fn new() -> Ue {
-        Ue {
-            usim: Usim::with_state(
-                Milenage::new(&K, &OPC),
-                UsimSqnState::with_highest(SqnPolicy::default(), Sqn::new(0).unwrap()),
-            ),
-            cseq: 0,
-            call_id: sip::new_call_id(None),
-            spi_c: 1000,
-            spi_s: 1001,
-            port_c: 40000,
-            port_s: 40001,
-        }
-    }
-
     fn new_ports(&mut self) {
         self.spi_c += 2;
         self.spi_s += 2;
         self.port_c += 2;
     }
 
-    fn offers(&self) -> Vec<SecurityMechanism> {
-        secagree::client_offers(
-            &AlgPrefs::default(),
-            self.spi_c,
-            self.spi_s,
-            self.port_c,
-            self.port_s,
-        )
-    }
-
     fn register(&mut self, extra: &[(&str, String)], expires: u32, via_port: u16) -> Message {
-        self.cseq += 1;
-        let mut m = format!(
-            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP 127.0.0.2:{via_port};branch={}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <{IMPU}>;tag=ue{}\r\n\
-             To: <{IMPU}>\r\n\
-             Call-ID: {}\r\n\
-             CSeq: {} REGISTER\r\n\
-             Contact: <sip:127.0.0.2:{}>;expires={expires}\r\n\
-             Expires: {expires}\r\n\
-             Supported: path, sec-agree\r\n",
-            sip::new_branch(),
-            self.cseq,
-            self.call_id,
-            self.cseq,
-            self.port_s,
+        let contact = format!(
+            "Contact: <sip:127.0.0.2:{}>;expires={expires}\r\nExpires: {expires}\r\n",
+            self.port_s
         );
-        for (n, v) in extra {
-            m.push_str(&format!("{n}: {v}\r\n"));
-        }
-        m.push_str("Content-Length: 0\r\n\r\n");
-        Message::parse(m.as_bytes()).unwrap()
+        self.register_with(via_port, &contact, extra)
     }
 
     fn initial(&mut self) -> Message {
-        let offers = format_security_list(&self.offers());
-        self.register(
-            &[
-                ("Security-Client", offers),
-                ("Require", "sec-agree".into()),
-                ("Proxy-Require", "sec-agree".into()),
-                (
-                    "Authorization",
-                    format!(
-                        "Digest username=\"{IMPI}\", realm=\"{DOMAIN}\", uri=\"sip:{DOMAIN}\", nonce=\"\", response=\"\""
-                    ),
-                ),
-            ],
-            600,
-            5060,
-        )
+        let h = self.initial_headers();
+        self.register(&h, 600, 5060)
     }
-
-    fn authorization(&self, ch: &Challenge, password: &[u8]) -> String {
-        let input = ResponseInput {
-            username: IMPI,
-            realm: &ch.realm,
-            nonce: &ch.nonce,
-            method: "REGISTER",
-            uri: &format!("sip:{DOMAIN}"),
-            qop: Some(QopInput {
-                qop: Qop::Auth,
-                cnonce: "c0ffee",
-                nc: "00000001",
-            }),
-            body: b"",
-        };
-        Credentials {
-            username: IMPI.into(),
-            realm: ch.realm.clone(),
-            nonce: ch.nonce.clone(),
-            uri: format!("sip:{DOMAIN}"),
-            response: akav1::digest::response(password, &input),
-            algorithm: Some(AKAV1_MD5.into()),
-            cnonce: Some("c0ffee".into()),
-            qop: Some(Qop::Auth),
-            nc: Some("00000001".into()),
-            ..Default::default()
-        }
-        .to_header()
-    }
-}
-
-fn only(sent: Vec<(Flow, Message)>) -> (Flow, Message) {
-    assert_eq!(sent.len(), 1, "expected one message, got {sent:#?}");
-    sent.into_iter().next().unwrap()
 }
 
 /// 401 → (challenge, Security-Server, RES, the SA set the UE derives from its own CK/IK).
@@ -443,7 +316,7 @@ fn answer(
     res: &[u8],
     set: &SaSet,
 ) -> Message {
-    let auth = ue.authorization(ch, res);
+    let auth = ue.authorization(ch, res, None);
     ue.register(
         &[
             ("Security-Verify", format_security_list(server)),
@@ -508,7 +381,7 @@ fn register(net: &mut Net, ue: &mut Ue) -> (SaSet, Vec<SecurityMechanism>) {
 #[test]
 fn register_reregister_deregister_through_an_s_cscf() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let (set, server1) = register(&mut net, &mut ue);
     // The P-CSCF's keys came from the S-CSCF's ck/ik, the UE's from its USIM: same set.
     let mut ue_view = set.clone();
@@ -562,7 +435,7 @@ fn register_reregister_deregister_through_an_s_cscf() {
 
     // Deregistration over the new SA: the S-CSCF accepts it (integrity-protected="yes").
     let verify2 = format_security_list(&server);
-    let auth = ue.authorization(&ch, &res);
+    let auth = ue.authorization(&ch, &res, None);
     let dereg = ue.register(
         &[("Security-Verify", verify2), ("Authorization", auth)],
         0,
@@ -591,7 +464,7 @@ fn register_reregister_deregister_through_an_s_cscf() {
 #[test]
 fn wrong_response_gets_the_s_cscfs_403_and_no_sa_is_left() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     let (ch, server, _res, set) = read_401(&mut ue, &resp);
     let req = answer(&mut ue, &ch, &server, b"wrongres", &set);
@@ -607,7 +480,7 @@ fn wrong_response_gets_the_s_cscfs_403_and_no_sa_is_left() {
 #[test]
 fn security_verify_mismatch_is_refused_before_the_s_cscf_sees_it() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     let (ch, mut server, res, set) = read_401(&mut ue, &resp);
     server[0].ealg = Some("null".into());
@@ -626,7 +499,7 @@ fn security_verify_mismatch_is_refused_before_the_s_cscf_sees_it() {
 fn challenge_without_keys_is_a_clear_502_when_ipsec_is_required() {
     let mut net = Net::new(IpsecPolicy::Required);
     net.scscf.mode = Mode::NoKeys;
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     assert_eq!(r.code(), Some(502));
     assert!(r.header("Warning").unwrap().contains("no ck/ik"), "{r:?}");
@@ -638,7 +511,7 @@ fn challenge_without_keys_is_a_clear_502_when_ipsec_is_required() {
 fn challenge_without_keys_goes_down_unprotected_when_ipsec_is_optional() {
     let mut net = Net::new(IpsecPolicy::Optional);
     net.scscf.mode = Mode::NoKeys;
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     assert_eq!(r.code(), Some(401));
     assert!(!r.has_header("Security-Server"));
@@ -648,7 +521,7 @@ fn challenge_without_keys_goes_down_unprotected_when_ipsec_is_optional() {
 #[test]
 fn what_the_ue_claims_is_replaced_not_forwarded() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let offers = format_security_list(&ue.offers());
     let req = ue.register(
         &[
@@ -686,7 +559,7 @@ fn what_the_ue_claims_is_replaced_not_forwarded() {
 fn silent_s_cscf_gets_the_ue_a_408_and_frees_the_context() {
     let mut net = Net::new(IpsecPolicy::Required);
     net.scscf.mode = Mode::Silent;
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     assert!(net
         .send(ue_addr(5060), p_addr(5060), &ue.initial())
         .is_empty());
@@ -705,7 +578,7 @@ fn silent_s_cscf_gets_the_ue_a_408_and_frees_the_context() {
 #[test]
 fn max_forwards_zero_is_not_forwarded() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let m = ue
         .initial()
         .to_string()
@@ -722,7 +595,7 @@ fn max_forwards_zero_is_not_forwarded() {
 #[test]
 fn registration_expiry_retires_the_set_without_upstream_traffic() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     register(&mut net, &mut ue);
     let seen = net.scscf.seen.len();
     net.advance(Duration::from_secs(601));
@@ -744,7 +617,7 @@ fn registration_expiry_retires_the_set_without_upstream_traffic() {
 fn a_response_from_anyone_but_the_s_cscf_is_dropped() {
     let mut net = Net::new(IpsecPolicy::Required);
     net.scscf.mode = Mode::Silent;
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     assert!(net
         .send(ue_addr(5060), p_addr(5060), &ue.initial())
         .is_empty());
@@ -780,7 +653,7 @@ fn mangled_s_cscf_answers_do_not_panic() {
     for round in 0..300 {
         let mut net = Net::new(IpsecPolicy::Required);
         net.scscf.mode = Mode::Silent;
-        let mut ue = Ue::new();
+        let mut ue = Ue::new(0);
         net.send(ue_addr(5060), p_addr(5060), &ue.initial());
         net.scscf.mode = Mode::Normal;
         let fwd = net.last_seen().clone();
@@ -824,7 +697,7 @@ fn mangled_s_cscf_answers_do_not_panic() {
 fn challenged_deregistration_builds_a_set_for_the_answer_then_everything_goes() {
     let mut net = Net::new(IpsecPolicy::Required);
     net.scscf.mode = Mode::ChallengeAll;
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     let (set, server1) = register(&mut net, &mut ue);
     ue.new_ports();
     let dereg = ue.register(
@@ -843,7 +716,7 @@ fn challenged_deregistration_builds_a_set_for_the_answer_then_everything_goes() 
     );
     let (ch, server, res, set2) = read_401(&mut ue, &resp);
     assert_eq!(net.installed.len(), 2);
-    let auth = ue.authorization(&ch, &res);
+    let auth = ue.authorization(&ch, &res, None);
     let answer = ue.register(
         &[
             ("Security-Verify", format_security_list(&server)),
@@ -876,7 +749,7 @@ fn challenged_deregistration_builds_a_set_for_the_answer_then_everything_goes() 
 #[test]
 fn failed_sa_install_answers_the_ue_and_leases_nothing() {
     let mut net = Net::new(IpsecPolicy::Required);
-    let mut ue = Ue::new();
+    let mut ue = Ue::new(0);
     net.fail_install = true;
     let (to, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     assert_eq!(to.remote, ue_addr(5060));

@@ -1,5 +1,7 @@
 #![allow(dead_code)]
-use hss::store::{Impu, RegState, Subscriber};
+pub mod hss_proc;
+
+use hss::store::{Impu, Subscriber};
 
 pub const K: [u8; 16] = [
     0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc,
@@ -12,40 +14,21 @@ pub fn sub(n: u32) -> Subscriber {
     let imsi = format!("0010100000{n:05}");
     let dom = "ims.mnc001.mcc001.3gppnetwork.org";
     Subscriber {
-        impi: format!("{imsi}@{dom}"),
         imsi: Some(imsi.clone()),
         iccid: Some(format!("89882000000000{n:05}")),
         msisdn: Some(format!("4917000{n:05}")),
-        k: K,
-        opc: OPC,
-        amf: [0x80, 0x00],
-        sqn: 0,
         impus: vec![
+            Impu::new(format!("sip:{imsi}@{dom}")),
             Impu {
-                uri: format!("sip:{imsi}@{dom}"),
-                irs: 0,
-                barred: false,
-                display_name: None,
-            },
-            Impu {
-                uri: format!("tel:+4917000{n:05}"),
-                irs: 0,
-                barred: false,
                 display_name: Some("Lab".into()),
+                ..Impu::new(format!("tel:+4917000{n:05}"))
             },
             Impu {
-                uri: format!("sip:other{n}@{dom}"),
                 irs: 1,
                 barred: true,
-                display_name: None,
+                ..Impu::new(format!("sip:other{n}@{dom}"))
             },
         ],
-        ifcs: vec![],
-        profile: None,
-        shared_ifc_set_ids: vec![],
-        reg_state: RegState::NotRegistered,
-        scscf_name: None,
-        scscf_host: None,
-        scscf_realm: None,
+        ..Subscriber::new(format!("{imsi}@{dom}"), K, OPC)
     }
 }
