@@ -546,3 +546,50 @@ fn garbage_never_panics_and_is_counted() {
     }
     assert!(net.core.pcscf().stats().dropped >= 3);
 }
+
+#[test]
+fn a_strangers_register_or_forged_auts_never_breaks_a_pending_challenge() {
+    // Hardening item 2: between B's 401 and B's protected answer, anyone on the LAN names
+    // B's IMPI — once plainly, once with a garbage `auts` (before the HSS checked MAC-S).
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    let (ch, server, res, set) = read_401(&mut ue, &resp);
+    let stranger = SocketAddr::from(([127, 0, 0, 9], 5060));
+    let mut eve = Ue::new(0);
+    eve.new_ports();
+    let (_, r) = only(net.send(stranger, p_addr(5060), &eve.initial()));
+    assert_eq!(
+        r.code(),
+        Some(401),
+        "the stranger gets a challenge of its own"
+    );
+    let forged = eve.authorization(&ch, b"", Some("AAAAAAAAAAAAAAAAAAA=".into()));
+    let offers = format_security_list(&eve.offers());
+    let req = eve.register(
+        &[("Security-Client", offers), ("Authorization", forged)],
+        600,
+        5060,
+    );
+    let (_, r) = only(net.send(stranger, p_addr(5060), &req));
+    assert_eq!(r.code(), Some(403), "MAC-S fails at the HSS: {r:?}");
+    assert!(net.deleted.is_empty(), "B's temporary SAs are still there");
+    // B answers through its temporary SAs as if nothing happened.
+    let auth = ue.authorization(&ch, &res, None);
+    let req = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Authorization", auth),
+        ],
+        600,
+        set.port_uc,
+    );
+    let (to, ok) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(ok.code(), Some(200), "{ok:?}");
+    assert_eq!(to.local, Some(p_addr(set.port_ps)));
+    assert_eq!(net.core.pcscf().registration(IMPU), Some(Some(1)));
+    // The stranger's challenge and its SAs end on their own timer.
+    net.advance(Duration::from_secs(31));
+    assert_eq!(net.core.pcscf().sa_count(), 1);
+    assert_eq!(net.core.pcscf().pending_challenges(), 0);
+}
