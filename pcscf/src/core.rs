@@ -25,7 +25,7 @@ use bytes::Bytes;
 use secagree::{AlgPrefs, Choice};
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::transaction::{self, Handoff, RequestOutcome, Transactions, TxId};
-use sip::{Flow, Framing, Limits, Message, Method, NameAddr, Protocol, ResponseBuilder, Transmit};
+use sip::{Flow, Framing, Limits, Message, Method, Protocol, ResponseBuilder, Transmit};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -402,10 +402,7 @@ impl Pcscf {
     /// When [`Pcscf::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ours = self.timers.keys().next().map(|(t, _)| *t);
-        match (ours, self.tx.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        transaction::earliest(ours, self.tx.poll_timeout())
     }
 
     // ---- inputs --------------------------------------------------------------------

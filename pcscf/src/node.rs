@@ -192,10 +192,7 @@ impl Node {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let p = self.pcscf.poll_timeout();
         let s = self.scscf.as_mut().and_then(Scscf::poll_timeout);
-        match (p, s) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        sip::transaction::earliest(p, s)
     }
 
     /// Moves messages between the cores until both are quiet, collecting everything

@@ -304,10 +304,7 @@ impl Scscf {
     /// When [`Scscf::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ours = self.timers.keys().next().map(|(t, _)| *t);
-        match (ours, self.tx.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        transaction::earliest(ours, self.tx.poll_timeout())
     }
 
     // ---- inputs --------------------------------------------------------------------
@@ -495,23 +492,8 @@ impl Scscf {
     }
 
     fn on_register(&mut self, tx: TxId, req: Message, now: Instant) {
-        let impu = match req.to_header() {
-            Ok(to) => to.uri.aor(),
-            Err(_) => return self.simple(tx, &req, 400, now),
-        };
-        let creds = match req.digest_credentials() {
-            None => None,
-            Some(Ok(c)) => Some(c),
-            Some(Err(_)) => return self.simple(tx, &req, 400, now),
-        };
-        // The IMPI: the digest username, else derived from the IMPU (TS 24.229 §5.1.1.2.1).
-        let impi = match &creds {
-            Some(c) => c.username.clone(),
-            None => impu
-                .strip_prefix("sip:")
-                .or_else(|| impu.strip_prefix("sips:"))
-                .unwrap_or(&impu)
-                .to_string(),
+        let Some(registrar::Identities { impu, impi, creds }) = registrar::identities(&req) else {
+            return self.simple(tx, &req, 400, now);
         };
         let ctx = Ctx {
             tx,

@@ -79,6 +79,33 @@ pub fn is_barred(impu: &str, sub: &ImsSubscription) -> bool {
         .any(|p| p.barring_indication && aor_key(&p.identity) == impu)
 }
 
+/// Who a REGISTER is for (TS 24.229 §5.1.1.2.1): the public identity in To, the digest
+/// credentials if any, and the private identity — the credentials' username, else derived
+/// from the public identity.
+#[derive(Debug, Clone)]
+pub struct Identities {
+    /// IMPU, as registrations are keyed ([`aor_key`]).
+    pub impu: String,
+    /// IMPI.
+    pub impi: String,
+    /// The Authorization credentials.
+    pub creds: Option<akav1::digest::Credentials>,
+}
+
+/// The [`Identities`] of a REGISTER; `None` when To or Authorization is malformed (a 400).
+pub fn identities(req: &Message) -> Option<Identities> {
+    let impu = req.to_header().ok()?.uri.aor();
+    let creds = match req.digest_credentials() {
+        None => None,
+        Some(c) => Some(c.ok()?),
+    };
+    let impi = match &creds {
+        Some(c) => c.username.clone(),
+        None => sip::ims::derived_impi(&impu),
+    };
+    Some(Identities { impu, impi, creds })
+}
+
 /// The expiry a REGISTER asks for: the smallest Contact `expires`, else the Expires
 /// header, else `default` (RFC 3261 §10.2.1.1). `Contact: *` is 0.
 pub fn requested_expires(req: &Message, default: u32) -> Result<u32, ParseError> {

@@ -279,6 +279,16 @@ pub fn format_security_list(list: &[SecurityMechanism]) -> String {
         .join(", ")
 }
 
+/// The private identity of a REGISTER without credentials: its public identity without
+/// the `sip:` scheme (TS 24.229 §5.1.1.2.1: the IMPI derived from the IMSI has the same
+/// `user@domain` shape as the temporary IMPU).
+pub fn derived_impi(impu: &str) -> String {
+    impu.strip_prefix("sip:")
+        .or_else(|| impu.strip_prefix("sips:"))
+        .unwrap_or(impu)
+        .to_string()
+}
+
 /// Orders mechanisms by descending `q` (RFC 3329 §2.2); a missing q ranks after
 /// every explicit one; ties keep header order.
 pub fn sort_by_preference(list: &mut [SecurityMechanism]) {

@@ -888,6 +888,15 @@ impl Transactions {
     }
 }
 
+/// The earlier of two optional deadlines: a core's own timers against its transaction
+/// table's, for its `poll_timeout`.
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Result of [`Transactions::handle_message`].
 #[derive(Debug)]
 pub enum Incoming {

@@ -77,23 +77,10 @@ impl Pcscf {
         via_sa: Option<SetId>,
         now: Instant,
     ) {
-        let impu = match req.header("To").map(NameAddr::parse) {
-            Some(Ok(to)) => to.uri.aor(),
-            _ => return self.simple(tx, &req, 400, now),
-        };
-        let creds = match req.header("Authorization").map(Credentials::parse) {
-            None => None,
-            Some(Ok(c)) => Some(c),
-            Some(Err(_)) => return self.simple(tx, &req, 400, now),
-        };
-        // The IMPI: the digest username, else derived from the IMPU (TS 24.229 §5.1.1.2.1).
-        let impi = match &creds {
-            Some(c) => c.username.clone(),
-            None => impu
-                .strip_prefix("sip:")
-                .or_else(|| impu.strip_prefix("sips:"))
-                .unwrap_or(&impu)
-                .to_string(),
+        let Some(scscf::registrar::Identities { impu, impi, creds }) =
+            scscf::registrar::identities(&req)
+        else {
+            return self.simple(tx, &req, 400, now);
         };
         let ctx = Ctx {
             tx,
@@ -689,20 +676,11 @@ impl Pcscf {
             .collect();
         let generation = self.next_seq();
         let expires_at = now + Duration::from_secs(u64::from(granted));
-        let bindings = ctx
-            .req
-            .header_values("Contact")
-            .filter_map(|v| match Contacts::parse(v) {
-                Ok(Contacts::List(l)) => Some(l),
-                _ => None,
-            })
-            .flatten()
-            .map(|mut c| {
-                c.params.remove("expires");
-                Binding {
-                    contact: c.to_string(),
-                    expires_at,
-                }
+        let bindings = scscf::registrar::contacts(&ctx.req)
+            .into_iter()
+            .map(|c| Binding {
+                contact: c.to_string(),
+                expires_at,
             })
             .collect();
         self.regs.insert(
