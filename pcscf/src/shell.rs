@@ -413,7 +413,7 @@ async fn xfrm_op<T: Send + 'static>(
     io: &SipIo,
     f: impl FnOnce(SipIo) -> Result<T, secagree::SipIoError> + Send + 'static,
 ) -> Result<T, secagree::SipIoError> {
-    if io.backend_name() != "kernel" {
+    if !io.may_block() {
         return f(io.clone());
     }
     let io = io.clone();

@@ -135,6 +135,12 @@ impl SipIo {
         }
     }
 
+    /// Whether SA operations may block the calling thread: the kernel backend waits for
+    /// netlink answers; the userspace backend and IPsec off only touch memory.
+    pub fn may_block(&self) -> bool {
+        matches!(self.shared.ipsec, Ipsec::Kernel(_))
+    }
+
     /// Whether SAs can be installed.
     pub fn has_ipsec(&self) -> bool {
         !matches!(self.shared.ipsec, Ipsec::Off)
