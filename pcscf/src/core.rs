@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use xfrm::{Lease, Pool, SaSet, SetId};
 
 mod register;
+mod sa_table;
 pub use register::Upstream;
 
 /// What the core needs to know, resolved from the configuration by the shell.
@@ -239,7 +240,7 @@ pub struct Pcscf {
     forwarded: HashMap<TxId, register::Forwarded>,
     challenges: HashMap<String, Vec<PendingChallenge>>,
     regs: HashMap<String, Registration>,
-    sas: HashMap<SetId, SaRecord>,
+    sas: sa_table::SaTable,
     spis: Pool,
     ports: Pool,
     timers: BTreeMap<(Instant, u64), TimerKind>,
@@ -271,7 +272,7 @@ impl Pcscf {
             forwarded: HashMap::new(),
             challenges: HashMap::new(),
             regs: HashMap::new(),
-            sas: HashMap::new(),
+            sas: sa_table::SaTable::default(),
             spis,
             ports,
             timers: BTreeMap::new(),
@@ -526,29 +527,10 @@ impl Pcscf {
         let Some(local) = flow.local else {
             return Ok(None);
         };
-        let mut is_protected_port = false;
-        for (id, r) in &self.sas {
-            let s = &r.set;
-            if s.pcscf != local.ip() {
-                continue;
-            }
-            let remote = flow.remote;
-            if local.port() == s.port_ps {
-                is_protected_port = true;
-                if remote.ip() == s.ue && remote.port() == s.port_uc {
-                    return Ok(Some(*id));
-                }
-            } else if local.port() == s.port_pc {
-                is_protected_port = true;
-                if remote.ip() == s.ue && remote.port() == s.port_us {
-                    return Ok(Some(*id));
-                }
-            }
-        }
-        if is_protected_port || self.is_protected_port(local) {
-            Err(())
-        } else {
-            Ok(None)
+        match self.sas.classify(local, flow.remote) {
+            Err(()) => Err(()),
+            Ok(None) if self.is_protected_port(local) => Err(()),
+            found => found,
         }
     }
 

@@ -115,6 +115,9 @@ pub struct EspEndpoint {
     next_id: SetId,
     sets: HashMap<SetId, UsSet>,
     by_spi: HashMap<u32, (SetId, usize)>,
+    /// Outbound SAs by (src, dst): every datagram looks its SA up here, so the lookup must
+    /// not walk all sets. Several sets can share a pair while one replaces another.
+    by_out: HashMap<(SocketAddr, SocketAddr), Vec<(SetId, usize)>>,
     retired: EspCounters,
     unknown_spi: u64,
     rejected_inner: u64,
@@ -214,6 +217,8 @@ impl EspEndpoint {
         for (i, (d, _)) in sas.iter().enumerate() {
             if d.dir == Direction::In {
                 self.by_spi.insert(d.spi, (id, i));
+            } else {
+                self.by_out.entry((d.src, d.dst)).or_default().push((id, i));
             }
         }
         self.sets.insert(
@@ -233,6 +238,11 @@ impl EspEndpoint {
         for (d, sa) in &s.sas {
             if d.dir == Direction::In {
                 self.by_spi.remove(&d.spi);
+            } else if let Some(v) = self.by_out.get_mut(&(d.src, d.dst)) {
+                v.retain(|(set, _)| *set != id);
+                if v.is_empty() {
+                    self.by_out.remove(&(d.src, d.dst));
+                }
             }
             add_counters(&mut self.retired, &sa.counters());
         }
@@ -398,14 +408,10 @@ impl EspEndpoint {
             SaState::Temporary => 1,
             SaState::Expiring => 0,
         };
-        self.sets
+        self.by_out
+            .get(&(src, dst))?
             .iter()
-            .filter_map(|(id, s)| {
-                s.sas
-                    .iter()
-                    .position(|(d, _)| d.dir == Direction::Out && d.src == src && d.dst == dst)
-                    .map(|i| ((rank(s.set.state), *id), i))
-            })
+            .filter_map(|&(id, i)| self.sets.get(&id).map(|s| ((rank(s.set.state), id), i)))
             .max_by_key(|(k, _)| *k)
             .map(|((_, id), i)| (id, i))
     }

@@ -315,13 +315,20 @@ impl Pcscf {
         fwd.remove_option_tag("Proxy-Require", "sec-agree");
         // integrity-protected is ours to say, whatever the UE wrote (TS 24.229 §5.2.2.1,
         // §7.2A.1); credentials we cannot parse were refused before (400).
-        if creds.is_some() {
+        if let Some(mut first) = creds {
             let flag = if protected { "yes" } else { "no" };
+            // The first Authorization is the one `identities` parsed: reuse it instead of
+            // parsing it again. Any further ones get the same treatment.
+            first.integrity_protected = Some(flag.to_string());
+            let mut first = Some(first);
             fwd.rewrite_headers("Authorization", |v| {
-                Credentials::parse(v).ok().map(|mut c| {
-                    c.integrity_protected = Some(flag.to_string());
-                    c.to_header()
-                })
+                first
+                    .take()
+                    .or_else(|| Credentials::parse(v).ok())
+                    .map(|mut c| {
+                        c.integrity_protected = Some(flag.to_string());
+                        c.to_header()
+                    })
             });
         } else if protected {
             // A protected REGISTER without credentials still tells the S-CSCF what we know:
