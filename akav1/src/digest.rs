@@ -113,26 +113,15 @@ pub fn parse_param_list(s: &str) -> Result<Vec<Param>, DigestError> {
         skip_ws(&mut i);
         let (value, quoted) = if i < b.len() && b[i] == b'"' {
             i += 1;
-            let mut v = Vec::new();
-            loop {
-                match b.get(i) {
-                    None => return Err(DigestError::Unterminated(name.to_string())),
-                    Some(b'"') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(b'\\') if i + 1 < b.len() => {
-                        v.push(b[i + 1]);
-                        i += 2;
-                    }
-                    Some(&c) => {
-                        v.push(c);
-                        i += 1;
-                    }
+            let rest = &b[i..];
+            match rest.iter().position(|&c| c == b'"' || c == b'\\') {
+                // Most values hold no escapes: take them as one slice.
+                Some(p) if rest[p] == b'"' => {
+                    i += p + 1;
+                    (s[i - p - 1..i - 1].to_string(), true)
                 }
+                _ => (unescape_quoted(b, &mut i, name)?, true),
             }
-            // Only ASCII quote/backslash bytes were removed, so this stays valid UTF-8.
-            (String::from_utf8_lossy(&v).into_owned(), true)
         } else {
             let vs = i;
             while i < b.len() && b[i] != b',' && !b[i].is_ascii_whitespace() {
@@ -157,6 +146,31 @@ pub fn parse_param_list(s: &str) -> Result<Vec<Param>, DigestError> {
         }
     }
     Ok(out)
+}
+
+/// The rest of a quoted-string whose opening quote is just before `b[*i]`, with its
+/// quoted-pairs resolved (RFC 3261 §25.1); `*i` ends after the closing quote.
+fn unescape_quoted(b: &[u8], i: &mut usize, name: &str) -> Result<String, DigestError> {
+    let mut v = Vec::new();
+    loop {
+        match b.get(*i) {
+            None => return Err(DigestError::Unterminated(name.to_string())),
+            Some(b'"') => {
+                *i += 1;
+                break;
+            }
+            Some(b'\\') if *i + 1 < b.len() => {
+                v.push(b[*i + 1]);
+                *i += 2;
+            }
+            Some(&c) => {
+                v.push(c);
+                *i += 1;
+            }
+        }
+    }
+    // Only ASCII quote/backslash bytes were removed, so this stays valid UTF-8.
+    Ok(String::from_utf8_lossy(&v).into_owned())
 }
 
 fn write_params(out: &mut String, params: &[(&str, &str, bool)]) {

@@ -478,16 +478,26 @@ impl Transactions {
     /// link is reliable).
     fn emit(&mut self, id: Option<TxId>, flow: Flow, msg: &Message) -> Option<Bytes> {
         if flow.protocol == Protocol::InProcess {
-            self.handoffs.push_back(Handoff {
-                flow,
-                message: msg.clone(),
-                tx: id,
-            });
-            None
+            self.emit_owned(id, flow, msg.clone())
         } else {
             let b = Bytes::from(msg.to_bytes());
             self.send(id, flow, b.clone());
             Some(b)
+        }
+    }
+
+    /// [`Self::emit`] for a message the caller no longer needs: a core in this process
+    /// gets it without a copy.
+    fn emit_owned(&mut self, id: Option<TxId>, flow: Flow, msg: Message) -> Option<Bytes> {
+        if flow.protocol == Protocol::InProcess {
+            self.handoffs.push_back(Handoff {
+                flow,
+                message: msg,
+                tx: id,
+            });
+            None
+        } else {
+            self.emit(id, flow, &msg)
         }
     }
 
@@ -675,7 +685,7 @@ impl Transactions {
         if !allowed {
             return Err(TxError::InvalidState(state));
         }
-        let bytes = self.emit(Some(id), flow, &response);
+        let bytes = self.emit_owned(Some(id), flow, response);
         let tx = self.txs.get_mut(&id).ok_or(TxError::Unknown)?;
         match (kind, state) {
             (Kind::ServerNonInvite, _) => {
