@@ -17,7 +17,7 @@ use sip::{Flow, Message, Method, ResponseBuilder, Transmit};
 use xfrm::{SaSet, SetId};
 
 use crate::config::{ConfigError, UeConfig};
-use crate::event::{EventKind, UeEvent};
+use crate::event::{EventKind, SaInstallError, UeEvent};
 use crate::registration::{Output, RegState, Registration, SaAction};
 use crate::summary::summarize;
 
@@ -191,7 +191,7 @@ impl Ue {
     pub fn handle_sa_installed(
         &mut self,
         generation: u64,
-        result: Result<SetId, String>,
+        result: Result<SetId, SaInstallError>,
         now: Instant,
     ) {
         self.reg.handle_sa_installed(generation, result, now);

@@ -3,6 +3,7 @@
 //! so a ladder shows real timings without the core reading a clock.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
@@ -16,16 +17,15 @@ pub enum RegError {
     /// The network kept sending SQNs the card refuses, even after resynchronisation.
     #[error("SQN resynchronisation failed {0} times in a row")]
     ResyncLoop(u32),
-    /// The 401 could not be understood (no AKAv1-MD5 challenge, bad nonce, no or wrong
-    /// Security-Server).
+    /// The 401 could not be understood.
     #[error("bad challenge: {0}")]
-    BadChallenge(String),
+    BadChallenge(#[from] ChallengeError),
     /// The P-CSCF chose something we did not offer (TS 33.203 §7.2: abort).
     #[error("Security-Server does not match our offer: {0}")]
-    SecAgree(String),
+    SecAgree(#[from] SecAgreeFailure),
     /// The shell could not install the SAs or open the protected ports.
     #[error("SA install failed: {0}")]
-    SaInstall(String),
+    SaInstall(#[from] SaInstallError),
     /// A final failure response.
     #[error("registration rejected: {code} {reason}")]
     Rejected {
@@ -47,11 +47,129 @@ pub enum RegError {
     },
     /// The 200 OK could not be understood.
     #[error("bad 200 OK: {0}")]
-    BadResponse(String),
-    /// The request could not be sent through the transaction layer.
-    #[error("internal: {0}")]
-    Internal(String),
+    BadResponse(#[from] ResponseError),
+    /// The shell stopped before the procedure ended.
+    #[error("the UE host stopped")]
+    HostStopped,
 }
+
+/// Why a 401 could not be answered (TS 24.229 §5.1.1.5.1, RFC 3310 §3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    /// The 401 has no WWW-Authenticate at all.
+    #[error("no WWW-Authenticate")]
+    NoChallenge,
+    /// The only challenges are not AKAv1-MD5.
+    #[error("algorithm {algorithm} instead of AKAv1-MD5")]
+    NotAka {
+        /// the algorithm offered (`MD5` when absent, RFC 2617 §3.2.1)
+        algorithm: String,
+    },
+    /// A WWW-Authenticate value does not parse.
+    #[error("WWW-Authenticate: {0}")]
+    Header(#[source] akav1::digest::DigestError),
+    /// The nonce is not RAND ‖ AUTN in base64 (TS 33.203 §6.1).
+    #[error("nonce: {0}")]
+    Nonce(#[source] akav1::nonce::NonceError),
+    /// More 401s in one procedure than a challenge, a resync and a stale nonce need.
+    #[error("{0} challenges in one procedure")]
+    TooMany(u32),
+}
+
+/// Why the UE cannot build an SA set from the 401's Security-Server (TS 33.203 §7.2,
+/// RFC 3329 §2.3.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecAgreeFailure {
+    /// Security-Server does not parse.
+    #[error("Security-Server: {0}")]
+    Header(#[source] sip::ParseError),
+    /// No `ipsec-3gpp` mechanism in Security-Server.
+    #[error("no ipsec-3gpp Security-Server in the 401")]
+    NoIpsec,
+    /// The P-CSCF's preferred mechanism is none of our offers.
+    #[error("P-CSCF chose alg={alg} ealg={ealg}, which we did not offer")]
+    NotOffered {
+        /// integrity algorithm it chose
+        alg: String,
+        /// encryption algorithm it chose
+        ealg: String,
+    },
+    /// The chosen parameters do not make a valid SA set.
+    #[error(transparent)]
+    Set(#[from] secagree::SecAgreeError),
+}
+
+/// Why a 200 OK to a REGISTER could not be used (RFC 3261 §10.2.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// A header the UE reads from the 200 does not parse.
+    #[error("{header}: {source}")]
+    Header {
+        /// which header (or parameter)
+        header: &'static str,
+        /// the parser's complaint
+        source: sip::ParseError,
+    },
+    /// The registrar granted our Contact 0 seconds: no registration.
+    #[error("the registrar granted 0 seconds")]
+    ZeroExpiry,
+}
+
+/// Why the shell could not carry out [`crate::SaAction::Install`]: the answer the core gets
+/// in [`crate::Ue::handle_sa_installed`].
+///
+/// The I/O errors are shared (`Arc`) because events carrying them are cloned to every
+/// listener; two values are equal when they say the same.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SaInstallError {
+    /// A protected port could not be bound (kernel backend or IPsec off: a UDP socket).
+    #[error("bind protected port {addr}: {source}")]
+    Port {
+        /// the port
+        addr: SocketAddr,
+        /// the OS error
+        source: Arc<std::io::Error>,
+    },
+    /// The IPsec backend (or the userspace ESP port bookkeeping) refused.
+    #[error(transparent)]
+    Backend(Arc<secagree::SipIoError>),
+}
+
+impl SaInstallError {
+    /// A protected port that could not be bound.
+    pub fn port(addr: SocketAddr, source: std::io::Error) -> Self {
+        SaInstallError::Port {
+            addr,
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl From<secagree::SipIoError> for SaInstallError {
+    fn from(e: secagree::SipIoError) -> Self {
+        SaInstallError::Backend(Arc::new(e))
+    }
+}
+
+impl PartialEq for SaInstallError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                SaInstallError::Port { addr, source },
+                SaInstallError::Port {
+                    addr: a2,
+                    source: s2,
+                },
+            ) => addr == a2 && source.kind() == s2.kind() && source.to_string() == s2.to_string(),
+            (SaInstallError::Backend(a), SaInstallError::Backend(b)) => {
+                Arc::ptr_eq(a, b) || a.to_string() == b.to_string()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SaInstallError {}
 
 /// Which registration procedure an outcome belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

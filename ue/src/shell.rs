@@ -31,7 +31,7 @@ use xfrm::{BackendKind, SetId, Side, Tag};
 
 use crate::config::{ConfigError, UeConfig};
 use crate::core::Ue;
-use crate::event::{EventKind, Procedure, RegError, Registered, UeEvent};
+use crate::event::{EventKind, Procedure, RegError, Registered, SaInstallError, UeEvent};
 use crate::registration::{RegState, SaAction};
 
 /// The UE simulator's fallback XFRM tag ("IUE") for hosts that do not say which UEs they
@@ -363,20 +363,19 @@ struct Ports {
 }
 
 impl Ports {
-    async fn open(&mut self, io: &SipIo, addr: SocketAddr) -> Result<(), String> {
+    async fn open(&mut self, io: &SipIo, addr: SocketAddr) -> Result<(), SaInstallError> {
         let n = self.open.entry(addr).or_insert(0);
         if *n == 0 {
             if io.backend_name() == "userspace" {
                 // bookkeeping only: decrypted datagrams arrive on the inbound channel
                 io.open_protected(addr.ip(), addr.port(), addr.port())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             } else {
                 // kernel XFRM or no IPsec: a plain UDP socket (the UE speaks UDP)
                 io.transport()
                     .bind_udp(addr)
                     .await
-                    .map_err(|e| format!("bind protected port {addr}: {e}"))?;
+                    .map_err(|e| SaInstallError::port(addr, e))?;
             }
         }
         *n += 1;
@@ -519,7 +518,7 @@ async fn host_task(
     }
     for s in slots.iter_mut() {
         if let Some((_, w)) = s.waiter.take() {
-            let _ = w.send(Err(RegError::Internal("host stopped".into())));
+            let _ = w.send(Err(RegError::HostStopped));
         }
     }
     if let Some(tx) = shutdown {
@@ -611,7 +610,11 @@ async fn drive(
     }
 }
 
-async fn install(io: &SipIo, ports: &mut Ports, set: &xfrm::SaSet) -> Result<SetId, String> {
+async fn install(
+    io: &SipIo,
+    ports: &mut Ports,
+    set: &xfrm::SaSet,
+) -> Result<SetId, SaInstallError> {
     let uc = SocketAddr::new(set.ue, set.port_uc);
     let us = SocketAddr::new(set.ue, set.port_us);
     ports.open(io, uc).await?;
@@ -630,7 +633,7 @@ async fn install(io: &SipIo, ports: &mut Ports, set: &xfrm::SaSet) -> Result<Set
         Err(e) => {
             ports.close(io, uc);
             ports.close(io, us);
-            Err(e.to_string())
+            Err(e.into())
         }
     }
 }
