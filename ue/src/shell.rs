@@ -540,12 +540,16 @@ async fn drive(
         // events first: they describe what led to the transmits and actions below
         while let Some(e) = s.ue.poll_event() {
             busy = true;
+            if let EventKind::Failed { procedure, error } = &e.kind {
+                tracing::info!(ue = %s.name, procedure = procedure.as_str(), %error, "failed");
+            }
             resolve(s, &e);
             emit(index, s, events, e);
         }
         while let Some(t) = s.ue.poll_transmit() {
             busy = true;
             if let Err(e) = io.send(&t).await {
+                tracing::warn!(ue = %s.name, to = %t.flow.remote, error = %e, "send failed");
                 emit(
                     index,
                     s,
@@ -559,6 +563,12 @@ async fn drive(
             match a {
                 SaAction::Install { generation, set } => {
                     let result = install(io, ports, &set).await;
+                    match &result {
+                        Ok(id) => tracing::debug!(ue = %s.name, id, generation, "SA set installed"),
+                        Err(e) => {
+                            tracing::warn!(ue = %s.name, generation, error = %e, "SA install failed")
+                        }
+                    }
                     if result.as_ref().is_ok_and(|id| ports.fake.contains(id)) {
                         emit(
                             index,
@@ -576,6 +586,7 @@ async fn drive(
                 SaAction::Promote { id, lifetime } => {
                     if !ports.fake.contains(&id) {
                         if let Err(e) = io.promote(id, lifetime, Instant::now()) {
+                            tracing::warn!(ue = %s.name, id, error = %e, "SA promote failed");
                             emit(index, s, events, note(format!("promote SA set #{id}: {e}")));
                         }
                     }
@@ -583,6 +594,7 @@ async fn drive(
                 SaAction::BeginExpiry { id, grace } => {
                     if !ports.fake.contains(&id) {
                         if let Err(e) = io.begin_expiry(id, grace, Instant::now()) {
+                            tracing::warn!(ue = %s.name, id, error = %e, "SA retire failed");
                             emit(index, s, events, note(format!("retire SA set #{id}: {e}")));
                         }
                     }
@@ -596,6 +608,7 @@ async fn drive(
                 } => {
                     if !ports.fake.remove(&id) {
                         if let Err(e) = io.delete(id) {
+                            tracing::warn!(ue = %s.name, id, error = %e, "SA delete failed");
                             emit(index, s, events, note(format!("delete SA set #{id}: {e}")));
                         }
                     }
