@@ -56,7 +56,7 @@ pub enum Command {
     Net(net::NetArgs),
 }
 
-/// `--ipsec` values of `imslab ue`, `imslab demo` and `imslab net`.
+/// `--ipsec` values of `imslab ue`, `imslab demo`, `imslab net` and `imslab bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IpsecChoice {
     /// kernel XFRM if the kernel can do ESP, else userspace ESP
@@ -66,6 +66,7 @@ pub enum IpsecChoice {
     /// userspace ESP over raw sockets (root)
     Userspace,
     /// no IPsec
+    #[value(alias = "none")]
     Off,
 }
 
