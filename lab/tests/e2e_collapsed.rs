@@ -45,6 +45,23 @@ async fn network_on(
     .unwrap()
 }
 
+/// Runs `steps` on the one UE of `cfgs`, which must get through all of them.
+async fn run_one(mode: IpsecMode, cfgs: Vec<ue::UeConfig>, steps: &[Step]) -> ue::FleetReport {
+    let report = ue::register_many(
+        IoConfig {
+            mode,
+            ..IoConfig::default()
+        },
+        cfgs,
+        steps,
+    )
+    .await
+    .unwrap();
+    let u = &report.ues[0];
+    assert!(u.error.is_none(), "{:?}\n{}", u.error, report.ladder());
+    report
+}
+
 /// `imslab net serve --sip 0.0.0.0:… --advertise 127.0.0.1`: the P-CSCF listens on every
 /// address, and UEs are given, and register (with their SAs) through, the advertised one.
 #[tokio::test(flavor = "multi_thread")]
@@ -62,18 +79,8 @@ async fn a_wildcard_listener_registers_ues_through_the_advertised_address() {
     );
     let cfgs = lab.ue_configs(1, mode != IpsecMode::Off);
     assert_eq!(cfgs[0].pcscf, lab.sip_advertised);
-    let report = ue::register_many(
-        IoConfig {
-            mode,
-            ..IoConfig::default()
-        },
-        cfgs,
-        &[Step::Register, Step::Deregister],
-    )
-    .await
-    .unwrap();
+    let report = run_one(mode, cfgs, &[Step::Register, Step::Deregister]).await;
     let u = &report.ues[0];
-    assert!(u.error.is_none(), "{:?}\n{}", u.error, report.ladder());
     assert_eq!(u.protected, mode != IpsecMode::Off);
     assert!(
         !report.ladder().contains("0.0.0.0"),
@@ -95,18 +102,8 @@ async fn card_ahead_of_the_hss_resynchronises_then_registers_protected() {
     let p = SqnPolicy::default();
     let card = UsimSqnState::with_highest(p, p.compose(5000, 1).unwrap());
     cfgs[0].keys = cfgs[0].keys.clone().with_sqn(card);
-    let report = ue::register_many(
-        IoConfig {
-            mode,
-            ..IoConfig::default()
-        },
-        cfgs,
-        &[Step::Register, Step::Deregister],
-    )
-    .await
-    .unwrap();
+    let report = run_one(mode, cfgs, &[Step::Register, Step::Deregister]).await;
     let u = &report.ues[0];
-    assert!(u.error.is_none(), "{:?}\n{}", u.error, report.ladder());
     assert_eq!(
         u.register_round_trips, 3,
         "REGISTER, REGISTER with auts, REGISTER"
@@ -129,18 +126,8 @@ async fn unrefreshed_registration_expires_and_everything_is_released() {
     let mut cfgs = lab.ue_configs(1, mode != IpsecMode::Off);
     cfgs[0].expires = 2;
     cfgs[0].auto_refresh = false;
-    let report = ue::register_many(
-        IoConfig {
-            mode,
-            ..IoConfig::default()
-        },
-        cfgs,
-        &[Step::Register, Step::AwaitExpiry],
-    )
-    .await
-    .unwrap();
+    let report = run_one(mode, cfgs, &[Step::Register, Step::AwaitExpiry]).await;
     let u = &report.ues[0];
-    assert!(u.error.is_none(), "{:?}\n{}", u.error, report.ladder());
     assert_eq!(u.sa_sets_left, 0, "the UE dropped its SAs at expiry");
     // The P-CSCF's expiry timer sends SAR TIMEOUT_DEREGISTRATION and retires the set;
     // after the grace period nothing is left.
