@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sip::transaction::TxError;
+use sip::Method;
 use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
 
 /// Why a registration procedure failed.
@@ -115,11 +117,31 @@ pub enum ResponseError {
     ZeroExpiry,
 }
 
+/// An I/O error of the shell (sockets or the IPsec backend), shared because the events and
+/// errors carrying it are cloned to every listener; two are equal when they say the same.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct IoFailure(pub Arc<secagree::SipIoError>);
+
+impl From<secagree::SipIoError> for IoFailure {
+    fn from(e: secagree::SipIoError) -> Self {
+        IoFailure(Arc::new(e))
+    }
+}
+
+impl PartialEq for IoFailure {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for IoFailure {}
+
 /// Why the shell could not carry out [`crate::SaAction::Install`]: the answer the core gets
 /// in [`crate::Ue::handle_sa_installed`].
 ///
-/// The I/O errors are shared (`Arc`) because events carrying them are cloned to every
-/// listener; two values are equal when they say the same.
+/// The OS error is shared (`Arc`) because events carrying it are cloned to every listener;
+/// two values are equal when they say the same.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SaInstallError {
     /// A protected port could not be bound (kernel backend or IPsec off: a UDP socket).
@@ -132,7 +154,7 @@ pub enum SaInstallError {
     },
     /// The IPsec backend (or the userspace ESP port bookkeeping) refused.
     #[error(transparent)]
-    Backend(Arc<secagree::SipIoError>),
+    Backend(IoFailure),
 }
 
 impl SaInstallError {
@@ -147,7 +169,7 @@ impl SaInstallError {
 
 impl From<secagree::SipIoError> for SaInstallError {
     fn from(e: secagree::SipIoError) -> Self {
-        SaInstallError::Backend(Arc::new(e))
+        SaInstallError::Backend(e.into())
     }
 }
 
@@ -161,9 +183,7 @@ impl PartialEq for SaInstallError {
                     source: s2,
                 },
             ) => addr == a2 && source.kind() == s2.kind() && source.to_string() == s2.to_string(),
-            (SaInstallError::Backend(a), SaInstallError::Backend(b)) => {
-                Arc::ptr_eq(a, b) || a.to_string() == b.to_string()
-            }
+            (SaInstallError::Backend(a), SaInstallError::Backend(b)) => a == b,
             _ => false,
         }
     }
@@ -343,7 +363,102 @@ pub enum EventKind {
         /// why
         error: RegError,
     },
-    /// Something worth a line in the ladder that is not an error (e.g. an unsolicited
-    /// request answered 501).
-    Note(String),
+    /// Something worth a line in the ladder that is not a procedure's outcome (e.g. an
+    /// unsolicited request answered 501, a datagram that could not be sent).
+    Note(Note),
+}
+
+/// A ladder line that is not a procedure's outcome: what the UE did on its own, and
+/// failures that did not end a procedure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A datagram that is not SIP was dropped.
+    Unparsable {
+        /// sender
+        from: SocketAddr,
+        /// the parser's complaint
+        error: sip::ParseError,
+    },
+    /// A response no transaction of ours waits for (its one-line summary).
+    StrayResponse(String),
+    /// The transaction layer could not use a response.
+    UnusableResponse(TxError),
+    /// The transaction layer could not use a request.
+    UnusableRequest(TxError),
+    /// A request the UE does not handle yet is answered with `code` (RFC 3261 §8.2.1).
+    Answering {
+        /// its method
+        method: Option<Method>,
+        /// the status code
+        code: u16,
+    },
+    /// That answer could not be built.
+    CannotBuildResponse(sip::ParseError),
+    /// That answer could not be sent through its server transaction.
+    CannotRespond(TxError),
+    /// A REGISTER could not start its client transaction.
+    CannotSend(TxError),
+    /// The shell could not send a datagram.
+    SendFailed {
+        /// destination
+        to: SocketAddr,
+        /// why
+        error: IoFailure,
+    },
+    /// IPsec is off: a set was "installed" without SAs, protected ports are plain UDP.
+    IpsecOff,
+    /// The backend refused an SA action after the install.
+    SaFailed {
+        /// which action
+        action: SaStep,
+        /// the set
+        id: SetId,
+        /// why
+        error: IoFailure,
+    },
+}
+
+/// The SA actions after an install, for [`Note::SaFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaStep {
+    /// [`crate::SaAction::Promote`]
+    Promote,
+    /// [`crate::SaAction::BeginExpiry`]
+    Retire,
+    /// [`crate::SaAction::Delete`]
+    Delete,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Unparsable { from, error } => {
+                write!(f, "dropped unparsable datagram from {from}: {error}")
+            }
+            Note::StrayResponse(summary) => write!(f, "stray response {summary}"),
+            Note::UnusableResponse(e) => write!(f, "unusable response: {e}"),
+            Note::UnusableRequest(e) => write!(f, "unusable request: {e}"),
+            Note::Answering { method, code } => write!(
+                f,
+                "answering {} with {code}",
+                method.as_ref().map_or("?", |m| m.as_str())
+            ),
+            Note::CannotBuildResponse(e) => write!(f, "cannot build a response: {e}"),
+            Note::CannotRespond(e) => write!(f, "cannot respond: {e}"),
+            Note::CannotSend(e) => write!(f, "cannot send REGISTER: {e}"),
+            Note::SendFailed { to, error } => write!(f, "send to {to} failed: {error}"),
+            Note::IpsecOff => f.write_str(
+                "IPsec is OFF: SA set not installed, protected ports are plain UDP (nothing is \
+                 encrypted)",
+            ),
+            Note::SaFailed { action, id, error } => {
+                let action = match action {
+                    SaStep::Promote => "promote",
+                    SaStep::Retire => "retire",
+                    SaStep::Delete => "delete",
+                };
+                write!(f, "{action} SA set #{id}: {error}")
+            }
+        }
+    }
 }

@@ -45,8 +45,8 @@ pub mod summary;
 pub use self::core::Ue;
 pub use config::{instance_urn, ConfigError, IsimKeys, LocalSecurity, UeConfig};
 pub use event::{
-    ChallengeError, EventKind, Procedure, RegError, Registered, ResponseError, SaInstallError,
-    SaSummary, SecAgreeFailure, UeEvent,
+    ChallengeError, EventKind, IoFailure, Note, Procedure, RegError, Registered, ResponseError,
+    SaInstallError, SaStep, SaSummary, SecAgreeFailure, UeEvent,
 };
 pub use fleet::{
     loopback_ip, numbered, register_many, FleetReport, ScriptError, Step, StepParseError, UeTimings,

@@ -31,7 +31,9 @@ use xfrm::{BackendKind, SetId, Side, Tag};
 
 use crate::config::{ConfigError, UeConfig};
 use crate::core::Ue;
-use crate::event::{EventKind, Procedure, RegError, Registered, SaInstallError, UeEvent};
+use crate::event::{
+    EventKind, Note, Procedure, RegError, Registered, SaInstallError, SaStep, UeEvent,
+};
 use crate::registration::{RegState, SaAction};
 
 /// The UE simulator's fallback XFRM tag ("IUE") for hosts that do not say which UEs they
@@ -554,7 +556,10 @@ async fn drive(
                     index,
                     s,
                     events,
-                    note(format!("send to {} failed: {e}", t.flow.remote)),
+                    note(Note::SendFailed {
+                        to: t.flow.remote,
+                        error: e.into(),
+                    }),
                 );
             }
         }
@@ -570,16 +575,7 @@ async fn drive(
                         }
                     }
                     if result.as_ref().is_ok_and(|id| ports.fake.contains(id)) {
-                        emit(
-                            index,
-                            s,
-                            events,
-                            note(
-                                "IPsec is OFF: SA set not installed, protected ports are \
-                                 plain UDP (nothing is encrypted)"
-                                    .into(),
-                            ),
-                        );
+                        emit(index, s, events, note(Note::IpsecOff));
                     }
                     s.ue.handle_sa_installed(generation, result, Instant::now());
                 }
@@ -587,7 +583,7 @@ async fn drive(
                     if !ports.fake.contains(&id) {
                         if let Err(e) = io.promote(id, lifetime, Instant::now()) {
                             tracing::warn!(ue = %s.name, id, error = %e, "SA promote failed");
-                            emit(index, s, events, note(format!("promote SA set #{id}: {e}")));
+                            emit(index, s, events, sa_failed(SaStep::Promote, id, e));
                         }
                     }
                 }
@@ -595,7 +591,7 @@ async fn drive(
                     if !ports.fake.contains(&id) {
                         if let Err(e) = io.begin_expiry(id, grace, Instant::now()) {
                             tracing::warn!(ue = %s.name, id, error = %e, "SA retire failed");
-                            emit(index, s, events, note(format!("retire SA set #{id}: {e}")));
+                            emit(index, s, events, sa_failed(SaStep::Retire, id, e));
                         }
                     }
                 }
@@ -609,7 +605,7 @@ async fn drive(
                     if !ports.fake.remove(&id) {
                         if let Err(e) = io.delete(id) {
                             tracing::warn!(ue = %s.name, id, error = %e, "SA delete failed");
-                            emit(index, s, events, note(format!("delete SA set #{id}: {e}")));
+                            emit(index, s, events, sa_failed(SaStep::Delete, id, e));
                         }
                     }
                     ports.close(io, SocketAddr::new(ip, port_uc));
@@ -651,11 +647,19 @@ async fn install(
     }
 }
 
-fn note(s: String) -> UeEvent {
+fn note(note: Note) -> UeEvent {
     UeEvent {
         at: Instant::now(),
-        kind: EventKind::Note(s),
+        kind: EventKind::Note(note),
     }
+}
+
+fn sa_failed(action: SaStep, id: SetId, error: secagree::SipIoError) -> UeEvent {
+    note(Note::SaFailed {
+        action,
+        id,
+        error: error.into(),
+    })
 }
 
 fn emit(index: usize, s: &Slot, events: &mpsc::UnboundedSender<HostEvent>, event: UeEvent) {

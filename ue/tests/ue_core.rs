@@ -12,7 +12,7 @@ use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Message, Protocol, ResponseBuilder, Transmit};
 use ue::{
-    ChallengeError, EventKind, IsimKeys, LocalSecurity, Procedure, RegError, RegState,
+    ChallengeError, EventKind, IsimKeys, LocalSecurity, Note, Procedure, RegError, RegState,
     ResponseError, SaAction, SaInstallError, SecAgreeFailure, Ue, UeConfig, UeEvent,
 };
 use xfrm::SaSet;
@@ -924,6 +924,36 @@ fn unsolicited_requests_are_answered() {
             ..
         }
     )));
+    let notes: Vec<Note> = ev
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Note(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        vec![
+            Note::Answering {
+                method: Some(sip::Method::Options),
+                code: 200
+            },
+            Note::Answering {
+                method: Some(sip::Method::Invite),
+                code: 501
+            }
+        ]
+    );
+    // what is not SIP is dropped with the parser's reason, and answered by nothing
+    ue.handle_datagram(from_pcscf, b"\x16\x03\x01 not SIP\r\n\r\n", t);
+    assert!(ue.poll_transmit().is_none());
+    assert!(matches!(
+        events(&mut ue).as_slice(),
+        [UeEvent {
+            kind: EventKind::Note(Note::Unparsable { from, .. }),
+            ..
+        }] if *from == from_pcscf.remote
+    ));
 }
 
 #[test]
