@@ -55,6 +55,7 @@ pub async fn register_once(ues: usize, mode: IpsecMode) -> anyhow::Result<Regist
         ports: Ports::pick()?,
         port_range: (20000, 29999),
         min_expires: 60,
+        advertise: None,
     })
     .await?;
     let configs = lab.ue_configs(ues, mode != IpsecMode::Off);

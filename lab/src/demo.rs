@@ -119,6 +119,7 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         ports,
         port_range: (31100, 31999),
         min_expires: 60,
+        advertise: None,
     })
     .await?;
     say(format!(

@@ -85,6 +85,9 @@ pub struct NetOptions {
     pub config_dir: PathBuf,
     /// Ports from [`Ports::pick`].
     pub ports: Ports,
+    /// The address UEs reach the P-CSCF on (`sip.advertise`): needed when `ports.sip`
+    /// is a wildcard (`0.0.0.0`, `[::]`), else the IP of `ports.sip`.
+    pub advertise: Option<IpAddr>,
     /// The P-CSCF's protected port range (two ports per SA set; a re-registration holds
     /// two sets for a moment).
     pub port_range: (u16, u16),
@@ -99,6 +102,8 @@ pub struct LabNet {
     pub hss: Arc<hss::server::Hss>,
     /// The P-CSCF.
     pub pcscf: pcscf::shell::Running,
+    /// Where UEs send SIP: the advertised address with the port SIP listens on.
+    pub sip_advertised: SocketAddr,
     /// SQLite database of the HSS.
     pub db: PathBuf,
     /// `ipsec.policy` in force.
@@ -135,8 +140,12 @@ impl LabNet {
             IpsecMode::Off => ("off", "auto".to_string()),
             IpsecMode::Backend(b) => ("required", b.to_string()),
         };
+        let advertise = o
+            .advertise
+            .map(|a| format!("advertise = \"{a}\"\n"))
+            .unwrap_or_default();
         let pcscf_toml = format!(
-            "[sip]\nlisten = \"{}\"\ndomain = \"{DOMAIN}\"\n\n[ipsec]\npolicy = \
+            "[sip]\nlisten = \"{}\"\n{advertise}domain = \"{DOMAIN}\"\n\n[ipsec]\npolicy = \
              \"{policy}\"\nbackend = \"{backend}\"\nport_range = [{}, {}]\nesp_sa_file = \
              \"{}\"\n\n[registrar]\nmin_expires = {}\ndefault_expires = {}\n\n[hss]\naddress = \
              \"127.0.0.1:{}\"\norigin_host = \"pcscf.{DOMAIN}\"\n",
@@ -153,9 +162,14 @@ impl LabNet {
         let pcscf = pcscf::shell::start(pcscf_cfg)
             .await
             .context("start the P-CSCF")?;
+        let sip_advertised = SocketAddr::new(
+            o.advertise.unwrap_or(o.ports.sip.ip()),
+            pcscf.sip_addr.port(),
+        );
         Ok(LabNet {
             hss,
             pcscf,
+            sip_advertised,
             db,
             policy,
             esp_sa,
@@ -172,7 +186,7 @@ impl LabNet {
             DOMAIN,
             IsimKeys::new([0; 16], [0; 16]),
             IpAddr::from([127, 0, 0, 1]),
-            self.pcscf.sip_addr,
+            self.sip_advertised,
         );
         template.sec_agree = sec_agree;
         template.expires = 600;

@@ -5,6 +5,7 @@
 use akav1::{SqnPolicy, UsimSqnState};
 use lab::net::{LabNet, NetOptions, Ports};
 use secagree::IpsecMode;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use ue::{IoConfig, Step};
 use xfrm::BackendKind;
@@ -21,16 +22,72 @@ fn mode() -> IpsecMode {
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn network(dir: &testkit::TestDir, mode: IpsecMode, min_expires: u32) -> LabNet {
+    network_on(dir, mode, min_expires, Ports::pick().unwrap(), None).await
+}
+
+async fn network_on(
+    dir: &testkit::TestDir,
+    mode: IpsecMode,
+    min_expires: u32,
+    ports: Ports,
+    advertise: Option<IpAddr>,
+) -> LabNet {
     LabNet::start(&NetOptions {
         subscribers: 2,
         mode,
         config_dir: dir.path().to_path_buf(),
-        ports: Ports::pick().unwrap(),
+        ports,
         port_range: (32100, 32199),
         min_expires,
+        advertise,
     })
     .await
     .unwrap()
+}
+
+/// Runs `steps` on the one UE of `cfgs`, which must get through all of them.
+async fn run_one(mode: IpsecMode, cfgs: Vec<ue::UeConfig>, steps: &[Step]) -> ue::FleetReport {
+    let report = ue::register_many(
+        IoConfig {
+            mode,
+            ..IoConfig::default()
+        },
+        cfgs,
+        steps,
+    )
+    .await
+    .unwrap();
+    let u = &report.ues[0];
+    assert!(u.error.is_none(), "{:?}\n{}", u.error, report.ladder());
+    report
+}
+
+/// `imslab net serve --sip 0.0.0.0:… --advertise 127.0.0.1`: the P-CSCF listens on every
+/// address, and UEs are given, and register (with their SAs) through, the advertised one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wildcard_listener_registers_ues_through_the_advertised_address() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mode = mode();
+    let dir = testkit::TestDir::new("e2e-advertise").unwrap();
+    let mut ports = Ports::pick().unwrap();
+    ports.sip.set_ip(IpAddr::from([0, 0, 0, 0]));
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let lab = network_on(&dir, mode, 60, ports, Some(loopback)).await;
+    assert_eq!(
+        lab.sip_advertised,
+        SocketAddr::new(loopback, ports.sip.port())
+    );
+    let cfgs = lab.ue_configs(1, mode != IpsecMode::Off);
+    assert_eq!(cfgs[0].pcscf, lab.sip_advertised);
+    let report = run_one(mode, cfgs, &[Step::Register, Step::Deregister]).await;
+    let u = &report.ues[0];
+    assert_eq!(u.protected, mode != IpsecMode::Off);
+    assert!(
+        !report.ladder().contains("0.0.0.0"),
+        "the wildcard reached a UE:\n{}",
+        report.ladder()
+    );
+    lab.pcscf.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,18 +102,8 @@ async fn card_ahead_of_the_hss_resynchronises_then_registers_protected() {
     let p = SqnPolicy::default();
     let card = UsimSqnState::with_highest(p, p.compose(5000, 1).unwrap());
     cfgs[0].keys = cfgs[0].keys.clone().with_sqn(card);
-    let report = ue::register_many(
-        IoConfig {
-            mode,
-            ..IoConfig::default()
-        },
-        cfgs,
-        &[Step::Register, Step::Deregister],
-    )
-    .await
-    .unwrap();
+    let report = run_one(mode, cfgs, &[Step::Register, Step::Deregister]).await;
     let u = &report.ues[0];
-    assert!(u.error.is_none(), "{:?}\n{}", u.error, report.ladder());
     assert_eq!(
         u.register_round_trips, 3,
         "REGISTER, REGISTER with auts, REGISTER"
@@ -79,18 +126,8 @@ async fn unrefreshed_registration_expires_and_everything_is_released() {
     let mut cfgs = lab.ue_configs(1, mode != IpsecMode::Off);
     cfgs[0].expires = 2;
     cfgs[0].auto_refresh = false;
-    let report = ue::register_many(
-        IoConfig {
-            mode,
-            ..IoConfig::default()
-        },
-        cfgs,
-        &[Step::Register, Step::AwaitExpiry],
-    )
-    .await
-    .unwrap();
+    let report = run_one(mode, cfgs, &[Step::Register, Step::AwaitExpiry]).await;
     let u = &report.ues[0];
-    assert!(u.error.is_none(), "{:?}\n{}", u.error, report.ladder());
     assert_eq!(u.sa_sets_left, 0, "the UE dropped its SAs at expiry");
     // The P-CSCF's expiry timer sends SAR TIMEOUT_DEREGISTRATION and retires the set;
     // after the grace period nothing is left.

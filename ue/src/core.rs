@@ -17,7 +17,7 @@ use sip::{Flow, Message, Method, ResponseBuilder, Transmit};
 use xfrm::{SaSet, SetId};
 
 use crate::config::{ConfigError, UeConfig};
-use crate::event::{EventKind, UeEvent};
+use crate::event::{EventKind, Note, SaInstallError, UeEvent};
 use crate::registration::{Output, RegState, Registration, SaAction};
 use crate::summary::summarize;
 
@@ -114,9 +114,12 @@ impl Ue {
         match Message::parse(data) {
             Ok(m) => self.handle_message(m, flow, now),
             Err(sip::ParseError::Empty) => {}
-            Err(e) => self.note(
+            Err(error) => self.note(
                 now,
-                format!("dropped unparsable datagram from {}: {e}", flow.remote),
+                Note::Unparsable {
+                    from: flow.remote,
+                    error,
+                },
             ),
         }
     }
@@ -144,10 +147,8 @@ impl Ue {
                     None => {}
                 },
                 Ok(ResponseOutcome::Absorbed(_)) => {}
-                Ok(ResponseOutcome::Stray(m)) => {
-                    self.note(now, format!("stray response {}", summarize(&m)))
-                }
-                Err(e) => self.note(now, format!("unusable response: {e}")),
+                Ok(ResponseOutcome::Stray(m)) => self.note(now, Note::StrayResponse(summarize(&m))),
+                Err(e) => self.note(now, Note::UnusableResponse(e)),
             }
         }
         self.pump(now);
@@ -169,21 +170,21 @@ impl Ue {
                     Ok(r) => {
                         self.note(
                             now,
-                            format!(
-                                "answering {} with {code}",
-                                request.method().map_or("?", |m| m.as_str())
-                            ),
+                            Note::Answering {
+                                method: request.method().cloned(),
+                                code,
+                            },
                         );
                         self.sent_event(&r, flow, now);
                         if let Err(e) = self.tx.respond(id, r, now) {
-                            self.note(now, format!("cannot respond: {e}"));
+                            self.note(now, Note::CannotRespond(e));
                         }
                     }
-                    Err(e) => self.note(now, format!("cannot build a response: {e}")),
+                    Err(e) => self.note(now, Note::CannotBuildResponse(e)),
                 }
             }
             Ok(_) => {}
-            Err(e) => self.note(now, format!("unusable request: {e}")),
+            Err(e) => self.note(now, Note::UnusableRequest(e)),
         }
     }
 
@@ -191,7 +192,7 @@ impl Ue {
     pub fn handle_sa_installed(
         &mut self,
         generation: u64,
-        result: Result<SetId, String>,
+        result: Result<SetId, SaInstallError>,
         now: Instant,
     ) {
         self.reg.handle_sa_installed(generation, result, now);
@@ -232,10 +233,10 @@ impl Ue {
 
     // ---- internals -----------------------------------------------------------------
 
-    fn note(&mut self, now: Instant, s: String) {
+    fn note(&mut self, now: Instant, note: Note) {
         self.events.push_back(UeEvent {
             at: now,
-            kind: EventKind::Note(s),
+            kind: EventKind::Note(note),
         });
     }
 
@@ -269,7 +270,7 @@ impl Ue {
                                 self.owners.insert(id, Owner::Registration);
                                 self.reg.sent(id);
                             }
-                            Err(e) => self.note(now, format!("cannot send REGISTER: {e}")),
+                            Err(e) => self.note(now, Note::CannotSend(e)),
                         }
                     }
                     Output::Sa(a) => self.actions.push_back(a),

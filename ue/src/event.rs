@@ -3,8 +3,11 @@
 //! so a ladder shows real timings without the core reading a clock.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sip::transaction::TxError;
+use sip::Method;
 use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
 
 /// Why a registration procedure failed.
@@ -16,16 +19,15 @@ pub enum RegError {
     /// The network kept sending SQNs the card refuses, even after resynchronisation.
     #[error("SQN resynchronisation failed {0} times in a row")]
     ResyncLoop(u32),
-    /// The 401 could not be understood (no AKAv1-MD5 challenge, bad nonce, no or wrong
-    /// Security-Server).
+    /// The 401 could not be understood.
     #[error("bad challenge: {0}")]
-    BadChallenge(String),
+    BadChallenge(#[from] ChallengeError),
     /// The P-CSCF chose something we did not offer (TS 33.203 §7.2: abort).
     #[error("Security-Server does not match our offer: {0}")]
-    SecAgree(String),
+    SecAgree(#[from] SecAgreeFailure),
     /// The shell could not install the SAs or open the protected ports.
     #[error("SA install failed: {0}")]
-    SaInstall(String),
+    SaInstall(#[from] SaInstallError),
     /// A final failure response.
     #[error("registration rejected: {code} {reason}")]
     Rejected {
@@ -47,11 +49,147 @@ pub enum RegError {
     },
     /// The 200 OK could not be understood.
     #[error("bad 200 OK: {0}")]
-    BadResponse(String),
-    /// The request could not be sent through the transaction layer.
-    #[error("internal: {0}")]
-    Internal(String),
+    BadResponse(#[from] ResponseError),
+    /// The shell stopped before the procedure ended.
+    #[error("the UE host stopped")]
+    HostStopped,
 }
+
+/// Why a 401 could not be answered (TS 24.229 §5.1.1.5.1, RFC 3310 §3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    /// The 401 has no WWW-Authenticate at all.
+    #[error("no WWW-Authenticate")]
+    NoChallenge,
+    /// The only challenges are not AKAv1-MD5.
+    #[error("algorithm {algorithm} instead of AKAv1-MD5")]
+    NotAka {
+        /// the algorithm offered (`MD5` when absent, RFC 2617 §3.2.1)
+        algorithm: String,
+    },
+    /// A WWW-Authenticate value does not parse.
+    #[error("WWW-Authenticate: {0}")]
+    Header(#[source] akav1::digest::DigestError),
+    /// The nonce is not RAND ‖ AUTN in base64 (TS 33.203 §6.1).
+    #[error("nonce: {0}")]
+    Nonce(#[source] akav1::nonce::NonceError),
+    /// More 401s in one procedure than a challenge, a resync and a stale nonce need.
+    #[error("{0} challenges in one procedure")]
+    TooMany(u32),
+}
+
+/// Why the UE cannot build an SA set from the 401's Security-Server (TS 33.203 §7.2,
+/// RFC 3329 §2.3.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecAgreeFailure {
+    /// Security-Server does not parse.
+    #[error("Security-Server: {0}")]
+    Header(#[source] sip::ParseError),
+    /// No `ipsec-3gpp` mechanism in Security-Server.
+    #[error("no ipsec-3gpp Security-Server in the 401")]
+    NoIpsec,
+    /// The P-CSCF's preferred mechanism is none of our offers.
+    #[error("P-CSCF chose alg={alg} ealg={ealg}, which we did not offer")]
+    NotOffered {
+        /// integrity algorithm it chose
+        alg: String,
+        /// encryption algorithm it chose
+        ealg: String,
+    },
+    /// The chosen parameters do not make a valid SA set.
+    #[error(transparent)]
+    Set(#[from] secagree::SecAgreeError),
+}
+
+/// Why a 200 OK to a REGISTER could not be used (RFC 3261 §10.2.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// A header the UE reads from the 200 does not parse.
+    #[error("{header}: {source}")]
+    Header {
+        /// which header (or parameter)
+        header: &'static str,
+        /// the parser's complaint
+        source: sip::ParseError,
+    },
+    /// The registrar granted our Contact 0 seconds: no registration.
+    #[error("the registrar granted 0 seconds")]
+    ZeroExpiry,
+}
+
+/// An I/O error of the shell (sockets or the IPsec backend), shared because the events and
+/// errors carrying it are cloned to every listener; two are equal when they say the same.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct IoFailure(pub Arc<secagree::SipIoError>);
+
+impl From<secagree::SipIoError> for IoFailure {
+    fn from(e: secagree::SipIoError) -> Self {
+        IoFailure(Arc::new(e))
+    }
+}
+
+impl PartialEq for IoFailure {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for IoFailure {}
+
+/// Why the shell could not carry out [`crate::SaAction::Install`]: the answer the core gets
+/// in [`crate::Ue::handle_sa_installed`].
+///
+/// The OS error is shared (`Arc`) because events carrying it are cloned to every listener;
+/// two values are equal when they say the same.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SaInstallError {
+    /// A protected port could not be bound (kernel backend or IPsec off: a UDP socket).
+    #[error("bind protected port {addr}: {source}")]
+    Port {
+        /// the port
+        addr: SocketAddr,
+        /// the OS error
+        source: Arc<std::io::Error>,
+    },
+    /// The IPsec backend (or the userspace ESP port bookkeeping) refused.
+    #[error(transparent)]
+    Backend(IoFailure),
+}
+
+impl SaInstallError {
+    /// A protected port that could not be bound.
+    pub fn port(addr: SocketAddr, source: std::io::Error) -> Self {
+        SaInstallError::Port {
+            addr,
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl From<secagree::SipIoError> for SaInstallError {
+    fn from(e: secagree::SipIoError) -> Self {
+        SaInstallError::Backend(e.into())
+    }
+}
+
+impl PartialEq for SaInstallError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                SaInstallError::Port { addr, source },
+                SaInstallError::Port {
+                    addr: a2,
+                    source: s2,
+                },
+            ) => addr == a2 && source.kind() == s2.kind() && source.to_string() == s2.to_string(),
+            (SaInstallError::Backend(a), SaInstallError::Backend(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SaInstallError {}
 
 /// Which registration procedure an outcome belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,7 +363,102 @@ pub enum EventKind {
         /// why
         error: RegError,
     },
-    /// Something worth a line in the ladder that is not an error (e.g. an unsolicited
-    /// request answered 501).
-    Note(String),
+    /// Something worth a line in the ladder that is not a procedure's outcome (e.g. an
+    /// unsolicited request answered 501, a datagram that could not be sent).
+    Note(Note),
+}
+
+/// A ladder line that is not a procedure's outcome: what the UE did on its own, and
+/// failures that did not end a procedure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A datagram that is not SIP was dropped.
+    Unparsable {
+        /// sender
+        from: SocketAddr,
+        /// the parser's complaint
+        error: sip::ParseError,
+    },
+    /// A response no transaction of ours waits for (its one-line summary).
+    StrayResponse(String),
+    /// The transaction layer could not use a response.
+    UnusableResponse(TxError),
+    /// The transaction layer could not use a request.
+    UnusableRequest(TxError),
+    /// A request the UE does not handle yet is answered with `code` (RFC 3261 §8.2.1).
+    Answering {
+        /// its method
+        method: Option<Method>,
+        /// the status code
+        code: u16,
+    },
+    /// That answer could not be built.
+    CannotBuildResponse(sip::ParseError),
+    /// That answer could not be sent through its server transaction.
+    CannotRespond(TxError),
+    /// A REGISTER could not start its client transaction.
+    CannotSend(TxError),
+    /// The shell could not send a datagram.
+    SendFailed {
+        /// destination
+        to: SocketAddr,
+        /// why
+        error: IoFailure,
+    },
+    /// IPsec is off: a set was "installed" without SAs, protected ports are plain UDP.
+    IpsecOff,
+    /// The backend refused an SA action after the install.
+    SaFailed {
+        /// which action
+        action: SaStep,
+        /// the set
+        id: SetId,
+        /// why
+        error: IoFailure,
+    },
+}
+
+/// The SA actions after an install, for [`Note::SaFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaStep {
+    /// [`crate::SaAction::Promote`]
+    Promote,
+    /// [`crate::SaAction::BeginExpiry`]
+    Retire,
+    /// [`crate::SaAction::Delete`]
+    Delete,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Unparsable { from, error } => {
+                write!(f, "dropped unparsable datagram from {from}: {error}")
+            }
+            Note::StrayResponse(summary) => write!(f, "stray response {summary}"),
+            Note::UnusableResponse(e) => write!(f, "unusable response: {e}"),
+            Note::UnusableRequest(e) => write!(f, "unusable request: {e}"),
+            Note::Answering { method, code } => write!(
+                f,
+                "answering {} with {code}",
+                method.as_ref().map_or("?", |m| m.as_str())
+            ),
+            Note::CannotBuildResponse(e) => write!(f, "cannot build a response: {e}"),
+            Note::CannotRespond(e) => write!(f, "cannot respond: {e}"),
+            Note::CannotSend(e) => write!(f, "cannot send REGISTER: {e}"),
+            Note::SendFailed { to, error } => write!(f, "send to {to} failed: {error}"),
+            Note::IpsecOff => f.write_str(
+                "IPsec is OFF: SA set not installed, protected ports are plain UDP (nothing is \
+                 encrypted)",
+            ),
+            Note::SaFailed { action, id, error } => {
+                let action = match action {
+                    SaStep::Promote => "promote",
+                    SaStep::Retire => "retire",
+                    SaStep::Delete => "delete",
+                };
+                write!(f, "{action} SA set #{id}: {error}")
+            }
+        }
+    }
 }

@@ -35,6 +35,7 @@
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::UeConfig;
@@ -58,8 +59,35 @@ pub enum Step {
     AwaitExpiry,
 }
 
+/// Why a step name does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepParseError {
+    /// `pause:` without a number of milliseconds.
+    #[error("bad pause {0:?}: use pause:<milliseconds>")]
+    Pause(String),
+    /// No such step.
+    #[error("unknown step {0:?} (register, reregister, deregister, expire, pause:<ms>)")]
+    Unknown(String),
+}
+
+/// Why a UE's script stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScriptError {
+    /// A step failed (the script stops there).
+    #[error("{step:?}: {error}")]
+    Step {
+        /// the step
+        step: Step,
+        /// why (shared: reports are cloned, host errors are not `Clone`)
+        error: Arc<UeHostError>,
+    },
+    /// The UE's task panicked.
+    #[error("UE task panicked: {0}")]
+    Panicked(Arc<tokio::task::JoinError>),
+}
+
 impl std::str::FromStr for Step {
-    type Err = String;
+    type Err = StepParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().to_ascii_lowercase();
         match s.as_str() {
@@ -72,12 +100,10 @@ impl std::str::FromStr for Step {
                     let ms: u64 = ms
                         .trim_end_matches("ms")
                         .parse()
-                        .map_err(|_| format!("bad pause {s:?}: use pause:<milliseconds>"))?;
+                        .map_err(|_| StepParseError::Pause(s.clone()))?;
                     return Ok(Step::Pause(Duration::from_millis(ms)));
                 }
-                Err(format!(
-                    "unknown step {s:?} (register, reregister, deregister, expire, pause:<ms>)"
-                ))
+                Err(StepParseError::Unknown(s))
             }
         }
     }
@@ -105,7 +131,7 @@ pub struct UeTimings {
     /// P-Associated-URI of the last 200 OK.
     pub associated_uris: Vec<String>,
     /// The first failure, with its step (the script stops there).
-    pub error: Option<String>,
+    pub error: Option<ScriptError>,
     /// SA sets the UE still held at the end (0 after a deregistration and its grace).
     pub sa_sets_left: usize,
 }
@@ -228,7 +254,10 @@ async fn script(h: UeHandle, steps: Vec<Step>, grace: Duration) -> UeTimings {
             },
         };
         if let Err(e) = r {
-            t.error = Some(format!("{step:?}: {e}"));
+            t.error = Some(ScriptError::Step {
+                step,
+                error: Arc::new(e),
+            });
             break;
         }
     }
@@ -288,7 +317,7 @@ pub async fn register_many(
     let mut timings = Vec::new();
     for t in tasks {
         timings.push(t.await.unwrap_or_else(|e| UeTimings {
-            error: Some(format!("UE task panicked: {e}")),
+            error: Some(ScriptError::Panicked(Arc::new(e))),
             ..UeTimings::default()
         }));
     }

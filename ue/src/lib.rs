@@ -44,8 +44,13 @@ pub mod summary;
 
 pub use self::core::Ue;
 pub use config::{instance_urn, ConfigError, IsimKeys, LocalSecurity, UeConfig};
-pub use event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
-pub use fleet::{loopback_ip, numbered, register_many, FleetReport, Step, UeTimings};
+pub use event::{
+    ChallengeError, EventKind, IoFailure, Note, Procedure, RegError, Registered, ResponseError,
+    SaInstallError, SaStep, SaSummary, SecAgreeFailure, UeEvent,
+};
+pub use fleet::{
+    loopback_ip, numbered, register_many, FleetReport, ScriptError, Step, StepParseError, UeTimings,
+};
 pub use registration::{refresh_after, RegState, Registration, SaAction};
 pub use shell::{
     run, ue_tag, HostEvent, IoConfig, UeHandle, UeHost, UeHostError, UeSnapshot, UE_TAG,

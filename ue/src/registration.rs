@@ -33,7 +33,10 @@ use sip::{Flow, Message, Method, NameAddr, Protocol, RequestBuilder, Uri, Via};
 use xfrm::{SaSet, SetId};
 
 use crate::config::{LocalSecurity, UeConfig};
-use crate::event::{EventKind, Procedure, RegError, Registered, SaSummary, UeEvent};
+use crate::event::{
+    ChallengeError, EventKind, Procedure, RegError, Registered, ResponseError, SaInstallError,
+    SaSummary, SecAgreeFailure, UeEvent,
+};
 
 /// Slack added to the registration expiry for the established SA lifetime, so the SA
 /// outlives the binding it protects (the refresh happens well before).
@@ -341,19 +344,9 @@ impl Registration {
 
     fn busy(&mut self, command: &'static str, procedure: Procedure, now: Instant) -> bool {
         if self.proc.is_some() {
-            let state = self.state().as_str();
-            ev(
-                &mut self.out,
-                now,
-                EventKind::Failed {
-                    procedure,
-                    error: RegError::InvalidState { command, state },
-                },
-            );
-            true
-        } else {
-            false
+            self.invalid(procedure, command, now);
         }
+        self.proc.is_some()
     }
 
     fn invalid(&mut self, procedure: Procedure, command: &'static str, now: Instant) {
@@ -419,35 +412,31 @@ impl Registration {
     /// Security-Client (new SPIs and client port), so that a re-authentication builds a
     /// new set.
     pub fn reregister(&mut self, now: Instant) {
-        if self.busy("reregister", Procedure::Reregistration, now) {
-            return;
-        }
-        if self.binding.is_none() {
-            self.invalid(Procedure::Reregistration, "reregister", now);
-            return;
-        }
-        self.start(Procedure::Reregistration, now);
-        let cred = self.current_credentials(Method::Register);
-        let flow = self.request_flow();
-        let verify = self.current_verify();
-        self.send_register(cred, verify, self.cfg.expires, flow);
+        self.start_over_binding(Procedure::Reregistration, "reregister", now);
     }
 
     /// Deregistration (TS 24.229 §5.1.1.6): Expires 0 over the current SA; the sets are
     /// retired when the response arrives.
     pub fn deregister(&mut self, now: Instant) {
-        if self.busy("deregister", Procedure::Deregistration, now) {
+        self.start_over_binding(Procedure::Deregistration, "deregister", now);
+    }
+
+    /// The first REGISTER of a procedure on an existing binding: over the current SA, with
+    /// the last nonce and the set in use as Security-Verify (TS 24.229 §5.1.1.4.1).
+    fn start_over_binding(&mut self, procedure: Procedure, command: &'static str, now: Instant) {
+        if self.busy(command, procedure, now) {
             return;
         }
         if self.binding.is_none() {
-            self.invalid(Procedure::Deregistration, "deregister", now);
+            self.invalid(procedure, command, now);
             return;
         }
-        self.start(Procedure::Deregistration, now);
+        self.start(procedure, now);
         let cred = self.current_credentials(Method::Register);
         let flow = self.request_flow();
         let verify = self.current_verify();
-        self.send_register(cred, verify, 0, flow);
+        let expires = self.proc_expires();
+        self.send_register(cred, verify, expires, flow);
     }
 
     // ---- request building ----------------------------------------------------------
@@ -715,10 +704,7 @@ impl Registration {
         p.challenges += 1;
         if p.challenges > MAX_CHALLENGES {
             let n = p.challenges;
-            self.fail(
-                RegError::BadChallenge(format!("{n} challenges in one procedure")),
-                now,
-            );
+            self.fail(ChallengeError::TooMany(n).into(), now);
             return;
         }
         // A 401 to the answer (stale nonce, new vector): the temporary set of this
@@ -729,14 +715,14 @@ impl Registration {
         let challenge = match find_aka_challenge(resp) {
             Ok(c) => c,
             Err(e) => {
-                self.fail(RegError::BadChallenge(e), now);
+                self.fail(e.into(), now);
                 return;
             }
         };
         let n = match akav1::nonce::decode(&challenge.nonce) {
             Ok(n) => n,
             Err(e) => {
-                self.fail(RegError::BadChallenge(format!("nonce: {e}")), now);
+                self.fail(ChallengeError::Nonce(e).into(), now);
                 return;
             }
         };
@@ -806,7 +792,10 @@ impl Registration {
                     self.send_register(cred, None, expires, flow);
                     return;
                 }
-                match self.build_set(resp, &r.ck, &r.ik, now) {
+                let Some(local) = self.proc.as_ref().map(|p| p.local) else {
+                    return;
+                };
+                match self.build_set(resp, &local, &r.ck, &r.ik, now) {
                     Ok((set, server)) => {
                         let Some(p) = self.proc.as_mut() else { return };
                         let generation = p.generation;
@@ -828,7 +817,7 @@ impl Registration {
                         self.out
                             .push_back(Output::Sa(SaAction::Install { generation, set }));
                     }
-                    Err(e) => self.fail(e, now),
+                    Err(e) => self.fail(e.into(), now),
                 }
             }
         }
@@ -839,32 +828,25 @@ impl Registration {
     fn build_set(
         &self,
         resp: &Message,
+        local: &LocalSecurity,
         ck: &[u8; 16],
         ik: &[u8; 16],
         now: Instant,
-    ) -> Result<(SaSet, Vec<SecurityMechanism>), RegError> {
-        let p = self
-            .proc
-            .as_ref()
-            .ok_or(RegError::Internal("no procedure".into()))?;
-        let server_list = resp
-            .security_server()
-            .map_err(|e| RegError::SecAgree(format!("Security-Server: {e}")))?;
+    ) -> Result<(SaSet, Vec<SecurityMechanism>), SecAgreeFailure> {
+        let server_list = resp.security_server().map_err(SecAgreeFailure::Header)?;
         let mut ranked: Vec<SecurityMechanism> = server_list
             .iter()
             .filter(|m| m.mechanism.eq_ignore_ascii_case("ipsec-3gpp"))
             .cloned()
             .collect();
         sip::ims::sort_by_preference(&mut ranked);
-        let first = ranked
-            .first()
-            .ok_or_else(|| RegError::SecAgree("no ipsec-3gpp Security-Server in the 401".into()))?;
+        let first = ranked.first().ok_or(SecAgreeFailure::NoIpsec)?;
         let offers = secagree::client_offers(
             &self.cfg.algorithms,
-            p.local.spi_uc,
-            p.local.spi_us,
-            p.local.port_uc,
-            p.local.port_us,
+            local.spi_uc,
+            local.spi_us,
+            local.port_uc,
+            local.port_us,
         );
         let matching = |server: &SecurityMechanism| {
             offers.iter().find(|o| {
@@ -877,12 +859,9 @@ impl Registration {
         let (server, chosen) = ranked
             .iter()
             .find_map(|m| matching(m).map(|o| (m, o)))
-            .ok_or_else(|| {
-                RegError::SecAgree(format!(
-                    "P-CSCF chose alg={} ealg={}, which we did not offer",
-                    first.alg.as_deref().unwrap_or("?"),
-                    first.ealg_or_null()
-                ))
+            .ok_or_else(|| SecAgreeFailure::NotOffered {
+                alg: first.alg.as_deref().unwrap_or("?").to_string(),
+                ealg: first.ealg_or_null().to_string(),
             })?;
         let set = secagree::sa_set(
             self.cfg.local_ip,
@@ -893,8 +872,7 @@ impl Registration {
             ik,
             self.cfg.temporary_sa_lifetime,
             now,
-        )
-        .map_err(|e| RegError::SecAgree(e.to_string()))?;
+        )?;
         Ok((set, server_list))
     }
 
@@ -902,7 +880,7 @@ impl Registration {
     pub(crate) fn handle_sa_installed(
         &mut self,
         generation: u64,
-        result: Result<SetId, String>,
+        result: Result<SetId, SaInstallError>,
         now: Instant,
     ) {
         let pending = self
@@ -970,16 +948,13 @@ impl Registration {
             // A 200 that grants nothing (our Contact at expires=0) is no registration.
             Ok(0) => {
                 self.proc = Some(p);
-                self.fail(
-                    RegError::BadResponse("the registrar granted 0 seconds".into()),
-                    now,
-                );
+                self.fail(ResponseError::ZeroExpiry.into(), now);
                 return;
             }
             Ok(e) => e,
             Err(e) => {
                 self.proc = Some(p);
-                self.fail(RegError::BadResponse(e), now);
+                self.fail(e.into(), now);
                 return;
             }
         };
@@ -1200,18 +1175,17 @@ fn answer(auth: &mut AuthState, impi: &str, uri: &str, method: &str) -> Credenti
 
 /// The AKAv1-MD5 challenge among the WWW-Authenticate headers (a 401 may carry several
 /// schemes, RFC 3261 §22.4).
-fn find_aka_challenge(resp: &Message) -> Result<Challenge, String> {
-    let mut last_err = "no WWW-Authenticate".to_string();
+fn find_aka_challenge(resp: &Message) -> Result<Challenge, ChallengeError> {
+    let mut last_err = ChallengeError::NoChallenge;
     for v in resp.headers_named(hdr::WWW_AUTHENTICATE) {
         match Challenge::parse(v) {
             Ok(c) if c.is_akav1_md5() => return Ok(c),
             Ok(c) => {
-                last_err = format!(
-                    "algorithm {} instead of AKAv1-MD5",
-                    c.algorithm.as_deref().unwrap_or("MD5")
-                )
+                last_err = ChallengeError::NotAka {
+                    algorithm: c.algorithm.as_deref().unwrap_or("MD5").to_string(),
+                }
             }
-            Err(e) => last_err = format!("WWW-Authenticate: {e}"),
+            Err(e) => last_err = ChallengeError::Header(e),
         }
     }
     Err(last_err)
@@ -1219,16 +1193,15 @@ fn find_aka_challenge(resp: &Message) -> Result<Challenge, String> {
 
 /// The expiry the registrar granted us: our Contact's `expires` in the 200's Contact list
 /// (matched by URI), else the Expires header, else what we asked (RFC 3261 §10.2.4).
-fn granted_expiry(resp: &Message, ours: &NameAddr, asked: u32) -> Result<u32, String> {
-    let contacts = resp.contacts().map_err(|e| format!("Contact: {e}"))?;
+fn granted_expiry(resp: &Message, ours: &NameAddr, asked: u32) -> Result<u32, ResponseError> {
+    let bad = |header| move |source| ResponseError::Header { header, source };
+    let contacts = resp.contacts().map_err(bad("Contact"))?;
     if let sip::Contacts::List(list) = contacts {
         let mine = list.iter().find(|c| {
             c.uri.host.eq_ignore_ascii_case(&ours.uri.host) && c.uri.port == ours.uri.port
         });
         if let Some(c) = mine {
-            if let Some(e) =
-                sip::headers::contact_expires(c).map_err(|e| format!("Contact expires: {e}"))?
-            {
+            if let Some(e) = sip::headers::contact_expires(c).map_err(bad("Contact expires"))? {
                 return Ok(e);
             }
         }
@@ -1236,7 +1209,7 @@ fn granted_expiry(resp: &Message, ours: &NameAddr, asked: u32) -> Result<u32, St
     match resp.expires() {
         Ok(Some(e)) => Ok(e),
         Ok(None) => Ok(asked),
-        Err(e) => Err(format!("Expires: {e}")),
+        Err(e) => Err(bad("Expires")(e)),
     }
 }
 

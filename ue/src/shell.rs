@@ -31,7 +31,9 @@ use xfrm::{BackendKind, SetId, Side, Tag};
 
 use crate::config::{ConfigError, UeConfig};
 use crate::core::Ue;
-use crate::event::{EventKind, Procedure, RegError, Registered, UeEvent};
+use crate::event::{
+    EventKind, Note, Procedure, RegError, Registered, SaInstallError, SaStep, UeEvent,
+};
 use crate::registration::{RegState, SaAction};
 
 /// The UE simulator's fallback XFRM tag ("IUE") for hosts that do not say which UEs they
@@ -363,20 +365,19 @@ struct Ports {
 }
 
 impl Ports {
-    async fn open(&mut self, io: &SipIo, addr: SocketAddr) -> Result<(), String> {
+    async fn open(&mut self, io: &SipIo, addr: SocketAddr) -> Result<(), SaInstallError> {
         let n = self.open.entry(addr).or_insert(0);
         if *n == 0 {
             if io.backend_name() == "userspace" {
                 // bookkeeping only: decrypted datagrams arrive on the inbound channel
                 io.open_protected(addr.ip(), addr.port(), addr.port())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             } else {
                 // kernel XFRM or no IPsec: a plain UDP socket (the UE speaks UDP)
                 io.transport()
                     .bind_udp(addr)
                     .await
-                    .map_err(|e| format!("bind protected port {addr}: {e}"))?;
+                    .map_err(|e| SaInstallError::port(addr, e))?;
             }
         }
         *n += 1;
@@ -519,7 +520,7 @@ async fn host_task(
     }
     for s in slots.iter_mut() {
         if let Some((_, w)) = s.waiter.take() {
-            let _ = w.send(Err(RegError::Internal("host stopped".into())));
+            let _ = w.send(Err(RegError::HostStopped));
         }
     }
     if let Some(tx) = shutdown {
@@ -541,17 +542,24 @@ async fn drive(
         // events first: they describe what led to the transmits and actions below
         while let Some(e) = s.ue.poll_event() {
             busy = true;
+            if let EventKind::Failed { procedure, error } = &e.kind {
+                tracing::info!(ue = %s.name, procedure = procedure.as_str(), %error, "failed");
+            }
             resolve(s, &e);
             emit(index, s, events, e);
         }
         while let Some(t) = s.ue.poll_transmit() {
             busy = true;
             if let Err(e) = io.send(&t).await {
+                tracing::warn!(ue = %s.name, to = %t.flow.remote, error = %e, "send failed");
                 emit(
                     index,
                     s,
                     events,
-                    note(format!("send to {} failed: {e}", t.flow.remote)),
+                    note(Note::SendFailed {
+                        to: t.flow.remote,
+                        error: e.into(),
+                    }),
                 );
             }
         }
@@ -560,31 +568,30 @@ async fn drive(
             match a {
                 SaAction::Install { generation, set } => {
                     let result = install(io, ports, &set).await;
+                    match &result {
+                        Ok(id) => tracing::debug!(ue = %s.name, id, generation, "SA set installed"),
+                        Err(e) => {
+                            tracing::warn!(ue = %s.name, generation, error = %e, "SA install failed")
+                        }
+                    }
                     if result.as_ref().is_ok_and(|id| ports.fake.contains(id)) {
-                        emit(
-                            index,
-                            s,
-                            events,
-                            note(
-                                "IPsec is OFF: SA set not installed, protected ports are \
-                                 plain UDP (nothing is encrypted)"
-                                    .into(),
-                            ),
-                        );
+                        emit(index, s, events, note(Note::IpsecOff));
                     }
                     s.ue.handle_sa_installed(generation, result, Instant::now());
                 }
                 SaAction::Promote { id, lifetime } => {
                     if !ports.fake.contains(&id) {
                         if let Err(e) = io.promote(id, lifetime, Instant::now()) {
-                            emit(index, s, events, note(format!("promote SA set #{id}: {e}")));
+                            tracing::warn!(ue = %s.name, id, error = %e, "SA promote failed");
+                            emit(index, s, events, sa_failed(SaStep::Promote, id, e));
                         }
                     }
                 }
                 SaAction::BeginExpiry { id, grace } => {
                     if !ports.fake.contains(&id) {
                         if let Err(e) = io.begin_expiry(id, grace, Instant::now()) {
-                            emit(index, s, events, note(format!("retire SA set #{id}: {e}")));
+                            tracing::warn!(ue = %s.name, id, error = %e, "SA retire failed");
+                            emit(index, s, events, sa_failed(SaStep::Retire, id, e));
                         }
                     }
                 }
@@ -597,7 +604,8 @@ async fn drive(
                 } => {
                     if !ports.fake.remove(&id) {
                         if let Err(e) = io.delete(id) {
-                            emit(index, s, events, note(format!("delete SA set #{id}: {e}")));
+                            tracing::warn!(ue = %s.name, id, error = %e, "SA delete failed");
+                            emit(index, s, events, sa_failed(SaStep::Delete, id, e));
                         }
                     }
                     ports.close(io, SocketAddr::new(ip, port_uc));
@@ -611,7 +619,11 @@ async fn drive(
     }
 }
 
-async fn install(io: &SipIo, ports: &mut Ports, set: &xfrm::SaSet) -> Result<SetId, String> {
+async fn install(
+    io: &SipIo,
+    ports: &mut Ports,
+    set: &xfrm::SaSet,
+) -> Result<SetId, SaInstallError> {
     let uc = SocketAddr::new(set.ue, set.port_uc);
     let us = SocketAddr::new(set.ue, set.port_us);
     ports.open(io, uc).await?;
@@ -630,16 +642,24 @@ async fn install(io: &SipIo, ports: &mut Ports, set: &xfrm::SaSet) -> Result<Set
         Err(e) => {
             ports.close(io, uc);
             ports.close(io, us);
-            Err(e.to_string())
+            Err(e.into())
         }
     }
 }
 
-fn note(s: String) -> UeEvent {
+fn note(note: Note) -> UeEvent {
     UeEvent {
         at: Instant::now(),
-        kind: EventKind::Note(s),
+        kind: EventKind::Note(note),
     }
+}
+
+fn sa_failed(action: SaStep, id: SetId, error: secagree::SipIoError) -> UeEvent {
+    note(Note::SaFailed {
+        action,
+        id,
+        error: error.into(),
+    })
 }
 
 fn emit(index: usize, s: &Slot, events: &mpsc::UnboundedSender<HostEvent>, event: UeEvent) {

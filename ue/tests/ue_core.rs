@@ -12,8 +12,8 @@ use secagree::AlgPrefs;
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Message, Protocol, ResponseBuilder, Transmit};
 use ue::{
-    EventKind, IsimKeys, LocalSecurity, Procedure, RegError, RegState, SaAction, Ue, UeConfig,
-    UeEvent,
+    ChallengeError, EventKind, IsimKeys, LocalSecurity, Note, Procedure, RegError, RegState,
+    ResponseError, SaAction, SaInstallError, SecAgreeFailure, Ue, UeConfig, UeEvent,
 };
 use xfrm::SaSet;
 
@@ -195,6 +195,17 @@ fn events(ue: &mut Ue) -> Vec<UeEvent> {
     std::iter::from_fn(|| ue.poll_event()).collect()
 }
 
+/// Whether the UE reported that `procedure` failed with `error`.
+fn failed_with(ue: &mut Ue, procedure: Procedure, error: &RegError) -> bool {
+    events(ue).iter().any(|e| {
+        e.kind
+            == EventKind::Failed {
+                procedure,
+                error: error.clone(),
+            }
+    })
+}
+
 fn actions(ue: &mut Ue) -> Vec<SaAction> {
     std::iter::from_fn(|| ue.poll_action()).collect()
 }
@@ -207,11 +218,7 @@ fn deliver(ue: &mut Ue, resp: &Message, req_flow: Flow, now: Instant) {
 
 /// Runs the whole initial registration; returns the UE, the network and the time.
 fn registered() -> (Ue, Net, Instant, SaSet) {
-    let mut ue = Ue::new(config()).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t0 = Instant::now();
-    ue.register(t0);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t0, r1, f1) = started(config());
     let c401 = net.challenge(&r1);
     let t1 = t0 + Duration::from_millis(3);
     deliver(&mut ue, &c401, f1, t1);
@@ -546,11 +553,7 @@ fn sqn_resync_answers_with_auts_that_the_hss_accepts() {
         .keys
         .clone()
         .with_sqn(UsimSqnState::with_highest(policy, card_sqn));
-    let mut ue = Ue::new(cfg).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t, r1, f1) = started(cfg);
     deliver(&mut ue, &net.challenge(&r1), f1, t);
     assert!(
         actions(&mut ue).is_empty(),
@@ -588,32 +591,23 @@ fn sqn_resync_answers_with_auts_that_the_hss_accepts() {
 
 #[test]
 fn mac_failure_is_an_error_and_installs_nothing() {
-    let mut ue = Ue::new(config()).unwrap();
+    let (mut ue, mut net, t, r1, f1) = started(config());
     // the HSS has a different OP for this subscriber
-    let mut net = Net::new(Milenage::from_op(&K, &[0x11; 16]));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    net.hss = Milenage::from_op(&K, &[0x11; 16]);
     deliver(&mut ue, &net.challenge(&r1), f1, t);
     assert!(ue.poll_transmit().is_none());
     assert!(actions(&mut ue).is_empty());
-    assert!(events(&mut ue).iter().any(|e| matches!(
-        &e.kind,
-        EventKind::Failed {
-            procedure: Procedure::Initial,
-            error: RegError::MacFailure
-        }
-    )));
+    assert!(failed_with(
+        &mut ue,
+        Procedure::Initial,
+        &RegError::MacFailure
+    ));
     assert_eq!(ue.state(), RegState::Failed);
 }
 
 #[test]
 fn rejected_answer_deletes_the_temporary_set() {
-    let mut ue = Ue::new(config()).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t, r1, f1) = started(config());
     deliver(&mut ue, &net.challenge(&r1), f1, t);
     let _ = actions(&mut ue);
     ue.handle_sa_installed(0, Ok(9), t);
@@ -643,18 +637,17 @@ fn rejected_answer_deletes_the_temporary_set() {
 #[test]
 fn install_failure_and_late_install_results() {
     // The shell could not install: the procedure fails, nothing is sent.
-    let mut ue = Ue::new(config()).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t, r1, f1) = started(config());
     deliver(&mut ue, &net.challenge(&r1), f1, t);
     let _ = actions(&mut ue);
-    ue.handle_sa_installed(0, Err("EPERM".into()), t);
+    let port: SocketAddr = "127.0.0.2:6000".parse().unwrap();
+    let eperm = SaInstallError::port(port, std::io::ErrorKind::PermissionDenied.into());
+    ue.handle_sa_installed(0, Err(eperm.clone()), t);
     assert!(ue.poll_transmit().is_none());
     assert!(events(&mut ue).iter().any(|e| matches!(
         &e.kind,
-        EventKind::Failed { error: RegError::SaInstall(m), .. } if m == "EPERM"
+        EventKind::Failed { error: RegError::SaInstall(err @ SaInstallError::Port { addr, .. }), .. }
+            if *addr == port && *err == eperm
     )));
     // A second register while one runs is refused without disturbing it.
     let mut ue = Ue::new(config()).unwrap();
@@ -676,20 +669,57 @@ fn install_failure_and_late_install_results() {
     net.check_answer(&r2);
 }
 
-#[test]
-fn bid_down_to_an_algorithm_we_did_not_offer_aborts() {
-    let mut cfg = config();
-    cfg.algorithms = AlgPrefs {
-        integrity: vec![xfrm::IntegrityAlg::HmacSha1_96],
-        encryption: vec![xfrm::EncryptionAlg::AesCbc],
-    };
+/// A UE with `cfg` after its first REGISTER (sent at the returned time on the returned
+/// flow), and the scripted network with the test set's keys.
+fn started(cfg: UeConfig) -> (Ue, Net, Instant, Message, Flow) {
     let mut ue = Ue::new(cfg).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
+    let net = Net::new(Milenage::from_op(&K, &OP));
     let t = Instant::now();
     ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (register, flow) = one_transmit(&mut ue);
+    (ue, net, t, register, flow)
+}
+
+/// A UE offering only `integrity` with `encryption`, after its first REGISTER, and the 401
+/// the scripted P-CSCF answers it with (not delivered yet, for the test to edit).
+struct Offered {
+    ue: Ue,
+    net: Net,
+    t: Instant,
+    register: Message,
+    flow: Flow,
+    c401: Message,
+}
+
+fn challenged_offering(integrity: xfrm::IntegrityAlg, encryption: xfrm::EncryptionAlg) -> Offered {
+    let mut cfg = config();
+    cfg.algorithms = AlgPrefs {
+        integrity: vec![integrity],
+        encryption: vec![encryption],
+    };
+    let (ue, mut net, t, register, flow) = started(cfg);
+    let c401 = net.challenge(&register);
+    Offered {
+        ue,
+        net,
+        t,
+        register,
+        flow,
+        c401,
+    }
+}
+
+#[test]
+fn bid_down_to_an_algorithm_we_did_not_offer_aborts() {
+    let Offered {
+        mut ue,
+        net,
+        t,
+        register: r1,
+        flow: f1,
+        mut c401,
+    } = challenged_offering(xfrm::IntegrityAlg::HmacSha1_96, xfrm::EncryptionAlg::AesCbc);
     assert_eq!(r1.security_client().unwrap().len(), 1);
-    let mut c401 = net.challenge(&r1);
     let mut weak = net.server[0].clone();
     weak.ealg = Some("null".into());
     weak.alg = Some("hmac-md5-96".into());
@@ -700,25 +730,22 @@ fn bid_down_to_an_algorithm_we_did_not_offer_aborts() {
     assert!(events(&mut ue).iter().any(|e| matches!(
         &e.kind,
         EventKind::Failed {
-            error: RegError::SecAgree(_),
+            error: RegError::SecAgree(SecAgreeFailure::NotOffered { alg, ealg }),
             ..
-        }
+        } if alg == "hmac-md5-96" && ealg == "null"
     )));
 }
 
 #[test]
 fn the_best_server_mechanism_we_offered_wins_and_duplicate_install_answers_are_ignored() {
-    let mut cfg = config();
-    cfg.algorithms = AlgPrefs {
-        integrity: vec![xfrm::IntegrityAlg::HmacMd5_96],
-        encryption: vec![xfrm::EncryptionAlg::Null],
-    };
-    let mut ue = Ue::new(cfg).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
-    let mut c401 = net.challenge(&r1);
+    let Offered {
+        mut ue,
+        net,
+        t,
+        flow: f1,
+        mut c401,
+        ..
+    } = challenged_offering(xfrm::IntegrityAlg::HmacMd5_96, xfrm::EncryptionAlg::Null);
     // the P-CSCF lists a mechanism we did not offer first (higher q), then ours
     let mut unoffered = net.server[0].clone();
     unoffered.alg = Some("hmac-sha-1-96".into());
@@ -744,7 +771,7 @@ fn the_best_server_mechanism_we_offered_wins_and_duplicate_install_answers_are_i
     );
     // a confused shell answers again: nothing changes
     ue.handle_sa_installed(0, Ok(9), t);
-    ue.handle_sa_installed(0, Err("late".into()), t);
+    ue.handle_sa_installed(0, Err(secagree::SipIoError::IpsecOff.into()), t);
     assert!(ue.poll_transmit().is_none());
     assert!(actions(&mut ue).is_empty());
     assert_eq!(ue.registration().set_count(), 1);
@@ -794,11 +821,7 @@ fn silence_means_retransmissions_then_a_timeout() {
 fn without_sec_agree_it_is_a_plain_digest_ue() {
     let mut cfg = config();
     cfg.sec_agree = false;
-    let mut ue = Ue::new(cfg).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t, r1, f1) = started(cfg);
     assert!(r1.security_client().unwrap().is_empty());
     assert!(!r1.has_option_tag("Require", "sec-agree"));
     assert_eq!(r1.name_addrs("Contact").unwrap()[0].uri.port, Some(5060));
@@ -819,11 +842,7 @@ fn without_sec_agree_it_is_a_plain_digest_ue() {
 fn a_challenged_deregistration_is_answered_with_expires_zero() {
     let mut cfg = config();
     cfg.sec_agree = false;
-    let mut ue = Ue::new(cfg).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t, r1, f1) = started(cfg);
     deliver(&mut ue, &net.challenge(&r1), f1, t);
     let (r2, f2) = one_transmit(&mut ue);
     deliver(&mut ue, &net.ok(&r2, 600), f2, t);
@@ -853,11 +872,7 @@ fn ipv6_addresses_are_bracketed_and_the_set_is_ipv6() {
     let mut cfg = config();
     cfg.local_ip = "2001:db8::2".parse().unwrap();
     cfg.pcscf = "[2001:db8::1]:5060".parse().unwrap();
-    let mut ue = Ue::new(cfg).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t, r1, f1) = started(cfg);
     assert_eq!(r1.top_via().unwrap().host, "[2001:db8::2]");
     assert_eq!(
         r1.name_addrs("Contact").unwrap()[0].uri.host,
@@ -909,6 +924,36 @@ fn unsolicited_requests_are_answered() {
             ..
         }
     )));
+    let notes: Vec<Note> = ev
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Note(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        vec![
+            Note::Answering {
+                method: Some(sip::Method::Options),
+                code: 200
+            },
+            Note::Answering {
+                method: Some(sip::Method::Invite),
+                code: 501
+            }
+        ]
+    );
+    // what is not SIP is dropped with the parser's reason, and answered by nothing
+    ue.handle_datagram(from_pcscf, b"\x16\x03\x01 not SIP\r\n\r\n", t);
+    assert!(ue.poll_transmit().is_none());
+    assert!(matches!(
+        events(&mut ue).as_slice(),
+        [UeEvent {
+            kind: EventKind::Note(Note::Unparsable { from, .. }),
+            ..
+        }] if *from == from_pcscf.remote
+    ));
 }
 
 #[test]
@@ -975,11 +1020,7 @@ fn refresh_timer_reregisters_by_itself() {
 fn without_refresh_the_binding_expires_and_the_sas_go() {
     let mut cfg = config();
     cfg.auto_refresh = false;
-    let mut ue = Ue::new(cfg).unwrap();
-    let mut net = Net::new(Milenage::from_op(&K, &OP));
-    let t = Instant::now();
-    ue.register(t);
-    let (r1, f1) = one_transmit(&mut ue);
+    let (mut ue, mut net, t, r1, f1) = started(cfg);
     deliver(&mut ue, &net.challenge(&r1), f1, t);
     let _ = actions(&mut ue);
     ue.handle_sa_installed(0, Ok(3), t);
@@ -1023,13 +1064,11 @@ fn failed_reregistration_keeps_the_binding_and_its_set() {
     net.hss = Milenage::from_op(&K, &[0x77; 16]);
     deliver(&mut ue, &net.challenge(&r1), f1, t);
     assert!(actions(&mut ue).is_empty());
-    assert!(events(&mut ue).iter().any(|e| matches!(
-        &e.kind,
-        EventKind::Failed {
-            procedure: Procedure::Reregistration,
-            error: RegError::MacFailure
-        }
-    )));
+    assert!(failed_with(
+        &mut ue,
+        Procedure::Reregistration,
+        &RegError::MacFailure
+    ));
     assert_eq!(ue.state(), RegState::Registered);
     assert_eq!(ue.current_set().unwrap().spi_uc, set.spi_uc);
     // and it can still deregister over the old set
@@ -1071,11 +1110,7 @@ fn mutated_challenges_do_not_panic() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x401);
     for _ in 0..400 {
-        let mut ue = Ue::new(config()).unwrap();
-        let mut net = Net::new(Milenage::from_op(&K, &OP));
-        let t = Instant::now();
-        ue.register(t);
-        let (r1, f1) = one_transmit(&mut ue);
+        let (mut ue, mut net, t, r1, f1) = started(config());
         let mut bytes = net.challenge(&r1).to_bytes();
         for _ in 0..rng.random_range(1..8) {
             let n = bytes.len();
@@ -1092,4 +1127,67 @@ fn mutated_challenges_do_not_panic() {
         while ue.poll_transmit().is_some() {}
         while ue.poll_event().is_some() {}
     }
+}
+
+#[test]
+fn an_unusable_challenge_or_200_fails_with_the_reason_typed() {
+    let failure = |ue: &mut Ue| {
+        events(ue).into_iter().find_map(|e| match e.kind {
+            EventKind::Failed { error, .. } => Some(error),
+            _ => None,
+        })
+    };
+    // a 401 without any WWW-Authenticate
+    let Offered {
+        mut ue,
+        flow,
+        mut c401,
+        ..
+    } = challenged_offering(xfrm::IntegrityAlg::HmacSha1_96, xfrm::EncryptionAlg::Null);
+    let t = Instant::now();
+    c401.remove_header("WWW-Authenticate");
+    deliver(&mut ue, &c401, flow, t);
+    assert_eq!(
+        failure(&mut ue),
+        Some(RegError::BadChallenge(ChallengeError::NoChallenge))
+    );
+    // a nonce that is not RAND ‖ AUTN
+    let Offered {
+        mut ue,
+        flow,
+        mut c401,
+        ..
+    } = challenged_offering(xfrm::IntegrityAlg::HmacSha1_96, xfrm::EncryptionAlg::Null);
+    c401.set_header(
+        "WWW-Authenticate",
+        "Digest realm=\"x\", nonce=\"AAAA\", algorithm=AKAv1-MD5",
+    );
+    deliver(&mut ue, &c401, flow, t);
+    assert!(matches!(
+        failure(&mut ue),
+        Some(RegError::BadChallenge(ChallengeError::Nonce(_)))
+    ));
+    // a 200 OK whose Expires does not parse (and no expires on our Contact)
+    let Offered {
+        mut ue,
+        net,
+        flow,
+        c401,
+        ..
+    } = challenged_offering(xfrm::IntegrityAlg::HmacSha1_96, xfrm::EncryptionAlg::Null);
+    deliver(&mut ue, &c401, flow, t);
+    let _ = actions(&mut ue);
+    ue.handle_sa_installed(0, Ok(1), t);
+    let (r2, f2) = one_transmit(&mut ue);
+    let mut ok = net.ok(&r2, 600);
+    ok.remove_header("Contact");
+    ok.set_header("Expires", "soon");
+    deliver(&mut ue, &ok, f2, t);
+    assert!(matches!(
+        failure(&mut ue),
+        Some(RegError::BadResponse(ResponseError::Header {
+            header: "Expires",
+            ..
+        }))
+    ));
 }

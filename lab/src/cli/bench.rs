@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use secagree::IpsecMode;
-use xfrm::BackendKind;
+
+use super::IpsecChoice;
 
 /// Benchmarks against an in-process network on loopback (bounded in count).
 #[derive(Debug, Args)]
@@ -20,9 +20,11 @@ enum BenchCommand {
         /// UEs registering at once (each on its own loopback address).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
         ues: u32,
-        /// Also measure with IPsec: auto, kernel, userspace or none.
-        #[arg(long, default_value = "auto")]
-        ipsec: String,
+        /// Also measure with IPsec: `auto` (kernel XFRM if the kernel can do ESP, else
+        /// userspace ESP; skipped when not root), `kernel`, `userspace`, or `off` (`none`):
+        /// IPsec off only.
+        #[arg(long, value_enum, default_value_t = IpsecChoice::Auto)]
+        ipsec: IpsecChoice,
     },
 }
 
@@ -36,21 +38,41 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         BenchCommand::Register { ues, ipsec } => {
             // SAFETY: geteuid has no preconditions.
             let root = unsafe { libc::geteuid() == 0 };
-            let mode = match ipsec.as_str() {
-                "none" | "off" => None,
-                "auto" if !root => {
+            let mode = match ipsec {
+                IpsecChoice::Off => None,
+                IpsecChoice::Auto if !root => {
                     eprintln!(
                         "not root: measuring without IPsec only (userspace ESP needs raw sockets)"
                     );
                     None
                 }
-                other => Some(IpsecMode::Backend(
-                    other
-                        .parse::<BackendKind>()
-                        .map_err(|e| anyhow::anyhow!("--ipsec: {e}"))?,
-                )),
+                other => Some(other.mode()),
             };
             rt.block_on(crate::bench::register(*ues as usize, mode))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn ipsec(v: &str) -> Result<IpsecChoice, clap::Error> {
+        let cli = crate::cli::Cli::try_parse_from(["imslab", "bench", "register", "--ipsec", v])?;
+        match cli.command {
+            crate::cli::Command::Bench(BenchArgs {
+                command: BenchCommand::Register { ipsec, .. },
+            }) => Ok(ipsec),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipsec_is_the_shared_choice() {
+        assert_eq!(ipsec("userspace").unwrap(), IpsecChoice::Userspace);
+        assert_eq!(ipsec("off").unwrap(), IpsecChoice::Off);
+        assert_eq!(ipsec("none").unwrap(), IpsecChoice::Off);
+        assert!(ipsec("esp").is_err());
     }
 }

@@ -16,9 +16,29 @@ use xfrm::BackendKind;
 #[derive(Debug, Parser)]
 #[command(name = "imslab", version, about, long_about = None)]
 pub struct Cli {
+    /// Log filter for stderr: `warn`, `info`, `debug`, or per crate (`warn,ue=debug`).
+    /// RUST_LOG, when set, overrides it (the convention of every IMS Lab Core binary).
+    #[arg(
+        long,
+        global = true,
+        default_value = DEFAULT_LOG_LEVEL,
+        value_name = "FILTER",
+        value_parser = log_filter
+    )]
+    pub log_level: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `imslab`'s log level without `--log-level` or RUST_LOG: warnings only, so that the
+/// demo's and the commands' own output stays readable.
+pub const DEFAULT_LOG_LEVEL: &str = "warn";
+
+fn log_filter(s: &str) -> Result<String, String> {
+    opskit::log::check_level(s)
+        .map(|()| s.to_string())
+        .map_err(|_| format!("{s:?} is not a log filter (e.g. warn, info, debug or warn,ue=debug)"))
 }
 
 /// imslab subcommands.
@@ -36,7 +56,7 @@ pub enum Command {
     Net(net::NetArgs),
 }
 
-/// `--ipsec` values of `imslab ue`, `imslab demo` and `imslab net`.
+/// `--ipsec` values of `imslab ue`, `imslab demo`, `imslab net` and `imslab bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IpsecChoice {
     /// kernel XFRM if the kernel can do ESP, else userspace ESP
@@ -46,6 +66,7 @@ pub enum IpsecChoice {
     /// userspace ESP over raw sockets (root)
     Userspace,
     /// no IPsec
+    #[value(alias = "none")]
     Off,
 }
 
@@ -69,5 +90,29 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Net(a) => net::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_level_defaults_to_warn_and_is_checked() {
+        let cli = Cli::try_parse_from(["imslab", "net", "subscribers"]).unwrap();
+        assert_eq!(cli.log_level, DEFAULT_LOG_LEVEL);
+        let cli = Cli::try_parse_from([
+            "imslab",
+            "net",
+            "subscribers",
+            "--log-level",
+            "warn,ue=debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_level, "warn,ue=debug");
+        let e = Cli::try_parse_from(["imslab", "--log-level", "ue=loud", "net", "subscribers"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a log filter"), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 //! process, so UEs in other processes — or other network namespaces, as the kernel IPsec
 //! backend needs — can register against it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -36,6 +36,7 @@ enum NetCommand {
     ///
     /// Example (P-CSCF in namespace `core` on 10.77.0.1, UE in namespace `ue`):
     ///   ip netns exec core imslab net serve --sip 10.77.0.1:5060 --ipsec kernel &
+    ///   (or --sip 0.0.0.0:5060 --advertise 10.77.0.1 to listen on every address)
     ///   ip netns exec ue imslab ue register --pcscf 10.77.0.1:5060 --local-ip 10.77.0.2
     ///     --ipsec kernel $(imslab net subscribers --index 0 --ue-args) --then deregister
     #[command(verbatim_doc_comment)]
@@ -57,6 +58,11 @@ pub struct ServeArgs {
     /// the UEs are elsewhere.
     #[arg(long, default_value = "127.0.0.1:5060", value_name = "IP:PORT")]
     sip: SocketAddr,
+    /// The address UEs send SIP to, when --sip listens on every address (0.0.0.0 or [::]):
+    /// it goes into the SAs, Path and Service-Route, where a wildcard must never appear.
+    /// Defaults to the IP of --sip.
+    #[arg(long, value_name = "IP")]
+    advertise: Option<IpAddr>,
     /// HSS Diameter port (TCP, on 127.0.0.1; only the in-process P-CSCF uses it).
     #[arg(long, default_value_t = 3868, value_name = "PORT")]
     diameter: u16,
@@ -154,11 +160,25 @@ fn subscribers(a: &SubscribersArgs) -> String {
         .collect()
 }
 
+/// A wildcard --sip cannot be told to UEs: say so before anything starts (the P-CSCF's own
+/// check would name its config key, which `serve` writes itself).
+fn check_advertise(a: &ServeArgs) -> anyhow::Result<()> {
+    if a.sip.ip().is_unspecified() && a.advertise.is_none() {
+        anyhow::bail!(
+            "--sip {} listens on every address: give --advertise IP, the address UEs send \
+             to (it goes into the SAs, Path and Service-Route)",
+            a.sip
+        );
+    }
+    Ok(())
+}
+
 async fn serve(a: &ServeArgs) -> anyhow::Result<String> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed before anything starts, so a signal during start-up is not lost.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    check_advertise(a)?;
     let opts = NetOptions {
         subscribers: usize::from(a.subscribers),
         mode: a.ipsec.mode(),
@@ -169,12 +189,14 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<String> {
         },
         port_range: a.port_range,
         min_expires: 60,
+        advertise: a.advertise,
     };
     let net = LabNet::start(&opts).await?;
     println!(
-        "imslab net: ready sip={} diameter=127.0.0.1:{} ipsec={} policy={} xfrm_user={} \
-         subscribers={} config={} esp_sa={}",
+        "imslab net: ready sip={} advertise={} diameter=127.0.0.1:{} ipsec={} policy={} \
+         xfrm_user={} subscribers={} config={} esp_sa={}",
         net.pcscf.sip_addr,
+        net.sip_advertised,
         a.diameter,
         net.pcscf.backend,
         net.policy,
@@ -266,8 +288,26 @@ mod tests {
         assert_eq!(s.sip, "10.77.0.1:5060".parse().unwrap());
         assert_eq!(s.ipsec.mode(), IpsecMode::Backend(BackendKind::Kernel));
         assert_eq!(s.port_range, (7000, 7010));
+        assert_eq!(s.advertise, None);
+        check_advertise(&s).unwrap();
         for bad in ["7000", "7000-7001", "0-10", "x-7"] {
             assert!(port_range(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_wildcard_sip_address_needs_advertise() {
+        let serve = |v: &[&str]| match args(v).command {
+            NetCommand::Serve(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let e = check_advertise(&serve(&["serve", "--sip", "0.0.0.0:5060"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--advertise"), "{e}");
+        let s = serve(&["serve", "--sip", "0.0.0.0:5060", "--advertise", "10.77.0.1"]);
+        assert_eq!(s.advertise, Some("10.77.0.1".parse().unwrap()));
+        check_advertise(&s).unwrap();
+        assert!(check_advertise(&serve(&["serve", "--sip", "[::]:5060"])).is_err());
     }
 }
