@@ -226,6 +226,9 @@ enum TimerKind {
     DeleteSa { id: SetId },
 }
 
+/// The methods this P-CSCF implements (`Allow`).
+const ALLOW: &str = "REGISTER, OPTIONS";
+
 /// The P-CSCF core. See the module docs.
 pub struct Pcscf {
     cfg: CoreConfig,
@@ -575,25 +578,13 @@ impl Pcscf {
     }
 
     fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
-        match resp {
-            Ok(r) => {
-                // Only fails if the transaction is gone (timer H/J fired): nothing to send.
-                let _ = self.tx.respond(tx, r, now);
-            }
-            Err(e) => {
-                let remote = self
-                    .tx
-                    .flow(tx)
-                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote);
-                self.dropped(remote, format!("cannot build a response: {e}"));
-            }
+        if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
+            self.dropped(u.remote, format!("cannot build a response: {}", u.error));
         }
     }
 
     fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
-        let r = ResponseBuilder::new(req, code)
-            .to_tag(&self.ids.tag())
-            .build();
+        let r = sip::uas::simple(req, code, &mut self.ids);
         self.respond(tx, r, now);
     }
 
@@ -624,22 +615,11 @@ impl Pcscf {
     ) {
         match req.method() {
             Some(Method::Register) => self.on_register(id, req, flow, via_sa, now),
-            Some(Method::Options) => {
-                let r = ResponseBuilder::new(&req, 200)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
-            }
-            Some(Method::Ack) => {}
+            // Calls and other sessions are the next stage of this P-CSCF.
             _ => {
-                // Calls and other sessions are the next stage of this P-CSCF: say so
-                // plainly instead of pretending.
-                let r = ResponseBuilder::new(&req, 501)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
+                if let Some(r) = sip::uas::unhandled(&req, ALLOW, &mut self.ids) {
+                    self.respond(id, r, now);
+                }
             }
         }
     }

@@ -194,6 +194,9 @@ enum Timer {
     Expiry { impu: String, generation: u64 },
 }
 
+/// The methods this S-CSCF implements (`Allow`).
+const ALLOW: &str = "REGISTER, OPTIONS";
+
 /// The S-CSCF core. See the crate docs.
 pub struct Scscf {
     cfg: Config,
@@ -435,25 +438,13 @@ impl Scscf {
     }
 
     fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
-        match resp {
-            // Fails only if the transaction is gone: nothing to send then.
-            Ok(r) => {
-                let _ = self.tx.respond(tx, r, now);
-            }
-            Err(e) => {
-                let remote = self
-                    .tx
-                    .flow(tx)
-                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote);
-                self.dropped(remote, Drop::NoResponse(e));
-            }
+        if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
+            self.dropped(u.remote, Drop::NoResponse(u.error));
         }
     }
 
     fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
-        let r = ResponseBuilder::new(req, code)
-            .to_tag(&self.ids.tag())
-            .build();
+        let r = sip::uas::simple(req, code, &mut self.ids);
         self.respond(tx, r, now);
     }
 
@@ -472,21 +463,11 @@ impl Scscf {
     fn on_request(&mut self, id: TxId, req: Message, now: Instant) {
         match req.method() {
             Some(Method::Register) => self.on_register(id, req, now),
-            Some(Method::Options) => {
-                let r = ResponseBuilder::new(&req, 200)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
-            }
-            Some(Method::Ack) => {}
+            // Sessions are the next stage of this S-CSCF.
             _ => {
-                // Sessions are the next stage of this S-CSCF: say so plainly.
-                let r = ResponseBuilder::new(&req, 501)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
+                if let Some(r) = sip::uas::unhandled(&req, ALLOW, &mut self.ids) {
+                    self.respond(id, r, now);
+                }
             }
         }
     }
