@@ -149,16 +149,103 @@ pub enum CoreEvent {
         impi: String,
         /// Status code sent.
         code: u16,
-        /// Why.
-        reason: String,
+        /// Why, for the log and metrics (never sent to the UE: it would help an attacker
+        /// probe which identities and set-ups exist).
+        reason: Rejection,
     },
     /// Input dropped without answer.
     Dropped {
         /// From where.
         remote: SocketAddr,
         /// Why.
-        reason: String,
+        reason: DropReason,
     },
+}
+
+/// Why the P-CSCF refused a REGISTER (or answered it with an error on the S-CSCF's
+/// behalf).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A header we need is missing or unparsable.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// Security-Client does not parse (RFC 3329 §2.2).
+    #[error("malformed Security-Client: {0}")]
+    MalformedSecurityClient(sip::ParseError),
+    /// It came through an SA that another identity owns (TS 33.203 §7.4).
+    #[error("identity does not own the security association it used")]
+    NotSaOwner,
+    /// Security-Verify differs from our Security-Server (TS 33.203 §7.2 bid-down).
+    #[error("Security-Verify does not match our Security-Server")]
+    VerifyMismatch,
+    /// No Security-Client while our policy requires IPsec (421, RFC 3329 §2.3.1).
+    #[error("no Security-Client: IPsec is required")]
+    SecAgreeRequired,
+    /// No offer of Security-Client is acceptable (494, RFC 3329 §2.3.1).
+    #[error("no acceptable Security-Client: {0}")]
+    NoAcceptableOffer(secagree::SecAgreeError),
+    /// The chosen offer and our mechanism make no valid SA set.
+    #[error("unusable Security-Client: {0}")]
+    UnusableOffer(secagree::SecAgreeError),
+    /// IPsec is required but no backend is available.
+    #[error("IPsec is required but no backend is available")]
+    NoIpsecBackend,
+    /// No SPI or protected port left.
+    #[error("IPsec resources exhausted: {0}")]
+    IpsecExhausted(xfrm::PoolError),
+    /// The shell could not install the temporary SA set; the detail is the backend's.
+    #[error("IPsec setup failed: {0}")]
+    IpsecSetup(String),
+    /// Max-Forwards reached zero (483, RFC 3261 §16.3 step 3).
+    #[error("Max-Forwards exhausted")]
+    TooManyHops,
+    /// The request cannot be forwarded (its Via or Max-Forwards are unusable).
+    #[error("request cannot be forwarded")]
+    Unforwardable,
+    /// Our client transaction toward the S-CSCF could not be created.
+    #[error("cannot forward: {0}")]
+    ForwardFailed(transaction::TxError),
+    /// The S-CSCF answered with this error, passed down as it is.
+    #[error("refused by the S-CSCF")]
+    Upstream,
+    /// The S-CSCF's 401 carries `ck`/`ik` that are not 32 hex digits each.
+    #[error("the S-CSCF's ck/ik are not 32 hex digits each")]
+    BadUpstreamKeys,
+    /// The S-CSCF's WWW-Authenticate does not parse.
+    #[error("the S-CSCF's WWW-Authenticate is malformed: {0}")]
+    BadUpstreamChallenge(akav1::digest::DigestError),
+    /// The S-CSCF's 401 carries no keys while IPsec is required.
+    #[error("the S-CSCF's 401 carries no ck/ik: cannot set up IPsec")]
+    NoUpstreamKeys,
+    /// No final response from the S-CSCF in time (408, RFC 3261 §16.7 step 6 / §16.9).
+    #[error("no answer from the S-CSCF")]
+    UpstreamTimeout,
+    /// The S-CSCF cannot be reached (503, RFC 3261 §16.9).
+    #[error("S-CSCF unreachable")]
+    UpstreamUnreachable,
+}
+
+/// Why input was dropped without an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Not SIP.
+    #[error("unparsable SIP: {0}")]
+    Unparsable(sip::ParseError),
+    /// It arrived on a protected port from an address/port that owns no SA there.
+    #[error("protected port, but no SA from this address/port")]
+    NoSa,
+    /// A request without what transactions need.
+    #[error("request without what transactions need: {0}")]
+    NoTransaction(transaction::TxError),
+    /// A response without what transactions need.
+    #[error("response without what transactions need: {0}")]
+    BadResponse(transaction::TxError),
+    /// A response from anywhere but the S-CSCF.
+    #[error("response not from the S-CSCF")]
+    NotFromUpstream,
+    /// A response could not be built for the request (it cannot be answered).
+    #[error("cannot build a response: {0}")]
+    NoResponse(sip::ParseError),
 }
 
 /// Counters the shell exports as metrics.
@@ -421,7 +508,7 @@ impl Pcscf {
         };
         match Message::parse_bytes(data, &self.cfg.limits, framing) {
             Ok(m) => self.on_message(m, flow, via_sa, now),
-            Err(e) => self.dropped(flow.remote, format!("unparsable SIP: {e}")),
+            Err(e) => self.dropped(flow.remote, DropReason::Unparsable(e)),
         }
     }
 
@@ -503,7 +590,7 @@ impl Pcscf {
         self.out.push_back(Output::Event(e));
     }
 
-    fn dropped(&mut self, remote: SocketAddr, reason: String) {
+    fn dropped(&mut self, remote: SocketAddr, reason: DropReason) {
         self.stats.dropped += 1;
         self.event(CoreEvent::Dropped { remote, reason });
     }
@@ -514,10 +601,7 @@ impl Pcscf {
         match self.classify(flow) {
             Ok(s) => Some(s),
             Err(()) => {
-                self.dropped(
-                    flow.remote,
-                    "protected port, but no SA from this address/port".into(),
-                );
+                self.dropped(flow.remote, DropReason::NoSa);
                 None
             }
         }
@@ -570,16 +654,13 @@ impl Pcscf {
                 self.on_request(id, request, flow, via_sa, now)
             }
             Ok(_) => {}
-            Err(e) => self.dropped(
-                flow.remote,
-                format!("request without what transactions need: {e}"),
-            ),
+            Err(e) => self.dropped(flow.remote, DropReason::NoTransaction(e)),
         }
     }
 
     fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
         if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
-            self.dropped(u.remote, format!("cannot build a response: {}", u.error));
+            self.dropped(u.remote, DropReason::NoResponse(u.error));
         }
     }
 
@@ -588,16 +669,24 @@ impl Pcscf {
         self.respond(tx, r, now);
     }
 
-    fn reject(&mut self, ctx: &Ctx, code: u16, reason: String, now: Instant) {
+    fn reject(&mut self, ctx: &Ctx, code: u16, reason: Rejection, now: Instant) {
+        // The reason goes to our log only: a Warning with it would tell anyone probing
+        // which identities, SAs and set-ups exist.
+        let r = sip::uas::simple(&ctx.req, code, &mut self.ids);
+        self.refuse(ctx, r, code, reason, now);
+    }
+
+    /// Sends `response`, an error of `code` to the REGISTER of `ctx`, and counts it.
+    fn refuse(
+        &mut self,
+        ctx: &Ctx,
+        response: Result<Message, sip::ParseError>,
+        code: u16,
+        reason: Rejection,
+        now: Instant,
+    ) {
         self.stats.rejections += 1;
-        let r = ResponseBuilder::new(&ctx.req, code)
-            .to_tag(&self.ids.tag())
-            .header(
-                "Warning",
-                format!("399 {} \"{}\"", self.cfg.domain, reason.replace('"', "'")),
-            )
-            .build();
-        self.respond(ctx.tx, r, now);
+        self.respond(ctx.tx, response, now);
         self.event(CoreEvent::Rejected {
             impi: ctx.impi.clone(),
             code,
@@ -686,10 +775,10 @@ impl Pcscf {
         while let Some(e) = self.tx.poll_event() {
             match e {
                 transaction::Event::Timeout { id, .. } => {
-                    self.upstream_failed(id, 408, "no answer from the S-CSCF", now)
+                    self.upstream_failed(id, 408, Rejection::UpstreamTimeout, now)
                 }
                 transaction::Event::TransportError { id } => {
-                    self.upstream_failed(id, 503, "S-CSCF unreachable", now)
+                    self.upstream_failed(id, 503, Rejection::UpstreamUnreachable, now)
                 }
                 transaction::Event::Terminated { .. } => {}
             }

@@ -8,6 +8,7 @@
 //! Label values are `&'static str` on purpose: a reason is a category chosen in code, never
 //! text from a message (an IMPI or a header in a label would make one time series per user).
 
+use crate::core::{CoreEvent, DropReason, Rejection};
 use opskit::metrics::{CounterFamily, Exposition, HistogramFamily, LATENCY_BUCKETS};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +78,19 @@ impl Metrics {
     /// All zero.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counts one of the P-CSCF core's events in its series.
+    pub fn count(&self, e: &CoreEvent) {
+        match e {
+            CoreEvent::Challenged { .. } => self.challenge(),
+            CoreEvent::Registered { .. } => self.registration(),
+            CoreEvent::Deregistered { reason, .. } => self.deregistration(reason),
+            CoreEvent::Rejected { code, reason, .. } => {
+                self.rejection(*code, rejection_label(reason))
+            }
+            CoreEvent::Dropped { reason, .. } => self.dropped(drop_label(reason)),
+        }
     }
 
     /// A 401 challenge went out.
@@ -199,6 +213,36 @@ impl Metrics {
     }
 }
 
+/// The `reason` label of a refusal: a category, never the detail.
+fn rejection_label(r: &Rejection) -> &'static str {
+    use Rejection as R;
+    match r {
+        R::Malformed(_) | R::MalformedSecurityClient(_) | R::Unforwardable => "malformed",
+        R::NotSaOwner => "sa-owner",
+        R::VerifyMismatch | R::SecAgreeRequired | R::NoAcceptableOffer(_) | R::UnusableOffer(_) => {
+            "sec-agree"
+        }
+        R::NoIpsecBackend | R::IpsecExhausted(_) | R::IpsecSetup(_) => "ipsec",
+        R::TooManyHops => "max-forwards",
+        R::ForwardFailed(_) => "server",
+        R::Upstream => "upstream",
+        R::BadUpstreamKeys | R::BadUpstreamChallenge(_) | R::NoUpstreamKeys => "upstream-malformed",
+        R::UpstreamTimeout => "upstream-timeout",
+        R::UpstreamUnreachable => "upstream-unreachable",
+    }
+}
+
+/// The `reason` label of dropped input.
+fn drop_label(r: &DropReason) -> &'static str {
+    match r {
+        DropReason::Unparsable(_) => "unparsable",
+        DropReason::NoSa => "no-sa",
+        DropReason::NoTransaction(_) | DropReason::BadResponse(_) => "no-transaction",
+        DropReason::NotFromUpstream => "not-upstream",
+        DropReason::NoResponse(_) => "unanswerable",
+    }
+}
+
 /// Serves `GET /metrics` with `metrics.render()` on `addr` (`[metrics] listen`) until the
 /// returned handle is dropped. Must be called inside a tokio runtime.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<MetricsServer, ServeError> {
@@ -313,6 +357,50 @@ mod tests {
             sample(&m.render(), "pcscf_registered").as_deref(),
             Some("2")
         );
+    }
+
+    #[test]
+    fn events_count_under_their_typed_reason() {
+        let m = Metrics::new();
+        let remote: SocketAddr = "127.0.0.2:5060".parse().unwrap();
+        for e in [
+            CoreEvent::Rejected {
+                impi: "alice@ims.test".into(),
+                code: 494,
+                reason: Rejection::VerifyMismatch,
+            },
+            CoreEvent::Rejected {
+                impi: "bob@ims.test".into(),
+                code: 494,
+                reason: Rejection::SecAgreeRequired,
+            },
+            CoreEvent::Rejected {
+                impi: "bob@ims.test".into(),
+                code: 408,
+                reason: Rejection::UpstreamTimeout,
+            },
+            CoreEvent::Dropped {
+                remote,
+                reason: DropReason::NoSa,
+            },
+        ] {
+            m.count(&e);
+        }
+        let t = m.render();
+        for (series, v) in [
+            (
+                "pcscf_rejections_total{code=\"494\",reason=\"sec-agree\"}",
+                "2",
+            ),
+            (
+                "pcscf_rejections_total{code=\"408\",reason=\"upstream-timeout\"}",
+                "1",
+            ),
+            ("pcscf_dropped_total{reason=\"no-sa\"}", "1"),
+        ] {
+            assert_eq!(sample(&t, series).as_deref(), Some(v), "{series} in\n{t}");
+        }
+        assert!(!t.contains("alice"), "no identity in a label:\n{t}");
     }
 
     #[tokio::test]

@@ -398,7 +398,7 @@ async fn drain(
                 }
             }
             Output::Event(Event::Pcscf(e)) => {
-                count_event(&e, metrics);
+                metrics.count(&e);
                 log_event(&e)
             }
             Output::Event(Event::Scscf(e)) => log_scscf_event(&e),
@@ -487,40 +487,6 @@ fn gauges(node: &Node, m: &Metrics) {
     m.set_sa_sets(SaState::Retiring, retiring as u64);
     let s_tx = node.scscf().map_or(0, scscf::Scscf::transaction_count);
     m.set_transactions((p.transaction_count() + s_tx) as u64);
-}
-
-/// Counters from the P-CSCF's events; labels are fixed categories, never message text.
-fn count_event(e: &CoreEvent, m: &Metrics) {
-    match e {
-        CoreEvent::Challenged { .. } => m.challenge(),
-        CoreEvent::Registered { .. } => m.registration(),
-        CoreEvent::Deregistered { reason, .. } => m.deregistration(reason),
-        CoreEvent::Rejected { code, .. } => m.rejection(*code, rejection_class(*code)),
-        CoreEvent::Dropped { reason, .. } => m.dropped(drop_class(reason)),
-    }
-}
-
-fn rejection_class(code: u16) -> &'static str {
-    match code {
-        400 => "malformed",
-        401 | 403 => "authentication",
-        421 | 494 => "sec-agree",
-        408 | 504 => "upstream-timeout",
-        500..=599 => "server",
-        _ => "other",
-    }
-}
-
-fn drop_class(reason: &str) -> &'static str {
-    if reason.starts_with("protected port") {
-        "no-sa"
-    } else if reason.starts_with("unparsable") {
-        "unparsable"
-    } else if reason.starts_with("response not from") {
-        "not-upstream"
-    } else {
-        "other"
-    }
 }
 
 fn cx_command(code: u32) -> &'static str {
