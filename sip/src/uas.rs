@@ -107,12 +107,12 @@ mod tests {
         let Ok(RequestOutcome::New { id, request }) = tx.handle_request(req, flow, now) else {
             panic!("a new transaction");
         };
-        let bad = Err(ParseError::Uri("test"));
+        let bad = ParseError::Uri("test");
         assert_eq!(
-            respond(&mut tx, id, bad.clone(), now),
+            respond(&mut tx, id, Err(bad.clone()), now),
             Err(Unanswerable {
                 remote: ue,
-                error: bad.unwrap_err()
+                error: bad
             })
         );
         let mut ids = Ids::seeded(2);
