@@ -81,7 +81,8 @@ pub enum Output {
     Event(CoreEvent),
 }
 
-/// IPsec work for the shell.
+/// IPsec work for the shell. Every operation is reported back: `Prepare` with
+/// [`Pcscf::handle_security_ready`], the others with [`Pcscf::handle_security_result`].
 #[derive(Debug)]
 pub enum SecurityOp {
     /// Open the protected ports `set.port_pc`/`set.port_ps` on `set.pcscf` and install the
@@ -106,13 +107,43 @@ pub enum SecurityOp {
         /// Grace period.
         grace: Duration,
     },
-    /// Delete the set and close its protected ports.
+    /// Delete the set and close its protected ports (whatever the deletion's outcome:
+    /// the core has returned them to its pools already).
     Delete {
         /// Which set.
         id: SetId,
         /// Its parameters (addresses and ports to close).
         set: SaSet,
     },
+}
+
+/// A step of an SA set's life after its installation, as reported with
+/// [`Pcscf::handle_security_result`] (TS 33.203 §7.1, §7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaStep {
+    /// [`SecurityOp::Promote`]: temporary → established.
+    Promote,
+    /// [`SecurityOp::Retire`]: established → expiring.
+    Retire,
+    /// [`SecurityOp::Delete`].
+    Delete,
+}
+
+impl SaStep {
+    /// Lower-case name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaStep::Promote => "promote",
+            SaStep::Retire => "retire",
+            SaStep::Delete => "delete",
+        }
+    }
+}
+
+impl std::fmt::Display for SaStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Notable things that happened, for logs, metrics and the demo.
@@ -159,6 +190,20 @@ pub enum CoreEvent {
         remote: SocketAddr,
         /// Why.
         reason: DropReason,
+    },
+    /// The shell could not carry out an SA step. The set is gone from our accounts
+    /// either way (its SPIs and ports are back in the pools); after a failed
+    /// [`SaStep::Delete`] its kernel state may outlive it, until the flush at the next
+    /// start, and is counted as leaked.
+    SaFailed {
+        /// Which set.
+        id: SetId,
+        /// Which step failed.
+        step: SaStep,
+        /// Whose set it was, when we still knew.
+        impi: Option<String>,
+        /// The backend's error, for the log.
+        error: String,
     },
 }
 
@@ -263,6 +308,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Resynchronisations (REGISTERs with `auts`) passed to the S-CSCF.
     pub resyncs: u64,
+    /// SA promotions, retirements and deletions the shell reported failed.
+    pub sa_failures: u64,
 }
 
 struct SaRecord {
@@ -530,6 +577,56 @@ impl Pcscf {
         if let Some(p) = self.preparing.remove(&token) {
             self.challenge_ready(p, result, now);
         }
+    }
+
+    /// The shell's report on a [`SecurityOp::Promote`], [`SecurityOp::Retire`] or
+    /// [`SecurityOp::Delete`] of set `id`.
+    ///
+    /// A failed promotion means the registration that set was made for cannot be
+    /// protected: a P-CSCF that asserts identity from the SA (TS 33.203 §7.4, TS 24.229
+    /// §5.2.3) must not keep it on an unprotected footing, so the registrations bound to
+    /// the set end here and the set is deleted; the UE finds its SAs gone and registers
+    /// again. A failed retirement changes nothing: the set is no registration's any more and
+    /// its deletion after the grace period stays scheduled. A failed deletion leaves the set
+    /// gone from our accounts (the backend forgets it too, so there is nothing to retry);
+    /// it is reported as a leak for the operator.
+    pub fn handle_security_result(
+        &mut self,
+        id: SetId,
+        step: SaStep,
+        result: Result<(), secagree::SipIoError>,
+        now: Instant,
+    ) {
+        let Err(e) = result else { return };
+        self.stats.sa_failures += 1;
+        let impi = self.sas.get(&id).map(|r| r.impi.clone());
+        if step == SaStep::Promote {
+            let bound: Vec<String> = self
+                .regs
+                .iter()
+                .filter(|(_, r)| r.sa == Some(id))
+                .map(|(impu, _)| impu.clone())
+                .collect();
+            for impu in bound {
+                // Unbound first: the set is deleted below, not retired.
+                if let Some(r) = self.regs.get_mut(&impu) {
+                    r.sa = None;
+                }
+                self.end_registration(&impu, "sa-failure", now);
+            }
+            // A set still waiting as a challenge's (a promotion reported very late) goes
+            // with its challenge.
+            if let Some(impi) = &impi {
+                self.take_challenge(impi, |c| c.sa == id);
+            }
+            self.delete_sa(id);
+        }
+        self.event(CoreEvent::SaFailed {
+            id,
+            step,
+            impi,
+            error: e.to_string(),
+        });
     }
 
     /// Fire due timers.

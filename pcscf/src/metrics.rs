@@ -8,7 +8,7 @@
 //! Label values are `&'static str` on purpose: a reason is a category chosen in code, never
 //! text from a message (an IMPI or a header in a label would make one time series per user).
 
-use crate::core::{CoreEvent, DropReason, Rejection};
+use crate::core::{CoreEvent, DropReason, Rejection, SaStep};
 use opskit::metrics::{CounterFamily, Exposition, HistogramFamily, LATENCY_BUCKETS};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +54,8 @@ pub struct Metrics {
     transactions: AtomicU64,
     cx_latency: HistogramFamily<1>,
     cx_failures: CounterFamily<2>,
+    sa_failures: CounterFamily<1>,
+    sa_leaks: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -70,6 +72,8 @@ impl Default for Metrics {
             transactions: AtomicU64::new(0),
             cx_latency: HistogramFamily::new(["command"], LATENCY_BUCKETS),
             cx_failures: CounterFamily::new(["command", "reason"]),
+            sa_failures: CounterFamily::new(["step"]),
+            sa_leaks: AtomicU64::new(0),
         }
     }
 }
@@ -90,6 +94,16 @@ impl Metrics {
                 self.rejection(*code, rejection_label(reason))
             }
             CoreEvent::Dropped { reason, .. } => self.dropped(drop_label(reason)),
+            CoreEvent::SaFailed { step, .. } => self.sa_failure(*step),
+        }
+    }
+
+    /// An SA step failed; a failed deletion also counts as a leaked set (its kernel state
+    /// may stay until the next start flushes it).
+    pub fn sa_failure(&self, step: SaStep) {
+        self.sa_failures.inc([step.as_str()]);
+        if step == SaStep::Delete {
+            self.sa_leaks.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -209,6 +223,16 @@ impl Metrics {
             "Cx requests without a usable answer, by command and reason.",
             &self.cx_failures,
         );
+        e.counters(
+            "pcscf_sa_failures_total",
+            "SA set steps the IPsec backend failed, by step.",
+            &self.sa_failures,
+        );
+        e.counter(
+            "pcscf_sa_leaked_total",
+            "SA sets whose deletion failed: their state may outlive them until a restart.",
+            get(&self.sa_leaks),
+        );
         e.finish()
     }
 }
@@ -268,6 +292,7 @@ mod tests {
             "pcscf_challenges_total",
             "pcscf_registrations_total",
             "pcscf_aka_resyncs_total",
+            "pcscf_sa_leaked_total",
             "pcscf_registered",
             "pcscf_transactions",
             "pcscf_sa_sets{state=\"temporary\"}",
@@ -383,6 +408,18 @@ mod tests {
                 remote,
                 reason: DropReason::NoSa,
             },
+            CoreEvent::SaFailed {
+                id: 3,
+                step: SaStep::Delete,
+                impi: Some("alice@ims.test".into()),
+                error: "netlink: EPERM".into(),
+            },
+            CoreEvent::SaFailed {
+                id: 4,
+                step: SaStep::Promote,
+                impi: None,
+                error: "unknown set".into(),
+            },
         ] {
             m.count(&e);
         }
@@ -397,6 +434,9 @@ mod tests {
                 "1",
             ),
             ("pcscf_dropped_total{reason=\"no-sa\"}", "1"),
+            ("pcscf_sa_failures_total{step=\"delete\"}", "1"),
+            ("pcscf_sa_failures_total{step=\"promote\"}", "1"),
+            ("pcscf_sa_leaked_total", "1"),
         ] {
             assert_eq!(sample(&t, series).as_deref(), Some(v), "{series} in\n{t}");
         }

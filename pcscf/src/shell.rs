@@ -3,7 +3,7 @@
 //! all decisions are in the cores.
 
 use crate::config::{Config, IpsecPolicy, ScscfMode, UpstreamTransport};
-use crate::core::{CoreConfig, CoreEvent, SecurityOp, Stats, Upstream};
+use crate::core::{CoreConfig, CoreEvent, SaStep, SecurityOp, Stats, Upstream};
 use crate::metrics::{Metrics, SaState};
 use crate::node::{Event, Node, Output};
 use diameter::{PeerConfig, PeerHandle};
@@ -379,21 +379,16 @@ async fn drain(
                     }
                     SecurityOp::Promote { id, lifetime } => {
                         let r = xfrm_op(io, move |io| io.promote(id, lifetime, now)).await;
-                        if let Err(e) = r {
-                            tracing::warn!("promote SA set {id}: {e}");
-                        }
+                        node.handle_security_result(id, SaStep::Promote, r, Instant::now());
                     }
                     SecurityOp::Retire { id, grace } => {
                         let r = xfrm_op(io, move |io| io.begin_expiry(id, grace, now)).await;
-                        if let Err(e) = r {
-                            tracing::warn!("retire SA set {id}: {e}");
-                        }
+                        node.handle_security_result(id, SaStep::Retire, r, Instant::now());
                     }
                     SecurityOp::Delete { id, set } => {
-                        if let Err(e) = xfrm_op(io, move |io| io.delete(id)).await {
-                            tracing::warn!("delete SA set {id}: {e}");
-                        }
+                        let r = xfrm_op(io, move |io| io.delete(id)).await;
                         io.close_protected(set.pcscf, set.port_pc, set.port_ps);
+                        node.handle_security_result(id, SaStep::Delete, r, Instant::now());
                     }
                 }
             }
@@ -472,6 +467,12 @@ fn log_event(e: &CoreEvent) {
             tracing::warn!(%impi, code, %reason, "REGISTER rejected")
         }
         CoreEvent::Dropped { remote, reason } => tracing::debug!(%remote, %reason, "dropped"),
+        CoreEvent::SaFailed {
+            id,
+            step,
+            impi,
+            error,
+        } => tracing::warn!(id, %step, ?impi, %error, "SA set operation failed"),
     }
 }
 
