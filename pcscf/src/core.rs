@@ -25,7 +25,8 @@ use bytes::Bytes;
 use secagree::{AlgPrefs, Choice};
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::transaction::{self, Handoff, RequestOutcome, Transactions, TxId};
-use sip::{Flow, Framing, Limits, Message, Method, Protocol, ResponseBuilder, Transmit};
+use sip::uas::Dropped;
+use sip::{Flow, Limits, Message, Method, Protocol, ResponseBuilder, Transmit};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -273,24 +274,18 @@ pub enum Rejection {
 /// Why input was dropped without an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DropReason {
-    /// Not SIP.
-    #[error("unparsable SIP: {0}")]
-    Unparsable(sip::ParseError),
+    /// Unparsable, without what transactions need, or unanswerable: as every core.
+    #[error(transparent)]
+    Sip(#[from] Dropped),
     /// It arrived on a protected port from an address/port that owns no SA there.
     #[error("protected port, but no SA from this address/port")]
     NoSa,
-    /// A request without what transactions need.
-    #[error("request without what transactions need: {0}")]
-    NoTransaction(transaction::TxError),
     /// A response without what transactions need.
     #[error("response without what transactions need: {0}")]
     BadResponse(transaction::TxError),
     /// A response from anywhere but the S-CSCF.
     #[error("response not from the S-CSCF")]
     NotFromUpstream,
-    /// A response could not be built for the request (it cannot be answered).
-    #[error("cannot build a response: {0}")]
-    NoResponse(sip::ParseError),
 }
 
 /// Counters the shell exports as metrics.
@@ -549,13 +544,9 @@ impl Pcscf {
         let Some(via_sa) = self.admit(&flow) else {
             return;
         };
-        let framing = match flow.protocol {
-            Protocol::Udp => Framing::Datagram,
-            _ => Framing::Stream,
-        };
-        match Message::parse_bytes(data, &self.cfg.limits, framing) {
+        match sip::uas::parse(&flow, data, &self.cfg.limits) {
             Ok(m) => self.on_message(m, flow, via_sa, now),
-            Err(e) => self.dropped(flow.remote, DropReason::Unparsable(e)),
+            Err(e) => self.dropped(flow.remote, e.into()),
         }
     }
 
@@ -751,13 +742,13 @@ impl Pcscf {
                 self.on_request(id, request, flow, via_sa, now)
             }
             Ok(_) => {}
-            Err(e) => self.dropped(flow.remote, DropReason::NoTransaction(e)),
+            Err(e) => self.dropped(flow.remote, Dropped::NoTransaction(e).into()),
         }
     }
 
     fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
         if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
-            self.dropped(u.remote, DropReason::NoResponse(u.error));
+            self.dropped(u.remote, u.reason.into());
         }
     }
 

@@ -258,12 +258,13 @@ fn rejection_label(r: &Rejection) -> &'static str {
 
 /// The `reason` label of dropped input.
 fn drop_label(r: &DropReason) -> &'static str {
+    use sip::uas::Dropped;
     match r {
-        DropReason::Unparsable(_) => "unparsable",
+        DropReason::Sip(Dropped::Unparsable(_)) => "unparsable",
         DropReason::NoSa => "no-sa",
-        DropReason::NoTransaction(_) | DropReason::BadResponse(_) => "no-transaction",
+        DropReason::Sip(Dropped::NoTransaction(_)) | DropReason::BadResponse(_) => "no-transaction",
         DropReason::NotFromUpstream => "not-upstream",
-        DropReason::NoResponse(_) => "unanswerable",
+        DropReason::Sip(Dropped::NoResponse(_)) => "unanswerable",
     }
 }
 

@@ -3,11 +3,37 @@
 //! through the request's server transaction (RFC 3261 §17.2), a request that cannot even be
 //! answered is reported rather than left hanging, and methods the core does not implement
 //! get 501 with `Allow` (RFC 3261 §8.2.1, §21.5.2), OPTIONS 200 with `Allow` (§11.2).
+//! What every core drops alike is one type, [`Dropped`], inside each core's own reasons.
 
-use crate::transaction::{Transactions, TxId};
-use crate::{Ids, Message, Method, ParseError, ResponseBuilder};
+use crate::transaction::{Transactions, TxError, TxId};
+use crate::{Flow, Framing, Ids, Limits, Message, Method, ParseError, Protocol, ResponseBuilder};
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Why a core dropped SIP input without an answer, for the reasons every core shares.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Dropped {
+    /// Not SIP.
+    #[error("unparsable SIP: {0}")]
+    Unparsable(ParseError),
+    /// A request without what transactions need (RFC 3261 §17.2.3).
+    #[error("request without what transactions need: {0}")]
+    NoTransaction(TxError),
+    /// A response could not be built for the request: it cannot be answered.
+    #[error("cannot build a response: {0}")]
+    NoResponse(ParseError),
+}
+
+/// Parses what arrived on `flow`: a UDP datagram is one message, a stream carries
+/// framed ones (RFC 3261 §18.3).
+pub fn parse(flow: &Flow, data: Bytes, limits: &Limits) -> Result<Message, Dropped> {
+    let framing = match flow.protocol {
+        Protocol::Udp => Framing::Datagram,
+        _ => Framing::Stream,
+    };
+    Message::parse_bytes(data, limits, framing).map_err(Dropped::Unparsable)
+}
 
 /// A response could not be built for a request (e.g. its To URI cannot be echoed): the
 /// caller reports the request as dropped.
@@ -15,8 +41,8 @@ use std::time::Instant;
 pub struct Unanswerable {
     /// Where the request came from (`0.0.0.0:0` if its transaction is gone).
     pub remote: SocketAddr,
-    /// Why the response could not be built.
-    pub error: ParseError,
+    /// [`Dropped::NoResponse`] with why the response could not be built.
+    pub reason: Dropped,
 }
 
 /// Sends `response` (as a [`ResponseBuilder`] built it) through server transaction `id`.
@@ -37,7 +63,7 @@ pub fn respond(
             remote: tx
                 .flow(id)
                 .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote),
-            error,
+            reason: Dropped::NoResponse(error),
         }),
     }
 }
@@ -82,6 +108,26 @@ mod tests {
     }
 
     #[test]
+    fn framing_follows_the_transport() {
+        let no_length = b"OPTIONS sip:ims.test SIP/2.0\r\n\
+            Via: SIP/2.0/TCP 127.0.0.2:5060;branch=z9hG4bKo1\r\n\
+            Max-Forwards: 70\r\nFrom: <sip:a@ims.test>;tag=1\r\nTo: <sip:a@ims.test>\r\n\
+            Call-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let local = SocketAddr::from(([127, 0, 0, 1], 5060));
+        let remote = SocketAddr::from(([127, 0, 0, 2], 5060));
+        let limits = Limits::default();
+        // Without Content-Length a datagram's body is the rest of it; a stream message
+        // cannot be framed (RFC 3261 §18.3).
+        let udp = Flow::new(local, remote, Protocol::Udp);
+        assert!(parse(&udp, Bytes::from_static(no_length), &limits).is_ok());
+        let tcp = Flow::new(local, remote, Protocol::Tcp);
+        assert!(matches!(
+            parse(&tcp, Bytes::from_static(no_length), &limits),
+            Err(Dropped::Unparsable(_))
+        ));
+    }
+
+    #[test]
     fn unhandled_methods() {
         let mut ids = Ids::seeded(1);
         let ok = unhandled(
@@ -112,7 +158,7 @@ mod tests {
             respond(&mut tx, id, Err(bad.clone()), now),
             Err(Unanswerable {
                 remote: ue,
-                error: bad
+                reason: Dropped::NoResponse(bad)
             })
         );
         let mut ids = Ids::seeded(2);
