@@ -25,7 +25,8 @@ use bytes::Bytes;
 use secagree::{AlgPrefs, Choice};
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::transaction::{self, Handoff, RequestOutcome, Transactions, TxId};
-use sip::{Flow, Framing, Limits, Message, Method, Protocol, ResponseBuilder, Transmit};
+use sip::uas::Dropped;
+use sip::{Flow, Limits, Message, Method, Protocol, ResponseBuilder, Transmit};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -82,7 +83,8 @@ pub enum Output {
     Event(CoreEvent),
 }
 
-/// IPsec work for the shell.
+/// IPsec work for the shell. Every operation is reported back: `Prepare` with
+/// [`Pcscf::handle_security_ready`], the others with [`Pcscf::handle_security_result`].
 #[derive(Debug)]
 pub enum SecurityOp {
     /// Open the protected ports `set.port_pc`/`set.port_ps` on `set.pcscf` and install the
@@ -107,13 +109,43 @@ pub enum SecurityOp {
         /// Grace period.
         grace: Duration,
     },
-    /// Delete the set and close its protected ports.
+    /// Delete the set and close its protected ports (whatever the deletion's outcome:
+    /// the core has returned them to its pools already).
     Delete {
         /// Which set.
         id: SetId,
         /// Its parameters (addresses and ports to close).
         set: SaSet,
     },
+}
+
+/// A step of an SA set's life after its installation, as reported with
+/// [`Pcscf::handle_security_result`] (TS 33.203 §7.1, §7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaStep {
+    /// [`SecurityOp::Promote`]: temporary → established.
+    Promote,
+    /// [`SecurityOp::Retire`]: established → expiring.
+    Retire,
+    /// [`SecurityOp::Delete`].
+    Delete,
+}
+
+impl SaStep {
+    /// Lower-case name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaStep::Promote => "promote",
+            SaStep::Retire => "retire",
+            SaStep::Delete => "delete",
+        }
+    }
+}
+
+impl std::fmt::Display for SaStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Notable things that happened, for logs, metrics and the demo.
@@ -150,16 +182,111 @@ pub enum CoreEvent {
         impi: String,
         /// Status code sent.
         code: u16,
-        /// Why.
-        reason: String,
+        /// Why, for the log and metrics (never sent to the UE: it would help an attacker
+        /// probe which identities and set-ups exist).
+        reason: Rejection,
     },
     /// Input dropped without answer.
     Dropped {
         /// From where.
         remote: SocketAddr,
         /// Why.
-        reason: String,
+        reason: DropReason,
     },
+    /// The shell could not carry out an SA step. The set is gone from our accounts
+    /// either way (its SPIs and ports are back in the pools); after a failed
+    /// [`SaStep::Delete`] its kernel state may outlive it, until the flush at the next
+    /// start, and is counted as leaked.
+    SaFailed {
+        /// Which set.
+        id: SetId,
+        /// Which step failed.
+        step: SaStep,
+        /// Whose set it was, when we still knew.
+        impi: Option<String>,
+        /// The backend's error, for the log.
+        error: String,
+    },
+}
+
+/// Why the P-CSCF refused a REGISTER (or answered it with an error on the S-CSCF's
+/// behalf).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A header we need is missing or unparsable.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// Security-Client does not parse (RFC 3329 §2.2).
+    #[error("malformed Security-Client: {0}")]
+    MalformedSecurityClient(sip::ParseError),
+    /// It came through an SA that another identity owns (TS 33.203 §7.4).
+    #[error("identity does not own the security association it used")]
+    NotSaOwner,
+    /// Security-Verify differs from our Security-Server (TS 33.203 §7.2 bid-down).
+    #[error("Security-Verify does not match our Security-Server")]
+    VerifyMismatch,
+    /// No Security-Client while our policy requires IPsec (421, RFC 3329 §2.3.1).
+    #[error("no Security-Client: IPsec is required")]
+    SecAgreeRequired,
+    /// No offer of Security-Client is acceptable (494, RFC 3329 §2.3.1).
+    #[error("no acceptable Security-Client: {0}")]
+    NoAcceptableOffer(secagree::SecAgreeError),
+    /// The chosen offer and our mechanism make no valid SA set.
+    #[error("unusable Security-Client: {0}")]
+    UnusableOffer(secagree::SecAgreeError),
+    /// IPsec is required but no backend is available.
+    #[error("IPsec is required but no backend is available")]
+    NoIpsecBackend,
+    /// No SPI or protected port left.
+    #[error("IPsec resources exhausted: {0}")]
+    IpsecExhausted(xfrm::PoolError),
+    /// The shell could not install the temporary SA set; the detail is the backend's.
+    #[error("IPsec setup failed: {0}")]
+    IpsecSetup(String),
+    /// Max-Forwards reached zero (483, RFC 3261 §16.3 step 3).
+    #[error("Max-Forwards exhausted")]
+    TooManyHops,
+    /// The request cannot be forwarded (its Via or Max-Forwards are unusable).
+    #[error("request cannot be forwarded")]
+    Unforwardable,
+    /// Our client transaction toward the S-CSCF could not be created.
+    #[error("cannot forward: {0}")]
+    ForwardFailed(transaction::TxError),
+    /// The S-CSCF answered with this error, passed down as it is.
+    #[error("refused by the S-CSCF")]
+    Upstream,
+    /// The S-CSCF's 401 carries `ck`/`ik` that are not 32 hex digits each.
+    #[error("the S-CSCF's ck/ik are not 32 hex digits each")]
+    BadUpstreamKeys,
+    /// The S-CSCF's WWW-Authenticate does not parse.
+    #[error("the S-CSCF's WWW-Authenticate is malformed: {0}")]
+    BadUpstreamChallenge(akav1::digest::DigestError),
+    /// The S-CSCF's 401 carries no keys while IPsec is required.
+    #[error("the S-CSCF's 401 carries no ck/ik: cannot set up IPsec")]
+    NoUpstreamKeys,
+    /// No final response from the S-CSCF in time (408, RFC 3261 §16.7 step 6 / §16.9).
+    #[error("no answer from the S-CSCF")]
+    UpstreamTimeout,
+    /// The S-CSCF cannot be reached (503, RFC 3261 §16.9).
+    #[error("S-CSCF unreachable")]
+    UpstreamUnreachable,
+}
+
+/// Why input was dropped without an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Unparsable, without what transactions need, or unanswerable: as every core.
+    #[error(transparent)]
+    Sip(#[from] Dropped),
+    /// It arrived on a protected port from an address/port that owns no SA there.
+    #[error("protected port, but no SA from this address/port")]
+    NoSa,
+    /// A response without what transactions need.
+    #[error("response without what transactions need: {0}")]
+    BadResponse(transaction::TxError),
+    /// A response from anywhere but the S-CSCF.
+    #[error("response not from the S-CSCF")]
+    NotFromUpstream,
 }
 
 /// Counters the shell exports as metrics.
@@ -177,6 +304,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Resynchronisations (REGISTERs with `auts`) passed to the S-CSCF.
     pub resyncs: u64,
+    /// SA promotions, retirements and deletions the shell reported failed.
+    pub sa_failures: u64,
 }
 
 struct SaRecord {
@@ -226,6 +355,9 @@ enum TimerKind {
     Expiry { impu: String, generation: u64 },
     DeleteSa { id: SetId },
 }
+
+/// The methods this P-CSCF implements (`Allow`).
+const ALLOW: &str = "REGISTER, OPTIONS";
 
 /// The P-CSCF core. See the module docs.
 pub struct Pcscf {
@@ -413,13 +545,9 @@ impl Pcscf {
         let Some(via_sa) = self.admit(&flow) else {
             return;
         };
-        let framing = match flow.protocol {
-            Protocol::Udp => Framing::Datagram,
-            _ => Framing::Stream,
-        };
-        match Message::parse_bytes(data, &self.cfg.limits, framing) {
+        match sip::uas::parse(&flow, data, &self.cfg.limits) {
             Ok(m) => self.on_message(m, flow, via_sa, now),
-            Err(e) => self.dropped(flow.remote, format!("unparsable SIP: {e}")),
+            Err(e) => self.dropped(flow.remote, e.into()),
         }
     }
 
@@ -441,6 +569,56 @@ impl Pcscf {
         if let Some(p) = self.preparing.remove(&token) {
             self.challenge_ready(p, result, now);
         }
+    }
+
+    /// The shell's report on a [`SecurityOp::Promote`], [`SecurityOp::Retire`] or
+    /// [`SecurityOp::Delete`] of set `id`.
+    ///
+    /// A failed promotion means the registration that set was made for cannot be
+    /// protected: a P-CSCF that asserts identity from the SA (TS 33.203 §7.4, TS 24.229
+    /// §5.2.3) must not keep it on an unprotected footing, so the registrations bound to
+    /// the set end here and the set is deleted; the UE finds its SAs gone and registers
+    /// again. A failed retirement changes nothing: the set is no registration's any more and
+    /// its deletion after the grace period stays scheduled. A failed deletion leaves the set
+    /// gone from our accounts (the backend forgets it too, so there is nothing to retry);
+    /// it is reported as a leak for the operator.
+    pub fn handle_security_result(
+        &mut self,
+        id: SetId,
+        step: SaStep,
+        result: Result<(), secagree::SipIoError>,
+        now: Instant,
+    ) {
+        let Err(e) = result else { return };
+        self.stats.sa_failures += 1;
+        let impi = self.sas.get(&id).map(|r| r.impi.clone());
+        if step == SaStep::Promote {
+            let bound: Vec<String> = self
+                .regs
+                .iter()
+                .filter(|(_, r)| r.sa == Some(id))
+                .map(|(impu, _)| impu.clone())
+                .collect();
+            for impu in bound {
+                // Unbound first: the set is deleted below, not retired.
+                if let Some(r) = self.regs.get_mut(&impu) {
+                    r.sa = None;
+                }
+                self.end_registration(&impu, "sa-failure", now);
+            }
+            // A set still waiting as a challenge's (a promotion reported very late) goes
+            // with its challenge.
+            if let Some(impi) = &impi {
+                self.take_challenge(impi, |c| c.sa == id);
+            }
+            self.delete_sa(id);
+        }
+        self.event(CoreEvent::SaFailed {
+            id,
+            step,
+            impi,
+            error: e.to_string(),
+        });
     }
 
     /// Fire due timers.
@@ -501,7 +679,7 @@ impl Pcscf {
         self.out.push_back(Output::Event(e));
     }
 
-    fn dropped(&mut self, remote: SocketAddr, reason: String) {
+    fn dropped(&mut self, remote: SocketAddr, reason: DropReason) {
         self.stats.dropped += 1;
         self.event(CoreEvent::Dropped { remote, reason });
     }
@@ -512,10 +690,7 @@ impl Pcscf {
         match self.classify(flow) {
             Ok(s) => Some(s),
             Err(()) => {
-                self.dropped(
-                    flow.remote,
-                    "protected port, but no SA from this address/port".into(),
-                );
+                self.dropped(flow.remote, DropReason::NoSa);
                 None
             }
         }
@@ -549,46 +724,39 @@ impl Pcscf {
                 self.on_request(id, request, flow, via_sa, now)
             }
             Ok(_) => {}
-            Err(e) => self.dropped(
-                flow.remote,
-                format!("request without what transactions need: {e}"),
-            ),
+            Err(e) => self.dropped(flow.remote, Dropped::NoTransaction(e).into()),
         }
     }
 
     fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
-        match resp {
-            Ok(r) => {
-                // Only fails if the transaction is gone (timer H/J fired): nothing to send.
-                let _ = self.tx.respond(tx, r, now);
-            }
-            Err(e) => {
-                let remote = self
-                    .tx
-                    .flow(tx)
-                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote);
-                self.dropped(remote, format!("cannot build a response: {e}"));
-            }
+        if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
+            self.dropped(u.remote, u.reason.into());
         }
     }
 
     fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
-        let r = ResponseBuilder::new(req, code)
-            .to_tag(&self.ids.tag())
-            .build();
+        let r = sip::uas::simple(req, code, &mut self.ids);
         self.respond(tx, r, now);
     }
 
-    fn reject(&mut self, ctx: &Ctx, code: u16, reason: String, now: Instant) {
+    fn reject(&mut self, ctx: &Ctx, code: u16, reason: Rejection, now: Instant) {
+        // The reason goes to our log only: a Warning with it would tell anyone probing
+        // which identities, SAs and set-ups exist.
+        let r = sip::uas::simple(&ctx.req, code, &mut self.ids);
+        self.refuse(ctx, r, code, reason, now);
+    }
+
+    /// Sends `response`, an error of `code` to the REGISTER of `ctx`, and counts it.
+    fn refuse(
+        &mut self,
+        ctx: &Ctx,
+        response: Result<Message, sip::ParseError>,
+        code: u16,
+        reason: Rejection,
+        now: Instant,
+    ) {
         self.stats.rejections += 1;
-        let r = ResponseBuilder::new(&ctx.req, code)
-            .to_tag(&self.ids.tag())
-            .header(
-                "Warning",
-                format!("399 {} \"{}\"", self.cfg.domain, reason.replace('"', "'")),
-            )
-            .build();
-        self.respond(ctx.tx, r, now);
+        self.respond(ctx.tx, response, now);
         self.event(CoreEvent::Rejected {
             impi: ctx.impi.clone(),
             code,
@@ -606,22 +774,11 @@ impl Pcscf {
     ) {
         match req.method() {
             Some(Method::Register) => self.on_register(id, req, flow, via_sa, now),
-            Some(Method::Options) => {
-                let r = ResponseBuilder::new(&req, 200)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
-            }
-            Some(Method::Ack) => {}
+            // Calls and other sessions are the next stage of this P-CSCF.
             _ => {
-                // Calls and other sessions are the next stage of this P-CSCF: say so
-                // plainly instead of pretending.
-                let r = ResponseBuilder::new(&req, 501)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
+                if let Some(r) = sip::uas::unhandled(&req, ALLOW, &mut self.ids) {
+                    self.respond(id, r, now);
+                }
             }
         }
     }
@@ -688,10 +845,10 @@ impl Pcscf {
         while let Some(e) = self.tx.poll_event() {
             match e {
                 transaction::Event::Timeout { id, .. } => {
-                    self.upstream_failed(id, 408, "no answer from the S-CSCF", now)
+                    self.upstream_failed(id, 408, Rejection::UpstreamTimeout, now)
                 }
                 transaction::Event::TransportError { id } => {
-                    self.upstream_failed(id, 503, "S-CSCF unreachable", now)
+                    self.upstream_failed(id, 503, Rejection::UpstreamUnreachable, now)
                 }
                 transaction::Event::Terminated { .. } => {}
             }

@@ -8,6 +8,7 @@
 //! Label values are `&'static str` on purpose: a reason is a category chosen in code, never
 //! text from a message (an IMPI or a header in a label would make one time series per user).
 
+use crate::core::{CoreEvent, DropReason, Rejection, SaStep};
 use opskit::metrics::{CounterFamily, Exposition, HistogramFamily, LATENCY_BUCKETS};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,8 @@ pub struct Metrics {
     transactions: AtomicU64,
     cx_latency: HistogramFamily<1>,
     cx_failures: CounterFamily<2>,
+    sa_failures: CounterFamily<1>,
+    sa_leaks: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -69,6 +72,8 @@ impl Default for Metrics {
             transactions: AtomicU64::new(0),
             cx_latency: HistogramFamily::new(["command"], LATENCY_BUCKETS),
             cx_failures: CounterFamily::new(["command", "reason"]),
+            sa_failures: CounterFamily::new(["step"]),
+            sa_leaks: AtomicU64::new(0),
         }
     }
 }
@@ -77,6 +82,29 @@ impl Metrics {
     /// All zero.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counts one of the P-CSCF core's events in its series.
+    pub fn count(&self, e: &CoreEvent) {
+        match e {
+            CoreEvent::Challenged { .. } => self.challenge(),
+            CoreEvent::Registered { .. } => self.registration(),
+            CoreEvent::Deregistered { reason, .. } => self.deregistration(reason),
+            CoreEvent::Rejected { code, reason, .. } => {
+                self.rejection(*code, rejection_label(reason))
+            }
+            CoreEvent::Dropped { reason, .. } => self.dropped(drop_label(reason)),
+            CoreEvent::SaFailed { step, .. } => self.sa_failure(*step),
+        }
+    }
+
+    /// An SA step failed; a failed deletion also counts as a leaked set (its kernel state
+    /// may stay until the next start flushes it).
+    pub fn sa_failure(&self, step: SaStep) {
+        self.sa_failures.inc([step.as_str()]);
+        if step == SaStep::Delete {
+            self.sa_leaks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A 401 challenge went out.
@@ -195,7 +223,48 @@ impl Metrics {
             "Cx requests without a usable answer, by command and reason.",
             &self.cx_failures,
         );
+        e.counters(
+            "pcscf_sa_failures_total",
+            "SA set steps the IPsec backend failed, by step.",
+            &self.sa_failures,
+        );
+        e.counter(
+            "pcscf_sa_leaked_total",
+            "SA sets whose deletion failed: their state may outlive them until a restart.",
+            get(&self.sa_leaks),
+        );
         e.finish()
+    }
+}
+
+/// The `reason` label of a refusal: a category, never the detail.
+fn rejection_label(r: &Rejection) -> &'static str {
+    use Rejection as R;
+    match r {
+        R::Malformed(_) | R::MalformedSecurityClient(_) | R::Unforwardable => "malformed",
+        R::NotSaOwner => "sa-owner",
+        R::VerifyMismatch | R::SecAgreeRequired | R::NoAcceptableOffer(_) | R::UnusableOffer(_) => {
+            "sec-agree"
+        }
+        R::NoIpsecBackend | R::IpsecExhausted(_) | R::IpsecSetup(_) => "ipsec",
+        R::TooManyHops => "max-forwards",
+        R::ForwardFailed(_) => "server",
+        R::Upstream => "upstream",
+        R::BadUpstreamKeys | R::BadUpstreamChallenge(_) | R::NoUpstreamKeys => "upstream-malformed",
+        R::UpstreamTimeout => "upstream-timeout",
+        R::UpstreamUnreachable => "upstream-unreachable",
+    }
+}
+
+/// The `reason` label of dropped input.
+fn drop_label(r: &DropReason) -> &'static str {
+    use sip::uas::Dropped;
+    match r {
+        DropReason::Sip(Dropped::Unparsable(_)) => "unparsable",
+        DropReason::NoSa => "no-sa",
+        DropReason::Sip(Dropped::NoTransaction(_)) | DropReason::BadResponse(_) => "no-transaction",
+        DropReason::NotFromUpstream => "not-upstream",
+        DropReason::Sip(Dropped::NoResponse(_)) => "unanswerable",
     }
 }
 
@@ -224,6 +293,7 @@ mod tests {
             "pcscf_challenges_total",
             "pcscf_registrations_total",
             "pcscf_aka_resyncs_total",
+            "pcscf_sa_leaked_total",
             "pcscf_registered",
             "pcscf_transactions",
             "pcscf_sa_sets{state=\"temporary\"}",
@@ -313,6 +383,65 @@ mod tests {
             sample(&m.render(), "pcscf_registered").as_deref(),
             Some("2")
         );
+    }
+
+    #[test]
+    fn events_count_under_their_typed_reason() {
+        let m = Metrics::new();
+        let remote: SocketAddr = "127.0.0.2:5060".parse().unwrap();
+        for e in [
+            CoreEvent::Rejected {
+                impi: "alice@ims.test".into(),
+                code: 494,
+                reason: Rejection::VerifyMismatch,
+            },
+            CoreEvent::Rejected {
+                impi: "bob@ims.test".into(),
+                code: 494,
+                reason: Rejection::SecAgreeRequired,
+            },
+            CoreEvent::Rejected {
+                impi: "bob@ims.test".into(),
+                code: 408,
+                reason: Rejection::UpstreamTimeout,
+            },
+            CoreEvent::Dropped {
+                remote,
+                reason: DropReason::NoSa,
+            },
+            CoreEvent::SaFailed {
+                id: 3,
+                step: SaStep::Delete,
+                impi: Some("alice@ims.test".into()),
+                error: "netlink: EPERM".into(),
+            },
+            CoreEvent::SaFailed {
+                id: 4,
+                step: SaStep::Promote,
+                impi: None,
+                error: "unknown set".into(),
+            },
+        ] {
+            m.count(&e);
+        }
+        let t = m.render();
+        for (series, v) in [
+            (
+                "pcscf_rejections_total{code=\"494\",reason=\"sec-agree\"}",
+                "2",
+            ),
+            (
+                "pcscf_rejections_total{code=\"408\",reason=\"upstream-timeout\"}",
+                "1",
+            ),
+            ("pcscf_dropped_total{reason=\"no-sa\"}", "1"),
+            ("pcscf_sa_failures_total{step=\"delete\"}", "1"),
+            ("pcscf_sa_failures_total{step=\"promote\"}", "1"),
+            ("pcscf_sa_leaked_total", "1"),
+        ] {
+            assert_eq!(sample(&t, series).as_deref(), Some(v), "{series} in\n{t}");
+        }
+        assert!(!t.contains("alice"), "no identity in a label:\n{t}");
     }
 
     #[tokio::test]

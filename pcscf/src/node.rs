@@ -12,7 +12,7 @@
 //! Network input reaches the S-CSCF when it arrives on the S-CSCF's own address (where
 //! application servers send, later), and the P-CSCF otherwise.
 
-use crate::core::{CoreConfig, CoreError, CoreEvent, Pcscf, SecurityOp, Stats, Upstream};
+use crate::core::{CoreConfig, CoreError, CoreEvent, Pcscf, SaStep, SecurityOp, Stats, Upstream};
 use bytes::Bytes;
 use scscf::Scscf;
 use sip::transaction::{Handoff, TxId};
@@ -161,6 +161,19 @@ impl Node {
         now: Instant,
     ) {
         self.pcscf.handle_security_ready(token, result, now);
+        self.shuttle(now);
+    }
+
+    /// The shell's report on a [`SecurityOp::Promote`], [`SecurityOp::Retire`] or
+    /// [`SecurityOp::Delete`] (see [`Pcscf::handle_security_result`]).
+    pub fn handle_security_result(
+        &mut self,
+        id: xfrm::SetId,
+        step: SaStep,
+        result: Result<(), secagree::SipIoError>,
+        now: Instant,
+    ) {
+        self.pcscf.handle_security_result(id, step, result, now);
         self.shuttle(now);
     }
 

@@ -3,7 +3,7 @@
 //! all decisions are in the cores.
 
 use crate::config::{Config, IpsecPolicy, ScscfMode, UpstreamTransport};
-use crate::core::{CoreConfig, CoreEvent, SecurityOp, Stats, Upstream};
+use crate::core::{CoreConfig, CoreEvent, SaStep, SecurityOp, Stats, Upstream};
 use crate::metrics::{Metrics, SaState};
 use crate::node::{Event, Node, Output};
 use diameter::{PeerConfig, PeerHandle};
@@ -379,26 +379,21 @@ async fn drain(
                     }
                     SecurityOp::Promote { id, lifetime } => {
                         let r = xfrm_op(io, move |io| io.promote(id, lifetime, now)).await;
-                        if let Err(e) = r {
-                            tracing::warn!("promote SA set {id}: {e}");
-                        }
+                        node.handle_security_result(id, SaStep::Promote, r, Instant::now());
                     }
                     SecurityOp::Retire { id, grace } => {
                         let r = xfrm_op(io, move |io| io.begin_expiry(id, grace, now)).await;
-                        if let Err(e) = r {
-                            tracing::warn!("retire SA set {id}: {e}");
-                        }
+                        node.handle_security_result(id, SaStep::Retire, r, Instant::now());
                     }
                     SecurityOp::Delete { id, set } => {
-                        if let Err(e) = xfrm_op(io, move |io| io.delete(id)).await {
-                            tracing::warn!("delete SA set {id}: {e}");
-                        }
+                        let r = xfrm_op(io, move |io| io.delete(id)).await;
                         io.close_protected(set.pcscf, set.port_pc, set.port_ps);
+                        node.handle_security_result(id, SaStep::Delete, r, Instant::now());
                     }
                 }
             }
             Output::Event(Event::Pcscf(e)) => {
-                count_event(&e, metrics);
+                metrics.count(&e);
                 log_event(&e)
             }
             Output::Event(Event::Scscf(e)) => log_scscf_event(&e),
@@ -472,6 +467,12 @@ fn log_event(e: &CoreEvent) {
             tracing::warn!(%impi, code, %reason, "REGISTER rejected")
         }
         CoreEvent::Dropped { remote, reason } => tracing::debug!(%remote, %reason, "dropped"),
+        CoreEvent::SaFailed {
+            id,
+            step,
+            impi,
+            error,
+        } => tracing::warn!(id, %step, ?impi, %error, "SA set operation failed"),
     }
 }
 
@@ -487,40 +488,6 @@ fn gauges(node: &Node, m: &Metrics) {
     m.set_sa_sets(SaState::Retiring, retiring as u64);
     let s_tx = node.scscf().map_or(0, scscf::Scscf::transaction_count);
     m.set_transactions((p.transaction_count() + s_tx) as u64);
-}
-
-/// Counters from the P-CSCF's events; labels are fixed categories, never message text.
-fn count_event(e: &CoreEvent, m: &Metrics) {
-    match e {
-        CoreEvent::Challenged { .. } => m.challenge(),
-        CoreEvent::Registered { .. } => m.registration(),
-        CoreEvent::Deregistered { reason, .. } => m.deregistration(reason),
-        CoreEvent::Rejected { code, .. } => m.rejection(*code, rejection_class(*code)),
-        CoreEvent::Dropped { reason, .. } => m.dropped(drop_class(reason)),
-    }
-}
-
-fn rejection_class(code: u16) -> &'static str {
-    match code {
-        400 => "malformed",
-        401 | 403 => "authentication",
-        421 | 494 => "sec-agree",
-        408 | 504 => "upstream-timeout",
-        500..=599 => "server",
-        _ => "other",
-    }
-}
-
-fn drop_class(reason: &str) -> &'static str {
-    if reason.starts_with("protected port") {
-        "no-sa"
-    } else if reason.starts_with("unparsable") {
-        "unparsable"
-    } else if reason.starts_with("response not from") {
-        "not-upstream"
-    } else {
-        "other"
-    }
 }
 
 fn cx_command(code: u32) -> &'static str {

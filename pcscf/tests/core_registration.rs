@@ -11,7 +11,7 @@ use hss::cx::{CxConfig, CxHandler};
 use hss::metrics::Metrics;
 use hss::store::{Durability, Impu, Store, Subscriber};
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreEvent, SecurityOp};
+use pcscf::core::{CoreEvent, SaStep, SecurityOp};
 use pcscf::node::{Event, Node, Output};
 use scscf::CxIdentity;
 use sip::ims::{format_security_list, SecurityMechanism};
@@ -84,6 +84,8 @@ struct Net {
     deleted: Vec<SetId>,
     cx_log: Vec<String>,
     events: Vec<CoreEvent>,
+    /// The next promotion fails (as a kernel refusing the update would).
+    fail_promote: bool,
 }
 
 impl Net {
@@ -116,6 +118,7 @@ impl Net {
             deleted: vec![],
             cx_log: vec![],
             events: vec![],
+            fail_promote: false,
         }
     }
 
@@ -145,7 +148,16 @@ impl Net {
                     self.installed.insert(id, set);
                     self.core.handle_security_ready(token, Ok(id), self.now);
                 }
-                Output::Security(SecurityOp::Promote { id, .. }) => self.promoted.push(id),
+                Output::Security(SecurityOp::Promote { id, .. }) => {
+                    self.promoted.push(id);
+                    let r = if std::mem::take(&mut self.fail_promote) {
+                        Err(secagree::SipIoError::IpsecOff)
+                    } else {
+                        Ok(())
+                    };
+                    self.core
+                        .handle_security_result(id, SaStep::Promote, r, self.now);
+                }
                 Output::Security(SecurityOp::Retire { id, .. }) => self.retired.push(id),
                 Output::Security(SecurityOp::Delete { id, .. }) => {
                     assert!(
@@ -493,6 +505,33 @@ fn expiry_deregisters_and_deletes_the_sas() {
     net.advance(Duration::from_secs(3));
     assert_eq!(net.core.pcscf().sa_count(), 0);
     assert_eq!(net.core.pcscf().leases_in_use(), (0, 0));
+}
+
+#[test]
+fn a_failed_promotion_ends_the_p_cscf_registration_through_the_node() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    net.fail_promote = true;
+    register(&mut net, &mut ue);
+    let p = net.core.pcscf();
+    assert_eq!(p.registration(IMPU), None);
+    assert_eq!(p.sa_count(), 0);
+    assert_eq!(p.leases_in_use(), (0, 0));
+    assert_eq!(net.deleted, [1]);
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::SaFailed {
+            id: 1,
+            step: SaStep::Promote,
+            ..
+        }
+    )));
+    // The S-CSCF keeps its binding (it expires, or the UE's next REGISTER replaces it);
+    // only the P-CSCF knows the SAs are gone.
+    assert!(net.core.scscf().unwrap().registration(IMPU).is_some());
+    ue.sa = None;
+    register(&mut net, &mut ue);
+    assert_eq!(net.core.pcscf().registration(IMPU), Some(Some(2)));
 }
 
 #[test]

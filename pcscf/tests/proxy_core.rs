@@ -8,7 +8,7 @@ use akav1::digest::{Challenge, Credentials, Qop, AKAV1_MD5};
 use akav1::{AuthVector, Milenage, Sqn};
 use bytes::Bytes;
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreEvent, Output, Pcscf, SecurityOp, Upstream};
+use pcscf::core::{CoreEvent, Output, Pcscf, Rejection, SaStep, SecurityOp, Upstream};
 use sip::ims::{format_security_list, SecurityMechanism};
 use sip::{Flow, Message, Protocol, ResponseBuilder};
 use std::collections::HashMap;
@@ -161,6 +161,8 @@ struct Net {
     events: Vec<CoreEvent>,
     /// The next SA install fails (as a kernel refusing the state would).
     fail_install: bool,
+    /// The next promotion, retirement or deletion fails.
+    fail_step: Option<SaStep>,
 }
 
 impl Net {
@@ -183,6 +185,7 @@ impl Net {
             deleted: vec![],
             events: vec![],
             fail_install: false,
+            fail_step: None,
         }
     }
 
@@ -237,19 +240,53 @@ impl Net {
                     self.installed.insert(id, set);
                     self.core.handle_security_ready(token, Ok(id), self.now);
                 }
-                Output::Security(SecurityOp::Promote { id, .. }) => self.promoted.push(id),
-                Output::Security(SecurityOp::Retire { id, .. }) => self.retired.push(id),
+                Output::Security(SecurityOp::Promote { id, .. }) => {
+                    self.promoted.push(id);
+                    self.report(id, SaStep::Promote);
+                }
+                Output::Security(SecurityOp::Retire { id, .. }) => {
+                    self.retired.push(id);
+                    self.report(id, SaStep::Retire);
+                }
                 Output::Security(SecurityOp::Delete { id, .. }) => {
+                    // A backend forgets the set even when deleting it failed.
                     assert!(
                         self.installed.remove(&id).is_some(),
                         "delete of unknown set {id}"
                     );
                     self.deleted.push(id);
+                    self.report(id, SaStep::Delete);
                 }
                 Output::Event(e) => self.events.push(e),
             }
         }
         to_ue
+    }
+
+    /// The shell's report on `step` of set `id`: success unless `fail_step` names it.
+    fn report(&mut self, id: SetId, step: SaStep) {
+        let r = if self.fail_step == Some(step) {
+            self.fail_step = None;
+            Err(secagree::SipIoError::Io {
+                what: format!("{step} SA set {id}"),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            })
+        } else {
+            Ok(())
+        };
+        self.core.handle_security_result(id, step, r, self.now);
+    }
+
+    fn sa_failed(&self, id: SetId, step: SaStep) -> Option<&Option<String>> {
+        self.events.iter().find_map(|e| match e {
+            CoreEvent::SaFailed {
+                id: i,
+                step: s,
+                impi,
+                ..
+            } if *i == id && *s == step => Some(impi),
+            _ => None,
+        })
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(Flow, Message)> {
@@ -502,7 +539,16 @@ fn challenge_without_keys_is_a_clear_502_when_ipsec_is_required() {
     let mut ue = Ue::new(0);
     let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     assert_eq!(r.code(), Some(502));
-    assert!(r.header("Warning").unwrap().contains("no ck/ik"), "{r:?}");
+    // Why goes to the log, not to whoever sent the REGISTER.
+    assert!(r.header("Warning").is_none(), "{r:?}");
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::Rejected {
+            code: 502,
+            reason: Rejection::NoUpstreamKeys,
+            ..
+        }
+    )));
     assert!(net.installed.is_empty());
     assert_eq!(net.core.leases_in_use(), (0, 0));
 }
@@ -764,10 +810,95 @@ fn failed_sa_install_answers_the_ue_and_leases_nothing() {
     assert!(net.installed.is_empty());
     assert!(net.events.iter().any(|e| matches!(
         e,
-        CoreEvent::Rejected { code: 500, reason, .. } if reason.contains("IPsec setup failed")
+        CoreEvent::Rejected {
+            code: 500,
+            reason: Rejection::IpsecSetup(_),
+            ..
+        }
     )));
     // The next attempt works: nothing was left behind to collide with.
     let (_, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
     assert_eq!(resp.code(), Some(401));
     assert_eq!(net.core.leases_in_use(), (2, 2));
+}
+
+#[test]
+fn failed_sa_promotion_ends_the_registration_and_leases_nothing() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    net.fail_step = Some(SaStep::Promote);
+    // The 200 OK leaves through the temporary set before the promotion is tried.
+    let (set, server) = register(&mut net, &mut ue);
+    assert_eq!(net.promoted, [1]);
+    assert_eq!(
+        net.core.registration(IMPU),
+        None,
+        "a registration whose SAs failed is not kept unprotected"
+    );
+    assert_eq!(net.sa_failed(1, SaStep::Promote), Some(&Some(IMPI.into())));
+    assert!(net.events.contains(&CoreEvent::Deregistered {
+        impu: IMPU.into(),
+        reason: "sa-failure",
+    }));
+    assert_eq!(net.deleted, [1], "the set is torn down at once");
+    assert!(net.installed.is_empty());
+    assert_eq!(net.core.sa_count(), 0);
+    assert_eq!(net.core.pending_challenges(), 0);
+    assert_eq!(net.core.leases_in_use(), (0, 0), "SPIs and ports returned");
+    assert_eq!(net.core.stats().sa_failures, 1);
+    // Nothing that still arrives on the dead set's port is attributed to the UE.
+    let rereg = ue.register(
+        &[("Security-Verify", format_security_list(&server))],
+        600,
+        0,
+    );
+    assert!(net
+        .send(ue_addr(set.port_uc), p_addr(set.port_ps), &rereg)
+        .is_empty());
+    assert!(matches!(
+        net.events.last(),
+        Some(CoreEvent::Dropped {
+            reason: pcscf::core::DropReason::NoSa,
+            ..
+        })
+    ));
+    // The UE registers again from scratch, on fresh SAs.
+    register(&mut net, &mut ue);
+    assert_eq!(net.core.registration(IMPU), Some(Some(2)));
+    assert_eq!(net.core.leases_in_use(), (2, 2));
+}
+
+/// A registration that expires while the backend fails `step` of its set: the set is
+/// still deleted after its grace period and every SPI and port comes back.
+fn expiry_with_failed(step: SaStep) -> Net {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    register(&mut net, &mut ue);
+    net.fail_step = Some(step);
+    net.advance(Duration::from_secs(601));
+    assert_eq!(net.core.registration(IMPU), None);
+    assert_eq!(net.retired, [1]);
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.deleted, [1]);
+    assert!(net.installed.is_empty());
+    assert_eq!(net.core.sa_count(), 0, "accounted as gone");
+    assert_eq!(net.core.leases_in_use(), (0, 0), "SPIs and ports returned");
+    assert_eq!(net.core.stats().sa_failures, 1);
+    // The SPIs and ports serve the next registration.
+    register(&mut net, &mut ue);
+    assert_eq!(net.core.leases_in_use(), (2, 2));
+    net
+}
+
+#[test]
+fn failed_sa_retirement_still_deletes_the_set_after_its_grace() {
+    let net = expiry_with_failed(SaStep::Retire);
+    assert_eq!(net.sa_failed(1, SaStep::Retire), Some(&Some(IMPI.into())));
+}
+
+#[test]
+fn failed_sa_deletion_is_reported_and_leases_nothing() {
+    let net = expiry_with_failed(SaStep::Delete);
+    // Reported after the set left our accounts: no owner to name any more.
+    assert_eq!(net.sa_failed(1, SaStep::Delete), Some(&None));
 }

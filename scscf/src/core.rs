@@ -6,7 +6,8 @@ use crate::registrar::{self, Binding, Registration};
 use akav1::digest::{Challenge as DigestChallenge, Credentials, Qop, AKAV1_MD5};
 use bytes::Bytes;
 use sip::transaction::{self, Handoff, RequestOutcome, Transactions, TxId};
-use sip::{Flow, Framing, Limits, Message, Method, NameAddr, Protocol, ResponseBuilder, Transmit};
+use sip::uas::Dropped;
+use sip::{Flow, Limits, Message, Method, NameAddr, ResponseBuilder, Transmit};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -136,18 +137,12 @@ pub enum Rejection {
 /// Why input was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Drop {
-    /// Not SIP.
-    #[error("unparsable SIP: {0}")]
-    Unparsable(sip::ParseError),
-    /// SIP without what transactions need.
-    #[error("request without what transactions need: {0}")]
-    NoTransaction(transaction::TxError),
+    /// Unparsable, without what transactions need, or unanswerable: as every core.
+    #[error(transparent)]
+    Sip(#[from] sip::uas::Dropped),
     /// A response to nothing we sent.
     #[error("stray response")]
     StrayResponse,
-    /// A response could not be built for the request (it cannot be answered).
-    #[error("cannot build a response: {0}")]
-    NoResponse(sip::ParseError),
 }
 
 /// Counters for metrics.
@@ -193,6 +188,9 @@ enum Timer {
     Challenge { impi: String, id: u64 },
     Expiry { impu: String, generation: u64 },
 }
+
+/// The methods this S-CSCF implements (`Allow`).
+const ALLOW: &str = "REGISTER, OPTIONS";
 
 /// The S-CSCF core. See the crate docs.
 pub struct Scscf {
@@ -311,13 +309,9 @@ impl Scscf {
 
     /// Bytes received from the network on `flow`.
     pub fn handle_inbound(&mut self, flow: Flow, data: Bytes, now: Instant) {
-        let framing = match flow.protocol {
-            Protocol::Udp => Framing::Datagram,
-            _ => Framing::Stream,
-        };
-        match Message::parse_bytes(data, &self.cfg.limits, framing) {
+        match sip::uas::parse(&flow, data, &self.cfg.limits) {
             Ok(m) => self.handle_message(m, flow, now),
-            Err(e) => self.dropped(flow.remote, Drop::Unparsable(e)),
+            Err(e) => self.dropped(flow.remote, e.into()),
         }
     }
 
@@ -332,7 +326,7 @@ impl Scscf {
         match self.tx.handle_request(msg, flow, now) {
             Ok(RequestOutcome::New { id, request }) => self.on_request(id, request, now),
             Ok(_) => {}
-            Err(e) => self.dropped(flow.remote, Drop::NoTransaction(e)),
+            Err(e) => self.dropped(flow.remote, Dropped::NoTransaction(e).into()),
         }
     }
 
@@ -435,25 +429,13 @@ impl Scscf {
     }
 
     fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
-        match resp {
-            // Fails only if the transaction is gone: nothing to send then.
-            Ok(r) => {
-                let _ = self.tx.respond(tx, r, now);
-            }
-            Err(e) => {
-                let remote = self
-                    .tx
-                    .flow(tx)
-                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote);
-                self.dropped(remote, Drop::NoResponse(e));
-            }
+        if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
+            self.dropped(u.remote, u.reason.into());
         }
     }
 
     fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
-        let r = ResponseBuilder::new(req, code)
-            .to_tag(&self.ids.tag())
-            .build();
+        let r = sip::uas::simple(req, code, &mut self.ids);
         self.respond(tx, r, now);
     }
 
@@ -472,21 +454,11 @@ impl Scscf {
     fn on_request(&mut self, id: TxId, req: Message, now: Instant) {
         match req.method() {
             Some(Method::Register) => self.on_register(id, req, now),
-            Some(Method::Options) => {
-                let r = ResponseBuilder::new(&req, 200)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
-            }
-            Some(Method::Ack) => {}
+            // Sessions are the next stage of this S-CSCF.
             _ => {
-                // Sessions are the next stage of this S-CSCF: say so plainly.
-                let r = ResponseBuilder::new(&req, 501)
-                    .to_tag(&self.ids.tag())
-                    .header("Allow", "REGISTER, OPTIONS")
-                    .build();
-                self.respond(id, r, now);
+                if let Some(r) = sip::uas::unhandled(&req, ALLOW, &mut self.ids) {
+                    self.respond(id, r, now);
+                }
             }
         }
     }

@@ -44,6 +44,7 @@
 //!   To-tag), branch/tag/Call-ID generation.
 //! * [`transaction`]: sans-IO client/server transactions, INVITE and non-INVITE,
 //!   timers as inputs (quinn-proto style `handle_*`/`poll_*`).
+//! * [`uas`]: how a core answers requests through its server transactions.
 //! * [`transport`]: tokio UDP/TCP sockets on several local addresses, TCP
 //!   connection reuse, stream framing, explicit choice of the sending socket.
 //!
@@ -63,6 +64,7 @@ pub mod name;
 pub mod params;
 pub mod transaction;
 pub mod transport;
+pub mod uas;
 pub mod uri;
 
 pub use builder::{new_branch, new_call_id, new_tag, Ids, RequestBuilder, ResponseBuilder};

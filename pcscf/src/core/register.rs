@@ -93,18 +93,15 @@ impl Pcscf {
         if let Some(sa) = via_sa {
             let owner = self.sas.get(&sa).map(|r| r.impi.clone());
             if owner.as_deref() != Some(ctx.impi.as_str()) {
-                return self.reject(
-                    &ctx,
-                    403,
-                    "identity does not own the security association it used".into(),
-                    now,
-                );
+                return self.reject(&ctx, 403, Rejection::NotSaOwner, now);
             }
         }
         let expires = match scscf::registrar::requested_expires(&ctx.req, self.cfg.default_expires)
         {
             Ok(e) => e,
-            Err(_) => return self.reject(&ctx, 400, "bad Expires or Contact".into(), now),
+            Err(_) => {
+                return self.reject(&ctx, 400, Rejection::Malformed("Expires or Contact"), now)
+            }
         };
         self.forward_register(ctx, creds, via_sa, expires, now);
     }
@@ -140,12 +137,7 @@ impl Pcscf {
                 if let Some(set) = self.take_challenge(&ctx.impi, |c| c.sa == sa) {
                     self.delete_sa(set);
                 }
-                return self.reject(
-                    &ctx,
-                    494,
-                    "Security-Verify does not match our Security-Server".into(),
-                    now,
-                );
+                return self.reject(&ctx, 494, Rejection::VerifyMismatch, now);
             }
         }
         // The offer a challenge would build its set from. A protected REGISTER may lack
@@ -175,11 +167,11 @@ impl Pcscf {
             Ok(f) => f,
             Err(code) => {
                 let why = if code == 483 {
-                    "Max-Forwards exhausted"
+                    Rejection::TooManyHops
                 } else {
-                    "request cannot be forwarded"
+                    Rejection::Unforwardable
                 };
-                return self.reject(&ctx, code, why.into(), now);
+                return self.reject(&ctx, code, why, now);
             }
         };
         match self
@@ -201,7 +193,7 @@ impl Pcscf {
                     },
                 );
             }
-            Err(e) => self.reject(&ctx, 500, format!("cannot forward: {e}"), now),
+            Err(e) => self.reject(&ctx, 500, Rejection::ForwardFailed(e), now),
         }
     }
 
@@ -218,7 +210,7 @@ impl Pcscf {
                     match SecurityMechanism::parse_list(v) {
                         Ok(l) => all.extend(l),
                         Err(e) => {
-                            self.reject(ctx, 400, format!("malformed Security-Client: {e}"), now);
+                            self.reject(ctx, 400, Rejection::MalformedSecurityClient(e), now);
                             return Err(());
                         }
                     }
@@ -229,27 +221,16 @@ impl Pcscf {
         match (self.cfg.policy, offers) {
             (IpsecPolicy::Off, _) | (IpsecPolicy::Optional, None) => Ok(None),
             (IpsecPolicy::Required, None) => {
-                self.stats.rejections += 1;
                 let r = ResponseBuilder::new(&ctx.req, 421)
                     .to_tag(&self.ids.tag())
                     .header("Require", "sec-agree")
                     .build();
-                self.respond(ctx.tx, r, now);
-                self.event(CoreEvent::Rejected {
-                    impi: ctx.impi.clone(),
-                    code: 421,
-                    reason: "no Security-Client: IPsec is required".into(),
-                });
+                self.refuse(ctx, r, 421, Rejection::SecAgreeRequired, now);
                 Err(())
             }
             (_, Some(_)) if !self.cfg.ipsec_available => {
                 if self.cfg.policy == IpsecPolicy::Required {
-                    self.reject(
-                        ctx,
-                        500,
-                        "IPsec is required but no backend is available".into(),
-                        now,
-                    );
+                    self.reject(ctx, 500, Rejection::NoIpsecBackend, now);
                     return Err(());
                 }
                 Ok(None)
@@ -257,18 +238,12 @@ impl Pcscf {
             (_, Some(offers)) => match secagree::choose(&offers, &self.cfg.prefs) {
                 Ok(c) => Ok(Some(c)),
                 Err(e) => {
-                    self.stats.rejections += 1;
                     let r = ResponseBuilder::new(&ctx.req, 494)
                         .to_tag(&self.ids.tag())
                         .header("Security-Server", self.supported_mechanisms())
                         .header("Require", "sec-agree")
                         .build();
-                    self.respond(ctx.tx, r, now);
-                    self.event(CoreEvent::Rejected {
-                        impi: ctx.impi.clone(),
-                        code: 494,
-                        reason: e.to_string(),
-                    });
+                    self.refuse(ctx, r, 494, Rejection::NoAcceptableOffer(e), now);
                     Err(())
                 }
             },
@@ -386,7 +361,7 @@ impl Pcscf {
         let from_upstream = up.address.ip() == flow.remote.ip() && up.protocol == flow.protocol;
         let on_protected_port = flow.local.is_some_and(|l| self.is_protected_port(l));
         if !from_upstream || via_sa.is_some() || on_protected_port {
-            return self.dropped(flow.remote, "response not from the S-CSCF".into());
+            return self.dropped(flow.remote, DropReason::NotFromUpstream);
         }
         match self.tx.handle_response(msg, now) {
             Ok(ResponseOutcome::Deliver { id, response }) => {
@@ -395,10 +370,7 @@ impl Pcscf {
             // Retransmissions of a final response, or answers to nothing we sent: a
             // proxy forwards only what it can match (non-INVITE, RFC 3261 §16.7).
             Ok(ResponseOutcome::Absorbed(_) | ResponseOutcome::Stray(_)) => {}
-            Err(e) => self.dropped(
-                flow.remote,
-                format!("response without what transactions need: {e}"),
-            ),
+            Err(e) => self.dropped(flow.remote, DropReason::BadResponse(e)),
         }
         self.drain_tx_events(now);
     }
@@ -426,15 +398,8 @@ impl Pcscf {
             401 => self.upstream_challenge(p, resp, keys, now),
             200..=299 => self.upstream_ok(p, resp, now),
             _ => {
-                self.stats.rejections += 1;
-                let reason = resp.reason().unwrap_or("").to_string();
-                self.respond(p.ctx.tx, Ok(resp), now);
+                self.refuse(&p.ctx, Ok(resp), code, Rejection::Upstream, now);
                 self.drop_temporary(&p);
-                self.event(CoreEvent::Rejected {
-                    impi: p.ctx.impi.clone(),
-                    code,
-                    reason: format!("S-CSCF: {reason}"),
-                });
             }
         }
     }
@@ -460,33 +425,18 @@ impl Pcscf {
             Ok(Some((Some(ck), Some(ik)))) => Some((ck, ik)),
             Ok(Some(_)) => {
                 self.drop_temporary(&p);
-                return self.reject(
-                    &p.ctx,
-                    502,
-                    "the S-CSCF's ck/ik are not 32 hex digits each".into(),
-                    now,
-                );
+                return self.reject(&p.ctx, 502, Rejection::BadUpstreamKeys, now);
             }
             Err(e) => {
                 self.drop_temporary(&p);
-                return self.reject(
-                    &p.ctx,
-                    502,
-                    format!("the S-CSCF's WWW-Authenticate is malformed: {e}"),
-                    now,
-                );
+                return self.reject(&p.ctx, 502, Rejection::BadUpstreamChallenge(e), now);
             }
         };
         let (choice, (ck, ik)) = match (p.choice.clone(), keys) {
             (Some(c), Some(k)) => (c, k),
             (Some(_), None) if self.cfg.policy == IpsecPolicy::Required => {
                 self.drop_temporary(&p);
-                return self.reject(
-                    &p.ctx,
-                    502,
-                    "the S-CSCF's 401 carries no ck/ik: cannot set up IPsec".into(),
-                    now,
-                );
+                return self.reject(&p.ctx, 502, Rejection::NoUpstreamKeys, now);
             }
             _ => {
                 // No IPsec for this UE (optional/off, or a protected REGISTER without a
@@ -511,9 +461,7 @@ impl Pcscf {
         })();
         let leases = match leases {
             Ok(l) => l,
-            Err(e) => {
-                return self.reject(&p.ctx, 503, format!("IPsec resources exhausted: {e}"), now)
-            }
+            Err(e) => return self.reject(&p.ctx, 503, Rejection::IpsecExhausted(e), now),
         };
         let server = secagree::server_mechanism(
             &choice,
@@ -533,9 +481,7 @@ impl Pcscf {
             now,
         ) {
             Ok(s) => s,
-            Err(e) => {
-                return self.reject(&p.ctx, 494, format!("unusable Security-Client: {e}"), now)
-            }
+            Err(e) => return self.reject(&p.ctx, 494, Rejection::UnusableOffer(e), now),
         };
         let token = self.token();
         self.out.push_back(Output::Security(SecurityOp::Prepare {
@@ -575,7 +521,7 @@ impl Pcscf {
                 // `leases` drops here: SPIs and ports go back to the pools.
                 drop(leases);
                 self.drop_temporary(&p);
-                return self.reject(&p.ctx, 500, format!("IPsec setup failed: {e}"), now);
+                return self.reject(&p.ctx, 500, Rejection::IpsecSetup(e.to_string()), now);
             }
         };
         self.sas.insert(
@@ -719,10 +665,10 @@ impl Pcscf {
     }
 
     /// Our client transaction `id` ended without a final response.
-    pub(super) fn upstream_failed(&mut self, id: TxId, code: u16, why: &str, now: Instant) {
+    pub(super) fn upstream_failed(&mut self, id: TxId, code: u16, why: Rejection, now: Instant) {
         if let Some(p) = self.forwarded.remove(&id) {
             self.drop_temporary(&p);
-            self.reject(&p.ctx, code, why.into(), now);
+            self.reject(&p.ctx, code, why, now);
         }
     }
 }
