@@ -902,3 +902,42 @@ fn failed_sa_deletion_is_reported_and_leases_nothing() {
     // Reported after the set left our accounts: no owner to name any more.
     assert_eq!(net.sa_failed(1, SaStep::Delete), Some(&None));
 }
+
+/// Hardening item 1: a REGISTER whose To URI cannot be echoed into any response gets no
+/// answer, and must not leave its server transaction behind (it used to stay in Trying
+/// forever: 50,000 such datagrams kept ~49 MB).
+#[test]
+fn requests_that_cannot_be_answered_leave_no_transaction() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let good = ue.initial().to_string();
+    let before = net.core.transaction_count();
+    let dropped = net.core.stats().dropped;
+    for (i, to) in ["<sip:a@x:99999>", "<sip:[::1>"].iter().enumerate() {
+        for n in 0..50 {
+            let branch = format!("z9hG4bKunanswerable{i}x{n}");
+            let mut raw = good
+                .lines()
+                .map(|l| {
+                    if l.starts_with("To:") {
+                        format!("To: {to}")
+                    } else if l.starts_with("Via:") {
+                        format!("Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            raw.push_str("\r\n");
+            net.core.handle_inbound(
+                Flow::new(p_addr(5060), ue_addr(5060), Protocol::Udp),
+                Bytes::from(raw),
+                net.now,
+            );
+            assert!(net.run().is_empty(), "{to}: nothing can answer it");
+        }
+    }
+    assert_eq!(net.core.stats().dropped, dropped + 100, "each one reported");
+    assert_eq!(net.core.transaction_count(), before);
+}

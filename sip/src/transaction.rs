@@ -93,6 +93,13 @@ pub struct Config {
     /// send `100 Trying` as soon as an INVITE server transaction is created
     /// (§17.2.1 requires it within 200 ms unless the TU answers first)
     pub auto_trying: bool,
+    /// how long a non-INVITE server transaction waits for its TU's final answer before it
+    /// ends with [`Event::Timeout`] (timer [`Timer::U`]); longer than Timer F (64·T1), so a
+    /// proxy that waits for the next hop always answers first
+    pub tu_guard: Duration,
+    /// the same for INVITE server transactions; longer than a proxy's Timer C
+    /// (RFC 3261 §16.6 step 11: more than 3 minutes)
+    pub tu_guard_invite: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +107,8 @@ impl Default for Config {
         Config {
             timers: TimerConfig::default(),
             auto_trying: true,
+            tu_guard: Duration::from_secs(40),
+            tu_guard_invite: Duration::from_secs(300),
         }
     }
 }
@@ -135,9 +144,12 @@ pub enum Timer {
     L,
     /// wait time for retransmission of 2xx (client, RFC 6026)
     M,
+    /// TU answer guard (server; not an RFC 3261 timer): ends a server transaction whose
+    /// TU never answered, so that no transaction outlives its use whatever the TU does
+    U,
 }
 
-const TIMERS: usize = 12;
+const TIMERS: usize = 13;
 
 impl Timer {
     fn idx(self) -> usize {
@@ -342,6 +354,7 @@ fn timer_from_idx(i: usize) -> Timer {
         Timer::K,
         Timer::L,
         Timer::M,
+        Timer::U,
     ][i % TIMERS]
 }
 
@@ -658,6 +671,12 @@ impl Transactions {
             interval: self.config.timers.t1,
             timers: [None; TIMERS],
         });
+        let guard = if invite {
+            self.config.tu_guard_invite
+        } else {
+            self.config.tu_guard
+        };
+        self.set_timer(id, Timer::U, now + guard);
         if invite && self.config.auto_trying {
             if let Ok(trying) = ResponseBuilder::new(&request, 100).build() {
                 let b = self.emit(Some(id), flow, &trying);
@@ -667,6 +686,18 @@ impl Transactions {
             }
         }
         Ok(RequestOutcome::New { id, request })
+    }
+
+    /// Ends server transaction `id` at once, unanswered: for a request its TU cannot
+    /// answer at all (no response can be built for it). Retransmissions of that request
+    /// then start a new transaction, which ends the same way.
+    pub fn abandon(&mut self, id: TxId) {
+        if matches!(
+            self.txs.get(&id).map(|t| t.kind),
+            Some(Kind::ServerInvite | Kind::ServerNonInvite)
+        ) {
+            self.terminate(id);
+        }
     }
 
     /// Sends a response through a server transaction (§17.2.1, §17.2.2).
@@ -858,7 +889,8 @@ impl Transactions {
                 self.set_timer(id, Timer::G, next);
             }
             (Timer::B | Timer::F, State::Calling | State::Trying | State::Proceeding)
-            | (Timer::H, State::Completed) => {
+            | (Timer::H, State::Completed)
+            | (Timer::U, State::Trying | State::Proceeding) => {
                 self.events.push_back(Event::Timeout { id, timer });
                 self.terminate(id);
             }
@@ -997,6 +1029,84 @@ mod tests {
         );
         assert_eq!(ev[1], Event::Terminated { id });
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_server_transaction_the_tu_never_answers_ends_at_the_tu_guard() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let (id, inv) = (
+            t.handle_request(
+                request(Method::Register, "z9hG4bKg1"),
+                flow(Protocol::Udp),
+                t0,
+            ),
+            t.handle_request(
+                request(Method::Invite, "z9hG4bKg2"),
+                flow(Protocol::Udp),
+                t0,
+            ),
+        );
+        let (Ok(RequestOutcome::New { id, .. }), Ok(RequestOutcome::New { id: inv, .. })) =
+            (id, inv)
+        else {
+            panic!("both requests start transactions");
+        };
+        let guard = Config::default().tu_guard;
+        t.handle_timeout(t0 + guard - Duration::from_millis(1));
+        assert_eq!(t.state(id), Some(State::Trying), "not before the guard");
+        t.handle_timeout(t0 + guard);
+        assert_eq!(t.state(id), None);
+        let ev = events(&mut t);
+        assert_eq!(
+            ev[0],
+            Event::Timeout {
+                id,
+                timer: Timer::U
+            }
+        );
+        assert_eq!(ev[1], Event::Terminated { id });
+        // The INVITE may ring for minutes; it still ends.
+        assert_eq!(t.state(inv), Some(State::Proceeding));
+        t.handle_timeout(t0 + Config::default().tu_guard_invite);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_guard_leaves_an_answered_transaction_alone() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let req = request(Method::Register, "z9hG4bKg3");
+        let Ok(RequestOutcome::New { id, .. }) =
+            t.handle_request(req.clone(), flow(Protocol::Udp), t0)
+        else {
+            panic!("new transaction");
+        };
+        t.respond(id, resp(&req, 100), t0).unwrap();
+        t.handle_timeout(t0 + Duration::from_secs(1));
+        t.respond(id, resp(&req, 200), t0 + Duration::from_secs(1))
+            .unwrap();
+        t.handle_timeout(t0 + Config::default().tu_guard);
+        // Completed, then Timer J: no TU timeout reported.
+        assert!(!events(&mut t)
+            .iter()
+            .any(|e| matches!(e, Event::Timeout { .. })));
+    }
+
+    #[test]
+    fn an_abandoned_server_transaction_is_gone_at_once() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let Ok(RequestOutcome::New { id, .. }) = t.handle_request(
+            request(Method::Register, "z9hG4bKg4"),
+            flow(Protocol::Udp),
+            t0,
+        ) else {
+            panic!("new transaction");
+        };
+        t.abandon(id);
+        assert!(t.is_empty());
+        assert_eq!(events(&mut t), vec![Event::Terminated { id }]);
     }
 
     #[test]

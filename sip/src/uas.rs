@@ -59,12 +59,18 @@ pub fn respond(
             let _ = tx.respond(id, r, now);
             Ok(())
         }
-        Err(error) => Err(Unanswerable {
-            remote: tx
+        Err(error) => {
+            let remote = tx
                 .flow(id)
-                .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote),
-            reason: Dropped::NoResponse(error),
-        }),
+                .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |f| f.remote);
+            // Nothing can ever answer it: the transaction ends now instead of holding
+            // its memory until the TU guard (hardening issue, item 1).
+            tx.abandon(id);
+            Err(Unanswerable {
+                remote,
+                reason: Dropped::NoResponse(error),
+            })
+        }
     }
 }
 

@@ -44,7 +44,7 @@ impl Ue {
         let impu = cfg.impu_uri()?;
         let tx = Transactions::new(TxConfig {
             timers: cfg.timers,
-            auto_trying: true,
+            ..TxConfig::default()
         });
         Ok(Ue {
             reg: Registration::new(cfg, impu),
