@@ -8,7 +8,8 @@
 //! Label values are `&'static str` on purpose: a reason is a category chosen in code, never
 //! text from a message (an IMPI or a header in a label would make one time series per user).
 
-use opskit::metrics::{CounterFamily, Exposition, HistogramFamily, LATENCY_BUCKETS};
+use opskit::metrics::{CounterFamily, Exposition};
+use scscf::cxclient::CxMetrics;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,8 +52,7 @@ pub struct Metrics {
     registered: AtomicU64,
     sa_sets: [AtomicU64; 3],
     transactions: AtomicU64,
-    cx_latency: HistogramFamily<1>,
-    cx_failures: CounterFamily<2>,
+    cx: CxMetrics,
 }
 
 impl Default for Metrics {
@@ -67,8 +67,7 @@ impl Default for Metrics {
             registered: AtomicU64::new(0),
             sa_sets: Default::default(),
             transactions: AtomicU64::new(0),
-            cx_latency: HistogramFamily::new(["command"], LATENCY_BUCKETS),
-            cx_failures: CounterFamily::new(["command", "reason"]),
+            cx: CxMetrics::default(),
         }
     }
 }
@@ -127,12 +126,12 @@ impl Metrics {
 
     /// A Cx answer to `command` (`"MAR"`, `"SAR"`, …) arrived `elapsed` after the request.
     pub fn cx_answer(&self, command: &'static str, elapsed: Duration) {
-        self.cx_latency.observe_duration([command], elapsed);
+        self.cx.answer(command, elapsed);
     }
 
     /// A Cx request got no usable answer; `reason` e.g. `"timeout"`, `"transport"`.
     pub fn cx_failure(&self, command: &'static str, reason: &'static str) {
-        self.cx_failures.inc([command, reason]);
+        self.cx.failure(command, reason);
     }
 
     /// The text exposition.
@@ -185,17 +184,15 @@ impl Metrics {
             "Live SIP transactions.",
             get(&self.transactions),
         );
-        e.histograms(
-            "pcscf_cx_request_duration_seconds",
-            "Time from a Cx request to its answer, by command.",
-            &self.cx_latency,
-        );
-        e.counters(
-            "pcscf_cx_failures_total",
-            "Cx requests without a usable answer, by command and reason.",
-            &self.cx_failures,
-        );
+        self.cx.render_into("pcscf", &mut e);
         e.finish()
+    }
+}
+
+/// The Cx client of the collapsed S-CSCF times its requests into our Cx series.
+impl AsRef<CxMetrics> for Metrics {
+    fn as_ref(&self) -> &CxMetrics {
+        &self.cx
     }
 }
 

@@ -1,0 +1,423 @@
+//! `scscf.toml`: every key, its default and why. `scscf config example` prints [`EXAMPLE`],
+//! a commented file to start from; `scscf config check FILE` validates one and prints the
+//! effective values.
+
+use crate::cxclient::HssPeer;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// SIP side (Mw: the P-CSCFs, later the application servers).
+    pub sip: SipConfig,
+    /// Registrar.
+    pub registrar: RegistrarConfig,
+    /// The HSS (Cx).
+    pub hss: HssConfig,
+    /// Logging (`[log] level`, see [`opskit::log`]).
+    pub log: opskit::log::LogConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// SIP listen address, UDP and TCP. Default `127.0.0.1:6060` (a P-CSCF in proxy mode
+    /// forwards here: its `[scscf] address`).
+    pub listen: SocketAddr,
+    /// The address peers are told: Service-Route, the Server-Name stored in the HSS, Via.
+    /// Default: the IP of `listen`. Required when `listen` is the unspecified address
+    /// (`0.0.0.0` / `::`), which must never be advertised.
+    pub advertise: Option<IpAddr>,
+    /// Home network domain: the digest realm. Default [`opskit::HOME_DOMAIN`], the same as
+    /// the HSS's and the P-CSCF's.
+    pub domain: String,
+    /// Largest SIP message accepted, bytes. Default 65535.
+    pub max_message_size: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            advertise: None,
+            domain: opskit::HOME_DOMAIN.into(),
+            max_message_size: 65535,
+        }
+    }
+}
+
+/// `[registrar]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    /// Shortest registration accepted, seconds; shorter gets 423 with Min-Expires.
+    /// Default 60.
+    pub min_expires: u32,
+    /// Longest registration granted, seconds; longer requests are cut down. Default 3600.
+    pub max_expires: u32,
+    /// Expiry when the REGISTER names none, seconds. Default 600.
+    pub default_expires: u32,
+    /// How long a challenge waits for its answer, seconds. Default 30.
+    pub auth_timeout: u32,
+    /// Challenges kept pending per IMPI; the oldest goes when a new one would exceed it.
+    /// Default 3: enough for a UE that retries, few enough that a stranger naming someone
+    /// else's IMPI cannot pile up state.
+    pub max_challenges_per_impi: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 600,
+            auth_timeout: 30,
+            max_challenges_per_impi: 3,
+        }
+    }
+}
+
+/// `[hss]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HssConfig {
+    /// HSS Diameter address (TCP). Default `127.0.0.1:3868`.
+    pub address: SocketAddr,
+    /// Our Origin-Host. Default `scscf.<domain>`.
+    pub origin_host: Option<String>,
+    /// Our Origin-Realm and the Destination-Realm. Default `<domain>`.
+    pub realm: Option<String>,
+    /// Cx request timeout, milliseconds. Default 3000.
+    pub timeout_ms: u64,
+}
+
+impl Default for HssConfig {
+    fn default() -> Self {
+        HssConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 3868)),
+            origin_host: None,
+            realm: None,
+            timeout_ms: 3000,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve Prometheus `GET /metrics` (plain HTTP, no authentication: keep it on a
+    /// management address). Default: none (off); `127.0.0.1:9092` is the conventional
+    /// choice (the P-CSCF's is 9091).
+    pub listen: Option<SocketAddr>,
+}
+
+/// A commented configuration with every key and its default, printed by
+/// `scscf config example`. A unit test keeps it equal to [`Config::default`].
+pub const EXAMPLE: &str = r#"# scscf.toml — every key is optional; the values shown are the defaults.
+
+[sip]
+# SIP listen address, UDP and TCP. P-CSCFs in proxy mode forward REGISTERs here (their
+# [scscf] address).
+listen = "127.0.0.1:6060"
+# The address peers are told: Service-Route, the Server-Name stored in the HSS, Via.
+# Unset = the IP of listen. Required when listen is 0.0.0.0 or [::]: an unspecified
+# address must never end up in a Service-Route or the HSS. The port is the listen port.
+# advertise = "10.45.0.1"
+# Home network domain: the digest realm. The default is the test PLMN 001/01 domain
+# (TS 23.003 §13.2), the same as the HSS's and the P-CSCF's.
+domain = "ims.mnc001.mcc001.3gppnetwork.org"
+# Largest SIP message accepted, bytes.
+max_message_size = 65535
+
+[registrar]
+# Shortest registration accepted, seconds; shorter requests get 423 with Min-Expires.
+min_expires = 60
+# Longest registration granted, seconds; longer requests are cut down (handsets ask for
+# 600000 and re-register at half-time of what they get).
+max_expires = 3600
+# Expiry when the REGISTER names none, seconds.
+default_expires = 600
+# How long a challenge waits for its answer, seconds.
+auth_timeout = 30
+# Challenges kept pending per IMPI (a UE that retries needs a few; a stranger naming
+# someone else's IMPI must not pile up state). The oldest goes first.
+max_challenges_per_impi = 3
+
+[hss]
+# HSS Diameter address (TCP).
+address = "127.0.0.1:3868"
+# Our Origin-Host. Unset = "scscf.<sip.domain>".
+# origin_host = "scscf.ims.mnc001.mcc001.3gppnetwork.org"
+# Our Origin-Realm and the Destination-Realm. Unset = sip.domain.
+# realm = "ims.mnc001.mcc001.3gppnetwork.org"
+# Cx request timeout, milliseconds.
+timeout_ms = 3000
+
+[log]
+# Log filter: "info", "debug", "warn,scscf=debug"... The RUST_LOG environment variable
+# overrides it. Logs go to stderr, in colour only on a terminal.
+level = "info"
+
+[metrics]
+# Prometheus GET /metrics over plain HTTP without authentication: keep it on a management
+# address. Unset = off.
+# listen = "127.0.0.1:9092"
+"#;
+
+/// A configuration value that does not make sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// Unparsable TOML or unknown key.
+    #[error("{0}")]
+    Toml(String),
+    /// Bad value.
+    #[error("{key}: {reason}")]
+    Value {
+        /// Which key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Parses a TOML document (unknown keys are errors: a typo must not silently fall back
+    /// to a default) and validates it.
+    pub fn from_toml(s: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(s).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
+        if let Err(e) = opskit::net::advertise_ip(self.sip.listen, self.sip.advertise) {
+            return bad("sip.advertise", e.to_string());
+        }
+        if self.sip.max_message_size < 1024 {
+            return bad(
+                "sip.max_message_size",
+                "must be at least 1024 bytes (a REGISTER from a P-CSCF is larger)".into(),
+            );
+        }
+        if sip::Uri::parse(&format!("sip:{}", self.sip.domain)).is_err() {
+            return bad(
+                "sip.domain",
+                format!("{:?} is not a domain", self.sip.domain),
+            );
+        }
+        let r = &self.registrar;
+        if r.min_expires == 0 {
+            return bad("registrar.min_expires", "must be at least 1 second".into());
+        }
+        if r.min_expires > r.max_expires {
+            return bad("registrar.min_expires", "is above max_expires".into());
+        }
+        if !(r.min_expires..=r.max_expires).contains(&r.default_expires) {
+            return bad(
+                "registrar.default_expires",
+                "must lie in min_expires..=max_expires".into(),
+            );
+        }
+        if r.auth_timeout == 0 {
+            return bad("registrar.auth_timeout", "must be at least 1 second".into());
+        }
+        if r.max_challenges_per_impi == 0 {
+            return bad(
+                "registrar.max_challenges_per_impi",
+                "must be at least 1".into(),
+            );
+        }
+        if self.hss.timeout_ms == 0 {
+            return bad("hss.timeout_ms", "must be at least 1 millisecond".into());
+        }
+        if let Some(m) = self.metrics.listen {
+            if m.port() != 0 && m == self.sip.listen {
+                return bad(
+                    "metrics.listen",
+                    format!("{m} is also sip.listen (TCP): give metrics its own port"),
+                );
+            }
+        }
+        if let Err(e) = self.log.validate() {
+            return bad("log.level", e.to_string());
+        }
+        Ok(())
+    }
+
+    /// `sip.advertise` (or the IP of `sip.listen`) with the port of `sip.listen`; after
+    /// [`Config::validate`] never the unspecified address. With port 0 the shell
+    /// substitutes the port it bound.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.sip.advertise.unwrap_or(self.sip.listen.ip()),
+            self.sip.listen.port(),
+        )
+    }
+
+    /// Origin-Host on Cx.
+    pub fn origin_host(&self) -> String {
+        self.hss
+            .origin_host
+            .clone()
+            .unwrap_or_else(|| format!("scscf.{}", self.sip.domain))
+    }
+
+    /// Realm on Cx.
+    pub fn realm(&self) -> String {
+        self.hss
+            .realm
+            .clone()
+            .unwrap_or_else(|| self.sip.domain.clone())
+    }
+
+    /// The HSS and who we are toward it.
+    pub fn hss_peer(&self) -> HssPeer {
+        HssPeer {
+            address: self.hss.address,
+            origin_host: self.origin_host(),
+            realm: self.realm(),
+            timeout: Duration::from_millis(self.hss.timeout_ms),
+        }
+    }
+
+    /// The core's configuration for an S-CSCF reachable at `address` (the advertise IP and
+    /// the bound port).
+    pub fn core(&self, address: SocketAddr) -> crate::Config {
+        let r = &self.registrar;
+        crate::Config {
+            domain: self.sip.domain.clone(),
+            address,
+            min_expires: r.min_expires,
+            max_expires: r.max_expires,
+            default_expires: r.default_expires,
+            auth_timeout: Duration::from_secs(u64::from(r.auth_timeout)),
+            max_challenges_per_impi: r.max_challenges_per_impi,
+            cx: crate::CxIdentity {
+                origin_host: self.origin_host(),
+                origin_realm: self.realm(),
+                destination_realm: self.realm(),
+                server_name: crate::cx::server_name(address),
+            },
+            limits: self.limits(),
+        }
+    }
+
+    /// SIP parse limits.
+    pub fn limits(&self) -> sip::Limits {
+        sip::Limits {
+            max_message: self.sip.max_message_size,
+            ..sip::Limits::default()
+        }
+    }
+
+    /// This configuration with every derived default filled in (advertise address,
+    /// Origin-Host, realm), as `config check` prints it.
+    pub fn effective(&self) -> Config {
+        let mut c = self.clone();
+        c.sip.advertise = Some(self.advertise_addr().ip());
+        c.hss.origin_host = Some(self.origin_host());
+        c.hss.realm = Some(self.realm());
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_the_example_tells_them() {
+        let d = Config::default();
+        d.validate().unwrap();
+        assert_eq!(Config::from_toml("").unwrap(), d);
+        assert_eq!(Config::from_toml(EXAMPLE).unwrap(), d);
+        opskit::config::check_example(EXAMPLE, &d).unwrap();
+        assert_eq!(d.sip.domain, opskit::HOME_DOMAIN);
+        assert_eq!(d.origin_host(), format!("scscf.{}", opskit::HOME_DOMAIN));
+    }
+
+    #[test]
+    fn unspecified_listen_needs_advertise() {
+        let e = Config::from_toml("[sip]\nlisten = \"0.0.0.0:6060\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("sip.advertise"), "{e}");
+        let c = Config::from_toml("[sip]\nlisten = \"0.0.0.0:6060\"\nadvertise = \"10.45.0.2\"\n")
+            .unwrap();
+        assert_eq!(
+            c.advertise_addr(),
+            "10.45.0.2:6060".parse::<SocketAddr>().unwrap()
+        );
+        let core = c.core(c.advertise_addr());
+        assert_eq!(core.cx.server_name, "sip:10.45.0.2:6060");
+        assert_eq!(core.address, c.advertise_addr());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (toml, key) in [
+            ("[sip]\nlisten_addr = \"1.2.3.4:5\"\n", "listen_addr"),
+            ("[registrar]\nmin_expires = 0\n", "registrar.min_expires"),
+            (
+                "[registrar]\ndefault_expires = 5\n",
+                "registrar.default_expires",
+            ),
+            ("[registrar]\nauth_timeout = 0\n", "registrar.auth_timeout"),
+            (
+                "[registrar]\nmax_challenges_per_impi = 0\n",
+                "registrar.max_challenges_per_impi",
+            ),
+            ("[hss]\ntimeout_ms = 0\n", "hss.timeout_ms"),
+            ("[sip]\nmax_message_size = 100\n", "sip.max_message_size"),
+            ("[sip]\ndomain = \"a b\"\n", "sip.domain"),
+            ("[metrics]\nlisten = \"127.0.0.1:6060\"\n", "metrics.listen"),
+            ("[log]\nlevel = \"scscf=chatty\"\n", "log.level"),
+        ] {
+            let e = Config::from_toml(toml).unwrap_err();
+            assert!(e.to_string().contains(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn effective_fills_derived_defaults_and_round_trips() {
+        let c = Config::from_toml("[sip]\ndomain = \"ims.lab\"\n")
+            .unwrap()
+            .effective();
+        assert_eq!(c.hss.origin_host.as_deref(), Some("scscf.ims.lab"));
+        assert_eq!(c.hss.realm.as_deref(), Some("ims.lab"));
+        assert_eq!(c.sip.advertise, Some(c.sip.listen.ip()));
+        let text = opskit::config::render_redacted(&c).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let e = Config::load(Path::new("/nonexistent/scscf.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/scscf.toml"), "{e}");
+    }
+}
