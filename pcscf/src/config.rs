@@ -194,7 +194,11 @@ pub enum UpstreamTransport {
 pub struct ScscfConfig {
     /// `collapsed` (default: we are the S-CSCF too) or `proxy` (forward to `address`).
     pub mode: ScscfMode,
-    /// Proxy mode: where REGISTERs go. Default `127.0.0.1:6060`.
+    /// Collapsed mode: our S-CSCF's own address (Service-Route, Server-Name on Cx);
+    /// proxy mode: where REGISTERs go. An unspecified IP stands for our advertise IP
+    /// ([`Config::advertise_addr`]). Default `0.0.0.0:6060`, i.e. the advertise IP with
+    /// port 6060, so that several collapsed P-CSCFs on one HSS each have their own S-CSCF
+    /// name. Proxy mode needs a specific address.
     pub address: SocketAddr,
     /// Proxy mode: `udp` or `tcp`. Default `udp`.
     pub transport: UpstreamTransport,
@@ -212,7 +216,7 @@ impl Default for ScscfConfig {
     fn default() -> Self {
         ScscfConfig {
             mode: ScscfMode::Collapsed,
-            address: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            address: SocketAddr::from(([0, 0, 0, 0], 6060)),
             transport: UpstreamTransport::Udp,
             uri: None,
             visited_network_id: None,
@@ -300,8 +304,12 @@ timeout_ms = 3000
 # P-CSCF's share (sec-agree, IPsec, Path, P-Visited-Network-ID; TS 24.229 §5.2.2);
 # [hss] is then not used.
 mode = "collapsed"
-# Proxy mode: where REGISTERs go, and over "udp" or "tcp".
-address = "127.0.0.1:6060"
+# Collapsed mode: our S-CSCF's own address (Service-Route, Server-Name on Cx). Proxy
+# mode: where REGISTERs go (required there). Unset (0.0.0.0:6060) = the advertise IP
+# (sip.advertise, else the IP of sip.listen) with port 6060, so that several collapsed
+# P-CSCFs on one HSS do not all call themselves sip:127.0.0.1:6060.
+# address = "127.0.0.1:6060"
+# Proxy mode: "udp" or "tcp" toward address.
 transport = "udp"
 # Proxy mode: the S-CSCF's SIP URI. When set, forwarded REGISTERs carry Route: <uri;lr>
 # (needed when address is a generic proxy in front of the S-CSCF). Unset = none.
@@ -431,48 +439,8 @@ impl Config {
     fn validate_addresses(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
         let listen = self.sip.listen;
-        match self.sip.advertise {
-            None if listen.ip().is_unspecified() => {
-                return bad(
-                    "sip.advertise",
-                    format!(
-                        "sip.listen is {} (any address): set sip.advertise to the address UEs \
-                         reach; a 0.0.0.0 listener must never end up in an SA, Path or \
-                         Service-Route",
-                        listen.ip()
-                    ),
-                );
-            }
-            None => {}
-            Some(a) => {
-                let not_unicast = match a {
-                    IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
-                    IpAddr::V6(v6) => v6.is_multicast(),
-                };
-                if a.is_unspecified() || not_unicast {
-                    return bad(
-                        "sip.advertise",
-                        format!("{a} is not a unicast address UEs can send to"),
-                    );
-                }
-                // A specific listen address only receives what is sent to it, and an
-                // IPv4 socket never receives IPv6 (`::` may receive both).
-                let reachable = if listen.ip().is_unspecified() {
-                    listen.is_ipv6() || a.is_ipv4()
-                } else {
-                    a == listen.ip()
-                };
-                if !reachable {
-                    return bad(
-                        "sip.advertise",
-                        format!(
-                            "{a} would not reach the listener on {}: advertise an address \
-                             the listen socket receives (or listen on 0.0.0.0 / [::])",
-                            listen.ip()
-                        ),
-                    );
-                }
-            }
+        if let Err(e) = opskit::net::advertise_ip(listen, self.sip.advertise) {
+            return bad("sip.advertise", e.to_string());
         }
         let [first, last] = self.ipsec.port_range;
         if listen.port() != 0 && (first..=last).contains(&listen.port()) {
@@ -491,6 +459,12 @@ impl Config {
                     format!("{m} is also sip.listen (TCP): give metrics its own port"),
                 );
             }
+        }
+        if self.scscf.mode == ScscfMode::Proxy && self.scscf.address.ip().is_unspecified() {
+            return bad(
+                "scscf.address",
+                "proxy mode needs the S-CSCF's address (where REGISTERs go)".into(),
+            );
         }
         if self.scscf.mode == ScscfMode::Proxy && self.scscf.address == self.advertise_addr() {
             return bad(
@@ -582,6 +556,15 @@ impl Config {
             .unwrap_or_else(|| self.sip.domain.clone())
     }
 
+    /// `scscf.address` with an unspecified IP replaced by the advertise IP.
+    pub fn scscf_address(&self) -> SocketAddr {
+        let mut a = self.scscf.address;
+        if a.ip().is_unspecified() {
+            a.set_ip(self.advertise_addr().ip());
+        }
+        a
+    }
+
     /// P-Visited-Network-ID in proxy mode.
     pub fn visited_network_id(&self) -> String {
         self.scscf
@@ -598,6 +581,7 @@ impl Config {
         c.hss.origin_host = Some(self.origin_host());
         c.hss.realm = Some(self.realm());
         c.scscf.visited_network_id = Some(self.visited_network_id());
+        c.scscf.address = self.scscf_address();
         c
     }
 }
@@ -682,6 +666,29 @@ mod tests {
         assert!(e.to_string().starts_with("scscf.address"), "{e}");
         // The same address is fine when nobody forwards to it.
         Config::from_toml("[scscf]\naddress = \"127.0.0.1:5060\"\n").unwrap();
+        // Proxy mode must say where to forward.
+        let e = Config::from_toml("[scscf]\nmode = \"proxy\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("scscf.address"), "{e}");
+    }
+
+    #[test]
+    fn the_collapsed_scscf_lives_on_the_advertise_ip() {
+        assert_eq!(
+            Config::default().scscf_address(),
+            SocketAddr::from(([127, 0, 0, 1], 6060))
+        );
+        let c = Config::from_toml("[sip]\nlisten = \"0.0.0.0:5060\"\nadvertise = \"10.45.0.1\"\n")
+            .unwrap();
+        assert_eq!(
+            c.scscf_address(),
+            "10.45.0.1:6060".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(c.effective().scscf.address, c.scscf_address());
+        let c = Config::from_toml("[scscf]\naddress = \"127.0.0.5:7000\"\n").unwrap();
+        assert_eq!(
+            c.scscf_address(),
+            "127.0.0.5:7000".parse::<SocketAddr>().unwrap()
+        );
     }
 
     #[test]
