@@ -7,6 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use xfrm::{BackendKind, EncryptionAlg, IntegrityAlg};
 
+pub use opskit::config::ConfigError;
+/// `[registrar]` and `[hss]` are the collapsed S-CSCF role's, the same as our `scscf`'s.
+pub use scscf::config::{HssConfig, RegistrarConfig};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -55,34 +59,6 @@ impl Default for SipConfig {
             advertise: None,
             domain: opskit::HOME_DOMAIN.into(),
             max_message_size: 65535,
-        }
-    }
-}
-
-/// `[registrar]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistrarConfig {
-    /// Shortest registration accepted, seconds; shorter gets 423 with Min-Expires.
-    /// Default 60.
-    pub min_expires: u32,
-    /// Longest registration granted, seconds; longer requests are cut down. Default 3600
-    /// (handsets ask for 600000 and re-register at half-time of what they get).
-    pub max_expires: u32,
-    /// Expiry when the REGISTER names none, seconds. Default 600.
-    pub default_expires: u32,
-    /// How long a challenge (and its temporary SAs) waits for the protected REGISTER,
-    /// seconds (TS 33.203 §7.1: the temporary SA lifetime). Default 30.
-    pub auth_timeout: u32,
-}
-
-impl Default for RegistrarConfig {
-    fn default() -> Self {
-        RegistrarConfig {
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 600,
-            auth_timeout: 30,
         }
     }
 }
@@ -137,31 +113,6 @@ impl Default for IpsecConfig {
             port_range: [31100, 31999],
             retire_grace_ms: 2000,
             esp_sa_file: None,
-        }
-    }
-}
-
-/// `[hss]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HssConfig {
-    /// HSS Diameter address (TCP). Default `127.0.0.1:3868`.
-    pub address: SocketAddr,
-    /// Our Origin-Host. Default `pcscf.<domain>`.
-    pub origin_host: Option<String>,
-    /// Our Origin-Realm and the Destination-Realm. Default `<domain>`.
-    pub realm: Option<String>,
-    /// Cx request timeout, milliseconds. Default 3000.
-    pub timeout_ms: u64,
-}
-
-impl Default for HssConfig {
-    fn default() -> Self {
-        HssConfig {
-            address: SocketAddr::from(([127, 0, 0, 1], 3868)),
-            origin_host: None,
-            realm: None,
-            timeout_ms: 3000,
         }
     }
 }
@@ -329,46 +280,18 @@ level = "info"
 # listen = "127.0.0.1:9091"
 "#;
 
-/// A configuration value that does not make sense.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        reason: String,
-    },
-    /// Unparsable TOML or unknown key.
-    #[error("{0}")]
-    Toml(String),
-    /// Bad value.
-    #[error("{key}: {reason}")]
-    Value {
-        /// Which key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
 impl Config {
     /// Parse a TOML document (unknown keys are errors: a typo must not silently fall back to
     /// a default).
     pub fn from_toml(s: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(s).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let c: Config = opskit::config::parse(s)?;
         c.validate()?;
         Ok(c)
     }
 
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        Config::from_toml(&text)
+        Config::from_toml(&opskit::config::read(path)?)
     }
 
     /// Checks values that parse but cannot work.
@@ -381,25 +304,8 @@ impl Config {
                 "must be at least 1024 bytes (a REGISTER with Security-Client is larger)".into(),
             );
         }
-        let r = &self.registrar;
-        if r.min_expires == 0 {
-            return bad("registrar.min_expires", "must be at least 1 second".into());
-        }
-        if r.auth_timeout == 0 {
-            return bad("registrar.auth_timeout", "must be at least 1 second".into());
-        }
-        if self.hss.timeout_ms == 0 {
-            return bad("hss.timeout_ms", "must be at least 1 millisecond".into());
-        }
-        if r.min_expires > r.max_expires {
-            return bad("registrar.min_expires", "is above max_expires".into());
-        }
-        if !(r.min_expires..=r.max_expires).contains(&r.default_expires) {
-            return bad(
-                "registrar.default_expires",
-                "must lie in min_expires..=max_expires".into(),
-            );
-        }
+        self.registrar.validate()?;
+        self.hss.validate()?;
         let i = &self.ipsec;
         if i.spi_range[0] < 256 || i.spi_range[0] > i.spi_range[1] {
             return bad(
@@ -542,18 +448,12 @@ impl Config {
 
     /// Origin-Host on Cx.
     pub fn origin_host(&self) -> String {
-        self.hss
-            .origin_host
-            .clone()
-            .unwrap_or_else(|| format!("pcscf.{}", self.sip.domain))
+        self.hss.origin_host("pcscf", &self.sip.domain)
     }
 
     /// Realm on Cx.
     pub fn realm(&self) -> String {
-        self.hss
-            .realm
-            .clone()
-            .unwrap_or_else(|| self.sip.domain.clone())
+        self.hss.realm(&self.sip.domain)
     }
 
     /// `scscf.address` with an unspecified IP replaced by the advertise IP.

@@ -5,8 +5,15 @@
 use crate::cxclient::HssPeer;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+pub use opskit::config::ConfigError;
+
+/// Challenges kept pending per IMPI; the oldest goes when a new one would exceed it:
+/// enough for a UE that retries, few enough that a stranger naming someone else's IMPI
+/// cannot pile up state.
+pub const MAX_CHALLENGES_PER_IMPI: usize = 3;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -53,7 +60,7 @@ impl Default for SipConfig {
     }
 }
 
-/// `[registrar]`
+/// `[registrar]`: the S-CSCF's registrar, in our `scscf` and in a collapsed `pcscf`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrarConfig {
@@ -64,12 +71,9 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     /// Expiry when the REGISTER names none, seconds. Default 600.
     pub default_expires: u32,
-    /// How long a challenge waits for its answer, seconds. Default 30.
+    /// How long a challenge waits for its answer, seconds (in a collapsed P-CSCF also
+    /// the lifetime of the temporary SAs, TS 33.203 §7.1). Default 30.
     pub auth_timeout: u32,
-    /// Challenges kept pending per IMPI; the oldest goes when a new one would exceed it.
-    /// Default 3: enough for a UE that retries, few enough that a stranger naming someone
-    /// else's IMPI cannot pile up state.
-    pub max_challenges_per_impi: usize,
 }
 
 impl Default for RegistrarConfig {
@@ -79,18 +83,50 @@ impl Default for RegistrarConfig {
             max_expires: 3600,
             default_expires: 600,
             auth_timeout: 30,
-            max_challenges_per_impi: 3,
         }
     }
 }
 
-/// `[hss]`
+impl RegistrarConfig {
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Value {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if self.min_expires == 0 {
+            return bad("registrar.min_expires", "must be at least 1 second");
+        }
+        if self.auth_timeout == 0 {
+            return bad("registrar.auth_timeout", "must be at least 1 second");
+        }
+        if self.min_expires > self.max_expires {
+            return bad("registrar.min_expires", "is above max_expires");
+        }
+        if !(self.min_expires..=self.max_expires).contains(&self.default_expires) {
+            return bad(
+                "registrar.default_expires",
+                "must lie in min_expires..=max_expires",
+            );
+        }
+        Ok(())
+    }
+
+    /// [`RegistrarConfig::auth_timeout`] as a duration.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.auth_timeout))
+    }
+}
+
+/// `[hss]`: where the S-CSCF role (ours, or a collapsed `pcscf`'s) reaches the HSS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HssConfig {
     /// HSS Diameter address (TCP). Default `127.0.0.1:3868`.
     pub address: SocketAddr,
-    /// Our Origin-Host. Default `scscf.<domain>`.
+    /// Our Origin-Host. Default `<binary>.<domain>` (`scscf.…`, `pcscf.…`).
     pub origin_host: Option<String>,
     /// Our Origin-Realm and the Destination-Realm. Default `<domain>`.
     pub realm: Option<String>,
@@ -105,6 +141,41 @@ impl Default for HssConfig {
             origin_host: None,
             realm: None,
             timeout_ms: 3000,
+        }
+    }
+}
+
+impl HssConfig {
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout_ms == 0 {
+            return Err(ConfigError::Value {
+                key: "hss.timeout_ms",
+                reason: "must be at least 1 millisecond".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Origin-Host: the configured one, else `<binary>.<domain>`.
+    pub fn origin_host(&self, binary: &str, domain: &str) -> String {
+        self.origin_host
+            .clone()
+            .unwrap_or_else(|| format!("{binary}.{domain}"))
+    }
+
+    /// Origin-Realm and Destination-Realm: the configured one, else the home domain.
+    pub fn realm(&self, domain: &str) -> String {
+        self.realm.clone().unwrap_or_else(|| domain.to_string())
+    }
+
+    /// The HSS peer for a binary in `domain`.
+    pub fn peer(&self, binary: &str, domain: &str) -> HssPeer {
+        HssPeer {
+            address: self.address,
+            origin_host: self.origin_host(binary, domain),
+            realm: self.realm(domain),
+            timeout: Duration::from_millis(self.timeout_ms),
         }
     }
 }
@@ -147,9 +218,6 @@ max_expires = 3600
 default_expires = 600
 # How long a challenge waits for its answer, seconds.
 auth_timeout = 30
-# Challenges kept pending per IMPI (a UE that retries needs a few; a stranger naming
-# someone else's IMPI must not pile up state). The oldest goes first.
-max_challenges_per_impi = 3
 
 [hss]
 # HSS Diameter address (TCP).
@@ -172,46 +240,18 @@ level = "info"
 # listen = "127.0.0.1:9092"
 "#;
 
-/// A configuration value that does not make sense.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        reason: String,
-    },
-    /// Unparsable TOML or unknown key.
-    #[error("{0}")]
-    Toml(String),
-    /// Bad value.
-    #[error("{key}: {reason}")]
-    Value {
-        /// Which key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
 impl Config {
     /// Parses a TOML document (unknown keys are errors: a typo must not silently fall back
     /// to a default) and validates it.
     pub fn from_toml(s: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(s).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let c: Config = opskit::config::parse(s)?;
         c.validate()?;
         Ok(c)
     }
 
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        Config::from_toml(&text)
+        Config::from_toml(&opskit::config::read(path)?)
     }
 
     /// Checks values that parse but cannot work.
@@ -232,31 +272,8 @@ impl Config {
                 format!("{:?} is not a domain", self.sip.domain),
             );
         }
-        let r = &self.registrar;
-        if r.min_expires == 0 {
-            return bad("registrar.min_expires", "must be at least 1 second".into());
-        }
-        if r.min_expires > r.max_expires {
-            return bad("registrar.min_expires", "is above max_expires".into());
-        }
-        if !(r.min_expires..=r.max_expires).contains(&r.default_expires) {
-            return bad(
-                "registrar.default_expires",
-                "must lie in min_expires..=max_expires".into(),
-            );
-        }
-        if r.auth_timeout == 0 {
-            return bad("registrar.auth_timeout", "must be at least 1 second".into());
-        }
-        if r.max_challenges_per_impi == 0 {
-            return bad(
-                "registrar.max_challenges_per_impi",
-                "must be at least 1".into(),
-            );
-        }
-        if self.hss.timeout_ms == 0 {
-            return bad("hss.timeout_ms", "must be at least 1 millisecond".into());
-        }
+        self.registrar.validate()?;
+        self.hss.validate()?;
         if let Some(m) = self.metrics.listen {
             if m.port() != 0 && m == self.sip.listen {
                 return bad(
@@ -281,48 +298,28 @@ impl Config {
         )
     }
 
-    /// Origin-Host on Cx.
-    pub fn origin_host(&self) -> String {
-        self.hss
-            .origin_host
-            .clone()
-            .unwrap_or_else(|| format!("scscf.{}", self.sip.domain))
-    }
-
-    /// Realm on Cx.
-    pub fn realm(&self) -> String {
-        self.hss
-            .realm
-            .clone()
-            .unwrap_or_else(|| self.sip.domain.clone())
-    }
-
-    /// The HSS and who we are toward it.
+    /// The HSS and who we are toward it (Origin-Host `scscf.<domain>` by default).
     pub fn hss_peer(&self) -> HssPeer {
-        HssPeer {
-            address: self.hss.address,
-            origin_host: self.origin_host(),
-            realm: self.realm(),
-            timeout: Duration::from_millis(self.hss.timeout_ms),
-        }
+        self.hss.peer(BINARY, &self.sip.domain)
     }
 
     /// The core's configuration for an S-CSCF reachable at `address` (the advertise IP and
     /// the bound port).
     pub fn core(&self, address: SocketAddr) -> crate::Config {
         let r = &self.registrar;
+        let peer = self.hss_peer();
         crate::Config {
             domain: self.sip.domain.clone(),
             address,
             min_expires: r.min_expires,
             max_expires: r.max_expires,
             default_expires: r.default_expires,
-            auth_timeout: Duration::from_secs(u64::from(r.auth_timeout)),
-            max_challenges_per_impi: r.max_challenges_per_impi,
+            auth_timeout: r.auth_timeout(),
+            max_challenges_per_impi: MAX_CHALLENGES_PER_IMPI,
             cx: crate::CxIdentity {
-                origin_host: self.origin_host(),
-                origin_realm: self.realm(),
-                destination_realm: self.realm(),
+                origin_host: peer.origin_host,
+                origin_realm: peer.realm.clone(),
+                destination_realm: peer.realm,
                 server_name: crate::cx::server_name(address),
             },
             limits: self.limits(),
@@ -342,11 +339,15 @@ impl Config {
     pub fn effective(&self) -> Config {
         let mut c = self.clone();
         c.sip.advertise = Some(self.advertise_addr().ip());
-        c.hss.origin_host = Some(self.origin_host());
-        c.hss.realm = Some(self.realm());
+        let peer = self.hss_peer();
+        c.hss.origin_host = Some(peer.origin_host);
+        c.hss.realm = Some(peer.realm);
         c
     }
 }
+
+/// Our name in default Origin-Hosts.
+const BINARY: &str = "scscf";
 
 #[cfg(test)]
 mod tests {
@@ -360,7 +361,10 @@ mod tests {
         assert_eq!(Config::from_toml(EXAMPLE).unwrap(), d);
         opskit::config::check_example(EXAMPLE, &d).unwrap();
         assert_eq!(d.sip.domain, opskit::HOME_DOMAIN);
-        assert_eq!(d.origin_host(), format!("scscf.{}", opskit::HOME_DOMAIN));
+        assert_eq!(
+            d.hss_peer().origin_host,
+            format!("scscf.{}", opskit::HOME_DOMAIN)
+        );
     }
 
     #[test]
@@ -388,10 +392,6 @@ mod tests {
                 "registrar.default_expires",
             ),
             ("[registrar]\nauth_timeout = 0\n", "registrar.auth_timeout"),
-            (
-                "[registrar]\nmax_challenges_per_impi = 0\n",
-                "registrar.max_challenges_per_impi",
-            ),
             ("[hss]\ntimeout_ms = 0\n", "hss.timeout_ms"),
             ("[sip]\nmax_message_size = 100\n", "sip.max_message_size"),
             ("[sip]\ndomain = \"a b\"\n", "sip.domain"),
