@@ -1,5 +1,6 @@
 //! What every IMS Lab Core binary shares for the people who run it.
 //!
+//! - [`cli`]: exit code and error line, runtime, shutdown signal: what every `main.rs` needs.
 //! - [`log`]: one log convention — `RUST_LOG` overrides the config file's `[log] level`,
 //!   logs on stderr, colour only on a terminal.
 //! - [`metrics`]: the Prometheus text exposition writer (format 0.0.4), labelled counter and
@@ -11,6 +12,7 @@
 //!
 //! Nothing here knows SIP or Diameter: protocol crates do not depend on it, binaries do.
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod log;
