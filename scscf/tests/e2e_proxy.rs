@@ -1,5 +1,5 @@
-//! End to end over loopback, real processes: `hss` ⇄ (Cx) ⇄ our `scscf` binary ⇄ (SIP/UDP)
-//! ⇄ `pcscf` in proxy mode ⇄ the `ue` simulator. The UE registers, re-registers and
+//! End to end over loopback, real processes: `hss` ⇄ (Cx) ⇄ our `scscf` binary ⇄ (SIP over
+//! UDP, and over TCP) ⇄ `pcscf` in proxy mode ⇄ the `ue` simulator. The UE registers, re-registers and
 //! deregisters; the 200 OK carries the S-CSCF's Service-Route and the implicit set in
 //! P-Associated-URI; the HSS stores the S-CSCF's own name; `/metrics` counts it all.
 //!
@@ -23,6 +23,10 @@ const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
 const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
 /// The UE's own loopback address, away from the 127.0.0.2… that lab tests use.
 const UE_IP: [u8; 4] = [127, 0, 71, 2];
+
+/// One chain at a time: both tests put their UE on [`UE_IP`] and their P-CSCF's
+/// protected ports in one range.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn hex16(s: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -60,17 +64,28 @@ async fn await_sample(metrics: SocketAddr, series: &str, want: u64) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ue_registers_reregisters_and_deregisters_through_pcscf_proxy_and_scscf_binary() {
+async fn ue_registers_reregisters_and_deregisters_through_pcscf_proxy_and_scscf_over_udp() {
+    chain("udp").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_over_tcp_between_pcscf_and_scscf() {
+    chain("tcp").await;
+}
+
+/// The whole chain with `transport` between the P-CSCF and the S-CSCF.
+async fn chain(transport: &str) {
     let (Some(hss), Some(pcscf)) = (sibling_bin("hss"), sibling_bin("pcscf")) else {
         return;
     };
+    let _one = ONE_AT_A_TIME.lock().await;
     let mode = if testkit::is_root() {
         IpsecMode::Backend(BackendKind::Userspace)
     } else {
         eprintln!("not root: IPsec off (the UE registers without sec-agree)");
         IpsecMode::Off
     };
-    let dir = testkit::TestDir::new("scscf-e2e").unwrap();
+    let dir = testkit::TestDir::new(&format!("scscf-e2e-{transport}")).unwrap();
     let ports = testkit::free_ports(4);
     let (d_port, s_port, p_port, m_port) = (ports[0], ports[1], ports[2], ports[3]);
 
@@ -116,7 +131,7 @@ async fn ue_registers_reregisters_and_deregisters_through_pcscf_proxy_and_scscf_
             ),
         )
         .unwrap();
-    let (scscf_proc, line) = start(&dir, "scscf", &common::scscf_bin(), &s_cfg, "scscf ready:");
+    let (mut scscf_proc, line) = start(&dir, "scscf", &common::scscf_bin(), &s_cfg, "scscf ready:");
     let s_addr = addr_after(&line, "sip");
     let metrics = addr_after(&line, "metrics");
     assert_eq!(s_addr.port(), s_port);
@@ -134,7 +149,7 @@ async fn ue_registers_reregisters_and_deregisters_through_pcscf_proxy_and_scscf_
             format!(
                 "[sip]\nlisten = \"127.0.0.1:{p_port}\"\n\
                  [ipsec]\n{ipsec}\
-                 [scscf]\nmode = \"proxy\"\naddress = \"{s_addr}\"\ntransport = \"udp\"\n"
+                 [scscf]\nmode = \"proxy\"\naddress = \"{s_addr}\"\ntransport = \"{transport}\"\n"
             ),
         )
         .unwrap();
@@ -232,4 +247,12 @@ async fn ue_registers_reregisters_and_deregisters_through_pcscf_proxy_and_scscf_
     let show = hss_show(&hss, &hss_cfg);
     assert!(show.contains("\"reg_state\": \"not_registered\""), "{show}");
     host.shutdown().await;
+    // The S-CSCF stops cleanly on SIGTERM.
+    assert!(
+        scscf_proc
+            .stop(Duration::from_secs(5))
+            .is_some_and(|s| s.success()),
+        "{}",
+        scscf_proc.log_tail(20)
+    );
 }
