@@ -3,7 +3,7 @@
 //! effective values.
 
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use xfrm::{BackendKind, EncryptionAlg, IntegrityAlg};
 
@@ -31,36 +31,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
-/// `[sip]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SipConfig {
-    /// Unprotected SIP listen address, UDP and TCP. Default `127.0.0.1:5060`. Handsets learn
-    /// it from the PCO (the EPC's P-CSCF address) and send the first REGISTER here.
-    pub listen: SocketAddr,
-    /// The address UEs and peers are told: in the SAs (TS 33.203 §7), Path, Service-Route,
-    /// Via and Record-Route. Default: the IP of `listen`. Required when `listen` is the
-    /// unspecified address (`0.0.0.0` / `::`), which must never be advertised. The port is
-    /// always the one of `listen`: SAs and the protected ports are bound locally, so the
-    /// address cannot be translated on the way.
-    pub advertise: Option<IpAddr>,
-    /// Home network domain: the realm of the digest challenge and of the IMPIs.
-    /// Default [`opskit::HOME_DOMAIN`] (`ims.mnc001.mcc001.3gppnetwork.org`, test PLMN
-    /// 001/01), the same as the HSS's default realm.
-    pub domain: String,
-    /// Largest SIP message accepted, bytes. Default 65535.
-    pub max_message_size: usize,
-}
+/// `[sip]`: the unprotected SIP side (Gm), default `127.0.0.1:5060`.
+pub type SipConfig = scscf::config::SipConfig<PcscfRole>;
 
-impl Default for SipConfig {
-    fn default() -> Self {
-        SipConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
-            advertise: None,
-            domain: opskit::HOME_DOMAIN.into(),
-            max_message_size: 65535,
-        }
-    }
+/// The P-CSCF's `[sip]`: port 5060 by default, where handsets send their first REGISTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcscfRole;
+
+impl scscf::config::SipRole for PcscfRole {
+    const PORT: u16 = 5060;
 }
 
 /// Whether UEs must use IPsec.
@@ -297,13 +276,8 @@ impl Config {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
+        self.sip.validate()?;
         self.validate_addresses()?;
-        if self.sip.max_message_size < 1024 {
-            return bad(
-                "sip.max_message_size",
-                "must be at least 1024 bytes (a REGISTER with Security-Client is larger)".into(),
-            );
-        }
         self.registrar.validate()?;
         self.hss.validate()?;
         let i = &self.ipsec;
@@ -345,9 +319,6 @@ impl Config {
     fn validate_addresses(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
         let listen = self.sip.listen;
-        if let Err(e) = opskit::net::advertise_ip(listen, self.sip.advertise) {
-            return bad("sip.advertise", e.to_string());
-        }
         let [first, last] = self.ipsec.port_range;
         if listen.port() != 0 && (first..=last).contains(&listen.port()) {
             return bad(
@@ -389,10 +360,7 @@ impl Config {
     /// [`Config::validate`] it is never the unspecified address. When `sip.listen` has
     /// port 0 the port is 0 too: the shell substitutes the port it actually bound.
     pub fn advertise_addr(&self) -> SocketAddr {
-        SocketAddr::new(
-            self.sip.advertise.unwrap_or(self.sip.listen.ip()),
-            self.sip.listen.port(),
-        )
+        self.sip.advertise_addr()
     }
 
     /// `ipsec.backend` parsed.

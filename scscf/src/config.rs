@@ -20,7 +20,7 @@ pub const MAX_CHALLENGES_PER_IMPI: usize = 3;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// SIP side (Mw: the P-CSCFs, later the application servers).
-    pub sip: SipConfig,
+    pub sip: SipConfig<ScscfRole>,
     /// Registrar.
     pub registrar: RegistrarConfig,
     /// The HSS (Cx).
@@ -31,31 +31,91 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
-/// `[sip]`
+/// Which node a [`SipConfig`] belongs to: only its default port differs.
+pub trait SipRole: std::fmt::Debug + Clone + PartialEq {
+    /// The default listen port.
+    const PORT: u16;
+}
+
+/// Our `scscf`: SIP on port 6060 by default (where P-CSCFs in proxy mode forward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScscfRole;
+
+impl SipRole for ScscfRole {
+    const PORT: u16 = 6060;
+}
+
+/// `[sip]` of a SIP node whose default port is `R::PORT`: 6060 for our `scscf`, 5060 for
+/// the `pcscf` (`pcscf::config::SipConfig`). The listen/advertise rule is
+/// [`opskit::net::advertise_ip`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SipConfig {
-    /// SIP listen address, UDP and TCP. Default `127.0.0.1:6060` (a P-CSCF in proxy mode
-    /// forwards here: its `[scscf] address`).
+#[serde(deny_unknown_fields, default, bound = "")]
+pub struct SipConfig<R: SipRole> {
+    /// SIP listen address, UDP and TCP. Default `127.0.0.1:<R::PORT>`. A P-CSCF's is where
+    /// handsets send their first REGISTER (from the PCO); an S-CSCF's is where P-CSCFs in
+    /// proxy mode forward (their `[scscf] address`).
     pub listen: SocketAddr,
-    /// The address peers are told: Service-Route, the Server-Name stored in the HSS, Via.
-    /// Default: the IP of `listen`. Required when `listen` is the unspecified address
-    /// (`0.0.0.0` / `::`), which must never be advertised.
+    /// The address peers are told: SAs (TS 33.203 §7), Path, Service-Route, the
+    /// Server-Name stored in the HSS, Via, Record-Route. Default: the IP of `listen`.
+    /// Required when `listen` is the unspecified address (`0.0.0.0` / `::`), which must
+    /// never be advertised. The port is always the one of `listen` (SAs and protected
+    /// ports are bound locally, so the address cannot be translated on the way).
     pub advertise: Option<IpAddr>,
-    /// Home network domain: the digest realm. Default [`opskit::HOME_DOMAIN`], the same as
-    /// the HSS's and the P-CSCF's.
+    /// Home network domain: the digest realm and the IMPIs' domain. Default
+    /// [`opskit::HOME_DOMAIN`] (test PLMN 001/01), the same as the HSS's default realm.
     pub domain: String,
     /// Largest SIP message accepted, bytes. Default 65535.
     pub max_message_size: usize,
+    #[serde(skip)]
+    role: std::marker::PhantomData<R>,
 }
 
-impl Default for SipConfig {
+impl<R: SipRole> Default for SipConfig<R> {
     fn default() -> Self {
         SipConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            listen: SocketAddr::from(([127, 0, 0, 1], R::PORT)),
             advertise: None,
             domain: opskit::HOME_DOMAIN.into(),
             max_message_size: 65535,
+            role: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: SipRole> SipConfig<R> {
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
+        if let Err(e) = opskit::net::advertise_ip(self.listen, self.advertise) {
+            return bad("sip.advertise", e.to_string());
+        }
+        if self.max_message_size < 1024 {
+            return bad(
+                "sip.max_message_size",
+                "must be at least 1024 bytes (an IMS REGISTER is larger)".into(),
+            );
+        }
+        if sip::Uri::parse(&format!("sip:{}", self.domain)).is_err() {
+            return bad("sip.domain", format!("{:?} is not a domain", self.domain));
+        }
+        Ok(())
+    }
+
+    /// `advertise` (or the IP of `listen`) with the port of `listen`; after
+    /// [`SipConfig::validate`] never the unspecified address. With port 0 the shell
+    /// substitutes the port it bound.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.advertise.unwrap_or(self.listen.ip()),
+            self.listen.port(),
+        )
+    }
+
+    /// SIP parse limits.
+    pub fn limits(&self) -> sip::Limits {
+        sip::Limits {
+            max_message: self.max_message_size,
+            ..sip::Limits::default()
         }
     }
 }
@@ -257,21 +317,7 @@ impl Config {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
-        if let Err(e) = opskit::net::advertise_ip(self.sip.listen, self.sip.advertise) {
-            return bad("sip.advertise", e.to_string());
-        }
-        if self.sip.max_message_size < 1024 {
-            return bad(
-                "sip.max_message_size",
-                "must be at least 1024 bytes (a REGISTER from a P-CSCF is larger)".into(),
-            );
-        }
-        if sip::Uri::parse(&format!("sip:{}", self.sip.domain)).is_err() {
-            return bad(
-                "sip.domain",
-                format!("{:?} is not a domain", self.sip.domain),
-            );
-        }
+        self.sip.validate()?;
         self.registrar.validate()?;
         self.hss.validate()?;
         if let Some(m) = self.metrics.listen {
@@ -288,14 +334,9 @@ impl Config {
         Ok(())
     }
 
-    /// `sip.advertise` (or the IP of `sip.listen`) with the port of `sip.listen`; after
-    /// [`Config::validate`] never the unspecified address. With port 0 the shell
-    /// substitutes the port it bound.
+    /// [`SipConfig::advertise_addr`].
     pub fn advertise_addr(&self) -> SocketAddr {
-        SocketAddr::new(
-            self.sip.advertise.unwrap_or(self.sip.listen.ip()),
-            self.sip.listen.port(),
-        )
+        self.sip.advertise_addr()
     }
 
     /// The HSS and who we are toward it (Origin-Host `scscf.<domain>` by default).
@@ -328,10 +369,7 @@ impl Config {
 
     /// SIP parse limits.
     pub fn limits(&self) -> sip::Limits {
-        sip::Limits {
-            max_message: self.sip.max_message_size,
-            ..sip::Limits::default()
-        }
+        self.sip.limits()
     }
 
     /// This configuration with every derived default filled in (advertise address,
