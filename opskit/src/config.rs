@@ -23,6 +23,47 @@ pub enum ConfigCmd {
     },
 }
 
+/// Why a configuration file cannot be used: the error type of every binary's
+/// `Config::load`, so `config check` and startup name the file, the key and the reason
+/// the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// Unparsable TOML or unknown key.
+    #[error("{0}")]
+    Toml(String),
+    /// Bad value.
+    #[error("{key}: {reason}")]
+    Value {
+        /// Which key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Parses a TOML document into `T`. Unknown keys are errors when `T` says
+/// `deny_unknown_fields`, as every configuration here does: a typo must not silently fall
+/// back to a default.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
+}
+
+/// Reads a configuration file as text.
+pub fn read(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}
+
 /// What replaces a secret in printed configuration.
 pub const REDACTED: &str = "<redacted>";
 

@@ -3,9 +3,13 @@
 //! effective values.
 
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use xfrm::{BackendKind, EncryptionAlg, IntegrityAlg};
+
+pub use opskit::config::ConfigError;
+/// `[registrar]` and `[hss]` are the collapsed S-CSCF role's, the same as our `scscf`'s.
+pub use scscf::config::{HssConfig, RegistrarConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -27,64 +31,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
-/// `[sip]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SipConfig {
-    /// Unprotected SIP listen address, UDP and TCP. Default `127.0.0.1:5060`. Handsets learn
-    /// it from the PCO (the EPC's P-CSCF address) and send the first REGISTER here.
-    pub listen: SocketAddr,
-    /// The address UEs and peers are told: in the SAs (TS 33.203 §7), Path, Service-Route,
-    /// Via and Record-Route. Default: the IP of `listen`. Required when `listen` is the
-    /// unspecified address (`0.0.0.0` / `::`), which must never be advertised. The port is
-    /// always the one of `listen`: SAs and the protected ports are bound locally, so the
-    /// address cannot be translated on the way.
-    pub advertise: Option<IpAddr>,
-    /// Home network domain: the realm of the digest challenge and of the IMPIs.
-    /// Default [`opskit::HOME_DOMAIN`] (`ims.mnc001.mcc001.3gppnetwork.org`, test PLMN
-    /// 001/01), the same as the HSS's default realm.
-    pub domain: String,
-    /// Largest SIP message accepted, bytes. Default 65535.
-    pub max_message_size: usize,
-}
+/// `[sip]`: the unprotected SIP side (Gm), default `127.0.0.1:5060`.
+pub type SipConfig = scscf::config::SipConfig<PcscfRole>;
 
-impl Default for SipConfig {
-    fn default() -> Self {
-        SipConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
-            advertise: None,
-            domain: opskit::HOME_DOMAIN.into(),
-            max_message_size: 65535,
-        }
-    }
-}
+/// The P-CSCF's `[sip]`: port 5060 by default, where handsets send their first REGISTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcscfRole;
 
-/// `[registrar]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistrarConfig {
-    /// Shortest registration accepted, seconds; shorter gets 423 with Min-Expires.
-    /// Default 60.
-    pub min_expires: u32,
-    /// Longest registration granted, seconds; longer requests are cut down. Default 3600
-    /// (handsets ask for 600000 and re-register at half-time of what they get).
-    pub max_expires: u32,
-    /// Expiry when the REGISTER names none, seconds. Default 600.
-    pub default_expires: u32,
-    /// How long a challenge (and its temporary SAs) waits for the protected REGISTER,
-    /// seconds (TS 33.203 §7.1: the temporary SA lifetime). Default 30.
-    pub auth_timeout: u32,
-}
-
-impl Default for RegistrarConfig {
-    fn default() -> Self {
-        RegistrarConfig {
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 600,
-            auth_timeout: 30,
-        }
-    }
+impl scscf::config::SipRole for PcscfRole {
+    const PORT: u16 = 5060;
 }
 
 /// Whether UEs must use IPsec.
@@ -141,31 +96,6 @@ impl Default for IpsecConfig {
     }
 }
 
-/// `[hss]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HssConfig {
-    /// HSS Diameter address (TCP). Default `127.0.0.1:3868`.
-    pub address: SocketAddr,
-    /// Our Origin-Host. Default `pcscf.<domain>`.
-    pub origin_host: Option<String>,
-    /// Our Origin-Realm and the Destination-Realm. Default `<domain>`.
-    pub realm: Option<String>,
-    /// Cx request timeout, milliseconds. Default 3000.
-    pub timeout_ms: u64,
-}
-
-impl Default for HssConfig {
-    fn default() -> Self {
-        HssConfig {
-            address: SocketAddr::from(([127, 0, 0, 1], 3868)),
-            origin_host: None,
-            realm: None,
-            timeout_ms: 3000,
-        }
-    }
-}
-
 /// Where the S-CSCF role lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -194,7 +124,11 @@ pub enum UpstreamTransport {
 pub struct ScscfConfig {
     /// `collapsed` (default: we are the S-CSCF too) or `proxy` (forward to `address`).
     pub mode: ScscfMode,
-    /// Proxy mode: where REGISTERs go. Default `127.0.0.1:6060`.
+    /// Collapsed mode: our S-CSCF's own address (Service-Route, Server-Name on Cx);
+    /// proxy mode: where REGISTERs go. An unspecified IP stands for our advertise IP
+    /// ([`Config::advertise_addr`]). Default `0.0.0.0:6060`, i.e. the advertise IP with
+    /// port 6060, so that several collapsed P-CSCFs on one HSS each have their own S-CSCF
+    /// name. Proxy mode needs a specific address.
     pub address: SocketAddr,
     /// Proxy mode: `udp` or `tcp`. Default `udp`.
     pub transport: UpstreamTransport,
@@ -212,7 +146,7 @@ impl Default for ScscfConfig {
     fn default() -> Self {
         ScscfConfig {
             mode: ScscfMode::Collapsed,
-            address: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            address: SocketAddr::from(([0, 0, 0, 0], 6060)),
             transport: UpstreamTransport::Udp,
             uri: None,
             visited_network_id: None,
@@ -300,8 +234,12 @@ timeout_ms = 3000
 # P-CSCF's share (sec-agree, IPsec, Path, P-Visited-Network-ID; TS 24.229 §5.2.2);
 # [hss] is then not used.
 mode = "collapsed"
-# Proxy mode: where REGISTERs go, and over "udp" or "tcp".
-address = "127.0.0.1:6060"
+# Collapsed mode: our S-CSCF's own address (Service-Route, Server-Name on Cx). Proxy
+# mode: where REGISTERs go (required there). Unset (0.0.0.0:6060) = the advertise IP
+# (sip.advertise, else the IP of sip.listen) with port 6060, so that several collapsed
+# P-CSCFs on one HSS do not all call themselves sip:127.0.0.1:6060.
+# address = "127.0.0.1:6060"
+# Proxy mode: "udp" or "tcp" toward address.
 transport = "udp"
 # Proxy mode: the S-CSCF's SIP URI. When set, forwarded REGISTERs carry Route: <uri;lr>
 # (needed when address is a generic proxy in front of the S-CSCF). Unset = none.
@@ -321,77 +259,27 @@ level = "info"
 # listen = "127.0.0.1:9091"
 "#;
 
-/// A configuration value that does not make sense.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        reason: String,
-    },
-    /// Unparsable TOML or unknown key.
-    #[error("{0}")]
-    Toml(String),
-    /// Bad value.
-    #[error("{key}: {reason}")]
-    Value {
-        /// Which key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
 impl Config {
     /// Parse a TOML document (unknown keys are errors: a typo must not silently fall back to
     /// a default).
     pub fn from_toml(s: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(s).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let c: Config = opskit::config::parse(s)?;
         c.validate()?;
         Ok(c)
     }
 
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        Config::from_toml(&text)
+        Config::from_toml(&opskit::config::read(path)?)
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
+        self.sip.validate()?;
         self.validate_addresses()?;
-        if self.sip.max_message_size < 1024 {
-            return bad(
-                "sip.max_message_size",
-                "must be at least 1024 bytes (a REGISTER with Security-Client is larger)".into(),
-            );
-        }
-        let r = &self.registrar;
-        if r.min_expires == 0 {
-            return bad("registrar.min_expires", "must be at least 1 second".into());
-        }
-        if r.auth_timeout == 0 {
-            return bad("registrar.auth_timeout", "must be at least 1 second".into());
-        }
-        if self.hss.timeout_ms == 0 {
-            return bad("hss.timeout_ms", "must be at least 1 millisecond".into());
-        }
-        if r.min_expires > r.max_expires {
-            return bad("registrar.min_expires", "is above max_expires".into());
-        }
-        if !(r.min_expires..=r.max_expires).contains(&r.default_expires) {
-            return bad(
-                "registrar.default_expires",
-                "must lie in min_expires..=max_expires".into(),
-            );
-        }
+        self.registrar.validate()?;
+        self.hss.validate()?;
         let i = &self.ipsec;
         if i.spi_range[0] < 256 || i.spi_range[0] > i.spi_range[1] {
             return bad(
@@ -431,49 +319,6 @@ impl Config {
     fn validate_addresses(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::Value { key, reason });
         let listen = self.sip.listen;
-        match self.sip.advertise {
-            None if listen.ip().is_unspecified() => {
-                return bad(
-                    "sip.advertise",
-                    format!(
-                        "sip.listen is {} (any address): set sip.advertise to the address UEs \
-                         reach; a 0.0.0.0 listener must never end up in an SA, Path or \
-                         Service-Route",
-                        listen.ip()
-                    ),
-                );
-            }
-            None => {}
-            Some(a) => {
-                let not_unicast = match a {
-                    IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
-                    IpAddr::V6(v6) => v6.is_multicast(),
-                };
-                if a.is_unspecified() || not_unicast {
-                    return bad(
-                        "sip.advertise",
-                        format!("{a} is not a unicast address UEs can send to"),
-                    );
-                }
-                // A specific listen address only receives what is sent to it, and an
-                // IPv4 socket never receives IPv6 (`::` may receive both).
-                let reachable = if listen.ip().is_unspecified() {
-                    listen.is_ipv6() || a.is_ipv4()
-                } else {
-                    a == listen.ip()
-                };
-                if !reachable {
-                    return bad(
-                        "sip.advertise",
-                        format!(
-                            "{a} would not reach the listener on {}: advertise an address \
-                             the listen socket receives (or listen on 0.0.0.0 / [::])",
-                            listen.ip()
-                        ),
-                    );
-                }
-            }
-        }
         let [first, last] = self.ipsec.port_range;
         if listen.port() != 0 && (first..=last).contains(&listen.port()) {
             return bad(
@@ -492,6 +337,12 @@ impl Config {
                 );
             }
         }
+        if self.scscf.mode == ScscfMode::Proxy && self.scscf.address.ip().is_unspecified() {
+            return bad(
+                "scscf.address",
+                "proxy mode needs the S-CSCF's address (where REGISTERs go)".into(),
+            );
+        }
         if self.scscf.mode == ScscfMode::Proxy && self.scscf.address == self.advertise_addr() {
             return bad(
                 "scscf.address",
@@ -509,10 +360,7 @@ impl Config {
     /// [`Config::validate`] it is never the unspecified address. When `sip.listen` has
     /// port 0 the port is 0 too: the shell substitutes the port it actually bound.
     pub fn advertise_addr(&self) -> SocketAddr {
-        SocketAddr::new(
-            self.sip.advertise.unwrap_or(self.sip.listen.ip()),
-            self.sip.listen.port(),
-        )
+        self.sip.advertise_addr()
     }
 
     /// `ipsec.backend` parsed.
@@ -568,18 +416,21 @@ impl Config {
 
     /// Origin-Host on Cx.
     pub fn origin_host(&self) -> String {
-        self.hss
-            .origin_host
-            .clone()
-            .unwrap_or_else(|| format!("pcscf.{}", self.sip.domain))
+        self.hss.origin_host("pcscf", &self.sip.domain)
     }
 
     /// Realm on Cx.
     pub fn realm(&self) -> String {
-        self.hss
-            .realm
-            .clone()
-            .unwrap_or_else(|| self.sip.domain.clone())
+        self.hss.realm(&self.sip.domain)
+    }
+
+    /// `scscf.address` with an unspecified IP replaced by the advertise IP.
+    pub fn scscf_address(&self) -> SocketAddr {
+        let mut a = self.scscf.address;
+        if a.ip().is_unspecified() {
+            a.set_ip(self.advertise_addr().ip());
+        }
+        a
     }
 
     /// P-Visited-Network-ID in proxy mode.
@@ -598,6 +449,7 @@ impl Config {
         c.hss.origin_host = Some(self.origin_host());
         c.hss.realm = Some(self.realm());
         c.scscf.visited_network_id = Some(self.visited_network_id());
+        c.scscf.address = self.scscf_address();
         c
     }
 }
@@ -682,6 +534,29 @@ mod tests {
         assert!(e.to_string().starts_with("scscf.address"), "{e}");
         // The same address is fine when nobody forwards to it.
         Config::from_toml("[scscf]\naddress = \"127.0.0.1:5060\"\n").unwrap();
+        // Proxy mode must say where to forward.
+        let e = Config::from_toml("[scscf]\nmode = \"proxy\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("scscf.address"), "{e}");
+    }
+
+    #[test]
+    fn the_collapsed_scscf_lives_on_the_advertise_ip() {
+        assert_eq!(
+            Config::default().scscf_address(),
+            SocketAddr::from(([127, 0, 0, 1], 6060))
+        );
+        let c = Config::from_toml("[sip]\nlisten = \"0.0.0.0:5060\"\nadvertise = \"10.45.0.1\"\n")
+            .unwrap();
+        assert_eq!(
+            c.scscf_address(),
+            "10.45.0.1:6060".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(c.effective().scscf.address, c.scscf_address());
+        let c = Config::from_toml("[scscf]\naddress = \"127.0.0.5:7000\"\n").unwrap();
+        assert_eq!(
+            c.scscf_address(),
+            "127.0.0.5:7000".parse::<SocketAddr>().unwrap()
+        );
     }
 
     #[test]

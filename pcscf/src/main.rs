@@ -43,13 +43,7 @@ fn main() -> std::process::ExitCode {
         }
         Some(Cmd::Config(ConfigCmd::Check { file })) => check(file.or(cli.config).as_deref()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pcscf: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    opskit::cli::exit_code("pcscf", result)
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<pcscf::Config> {
@@ -70,10 +64,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     use anyhow::Context;
     let cfg = load(path)?;
     cfg.log.init()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = opskit::cli::runtime().context("tokio runtime")?;
     rt.block_on(async {
         let running = pcscf::shell::start(cfg).await?;
         // The line tests and scripts wait for.
@@ -81,12 +72,9 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
             "pcscf ready: sip {} ipsec backend {}",
             running.sip_addr, running.backend
         );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        opskit::cli::shutdown_signal()
+            .await
+            .context("signal handlers")?;
         running.stop().await;
         Ok(())
     })

@@ -9,7 +9,8 @@
 //! text from a message (an IMPI or a header in a label would make one time series per user).
 
 use crate::core::{CoreEvent, DropReason, Rejection, SaStep};
-use opskit::metrics::{CounterFamily, Exposition, HistogramFamily, LATENCY_BUCKETS};
+use opskit::metrics::{CounterFamily, Exposition};
+use scscf::cxclient::CxMetrics;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,8 +53,7 @@ pub struct Metrics {
     registered: AtomicU64,
     sa_sets: [AtomicU64; 3],
     transactions: AtomicU64,
-    cx_latency: HistogramFamily<1>,
-    cx_failures: CounterFamily<2>,
+    cx: CxMetrics,
     sa_failures: CounterFamily<1>,
     sa_leaks: AtomicU64,
 }
@@ -70,8 +70,7 @@ impl Default for Metrics {
             registered: AtomicU64::new(0),
             sa_sets: Default::default(),
             transactions: AtomicU64::new(0),
-            cx_latency: HistogramFamily::new(["command"], LATENCY_BUCKETS),
-            cx_failures: CounterFamily::new(["command", "reason"]),
+            cx: CxMetrics::default(),
             sa_failures: CounterFamily::new(["step"]),
             sa_leaks: AtomicU64::new(0),
         }
@@ -155,12 +154,12 @@ impl Metrics {
 
     /// A Cx answer to `command` (`"MAR"`, `"SAR"`, …) arrived `elapsed` after the request.
     pub fn cx_answer(&self, command: &'static str, elapsed: Duration) {
-        self.cx_latency.observe_duration([command], elapsed);
+        self.cx.answer(command, elapsed);
     }
 
     /// A Cx request got no usable answer; `reason` e.g. `"timeout"`, `"transport"`.
     pub fn cx_failure(&self, command: &'static str, reason: &'static str) {
-        self.cx_failures.inc([command, reason]);
+        self.cx.failure(command, reason);
     }
 
     /// The text exposition.
@@ -213,16 +212,7 @@ impl Metrics {
             "Live SIP transactions.",
             get(&self.transactions),
         );
-        e.histograms(
-            "pcscf_cx_request_duration_seconds",
-            "Time from a Cx request to its answer, by command.",
-            &self.cx_latency,
-        );
-        e.counters(
-            "pcscf_cx_failures_total",
-            "Cx requests without a usable answer, by command and reason.",
-            &self.cx_failures,
-        );
+        self.cx.render_into("pcscf", &mut e);
         e.counters(
             "pcscf_sa_failures_total",
             "SA set steps the IPsec backend failed, by step.",
@@ -265,6 +255,13 @@ fn drop_label(r: &DropReason) -> &'static str {
         DropReason::Sip(Dropped::NoTransaction(_)) | DropReason::BadResponse(_) => "no-transaction",
         DropReason::NotFromUpstream => "not-upstream",
         DropReason::Sip(Dropped::NoResponse(_)) => "unanswerable",
+    }
+}
+
+/// The Cx client of the collapsed S-CSCF times its requests into our Cx series.
+impl AsRef<CxMetrics> for Metrics {
+    fn as_ref(&self) -> &CxMetrics {
+        &self.cx
     }
 }
 

@@ -6,7 +6,7 @@ use crate::config::{Config, IpsecPolicy, ScscfMode, UpstreamTransport};
 use crate::core::{CoreConfig, CoreEvent, SaStep, SecurityOp, Stats, Upstream};
 use crate::metrics::{Metrics, SaState};
 use crate::node::{Event, Node, Output};
-use diameter::{PeerConfig, PeerHandle};
+use scscf::cxclient::{self, CxClient, HssPeer};
 use scscf::CxIdentity;
 use secagree::{IpsecMode, SipIo};
 use sip::transport::TransportConfig;
@@ -14,7 +14,7 @@ use sip::Limits;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use xfrm::{Side, Tag};
 
 /// Why the P-CSCF could not start.
@@ -205,20 +205,18 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     origin_host: origin_host.clone(),
                     origin_realm: realm.clone(),
                     destination_realm: realm.clone(),
-                    server_name: format!(
-                        "sip:{}:{}",
-                        sip::uri::ip_host(s_addr.ip()),
-                        s_addr.port()
-                    ),
+                    server_name: scscf::cx::server_name(s_addr),
                 },
                 limits: tcfg.limits,
             };
             let node = Node::collapsed(core_cfg, s_cfg, cfg.visited_network_id())?;
-            let peer_cfg = PeerConfig {
-                request_timeout: Duration::from_millis(cfg.hss.timeout_ms),
-                ..PeerConfig::cx(origin_host.clone(), realm.clone())
+            let peer = HssPeer {
+                address: cfg.hss.address,
+                origin_host: origin_host.clone(),
+                realm: realm.clone(),
+                timeout: Duration::from_millis(cfg.hss.timeout_ms),
             };
-            let hss = PeerHandle::connect(cfg.hss.address, peer_cfg)
+            let hss = cxclient::connect(&peer)
                 .await
                 .map_err(|e| StartError::Hss {
                     addr: cfg.hss.address,
@@ -250,20 +248,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         None => (None, None),
     };
     let task = tokio::spawn(async move {
-        let (cx_tx, mut cx_rx) = mpsc::unbounded_channel::<(u64, CxResult)>();
+        let (cx, mut cx_rx) = CxClient::new(hss);
         let mut last_gauges = Instant::now()
             .checked_sub(GAUGE_PERIOD)
             .unwrap_or_else(Instant::now);
         loop {
-            drain(
-                &mut node,
-                &io2,
-                &hss,
-                &cx_tx,
-                esp_sa_file.as_deref(),
-                &metrics,
-            )
-            .await;
+            drain(&mut node, &io2, &cx, esp_sa_file.as_deref(), &metrics).await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
             // Gauges walk the registrations: a few times a second is plenty for a
             // scrape, and keeps the per-message cost of the loop flat.
@@ -311,13 +301,10 @@ const GAUGE_PERIOD: Duration = Duration::from_millis(250);
 /// UE that retries, few enough that nobody can exhaust our SPIs through one identity.
 const MAX_CHALLENGES_PER_IMPI: usize = 3;
 
-type CxResult = Result<diameter::Message, diameter::RequestError>;
-
 async fn drain(
     node: &mut Node,
     io: &SipIo,
-    hss: &Option<PeerHandle>,
-    cx_tx: &mpsc::UnboundedSender<(u64, CxResult)>,
+    cx: &CxClient,
     esp_sa_file: Option<&std::path::Path>,
     metrics: &Arc<Metrics>,
 ) {
@@ -329,29 +316,9 @@ async fn drain(
                     node.handle_transport_error(role, t.tx, Instant::now());
                 }
             }
-            Output::Cx { token, request } => {
-                let Some(hss) = hss.clone() else {
-                    // Only the collapsed S-CSCF asks, and it has an HSS.
-                    node.handle_cx_answer(
-                        token,
-                        Err(diameter::RequestError::Closed),
-                        Instant::now(),
-                    );
-                    continue;
-                };
-                let tx = cx_tx.clone();
-                let m = metrics.clone();
-                let command = cx_command(request.code);
-                tokio::spawn(async move {
-                    let t0 = Instant::now();
-                    let r = hss.request(request).await;
-                    match &r {
-                        Ok(_) => m.cx_answer(command, t0.elapsed()),
-                        Err(e) => m.cx_failure(command, cx_failure_reason(e)),
-                    }
-                    let _ = tx.send((token, r));
-                });
-            }
+            // Only the collapsed S-CSCF asks; without an HSS (proxy mode) the client
+            // answers Closed.
+            Output::Cx { token, request } => cx.request(token, request, metrics.clone()),
             Output::Security(op) => {
                 let now = Instant::now();
                 match op {
@@ -488,24 +455,6 @@ fn gauges(node: &Node, m: &Metrics) {
     m.set_sa_sets(SaState::Retiring, retiring as u64);
     let s_tx = node.scscf().map_or(0, scscf::Scscf::transaction_count);
     m.set_transactions((p.transaction_count() + s_tx) as u64);
-}
-
-fn cx_command(code: u32) -> &'static str {
-    match code {
-        diameter::cmd::MULTIMEDIA_AUTH => "MAR",
-        diameter::cmd::SERVER_ASSIGNMENT => "SAR",
-        _ => "other",
-    }
-}
-
-fn cx_failure_reason(e: &diameter::RequestError) -> &'static str {
-    match e {
-        diameter::RequestError::TimedOut => "timeout",
-        diameter::RequestError::Closed => "closed",
-        diameter::RequestError::MalformedAnswer(_) => "malformed",
-        diameter::RequestError::NotSent(_) => "not-sent",
-        diameter::RequestError::UnknownPeer(_) => "unknown-peer",
-    }
 }
 
 fn log_scscf_event(e: &scscf::Event) {

@@ -25,6 +25,12 @@ pub struct CxIdentity {
     pub server_name: String,
 }
 
+/// The Server-Name the HSS stores for the S-CSCF at `address` (TS 29.228 §6.3.4): its SIP
+/// URI, by address so that each S-CSCF instance on one HSS has its own.
+pub fn server_name(address: std::net::SocketAddr) -> String {
+    format!("sip:{}:{}", sip::uri::ip_host(address.ip()), address.port())
+}
+
 /// Why a Cx answer is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CxError {

@@ -6,6 +6,10 @@
 //! ([`Scscf::handle_cx_answer`]) and timer expiries ([`Scscf::handle_timeout`]) — with the
 //! current time, and drains [`Scscf::poll_output`] and [`Scscf::poll_timeout`].
 //!
+//! Hosts: the `pcscf` binary in collapsed mode wires the core in memory beside its P-CSCF;
+//! the `scscf` binary runs it on its own ([`shell`], [`config`], [`metrics`]) behind
+//! P-CSCFs in proxy mode. Both reach the HSS through [`cxclient`].
+//!
 //! What it does today (TS 24.229 §5.4.1, TS 29.229, RFC 3327, RFC 3608):
 //!
 //! - **Registrar.** A REGISTER without valid credentials gets a vector from the HSS (Cx MAR)
@@ -29,9 +33,13 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod core;
 pub mod cx;
+pub mod cxclient;
+pub mod metrics;
 pub mod registrar;
+pub mod shell;
 
 pub use crate::core::{Config, Event, Output, Scscf, Stats};
 pub use cx::{CxError, CxIdentity};
