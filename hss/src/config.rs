@@ -236,8 +236,19 @@ impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        Config::parse_named(&text, path)
+    }
+
+    /// Parses and validates a TOML document held in memory, exactly as [`Config::load`]
+    /// treats a file's text (the fuzz target `hss_config` feeds it); a syntax error names
+    /// `<string>` where `load` names the file.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_named(text, Path::new("<string>"))
+    }
+
+    fn parse_named(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let mut c: Config =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e))?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse(origin.into(), e))?;
         if c.rest.token.is_none() {
             c.rest.token = std::env::var("HSS_REST_TOKEN")
                 .ok()
@@ -343,5 +354,15 @@ mod tests {
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         let c: Config = toml::from_str("[log]\nlevel = \"hss=noisy\"\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("log.level"));
+    }
+
+    #[test]
+    fn parse_checks_like_load() {
+        assert!(Config::parse(EXAMPLE).is_ok());
+        let e = Config::parse("[aka]\nind = 40\n").unwrap_err();
+        assert!(e.to_string().contains("aka.ind"), "{e}");
+        let e = Config::parse("bogus = 1").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse(..)), "{e}");
+        assert!(e.to_string().starts_with("<string>: "), "{e}");
     }
 }

@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
         domain: "ims.test".into(),
         local_ip: [127, 0, 0, 1].into(),
         sip_port: 5060,
-        policy: if sel & 1 == 0 { IpsecPolicy::Required } else { IpsecPolicy::Optional },
+        policy: if sel & 1 == 0 {
+            IpsecPolicy::Required
+        } else {
+            IpsecPolicy::Optional
+        },
         ipsec_available: true,
         prefs: secagree::AlgPrefs::default(),
         spi_range: (4096, 4105),
@@ -60,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
     let flow = Flow::new(
         SocketAddr::from(([127, 0, 0, 1], local_port)),
         SocketAddr::from(([127, 0, 0, 2], 5060)),
-        if sel & 4 == 0 { Protocol::Udp } else { Protocol::Tcp },
+        if sel & 4 == 0 {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        },
     );
     core.handle_inbound(flow, Bytes::copy_from_slice(rest), now);
     for _ in 0..64 {

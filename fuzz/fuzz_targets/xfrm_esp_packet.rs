@@ -18,9 +18,22 @@ fuzz_target!(|data: &[u8]| {
     let i = IntegrityAlg::ALL[usize::from(data[0] & 1)];
     let e = EncryptionAlg::ALL[usize::from(data[0] >> 1) % 3];
     let set = SaSet::new(
-        SocketAddrPair { addr: [10, 0, 0, 2].into(), client: 1000, server: 1001 },
-        SocketAddrPair { addr: [10, 0, 0, 1].into(), client: 2000, server: 2001 },
-        Spis { uc: 300, us: 301, pc: 302, ps: 303 },
+        SocketAddrPair {
+            addr: [10, 0, 0, 2].into(),
+            client: 1000,
+            server: 1001,
+        },
+        SocketAddrPair {
+            addr: [10, 0, 0, 1].into(),
+            client: 2000,
+            server: 2001,
+        },
+        Spis {
+            uc: 300,
+            us: 301,
+            pc: 302,
+            ps: 303,
+        },
         i,
         e,
         &[7; 16],

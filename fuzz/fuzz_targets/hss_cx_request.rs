@@ -26,10 +26,15 @@ fn env() -> &'static Env {
             msisdn: Some("491701234567".into()),
             ..Default::default()
         };
-        s.add(&n.build(&Default::default()).expect("subscriber")).expect("add");
+        s.add(&n.build(&Default::default()).expect("subscriber"))
+            .expect("add");
         let sqn = Store::open(&path, hss::store::Durability::Normal).expect("store");
         Env {
-            cx: CxHandler::new(CxConfig::default(), Arc::new(Mutex::new(s)), Arc::new(Metrics::default())),
+            cx: CxHandler::new(
+                CxConfig::default(),
+                Arc::new(Mutex::new(s)),
+                Arc::new(Metrics::default()),
+            ),
             sqn: Mutex::new(sqn),
         }
     })
@@ -39,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(m) = diameter::Message::decode_slice(data) {
         let e = env();
         let mut sqn = e.sqn.lock().unwrap_or_else(|p| p.into_inner());
-        let a = e.cx.handle_blocking(&m, &mut sqn, &akav1::SqnPolicy::default(), 1);
+        let a =
+            e.cx.handle_blocking(&m, &mut sqn, &akav1::SqnPolicy::default(), 1);
         assert!(!a.is_request());
         let _ = a.encode();
     }

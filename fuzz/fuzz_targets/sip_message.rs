@@ -1,4 +1,4 @@
-//! SIP message parser (run with `-dict=sip.dict` for speed), stream framing and every typed accessor reachable from a message.
+//! SIP message parser (`scripts/fuzz-smoke` runs it with `dicts/sip_message.dict`), stream framing and every typed accessor reachable from a message.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use sip::{stream_frame, Framing, Limits, Message};
