@@ -230,15 +230,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let stats = Arc::new(Mutex::new(Stats::default()));
     let stats2 = stats.clone();
     let io2 = io.clone();
-    let esp_sa_file = cfg.ipsec.esp_sa_file.clone();
-    if let Some(p) = &esp_sa_file {
-        if let Err(e) = create_keys_file(p) {
-            tracing::warn!(
-                "esp_sa file {}: {e}; keys will not be exported",
-                p.display()
-            );
-        }
-    }
+    let esp_sa_file = match &cfg.ipsec.esp_sa_file {
+        Some(p) => match create_keys_file(p).and_then(|()| KeysWriter::start(p.clone())) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "esp_sa file {}: {e}; keys will not be exported",
+                    p.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let (metrics_addr, metrics_server) = match cfg.metrics.listen {
         Some(addr) => {
@@ -253,7 +257,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             .checked_sub(GAUGE_PERIOD)
             .unwrap_or_else(Instant::now);
         loop {
-            drain(&mut node, &io2, &cx, esp_sa_file.as_deref(), &metrics).await;
+            drain(&mut node, &io2, &cx, esp_sa_file.as_ref(), &metrics).await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
             // Gauges walk the registrations: a few times a second is plenty for a
             // scrape, and keeps the per-message cost of the loop flat.
@@ -305,7 +309,7 @@ async fn drain(
     node: &mut Node,
     io: &SipIo,
     cx: &CxClient,
-    esp_sa_file: Option<&std::path::Path>,
+    esp_sa_file: Option<&KeysWriter>,
     metrics: &Arc<Metrics>,
 ) {
     while let Some(o) = node.poll_output() {
@@ -337,9 +341,8 @@ async fn drain(
                         }
                         .await;
                         if r.is_ok() {
-                            if let Some(path) = esp_sa_file {
-                                let (set, path) = (set.clone(), path.to_path_buf());
-                                tokio::task::spawn_blocking(move || append_keys(&set, &path));
+                            if let Some(w) = esp_sa_file {
+                                w.append(&set);
                             }
                         }
                         node.handle_security_ready(token, r, Instant::now());
@@ -402,12 +405,38 @@ fn create_keys_file(path: &std::path::Path) -> std::io::Result<()> {
         .write_all(xfrm::uat::esp_sa_file(std::iter::empty()).as_bytes())
 }
 
-/// Appends one set's records: the file grows with the session, so a capture of all of it
+/// Appends SA sets' records to the esp_sa file from one writer thread, in install order:
+/// the event loop never waits on the disk, and a burst of installs costs one thread, not a
+/// blocking-pool thread each. The thread ends when the shell drops its writer.
+struct KeysWriter(std::sync::mpsc::Sender<xfrm::SaSet>);
+
+impl KeysWriter {
+    fn start(path: std::path::PathBuf) -> std::io::Result<KeysWriter> {
+        let (tx, rx) = std::sync::mpsc::channel::<xfrm::SaSet>();
+        std::thread::Builder::new()
+            .name("esp-sa-file".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Whatever queued up meanwhile goes out in the same write.
+                    let sets: Vec<_> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    append_keys(&sets, &path);
+                }
+            })?;
+        Ok(KeysWriter(tx))
+    }
+
+    fn append(&self, set: &xfrm::SaSet) {
+        // Only fails once the writer thread is gone, and then there is no file to write.
+        let _ = self.0.send(set.clone());
+    }
+}
+
+/// Appends the sets' records: the file grows with the session, so a capture of all of it
 /// decrypts, and each install costs O(1) however many sets came before.
-fn append_keys(set: &xfrm::SaSet, path: &std::path::Path) {
+fn append_keys(sets: &[xfrm::SaSet], path: &std::path::Path) {
     use std::io::Write;
     let mut text = String::new();
-    for r in xfrm::uat::records(set) {
+    for r in sets.iter().flat_map(xfrm::uat::records) {
         text.push_str(&r);
         text.push('\n');
     }
