@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
             server_name: "sip:127.0.0.1:6060".into(),
         },
         limits: Limits::default(),
+        routing: Default::default(),
     };
     let Ok(mut core) = Node::collapsed(cfg, s_cfg, "ims.test".into()) else {
         return;

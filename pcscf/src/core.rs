@@ -34,7 +34,9 @@ use xfrm::{Lease, Pool, SaSet, SetId};
 
 mod register;
 mod sa_table;
+mod session;
 pub use register::Upstream;
+pub use session::Refusal;
 
 /// What the core needs to know, resolved from the configuration by the shell.
 #[derive(Debug, Clone)]
@@ -207,6 +209,15 @@ pub enum CoreEvent {
         /// The backend's error, for the log.
         error: String,
     },
+    /// A request other than REGISTER was refused.
+    Refused {
+        /// Its method.
+        method: String,
+        /// Status code sent.
+        code: u16,
+        /// Why (the UE hears only the code).
+        reason: Refusal,
+    },
 }
 
 /// Why the P-CSCF refused a REGISTER (or answered it with an error on the S-CSCF's
@@ -284,9 +295,13 @@ pub enum DropReason {
     /// A response without what transactions need.
     #[error("response without what transactions need: {0}")]
     BadResponse(transaction::TxError),
-    /// A response from anywhere but the S-CSCF.
-    #[error("response not from the S-CSCF")]
+    /// A response from anywhere but the node its request went to (the S-CSCF for a
+    /// REGISTER).
+    #[error("response not from the node its request went to")]
     NotFromUpstream,
+    /// An ACK from no registered UE and not from the S-CSCF.
+    #[error("ACK from a stranger")]
+    Stranger,
 }
 
 /// Counters the shell exports as metrics.
@@ -306,6 +321,8 @@ pub struct Stats {
     pub resyncs: u64,
     /// SA promotions, retirements and deletions the shell reported failed.
     pub sa_failures: u64,
+    /// Requests other than REGISTER refused (403 to strangers, 480, 483…).
+    pub refused: u64,
 }
 
 struct SaRecord {
@@ -336,6 +353,8 @@ struct Registration {
     service_route: Vec<String>,
     bindings: Vec<Binding>,
     sa: Option<SetId>,
+    /// Where its REGISTER came from (an unprotected UE's requests must come from there).
+    source: SocketAddr,
     expires_at: Instant,
     generation: u64,
 }
@@ -357,7 +376,8 @@ enum TimerKind {
 }
 
 /// The methods this P-CSCF implements (`Allow`).
-const ALLOW: &str = "REGISTER, OPTIONS";
+const ALLOW: &str =
+    "REGISTER, INVITE, ACK, CANCEL, BYE, PRACK, UPDATE, INFO, MESSAGE, OPTIONS, SUBSCRIBE, NOTIFY, REFER";
 
 /// The P-CSCF core. See the module docs.
 pub struct Pcscf {
@@ -372,6 +392,14 @@ pub struct Pcscf {
     forwarded: HashMap<TxId, register::Forwarded>,
     challenges: HashMap<String, Vec<PendingChallenge>>,
     regs: HashMap<String, Registration>,
+    /// Established set → the registered identity it protects.
+    sa_owner: HashMap<SetId, String>,
+    /// A registered contact's address → the registered identity (terminating requests).
+    ue_contacts: HashMap<SocketAddr, String>,
+    /// Where an unprotected registration's REGISTER came from → its identity.
+    unprotected: HashMap<SocketAddr, String>,
+    /// Response contexts of forwarded requests other than REGISTER.
+    branches: sip::proxy::Branches,
     sas: sa_table::SaTable,
     spis: Pool,
     ports: Pool,
@@ -404,6 +432,10 @@ impl Pcscf {
             forwarded: HashMap::new(),
             challenges: HashMap::new(),
             regs: HashMap::new(),
+            sa_owner: HashMap::new(),
+            ue_contacts: HashMap::new(),
+            unprotected: HashMap::new(),
+            branches: sip::proxy::Branches::new(sip::proxy::ProxyTimers::default()),
             sas: sa_table::SaTable::default(),
             spis,
             ports,
@@ -535,6 +567,7 @@ impl Pcscf {
     /// When [`Pcscf::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ours = self.timers.keys().next().map(|(t, _)| *t);
+        let ours = transaction::earliest(ours, self.branches.poll_timeout());
         transaction::earliest(ours, self.tx.poll_timeout())
     }
 
@@ -624,6 +657,7 @@ impl Pcscf {
     /// Fire due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
+        self.branch_timers(now);
         while let Some((&(at, seq), _)) = self.timers.iter().next() {
             if at > now {
                 break;
@@ -717,15 +751,21 @@ impl Pcscf {
 
     fn on_message(&mut self, msg: Message, flow: Flow, via_sa: Option<SetId>, now: Instant) {
         if !msg.is_request() {
-            return self.on_upstream_message(msg, flow, via_sa, now);
+            let on_protected_port = flow.local.is_some_and(|l| self.is_protected_port(l));
+            if self.is_from_upstream(&flow) && via_sa.is_none() && !on_protected_port {
+                return self.on_upstream_message(msg, flow, now);
+            }
+            return self.on_branch_response(msg, flow, via_sa, now);
         }
         match self.tx.handle_request(msg, flow, now) {
             Ok(RequestOutcome::New { id, request }) => {
                 self.on_request(id, request, flow, via_sa, now)
             }
+            Ok(RequestOutcome::Ack { request, .. }) => self.route_ack(request, flow, via_sa, now),
             Ok(_) => {}
             Err(e) => self.dropped(flow.remote, Dropped::NoTransaction(e).into()),
         }
+        self.drain_tx_events(now);
     }
 
     fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
@@ -774,13 +814,26 @@ impl Pcscf {
     ) {
         match req.method() {
             Some(Method::Register) => self.on_register(id, req, flow, via_sa, now),
-            // Calls and other sessions are the next stage of this P-CSCF.
-            _ => {
+            // OPTIONS to us ourselves (a keep-alive, a capability probe) is ours to answer.
+            Some(Method::Options) if !req.has_header("Route") && self.names_us(&req) => {
                 if let Some(r) = sip::uas::unhandled(&req, ALLOW, &mut self.ids) {
                     self.respond(id, r, now);
                 }
             }
+            _ => self.on_session_request(id, req, flow, via_sa, now),
         }
+    }
+
+    /// True when the Request-URI is this P-CSCF itself, not a user.
+    fn names_us(&self, req: &Message) -> bool {
+        req.request_uri().is_ok_and(|u| {
+            u.user.is_none()
+                && u.host_ip() == Some(self.cfg.local_ip)
+                && u.port.is_none_or(|p| {
+                    p == self.cfg.sip_port
+                        || self.is_protected_port(SocketAddr::new(self.cfg.local_ip, p))
+                })
+        })
     }
 
     /// Removes the first pending challenge of `impi` that `pick` selects; its set.
@@ -816,6 +869,7 @@ impl Pcscf {
     }
 
     fn delete_sa(&mut self, id: SetId) {
+        self.sa_owner.remove(&id);
         if let Some(r) = self.sas.remove(&id) {
             // Dropping the record returns its SPIs and ports to the pools.
             self.out
@@ -827,6 +881,7 @@ impl Pcscf {
     /// is deleted after the grace period.
     fn end_registration(&mut self, impu: &str, reason: &'static str, now: Instant) {
         if let Some(reg) = self.regs.remove(impu) {
+            self.unindex_registration(impu, &reg);
             if let Some(sa) = reg.sa {
                 self.retire_sa(sa, now);
             }
@@ -843,14 +898,21 @@ impl Pcscf {
     /// need nothing, every REGISTER is answered.
     fn drain_tx_events(&mut self, now: Instant) {
         while let Some(e) = self.tx.poll_event() {
-            match e {
-                transaction::Event::Timeout { id, .. } => {
-                    self.upstream_failed(id, 408, Rejection::UpstreamTimeout, now)
-                }
+            let (id, code, why) = match e {
+                transaction::Event::Timeout { id, .. } => (id, 408, Rejection::UpstreamTimeout),
                 transaction::Event::TransportError { id } => {
-                    self.upstream_failed(id, 503, Rejection::UpstreamUnreachable, now)
+                    (id, 503, Rejection::UpstreamUnreachable)
                 }
-                transaction::Event::Terminated { .. } => {}
+                transaction::Event::Terminated { id } => {
+                    self.branches.terminated(id);
+                    continue;
+                }
+            };
+            if self.forwarded.contains_key(&id) {
+                self.upstream_failed(id, code, why, now);
+            } else {
+                let d = self.branches.failed(id, code);
+                self.carry_out(d, now);
             }
         }
     }

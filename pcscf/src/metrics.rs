@@ -94,6 +94,7 @@ impl Metrics {
             }
             CoreEvent::Dropped { reason, .. } => self.dropped(drop_label(reason)),
             CoreEvent::SaFailed { step, .. } => self.sa_failure(*step),
+            CoreEvent::Refused { code, reason, .. } => self.rejection(*code, refusal_label(reason)),
         }
     }
 
@@ -246,6 +247,18 @@ fn rejection_label(r: &Rejection) -> &'static str {
     }
 }
 
+/// The `reason` label of a refused request other than REGISTER.
+fn refusal_label(r: &crate::core::Refusal) -> &'static str {
+    use crate::core::Refusal as R;
+    match r {
+        R::Stranger => "stranger",
+        R::NoSuchContact => "no-contact",
+        R::Forward(sip::proxy::ForwardError::TooManyHops) => "max-forwards",
+        R::Forward(sip::proxy::ForwardError::Malformed(_)) => "malformed",
+        R::Send(_) => "server",
+    }
+}
+
 /// The `reason` label of dropped input.
 fn drop_label(r: &DropReason) -> &'static str {
     use sip::uas::Dropped;
@@ -254,6 +267,7 @@ fn drop_label(r: &DropReason) -> &'static str {
         DropReason::NoSa => "no-sa",
         DropReason::Sip(Dropped::NoTransaction(_)) | DropReason::BadResponse(_) => "no-transaction",
         DropReason::NotFromUpstream => "not-upstream",
+        DropReason::Stranger => "stranger",
         DropReason::Sip(Dropped::NoResponse(_)) => "unanswerable",
     }
 }

@@ -87,6 +87,12 @@ impl Node {
             route: None,
             visited_network_id,
         };
+        // Terminating requests reach our P-CSCF in memory, along the Path it registered.
+        let mut scscf = scscf;
+        let p_addr = SocketAddr::new(cfg.local_ip, cfg.sip_port);
+        if !scscf.routing.local_peers.contains(&p_addr) {
+            scscf.routing.local_peers.push(p_addr);
+        }
         Ok(Node {
             pcscf: Pcscf::new(cfg, upstream)?,
             scscf: Some(Scscf::new(scscf)),
@@ -179,8 +185,10 @@ impl Node {
 
     /// A [`Output::Transmit`] of `role` could not be sent.
     pub fn handle_transport_error(&mut self, role: Role, tx: Option<TxId>, now: Instant) {
-        if let (Role::Pcscf, Some(id)) = (role, tx) {
-            self.pcscf.handle_transport_error(id, now);
+        match (role, tx, &mut self.scscf) {
+            (Role::Pcscf, Some(id), _) => self.pcscf.handle_transport_error(id, now),
+            (Role::Scscf, Some(id), Some(s)) => s.handle_transport_error(id, now),
+            _ => {}
         }
         self.shuttle(now);
     }
@@ -304,6 +312,7 @@ mod tests {
                 server_name: "sip:127.0.0.1:6060".into(),
             },
             limits: sip::Limits::default(),
+            routing: Default::default(),
         };
         Node::collapsed(cfg, s, "ims.test".into())
             .unwrap()

@@ -208,6 +208,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     server_name: scscf::cx::server_name(s_addr),
                 },
                 limits: tcfg.limits,
+                routing: Default::default(),
             };
             let node = Node::collapsed(core_cfg, s_cfg, cfg.visited_network_id())?;
             let peer = HssPeer {
@@ -469,6 +470,11 @@ fn log_event(e: &CoreEvent) {
             impi,
             error,
         } => tracing::warn!(id, %step, ?impi, %error, "SA set operation failed"),
+        CoreEvent::Refused {
+            method,
+            code,
+            reason,
+        } => tracing::info!(%method, code, %reason, "request refused"),
     }
 }
 

@@ -106,6 +106,7 @@ impl Net {
                 server_name: "sip:127.0.0.1:6060".into(),
             },
             limits: Limits::default(),
+            routing: Default::default(),
         };
         Net {
             core: Node::collapsed(cfg, s_cfg, DOMAIN.into()).unwrap(),

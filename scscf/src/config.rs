@@ -25,6 +25,8 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     /// The HSS (Cx).
     pub hss: HssConfig,
+    /// Who may send requests other than REGISTER.
+    pub routing: RoutingConfig,
     /// Logging (`[log] level`, see [`opskit::log`]).
     pub log: opskit::log::LogConfig,
     /// The Prometheus endpoint.
@@ -250,6 +252,17 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[routing]`: trust for requests other than REGISTER (TS 24.229 §5.4.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// IP addresses whose calls, MESSAGEs and in-dialog requests we accept: the P-CSCFs in
+    /// front of this S-CSCF (they assert the caller's identity) and, later, application
+    /// servers. Default: none, so nobody on the network can inject a call with an
+    /// identity of their choosing; REGISTER is accepted from anywhere as before.
+    pub trusted: Vec<IpAddr>,
+}
+
 /// A commented configuration with every key and its default, printed by
 /// `scscf config example`. A unit test keeps it equal to [`Config::default`].
 pub const EXAMPLE: &str = r#"# scscf.toml — every key is optional; the values shown are the defaults.
@@ -288,6 +301,12 @@ address = "127.0.0.1:3868"
 # realm = "ims.mnc001.mcc001.3gppnetwork.org"
 # Cx request timeout, milliseconds.
 timeout_ms = 3000
+
+[routing]
+# IP addresses whose calls, MESSAGEs and in-dialog requests are accepted: the P-CSCFs in
+# front of this S-CSCF (they assert the caller's identity) and application servers.
+# Empty = none from the network. REGISTER is accepted from anywhere.
+trusted = []
 
 [log]
 # Log filter: "info", "debug", "warn,scscf=debug"... The RUST_LOG environment variable
@@ -364,6 +383,10 @@ impl Config {
                 server_name: crate::cx::server_name(address),
             },
             limits: self.limits(),
+            routing: crate::Routing {
+                trusted: self.routing.trusted.clone(),
+                local_peers: Vec::new(),
+            },
         }
     }
 

@@ -33,6 +33,21 @@ pub struct Config {
     pub cx: CxIdentity,
     /// SIP parse limits.
     pub limits: Limits,
+    /// Who may send us requests other than REGISTER, and which peers live in this
+    /// process.
+    pub routing: Routing,
+}
+
+/// Trust and reach for session routing (TS 24.229 §5.4.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// Network addresses whose requests other than REGISTER we accept: the P-CSCFs in
+    /// front of us (proxy mode) and, later, application servers. Cores in this process
+    /// are always trusted. Empty: nobody from the network.
+    pub trusted: Vec<std::net::IpAddr>,
+    /// Addresses of SIP cores in this process (the collapsed P-CSCF): a route to one of
+    /// them is a [`sip::Protocol::InProcess`] hand-over, not a packet.
+    pub local_peers: Vec<SocketAddr>,
 }
 
 /// Something the host must do.
@@ -143,6 +158,9 @@ pub enum Drop {
     /// A response to nothing we sent.
     #[error("stray response")]
     StrayResponse,
+    /// A response to one of our branches from another node than the branch went to.
+    #[error("response from a node the request did not go to")]
+    WrongSource,
 }
 
 /// Counters for metrics.
@@ -160,6 +178,8 @@ pub struct Stats {
     pub resyncs: u64,
     /// Input dropped.
     pub dropped: u64,
+    /// Requests other than REGISTER refused (403/404/480/483…).
+    pub refused: u64,
 }
 
 struct Challenge {
@@ -170,15 +190,16 @@ struct Challenge {
 }
 
 /// The REGISTER being handled, with what its answer needs.
-struct Ctx {
+pub(crate) struct Ctx {
     tx: TxId,
     req: Message,
     impi: String,
     impu: String,
 }
 
-enum Pending {
+pub(crate) enum Pending {
     Mar { ctx: Ctx, resync: bool },
+    Lir { tx: TxId, req: Message },
     SarRegister { ctx: Ctx, expires: u32 },
     SarDeregister { ctx: Option<Ctx>, impu: String },
 }
@@ -190,21 +211,26 @@ enum Timer {
 }
 
 /// The methods this S-CSCF implements (`Allow`).
-const ALLOW: &str = "REGISTER, OPTIONS";
+const ALLOW: &str = "REGISTER, INVITE, ACK, CANCEL, BYE, PRACK, UPDATE, INFO, MESSAGE, OPTIONS, SUBSCRIBE, NOTIFY, REFER";
 
 /// The S-CSCF core. See the crate docs.
 pub struct Scscf {
-    cfg: Config,
-    tx: Transactions,
-    out: VecDeque<Output>,
+    pub(crate) cfg: Config,
+    pub(crate) tx: Transactions,
+    pub(crate) out: VecDeque<Output>,
     next_token: u64,
-    pending: HashMap<u64, Pending>,
+    pub(crate) pending: HashMap<u64, Pending>,
     challenges: HashMap<String, Vec<Challenge>>,
-    regs: HashMap<String, Registration>,
+    pub(crate) regs: HashMap<String, Registration>,
+    /// Every identity of every implicit registration set (canonical form) → the
+    /// registered identity whose registration holds it (terminating lookup).
+    pub(crate) aliases: HashMap<String, String>,
+    /// Response contexts of forwarded requests.
+    pub(crate) branches: sip::proxy::Branches,
     timers: BTreeMap<(Instant, u64), Timer>,
     seq: u64,
-    stats: Stats,
-    ids: sip::Ids,
+    pub(crate) stats: Stats,
+    pub(crate) ids: sip::Ids,
 }
 
 impl Scscf {
@@ -218,6 +244,8 @@ impl Scscf {
             pending: HashMap::new(),
             challenges: HashMap::new(),
             regs: HashMap::new(),
+            aliases: HashMap::new(),
+            branches: sip::proxy::Branches::new(sip::proxy::ProxyTimers::default()),
             timers: BTreeMap::new(),
             seq: 0,
             stats: Stats::default(),
@@ -293,15 +321,13 @@ impl Scscf {
         if let Some(t) = self.tx.poll_transmit() {
             return Some(Output::Transmit(t));
         }
-        // Server transactions only: the registrar answers every REGISTER itself, so a
-        // transaction's end needs no action here.
-        while self.tx.poll_event().is_some() {}
         self.out.pop_front()
     }
 
     /// When [`Scscf::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ours = self.timers.keys().next().map(|(t, _)| *t);
+        let ours = transaction::earliest(ours, self.branches.poll_timeout());
         transaction::earliest(ours, self.tx.poll_timeout())
     }
 
@@ -319,15 +345,23 @@ impl Scscf {
     /// (then `flow` is the reverse of the sender's [`Handoff::flow`]).
     pub fn handle_message(&mut self, msg: Message, flow: Flow, now: Instant) {
         if !msg.is_request() {
-            // No client transactions yet (third-party REGISTER and NOTIFY come with
-            // service routing): nothing can match.
-            return self.dropped(flow.remote, Drop::StrayResponse);
+            self.on_response(msg, flow, now);
+        } else {
+            match self.tx.handle_request(msg, flow, now) {
+                Ok(RequestOutcome::New { id, request }) => self.on_request(id, request, flow, now),
+                Ok(RequestOutcome::Ack { request, .. }) => self.route_ack(request, flow, now),
+                Ok(_) => {}
+                Err(e) => self.dropped(flow.remote, Dropped::NoTransaction(e).into()),
+            }
         }
-        match self.tx.handle_request(msg, flow, now) {
-            Ok(RequestOutcome::New { id, request }) => self.on_request(id, request, now),
-            Ok(_) => {}
-            Err(e) => self.dropped(flow.remote, Dropped::NoTransaction(e).into()),
-        }
+        self.drain_tx_events(now);
+    }
+
+    /// The host could not send a [`Transmit`] of transaction `id` (RFC 3261 §17.1.4): a
+    /// branch that could not go counts as its 503.
+    pub fn handle_transport_error(&mut self, id: TxId, now: Instant) {
+        self.tx.handle_transport_error(id);
+        self.drain_tx_events(now);
     }
 
     /// The Cx answer (or why there is none) for `token`.
@@ -342,6 +376,7 @@ impl Scscf {
         };
         match p {
             Pending::Mar { ctx, resync } => self.on_maa(ctx, resync, answer, now),
+            Pending::Lir { tx, req } => self.on_lia(tx, req, answer, now),
             Pending::SarRegister { ctx, expires } => {
                 self.on_saa_register(ctx, expires, answer, now)
             }
@@ -368,6 +403,8 @@ impl Scscf {
     /// Fire due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
+        self.branch_timers(now);
+        self.drain_tx_events(now);
         while let Some((&(at, seq), _)) = self.timers.iter().next() {
             if at > now {
                 break;
@@ -404,12 +441,12 @@ impl Scscf {
         self.seq
     }
 
-    fn token(&mut self) -> u64 {
+    pub(crate) fn token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
     }
 
-    fn session_id(&mut self) -> String {
+    pub(crate) fn session_id(&mut self) -> String {
         let n = self.next_seq();
         format!("{};{}", self.cfg.cx.origin_host, n)
     }
@@ -423,7 +460,7 @@ impl Scscf {
         self.out.push_back(Output::Event(e));
     }
 
-    fn dropped(&mut self, remote: SocketAddr, reason: Drop) {
+    pub(crate) fn dropped(&mut self, remote: SocketAddr, reason: Drop) {
         self.stats.dropped += 1;
         self.event(Event::Dropped { remote, reason });
     }
@@ -434,7 +471,7 @@ impl Scscf {
         }
     }
 
-    fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
+    pub(crate) fn simple(&mut self, tx: TxId, req: &Message, code: u16, now: Instant) {
         let r = sip::uas::simple(req, code, &mut self.ids);
         self.respond(tx, r, now);
     }
@@ -451,16 +488,25 @@ impl Scscf {
         });
     }
 
-    fn on_request(&mut self, id: TxId, req: Message, now: Instant) {
+    fn on_request(&mut self, id: TxId, req: Message, flow: Flow, now: Instant) {
         match req.method() {
             Some(Method::Register) => self.on_register(id, req, now),
-            // Sessions are the next stage of this S-CSCF.
-            _ => {
+            // OPTIONS to us (not routed past us) is answered here (RFC 3261 §11.2).
+            Some(Method::Options) if !req.has_header("Route") && self.is_request_for_us(&req) => {
                 if let Some(r) = sip::uas::unhandled(&req, ALLOW, &mut self.ids) {
                     self.respond(id, r, now);
                 }
             }
+            _ => self.on_session_request(id, req, flow, now),
         }
+    }
+
+    /// True when the Request-URI names this S-CSCF itself rather than a user.
+    fn is_request_for_us(&self, req: &Message) -> bool {
+        req.request_uri().is_ok_and(|u| {
+            u.host_ip() == Some(self.cfg.address.ip())
+                && u.port.unwrap_or(5060) == self.cfg.address.port()
+        })
     }
 
     fn on_register(&mut self, tx: TxId, req: Message, now: Instant) {
@@ -718,6 +764,7 @@ impl Scscf {
         if !path.is_empty() {
             b = b.header("Supported", "path");
         }
+        self.index_identities(&ctx.impu, &associated);
         self.regs.insert(
             ctx.impu.clone(),
             Registration {
@@ -746,11 +793,35 @@ impl Scscf {
         });
     }
 
+    /// Points every identity of `set` (the implicit registration set of `impu`, TS 23.228
+    /// §4.3.3.4) at `impu`'s registration, after forgetting the set it had before.
+    fn index_identities(&mut self, impu: &str, set: &[String]) {
+        if let Some(old) = self.regs.get(impu).map(|r| r.associated.clone()) {
+            self.unindex_identities(impu, &old);
+        }
+        self.aliases
+            .insert(registrar::aor_key(impu), impu.to_string());
+        for a in set {
+            self.aliases.insert(registrar::aor_key(a), impu.to_string());
+        }
+    }
+
+    /// Forgets the identities of `impu`'s set that still point at it.
+    fn unindex_identities(&mut self, impu: &str, set: &[String]) {
+        for a in set.iter().map(String::as_str).chain([impu]) {
+            let k = registrar::aor_key(a);
+            if self.aliases.get(&k).map(String::as_str) == Some(impu) {
+                self.aliases.remove(&k);
+            }
+        }
+    }
+
     /// Ends the registration of `impu` (if any) and tells the HSS; `ctx` is the REGISTER
     /// to answer once it has.
     fn end_registration(&mut self, impu: &str, ctx: Option<Ctx>, reason: DeregReason) {
         let impi = match (self.regs.remove(impu), &ctx) {
             (Some(reg), _) => {
+                self.unindex_identities(impu, &reg.associated);
                 self.stats.deregistrations += 1;
                 self.event(Event::Deregistered {
                     impu: impu.to_string(),

@@ -94,6 +94,14 @@ impl CxError {
             CxError::Malformed(_) => false,
         }
     }
+
+    /// True for Experimental-Result 5001 DIAMETER_ERROR_USER_UNKNOWN (TS 29.229
+    /// §6.2.2.1): the identity does not exist, as opposed to existing elsewhere or not
+    /// registered.
+    pub fn is_unknown_user(&self) -> bool {
+        matches!(self, CxError::Experimental { vendor, code }
+            if *vendor == VENDOR_3GPP && *code == diameter::result::cx::ERROR_USER_UNKNOWN)
+    }
 }
 
 fn base(id: &CxIdentity, session_id: &str, code: u32, impi: &str, impu: &str) -> Message {
@@ -139,6 +147,50 @@ pub fn sar(id: &CxIdentity, session_id: &str, impi: &str, impu: &str, kind: i32)
             avp::USER_DATA_ALREADY_AVAILABLE,
             diameter::dict::enums::user_data_already_available::NOT_AVAILABLE,
         ))
+}
+
+/// LIR (TS 29.229 §6.1.5): which S-CSCF serves `impu`, asked for a callee we hold no
+/// registration of. No User-Name: a location request names only the public identity.
+pub fn lir(id: &CxIdentity, session_id: &str, impu: &str) -> Message {
+    Message::request(app::CX, cmd::LOCATION_INFO)
+        .with(Avp::utf8(avp::SESSION_ID, session_id))
+        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
+        .with(Avp::enumerated(
+            avp::AUTH_SESSION_STATE,
+            NO_STATE_MAINTAINED,
+        ))
+        .with(Avp::utf8(avp::ORIGIN_HOST, &id.origin_host))
+        .with(Avp::utf8(avp::ORIGIN_REALM, &id.origin_realm))
+        .with(Avp::utf8(avp::DESTINATION_REALM, &id.destination_realm))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, impu))
+}
+
+/// What an LIA says of the callee (TS 29.229 §6.1.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Registered at the S-CSCF of this Server-Name.
+    Registered(String),
+    /// Known, not registered (2003 UNREGISTERED_SERVICE), perhaps with an S-CSCF for its
+    /// unregistered services.
+    Unregistered(Option<String>),
+    /// Known, no S-CSCF assigned (the answer carries capabilities instead).
+    Unassigned,
+}
+
+/// The location in a successful LIA; a refusal (e.g. 5001 USER_UNKNOWN) as its error.
+pub fn parse_lia(answer: &Message) -> Result<Location, CxError> {
+    check_success(answer)?;
+    let name = answer
+        .find(avp::SERVER_NAME)
+        .and_then(|a| std::str::from_utf8(a.as_octets()).ok())
+        .map(str::to_string);
+    let unregistered = matches!(answer.result(), Some(ResultCode::Experimental { code, .. })
+        if code == diameter::result::cx::UNREGISTERED_SERVICE);
+    Ok(match (unregistered, name) {
+        (true, n) => Location::Unregistered(n),
+        (false, Some(n)) => Location::Registered(n),
+        (false, None) => Location::Unassigned,
+    })
 }
 
 /// The Server-Assignment-Types we send (TS 29.229 §6.3.15), from the one dictionary.
@@ -243,6 +295,30 @@ mod tests {
             destination_realm: "ims.test".into(),
             server_name: "sip:scscf.ims.test:6060".into(),
         }
+    }
+
+    #[test]
+    fn lia_tells_unknown_from_unregistered() {
+        let req = lir(&id(), "s;2", "sip:bob@ims.test");
+        let wire = Message::decode(req.encode()).unwrap();
+        assert_eq!(wire.code, cmd::LOCATION_INFO);
+        assert!(wire.find(avp::USER_NAME).is_none());
+        let unknown = Message::answer_for(&wire)
+            .with_experimental_result(VENDOR_3GPP, result::cx::ERROR_USER_UNKNOWN);
+        assert!(parse_lia(&unknown).unwrap_err().is_unknown_user());
+        // Base 5001 AVP_UNSUPPORTED is not an unknown user.
+        let base = Message::answer_for(&wire).with_result_code(result::AVP_UNSUPPORTED);
+        assert!(!parse_lia(&base).unwrap_err().is_unknown_user());
+        let unreg = Message::answer_for(&wire)
+            .with_experimental_result(VENDOR_3GPP, result::cx::UNREGISTERED_SERVICE);
+        assert_eq!(parse_lia(&unreg).unwrap(), Location::Unregistered(None));
+        let reg = Message::answer_for(&wire)
+            .with_result_code(result::SUCCESS)
+            .with(Avp::utf8(avp::SERVER_NAME, "sip:127.0.0.1:6060"));
+        assert_eq!(
+            parse_lia(&reg).unwrap(),
+            Location::Registered("sip:127.0.0.1:6060".into())
+        );
     }
 
     #[test]

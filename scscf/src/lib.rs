@@ -39,7 +39,8 @@ pub mod cx;
 pub mod cxclient;
 pub mod metrics;
 pub mod registrar;
+pub mod session;
 pub mod shell;
 
-pub use crate::core::{Config, Event, Output, Scscf, Stats};
+pub use crate::core::{Config, Event, Output, Routing, Scscf, Stats};
 pub use cx::{CxError, CxIdentity};

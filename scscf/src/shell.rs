@@ -174,10 +174,13 @@ async fn drain(core: &mut Scscf, transport: &Transport, cx: &CxClient, metrics: 
     while let Some(o) = core.poll_output() {
         match o {
             Output::Transmit(t) => {
-                // The core has no client transactions yet: a lost response is
-                // retransmitted when the P-CSCF retransmits its request.
+                // A branch that cannot be sent ends as a 503 (RFC 3261 §16.9); a lost
+                // response is retransmitted when the P-CSCF retransmits its request.
                 if let Err(e) = transport.send(&t).await {
                     tracing::warn!("send to {}: {e}", t.flow.remote);
+                    if let Some(id) = t.tx {
+                        core.handle_transport_error(id, std::time::Instant::now());
+                    }
                 }
             }
             Output::Handoff(h) => {

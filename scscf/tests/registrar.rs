@@ -30,6 +30,7 @@ fn scscf() -> Scscf {
             server_name: "sip:127.0.0.1:6060".into(),
         },
         limits: Limits::default(),
+        routing: Default::default(),
     })
     .with_ids(sip::Ids::seeded(1))
 }

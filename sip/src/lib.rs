@@ -62,6 +62,7 @@ pub mod message;
 pub mod method;
 pub mod name;
 pub mod params;
+pub mod proxy;
 pub mod transaction;
 pub mod transport;
 pub mod uas;

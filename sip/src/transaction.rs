@@ -688,16 +688,13 @@ impl Transactions {
         Ok(RequestOutcome::New { id, request })
     }
 
-    /// Ends server transaction `id` at once, unanswered: for a request its TU cannot
-    /// answer at all (no response can be built for it). Retransmissions of that request
-    /// then start a new transaction, which ends the same way.
+    /// Ends transaction `id` at once: a server transaction whose request its TU cannot
+    /// answer at all (no response can be built for it; retransmissions of that request
+    /// then start a new transaction, which ends the same way), or a client INVITE
+    /// transaction a proxy gave up on after Timer C and a CANCEL that went unanswered
+    /// (RFC 3261 §16.8: its Timer B stopped with the first provisional).
     pub fn abandon(&mut self, id: TxId) {
-        if matches!(
-            self.txs.get(&id).map(|t| t.kind),
-            Some(Kind::ServerInvite | Kind::ServerNonInvite)
-        ) {
-            self.terminate(id);
-        }
+        self.terminate(id);
     }
 
     /// Sends a response through a server transaction (§17.2.1, §17.2.2).

@@ -276,18 +276,10 @@ impl Pcscf {
         protected: bool,
         up: &Upstream,
     ) -> Result<Message, u16> {
-        let mut fwd = ctx.req.clone();
-        fwd.stamp_received(ctx.flow.remote).map_err(|_| 400u16)?;
-        match fwd.decrement_max_forwards() {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(483),
-            Err(_) => return Err(400),
-        }
+        let mut fwd =
+            sip::proxy::forward_copy(&ctx.req, ctx.flow.remote).map_err(|e| e.status())?;
         // sec-agree is between the UE and us (RFC 3329 §2.5, TS 24.229 §5.2.2.1).
-        fwd.remove_header("Security-Client");
-        fwd.remove_header("Security-Verify");
-        fwd.remove_option_tag("Require", "sec-agree");
-        fwd.remove_option_tag("Proxy-Require", "sec-agree");
+        super::session::strip_sec_agree(&mut fwd);
         // integrity-protected is ours to say, whatever the UE wrote (TS 24.229 §5.2.2.1,
         // §7.2A.1); credentials we cannot parse were refused before (400).
         if let Some(mut first) = creds {
@@ -344,28 +336,22 @@ impl Pcscf {
         Ok(fwd)
     }
 
-    /// A response arrived: match it to a client transaction. Only the S-CSCF's host
-    /// answers our requests; a response from another host (or through an SA) is dropped,
-    /// whatever its branch, so nobody else can hand us keys for a UE's SA set. The source
+    /// A response from the S-CSCF's host (the caller checked: not through an SA, not on a
+    /// protected port), matched to a client transaction: a forwarded REGISTER's, or a
+    /// call's or MESSAGE's branch. A REGISTER's answer is taken from nowhere else, so
+    /// nobody else can hand us keys for a UE's SA set. The source
     /// port is not compared: a UDP server may answer from another socket than the one it
     /// received on (RFC 3261 §18.2.2 sends to the Via, from anywhere), and a relay or
     /// load balancer in front of the S-CSCF makes that the rule.
-    pub(super) fn on_upstream_message(
-        &mut self,
-        msg: Message,
-        flow: Flow,
-        via_sa: Option<SetId>,
-        now: Instant,
-    ) {
-        let up = &self.upstream;
-        let from_upstream = up.address.ip() == flow.remote.ip() && up.protocol == flow.protocol;
-        let on_protected_port = flow.local.is_some_and(|l| self.is_protected_port(l));
-        if !from_upstream || via_sa.is_some() || on_protected_port {
-            return self.dropped(flow.remote, DropReason::NotFromUpstream);
-        }
+    pub(super) fn on_upstream_message(&mut self, msg: Message, flow: Flow, now: Instant) {
         match self.tx.handle_response(msg, now) {
-            Ok(ResponseOutcome::Deliver { id, response }) => {
+            Ok(ResponseOutcome::Deliver { id, response }) if self.forwarded.contains_key(&id) => {
                 self.on_upstream_response(id, response, now)
+            }
+            Ok(ResponseOutcome::Deliver { id, response }) => {
+                // The response to a call or MESSAGE we forwarded to the S-CSCF.
+                let d = self.branches.response(id, response, now);
+                self.carry_out(d, now);
             }
             // Retransmissions of a final response, or answers to nothing we sent: a
             // proxy forwards only what it can match (non-INVITE, RFC 3261 §16.7).
@@ -636,7 +622,7 @@ impl Pcscf {
                 expires_at,
             })
             .collect();
-        self.regs.insert(
+        let old = self.regs.insert(
             ctx.impu.clone(),
             Registration {
                 impi: ctx.impi.clone(),
@@ -644,10 +630,15 @@ impl Pcscf {
                 service_route,
                 bindings,
                 sa: new_sa,
+                source: ctx.flow.remote,
                 expires_at,
                 generation,
             },
         );
+        if let Some(old) = old {
+            self.unindex_registration(&ctx.impu, &old);
+        }
+        self.index_registration(&ctx.impu, ctx.flow.remote);
         self.set_timer(
             expires_at,
             TimerKind::Expiry {

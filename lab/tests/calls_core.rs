@@ -1,0 +1,429 @@
+//! Calls through the collapsed node, sans IO: the real UE simulator cores (`ue::Ue`), our
+//! P-CSCF and S-CSCF cores wired as the `pcscf` binary wires them (`pcscf::node::Node`),
+//! and the real HSS Cx handler on a SQLite store, with the shells' duties done inline.
+//! No sockets and no clock: every message is checked where it crosses, so the routing of
+//! each request (which SA, which port, which headers) is asserted hop by hop. SAs are
+//! modelled by their flows only (which ports talk to which); the real ESP runs in the
+//! socket tests.
+
+use bytes::Bytes;
+use diameter::Message as DMessage;
+use hss::cx::{CxConfig, CxHandler};
+use hss::store::{Durability, Impu, Store, Subscriber};
+use pcscf::config::IpsecPolicy;
+use pcscf::core::{CoreConfig, SaStep, SecurityOp};
+use pcscf::node::{Node, Output};
+use sip::{Flow, Limits, Message, Protocol};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ue::{IsimKeys, LocalSecurity, SaAction, Ue, UeConfig};
+
+const DOMAIN: &str = "ims.test";
+const K: [u8; 16] = [
+    0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc,
+];
+const OPC: [u8; 16] = [
+    0xcd, 0x63, 0xcb, 0x71, 0x95, 0x4a, 0x9f, 0x4e, 0x48, 0xa5, 0x99, 0x4e, 0x37, 0xa0, 0x2b, 0xaf,
+];
+const P_IP: [u8; 4] = [127, 0, 0, 1];
+
+fn impi(n: u8) -> String {
+    format!("00101000000000{n}@{DOMAIN}")
+}
+fn impu(n: u8) -> String {
+    format!("sip:00101000000000{n}@{DOMAIN}")
+}
+fn tel(n: u8) -> String {
+    format!("tel:+4917000000{n}")
+}
+fn ue_ip(n: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, 10 + n])
+}
+
+struct Hss {
+    cx: CxHandler,
+    sqn_store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl Hss {
+    /// Subscribers 1..=n, each with a sip: and a tel: identity; subscriber 9 exists but
+    /// never registers.
+    fn new(n: u8) -> Hss {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hss.db");
+        let mut s = Store::open(&p, Durability::Normal).unwrap();
+        for i in (1..=n).chain([9]) {
+            s.add(&Subscriber {
+                impus: vec![Impu::new(impu(i)), Impu::new(tel(i))],
+                ..Subscriber::new(impi(i), K, OPC)
+            })
+            .unwrap();
+        }
+        let sqn_store = Store::open(&p, Durability::Normal).unwrap();
+        let cfg = CxConfig {
+            origin_host: "hss.ims.test".into(),
+            origin_realm: DOMAIN.into(),
+            ..CxConfig::default()
+        };
+        let metrics = Arc::new(hss::metrics::Metrics::default());
+        Hss {
+            cx: CxHandler::new(cfg, Arc::new(Mutex::new(s)), metrics),
+            sqn_store,
+            _dir: dir,
+        }
+    }
+
+    fn answer(&mut self, req: &DMessage) -> DMessage {
+        let req = DMessage::decode(req.encode()).unwrap();
+        let a = self
+            .cx
+            .handle_blocking(&req, &mut self.sqn_store, &akav1::SqnPolicy::default(), 1);
+        DMessage::decode(a.encode()).unwrap()
+    }
+}
+
+/// One message as it crossed between a UE and the P-CSCF.
+#[derive(Debug, Clone)]
+struct Hop {
+    /// Sender's address.
+    from: SocketAddr,
+    /// Receiver's address.
+    to: SocketAddr,
+    msg: Message,
+}
+
+struct Lab {
+    node: Node,
+    hss: Hss,
+    ues: Vec<Ue>,
+    now: Instant,
+    next_set: u64,
+    /// Everything that crossed between UEs and the P-CSCF, in order.
+    wire: Vec<Hop>,
+    cx: Vec<String>,
+}
+
+fn core_config() -> CoreConfig {
+    CoreConfig {
+        domain: DOMAIN.into(),
+        local_ip: IpAddr::from(P_IP),
+        sip_port: 5060,
+        policy: IpsecPolicy::Required,
+        ipsec_available: true,
+        prefs: secagree::AlgPrefs::default(),
+        spi_range: (4096, 4199),
+        port_range: (31100, 31199),
+        default_expires: 600,
+        auth_timeout: Duration::from_secs(30),
+        retire_grace: Duration::from_secs(2),
+        max_challenges_per_impi: 3,
+        limits: Limits::default(),
+    }
+}
+
+fn scscf_config() -> scscf::Config {
+    scscf::Config {
+        domain: DOMAIN.into(),
+        address: SocketAddr::from((P_IP, 6060)),
+        min_expires: 60,
+        max_expires: 3600,
+        default_expires: 600,
+        auth_timeout: Duration::from_secs(30),
+        max_challenges_per_impi: 3,
+        cx: scscf::CxIdentity {
+            origin_host: "scscf.ims.test".into(),
+            origin_realm: DOMAIN.into(),
+            destination_realm: DOMAIN.into(),
+            server_name: "sip:127.0.0.1:6060".into(),
+        },
+        limits: Limits::default(),
+        routing: Default::default(),
+    }
+}
+
+fn ue_config(n: u8) -> UeConfig {
+    let mut c = UeConfig::new(
+        impi(n),
+        impu(n),
+        DOMAIN,
+        IsimKeys::new(K, OPC),
+        ue_ip(n),
+        SocketAddr::from((P_IP, 5060)),
+    );
+    c.security = LocalSecurity {
+        spi_uc: 1000 + u32::from(n) * 10,
+        spi_us: 1001 + u32::from(n) * 10,
+        port_uc: 6100,
+        port_us: 6101,
+    };
+    c.expires = 3600;
+    c
+}
+
+impl Lab {
+    fn new(ues: u8) -> Lab {
+        let node = Node::collapsed(core_config(), scscf_config(), DOMAIN.into())
+            .unwrap()
+            .with_seed(7);
+        Lab {
+            node,
+            hss: Hss::new(ues),
+            ues: (1..=ues).map(|n| Ue::new(ue_config(n)).unwrap()).collect(),
+            now: Instant::now(),
+            next_set: 1,
+            wire: Vec::new(),
+            cx: Vec::new(),
+        }
+    }
+
+    fn p_addr() -> SocketAddr {
+        SocketAddr::from((P_IP, 5060))
+    }
+
+    /// Delivers everything until nobody has anything left to say.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.ues.len() {
+                while let Some(a) = self.ues[i].poll_action() {
+                    moved = true;
+                    if let SaAction::Install { generation, .. } = a {
+                        let id = self.next_set;
+                        self.next_set += 1;
+                        self.ues[i].handle_sa_installed(generation, Ok(id), self.now);
+                    }
+                }
+                while self.ues[i].poll_event().is_some() {}
+                while let Some(t) = self.ues[i].poll_transmit() {
+                    moved = true;
+                    let c = self.ues[i].config();
+                    let from = t
+                        .flow
+                        .local
+                        .unwrap_or_else(|| SocketAddr::new(c.local_ip, c.port));
+                    self.wire.push(Hop {
+                        from,
+                        to: t.flow.remote,
+                        msg: Message::parse(&t.payload).unwrap(),
+                    });
+                    self.node.handle_inbound(
+                        Flow::new(t.flow.remote, from, t.flow.protocol),
+                        t.payload,
+                        self.now,
+                    );
+                }
+            }
+            while let Some(o) = self.node.poll_output() {
+                moved = true;
+                match o {
+                    Output::Transmit(_, t) => {
+                        let from = t.flow.local.unwrap_or_else(Lab::p_addr);
+                        self.wire.push(Hop {
+                            from,
+                            to: t.flow.remote,
+                            msg: Message::parse(&t.payload).unwrap(),
+                        });
+                        let ue = self
+                            .ues
+                            .iter_mut()
+                            .find(|u| u.config().local_ip == t.flow.remote.ip())
+                            .expect("the P-CSCF sent to no UE");
+                        ue.handle_datagram(
+                            Flow::new(t.flow.remote, from, t.flow.protocol),
+                            &t.payload,
+                            self.now,
+                        );
+                    }
+                    Output::Cx { token, request } => {
+                        self.cx.push(request.name());
+                        let a = self.hss.answer(&request);
+                        self.node.handle_cx_answer(token, Ok(a), self.now);
+                    }
+                    Output::Security(SecurityOp::Prepare { token, .. }) => {
+                        let id = self.next_set;
+                        self.next_set += 1;
+                        self.node.handle_security_ready(token, Ok(id), self.now);
+                    }
+                    Output::Security(SecurityOp::Promote { id, .. }) => self
+                        .node
+                        .handle_security_result(id, SaStep::Promote, Ok(()), self.now),
+                    Output::Security(_) | Output::Event(_) => {}
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn register_all(&mut self) {
+        for i in 0..self.ues.len() {
+            self.ues[i].register(self.now);
+            self.pump();
+            assert!(self.ues[i].is_registered(), "UE {} did not register", i + 1);
+        }
+    }
+
+    /// A request from UE `n` (1-based) the way a handset sends it: from its protected
+    /// client port to our protected server port, over its SA.
+    fn send_from(&mut self, n: u8, raw: String) {
+        let set = self.ues[usize::from(n - 1)].current_set().unwrap().clone();
+        let from = SocketAddr::new(set.ue, set.port_uc);
+        let to = SocketAddr::new(set.pcscf, set.port_ps);
+        let msg = Message::parse(raw.as_bytes()).unwrap();
+        self.wire.push(Hop { from, to, msg });
+        self.node.handle_inbound(
+            Flow::new(to, from, Protocol::Udp),
+            Bytes::from(raw),
+            self.now,
+        );
+        self.pump();
+    }
+
+    fn hops_since(&self, mark: usize) -> &[Hop] {
+        &self.wire[mark..]
+    }
+}
+
+/// An initial request from UE `from` to `target`, as a handset builds it (TS 24.229
+/// §5.1.2A): Route to our protected port and its Service-Route, its own
+/// P-Asserted-Identity (which must never survive), its protected contact.
+fn request(lab: &Lab, method: &str, from: u8, target: &str, call_id: &str, extra: &str) -> String {
+    let set = lab.ues[usize::from(from - 1)].current_set().unwrap();
+    let (ue, uc, us, ps) = (set.ue, set.port_uc, set.port_us, set.port_ps);
+    format!(
+        "{method} {target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {ue}:{uc};branch=z9hG4bK-{call_id}-{method};rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:127.0.0.1:{ps};lr>, <sip:orig@127.0.0.1:6060;lr>\r\n\
+         From: <{}>;tag=f-{call_id}\r\n\
+         To: <{target}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:{ue}:{us}>\r\n\
+         P-Asserted-Identity: <sip:somebody-else@{DOMAIN}>\r\n\
+         Require: sec-agree\r\n\
+         Proxy-Require: sec-agree\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n",
+        impu(from)
+    )
+}
+
+#[test]
+fn a_request_from_one_ue_reaches_the_other_through_both_sas_and_its_answer_comes_back() {
+    let mut lab = Lab::new(2);
+    lab.register_all();
+    let a = lab.ues[0].current_set().unwrap().clone();
+    let b = lab.ues[1].current_set().unwrap().clone();
+    let mark = lab.wire.len();
+    let req = request(&lab, "INVITE", 1, &impu(2), "call-1", "");
+    lab.send_from(1, req);
+    let hops = lab.hops_since(mark).to_vec();
+    // UE B got the INVITE from our protected client port on its protected server port.
+    let to_b: Vec<&Hop> = hops
+        .iter()
+        .filter(|h| h.msg.method() == Some(&sip::Method::Invite) && h.to.ip() == b.ue)
+        .collect();
+    assert_eq!(to_b.len(), 1, "{hops:#?}");
+    let inv = &to_b[0];
+    assert_eq!(inv.from, SocketAddr::new(b.pcscf, b.port_pc));
+    assert_eq!(inv.to, SocketAddr::new(b.ue, b.port_us));
+    let ruri = inv.msg.request_uri().unwrap();
+    assert_eq!((ruri.host_ip(), ruri.port), (Some(b.ue), Some(b.port_us)));
+    // The caller's identity is asserted from its registration, never taken from the UE.
+    let pai: Vec<&str> = inv.msg.header_values("P-Asserted-Identity").collect();
+    assert_eq!(pai, vec![format!("<{}>", impu(1))]);
+    assert!(inv.msg.header("Security-Verify").is_none());
+    assert!(!inv.msg.has_option_tag("Require", "sec-agree"));
+    assert!(inv.msg.p_charging_vector().unwrap().is_some());
+    // Record-Route: B's side of us (its protected server port), us toward the core, the
+    // S-CSCF, us toward the core again, A's side of us.
+    let rr: Vec<String> = inv
+        .msg
+        .header_values("Record-Route")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        rr,
+        vec![
+            format!("<sip:127.0.0.1:{};lr>", b.port_ps),
+            "<sip:127.0.0.1:5060;lr>".to_string(),
+            "<sip:127.0.0.1:6060;lr>".to_string(),
+            "<sip:127.0.0.1:5060;lr>".to_string(),
+            format!("<sip:127.0.0.1:{};lr>", a.port_ps),
+        ]
+    );
+    assert!(
+        inv.msg.header("Route").is_none(),
+        "every Route was ours: {:?}",
+        inv.msg
+    );
+    // UE B (today's simulator) answers 501; the answer goes back to A through A's SA, with
+    // only A's Via left.
+    let to_a: Vec<&Hop> = hops
+        .iter()
+        .filter(|h| !h.msg.is_request() && h.to.ip() == a.ue)
+        .collect();
+    let last = to_a.last().expect("no answer reached A");
+    assert!(last.msg.code().unwrap() >= 200, "{:?}", last.msg);
+    assert_eq!(last.from, SocketAddr::new(a.pcscf, a.port_ps));
+    assert_eq!(last.to, SocketAddr::new(a.ue, a.port_uc));
+    assert_eq!(last.msg.vias().unwrap().len(), 1);
+}
+
+#[test]
+fn unknown_and_unregistered_callees_get_404_and_480() {
+    let mut lab = Lab::new(1);
+    lab.register_all();
+    for (target, code) in [
+        (format!("sip:nobody@{DOMAIN}"), 404),
+        (impu(9), 480),
+        (tel(9), 480),
+    ] {
+        let mark = lab.wire.len();
+        let id = format!("c-{code}-{}", target.len());
+        let req = request(&lab, "MESSAGE", 1, &target, &id, "");
+        lab.send_from(1, req);
+        let answer = lab
+            .hops_since(mark)
+            .iter()
+            .rev()
+            .find(|h| !h.msg.is_request())
+            .map(|h| h.msg.code())
+            .unwrap();
+        assert_eq!(answer, Some(code), "{target}");
+    }
+    assert!(
+        lab.cx
+            .iter()
+            .any(|c| c.contains("LIR") || c.contains("Location")),
+        "{:?}",
+        lab.cx
+    );
+}
+
+#[test]
+fn a_stranger_cannot_send_requests_through_the_p_cscf() {
+    let mut lab = Lab::new(2);
+    lab.register_all();
+    // From the unprotected port, claiming to be UE 1.
+    let raw = request(&lab, "MESSAGE", 1, &impu(2), "stranger", "");
+    let stranger = SocketAddr::from(([127, 0, 0, 99], 5060));
+    lab.node.handle_inbound(
+        Flow::new(Lab::p_addr(), stranger, Protocol::Udp),
+        Bytes::from(raw),
+        lab.now,
+    );
+    let mut out = Vec::new();
+    while let Some(o) = lab.node.poll_output() {
+        if let Output::Transmit(_, t) = o {
+            out.push((t.flow.remote, Message::parse(&t.payload).unwrap()));
+        }
+    }
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].0, stranger);
+    assert_eq!(out[0].1.code(), Some(403));
+}
