@@ -274,3 +274,111 @@ impl fmt::Display for AmrParams {
         f.write_str(&items.join(";"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parameter_parses_and_writes_back() {
+        let text = "octet-align=1;mode-set=0,2,4,7;mode-change-period=2;mode-change-capability=2;\
+mode-change-neighbor=1;max-red=0;crc=0;robust-sorting=0;interleaving=4;channels=1;x-foo=bar;flag";
+        let p = AmrParams::parse(text, AmrKind::Nb).unwrap();
+        assert_eq!(p.octet_align, Some(true));
+        assert_eq!(p.mode_set, Some(vec![0, 2, 4, 7]));
+        assert_eq!(p.mode_change_period, Some(2));
+        assert_eq!(p.mode_change_capability, Some(2));
+        assert_eq!(p.mode_change_neighbor, Some(true));
+        assert_eq!(p.max_red, Some(0));
+        assert_eq!(p.crc, Some(false));
+        assert_eq!(p.robust_sorting, Some(false));
+        assert_eq!(p.interleaving, Some(4));
+        assert_eq!(p.channels, Some(1));
+        assert_eq!(
+            p.other,
+            [("x-foo".to_owned(), Some("bar".to_owned())), ("flag".to_owned(), None)]
+        );
+        assert_eq!(p.to_string(), text);
+    }
+
+    #[test]
+    fn lenient_spelling_and_defaults() {
+        let p = AmrParams::parse(" Octet-Align = 1 ; MODE-SET=8 ;", AmrKind::Wb).unwrap();
+        assert!(p.is_octet_aligned());
+        assert_eq!(p.mode_set, Some(vec![8]));
+        assert_eq!(p.to_string(), "octet-align=1;mode-set=8");
+        let d = AmrParams::parse("", AmrKind::Nb).unwrap();
+        assert_eq!(d, AmrParams::bandwidth_efficient());
+        assert!(!d.is_octet_aligned());
+        assert_eq!(d.channel_count(), 1);
+        assert_eq!(d.to_string(), "");
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        for (text, kind) in [
+            ("octet-align=2", AmrKind::Nb),
+            ("octet-align", AmrKind::Nb),
+            ("mode-set=8", AmrKind::Nb),
+            ("mode-set=9", AmrKind::Wb),
+            ("mode-set=0,,2", AmrKind::Nb),
+            ("mode-change-period=3", AmrKind::Nb),
+            ("mode-change-capability=0", AmrKind::Nb),
+            ("max-red=-1", AmrKind::Nb),
+            ("channels=0", AmrKind::Nb),
+            ("channels=300", AmrKind::Nb),
+            ("crc=1;crc=1", AmrKind::Nb),
+        ] {
+            assert!(
+                matches!(AmrParams::parse(text, kind), Err(SdpError::Param { .. })),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn payload_format_configuration_rules() {
+        let be = AmrParams::bandwidth_efficient();
+        let oa = AmrParams::octet_aligned_format();
+        assert!(!be.same_payload_format(&oa));
+        // octet-align=0 is the default spelled out.
+        let be0 = AmrParams::parse("octet-align=0;max-red=0", AmrKind::Nb).unwrap();
+        assert!(be.same_payload_format(&be0));
+        let crc = AmrParams::parse("octet-align=1;crc=1", AmrKind::Nb).unwrap();
+        assert!(!oa.same_payload_format(&crc));
+        let il = AmrParams::parse("octet-align=1;interleaving=2", AmrKind::Nb).unwrap();
+        assert!(!oa.same_payload_format(&il));
+        let stereo = AmrParams::parse("octet-align=1;channels=2", AmrKind::Nb).unwrap();
+        assert!(!oa.same_payload_format(&stereo));
+        // mode-set is negotiated, not configuration.
+        let ms = AmrParams::parse("octet-align=1;mode-set=7", AmrKind::Nb).unwrap();
+        assert!(oa.same_payload_format(&ms));
+    }
+
+    #[test]
+    fn mode_set_intersection() {
+        let p = |s: &str| AmrParams::parse(s, AmrKind::Nb).unwrap();
+        assert_eq!(p("").mode_set_intersection(&p("")), None);
+        assert_eq!(
+            p("mode-set=7,2").mode_set_intersection(&p("")),
+            Some(vec![2, 7])
+        );
+        assert_eq!(
+            p("mode-set=0,2,4,7").mode_set_intersection(&p("mode-set=7,5,4")),
+            Some(vec![4, 7])
+        );
+        assert_eq!(
+            p("mode-set=0,1").mode_set_intersection(&p("mode-set=7")),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn kind_from_rtpmap() {
+        let r = |e: &str, c| Rtpmap::new(96, e, c);
+        assert_eq!(AmrKind::of(&r("AMR", 8000)), Some(AmrKind::Nb));
+        assert_eq!(AmrKind::of(&r("amr-wb", 16000)), Some(AmrKind::Wb));
+        assert_eq!(AmrKind::of(&r("AMR", 16000)), None);
+        assert_eq!(AmrKind::of(&r("PCMA", 8000)), None);
+    }
+}

@@ -608,3 +608,78 @@ impl fmt::Display for DesiredStatus {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_render_as_parsed() {
+        for text in [
+            "rtpmap:96 AMR-WB/16000/1",
+            "rtpmap:101 telephone-event/8000",
+            "fmtp:101 0-15",
+            "fmtp:96",
+            "ptime:20",
+            "maxptime:240",
+            "sendrecv",
+            "sendonly",
+            "recvonly",
+            "inactive",
+            "rtcp:4001",
+            "rtcp:4001 IN IP6 2001:db8::1",
+            "mid:audio",
+            "curr:qos e2e send",
+            "conf:qos remote recv",
+            "des:qos failure remote none",
+            "des:qos unknown e2e sendrecv",
+            "rtcp-fb:* trr-int 1000",
+            "x-flag",
+        ] {
+            let a = Attribute::parse(text).unwrap();
+            assert_eq!(a.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn rtpmap_fields() {
+        let Attribute::Rtpmap(r) = Attribute::parse("rtpmap:97 AMR/8000/1").unwrap() else {
+            panic!("not rtpmap");
+        };
+        assert_eq!(
+            (r.payload_type, r.encoding.as_str(), r.clock_rate, r.channels()),
+            (97, "AMR", 8000, 1)
+        );
+        assert!(r.is("amr"));
+        assert!(Attribute::parse("rtpmap:97 AMR/8000/1/2").is_err());
+        assert!(Attribute::parse("rtpmap:97 /8000").is_err());
+    }
+
+    #[test]
+    fn direction_answer_rfc3264_6_1() {
+        use Direction::*;
+        let cases = [
+            (SendRecv, SendRecv, SendRecv),
+            (SendOnly, SendRecv, RecvOnly),
+            (RecvOnly, SendRecv, SendOnly),
+            (Inactive, SendRecv, Inactive),
+            (SendRecv, RecvOnly, RecvOnly),
+            (SendRecv, Inactive, Inactive),
+            (SendOnly, SendOnly, Inactive),
+        ];
+        for (offered, local, expect) in cases {
+            assert_eq!(Direction::answer(offered, local), expect, "{offered:?} {local:?}");
+        }
+    }
+
+    #[test]
+    fn precondition_tokens() {
+        assert!(Strength::Mandatory > Strength::Optional);
+        assert!(Strength::Optional > Strength::None);
+        assert_eq!(PrecondDirection::Send.mirrored(), PrecondDirection::Recv);
+        assert!(PrecondDirection::SendRecv.covers(PrecondDirection::Send));
+        assert!(!PrecondDirection::Send.covers(PrecondDirection::SendRecv));
+        assert!(PrecondDirection::None.covers(PrecondDirection::None));
+        assert_eq!(StatusType::Local.mirrored(), StatusType::Remote);
+    }
+}

@@ -99,3 +99,39 @@ impl fmt::Display for TelephoneEvents {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_ranges() {
+        let e = TelephoneEvents::parse("0-15").unwrap();
+        assert_eq!(e, TelephoneEvents::dtmf());
+        assert_eq!(e.events(), (0..=15).collect::<Vec<u8>>());
+        let e = TelephoneEvents::parse("0-11, 16 ,32-36").unwrap();
+        assert!(e.contains(16) && e.contains(34) && !e.contains(12));
+        assert_eq!(e.to_string(), "0-11,16,32-36");
+        assert_eq!(TelephoneEvents::parse("255").unwrap().events(), [255]);
+    }
+
+    #[test]
+    fn bad_lists() {
+        for s in ["", "15-0", "0-256", "a", "1,,2", "0-15-16"] {
+            assert!(TelephoneEvents::parse(s).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn intersection_compacts_ranges() {
+        let a = TelephoneEvents::parse("0-15").unwrap();
+        let b = TelephoneEvents::parse("10-20,3,4,5").unwrap();
+        assert_eq!(a.intersection(&b).to_string(), "3-5,10-15");
+        let none = TelephoneEvents::parse("100").unwrap().intersection(&a);
+        assert!(none.is_empty());
+        assert_eq!(
+            TelephoneEvents::from_events([255, 254, 0]).to_string(),
+            "0,254-255"
+        );
+    }
+}

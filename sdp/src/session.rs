@@ -729,3 +729,213 @@ impl Media {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::{PrecondDirection, StatusType};
+
+    const OFFER: &str = "v=0\r\n\
+o=- 100 1 IN IP4 192.0.2.10\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.10\r\n\
+t=0 0\r\n\
+m=audio 4000 RTP/AVP 96 8 101\r\n\
+b=AS:41\r\n\
+a=rtpmap:96 AMR/8000/1\r\n\
+a=fmtp:96 octet-align=1\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\n\
+a=ptime:20\r\n\
+a=maxptime:240\r\n\
+a=curr:qos local none\r\n\
+a=des:qos mandatory local sendrecv\r\n\
+a=sendonly\r\n\
+a=rtcp:4001 IN IP4 192.0.2.10\r\n\
+a=mid:1\r\n\
+a=x-vendor:some thing\r\n";
+
+    fn err_line(input: &str) -> usize {
+        match Session::parse(input.as_bytes()) {
+            Err(SdpError::Line { line, .. }) => line,
+            other => panic!("expected a line error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn typed_access() {
+        let s = Session::parse(OFFER.as_bytes()).unwrap();
+        assert_eq!(s.origin().session_version, 1);
+        assert_eq!(s.origin().address, "192.0.2.10");
+        assert_eq!(s.session_name(), Some("-"));
+        assert_eq!(
+            s.connection().and_then(Connection::ip),
+            Some("192.0.2.10".parse().unwrap())
+        );
+        assert_eq!(s.timings().count(), 1);
+        let m = &s.media()[0];
+        assert_eq!(m.line().port, 4000);
+        assert_eq!(m.line().formats, ["96", "8", "101"]);
+        assert_eq!(m.bandwidth(&BwType::As), Some(41));
+        assert_eq!(m.ptime(), Some(20));
+        assert_eq!(m.maxptime(), Some(240));
+        assert_eq!(m.direction(), Some(Direction::SendOnly));
+        assert_eq!(s.media_direction(0), Some(Direction::SendOnly));
+        assert_eq!(m.rtcp().map(|r| r.port), Some(4001));
+        assert_eq!(m.mid(), Some("1"));
+        let curr: Vec<_> = m.curr().collect();
+        assert_eq!(
+            curr,
+            [&StatusLine::qos(StatusType::Local, PrecondDirection::None)]
+        );
+        assert_eq!(m.des().count(), 1);
+        let codecs = m.codecs();
+        assert_eq!(codecs.len(), 3);
+        assert_eq!(codecs[0].fmtp.as_deref(), Some("octet-align=1"));
+        // PCMA is static (RFC 3551) and has no rtpmap line here.
+        assert_eq!(
+            codecs[1].rtpmap.as_ref().map(|r| r.encoding.as_str()),
+            Some("PCMA")
+        );
+        assert!(m.attributes().any(|a| matches!(
+            a,
+            Attribute::Other { name, value: Some(v) } if name == "x-vendor" && v == "some thing"
+        )));
+    }
+
+    #[test]
+    fn unedited_parse_is_byte_identical() {
+        let lf = OFFER.replace("\r\n", "\n");
+        let no_final = OFFER.trim_end().to_owned();
+        let trailer = format!("{OFFER}\r\n\r\n");
+        let mixed = OFFER.replacen("\r\n", "\n", 3);
+        for input in [OFFER, &lf, &no_final, &trailer, &mixed] {
+            let s = Session::parse(input.as_bytes()).unwrap();
+            assert_eq!(s.to_bytes(), input.as_bytes());
+        }
+        // Canonical rendering of a canonical body is the body too.
+        let s = Session::parse(OFFER.as_bytes()).unwrap();
+        assert_eq!(s.to_canonical_bytes(), OFFER.as_bytes());
+    }
+
+    #[test]
+    fn edits_touch_only_edited_lines() {
+        // Odd spacing and LF endings that a rewrite of the whole body would lose.
+        let input = OFFER
+            .replace("\r\n", "\n")
+            .replace("o=- 100 1", "o=-  100   1")
+            .replace("c=IN IP4 192.0.2.10", "c=IN  IP4 192.0.2.10");
+        let mut s = Session::parse(input.as_bytes()).unwrap();
+        s.media_mut()[0].set_port(5000);
+        s.media_mut()[0].set_direction(Direction::SendRecv);
+        let expect = input
+            .replace("m=audio 4000", "m=audio 5000")
+            .replace("a=sendonly", "a=sendrecv");
+        assert_eq!(String::from_utf8(s.to_bytes()).unwrap(), expect);
+
+        s.bump_version();
+        let expect = expect.replace("o=-  100   1", "o=- 100 2");
+        assert_eq!(String::from_utf8(s.to_bytes()).unwrap(), expect);
+
+        // A new line uses the body's own line ending and goes to its RFC 8866 place.
+        s.set_bandwidth(Bandwidth::new(BwType::As, 64));
+        let expect = expect.replace("t=0 0\n", "b=AS:64\nt=0 0\n");
+        assert_eq!(String::from_utf8(s.to_bytes()).unwrap(), expect);
+    }
+
+    #[test]
+    fn appending_after_an_unterminated_last_line() {
+        let mut s = Session::parse(b"v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nm=audio 9 RTP/AVP 0").unwrap();
+        s.media_mut()[0].push_attribute(Attribute::Ptime(20));
+        assert_eq!(
+            s.to_bytes(),
+            b"v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nm=audio 9 RTP/AVP 0\na=ptime:20\n"
+        );
+        let mut s = Session::parse(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-").unwrap();
+        s.push_media(Media::new(MediaLine::audio(9, &[0])));
+        assert_eq!(
+            s.to_bytes(),
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nm=audio 9 RTP/AVP 0\r\n"
+        );
+    }
+
+    #[test]
+    fn retain_and_session_level_direction() {
+        let mut s = Session::parse(OFFER.replace("a=sendonly\r\n", "").as_bytes()).unwrap();
+        assert_eq!(s.media_direction(0), Some(Direction::SendRecv));
+        s.set_direction(Direction::Inactive);
+        assert_eq!(s.direction(), Some(Direction::Inactive));
+        assert_eq!(s.media_direction(0), Some(Direction::Inactive));
+        assert!(String::from_utf8(s.to_bytes())
+            .unwrap()
+            .contains("t=0 0\r\na=inactive\r\nm=audio"));
+        s.media_mut()[0].retain_attributes(|a| !a.is_precondition());
+        assert_eq!(s.media()[0].curr().count(), 0);
+        assert_eq!(s.media()[0].des().count(), 0);
+        assert_eq!(s.media_mut().len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(err_line("v=1\r\n"), 1);
+        assert_eq!(err_line("o=- 1 1 IN IP4 x\r\n"), 1);
+        assert_eq!(err_line("v=0\r\no=- 1\r\ns=-\r\n"), 2);
+        assert_eq!(err_line("v=0\r\no=- x 1 IN IP4 a\r\ns=-\r\n"), 2);
+        let bad = |line: &str, n: usize| {
+            let body = OFFER.replace("a=ptime:20", line);
+            assert_eq!(err_line(&body), n, "{line}");
+        };
+        bad("a=rtpmap:96 AMR", 12);
+        bad("a=rtpmap:200 AMR/8000", 12);
+        bad("a=rtpmap:96 AMR/fast", 12);
+        bad("a=ptime:twenty", 12);
+        bad("a=curr:qos sideways none", 12);
+        bad("a=des:qos hard local sendrecv", 12);
+        bad("a=des:qos mandatory local both", 12);
+        bad("a=conf:qos local", 12);
+        bad("a=sendrecv:yes", 12);
+        bad("a=rtcp:port", 12);
+        bad("a=mid:", 12);
+        bad("a=fmtp:", 12);
+        bad("a=bad name", 12);
+        bad("b=AS", 12);
+        bad("c=IN IP4", 12);
+        bad("t=0 0", 12);
+        bad("o=- 1 1 IN IP4 a", 12);
+        bad("", 12);
+        bad("noequals", 12);
+        bad("=x", 12);
+        bad("a=ptime:20\rx", 12);
+        bad("m=audio 70000 RTP/AVP 0", 12);
+        bad("m=audio 4000/x RTP/AVP 0", 12);
+        bad("m=audio 4000 RTP/AVP", 12);
+        let mut non_utf8 = OFFER.as_bytes().to_vec();
+        non_utf8[3] = b'\n';
+        non_utf8.splice(4..4, [b's', b'=', 0xff, b'\n']);
+        assert!(matches!(
+            Session::parse(&non_utf8),
+            Err(SdpError::Line { line: 2, .. })
+        ));
+        assert_eq!(Session::parse(b""), Err(SdpError::Missing('v')));
+        assert_eq!(Session::parse(b"\r\n\r\n"), Err(SdpError::Missing('v')));
+        assert_eq!(Session::parse(b"v=0\r\ns=-\r\n"), Err(SdpError::Missing('o')));
+        assert_eq!(
+            Session::parse(b"v=0\r\no=- 1 1 IN IP4 a\r\n"),
+            Err(SdpError::Missing('s'))
+        );
+        assert_eq!(err_line("v=0\r\no=- 1 1 IN IP4 a\r\ns=-\r\ns=x\r\n"), 4);
+        let e = Session::parse(b"v=0\r\no=- 1 1 IN IP4 a\r\ns=-\r\na=rtpmap:x\r\n").unwrap_err();
+        assert_eq!(e.to_string().split(':').next(), Some("line 4"));
+    }
+
+    #[test]
+    fn unknown_letters_are_kept() {
+        let input = "v=0\r\no=- 1 1 IN IP4 a\r\ns=-\r\ni=info\r\nu=http://x\r\nx=whatever\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\ni=media title\r\nk=prompt\r\n";
+        let s = Session::parse(input.as_bytes()).unwrap();
+        assert_eq!(s.to_bytes(), input.as_bytes());
+        assert_eq!(s.to_canonical_bytes(), input.as_bytes());
+        assert!(s
+            .fields()
+            .any(|f| *f == Field::Other { kind: 'x', value: "whatever".into() }));
+    }
+}
