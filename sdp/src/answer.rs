@@ -300,3 +300,286 @@ fn match_voice(c: &Codec, r: &Rtpmap, local: &LocalCodec) -> Option<Option<Strin
         LocalCodec::TelephoneEvent { .. } => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(codecs: Vec<LocalCodec>) -> LocalCaps {
+        let mut c = LocalCaps::new(
+            Origin::new("as", "55", 1, "192.0.2.9".parse().unwrap()),
+            "192.0.2.9".parse().unwrap(),
+            6000,
+        );
+        c.codecs = codecs;
+        c
+    }
+
+    /// An offer with one audio stream of `fmts` (`(pt, rtpmap, fmtp)`) and `extra` lines.
+    fn offer(fmts: &[(u8, &str, &str)], extra: &str) -> Session {
+        let pts: Vec<String> = fmts.iter().map(|f| f.0.to_string()).collect();
+        let mut s = format!(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP {}\r\n",
+            pts.join(" ")
+        );
+        for (pt, map, fmtp) in fmts {
+            s += &format!("a=rtpmap:{pt} {map}\r\n");
+            if !fmtp.is_empty() {
+                s += &format!("a=fmtp:{pt} {fmtp}\r\n");
+            }
+        }
+        s += extra;
+        Session::parse(s.as_bytes()).unwrap()
+    }
+
+    fn formats(a: &Session) -> Vec<String> {
+        a.media()[0].line().formats.clone()
+    }
+
+    fn fmtp(a: &Session, pt: u8) -> Option<String> {
+        a.media()[0].fmtp(&pt.to_string()).map(|f| f.params.clone())
+    }
+
+    #[test]
+    fn octet_align_mismatch_is_no_amr_match() {
+        let o = offer(&[(97, "AMR/8000/1", "mode-change-capability=2")], "");
+        let a = answer(&o, &caps(vec![LocalCodec::amr(AmrKind::Nb, true)])).unwrap();
+        assert_eq!(a.media()[0].line().port, 0, "no common codec rejects the stream");
+        assert_eq!(formats(&a), ["97"]);
+        let o = offer(&[(97, "AMR/8000/1", "octet-align=1")], "");
+        let a = answer(&o, &caps(vec![LocalCodec::amr(AmrKind::Nb, false)])).unwrap();
+        assert_eq!(a.media()[0].line().port, 0);
+        // crc is part of the configuration as well.
+        let o = offer(&[(97, "AMR/8000/1", "octet-align=1;crc=1")], "");
+        let a = answer(&o, &caps(vec![LocalCodec::amr(AmrKind::Nb, true)])).unwrap();
+        assert_eq!(a.media()[0].line().port, 0);
+    }
+
+    #[test]
+    fn amr_answer_echoes_configuration_and_sets_mode_change_capability() {
+        let o = offer(
+            &[
+                (96, "AMR/8000/1", "mode-change-capability=2;max-red=0"),
+                (97, "AMR/8000/1", "octet-align=1;mode-change-period=2;mode-change-neighbor=1"),
+            ],
+            "",
+        );
+        let a = answer(&o, &caps(vec![LocalCodec::amr(AmrKind::Nb, true)])).unwrap();
+        assert_eq!(a.media()[0].line().port, 6000);
+        assert_eq!(formats(&a), ["97"]);
+        assert_eq!(
+            fmtp(&a, 97).as_deref(),
+            Some("octet-align=1;mode-change-period=2;mode-change-capability=2;mode-change-neighbor=1;max-red=0")
+        );
+        assert_eq!(
+            a.media()[0].rtpmap(97).map(ToString::to_string).as_deref(),
+            Some("97 AMR/8000/1")
+        );
+    }
+
+    #[test]
+    fn mode_set_is_intersected() {
+        let o = offer(&[(97, "AMR/8000", "octet-align=1;mode-set=0,2,4,7")], "");
+        let mut c = caps(vec![LocalCodec::amr(AmrKind::Nb, true)]);
+        if let LocalCodec::Amr { params, .. } = &mut c.codecs[0] {
+            params.mode_set = Some(vec![7, 5, 4]);
+        }
+        let a = answer(&o, &c).unwrap();
+        let p = AmrParams::parse(&fmtp(&a, 97).unwrap(), AmrKind::Nb).unwrap();
+        assert_eq!(p.mode_set, Some(vec![4, 7]));
+        assert!(p.is_octet_aligned());
+        // No mode in common: that payload type cannot be used.
+        if let LocalCodec::Amr { params, .. } = &mut c.codecs[0] {
+            params.mode_set = Some(vec![1, 3]);
+        }
+        let a = answer(&o, &c).unwrap();
+        assert_eq!(a.media()[0].line().port, 0);
+        // Only the offer restricts: its set stands.
+        if let LocalCodec::Amr { params, .. } = &mut c.codecs[0] {
+            params.mode_set = None;
+        }
+        let p = AmrParams::parse(&fmtp(&answer(&o, &c).unwrap(), 97).unwrap(), AmrKind::Nb);
+        assert_eq!(p.unwrap().mode_set, Some(vec![0, 2, 4, 7]));
+    }
+
+    #[test]
+    fn telephone_event_at_the_voice_clock_rate() {
+        let fmts = [
+            (116, "AMR-WB/16000/1", ""),
+            (118, "AMR/8000/1", ""),
+            (111, "telephone-event/16000", "0-15"),
+            (110, "telephone-event/8000", "0-15"),
+        ];
+        let o = offer(&fmts, "");
+        let both_te = || {
+            vec![
+                LocalCodec::telephone_event(8000),
+                LocalCodec::telephone_event(16000),
+            ]
+        };
+        let mut wb = both_te();
+        wb.push(LocalCodec::amr(AmrKind::Wb, false));
+        let a = answer(&o, &caps(wb)).unwrap();
+        assert_eq!(formats(&a), ["116", "111"]);
+        assert_eq!(fmtp(&a, 111).as_deref(), Some("0-15"));
+        let mut nb = both_te();
+        nb.push(LocalCodec::amr(AmrKind::Nb, false));
+        let a = answer(&o, &caps(nb)).unwrap();
+        assert_eq!(formats(&a), ["118", "110"]);
+        // We only do telephone-event at 8000: no DTMF format for a wideband call.
+        let a = answer(
+            &o,
+            &caps(vec![
+                LocalCodec::amr(AmrKind::Wb, false),
+                LocalCodec::telephone_event(8000),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(formats(&a), ["116"]);
+    }
+
+    #[test]
+    fn telephone_event_events_are_intersected() {
+        let o = offer(
+            &[(8, "PCMA/8000", ""), (101, "telephone-event/8000", "0-11,16")],
+            "",
+        );
+        let mut c = caps(vec![LocalCodec::pcma()]);
+        c.codecs.push(LocalCodec::TelephoneEvent {
+            clock_rate: 8000,
+            events: TelephoneEvents::parse("0-15").unwrap(),
+        });
+        let a = answer(&o, &c).unwrap();
+        assert_eq!(fmtp(&a, 101).as_deref(), Some("0-11"));
+    }
+
+    #[test]
+    fn all_common_formats_in_offer_order() {
+        let o = offer(
+            &[
+                (0, "PCMU/8000", ""),
+                (96, "AMR/8000/1", ""),
+                (8, "PCMA/8000", ""),
+                (97, "AMR/8000/1", "octet-align=1"),
+                (101, "telephone-event/8000", ""),
+            ],
+            "",
+        );
+        let mut c = caps(vec![
+            LocalCodec::amr(AmrKind::Nb, true),
+            LocalCodec::pcma(),
+            LocalCodec::amr(AmrKind::Nb, false),
+            LocalCodec::telephone_event(8000),
+        ]);
+        c.one_codec = false;
+        let a = answer(&o, &c).unwrap();
+        assert_eq!(formats(&a), ["96", "8", "97", "101"]);
+        // Offered without fmtp: the receiver assumes 0-15 (RFC 4733 §2.4.1).
+        assert_eq!(fmtp(&a, 101).as_deref(), Some("0-15"));
+        c.one_codec = true;
+        assert_eq!(formats(&answer(&o, &c).unwrap()), ["96", "101"]);
+    }
+
+    #[test]
+    fn direction_per_rfc3264() {
+        let pcma = [(8, "PCMA/8000", "")];
+        let c = caps(vec![LocalCodec::pcma()]);
+        for (extra, expect) in [
+            ("", Direction::SendRecv),
+            ("a=sendonly\r\n", Direction::RecvOnly),
+            ("a=recvonly\r\n", Direction::SendOnly),
+            ("a=inactive\r\n", Direction::Inactive),
+        ] {
+            let a = answer(&offer(&pcma, extra), &c).unwrap();
+            assert_eq!(a.media()[0].direction(), Some(expect), "{extra:?}");
+        }
+        // Session-level direction applies to media without its own.
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+a=sendonly\r\nm=audio 4000 RTP/AVP 8\r\n";
+        let a = answer(&Session::parse(text.as_bytes()).unwrap(), &c).unwrap();
+        assert_eq!(a.media()[0].direction(), Some(Direction::RecvOnly));
+        let mut c = c;
+        c.direction = Direction::RecvOnly;
+        let a = answer(&offer(&pcma, ""), &c).unwrap();
+        assert_eq!(a.media()[0].direction(), Some(Direction::RecvOnly));
+    }
+
+    #[test]
+    fn other_streams_are_rejected_with_port_zero() {
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=video 5000 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n\
+m=audio 0 RTP/AVP 8\r\n\
+m=audio 4000 RTP/SAVP 8\r\n\
+m=audio 4002 RTP/AVP 8\r\na=mid:a1\r\n\
+m=audio 4004 RTP/AVP 8\r\n";
+        let a = answer(
+            &Session::parse(text.as_bytes()).unwrap(),
+            &caps(vec![LocalCodec::pcma()]),
+        )
+        .unwrap();
+        let ports: Vec<u16> = a.media().iter().map(|m| m.line().port).collect();
+        assert_eq!(ports, [0, 0, 0, 6000, 0]);
+        assert_eq!(a.media()[0].line().media, "video");
+        assert_eq!(a.media()[0].line().formats, ["99"]);
+        assert_eq!(a.media()[3].mid(), Some("a1"));
+        // Rejected descriptions carry nothing but the m= line.
+        assert_eq!(a.media()[0].fields().count(), 1);
+        let again = Session::parse(&a.to_bytes()).unwrap();
+        assert_eq!(again, a);
+    }
+
+    #[test]
+    fn accepted_stream_needs_a_connection() {
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\n";
+        let e = answer(
+            &Session::parse(text.as_bytes()).unwrap(),
+            &caps(vec![LocalCodec::pcma()]),
+        );
+        assert!(matches!(e, Err(SdpError::Media { index: 0, .. })));
+        let with_media_c = text.replace("RTP/AVP 8\r\n", "RTP/AVP 8\r\nc=IN IP4 192.0.2.1\r\n");
+        assert!(answer(
+            &Session::parse(with_media_c.as_bytes()).unwrap(),
+            &caps(vec![LocalCodec::pcma()])
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn preconditions_are_answered_when_offered() {
+        let q = "a=curr:qos local none\r\na=curr:qos remote none\r\n\
+a=des:qos mandatory local sendrecv\r\na=des:qos optional remote sendrecv\r\n";
+        let pcma = [(8, "PCMA/8000", "")];
+        let a = answer(&offer(&pcma, q), &caps(vec![LocalCodec::pcma()])).unwrap();
+        let got: Vec<String> = a.media()[0]
+            .attributes()
+            .filter(|x| x.is_precondition())
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "curr:qos local sendrecv",
+                "curr:qos remote none",
+                "des:qos mandatory local sendrecv",
+                "des:qos mandatory remote sendrecv",
+                "conf:qos remote sendrecv",
+            ]
+        );
+        let a = answer(&offer(&pcma, ""), &caps(vec![LocalCodec::pcma()])).unwrap();
+        assert!(!a.media()[0].attributes().any(Attribute::is_precondition));
+    }
+
+    #[test]
+    fn answer_fields() {
+        let mut c = caps(vec![LocalCodec::pcma()]);
+        c.bandwidth = vec![Bandwidth::new(crate::BwType::As, 80)];
+        let a = answer(&offer(&[(8, "PCMA/8000", "")], ""), &c).unwrap();
+        let text = String::from_utf8(a.to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "v=0\r\no=as 55 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 8\r\nb=AS:80\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\na=maxptime:240\r\n\
+a=sendrecv\r\n"
+        );
+    }
+}

@@ -152,3 +152,64 @@ impl G711Offer {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin::new("-", "7", 1, "2001:db8::5".parse().unwrap())
+    }
+
+    #[test]
+    fn volte_offer_text() {
+        let s = VolteOffer::new(origin(), "2001:db8::5".parse().unwrap(), 4000).build();
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        let expect = "v=0\r\no=- 7 1 IN IP6 2001:db8::5\r\ns=-\r\nc=IN IP6 2001:db8::5\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 96 97 98 99 100 101\r\nb=AS:49\r\nb=RS:600\r\nb=RR:2000\r\n\
+a=rtpmap:96 AMR-WB/16000/1\r\na=fmtp:96 mode-change-capability=2;max-red=0\r\n\
+a=rtpmap:97 AMR-WB/16000/1\r\na=fmtp:97 octet-align=1;mode-change-capability=2;max-red=0\r\n\
+a=rtpmap:98 AMR/8000/1\r\na=fmtp:98 mode-change-capability=2;max-red=0\r\n\
+a=rtpmap:99 AMR/8000/1\r\na=fmtp:99 octet-align=1;mode-change-capability=2;max-red=0\r\n\
+a=rtpmap:100 telephone-event/16000\r\na=fmtp:100 0-15\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+a=curr:qos local none\r\na=curr:qos remote none\r\n\
+a=des:qos mandatory local sendrecv\r\na=des:qos optional remote sendrecv\r\n\
+a=sendrecv\r\na=ptime:20\r\na=maxptime:240\r\n";
+        assert_eq!(text, expect);
+        // Our output is a valid body that parses to the same thing.
+        assert_eq!(Session::parse(expect.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn volte_offer_options() {
+        let mut b = VolteOffer::new(origin(), "192.0.2.5".parse().unwrap(), 4000);
+        b.qos = None;
+        b.bandwidth = None;
+        b.direction = Direction::SendOnly;
+        b.payload_types = [116, 107, 118, 96, 111, 110];
+        let s = b.build();
+        let m = &s.media()[0];
+        assert_eq!(m.line().payload_types(), [116, 107, 118, 96, 111, 110]);
+        assert_eq!(m.curr().count() + m.des().count(), 0);
+        assert_eq!(m.bandwidths().count(), 0);
+        assert_eq!(m.direction(), Some(Direction::SendOnly));
+        assert_eq!(
+            m.fmtp("107").map(|f| f.params.as_str()),
+            Some("octet-align=1;mode-change-capability=2;max-red=0")
+        );
+        assert_eq!(s.connection().map(|c| c.addr_type.to_string()), Some("IP4".into()));
+    }
+
+    #[test]
+    fn g711_offer_text() {
+        let mut b = G711Offer::new(origin(), "192.0.2.1".parse().unwrap(), 8000);
+        let text = String::from_utf8(b.build().to_bytes()).unwrap();
+        assert!(text.contains(
+            "m=audio 8000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        ));
+        b.pcmu_first = true;
+        assert_eq!(b.build().media()[0].line().payload_types(), [0, 8, 101]);
+    }
+}

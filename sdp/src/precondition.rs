@@ -202,3 +202,73 @@ impl Media {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MediaLine;
+
+    fn lines(q: &QosStatus) -> Vec<String> {
+        q.to_attributes().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn ue_offer_then_update() {
+        let offer = QosStatus::ue_initial_offer();
+        assert_eq!(
+            lines(&offer),
+            [
+                "curr:qos local none",
+                "curr:qos remote none",
+                "des:qos mandatory local sendrecv",
+                "des:qos optional remote sendrecv",
+            ]
+        );
+        assert!(!offer.met());
+        let update = offer.with_local_current(PrecondDirection::SendRecv);
+        assert_eq!(lines(&update)[0], "curr:qos local sendrecv");
+        assert!(update.met());
+    }
+
+    #[test]
+    fn answer_mirrors_segments_and_asks_for_confirmation() {
+        let offer = QosStatus::ue_initial_offer();
+        let a = offer.answer(PrecondDirection::SendRecv, Strength::Mandatory);
+        assert_eq!(
+            lines(&a),
+            [
+                "curr:qos local sendrecv",
+                "curr:qos remote none",
+                "des:qos mandatory local sendrecv",
+                "des:qos mandatory remote sendrecv",
+                "conf:qos remote sendrecv",
+            ]
+        );
+        assert!(!a.met());
+        // An answer never weakens what the offer asked of our segment.
+        let weak = offer.answer(PrecondDirection::None, Strength::None);
+        assert_eq!(weak.local.strength, Strength::Optional);
+        // Offerer reports its send-only resources: they are our receive direction.
+        let mut half = offer;
+        half.local.current = PrecondDirection::Send;
+        let a = half.answer(PrecondDirection::SendRecv, Strength::Mandatory);
+        assert_eq!(a.remote.current, PrecondDirection::Recv);
+    }
+
+    #[test]
+    fn read_back_from_media_and_replace() {
+        let mut m = Media::new(MediaLine::audio(4000, &[0]));
+        m.push_attribute(Attribute::Ptime(20));
+        assert_eq!(QosStatus::from_media(&m), None);
+        let q = QosStatus::ue_initial_offer()
+            .answer(PrecondDirection::SendRecv, Strength::Mandatory);
+        m.set_qos(&q);
+        assert_eq!(QosStatus::from_media(&m), Some(q));
+        let later = q.with_local_current(PrecondDirection::SendRecv);
+        m.set_qos(&later);
+        assert_eq!(QosStatus::from_media(&m), Some(later));
+        assert_eq!(m.curr().count(), 2);
+        assert_eq!(m.conf().count(), 0);
+        assert_eq!(m.ptime(), Some(20));
+    }
+}
