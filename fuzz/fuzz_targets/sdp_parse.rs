@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = Session::parse(data) else {
         return;
     };
-    assert_eq!(s.to_bytes(), data, "unedited body must be relayed byte for byte");
+    assert_eq!(
+        s.to_bytes(),
+        data,
+        "unedited body must be relayed byte for byte"
+    );
     let canon = s.to_canonical_bytes();
     let again = Session::parse(&canon).expect("re-parse of own canonical output");
     assert_eq!(again.to_canonical_bytes(), canon);
@@ -31,12 +35,17 @@ fuzz_target!(|data: &[u8]| {
                 }
             } else if r.is("telephone-event") {
                 if let Ok(e) = TelephoneEvents::parse(p) {
-                    assert_eq!(TelephoneEvents::parse(&e.to_string()).map(|x| x.events()), Ok(e.events()));
+                    assert_eq!(
+                        TelephoneEvents::parse(&e.to_string()).map(|x| x.events()),
+                        Ok(e.events())
+                    );
                 }
             }
         }
         if let Some(q) = QosStatus::from_media(m) {
-            let _ = q.answer(PrecondDirection::SendRecv, sdp::Strength::Mandatory).met();
+            let _ = q
+                .answer(PrecondDirection::SendRecv, sdp::Strength::Mandatory)
+                .met();
         }
     }
 

@@ -118,8 +118,7 @@ impl AmrParams {
                     | "channels"
             );
             if !known {
-                p.other
-                    .push((name.to_owned(), value.map(str::to_owned)));
+                p.other.push((name.to_owned(), value.map(str::to_owned)));
                 continue;
             }
             let v = value.ok_or_else(|| SdpError::param(name, "needs a value"))?;
@@ -296,7 +295,10 @@ mode-change-neighbor=1;max-red=0;crc=0;robust-sorting=0;interleaving=4;channels=
         assert_eq!(p.channels, Some(1));
         assert_eq!(
             p.other,
-            [("x-foo".to_owned(), Some("bar".to_owned())), ("flag".to_owned(), None)]
+            [
+                ("x-foo".to_owned(), Some("bar".to_owned())),
+                ("flag".to_owned(), None)
+            ]
         );
         assert_eq!(p.to_string(), text);
     }

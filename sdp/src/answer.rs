@@ -344,7 +344,11 @@ mod tests {
     fn octet_align_mismatch_is_no_amr_match() {
         let o = offer(&[(97, "AMR/8000/1", "mode-change-capability=2")], "");
         let a = answer(&o, &caps(vec![LocalCodec::amr(AmrKind::Nb, true)])).unwrap();
-        assert_eq!(a.media()[0].line().port, 0, "no common codec rejects the stream");
+        assert_eq!(
+            a.media()[0].line().port,
+            0,
+            "no common codec rejects the stream"
+        );
         assert_eq!(formats(&a), ["97"]);
         let o = offer(&[(97, "AMR/8000/1", "octet-align=1")], "");
         let a = answer(&o, &caps(vec![LocalCodec::amr(AmrKind::Nb, false)])).unwrap();
@@ -360,7 +364,11 @@ mod tests {
         let o = offer(
             &[
                 (96, "AMR/8000/1", "mode-change-capability=2;max-red=0"),
-                (97, "AMR/8000/1", "octet-align=1;mode-change-period=2;mode-change-neighbor=1"),
+                (
+                    97,
+                    "AMR/8000/1",
+                    "octet-align=1;mode-change-period=2;mode-change-neighbor=1",
+                ),
             ],
             "",
         );
@@ -441,7 +449,10 @@ mod tests {
     #[test]
     fn telephone_event_events_are_intersected() {
         let o = offer(
-            &[(8, "PCMA/8000", ""), (101, "telephone-event/8000", "0-11,16")],
+            &[
+                (8, "PCMA/8000", ""),
+                (101, "telephone-event/8000", "0-11,16"),
+            ],
             "",
         );
         let mut c = caps(vec![LocalCodec::pcma()]);

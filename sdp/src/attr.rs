@@ -443,7 +443,11 @@ impl Strength {
             "none" => Strength::None,
             "failure" => Strength::Failure,
             "unknown" => Strength::Unknown,
-            o => return Err(format!("strength {o:?} is not mandatory/optional/none/failure/unknown")),
+            o => {
+                return Err(format!(
+                    "strength {o:?} is not mandatory/optional/none/failure/unknown"
+                ))
+            }
         })
     }
 }
@@ -647,7 +651,12 @@ mod tests {
             panic!("not rtpmap");
         };
         assert_eq!(
-            (r.payload_type, r.encoding.as_str(), r.clock_rate, r.channels()),
+            (
+                r.payload_type,
+                r.encoding.as_str(),
+                r.clock_rate,
+                r.channels()
+            ),
             (97, "AMR", 8000, 1)
         );
         assert!(r.is("amr"));
@@ -668,7 +677,11 @@ mod tests {
             (SendOnly, SendOnly, Inactive),
         ];
         for (offered, local, expect) in cases {
-            assert_eq!(Direction::answer(offered, local), expect, "{offered:?} {local:?}");
+            assert_eq!(
+                Direction::answer(offered, local),
+                expect,
+                "{offered:?} {local:?}"
+            );
         }
     }
 

@@ -165,7 +165,8 @@ mod tests {
     fn volte_offer_text() {
         let s = VolteOffer::new(origin(), "2001:db8::5".parse().unwrap(), 4000).build();
         let text = String::from_utf8(s.to_bytes()).unwrap();
-        let expect = "v=0\r\no=- 7 1 IN IP6 2001:db8::5\r\ns=-\r\nc=IN IP6 2001:db8::5\r\nt=0 0\r\n\
+        let expect =
+            "v=0\r\no=- 7 1 IN IP6 2001:db8::5\r\ns=-\r\nc=IN IP6 2001:db8::5\r\nt=0 0\r\n\
 m=audio 4000 RTP/AVP 96 97 98 99 100 101\r\nb=AS:49\r\nb=RS:600\r\nb=RR:2000\r\n\
 a=rtpmap:96 AMR-WB/16000/1\r\na=fmtp:96 mode-change-capability=2;max-red=0\r\n\
 a=rtpmap:97 AMR-WB/16000/1\r\na=fmtp:97 octet-align=1;mode-change-capability=2;max-red=0\r\n\
@@ -198,7 +199,10 @@ a=sendrecv\r\na=ptime:20\r\na=maxptime:240\r\n";
             m.fmtp("107").map(|f| f.params.as_str()),
             Some("octet-align=1;mode-change-capability=2;max-red=0")
         );
-        assert_eq!(s.connection().map(|c| c.addr_type.to_string()), Some("IP4".into()));
+        assert_eq!(
+            s.connection().map(|c| c.addr_type.to_string()),
+            Some("IP4".into())
+        );
     }
 
     #[test]

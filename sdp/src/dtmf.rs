@@ -37,7 +37,10 @@ impl TelephoneEvents {
                 }
             };
             if r.0 > r.1 {
-                return Err(SdpError::param(NAME, format!("{item:?} is a reversed range")));
+                return Err(SdpError::param(
+                    NAME,
+                    format!("{item:?} is a reversed range"),
+                ));
             }
             ranges.push(r);
         }

@@ -252,7 +252,10 @@ impl Timing {
         let [a, b] = t[..] else {
             return Err(format!("t= needs 2 fields, found {}", t.len()));
         };
-        let n = |s: &str| s.parse::<u64>().map_err(|_| format!("t= {s:?} is not a number"));
+        let n = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("t= {s:?} is not a number"))
+        };
         Ok(Timing {
             start: n(a)?,
             stop: n(b)?,

@@ -5,9 +5,7 @@
 //! `remote`. Reading the peer's SDP therefore swaps the two (and `send`/`recv` within a
 //! segment), which [`QosStatus::answer`] does.
 
-use crate::attr::{
-    Attribute, DesiredStatus, PrecondDirection, StatusLine, StatusType, Strength,
-};
+use crate::attr::{Attribute, DesiredStatus, PrecondDirection, StatusLine, StatusType, Strength};
 use crate::session::Media;
 
 /// What one side says about one access segment.
@@ -180,10 +178,10 @@ impl QosStatus {
             segs.iter()
                 .map(|(st, s)| Attribute::Des(DesiredStatus::qos(s.strength, *st, s.desired))),
         );
-        v.extend(segs.iter().filter_map(|(st, s)| {
-            s.confirm
-                .map(|d| Attribute::Conf(StatusLine::qos(*st, d)))
-        }));
+        v.extend(
+            segs.iter()
+                .filter_map(|(st, s)| s.confirm.map(|d| Attribute::Conf(StatusLine::qos(*st, d)))),
+        );
         v
     }
 }
@@ -260,8 +258,8 @@ mod tests {
         let mut m = Media::new(MediaLine::audio(4000, &[0]));
         m.push_attribute(Attribute::Ptime(20));
         assert_eq!(QosStatus::from_media(&m), None);
-        let q = QosStatus::ue_initial_offer()
-            .answer(PrecondDirection::SendRecv, Strength::Mandatory);
+        let q =
+            QosStatus::ue_initial_offer().answer(PrecondDirection::SendRecv, Strength::Mandatory);
         m.set_qos(&q);
         assert_eq!(QosStatus::from_media(&m), Some(q));
         let later = q.with_local_current(PrecondDirection::SendRecv);

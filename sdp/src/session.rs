@@ -294,7 +294,10 @@ impl Session {
         if !seen_s {
             return Err(SdpError::Missing('s'));
         }
-        let trailer = raw_lines[used..].iter().flat_map(|(r, _)| r.iter()).copied();
+        let trailer = raw_lines[used..]
+            .iter()
+            .flat_map(|(r, _)| r.iter())
+            .copied();
         Ok(Session {
             head,
             media,
@@ -845,7 +848,8 @@ a=x-vendor:some thing\r\n";
 
     #[test]
     fn appending_after_an_unterminated_last_line() {
-        let mut s = Session::parse(b"v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nm=audio 9 RTP/AVP 0").unwrap();
+        let mut s =
+            Session::parse(b"v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nm=audio 9 RTP/AVP 0").unwrap();
         s.media_mut()[0].push_attribute(Attribute::Ptime(20));
         assert_eq!(
             s.to_bytes(),
@@ -918,7 +922,10 @@ a=x-vendor:some thing\r\n";
         ));
         assert_eq!(Session::parse(b""), Err(SdpError::Missing('v')));
         assert_eq!(Session::parse(b"\r\n\r\n"), Err(SdpError::Missing('v')));
-        assert_eq!(Session::parse(b"v=0\r\ns=-\r\n"), Err(SdpError::Missing('o')));
+        assert_eq!(
+            Session::parse(b"v=0\r\ns=-\r\n"),
+            Err(SdpError::Missing('o'))
+        );
         assert_eq!(
             Session::parse(b"v=0\r\no=- 1 1 IN IP4 a\r\n"),
             Err(SdpError::Missing('s'))
@@ -934,8 +941,10 @@ a=x-vendor:some thing\r\n";
         let s = Session::parse(input.as_bytes()).unwrap();
         assert_eq!(s.to_bytes(), input.as_bytes());
         assert_eq!(s.to_canonical_bytes(), input.as_bytes());
-        assert!(s
-            .fields()
-            .any(|f| *f == Field::Other { kind: 'x', value: "whatever".into() }));
+        assert!(s.fields().any(|f| *f
+            == Field::Other {
+                kind: 'x',
+                value: "whatever".into()
+            }));
     }
 }
