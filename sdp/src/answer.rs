@@ -226,9 +226,10 @@ fn choose(m: &Media, caps: &LocalCaps) -> Vec<(Rtpmap, Option<String>)> {
         let Some(k) = rates.iter().position(|&x| x == r.clock_rate) else {
             continue;
         };
-        let offered = match &c.fmtp {
-            None => TelephoneEvents::dtmf(),
-            Some(p) => match TelephoneEvents::parse(p.trim()) {
+        let offered = match c.fmtp.as_deref().map(str::trim) {
+            // RFC 4733 §2.4.1: without a list the receiver assumes 0-15.
+            None | Some("") => TelephoneEvents::dtmf(),
+            Some(p) => match TelephoneEvents::parse(p) {
                 Ok(e) => e,
                 Err(_) => continue,
             },
@@ -489,6 +490,11 @@ mod tests {
         assert_eq!(fmtp(&a, 101).as_deref(), Some("0-15"));
         c.one_codec = true;
         assert_eq!(formats(&answer(&o, &c).unwrap()), ["96", "101"]);
+        // An fmtp line without events means the same default.
+        let mut body = o.to_bytes();
+        body.extend_from_slice(b"a=fmtp:101\r\n");
+        let o = Session::parse(&body).unwrap();
+        assert_eq!(fmtp(&answer(&o, &c).unwrap(), 101).as_deref(), Some("0-15"));
     }
 
     #[test]

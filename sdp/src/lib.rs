@@ -11,6 +11,30 @@
 //! - Offer/answer: [`answer`] (RFC 3264 §6, RFC 4867 §8.3.1 matching) from [`LocalCaps`], and
 //!   the preconditions table [`QosStatus`] for offers, answers and the UE's UPDATE.
 //! - Offers: [`VolteOffer`] (a VoLTE handset) and [`G711Offer`] (a SIP phone).
+//!
+//! ```
+//! use sdp::{answer, AmrKind, LocalCaps, LocalCodec, Origin, Session, VolteOffer};
+//!
+//! let ue: std::net::IpAddr = "2001:db8::5".parse().unwrap();
+//! let offer = VolteOffer::new(Origin::new("-", "1", 1, ue), ue, 4000).build();
+//! let wire = offer.to_bytes();
+//!
+//! // A proxy relays what it parsed unchanged.
+//! let relayed = Session::parse(&wire)?;
+//! assert_eq!(relayed.to_bytes(), wire);
+//!
+//! // An AMR-NB <-> PCMA bridge answers with octet-aligned AMR and DTMF at 8000 Hz.
+//! let me: std::net::IpAddr = "2001:db8::9".parse().unwrap();
+//! let mut caps = LocalCaps::new(Origin::new("as", "7", 1, me), me, 6000);
+//! caps.codecs = vec![
+//!     LocalCodec::amr(AmrKind::Nb, true),
+//!     LocalCodec::pcma(),
+//!     LocalCodec::telephone_event(8000),
+//! ];
+//! let a = answer(&relayed, &caps)?;
+//! assert_eq!(a.media()[0].line().formats, ["99", "101"]);
+//! # Ok::<(), sdp::SdpError>(())
+//! ```
 
 mod amr;
 mod answer;
