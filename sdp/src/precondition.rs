@@ -79,7 +79,8 @@ impl QosStatus {
     }
 
     /// Reads the `qos` lines with status `local`/`remote` of a media description; `None`
-    /// when it has no `a=curr:qos` or `a=des:qos` line. Missing lines count as `none`.
+    /// when it has no `a=curr:qos` or `a=des:qos` line. Missing lines count as `none`;
+    /// `e2e` lines are skipped, as IMS uses the segmented model (TS 24.229 §6.1.2).
     pub fn from_media(media: &Media) -> Option<Self> {
         let none = Segment {
             current: PrecondDirection::None,
