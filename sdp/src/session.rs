@@ -931,8 +931,21 @@ a=x-vendor:some thing\r\n";
             Err(SdpError::Missing('s'))
         );
         assert_eq!(err_line("v=0\r\no=- 1 1 IN IP4 a\r\ns=-\r\ns=x\r\n"), 4);
-        let e = Session::parse(b"v=0\r\no=- 1 1 IN IP4 a\r\ns=-\r\na=rtpmap:x\r\n").unwrap_err();
-        assert_eq!(e.to_string().split(':').next(), Some("line 4"));
+        let msg = |body: &str| Session::parse(body.as_bytes()).unwrap_err().to_string();
+        let head = "v=0\r\no=- 1 1 IN IP4 a\r\ns=-\r\n";
+        assert_eq!(
+            msg(&format!("{head}a=rtpmap:96 AMR\r\n")),
+            "line 4: a=rtpmap has no clock rate"
+        );
+        assert_eq!(
+            msg(&format!("{head}m=audio 4000 RTP/AVP 0\r\nt=0 0\r\n")),
+            "line 5: t= is not allowed inside a media description"
+        );
+        assert_eq!(
+            msg(&format!("{head}a=des:qos mandatory local both\r\n")),
+            "line 4: direction \"both\" is not none/send/recv/sendrecv"
+        );
+        assert_eq!(msg(&format!("{head}\r\nt=0 0\r\n")), "line 4: empty line");
     }
 
     #[test]
