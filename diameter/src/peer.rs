@@ -1176,13 +1176,21 @@ impl Peer {
             Refusal::WrongAddress => "peer not allowed from this address",
             Refusal::AlreadyConnected => "peer already connected",
         };
+        let (peer, addr) = (&info.origin_host, self.remote_addr);
         match r {
-            Refusal::AlreadyConnected => {
-                tracing::info!(peer = %info.origin_host, addr = ?self.remote_addr, "CER refused: {text}")
+            Refusal::UnknownHost => {
+                tracing::warn!(%peer, ?addr, "CER from a peer not in the allow-list")
             }
-            _ => {
-                tracing::warn!(peer = %info.origin_host, addr = ?self.remote_addr, "CER refused: {text}")
-            }
+            Refusal::WrongAddress => tracing::warn!(
+                %peer,
+                ?addr,
+                "CER from an allowed Origin-Host at an address not allowed for it"
+            ),
+            Refusal::AlreadyConnected => tracing::info!(
+                %peer,
+                ?addr,
+                "CER from a peer that already has an open connection"
+            ),
         }
         self.refusal = Some(r);
         self.send_cea(req, r.result_code(), Some(text));
