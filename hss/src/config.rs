@@ -132,7 +132,7 @@ pub struct DiameterConfig {
 }
 
 /// One `[diameter] allowed_peers` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum PeerEntry {
     /// `"scscf.ims.lab"`: that Origin-Host from [`LOOPBACK_PEER_ADDRESSES`] only; valid only
@@ -173,6 +173,28 @@ impl PeerEntry {
             PeerEntry::Host(_) => &LOOPBACK_PEER_ADDRESSES,
             PeerEntry::Peer(p) => &p.addresses,
         }
+    }
+}
+
+// By hand rather than `#[serde(untagged)]`, whose only error is "did not match any
+// variant": a typo inside the table should name the field.
+impl<'de> Deserialize<'de> for PeerEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PeerEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"an Origin-Host or { host = "...", addresses = ["..."] }"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PeerEntry, E> {
+                Ok(PeerEntry::Host(v.into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<PeerEntry, A::Error> {
+                PeerAddresses::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(PeerEntry::Peer)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -482,6 +504,9 @@ mod tests {
             ]
         );
         assert_eq!(c.cx_config().allowed_peers, vec!["scscf.ims.lab"]);
+        // What `config check` prints reads back as the same list.
+        let again = Config::parse(&opskit::config::render_redacted(&c).unwrap()).unwrap();
+        assert_eq!(again.diameter.allowed_peers, c.diameter.allowed_peers);
 
         // The old bare-name form: loopback peers of a loopback listener.
         let c = Config::parse("[diameter]\nallowed_peers = [\"scscf.ims.lab\"]\n").unwrap();
@@ -501,8 +526,11 @@ mod tests {
         assert!(e.to_string().contains("at least one address"), "{e}");
         let e = Config::parse(
             "[diameter]\nallowed_peers = [{ host = \"s.lab\", address = [\"10.0.0.1\"] }]\n",
-        );
-        assert!(e.is_err());
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `address`"), "{e}");
+        let e = Config::parse("[diameter]\nallowed_peers = [5]\n").unwrap_err();
+        assert!(e.to_string().contains("addresses = ["), "{e}");
         let e = Config::parse(
             "[diameter]\nallowed_peers = [{ host = \"s.lab\", addresses = [\"s.lab\"] }]\n",
         );
