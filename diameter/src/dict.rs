@@ -7,6 +7,9 @@
 
 use std::sync::OnceLock;
 
+use crate::codec::Avp;
+use crate::message::Message;
+
 /// 3GPP's IANA enterprise number, the Vendor-Id of Cx/Dx/Sh AVPs.
 pub const VENDOR_3GPP: u32 = 10415;
 
@@ -536,7 +539,25 @@ pub struct CommandDef {
     pub request: &'static str,
     /// Answer abbreviation, e.g. "MAA".
     pub answer: &'static str,
+    /// AVPs that the request's command ABNF allows at most once, beyond the
+    /// [`APP_REQUEST_SINGLE`] header every application request has (empty for the base
+    /// commands, which the peer handles itself).
+    pub request_single: &'static [AvpDef],
 }
+
+/// AVPs that every Cx/Sh request carries at most once: `< Session-Id >`,
+/// `{ Vendor-Specific-Application-Id }`, `{ Auth-Session-State }`, `{ Origin-Host }`,
+/// `{ Origin-Realm }`, `[ Destination-Host ]`, `{ Destination-Realm }` of the command ABNFs
+/// (TS 29.229 §6.1, TS 29.329 §6.1; RFC 6733 §3.2 notation).
+pub const APP_REQUEST_SINGLE: &[AvpDef] = &[
+    avp::SESSION_ID,
+    avp::VENDOR_SPECIFIC_APPLICATION_ID,
+    avp::AUTH_SESSION_STATE,
+    avp::ORIGIN_HOST,
+    avp::ORIGIN_REALM,
+    avp::DESTINATION_HOST,
+    avp::DESTINATION_REALM,
+];
 
 /// Every command this dictionary knows.
 pub const COMMANDS: &[CommandDef] = &[
@@ -546,6 +567,7 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Capabilities-Exchange",
         request: "CER",
         answer: "CEA",
+        request_single: &[],
     },
     CommandDef {
         code: cmd::DEVICE_WATCHDOG,
@@ -553,6 +575,7 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Device-Watchdog",
         request: "DWR",
         answer: "DWA",
+        request_single: &[],
     },
     CommandDef {
         code: cmd::DISCONNECT_PEER,
@@ -560,6 +583,7 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Disconnect-Peer",
         request: "DPR",
         answer: "DPA",
+        request_single: &[],
     },
     CommandDef {
         code: cmd::USER_AUTHORIZATION,
@@ -567,6 +591,13 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "User-Authorization",
         request: "UAR",
         answer: "UAA",
+        request_single: &[
+            avp::USER_NAME,
+            avp::PUBLIC_IDENTITY,
+            avp::VISITED_NETWORK_IDENTIFIER,
+            avp::USER_AUTHORIZATION_TYPE,
+            avp::UAR_FLAGS,
+        ],
     },
     CommandDef {
         code: cmd::SERVER_ASSIGNMENT,
@@ -574,6 +605,17 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Server-Assignment",
         request: "SAR",
         answer: "SAA",
+        request_single: &[
+            avp::USER_NAME,
+            avp::WILDCARDED_PUBLIC_IDENTITY,
+            avp::SERVER_NAME,
+            avp::SERVER_ASSIGNMENT_TYPE,
+            avp::USER_DATA_ALREADY_AVAILABLE,
+            avp::SCSCF_RESTORATION_INFO,
+            avp::MULTIPLE_REGISTRATION_INDICATION,
+            avp::SESSION_PRIORITY,
+            avp::SAR_FLAGS,
+        ],
     },
     CommandDef {
         code: cmd::LOCATION_INFO,
@@ -581,6 +623,12 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Location-Info",
         request: "LIR",
         answer: "LIA",
+        request_single: &[
+            avp::ORIGINATING_REQUEST,
+            avp::PUBLIC_IDENTITY,
+            avp::USER_AUTHORIZATION_TYPE,
+            avp::SESSION_PRIORITY,
+        ],
     },
     CommandDef {
         code: cmd::MULTIMEDIA_AUTH,
@@ -588,6 +636,13 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Multimedia-Auth",
         request: "MAR",
         answer: "MAA",
+        request_single: &[
+            avp::USER_NAME,
+            avp::PUBLIC_IDENTITY,
+            avp::SIP_AUTH_DATA_ITEM,
+            avp::SIP_NUMBER_AUTH_ITEMS,
+            avp::SERVER_NAME,
+        ],
     },
     CommandDef {
         code: cmd::REGISTRATION_TERMINATION,
@@ -595,6 +650,7 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Registration-Termination",
         request: "RTR",
         answer: "RTA",
+        request_single: &[avp::USER_NAME, avp::DEREGISTRATION_REASON],
     },
     CommandDef {
         code: cmd::PUSH_PROFILE,
@@ -602,6 +658,12 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Push-Profile",
         request: "PPR",
         answer: "PPA",
+        request_single: &[
+            avp::USER_NAME,
+            avp::USER_DATA,
+            avp::CHARGING_INFORMATION,
+            avp::SIP_AUTH_DATA_ITEM,
+        ],
     },
     CommandDef {
         code: cmd::USER_DATA,
@@ -609,6 +671,12 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "User-Data",
         request: "UDR",
         answer: "UDA",
+        request_single: &[
+            avp::USER_IDENTITY,
+            avp::SERVER_NAME,
+            avp::REQUESTED_DOMAIN,
+            avp::CURRENT_LOCATION,
+        ],
     },
     CommandDef {
         code: cmd::PROFILE_UPDATE,
@@ -616,6 +684,7 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Profile-Update",
         request: "PUR",
         answer: "PUA",
+        request_single: &[avp::USER_IDENTITY, avp::SH_USER_DATA],
     },
     CommandDef {
         code: cmd::SUBSCRIBE_NOTIFICATIONS,
@@ -623,6 +692,13 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Subscribe-Notifications",
         request: "SNR",
         answer: "SNA",
+        request_single: &[
+            avp::USER_IDENTITY,
+            avp::SUBS_REQ_TYPE,
+            avp::SERVER_NAME,
+            avp::EXPIRY_TIME,
+            avp::SEND_DATA_INDICATION,
+        ],
     },
     CommandDef {
         code: cmd::PUSH_NOTIFICATION,
@@ -630,6 +706,7 @@ pub const COMMANDS: &[CommandDef] = &[
         name: "Push-Notification",
         request: "PNR",
         answer: "PNA",
+        request_single: &[avp::USER_IDENTITY, avp::SH_USER_DATA],
     },
 ];
 
@@ -681,6 +758,36 @@ pub fn lookup_command(code: u32, app_id: u32) -> Option<&'static CommandDef> {
         .find(|c| c.code == code && c.app_id == app_id)
 }
 
+/// The first AVP of an application request that occurs more often than its command ABNF
+/// allows: the second copy of an AVP written `< >`, `{ }` or `[ ]` there, which RFC 6733
+/// §7.5 wants in the Failed-AVP of a DIAMETER_AVP_OCCURS_TOO_MANY_TIMES (5009) answer.
+/// `None` for answers, base commands and commands the dictionary does not know. Only
+/// top-level AVPs are counted; a grouped AVP's own rules are its reader's business.
+pub fn excess_avp(m: &Message) -> Option<&Avp> {
+    if !m.is_request() || m.app_id == app::COMMON {
+        return None;
+    }
+    let def = lookup_command(m.code, m.app_id)?;
+    // One bit per single-occurrence AVP; `single_avps_fit_a_bitmask` keeps it under 64.
+    let mut seen = 0u64;
+    for a in &m.avps {
+        let vendor = a.vendor();
+        let Some(i) = APP_REQUEST_SINGLE
+            .iter()
+            .chain(def.request_single)
+            .position(|d| d.code == a.code && d.vendor == vendor)
+        else {
+            continue;
+        };
+        let bit = 1u64 << i;
+        if seen & bit != 0 {
+            return Some(a);
+        }
+        seen |= bit;
+    }
+    None
+}
+
 /// Short display name of a message, e.g. "MAR" / "MAA", or "cmd-1234-R" when unknown.
 pub fn command_abbrev(code: u32, app_id: u32, request: bool) -> String {
     match COMMANDS
@@ -711,6 +818,49 @@ mod tests {
                 d.name
             );
         }
+    }
+
+    #[test]
+    fn single_avps_fit_a_bitmask() {
+        for c in COMMANDS {
+            let n = APP_REQUEST_SINGLE.len() + c.request_single.len();
+            assert!(n < 64, "{}", c.name);
+            let mut all: Vec<_> = APP_REQUEST_SINGLE.iter().chain(c.request_single).collect();
+            all.sort_by_key(|d| (d.code, d.vendor));
+            all.dedup();
+            assert_eq!(all.len(), n, "{} lists an AVP twice", c.name);
+        }
+    }
+
+    fn mar() -> Message {
+        Message::request(app::CX, cmd::MULTIMEDIA_AUTH)
+            .with(Avp::utf8(avp::SESSION_ID, "s;1;1"))
+            .with(Avp::utf8(avp::ORIGIN_HOST, "scscf.ims.lab"))
+            .with(Avp::utf8(avp::USER_NAME, "alice@ims.lab"))
+            .with(Avp::utf8(avp::PUBLIC_IDENTITY, "sip:alice@ims.lab"))
+    }
+
+    #[test]
+    fn excess_avp_finds_the_second_copy() {
+        assert!(excess_avp(&mar()).is_none());
+        let m = mar().with(Avp::utf8(avp::USER_NAME, "bob@ims.lab"));
+        let a = excess_avp(&m).unwrap();
+        assert_eq!(a.as_utf8().unwrap(), "bob@ims.lab");
+        let m = mar().with(Avp::utf8(avp::SESSION_ID, "s;1;2"));
+        assert_eq!(excess_avp(&m).unwrap().code, avp::SESSION_ID.code);
+        // Several Public-Identity AVPs are legal in SAR (TS 29.229 §6.1.3), not in MAR.
+        let m = mar().with(Avp::utf8(avp::PUBLIC_IDENTITY, "tel:+1"));
+        assert_eq!(excess_avp(&m).unwrap().code, avp::PUBLIC_IDENTITY.code);
+        let mut sar = m.clone();
+        sar.code = cmd::SERVER_ASSIGNMENT;
+        assert!(excess_avp(&sar).is_none());
+        // Answers and unknown commands are not checked.
+        let mut ans = mar().with(Avp::utf8(avp::USER_NAME, "bob@ims.lab"));
+        ans.flags &= !Message::FLAG_R;
+        assert!(excess_avp(&ans).is_none());
+        let mut unknown = mar().with(Avp::utf8(avp::USER_NAME, "bob@ims.lab"));
+        unknown.code = 9999;
+        assert!(excess_avp(&unknown).is_none());
     }
 
     #[test]

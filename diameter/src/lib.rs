@@ -50,7 +50,8 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! // HSS side: answer every request; a struct implementing `Handler` works too.
-//! let config = PeerConfig::cx("hss.ims.lab", "ims.lab").allow_hosts(["scscf.ims.lab"]);
+//! let config = PeerConfig::cx("hss.ims.lab", "ims.lab")
+//!     .allow_peers([diameter::AllowedPeer::new("scscf.ims.lab", ["127.0.0.1".parse()?])]);
 //! let server = Server::bind(("0.0.0.0", diameter::transport::DEFAULT_PORT), config,
 //!     |req: Message| async move {
 //!         match req.get_utf8(avp::USER_NAME) {
@@ -87,7 +88,12 @@
 //! [`TransportError::SctpUnsupported`] where the kernel lacks SCTP) and `testkit`
 //! (a freeDiameter launcher for interop tests).
 //!
-//! Not implemented: peer election for simultaneous connections (RFC 6733 §5.6.4),
+//! Peers are identified by Origin-Host and source address ([`AllowedPeer`]); a server keeps
+//! one connection per Origin-Host and refuses a second one while the first is open (RFC 6733
+//! §5.6, R-Open + R-Conn-CER → R-Reject).
+//!
+//! Not implemented: peer election for simultaneous connections (RFC 6733 §5.6.4; our
+//! server never initiates, so it never has the two connections the election picks from),
 //! duplicate request detection (T flag, §6.1.5), the RFC 3539 REOPEN state (a
 //! [`ReconnectingClient`] simply opens a fresh connection), TLS/DTLS.
 
@@ -106,8 +112,8 @@ pub use crate::codec::{Avp, FindAvp, Value, MAX_GROUP_DEPTH};
 pub use crate::dict::{app, avp, cmd, enums, result, AvpDef, AvpKey, AvpType, VENDOR_3GPP};
 pub use crate::error::{AvpError, DecodeError};
 pub use crate::message::{frame_length, Message, ResultCode, DEFAULT_MAX_MESSAGE_SIZE};
-pub use crate::peer::{Peer, PeerConfig, PeerInfo};
+pub use crate::peer::{AllowedPeer, Peer, PeerConfig, PeerInfo, Refusal};
 pub use crate::transport::{
-    Client, Handler, PeerHandle, ReconnectingClient, RequestError, Server, ServerHandle,
-    TransportError,
+    Client, Handler, PeerHandle, ReconnectingClient, RefusalCounts, RequestError, Server,
+    ServerHandle, TransportError,
 };

@@ -19,7 +19,9 @@
 //! - request bookkeeping: hop-by-hop and end-to-end identifiers (§3), a pending map with
 //!   per-request deadlines, answers matched by hop-by-hop id;
 //! - protocol errors for requests: unknown command → 3001, unsupported application → 3007,
-//!   unknown AVP with the M bit → 5001 with Failed-AVP, malformed AVPs → 5014 (§7);
+//!   unknown AVP with the M bit → 5001 with Failed-AVP, malformed AVPs → 5014 (§7), an
+//!   AVP repeated beyond its command ABNF → 5009 with Failed-AVP (§7.5,
+//!   [`crate::dict::excess_avp`]);
 //!   a stream that cannot be framed any more → close.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -38,6 +40,80 @@ use crate::result;
 
 /// Decides whether a peer that sent CER (or answered ours) may talk to us.
 pub type PeerFilter = Arc<dyn Fn(&PeerInfo) -> bool + Send + Sync>;
+
+/// One entry of the allow-list: a peer is its Origin-Host AND the transport addresses it
+/// may connect from, because the Origin-Host in a CER is only what the peer says about
+/// itself (RFC 6733 §5.3, §13: Diameter identities are not authenticated without TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedPeer {
+    /// Origin-Host, compared case-insensitively (RFC 6733 §5.6.4 on DNS case).
+    pub origin_host: String,
+    /// Source addresses the peer's connections may come from; empty = any address
+    /// (only the name is checked, as [`PeerConfig::allow_hosts`] does).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl AllowedPeer {
+    /// `origin_host` from any of `addresses`.
+    pub fn new(
+        origin_host: impl Into<String>,
+        addresses: impl IntoIterator<Item = IpAddr>,
+    ) -> AllowedPeer {
+        AllowedPeer {
+            origin_host: origin_host.into(),
+            addresses: addresses.into_iter().collect(),
+        }
+    }
+
+    fn admits(&self, addr: Option<IpAddr>) -> bool {
+        // An IPv4 peer reaching a dual-stack listener shows up as ::ffff:a.b.c.d.
+        self.addresses.is_empty()
+            || addr.is_some_and(|a| {
+                let a = a.to_canonical();
+                self.addresses.iter().any(|b| b.to_canonical() == a)
+            })
+    }
+}
+
+/// Why a capabilities exchange was refused by policy (see [`Peer::refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The Origin-Host is not in the allow-list, or the [`PeerFilter`] said no.
+    UnknownHost,
+    /// The Origin-Host is allowed, but not from the connection's source address: an
+    /// impostor, or a peer whose address changed without the configuration.
+    WrongAddress,
+    /// The peer already has an open connection to us. Both connections are
+    /// responder-side, so RFC 6733 §5.6's R-Open + R-Conn-CER → R-Reject applies: the live
+    /// connection stays, the new one is refused (the §5.6.4 election only decides between
+    /// a connection we initiated and one we accepted).
+    AlreadyConnected,
+}
+
+impl Refusal {
+    /// Result-Code of the CEA: DIAMETER_UNKNOWN_PEER (3010, RFC 6733 §7.1.3) for a peer
+    /// we do not accept, DIAMETER_UNABLE_TO_COMPLY (5012) for a duplicate connection of one
+    /// we do.
+    pub fn result_code(self) -> u32 {
+        match self {
+            Refusal::UnknownHost | Refusal::WrongAddress => result::UNKNOWN_PEER,
+            Refusal::AlreadyConnected => result::UNABLE_TO_COMPLY,
+        }
+    }
+
+    /// Short label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnknownHost => "unknown_host",
+            Refusal::WrongAddress => "wrong_address",
+            Refusal::AlreadyConnected => "already_connected",
+        }
+    }
+}
+
+/// A per-connection check the shell runs on a CER that passed the allow-list, just before
+/// CEA: the TCP server uses it to reserve the Origin-Host in its registry atomically.
+pub type Admission = Box<dyn FnMut(&PeerInfo) -> Result<(), Refusal> + Send>;
 
 /// Local identity and policy of a Diameter node (RFC 6733 §5.3).
 #[derive(Clone)]
@@ -83,6 +159,9 @@ pub struct PeerConfig {
     pub max_incoming_requests: usize,
     /// AVPs the application understands beyond the built-in dictionary (code, vendor).
     pub extra_avps: Vec<(u32, u32)>,
+    /// Allow-list of Origin-Host and source addresses; empty = no list (see also
+    /// `peer_filter`, which must agree too).
+    pub allowed_peers: Vec<AllowedPeer>,
     /// Allow-list hook; `None` accepts everyone.
     pub peer_filter: Option<PeerFilter>,
 }
@@ -97,6 +176,7 @@ impl fmt::Debug for PeerConfig {
             .field("vendor_specific_auth_apps", &self.vendor_specific_auth_apps)
             .field("watchdog_interval", &self.watchdog_interval)
             .field("request_timeout", &self.request_timeout)
+            .field("allowed_peers", &self.allowed_peers)
             .field("peer_filter", &self.peer_filter.is_some())
             .finish_non_exhaustive()
     }
@@ -127,6 +207,7 @@ impl PeerConfig {
             reject_unknown_mandatory: true,
             max_incoming_requests: 10_000,
             extra_avps: Vec::new(),
+            allowed_peers: Vec::new(),
             peer_filter: None,
         }
     }
@@ -165,20 +246,48 @@ impl PeerConfig {
         self
     }
 
-    /// Accept only peers whose Origin-Host is in `hosts` (case-insensitive).
-    pub fn allow_hosts<I, S>(mut self, hosts: I) -> PeerConfig
+    /// Accept only peers whose Origin-Host is in `hosts` (case-insensitive), from any
+    /// address. Prefer [`PeerConfig::allow_peers`]: a name alone is what the peer claims.
+    pub fn allow_hosts<I, S>(self, hosts: I) -> PeerConfig
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let set: Vec<String> = hosts
-            .into_iter()
-            .map(|h| h.into().to_ascii_lowercase())
-            .collect();
-        self.peer_filter = Some(Arc::new(move |p: &PeerInfo| {
-            set.iter().any(|h| *h == p.origin_host.to_ascii_lowercase())
-        }));
+        self.allow_peers(
+            hosts
+                .into_iter()
+                .map(|h| AllowedPeer::new(h, std::iter::empty())),
+        )
+    }
+
+    /// Accept only these peers: a CER whose Origin-Host is not listed, or is listed but
+    /// comes from an address not listed for it, gets DIAMETER_UNKNOWN_PEER (3010). Adds
+    /// to entries given before.
+    pub fn allow_peers(mut self, peers: impl IntoIterator<Item = AllowedPeer>) -> PeerConfig {
+        self.allowed_peers.extend(peers);
         self
+    }
+
+    /// Checks a peer against `allowed_peers` and `peer_filter`; `addr` is the source
+    /// address of its transport connection, if known.
+    pub fn check_peer(&self, info: &PeerInfo, addr: Option<IpAddr>) -> Result<(), Refusal> {
+        if !self.allowed_peers.is_empty() {
+            let mut named = self
+                .allowed_peers
+                .iter()
+                .filter(|p| p.origin_host.eq_ignore_ascii_case(&info.origin_host))
+                .peekable();
+            if named.peek().is_none() {
+                return Err(Refusal::UnknownHost);
+            }
+            if !named.any(|p| p.admits(addr)) {
+                return Err(Refusal::WrongAddress);
+            }
+        }
+        match &self.peer_filter {
+            Some(f) if !f(info) => Err(Refusal::UnknownHost),
+            _ => Ok(()),
+        }
     }
 
     fn supports_app(&self, id: u32) -> bool {
@@ -407,6 +516,10 @@ pub struct Peer {
     state: PeerState,
     local_ips: Vec<IpAddr>,
     remote: Option<PeerInfo>,
+    /// Source address of the transport connection, checked against the allow-list.
+    remote_addr: Option<IpAddr>,
+    admission: Option<Admission>,
+    refusal: Option<Refusal>,
     rx: BytesMut,
     tx: BytesMut,
     events: VecDeque<Event>,
@@ -492,6 +605,9 @@ impl Peer {
             state: PeerState::WaitCer,
             local_ips,
             remote: None,
+            remote_addr: None,
+            admission: None,
+            refusal: None,
             rx: BytesMut::with_capacity(8192),
             tx: BytesMut::with_capacity(8192),
             events: VecDeque::new(),
@@ -509,6 +625,28 @@ impl Peer {
             watchdog_deadline: None,
             state_deadline,
         }
+    }
+
+    /// Tells the peer the transport's remote address, which `allowed_peers` entries with
+    /// addresses are checked against. Without it such entries refuse every peer.
+    pub fn set_remote_addr(&mut self, addr: IpAddr) {
+        self.remote_addr = Some(addr);
+    }
+
+    /// Runs `check` on a CER that passed the allow-list and the common-application test,
+    /// right before the CEA; an `Err` refuses the peer with its Result-Code.
+    pub fn set_admission(&mut self, check: Admission) {
+        self.admission = Some(check);
+    }
+
+    /// Why policy refused the capabilities exchange, if it did.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.refusal
+    }
+
+    /// The transport's remote address given to [`Peer::set_remote_addr`].
+    pub fn remote_addr(&self) -> Option<IpAddr> {
+        self.remote_addr
     }
 
     /// Current state.
@@ -979,6 +1117,16 @@ impl Peer {
                 return;
             }
         }
+        if let Some(extra) = crate::dict::excess_avp(&req) {
+            // RFC 6733 §7.5: the Failed-AVP holds the first copy beyond the limit. Answered
+            // here, once for every command, so no handler ever sees an ambiguous request
+            // (which of two User-Names would it authenticate?).
+            let name = lookup_avp(extra.code, extra.vendor()).map_or("AVP", |d| d.name);
+            let text = format!("{name} occurs more than once");
+            let extra = extra.clone();
+            self.answer_error(&req, result::AVP_OCCURS_TOO_MANY_TIMES, &text, Some(extra));
+            return;
+        }
         if self.incoming.len() >= self.config.max_incoming_requests {
             self.answer_error(
                 &req,
@@ -1002,13 +1150,9 @@ impl Peer {
                 return;
             }
         };
-        if let Some(f) = &self.config.peer_filter {
-            if !f(&info) {
-                tracing::info!(peer = %info.origin_host, "CER from a peer not in the allow-list");
-                self.send_cea(req, result::UNKNOWN_PEER, Some("peer not allowed"));
-                self.close(CloseReason::CapabilitiesRejected(result::UNKNOWN_PEER));
-                return;
-            }
+        if let Err(r) = self.config.check_peer(&info, self.remote_addr) {
+            self.refuse(req, &info, r);
+            return;
         }
         if !self.has_common_app(&info) {
             self.send_cea(req, result::NO_COMMON_APPLICATION, None);
@@ -1017,8 +1161,40 @@ impl Peer {
             ));
             return;
         }
+        if let Some(Err(r)) = self.admission.as_mut().map(|f| f(&info)) {
+            self.refuse(req, &info, r);
+            return;
+        }
         self.send_cea(req, result::SUCCESS, None);
         self.open(now, info);
+    }
+
+    /// CEA with the refusal's Result-Code, then close (RFC 6733 §5.3).
+    fn refuse(&mut self, req: &Message, info: &PeerInfo, r: Refusal) {
+        let text = match r {
+            Refusal::UnknownHost => "peer not allowed",
+            Refusal::WrongAddress => "peer not allowed from this address",
+            Refusal::AlreadyConnected => "peer already connected",
+        };
+        let (peer, addr) = (&info.origin_host, self.remote_addr);
+        match r {
+            Refusal::UnknownHost => {
+                tracing::warn!(%peer, ?addr, "CER from a peer not in the allow-list")
+            }
+            Refusal::WrongAddress => tracing::warn!(
+                %peer,
+                ?addr,
+                "CER from an allowed Origin-Host at an address not allowed for it"
+            ),
+            Refusal::AlreadyConnected => tracing::info!(
+                %peer,
+                ?addr,
+                "CER from a peer that already has an open connection"
+            ),
+        }
+        self.refusal = Some(r);
+        self.send_cea(req, r.result_code(), Some(text));
+        self.close(CloseReason::CapabilitiesRejected(r.result_code()));
     }
 
     fn has_common_app(&self, info: &PeerInfo) -> bool {
@@ -1062,11 +1238,13 @@ impl Peer {
                     }
                     match PeerInfo::from_message(&ans) {
                         Ok(info) if self.has_common_app(&info) => {
-                            let allowed = self.config.peer_filter.as_ref().is_none_or(|f| f(&info));
-                            if allowed {
-                                self.open(now, info);
-                            } else {
-                                self.close(CloseReason::CapabilitiesRejected(result::UNKNOWN_PEER));
+                            match self.config.check_peer(&info, self.remote_addr) {
+                                Ok(()) => self.open(now, info),
+                                Err(r) => {
+                                    tracing::warn!(peer = %info.origin_host, addr = ?self.remote_addr, reason = r.as_str(), "CEA from a peer we do not accept");
+                                    self.refusal = Some(r);
+                                    self.close(CloseReason::CapabilitiesRejected(r.result_code()));
+                                }
                             }
                         }
                         Ok(_) => self.close(CloseReason::CapabilitiesRejected(

@@ -26,7 +26,8 @@ use crate::dict::result;
 use crate::error::DecodeError;
 use crate::message::Message;
 use crate::peer::{
-    CloseReason, Event, FailReason, Peer, PeerConfig, PeerError, PeerInfo, DEFAULT_DISCONNECT_CAUSE,
+    Admission, CloseReason, Event, FailReason, Peer, PeerConfig, PeerError, PeerInfo, Refusal,
+    DEFAULT_DISCONNECT_CAUSE,
 };
 
 /// Default Diameter port (RFC 6733 §2.1).
@@ -147,9 +148,11 @@ impl PeerHandle {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
+        let remote = stream.peer_addr()?;
         let config = Arc::new(config);
         let now = tokio::time::Instant::now().into_std();
-        let peer = Peer::connect(config.clone(), now, seed(), Some(local.ip()));
+        let mut peer = Peer::connect(config.clone(), now, seed(), Some(local.ip()));
+        peer.set_remote_addr(remote.ip());
         let (up_tx, up_rx) = oneshot::channel();
         let (r, w) = stream.into_split();
         spawn_connection(r, w, peer, handler, Some(up_tx), None);
@@ -290,13 +293,79 @@ impl ReconnectingClient {
     }
 }
 
-type Registry = Arc<Mutex<HashMap<String, (u64, PeerHandle)>>>;
+/// Open server-side connections by lower-cased Origin-Host: the connection id that owns
+/// the name, and its handle once the connection is up (`None` between the CER's admission
+/// and the `Up` event). Only the owning connection may fill or remove its entry.
+type Registry = Arc<Mutex<HashMap<String, (u64, Option<PeerHandle>)>>>;
 
-/// Registers open server-side connections by lower-cased Origin-Host.
+/// Server-side context of one connection: where it registers and what it counts.
 #[derive(Clone)]
 struct Registration {
     registry: Registry,
     conn_id: u64,
+    refusals: Arc<Refusals>,
+}
+
+impl Registration {
+    /// Reserves the CER's Origin-Host for this connection, unless another open connection
+    /// holds it (see [`Refusal::AlreadyConnected`]). Runs inside the peer before its CEA, so
+    /// two racing CERs for one name cannot both succeed.
+    fn admission(&self) -> Admission {
+        let registry = self.registry.clone();
+        let conn_id = self.conn_id;
+        Box::new(move |info: &PeerInfo| {
+            let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
+            let key = info.origin_host.to_ascii_lowercase();
+            if let Some((owner, h)) = map.get(&key) {
+                // A handle whose task has ended is about to be removed: not a live owner.
+                let live = h.as_ref().is_none_or(|h| !h.is_closed());
+                if *owner != conn_id && live {
+                    return Err(Refusal::AlreadyConnected);
+                }
+            }
+            map.insert(key, (conn_id, None));
+            Ok(())
+        })
+    }
+
+    /// Removes this connection's entry, and only this connection's.
+    fn release(&self, origin_host: &str) {
+        let mut map = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let key = origin_host.to_ascii_lowercase();
+        if map.get(&key).is_some_and(|(id, _)| *id == self.conn_id) {
+            map.remove(&key);
+        }
+    }
+}
+
+/// CERs refused by policy, by reason (see [`ServerHandle::refusals`]).
+#[derive(Debug, Default)]
+struct Refusals {
+    unknown_host: AtomicU64,
+    wrong_address: AtomicU64,
+    already_connected: AtomicU64,
+}
+
+impl Refusals {
+    fn count(&self, r: Refusal) {
+        let c = match r {
+            Refusal::UnknownHost => &self.unknown_host,
+            Refusal::WrongAddress => &self.wrong_address,
+            Refusal::AlreadyConnected => &self.already_connected,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many capabilities exchanges a server refused, by [`Refusal`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusalCounts {
+    /// Origin-Host not allowed.
+    pub unknown_host: u64,
+    /// Origin-Host allowed, source address not (an impostor, or a stale configuration).
+    pub wrong_address: u64,
+    /// A second connection of a peer that already has one open.
+    pub already_connected: u64,
 }
 
 /// A TCP Diameter server: accepts connections, answers CER, runs `handler` for requests.
@@ -305,12 +374,14 @@ pub struct Server<H: Handler> {
     config: Arc<PeerConfig>,
     handler: Arc<H>,
     registry: Registry,
+    refusals: Arc<Refusals>,
 }
 
 /// Handle to a running server: send requests (RTR, PPR) to a connected peer by Origin-Host.
 #[derive(Clone)]
 pub struct ServerHandle {
     registry: Registry,
+    refusals: Arc<Refusals>,
     local_addr: SocketAddr,
 }
 
@@ -335,6 +406,7 @@ impl<H: Handler> Server<H> {
             config: Arc::new(config),
             handler: Arc::new(handler),
             registry: Arc::default(),
+            refusals: Arc::default(),
         })
     }
 
@@ -347,6 +419,7 @@ impl<H: Handler> Server<H> {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             registry: self.registry.clone(),
+            refusals: self.refusals.clone(),
             local_addr: self
                 .listener
                 .local_addr()
@@ -372,7 +445,8 @@ impl<H: Handler> Server<H> {
             let local_ip = stream.local_addr().ok().map(|a| a.ip());
             tracing::debug!(%remote, "Diameter connection accepted");
             let now = tokio::time::Instant::now().into_std();
-            let peer = Peer::accept(self.config.clone(), now, seed(), local_ip);
+            let mut peer = Peer::accept(self.config.clone(), now, seed(), local_ip);
+            peer.set_remote_addr(remote.ip());
             let (r, w) = stream.into_split();
             spawn_connection(
                 r,
@@ -383,6 +457,7 @@ impl<H: Handler> Server<H> {
                 Some(Registration {
                     registry: self.registry.clone(),
                     conn_id,
+                    refusals: self.refusals.clone(),
                 }),
             );
         }
@@ -413,7 +488,7 @@ impl ServerHandle {
     pub fn peer(&self, origin_host: &str) -> Option<PeerHandle> {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         reg.get(&origin_host.to_ascii_lowercase())
-            .map(|(_, h)| h.clone())
+            .and_then(|(_, h)| h.clone())
     }
 
     /// Origin-Hosts of the open peers.
@@ -421,10 +496,20 @@ impl ServerHandle {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<String> = reg
             .values()
-            .map(|(_, h)| h.remote.origin_host.clone())
+            .filter_map(|(_, h)| h.as_ref().map(|h| h.remote.origin_host.clone()))
             .collect();
         v.sort();
         v
+    }
+
+    /// Capabilities exchanges refused by policy since the server started.
+    pub fn refusals(&self) -> RefusalCounts {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RefusalCounts {
+            unknown_host: get(&self.refusals.unknown_host),
+            wrong_address: get(&self.refusals.wrong_address),
+            already_connected: get(&self.refusals.already_connected),
+        }
     }
 
     /// Sends a request to the peer with this Origin-Host and waits for the answer.
@@ -439,7 +524,7 @@ impl ServerHandle {
     pub async fn disconnect_all(&self) {
         let peers: Vec<PeerHandle> = {
             let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-            reg.values().map(|(_, h)| h.clone()).collect()
+            reg.values().filter_map(|(_, h)| h.clone()).collect()
         };
         for p in peers {
             p.disconnect().await;
@@ -473,6 +558,10 @@ fn spawn_connection<R, W, H>(
     H: Handler,
 {
     use tracing::Instrument;
+    let mut peer = peer;
+    if let Some(r) = &reg {
+        peer.set_admission(r.admission());
+    }
     let span = tracing::info_span!("diameter", role = ?peer.role(), conn = reg.as_ref().map(|r| r.conn_id), peer = tracing::field::Empty);
     let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
     let queue = Arc::new(WriteQueue::default());
@@ -558,7 +647,6 @@ async fn drive<R, H>(
     let mut cmd_tx = Some(cmd_tx);
     let mut waiters: HashMap<u32, oneshot::Sender<Result<Message, RequestError>>> = HashMap::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut registered = false;
     let mut read_open = true;
     let mut cmd_open = true;
     loop {
@@ -580,12 +668,15 @@ async fn drive<R, H>(
                         session_high,
                     };
                     if let Some(r) = &reg {
+                        // Fill the entry the admission reserved; never take another's.
                         let mut map = r.registry.lock().unwrap_or_else(|e| e.into_inner());
-                        map.insert(
-                            h.remote.origin_host.to_ascii_lowercase(),
-                            (r.conn_id, h.clone()),
-                        );
-                        registered = true;
+                        let key = h.remote.origin_host.to_ascii_lowercase();
+                        match map.get_mut(&key) {
+                            Some((id, slot)) if *id == r.conn_id => *slot = Some(h.clone()),
+                            _ => {
+                                tracing::error!(peer = %key, "open connection lost its registry entry")
+                            }
+                        }
                     }
                     if let Some(u) = up.take() {
                         let _ = u.send(Ok(h));
@@ -728,12 +819,12 @@ async fn drive<R, H>(
     for (_, w) in waiters.drain() {
         let _ = w.send(Err(RequestError::Closed));
     }
-    if let (Some(r), true) = (&reg, registered) {
-        let mut map = r.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(host) = peer.remote().map(|p| p.origin_host.to_ascii_lowercase()) {
-            if map.get(&host).is_some_and(|(id, _)| *id == r.conn_id) {
-                map.remove(&host);
-            }
+    if let Some(r) = &reg {
+        if let Some(info) = peer.remote() {
+            r.release(&info.origin_host);
+        }
+        if let Some(why) = peer.refusal() {
+            r.refusals.count(why);
         }
     }
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use diameter::peer::{CloseReason, Event, FailReason, PeerState, WatchdogState};
 use diameter::{
-    app, avp, cmd, enums, result, Avp, FindAvp, Message, Peer, PeerConfig, ResultCode, VENDOR_3GPP,
+    app, avp, cmd, enums, result, AllowedPeer, Avp, FindAvp, Message, Peer, PeerConfig, Refusal,
+    ResultCode, VENDOR_3GPP,
 };
 
 fn ip() -> Option<IpAddr> {
@@ -325,6 +326,58 @@ fn allow_list_rejects_unknown_peer_with_3010() {
     );
     pump(&mut c, &mut s, now);
     assert!(c.is_open() && s.is_open());
+}
+
+#[test]
+fn allow_list_checks_the_source_address_too() {
+    let now = Instant::now();
+    let allowed = || {
+        Arc::new(cfg("hss.ims.lab").allow_peers([AllowedPeer::new(
+            "scscf.ims.lab",
+            ["10.0.0.5".parse().unwrap()],
+        )]))
+    };
+    let cer = |seed| {
+        Peer::connect(Arc::new(cfg("scscf.ims.lab")), now, seed, ip())
+            .poll_transmit()
+            .unwrap()
+    };
+    // Right name, wrong address; and no address known at all: refused, fail closed.
+    for from in [Some("10.0.0.6"), None] {
+        let mut s = Peer::accept(allowed(), now, 2, ip());
+        if let Some(a) = from {
+            s.set_remote_addr(a.parse().unwrap());
+        }
+        s.handle_bytes(now, &cer(1));
+        let cea = Message::decode(s.poll_transmit().unwrap()).unwrap();
+        assert_eq!(cea.result(), Some(ResultCode::Base(result::UNKNOWN_PEER)));
+        assert!(s.is_closed());
+        assert_eq!(s.refusal(), Some(Refusal::WrongAddress));
+    }
+    // The same address as IPv4-mapped IPv6 (a dual-stack listener) is the same peer.
+    let mut s = Peer::accept(allowed(), now, 2, ip());
+    s.set_remote_addr("::ffff:10.0.0.5".parse().unwrap());
+    s.handle_bytes(now, &cer(1));
+    assert!(s.is_open(), "{:?}", s.refusal());
+    assert_eq!(s.refusal(), None);
+}
+
+#[test]
+fn admission_refusal_answers_before_open() {
+    let now = Instant::now();
+    let mut s = Peer::accept(Arc::new(cfg("hss.ims.lab")), now, 2, ip());
+    s.set_admission(Box::new(|_| Err(Refusal::AlreadyConnected)));
+    let mut c = Peer::connect(Arc::new(cfg("scscf.ims.lab")), now, 1, ip());
+    let (ce, se) = pump(&mut c, &mut s, now);
+    assert!(
+        matches!(
+            &ce[..],
+            [Event::Closed(CloseReason::CapabilitiesRejected(5012))]
+        ),
+        "{ce:?}"
+    );
+    assert!(!se.iter().any(|e| matches!(e, Event::Up(_))), "{se:?}");
+    assert_eq!(s.refusal(), Some(Refusal::AlreadyConnected));
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use diameter::peer::CloseReason;
 use diameter::transport::Handler;
 use diameter::{
-    app, avp, cmd, enums, result, Avp, FindAvp, Message, PeerConfig, PeerHandle, RequestError,
-    ResultCode, Server, TransportError, VENDOR_3GPP,
+    app, avp, cmd, enums, result, AllowedPeer, Avp, FindAvp, Message, PeerConfig, PeerHandle,
+    RefusalCounts, RequestError, ResultCode, Server, TransportError, VENDOR_3GPP,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -389,4 +389,167 @@ async fn many_clients_at_once() {
     for c in &clients {
         c.disconnect().await;
     }
+}
+
+/// Opens a TCP connection from `local` (any 127.0.0.0/8 address works on Linux without
+/// setup) and sends a CER claiming `host`; returns the socket and the CEA.
+async fn cer_from(
+    local: &str,
+    addr: std::net::SocketAddr,
+    host: &str,
+) -> (TcpStream, Option<Message>) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let mut cer = Message::request(app::COMMON, cmd::CAPABILITIES_EXCHANGE)
+        .with(Avp::utf8(avp::ORIGIN_HOST, host))
+        .with(Avp::utf8(avp::ORIGIN_REALM, "ims.lab"))
+        .with(Avp::address(avp::HOST_IP_ADDRESS, local.parse().unwrap()))
+        .with(Avp::u32(avp::VENDOR_ID, 0))
+        .with(Avp::utf8(avp::PRODUCT_NAME, "impostor"))
+        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX));
+    cer.hop_by_hop = 7;
+    s.write_all(&cer.encode()).await.unwrap();
+    let cea = read_msg(&mut s).await;
+    (s, cea)
+}
+
+/// An S-CSCF that answers RTR with a marker, so a test can tell which connection answered.
+async fn marked_client(addr: std::net::SocketAddr, marker: &'static str) -> PeerHandle {
+    PeerHandle::connect_with_handler(
+        addr,
+        PeerConfig::cx("scscf.ims.lab", "ims.lab"),
+        move |req: Message| async move {
+            Message::answer_for(&req)
+                .with(Avp::utf8(avp::USER_NAME, marker))
+                .with_result_code(result::SUCCESS)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn rtr() -> Message {
+    Message::request(app::CX, cmd::REGISTRATION_TERMINATION)
+        .with(Avp::utf8(avp::SESSION_ID, "hss.ims.lab;1;9"))
+        .with(Avp::utf8(avp::DESTINATION_HOST, "scscf.ims.lab"))
+        .with(Avp::utf8(avp::USER_NAME, "alice@ims.lab"))
+}
+
+/// Issue 14: a second connection claiming the Origin-Host of an open one (here from
+/// another address) must neither take over the registry entry nor, when it closes, remove
+/// the live connection's entry.
+#[tokio::test]
+async fn second_connection_for_an_open_host_leaves_the_live_one_registered() {
+    let server = Server::bind(
+        "127.0.0.1:0",
+        PeerConfig::cx("hss.ims.lab", "ims.lab").allow_hosts(["scscf.ims.lab"]),
+        EchoHss,
+    )
+    .await
+    .unwrap();
+    let (srv, _t) = server.spawn();
+    let real = marked_client(srv.local_addr(), "real").await;
+
+    let (mut imp, cea) = cer_from("127.0.0.2", srv.local_addr(), "scscf.ims.lab").await;
+    let cea = cea.expect("a CEA before the close");
+    assert_eq!(
+        cea.result(),
+        Some(ResultCode::Base(result::UNABLE_TO_COMPLY)),
+        "{cea:?}"
+    );
+    assert!(closed(&mut imp).await, "refused connection left open");
+    drop(imp);
+    assert_eq!(srv.peers(), vec!["scscf.ims.lab".to_string()]);
+
+    // RTR still reaches the real S-CSCF after the second connection is gone.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = srv.request("scscf.ims.lab", rtr()).await.unwrap();
+    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "real");
+
+    // Once the live connection closes the name is free again, from any allowed address.
+    real.disconnect().await;
+    let mut freed = false;
+    for _ in 0..100 {
+        if srv.peers().is_empty() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "entry of a closed connection kept");
+    let (_s, cea) = cer_from("127.0.0.2", srv.local_addr(), "scscf.ims.lab").await;
+    assert_eq!(cea.unwrap().result(), Some(ResultCode::Base(2001)));
+}
+
+/// Issue 14: the allow-list names a peer by Origin-Host AND address; the right name from
+/// the wrong address gets DIAMETER_UNKNOWN_PEER (RFC 6733 §5.3) and is counted.
+#[tokio::test]
+async fn allowed_host_from_another_address_gets_unknown_peer() {
+    let config = PeerConfig::cx("hss.ims.lab", "ims.lab").allow_peers([AllowedPeer::new(
+        "scscf.ims.lab",
+        ["127.0.0.1".parse().unwrap()],
+    )]);
+    let server = Server::bind("127.0.0.1:0", config, EchoHss).await.unwrap();
+    let (srv, _t) = server.spawn();
+
+    // Before the real peer connects too: an impostor never gets as far as the registry.
+    let (mut imp, cea) = cer_from("127.0.0.2", srv.local_addr(), "SCSCF.ims.lab").await;
+    let cea = cea.expect("a CEA before the close");
+    assert_eq!(cea.result(), Some(ResultCode::Base(result::UNKNOWN_PEER)));
+    assert!(cea.is_error(), "3010 is a protocol error: E bit");
+    assert!(closed(&mut imp).await);
+    assert!(srv.peers().is_empty());
+
+    let _real = marked_client(srv.local_addr(), "real").await;
+    let (_s, cea) = cer_from("127.0.0.3", srv.local_addr(), "scscf.ims.lab").await;
+    assert_eq!(
+        cea.unwrap().result(),
+        Some(ResultCode::Base(result::UNKNOWN_PEER))
+    );
+    let (_s, cea) = cer_from("127.0.0.1", srv.local_addr(), "other.ims.lab").await;
+    assert_eq!(
+        cea.unwrap().result(),
+        Some(ResultCode::Base(result::UNKNOWN_PEER))
+    );
+    // The right address too, but the peer is already connected (RFC 6733 §5.6 R-Reject).
+    let (_s, cea) = cer_from("127.0.0.1", srv.local_addr(), "scscf.ims.lab").await;
+    assert_eq!(
+        cea.unwrap().result(),
+        Some(ResultCode::Base(result::UNABLE_TO_COMPLY))
+    );
+    assert_eq!(
+        srv.refusals(),
+        RefusalCounts {
+            unknown_host: 1,
+            wrong_address: 2,
+            already_connected: 1
+        }
+    );
+    let a = srv.request("scscf.ims.lab", rtr()).await.unwrap();
+    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), "real");
+}
+
+/// RFC 6733 §7.5 / §7.1.5: a request with a second copy of a single-occurrence AVP is
+/// answered 5009 with that copy in Failed-AVP, before the handler sees it.
+#[tokio::test]
+async fn repeated_single_avp_is_answered_5009() {
+    let srv = start_server().await;
+    let client = PeerHandle::connect(srv.local_addr(), PeerConfig::cx("scscf.ims.lab", "ims.lab"))
+        .await
+        .unwrap();
+    let m = mar(&client, "alice@ims.lab").with(Avp::utf8(avp::USER_NAME, "mallory@ims.lab"));
+    let a = client.request(m).await.unwrap();
+    assert_eq!(
+        a.result(),
+        Some(ResultCode::Base(result::AVP_OCCURS_TOO_MANY_TIMES))
+    );
+    assert!(!a.is_error(), "5xxx is not a protocol error");
+    let failed = a.get_grouped(avp::FAILED_AVP).unwrap();
+    assert_eq!(failed.get_utf8(avp::USER_NAME).unwrap(), "mallory@ims.lab");
+    // The echo handler never ran: its answer would carry the User-Name and 2001.
+    assert!(a.find(avp::EXPERIMENTAL_RESULT).is_none());
+    // One User-Name is fine.
+    let a = client.request(mar(&client, "alice@ims.lab")).await.unwrap();
+    assert!(a.result().is_some_and(|r| r.is_success()));
 }

@@ -2,7 +2,7 @@
 
 use crate::store::Durability;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// A commented configuration with every default, printed by `hss config example`.
@@ -17,8 +17,16 @@ realm = "ims.mnc001.mcc001.3gppnetwork.org"
 [diameter]
 # TCP listen address for Cx (port 3868 is the Diameter default).
 listen = "127.0.0.1:3868"
-# Origin-Host values of the S-CSCFs/I-CSCFs allowed to connect (CER) and send requests;
-# anything else gets DIAMETER_UNKNOWN_PEER (3010). Empty = accept any peer (lab default).
+# The S-CSCFs/I-CSCFs/P-CSCFs allowed to connect (CER) and send requests, each by its
+# Origin-Host AND the source addresses its connections come from, since the Origin-Host is
+# only what a peer claims, for example (one table per peer):
+#   [{ host = "scscf.ims.lab", addresses = ["10.0.0.2", "fd00::2"] }]
+# A CER with an unknown Origin-Host, or a known one from another address, gets
+# DIAMETER_UNKNOWN_PEER (3010) and is counted in hss_diameter_cer_refused_total. A bare
+# name, "scscf.ims.lab", means that host from 127.0.0.1 or ::1 only, and is accepted only
+# while `listen` is a loopback address (older configs keep working on one machine).
+# A peer has one connection at a time: a second one while the first is open is refused
+# (5012). Empty = accept any peer from anywhere (lab default; logged as a warning).
 allowed_peers = []
 # Device-Watchdog interval in seconds (RFC 3539 Tw, at least 6).
 watchdog_secs = 30
@@ -117,10 +125,89 @@ pub struct Config {
 pub struct DiameterConfig {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Allowed peer Origin-Hosts; empty = any.
-    pub allowed_peers: Vec<String>,
+    /// Allowed peers; empty = any.
+    pub allowed_peers: Vec<PeerEntry>,
     /// Watchdog interval.
     pub watchdog_secs: u64,
+}
+
+/// One `[diameter] allowed_peers` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PeerEntry {
+    /// `"scscf.ims.lab"`: that Origin-Host from [`LOOPBACK_PEER_ADDRESSES`] only; valid only
+    /// with a loopback `diameter.listen` (the form older configurations use).
+    Host(String),
+    /// `{ host = "scscf.ims.lab", addresses = ["10.0.0.2"] }`.
+    Peer(PeerAddresses),
+}
+
+/// An Origin-Host and the source addresses its connections may come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerAddresses {
+    /// Origin-Host (case-insensitive).
+    pub host: String,
+    /// Source addresses; at least one.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Where a bare-name `allowed_peers` entry may connect from.
+pub const LOOPBACK_PEER_ADDRESSES: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+];
+
+impl PeerEntry {
+    /// The Origin-Host.
+    pub fn host(&self) -> &str {
+        match self {
+            PeerEntry::Host(h) => h,
+            PeerEntry::Peer(p) => &p.host,
+        }
+    }
+
+    /// The source addresses allowed for it.
+    pub fn addresses(&self) -> &[IpAddr] {
+        match self {
+            PeerEntry::Host(_) => &LOOPBACK_PEER_ADDRESSES,
+            PeerEntry::Peer(p) => &p.addresses,
+        }
+    }
+}
+
+// By hand rather than `#[serde(untagged)]`, whose only error is "did not match any
+// variant": a typo inside the table should name the field.
+impl<'de> Deserialize<'de> for PeerEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PeerEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"an Origin-Host or { host = "...", addresses = ["..."] }"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PeerEntry, E> {
+                Ok(PeerEntry::Host(v.into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<PeerEntry, A::Error> {
+                PeerAddresses::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(PeerEntry::Peer)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl From<&str> for PeerEntry {
+    fn from(host: &str) -> Self {
+        PeerEntry::Host(host.into())
+    }
+}
+
+impl From<String> for PeerEntry {
+    fn from(host: String) -> Self {
+        PeerEntry::Host(host)
+    }
 }
 
 /// `[store]`.
@@ -268,6 +355,7 @@ impl Config {
             )));
         }
         self.default_amf()?;
+        self.check_allowed_peers()?;
         if !(6..=3600).contains(&self.diameter.watchdog_secs) {
             return Err(ConfigError::Invalid(
                 "diameter.watchdog_secs must be 6..=3600".into(),
@@ -287,6 +375,43 @@ impl Config {
         Ok(())
     }
 
+    fn check_allowed_peers(&self) -> Result<(), ConfigError> {
+        let listen = self.diameter.listen;
+        for p in &self.diameter.allowed_peers {
+            let host = p.host();
+            if host.trim().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "diameter.allowed_peers: an entry has an empty host".into(),
+                ));
+            }
+            match p {
+                PeerEntry::Host(_) if !listen.ip().is_loopback() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "diameter.allowed_peers: \"{host}\" names no addresses, which means \
+                         loopback only, but diameter.listen = {listen} is not a loopback \
+                         address; write {{ host = \"{host}\", addresses = [\"<the peer's IP>\"] }}"
+                    )));
+                }
+                PeerEntry::Peer(a) if a.addresses.is_empty() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "diameter.allowed_peers: \"{host}\" needs at least one address"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The Diameter allow-list from `diameter.allowed_peers`.
+    pub fn diameter_peers(&self) -> Vec<diameter::AllowedPeer> {
+        self.diameter
+            .allowed_peers
+            .iter()
+            .map(|p| diameter::AllowedPeer::new(p.host(), p.addresses().iter().copied()))
+            .collect()
+    }
+
     /// The SQN policy from `[aka]`.
     pub fn sqn_policy(&self) -> Result<akav1::SqnPolicy, ConfigError> {
         akav1::SqnPolicy::with_ind_bits(self.aka.ind_bits)
@@ -304,7 +429,12 @@ impl Config {
         crate::cx::CxConfig {
             origin_host: self.origin_host.clone(),
             origin_realm: self.realm.clone(),
-            allowed_peers: self.diameter.allowed_peers.clone(),
+            allowed_peers: self
+                .diameter
+                .allowed_peers
+                .iter()
+                .map(|p| p.host().to_string())
+                .collect(),
             allowed_visited_networks: self.cx.allowed_visited_networks.clone(),
             default_scscf: self.cx.default_scscf.clone(),
             max_vectors: self.aka.max_vectors,
@@ -354,6 +484,57 @@ mod tests {
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         let c: Config = toml::from_str("[log]\nlevel = \"hss=noisy\"\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("log.level"));
+    }
+
+    #[test]
+    fn allowed_peers_by_host_and_address() {
+        let c = Config::parse(
+            "[diameter]\nlisten = \"0.0.0.0:3868\"\nallowed_peers = [\n  \
+             { host = \"scscf.ims.lab\", addresses = [\"10.0.0.2\", \"fd00::2\"] },\n]\n",
+        )
+        .unwrap();
+        let p = c.diameter_peers();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].origin_host, "scscf.ims.lab");
+        assert_eq!(
+            p[0].addresses,
+            vec![
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fd00::2".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.cx_config().allowed_peers, vec!["scscf.ims.lab"]);
+        // What `config check` prints reads back as the same list.
+        let again = Config::parse(&opskit::config::render_redacted(&c).unwrap()).unwrap();
+        assert_eq!(again.diameter.allowed_peers, c.diameter.allowed_peers);
+
+        // The old bare-name form: loopback peers of a loopback listener.
+        let c = Config::parse("[diameter]\nallowed_peers = [\"scscf.ims.lab\"]\n").unwrap();
+        assert_eq!(c.diameter_peers()[0].addresses, LOOPBACK_PEER_ADDRESSES);
+        let e = Config::parse(
+            "[diameter]\nlisten = \"0.0.0.0:3868\"\nallowed_peers = [\"scscf.ims.lab\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("scscf.ims.lab") && e.contains("addresses = ["),
+            "{e}"
+        );
+        let e =
+            Config::parse("[diameter]\nallowed_peers = [{ host = \"s.lab\", addresses = [] }]\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("at least one address"), "{e}");
+        let e = Config::parse(
+            "[diameter]\nallowed_peers = [{ host = \"s.lab\", address = [\"10.0.0.1\"] }]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `address`"), "{e}");
+        let e = Config::parse("[diameter]\nallowed_peers = [5]\n").unwrap_err();
+        assert!(e.to_string().contains("addresses = ["), "{e}");
+        let e = Config::parse(
+            "[diameter]\nallowed_peers = [{ host = \"s.lab\", addresses = [\"s.lab\"] }]\n",
+        );
+        assert!(e.is_err());
     }
 
     #[test]

@@ -153,6 +153,11 @@ impl CxHandler {
     }
 
     /// Handles one Cx request. Non-Cx or non-request messages get an error answer.
+    ///
+    /// Requests from the network have passed [`diameter::Peer`]'s protocol checks first,
+    /// among them the one answering 5009 to a repeated single-occurrence AVP
+    /// ([`diameter::dict::excess_avp`]); a caller feeding requests in directly gets the
+    /// first copy of such an AVP read.
     pub fn handle(&self, req: &Message) -> Outcome {
         let name = req.name();
         self.metrics.request(&name);

@@ -40,6 +40,8 @@ pub struct Gauges {
     pub sqn_commits: u64,
     /// MARs served by them.
     pub sqn_commit_requests: u64,
+    /// CERs refused by the allow-list or as a second connection, by reason.
+    pub cer_refused: diameter::RefusalCounts,
 }
 
 impl Metrics {
@@ -102,6 +104,20 @@ impl Metrics {
             "Provisioning API requests.",
             get(&self.rest_requests),
         );
+        e.family(
+            "hss_diameter_cer_refused_total",
+            "CERs refused: unknown Origin-Host, allowed Origin-Host from another address, or a \
+             second connection of a connected peer.",
+            opskit::metrics::Kind::Counter,
+        );
+        let r = g.cer_refused;
+        for (reason, n) in [
+            ("unknown_host", r.unknown_host),
+            ("wrong_address", r.wrong_address),
+            ("already_connected", r.already_connected),
+        ] {
+            e.sample("hss_diameter_cer_refused_total", &[("reason", reason)], n);
+        }
         e.gauge("hss_subscribers", "Provisioned subscribers.", g.subscribers);
         e.gauge(
             "hss_registered_subscribers",
@@ -126,6 +142,10 @@ mod tests {
         m.vectors(3);
         let t = m.render(Gauges {
             peers: 1,
+            cer_refused: diameter::RefusalCounts {
+                wrong_address: 2,
+                ..Default::default()
+            },
             ..Gauges::default()
         });
         for line in [
@@ -135,6 +155,8 @@ mod tests {
             "hss_sqn_resync_total 0",
             "hss_subscribers 0",
             "hss_diameter_peers 1",
+            "hss_diameter_cer_refused_total{reason=\"wrong_address\"} 2",
+            "hss_diameter_cer_refused_total{reason=\"unknown_host\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "{line} in\n{t}");
         }

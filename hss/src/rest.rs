@@ -8,7 +8,8 @@ use crate::cx::DeregReason;
 use crate::provision::NewSubscriber;
 use crate::server::Hss;
 use crate::store::{RegState, StoreError};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,10 @@ struct AppState {
     token: Arc<str>,
 }
 
+/// Largest request body the API reads (axum's default, stated here so the 413 answer and
+/// the OpenAPI description have one source): a subscriber with its iFCs is a few kB.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
 /// The API router: `/api/v1/*` behind the bearer token, the rest open.
 pub fn router(hss: Arc<Hss>, token: String) -> Router {
     let st = AppState {
@@ -36,7 +41,8 @@ pub fn router(hss: Arc<Hss>, token: String) -> Router {
         .route("/subscribers/{id}/rtr", post(rtr))
         .route("/subscribers/{id}/ppr", post(ppr))
         .route("/profiles/{name}", get(get_profile).put(put_profile))
-        .layer(middleware::from_fn_with_state(st.clone(), auth));
+        .layer(middleware::from_fn_with_state(st.clone(), auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
@@ -65,6 +71,16 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn err(code: StatusCode, msg: impl std::fmt::Display) -> Response {
     (code, Json(json!({ "error": msg.to_string() }))).into_response()
+}
+
+/// A body that is not the JSON we want is 400, except one over [`MAX_BODY_BYTES`]: 413
+/// Payload Too Large (RFC 9110 §15.5.14), so a client knows that resending cannot help.
+fn json_err(e: JsonRejection) -> Response {
+    let code = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    err(code, e.body_text())
 }
 
 fn store_err(e: StoreError) -> Response {
@@ -109,11 +125,8 @@ async fn show(State(st): State<AppState>, Path(id): Path<String>, Query(q): Quer
     Ok(Json(v).into_response())
 }
 
-async fn add(
-    State(st): State<AppState>,
-    body: Result<Json<NewSubscriber>, axum::extract::rejection::JsonRejection>,
-) -> R {
-    let Json(n) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
+async fn add(State(st): State<AppState>, body: Result<Json<NewSubscriber>, JsonRejection>) -> R {
+    let Json(n) = body.map_err(json_err)?;
     let s = n
         .build(&st.hss.defaults)
         .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
@@ -124,9 +137,9 @@ async fn add(
 async fn update(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<NewSubscriber>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<NewSubscriber>, JsonRejection>,
 ) -> R {
-    let Json(n) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(n) = body.map_err(json_err)?;
     let old = blocking_store(&st, |s| s.find(&id))?
         .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
     let s = n
@@ -214,9 +227,9 @@ async fn get_profile(State(st): State<AppState>, Path(name): Path<String>) -> R 
 async fn put_profile(
     State(st): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<Vec<ifc::InitialFilterCriteria>>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Vec<ifc::InitialFilterCriteria>>, JsonRejection>,
 ) -> R {
-    let Json(ifcs) = body.map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(ifcs) = body.map_err(json_err)?;
     let users = blocking_store(&st, |s| {
         s.put_profile(&name, &ifcs)?;
         let mut v = Vec::new();
@@ -268,14 +281,14 @@ pub fn openapi() -> Value {
             "/api/v1/subscribers": {
                 "get": { "summary": "List IMPIs", "responses": { "200": { "description": "IMPIs",
                     "content": { "application/json": { "schema": { "type": "object", "properties": { "subscribers": { "type": "array", "items": { "type": "string" } } } } } } }, "401": err } },
-                "post": { "summary": "Add a subscriber", "requestBody": new_sub, "responses": { "201": sub, "400": err, "409": err, "422": err } }
+                "post": { "summary": "Add a subscriber", "requestBody": new_sub, "responses": { "201": sub, "400": err, "409": err, "413": err, "422": err } }
             },
             "/api/v1/subscribers/{id}": {
                 "parameters": [ id ],
                 "get": { "summary": "Show a subscriber", "parameters": [ { "name": "show_secrets", "in": "query", "schema": { "type": "boolean", "default": false } } ],
                     "responses": { "200": sub, "404": err } },
                 "put": { "summary": "Replace a subscriber's provisioning data (SQN never moves back); pushes the profile (PPR) if registered",
-                    "requestBody": new_sub, "responses": { "200": sub, "404": err, "422": err } },
+                    "requestBody": new_sub, "responses": { "200": sub, "400": err, "404": err, "413": err, "422": err } },
                 "delete": { "summary": "Delete; a registered user is first deregistered (RTR, PERMANENT_TERMINATION)", "responses": { "200": { "description": "deleted" }, "404": err } }
             },
             "/api/v1/subscribers/{id}/rtr": {
@@ -296,7 +309,7 @@ pub fn openapi() -> Value {
                 "get": { "summary": "A shared iFC profile", "responses": { "200": { "description": "profile" }, "404": err } },
                 "put": { "summary": "Create or replace a shared iFC profile; registered users of it get a PPR",
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/InitialFilterCriteria" } } } } },
-                    "responses": { "200": { "description": "stored" } } }
+                    "responses": { "200": { "description": "stored" }, "400": err, "413": err } }
             },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } },
             "/health": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },

@@ -102,7 +102,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
         .ok()
         .map(|d| d.as_secs() as u32);
     if !cfg.diameter.allowed_peers.is_empty() {
-        pc = pc.allow_hosts(cfg.diameter.allowed_peers.clone());
+        pc = pc.allow_peers(cfg.diameter_peers());
     } else {
         tracing::warn!("diameter.allowed_peers is empty: any Diameter peer may connect");
     }
@@ -170,6 +170,7 @@ impl Hss {
             subscribers: st.count().unwrap_or(0),
             registered: st.count_registered().unwrap_or(0),
             peers: self.diameter.peers().len() as u64,
+            cer_refused: self.diameter.refusals(),
             sqn_commits: self
                 .sqn
                 .stats()

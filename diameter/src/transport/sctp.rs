@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_sctp::{SctpListener, SctpStream, SendOptions};
 
 use super::{
-    seed, spawn_connection, Handler, PeerHandle, Registration, Registry, ServerHandle,
+    seed, spawn_connection, Handler, PeerHandle, Refusals, Registration, Registry, ServerHandle,
     TransportError,
 };
 use crate::peer::{CloseReason, Peer, PeerConfig};
@@ -114,8 +114,10 @@ pub fn serve_sctp<H: Handler>(
     let listener = SctpListener::bind(addr).map_err(map_err)?;
     let local_addr = listener.local_addr().map_err(map_err)?;
     let registry: Registry = Arc::default();
+    let refusals: Arc<Refusals> = Arc::default();
     let handle = ServerHandle {
         registry: registry.clone(),
+        refusals: refusals.clone(),
         local_addr,
     };
     let config = Arc::new(config);
@@ -123,11 +125,12 @@ pub fn serve_sctp<H: Handler>(
     let task = tokio::spawn(async move {
         let mut conn_id = 0u64;
         loop {
-            let (stream, _remote) = listener.accept().await?;
+            let (stream, remote) = listener.accept().await?;
             conn_id += 1;
             let local_ip = stream.local_addr().ok().map(|a| a.ip());
             let now = tokio::time::Instant::now().into_std();
-            let peer = Peer::accept(config.clone(), now, seed(), local_ip);
+            let mut peer = Peer::accept(config.clone(), now, seed(), local_ip);
+            peer.set_remote_addr(remote.ip());
             let (r, w) = tokio::io::split(bridge(stream));
             spawn_connection(
                 r,
@@ -138,6 +141,7 @@ pub fn serve_sctp<H: Handler>(
                 Some(Registration {
                     registry: registry.clone(),
                     conn_id,
+                    refusals: refusals.clone(),
                 }),
             );
         }
