@@ -173,7 +173,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         limits: tcfg.limits,
     };
     // Proxy mode: the S-CSCF talks to the HSS, we do not.
-    let (mut node, hss) = match cfg.scscf.mode {
+    let (mut node, hss, mut hss_requests) = match cfg.scscf.mode {
         ScscfMode::Proxy => {
             let upstream = Upstream {
                 address: cfg.scscf.address,
@@ -184,7 +184,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 route: cfg.scscf.uri.clone(),
                 visited_network_id: cfg.visited_network_id(),
             };
-            (Node::proxy(core_cfg, upstream)?, None)
+            (Node::proxy(core_cfg, upstream)?, None, None)
         }
         ScscfMode::Collapsed => {
             // Our S-CSCF lives at its own address beside ours (Service-Route, Server-Name
@@ -223,7 +223,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     addr: cfg.hss.address,
                     reason: e.to_string(),
                 })?;
-            (node, Some(hss))
+            (node, Some(hss.0), Some(hss.1))
         }
     };
     let backend = io.backend_name();
@@ -280,6 +280,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 },
                 Some((token, answer)) = cx_rx.recv() => {
                     node.handle_cx_answer(token, answer, Instant::now());
+                }
+                q = cxclient::next_request(&mut hss_requests) => {
+                    let _ = q.reply.send(node.handle_cx_request(&q.request, Instant::now()));
                 }
                 _ = sleep => node.handle_timeout(Instant::now()),
                 _ = stop_rx.changed() => break,

@@ -66,28 +66,33 @@ struct InProcessHss {
 
 impl InProcessHss {
     fn start(dir: &Path) -> InProcessHss {
+        Self::with_subscribers(dir, &[IMSI])
+    }
+
+    /// An HSS with one subscriber per IMSI, all with the test keys.
+    fn with_subscribers(dir: &Path, imsis: &[&str]) -> InProcessHss {
         let db = dir.join("hss.db");
         let defaults = hss::provision::Defaults {
             domain: Some(DOMAIN.into()),
             ..Default::default()
         };
-        let sub = hss::provision::NewSubscriber {
-            imsi: Some(IMSI.into()),
-            msisdn: Some("491700000031".into()),
-            k: hex(&K),
-            op: Some(hex(&OP)),
-            amf: Some(hex(&AMF)),
-            ..Default::default()
-        }
-        .build(&defaults)
-        .expect("valid subscriber");
-        assert_eq!(sub.impi, impi());
-        assert_eq!(
-            sub.opc,
-            akav1::opc_from_op(&K, &OP),
-            "HSS must store OPc(K, OP)"
-        );
-        {
+        for imsi in imsis {
+            let sub = hss::provision::NewSubscriber {
+                imsi: Some((*imsi).into()),
+                msisdn: Some(format!("49170{}", &imsi[imsi.len() - 7..])),
+                k: hex(&K),
+                op: Some(hex(&OP)),
+                amf: Some(hex(&AMF)),
+                ..Default::default()
+            }
+            .build(&defaults)
+            .expect("valid subscriber");
+            assert_eq!(sub.impi, format!("{imsi}@{DOMAIN}"));
+            assert_eq!(
+                sub.opc,
+                akav1::opc_from_op(&K, &OP),
+                "HSS must store OPc(K, OP)"
+            );
             let mut st = Store::open(&db, hss::store::Durability::Normal).unwrap();
             st.add(&sub).unwrap();
         }
@@ -504,4 +509,76 @@ fn res_is_recomputed_from_the_challenge_in_a_sipp_trace() {
         .res;
     assert_eq!(res_of_last_challenge(&trace), Some(want));
     assert_eq!(res_of_last_challenge("SIP/2.0 401 Unauthorized\n"), None);
+}
+
+/// Issue 9 acceptance: SIPp as a third-party UA. Two SIPp UEs register with AKA
+/// (`ipsec = "optional"`, unprotected), then a SIPp UAC calls the SIPp UAS through the
+/// collapsed core: INVITE → 100/180/200 → ACK, BYE → 200, every request routed by the
+/// P-CSCF → S-CSCF → P-CSCF path and the route set the Record-Routes made.
+#[test]
+fn sipp_uac_calls_sipp_uas_through_the_collapsed_core() {
+    if !requirements() {
+        return;
+    }
+    const CALLER: &str = "001010000000041";
+    const CALLEE: &str = "001010000000042";
+    let t0 = Instant::now();
+    let dir = TestDir::new("accept-sipp-call").unwrap();
+    let hss = InProcessHss::with_subscribers(dir.path(), &[CALLER, CALLEE]);
+    let mut p = start_pcscf("optional", hss.diameter);
+    let ctx = |p: &PcscfProc| format!("--- pcscf log ---\n{}", p.guard.log_tail(60));
+    let ue = |imsi: &str| {
+        AkaUe::new(
+            &format!("{imsi}@{DOMAIN}"),
+            &format!("sip:{imsi}@{DOMAIN}"),
+            DOMAIN,
+            K,
+            OP,
+            AMF,
+        )
+    };
+    let (mut a, mut b) = (ue(CALLER), ue(CALLEE));
+    for u in [&mut a, &mut b] {
+        let (out, _) = exchange(u, p.sip, "register", 600);
+        assert!(out.success, "{}\n{}", out.describe(), ctx(&p));
+    }
+    step("both registered", t0);
+
+    // The callee answers on the port it registered.
+    let mut uas = Sipp::new(testkit::sipp::CALL_UAS_SCENARIO.to_string(), p.sip);
+    uas.local_port = b.local_port;
+    uas.timeout = Duration::from_secs(15);
+    let uas = std::thread::spawn(move || uas.run());
+    std::thread::sleep(Duration::from_millis(300));
+    let scenario = testkit::sipp::call_uac_scenario(
+        &format!("sip:{CALLER}@{DOMAIN}"),
+        &format!("sip:{CALLEE}@{DOMAIN}"),
+        Duration::from_millis(200),
+    );
+    let mut uac = Sipp::new(scenario, p.sip);
+    uac.local_port = a.local_port;
+    let out = uac.run().unwrap();
+    let answered = uas.join().unwrap().unwrap();
+    assert!(
+        out.success,
+        "UAC: {}\nUAS: {}\n{}",
+        out.describe(),
+        answered.describe(),
+        ctx(&p)
+    );
+    assert!(answered.success, "UAS: {}\n{}", answered.describe(), ctx(&p));
+    let codes = out.received_status_codes();
+    assert!(codes.contains(&200) && codes.last() == Some(&200), "{codes:?}");
+    // The callee saw the caller asserted by the network, and the route set through us.
+    assert!(
+        answered
+            .messages
+            .contains(&format!("P-Asserted-Identity: <sip:{CALLER}@{DOMAIN}>")),
+        "{}",
+        answered.describe()
+    );
+    assert!(answered.messages.contains("Record-Route:"), "{}", answered.describe());
+    step("call set up and torn down", t0);
+    assert!(p.guard.is_running(), "pcscf died\n{}", ctx(&p));
+    p.guard.stop(Duration::from_secs(3));
 }

@@ -3,6 +3,7 @@
 
 use crate::cx::{self, assignment, CxError, CxIdentity, CxVector};
 use crate::registrar::{self, Binding, Registration};
+use crate::regevent::RegChange;
 use akav1::digest::{Challenge as DigestChallenge, Credentials, Qop, AKAV1_MD5};
 use bytes::Bytes;
 use sip::transaction::{self, Handoff, RequestOutcome, Transactions, TxId};
@@ -118,6 +119,8 @@ pub enum DeregReason {
     User,
     /// It was not refreshed in time.
     Timeout,
+    /// The HSS ended it (Cx RTR, TS 29.228 §6.2.1).
+    Network,
 }
 
 /// Why a REGISTER was refused.
@@ -180,6 +183,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Requests other than REGISTER refused (403/404/480/483…).
     pub refused: u64,
+    /// Reg-event NOTIFYs sent.
+    pub notifies: u64,
 }
 
 struct Challenge {
@@ -205,9 +210,11 @@ pub(crate) enum Pending {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Timer {
+pub(crate) enum Timer {
     Challenge { impi: String, id: u64 },
     Expiry { impu: String, generation: u64 },
+    /// A reg-event subscription's expiry ([`crate::regevent`]).
+    Subscription { key: String, generation: u64 },
 }
 
 /// The methods this S-CSCF implements (`Allow`).
@@ -227,6 +234,8 @@ pub struct Scscf {
     pub(crate) aliases: HashMap<String, String>,
     /// Response contexts of forwarded requests.
     pub(crate) branches: sip::proxy::Branches,
+    /// Reg-event subscriptions by dialog ([`crate::regevent`]).
+    pub(crate) reg_subs: HashMap<String, crate::regevent::Subscription>,
     timers: BTreeMap<(Instant, u64), Timer>,
     seq: u64,
     pub(crate) stats: Stats,
@@ -246,6 +255,7 @@ impl Scscf {
             regs: HashMap::new(),
             aliases: HashMap::new(),
             branches: sip::proxy::Branches::new(sip::proxy::ProxyTimers::default()),
+            reg_subs: HashMap::new(),
             timers: BTreeMap::new(),
             seq: 0,
             stats: Stats::default(),
@@ -400,6 +410,72 @@ impl Scscf {
         }
     }
 
+    /// A request the HSS sent us (TS 29.229 §6.1.2 RTR, §6.1.6 PPR), answered at once:
+    /// an RTR ends the registrations it names (each subscriber of their reg event hears
+    /// `deactivated`, which is how the UE and the P-CSCF drop them and their SAs); a PPR
+    /// replaces the stored subscription of the IMPI's registrations. Anything else is
+    /// refused with 3001 COMMAND_UNSUPPORTED.
+    pub fn handle_cx_request(&mut self, req: &diameter::Message, now: Instant) -> diameter::Message {
+        use diameter::{avp, cmd, result, Avp, FindAvp};
+        let answer = |code: u32| {
+            diameter::Message::answer_for(req)
+                .with(Avp::vendor_specific_auth_app(
+                    diameter::VENDOR_3GPP,
+                    diameter::app::CX,
+                ))
+                .with(Avp::enumerated(
+                    avp::AUTH_SESSION_STATE,
+                    diameter::dict::enums::NO_STATE_MAINTAINED,
+                ))
+                .with_result_code(code)
+        };
+        if !req.is_request() || req.app_id != diameter::app::CX {
+            return diameter::Message::error_answer(req, result::COMMAND_UNSUPPORTED, None);
+        }
+        let Ok(impi) = req.get_utf8(avp::USER_NAME).map(str::to_string) else {
+            return diameter::Message::error_answer(req, result::MISSING_AVP, Some("User-Name"));
+        };
+        let named: Vec<String> = req
+            .find_all(avp::PUBLIC_IDENTITY)
+            .filter_map(|a| std::str::from_utf8(a.as_octets()).ok())
+            .map(registrar::aor_key)
+            .collect();
+        let mine: Vec<String> = self
+            .regs
+            .iter()
+            .filter(|(_, r)| r.impi == impi)
+            .filter(|(impu, r)| {
+                named.is_empty()
+                    || named.contains(&registrar::aor_key(impu))
+                    || r.associated.iter().any(|a| named.contains(&registrar::aor_key(a)))
+            })
+            .map(|(impu, _)| impu.clone())
+            .collect();
+        match req.code {
+            cmd::REGISTRATION_TERMINATION => {
+                for impu in &mine {
+                    self.end_registration(impu, None, DeregReason::Network, now);
+                }
+                answer(result::SUCCESS)
+            }
+            cmd::PUSH_PROFILE => {
+                let profile = req
+                    .find(avp::USER_DATA)
+                    .and_then(|a| std::str::from_utf8(a.as_octets()).ok())
+                    .and_then(|x| ifc::ImsSubscription::from_xml(x).ok());
+                if let Some(p) = profile {
+                    for impu in &mine {
+                        if let Some(r) = self.regs.get_mut(impu) {
+                            r.subscription = Some(p.clone());
+                        }
+                    }
+                }
+                answer(result::SUCCESS)
+            }
+            _ => diameter::Message::error_answer(req, result::COMMAND_UNSUPPORTED, None),
+        }
+    }
+
     /// Fire due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
@@ -427,8 +503,11 @@ impl Scscf {
                         .get(&impu)
                         .is_some_and(|r| r.generation == generation);
                     if due {
-                        self.end_registration(&impu, None, DeregReason::Timeout);
+                        self.end_registration(&impu, None, DeregReason::Timeout, now);
                     }
+                }
+                Timer::Subscription { key, generation } => {
+                    self.subscription_timer(&key, generation, now)
                 }
             }
         }
@@ -451,7 +530,11 @@ impl Scscf {
         format!("{};{}", self.cfg.cx.origin_host, n)
     }
 
-    fn set_timer(&mut self, at: Instant, t: Timer) {
+    pub(crate) fn next_generation(&mut self) -> u64 {
+        self.next_seq()
+    }
+
+    pub(crate) fn set_timer(&mut self, at: Instant, t: Timer) {
         let seq = self.next_seq();
         self.timers.insert((at, seq), t);
     }
@@ -465,7 +548,7 @@ impl Scscf {
         self.event(Event::Dropped { remote, reason });
     }
 
-    fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
+    pub(crate) fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
         if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
             self.dropped(u.remote, u.reason.into());
         }
@@ -547,7 +630,7 @@ impl Scscf {
         let protected = creds.integrity_protected.as_deref() == Some("yes");
         if expires == 0 && protected && self.regs.get(&ctx.impu).is_some_and(|r| r.impi == ctx.impi)
         {
-            return self.end_registration(&ctx.impu.clone(), Some(ctx), DeregReason::User);
+            return self.end_registration(&ctx.impu.clone(), Some(ctx), DeregReason::User, now);
         }
         // Anything else, including the deregistration of an unprotected registration, is
         // authenticated afresh.
@@ -666,7 +749,7 @@ impl Scscf {
             return self.reject(&ctx, 403, Rejection::OtherIdentity, now);
         }
         if expires == 0 {
-            return self.end_registration(&ctx.impu.clone(), Some(ctx), DeregReason::User);
+            return self.end_registration(&ctx.impu.clone(), Some(ctx), DeregReason::User, now);
         }
         if expires < self.cfg.min_expires {
             self.stats.rejections += 1;
@@ -786,6 +869,9 @@ impl Scscf {
         );
         self.stats.registrations += 1;
         self.respond(ctx.tx, b.build(), now);
+        if let Some(reg) = self.regs.get(&ctx.impu).cloned() {
+            self.registration_changed(&ctx.impu, Some(&reg), RegChange::Registered, now);
+        }
         self.event(Event::Registered {
             impu: ctx.impu,
             impi: ctx.impi,
@@ -818,9 +904,21 @@ impl Scscf {
 
     /// Ends the registration of `impu` (if any) and tells the HSS; `ctx` is the REGISTER
     /// to answer once it has.
-    fn end_registration(&mut self, impu: &str, ctx: Option<Ctx>, reason: DeregReason) {
+    pub(crate) fn end_registration(
+        &mut self,
+        impu: &str,
+        ctx: Option<Ctx>,
+        reason: DeregReason,
+        now: Instant,
+    ) {
         let impi = match (self.regs.remove(impu), &ctx) {
             (Some(reg), _) => {
+                let change = match reason {
+                    DeregReason::User => RegChange::Unregistered,
+                    DeregReason::Timeout => RegChange::Expired,
+                    DeregReason::Network => RegChange::Deactivated,
+                };
+                self.registration_changed(impu, Some(&reg), change, now);
                 self.unindex_identities(impu, &reg.associated);
                 self.stats.deregistrations += 1;
                 self.event(Event::Deregistered {
@@ -835,6 +933,13 @@ impl Scscf {
         let kind = match reason {
             DeregReason::Timeout => assignment::TIMEOUT_DEREGISTRATION,
             DeregReason::User => assignment::USER_DEREGISTRATION,
+            // The HSS knows already: it asked (TS 29.228 §6.2.1, no SAR follows an RTR).
+            DeregReason::Network => {
+                if let Some(c) = ctx {
+                    self.simple(c.tx, &c.req, 200, now);
+                }
+                return;
+            }
         };
         let session = self.session_id();
         let request = cx::sar(&self.cfg.cx, &session, &impi, impu, kind);

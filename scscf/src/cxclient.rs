@@ -11,7 +11,7 @@ use opskit::metrics::{CounterFamily, Exposition, HistogramFamily, LATENCY_BUCKET
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// A Cx answer, or why there is none: what [`crate::Scscf::handle_cx_answer`] takes.
 pub type CxResult = Result<diameter::Message, RequestError>;
@@ -29,14 +29,57 @@ pub struct HssPeer {
     pub timeout: Duration,
 }
 
+/// A request the HSS sent us (RTR, PPR), and where its answer goes: the shell hands it
+/// to the core ([`crate::Scscf::handle_cx_request`]) and sends the answer back.
+#[derive(Debug)]
+pub struct HssRequest {
+    /// The request.
+    pub request: diameter::Message,
+    /// Its answer's way back to the connection.
+    pub reply: oneshot::Sender<diameter::Message>,
+}
+
 /// Connects to the HSS and completes the capabilities exchange, advertising Cx
-/// (RFC 6733 §5.3, TS 29.229 §6.1: Vendor-Specific-Application-Id 3GPP/Cx).
-pub async fn connect(peer: &HssPeer) -> Result<PeerHandle, diameter::TransportError> {
+/// (RFC 6733 §5.3, TS 29.229 §6.1: Vendor-Specific-Application-Id 3GPP/Cx). The HSS's
+/// own requests (RTR, PPR) come out of the receiver; while nobody takes them (the loop
+/// has stopped) they are answered 5012 DIAMETER_UNABLE_TO_COMPLY.
+pub async fn connect(
+    peer: &HssPeer,
+) -> Result<(PeerHandle, mpsc::UnboundedReceiver<HssRequest>), diameter::TransportError> {
     let cfg = PeerConfig {
         request_timeout: peer.timeout,
         ..PeerConfig::cx(peer.origin_host.clone(), peer.realm.clone())
     };
-    PeerHandle::connect(peer.address, cfg).await
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = move |request: diameter::Message| {
+        let tx = tx.clone();
+        async move {
+            let refused = diameter::Message::error_answer(
+                &request,
+                diameter::result::UNABLE_TO_COMPLY,
+                Some("S-CSCF not running"),
+            );
+            let (reply, answer) = oneshot::channel();
+            if tx.send(HssRequest { request, reply }).is_err() {
+                return refused;
+            }
+            answer.await.unwrap_or(refused)
+        }
+    };
+    let h = PeerHandle::connect_with_handler(peer.address, cfg, handler).await?;
+    Ok((h, rx))
+}
+
+/// The next request of the HSS, or never when there is no HSS connection: for a shell's
+/// `select!`.
+pub async fn next_request(rx: &mut Option<mpsc::UnboundedReceiver<HssRequest>>) -> HssRequest {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(q) => q,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs the core's Cx requests against the HSS; answers come out of the receiver

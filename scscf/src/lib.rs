@@ -39,6 +39,7 @@ pub mod cx;
 pub mod cxclient;
 pub mod metrics;
 pub mod registrar;
+pub mod regevent;
 pub mod session;
 pub mod shell;
 

@@ -83,6 +83,7 @@ impl Metrics {
             Event::Deregistered { reason, .. } => self.deregistrations.inc([match reason {
                 DeregReason::User => "user",
                 DeregReason::Timeout => "expired",
+                DeregReason::Network => "network",
             }]),
             Event::Rejected { code, reason, .. } => self
                 .rejections

@@ -85,7 +85,7 @@ impl Scscf {
     }
 
     /// The flow to a SIP URI: in memory to a core of this process, else over the network.
-    fn flow_to(&self, uri: &Uri) -> Option<Flow> {
+    pub(crate) fn flow_to(&self, uri: &Uri) -> Option<Flow> {
         let (addr, protocol) = proxy::uri_target(uri)?;
         Some(if self.cfg.routing.local_peers.contains(&addr) {
             Flow::new(self.cfg.address, addr, Protocol::InProcess)
@@ -128,6 +128,9 @@ impl Scscf {
         }
         if !self.trusted(&flow) {
             return self.refuse(id, &req, Refusal::Untrusted, now);
+        }
+        if req.method() == Some(&Method::Subscribe) && self.on_subscribe(id, &req, now) {
+            return;
         }
         let mut fwd = match proxy::forward_copy(&req, flow.remote) {
             Ok(f) => f,

@@ -103,7 +103,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // we bound.
     let advertise = SocketAddr::new(cfg.advertise_addr().ip(), sip_addr.port());
     let peer = cfg.hss_peer();
-    let hss = cxclient::connect(&peer)
+    let (hss, hss_requests) = cxclient::connect(&peer)
         .await
         .map_err(|source| StartError::Hss {
             addr: peer.address,
@@ -123,6 +123,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let stats2 = stats.clone();
     let task = tokio::spawn(async move {
         let (cx, mut cx_rx) = CxClient::new(Some(hss));
+        let mut hss_requests = Some(hss_requests);
         let mut last_gauges: Option<Instant> = None;
         loop {
             drain(&mut core, &transport, &cx, &metrics).await;
@@ -152,6 +153,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 },
                 Some((token, answer)) = cx_rx.recv() => {
                     core.handle_cx_answer(token, answer, Instant::now());
+                }
+                q = cxclient::next_request(&mut hss_requests) => {
+                    let _ = q.reply.send(core.handle_cx_request(&q.request, Instant::now()));
                 }
                 _ = sleep => core.handle_timeout(Instant::now()),
                 _ = tick => {}

@@ -43,6 +43,11 @@ use crate::{render, Error};
 
 /// The AKAv1-MD5 REGISTER scenario template.
 pub const AKA_REGISTER_TEMPLATE: &str = include_str!("../fixtures/sipp/aka-register.xml");
+/// A basic call from a registered UE: INVITE, 200, ACK, BYE (placeholders `CALLER`,
+/// `CALLEE`, `USER`, `HOLD_MS`); see [`call_uac_scenario`].
+pub const CALL_UAC_TEMPLATE: &str = include_str!("../fixtures/sipp/call-uac.xml");
+/// Answers one call: 180, 200, then the BYE.
+pub const CALL_UAS_SCENARIO: &str = include_str!("../fixtures/sipp/call-uas.xml");
 /// The OPTIONS scenario template.
 pub const OPTIONS_TEMPLATE: &str = include_str!("../fixtures/sipp/options-uac.xml");
 
@@ -406,6 +411,26 @@ impl AkaUe {
     pub fn deregister(&mut self, target: SocketAddr) -> Result<(SippOutcome, u32), Error> {
         self.run_with_retry(target, "deregister", 0, 3)
     }
+}
+
+/// The UAC call scenario for `caller` (its IMPU; its user part names the Contact) calling
+/// `callee`, holding the call `hold` before its BYE.
+pub fn call_uac_scenario(caller: &str, callee: &str, hold: Duration) -> String {
+    let user = caller
+        .trim_start_matches("sip:")
+        .split('@')
+        .next()
+        .unwrap_or("ue")
+        .to_string();
+    render(
+        CALL_UAC_TEMPLATE,
+        &[
+            ("CALLER", caller.to_string()),
+            ("CALLEE", callee.to_string()),
+            ("USER", user),
+            ("HOLD_MS", hold.as_millis().to_string()),
+        ],
+    )
 }
 
 /// Writes `scenario` into `dir` as `name` (for tests that run SIPp themselves).
