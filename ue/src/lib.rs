@@ -34,6 +34,7 @@
 //! - Requests from the network are answered (OPTIONS 200, anything else 501) until
 //!   dialogs exist; SIP over UDP only for now.
 
+pub mod call;
 pub mod config;
 pub mod core;
 pub mod event;
@@ -43,6 +44,9 @@ pub mod shell;
 pub mod summary;
 
 pub use self::core::Ue;
+pub use call::{
+    AnswerMode, CallConfig, CallEnd, CallError, CallPhase, CallRef, CallTimeout, Party,
+};
 pub use config::{instance_urn, ConfigError, IsimKeys, LocalSecurity, UeConfig};
 pub use event::{
     ChallengeError, EventKind, IoFailure, Note, Procedure, RegError, Registered, ResponseError,

@@ -126,6 +126,23 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
             format!("✘ {} failed: {error}", procedure.as_str())
         }
         EventKind::Expired => "✘ registration expired (not refreshed)".into(),
+        EventKind::CallStarted { call, to } => format!("☎ {call}: calling {to}"),
+        EventKind::IncomingCall { call, from } => format!("☎ {call}: incoming call from {from}"),
+        EventKind::CallRinging { call, code } => format!("☎ {call}: ringing ({code})"),
+        EventKind::CallAnswered { call, took } => format!(
+            "✔ {call}: answered after {:.1} ms",
+            took.as_secs_f64() * 1000.0
+        ),
+        EventKind::CallRefreshed { call } => format!("   {call}: session refreshed"),
+        EventKind::CallEnded { call, end } => format!("☎ {call}: ended, {end}"),
+        EventKind::MessageSent { to, code, took } => match code {
+            Some(c) => format!(
+                "✉ MESSAGE to {to}: {c} after {:.1} ms",
+                took.as_secs_f64() * 1000.0
+            ),
+            None => format!("✘ MESSAGE to {to}: no answer"),
+        },
+        EventKind::MessageReceived { from, text } => format!("✉ MESSAGE from {from}: {text:?}"),
         EventKind::Note(n) => format!("   {n}"),
     };
     format!("{ms:>10.3} ms  {name:<8} {what}")
