@@ -156,17 +156,17 @@ impl Ue {
     }
 
     /// Sends a pager-mode MESSAGE (RFC 3428, text/plain); the outcome comes as
-    /// [`EventKind::MessageSent`].
+    /// [`EventKind::MessageSent`] with the id returned here.
     pub fn send_message(
         &mut self,
         target: &str,
         text: &str,
         now: Instant,
-    ) -> Result<(), CallError> {
+    ) -> Result<u64, CallError> {
         let net = self.net();
-        self.calls.message(target, text, &net, now)?;
+        let id = self.calls.message(target, text, &net, now)?;
         self.pump(now);
-        Ok(())
+        Ok(id)
     }
 
     /// Where a call is (`None` for unknown calls; ended ones are remembered for a while).

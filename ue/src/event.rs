@@ -408,6 +408,8 @@ pub enum EventKind {
     },
     /// A MESSAGE we sent got its final answer (`None`: no answer at all).
     MessageSent {
+        /// what [`crate::Ue::send_message`] returned
+        id: u64,
         /// the recipient
         to: String,
         /// the final status code

@@ -135,7 +135,7 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
         ),
         EventKind::CallRefreshed { call } => format!("   {call}: session refreshed"),
         EventKind::CallEnded { call, end } => format!("☎ {call}: ended, {end}"),
-        EventKind::MessageSent { to, code, took } => match code {
+        EventKind::MessageSent { to, code, took, .. } => match code {
             Some(c) => format!(
                 "✉ MESSAGE to {to}: {c} after {:.1} ms",
                 took.as_secs_f64() * 1000.0

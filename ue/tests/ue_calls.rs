@@ -360,9 +360,7 @@ fn basic_call_headers_routes_and_bye_from_the_caller() {
         ringing.header_values("Record-Route").collect::<Vec<_>>(),
         vec![lab.rr(1), lab.rr(0)]
     );
-    assert!(lab.events[0]
-        .iter()
-        .any(|e| *e == EventKind::CallRinging { call, code: 180 }));
+    assert!(lab.events[0].contains(&EventKind::CallRinging { call, code: 180 }));
     assert_eq!(lab.ues[0].call_phase(call), Some(CallPhase::Ringing));
 
     // auto-answer after 1 s: 200 with the SDP answer, ACK

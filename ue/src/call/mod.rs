@@ -812,6 +812,7 @@ impl Calls {
                         ev(
                             &mut self.out,
                             EventKind::MessageSent {
+                                id,
                                 to: p.to,
                                 code: Some(code),
                                 took: now.saturating_duration_since(p.started),
@@ -1002,6 +1003,7 @@ impl Calls {
                     ev(
                         &mut self.out,
                         EventKind::MessageSent {
+                            id,
                             to: p.to,
                             code: None,
                             took: now.saturating_duration_since(p.started),
