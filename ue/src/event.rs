@@ -394,6 +394,12 @@ pub enum EventKind {
         /// time from the INVITE to this point
         took: Duration,
     },
+    /// Both QoS segments are reserved (RFC 3312): caller — the UPDATE's answer says so;
+    /// callee — the caller's UPDATE said so and we alert now.
+    CallPreconditionsMet {
+        /// the call
+        call: CallRef,
+    },
     /// A session refresh (UPDATE) arrived and was answered.
     CallRefreshed {
         /// the call

@@ -133,6 +133,9 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
             "✔ {call}: answered after {:.1} ms",
             took.as_secs_f64() * 1000.0
         ),
+        EventKind::CallPreconditionsMet { call } => {
+            format!("   {call}: QoS preconditions met (both segments sendrecv)")
+        }
         EventKind::CallRefreshed { call } => format!("   {call}: session refreshed"),
         EventKind::CallEnded { call, end } => format!("☎ {call}: ended, {end}"),
         EventKind::MessageSent { to, code, took, .. } => match code {

@@ -699,3 +699,81 @@ fn commands_outside_their_state_are_refused() {
         Err(CallError::NotRegistered)
     );
 }
+
+#[test]
+fn preconditions_183_prack_update_then_ringing_and_answer() {
+    let mut lab = Lab::new(
+        |a| a.calls.preconditions = true,
+        |b| b.calls.answer = AnswerMode::Auto(Duration::from_millis(500)),
+    );
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    let (inv, _) = lab.sent(0, "INVITE").remove(0);
+    assert!(inv.has_option_tag("Supported", "precondition"));
+    assert!(inv.has_option_tag("Supported", "100rel"));
+    let offer = std::str::from_utf8(inv.body()).unwrap();
+    assert!(offer.contains("a=des:qos mandatory local sendrecv\r\n"), "{offer}");
+    assert!(offer.contains("a=curr:qos local none\r\n"));
+
+    // the callee answers the offer in a reliable 183 and does not alert yet
+    let (p183, _) = lab.sent(1, "183").remove(0);
+    assert!(p183.has_option_tag("Require", "100rel"));
+    assert!(p183.has_option_tag("Require", "precondition"));
+    assert_eq!(p183.header("RSeq"), Some("1"));
+    let answer = std::str::from_utf8(p183.body()).unwrap();
+    assert!(answer.contains("a=conf:qos remote sendrecv"), "{answer}");
+    assert!(answer.contains("m=audio 40000 RTP/AVP 116 110"));
+
+    // PRACK, then the UPDATE reporting the caller's segment reserved
+    let pracks = lab.sent(0, "PRACK");
+    assert_eq!(pracks[0].0.header("RAck"), Some("1 1 INVITE"));
+    assert_eq!(pracks[0].0.cseq().unwrap().to_string(), "2 PRACK");
+    assert_eq!(
+        pracks[0].0.header("Route").unwrap(),
+        format!("{}, {}", lab.rr(0), lab.rr(1))
+    );
+    let (update, uflow) = lab.sent(0, "UPDATE").remove(0);
+    assert_eq!(uflow.remote, lab.ps(0));
+    assert_eq!(update.cseq().unwrap().to_string(), "3 UPDATE");
+    let upd_sdp = std::str::from_utf8(update.body()).unwrap();
+    assert!(upd_sdp.contains("a=curr:qos local sendrecv\r\n"), "{upd_sdp}");
+    assert!(upd_sdp.contains(" 2 IN IP4 "), "a new offer raises the o= version");
+    let (upd_ok, _) = lab.sent(1, "200 UPDATE").remove(0);
+    let ok_sdp = std::str::from_utf8(upd_ok.body()).unwrap();
+    assert!(ok_sdp.contains("a=curr:qos local sendrecv\r\n"), "{ok_sdp}");
+    assert!(ok_sdp.contains("a=curr:qos remote sendrecv\r\n"));
+    assert!(lab.events[0].contains(&EventKind::CallPreconditionsMet { call }));
+    let b_call = lab.incoming(1);
+    assert!(lab.events[1].contains(&EventKind::CallPreconditionsMet { call: b_call }));
+
+    // only now the callee alerts (reliably), after the UPDATE's answer
+    let pos = |i: usize, what: &str| {
+        lab.log
+            .iter()
+            .position(|(s, m, _)| *s == i && m.start_line_str().starts_with(what))
+            .unwrap()
+    };
+    assert!(pos(1, "183") < pos(1, "200 UPDATE"));
+    assert!(pos(1, "200 UPDATE") < pos(1, "180"));
+    let (ringing, _) = lab.sent(1, "180").remove(0);
+    assert_eq!(ringing.header("RSeq"), Some("2"));
+    assert_eq!(lab.sent(0, "PRACK")[1].0.header("RAck"), Some("2 1 INVITE"));
+    let codes: Vec<u16> = lab.events[0]
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::CallRinging { call: c, code } if *c == call => Some(*code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, vec![183, 180]);
+
+    // answered after the configured delay, without SDP (offer/answer is done)
+    lab.advance(Duration::from_millis(600));
+    assert!(lab.answered(0, call) && lab.answered(1, b_call));
+    let (ok, _) = lab.sent(1, "200 INVITE").remove(0);
+    assert!(ok.body().is_empty());
+    lab.ues[0].hangup(call, lab.now).unwrap();
+    lab.pump();
+    assert_eq!(lab.ended(1, b_call), Some(CallEnd::HungUp { by: Party::Remote }));
+    lab.assert_all_ended();
+}

@@ -173,6 +173,11 @@ pub struct CallConfig {
     pub preferred_identity: Option<String>,
     /// RTP port announced in SDP (no media is sent yet).
     pub rtp_port: u16,
+    /// Offer QoS preconditions (RFC 3312) like a VoLTE handset: `des:qos mandatory local
+    /// sendrecv` with `curr:qos local none` in the INVITE, PRACK the 183, then an UPDATE
+    /// with `curr:qos local sendrecv` before the callee alerts. Incoming calls that ask
+    /// for preconditions get them whatever this says.
+    pub preconditions: bool,
 }
 
 impl Default for CallConfig {
@@ -183,6 +188,7 @@ impl Default for CallConfig {
             ring_timeout: Duration::from_secs(120),
             preferred_identity: None,
             rtp_port: 40000,
+            preconditions: false,
         }
     }
 }
@@ -287,8 +293,12 @@ pub(crate) enum Purpose {
     Invite(CallRef),
     Cancel(CallRef),
     Bye(CallRef),
-    /// PRACK, UPDATE, INFO: answers change nothing
+    /// UPDATE (refresh), INFO, BYE of a stray fork: answers change nothing
     InDialog(CallRef),
+    /// PRACK of a reliable provisional response
+    Prack(CallRef),
+    /// the caller's UPDATE that reports its QoS reserved (RFC 3312)
+    Precondition(CallRef),
     Message(u64),
 }
 
@@ -303,6 +313,19 @@ pub(crate) enum CallOut {
     Stateless(Message, Flow),
     /// for the application
     Event(EventKind),
+}
+
+/// Where the QoS precondition exchange of a call is (RFC 3312 §5–6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precond {
+    /// caller: offered in the INVITE; callee: answered in the reliable 183
+    Offered,
+    /// caller: the 183 answered with preconditions (PRACK it, then UPDATE)
+    Answered,
+    /// caller: the UPDATE with our reserved segment is out
+    Updating,
+    /// both segments reserved: the callee may alert
+    Met,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +373,10 @@ struct Call {
     refresh_at: Option<Instant>,
     session_expires: Option<u32>,
     session_id: u64,
+    /// the o= version of our last SDP
+    sdp_version: u64,
+    /// None: no preconditions in this call
+    precond: Option<Precond>,
 }
 
 impl Call {
@@ -537,7 +564,15 @@ impl Calls {
         let local_tag = sip::new_tag();
         let call_id = sip::new_call_id(Some(&sip::uri::ip_host(net.local.ip())));
         let session_id = rand::random::<u32>() as u64;
-        let sdp = sdp_text::offer(net.local.ip(), self.cfg.rtp_port, session_id);
+        let mut sdp = sdp_text::offer(net.local.ip(), self.cfg.rtp_port, session_id, 1);
+        if self.cfg.preconditions {
+            sdp.push_str(&sdp_text::qos(false, false, "optional", false));
+        }
+        let supported = if self.cfg.preconditions {
+            "100rel, timer, precondition"
+        } else {
+            "100rel, timer"
+        };
         let mut from = NameAddr::new(net.impu.clone());
         from.params.set("tag", Some(&local_tag));
         let mut b = RequestBuilder::new(Method::Invite, &to_uri)
@@ -559,7 +594,7 @@ impl Calls {
         }
         b = net
             .decorate(b, &[])
-            .header(hdr::SUPPORTED, "100rel, timer")
+            .header(hdr::SUPPORTED, supported)
             .header("Allow", ALLOW)
             .body("application/sdp", Bytes::from(sdp));
         let invite = b.build();
@@ -600,6 +635,8 @@ impl Calls {
                 refresh_at: None,
                 session_expires: None,
                 session_id,
+                sdp_version: 1,
+                precond: self.cfg.preconditions.then_some(Precond::Offered),
             },
         );
         Ok(r)
@@ -772,6 +809,31 @@ impl Calls {
         Ok(())
     }
 
+    /// The caller's UPDATE (RFC 3311) with a new offer in which its own segment is
+    /// reserved (RFC 3312 §6: the callee alerts once both are).
+    fn precondition_update(&mut self, r: CallRef, c: &mut Call, net: &Net) {
+        let via = net.via();
+        let Some(d) = c.dialog.as_mut() else { return };
+        let Ok(b) = d.request(Method::Update, &via) else {
+            return;
+        };
+        c.sdp_version += 1;
+        let mut sdp = sdp_text::offer(
+            net.local.ip(),
+            self.cfg.rtp_port,
+            c.session_id,
+            c.sdp_version,
+        );
+        sdp.push_str(&sdp_text::qos(true, false, "mandatory", false));
+        let m = net
+            .decorate(b.contact(&net.contact), &[])
+            .body("application/sdp", Bytes::from(sdp))
+            .build();
+        self.out
+            .push_back(CallOut::Request(m, net.flow, Purpose::Precondition(r)));
+        c.precond = Some(Precond::Updating);
+    }
+
     fn in_dialog(
         &mut self,
         r: CallRef,
@@ -827,6 +889,27 @@ impl Calls {
                     self.put(r, c);
                 }
             }
+            Purpose::Prack(r) | Purpose::Precondition(r) => {
+                if !(200..300).contains(&code) {
+                    return;
+                }
+                let Ok(mut c) = self.take(r) else { return };
+                let early = matches!(c.phase, CallPhase::Calling | CallPhase::Ringing);
+                match (purpose, c.precond) {
+                    // the 183's PRACK is through: report our segment reserved
+                    (Purpose::Prack(_), Some(Precond::Answered)) if early => {
+                        self.precondition_update(r, &mut c, net);
+                    }
+                    (Purpose::Precondition(_), Some(Precond::Updating))
+                        if sdp_text::peer_ready(&String::from_utf8_lossy(resp.body())) =>
+                    {
+                        c.precond = Some(Precond::Met);
+                        ev(&mut self.out, EventKind::CallPreconditionsMet { call: r });
+                    }
+                    _ => {}
+                }
+                self.put(r, c);
+            }
             Purpose::Bye(r) | Purpose::Cancel(r) | Purpose::InDialog(r) => {
                 if code < 200 {
                     return;
@@ -881,6 +964,11 @@ impl Calls {
                     }
                 }
             }
+            if c.precond == Some(Precond::Offered)
+                && sdp_text::wants_preconditions(&String::from_utf8_lossy(resp.body()))
+            {
+                c.precond = Some(Precond::Answered);
+            }
             // RFC 3262 §4: acknowledge a reliable provisional response with PRACK
             if resp.has_option_tag(hdr::REQUIRE, "100rel") {
                 let via = net.via();
@@ -888,11 +976,13 @@ impl Calls {
                     if let Ok(Some(b)) = d.prack(resp, &via) {
                         let m = net.decorate(b, &[]).build();
                         self.out
-                            .push_back(CallOut::Request(m, net.flow, Purpose::InDialog(r)));
+                            .push_back(CallOut::Request(m, net.flow, Purpose::Prack(r)));
                     }
                 }
             }
-            if c.phase == CallPhase::Calling && c.ringing_code != Some(code) {
+            if matches!(c.phase, CallPhase::Calling | CallPhase::Ringing)
+                && c.ringing_code != Some(code)
+            {
                 c.ringing_code = Some(code);
                 c.phase = CallPhase::Ringing;
                 ev(&mut self.out, EventKind::CallRinging { call: r, code });
@@ -1033,7 +1123,7 @@ impl Calls {
                     self.put(r, c);
                 }
             }
-            Purpose::Cancel(_) => {}
+            Purpose::Cancel(_) | Purpose::Prack(_) | Purpose::Precondition(_) => {}
             Purpose::InDialog(r) => {
                 // RFC 3261 §12.2.1.2: a timeout in the dialog ends it
                 if let Ok(mut c) = self.take(r) {
@@ -1083,7 +1173,7 @@ impl Calls {
                 }
                 _ => return false,
             },
-            Some(id) => self.in_dialog_request(tx, req, &id, net),
+            Some(id) => self.in_dialog_request(tx, req, &id, net, now),
         }
         true
     }
@@ -1165,9 +1255,19 @@ impl Calls {
             rseq: 0,
             refresh_at: None,
             session_id: rand::random::<u32>() as u64,
+            sdp_version: 1,
+            precond: None,
         };
+        let offers_tag = |t: &str| {
+            c.invite.has_option_tag(hdr::SUPPORTED, t) || c.invite.has_option_tag(hdr::REQUIRE, t)
+        };
+        // RFC 3312 §11: preconditions need reliable provisional responses
+        let precond = offers_tag("precondition")
+            && offers_tag("100rel")
+            && sdp_text::wants_preconditions(&String::from_utf8_lossy(c.invite.body()));
         match self.cfg.answer {
             AnswerMode::Reject(code) => self.final_failure(&mut c, code.clamp(300, 699), None),
+            _ if precond => self.session_progress(&mut c, net),
             AnswerMode::Auto(after) => {
                 self.ringing(&mut c, net);
                 c.answer_at = Some(now + after);
@@ -1177,6 +1277,36 @@ impl Calls {
         self.put(r, c);
     }
 
+    /// The callee's reliable 183 with the SDP answer and its QoS status (nothing reserved
+    /// yet, confirmation of the caller's segment requested: RFC 3312 §6).
+    fn session_progress(&mut self, c: &mut Call, net: &Net) {
+        let Some(tx) = c.invite_tx else { return };
+        let offer = String::from_utf8_lossy(c.invite.body()).into_owned();
+        let Some(mut sdp) = sdp_text::answer(
+            &offer,
+            net.local.ip(),
+            self.cfg.rtp_port,
+            c.session_id,
+            c.sdp_version,
+        ) else {
+            self.final_failure(c, 488, None);
+            return;
+        };
+        sdp.push_str(&sdp_text::qos(false, false, "mandatory", true));
+        c.rseq += 1;
+        let b = ResponseBuilder::new(&c.invite, 183)
+            .to_tag(&c.local_tag)
+            .header("Contact", &net.contact)
+            .header(hdr::REQUIRE, "100rel, precondition")
+            .header("RSeq", c.rseq)
+            .header("Allow", ALLOW)
+            .body("application/sdp", Bytes::from(sdp));
+        if let Ok(m) = b.build() {
+            self.out.push_back(CallOut::Respond(tx, m));
+        }
+        c.precond = Some(Precond::Offered);
+    }
+
     /// 180 Ringing, reliable (RFC 3262) when the caller requires 100rel.
     fn ringing(&mut self, c: &mut Call, net: &Net) {
         let Some(tx) = c.invite_tx else { return };
@@ -1184,7 +1314,7 @@ impl Calls {
             .to_tag(&c.local_tag)
             .header("Contact", &net.contact)
             .header("Allow", ALLOW);
-        if c.invite.has_option_tag(hdr::REQUIRE, "100rel") {
+        if c.invite.has_option_tag(hdr::REQUIRE, "100rel") || c.precond.is_some() {
             c.rseq += 1;
             b = b.header(hdr::REQUIRE, "100rel").header("RSeq", c.rseq);
         }
@@ -1197,11 +1327,23 @@ impl Calls {
     fn send_ok(&mut self, c: &mut Call, net: &Net, now: Instant) {
         let Some(tx) = c.invite_tx else { return };
         let offer = String::from_utf8_lossy(c.invite.body()).into_owned();
-        let Some(sdp) = sdp_text::answer(&offer, net.local.ip(), self.cfg.rtp_port, c.session_id)
-        else {
-            // RFC 3264 §6: nothing acceptable in the offer
-            self.final_failure(c, 488, None);
-            return;
+        // after preconditions the offer/answer is done (183, UPDATE): no SDP in the 2xx
+        let sdp = match c.precond {
+            Some(_) => None,
+            None => match sdp_text::answer(
+                &offer,
+                net.local.ip(),
+                self.cfg.rtp_port,
+                c.session_id,
+                c.sdp_version,
+            ) {
+                Some(sdp) => Some(sdp),
+                None => {
+                    // RFC 3264 §6: nothing acceptable in the offer
+                    self.final_failure(c, 488, None);
+                    return;
+                }
+            },
         };
         let mut b = ResponseBuilder::new(&c.invite, 200)
             .to_tag(&c.local_tag)
@@ -1213,7 +1355,10 @@ impl Calls {
                 .header("Session-Expires", format_args!("{se};refresher=uac"))
                 .header(hdr::REQUIRE, "timer");
         }
-        let Ok(m) = b.body("application/sdp", Bytes::from(sdp)).build() else {
+        if let Some(sdp) = sdp {
+            b = b.body("application/sdp", Bytes::from(sdp));
+        }
+        let Ok(m) = b.build() else {
             return;
         };
         self.out.push_back(CallOut::Respond(tx, m.clone()));
@@ -1279,7 +1424,14 @@ impl Calls {
             .map(|(r, _)| *r)
     }
 
-    fn in_dialog_request(&mut self, tx: TxId, req: Message, id: &DialogId, net: &Net) {
+    fn in_dialog_request(
+        &mut self,
+        tx: TxId,
+        req: Message,
+        id: &DialogId,
+        net: &Net,
+        now: Instant,
+    ) {
         let Some(r) = self.find(id) else {
             // RFC 3261 §12.2.2: a request for a dialog we do not know
             self.respond_plain(tx, &req, 481, None);
@@ -1343,10 +1495,26 @@ impl Calls {
                         .header(hdr::REQUIRE, "timer");
                 }
                 let offer = String::from_utf8_lossy(req.body()).into_owned();
+                // RFC 3312 §6: the caller reports its segment reserved; ours is at once
+                let qos_met = !c.outgoing
+                    && c.precond == Some(Precond::Offered)
+                    && sdp_text::peer_ready(&offer);
                 if !offer.is_empty() {
+                    c.sdp_version += 1;
                     let ip = net.local.ip();
-                    match sdp_text::answer(&offer, ip, self.cfg.rtp_port, c.session_id) {
-                        Some(sdp) => b = b.body("application/sdp", Bytes::from(sdp)),
+                    match sdp_text::answer(
+                        &offer,
+                        ip,
+                        self.cfg.rtp_port,
+                        c.session_id,
+                        c.sdp_version,
+                    ) {
+                        Some(mut sdp) => {
+                            if c.precond.is_some() {
+                                sdp.push_str(&sdp_text::qos(true, qos_met, "mandatory", false));
+                            }
+                            b = b.body("application/sdp", Bytes::from(sdp));
+                        }
                         None => {
                             self.respond_plain(tx, &req, 488, None);
                             self.put(r, c);
@@ -1357,7 +1525,14 @@ impl Calls {
                 if let Ok(m) = b.build() {
                     self.out.push_back(CallOut::Respond(tx, m));
                 }
-                if method == Method::Update {
+                if qos_met {
+                    c.precond = Some(Precond::Met);
+                    ev(&mut self.out, EventKind::CallPreconditionsMet { call: r });
+                    self.ringing(&mut c, net);
+                    if let AnswerMode::Auto(after) = self.cfg.answer {
+                        c.answer_at = Some(now + after);
+                    }
+                } else if method == Method::Update && c.phase == CallPhase::Answered {
                     ev(&mut self.out, EventKind::CallRefreshed { call: r });
                 }
             }
