@@ -712,7 +712,10 @@ fn preconditions_183_prack_update_then_ringing_and_answer() {
     assert!(inv.has_option_tag("Supported", "precondition"));
     assert!(inv.has_option_tag("Supported", "100rel"));
     let offer = std::str::from_utf8(inv.body()).unwrap();
-    assert!(offer.contains("a=des:qos mandatory local sendrecv\r\n"), "{offer}");
+    assert!(
+        offer.contains("a=des:qos mandatory local sendrecv\r\n"),
+        "{offer}"
+    );
     assert!(offer.contains("a=curr:qos local none\r\n"));
 
     // the callee answers the offer in a reliable 183 and does not alert yet
@@ -736,8 +739,14 @@ fn preconditions_183_prack_update_then_ringing_and_answer() {
     assert_eq!(uflow.remote, lab.ps(0));
     assert_eq!(update.cseq().unwrap().to_string(), "3 UPDATE");
     let upd_sdp = std::str::from_utf8(update.body()).unwrap();
-    assert!(upd_sdp.contains("a=curr:qos local sendrecv\r\n"), "{upd_sdp}");
-    assert!(upd_sdp.contains(" 2 IN IP4 "), "a new offer raises the o= version");
+    assert!(
+        upd_sdp.contains("a=curr:qos local sendrecv\r\n"),
+        "{upd_sdp}"
+    );
+    assert!(
+        upd_sdp.contains(" 2 IN IP4 "),
+        "a new offer raises the o= version"
+    );
     let (upd_ok, _) = lab.sent(1, "200 UPDATE").remove(0);
     let ok_sdp = std::str::from_utf8(upd_ok.body()).unwrap();
     assert!(ok_sdp.contains("a=curr:qos local sendrecv\r\n"), "{ok_sdp}");
@@ -774,6 +783,9 @@ fn preconditions_183_prack_update_then_ringing_and_answer() {
     assert!(ok.body().is_empty());
     lab.ues[0].hangup(call, lab.now).unwrap();
     lab.pump();
-    assert_eq!(lab.ended(1, b_call), Some(CallEnd::HungUp { by: Party::Remote }));
+    assert_eq!(
+        lab.ended(1, b_call),
+        Some(CallEnd::HungUp { by: Party::Remote })
+    );
     lab.assert_all_ended();
 }

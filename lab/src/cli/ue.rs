@@ -23,8 +23,9 @@ use crate::hexarg::{parse_hex_n, parse_number};
 /// A simulated IMS UE (ISIM credentials, sec-agree, IPsec).
 #[derive(Debug, Args)]
 pub struct UeArgs {
+    // boxed: the arguments of a UE are much larger than those of the other commands
     #[command(subcommand)]
-    command: UeCommand,
+    command: Box<UeCommand>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +96,10 @@ pub struct CallArgs {
     /// P-Preferred-Identity of our requests (one of our P-Associated-URIs).
     #[arg(long, value_name = "URI")]
     preferred_identity: Option<String>,
+    /// Offer QoS preconditions (RFC 3312) like a VoLTE handset: 183 with 100rel, PRACK,
+    /// UPDATE with the reserved segment, then 180/200.
+    #[arg(long)]
+    preconditions: bool,
 }
 
 /// Parses `--answer`.
@@ -120,6 +125,7 @@ impl CallArgs {
         cfg.calls.answer = answer_mode(&self.answer)?;
         cfg.calls.no_answer_timeout = Duration::from_millis(self.no_answer_ms);
         cfg.calls.preferred_identity = self.preferred_identity.clone();
+        cfg.calls.preconditions = self.preconditions;
         Ok(cfg)
     }
 
@@ -345,7 +351,7 @@ impl RegisterArgs {
 
 /// Runs `imslab ue …`. The ladder is printed while it happens; the summary is returned.
 pub fn run(args: &UeArgs) -> anyhow::Result<String> {
-    match &args.command {
+    match args.command.as_ref() {
         UeCommand::Register(r) => {
             let cfg = r.config()?;
             let io = r.io(&cfg)?;
@@ -539,9 +545,10 @@ mod tests {
         ];
         v.extend_from_slice(extra);
         match crate::cli::Cli::try_parse_from(v).unwrap().command {
-            crate::cli::Command::Ue(UeArgs {
-                command: UeCommand::Register(r),
-            }) => r,
+            crate::cli::Command::Ue(UeArgs { command }) => match *command {
+                UeCommand::Register(r) => r,
+                other => panic!("parsed as {other:?}"),
+            },
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -623,16 +630,24 @@ mod tests {
         ];
         v.extend_from_slice(extra);
         match crate::cli::Cli::try_parse_from(v)?.command {
-            crate::cli::Command::Ue(UeArgs {
-                command: UeCommand::Call(c),
-            }) => Ok(c),
+            crate::cli::Command::Ue(UeArgs { command }) => match *command {
+                UeCommand::Call(c) => Ok(c),
+                other => panic!("parsed as {other:?}"),
+            },
             other => panic!("parsed as {other:?}"),
         }
     }
 
     #[test]
     fn call_arguments() {
-        let c = parse_call(&["--to", "sip:bob@ims.test", "--hold-ms", "10"]).unwrap();
+        let c = parse_call(&[
+            "--to",
+            "sip:bob@ims.test",
+            "--hold-ms",
+            "10",
+            "--preconditions",
+        ])
+        .unwrap();
         assert_eq!(
             c.plan(),
             Plan::Call {
@@ -643,6 +658,7 @@ mod tests {
         let cfg = c.config().unwrap();
         assert_eq!(cfg.calls.answer, AnswerMode::Auto(Duration::from_secs(1)));
         assert_eq!(cfg.impu, "sip:alice@ims.test");
+        assert!(cfg.calls.preconditions);
         let c = parse_call(&["--answer", "reject:486", "--wait-ms", "5"]).unwrap();
         assert_eq!(c.config().unwrap().calls.answer, AnswerMode::Reject(486));
         assert_eq!(
