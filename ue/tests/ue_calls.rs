@@ -789,3 +789,44 @@ fn preconditions_183_prack_update_then_ringing_and_answer() {
     );
     lab.assert_all_ended();
 }
+
+#[test]
+fn session_timer_refreshes_and_a_vanished_peer_ends_the_call() {
+    let mut lab = Lab::new(
+        |a| a.calls.session_expires = 90,
+        |b| b.calls.answer = AnswerMode::Auto(Duration::ZERO),
+    );
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_millis(10));
+    let b_call = lab.incoming(1);
+    let (inv, _) = lab.sent(0, "INVITE").remove(0);
+    assert_eq!(inv.header("Session-Expires"), Some("90"));
+    let (ok, _) = lab.sent(1, "200 INVITE").remove(0);
+    assert_eq!(ok.header("Session-Expires"), Some("90;refresher=uac"));
+    assert!(ok.has_option_tag("Require", "timer"));
+
+    // the caller refreshes at half the interval, the callee answers and waits again
+    lab.advance(Duration::from_secs(46));
+    let (update, _) = lab.sent(0, "UPDATE").remove(0);
+    assert_eq!(update.header("Session-Expires"), Some("90;refresher=uac"));
+    assert!(update.body().is_empty());
+    assert!(lab.events[1].contains(&EventKind::CallRefreshed { call: b_call }));
+    lab.advance(Duration::from_secs(50));
+    assert_eq!(lab.sent(0, "UPDATE").len(), 2);
+    assert_eq!(lab.ues[1].call_phase(b_call), Some(CallPhase::Answered));
+
+    // then the network goes silent: the callee gives up 60 s after the last refresh,
+    // the caller when its refresh times out
+    lab.drop = |_| true;
+    lab.advance(Duration::from_secs(200));
+    assert_eq!(
+        lab.ended(1, b_call),
+        Some(CallEnd::Timeout(CallTimeout::SessionExpired))
+    );
+    assert_eq!(
+        lab.ended(0, call),
+        Some(CallEnd::Timeout(CallTimeout::NoFinal))
+    );
+    lab.assert_all_ended();
+}

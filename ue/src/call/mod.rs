@@ -89,6 +89,8 @@ pub enum CallTimeout {
     NoAck,
     /// a CANCEL or BYE got no final answer; the call ended locally
     NoFinal,
+    /// the session timer ran out without a refresh (RFC 4028 §10: BYE sent)
+    SessionExpired,
 }
 
 /// How a call ended.
@@ -178,6 +180,10 @@ pub struct CallConfig {
     /// with `curr:qos local sendrecv` before the callee alerts. Incoming calls that ask
     /// for preconditions get them whatever this says.
     pub preconditions: bool,
+    /// Session-Expires asked for in our INVITEs (RFC 4028; 0: none). The callee makes the
+    /// caller the refresher; whichever side does not refresh sends BYE when the session
+    /// runs out without a refresh, so no dialog outlives a vanished peer.
+    pub session_expires: u32,
 }
 
 impl Default for CallConfig {
@@ -189,6 +195,7 @@ impl Default for CallConfig {
             preferred_identity: None,
             rtp_port: 40000,
             preconditions: false,
+            session_expires: 1800,
         }
     }
 }
@@ -338,6 +345,13 @@ enum Guard {
     NoAck,
     /// a CANCEL/BYE without a final answer
     Ending,
+    /// the peer should have refreshed the session by now (RFC 4028 §10)
+    SessionExpiry,
+}
+
+/// When the non-refreshing side gives up on a session of `se` seconds (RFC 4028 §10).
+fn expiry_after(se: u32) -> Duration {
+    Duration::from_secs(u64::from(se - (se / 3).min(32)))
 }
 
 #[derive(Debug)]
@@ -595,8 +609,13 @@ impl Calls {
         b = net
             .decorate(b, &[])
             .header(hdr::SUPPORTED, supported)
-            .header("Allow", ALLOW)
-            .body("application/sdp", Bytes::from(sdp));
+            .header("Allow", ALLOW);
+        if self.cfg.session_expires > 0 {
+            b = b
+                .header("Session-Expires", self.cfg.session_expires)
+                .header("Min-SE", 90);
+        }
+        b = b.body("application/sdp", Bytes::from(sdp));
         let invite = b.build();
         self.out.push_back(CallOut::Request(
             invite.clone(),
@@ -1043,7 +1062,10 @@ impl Calls {
             c.guard = None;
             if let Some((se, refresher)) = session_expires(resp) {
                 c.session_expires = Some(se);
-                if refresher.as_deref() == Some("uac") {
+                if refresher.as_deref() == Some("uas") {
+                    c.guard = Some((now + expiry_after(se), Guard::SessionExpiry));
+                } else {
+                    // RFC 4028 §7.2: we asked, the answer names us (or nobody): we refresh
                     c.refresh_at = Some(now + Duration::from_secs(u64::from(se / 2).max(1)));
                 }
             }
@@ -1532,8 +1554,19 @@ impl Calls {
                     if let AnswerMode::Auto(after) = self.cfg.answer {
                         c.answer_at = Some(now + after);
                     }
-                } else if method == Method::Update && c.phase == CallPhase::Answered {
-                    ev(&mut self.out, EventKind::CallRefreshed { call: r });
+                } else if c.phase == CallPhase::Answered {
+                    if let Some((se, _)) = session_expires(&req) {
+                        c.session_expires = Some(se);
+                    }
+                    // the peer refreshed: restart the wait for its next refresh
+                    if matches!(c.guard, Some((_, Guard::SessionExpiry))) {
+                        c.guard = c
+                            .session_expires
+                            .map(|se| (now + expiry_after(se), Guard::SessionExpiry));
+                    }
+                    if method == Method::Update {
+                        ev(&mut self.out, EventKind::CallRefreshed { call: r });
+                    }
                 }
             }
             Method::Message => {
@@ -1563,7 +1596,10 @@ impl Calls {
         {
             c.acked = true;
             c.retransmit_at = None;
-            c.guard = None;
+            // we made the caller the refresher: expect its refreshes
+            c.guard = c
+                .session_expires
+                .map(|se| (now + expiry_after(se), Guard::SessionExpiry));
             ev(
                 &mut self.out,
                 EventKind::CallAnswered {
@@ -1635,6 +1671,17 @@ impl Calls {
                                     r,
                                     &mut c,
                                     CallEnd::Timeout(CallTimeout::NoAck),
+                                    net,
+                                    now,
+                                );
+                            }
+                        }
+                        Guard::SessionExpiry => {
+                            if c.phase == CallPhase::Answered {
+                                let _ = self.bye(
+                                    r,
+                                    &mut c,
+                                    CallEnd::Timeout(CallTimeout::SessionExpired),
                                     net,
                                     now,
                                 );
