@@ -1,7 +1,7 @@
 //! Calls and pager-mode MESSAGE of the UE (TS 24.229 §5.1.2A, §5.1.3, RFC 3261 §13–15,
 //! RFC 3262, RFC 3311, RFC 3428), sans-IO like the registration next to it.
 //!
-//! [`Calls`] owns the call state; [`crate::Ue`] gives it the requests that belong to calls
+//! `Calls` owns the call state; [`crate::Ue`] gives it the requests that belong to calls
 //! and the responses of its client transactions, and turns its outputs (requests, responses,
 //! stateless ACKs, events) into transactions, as for the registration.
 //!
