@@ -432,21 +432,22 @@ impl Dialog {
     fn build(&self, method: Method, seq: u32, via: &Via) -> RequestBuilder {
         let strict = self
             .route_set
-            .first()
-            .is_some_and(|r| !r.uri.params.has("lr"));
+            .split_first()
+            .filter(|(first, _)| !first.uri.params.has("lr"));
         // §12.2.1.1: with a strict router first, it becomes the Request-URI and the remote
         // target goes to the end of Route
-        let (uri, routes): (Uri, Vec<String>) = if strict {
-            let mut first = self.route_set[0].uri.clone();
-            first.params = Default::default();
-            let mut r: Vec<String> = self.route_set[1..].iter().map(|r| r.to_string()).collect();
-            r.push(format!("<{}>", self.remote_target));
-            (first, r)
-        } else {
-            (
+        let (uri, routes): (Uri, Vec<String>) = match strict {
+            Some((first, rest)) => {
+                let mut uri = first.uri.clone();
+                uri.params = Default::default();
+                let mut r: Vec<String> = rest.iter().map(|r| r.to_string()).collect();
+                r.push(format!("<{}>", self.remote_target));
+                (uri, r)
+            }
+            None => (
                 self.remote_target.clone(),
                 self.route_set.iter().map(|r| r.to_string()).collect(),
-            )
+            ),
         };
         let mut from = self.local_uri.clone();
         from.params.set("tag", Some(&self.id.local_tag));

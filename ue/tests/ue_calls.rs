@@ -81,6 +81,8 @@ struct Lab {
     events: Vec<Vec<EventKind>>,
     /// the relay loses what this matches
     drop: fn(&Message) -> bool,
+    /// the relay overwrites random bytes of a third of what it delivers
+    mangle: Option<rand::rngs::StdRng>,
 }
 
 impl Lab {
@@ -100,6 +102,7 @@ impl Lab {
             log: Vec::new(),
             events: vec![Vec::new(), Vec::new()],
             drop: |_| false,
+            mangle: None,
         }
     }
 
@@ -121,37 +124,50 @@ impl Lab {
     }
 
     /// What the relay does with a message UE `i` sent: the receiving UE, the message and
-    /// the flow it arrives on.
-    fn route(&self, i: usize, mut m: Message, flow: Flow) -> Option<(usize, Message, Flow)> {
+    /// the flow it arrives on; `Err` names the broken rule of the contract.
+    fn route(
+        &self,
+        i: usize,
+        mut m: Message,
+        flow: Flow,
+    ) -> Result<(usize, Message, Flow), String> {
+        macro_rules! ensure {
+            ($cond:expr, $($why:tt)+) => {
+                if !$cond {
+                    return Err(format!($($why)+));
+                }
+            };
+        }
         if !m.is_request() {
-            assert_eq!(
-                (flow.local, flow.remote),
-                (Some(self.us(i)), self.pc(i)),
-                "responses leave on the flow the request came on: port_us → port_pc"
+            ensure!(
+                (flow.local, flow.remote) == (Some(self.us(i)), self.pc(i)),
+                "responses leave on the flow the request came on: port_us → port_pc, not {flow:?}"
             );
-            m.pop_header_value("Via").expect("the relay's Via");
-            let via = m.top_via().unwrap();
+            ensure!(m.pop_header_value("Via").is_some(), "the relay's Via");
+            let via = m.top_via().map_err(|e| e.to_string())?;
             let j = (0..self.ues.len())
                 .find(|&j| via.host == self.sets[j].ue.to_string())
-                .expect("a UE's Via");
-            return Some((j, m, Flow::new(self.uc(j), self.ps(j), Protocol::Udp)));
+                .ok_or("a UE's Via")?;
+            return Ok((j, m, Flow::new(self.uc(j), self.ps(j), Protocol::Udp)));
         }
-        assert_eq!(
-            (flow.local, flow.remote),
-            (Some(self.uc(i)), self.ps(i)),
-            "requests go over the SA from port_uc to port_ps: {}",
+        ensure!(
+            (flow.local, flow.remote) == (Some(self.uc(i)), self.ps(i)),
+            "requests go over the SA from port_uc to port_ps: {} on {flow:?}",
             m.start_line_str()
         );
-        let first = m.pop_header_value("Route").expect("Route");
-        assert_eq!(first, self.rr(i), "our P-CSCF's protected port comes first");
-        let next = m.pop_header_value("Route").expect("a second Route");
+        let first = m.pop_header_value("Route").ok_or("no Route")?;
+        ensure!(
+            first == self.rr(i),
+            "our P-CSCF's protected port comes first, not {first}"
+        );
+        let next = m.pop_header_value("Route").ok_or("no second Route")?;
+        let uri = m.request_uri().map_err(|e| e.to_string())?;
         let j = if next == SERVICE_ROUTE {
             // initial request (or its CANCEL / non-2xx ACK): S-CSCF retargeting to the
             // callee's registered contact
-            let uri = m.request_uri().unwrap();
             let j = (0..self.ues.len())
                 .find(|&j| uri.user.as_deref() == Some(self.users[j]))
-                .expect("a known callee");
+                .ok_or("an unknown callee")?;
             m.set_uri(&format!(
                 "sip:{}@{}:{}",
                 self.users[j], self.sets[j].ue, self.sets[j].port_us
@@ -164,20 +180,19 @@ impl Lab {
         } else {
             let j = (0..self.ues.len())
                 .find(|&j| next == self.rr(j))
-                .expect("the other side's Record-Route entry");
-            let uri = m.request_uri().unwrap();
-            assert_eq!(
-                (uri.host.as_str(), uri.port),
-                (
-                    self.sets[j].ue.to_string().as_str(),
-                    Some(self.sets[j].port_us)
-                ),
-                "in-dialog requests target the peer's Contact"
+                .ok_or("not the other side's Record-Route entry")?;
+            ensure!(
+                (uri.host.as_str(), uri.port)
+                    == (
+                        self.sets[j].ue.to_string().as_str(),
+                        Some(self.sets[j].port_us)
+                    ),
+                "in-dialog requests target the peer's Contact, not {uri}"
             );
             j
         };
-        assert!(!m.has_header("Route"), "nothing beyond the route set");
-        let branch = m.branch().unwrap();
+        ensure!(!m.has_header("Route"), "nothing beyond the route set");
+        let branch = m.branch().map_err(|e| e.to_string())?;
         m.prepend_header(
             "Via",
             &format!(
@@ -187,7 +202,7 @@ impl Lab {
                 branch.trim_start_matches("z9hG4bK")
             ),
         );
-        Some((j, m, Flow::new(self.us(j), self.pc(j), Protocol::Udp)))
+        Ok((j, m, Flow::new(self.us(j), self.pc(j), Protocol::Udp)))
     }
 
     /// Moves messages until both UEs are quiet.
@@ -201,7 +216,13 @@ impl Lab {
                     if (self.drop)(&m) {
                         continue;
                     }
-                    moved.extend(self.route(i, m, t.flow));
+                    match self.route(i, m, t.flow) {
+                        Ok(x) => moved.push(x),
+                        // with mangled input the UEs may answer anything: the relay drops
+                        // what it cannot route
+                        Err(_) if self.mangle.is_some() => {}
+                        Err(e) => panic!("{e}"),
+                    }
                 }
                 while let Some(e) = self.ues[i].poll_event() {
                     self.events[i].push(e.kind);
@@ -211,7 +232,17 @@ impl Lab {
                 return;
             }
             for (j, m, flow) in moved {
-                self.ues[j].handle_datagram(flow, &m.to_bytes(), self.now);
+                let mut bytes = m.to_bytes();
+                if let Some(rng) = self.mangle.as_mut() {
+                    use rand::Rng;
+                    if rng.random_range(0..3) == 0 {
+                        for _ in 0..rng.random_range(1..6) {
+                            let k = rng.random_range(0..bytes.len());
+                            bytes[k] = rng.random();
+                        }
+                    }
+                }
+                self.ues[j].handle_datagram(flow, &bytes, self.now);
             }
         }
         panic!("messages kept flowing");
@@ -829,4 +860,33 @@ fn session_timer_refreshes_and_a_vanished_peer_ends_the_call() {
         Some(CallEnd::Timeout(CallTimeout::NoFinal))
     );
     lab.assert_all_ended();
+}
+
+/// Calls with preconditions whose messages the relay mangles: whatever arrives, no UE
+/// panics, and every call and transaction still ends.
+#[test]
+fn mangled_call_messages_do_not_panic_and_everything_ends() {
+    use rand::SeedableRng;
+    for seed in 0..60u64 {
+        let mut lab = Lab::new(
+            |a| a.calls.preconditions = true,
+            |b| b.calls.answer = AnswerMode::Auto(Duration::from_millis(200)),
+        );
+        lab.mangle = Some(rand::rngs::StdRng::seed_from_u64(seed));
+        let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+        lab.pump();
+        lab.advance(Duration::from_secs(2));
+        let _ = lab.ues[0].refresh(call, lab.now);
+        lab.pump();
+        let _ = lab.ues[0].send_message(&bob(), "x", lab.now);
+        let _ = lab.ues[0].hangup(call, lab.now);
+        lab.pump();
+        // a mangled Call-ID or tag can leave an established call that nobody can hang up
+        // any more: the session timer (1800 s) ends it
+        lab.advance(Duration::from_secs(2000));
+        for u in &lab.ues {
+            assert_eq!(u.transaction_count(), 0, "seed {seed}");
+            assert!(u.calls().is_empty(), "seed {seed}: {:?}", u.calls());
+        }
+    }
 }
