@@ -435,6 +435,12 @@ impl Ue {
                         self.sent_event(&m, flow, now);
                         self.tx.send_stateless(&m, flow);
                     }
+                    CallOut::Resend(id, m) => {
+                        if let Err(e) = self.tx.respond(id, m, now) {
+                            self.note(now, Note::CannotRespond(e));
+                        }
+                    }
+                    CallOut::ResendStateless(m, flow) => self.tx.send_stateless(&m, flow),
                     CallOut::Event(kind) => self.events.push_back(UeEvent { at: now, kind }),
                 }
             }

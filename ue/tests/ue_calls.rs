@@ -592,6 +592,15 @@ fn a_lost_ack_means_2xx_retransmissions_then_bye() {
     let oks = lab.sent(1, "200 INVITE").len();
     assert!((6..=12).contains(&oks), "{oks} 2xx");
     assert_eq!(lab.sent(0, "ACK").len(), oks);
+    // the ladder shows the first 2xx and the first ACK, not their retransmissions
+    let shown = |i: usize, what: &str| {
+        lab.events[i]
+            .iter()
+            .filter(|e| matches!(e, EventKind::Sent { summary, .. } if summary.starts_with(what)))
+            .count()
+    };
+    assert_eq!(shown(1, "200 OK (CSeq 1 INVITE"), 1);
+    assert_eq!(shown(0, "ACK"), 1);
     assert_eq!(
         lab.ended(1, b_call),
         Some(CallEnd::Timeout(CallTimeout::NoAck))

@@ -318,6 +318,11 @@ pub(crate) enum CallOut {
     Respond(TxId, Message),
     /// send outside any transaction (ACK for a 2xx)
     Stateless(Message, Flow),
+    /// a retransmission of our 2xx through its transaction (RFC 3261 §13.3.1.4); the
+    /// ladder shows only the first transmission
+    Resend(TxId, Message),
+    /// the ACK again, for a retransmitted 2xx (§13.2.2.4)
+    ResendStateless(Message, Flow),
     /// for the application
     Event(EventKind),
 }
@@ -1032,7 +1037,8 @@ impl Calls {
             if !first {
                 // a retransmission: our ACK was lost
                 if let Some(a) = &c.ack {
-                    self.out.push_back(CallOut::Stateless(a.clone(), net.flow));
+                    self.out
+                        .push_back(CallOut::ResendStateless(a.clone(), net.flow));
                 }
                 return;
             }
@@ -1623,7 +1629,7 @@ impl Calls {
             let Ok(mut c) = self.take(r) else { continue };
             if c.retransmit_at.is_some_and(|t| t <= now) {
                 if let (Some(tx), Some(ok)) = (c.invite_tx, c.ok.clone()) {
-                    self.out.push_back(CallOut::Respond(tx, ok));
+                    self.out.push_back(CallOut::Resend(tx, ok));
                 }
                 c.interval = (c.interval * 2).min(self.timers.t2);
                 c.retransmit_at = Some(now + c.interval);
