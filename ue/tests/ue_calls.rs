@@ -899,3 +899,35 @@ fn mangled_call_messages_do_not_panic_and_everything_ends() {
         }
     }
 }
+
+#[test]
+fn reliable_provisionals_are_retransmitted_until_prack_then_given_up() {
+    let mut lab = Lab::new(|a| a.calls.preconditions = true, |_| {});
+    lab.drop = |m| m.method() == Some(&Method::Prack);
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    let b_call = lab.incoming(1);
+    lab.advance(Duration::from_secs(40));
+    // T1 doubling for 64·T1: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s
+    assert_eq!(lab.sent(1, "183").len(), 7);
+    let mut pracks: Vec<u32> = lab
+        .sent(0, "PRACK")
+        .iter()
+        .map(|(m, _)| m.cseq().unwrap().seq)
+        .collect();
+    pracks.dedup();
+    assert_eq!(pracks, vec![2], "a retransmission is not PRACKed again");
+    assert!(matches!(
+        lab.ended(0, call),
+        Some(CallEnd::Rejected {
+            code: 500,
+            by: Party::Remote,
+            ..
+        })
+    ));
+    assert_eq!(
+        lab.ended(1, b_call),
+        Some(CallEnd::Timeout(CallTimeout::NoPrack))
+    );
+    lab.assert_all_ended();
+}

@@ -91,6 +91,8 @@ pub enum CallTimeout {
     NoFinal,
     /// the session timer ran out without a refresh (RFC 4028 §10: BYE sent)
     SessionExpired,
+    /// our reliable provisional response was never PRACKed (RFC 3262 §3: 500 sent)
+    NoPrack,
 }
 
 /// How a call ended.
@@ -388,6 +390,8 @@ struct Call {
     ending: Option<CallEnd>,
     /// callee: RSeq of our last reliable provisional
     rseq: u32,
+    /// callee: that provisional until its PRACK arrives (RFC 3262 §3)
+    reliable: Option<Reliable>,
     /// RFC 4028: refresh with UPDATE at this time
     refresh_at: Option<Instant>,
     session_expires: Option<u32>,
@@ -402,6 +406,7 @@ impl Call {
     fn deadline(&self) -> Option<Instant> {
         [
             self.retransmit_at,
+            self.reliable.as_ref().map(|r| r.next),
             self.answer_at,
             self.guard.map(|g| g.0),
             self.refresh_at,
@@ -420,6 +425,15 @@ impl Call {
             CallPhase::Ended(_) => "ended",
         }
     }
+}
+
+/// A reliable provisional response being retransmitted until its PRACK.
+#[derive(Debug)]
+struct Reliable {
+    response: Message,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
 }
 
 #[derive(Debug)]
@@ -656,6 +670,7 @@ impl Calls {
                 ringing_code: None,
                 ending: None,
                 rseq: 0,
+                reliable: None,
                 refresh_at: None,
                 session_expires: None,
                 session_id,
@@ -1281,6 +1296,7 @@ impl Calls {
             ringing_code: None,
             ending: None,
             rseq: 0,
+            reliable: None,
             refresh_at: None,
             session_id: rand::random::<u32>() as u64,
             sdp_version: 1,
@@ -1295,19 +1311,19 @@ impl Calls {
             && sdp_text::wants_preconditions(&String::from_utf8_lossy(c.invite.body()));
         match self.cfg.answer {
             AnswerMode::Reject(code) => self.final_failure(&mut c, code.clamp(300, 699), None),
-            _ if precond => self.session_progress(&mut c, net),
+            _ if precond => self.session_progress(&mut c, net, now),
             AnswerMode::Auto(after) => {
-                self.ringing(&mut c, net);
+                self.ringing(&mut c, net, now);
                 c.answer_at = Some(now + after);
             }
-            AnswerMode::Ring => self.ringing(&mut c, net),
+            AnswerMode::Ring => self.ringing(&mut c, net, now),
         }
         self.put(r, c);
     }
 
     /// The callee's reliable 183 with the SDP answer and its QoS status (nothing reserved
     /// yet, confirmation of the caller's segment requested: RFC 3312 §6).
-    fn session_progress(&mut self, c: &mut Call, net: &Net) {
+    fn session_progress(&mut self, c: &mut Call, net: &Net, now: Instant) {
         let Some(tx) = c.invite_tx else { return };
         let offer = String::from_utf8_lossy(c.invite.body()).into_owned();
         let Some(mut sdp) = sdp_text::answer(
@@ -1330,26 +1346,42 @@ impl Calls {
             .header("Allow", ALLOW)
             .body("application/sdp", Bytes::from(sdp));
         if let Ok(m) = b.build() {
+            self.track_reliable(c, &m, now);
             self.out.push_back(CallOut::Respond(tx, m));
         }
         c.precond = Some(Precond::Offered);
     }
 
     /// 180 Ringing, reliable (RFC 3262) when the caller requires 100rel.
-    fn ringing(&mut self, c: &mut Call, net: &Net) {
+    fn ringing(&mut self, c: &mut Call, net: &Net, now: Instant) {
         let Some(tx) = c.invite_tx else { return };
         let mut b = ResponseBuilder::new(&c.invite, 180)
             .to_tag(&c.local_tag)
             .header("Contact", &net.contact)
             .header("Allow", ALLOW);
-        if c.invite.has_option_tag(hdr::REQUIRE, "100rel") || c.precond.is_some() {
+        let reliable = c.invite.has_option_tag(hdr::REQUIRE, "100rel") || c.precond.is_some();
+        if reliable {
             c.rseq += 1;
             b = b.header(hdr::REQUIRE, "100rel").header("RSeq", c.rseq);
         }
         if let Ok(m) = b.build() {
+            if reliable {
+                self.track_reliable(c, &m, now);
+            }
             self.out.push_back(CallOut::Respond(tx, m));
         }
         c.phase = CallPhase::Ringing;
+    }
+
+    /// Retransmits `m` with T1 doubling until its PRACK, for 64·T1 (RFC 3262 §3).
+    fn track_reliable(&self, c: &mut Call, m: &Message, now: Instant) {
+        let t1 = self.timers.t1;
+        c.reliable = Some(Reliable {
+            response: m.clone(),
+            next: now + t1,
+            interval: t1,
+            give_up: now + 64 * t1,
+        });
     }
 
     fn send_ok(&mut self, c: &mut Call, net: &Net, now: Instant) {
@@ -1391,6 +1423,7 @@ impl Calls {
         };
         self.out.push_back(CallOut::Respond(tx, m.clone()));
         c.ok = Some(m);
+        c.reliable = None;
         c.interval = self.timers.t1;
         c.retransmit_at = Some(now + self.timers.t1);
         c.guard = Some((now + 64 * self.timers.t1, Guard::NoAck));
@@ -1411,6 +1444,7 @@ impl Calls {
         {
             let reason = m.reason().unwrap_or("").to_string();
             self.out.push_back(CallOut::Respond(tx, m));
+            c.reliable = None;
             c.phase = CallPhase::Ended(end.unwrap_or(CallEnd::Rejected {
                 code,
                 reason,
@@ -1509,6 +1543,9 @@ impl Calls {
             }
             Method::Prack => {
                 let ok = parse_rack(&req).is_ok_and(|(rseq, _, _)| rseq == c.rseq);
+                if ok {
+                    c.reliable = None;
+                }
                 self.respond_plain(tx, &req, if ok { 200 } else { 481 }, None);
             }
             Method::Update | Method::Invite => {
@@ -1556,7 +1593,7 @@ impl Calls {
                 if qos_met {
                     c.precond = Some(Precond::Met);
                     ev(&mut self.out, EventKind::CallPreconditionsMet { call: r });
-                    self.ringing(&mut c, net);
+                    self.ringing(&mut c, net, now);
                     if let AnswerMode::Auto(after) = self.cfg.answer {
                         c.answer_at = Some(now + after);
                     }
@@ -1633,6 +1670,28 @@ impl Calls {
                 }
                 c.interval = (c.interval * 2).min(self.timers.t2);
                 c.retransmit_at = Some(now + c.interval);
+            }
+            if c.reliable.as_ref().is_some_and(|r| r.next <= now) {
+                match c.reliable.take() {
+                    Some(r) if now >= r.give_up => {
+                        if matches!(c.phase, CallPhase::Calling | CallPhase::Ringing) {
+                            self.final_failure(
+                                &mut c,
+                                500,
+                                Some(CallEnd::Timeout(CallTimeout::NoPrack)),
+                            );
+                        }
+                    }
+                    Some(mut r) => {
+                        if let Some(tx) = c.invite_tx {
+                            self.out.push_back(CallOut::Resend(tx, r.response.clone()));
+                        }
+                        r.interval *= 2;
+                        r.next = (now + r.interval).min(r.give_up);
+                        c.reliable = Some(r);
+                    }
+                    None => {}
+                }
             }
             if c.answer_at.is_some_and(|t| t <= now) {
                 c.answer_at = None;
