@@ -931,3 +931,34 @@ fn reliable_provisionals_are_retransmitted_until_prack_then_given_up() {
     );
     lab.assert_all_ended();
 }
+
+#[test]
+fn cancel_waits_for_a_provisional_response() {
+    let mut lab = Lab::new(|_| {}, |b| b.calls.answer = AnswerMode::Ring);
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    // hung up before anything came back: RFC 3261 §9.1 forbids the CANCEL yet
+    lab.ues[0].hangup(call, lab.now).unwrap();
+    let first: Vec<Message> = std::iter::from_fn(|| lab.ues[0].poll_transmit())
+        .map(|t| Message::parse(&t.payload).unwrap())
+        .collect();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].method(), Some(&Method::Invite));
+    // the relay gets the INVITE through; the callee's 100/180 release the CANCEL
+    let (inv_flow, inv) = (
+        Flow::new(lab.uc(0), lab.ps(0), Protocol::Udp),
+        first[0].clone(),
+    );
+    let (j, m, f) = lab.route(0, inv, inv_flow).unwrap();
+    lab.ues[j].handle_datagram(f, &m.to_bytes(), lab.now);
+    lab.pump();
+    assert_eq!(lab.sent(0, "CANCEL").len(), 1);
+    assert_eq!(
+        lab.ended(0, call),
+        Some(CallEnd::Cancelled { by: Party::Local })
+    );
+    assert_eq!(
+        lab.ended(1, lab.incoming(1)),
+        Some(CallEnd::Cancelled { by: Party::Remote })
+    );
+    lab.assert_all_ended();
+}
