@@ -155,6 +155,8 @@ pub struct UeSnapshot {
     pub sqn_ms: u64,
     /// live transactions
     pub transactions: usize,
+    /// calls in progress
+    pub calls: Vec<(CallRef, CallPhase)>,
 }
 
 /// A call or message command for the core.
@@ -624,6 +626,7 @@ async fn host_task(
                         current_set: s.ue.current_set().cloned(),
                         sqn_ms: s.ue.registration().sqn_state().highest().value(),
                         transactions: s.ue.transaction_count(),
+                        calls: s.ue.calls(),
                     });
                     let _ = tx.send(snap);
                 }

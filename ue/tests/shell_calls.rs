@@ -139,6 +139,10 @@ async fn calls_and_messages_through_the_shell() {
     b.answer(incoming).await.unwrap();
     within(a.wait_answered(call)).await.unwrap();
     within(b.wait_answered(incoming)).await.unwrap();
+    assert_eq!(
+        a.snapshot().await.unwrap().calls,
+        vec![(call, ue::CallPhase::Answered)]
+    );
     a.hangup(call).await.unwrap();
     assert_eq!(
         within(a.wait_ended(call)).await.unwrap(),

@@ -633,7 +633,10 @@ fn silence_ends_every_call_and_transaction() {
 
 #[test]
 fn message_both_ways() {
-    let mut lab = Lab::new(|_| {}, |_| {});
+    let mut lab = Lab::new(
+        |a| a.calls.preferred_identity = Some("tel:+4930123456".into()),
+        |_| {},
+    );
     lab.ues[0]
         .send_message(&bob(), "hello bob", lab.now)
         .unwrap();
@@ -641,6 +644,15 @@ fn message_both_ways() {
     let (msg, flow) = lab.sent(0, "MESSAGE").remove(0);
     assert_eq!(flow.remote, lab.ps(0));
     assert_eq!(msg.header("Content-Type"), Some("text/plain"));
+    assert_eq!(
+        msg.header("P-Preferred-Identity"),
+        Some("<tel:+4930123456>")
+    );
+    assert!(!msg.has_header("P-Asserted-Identity"));
+    assert!(
+        !msg.has_header("Contact"),
+        "RFC 3428: no dialog, no Contact"
+    );
     assert_eq!(
         msg.header("Route").unwrap(),
         format!("{}, {SERVICE_ROUTE}", lab.rr(0))
