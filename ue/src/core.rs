@@ -288,7 +288,10 @@ impl Ue {
                     Err(e) => self.note(now, Note::CannotBuildResponse(e)),
                 }
             }
-            Ok(RequestOutcome::Ack { request, .. }) => self.calls.handle_ack(&request, now),
+            Ok(RequestOutcome::Ack { request, .. }) => {
+                let net = self.net();
+                self.calls.handle_ack(&request, &net, now);
+            }
             Ok(_) => {}
             Err(e) => self.note(now, Note::UnusableRequest(e)),
         }

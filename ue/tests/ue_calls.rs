@@ -974,3 +974,35 @@ fn cancel_waits_for_a_provisional_response() {
     );
     lab.assert_all_ended();
 }
+
+#[test]
+fn a_callee_hanging_up_before_the_ack_waits_for_it() {
+    let mut lab = Lab::new(|_| {}, |b| b.calls.answer = AnswerMode::Ring);
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    let b_call = lab.incoming(1);
+    lab.ues[1].answer(b_call, lab.now).unwrap();
+    lab.ues[1].hangup(b_call, lab.now).unwrap();
+    assert!(
+        lab.sent(1, "BYE").is_empty() && lab.ues[1].poll_timeout().is_some(),
+        "no BYE before the ACK (RFC 3261 §15)"
+    );
+    lab.pump();
+    let pos = |i: usize, what: &str| {
+        lab.log
+            .iter()
+            .position(|(s, m, _)| *s == i && m.start_line_str().starts_with(what))
+            .unwrap()
+    };
+    assert!(pos(0, "ACK") < pos(1, "BYE"));
+    assert!(lab.answered(0, call));
+    assert_eq!(
+        lab.ended(0, call),
+        Some(CallEnd::HungUp { by: Party::Remote })
+    );
+    assert_eq!(
+        lab.ended(1, b_call),
+        Some(CallEnd::HungUp { by: Party::Local })
+    );
+    lab.assert_all_ended();
+}

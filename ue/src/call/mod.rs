@@ -392,6 +392,8 @@ struct Call {
     rseq: u32,
     /// callee: that provisional until its PRACK arrives (RFC 3262 §3)
     reliable: Option<Reliable>,
+    /// callee: hung up before the ACK of our 2xx; the BYE waits for it (RFC 3261 §15)
+    bye_pending: bool,
     /// RFC 4028: refresh with UPDATE at this time
     refresh_at: Option<Instant>,
     session_expires: Option<u32>,
@@ -671,6 +673,7 @@ impl Calls {
                 ending: None,
                 rseq: 0,
                 reliable: None,
+                bye_pending: false,
                 refresh_at: None,
                 session_expires: None,
                 session_id,
@@ -727,6 +730,10 @@ impl Calls {
             }
             (CallPhase::Calling | CallPhase::Ringing, false) => {
                 self.final_failure(&mut c, 603, None);
+                Ok(())
+            }
+            (CallPhase::Answered, false) if !c.acked => {
+                c.bye_pending = true;
                 Ok(())
             }
             (CallPhase::Answered, _) => {
@@ -1297,6 +1304,7 @@ impl Calls {
             ending: None,
             rseq: 0,
             reliable: None,
+            bye_pending: false,
             refresh_at: None,
             session_id: rand::random::<u32>() as u64,
             sdp_version: 1,
@@ -1625,7 +1633,7 @@ impl Calls {
     }
 
     /// An ACK outside any transaction: the ACK of a 2xx we sent (RFC 3261 §13.3.1.4).
-    pub(crate) fn handle_ack(&mut self, req: &Message, now: Instant) {
+    pub(crate) fn handle_ack(&mut self, req: &Message, net: &Net, now: Instant) {
         let Ok(Some(id)) = DialogId::of_incoming_request(req) else {
             return;
         };
@@ -1650,6 +1658,9 @@ impl Calls {
                     took: now.saturating_duration_since(c.started),
                 },
             );
+            if c.bye_pending {
+                let _ = self.bye(r, &mut c, CallEnd::HungUp { by: Party::Local }, net, now);
+            }
         }
         self.put(r, c);
     }
@@ -1732,13 +1743,12 @@ impl Calls {
                         Guard::NoAck => {
                             c.retransmit_at = None;
                             if !c.acked {
-                                let _ = self.bye(
-                                    r,
-                                    &mut c,
-                                    CallEnd::Timeout(CallTimeout::NoAck),
-                                    net,
-                                    now,
-                                );
+                                let end = if c.bye_pending {
+                                    CallEnd::HungUp { by: Party::Local }
+                                } else {
+                                    CallEnd::Timeout(CallTimeout::NoAck)
+                                };
+                                let _ = self.bye(r, &mut c, end, net, now);
                             }
                         }
                         Guard::SessionExpiry => {
