@@ -1071,7 +1071,8 @@ impl Calls {
                 _ => c.dialog = Dialog::uac(&c.invite, resp).ok(),
             }
             let Some(d) = c.dialog.as_ref() else {
-                // a 2xx we cannot build a dialog from: nothing to ACK with
+                // a 2xx we cannot build a dialog from (no To tag): nothing to ACK it
+                // with, so for us the INVITE got no usable answer
                 c.phase = CallPhase::Ended(CallEnd::Timeout(CallTimeout::NoResponse));
                 return;
             };
@@ -1110,15 +1111,12 @@ impl Calls {
         if let Some(d) = c.dialog.as_mut() {
             d.terminate();
         }
-        let end = match c.cancel.take() {
-            Some(end) if code == 487 => end,
-            Some(end) => end,
-            None => CallEnd::Rejected {
-                code,
-                reason: resp.reason().unwrap_or("").to_string(),
-                by: Party::Remote,
-            },
-        };
+        // after our CANCEL the answer is normally 487; whatever it is, we ended the call
+        let end = c.cancel.take().unwrap_or_else(|| CallEnd::Rejected {
+            code,
+            reason: resp.reason().unwrap_or("").to_string(),
+            by: Party::Remote,
+        });
         c.phase = CallPhase::Ended(end);
     }
 
