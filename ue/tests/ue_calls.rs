@@ -1006,3 +1006,40 @@ fn a_callee_hanging_up_before_the_ack_waits_for_it() {
     );
     lab.assert_all_ended();
 }
+
+#[test]
+fn a_2xx_from_another_fork_is_acked_and_released() {
+    let mut lab = Lab::new(
+        |_| {},
+        |b| b.calls.answer = AnswerMode::Auto(Duration::ZERO),
+    );
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_millis(10));
+    assert!(lab.answered(0, call));
+    // the same 2xx as if a second registered contact of bob had answered too
+    let (mut fork, _) = lab.sent(1, "200 INVITE").remove(0);
+    fork.pop_header_value("Via");
+    let to = fork.header("To").unwrap().replace(";tag=", ";tag=fork2");
+    fork.set_header("To", &to);
+    let to_a = Flow::new(lab.uc(0), lab.ps(0), Protocol::Udp);
+    lab.ues[0].handle_datagram(to_a, &fork.to_bytes(), lab.now);
+    lab.pump();
+    let tagged = |what: &str| {
+        lab.sent(0, what)
+            .iter()
+            .filter(|(m, _)| {
+                m.to_header()
+                    .unwrap()
+                    .tag()
+                    .is_some_and(|t| t.starts_with("fork2"))
+            })
+            .count()
+    };
+    assert_eq!(tagged("ACK"), 1);
+    assert_eq!(tagged("BYE"), 1);
+    assert_eq!(lab.ues[0].call_phase(call), Some(CallPhase::Answered));
+    lab.ues[0].hangup(call, lab.now).unwrap();
+    lab.pump();
+    lab.assert_all_ended();
+}

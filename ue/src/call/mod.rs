@@ -302,8 +302,10 @@ pub(crate) enum Purpose {
     Invite(CallRef),
     Cancel(CallRef),
     Bye(CallRef),
-    /// UPDATE (refresh), INFO, BYE of a stray fork: answers change nothing
+    /// UPDATE (refresh) and the like: a 408/481 ends the call
     InDialog(CallRef),
+    /// the BYE of a dialog another fork's 2xx created: answers change nothing
+    ForkBye,
     /// PRACK of a reliable provisional response
     Prack(CallRef),
     /// the caller's UPDATE that reports its QoS reserved (RFC 3312)
@@ -914,6 +916,7 @@ impl Calls {
         };
         let Some(code) = resp.code() else { return };
         match purpose {
+            Purpose::ForkBye => {}
             Purpose::Message(id) => {
                 if code >= 200 {
                     if let Some(p) = self.messages.remove(&id) {
@@ -1051,7 +1054,7 @@ impl Calls {
                     if let Ok(b) = d.request(Method::Bye, &net.via()) {
                         let b = net.decorate(b, &[]).build();
                         self.out
-                            .push_back(CallOut::Request(b, net.flow, Purpose::InDialog(r)));
+                            .push_back(CallOut::Request(b, net.flow, Purpose::ForkBye));
                     }
                 }
                 return;
@@ -1171,7 +1174,10 @@ impl Calls {
                     self.put(r, c);
                 }
             }
-            Purpose::Cancel(_) | Purpose::Prack(_) | Purpose::Precondition(_) => {}
+            Purpose::Cancel(_)
+            | Purpose::Prack(_)
+            | Purpose::Precondition(_)
+            | Purpose::ForkBye => {}
             Purpose::InDialog(r) => {
                 // RFC 3261 §12.2.1.2: a timeout in the dialog ends it
                 if let Ok(mut c) = self.take(r) {
