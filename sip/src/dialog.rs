@@ -756,4 +756,47 @@ mod tests {
             DialogError::CseqExhausted
         );
     }
+
+    proptest::proptest! {
+        /// Whatever bytes replace part of a dialog's messages, nothing panics: creation,
+        /// matching and in-dialog checks answer with a value or a typed error.
+        #[test]
+        fn mangled_messages_never_panic(
+            at in 0usize..2000,
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..12),
+        ) {
+            let mangle = |m: &Message| {
+                let mut b = m.to_bytes();
+                let at = at % b.len();
+                for (k, x) in junk.iter().enumerate() {
+                    if let Some(slot) = b.get_mut(at + k) {
+                        *slot = *x;
+                    }
+                }
+                Message::parse(&b).ok()
+            };
+            let at_uas = invite_at_uas();
+            if let Some(req) = mangle(&at_uas) {
+                if let Ok(mut d) = Dialog::uas(&req, "bob1") {
+                    let _ = d.request(Method::Bye, &via());
+                }
+                let _ = DialogId::of_incoming_request(&req);
+            }
+            if let Some(resp) = mangle(&answer(183)) {
+                let _ = rseq_of(&resp);
+                if let Ok(mut d) = Dialog::uac(&invite(), &resp) {
+                    let _ = d.prack(&resp, &via());
+                    let _ = d.handle_response(&resp);
+                    let _ = d.ack(&via());
+                }
+            }
+            let mut d = Dialog::uas(&at_uas, "bob1").unwrap();
+            let mut caller = Dialog::uac(&invite(), &answer(200)).unwrap();
+            let bye = caller.request(Method::Bye, &via()).unwrap().build();
+            if let Some(req) = mangle(&bye) {
+                let _ = d.handle_request(&req);
+                let _ = parse_rack(&req);
+            }
+        }
+    }
 }
