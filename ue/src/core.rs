@@ -155,6 +155,14 @@ impl Ue {
         r
     }
 
+    /// Refreshes an established call's session with a re-INVITE carrying a new offer.
+    pub fn reinvite(&mut self, call: CallRef, now: Instant) -> Result<(), CallError> {
+        let net = self.net();
+        let r = self.calls.reinvite(call, &net);
+        self.pump(now);
+        r
+    }
+
     /// Sends a pager-mode MESSAGE (RFC 3428, text/plain); the outcome comes as
     /// [`EventKind::MessageSent`] with the id returned here.
     pub fn send_message(

@@ -400,7 +400,7 @@ pub enum EventKind {
         /// the call
         call: CallRef,
     },
-    /// A session refresh (UPDATE) arrived and was answered.
+    /// A session refresh (UPDATE or re-INVITE) arrived and was answered.
     CallRefreshed {
         /// the call
         call: CallRef,

@@ -166,6 +166,7 @@ enum CallOp {
     Reject(CallRef, u16),
     Hangup(CallRef),
     Refresh(CallRef),
+    Reinvite(CallRef),
 }
 
 /// Something a handle waits for; resolved from the UE's events.
@@ -433,6 +434,11 @@ impl UeHandle {
         self.call_op(CallOp::Refresh(call)).await.map(|_| ())
     }
 
+    /// Session refresh by re-INVITE with a new offer.
+    pub async fn reinvite(&self, call: CallRef) -> Result<(), UeHostError> {
+        self.call_op(CallOp::Reinvite(call)).await.map(|_| ())
+    }
+
     /// Sends a MESSAGE and resolves with its final status code.
     pub async fn send_message(&self, target: &str, text: &str) -> Result<u16, UeHostError> {
         let (tx, rx) = oneshot::channel();
@@ -595,6 +601,7 @@ async fn host_task(
                             CallOp::Reject(c, code) => s.ue.reject(c, code, now).map(|_| None),
                             CallOp::Hangup(c) => s.ue.hangup(c, now).map(|_| None),
                             CallOp::Refresh(c) => s.ue.refresh(c, now).map(|_| None),
+                            CallOp::Reinvite(c) => s.ue.reinvite(c, now).map(|_| None),
                         };
                         let _ = reply.send(r);
                         dirty.push(i);

@@ -1043,3 +1043,43 @@ fn a_2xx_from_another_fork_is_acked_and_released() {
     lab.pump();
     lab.assert_all_ended();
 }
+
+#[test]
+fn re_invite_refreshes_with_a_new_offer_and_is_acked() {
+    let mut lab = Lab::new(
+        |_| {},
+        |b| b.calls.answer = AnswerMode::Auto(Duration::ZERO),
+    );
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_millis(10));
+    let b_call = lab.incoming(1);
+    lab.ues[0].reinvite(call, lab.now).unwrap();
+    lab.pump();
+    let invites = lab.sent(0, "INVITE");
+    assert_eq!(invites.len(), 2);
+    let (re, _) = &invites[1];
+    assert_eq!(re.cseq().unwrap().to_string(), "2 INVITE");
+    assert!(re.to_header().unwrap().tag().is_some());
+    assert_eq!(
+        re.header("Route").unwrap(),
+        format!("{}, {}", lab.rr(0), lab.rr(1))
+    );
+    assert!(std::str::from_utf8(re.body())
+        .unwrap()
+        .contains(" 2 IN IP4 "));
+    let oks = lab.sent(1, "200 INVITE");
+    assert_eq!(oks.len(), 2);
+    assert!(!oks[1].0.body().is_empty(), "the answer to the new offer");
+    let acks: Vec<String> = lab
+        .sent(0, "ACK")
+        .iter()
+        .map(|(m, _)| m.cseq().unwrap().to_string())
+        .collect();
+    assert_eq!(acks, vec!["1 ACK", "2 ACK"]);
+    assert!(lab.events[1].contains(&EventKind::CallRefreshed { call: b_call }));
+    assert_eq!(lab.ues[0].call_phase(call), Some(CallPhase::Answered));
+    lab.ues[1].hangup(b_call, lab.now).unwrap();
+    lab.pump();
+    lab.assert_all_ended();
+}

@@ -767,6 +767,22 @@ impl Calls {
         res
     }
 
+    /// Session refresh by re-INVITE with a new SDP offer (RFC 3261 §14, RFC 4028).
+    pub(crate) fn reinvite(&mut self, r: CallRef, net: &Net) -> Result<(), CallError> {
+        let mut c = self.take(r)?;
+        let res = if c.phase != CallPhase::Answered {
+            Err(CallError::InvalidState {
+                call: r,
+                command: "re-INVITE",
+                phase: c.phase_name(),
+            })
+        } else {
+            self.in_dialog(r, &mut c, Method::Invite, net)
+        };
+        self.put(r, c);
+        res
+    }
+
     /// Sends a MESSAGE with `text` (RFC 3428, text/plain) outside any dialog.
     pub(crate) fn message(
         &mut self,
@@ -898,10 +914,21 @@ impl Calls {
         if sip::dialog::is_target_refresh(&method) {
             b = b.contact(&net.contact);
         }
-        if method == Method::Update {
-            if let Some(se) = c.session_expires {
-                b = b.header("Session-Expires", format_args!("{se};refresher=uac"));
-            }
+        if let Some(se) = c.session_expires {
+            b = b.header("Session-Expires", format_args!("{se};refresher=uac"));
+        }
+        if method == Method::Invite {
+            // a re-INVITE carries a new offer (RFC 3264 §8: same session, version + 1)
+            c.sdp_version += 1;
+            let sdp = sdp_text::offer(
+                net.local.ip(),
+                self.cfg.rtp_port,
+                c.session_id,
+                c.sdp_version,
+            );
+            b = b
+                .header(hdr::SUPPORTED, "100rel, timer")
+                .body("application/sdp", Bytes::from(sdp));
         }
         let m = net.decorate(b, &[]).build();
         self.out
@@ -973,6 +1000,14 @@ impl Calls {
                 } else if matches!(purpose, Purpose::InDialog(_)) {
                     if let Some(d) = c.dialog.as_mut() {
                         let _ = d.handle_response(resp);
+                        // the 2xx of a re-INVITE (and each retransmission) gets its ACK
+                        let reinvite = resp.cseq().is_ok_and(|s| s.method == Method::Invite);
+                        if reinvite && (200..300).contains(&code) {
+                            if let Ok(a) = d.ack(&net.via()) {
+                                let a = net.decorate(a, &[]).build();
+                                self.out.push_back(CallOut::Stateless(a, net.flow));
+                            }
+                        }
                     }
                     // RFC 3261 §12.2.1.2: 481/408 to an in-dialog request ends the dialog
                     if matches!(code, 408 | 481) && c.phase == CallPhase::Answered {
@@ -1619,9 +1654,7 @@ impl Calls {
                             .session_expires
                             .map(|se| (now + expiry_after(se), Guard::SessionExpiry));
                     }
-                    if method == Method::Update {
-                        ev(&mut self.out, EventKind::CallRefreshed { call: r });
-                    }
+                    ev(&mut self.out, EventKind::CallRefreshed { call: r });
                 }
             }
             Method::Message => {
