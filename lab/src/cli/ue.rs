@@ -121,6 +121,9 @@ fn answer_mode(s: &str) -> anyhow::Result<AnswerMode> {
 impl CallArgs {
     /// The UE configuration: the registration's plus how to call and answer.
     pub fn config(&self) -> anyhow::Result<UeConfig> {
+        if !self.ue.then.is_empty() {
+            bail!("--then belongs to `imslab ue register`; `ue call` deregisters after the call");
+        }
         let mut cfg = self.ue.config()?;
         cfg.calls.answer = answer_mode(&self.answer)?;
         cfg.calls.no_answer_timeout = Duration::from_millis(self.no_answer_ms);
@@ -681,5 +684,7 @@ mod tests {
             assert!(c.config().is_err(), "{bad}");
         }
         assert_eq!(answer_mode("ring").unwrap(), AnswerMode::Ring);
+        let c = parse_call(&["--to", "sip:bob@ims.test", "--then", "dereg"]).unwrap();
+        assert!(c.config().is_err());
     }
 }
