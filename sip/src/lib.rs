@@ -40,6 +40,8 @@
 //!   (RFC 3608), P-headers (RFC 3455, RFC 7315), option tags.
 //!   Digest Authorization/WWW-Authenticate parameters belong to `akav1::digest`;
 //!   [`auth`] only glues them to [`Message`] (and strips `ck`/`ik` for proxy mode).
+//! * [`dialog`]: UA dialogs (RFC 3261 §12): route set, remote target, CSeq order,
+//!   in-dialog requests (BYE, re-INVITE, UPDATE, PRACK, ACK for 2xx).
 //! * [`builder`]: requests, responses from requests (Via/From/To/Call-ID/CSeq copied,
 //!   To-tag), branch/tag/Call-ID generation.
 //! * [`transaction`]: sans-IO client/server transactions, INVITE and non-INVITE,
@@ -54,6 +56,7 @@
 
 pub mod auth;
 pub mod builder;
+pub mod dialog;
 pub mod error;
 pub mod flow;
 pub mod headers;
@@ -69,6 +72,7 @@ pub mod uas;
 pub mod uri;
 
 pub use builder::{new_branch, new_call_id, new_tag, Ids, RequestBuilder, ResponseBuilder};
+pub use dialog::{Dialog, DialogError, DialogId, DialogState};
 pub use error::ParseError;
 pub use flow::{Flow, Protocol, Transmit};
 pub use headers::{CSeq, Contacts, NameAddr, Via, BRANCH_MAGIC};

@@ -9,6 +9,8 @@ use secagree::AlgPrefs;
 use sip::transaction::TimerConfig;
 use sip::{Scheme, Uri};
 
+use crate::call::CallConfig;
+
 /// Why a [`UeConfig`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -222,6 +224,8 @@ pub struct UeConfig {
     pub user_agent: String,
     /// SIP timers (T1/T2/T4); loopback tests may shorten them.
     pub timers: TimerConfig,
+    /// How calls are placed and answered.
+    pub calls: CallConfig,
 }
 
 impl UeConfig {
@@ -260,6 +264,7 @@ impl UeConfig {
             ),
             user_agent: concat!("imslab-ue/", env!("CARGO_PKG_VERSION")).into(),
             timers: TimerConfig::default(),
+            calls: CallConfig::default(),
         }
     }
 

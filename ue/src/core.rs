@@ -2,9 +2,9 @@
 //! of quinn-proto's `Connection` (`handle_*` in, `poll_*` out, `now` passed in).
 //!
 //! Responses are routed by client transaction: the registration only sees the answers to
-//! its own REGISTERs. Dialogs (INVITE, later) become further owners of transactions next
-//! to it; requests the UE does not handle yet are answered 501 so the network is never
-//! left waiting.
+//! its own REGISTERs, the calls ([`crate::call`]) the answers to theirs. Requests from the
+//! network that belong to calls or are MESSAGEs go to the calls; OPTIONS is answered 200
+//! and anything else 501, so the network is never left waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,9 +13,10 @@ use std::time::Instant;
 use sip::transaction::{
     Config as TxConfig, Event as TxEvent, RequestOutcome, ResponseOutcome, Transactions, TxId,
 };
-use sip::{Flow, Message, Method, ResponseBuilder, Transmit};
+use sip::{Flow, Message, Method, ResponseBuilder, Transmit, Uri};
 use xfrm::{SaSet, SetId};
 
+use crate::call::{CallError, CallOut, CallPhase, CallRef, Calls, Net};
 use crate::config::{ConfigError, UeConfig};
 use crate::event::{EventKind, Note, SaInstallError, UeEvent};
 use crate::registration::{Output, RegState, Registration, SaAction};
@@ -25,12 +26,15 @@ use crate::summary::summarize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
     Registration,
+    Call,
 }
 
 /// A simulated IMS UE without I/O.
 #[derive(Debug)]
 pub struct Ue {
     reg: Registration,
+    calls: Calls,
+    impu: Uri,
     tx: Transactions,
     owners: HashMap<TxId, Owner>,
     actions: VecDeque<SaAction>,
@@ -47,7 +51,9 @@ impl Ue {
             ..TxConfig::default()
         });
         Ok(Ue {
-            reg: Registration::new(cfg, impu),
+            calls: Calls::new(cfg.calls.clone(), cfg.timers),
+            reg: Registration::new(cfg, impu.clone()),
+            impu,
             tx,
             owners: HashMap::new(),
             actions: VecDeque::new(),
@@ -107,6 +113,80 @@ impl Ue {
         self.pump(now);
     }
 
+    /// Places a call to `target` (`sip:…` or `tel:…`): an INVITE with an SDP offer over
+    /// the SA to the P-CSCF, routed by the Service-Route.
+    pub fn call(&mut self, target: &str, now: Instant) -> Result<CallRef, CallError> {
+        let net = self.net();
+        let r = self.calls.call(target, &net, now)?;
+        self.pump(now);
+        Ok(r)
+    }
+
+    /// Answers a ringing incoming call (200 OK with the SDP answer).
+    pub fn answer(&mut self, call: CallRef, now: Instant) -> Result<(), CallError> {
+        let net = self.net();
+        let r = self.calls.answer(call, &net, now);
+        self.pump(now);
+        r
+    }
+
+    /// Rejects a ringing incoming call with `code` (486 busy, 603 decline …).
+    pub fn reject(&mut self, call: CallRef, code: u16, now: Instant) -> Result<(), CallError> {
+        let r = self.calls.reject(call, code);
+        self.pump(now);
+        r
+    }
+
+    /// Ends a call: CANCEL before the answer, BYE after it (603 for an incoming call that
+    /// still rings).
+    pub fn hangup(&mut self, call: CallRef, now: Instant) -> Result<(), CallError> {
+        let net = self.net();
+        let r = self.calls.hangup(call, &net, now);
+        self.pump(now);
+        r
+    }
+
+    /// Refreshes an established call's session with an UPDATE without SDP (RFC 4028,
+    /// RFC 3311).
+    pub fn refresh(&mut self, call: CallRef, now: Instant) -> Result<(), CallError> {
+        let net = self.net();
+        let r = self.calls.refresh(call, &net);
+        self.pump(now);
+        r
+    }
+
+    /// Refreshes an established call's session with a re-INVITE carrying a new offer.
+    pub fn reinvite(&mut self, call: CallRef, now: Instant) -> Result<(), CallError> {
+        let net = self.net();
+        let r = self.calls.reinvite(call, &net);
+        self.pump(now);
+        r
+    }
+
+    /// Sends a pager-mode MESSAGE (RFC 3428, text/plain); the outcome comes as
+    /// [`EventKind::MessageSent`] with the id returned here.
+    pub fn send_message(
+        &mut self,
+        target: &str,
+        text: &str,
+        now: Instant,
+    ) -> Result<u64, CallError> {
+        let net = self.net();
+        let id = self.calls.message(target, text, &net, now)?;
+        self.pump(now);
+        Ok(id)
+    }
+
+    /// Where a call is (`None` for unknown calls; ended ones are remembered for a while).
+    pub fn call_phase(&self, call: CallRef) -> Option<CallPhase> {
+        self.calls.phase(call)
+    }
+
+    /// The calls in progress.
+    pub fn calls(&self) -> Vec<(CallRef, CallPhase)> {
+        self.calls.live()
+    }
+
     // ---- inputs --------------------------------------------------------------------
 
     /// Bytes received on `flow` (from a socket or decrypted by userspace ESP).
@@ -144,6 +224,10 @@ impl Ue {
             match self.tx.handle_response(msg, now) {
                 Ok(ResponseOutcome::Deliver { id, response }) => match self.owners.get(&id) {
                     Some(Owner::Registration) => self.reg.handle_response(id, &response, now),
+                    Some(Owner::Call) => {
+                        let net = self.net();
+                        self.calls.handle_response(id, &response, &net, now);
+                    }
                     None => {}
                 },
                 Ok(ResponseOutcome::Absorbed(_)) => {}
@@ -157,8 +241,37 @@ impl Ue {
     fn handle_request(&mut self, msg: Message, flow: Flow, now: Instant) {
         match self.tx.handle_request(msg, flow, now) {
             Ok(RequestOutcome::New { id, request }) => {
-                // Not handled yet (calls, reg-event NOTIFY come later): answer so the
-                // network's transaction ends (RFC 3261 §8.2.1).
+                let for_calls = matches!(
+                    request.method(),
+                    Some(
+                        Method::Invite
+                            | Method::Cancel
+                            | Method::Bye
+                            | Method::Prack
+                            | Method::Update
+                            | Method::Info
+                            | Method::Message
+                    )
+                ) || (request.method() != Some(&Method::Register)
+                    && request.to_header().is_ok_and(|t| t.tag().is_some()));
+                let request = if for_calls {
+                    let cancelled = match request.method() {
+                        Some(Method::Cancel) => self.tx.invite_for_cancel(&request),
+                        _ => None,
+                    };
+                    let net = self.net();
+                    if self
+                        .calls
+                        .handle_request(id, request.clone(), cancelled, &net, now)
+                    {
+                        return;
+                    }
+                    request
+                } else {
+                    request
+                };
+                // Not handled (reg-event NOTIFY comes later): answer so the network's
+                // transaction ends (RFC 3261 §8.2.1).
                 let code = match request.method() {
                     Some(Method::Options) => 200,
                     _ => 501,
@@ -183,6 +296,10 @@ impl Ue {
                     Err(e) => self.note(now, Note::CannotBuildResponse(e)),
                 }
             }
+            Ok(RequestOutcome::Ack { request, .. }) => {
+                let net = self.net();
+                self.calls.handle_ack(&request, &net, now);
+            }
             Ok(_) => {}
             Err(e) => self.note(now, Note::UnusableRequest(e)),
         }
@@ -203,6 +320,10 @@ impl Ue {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.reg.handle_timeout(now);
+        if self.calls.poll_timeout().is_some_and(|t| t <= now) {
+            let net = self.net();
+            self.calls.handle_timeout(&net, now);
+        }
         self.pump(now);
     }
 
@@ -225,13 +346,36 @@ impl Ue {
 
     /// The earliest deadline at which [`Ue::handle_timeout`] must be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        match (self.tx.poll_timeout(), self.reg.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.tx.poll_timeout(),
+            self.reg.poll_timeout(),
+            self.calls.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- internals -----------------------------------------------------------------
+
+    /// What the calls need from the registration, as it is now.
+    fn net(&self) -> Net {
+        let cfg = self.reg.config();
+        let flow = self.reg.request_flow();
+        Net {
+            flow,
+            local: flow
+                .local
+                .unwrap_or_else(|| SocketAddr::new(cfg.local_ip, cfg.port)),
+            service_route: self.reg.service_route().to_vec(),
+            verify: self.reg.security_verify(),
+            contact: self.reg.dialog_contact(),
+            impu: self.impu.clone(),
+            registered: self.reg.is_registered(),
+            pani: cfg.access_network_info.clone(),
+            user_agent: cfg.user_agent.clone(),
+        }
+    }
 
     fn note(&mut self, now: Instant, note: Note) {
         self.events.push_back(UeEvent {
@@ -277,16 +421,54 @@ impl Ue {
                     Output::Event(e) => self.events.push_back(e),
                 }
             }
+            while let Some(o) = self.calls.poll_output() {
+                progressed = true;
+                match o {
+                    CallOut::Request(m, flow, purpose) => {
+                        self.sent_event(&m, flow, now);
+                        match self.tx.send_request(m, flow, now) {
+                            Ok(id) => {
+                                self.owners.insert(id, Owner::Call);
+                                self.calls.sent(id, purpose);
+                            }
+                            Err(e) => self.note(now, Note::CannotSend(e)),
+                        }
+                    }
+                    CallOut::Respond(id, m) => {
+                        if let Some(flow) = self.tx.flow(id) {
+                            self.sent_event(&m, flow, now);
+                        }
+                        if let Err(e) = self.tx.respond(id, m, now) {
+                            self.note(now, Note::CannotRespond(e));
+                        }
+                    }
+                    CallOut::Stateless(m, flow) => {
+                        self.sent_event(&m, flow, now);
+                        self.tx.send_stateless(&m, flow);
+                    }
+                    CallOut::Resend(id, m) => {
+                        if let Err(e) = self.tx.respond(id, m, now) {
+                            self.note(now, Note::CannotRespond(e));
+                        }
+                    }
+                    CallOut::ResendStateless(m, flow) => self.tx.send_stateless(&m, flow),
+                    CallOut::Event(kind) => self.events.push_back(UeEvent { at: now, kind }),
+                }
+            }
             while let Some(e) = self.tx.poll_event() {
                 progressed = true;
                 match e {
                     TxEvent::Timeout { id, .. } | TxEvent::TransportError { id } => {
                         if self.owners.get(&id) == Some(&Owner::Registration) {
                             self.reg.handle_tx_failure(id, now);
+                        } else if self.calls.owns(id) {
+                            let net = self.net();
+                            self.calls.handle_tx_failure(id, &net, now);
                         }
                     }
                     TxEvent::Terminated { id } => {
                         self.owners.remove(&id);
+                        self.calls.terminated(id);
                     }
                 }
             }

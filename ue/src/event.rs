@@ -10,6 +10,8 @@ use sip::transaction::TxError;
 use sip::Method;
 use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
 
+use crate::call::{CallEnd, CallRef};
+
 /// Why a registration procedure failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegError {
@@ -363,6 +365,71 @@ pub enum EventKind {
         /// why
         error: RegError,
     },
+    /// We placed a call: the INVITE is out.
+    CallStarted {
+        /// the call
+        call: CallRef,
+        /// the callee (Request-URI)
+        to: String,
+    },
+    /// An INVITE arrived.
+    IncomingCall {
+        /// the call
+        call: CallRef,
+        /// the caller (From URI)
+        from: String,
+    },
+    /// The callee is alerting (180) or a session is in progress (183).
+    CallRinging {
+        /// the call
+        call: CallRef,
+        /// the provisional status code
+        code: u16,
+    },
+    /// The call is established: caller — the 2xx arrived (and was ACKed); callee — the
+    /// ACK of our 2xx arrived.
+    CallAnswered {
+        /// the call
+        call: CallRef,
+        /// time from the INVITE to this point
+        took: Duration,
+    },
+    /// Both QoS segments are reserved (RFC 3312): caller — the UPDATE's answer says so;
+    /// callee — the caller's UPDATE said so and we alert now.
+    CallPreconditionsMet {
+        /// the call
+        call: CallRef,
+    },
+    /// A session refresh (UPDATE or re-INVITE) arrived and was answered.
+    CallRefreshed {
+        /// the call
+        call: CallRef,
+    },
+    /// The call is over.
+    CallEnded {
+        /// the call
+        call: CallRef,
+        /// how
+        end: CallEnd,
+    },
+    /// A MESSAGE we sent got its final answer (`None`: no answer at all).
+    MessageSent {
+        /// what [`crate::Ue::send_message`] returned
+        id: u64,
+        /// the recipient
+        to: String,
+        /// the final status code
+        code: Option<u16>,
+        /// time to the final answer
+        took: Duration,
+    },
+    /// A MESSAGE arrived (and was answered 200).
+    MessageReceived {
+        /// the sender (From URI)
+        from: String,
+        /// the body as text
+        text: String,
+    },
     /// Something worth a line in the ladder that is not a procedure's outcome (e.g. an
     /// unsolicited request answered 501, a datagram that could not be sent).
     Note(Note),
@@ -396,7 +463,7 @@ pub enum Note {
     CannotBuildResponse(sip::ParseError),
     /// That answer could not be sent through its server transaction.
     CannotRespond(TxError),
-    /// A REGISTER could not start its client transaction.
+    /// A request could not start its client transaction.
     CannotSend(TxError),
     /// The shell could not send a datagram.
     SendFailed {
@@ -445,7 +512,7 @@ impl std::fmt::Display for Note {
             ),
             Note::CannotBuildResponse(e) => write!(f, "cannot build a response: {e}"),
             Note::CannotRespond(e) => write!(f, "cannot respond: {e}"),
-            Note::CannotSend(e) => write!(f, "cannot send REGISTER: {e}"),
+            Note::CannotSend(e) => write!(f, "cannot send request: {e}"),
             Note::SendFailed { to, error } => write!(f, "send to {to} failed: {error}"),
             Note::IpsecOff => f.write_str(
                 "IPsec is OFF: SA set not installed, protected ports are plain UDP (nothing is \

@@ -11,8 +11,9 @@
 //!   SA results ([`Ue::handle_sa_installed`]); drain [`Ue::poll_transmit`],
 //!   [`Ue::poll_action`] ([`SaAction`]: install/promote/retire/delete), [`Ue::poll_event`]
 //!   ([`UeEvent`], timestamped for ladders) and [`Ue::poll_timeout`]. It owns a
-//!   `sip::transaction::Transactions` table and routes responses by transaction, so
-//!   dialogs can join the registration later without a rewrite.
+//!   `sip::transaction::Transactions` table and routes responses by transaction to the
+//!   registration or the calls ([`Ue::call`], [`Ue::answer`], [`Ue::hangup`],
+//!   [`Ue::send_message`] …).
 //! - [`shell`]: a tokio task driving many `Ue`s over one [`secagree::SipIo`] (each UE on
 //!   its own IP address), with [`UeHandle`] commands that resolve when a procedure ends.
 //! - [`fleet`]: register N UEs concurrently and collect their timings (end-to-end tests,
@@ -31,9 +32,14 @@
 //!   the network challenges it.
 //! - A new set is promoted on the 200 OK and the old one retired for `sa_grace`, then
 //!   deleted; deregistration and local expiry retire every set the same way.
-//! - Requests from the network are answered (OPTIONS 200, anything else 501) until
-//!   dialogs exist; SIP over UDP only for now.
+//! - Calls and MESSAGE ([`call`]): every request leaves from the protected client port to
+//!   the P-CSCF's protected server port, initial ones with `Route: <sip:P-CSCF:port_ps;lr>`
+//!   and the Service-Route, in-dialog ones with the dialog's route set
+//!   ([`sip::dialog`]); the Contact is the registered one (protected server port).
+//!   Requests from the network that are not for a call or a MESSAGE are answered
+//!   (OPTIONS 200, anything else 501); SIP over UDP only for now.
 
+pub mod call;
 pub mod config;
 pub mod core;
 pub mod event;
@@ -43,6 +49,9 @@ pub mod shell;
 pub mod summary;
 
 pub use self::core::Ue;
+pub use call::{
+    AnswerMode, CallConfig, CallEnd, CallError, CallPhase, CallRef, CallTimeout, Party,
+};
 pub use config::{instance_urn, ConfigError, IsimKeys, LocalSecurity, UeConfig};
 pub use event::{
     ChallengeError, EventKind, IoFailure, Note, Procedure, RegError, Registered, ResponseError,

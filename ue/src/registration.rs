@@ -307,6 +307,21 @@ impl Registration {
                 .any(|e| local.port() == e.set.port_uc || local.port() == e.set.port_us)
     }
 
+    /// The Security-Verify of requests over the current set (the Security-Server it was
+    /// built from, RFC 3329 §2.3.1), `None` without one.
+    pub fn security_verify(&self) -> Option<String> {
+        self.current_verify().map(|v| format_security_list(&v))
+    }
+
+    /// The Contact for dialogs and their requests (TS 24.229 §5.1.2A.1.1, §5.1.3.1): the
+    /// registered contact (protected server port, `+sip.instance`, the MMTel ICSI) without
+    /// `expires`.
+    pub fn dialog_contact(&self) -> NameAddr {
+        let mut c = self.contact(0);
+        c.params.remove("expires");
+        c
+    }
+
     /// The flow requests go on: through the established set if there is one.
     pub fn request_flow(&self) -> Flow {
         match self.current_set() {

@@ -10,6 +10,9 @@
 //! let ue = host.add(cfg).await?;
 //! let reg = ue.register().await?;
 //! println!("registered in {:?}", reg.took);
+//! let call = ue.call("sip:bob@ims.test").await?;
+//! ue.wait_answered(call).await?;
+//! ue.hangup(call).await?;
 //! ue.reregister().await?;
 //! ue.deregister().await?;
 //! host.shutdown().await;
@@ -17,7 +20,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xfrm::{BackendKind, SetId, Side, Tag};
 
+use crate::call::{CallEnd, CallError, CallPhase, CallRef};
 use crate::config::{ConfigError, UeConfig};
 use crate::core::Ue;
 use crate::event::{
@@ -107,6 +111,15 @@ pub enum UeHostError {
     /// The host task is gone.
     #[error("the UE host has stopped")]
     Stopped,
+    /// A call command was refused.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The call ended before what was awaited happened.
+    #[error("the call ended: {0}")]
+    CallEnded(CallEnd),
+    /// A MESSAGE got no final response.
+    #[error("no answer to the MESSAGE")]
+    MessageUnanswered,
 }
 
 /// An event of one of the host's UEs.
@@ -142,10 +155,46 @@ pub struct UeSnapshot {
     pub sqn_ms: u64,
     /// live transactions
     pub transactions: usize,
+    /// calls in progress
+    pub calls: Vec<(CallRef, CallPhase)>,
 }
+
+/// A call or message command for the core.
+enum CallOp {
+    Call(String),
+    Answer(CallRef),
+    Reject(CallRef, u16),
+    Hangup(CallRef),
+    Refresh(CallRef),
+    Reinvite(CallRef),
+}
+
+/// Something a handle waits for; resolved from the UE's events.
+enum Wait {
+    Answered(CallRef, oneshot::Sender<Result<(), CallEnd>>),
+    Ended(CallRef, oneshot::Sender<CallEnd>),
+    Incoming(oneshot::Sender<CallRef>),
+    Message(u64, oneshot::Sender<Result<Option<u16>, CallError>>),
+    Inbox(oneshot::Sender<(String, String)>),
+}
+
+/// Incoming calls and messages nobody waited for yet are kept up to this many.
+const QUEUED: usize = 64;
 
 enum Cmd {
     Add(Box<Ue>, Arc<str>, oneshot::Sender<usize>),
+    CallOp(
+        usize,
+        CallOp,
+        oneshot::Sender<Result<Option<CallRef>, CallError>>,
+    ),
+    Message(
+        usize,
+        String,
+        String,
+        oneshot::Sender<Result<Option<u16>, CallError>>,
+    ),
+    Wait(usize, Wait),
     Run(usize, Procedure, Reply),
     Snapshot(usize, oneshot::Sender<Option<UeSnapshot>>),
     AwaitExpiry(usize, oneshot::Sender<Instant>),
@@ -321,6 +370,97 @@ impl UeHandle {
         rx.await.map_err(|_| UeHostError::Stopped)
     }
 
+    async fn call_op(&self, op: CallOp) -> Result<Option<CallRef>, UeHostError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::CallOp(self.index, op, tx))
+            .await
+            .map_err(|_| UeHostError::Stopped)?;
+        Ok(rx.await.map_err(|_| UeHostError::Stopped)??)
+    }
+
+    async fn wait<T>(&self, w: impl FnOnce(oneshot::Sender<T>) -> Wait) -> Result<T, UeHostError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Wait(self.index, w(tx)))
+            .await
+            .map_err(|_| UeHostError::Stopped)?;
+        rx.await.map_err(|_| UeHostError::Stopped)
+    }
+
+    /// Places a call (INVITE with an SDP offer); resolves once it is sent.
+    pub async fn call(&self, target: &str) -> Result<CallRef, UeHostError> {
+        self.call_op(CallOp::Call(target.to_string()))
+            .await?
+            .ok_or(UeHostError::Stopped)
+    }
+
+    /// Waits until `call` is established (caller: 2xx ACKed; callee: our 2xx ACKed), or
+    /// fails with how it ended.
+    pub async fn wait_answered(&self, call: CallRef) -> Result<(), UeHostError> {
+        self.wait(|tx| Wait::Answered(call, tx))
+            .await?
+            .map_err(UeHostError::CallEnded)
+    }
+
+    /// Waits until `call` ends; resolves with how.
+    pub async fn wait_ended(&self, call: CallRef) -> Result<CallEnd, UeHostError> {
+        self.wait(|tx| Wait::Ended(call, tx)).await
+    }
+
+    /// The next incoming call (one that arrived before this call counts).
+    pub async fn wait_incoming(&self) -> Result<CallRef, UeHostError> {
+        self.wait(Wait::Incoming).await
+    }
+
+    /// Answers a ringing incoming call.
+    pub async fn answer(&self, call: CallRef) -> Result<(), UeHostError> {
+        self.call_op(CallOp::Answer(call)).await.map(|_| ())
+    }
+
+    /// Rejects a ringing incoming call with `code`.
+    pub async fn reject(&self, call: CallRef, code: u16) -> Result<(), UeHostError> {
+        self.call_op(CallOp::Reject(call, code)).await.map(|_| ())
+    }
+
+    /// Hangs up (CANCEL, BYE or 603, whichever fits); the end comes with
+    /// [`UeHandle::wait_ended`].
+    pub async fn hangup(&self, call: CallRef) -> Result<(), UeHostError> {
+        self.call_op(CallOp::Hangup(call)).await.map(|_| ())
+    }
+
+    /// Session refresh: an UPDATE without SDP.
+    pub async fn refresh(&self, call: CallRef) -> Result<(), UeHostError> {
+        self.call_op(CallOp::Refresh(call)).await.map(|_| ())
+    }
+
+    /// Session refresh by re-INVITE with a new offer.
+    pub async fn reinvite(&self, call: CallRef) -> Result<(), UeHostError> {
+        self.call_op(CallOp::Reinvite(call)).await.map(|_| ())
+    }
+
+    /// Sends a MESSAGE and resolves with its final status code.
+    pub async fn send_message(&self, target: &str, text: &str) -> Result<u16, UeHostError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Message(
+                self.index,
+                target.to_string(),
+                text.to_string(),
+                tx,
+            ))
+            .await
+            .map_err(|_| UeHostError::Stopped)?;
+        rx.await
+            .map_err(|_| UeHostError::Stopped)??
+            .ok_or(UeHostError::MessageUnanswered)
+    }
+
+    /// The next MESSAGE received: (sender, text).
+    pub async fn next_message(&self) -> Result<(String, String), UeHostError> {
+        self.wait(Wait::Inbox).await
+    }
+
     /// The UE's state now.
     pub async fn snapshot(&self) -> Result<UeSnapshot, UeHostError> {
         let (tx, rx) = oneshot::channel();
@@ -350,6 +490,13 @@ pub async fn run(cfg: UeConfig, io: IoConfig) -> Result<(UeHost, UeHandle), UeHo
 struct Slot {
     ue: Ue,
     name: Arc<str>,
+    /// call and message waiters
+    waits: Vec<Wait>,
+    /// established calls (CallAnswered seen, not ended)
+    answered: HashSet<CallRef>,
+    /// incoming calls and messages nobody waited for yet
+    incoming: VecDeque<CallRef>,
+    inbox: VecDeque<(String, String)>,
     waiter: Option<(Procedure, Reply)>,
     /// resolved with the time of the next `EventKind::Expired`
     expiry_waiter: Option<oneshot::Sender<Instant>>,
@@ -433,8 +580,46 @@ async fn host_task(
                 Some(Cmd::Add(ue, name, tx)) => {
                     by_ip.insert(ue.config().local_ip, slots.len());
                     let _ = tx.send(slots.len());
-                    slots.push(Slot { ue: *ue, name, waiter: None, expiry_waiter: None });
+                    slots.push(Slot {
+                        ue: *ue,
+                        name,
+                        waits: Vec::new(),
+                        answered: HashSet::new(),
+                        incoming: VecDeque::new(),
+                        inbox: VecDeque::new(),
+                        waiter: None,
+                        expiry_waiter: None,
+                    });
                     scheduled.push(None);
+                }
+                Some(Cmd::CallOp(i, op, reply)) => {
+                    if let Some(s) = slots.get_mut(i) {
+                        let now = Instant::now();
+                        let r = match op {
+                            CallOp::Call(target) => s.ue.call(&target, now).map(Some),
+                            CallOp::Answer(c) => s.ue.answer(c, now).map(|_| None),
+                            CallOp::Reject(c, code) => s.ue.reject(c, code, now).map(|_| None),
+                            CallOp::Hangup(c) => s.ue.hangup(c, now).map(|_| None),
+                            CallOp::Refresh(c) => s.ue.refresh(c, now).map(|_| None),
+                            CallOp::Reinvite(c) => s.ue.reinvite(c, now).map(|_| None),
+                        };
+                        let _ = reply.send(r);
+                        dirty.push(i);
+                    }
+                }
+                Some(Cmd::Message(i, to, text, reply)) => {
+                    if let Some(s) = slots.get_mut(i) {
+                        match s.ue.send_message(&to, &text, Instant::now()) {
+                            Ok(id) => s.waits.push(Wait::Message(id, reply)),
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                        dirty.push(i);
+                    }
+                }
+                Some(Cmd::Wait(i, w)) => {
+                    if let Some(s) = slots.get_mut(i) {
+                        add_wait(s, w);
+                    }
                 }
                 Some(Cmd::AwaitExpiry(i, tx)) => {
                     if let Some(s) = slots.get_mut(i) {
@@ -448,6 +633,7 @@ async fn host_task(
                         current_set: s.ue.current_set().cloned(),
                         sqn_ms: s.ue.registration().sqn_state().highest().value(),
                         transactions: s.ue.transaction_count(),
+                        calls: s.ue.calls(),
                     });
                     let _ = tx.send(snap);
                 }
@@ -546,6 +732,7 @@ async fn drive(
                 tracing::info!(ue = %s.name, procedure = procedure.as_str(), %error, "failed");
             }
             resolve(s, &e);
+            resolve_calls(s, &e);
             emit(index, s, events, e);
         }
         while let Some(t) = s.ue.poll_transmit() {
@@ -668,6 +855,104 @@ fn emit(index: usize, s: &Slot, events: &mpsc::UnboundedSender<HostEvent>, event
         name: s.name.clone(),
         event,
     });
+}
+
+/// Registers a waiter, or resolves it at once with what already happened.
+fn add_wait(s: &mut Slot, w: Wait) {
+    match w {
+        Wait::Answered(call, tx) => {
+            if s.answered.contains(&call) {
+                let _ = tx.send(Ok(()));
+            } else if let Some(CallPhase::Ended(end)) = s.ue.call_phase(call) {
+                let _ = tx.send(Err(end));
+            } else if s.ue.call_phase(call).is_some() {
+                s.waits.push(Wait::Answered(call, tx));
+            }
+            // an unknown call: dropping the sender tells the handle
+        }
+        Wait::Ended(call, tx) => match s.ue.call_phase(call) {
+            Some(CallPhase::Ended(end)) => {
+                let _ = tx.send(end);
+            }
+            Some(_) => s.waits.push(Wait::Ended(call, tx)),
+            None => {}
+        },
+        Wait::Incoming(tx) => match s.incoming.pop_front() {
+            Some(c) => {
+                let _ = tx.send(c);
+            }
+            None => s.waits.push(Wait::Incoming(tx)),
+        },
+        Wait::Inbox(tx) => match s.inbox.pop_front() {
+            Some(m) => {
+                let _ = tx.send(m);
+            }
+            None => s.waits.push(Wait::Inbox(tx)),
+        },
+        w @ Wait::Message(..) => s.waits.push(w),
+    }
+}
+
+/// Resolves the call and message waiters an event satisfies, and queues incoming calls
+/// and messages nobody waits for.
+fn resolve_calls(s: &mut Slot, e: &UeEvent) {
+    match &e.kind {
+        EventKind::CallAnswered { call, .. } => {
+            s.answered.insert(*call);
+        }
+        EventKind::CallEnded { call, .. } => {
+            s.answered.remove(call);
+            s.incoming.retain(|c| c != call);
+        }
+        EventKind::IncomingCall { call, .. } => {
+            while let Some(i) = s.waits.iter().position(|w| matches!(w, Wait::Incoming(_))) {
+                if let Wait::Incoming(tx) = s.waits.remove(i) {
+                    if tx.send(*call).is_ok() {
+                        return;
+                    }
+                }
+            }
+            if s.incoming.len() < QUEUED {
+                s.incoming.push_back(*call);
+            }
+            return;
+        }
+        EventKind::MessageReceived { from, text } => {
+            let m = (from.clone(), text.clone());
+            while let Some(i) = s.waits.iter().position(|w| matches!(w, Wait::Inbox(_))) {
+                if let Wait::Inbox(tx) = s.waits.remove(i) {
+                    if tx.send(m.clone()).is_ok() {
+                        return;
+                    }
+                }
+            }
+            if s.inbox.len() < QUEUED {
+                s.inbox.push_back(m);
+            }
+            return;
+        }
+        EventKind::MessageSent { .. } => {}
+        _ => return,
+    }
+    for w in std::mem::take(&mut s.waits) {
+        match (w, &e.kind) {
+            (Wait::Answered(c, tx), EventKind::CallAnswered { call, .. }) if c == *call => {
+                let _ = tx.send(Ok(()));
+            }
+            (Wait::Answered(c, tx), EventKind::CallEnded { call, end }) if c == *call => {
+                let _ = tx.send(Err(end.clone()));
+            }
+            (Wait::Ended(c, tx), EventKind::CallEnded { call, end }) if c == *call => {
+                let _ = tx.send(end.clone());
+            }
+            (Wait::Message(id, tx), EventKind::MessageSent { id: sent, code, .. })
+                if id == *sent =>
+            {
+                let _ = tx.send(Ok(*code));
+            }
+            (w, _) => s.waits.push(w),
+        }
+    }
 }
 
 fn resolve(s: &mut Slot, e: &UeEvent) {

@@ -23,6 +23,33 @@ pub fn summarize(m: &Message) -> String {
     if let Ok(Some(e)) = m.expires() {
         notes.push(format!("Expires {e}"));
     }
+    // calls: reliable provisionals, their PRACKs, the option tags and the offer/answer
+    for name in ["RSeq", "RAck"] {
+        if let Some(v) = m.header(name) {
+            notes.push(format!("{name} {v}"));
+        }
+    }
+    let required: Vec<&str> = m
+        .option_tags(hdr::REQUIRE)
+        .filter(|t| !t.eq_ignore_ascii_case(sip::ims::tag::SEC_AGREE))
+        .collect();
+    if !required.is_empty() {
+        notes.push(format!("Require {}", required.join(", ")));
+    }
+    match m.header("Content-Type") {
+        Some(ct) if ct.eq_ignore_ascii_case("application/sdp") => {
+            let body = String::from_utf8_lossy(m.body());
+            let qos = body
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix("a=curr:qos local "));
+            notes.push(match qos {
+                Some(q) => format!("SDP, qos local {q}"),
+                None => "SDP".into(),
+            });
+        }
+        Some(ct) => notes.push(ct.to_string()),
+        None => {}
+    }
     for (name, short) in [
         (hdr::SECURITY_CLIENT, "Security-Client"),
         (hdr::SECURITY_SERVER, "Security-Server"),
@@ -126,6 +153,26 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
             format!("✘ {} failed: {error}", procedure.as_str())
         }
         EventKind::Expired => "✘ registration expired (not refreshed)".into(),
+        EventKind::CallStarted { call, to } => format!("☎ {call}: calling {to}"),
+        EventKind::IncomingCall { call, from } => format!("☎ {call}: incoming call from {from}"),
+        EventKind::CallRinging { call, code } => format!("☎ {call}: ringing ({code})"),
+        EventKind::CallAnswered { call, took } => format!(
+            "✔ {call}: answered after {:.1} ms",
+            took.as_secs_f64() * 1000.0
+        ),
+        EventKind::CallPreconditionsMet { call } => {
+            format!("   {call}: QoS preconditions met (both segments sendrecv)")
+        }
+        EventKind::CallRefreshed { call } => format!("   {call}: session refreshed"),
+        EventKind::CallEnded { call, end } => format!("☎ {call}: ended, {end}"),
+        EventKind::MessageSent { to, code, took, .. } => match code {
+            Some(c) => format!(
+                "✉ MESSAGE to {to}: {c} after {:.1} ms",
+                took.as_secs_f64() * 1000.0
+            ),
+            None => format!("✘ MESSAGE to {to}: no answer"),
+        },
+        EventKind::MessageReceived { from, text } => format!("✉ MESSAGE from {from}: {text:?}"),
         EventKind::Note(n) => format!("   {n}"),
     };
     format!("{ms:>10.3} ms  {name:<8} {what}")
@@ -144,5 +191,14 @@ mod tests {
         assert!(s.contains("Security-Server hmac-sha-1-96/aes-cbc"), "{s}");
         assert!(s.contains("challenge AKAv1-MD5"), "{s}");
         assert!(s.contains("CSeq 1 REGISTER"), "{s}");
+    }
+
+    #[test]
+    fn call_summaries_name_reliability_and_sdp() {
+        let raw = "SIP/2.0 183 Session Progress\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK1\r\nFrom: <sip:a@ims.test>;tag=1\r\nTo: <sip:b@ims.test>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nRequire: 100rel, precondition\r\nRSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: 28\r\n\r\nv=0\r\na=curr:qos local none\r\n";
+        let s = summarize(&Message::parse(raw.as_bytes()).unwrap());
+        assert!(s.contains("RSeq 1"), "{s}");
+        assert!(s.contains("Require 100rel, precondition"), "{s}");
+        assert!(s.contains("SDP, qos local none"), "{s}");
     }
 }

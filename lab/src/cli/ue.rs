@@ -12,7 +12,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use secagree::AlgPrefs;
 use ue::{
-    ladder_line, ue_tag, IoConfig, IsimKeys, LocalSecurity, Step, UeConfig, UeHost, UeHostError,
+    ladder_line, ue_tag, AnswerMode, IoConfig, IsimKeys, LocalSecurity, Step, UeConfig, UeHandle,
+    UeHost, UeHostError,
 };
 use xfrm::{EncryptionAlg, IntegrityAlg};
 
@@ -22,8 +23,9 @@ use crate::hexarg::{parse_hex_n, parse_number};
 /// A simulated IMS UE (ISIM credentials, sec-agree, IPsec).
 #[derive(Debug, Args)]
 pub struct UeArgs {
+    // boxed: the arguments of a UE are much larger than those of the other commands
     #[command(subcommand)]
-    command: UeCommand,
+    command: Box<UeCommand>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +50,116 @@ enum UeCommand {
     ///     --then reregister,deregister
     #[command(verbatim_doc_comment)]
     Register(RegisterArgs),
+    /// Register, then place a call (or send a MESSAGE), or wait for one, then deregister.
+    ///
+    /// Every request goes over the SA from the protected client port to the P-CSCF's
+    /// protected server port, with `Route: <sip:P-CSCF:port-s;lr>` plus the Service-Route
+    /// (TS 24.229 §5.1.2A); the Contact is the registered one, so calls arrive on the
+    /// protected server port. The INVITE offers AMR-WB and AMR (both payload formats) and
+    /// telephone-event. Exits non-zero if the call fails.
+    ///
+    /// Example (call, talk 5 s, hang up):
+    ///   imslab ue call --impi … --impu sip:alice@ims.test --domain ims.test -k … --opc …
+    ///     --to sip:bob@ims.test --hold-ms 5000
+    /// Example (the other phone: wait for a call, answer after 2 s):
+    ///   imslab ue call --impi … --impu sip:bob@ims.test … --local-ip 127.0.0.3
+    ///     --answer auto:2000 --wait-ms 60000
+    #[command(verbatim_doc_comment)]
+    Call(CallArgs),
+}
+
+/// Arguments of `imslab ue call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    #[command(flatten)]
+    ue: RegisterArgs,
+    /// Whom to call (`sip:user@domain` or `tel:+number`); without it the UE waits for an
+    /// incoming call.
+    #[arg(long, value_name = "URI")]
+    to: Option<String>,
+    /// Send this text as a MESSAGE (RFC 3428) to `--to` instead of calling.
+    #[arg(long, value_name = "TEXT", requires = "to")]
+    message: Option<String>,
+    /// How long an answered call lasts before we hang up (BYE), in milliseconds.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    hold_ms: u64,
+    /// What to do with incoming calls: `auto:<ms>` (ring, answer after ms), `reject:<code>`
+    /// (486 busy, 603 decline …) or `ring` (until the caller gives up).
+    #[arg(long, default_value = "auto:1000", value_name = "MODE")]
+    answer: String,
+    /// Without `--to`: how long to wait for an incoming call, in milliseconds.
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    wait_ms: u64,
+    /// Cancel an outgoing call nobody answers after this many milliseconds.
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    no_answer_ms: u64,
+    /// P-Preferred-Identity of our requests (one of our P-Associated-URIs).
+    #[arg(long, value_name = "URI")]
+    preferred_identity: Option<String>,
+    /// Offer QoS preconditions (RFC 3312) like a VoLTE handset: 183 with 100rel, PRACK,
+    /// UPDATE with the reserved segment, then 180/200.
+    #[arg(long)]
+    preconditions: bool,
+}
+
+/// Parses `--answer`.
+fn answer_mode(s: &str) -> anyhow::Result<AnswerMode> {
+    let bad = || anyhow::anyhow!("--answer {s:?}: use auto:<ms>, reject:<code> or ring");
+    match s.split_once(':') {
+        None if s == "ring" => Ok(AnswerMode::Ring),
+        Some(("auto", ms)) => Ok(AnswerMode::Auto(Duration::from_millis(
+            ms.parse().map_err(|_| bad())?,
+        ))),
+        Some(("reject", code)) => match code.parse::<u16>() {
+            Ok(c) if (300..700).contains(&c) => Ok(AnswerMode::Reject(c)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+impl CallArgs {
+    /// The UE configuration: the registration's plus how to call and answer.
+    pub fn config(&self) -> anyhow::Result<UeConfig> {
+        if !self.ue.then.is_empty() {
+            bail!("--then belongs to `imslab ue register`; `ue call` deregisters after the call");
+        }
+        let mut cfg = self.ue.config()?;
+        cfg.calls.answer = answer_mode(&self.answer)?;
+        cfg.calls.no_answer_timeout = Duration::from_millis(self.no_answer_ms);
+        cfg.calls.preferred_identity = self.preferred_identity.clone();
+        cfg.calls.preconditions = self.preconditions;
+        Ok(cfg)
+    }
+
+    fn plan(&self) -> Plan {
+        match (&self.to, &self.message) {
+            (Some(to), Some(text)) => Plan::Message {
+                to: to.clone(),
+                text: text.clone(),
+            },
+            (Some(to), None) => Plan::Call {
+                to: to.clone(),
+                hold: Duration::from_millis(self.hold_ms),
+            },
+            (None, _) => Plan::Await {
+                wait: Duration::from_millis(self.wait_ms),
+            },
+        }
+    }
+}
+
+/// What a run does once the UE is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// registration steps (`imslab ue register`)
+    Steps(Vec<Step>),
+    /// register, call, hold, hang up, deregister
+    Call { to: String, hold: Duration },
+    /// register, MESSAGE, deregister
+    Message { to: String, text: String },
+    /// register, wait for a call and its end, deregister
+    Await { wait: Duration },
 }
 
 /// Arguments of `imslab ue register`.
@@ -242,7 +354,7 @@ impl RegisterArgs {
 
 /// Runs `imslab ue …`. The ladder is printed while it happens; the summary is returned.
 pub fn run(args: &UeArgs) -> anyhow::Result<String> {
-    match &args.command {
+    match args.command.as_ref() {
         UeCommand::Register(r) => {
             let cfg = r.config()?;
             let io = r.io(&cfg)?;
@@ -252,15 +364,70 @@ pub fn run(args: &UeArgs) -> anyhow::Result<String> {
                 .enable_all()
                 .build()
                 .context("tokio runtime")?;
-            rt.block_on(register(cfg, io, steps, r.esp_sa.clone()))
+            rt.block_on(session(cfg, io, Plan::Steps(steps), r.esp_sa.clone()))
+        }
+        UeCommand::Call(c) => {
+            let cfg = c.config()?;
+            let io = c.ue.io(&cfg)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            rt.block_on(session(cfg, io, c.plan(), c.ue.esp_sa.clone()))
         }
     }
 }
 
-async fn register(
+/// A call, a MESSAGE or waiting for a call, between registration and deregistration.
+async fn converse(ue: &UeHandle, plan: Plan, summary: &mut String) -> Result<(), UeHostError> {
+    ue.register().await?;
+    match plan {
+        Plan::Steps(_) => {}
+        Plan::Message { to, text } => {
+            let code = ue.send_message(&to, &text).await?;
+            *summary += &format!("MESSAGE to {to}: {code}\n");
+            if !(200..300).contains(&code) {
+                ue.deregister().await?;
+                return Err(UeHostError::MessageUnanswered);
+            }
+        }
+        Plan::Call { to, hold } => {
+            let call = ue.call(&to).await?;
+            let t = Instant::now();
+            if let Err(e) = ue.wait_answered(call).await {
+                let _ = ue.deregister().await;
+                return Err(e);
+            }
+            *summary += &format!(
+                "call to {to} answered after {:.1} ms\n",
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+            tokio::time::sleep(hold).await;
+            // the peer may have hung up meanwhile
+            let _ = ue.hangup(call).await;
+            let end = ue.wait_ended(call).await?;
+            *summary += &format!("call ended: {end}\n");
+        }
+        Plan::Await { wait } => {
+            let Ok(call) = tokio::time::timeout(wait, ue.wait_incoming()).await else {
+                *summary += "no incoming call\n";
+                ue.deregister().await?;
+                return Ok(());
+            };
+            let call = call?;
+            let end = ue.wait_ended(call).await?;
+            *summary += &format!("incoming call ended: {end}\n");
+        }
+    }
+    ue.deregister().await?;
+    Ok(())
+}
+
+async fn session(
     cfg: UeConfig,
     io: IoConfig,
-    steps: Vec<Step>,
+    plan: Plan,
     esp_sa: Option<std::path::PathBuf>,
 ) -> anyhow::Result<String> {
     let tag = io.tag;
@@ -291,6 +458,16 @@ async fn register(
     let mut summary = String::new();
     let mut failure: Option<UeHostError> = None;
     let mut last_dereg = false;
+    let steps = match plan {
+        Plan::Steps(steps) => steps,
+        other => {
+            last_dereg = true;
+            if let Err(e) = converse(&ue, other, &mut summary).await {
+                failure = Some(e);
+            }
+            Vec::new()
+        }
+    };
     for step in steps {
         let r = match step {
             Step::Register => ue.register().await.map(|r| {
@@ -371,9 +548,10 @@ mod tests {
         ];
         v.extend_from_slice(extra);
         match crate::cli::Cli::try_parse_from(v).unwrap().command {
-            crate::cli::Command::Ue(UeArgs {
-                command: UeCommand::Register(r),
-            }) => r,
+            crate::cli::Command::Ue(UeArgs { command }) => match *command {
+                UeCommand::Register(r) => r,
+                other => panic!("parsed as {other:?}"),
+            },
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -435,5 +613,78 @@ mod tests {
         let other = parse(&["--local-ip", "127.0.0.3"]);
         assert_ne!(other.io(&other.config().unwrap()).unwrap().tag, io.tag);
         assert!(parse(&["--then", "call"]).steps().is_err());
+    }
+
+    fn parse_call(extra: &[&str]) -> Result<CallArgs, clap::Error> {
+        let mut v = vec![
+            "imslab",
+            "ue",
+            "call",
+            "--impi",
+            "alice@ims.test",
+            "--impu",
+            "sip:alice@ims.test",
+            "--domain",
+            "ims.test",
+            "-k",
+            "465b5ce8b199b49faa5f0a2ee238a6bc",
+            "--opc",
+            "cd63cb71954a9f4e48a5994e37a02baf",
+        ];
+        v.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(v)?.command {
+            crate::cli::Command::Ue(UeArgs { command }) => match *command {
+                UeCommand::Call(c) => Ok(c),
+                other => panic!("parsed as {other:?}"),
+            },
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn call_arguments() {
+        let c = parse_call(&[
+            "--to",
+            "sip:bob@ims.test",
+            "--hold-ms",
+            "10",
+            "--preconditions",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.plan(),
+            Plan::Call {
+                to: "sip:bob@ims.test".into(),
+                hold: Duration::from_millis(10)
+            }
+        );
+        let cfg = c.config().unwrap();
+        assert_eq!(cfg.calls.answer, AnswerMode::Auto(Duration::from_secs(1)));
+        assert_eq!(cfg.impu, "sip:alice@ims.test");
+        assert!(cfg.calls.preconditions);
+        let c = parse_call(&["--answer", "reject:486", "--wait-ms", "5"]).unwrap();
+        assert_eq!(c.config().unwrap().calls.answer, AnswerMode::Reject(486));
+        assert_eq!(
+            c.plan(),
+            Plan::Await {
+                wait: Duration::from_millis(5)
+            }
+        );
+        let c = parse_call(&["--to", "tel:+4930", "--message", "hi"]).unwrap();
+        assert_eq!(
+            c.plan(),
+            Plan::Message {
+                to: "tel:+4930".into(),
+                text: "hi".into()
+            }
+        );
+        assert!(parse_call(&["--message", "no recipient"]).is_err());
+        for bad in ["reject:200", "auto:x", "answer", "reject:"] {
+            let c = parse_call(&["--answer", bad]).unwrap();
+            assert!(c.config().is_err(), "{bad}");
+        }
+        assert_eq!(answer_mode("ring").unwrap(), AnswerMode::Ring);
+        let c = parse_call(&["--to", "sip:bob@ims.test", "--then", "dereg"]).unwrap();
+        assert!(c.config().is_err());
     }
 }

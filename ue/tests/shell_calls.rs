@@ -1,0 +1,190 @@
+//! The call and MESSAGE commands of [`ue::UeHandle`] over real loopback UDP sockets, IPsec
+//! off and sec-agree off (no privileges needed): two UEs on one [`ue::UeHost`] register
+//! with AKA against the scripted registrar of `common` and call each other through a
+//! small record-routing relay on its own socket. The same network roles over the SA are
+//! checked message by message in `ue_calls.rs`; this test is about the shell's plumbing.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use akav1::Milenage;
+use common::*;
+use secagree::IpsecMode;
+use sip::{Message, Method};
+use tokio::net::UdpSocket;
+use ue::{AnswerMode, CallEnd, IoConfig, Party, UeConfig, UeHost, UeHostError};
+
+const SERVICE_ROUTE: &str = "<sip:orig@scscf.ims.mnc001.mcc001.3gppnetwork.org;lr>";
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Registrar plus relay: REGISTER is challenged and accepted by a [`Net`] per subscriber;
+/// other requests have our Route entry (and the Service-Route entry) popped, initial ones
+/// are retargeted to the registered contact and record-routed; responses follow Via.
+async fn relay(sock: UdpSocket) {
+    let me = sock.local_addr().unwrap();
+    let own_route = format!("<sip:{me};lr>");
+    let mut nets: std::collections::HashMap<String, Net> = Default::default();
+    let mut contacts: std::collections::HashMap<String, SocketAddr> = Default::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+            return;
+        };
+        let Ok(mut m) = Message::parse(&buf[..n]) else {
+            continue;
+        };
+        if !m.is_request() {
+            m.pop_header_value("Via");
+            let Ok(via) = m.top_via() else { continue };
+            let (host, port) = via.response_target();
+            let Ok(ip) = host.parse::<IpAddr>() else {
+                continue;
+            };
+            let _ = sock.send_to(&m.to_bytes(), SocketAddr::new(ip, port)).await;
+            continue;
+        }
+        if m.method() == Some(&Method::Register) {
+            let impu = m.to_header().unwrap().uri.to_string();
+            let user = m.to_header().unwrap().uri.user.clone().unwrap();
+            let cred =
+                akav1::digest::Credentials::parse(m.header("Authorization").unwrap()).unwrap();
+            let net = nets.entry(cred.username.clone()).or_insert_with(|| {
+                let mut n = Net::new(Milenage::from_op(&K, &OP));
+                n.impi = cred.username.clone();
+                n.impu = impu;
+                n.ue_ip = src.ip();
+                n
+            });
+            let answer = if cred.response.is_empty() {
+                net.challenge(&m)
+            } else {
+                net.check_answer(&m);
+                let c = m.name_addrs("Contact").unwrap()[0].uri.clone();
+                let addr = SocketAddr::new(c.host.parse().unwrap(), c.port.unwrap());
+                contacts.insert(user, addr);
+                net.ok(&m, 3600)
+            };
+            let _ = sock.send_to(&answer.to_bytes(), src).await;
+            continue;
+        }
+        if m.header_values("Route").next() == Some(own_route.as_str()) {
+            m.pop_header_value("Route");
+        }
+        let dest = if m.header_values("Route").next() == Some(SERVICE_ROUTE) {
+            m.pop_header_value("Route");
+            let uri = m.request_uri().unwrap();
+            let Some(&addr) = uri.user.as_ref().and_then(|u| contacts.get(u)) else {
+                continue;
+            };
+            m.set_uri(&format!("sip:{}@{addr}", uri.user.unwrap()));
+            if m.method() == Some(&Method::Invite) {
+                m.prepend_header("Record-Route", &own_route);
+            }
+            addr
+        } else {
+            let uri = m.request_uri().unwrap();
+            SocketAddr::new(uri.host.parse().unwrap(), uri.port.unwrap())
+        };
+        // derived from the UE's branch, so that CANCEL and a non-2xx ACK reach the
+        // INVITE's transaction at the callee
+        let branch = m.branch().unwrap();
+        m.prepend_header("Via", &format!("SIP/2.0/UDP {me};branch={branch}relay"));
+        let _ = sock.send_to(&m.to_bytes(), dest).await;
+    }
+}
+
+fn ue_config(user: &str, ip: &str, relay: SocketAddr) -> UeConfig {
+    let mut c = config();
+    c.impi = format!("{user}@{DOMAIN}");
+    c.impu = format!("sip:{user}@{DOMAIN}");
+    c.local_ip = ip.parse().unwrap();
+    c.port = testkit::wait::free_port_on(c.local_ip);
+    c.pcscf = relay;
+    c.sec_agree = false;
+    c
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f).await.expect("in time")
+}
+
+#[tokio::test]
+async fn calls_and_messages_through_the_shell() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = sock.local_addr().unwrap();
+    let relay_task = tokio::spawn(relay(sock));
+    let host = UeHost::start(IoConfig {
+        mode: IpsecMode::Off,
+        ..IoConfig::default()
+    })
+    .await
+    .unwrap();
+    let alice = format!("sip:alice@{DOMAIN}");
+    let bob = format!("sip:bob@{DOMAIN}");
+    let a = host
+        .add(ue_config("alice", "127.0.9.2", relay_addr))
+        .await
+        .unwrap();
+    let mut cb = ue_config("bob", "127.0.9.3", relay_addr);
+    cb.calls.answer = AnswerMode::Ring;
+    let b = host.add(cb).await.unwrap();
+    within(a.register()).await.unwrap();
+    within(b.register()).await.unwrap();
+
+    // a call bob answers by command, alice hangs up
+    let call = a.call(&bob).await.unwrap();
+    let incoming = within(b.wait_incoming()).await.unwrap();
+    b.answer(incoming).await.unwrap();
+    within(a.wait_answered(call)).await.unwrap();
+    within(b.wait_answered(incoming)).await.unwrap();
+    assert_eq!(
+        a.snapshot().await.unwrap().calls,
+        vec![(call, ue::CallPhase::Answered)]
+    );
+    a.hangup(call).await.unwrap();
+    assert_eq!(
+        within(a.wait_ended(call)).await.unwrap(),
+        CallEnd::HungUp { by: Party::Local }
+    );
+    assert_eq!(
+        within(b.wait_ended(incoming)).await.unwrap(),
+        CallEnd::HungUp { by: Party::Remote }
+    );
+    // waiting on an ended call resolves at once
+    assert_eq!(
+        within(a.wait_ended(call)).await.unwrap(),
+        CallEnd::HungUp { by: Party::Local }
+    );
+
+    // busy
+    let call = a.call(&bob).await.unwrap();
+    let incoming = within(b.wait_incoming()).await.unwrap();
+    b.reject(incoming, 486).await.unwrap();
+    match within(a.wait_answered(call)).await {
+        Err(UeHostError::CallEnded(CallEnd::Rejected { code: 486, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        b.hangup(incoming).await,
+        Err(UeHostError::Call(ue::CallError::UnknownCall(_)))
+    ));
+
+    // MESSAGE both ways
+    assert_eq!(within(a.send_message(&bob, "hi bob")).await.unwrap(), 200);
+    assert_eq!(
+        within(b.next_message()).await.unwrap(),
+        (alice.clone(), "hi bob".to_string())
+    );
+    assert_eq!(
+        within(b.send_message(&alice, "hi alice")).await.unwrap(),
+        200
+    );
+    assert_eq!(
+        within(a.next_message()).await.unwrap(),
+        (bob.clone(), "hi alice".to_string())
+    );
+    host.shutdown().await;
+    relay_task.abort();
+}
