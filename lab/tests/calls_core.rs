@@ -164,13 +164,24 @@ fn ue_config(n: u8) -> UeConfig {
 
 impl Lab {
     fn new(ues: u8) -> Lab {
+        Lab::with(ues, |_, _| {})
+    }
+
+    /// `ues` UEs, each configuration adjusted by `tweak(n, cfg)` first.
+    fn with(ues: u8, tweak: impl Fn(u8, &mut UeConfig)) -> Lab {
         let node = Node::collapsed(core_config(), scscf_config(), DOMAIN.into())
             .unwrap()
             .with_seed(7);
         Lab {
             node,
             hss: Hss::new(ues),
-            ues: (1..=ues).map(|n| Ue::new(ue_config(n)).unwrap()).collect(),
+            ues: (1..=ues)
+                .map(|n| {
+                    let mut c = ue_config(n);
+                    tweak(n, &mut c);
+                    Ue::new(c).unwrap()
+                })
+                .collect(),
             now: Instant::now(),
             next_set: 1,
             wire: Vec::new(),
@@ -285,6 +296,63 @@ impl Lab {
     fn hops_since(&self, mark: usize) -> &[Hop] {
         &self.wire[mark..]
     }
+
+    /// Lets `d` pass in steps, firing every due timer of the UEs and the node.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = self
+                .ues
+                .iter_mut()
+                .filter_map(Ue::poll_timeout)
+                .chain(self.node.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for u in &mut self.ues {
+                        if u.poll_timeout().is_some_and(|x| x <= self.now) {
+                            u.handle_timeout(self.now);
+                        }
+                    }
+                    if self.node.poll_timeout().is_some_and(|x| x <= self.now) {
+                        self.node.handle_timeout(self.now);
+                    }
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn ue(&mut self, n: u8) -> &mut Ue {
+        &mut self.ues[usize::from(n - 1)]
+    }
+
+    /// Methods (requests) and codes (responses) that crossed to or from UE `n` since
+    /// `mark`, in order.
+    fn ladder(&self, n: u8, mark: usize) -> Vec<String> {
+        let ip = ue_ip(n);
+        self.hops_since(mark)
+            .iter()
+            .filter(|h| h.from.ip() == ip || h.to.ip() == ip)
+            .map(|h| {
+                let dir = if h.from.ip() == ip { ">" } else { "<" };
+                match h.msg.method() {
+                    Some(m) => format!("{dir}{}", m.as_str()),
+                    None => format!(
+                        "{dir}{} {}",
+                        h.msg.code().unwrap_or(0),
+                        h.msg
+                            .cseq()
+                            .map(|c| c.method.as_str().to_string())
+                            .unwrap_or_default()
+                    ),
+                }
+            })
+            .collect()
+    }
 }
 
 /// An initial request from UE `from` to `target`, as a handset builds it (TS 24.229
@@ -361,14 +429,13 @@ fn a_request_from_one_ue_reaches_the_other_through_both_sas_and_its_answer_comes
         "every Route was ours: {:?}",
         inv.msg
     );
-    // UE B (today's simulator) answers 501; the answer goes back to A through A's SA, with
-    // only A's Via left.
+    // UE B rings; the 180 goes back to A through A's SA, with only A's Via left.
     let to_a: Vec<&Hop> = hops
         .iter()
         .filter(|h| !h.msg.is_request() && h.to.ip() == a.ue)
         .collect();
     let last = to_a.last().expect("no answer reached A");
-    assert!(last.msg.code().unwrap() >= 200, "{:?}", last.msg);
+    assert_eq!(last.msg.code(), Some(180), "{:?}", last.msg);
     assert_eq!(last.from, SocketAddr::new(a.pcscf, a.port_ps));
     assert_eq!(last.to, SocketAddr::new(a.ue, a.port_uc));
     assert_eq!(last.msg.vias().unwrap().len(), 1);
@@ -426,4 +493,152 @@ fn a_stranger_cannot_send_requests_through_the_p_cscf() {
     assert_eq!(out.len(), 1, "{out:#?}");
     assert_eq!(out[0].0, stranger);
     assert_eq!(out[0].1.code(), Some(403));
+}
+
+/// Every message to or from a UE after its registration went through its SA: a request
+/// from its protected client port to our protected server port or from our protected
+/// client port to its protected server port, and responses the reverse.
+fn assert_all_protected(lab: &Lab, mark: usize) {
+    for h in lab.hops_since(mark) {
+        let (ue, p) = if h.from.ip() == IpAddr::from(P_IP) {
+            (h.to, h.from)
+        } else {
+            (h.from, h.to)
+        };
+        assert_ne!(
+            p.port(),
+            5060,
+            "cleartext to/from the unprotected port: {h:?}"
+        );
+        assert_ne!(ue.port(), 5060, "UE's unprotected port used: {h:?}");
+    }
+}
+
+#[test]
+fn basic_call_rings_answers_and_ends_with_bye_from_either_side() {
+    let mut lab = Lab::new(2);
+    lab.register_all();
+    for (caller, callee, hanger) in [(1u8, 2u8, 1u8), (2, 1, 1)] {
+        let mark = lab.wire.len();
+        let now = lab.now;
+        let call = lab.ue(caller).call(&impu(callee), now).unwrap();
+        lab.pump();
+        // The callee rings, answers after its auto-answer delay, the caller ACKs.
+        lab.advance(Duration::from_secs(2));
+        assert_eq!(
+            lab.ue(caller).call_phase(call),
+            Some(ue::CallPhase::Answered),
+            "{:?}",
+            lab.ladder(caller, mark)
+        );
+        let callee_call = lab.ue(callee).calls()[0].0;
+        let now = lab.now;
+        if hanger == caller {
+            lab.ue(caller).hangup(call, now).unwrap();
+        } else {
+            lab.ue(callee).hangup(callee_call, now).unwrap();
+        }
+        lab.pump();
+        lab.advance(Duration::from_secs(1));
+        assert!(
+            matches!(
+                lab.ue(caller).call_phase(call),
+                Some(ue::CallPhase::Ended(ue::CallEnd::HungUp { .. })) | None
+            ),
+            "{:?}",
+            lab.ladder(caller, mark)
+        );
+        let caller_ladder = lab.ladder(caller, mark);
+        for step in [">INVITE", "<180 INVITE", "<200 INVITE", ">ACK"] {
+            assert!(
+                caller_ladder.contains(&step.to_string()),
+                "{step}: {caller_ladder:?}"
+            );
+        }
+        let callee_ladder = lab.ladder(callee, mark);
+        for step in ["<INVITE", ">180 INVITE", ">200 INVITE", "<ACK"] {
+            assert!(
+                callee_ladder.contains(&step.to_string()),
+                "{step}: {callee_ladder:?}"
+            );
+        }
+        let bye = if hanger == caller {
+            &caller_ladder
+        } else {
+            &callee_ladder
+        };
+        assert!(bye.contains(&">BYE".to_string()) && bye.contains(&"<200 BYE".to_string()));
+        assert_all_protected(&lab, mark);
+        // Nothing is left behind once the transactions have run out.
+        lab.advance(Duration::from_secs(40));
+        assert_eq!(lab.node.pcscf().transaction_count(), 0);
+        assert_eq!(lab.node.scscf().unwrap().transaction_count(), 0);
+        let _ = hanger;
+    }
+}
+
+#[test]
+fn busy_callee_gets_486_to_the_caller_and_cancel_gets_487() {
+    let mut lab = Lab::with(2, |n, c| {
+        if n == 2 {
+            c.calls.answer = ue::AnswerMode::Reject(486);
+        }
+    });
+    lab.register_all();
+    let now = lab.now;
+    let call = lab.ue(1).call(&impu(2), now).unwrap();
+    lab.pump();
+    assert!(
+        matches!(
+            lab.ue(1).call_phase(call),
+            Some(ue::CallPhase::Ended(ue::CallEnd::Rejected {
+                code: 486,
+                ..
+            }))
+        ),
+        "{:?}",
+        lab.ue(1).call_phase(call)
+    );
+    let mut lab = Lab::with(2, |n, c| {
+        if n == 2 {
+            c.calls.answer = ue::AnswerMode::Ring;
+        }
+    });
+    lab.register_all();
+    let mark = lab.wire.len();
+    let now = lab.now;
+    let call = lab.ue(1).call(&impu(2), now).unwrap();
+    lab.pump();
+    assert_eq!(lab.ue(1).call_phase(call), Some(ue::CallPhase::Ringing));
+    let now = lab.now;
+    lab.ue(1).hangup(call, now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_secs(1));
+    let l = lab.ladder(1, mark);
+    assert!(
+        l.contains(&">CANCEL".to_string()) && l.contains(&"<487 INVITE".to_string()),
+        "{l:?}"
+    );
+    assert!(lab.ladder(2, mark).contains(&"<CANCEL".to_string()));
+    assert_all_protected(&lab, mark);
+}
+
+#[test]
+fn message_reaches_the_other_ue_and_is_answered() {
+    let mut lab = Lab::new(2);
+    lab.register_all();
+    let mark = lab.wire.len();
+    let now = lab.now;
+    lab.ue(2)
+        .send_message(&impu(1), "hello over IMS", now)
+        .unwrap();
+    lab.pump();
+    assert_eq!(lab.ladder(2, mark), vec![">MESSAGE", "<200 MESSAGE"]);
+    assert_eq!(lab.ladder(1, mark), vec!["<MESSAGE", ">200 MESSAGE"]);
+    // By its tel: identity too (the implicit registration set).
+    let mark = lab.wire.len();
+    let now = lab.now;
+    lab.ue(2).send_message(&tel(1), "by number", now).unwrap();
+    lab.pump();
+    assert_eq!(lab.ladder(1, mark), vec!["<MESSAGE", ">200 MESSAGE"]);
 }

@@ -161,14 +161,16 @@ impl Node {
 
     /// A request of the HSS (RTR, PPR) for the collapsed S-CSCF, answered at once; in
     /// proxy mode nobody here talks Cx (3001 COMMAND_UNSUPPORTED).
-    pub fn handle_cx_request(&mut self, req: &diameter::Message, now: Instant) -> diameter::Message {
+    pub fn handle_cx_request(
+        &mut self,
+        req: &diameter::Message,
+        now: Instant,
+    ) -> diameter::Message {
         let a = match &mut self.scscf {
             Some(s) => s.handle_cx_request(req, now),
-            None => diameter::Message::error_answer(
-                req,
-                diameter::result::COMMAND_UNSUPPORTED,
-                None,
-            ),
+            None => {
+                diameter::Message::error_answer(req, diameter::result::COMMAND_UNSUPPORTED, None)
+            }
         };
         self.shuttle(now);
         a

@@ -566,9 +566,17 @@ fn sipp_uac_calls_sipp_uas_through_the_collapsed_core() {
         answered.describe(),
         ctx(&p)
     );
-    assert!(answered.success, "UAS: {}\n{}", answered.describe(), ctx(&p));
+    assert!(
+        answered.success,
+        "UAS: {}\n{}",
+        answered.describe(),
+        ctx(&p)
+    );
     let codes = out.received_status_codes();
-    assert!(codes.contains(&200) && codes.last() == Some(&200), "{codes:?}");
+    assert!(
+        codes.contains(&200) && codes.last() == Some(&200),
+        "{codes:?}"
+    );
     // The callee saw the caller asserted by the network, and the route set through us.
     assert!(
         answered
@@ -577,7 +585,11 @@ fn sipp_uac_calls_sipp_uas_through_the_collapsed_core() {
         "{}",
         answered.describe()
     );
-    assert!(answered.messages.contains("Record-Route:"), "{}", answered.describe());
+    assert!(
+        answered.messages.contains("Record-Route:"),
+        "{}",
+        answered.describe()
+    );
     step("call set up and torn down", t0);
     assert!(p.guard.is_running(), "pcscf died\n{}", ctx(&p));
     p.guard.stop(Duration::from_secs(3));

@@ -2,8 +2,8 @@
 //! event loop's state machine.
 
 use crate::cx::{self, assignment, CxError, CxIdentity, CxVector};
-use crate::registrar::{self, Binding, Registration};
 use crate::regevent::RegChange;
+use crate::registrar::{self, Binding, Registration};
 use akav1::digest::{Challenge as DigestChallenge, Credentials, Qop, AKAV1_MD5};
 use bytes::Bytes;
 use sip::transaction::{self, Handoff, RequestOutcome, Transactions, TxId};
@@ -211,10 +211,19 @@ pub(crate) enum Pending {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Timer {
-    Challenge { impi: String, id: u64 },
-    Expiry { impu: String, generation: u64 },
+    Challenge {
+        impi: String,
+        id: u64,
+    },
+    Expiry {
+        impu: String,
+        generation: u64,
+    },
     /// A reg-event subscription's expiry ([`crate::regevent`]).
-    Subscription { key: String, generation: u64 },
+    Subscription {
+        key: String,
+        generation: u64,
+    },
 }
 
 /// The methods this S-CSCF implements (`Allow`).
@@ -415,7 +424,11 @@ impl Scscf {
     /// `deactivated`, which is how the UE and the P-CSCF drop them and their SAs); a PPR
     /// replaces the stored subscription of the IMPI's registrations. Anything else is
     /// refused with 3001 COMMAND_UNSUPPORTED.
-    pub fn handle_cx_request(&mut self, req: &diameter::Message, now: Instant) -> diameter::Message {
+    pub fn handle_cx_request(
+        &mut self,
+        req: &diameter::Message,
+        now: Instant,
+    ) -> diameter::Message {
         use diameter::{avp, cmd, result, Avp, FindAvp};
         let answer = |code: u32| {
             diameter::Message::answer_for(req)
@@ -447,7 +460,9 @@ impl Scscf {
             .filter(|(impu, r)| {
                 named.is_empty()
                     || named.contains(&registrar::aor_key(impu))
-                    || r.associated.iter().any(|a| named.contains(&registrar::aor_key(a)))
+                    || r.associated
+                        .iter()
+                        .any(|a| named.contains(&registrar::aor_key(a)))
             })
             .map(|(impu, _)| impu.clone())
             .collect();
@@ -548,7 +563,12 @@ impl Scscf {
         self.event(Event::Dropped { remote, reason });
     }
 
-    pub(crate) fn respond(&mut self, tx: TxId, resp: Result<Message, sip::ParseError>, now: Instant) {
+    pub(crate) fn respond(
+        &mut self,
+        tx: TxId,
+        resp: Result<Message, sip::ParseError>,
+        now: Instant,
+    ) {
         if let Err(u) = sip::uas::respond(&mut self.tx, tx, resp, now) {
             self.dropped(u.remote, u.reason.into());
         }

@@ -38,8 +38,8 @@ pub mod core;
 pub mod cx;
 pub mod cxclient;
 pub mod metrics;
-pub mod registrar;
 pub mod regevent;
+pub mod registrar;
 pub mod session;
 pub mod shell;
 

@@ -115,12 +115,7 @@ fn xml_escape(s: &str) -> String {
 /// The reginfo document (RFC 3680 §5.3, application/reginfo+xml) for `reg`: one
 /// `registration` element per identity of its implicit set (TS 24.229 §5.4.2.1.2), each
 /// with every contact.
-pub fn reginfo(
-    reg: &Registration,
-    version: u32,
-    change: RegChange,
-    now: Instant,
-) -> String {
+pub fn reginfo(reg: &Registration, version: u32, change: RegChange, now: Instant) -> String {
     let (cstate, event) = change.contact_state();
     let reg_state = if cstate == "terminated" {
         "terminated"
@@ -240,7 +235,10 @@ impl Scscf {
             local_uri: to.map(|t| t.uri.to_string()).unwrap_or_default(),
             remote_uri: from.uri.to_string(),
             remote_target,
-            route_set: req.header_values("Record-Route").map(str::to_string).collect(),
+            route_set: req
+                .header_values("Record-Route")
+                .map(str::to_string)
+                .collect(),
             local_cseq: 0,
             expires_at: now,
             version: 0,
@@ -312,7 +310,12 @@ impl Scscf {
             .collect();
         for k in keys {
             match reg {
-                Some(_) if !matches!(change, RegChange::Unregistered | RegChange::Expired | RegChange::Deactivated) => {
+                Some(_)
+                    if !matches!(
+                        change,
+                        RegChange::Unregistered | RegChange::Expired | RegChange::Deactivated
+                    ) =>
+                {
                     self.notify(&k, change, now)
                 }
                 _ => {
@@ -410,4 +413,3 @@ impl Scscf {
         self.reg_subs.len()
     }
 }
-
