@@ -1,9 +1,11 @@
-//! `imslab demo`: the whole registration path on one machine, in one command.
+//! `imslab demo`: the whole core on one machine, in one command.
 //!
 //! An HSS (embedded SQLite in a temporary directory, N provisioned subscribers) and a
 //! P-CSCF run in this process on loopback, talking Cx over real TCP; N simulated UEs, each
-//! on its own loopback address, register with AKAv1-MD5 and sec-agree, re-register (new SA
-//! set) and deregister. IPsec is the kernel's where it can do ESP, userspace ESP over raw
+//! on its own loopback address, register with AKAv1-MD5 and sec-agree; UE1 calls UE2 (with
+//! QoS preconditions, 100rel/PRACK and UPDATE, as a VoLTE handset does), UE2 answers, the
+//! call holds and UE1 hangs up; UE2 sends UE1 a MESSAGE; then every UE re-registers (new
+//! SA set) and deregisters. IPsec is the kernel's where it can do ESP, userspace ESP over raw
 //! sockets when we are root, and off (loudly) otherwise. The run prints a ladder with
 //! timings and writes `demo.pcap` with the `esp_sa` keys that let Wireshark decrypt it.
 //! The exit status is non-zero if any step failed.
@@ -138,7 +140,13 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         pcscf.backend,
         policy
     ));
-    let ues = lab.ue_configs(opts.ues, mode != IpsecMode::Off);
+    let mut ues = lab.ue_configs(opts.ues, mode != IpsecMode::Off);
+    if let Some(u) = ues.first_mut() {
+        u.calls.preconditions = true;
+    }
+    if let Some(u) = ues.get_mut(1) {
+        u.calls.answer = ue::AnswerMode::Auto(Duration::from_millis(500));
+    }
     for (i, u) in ues.iter().enumerate() {
         let sub = net::subscriber(i);
         say(format!(
@@ -155,13 +163,19 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         tag: ue::ue_tag(&ues),
         ..IoConfig::default()
     };
-    let steps = [Step::Register, Step::Reregister, Step::Deregister];
+    let scripts = scripts(&ues);
+    let talks = ues.len() >= 2;
     say(format!(
-        "[{:>6.1} ms] running: register, re-register, deregister on {} UEs",
+        "[{:>6.1} ms] running on {} UEs: register{}, re-register, deregister",
         ms(t0),
-        opts.ues
+        opts.ues,
+        if talks {
+            ", UE1 calls UE2 (preconditions), UE2 sends UE1 a MESSAGE"
+        } else {
+            ""
+        }
     ));
-    let report = ue::register_many(io, ues, &steps).await;
+    let report = ue::run_scripts(io, ues, scripts).await;
     // Let the P-CSCF's retired SAs pass their grace period before judging.
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let stats = pcscf.stats();
@@ -224,11 +238,25 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
             ),
         ),
         check(
-            stats.rejections == 0 && stats.dropped == 0,
+            stats.rejections == 0 && stats.dropped == 0 && stats.refused == 0,
             format!(
-                "P-CSCF: {} rejections, {} dropped packets",
-                stats.rejections, stats.dropped
+                "P-CSCF: {} rejections, {} refused requests, {} dropped packets",
+                stats.rejections, stats.refused, stats.dropped
             ),
+        ),
+        check(
+            !talks || report.ues[0].calls.len() == 1,
+            match report.ues[0].calls.first() {
+                Some(d) => format!(
+                    "UE1 → UE2 call answered in {}, held, hung up",
+                    fmt_d(Some(*d))
+                ),
+                None => "UE1 → UE2 call".into(),
+            },
+        ),
+        check(
+            !talks || report.ues.get(1).is_some_and(|u| u.messages.len() == 1),
+            "UE2 → UE1 MESSAGE delivered (200)".into(),
         ),
         check(
             live == 0,
@@ -276,6 +304,41 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         pcap: packets.map(|_| pcap),
         esp_sa,
     })
+}
+
+/// The demo's scripts: every UE registers; UE1 calls UE2 while the others wait at the same
+/// sync points; UE2 then sends UE1 a MESSAGE; everyone re-registers and deregisters.
+fn scripts(ues: &[ue::UeConfig]) -> Vec<Vec<Step>> {
+    if ues.len() < 2 {
+        return vec![vec![Step::Register, Step::Reregister, Step::Deregister]; ues.len()];
+    }
+    let (ue1, ue2) = (ues[0].impu.clone(), ues[1].impu.clone());
+    (0..ues.len())
+        .map(|i| {
+            let mut s = vec![Step::Register, Step::Sync];
+            match i {
+                0 => s.extend([
+                    Step::Call {
+                        to: ue2.clone(),
+                        hold: Duration::from_secs(2),
+                    },
+                    Step::Sync,
+                    Step::Sync,
+                ]),
+                1 => s.extend([
+                    Step::Sync,
+                    Step::Message {
+                        to: ue1.clone(),
+                        text: "hello from UE2 over IMS".into(),
+                    },
+                    Step::Sync,
+                ]),
+                _ => s.extend([Step::Sync, Step::Sync]),
+            }
+            s.extend([Step::Reregister, Step::Deregister]);
+            s
+        })
+        .collect()
 }
 
 /// `-o uat:esp_sa:"..."` arguments for every record of an esp_sa file (tshark 4.0 takes

@@ -40,7 +40,7 @@ fn diameter_port(out: &Path) -> u16 {
 }
 
 #[test]
-fn demo_registers_over_ipsec_and_its_capture_decrypts() {
+fn demo_registers_calls_and_messages_over_ipsec_and_its_capture_decrypts() {
     if !testkit::require_root() || testkit::require_bin("tshark").is_none() {
         return;
     }
@@ -65,7 +65,7 @@ fn demo_registers_over_ipsec_and_its_capture_decrypts() {
         &out.join("demo.pcap"),
         &DissectOptions {
             decode_as: vec![DecodeAs::diameter_tcp(diameter_port(&out))],
-            prefs,
+            prefs: prefs.clone(),
             display_filter: None,
         },
     )
@@ -81,9 +81,38 @@ fn demo_registers_over_ipsec_and_its_capture_decrypts() {
     );
     let registers = d.sip_methods.iter().filter(|m| *m == "REGISTER").count();
     assert_eq!(registers, 2 * 5, "REGISTERs seen (decrypted ones included)");
-    let ok = d.sip_status.iter().filter(|c| **c == 200).count();
     let challenges = d.sip_status.iter().filter(|c| **c == 401).count();
-    assert_eq!((challenges, ok), (4, 6));
+    assert_eq!(challenges, 4);
+    let count = |filter: &str| {
+        dissect(
+            &out.join("demo.pcap"),
+            &DissectOptions {
+                decode_as: vec![DecodeAs::diameter_tcp(diameter_port(&out))],
+                prefs: prefs.clone(),
+                display_filter: Some(filter.to_string()),
+            },
+        )
+        .unwrap()
+        .packets
+    };
+    assert_eq!(
+        count("sip.CSeq.method == \"REGISTER\" && sip.Status-Code == 200"),
+        6
+    );
+    // The call (with preconditions: 183, PRACK, UPDATE) and the MESSAGE, each request on
+    // both legs of the P-CSCF, all inside ESP.
+    for m in ["INVITE", "PRACK", "UPDATE", "ACK", "BYE", "MESSAGE"] {
+        let n = count(&format!("esp && sip.Method == \"{m}\""));
+        assert!(n >= 2, "{m} inside ESP: {n}");
+    }
+    assert!(count("esp && sip.Status-Code == 183") >= 2);
+    // No cleartext SIP to or from a UE after its first 401: outside ESP there is only
+    // each UE's first REGISTER and its 401.
+    assert_eq!(
+        count("sip && !esp"),
+        4,
+        "cleartext SIP beyond the first exchange"
+    );
     let mar = d
         .diameter
         .iter()

@@ -44,7 +44,7 @@ use crate::shell::{HostEvent, IoConfig, UeHandle, UeHost, UeHostError};
 use crate::summary::ladder_line;
 
 /// One step of the script every UE runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Initial registration.
     Register,
@@ -57,6 +57,25 @@ pub enum Step {
     /// Wait until the registration expires without a refresh (UEs configured with
     /// `auto_refresh = false`), then for the SA grace period.
     AwaitExpiry,
+    /// Call `to` (an IMPU or tel: URI), wait until answered, hold it, hang up (BYE) and
+    /// wait for the end. The callee answers by its own [`crate::CallConfig`].
+    Call {
+        /// Callee.
+        to: String,
+        /// How long the call stays up.
+        hold: Duration,
+    },
+    /// Send a MESSAGE (RFC 3428) to `to`; a 2xx is success.
+    Message {
+        /// Recipient.
+        to: String,
+        /// Its text.
+        text: String,
+    },
+    /// Wait until every UE of the run has reached its own `Sync` of the same number (the
+    /// scripts must have as many each): callers wait for callees to be registered, and
+    /// nobody deregisters during somebody else's call.
+    Sync,
 }
 
 /// Why a step name does not parse.
@@ -84,7 +103,13 @@ pub enum ScriptError {
     /// The UE's task panicked.
     #[error("UE task panicked: {0}")]
     Panicked(Arc<tokio::task::JoinError>),
+    /// Another UE did not reach the same [`Step::Sync`] in time (it failed earlier).
+    #[error("the other UEs did not reach sync point {0} within {SYNC_WAIT:?}")]
+    SyncTimeout(usize),
 }
+
+/// How long a [`Step::Sync`] waits for the other UEs.
+pub const SYNC_WAIT: Duration = Duration::from_secs(60);
 
 impl std::str::FromStr for Step {
     type Err = StepParseError;
@@ -130,6 +155,10 @@ pub struct UeTimings {
     pub service_route: Vec<String>,
     /// P-Associated-URI of the last 200 OK.
     pub associated_uris: Vec<String>,
+    /// [`Step::Call`]s: from the INVITE to the call being answered.
+    pub calls: Vec<Duration>,
+    /// [`Step::Message`]s: from the MESSAGE to its 2xx.
+    pub messages: Vec<Duration>,
     /// The first failure, with its step (the script stops there).
     pub error: Option<ScriptError>,
     /// SA sets the UE still held at the end (0 after a deregistration and its grace).
@@ -216,14 +245,59 @@ pub fn numbered(
         .collect()
 }
 
-async fn script(h: UeHandle, steps: Vec<Step>, grace: Duration) -> UeTimings {
+/// The rendezvous of [`Step::Sync`]: a barrier with a timeout, so one UE that failed
+/// never leaves the others waiting forever.
+struct Syncs {
+    barrier: tokio::sync::Barrier,
+}
+
+/// [`Step::Call`]: call `to`, wait for the answer, hold, hang up, wait for the end;
+/// the set-up time (INVITE to answered).
+pub async fn call(h: &UeHandle, to: &str, hold: Duration) -> Result<Duration, UeHostError> {
+    let t0 = Instant::now();
+    let c = h.call(to).await?;
+    h.wait_answered(c).await?;
+    let took = t0.elapsed();
+    tokio::time::sleep(hold).await;
+    h.hangup(c).await?;
+    match h.wait_ended(c).await? {
+        crate::CallEnd::HungUp { .. } => Ok(took),
+        other => Err(UeHostError::CallEnded(other)),
+    }
+}
+
+async fn script(h: UeHandle, steps: Vec<Step>, grace: Duration, syncs: Arc<Syncs>) -> UeTimings {
     let mut t = UeTimings {
         impu: h.name().to_string(),
         ..UeTimings::default()
     };
     let mut last_ok: Option<Instant> = None;
+    let mut sync_no = 0;
     for step in steps {
-        let r = match step {
+        let r = match &step {
+            Step::Call { to, hold } => call(&h, to, *hold).await.map(|d| t.calls.push(d)),
+            Step::Message { to, text } => {
+                let t0 = Instant::now();
+                match h.send_message(to, text).await {
+                    Ok(code) if (200..300).contains(&code) => {
+                        t.messages.push(t0.elapsed());
+                        Ok(())
+                    }
+                    Ok(code) => Err(UeHostError::MessageRefused(code)),
+                    Err(e) => Err(e),
+                }
+            }
+            Step::Sync => {
+                sync_no += 1;
+                if tokio::time::timeout(SYNC_WAIT, syncs.barrier.wait())
+                    .await
+                    .is_err()
+                {
+                    t.error = Some(ScriptError::SyncTimeout(sync_no));
+                    break;
+                }
+                Ok(())
+            }
             Step::Register => h.register().await.map(|r| {
                 last_ok = Some(Instant::now());
                 t.register = Some(r.took);
@@ -241,7 +315,7 @@ async fn script(h: UeHandle, steps: Vec<Step>, grace: Duration) -> UeTimings {
             }),
             Step::Deregister => h.deregister().await.map(|d| t.deregister = Some(d)),
             Step::Pause(d) => {
-                tokio::time::sleep(d).await;
+                tokio::time::sleep(*d).await;
                 Ok(())
             }
             Step::AwaitExpiry => match h.await_expiry().await {
@@ -267,17 +341,29 @@ async fn script(h: UeHandle, steps: Vec<Step>, grace: Duration) -> UeTimings {
     t
 }
 
-/// Runs `steps` on every UE of `ues` concurrently (one [`UeHost`] on `io`) and reports.
+/// Runs `steps` on every UE of `ues` concurrently (one [`UeHost`] on `io`) and reports:
+/// [`run_scripts`] with the same script for all.
+pub async fn register_many(
+    io: IoConfig,
+    ues: Vec<UeConfig>,
+    steps: &[Step],
+) -> Result<FleetReport, UeHostError> {
+    let scripts = vec![steps.to_vec(); ues.len()];
+    run_scripts(io, ues, scripts).await
+}
+
+/// Runs script `scripts[i]` on UE `ues[i]`, all concurrently (one [`UeHost`] on `io`), and
+/// reports.
 ///
 /// Give each UE its own `local_ip` ([`loopback_ip`]). If the script ends with
 /// [`Step::Deregister`], the run also waits for the UEs' SA grace period so that
 /// `sa_sets_left` shows whether everything was deleted. Failures of single UEs are in
 /// their [`UeTimings::error`]; `Err` means the host could not start or a UE could not be
 /// added.
-pub async fn register_many(
+pub async fn run_scripts(
     io: IoConfig,
     ues: Vec<UeConfig>,
-    steps: &[Step],
+    scripts: Vec<Vec<Step>>,
 ) -> Result<FleetReport, UeHostError> {
     let grace = ues
         .iter()
@@ -307,12 +393,15 @@ pub async fn register_many(
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for h in handles {
-        let mut s = steps.to_vec();
+    let syncs = Arc::new(Syncs {
+        barrier: tokio::sync::Barrier::new(handles.len()),
+    });
+    for (h, steps) in handles.into_iter().zip(scripts) {
+        let mut s = steps.clone();
         if steps.last() == Some(&Step::Deregister) {
             s.push(Step::Pause(grace + Duration::from_millis(200)));
         }
-        tasks.push(tokio::spawn(script(h, s, grace)));
+        tasks.push(tokio::spawn(script(h, s, grace, syncs.clone())));
     }
     let mut timings = Vec::new();
     for t in tasks {

@@ -58,7 +58,8 @@ pub use event::{
     SaInstallError, SaStep, SaSummary, SecAgreeFailure, UeEvent,
 };
 pub use fleet::{
-    loopback_ip, numbered, register_many, FleetReport, ScriptError, Step, StepParseError, UeTimings,
+    loopback_ip, numbered, register_many, run_scripts, FleetReport, ScriptError, Step,
+    StepParseError, UeTimings,
 };
 pub use registration::{refresh_after, RegState, Registration, SaAction};
 pub use shell::{

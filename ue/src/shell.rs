@@ -120,6 +120,9 @@ pub enum UeHostError {
     /// A MESSAGE got no final response.
     #[error("no answer to the MESSAGE")]
     MessageUnanswered,
+    /// A MESSAGE was refused with this status.
+    #[error("MESSAGE refused with {0}")]
+    MessageRefused(u16),
 }
 
 /// An event of one of the host's UEs.

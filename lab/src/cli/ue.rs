@@ -469,7 +469,18 @@ async fn session(
         }
     };
     for step in steps {
-        let r = match step {
+        let r = match &step {
+            // One UE: nobody to wait for.
+            Step::Sync => Ok(()),
+            Step::Call { to, hold } => ue::fleet::call(&ue, to, *hold).await.map(|d| {
+                summary += &format!(
+                    "call to {to} answered in {:.1} ms\n",
+                    d.as_secs_f64() * 1000.0
+                );
+            }),
+            Step::Message { to, text } => ue.send_message(to, text).await.map(|code| {
+                summary += &format!("MESSAGE to {to}: {code}\n");
+            }),
             Step::Register => ue.register().await.map(|r| {
                 summary += &format!(
                     "registered in {:.1} ms (expires {} s, Service-Route {:?}, P-Associated-URI {:?})\n",
@@ -490,7 +501,7 @@ async fn session(
                 summary += &format!("deregistered in {:.1} ms\n", d.as_secs_f64() * 1000.0);
             }),
             Step::Pause(d) => {
-                tokio::time::sleep(d).await;
+                tokio::time::sleep(*d).await;
                 Ok(())
             }
             Step::AwaitExpiry => ue.await_expiry().await.map(|at| {
