@@ -642,3 +642,45 @@ fn message_reaches_the_other_ue_and_is_answered() {
     lab.pump();
     assert_eq!(lab.ladder(1, mark), vec!["<MESSAGE", ">200 MESSAGE"]);
 }
+
+/// An RTR from the HSS (TS 29.228 §6.2.1): the S-CSCF ends the registration, tells every
+/// subscriber of its reg event (the P-CSCF subscribed after the registration, TS 24.229
+/// §5.2.3), and the P-CSCF ends its registration too; the other UE stays registered.
+#[test]
+fn network_deregistration_reaches_the_p_cscf_through_the_reg_event() {
+    use diameter::{avp, cmd, Avp};
+    let mut lab = Lab::new(2);
+    lab.register_all();
+    assert_eq!(lab.node.pcscf().reg_event_subscriptions(), 2);
+    assert_eq!(lab.node.scscf().unwrap().subscription_count(), 2);
+    assert_eq!(lab.node.pcscf().registration_count(), 2);
+    let rtr = DMessage::request(diameter::app::CX, cmd::REGISTRATION_TERMINATION)
+        .with(Avp::utf8(avp::SESSION_ID, "hss.ims.test;1;1"))
+        .with(Avp::utf8(avp::ORIGIN_HOST, "hss.ims.test"))
+        .with(Avp::utf8(avp::ORIGIN_REALM, DOMAIN))
+        .with(Avp::utf8(avp::USER_NAME, impi(1)));
+    let now = lab.now;
+    let rta = lab.node.handle_cx_request(&rtr, now);
+    assert_eq!(
+        rta.result(),
+        Some(diameter::ResultCode::Base(diameter::result::SUCCESS))
+    );
+    lab.pump();
+    assert_eq!(
+        lab.node.pcscf().registration_count(),
+        1,
+        "UE1 gone, UE2 stays"
+    );
+    assert!(lab.node.pcscf().registration(&impu(1)).is_none());
+    assert!(lab.node.pcscf().registration(&impu(2)).is_some());
+    assert_eq!(lab.node.pcscf().reg_event_subscriptions(), 1);
+    assert_eq!(lab.node.scscf().unwrap().subscription_count(), 1);
+    // UE1 is unreachable now.
+    let mark = lab.wire.len();
+    let now = lab.now;
+    lab.ue(2)
+        .send_message(&impu(1), "still there?", now)
+        .unwrap();
+    lab.pump();
+    assert_eq!(lab.ladder(2, mark), vec![">MESSAGE", "<480 MESSAGE"]);
+}

@@ -140,6 +140,10 @@ pub struct ScscfConfig {
     /// Proxy mode: the P-Visited-Network-ID we assert (TS 24.229 §5.2.2.1). Default: the
     /// home domain (`sip.domain`): a lab network is its own visited network.
     pub visited_network_id: Option<String>,
+    /// Subscribe to each registered user's reg event at the S-CSCF (TS 24.229 §5.2.3), so
+    /// that a network-initiated deregistration (an RTR from the HSS) ends the registration
+    /// and its SAs here at once. Default: true.
+    pub subscribe_reg_event: bool,
 }
 
 impl Default for ScscfConfig {
@@ -150,6 +154,7 @@ impl Default for ScscfConfig {
             transport: UpstreamTransport::Udp,
             uri: None,
             visited_network_id: None,
+            subscribe_reg_event: true,
         }
     }
 }
@@ -247,6 +252,10 @@ transport = "udp"
 # Proxy mode: the P-Visited-Network-ID asserted (TS 24.229 §5.2.2.1). Unset = sip.domain:
 # a lab network is its own visited network.
 # visited_network_id = "ims.mnc001.mcc001.3gppnetwork.org"
+# Subscribe to each registered user's reg event at the S-CSCF (TS 24.229 §5.2.3), so that
+# a network-initiated deregistration (an RTR from the HSS) ends the registration and its
+# SAs here at once.
+subscribe_reg_event = true
 
 [log]
 # Log filter: "info", "debug", "warn,pcscf=debug"... The RUST_LOG environment variable

@@ -32,6 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use xfrm::{Lease, Pool, SaSet, SetId};
 
+mod regevent;
 mod register;
 mod sa_table;
 mod session;
@@ -400,6 +401,8 @@ pub struct Pcscf {
     unprotected: HashMap<SocketAddr, String>,
     /// Response contexts of forwarded requests other than REGISTER.
     branches: sip::proxy::Branches,
+    /// Our reg-event subscriptions, by registered identity.
+    reg_subs: HashMap<String, regevent::RegSub>,
     sas: sa_table::SaTable,
     spis: Pool,
     ports: Pool,
@@ -436,6 +439,7 @@ impl Pcscf {
             ue_contacts: HashMap::new(),
             unprotected: HashMap::new(),
             branches: sip::proxy::Branches::new(sip::proxy::ProxyTimers::default()),
+            reg_subs: HashMap::new(),
             sas: sa_table::SaTable::default(),
             spis,
             ports,
@@ -462,6 +466,16 @@ impl Pcscf {
     /// The S-CSCF we forward to.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// Turns the reg-event subscriptions of new registrations on or off.
+    pub fn set_reg_event(&mut self, on: bool) {
+        self.upstream.reg_event = on;
+    }
+
+    /// Reg-event subscriptions we hold.
+    pub fn reg_event_subscriptions(&self) -> usize {
+        self.reg_subs.len()
     }
 
     /// Counters.
@@ -882,6 +896,7 @@ impl Pcscf {
     fn end_registration(&mut self, impu: &str, reason: &'static str, now: Instant) {
         if let Some(reg) = self.regs.remove(impu) {
             self.unindex_registration(impu, &reg);
+            self.forget_reg_event(impu);
             if let Some(sa) = reg.sa {
                 self.retire_sa(sa, now);
             }

@@ -86,6 +86,7 @@ impl Node {
             protocol: Protocol::InProcess,
             route: None,
             visited_network_id,
+            reg_event: true,
         };
         // Terminating requests reach our P-CSCF in memory, along the Path it registered.
         let mut scscf = scscf;
@@ -107,6 +108,13 @@ impl Node {
         self.scscf = self
             .scscf
             .map(|s| s.with_ids(sip::Ids::seeded(seed.wrapping_add(1))));
+        self
+    }
+
+    /// Whether our P-CSCF subscribes to each registered user's reg event (default: yes,
+    /// TS 24.229 §5.2.3).
+    pub fn with_reg_event(mut self, on: bool) -> Node {
+        self.pcscf.set_reg_event(on);
         self
     }
 

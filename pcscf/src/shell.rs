@@ -183,6 +183,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 },
                 route: cfg.scscf.uri.clone(),
                 visited_network_id: cfg.visited_network_id(),
+                reg_event: cfg.scscf.subscribe_reg_event,
             };
             (Node::proxy(core_cfg, upstream)?, None, None)
         }
@@ -210,7 +211,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 limits: tcfg.limits,
                 routing: Default::default(),
             };
-            let node = Node::collapsed(core_cfg, s_cfg, cfg.visited_network_id())?;
+            let node = Node::collapsed(core_cfg, s_cfg, cfg.visited_network_id())?
+                .with_reg_event(cfg.scscf.subscribe_reg_event);
             let peer = HssPeer {
                 address: cfg.hss.address,
                 origin_host: origin_host.clone(),

@@ -173,6 +173,8 @@ impl Net {
             protocol: Protocol::Udp,
             route: None,
             visited_network_id: "visited.ims.test".into(),
+            // This scripted S-CSCF answers REGISTERs only.
+            reg_event: false,
         };
         Net {
             core: Pcscf::new(cfg, upstream).unwrap(),

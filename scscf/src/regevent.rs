@@ -12,6 +12,7 @@
 
 use crate::core::{Scscf, Timer};
 use crate::registrar::Registration;
+use sip::reginfo::{ContactInfo, ContactState, RegInfo, RegState, RegistrationInfo};
 use sip::transaction::TxId;
 use sip::{Message, Method, NameAddr, RequestBuilder, ResponseBuilder, Uri, Via};
 use std::time::{Duration, Instant};
@@ -97,64 +98,56 @@ fn key(call_id: &str, ours: &str, theirs: &str) -> String {
     format!("{call_id}\u{1}{ours}\u{1}{theirs}")
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
 /// The reginfo document (RFC 3680 §5.3, application/reginfo+xml) for `reg`: one
 /// `registration` element per identity of its implicit set (TS 24.229 §5.4.2.1.2), each
 /// with every contact.
-pub fn reginfo(reg: &Registration, version: u32, change: RegChange, now: Instant) -> String {
+pub fn reginfo(reg: &Registration, version: u32, change: RegChange, now: Instant) -> RegInfo {
     let (cstate, event) = change.contact_state();
-    let reg_state = if cstate == "terminated" {
-        "terminated"
-    } else {
-        "active"
-    };
-    let mut x = format!(
-        "<?xml version=\"1.0\"?>\r\n<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"{version}\" state=\"full\">\r\n"
-    );
+    let terminated = cstate == "terminated";
     let identities: Vec<&String> = if reg.associated.is_empty() {
         vec![&reg.impu]
     } else {
         reg.associated.iter().collect()
     };
-    for (i, aor) in identities.iter().enumerate() {
-        x.push_str(&format!(
-            "  <registration aor=\"{}\" id=\"r{i}\" state=\"{reg_state}\">\r\n",
-            xml_escape(aor)
-        ));
-        for (j, b) in reg.bindings.iter().enumerate() {
-            let uri = NameAddr::parse(&b.contact)
-                .map(|n| n.uri.to_string())
-                .unwrap_or_else(|_| b.contact.clone());
-            let left = b.expires_at.saturating_duration_since(now).as_secs();
-            let event = event.unwrap_or("registered");
-            let expires = if cstate == "active" {
-                format!(" expires=\"{left}\"")
+    let registrations = identities
+        .iter()
+        .enumerate()
+        .map(|(i, aor)| RegistrationInfo {
+            aor: (*aor).clone(),
+            id: format!("r{i}"),
+            state: if terminated {
+                RegState::Terminated
             } else {
-                String::new()
-            };
-            x.push_str(&format!(
-                "    <contact id=\"c{i}-{j}\" state=\"{cstate}\" event=\"{event}\"{expires}>\r\n      <uri>{}</uri>\r\n    </contact>\r\n",
-                xml_escape(&uri)
-            ));
-        }
-        x.push_str("  </registration>\r\n");
+                RegState::Active
+            },
+            contacts: reg
+                .bindings
+                .iter()
+                .enumerate()
+                .map(|(j, b)| ContactInfo {
+                    id: format!("c{i}-{j}"),
+                    state: if terminated {
+                        ContactState::Terminated
+                    } else {
+                        ContactState::Active
+                    },
+                    event: event.unwrap_or("registered").to_string(),
+                    expires: (!terminated).then(|| {
+                        let left = b.expires_at.saturating_duration_since(now).as_secs();
+                        u32::try_from(left).unwrap_or(u32::MAX)
+                    }),
+                    uri: NameAddr::parse(&b.contact)
+                        .map(|n| n.uri.to_string())
+                        .unwrap_or_else(|_| b.contact.clone()),
+                })
+                .collect(),
+        })
+        .collect();
+    RegInfo {
+        version,
+        full: true,
+        registrations,
     }
-    x.push_str("</reginfo>\r\n");
-    x
 }
 
 impl Scscf {
@@ -365,11 +358,18 @@ impl Scscf {
         };
         let body = match reg {
             Some(r) => reginfo(r, version, change, now),
-            None => format!(
-                "<?xml version=\"1.0\"?>\r\n<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"{version}\" state=\"full\">\r\n  <registration aor=\"{}\" id=\"r0\" state=\"terminated\"/>\r\n</reginfo>\r\n",
-                xml_escape(&s.impu)
-            ),
-        };
+            None => RegInfo {
+                version,
+                full: true,
+                registrations: vec![RegistrationInfo {
+                    aor: s.impu.clone(),
+                    id: "r0".into(),
+                    state: RegState::Terminated,
+                    contacts: Vec::new(),
+                }],
+            },
+        }
+        .to_string();
         let Ok(first) = (match s.route_set.first() {
             Some(r) => NameAddr::parse(r).map(|n| n.uri),
             None => Uri::parse(&s.remote_target),

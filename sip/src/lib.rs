@@ -66,6 +66,7 @@ pub mod method;
 pub mod name;
 pub mod params;
 pub mod proxy;
+pub mod reginfo;
 pub mod transaction;
 pub mod transport;
 pub mod uas;

@@ -42,6 +42,9 @@ pub struct Upstream {
     pub route: Option<String>,
     /// Our P-Visited-Network-ID (TS 24.229 §5.2.2.1).
     pub visited_network_id: String,
+    /// Subscribe to each registered user's reg event at the S-CSCF (TS 24.229 §5.2.3), to
+    /// hear of network-initiated deregistrations.
+    pub reg_event: bool,
 }
 
 /// A REGISTER forwarded upstream, waiting for its final response.
@@ -639,6 +642,7 @@ impl Pcscf {
             self.unindex_registration(&ctx.impu, &old);
         }
         self.index_registration(&ctx.impu, ctx.flow.remote);
+        self.subscribe_reg_event(&ctx.impu, now);
         self.set_timer(
             expires_at,
             TimerKind::Expiry {

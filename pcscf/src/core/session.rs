@@ -180,6 +180,9 @@ impl Pcscf {
             return;
         }
         if self.is_from_upstream(&flow) && via_sa.is_none() {
+            if self.on_reg_notify(id, &req, now) {
+                return;
+            }
             return self.terminating(id, req, flow, now);
         }
         match self.originator(&flow, via_sa) {
