@@ -4,7 +4,8 @@
 //! a 256-entry table built at compile time; both are branch-light and allocation-free.
 //! A-law works on the 13 most significant bits, µ-law on 14, as G.711 specifies: the low
 //! bits of a 16-bit sample are dropped by the encoder and decoded values are the centres
-//! of the quantization intervals.
+//! of the quantization intervals. Negative samples are reduced by one's complement, the
+//! convention of ITU-T G.191's G.711 tools, so every 16-bit value encodes as they do.
 
 /// A-law code of the smallest negative value (-8): what an idle A-law channel carries.
 pub const ALAW_SILENCE: u8 = 0x55;
@@ -94,16 +95,17 @@ pub fn alaw_decode(code: u8) -> i16 {
 
 /// µ-law code of a 16-bit sample.
 pub fn ulaw_encode(sample: i16) -> u8 {
-    // G.711 µ-law: magnitude plus the bias 132 (33 in 14-bit units) makes every segment
-    // start at a power of two, so the segment is the position of the top bit.
-    let (sign, mag) = if sample < 0 {
-        (0x80u8, (-i32::from(sample)) as u32)
+    // G.711 µ-law on the 14-bit value, negatives by one's complement as in ITU-T G.191's
+    // reference tools: the magnitude plus the bias 33 makes every segment start at a power
+    // of two, so the segment is the position of the top bit.
+    let (sign, m) = if sample < 0 {
+        (0x80u8, ((!sample) >> 2) as u16)
     } else {
-        (0x00u8, sample as u32)
+        (0x00u8, (sample >> 2) as u16)
     };
-    let mag = mag.min(32_635) + 0x84;
-    let exp = (31 - mag.leading_zeros() - 7) as u8; // 0..=7
-    let mant = ((mag >> (exp + 3)) & 0x0f) as u8;
+    let biased = (m + 33).min(0x1FFF);
+    let exp = (16 - biased.leading_zeros() - 6) as u8; // top bit 5..=12 -> 0..=7
+    let mant = ((biased >> (exp + 1)) & 0x0f) as u8;
     !(sign | (exp << 4) | mant)
 }
 
