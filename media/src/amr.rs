@@ -495,10 +495,7 @@ impl<'a> Iterator for Frames<'a> {
 impl ExactSizeIterator for Frames<'_> {}
 
 /// Length in bytes of a payload of `frames` in `format`.
-pub fn packed_len<'f>(
-    format: AmrFormat,
-    frames: impl IntoIterator<Item = AmrFrame<'f>>,
-) -> usize {
+pub fn packed_len<'f>(format: AmrFormat, frames: impl IntoIterator<Item = AmrFrame<'f>>) -> usize {
     let (n, bits) = frames.into_iter().fold((0, 0), |(n, bits), f| {
         let b = if format.octet_aligned {
             f.bits.div_ceil(8) * 8
@@ -674,10 +671,20 @@ mod tests {
         }
         assert_eq!(frame_bits(AmrKind::Wb, 16), None);
         // Bit rates: bits per 20 ms frame times 50.
-        assert_eq!(NB_BITS[..8].iter().map(|b| u32::from(*b) * 50).collect::<Vec<_>>(),
-            [4750, 5150, 5900, 6700, 7400, 7950, 10200, 12200]);
-        assert_eq!(WB_BITS[..9].iter().map(|b| u32::from(*b) * 50).collect::<Vec<_>>(),
-            [6600, 8850, 12650, 14250, 15850, 18250, 19850, 23050, 23850]);
+        assert_eq!(
+            NB_BITS[..8]
+                .iter()
+                .map(|b| u32::from(*b) * 50)
+                .collect::<Vec<_>>(),
+            [4750, 5150, 5900, 6700, 7400, 7950, 10200, 12200]
+        );
+        assert_eq!(
+            WB_BITS[..9]
+                .iter()
+                .map(|b| u32::from(*b) * 50)
+                .collect::<Vec<_>>(),
+            [6600, 8850, 12650, 14250, 15850, 18250, 19850, 23050, 23850]
+        );
     }
 
     #[test]
@@ -709,12 +716,18 @@ mod tests {
         assert_eq!(q.write(NB_OA, 15, &mut back), Ok(33));
         assert_eq!(&back[..33], &oa[..33]);
         let fr = q.frames().next().unwrap();
-        assert_eq!((fr.frame_type(), fr.quality(), fr.bit_len()), (7, true, 244));
+        assert_eq!(
+            (fr.frame_type(), fr.quality(), fr.bit_len()),
+            (7, true, 244)
+        );
         assert_eq!(fr.aligned_octets(), None);
         let mut octets = [0u8; 31];
         assert_eq!(fr.copy_octets(&mut octets), Ok(31));
         assert_eq!(octets, speech);
-        assert_eq!(p.frames().next().unwrap().aligned_octets(), Some(&speech[..]));
+        assert_eq!(
+            p.frames().next().unwrap().aligned_octets(),
+            Some(&speech[..])
+        );
     }
 
     #[test]
@@ -751,7 +764,10 @@ mod tests {
         assert_eq!(be[2] & 0xFC, 0);
         let p = AmrPayload::parse(NB_BE, &be[..n]).unwrap();
         assert_eq!((p.cmr(), p.len()), (5, 3));
-        let got: Vec<_> = p.frames().map(|f| (f.frame_type(), f.quality(), f.bit_len())).collect();
+        let got: Vec<_> = p
+            .frames()
+            .map(|f| (f.frame_type(), f.quality(), f.bit_len()))
+            .collect();
         assert_eq!(got, [(0, true, 95), (15, true, 0), (0, false, 95)]);
         let mut oa = [0u8; 64];
         let m = p.write(NB_OA, 5, &mut oa).unwrap();
@@ -765,14 +781,23 @@ mod tests {
     fn typed_errors_for_malformed_payloads() {
         assert_eq!(AmrPayload::parse(NB_OA, &[]), Err(AmrError::Empty));
         // CMR 8 is no AMR-NB mode (fine for WB).
-        assert_eq!(AmrPayload::parse(NB_OA, &[0x80, 0x7C]), Err(AmrError::Cmr(8)));
-        assert_eq!(AmrPayload::parse(WB_OA, &[0x80, 0x7C]).map(|p| p.len()), Ok(1));
+        assert_eq!(
+            AmrPayload::parse(NB_OA, &[0x80, 0x7C]),
+            Err(AmrError::Cmr(8))
+        );
+        assert_eq!(
+            AmrPayload::parse(WB_OA, &[0x80, 0x7C]).map(|p| p.len()),
+            Ok(1)
+        );
         // ToC never ends.
         assert_eq!(
             AmrPayload::parse(NB_OA, &[0xF0, 0xFC, 0xFC]),
             Err(AmrError::TocTruncated { entries: 2 })
         );
-        assert_eq!(AmrPayload::parse(NB_OA, &[0xF0]), Err(AmrError::TocTruncated { entries: 0 }));
+        assert_eq!(
+            AmrPayload::parse(NB_OA, &[0xF0]),
+            Err(AmrError::TocTruncated { entries: 0 })
+        );
         // Reserved frame types.
         assert_eq!(
             AmrPayload::parse(NB_OA, &[0xF0, 0x4C]),
@@ -787,17 +812,29 @@ mod tests {
         short.extend_from_slice(&[0; 30]);
         assert_eq!(
             AmrPayload::parse(NB_OA, &short),
-            Err(AmrError::Truncated { need: 16 + 248, have: 256 })
+            Err(AmrError::Truncated {
+                need: 16 + 248,
+                have: 256
+            })
         );
         short.extend_from_slice(&[0; 2]);
         assert_eq!(AmrPayload::parse(NB_OA, &short), Err(AmrError::Trailing(1)));
         // Bandwidth-efficient: NO_DATA alone is 10 bits, 2 octets; a third is trailing.
-        assert_eq!(AmrPayload::parse(NB_BE, &[0xF7, 0xC0]).map(|p| p.len()), Ok(1));
-        assert_eq!(AmrPayload::parse(NB_BE, &[0xF7, 0xC0, 0]), Err(AmrError::Trailing(1)));
+        assert_eq!(
+            AmrPayload::parse(NB_BE, &[0xF7, 0xC0]).map(|p| p.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            AmrPayload::parse(NB_BE, &[0xF7, 0xC0, 0]),
+            Err(AmrError::Trailing(1))
+        );
         // The same two octets as MR122 (FT 7) lack 242 speech bits.
         assert_eq!(
             AmrPayload::parse(NB_BE, &[0xF3, 0xC0]),
-            Err(AmrError::Truncated { need: 254, have: 16 })
+            Err(AmrError::Truncated {
+                need: 254,
+                have: 16
+            })
         );
         assert_eq!(
             AmrPayload::parse(NB_BE, &[0xF7]),
@@ -808,7 +845,11 @@ mod tests {
         let f = AmrFrame::from_octets(AmrKind::Nb, 0, true, &a).unwrap();
         assert_eq!(
             AmrFrame::from_octets(AmrKind::Nb, 0, true, &a[..11]),
-            Err(AmrError::SpeechLength { ft: 0, need: 12, got: 11 })
+            Err(AmrError::SpeechLength {
+                ft: 0,
+                need: 12,
+                got: 11
+            })
         );
         assert_eq!(
             AmrFrame::from_octets(AmrKind::Nb, 12, true, &a),
@@ -819,7 +860,10 @@ mod tests {
         assert_eq!(pack(NB_OA, 9, [f], &mut [0; 64]), Err(AmrError::Cmr(9)));
         assert_eq!(
             pack(WB_OA, 15, [f], &mut [0; 64]),
-            Err(AmrError::KindMismatch { format: AmrKind::Wb, frame: AmrKind::Nb })
+            Err(AmrError::KindMismatch {
+                format: AmrKind::Wb,
+                frame: AmrKind::Nb
+            })
         );
         assert_eq!(
             pack(NB_OA, 15, [f], &mut [0; 13]),
@@ -835,8 +879,19 @@ mod tests {
             AmrFormat::from_params(AmrKind::Nb, &p("octet-align=1;mode-change-capability=2")),
             Ok(NB_OA)
         );
-        for s in ["octet-align=1;crc=1", "octet-align=1;interleaving=4", "octet-align=1;robust-sorting=1", "channels=2"] {
-            assert!(matches!(AmrFormat::from_params(AmrKind::Nb, &p(s)), Err(AmrError::Unsupported(_))), "{s}");
+        for s in [
+            "octet-align=1;crc=1",
+            "octet-align=1;interleaving=4",
+            "octet-align=1;robust-sorting=1",
+            "channels=2",
+        ] {
+            assert!(
+                matches!(
+                    AmrFormat::from_params(AmrKind::Nb, &p(s)),
+                    Err(AmrError::Unsupported(_))
+                ),
+                "{s}"
+            );
         }
     }
 
@@ -859,13 +914,25 @@ mod tests {
         file.push(0x3C);
         let last = StorageFrames::parse(&file).unwrap().last().unwrap();
         assert!(matches!(last, Err(AmrError::Truncated { .. })));
-        assert_eq!(StorageFrames::parse(b"#!AMR-WB\n").map(|s| s.kind()), Ok(AmrKind::Wb));
-        assert!(matches!(StorageFrames::parse(b"RIFF"), Err(AmrError::Magic)));
+        assert_eq!(
+            StorageFrames::parse(b"#!AMR-WB\n").map(|s| s.kind()),
+            Ok(AmrKind::Wb)
+        );
+        assert!(matches!(
+            StorageFrames::parse(b"RIFF"),
+            Err(AmrError::Magic)
+        ));
     }
 
     fn frame_strategy(kind: AmrKind) -> impl Strategy<Value = (u8, bool, Vec<u8>)> {
-        let types: Vec<u8> = (0..16).filter(|&ft| frame_bits(kind, ft).is_some()).collect();
-        (proptest::sample::select(types), any::<bool>(), proptest::collection::vec(any::<u8>(), 61))
+        let types: Vec<u8> = (0..16)
+            .filter(|&ft| frame_bits(kind, ft).is_some())
+            .collect();
+        (
+            proptest::sample::select(types),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 61),
+        )
             .prop_map(move |(ft, q, mut bytes)| {
                 let bits = frame_bits(kind, ft).unwrap_or(0);
                 bytes.truncate(bits.div_ceil(8));
@@ -878,7 +945,11 @@ mod tests {
             })
     }
 
-    fn round_trip(kind: AmrKind, cmr: u8, raw: &[(u8, bool, Vec<u8>)]) -> Result<(), TestCaseError> {
+    fn round_trip(
+        kind: AmrKind,
+        cmr: u8,
+        raw: &[(u8, bool, Vec<u8>)],
+    ) -> Result<(), TestCaseError> {
         let frames: Vec<AmrFrame<'_>> = raw
             .iter()
             .map(|(ft, q, b)| AmrFrame::from_octets(kind, *ft, *q, b).unwrap())

@@ -89,10 +89,20 @@ impl LegRewriter {
                 // At least one tick so the new source never repeats the old timestamp.
                 let out_ts = m.last_out_ts.wrapping_add((ticks as u32).max(1));
                 let out_seq = m.last_out_seq.wrapping_add(1);
-                (self.fresh(sequence, timestamp, ssrc, out_seq, out_ts, now), true)
+                (
+                    self.fresh(sequence, timestamp, ssrc, out_seq, out_ts, now),
+                    true,
+                )
             }
             None => (
-                self.fresh(sequence, timestamp, ssrc, self.first_seq, self.first_ts, now),
+                self.fresh(
+                    sequence,
+                    timestamp,
+                    ssrc,
+                    self.first_seq,
+                    self.first_ts,
+                    now,
+                ),
                 true,
             ),
         };
@@ -171,15 +181,24 @@ mod tests {
         let t = Instant::now();
         let mut r = LegRewriter::new(0xAAAA, 1000, 50_000, 8000);
         let a = r.map(7, 900, 1, t);
-        assert_eq!((a.sequence, a.timestamp, a.ssrc, a.new_source), (1000, 50_000, 0xAAAA, true));
+        assert_eq!(
+            (a.sequence, a.timestamp, a.ssrc, a.new_source),
+            (1000, 50_000, 0xAAAA, true)
+        );
         let b = r.map(8, 1060, 1, t + Duration::from_millis(20));
-        assert_eq!((b.sequence, b.timestamp, b.new_source), (1001, 50_160, false));
+        assert_eq!(
+            (b.sequence, b.timestamp, b.new_source),
+            (1001, 50_160, false)
+        );
         // A reordered packet maps back without moving the high-water marks.
         let late = r.map(6, 740, 1, t + Duration::from_millis(21));
         assert_eq!((late.sequence, late.timestamp), (999, 49_840));
         // Another source 40 ms later, with unrelated numbering, continues the leg.
         let c = r.map(30_000, 7, 2, t + Duration::from_millis(60));
-        assert_eq!((c.sequence, c.timestamp, c.new_source), (1002, 50_160 + 320, true));
+        assert_eq!(
+            (c.sequence, c.timestamp, c.new_source),
+            (1002, 50_160 + 320, true)
+        );
         let d = r.map(30_001, 167, 2, t + Duration::from_millis(80));
         assert_eq!((d.sequence, d.timestamp), (1003, 50_160 + 320 + 160));
     }
@@ -187,7 +206,8 @@ mod tests {
     #[test]
     fn wraps_and_halves_the_clock() {
         let t = Instant::now();
-        let mut r = LegRewriter::new(5, 65_535, u32::MAX - 100, 16_000).with_clock_rates(16_000, 8000);
+        let mut r =
+            LegRewriter::new(5, 65_535, u32::MAX - 100, 16_000).with_clock_rates(16_000, 8000);
         let mut last = r.map(0, u32::MAX - 320, 9, t);
         for i in 1..2000u32 {
             let x = r.map(i as u16, (u32::MAX - 320).wrapping_add(320 * i), 9, t);
@@ -201,12 +221,20 @@ mod tests {
     fn rewrites_a_packet_in_place() {
         let t = Instant::now();
         let mut buf = [0u8; 20];
-        let n = RtpHeader::new(96, 3, 4, 5).write_packet(&[1, 2], &mut buf).unwrap();
+        let n = RtpHeader::new(96, 3, 4, 5)
+            .write_packet(&[1, 2], &mut buf)
+            .unwrap();
         let mut r = LegRewriter::new(0x10, 100, 200, 8000);
         r.rewrite_packet(&mut buf[..n], Some(8), t).unwrap();
         let p = RtpPacket::parse(&buf[..n]).unwrap();
         assert_eq!(
-            (p.payload_type(), p.sequence(), p.timestamp(), p.ssrc(), p.payload()),
+            (
+                p.payload_type(),
+                p.sequence(),
+                p.timestamp(),
+                p.ssrc(),
+                p.payload()
+            ),
             (8, 100, 200, 0x10, &[1u8, 2][..])
         );
         assert!(r.rewrite_packet(&mut [0x80; 5], None, t).is_err());

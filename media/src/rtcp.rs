@@ -159,7 +159,9 @@ impl<'a> ReportBlocks<'a> {
 
     /// The blocks in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = ReportBlock> + 'a {
-        self.0.chunks_exact(REPORT_BLOCK_LEN).map(ReportBlock::parse)
+        self.0
+            .chunks_exact(REPORT_BLOCK_LEN)
+            .map(ReportBlock::parse)
     }
 }
 
@@ -223,9 +225,7 @@ impl<'a> SdesChunk<'a> {
 
     /// The CNAME item's text, if present.
     pub fn cname(&self) -> Option<&'a [u8]> {
-        self.items()
-            .find(|i| i.kind == SDES_CNAME)
-            .map(|i| i.text)
+        self.items().find(|i| i.kind == SDES_CNAME).map(|i| i.text)
     }
 }
 
@@ -454,7 +454,11 @@ impl<'a> Compound<'a> {
         let mut at = 0;
         while at < buf.len() {
             let (p, len) = RtcpPacket::parse_at(&buf[at..], at)?;
-            if at == 0 && !matches!(p, RtcpPacket::SenderReport(_) | RtcpPacket::ReceiverReport(_))
+            if at == 0
+                && !matches!(
+                    p,
+                    RtcpPacket::SenderReport(_) | RtcpPacket::ReceiverReport(_)
+                )
             {
                 return Err(RtcpError::FirstNotReport(buf[1]));
             }
@@ -544,7 +548,10 @@ impl<'b> RtcpWriter<'b> {
         p[16..20].copy_from_slice(&info.rtp_timestamp.to_be_bytes());
         p[20..24].copy_from_slice(&info.packet_count.to_be_bytes());
         p[24..28].copy_from_slice(&info.octet_count.to_be_bytes());
-        for (b, out) in blocks.iter().zip(p[28..].chunks_exact_mut(REPORT_BLOCK_LEN)) {
+        for (b, out) in blocks
+            .iter()
+            .zip(p[28..].chunks_exact_mut(REPORT_BLOCK_LEN))
+        {
             b.write(out);
         }
         Ok(())
@@ -692,7 +699,14 @@ mod tests {
                 have: 7
             })
         );
-        assert_eq!(Compound::parse(&[]).map(|_| ()), Err(RtcpError::Truncated { offset: 0, need: 4, have: 0 }));
+        assert_eq!(
+            Compound::parse(&[]).map(|_| ()),
+            Err(RtcpError::Truncated {
+                offset: 0,
+                need: 4,
+                have: 0
+            })
+        );
         assert_eq!(
             Compound::parse(&[0x40, 201, 0, 0]),
             Err(RtcpError::Version(1))
@@ -714,23 +728,26 @@ mod tests {
         assert_eq!(Compound::parse(&two), Err(RtcpError::PaddingNotLast));
         // SDES whose item runs past the packet, or that lacks its terminating null.
         assert!(matches!(
-            Compound::parse(&[0x80, 201, 0, 1, 0, 0, 0, 1, 0x81, 202, 0, 2, 0, 0, 0, 1, 1, 9, b'x', b'y']),
+            Compound::parse(&[
+                0x80, 201, 0, 1, 0, 0, 0, 1, 0x81, 202, 0, 2, 0, 0, 0, 1, 1, 9, b'x', b'y'
+            ]),
             Err(RtcpError::Body { pt: 202, .. })
         ));
         assert!(matches!(
-            Compound::parse(&[0x80, 201, 0, 1, 0, 0, 0, 1, 0x81, 202, 0, 2, 0, 0, 0, 1, 1, 2, b'x', b'y']),
+            Compound::parse(&[
+                0x80, 201, 0, 1, 0, 0, 0, 1, 0x81, 202, 0, 2, 0, 0, 0, 1, 1, 2, b'x', b'y'
+            ]),
             Err(RtcpError::Body { pt: 202, .. })
         ));
         // BYE reason longer than the packet.
         assert!(matches!(
-            Compound::parse(&[0x80, 201, 0, 1, 0, 0, 0, 1, 0x81, 203, 0, 2, 0, 0, 0, 1, 9, b'x', 0, 0]),
+            Compound::parse(&[
+                0x80, 201, 0, 1, 0, 0, 0, 1, 0x81, 203, 0, 2, 0, 0, 0, 1, 9, b'x', 0, 0
+            ]),
             Err(RtcpError::Body { pt: 203, .. })
         ));
         let mut small = [0u8; 10];
-        assert_eq!(
-            RtcpWriter::new(&mut small).receiver_report(1, &[]),
-            Ok(())
-        );
+        assert_eq!(RtcpWriter::new(&mut small).receiver_report(1, &[]), Ok(()));
         assert_eq!(
             RtcpWriter::new(&mut small).sdes_cname(1, b"abcd"),
             Err(RtcpError::BufferTooSmall { need: 16, have: 10 })

@@ -492,10 +492,7 @@ mod tests {
         let mut h = RtpHeader::new(0, 0, 0, 0);
         let many = [0u32; 16];
         h.csrcs = Csrcs::List(&many);
-        assert_eq!(
-            h.write(&mut [0u8; 128]),
-            Err(RtpError::TooManyCsrcs(16))
-        );
+        assert_eq!(h.write(&mut [0u8; 128]), Err(RtpError::TooManyCsrcs(16)));
     }
 
     #[test]
@@ -504,7 +501,13 @@ mod tests {
         rewrite_header(&mut b, 7, 8, 9, Some(8)).unwrap();
         let p = RtpPacket::parse(&b).unwrap();
         assert_eq!(
-            (p.marker(), p.payload_type(), p.sequence(), p.timestamp(), p.ssrc()),
+            (
+                p.marker(),
+                p.payload_type(),
+                p.sequence(),
+                p.timestamp(),
+                p.ssrc()
+            ),
             (true, 8, 7, 8, 9)
         );
         assert_eq!(p.payload(), &SIMPLE[12..]);

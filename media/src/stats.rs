@@ -176,7 +176,9 @@ impl ReceiverStats {
 
     /// Interarrival jitter as a duration.
     pub fn jitter_duration(&self) -> Duration {
-        Duration::from_nanos(u64::from(self.jitter()) * 1_000_000_000 / u64::from(self.clock_rate.max(1)))
+        Duration::from_nanos(
+            u64::from(self.jitter()) * 1_000_000_000 / u64::from(self.clock_rate.max(1)),
+        )
     }
 
     /// Remembers an SR from this source so the next report block carries LSR and DLSR.
@@ -201,7 +203,10 @@ impl ReceiverStats {
         let (last_sr, delay_since_last_sr) = match self.last_sr {
             Some((lsr, at)) => {
                 let d = now.saturating_duration_since(at);
-                (lsr, (d.as_nanos() * 65536 / 1_000_000_000).min(u128::from(u32::MAX)) as u32)
+                (
+                    lsr,
+                    (d.as_nanos() * 65536 / 1_000_000_000).min(u128::from(u32::MAX)) as u32,
+                )
             }
             None => (0, 0),
         };
@@ -232,7 +237,10 @@ mod tests {
         assert_eq!(s.handle_packet(100, 0, t), SeqStatus::Probation);
         for i in 1..50u16 {
             let at = t + Duration::from_millis(20 * u64::from(i));
-            assert_eq!(s.handle_packet(100 + i, 160 * u32::from(i), at), SeqStatus::Valid);
+            assert_eq!(
+                s.handle_packet(100 + i, 160 * u32::from(i), at),
+                SeqStatus::Valid
+            );
         }
         assert_eq!(s.received(), 49);
         assert_eq!(s.expected(), 49);
@@ -240,7 +248,10 @@ mod tests {
         // Perfectly paced: no jitter.
         assert_eq!(s.jitter(), 0);
         let b = s.report_block(5, t + Duration::from_secs(1));
-        assert_eq!((b.fraction_lost, b.cumulative_lost, b.extended_highest_seq), (0, 0, 149));
+        assert_eq!(
+            (b.fraction_lost, b.cumulative_lost, b.extended_highest_seq),
+            (0, 0, 149)
+        );
     }
 
     #[test]
@@ -277,7 +288,11 @@ mod tests {
         // |D| is 80 timestamp units every packet, so J converges toward 80.
         for i in 0..400u32 {
             let late = if i % 2 == 0 { 0 } else { 10 };
-            s.handle_packet(i as u16, i * 160, t + Duration::from_millis(u64::from(i) * 20 + late));
+            s.handle_packet(
+                i as u16,
+                i * 160,
+                t + Duration::from_millis(u64::from(i) * 20 + late),
+            );
         }
         assert!((78..=80).contains(&s.jitter()), "{}", s.jitter());
         assert!((9..=10).contains(&s.jitter_duration().as_millis()));

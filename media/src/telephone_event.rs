@@ -86,7 +86,10 @@ impl TelephoneEvent {
     /// The event code of a DTMF character (`0`–`9`, `*`, `#`, `A`–`D`, case-insensitive).
     pub fn event_of_digit(c: char) -> Option<u8> {
         let c = c.to_ascii_uppercase();
-        DIGITS.iter().position(|&d| char::from(d) == c).map(|i| i as u8)
+        DIGITS
+            .iter()
+            .position(|&d| char::from(d) == c)
+            .map(|i| i as u8)
     }
 }
 
@@ -118,12 +121,26 @@ mod tests {
 
     #[test]
     fn clock_rate_conversion() {
-        let e = TelephoneEvent { event: 11, end: false, volume: 0, duration: 1600 };
+        let e = TelephoneEvent {
+            event: 11,
+            end: false,
+            volume: 0,
+            duration: 1600,
+        };
         assert_eq!(e.with_clock_rate(16_000, 8000).unwrap().duration, 800);
         assert_eq!(e.with_clock_rate(8000, 16_000).unwrap().duration, 3200);
-        let long = TelephoneEvent { duration: 40_000, ..e };
-        assert_eq!(long.with_clock_rate(8000, 16_000).unwrap().duration, u16::MAX);
-        assert_eq!(e.with_clock_rate(0, 8000), Err(TelephoneEventError::ClockRate));
+        let long = TelephoneEvent {
+            duration: 40_000,
+            ..e
+        };
+        assert_eq!(
+            long.with_clock_rate(8000, 16_000).unwrap().duration,
+            u16::MAX
+        );
+        assert_eq!(
+            e.with_clock_rate(0, 8000),
+            Err(TelephoneEventError::ClockRate)
+        );
     }
 
     #[test]
@@ -131,15 +148,33 @@ mod tests {
         assert_eq!(TelephoneEvent::event_of_digit('#'), Some(11));
         assert_eq!(TelephoneEvent::event_of_digit('d'), Some(15));
         assert_eq!(TelephoneEvent::event_of_digit('x'), None);
-        let flash = TelephoneEvent { event: 16, end: false, volume: 0, duration: 0 };
+        let flash = TelephoneEvent {
+            event: 16,
+            end: false,
+            volume: 0,
+            duration: 0,
+        };
         assert_eq!(flash.digit(), None);
-        assert_eq!(TelephoneEvent::parse(&[1, 2, 3]), Err(TelephoneEventError::Length(3)));
-        assert_eq!(TelephoneEvent::parse(&[1, 2, 3, 4, 5]), Err(TelephoneEventError::Length(5)));
         assert_eq!(
-            TelephoneEvent { volume: 64, ..flash }.write(&mut [0; 4]),
+            TelephoneEvent::parse(&[1, 2, 3]),
+            Err(TelephoneEventError::Length(3))
+        );
+        assert_eq!(
+            TelephoneEvent::parse(&[1, 2, 3, 4, 5]),
+            Err(TelephoneEventError::Length(5))
+        );
+        assert_eq!(
+            TelephoneEvent {
+                volume: 64,
+                ..flash
+            }
+            .write(&mut [0; 4]),
             Err(TelephoneEventError::Volume(64))
         );
-        assert_eq!(flash.write(&mut [0; 3]), Err(TelephoneEventError::BufferTooSmall(3)));
+        assert_eq!(
+            flash.write(&mut [0; 3]),
+            Err(TelephoneEventError::BufferTooSmall(3))
+        );
     }
 
     proptest! {
