@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 use media::amr::{AmrFormat, AmrPayload, StorageFrames};
 use media::rtcp::{Compound, RtcpPacket, RtcpWriter};
+use media::rewrite::LegRewriter;
 use media::rtp::RtpPacket;
+use std::time::Instant;
 use media::telephone_event::TelephoneEvent;
 use sdp::AmrKind;
 
@@ -83,6 +85,17 @@ fuzz_target!(|data: &[u8]| {
         // The reports re-written without extensions, SDES or BYE still form a compound.
         let len = w.len();
         assert!(Compound::parse(&out[..len]).is_ok());
+
+        // Relaying through a B2BUA leg rewrites in place and keeps the compound valid.
+        let now = Instant::now();
+        let mut fwd = LegRewriter::new(0xB0, 1, 2, 8000);
+        let mut rev = LegRewriter::new(0xA0, 3, 4, 8000);
+        let first = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        fwd.map(5, 6, first, now);
+        rev.map(7, 8, first ^ 1, now);
+        let mut relayed = data.to_vec();
+        fwd.rewrite_rtcp(&mut relayed, &rev).expect("valid compound rewrites");
+        assert_eq!(Compound::parse(&relayed).map(|c| c.packets().count()), Ok(c.packets().count()));
     }
 
     amr(data);

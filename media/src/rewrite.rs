@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use crate::rtcp::{Compound, RtcpError, PT_BYE, PT_RR, PT_SDES, PT_SR};
 use crate::rtp::{rewrite_header, RtpError, RtpPacket};
 
 /// What the rewriter did to one packet.
@@ -107,14 +108,10 @@ impl LegRewriter {
             ),
         };
         let out_seq = sequence.wrapping_add(m.seq_delta);
-        let d = i64::from(timestamp.wrapping_sub(m.base_in_ts) as i32);
-        let scaled = d * i64::from(self.out_rate);
-        let out_ts = m
-            .base_out_ts
-            .wrapping_add((scaled / i64::from(self.in_rate)) as u32);
+        let (out_ts, d, exact) = self.scale(&m, timestamp);
         // Move the base forward when the scaling is exact so the 32-bit difference never
         // wraps however long the call lasts.
-        if d > 0 && scaled % i64::from(self.in_rate) == 0 {
+        if d > 0 && exact {
             m.base_in_ts = timestamp;
             m.base_out_ts = out_ts;
         }
@@ -131,6 +128,111 @@ impl LegRewriter {
             timestamp: out_ts,
             ssrc: self.out_ssrc,
             new_source,
+        }
+    }
+
+    /// The outgoing timestamp for `timestamp` of the current source, the signed input
+    /// distance from the base, and whether the scaling was exact.
+    fn scale(&self, m: &Mapping, timestamp: u32) -> (u32, i64, bool) {
+        let d = i64::from(timestamp.wrapping_sub(m.base_in_ts) as i32);
+        let scaled = d * i64::from(self.out_rate);
+        let out = m
+            .base_out_ts
+            .wrapping_add((scaled / i64::from(self.in_rate)) as u32);
+        (out, d, scaled % i64::from(self.in_rate) == 0)
+    }
+
+    /// The SSRC of the source currently mapped (what the other leg's peer sends as).
+    pub fn source_ssrc(&self) -> Option<u32> {
+        self.map.map(|m| m.in_ssrc)
+    }
+
+    /// The outgoing timestamp for an incoming `timestamp` of the current source, without
+    /// accounting a packet (for the RTP timestamp of a relayed SR).
+    pub fn map_timestamp(&self, timestamp: u32) -> Option<u32> {
+        self.map.map(|m| self.scale(&m, timestamp).0)
+    }
+
+    /// The incoming sequence number an outgoing one was mapped from (for the extended
+    /// highest sequence number of a report about this leg's stream).
+    pub fn unmap_sequence(&self, sequence: u16) -> Option<u16> {
+        self.map.map(|m| sequence.wrapping_sub(m.seq_delta))
+    }
+
+    /// Rewrites a received RTCP compound in place for relaying it to the other leg
+    /// (RFC 3550 §7.2, translator): the sender's SSRC in SR, RR, SDES and BYE becomes this
+    /// leg's, and an SR's RTP timestamp follows the same mapping as its RTP. Report blocks
+    /// describe the stream the peer received from us, which `reverse` (the rewriter of the
+    /// opposite direction) produced: their SSRC and extended highest sequence number go
+    /// back to that stream's original source. Everything else is left as received; the
+    /// compound is validated first and left untouched when malformed.
+    pub fn rewrite_rtcp(&self, buf: &mut [u8], reverse: &LegRewriter) -> Result<(), RtcpError> {
+        Compound::parse(buf)?;
+        let mut at = 0;
+        while at + 4 <= buf.len() {
+            let count = usize::from(buf[at] & 0x1f);
+            let pt = buf[at + 1];
+            let len = (usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])) + 1) * 4;
+            let packet = &mut buf[at..at + len];
+            let blocks_at = match pt {
+                PT_SR => {
+                    self.map_sender(packet, 4);
+                    if let Some(ts) = self.map_timestamp(read32(packet, 16)) {
+                        packet[16..20].copy_from_slice(&ts.to_be_bytes());
+                    }
+                    Some(28)
+                }
+                PT_RR => {
+                    self.map_sender(packet, 4);
+                    Some(8)
+                }
+                PT_SDES => {
+                    // Chunks were validated: walk SSRC, items to the null octet, padding.
+                    let mut c = 4;
+                    for _ in 0..count {
+                        self.map_sender(packet, c);
+                        let mut i = c + 4;
+                        while packet[i] != 0 {
+                            i += 2 + usize::from(packet[i + 1]);
+                        }
+                        c = (i + 1).div_ceil(4) * 4;
+                    }
+                    None
+                }
+                PT_BYE => {
+                    for k in 0..count {
+                        self.map_sender(packet, 4 + 4 * k);
+                    }
+                    None
+                }
+                _ => None,
+            };
+            if let Some(b) = blocks_at {
+                for k in 0..count {
+                    reverse.unmap_block(&mut packet[b + 24 * k..b + 24 * (k + 1)]);
+                }
+            }
+            at += len;
+        }
+        Ok(())
+    }
+
+    fn map_sender(&self, packet: &mut [u8], at: usize) {
+        if self.source_ssrc() == Some(read32(packet, at)) {
+            packet[at..at + 4].copy_from_slice(&self.out_ssrc.to_be_bytes());
+        }
+    }
+
+    fn unmap_block(&self, block: &mut [u8]) {
+        let (Some(source), true) = (self.source_ssrc(), read32(block, 0) == self.out_ssrc) else {
+            return;
+        };
+        block[0..4].copy_from_slice(&source.to_be_bytes());
+        let ext = read32(block, 8);
+        if let Some(seq) = self.unmap_sequence(ext as u16) {
+            // Keep the cycle count; a wrap between the two numberings is off by one cycle
+            // at most for one report, which receivers tolerate like any late report.
+            block[8..12].copy_from_slice(&((ext & 0xFFFF_0000) | u32::from(seq)).to_be_bytes());
         }
     }
 
@@ -169,12 +271,75 @@ impl LegRewriter {
     }
 }
 
+fn read32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::rtcp::{ReportBlock, RtcpPacket, RtcpWriter, SenderInfo};
     use crate::rtp::RtpHeader;
+
+    #[test]
+    fn relays_rtcp_between_legs() {
+        let t = Instant::now();
+        // A sends as 0xA (seq 10, ts 1000) toward B; we send it to B as 0xB0 from 500/9000.
+        let mut a_to_b = LegRewriter::new(0xB0, 500, 9000, 8000);
+        a_to_b.map(10, 1000, 0xA, t);
+        // B sends as 0xB (seq 70); we send it to A as 0xA0 starting at seq 40000.
+        let mut b_to_a = LegRewriter::new(0xA0, 40_000, 0, 8000);
+        b_to_a.map(70, 0, 0xB, t);
+        b_to_a.map(71, 160, 0xB, t);
+
+        // A's SR reports on what it received from us: SSRC 0xA0 up to seq 40001.
+        let info = SenderInfo {
+            ntp_timestamp: 1 << 32,
+            rtp_timestamp: 1160,
+            packet_count: 2,
+            octet_count: 64,
+        };
+        let block = ReportBlock {
+            ssrc: 0xA0,
+            extended_highest_seq: 0x0001_0000 | 40_001,
+            jitter: 3,
+            ..ReportBlock::default()
+        };
+        let mut buf = [0u8; 128];
+        let mut w = RtcpWriter::new(&mut buf);
+        w.sender_report(0xA, &info, &[block]).unwrap();
+        w.sdes_cname(0xA, b"a@lab").unwrap();
+        w.bye(&[0xA], None).unwrap();
+        let n = w.len();
+        a_to_b.rewrite_rtcp(&mut buf[..n], &b_to_a).unwrap();
+
+        let c = Compound::parse(&buf[..n]).unwrap();
+        let p: Vec<_> = c.packets().collect();
+        let RtcpPacket::SenderReport(sr) = p[0] else {
+            panic!()
+        };
+        assert_eq!((sr.ssrc, sr.info.rtp_timestamp), (0xB0, 9160));
+        let b = sr.blocks.iter().next().unwrap();
+        // Back to B's own numbering: B's source 0xB, seq 71, the cycle count kept.
+        assert_eq!(
+            (b.ssrc, b.extended_highest_seq, b.jitter),
+            (0xB, 0x0001_0000 | 71, 3)
+        );
+        let RtcpPacket::Sdes(s) = p[1] else { panic!() };
+        assert_eq!(
+            s.chunks().next().map(|c| (c.ssrc, c.cname())),
+            Some((0xB0, Some(&b"a@lab"[..])))
+        );
+        let RtcpPacket::Bye(bye) = p[2] else { panic!() };
+        assert_eq!(bye.ssrcs().collect::<Vec<_>>(), [0xB0]);
+
+        // Garbage is refused and left alone.
+        let mut junk = [0x80, 202, 0, 0];
+        assert!(a_to_b.rewrite_rtcp(&mut junk, &b_to_a).is_err());
+        assert_eq!(junk, [0x80, 202, 0, 0]);
+    }
 
     #[test]
     fn continuous_across_a_source_change() {

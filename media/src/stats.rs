@@ -4,9 +4,73 @@
 //!
 //! Sans-IO: arrival time is the `now` the caller passes with each packet.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::rtcp::ReportBlock;
+use crate::rtcp::{ReportBlock, SenderInfo};
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// The 64-bit NTP timestamp of a wall-clock time (RFC 3550 §4): seconds since 1900 in the
+/// high 32 bits, the fraction in the low 32. Times before 1970 count as 1970.
+pub fn ntp_timestamp(wall: SystemTime) -> u64 {
+    let d = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs().wrapping_add(NTP_UNIX_OFFSET);
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+/// What a sender counts for its sender reports (RFC 3550 §6.4.1).
+#[derive(Debug, Clone)]
+pub struct SenderStats {
+    clock_rate: u32,
+    packets: u32,
+    octets: u32,
+    last: Option<(u32, Instant)>,
+}
+
+impl SenderStats {
+    /// Counters for a stream whose RTP clock runs at `clock_rate` Hz.
+    pub fn new(clock_rate: u32) -> Self {
+        SenderStats {
+            clock_rate,
+            packets: 0,
+            octets: 0,
+            last: None,
+        }
+    }
+
+    /// Accounts one packet sent with `payload_len` payload octets (header and padding
+    /// excluded, as §6.4.1 counts) and RTP timestamp `rtp_timestamp`.
+    pub fn handle_sent(&mut self, payload_len: usize, rtp_timestamp: u32, now: Instant) {
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(payload_len as u32);
+        self.last = Some((rtp_timestamp, now));
+    }
+
+    /// Packets sent.
+    pub fn packets(&self) -> u32 {
+        self.packets
+    }
+
+    /// The sender info of an SR sent at `now` (wall clock `wall`): the RTP timestamp is the
+    /// last one sent advanced by the time since, so receivers can synchronize (§6.4.1).
+    pub fn sender_info(&self, wall: SystemTime, now: Instant) -> SenderInfo {
+        let rtp_timestamp = match self.last {
+            Some((ts, at)) => {
+                let d = now.saturating_duration_since(at);
+                ts.wrapping_add((d.as_nanos() * u128::from(self.clock_rate) / 1_000_000_000) as u32)
+            }
+            None => 0,
+        };
+        SenderInfo {
+            ntp_timestamp: ntp_timestamp(wall),
+            rtp_timestamp,
+            packet_count: self.packets,
+            octet_count: self.octets,
+        }
+    }
+}
 
 const SEQ_MOD: u32 = 1 << 16;
 /// RFC 3550 A.1: a jump of fewer packets ahead is loss, not a restart.
@@ -312,6 +376,30 @@ mod tests {
         // A late or duplicate packet within the misorder window is counted.
         assert_eq!(s.handle_packet(40_001, 0, t), SeqStatus::Valid);
         assert_eq!(s.lost(), -1);
+    }
+
+    #[test]
+    fn sender_counts_and_ntp() {
+        let t = t0();
+        let mut s = SenderStats::new(8000);
+        s.handle_sent(32, 1000, t);
+        s.handle_sent(32, 1160, t + Duration::from_millis(20));
+        // 2026-12-07 00:00:00.5 UTC is 1796601600.5 s after 1970.
+        let wall = UNIX_EPOCH + Duration::from_millis(1_796_601_600_500);
+        let info = s.sender_info(wall, t + Duration::from_millis(30));
+        assert_eq!(
+            (info.packet_count, info.octet_count, info.rtp_timestamp),
+            (2, 64, 1240)
+        );
+        assert_eq!(
+            info.ntp_timestamp,
+            ((1_796_601_600 + NTP_UNIX_OFFSET) << 32) | 0x8000_0000
+        );
+        assert_eq!(s.packets(), 2);
+        // The SR's compact NTP is what the receiver echoes as LSR.
+        let mut r = ReceiverStats::new(8000);
+        r.handle_sender_report(info.compact_ntp(), t);
+        assert_eq!(r.report_block(1, t).last_sr, info.compact_ntp());
     }
 
     #[test]
