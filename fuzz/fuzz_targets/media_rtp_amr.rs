@@ -4,12 +4,12 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use media::amr::{AmrFormat, AmrPayload, StorageFrames};
-use media::rtcp::{Compound, RtcpPacket, RtcpWriter};
 use media::rewrite::LegRewriter;
+use media::rtcp::{Compound, RtcpPacket, RtcpWriter};
 use media::rtp::RtpPacket;
-use std::time::Instant;
 use media::telephone_event::TelephoneEvent;
 use sdp::AmrKind;
+use std::time::Instant;
 
 const FORMATS: [AmrFormat; 4] = [
     AmrFormat::octet_aligned(AmrKind::Nb),
@@ -25,14 +25,19 @@ fn amr(payload: &[u8]) {
         };
         assert_eq!(p.frames().count(), p.len());
         let mut direct = vec![0u8; payload.len() + 8];
-        let n = p.write(from, p.cmr(), &mut direct).expect("rewrite in own format");
+        let n = p
+            .write(from, p.cmr(), &mut direct)
+            .expect("rewrite in own format");
         for to in FORMATS.into_iter().filter(|f| f.kind == from.kind) {
             let mut other = vec![0u8; payload.len() + 2 * p.len() + 8];
             let m = p.write(to, p.cmr(), &mut other).expect("convert");
             let q = AmrPayload::parse(to, &other[..m]).expect("own output parses");
             assert_eq!((q.cmr(), q.len()), (p.cmr(), p.len()));
             for (a, b) in p.frames().zip(q.frames()) {
-                assert_eq!((a.frame_type(), a.quality(), a.bit_len()), (b.frame_type(), b.quality(), b.bit_len()));
+                assert_eq!(
+                    (a.frame_type(), a.quality(), a.bit_len()),
+                    (b.frame_type(), b.quality(), b.bit_len())
+                );
                 assert!((0..a.bit_len()).all(|i| a.bit(i) == b.bit(i)));
             }
             let mut back = vec![0u8; n];
@@ -64,7 +69,8 @@ fuzz_target!(|data: &[u8]| {
             match packet {
                 RtcpPacket::SenderReport(sr) => {
                     let blocks: Vec<_> = sr.blocks.iter().collect();
-                    w.sender_report(sr.ssrc, &sr.info, &blocks).expect("SR fits");
+                    w.sender_report(sr.ssrc, &sr.info, &blocks)
+                        .expect("SR fits");
                 }
                 RtcpPacket::ReceiverReport(rr) => {
                     let blocks: Vec<_> = rr.blocks.iter().collect();
@@ -94,8 +100,12 @@ fuzz_target!(|data: &[u8]| {
         fwd.map(5, 6, first, now);
         rev.map(7, 8, first ^ 1, now);
         let mut relayed = data.to_vec();
-        fwd.rewrite_rtcp(&mut relayed, &rev).expect("valid compound rewrites");
-        assert_eq!(Compound::parse(&relayed).map(|c| c.packets().count()), Ok(c.packets().count()));
+        fwd.rewrite_rtcp(&mut relayed, &rev)
+            .expect("valid compound rewrites");
+        assert_eq!(
+            Compound::parse(&relayed).map(|c| c.packets().count()),
+            Ok(c.packets().count())
+        );
     }
 
     amr(data);
