@@ -105,7 +105,8 @@ pub struct ReceiverStats {
     expected_prior: u32,
     received_prior: u32,
     transit: Option<u32>,
-    jitter_q4: u32,
+    /// Jitter scaled by 16; 64 bits so a pathological stream cannot overflow it.
+    jitter_q4: u64,
     last_sr: Option<(u32, Instant)>,
 }
 
@@ -198,12 +199,9 @@ impl ReceiverStats {
         let arrival = (elapsed.as_nanos() * u128::from(self.clock_rate) / 1_000_000_000) as u32;
         let transit = arrival.wrapping_sub(ts);
         if let Some(prev) = self.transit {
-            let d = (transit.wrapping_sub(prev) as i32).unsigned_abs();
+            let d = u64::from((transit.wrapping_sub(prev) as i32).unsigned_abs());
             // RFC 3550 A.8: J += (|D| - J) / 16, kept scaled by 16 to stay in integers.
-            self.jitter_q4 = self
-                .jitter_q4
-                .wrapping_add(d)
-                .wrapping_sub((self.jitter_q4 + 8) >> 4);
+            self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
         }
         self.transit = Some(transit);
     }
@@ -235,7 +233,7 @@ impl ReceiverStats {
 
     /// Interarrival jitter in timestamp units.
     pub fn jitter(&self) -> u32 {
-        self.jitter_q4 >> 4
+        u32::try_from(self.jitter_q4 >> 4).unwrap_or(u32::MAX)
     }
 
     /// Interarrival jitter as a duration.
@@ -376,6 +374,27 @@ mod tests {
         // A late or duplicate packet within the misorder window is counted.
         assert_eq!(s.handle_packet(40_001, 0, t), SeqStatus::Valid);
         assert_eq!(s.lost(), -1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_arrival_pattern_is_accounted_without_panic(
+            packets in proptest::collection::vec((proptest::prelude::any::<u16>(), proptest::prelude::any::<u32>(), 0u64..100_000), 0..200),
+        ) {
+            let t = t0();
+            let mut s = ReceiverStats::new(8000);
+            let mut at = t;
+            let mut counted = 0u32;
+            for (seq, ts, dt) in &packets {
+                at += Duration::from_micros(*dt);
+                if s.handle_packet(*seq, *ts, at) == SeqStatus::Valid {
+                    counted += 1;
+                }
+                let _ = s.report_block(1, at);
+            }
+            // Restarts reset the count, so it can only be lower than the valid packets.
+            proptest::prop_assert!(s.received() <= counted);
+        }
     }
 
     #[test]
