@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use media::amr::{AmrFormat, AmrPayload};
 use media::g711;
 use media::rewrite::LegRewriter;
-use media::rtp::{RtpHeader, RtpPacket};
+use media::rtp::RtpHeader;
 use media::tone::ToneGenerator;
 use sdp::AmrKind;
 

@@ -190,6 +190,16 @@ fn bit(data: &[u8], pos: usize) -> bool {
     data[pos / 8] & (0x80 >> (pos % 8)) != 0
 }
 
+/// The 8 bits from bit `pos`; they lie inside `data` (so an unaligned read has a next octet).
+fn read8(data: &[u8], pos: usize) -> u8 {
+    let (i, shift) = (pos / 8, pos % 8);
+    if shift == 0 {
+        data[i]
+    } else {
+        (data[i] << shift) | (data[i + 1] >> (8 - shift))
+    }
+}
+
 fn read_bits(data: &[u8], pos: usize, n: usize) -> u8 {
     (0..n).fold(0, |acc, i| (acc << 1) | u8::from(bit(data, pos + i)))
 }
@@ -210,22 +220,28 @@ impl BitWriter<'_> {
         }
     }
 
-    fn put_frame(&mut self, f: &AmrFrame<'_>) {
-        // Whole source octets go faster when both sides are aligned (octet-aligned in and out).
-        if f.bit_offset % 8 == 0 && self.pos % 8 == 0 {
-            let n = f.bits / 8;
-            let at = f.bit_offset / 8;
-            self.out[self.pos / 8..self.pos / 8 + n].copy_from_slice(&f.data[at..at + n]);
-            self.pos += n * 8;
-            for i in n * 8..f.bits {
-                let b = u8::from(bit(f.data, f.bit_offset + i));
-                self.put(b, 1);
-            }
-            return;
+    /// Writes 8 bits at any bit position (the buffer has room: callers checked the length).
+    fn put8(&mut self, v: u8) {
+        let (i, shift) = (self.pos / 8, self.pos % 8);
+        self.out[i] |= v >> shift;
+        if shift != 0 {
+            self.out[i + 1] |= v << (8 - shift);
         }
-        for i in 0..f.bits {
-            let b = u8::from(bit(f.data, f.bit_offset + i));
-            self.put(b, 1);
+        self.pos += 8;
+    }
+
+    fn put_frame(&mut self, f: &AmrFrame<'_>) {
+        // Eight bits at a time with shifts, whatever the two alignments; the last few one
+        // by one so no bit after the frame's end is read.
+        let mut src = f.bit_offset;
+        let end = src + f.bits;
+        while src + 8 <= end {
+            self.put8(read8(f.data, src));
+            src += 8;
+        }
+        while src < end {
+            self.put(u8::from(bit(f.data, src)), 1);
+            src += 1;
         }
     }
 
