@@ -73,7 +73,7 @@ pub enum AmrError {
     /// The payload is empty.
     #[error("empty AMR payload")]
     Empty,
-    /// The CMR is neither a mode of the codec nor 15.
+    /// Packing: the CMR is neither a mode of the codec nor 15.
     #[error("CMR {0} is not a mode of the codec nor 15")]
     Cmr(u8),
     /// A ToC entry (or storage frame header) has a frame type receivers must discard.
@@ -368,17 +368,17 @@ pub struct AmrPayload<'a> {
 }
 
 impl<'a> AmrPayload<'a> {
-    /// Parses and validates a payload in `format` (RFC 4867 §4.3 or §4.4): CMR, every ToC
-    /// frame type, and a length that matches the ToC exactly (up to the format's padding).
+    /// Parses and validates a payload in `format` (RFC 4867 §4.3 or §4.4): every ToC frame
+    /// type, and a length that matches the ToC exactly (up to the format's padding). A CMR
+    /// outside the codec's modes is kept, not refused: §4.3.1 reserves those values for
+    /// future use, and the speech that follows is still good ([`Self::mode_request`]
+    /// ignores them).
     pub fn parse(format: AmrFormat, payload: &'a [u8]) -> Result<Self, AmrError> {
         let Some(&first) = payload.first() else {
             return Err(AmrError::Empty);
         };
         let kind = format.kind;
         let cmr = first >> 4;
-        if !valid_cmr(kind, cmr) {
-            return Err(AmrError::Cmr(cmr));
-        }
         let have = payload.len() * 8;
         // Where the ToC starts and how wide an entry is, in bits.
         let (mut pos, entry) = if format.octet_aligned { (8, 8) } else { (4, 6) };
@@ -424,9 +424,15 @@ impl<'a> AmrPayload<'a> {
         self.format
     }
 
-    /// The codec mode request (15: none).
+    /// The CMR field as received (15: no request; may be a value reserved for future use).
     pub fn cmr(&self) -> u8 {
         self.cmr
+    }
+
+    /// The mode the sender asks us to encode with: `None` for CMR 15 and for values that
+    /// are not modes of the codec (RFC 4867 §4.3.1).
+    pub fn mode_request(&self) -> Option<u8> {
+        (self.cmr <= self.format.kind.max_mode()).then_some(self.cmr)
     }
 
     /// Number of frames (ToC entries).
@@ -796,10 +802,28 @@ mod tests {
     #[test]
     fn typed_errors_for_malformed_payloads() {
         assert_eq!(AmrPayload::parse(NB_OA, &[]), Err(AmrError::Empty));
-        // CMR 8 is no AMR-NB mode (fine for WB).
+        // CMR 8 is no AMR-NB mode: kept, ignored as a request, the frames still good (and
+        // a mode for WB).
+        let reserved = AmrPayload::parse(NB_OA, &[0x80, 0x7C]).unwrap();
         assert_eq!(
-            AmrPayload::parse(NB_OA, &[0x80, 0x7C]),
-            Err(AmrError::Cmr(8))
+            (reserved.cmr(), reserved.mode_request(), reserved.len()),
+            (8, None, 1)
+        );
+        assert_eq!(
+            AmrPayload::parse(NB_OA, &[0xF0, 0x7C])
+                .unwrap()
+                .mode_request(),
+            None
+        );
+        assert_eq!(
+            AmrPayload::parse(NB_OA, &[0x70, 0x7C])
+                .unwrap()
+                .mode_request(),
+            Some(7)
+        );
+        assert_eq!(
+            AmrPayload::parse(WB_OA, &[0x80, 0x7C]).map(|p| p.mode_request()),
+            Ok(Some(8))
         );
         assert_eq!(
             AmrPayload::parse(WB_OA, &[0x80, 0x7C]).map(|p| p.len()),
@@ -1019,7 +1043,8 @@ mod tests {
                     let mut out = [0u8; 128];
                     for to in [NB_OA, NB_BE, WB_OA, WB_BE] {
                         if to.kind == fmt.kind {
-                            let n = p.write(to, p.cmr(), &mut out).unwrap();
+                            let cmr = p.mode_request().unwrap_or(CMR_NONE);
+                            let n = p.write(to, cmr, &mut out).unwrap();
                             let back = AmrPayload::parse(to, &out[..n]).unwrap();
                             prop_assert_eq!(back.len(), p.len());
                         }

@@ -33,7 +33,8 @@
 //! let rtp = RtpPacket::parse(&datagram[..n])?;
 //! let payload = AmrPayload::parse(AmrFormat::octet_aligned(AmrKind::Nb), rtp.payload())?;
 //! let mut be = [0u8; 64];
-//! let m = payload.write(AmrFormat::bandwidth_efficient(AmrKind::Nb), payload.cmr(), &mut be)?;
+//! let cmr = payload.mode_request().unwrap_or(media::amr::CMR_NONE);
+//! let m = payload.write(AmrFormat::bandwidth_efficient(AmrKind::Nb), cmr, &mut be)?;
 //! assert_eq!(m, 32);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
