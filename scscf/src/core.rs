@@ -132,6 +132,9 @@ pub enum Rejection {
     /// The digest response does not match XRES.
     #[error("authentication failed: wrong response")]
     WrongResponse,
+    /// The digest `uri` is not the Request-URI (RFC 2617 §3.2.2.5).
+    #[error("digest uri differs from the Request-URI")]
+    UriMismatch,
     /// The answer names another public identity than the one challenged.
     #[error("public identity differs from the challenged one")]
     OtherIdentity,
@@ -756,6 +759,11 @@ impl Scscf {
         let Some(pos) = list.iter().position(|c| c.nonce == creds.nonce) else {
             return self.challenge(ctx, None, now);
         };
+        // A digest made for another Request-URI is somebody else's answer replayed
+        // (RFC 2617 §3.2.2.5: 400); like a wrong answer, it leaves the challenge alone.
+        if !digest_uri_matches(&creds.uri, ctx.req.uri_str().unwrap_or_default()) {
+            return self.reject(&ctx, 400, Rejection::UriMismatch, now);
+        }
         // Only the right answer consumes the challenge: a wrong one from a stranger must
         // not take it away from the UE that will answer it correctly.
         if !creds.verify(&list[pos].xres, "REGISTER", ctx.req.body()) {
@@ -972,6 +980,23 @@ impl Scscf {
                 impu: impu.to_string(),
             },
         );
+    }
+}
+
+/// RFC 2617 §3.2.2.5: the digest-uri names the Request-URI. Compared as URIs (case of
+/// scheme and host, a default port written out) when both parse, else as text.
+fn digest_uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri.trim() == request_uri.trim() {
+        return true;
+    }
+    match (sip::Uri::parse(digest_uri), sip::Uri::parse(request_uri)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme == b.scheme
+                && a.user == b.user
+                && a.host.eq_ignore_ascii_case(&b.host)
+                && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
+        }
+        _ => false,
     }
 }
 

@@ -165,9 +165,10 @@ impl Metrics {
 fn rejection_class(r: &Rejection) -> &'static str {
     match r {
         Rejection::Malformed(_) => "malformed",
-        Rejection::WrongResponse | Rejection::OtherIdentity | Rejection::Resync(_) => {
-            "authentication"
-        }
+        Rejection::WrongResponse
+        | Rejection::OtherIdentity
+        | Rejection::Resync(_)
+        | Rejection::UriMismatch => "authentication",
         Rejection::Barred => "barred",
         Rejection::Cx(_) => "hss",
         Rejection::HssUnreachable(_) => "hss-unreachable",

@@ -137,7 +137,12 @@ impl Net {
 
 /// The digest answer to `ch` with `password`.
 fn answer(ch: &Challenge, password: &[u8]) -> String {
-    let uri = format!("sip:{DOMAIN}");
+    answer_for_uri(ch, password, &format!("sip:{DOMAIN}"))
+}
+
+/// The digest answer to `ch` with `password`, computed for `uri`.
+fn answer_for_uri(ch: &Challenge, password: &[u8], uri: &str) -> String {
+    let uri = uri.to_string();
     let input = ResponseInput {
         username: IMPI,
         realm: &ch.realm,
@@ -209,6 +214,23 @@ fn challenge_hands_ck_ik_to_the_p_cscf_then_registers_with_the_implicit_set() {
     assert_eq!(bye.code(), Some(200));
     assert!(bye.header("Contact").unwrap().contains("expires=0"));
     assert!(n.s.registration(IMPU).is_none());
+}
+
+/// Hardening issue, item 4: a digest computed for another Request-URI (a replay of an
+/// answer meant elsewhere) is refused 400 and leaves the challenge for the real answer.
+#[test]
+fn a_digest_for_another_request_uri_is_refused_and_the_challenge_stays() {
+    let mut n = Net::new(Hss::Vector { rand: 1 });
+    let ch = challenge(&n.send(None, 600));
+    let replay = n.send(Some(answer_for_uri(&ch, &XRES, "sip:elsewhere.test")), 600);
+    assert_eq!(replay.code(), Some(400), "{replay:?}");
+    assert_eq!(n.s.pending_challenges(), 1);
+    // The same URI written with its default port is the same URI.
+    let ok = n.send(
+        Some(answer_for_uri(&ch, &XRES, &format!("sip:{DOMAIN}:5060"))),
+        600,
+    );
+    assert_eq!(ok.code(), Some(200), "{ok:?}");
 }
 
 #[test]

@@ -86,6 +86,33 @@ pub(super) fn strip_sec_agree(m: &mut Message) {
     m.remove_option_tag("Proxy-Require", "sec-agree");
 }
 
+/// The identity we assert for a message from the UE registered as `reg`: its
+/// P-Preferred-Identity when that is one of its registered identities (RFC 3325 §9.2),
+/// else the first of them (TS 24.229 §5.2.6.3.2, §5.2.6.4.4).
+fn asserted_identity(reg: &Registration, msg: &Message) -> Option<String> {
+    let registered = |p: &str| {
+        let k = scscf::registrar::aor_key(p);
+        reg.associated
+            .iter()
+            .any(|a| scscf::registrar::aor_key(a) == k)
+    };
+    msg.p_preferred_identity()
+        .ok()
+        .and_then(|l| l.into_iter().next())
+        .map(|na| na.uri.to_string())
+        .filter(|p| registered(p))
+        .or_else(|| reg.associated.first().cloned())
+}
+
+/// Whatever identity the UE wrote goes; ours (if any) takes its place.
+fn assert_identity(msg: &mut Message, asserted: Option<String>) {
+    msg.remove_header("P-Preferred-Identity");
+    msg.remove_header("P-Asserted-Identity");
+    if let Some(a) = asserted {
+        msg.append_header("P-Asserted-Identity", &format!("<{a}>"));
+    }
+}
+
 impl Pcscf {
     fn is_ours(&self, uri: &Uri) -> bool {
         uri.host_ip() == Some(self.cfg.local_ip)
@@ -205,24 +232,9 @@ impl Pcscf {
         };
         // The identity we assert: the preferred one if it is registered, else the first
         // of the registered set.
-        let preferred = fwd
-            .p_preferred_identity()
-            .ok()
-            .and_then(|l| l.into_iter().next())
-            .map(|na| na.uri.to_string())
-            .filter(|p| {
-                let k = scscf::registrar::aor_key(p);
-                reg.associated
-                    .iter()
-                    .any(|a| scscf::registrar::aor_key(a) == k)
-            });
-        let asserted = preferred
-            .or_else(|| reg.associated.first().cloned())
-            .unwrap_or_else(|| o.impu.clone());
+        let asserted = asserted_identity(reg, &fwd).or_else(|| Some(o.impu.clone()));
         let service_route = reg.service_route.clone();
-        fwd.remove_header("P-Preferred-Identity");
-        fwd.remove_header("P-Asserted-Identity");
-        fwd.append_header("P-Asserted-Identity", &format!("<{asserted}>"));
+        assert_identity(&mut fwd, asserted);
         if initial {
             // Service-Route enforced (RFC 3608 §6, TS 24.229 §5.2.6.3.2): whatever the UE
             // preloaded goes.
@@ -376,6 +388,10 @@ impl Pcscf {
                 if !ok {
                     return self.dropped(flow.remote, DropReason::NotFromUpstream);
                 }
+                let mut response = response;
+                if let Some(sa) = via_sa {
+                    self.assert_responder(&mut response, sa);
+                }
                 let d = self.branches.response(id, response, now);
                 self.carry_out(d, now);
             }
@@ -383,6 +399,18 @@ impl Pcscf {
             Err(e) => self.dropped(flow.remote, DropReason::BadResponse(e)),
         }
         self.drain_tx_events(now);
+    }
+
+    /// A response from a UE leaves with the identity we assert for it, never its own
+    /// (TS 24.229 §5.2.6.4.4: the called party's P-Asserted-Identity comes from its
+    /// registration; a P-Preferred-Identity among its registered ones picks which).
+    fn assert_responder(&self, response: &mut Message, sa: SetId) {
+        let asserted = self
+            .sa_owner
+            .get(&sa)
+            .and_then(|i| self.regs.get(i))
+            .and_then(|reg| asserted_identity(reg, response));
+        assert_identity(response, asserted);
     }
 
     pub(super) fn carry_out(&mut self, d: Decision, now: Instant) {
