@@ -7,7 +7,9 @@
 //! `;` or a tab, whichever the header line uses. Other columns (ADM1, PIN1, PUK1, ACC, KIC...)
 //! are ignored: the HSS has no use for them and should not hold them.
 
-use crate::store::{home_domain_from_imsi, parse_hex, Impu, RegState, Store, StoreError, Subscriber};
+use crate::store::{
+    home_domain_from_imsi, parse_hex, Impu, RegState, Store, StoreError, Subscriber,
+};
 
 /// A CSV problem, with the 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,7 +246,9 @@ pub fn import(
     for s in &subs {
         let res = match store.add(s) {
             Ok(()) => Ok(&mut r.added),
-            Err(StoreError::Conflict(_)) if update => store.update(&s.impi, s).map(|()| &mut r.updated),
+            Err(StoreError::Conflict(_)) if update => {
+                store.update(&s.impi, s).map(|()| &mut r.updated)
+            }
             Err(e) => Err(e),
         };
         match res {

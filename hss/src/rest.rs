@@ -7,16 +7,16 @@
 
 use crate::cx::DeregReason;
 use crate::provision::NewSubscriber;
-use crate::store::{Impu, Subscriber};
 use crate::server::Hss;
+use crate::store::{Impu, Subscriber};
 use crate::store::{RegState, StoreError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::HeaderValue;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::http::HeaderValue;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -89,12 +89,18 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// answer into HTML nor cache subscriber data.
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -221,7 +227,9 @@ async fn import_csv(State(st): State<AppState>, Query(q): Query<ImportQ>, body: 
         Err(crate::csv::ImportError::Store { impi, source, done }) => {
             let code = match source {
                 StoreError::Conflict(_) => StatusCode::CONFLICT,
-                StoreError::Invalid(_) | StoreError::NotFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                StoreError::Invalid(_) | StoreError::NotFound(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             let msg = format!("{impi}: {source} (nothing after it was imported; update=true replaces existing ones)");

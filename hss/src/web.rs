@@ -59,7 +59,13 @@ mod tests {
         let lower = INDEX_HTML.to_ascii_lowercase();
         assert!(lower.contains("<script src=\"/app.js\""), "script tag");
         assert_eq!(lower.matches("<script").count(), 1, "one external script");
-        for attr in [" onclick=", " onload=", " onsubmit=", " onchange=", "javascript:"] {
+        for attr in [
+            " onclick=",
+            " onload=",
+            " onsubmit=",
+            " onchange=",
+            "javascript:",
+        ] {
             assert!(!lower.contains(attr), "inline handler {attr}");
         }
         assert!(!lower.contains("<style"), "inline style block");
@@ -68,7 +74,13 @@ mod tests {
 
     #[test]
     fn script_never_writes_html_from_strings() {
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!APP_JS.contains(sink), "app.js uses {sink}");
         }
         // The token lives in sessionStorage and travels only in the Authorization header.
