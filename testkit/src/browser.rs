@@ -195,12 +195,11 @@ impl Browser {
     ) -> Result<String, Error> {
         let deadline = Instant::now() + timeout;
         loop {
-            let last;
-            match self.text(css) {
+            let last = match self.text(css) {
                 Ok(t) if t.contains(needle) => return Ok(t),
-                Ok(t) => last = t,
-                Err(e) => last = e.to_string(),
-            }
+                Ok(t) => t,
+                Err(e) => e.to_string(),
+            };
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
                     what: format!("{css} to show {needle:?}"),
