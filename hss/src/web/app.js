@@ -63,7 +63,7 @@ function cell(text, cls) {
 }
 
 function lines(items) {
-  const td = el('td');
+  const td = el('td', null, 'mono');
   for (const t of items) td.appendChild(el('div', t));
   return td;
 }
