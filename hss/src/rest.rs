@@ -473,8 +473,11 @@ pub fn openapi() -> Value {
         "security": [ { "bearer": [] } ],
         "paths": {
             "/api/v1/subscribers": {
-                "get": { "summary": "List IMPIs", "responses": { "200": { "description": "IMPIs",
-                    "content": { "application/json": { "schema": { "type": "object", "properties": { "subscribers": { "type": "array", "items": { "type": "string" } } } } } } }, "401": err } },
+                "get": { "summary": "List IMPIs, or with details=true every subscriber (K/OPc masked)",
+                    "parameters": [ { "name": "details", "in": "query", "schema": { "type": "boolean", "default": false } } ],
+                    "responses": { "200": { "description": "IMPIs (strings), or Subscriber objects with details=true",
+                    "content": { "application/json": { "schema": { "type": "object", "properties": { "subscribers": { "type": "array",
+                        "items": { "oneOf": [ { "type": "string" }, { "$ref": "#/components/schemas/Subscriber" } ] } } } } } } }, "401": err } },
                 "post": { "summary": "Add a subscriber", "requestBody": new_sub, "responses": { "201": sub, "400": err, "409": err, "413": err, "422": err } }
             },
             "/api/v1/subscribers/{id}": {
@@ -483,7 +486,24 @@ pub fn openapi() -> Value {
                     "responses": { "200": sub, "404": err } },
                 "put": { "summary": "Replace a subscriber's provisioning data (SQN never moves back); pushes the profile (PPR) if registered",
                     "requestBody": new_sub, "responses": { "200": sub, "400": err, "404": err, "413": err, "422": err } },
+                "patch": { "summary": "Change some fields; those left out (K and OPc too) keep their value, an empty msisdn/iccid/profile clears it; pushes the profile (PPR) if registered",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SubscriberPatch" } } } },
+                    "responses": { "200": sub, "400": err, "404": err, "413": err, "422": err } },
                 "delete": { "summary": "Delete; a registered user is first deregistered (RTR, PERMANENT_TERMINATION)", "responses": { "200": { "description": "deleted" }, "404": err } }
+            },
+            "/api/v1/registrations": {
+                "get": { "summary": "Subscribers an S-CSCF serves: state, S-CSCF and IMPUs (contacts are held by the S-CSCF, not the HSS)",
+                    "responses": { "200": { "description": "registrations", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "registrations": { "type": "array", "items": { "$ref": "#/components/schemas/Registration" } } } } } } }, "401": err } }
+            },
+            "/api/v1/import": {
+                "post": { "summary": "Import a SIM card data CSV (the format of `hss subscriber import`); rows are stored in order, a bad row stops the import",
+                    "parameters": [
+                        { "name": "update", "in": "query", "schema": { "type": "boolean", "default": false }, "description": "replace existing subscribers instead of refusing them" },
+                        { "name": "profile", "in": "query", "schema": { "type": "string" }, "description": "shared iFC profile for every imported subscriber" } ],
+                    "requestBody": { "required": true, "content": { "text/csv": { "schema": { "type": "string" } } } },
+                    "responses": { "200": { "description": "imported", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ImportReport" } } } },
+                        "401": err, "409": err, "413": err, "422": err } }
             },
             "/api/v1/subscribers/{id}/rtr": {
                 "parameters": [ id ],
@@ -507,7 +527,8 @@ pub fn openapi() -> Value {
             },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } },
             "/health": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
-            "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } }
+            "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } },
+            "/": { "get": { "summary": "The web page (its data calls need the bearer token)", "security": [], "responses": { "200": { "description": "HTML" } } } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -538,6 +559,17 @@ pub fn openapi() -> Value {
                     "ifcs": { "type": "array", "items": { "$ref": "#/components/schemas/InitialFilterCriteria" } },
                     "profile": { "type": "string" },
                     "shared_ifc_set_ids": { "type": "array", "items": { "type": "integer" } } } },
+                "SubscriberPatch": { "type": "object", "additionalProperties": false, "properties": {
+                    "msisdn": { "type": "string" }, "iccid": { "type": "string" },
+                    "k": { "type": "string" }, "opc": { "type": "string" }, "op": { "type": "string" }, "amf": { "type": "string" },
+                    "impus": { "type": "array", "items": { "$ref": "#/components/schemas/Impu" } }, "profile": { "type": "string" } } },
+                "Registration": { "type": "object", "properties": {
+                    "impi": { "type": "string" }, "imsi": { "type": "string" }, "msisdn": { "type": "string" },
+                    "reg_state": { "type": "string", "enum": ["registered", "unregistered"] },
+                    "scscf_name": { "type": "string" }, "scscf_host": { "type": "string" }, "scscf_realm": { "type": "string" },
+                    "impus": { "type": "array", "items": { "type": "string" } } } },
+                "ImportReport": { "type": "object", "properties": {
+                    "rows": { "type": "integer" }, "added": { "type": "integer" }, "updated": { "type": "integer" } } },
                 "Subscriber": { "type": "object", "properties": {
                     "impi": { "type": "string" }, "imsi": { "type": "string" }, "iccid": { "type": "string" }, "msisdn": { "type": "string" },
                     "k": { "type": "string" }, "opc": { "type": "string" }, "amf": { "type": "string" },

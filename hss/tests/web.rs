@@ -80,6 +80,14 @@ async fn page_and_assets_are_public_with_security_headers() {
             .0,
         StatusCode::UNAUTHORIZED
     );
+    // The OpenAPI document describes what the page uses.
+    let doc = hss::rest::openapi();
+    assert!(doc["paths"]["/api/v1/registrations"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/import"]["post"].is_object());
+    assert!(doc["paths"]["/api/v1/subscribers/{id}"]["patch"].is_object());
+    for name in ["SubscriberPatch", "Registration", "ImportReport"] {
+        assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+    }
 }
 
 #[tokio::test]
