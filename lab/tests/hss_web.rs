@@ -129,8 +129,10 @@ async fn add_a_subscriber_in_the_browser_register_it_and_see_the_registration() 
 
         // CSV import of a second card, then delete it (confirmed).
         let other = lab::net::subscriber(1);
+        // Its IMPU is markup: the page must show it as text, never build an element of it.
+        let evil = "sip:<img/src=x/onerror=window.pwned=1>@ims.lab";
         let csv = format!(
-            "IMSI,ICCID,Ki,OPc,MSISDN\n{},8988200000000000002,{},{},4915550000099\n",
+            "IMSI,ICCID,Ki,OPc,MSISDN,IMPU\n{},8988200000000000002,{},{},4915550000099,{evil}\n",
             other.imsi,
             hex(&other.k),
             hex(&other.opc)
@@ -143,7 +145,19 @@ async fn add_a_subscriber_in_the_browser_register_it_and_see_the_registration() 
             WAIT,
         )
         .unwrap_or_else(|e| fail("CSV import", e));
-        b.wait_for_text("#subs", &other.impi, WAIT).unwrap();
+        let subs = b.wait_for_text("#subs", &other.impi, WAIT).unwrap();
+        assert!(subs.contains(evil), "{subs}");
+        let injected = b
+            .execute(
+                "return document.querySelectorAll('#subs img').length + ':' + String(window.pwned)",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            injected.as_str(),
+            Some("0:undefined"),
+            "markup from the store ran"
+        );
         b.click(&format!(
             "#subs tr[data-impi='{}'] button.delete",
             other.impi
