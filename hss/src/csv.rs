@@ -7,7 +7,9 @@
 //! `;` or a tab, whichever the header line uses. Other columns (ADM1, PIN1, PUK1, ACC, KIC...)
 //! are ignored: the HSS has no use for them and should not hold them.
 
-use crate::store::{home_domain_from_imsi, parse_hex, Impu, RegState, Subscriber};
+use crate::store::{
+    home_domain_from_imsi, parse_hex, Impu, RegState, Store, StoreError, Subscriber,
+};
 
 /// A CSV problem, with the 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +195,74 @@ pub fn parse(text: &str, d: &ImportDefaults) -> Result<Vec<Subscriber>, CsvError
         });
     }
     Ok(out)
+}
+
+/// What [`import`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImportReport {
+    /// Data rows parsed.
+    pub rows: usize,
+    /// New subscribers stored.
+    pub added: usize,
+    /// Existing subscribers replaced (only with `update`).
+    pub updated: usize,
+}
+
+/// Why [`import`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The CSV did not parse: nothing was stored.
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    /// Storing the subscriber `impi` failed; the rows before it stay imported (`done`).
+    #[error("{impi}: {source} (nothing after it was imported)")]
+    Store {
+        /// The subscriber that could not be stored.
+        impi: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+        /// What was stored before it.
+        done: ImportReport,
+    },
+}
+
+/// Parses a card data CSV and stores its subscribers in order, the one path for the CLI
+/// (`hss subscriber import`) and the REST API (`POST /api/v1/subscribers/import`). An
+/// existing IMPI is a conflict unless `update`, which replaces its provisioning data (the
+/// SQN never moves back, see [`Store::update`]). The whole CSV is parsed before anything is
+/// stored, so a malformed row stores nothing.
+pub fn import(
+    store: &mut Store,
+    text: &str,
+    d: &ImportDefaults,
+    update: bool,
+) -> Result<ImportReport, ImportError> {
+    let subs = parse(text, d)?;
+    let mut r = ImportReport {
+        rows: subs.len(),
+        ..ImportReport::default()
+    };
+    for s in &subs {
+        let res = match store.add(s) {
+            Ok(()) => Ok(&mut r.added),
+            Err(StoreError::Conflict(_)) if update => {
+                store.update(&s.impi, s).map(|()| &mut r.updated)
+            }
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(n) => *n += 1,
+            Err(source) => {
+                return Err(ImportError::Store {
+                    impi: s.impi.clone(),
+                    source,
+                    done: r,
+                })
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// The IMPUs a lab subscriber gets by default: `sip:<IMSI>@<domain>` (the temporary public

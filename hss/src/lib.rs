@@ -6,7 +6,7 @@
 //! - [`cx`]: sans-IO Cx handlers (UAR, MAR, SAR, LIR; RTR/PPR builders).
 //! - [`metrics`]: Prometheus counters.
 //! - [`config`]: the TOML configuration; [`server`]: wiring; [`rest`]: provisioning API;
-//!   [`provision`]: input validation shared by the CLI and the API.
+//!   [`provision`]: input validation shared by the CLI and the API; [`web`]: the web page.
 
 pub mod config;
 pub mod csv;
@@ -17,3 +17,4 @@ pub mod rest;
 pub mod server;
 pub mod sqn;
 pub mod store;
+pub mod web;

@@ -361,24 +361,16 @@ fn subscriber(cfg: &Config, cmd: &SubCmd) -> anyhow::Result<()> {
                 amf: cfg.default_amf()?,
                 profile: profile.clone(),
             };
-            let subs = hss::csv::parse(&text, &d)?;
-            let (mut added, mut updated) = (0, 0);
-            for s in &subs {
-                match store.add(s) {
-                    Ok(()) => added += 1,
-                    Err(hss::store::StoreError::Conflict(_)) if *update => {
-                        store.update(&s.impi, s)?;
-                        updated += 1;
-                    }
-                    Err(e) => anyhow::bail!(
-                        "{}: {e} (nothing after it was imported; --update replaces existing ones)",
-                        s.impi
-                    ),
+            let r = match hss::csv::import(&mut store, &text, &d, *update) {
+                Ok(r) => r,
+                Err(e @ hss::csv::ImportError::Store { .. }) => {
+                    anyhow::bail!("{e}; --update replaces existing ones")
                 }
-            }
+                Err(e) => return Err(e.into()),
+            };
             println!(
-                "imported {added} new, {updated} updated, from {} rows",
-                subs.len()
+                "imported {} new, {} updated, from {} rows",
+                r.added, r.updated, r.rows
             );
         }
     }

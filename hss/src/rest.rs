@@ -1,4 +1,5 @@
-//! Provisioning REST API (JSON, bearer token), `/metrics` and `/openapi.json`.
+//! Provisioning REST API (JSON, bearer token), `/metrics`, `/openapi.json`, and the web page
+//! ([`crate::web`]) that uses the API from a browser with the same token.
 
 // Handlers return `Result<Response, Response>` (the axum idiom); the size of the error is
 // irrelevant on this cold path.
@@ -7,9 +8,11 @@
 use crate::cx::DeregReason;
 use crate::provision::NewSubscriber;
 use crate::server::Hss;
+use crate::store::{Impu, Subscriber};
 use crate::store::{RegState, StoreError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::HeaderValue;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +40,12 @@ pub fn router(hss: Arc<Hss>, token: String) -> Router {
     };
     let api = Router::new()
         .route("/subscribers", get(list).post(add))
-        .route("/subscribers/{id}", get(show).put(update).delete(remove))
+        .route(
+            "/subscribers/{id}",
+            get(show).put(update).patch(patch).delete(remove),
+        )
+        .route("/registrations", get(registrations))
+        .route("/import", post(import_csv))
         .route("/subscribers/{id}/rtr", post(rtr))
         .route("/subscribers/{id}/ppr", post(ppr))
         .route("/profiles/{name}", get(get_profile).put(put_profile))
@@ -48,7 +56,55 @@ pub fn router(hss: Arc<Hss>, token: String) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .merge(crate::web::routes())
+        .layer(middleware::map_response(security_headers))
         .with_state(st)
+}
+
+/// Binds `listen`, serves [`router`] on it in a background task and returns the bound
+/// address (port 0 picks one): `hss run` and in-process labs share this.
+pub async fn serve(
+    hss: Arc<Hss>,
+    listen: std::net::SocketAddr,
+    token: String,
+) -> std::io::Result<std::net::SocketAddr> {
+    let l = tokio::net::TcpListener::bind(listen).await?;
+    let a = l.local_addr()?;
+    let app = router(hss, token);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(l, app).await {
+            tracing::error!(error = %e, "REST server stopped");
+        }
+    });
+    Ok(a)
+}
+
+/// Content-Security-Policy of every response: the page loads its own script and style only
+/// (no inline script, no eval), talks only to this origin, and cannot be framed.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+/// Headers on every response, API and page alike: a browser must neither sniff a JSON
+/// answer into HTML nor cache subscriber data.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
 }
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
@@ -103,9 +159,83 @@ fn blocking_store<T>(
     f(&mut s).map_err(store_err)
 }
 
-async fn list(State(st): State<AppState>) -> R {
+#[derive(Deserialize)]
+struct ListQ {
+    #[serde(default)]
+    details: bool,
+}
+
+async fn list(State(st): State<AppState>, Query(q): Query<ListQ>) -> R {
     let v = blocking_store(&st, |s| s.list())?;
-    Ok(Json(json!({ "subscribers": v })).into_response())
+    if !q.details {
+        return Ok(Json(json!({ "subscribers": v })).into_response());
+    }
+    // The page's table: every subscriber, secrets masked.
+    let full = blocking_store(&st, |s| {
+        let mut out = Vec::with_capacity(v.len());
+        for i in &v {
+            if let Some(x) = s.get(i)? {
+                out.push(x.masked());
+            }
+        }
+        Ok(out)
+    })?;
+    Ok(Json(json!({ "subscribers": full })).into_response())
+}
+
+/// What the HSS knows of a registration: state, the S-CSCF (Server-Name and the Diameter
+/// peer RTR/PPR go to) and the IMPUs. Contacts are held by the S-CSCF, not the HSS.
+async fn registrations(State(st): State<AppState>) -> R {
+    let v = blocking_store(&st, |s| s.registrations())?;
+    let regs: Vec<Value> = v
+        .iter()
+        .map(|s| {
+            json!({
+                "impi": s.impi,
+                "imsi": s.imsi,
+                "msisdn": s.msisdn,
+                "reg_state": s.reg_state,
+                "scscf_name": s.scscf_name,
+                "scscf_host": s.scscf_host,
+                "scscf_realm": s.scscf_realm,
+                "impus": s.impus.iter().map(|u| u.uri.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "registrations": regs })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ImportQ {
+    #[serde(default)]
+    update: bool,
+    profile: Option<String>,
+}
+
+/// CSV import, the same format and the same code as `hss subscriber import`.
+async fn import_csv(State(st): State<AppState>, Query(q): Query<ImportQ>, body: String) -> R {
+    let d = crate::csv::ImportDefaults {
+        domain: st.hss.defaults.domain.clone(),
+        mnc_digits: st.hss.defaults.mnc_digits,
+        amf: st.hss.defaults.amf,
+        profile: q.profile.filter(|p| !p.is_empty()),
+    };
+    let mut s = st.hss.store.lock().unwrap_or_else(|p| p.into_inner());
+    match crate::csv::import(&mut s, &body, &d, q.update) {
+        Ok(r) => Ok(Json(json!(r)).into_response()),
+        Err(e @ crate::csv::ImportError::Csv(_)) => Err(err(StatusCode::UNPROCESSABLE_ENTITY, e)),
+        Err(crate::csv::ImportError::Store { impi, source, done }) => {
+            let code = match source {
+                StoreError::Conflict(_) => StatusCode::CONFLICT,
+                StoreError::Invalid(_) | StoreError::NotFound(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let msg = format!("{impi}: {source} (nothing after it was imported; update=true replaces existing ones)");
+            Err((code, Json(json!({ "error": msg, "imported": done }))).into_response())
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -142,6 +272,71 @@ async fn update(
     let Json(n) = body.map_err(json_err)?;
     let old = blocking_store(&st, |s| s.find(&id))?
         .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    replace(&st, old, n).await
+}
+
+/// A partial edit (`PATCH`): fields left out keep their value, so the page can edit a
+/// subscriber without ever reading K or OPc back. An empty `msisdn`, `iccid` or `profile`
+/// clears it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SubscriberPatch {
+    msisdn: Option<String>,
+    iccid: Option<String>,
+    k: Option<String>,
+    opc: Option<String>,
+    op: Option<String>,
+    amf: Option<String>,
+    impus: Option<Vec<Impu>>,
+    profile: Option<String>,
+}
+
+impl SubscriberPatch {
+    /// The full input a `PUT` would carry: the old subscriber overlaid with the patch, so
+    /// that [`NewSubscriber::build`] validates an edit exactly as it validates an add.
+    fn over(self, old: &Subscriber) -> NewSubscriber {
+        let clear = |v: Option<String>, old: &Option<String>| match v {
+            Some(x) if x.trim().is_empty() => None,
+            Some(x) => Some(x.trim().to_string()),
+            None => old.clone(),
+        };
+        let (opc, op) = match (self.opc, self.op) {
+            (None, None) => (Some(hex::encode(old.opc)), None),
+            (opc, op) => (opc, op),
+        };
+        NewSubscriber {
+            impi: Some(old.impi.clone()),
+            imsi: old.imsi.clone(),
+            iccid: clear(self.iccid, &old.iccid),
+            msisdn: clear(self.msisdn, &old.msisdn),
+            k: self.k.unwrap_or_else(|| hex::encode(old.k)),
+            opc,
+            op,
+            amf: Some(self.amf.unwrap_or_else(|| hex::encode(old.amf))),
+            sqn: Some(old.sqn),
+            impus: Some(self.impus.unwrap_or_else(|| old.impus.clone())),
+            ifcs: old.ifcs.clone(),
+            profile: clear(self.profile, &old.profile),
+            shared_ifc_set_ids: old.shared_ifc_set_ids.clone(),
+        }
+    }
+}
+
+async fn patch(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<SubscriberPatch>, JsonRejection>,
+) -> R {
+    let Json(p) = body.map_err(json_err)?;
+    let old = blocking_store(&st, |s| s.find(&id))?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no subscriber {id}")))?;
+    let n = p.over(&old);
+    replace(&st, old, n).await
+}
+
+/// Stores `n` in place of `old`; a registered user's S-CSCF gets the new profile right
+/// away (Cx PPR, TS 29.228 §6.2.2).
+async fn replace(st: &AppState, old: Subscriber, n: NewSubscriber) -> R {
     let s = n
         .build(&st.hss.defaults)
         .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e))?;
@@ -151,8 +346,7 @@ async fn update(
             "the IMPI of a subscriber cannot change",
         ));
     }
-    blocking_store(&st, |db| db.update(&old.impi, &s))?;
-    // A registered user's S-CSCF gets the new profile right away.
+    blocking_store(st, |db| db.update(&old.impi, &s))?;
     let ppr = if old.reg_state != RegState::NotRegistered && old.scscf_host.is_some() {
         Some(match st.hss.ppr(&old.impi).await {
             Ok(r) => json!(r),
@@ -279,8 +473,11 @@ pub fn openapi() -> Value {
         "security": [ { "bearer": [] } ],
         "paths": {
             "/api/v1/subscribers": {
-                "get": { "summary": "List IMPIs", "responses": { "200": { "description": "IMPIs",
-                    "content": { "application/json": { "schema": { "type": "object", "properties": { "subscribers": { "type": "array", "items": { "type": "string" } } } } } } }, "401": err } },
+                "get": { "summary": "List IMPIs, or with details=true every subscriber (K/OPc masked)",
+                    "parameters": [ { "name": "details", "in": "query", "schema": { "type": "boolean", "default": false } } ],
+                    "responses": { "200": { "description": "IMPIs (strings), or Subscriber objects with details=true",
+                    "content": { "application/json": { "schema": { "type": "object", "properties": { "subscribers": { "type": "array",
+                        "items": { "oneOf": [ { "type": "string" }, { "$ref": "#/components/schemas/Subscriber" } ] } } } } } } }, "401": err } },
                 "post": { "summary": "Add a subscriber", "requestBody": new_sub, "responses": { "201": sub, "400": err, "409": err, "413": err, "422": err } }
             },
             "/api/v1/subscribers/{id}": {
@@ -289,7 +486,24 @@ pub fn openapi() -> Value {
                     "responses": { "200": sub, "404": err } },
                 "put": { "summary": "Replace a subscriber's provisioning data (SQN never moves back); pushes the profile (PPR) if registered",
                     "requestBody": new_sub, "responses": { "200": sub, "400": err, "404": err, "413": err, "422": err } },
+                "patch": { "summary": "Change some fields; those left out (K and OPc too) keep their value, an empty msisdn/iccid/profile clears it; pushes the profile (PPR) if registered",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SubscriberPatch" } } } },
+                    "responses": { "200": sub, "400": err, "404": err, "413": err, "422": err } },
                 "delete": { "summary": "Delete; a registered user is first deregistered (RTR, PERMANENT_TERMINATION)", "responses": { "200": { "description": "deleted" }, "404": err } }
+            },
+            "/api/v1/registrations": {
+                "get": { "summary": "Subscribers an S-CSCF serves: state, S-CSCF and IMPUs (contacts are held by the S-CSCF, not the HSS)",
+                    "responses": { "200": { "description": "registrations", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "registrations": { "type": "array", "items": { "$ref": "#/components/schemas/Registration" } } } } } } }, "401": err } }
+            },
+            "/api/v1/import": {
+                "post": { "summary": "Import a SIM card data CSV (the format of `hss subscriber import`); rows are stored in order, a bad row stops the import",
+                    "parameters": [
+                        { "name": "update", "in": "query", "schema": { "type": "boolean", "default": false }, "description": "replace existing subscribers instead of refusing them" },
+                        { "name": "profile", "in": "query", "schema": { "type": "string" }, "description": "shared iFC profile for every imported subscriber" } ],
+                    "requestBody": { "required": true, "content": { "text/csv": { "schema": { "type": "string" } } } },
+                    "responses": { "200": { "description": "imported", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ImportReport" } } } },
+                        "401": err, "409": err, "413": err, "422": err } }
             },
             "/api/v1/subscribers/{id}/rtr": {
                 "parameters": [ id ],
@@ -313,7 +527,8 @@ pub fn openapi() -> Value {
             },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } },
             "/health": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
-            "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } }
+            "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } },
+            "/": { "get": { "summary": "The web page (its data calls need the bearer token)", "security": [], "responses": { "200": { "description": "HTML" } } } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -344,6 +559,17 @@ pub fn openapi() -> Value {
                     "ifcs": { "type": "array", "items": { "$ref": "#/components/schemas/InitialFilterCriteria" } },
                     "profile": { "type": "string" },
                     "shared_ifc_set_ids": { "type": "array", "items": { "type": "integer" } } } },
+                "SubscriberPatch": { "type": "object", "additionalProperties": false, "properties": {
+                    "msisdn": { "type": "string" }, "iccid": { "type": "string" },
+                    "k": { "type": "string" }, "opc": { "type": "string" }, "op": { "type": "string" }, "amf": { "type": "string" },
+                    "impus": { "type": "array", "items": { "$ref": "#/components/schemas/Impu" } }, "profile": { "type": "string" } } },
+                "Registration": { "type": "object", "properties": {
+                    "impi": { "type": "string" }, "imsi": { "type": "string" }, "msisdn": { "type": "string" },
+                    "reg_state": { "type": "string", "enum": ["registered", "unregistered"] },
+                    "scscf_name": { "type": "string" }, "scscf_host": { "type": "string" }, "scscf_realm": { "type": "string" },
+                    "impus": { "type": "array", "items": { "type": "string" } } } },
+                "ImportReport": { "type": "object", "properties": {
+                    "rows": { "type": "integer" }, "added": { "type": "integer" }, "updated": { "type": "integer" } } },
                 "Subscriber": { "type": "object", "properties": {
                     "impi": { "type": "string" }, "imsi": { "type": "string" }, "iccid": { "type": "string" }, "msisdn": { "type": "string" },
                     "k": { "type": "string" }, "opc": { "type": "string" }, "amf": { "type": "string" },

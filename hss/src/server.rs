@@ -132,15 +132,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
     });
     let rest = match (cfg.rest.listen, &cfg.rest.token) {
         (Some(addr), Some(token)) => {
-            let l = tokio::net::TcpListener::bind(addr).await?;
-            let a = l.local_addr()?;
-            let app = crate::rest::router(hss.clone(), token.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!(error = %e, "REST server stopped");
-                }
-            });
-            Some(a)
+            Some(crate::rest::serve(hss.clone(), addr, token.clone()).await?)
         }
         _ => None,
     };

@@ -501,6 +501,26 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every subscriber an S-CSCF serves (registered or unregistered state), sorted by IMPI:
+    /// what the HSS knows of live registrations (TS 29.228 §6.1.2; contacts live in the
+    /// S-CSCF, not here).
+    pub fn registrations(&self) -> Result<Vec<Subscriber>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT impi FROM subscribers WHERE reg_state != 0 ORDER BY impi")?;
+        let impis = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(impis.len());
+        for i in impis {
+            // A row deleted between the two reads is simply no longer registered.
+            if let Some(s) = self.get(&i)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of subscribers.
     pub fn count(&self) -> Result<u64, StoreError> {
         Ok(self

@@ -8,7 +8,6 @@ use diameter::transport::PeerHandle;
 use diameter::{app, avp, cmd, result, Avp, FindAvp, Message, PeerConfig, VENDOR_3GPP};
 use hss::config::Config;
 use hss::store::{Durability, Store};
-use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -34,44 +33,6 @@ token = "{TOKEN}"
     .unwrap();
     c.validate().unwrap();
     c
-}
-
-fn base_req(code: u32, client: &PeerHandle) -> Message {
-    Message::request(app::CX, code)
-        .with(Avp::utf8(avp::SESSION_ID, client.new_session_id()))
-        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
-        .with(Avp::enumerated(avp::AUTH_SESSION_STATE, 1))
-        .with(Avp::utf8(avp::ORIGIN_HOST, "scscf.ims.lab"))
-        .with(Avp::utf8(avp::ORIGIN_REALM, "ims.lab"))
-        .with(Avp::utf8(avp::DESTINATION_REALM, "ims.lab"))
-        .with(Avp::utf8(avp::USER_NAME, sub(1).impi))
-        .with(Avp::utf8(avp::PUBLIC_IDENTITY, &sub(1).impus[0].uri))
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-) -> (StatusCode, serde_json::Value) {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    let req = match body {
-        Some(j) => b
-            .header("content-type", "application/json")
-            .body(Body::from(j.to_string()))
-            .unwrap(),
-        None => b.body(Body::empty()).unwrap(),
-    };
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,7 @@
 //! | [`sipp`] | `sip-tester` (SIPp 3.6.1) | bounded `-m 1` runs of bundled scenarios (AKAv1-MD5 register, re-register, deregister, OPTIONS) with logs; the RES-with-0x00 bug workaround |
 //! | [`tshark`] | `tshark` 4.0 | capture on `lo` with a port filter; dissect with `-d` decode-as and count malformed packets, Diameter commands, SIP methods/status codes, ESP frames and good/bad ICVs (with `esp_sa` UAT prefs) |
 //! | [`freediameter`] | `freediameter` 1.2.1 (`freeDiameterd`) | a base-protocol peer (CER/CEA, DWR/DWA, DPR/DPA) connecting to our Diameter server, no TLS |
+//! | [`browser`] | `chromium` + `chromium-driver` | headless Chromium through ChromeDriver's WebDriver HTTP API: go to a loopback page, type, click, read text, accept a `confirm`, take a PNG screenshot |
 //! | [`osmo`] | `libosmocore-utils` (`osmo-auc-gen`) | an independent Milenage: vectors and AUTS resync |
 //!
 //! # Example: a SIPp UE registers through Kamailio against your HSS
@@ -70,6 +71,7 @@
 //! Everything binds to 127.0.0.1 (or namespaces the caller creates); nothing
 //! here ever targets another host.
 
+pub mod browser;
 pub mod freediameter;
 pub mod kamailio;
 pub mod osmo;
