@@ -198,10 +198,15 @@ fn registration_with_kernel_ipsec_in_vm() {
     assert!(left.contains("policies=0] ue0[states=0"), "{left}");
     assert!(left.contains("policies=0] ue1[states=0"), "{left}");
     assert!(left.ends_with("policies=0]"), "{left}");
+    // Issue 9: a call between the two UEs over kernel ESP on both ends.
+    let caller = pass("call-caller");
+    assert!(caller.contains("rc=0") && caller.contains("answered after"), "{caller}");
+    let callee = pass("call-callee");
+    assert!(callee.contains("rc=0") && callee.contains("incoming call"), "{callee}");
     let stopped = pass("net-stopped");
     assert!(stopped.contains("rc=0"), "{stopped}");
-    assert_eq!(num(&stopped, "registrations"), 4, "{stopped}");
-    assert_eq!(num(&stopped, "deregistrations"), 2, "{stopped}");
+    assert_eq!(num(&stopped, "registrations"), 6, "{stopped}");
+    assert_eq!(num(&stopped, "deregistrations"), 4, "{stopped}");
     assert_eq!(num(&stopped, "rejections"), 0, "{stopped}");
     pass("pcscf-counters");
     pass("nothing-left-after-stop");
@@ -210,7 +215,7 @@ fn registration_with_kernel_ipsec_in_vm() {
         .find(|l| l.starts_with("REGTEST SUMMARY "))
         .expect("summary line");
     assert_eq!(num(summary, "failed"), 0, "{summary}");
-    assert_eq!(num(summary, "passed"), 29, "{summary}");
+    assert_eq!(num(summary, "passed"), 31, "{summary}");
     pass("capture-started");
     pass("capture-stopped");
     xfrm_tags_phase(&pass);

@@ -4,7 +4,8 @@
 #   namespace core: `imslab net serve --ipsec kernel` (HSS + P-CSCF) on 10.77.0.1
 #   namespace ue0:  `imslab ue register --ipsec kernel`, subscriber 0, on 10.77.0.2
 #   namespace ue1:  the same for subscriber 1 on 10.77.1.2 (routed to 10.77.0.1 via 10.77.1.1)
-#   both UEs: register → re-register → deregister, side by side
+#   both UEs: register → re-register → deregister, side by side; then both register again
+#   and ue0 calls ue1 (INVITE … BYE over kernel ESP on both ends), and both deregister
 #   veth pairs core/c0 ⇄ ue0/u0 (10.77.0.0/24), core/c1 ⇄ ue1/u1 (10.77.1.0/24): addresses
 #   that exist only inside the VM
 #
@@ -238,6 +239,29 @@ check "$ok" nothing-left-after-deregistration \
     "core[$core_s policies=$(policies "$CORE")] ue0[$ue0_s policies=$(policies "$UE0")]" \
     "ue1[$ue1_s policies=$(policies "$UE1")]"
 
+# --- issue 9: a call between the two UEs, kernel IPsec on both ends. ue1 registers and waits
+# (answers after 500 ms); ue0 registers, calls ue1, holds 2 s and hangs up; both deregister.
+IMPU1="$("$IMSLAB" net subscribers --index 1 | sed -n 's/.* impu=\([^ ]*\).*/\1/p')"
+# shellcheck disable=SC2046 # the subscriber's arguments are meant to split
+timeout -s KILL 90 $IP netns exec "$UE1" "$IMSLAB" ue call --ipsec "$BACKEND" --pcscf "$PCSCF_IP:5060" \
+    --local-ip 10.77.1.2 $("$IMSLAB" net subscribers --index 1 --ue-args) \
+    --answer auto:500 --wait-ms 60000 >"$WORK/call-ue1.log" 2>&1 &
+callee_pid=$!
+wait_for "$WORK/call-ue1.log" "✔ registration done" 1 30
+# shellcheck disable=SC2046
+timeout -s KILL 90 $IP netns exec "$UE0" "$IMSLAB" ue call --ipsec "$BACKEND" --pcscf "$PCSCF_IP:5060" \
+    --local-ip 10.77.0.2 $("$IMSLAB" net subscribers --index 0 --ue-args) \
+    --to "$IMPU1" --hold-ms 2000 >"$WORK/call-ue0.log" 2>&1 &
+caller_pid=$!
+wait "$caller_pid"
+rc0=$?
+wait "$callee_pid"
+rc1=$?
+check "$([ "$rc0" = 0 ] && grep -q 'answered after' "$WORK/call-ue0.log" && echo 1 || echo 0)" \
+    call-caller "rc=$rc0 to=$IMPU1 $(grep -h -e 'answered after' -e 'ended' "$WORK/call-ue0.log" | tr -s ' ' | tr '\n' ';')"
+check "$([ "$rc1" = 0 ] && grep -q 'incoming call' "$WORK/call-ue1.log" && echo 1 || echo 0)" \
+    call-callee "rc=$rc1 $(grep -h -e 'incoming call' -e 'ended' "$WORK/call-ue1.log" | tr -s ' ' | tr '\n' ';')"
+
 if [ -n "$cap_pid" ]; then
     kill -INT "$cap_pid"
     wait "$cap_pid"
@@ -255,10 +279,10 @@ net_pid=""
 stop="$(grep '^imslab net: stopped' "$WORK/net.log")"
 check "$([ "$rc" = 0 ] && [ -n "$stop" ] && echo 1 || echo 0)" net-stopped "rc=$rc $stop"
 case "$stop" in
-    *" registrations=4 deregistrations=2 rejections=0 "*) ok=1 ;;
+    *" registrations=6 deregistrations=4 rejections=0 "*) ok=1 ;;
     *) ok=0 ;;
 esac
-check "$ok" pcscf-counters "want registrations=4 deregistrations=2 rejections=0"
+check "$ok" pcscf-counters "want registrations=6 deregistrations=4 rejections=0"
 dump stopped
 check "$([ "$(field "$core_s" states)" = 0 ] && [ "$(policies "$CORE")" = 0 ] && echo 1 || echo 0)" \
     nothing-left-after-stop "core[$core_s policies=$(policies "$CORE")]"
