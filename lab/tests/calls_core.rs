@@ -684,3 +684,55 @@ fn network_deregistration_reaches_the_p_cscf_through_the_reg_event() {
     lab.pump();
     assert_eq!(lab.ladder(2, mark), vec![">MESSAGE", "<480 MESSAGE"]);
 }
+
+/// Abuse (issue 9): whatever From a UE writes, the network asserts the identity of the SA
+/// the request came through; and an in-dialog request from an address that owns no
+/// registration is refused, not routed.
+#[test]
+fn identity_comes_from_the_sa_and_strangers_cannot_use_a_dialog() {
+    let mut lab = Lab::new(2);
+    lab.register_all();
+    let mark = lab.wire.len();
+    // Through UE1's SA, claiming to be UE2.
+    let forged = request(&lab, "MESSAGE", 1, &impu(2), "forged", "").replace(
+        &format!("From: <{}>", impu(1)),
+        &format!("From: <{}>", impu(2)),
+    );
+    assert!(forged.contains(&format!("From: <{}>;tag", impu(2))));
+    lab.send_from(1, forged);
+    let b = lab.ues[1].current_set().unwrap().clone();
+    let got = lab
+        .hops_since(mark)
+        .iter()
+        .find(|h| h.msg.method() == Some(&sip::Method::Message) && h.to.ip() == b.ue)
+        .expect("the MESSAGE reached UE2")
+        .msg
+        .clone();
+    let pai: Vec<&str> = got.header_values("P-Asserted-Identity").collect();
+    assert_eq!(
+        pai,
+        vec![format!("<{}>", impu(1))],
+        "asserted as the SA's owner"
+    );
+
+    // A BYE "in a dialog" from a stranger on the unprotected port.
+    let raw = request(&lab, "BYE", 1, &impu(2), "dlg", "").replace(
+        &format!("To: <{}>\r\n", impu(2)),
+        &format!("To: <{}>;tag=t-1\r\n", impu(2)),
+    );
+    assert!(raw.contains(";tag=t-1"));
+    let stranger = SocketAddr::from(([127, 0, 0, 99], 5060));
+    lab.node.handle_inbound(
+        Flow::new(Lab::p_addr(), stranger, Protocol::Udp),
+        Bytes::from(raw),
+        lab.now,
+    );
+    let mut answers = Vec::new();
+    while let Some(o) = lab.node.poll_output() {
+        if let Output::Transmit(_, t) = o {
+            answers.push((t.flow.remote, Message::parse(&t.payload).unwrap()));
+        }
+    }
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+    assert_eq!((answers[0].0, answers[0].1.code()), (stranger, Some(403)));
+}

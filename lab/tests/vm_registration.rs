@@ -200,9 +200,15 @@ fn registration_with_kernel_ipsec_in_vm() {
     assert!(left.ends_with("policies=0]"), "{left}");
     // Issue 9: a call between the two UEs over kernel ESP on both ends.
     let caller = pass("call-caller");
-    assert!(caller.contains("rc=0") && caller.contains("answered after"), "{caller}");
+    assert!(
+        caller.contains("rc=0") && caller.contains("answered after"),
+        "{caller}"
+    );
     let callee = pass("call-callee");
-    assert!(callee.contains("rc=0") && callee.contains("incoming call"), "{callee}");
+    assert!(
+        callee.contains("rc=0") && callee.contains("incoming call"),
+        "{callee}"
+    );
     let stopped = pass("net-stopped");
     assert!(stopped.contains("rc=0"), "{stopped}");
     assert_eq!(num(&stopped, "registrations"), 6, "{stopped}");
