@@ -736,3 +736,46 @@ fn identity_comes_from_the_sa_and_strangers_cannot_use_a_dialog() {
     assert_eq!(answers.len(), 1, "{answers:#?}");
     assert_eq!((answers[0].0, answers[0].1.code()), (stranger, Some(403)));
 }
+
+/// A response forged by somebody who saw a branch (its Via) is dropped before it can end
+/// the branch's transaction: the call rings on and is answered normally.
+#[test]
+fn a_forged_response_cannot_end_a_call_attempt() {
+    let mut lab = Lab::with(2, |n, c| {
+        if n == 2 {
+            c.calls.answer = ue::AnswerMode::Ring;
+        }
+    });
+    lab.register_all();
+    let mark = lab.wire.len();
+    let now = lab.now;
+    let call = lab.ue(1).call(&impu(2), now).unwrap();
+    lab.pump();
+    let b = lab.ues[1].current_set().unwrap().clone();
+    let invite = lab
+        .hops_since(mark)
+        .iter()
+        .find(|h| h.msg.method() == Some(&sip::Method::Invite) && h.to.ip() == b.ue)
+        .unwrap()
+        .msg
+        .clone();
+    let forged = sip::ResponseBuilder::new(&invite, 486)
+        .to_tag("forged")
+        .build()
+        .unwrap();
+    let before = lab.node.pcscf().stats().dropped;
+    let stranger = SocketAddr::from(([127, 0, 0, 99], 5060));
+    lab.node.handle_inbound(
+        Flow::new(Lab::p_addr(), stranger, Protocol::Udp),
+        Bytes::from(forged.to_bytes()),
+        lab.now,
+    );
+    lab.pump();
+    assert_eq!(lab.node.pcscf().stats().dropped, before + 1);
+    assert_eq!(lab.ue(1).call_phase(call), Some(ue::CallPhase::Ringing));
+    let incoming = lab.ue(2).calls()[0].0;
+    let now = lab.now;
+    lab.ue(2).answer(incoming, now).unwrap();
+    lab.pump();
+    assert_eq!(lab.ue(1).call_phase(call), Some(ue::CallPhase::Answered));
+}

@@ -298,19 +298,21 @@ impl Scscf {
 
     /// A response: to one of our branches, or nothing.
     pub(crate) fn on_response(&mut self, msg: Message, flow: Flow, now: Instant) {
+        // Only the node we sent the branch to answers it, checked before the transaction
+        // sees the response (a forged one must not complete it).
+        if let Some(id) = self.tx.match_response(&msg) {
+            let from_target = self
+                .tx
+                .flow(id)
+                .is_none_or(|f| f.remote.ip() == flow.remote.ip());
+            if !from_target {
+                return self.dropped(flow.remote, crate::core::Drop::WrongSource);
+            }
+        }
         match self.tx.handle_response(msg, now) {
             Ok(ResponseOutcome::Deliver { id, response }) => {
-                // Only the node we sent the branch to answers it.
-                let from_target = self
-                    .tx
-                    .flow(id)
-                    .is_none_or(|f| f.remote.ip() == flow.remote.ip());
-                if from_target {
-                    let d = self.branches.response(id, response, now);
-                    self.carry_out(d, now);
-                } else {
-                    self.dropped(flow.remote, crate::core::Drop::WrongSource);
-                }
+                let d = self.branches.response(id, response, now);
+                self.carry_out(d, now);
             }
             Ok(ResponseOutcome::Absorbed(_)) => {}
             Ok(ResponseOutcome::Stray(_)) => {

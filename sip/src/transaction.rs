@@ -743,6 +743,14 @@ impl Transactions {
         Ok(())
     }
 
+    /// The client transaction a response would match (§17.1.3), without feeding it: for a
+    /// core that must check where the response came from before it may change any state
+    /// (a forged response must not complete somebody's transaction).
+    pub fn match_response(&self, response: &Message) -> Option<TxId> {
+        let key = request_key(response, false).ok()?;
+        self.keys.get(&key).copied()
+    }
+
     /// Feeds a received response (§17.1.3 matching).
     pub fn handle_response(
         &mut self,

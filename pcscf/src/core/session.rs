@@ -374,20 +374,22 @@ impl Pcscf {
         via_sa: Option<SetId>,
         now: Instant,
     ) {
+        // Where it comes from is checked before the transaction sees it: a forged response
+        // must not complete anybody's transaction. A REGISTER's answer only ever comes from
+        // the S-CSCF; a branch's only from where the branch went (through the SA it went
+        // through).
+        if let Some(id) = self.tx.match_response(&msg) {
+            let expected = self.tx.flow(id).map(|f| f.remote);
+            let ok = !self.forwarded.contains_key(&id)
+                && expected.is_none_or(|r| {
+                    r.ip() == flow.remote.ip() && (via_sa.is_none() || r == flow.remote)
+                });
+            if !ok {
+                return self.dropped(flow.remote, DropReason::NotFromUpstream);
+            }
+        }
         match self.tx.handle_response(msg, now) {
             Ok(ResponseOutcome::Deliver { id, response }) => {
-                if self.forwarded.contains_key(&id) {
-                    // A REGISTER's answer only ever comes from the S-CSCF.
-                    return self.dropped(flow.remote, DropReason::NotFromUpstream);
-                }
-                let expected = self.tx.flow(id).map(|f| f.remote);
-                let ok = match expected {
-                    Some(r) => r.ip() == flow.remote.ip() && (via_sa.is_none() || r == flow.remote),
-                    None => true,
-                };
-                if !ok {
-                    return self.dropped(flow.remote, DropReason::NotFromUpstream);
-                }
                 let mut response = response;
                 if let Some(sa) = via_sa {
                     self.assert_responder(&mut response, sa);
