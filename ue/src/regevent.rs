@@ -194,6 +194,8 @@ struct Sub {
     tx: Option<TxId>,
     /// whether the transaction in flight is a refresh (vs the initial or an unsubscribe)
     refreshing: bool,
+    /// whether we sent `Expires: 0`
+    unsubscribing: bool,
     refresh_at: Option<Instant>,
     expires_at: Option<Instant>,
     /// forget it at this time (ended, waiting for a late NOTIFY)
@@ -290,6 +292,7 @@ impl RegEvent {
             dialog: None,
             tx: None,
             refreshing: false,
+            unsubscribing: false,
             refresh_at: None,
             expires_at: None,
             linger: None,
@@ -317,6 +320,7 @@ impl RegEvent {
         s.refreshing = expires > 0;
         s.refresh_at = None;
         if expires == 0 {
+            s.unsubscribing = true;
             s.phase = Phase::Ending;
             s.expires_at = None;
             s.linger = Some(now + LINGER);
@@ -377,10 +381,13 @@ impl RegEvent {
             return;
         }
         if s.phase == Phase::Ending {
-            // The unsubscribe was accepted; the final NOTIFY may still come.
-            self.out.push_back(SubOut::Event(EventKind::RegEventEnded(
-                SubscriptionEnd::Unsubscribed,
-            )));
+            // The unsubscribe was accepted; the final NOTIFY may still come. (A 2xx to an
+            // initial SUBSCRIBE we gave up on meanwhile says nothing new.)
+            if s.unsubscribing {
+                self.out.push_back(SubOut::Event(EventKind::RegEventEnded(
+                    SubscriptionEnd::Unsubscribed,
+                )));
+            }
             return;
         }
         match s.dialog.as_mut() {
@@ -439,13 +446,16 @@ impl RegEvent {
             self.forget();
             return;
         }
-        if s.refresh_at.is_some_and(|t| t <= now) && s.tx.is_none() {
+        if s.refresh_at.is_some_and(|t| t <= now) {
             s.refresh_at = None;
-            let e = self.expires;
-            if !self.in_dialog(net, e, now) {
-                self.end(SubscriptionEnd::Timeout, now);
+            // with a SUBSCRIBE still in flight its 2xx sets the next refresh
+            if s.tx.is_none() {
+                let e = self.expires;
+                if !self.in_dialog(net, e, now) {
+                    self.end(SubscriptionEnd::Timeout, now);
+                }
+                return;
             }
-            return;
         }
         if s.expires_at.is_some_and(|t| t <= now) {
             self.end(SubscriptionEnd::Timeout, now);

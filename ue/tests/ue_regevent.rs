@@ -300,7 +300,7 @@ fn deactivation_reregisters_when_configured_but_rejection_never_does() {
             &reginfo(1, "terminated", event, &set),
         );
         assert_eq!(deliver_notify(&mut ue, &n, &set, t).code(), Some(200));
-        assert!(!ue.registration().current_set().is_some());
+        assert!(ue.registration().current_set().is_none());
         match ue.poll_transmit() {
             Some(tr) if again => {
                 let m = Message::parse(&tr.payload).unwrap();
@@ -441,9 +441,7 @@ fn off_means_no_subscribe_and_a_stranger_notify_is_refused() {
     let (mut ue, _net, t, set) = registered();
     assert!(ue.poll_transmit().is_none(), "reg_event = false");
     assert!(!ue.is_subscribed());
-    let (ue2, ..) = subscribing(cfg_on());
-    drop(ue2);
-    // a NOTIFY for a subscription we do not have
+    // a NOTIFY for a subscription we do not have (built from a SUBSCRIBE nobody sent)
     let fake = Message::parse(
         format!(
             "SUBSCRIBE {IMPU} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:6100;branch=z9hG4bKx\r\nFrom: <{IMPU}>;tag=nottag\r\nTo: <{IMPU}>\r\nCall-ID: nobody\r\nCSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n"
