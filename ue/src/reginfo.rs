@@ -207,13 +207,19 @@ impl RegInfo {
         })
     }
 
-    /// Number of active contacts over all registrations.
+    /// Number of distinct active contact URIs over all registrations (the S-CSCF lists a
+    /// contact once per IMPU of the implicit set, TS 24.229 §5.4.2.1.2).
     pub fn active_contacts(&self) -> usize {
-        self.registrations
+        let mut uris: Vec<&str> = self
+            .registrations
             .iter()
             .flat_map(|r| &r.contacts)
             .filter(|c| c.state == ContactState::Active)
-            .count()
+            .map(|c| c.uri.as_str())
+            .collect();
+        uris.sort_unstable();
+        uris.dedup();
+        uris.len()
     }
 }
 
@@ -502,6 +508,12 @@ mod tests {
         );
         assert_eq!(d.registrations[1].state, RegistrationState::Terminated);
         assert_eq!(d.active_contacts(), 1);
+        let twice = FULL.replace(
+            "<registration aor=\"tel:+4930123456\" id=\"r1\" state=\"terminated\"/>",
+            "<registration aor=\"tel:+4930123456\" id=\"r1\" state=\"active\"><contact id=\"c1\" \
+             state=\"active\" event=\"registered\"><uri>sip:alice@127.0.0.2:6101</uri></contact></registration>",
+        );
+        assert_eq!(RegInfo::parse(&twice).unwrap().active_contacts(), 1);
         let ours = Uri::parse("sip:alice@127.0.0.2:6101").unwrap();
         assert_eq!(d.contacts_of(&ours).count(), 1);
         let other = Uri::parse("sip:alice@127.0.0.2:6103").unwrap();
