@@ -57,6 +57,9 @@ pub enum RegError {
     /// The shell stopped before the procedure ended.
     #[error("the UE host stopped")]
     HostStopped,
+    /// The network deregistered the UE meanwhile (reg event NOTIFY, TS 24.229 §5.1.1.7).
+    #[error("the network deregistered the UE")]
+    NetworkDeregistered,
 }
 
 /// Why a 401 could not be answered (TS 24.229 §5.1.1.5.1, RFC 3310 §3).

@@ -1085,7 +1085,17 @@ impl Registration {
         if self.binding.is_none() {
             return false;
         }
-        self.proc = None;
+        if let Some(p) = self.proc.take() {
+            // whoever waits for the running procedure learns why it ends here
+            ev(
+                &mut self.out,
+                now,
+                EventKind::Failed {
+                    procedure: p.procedure,
+                    error: RegError::NetworkDeregistered,
+                },
+            );
+        }
         self.binding = None;
         self.auth = None;
         ev(

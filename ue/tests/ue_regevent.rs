@@ -491,3 +491,39 @@ fn mutated_notifies_do_not_panic() {
         );
     }
 }
+
+/// A re-registration running when the network deregisters the UE ends with a typed failure
+/// (a shell waiting for it is answered), and its late answer changes nothing.
+#[test]
+fn network_deregistration_during_a_reregistration_fails_it() {
+    let (mut ue, t, set, sub) = subscribed(cfg_on());
+    ue.reregister(t);
+    let (rereg, rflow) = one_transmit(&mut ue);
+    assert_eq!(rereg.method(), Some(&Method::Register));
+    let n = notify(
+        &sub,
+        &set,
+        2,
+        "terminated;reason=noresource",
+        &reginfo(1, "terminated", "rejected", &set),
+    );
+    assert_eq!(deliver_notify(&mut ue, &n, &set, t).code(), Some(200));
+    let ev = events(&mut ue);
+    assert!(ev.iter().any(|e| e.kind
+        == EventKind::Failed {
+            procedure: ue::Procedure::Reregistration,
+            error: ue::RegError::NetworkDeregistered,
+        }));
+    assert_eq!(ue.state(), RegState::Idle);
+    // the registrar's late 200 to the re-REGISTER is not a registration
+    let late = ResponseBuilder::new(&rereg, 200)
+        .to_tag("pcscf-tag")
+        .header("Contact", rereg.header("Contact").unwrap())
+        .build()
+        .unwrap();
+    deliver(&mut ue, &late, rflow, t);
+    assert!(!ue.is_registered());
+    assert!(!events(&mut ue)
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Registered(_))));
+}
