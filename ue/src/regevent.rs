@@ -552,12 +552,23 @@ impl RegEvent {
             s.version = Some(d.version);
         }
         let own_state = doc.as_ref().and_then(|d| {
-            let mine: Vec<_> = d
-                .contacts_of(own)
-                .map(|(_, c)| (c.state, c.event))
+            // Our contact as bound to the IMPU we registered; a document without that
+            // AoR is read over all of them (one registration element per IMPU of the
+            // implicit set lists the same contact, TS 24.229 §5.4.2.1.2).
+            let all: Vec<_> = d.contacts_of(own).collect();
+            let ours_by_aor: Vec<_> = all
+                .iter()
+                .filter(|(r, _)| sip::Uri::parse(r.aor.trim()).is_ok_and(|u| u == net.impu))
                 .collect();
-            // one registration element per IMPU of the implicit set lists the same
-            // contact: a terminated one among them wins
+            let mine: Vec<_> = if ours_by_aor.is_empty() {
+                all.iter().map(|(_, c)| (c.state, c.event)).collect()
+            } else {
+                ours_by_aor
+                    .iter()
+                    .map(|(_, c)| (c.state, c.event))
+                    .collect()
+            };
+            // a terminated one among them wins
             mine.iter()
                 .find(|(st, _)| *st == ContactState::Terminated)
                 .or(mine.first())

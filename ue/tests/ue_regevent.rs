@@ -527,3 +527,69 @@ fn network_deregistration_during_a_reregistration_fails_it() {
         .iter()
         .any(|e| matches!(e.kind, EventKind::Registered(_))));
 }
+
+/// Our contact deactivated only under another AoR (not the IMPU we registered) does not
+/// deregister us when our IMPU's registration still lists it active.
+#[test]
+fn our_impu_decides_over_other_aors() {
+    let (mut ue, t, set, sub) = subscribed(cfg_on());
+    let body = reginfo(1, "active", "refreshed", &set).replace(
+        "</reginfo>",
+        &format!(
+            "<registration aor=\"tel:+4930123456\" id=\"r1\" state=\"terminated\">\
+<contact id=\"c1\" state=\"terminated\" event=\"deactivated\"><uri>sip:001010000000001@127.0.0.2:{}</uri></contact>\
+</registration></reginfo>",
+            set.port_us
+        ),
+    );
+    let n = notify(&sub, &set, 2, "active;expires=599000", &body);
+    assert_eq!(deliver_notify(&mut ue, &n, &set, t).code(), Some(200));
+    assert!(ue.is_registered());
+    assert!(actions(&mut ue).is_empty());
+}
+
+/// RFC 6665 §4.1.3: a subscription the notifier ended with `timeout` (or `deactivated`)
+/// is set up again at once while the registration stands, a bounded number of times in a
+/// row; `noresource` is not retried.
+#[test]
+fn the_notifier_ending_the_subscription_is_retried_only_when_it_invites_it() {
+    let (mut ue, t, set, sub) = subscribed(cfg_on());
+    let n = notify(
+        &sub,
+        &set,
+        2,
+        "terminated;reason=noresource",
+        &reginfo(1, "active", "registered", &set),
+    );
+    assert_eq!(deliver_notify(&mut ue, &n, &set, t).code(), Some(200));
+    assert!(ue.poll_transmit().is_none());
+    assert!(!ue.is_subscribed());
+    assert!(ue.is_registered());
+
+    let (mut ue, t, set, mut sub) = subscribed(cfg_on());
+    for round in 0..4 {
+        let n = notify(
+            &sub,
+            &set,
+            2,
+            "terminated;reason=timeout",
+            &reginfo(1, "active", "registered", &set),
+        );
+        ue.handle_datagram(notify_flow(&set), &n.to_bytes(), t);
+        let sent: Vec<Message> = std::iter::from_fn(|| ue.poll_transmit())
+            .map(|tr| Message::parse(&tr.payload).unwrap())
+            .collect();
+        assert_eq!(sent[0].code(), Some(200));
+        if round < 3 {
+            assert_eq!(sent.len(), 2, "round {round}");
+            let again = &sent[1];
+            assert_eq!(again.method(), Some(&Method::Subscribe));
+            assert!(again.to_header().unwrap().tag().is_none());
+            assert_ne!(again.call_id().unwrap(), sub.call_id().unwrap());
+            sub = again.clone();
+        } else {
+            assert_eq!(sent.len(), 1, "gives up after three in a row");
+            assert!(!ue.is_subscribed());
+        }
+    }
+}
