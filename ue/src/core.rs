@@ -486,7 +486,7 @@ impl Ue {
             } else if std::mem::take(&mut subscribe) && self.config().reg_event {
                 let net = self.net();
                 let preferred = self.config().calls.preferred_identity.clone();
-                self.regevent.subscribe(&net, preferred.as_deref(), now);
+                self.regevent.subscribe(&net, preferred.as_deref());
             }
             while let Some(o) = self.regevent.poll_output() {
                 progressed = true;

@@ -200,7 +200,19 @@ struct Sub {
     expires_at: Option<Instant>,
     /// forget it at this time (ended, waiting for a late NOTIFY)
     linger: Option<Instant>,
+    /// the last reginfo version taken (RFC 3680 §5.4)
     version: Option<u32>,
+}
+
+/// The headers of every SUBSCRIBE of ours, initial, refresh or unsubscribe (RFC 3680
+/// §5.1, RFC 6665 §4.1.2), plus those of any request over the SA.
+fn reg_headers(b: RequestBuilder, net: &Net, expires: u32) -> RequestBuilder {
+    let b = b
+        .contact(&net.contact)
+        .header("Event", "reg")
+        .header("Accept", REGINFO)
+        .header("Expires", expires);
+    net.decorate(b, &[])
 }
 
 /// The UE's reg event subscription (at most one at a time).
@@ -252,21 +264,11 @@ impl RegEvent {
             .min()
     }
 
-    fn headers(&self, b: RequestBuilder, net: &Net, expires: u32) -> RequestBuilder {
-        let b = b
-            .contact(&net.contact)
-            .header("Event", "reg")
-            .header("Accept", REGINFO)
-            .header("Expires", expires);
-        net.decorate(b, &[])
-    }
-
     /// The initial SUBSCRIBE to our IMPU (TS 24.229 §5.1.1.3).
-    pub(crate) fn subscribe(&mut self, net: &Net, preferred: Option<&str>, now: Instant) {
+    pub(crate) fn subscribe(&mut self, net: &Net, preferred: Option<&str>) {
         if self.is_alive() || !net.registered {
             return;
         }
-        let _ = now;
         let local_tag = sip::new_tag();
         let call_id = sip::new_call_id(Some(&sip::uri::ip_host(net.local.ip())));
         let mut from = NameAddr::new(net.impu.clone());
@@ -282,7 +284,7 @@ impl RegEvent {
         if let Some(p) = preferred {
             b = b.header(hdr::P_PREFERRED_IDENTITY, format_args!("<{p}>"));
         }
-        let m = self.headers(b, net, self.expires).build();
+        let m = reg_headers(b, net, self.expires).build();
         self.out.push_back(SubOut::Request(m.clone(), net.flow));
         self.sub = Some(Sub {
             phase: Phase::Subscribing,
@@ -311,12 +313,7 @@ impl RegEvent {
         let Ok(b) = d.request(Method::Subscribe, &net.via()) else {
             return false;
         };
-        let b = b
-            .contact(&net.contact)
-            .header("Event", "reg")
-            .header("Accept", REGINFO)
-            .header("Expires", expires);
-        let m = net.decorate(b, &[]).build();
+        let m = reg_headers(b, net, expires).build();
         s.refreshing = expires > 0;
         s.refresh_at = None;
         if expires == 0 {
@@ -617,7 +614,7 @@ impl RegEvent {
                 });
                 if again && !was_ending && !dereg && self.resubscribes < MAX_RESUBSCRIBES {
                     self.resubscribes += 1;
-                    self.subscribe(net, preferred, now);
+                    self.subscribe(net, preferred);
                 }
             }
         }
