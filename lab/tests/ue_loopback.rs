@@ -252,6 +252,8 @@ fn fleet(n: usize, pcscf: SocketAddr, ip_base: u8) -> Vec<UeConfig> {
     t.expires = 600;
     t.sa_grace = Duration::from_millis(300);
     t.timers.t1 = Duration::from_millis(200);
+    // The scripted P-CSCF here is a registrar only: no reg event notifier to subscribe to.
+    t.reg_event = false;
     let mut v = numbered(&t, n, |i| {
         let (k, opc) = keys(i);
         (
@@ -429,6 +431,7 @@ fn cli_registers_reregisters_and_deregisters() {
             "off".into(),
             "--sa-grace-ms".into(),
             "100".into(),
+            "--no-reg-event".into(),
             "--then".into(),
             "reregister,pause:50,deregister".into(),
         ]

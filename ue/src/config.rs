@@ -226,6 +226,15 @@ pub struct UeConfig {
     pub timers: TimerConfig,
     /// How calls are placed and answered.
     pub calls: CallConfig,
+    /// Subscribe to the own registration state after the initial registration (TS 24.229
+    /// §5.1.1.3), to learn of a network-initiated deregistration.
+    pub reg_event: bool,
+    /// Expires asked in each reg event SUBSCRIBE (handsets ask 600000 s).
+    pub reg_event_expires: u32,
+    /// Register again at once when the network deactivates the registration (NOTIFY with
+    /// our contact `terminated`, event `deactivated`; TS 24.229 §5.1.1.7). A `rejected`
+    /// contact is never re-registered by itself.
+    pub reregister_on_deactivation: bool,
 }
 
 impl UeConfig {
@@ -265,6 +274,9 @@ impl UeConfig {
             user_agent: concat!("imslab-ue/", env!("CARGO_PKG_VERSION")).into(),
             timers: TimerConfig::default(),
             calls: CallConfig::default(),
+            reg_event: true,
+            reg_event_expires: 600_000,
+            reregister_on_deactivation: false,
         }
     }
 

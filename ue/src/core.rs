@@ -3,8 +3,9 @@
 //!
 //! Responses are routed by client transaction: the registration only sees the answers to
 //! its own REGISTERs, the calls ([`crate::call`]) the answers to theirs. Requests from the
-//! network that belong to calls or are MESSAGEs go to the calls; OPTIONS is answered 200
-//! and anything else 501, so the network is never left waiting.
+//! network that belong to calls or are MESSAGEs go to the calls, NOTIFYs of the reg event
+//! subscription to [`crate::regevent`]; OPTIONS is answered 200 and anything else 501, so
+//! the network is never left waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use xfrm::{SaSet, SetId};
 use crate::call::{CallError, CallOut, CallPhase, CallRef, Calls, Net};
 use crate::config::{ConfigError, UeConfig};
 use crate::event::{EventKind, Note, SaInstallError, UeEvent};
+use crate::regevent::{RegEvent, SubOut};
+use crate::reginfo::ContactEvent;
 use crate::registration::{Output, RegState, Registration, SaAction};
 use crate::summary::summarize;
 
@@ -27,6 +30,7 @@ use crate::summary::summarize;
 enum Owner {
     Registration,
     Call,
+    RegEvent,
 }
 
 /// A simulated IMS UE without I/O.
@@ -34,6 +38,7 @@ enum Owner {
 pub struct Ue {
     reg: Registration,
     calls: Calls,
+    regevent: RegEvent,
     impu: Uri,
     tx: Transactions,
     owners: HashMap<TxId, Owner>,
@@ -52,6 +57,7 @@ impl Ue {
         });
         Ok(Ue {
             calls: Calls::new(cfg.calls.clone(), cfg.timers),
+            regevent: RegEvent::new(cfg.reg_event_expires),
             reg: Registration::new(cfg, impu.clone()),
             impu,
             tx,
@@ -107,8 +113,15 @@ impl Ue {
         self.pump(now);
     }
 
-    /// Deregister and retire the SAs.
+    /// Deregister and retire the SAs; the reg event subscription is ended first
+    /// (`Expires: 0`), so the notifier does not report our own deregistration to us.
     pub fn deregister(&mut self, now: Instant) {
+        if self.reg.state() == RegState::Registered {
+            let net = self.net();
+            self.regevent.unsubscribe(&net, now);
+            // the unsubscribe leaves first
+            self.pump(now);
+        }
         self.reg.deregister(now);
         self.pump(now);
     }
@@ -182,6 +195,11 @@ impl Ue {
         self.calls.phase(call)
     }
 
+    /// Whether a reg event subscription is up (or being set up), not ending.
+    pub fn is_subscribed(&self) -> bool {
+        self.regevent.is_alive()
+    }
+
     /// The calls in progress.
     pub fn calls(&self) -> Vec<(CallRef, CallPhase)> {
         self.calls.live()
@@ -228,6 +246,7 @@ impl Ue {
                         let net = self.net();
                         self.calls.handle_response(id, &response, &net, now);
                     }
+                    Some(Owner::RegEvent) => self.regevent.handle_response(id, &response, now),
                     None => {}
                 },
                 Ok(ResponseOutcome::Absorbed(_)) => {}
@@ -241,6 +260,20 @@ impl Ue {
     fn handle_request(&mut self, msg: Message, flow: Flow, now: Instant) {
         match self.tx.handle_request(msg, flow, now) {
             Ok(RequestOutcome::New { id, request }) => {
+                if self.regevent.is_ours(&request) {
+                    let net = self.net();
+                    let own = self.reg.dialog_contact().uri;
+                    let preferred = self.config().calls.preferred_identity.clone();
+                    self.regevent.handle_notify(
+                        id,
+                        &request,
+                        &own,
+                        &net,
+                        preferred.as_deref(),
+                        now,
+                    );
+                    return;
+                }
                 let for_calls = matches!(
                     request.method(),
                     Some(
@@ -270,7 +303,7 @@ impl Ue {
                 } else {
                     request
                 };
-                // Not handled (reg-event NOTIFY comes later): answer so the network's
+                // Not handled: answer so the network's
                 // transaction ends (RFC 3261 §8.2.1).
                 let code = match request.method() {
                     Some(Method::Options) => 200,
@@ -320,6 +353,10 @@ impl Ue {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.reg.handle_timeout(now);
+        if self.regevent.poll_timeout().is_some_and(|t| t <= now) {
+            let net = self.net();
+            self.regevent.handle_timeout(&net, now);
+        }
         if self.calls.poll_timeout().is_some_and(|t| t <= now) {
             let net = self.net();
             self.calls.handle_timeout(&net, now);
@@ -350,6 +387,7 @@ impl Ue {
             self.tx.poll_timeout(),
             self.reg.poll_timeout(),
             self.calls.poll_timeout(),
+            self.regevent.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -374,6 +412,19 @@ impl Ue {
             registered: self.reg.is_registered(),
             pani: cfg.access_network_info.clone(),
             user_agent: cfg.user_agent.clone(),
+        }
+    }
+
+    /// TS 24.229 §5.1.1.7: the network ended our registration; drop it with its SAs (the
+    /// registration reports [`EventKind::DeregisteredByNetwork`]) and, if so configured,
+    /// register again after a `deactivated` one.
+    fn network_deregistration(&mut self, event: ContactEvent, now: Instant) {
+        if !self.reg.network_deregistered(event, now) {
+            return;
+        }
+        self.regevent.registration_gone(now);
+        if event == ContactEvent::Deactivated && self.config().reregister_on_deactivation {
+            self.reg.register(now);
         }
     }
 
@@ -402,6 +453,7 @@ impl Ue {
     /// Moves the registration's outputs into transactions, actions and events, and the
     /// transaction layer's events back into the registration, until both are quiet.
     fn pump(&mut self, now: Instant) {
+        let mut subscribe = false;
         loop {
             let mut progressed = false;
             while let Some(o) = self.reg.poll_output() {
@@ -418,7 +470,47 @@ impl Ue {
                         }
                     }
                     Output::Sa(a) => self.actions.push_back(a),
-                    Output::Event(e) => self.events.push_back(e),
+                    Output::Event(e) => {
+                        if let EventKind::Registered(r) = &e.kind {
+                            // TS 24.229 §5.1.1.3: subscribe after the initial registration;
+                            // after a re-registration only if the subscription is gone.
+                            subscribe |= r.procedure == crate::event::Procedure::Initial
+                                || !self.regevent.is_alive();
+                        }
+                        self.events.push_back(e);
+                    }
+                }
+            }
+            if !self.reg.is_registered() {
+                self.regevent.registration_gone(now);
+            } else if std::mem::take(&mut subscribe) && self.config().reg_event {
+                let net = self.net();
+                let preferred = self.config().calls.preferred_identity.clone();
+                self.regevent.subscribe(&net, preferred.as_deref());
+            }
+            while let Some(o) = self.regevent.poll_output() {
+                progressed = true;
+                match o {
+                    SubOut::Request(m, flow) => {
+                        self.sent_event(&m, flow, now);
+                        match self.tx.send_request(m, flow, now) {
+                            Ok(id) => {
+                                self.owners.insert(id, Owner::RegEvent);
+                                self.regevent.sent(id);
+                            }
+                            Err(e) => self.note(now, Note::CannotSend(e)),
+                        }
+                    }
+                    SubOut::Respond(id, m) => {
+                        if let Some(flow) = self.tx.flow(id) {
+                            self.sent_event(&m, flow, now);
+                        }
+                        if let Err(e) = self.tx.respond(id, m, now) {
+                            self.note(now, Note::CannotRespond(e));
+                        }
+                    }
+                    SubOut::Event(kind) => self.events.push_back(UeEvent { at: now, kind }),
+                    SubOut::NetworkDeregistration(event) => self.network_deregistration(event, now),
                 }
             }
             while let Some(o) = self.calls.poll_output() {
@@ -461,6 +553,8 @@ impl Ue {
                     TxEvent::Timeout { id, .. } | TxEvent::TransportError { id } => {
                         if self.owners.get(&id) == Some(&Owner::Registration) {
                             self.reg.handle_tx_failure(id, now);
+                        } else if self.owners.get(&id) == Some(&Owner::RegEvent) {
+                            self.regevent.handle_tx_failure(id, now);
                         } else if self.calls.owns(id) {
                             let net = self.net();
                             self.calls.handle_tx_failure(id, &net, now);

@@ -11,6 +11,8 @@ use sip::Method;
 use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
 
 use crate::call::{CallEnd, CallRef};
+use crate::regevent::{RegNotification, SubscriptionEnd};
+use crate::reginfo::{ContactEvent, RegInfoError};
 
 /// Why a registration procedure failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +57,9 @@ pub enum RegError {
     /// The shell stopped before the procedure ended.
     #[error("the UE host stopped")]
     HostStopped,
+    /// The network deregistered the UE meanwhile (reg event NOTIFY, TS 24.229 §5.1.1.7).
+    #[error("the network deregistered the UE")]
+    NetworkDeregistered,
 }
 
 /// Why a 401 could not be answered (TS 24.229 §5.1.1.5.1, RFC 3310 §3).
@@ -429,6 +434,26 @@ pub enum EventKind {
         from: String,
         /// the body as text
         text: String,
+    },
+    /// The reg event subscription was accepted (2xx to the SUBSCRIBE, TS 24.229
+    /// §5.1.1.3).
+    RegEventSubscribed {
+        /// the granted expiry, seconds
+        expires: u32,
+        /// a refresh (not the initial SUBSCRIBE)
+        refresh: bool,
+    },
+    /// A reg event NOTIFY arrived and was answered 200.
+    RegEventNotified(RegNotification),
+    /// A reg event NOTIFY's body could not be read (it was still answered 200).
+    RegEventBadBody(RegInfoError),
+    /// The reg event subscription is over.
+    RegEventEnded(SubscriptionEnd),
+    /// The network deregistered us (our contact `terminated` with this event in a reg
+    /// event NOTIFY, TS 24.229 §5.1.1.7): the registration and its SAs are gone.
+    DeregisteredByNetwork {
+        /// `deactivated` or `rejected`
+        event: ContactEvent,
     },
     /// Something worth a line in the ladder that is not a procedure's outcome (e.g. an
     /// unsolicited request answered 501, a datagram that could not be sent).

@@ -36,14 +36,21 @@
 //!   the P-CSCF's protected server port, initial ones with `Route: <sip:P-CSCF:port_ps;lr>`
 //!   and the Service-Route, in-dialog ones with the dialog's route set
 //!   ([`sip::dialog`]); the Contact is the registered one (protected server port).
-//!   Requests from the network that are not for a call or a MESSAGE are answered
-//!   (OPTIONS 200, anything else 501); SIP over UDP only for now.
+//!   Requests from the network that are not for a call, a MESSAGE or the reg event are
+//!   answered (OPTIONS 200, anything else 501); SIP over UDP only for now.
+//! - The reg event ([`regevent`], TS 24.229 §5.1.1.3): after the initial registration the
+//!   UE subscribes to its own IMPU (`Event: reg`, [`UeConfig::reg_event`]), refreshes the
+//!   subscription, ends it before deregistering, and obeys a NOTIFY that says the network
+//!   deregistered it (§5.1.1.7): registration and SAs are dropped at once, without a
+//!   de-REGISTER.
 
 pub mod call;
 pub mod config;
 pub mod core;
 pub mod event;
 pub mod fleet;
+pub mod regevent;
+pub mod reginfo;
 pub mod registration;
 pub mod shell;
 pub mod summary;
@@ -60,6 +67,11 @@ pub use event::{
 pub use fleet::{
     loopback_ip, numbered, register_many, run_scripts, FleetReport, ScriptError, Step,
     StepParseError, UeTimings,
+};
+pub use regevent::{RegNotification, SubscriptionEnd, SubscriptionState, SubscriptionStateError};
+pub use reginfo::{
+    ContactEvent, ContactInfo, ContactState, DocState, RegInfo, RegInfoError, RegistrationInfo,
+    RegistrationState,
 };
 pub use registration::{refresh_after, RegState, Registration, SaAction};
 pub use shell::{

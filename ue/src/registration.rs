@@ -1073,6 +1073,44 @@ impl Registration {
         self.call_id = sip::new_call_id(Some(&sip::uri::ip_host(self.cfg.local_ip)));
     }
 
+    /// The network ended the registration (a reg event NOTIFY with our contact
+    /// `terminated`, event `deactivated` or `rejected`; TS 24.229 §5.1.1.7): the UE removes
+    /// the registration and deletes its SAs at once, without a de-REGISTER, and a running
+    /// procedure is moot. Returns whether there was a registration to drop.
+    pub(crate) fn network_deregistered(
+        &mut self,
+        event: crate::reginfo::ContactEvent,
+        now: Instant,
+    ) -> bool {
+        if self.binding.is_none() {
+            return false;
+        }
+        if let Some(p) = self.proc.take() {
+            // whoever waits for the running procedure learns why it ends here
+            ev(
+                &mut self.out,
+                now,
+                EventKind::Failed {
+                    procedure: p.procedure,
+                    error: RegError::NetworkDeregistered,
+                },
+            );
+        }
+        self.binding = None;
+        self.auth = None;
+        ev(
+            &mut self.out,
+            now,
+            EventKind::DeregisteredByNetwork { event },
+        );
+        let gens: Vec<u64> = self.sets.iter().map(|e| e.generation).collect();
+        for g in gens {
+            self.delete_generation(g, now);
+        }
+        self.call_id = sip::new_call_id(Some(&sip::uri::ip_host(self.cfg.local_ip)));
+        true
+    }
+
     fn fail(&mut self, error: RegError, now: Instant) {
         let Some(p) = self.proc.take() else { return };
         if let Some(g) = p.new_set {

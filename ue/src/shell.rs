@@ -160,6 +160,8 @@ pub struct UeSnapshot {
     pub transactions: usize,
     /// calls in progress
     pub calls: Vec<(CallRef, CallPhase)>,
+    /// a reg event subscription is up or being set up
+    pub subscribed: bool,
 }
 
 /// A call or message command for the core.
@@ -637,6 +639,7 @@ async fn host_task(
                         sqn_ms: s.ue.registration().sqn_state().highest().value(),
                         transactions: s.ue.transaction_count(),
                         calls: s.ue.calls(),
+                        subscribed: s.ue.is_subscribed(),
                     });
                     let _ = tx.send(snap);
                 }

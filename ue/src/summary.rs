@@ -173,6 +173,20 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
             None => format!("✘ MESSAGE to {to}: no answer"),
         },
         EventKind::MessageReceived { from, text } => format!("✉ MESSAGE from {from}: {text:?}"),
+        EventKind::RegEventSubscribed { expires, refresh } => format!(
+            "✔ reg event {} for {expires} s",
+            if *refresh {
+                "subscription refreshed"
+            } else {
+                "subscribed"
+            }
+        ),
+        EventKind::RegEventNotified(n) => format!("   reg event NOTIFY: {n}"),
+        EventKind::RegEventBadBody(e) => format!("   reg event NOTIFY body unusable: {e}"),
+        EventKind::RegEventEnded(end) => format!("   reg event subscription {end}"),
+        EventKind::DeregisteredByNetwork { event } => {
+            format!("✘ deregistered by the network ({event}): registration and SAs dropped")
+        }
         EventKind::Note(n) => format!("   {n}"),
     };
     format!("{ms:>10.3} ms  {name:<8} {what}")

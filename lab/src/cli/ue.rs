@@ -247,6 +247,14 @@ pub struct RegisterArgs {
     /// the binding and delete its SAs: `--expires 60 --no-refresh --then pause:70000`).
     #[arg(long)]
     no_refresh: bool,
+    /// Do not subscribe to the own registration state (reg event, TS 24.229 §5.1.1.3)
+    /// after registering; without it the UE does not learn of a network deregistration.
+    #[arg(long)]
+    no_reg_event: bool,
+    /// When the network deactivates the registration (reg event NOTIFY, e.g. after an RTR
+    /// from the HSS), register again at once (TS 24.229 §5.1.1.7).
+    #[arg(long, conflicts_with = "no_reg_event")]
+    reregister_on_deactivation: bool,
     /// What to do after registering, comma-separated: reregister, deregister, expire
     /// (wait until the registration runs out; use with --no-refresh), `pause:<ms>`.
     /// Example: `--then reregister,pause:500,deregister`.
@@ -324,6 +332,8 @@ impl RegisterArgs {
         };
         cfg.expires = self.expires;
         cfg.auto_refresh = !self.no_refresh;
+        cfg.reg_event = !self.no_reg_event;
+        cfg.reregister_on_deactivation = self.reregister_on_deactivation;
         cfg.sa_grace = Duration::from_millis(self.sa_grace_ms);
         cfg.timers.t1 = Duration::from_millis(self.t1_ms.max(1));
         if self.instance.is_some() {

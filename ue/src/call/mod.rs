@@ -254,7 +254,8 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    fn via(&self) -> Via {
+    /// A Via for a new request from our local address, with `rport` (RFC 3581).
+    pub(crate) fn via(&self) -> Via {
         let mut v = Via::new(
             "UDP",
             &sip::uri::ip_host(self.local.ip()),
@@ -266,7 +267,7 @@ impl Net {
     }
 
     /// `<sip:P-CSCF:port_ps;lr>` then the Service-Route (TS 24.229 §5.1.2A.1.1).
-    fn initial_route(&self) -> String {
+    pub(crate) fn initial_route(&self) -> String {
         let r = self.flow.remote;
         let mut all = vec![format!(
             "<sip:{}:{};lr>",
@@ -278,7 +279,7 @@ impl Net {
     }
 
     /// The headers every request over the SA carries.
-    fn decorate(&self, mut b: RequestBuilder, extra_require: &[&str]) -> RequestBuilder {
+    pub(crate) fn decorate(&self, mut b: RequestBuilder, extra_require: &[&str]) -> RequestBuilder {
         let mut require: Vec<&str> = extra_require.to_vec();
         if let Some(v) = &self.verify {
             b = b

@@ -52,6 +52,9 @@ pub fn config() -> UeConfig {
     c.expires = 3600;
     c.sa_grace = Duration::from_secs(2);
     c.instance_id = Some("<urn:gsma:imei:35000000-000000-0>".into());
+    // These tests script the registration dialogue message by message; the reg event
+    // subscription that follows it is the subject of ue_regevent.rs, which turns it on.
+    c.reg_event = false;
     c
 }
 
@@ -225,7 +228,12 @@ pub fn deliver(ue: &mut Ue, resp: &Message, req_flow: Flow, now: Instant) {
 
 /// Runs the whole initial registration; returns the UE, the network and the time.
 pub fn registered() -> (Ue, Net, Instant, SaSet) {
-    let (mut ue, mut net, t0, r1, f1) = started(config());
+    registered_with(config())
+}
+
+/// [`registered`] with another configuration; the SA set gets backend id 41.
+pub fn registered_with(cfg: UeConfig) -> (Ue, Net, Instant, SaSet) {
+    let (mut ue, mut net, t0, r1, f1) = started(cfg);
     let c401 = net.challenge(&r1);
     let t1 = t0 + Duration::from_millis(3);
     deliver(&mut ue, &c401, f1, t1);
