@@ -644,15 +644,17 @@ fn message_reaches_the_other_ue_and_is_answered() {
 }
 
 /// An RTR from the HSS (TS 29.228 §6.2.1): the S-CSCF ends the registration, tells every
-/// subscriber of its reg event (the P-CSCF subscribed after the registration, TS 24.229
-/// §5.2.3), and the P-CSCF ends its registration too; the other UE stays registered.
+/// subscriber of its reg event (the P-CSCF and the UE subscribed after the registration,
+/// TS 24.229 §5.2.3, §5.1.1.3), the P-CSCF ends its registration and the UE drops its own
+/// and its SAs; the other UE stays registered.
 #[test]
 fn network_deregistration_reaches_the_p_cscf_through_the_reg_event() {
     use diameter::{avp, cmd, Avp};
     let mut lab = Lab::new(2);
     lab.register_all();
+    // The P-CSCF and each UE subscribed to each registration's reg event.
     assert_eq!(lab.node.pcscf().reg_event_subscriptions(), 2);
-    assert_eq!(lab.node.scscf().unwrap().subscription_count(), 2);
+    assert_eq!(lab.node.scscf().unwrap().subscription_count(), 4);
     assert_eq!(lab.node.pcscf().registration_count(), 2);
     let rtr = DMessage::request(diameter::app::CX, cmd::REGISTRATION_TERMINATION)
         .with(Avp::utf8(avp::SESSION_ID, "hss.ims.test;1;1"))
@@ -674,7 +676,12 @@ fn network_deregistration_reaches_the_p_cscf_through_the_reg_event() {
     assert!(lab.node.pcscf().registration(&impu(1)).is_none());
     assert!(lab.node.pcscf().registration(&impu(2)).is_some());
     assert_eq!(lab.node.pcscf().reg_event_subscriptions(), 1);
-    assert_eq!(lab.node.scscf().unwrap().subscription_count(), 1);
+    assert_eq!(lab.node.scscf().unwrap().subscription_count(), 2);
+    // UE1 heard `deactivated` in its own NOTIFY, over its SA, and dropped its registration
+    // and SAs without a REGISTER (TS 24.229 §5.1.1.7).
+    assert!(!lab.ue(1).is_registered());
+    assert!(lab.ue(1).current_set().is_none());
+    assert!(lab.ue(2).is_registered());
     // UE1 is unreachable now.
     let mark = lab.wire.len();
     let now = lab.now;

@@ -12,7 +12,9 @@
 
 use crate::core::{Scscf, Timer};
 use crate::registrar::Registration;
-use sip::reginfo::{ContactInfo, ContactState, RegInfo, RegState, RegistrationInfo};
+use sip::reginfo::{
+    ContactEvent, ContactInfo, ContactState, DocState, RegInfo, RegistrationInfo, RegistrationState,
+};
 use sip::transaction::TxId;
 use sip::{Message, Method, NameAddr, RequestBuilder, ResponseBuilder, Uri, Via};
 use std::time::{Duration, Instant};
@@ -59,13 +61,12 @@ pub enum RegChange {
 }
 
 impl RegChange {
-    fn contact_state(self) -> (&'static str, Option<&'static str>) {
+    fn contact_state(self) -> (&'static str, ContactEvent) {
         match self {
-            RegChange::None => ("active", None),
-            RegChange::Registered => ("active", Some("registered")),
-            RegChange::Unregistered => ("terminated", Some("unregistered")),
-            RegChange::Expired => ("terminated", Some("expired")),
-            RegChange::Deactivated => ("terminated", Some("deactivated")),
+            RegChange::None | RegChange::Registered => ("active", ContactEvent::Registered),
+            RegChange::Unregistered => ("terminated", ContactEvent::Unregistered),
+            RegChange::Expired => ("terminated", ContactEvent::Expired),
+            RegChange::Deactivated => ("terminated", ContactEvent::Deactivated),
         }
     }
 }
@@ -116,9 +117,9 @@ pub fn reginfo(reg: &Registration, version: u32, change: RegChange, now: Instant
             aor: (*aor).clone(),
             id: format!("r{i}"),
             state: if terminated {
-                RegState::Terminated
+                RegistrationState::Terminated
             } else {
-                RegState::Active
+                RegistrationState::Active
             },
             contacts: reg
                 .bindings
@@ -131,7 +132,7 @@ pub fn reginfo(reg: &Registration, version: u32, change: RegChange, now: Instant
                     } else {
                         ContactState::Active
                     },
-                    event: event.unwrap_or("registered").to_string(),
+                    event,
                     expires: (!terminated).then(|| {
                         let left = b.expires_at.saturating_duration_since(now).as_secs();
                         u32::try_from(left).unwrap_or(u32::MAX)
@@ -145,7 +146,7 @@ pub fn reginfo(reg: &Registration, version: u32, change: RegChange, now: Instant
         .collect();
     RegInfo {
         version,
-        full: true,
+        state: DocState::Full,
         registrations,
     }
 }
@@ -360,11 +361,11 @@ impl Scscf {
             Some(r) => reginfo(r, version, change, now),
             None => RegInfo {
                 version,
-                full: true,
+                state: DocState::Full,
                 registrations: vec![RegistrationInfo {
                     aor: s.impu.clone(),
                     id: "r0".into(),
-                    state: RegState::Terminated,
+                    state: RegistrationState::Terminated,
                     contacts: Vec::new(),
                 }],
             },

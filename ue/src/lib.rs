@@ -50,7 +50,6 @@ pub mod core;
 pub mod event;
 pub mod fleet;
 pub mod regevent;
-pub mod reginfo;
 pub mod registration;
 pub mod shell;
 pub mod summary;
@@ -69,12 +68,14 @@ pub use fleet::{
     StepParseError, UeTimings,
 };
 pub use regevent::{RegNotification, SubscriptionEnd, SubscriptionState, SubscriptionStateError};
-pub use reginfo::{
-    ContactEvent, ContactInfo, ContactState, DocState, RegInfo, RegInfoError, RegistrationInfo,
-    RegistrationState,
-};
 pub use registration::{refresh_after, RegState, Registration, SaAction};
 pub use shell::{
     run, ue_tag, HostEvent, IoConfig, UeHandle, UeHost, UeHostError, UeSnapshot, UE_TAG,
+};
+/// The reg event document, shared with the S-CSCF that writes it and the P-CSCF.
+pub use sip::reginfo;
+pub use sip::reginfo::{
+    ContactEvent, ContactInfo, ContactState, DocState, RegInfo, RegInfoError, RegistrationInfo,
+    RegistrationState,
 };
 pub use summary::{ladder_line, summarize};

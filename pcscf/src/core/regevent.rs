@@ -94,7 +94,8 @@ impl Pcscf {
             self.simple(tx, req, 481, now);
             return true;
         }
-        let info = match RegInfo::parse(req.body()) {
+        let body = std::str::from_utf8(req.body()).unwrap_or_default();
+        let info = match RegInfo::parse(body) {
             Ok(i) => i,
             Err(e) => {
                 tracing::debug!("reg event NOTIFY body: {e}");
