@@ -104,7 +104,9 @@ impl CxError {
     }
 }
 
-fn base(id: &CxIdentity, session_id: &str, code: u32, impi: &str, impu: &str) -> Message {
+/// What every Cx request of ours starts with (TS 29.229 §6.1: session, application,
+/// origin, destination realm).
+fn header(id: &CxIdentity, session_id: &str, code: u32) -> Message {
     Message::request(app::CX, code)
         .with(Avp::utf8(avp::SESSION_ID, session_id))
         .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
@@ -115,6 +117,10 @@ fn base(id: &CxIdentity, session_id: &str, code: u32, impi: &str, impu: &str) ->
         .with(Avp::utf8(avp::ORIGIN_HOST, &id.origin_host))
         .with(Avp::utf8(avp::ORIGIN_REALM, &id.origin_realm))
         .with(Avp::utf8(avp::DESTINATION_REALM, &id.destination_realm))
+}
+
+fn base(id: &CxIdentity, session_id: &str, code: u32, impi: &str, impu: &str) -> Message {
+    header(id, session_id, code)
         .with(Avp::utf8(avp::USER_NAME, impi))
         .with(Avp::utf8(avp::PUBLIC_IDENTITY, impu))
         .with(Avp::utf8(avp::SERVER_NAME, &id.server_name))
@@ -152,17 +158,7 @@ pub fn sar(id: &CxIdentity, session_id: &str, impi: &str, impu: &str, kind: i32)
 /// LIR (TS 29.229 §6.1.5): which S-CSCF serves `impu`, asked for a callee we hold no
 /// registration of. No User-Name: a location request names only the public identity.
 pub fn lir(id: &CxIdentity, session_id: &str, impu: &str) -> Message {
-    Message::request(app::CX, cmd::LOCATION_INFO)
-        .with(Avp::utf8(avp::SESSION_ID, session_id))
-        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
-        .with(Avp::enumerated(
-            avp::AUTH_SESSION_STATE,
-            NO_STATE_MAINTAINED,
-        ))
-        .with(Avp::utf8(avp::ORIGIN_HOST, &id.origin_host))
-        .with(Avp::utf8(avp::ORIGIN_REALM, &id.origin_realm))
-        .with(Avp::utf8(avp::DESTINATION_REALM, &id.destination_realm))
-        .with(Avp::utf8(avp::PUBLIC_IDENTITY, impu))
+    header(id, session_id, cmd::LOCATION_INFO).with(Avp::utf8(avp::PUBLIC_IDENTITY, impu))
 }
 
 /// What an LIA says of the callee (TS 29.229 §6.1.6).

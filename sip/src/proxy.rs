@@ -589,6 +589,23 @@ pub fn on_cancel(
     Ok(invite)
 }
 
+/// Fires Timer C of `branches` (§16.8): CANCELs the branches it says to, abandons the
+/// client transactions of those that did not even answer their CANCEL, and returns their
+/// decisions (a 408 upstream once every branch has ended) for the core to carry out.
+pub fn timer_c(txs: &mut Transactions, branches: &mut Branches, now: Instant) -> Vec<Decision> {
+    let due = branches.handle_timeout(now);
+    for c in due.cancel {
+        let _ = cancel_branch(txs, c, now);
+    }
+    due.give_up
+        .into_iter()
+        .map(|c| {
+            txs.abandon(c);
+            branches.failed(c, 408)
+        })
+        .collect()
+}
+
 /// A flow toward `to` for forwarding: from `local` when the core must choose its socket
 /// (a protected port), else from whatever the shell picks.
 pub fn flow_to(local: Option<SocketAddr>, to: SocketAddr, protocol: Protocol) -> Flow {

@@ -423,13 +423,7 @@ impl Pcscf {
 
     /// Timer C of the forwarded INVITEs.
     pub(super) fn branch_timers(&mut self, now: Instant) {
-        let due = self.branches.handle_timeout(now);
-        for c in due.cancel {
-            let _ = proxy::cancel_branch(&mut self.tx, c, now);
-        }
-        for c in due.give_up {
-            self.tx.abandon(c);
-            let d = self.branches.failed(c, 408);
+        for d in proxy::timer_c(&mut self.tx, &mut self.branches, now) {
             self.carry_out(d, now);
         }
     }
