@@ -371,9 +371,22 @@ struct Ctx {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TimerKind {
-    Challenge { impi: String, id: u64 },
-    Expiry { impu: String, generation: u64 },
-    DeleteSa { id: SetId },
+    Challenge {
+        impi: String,
+        id: u64,
+    },
+    Expiry {
+        impu: String,
+        generation: u64,
+    },
+    /// The network deregistered it; the grace for the UE's own NOTIFY is over.
+    Deactivated {
+        impu: String,
+        generation: u64,
+    },
+    DeleteSa {
+        id: SetId,
+    },
 }
 
 /// The methods this P-CSCF implements (`Allow`).
@@ -693,6 +706,15 @@ impl Pcscf {
                     if due {
                         // The S-CSCF expires its own binding; we only drop ours.
                         self.end_registration(&impu, "timeout", now);
+                    }
+                }
+                TimerKind::Deactivated { impu, generation } => {
+                    let due = self
+                        .regs
+                        .get(&impu)
+                        .is_some_and(|r| r.generation == generation);
+                    if due {
+                        self.end_registration(&impu, "network", now);
                     }
                 }
                 TimerKind::DeleteSa { id } => {

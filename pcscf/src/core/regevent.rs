@@ -76,6 +76,28 @@ impl Pcscf {
         self.reg_subs.remove(impu);
     }
 
+    /// The network ended `impu`'s registration: it ends here after the retire grace, not
+    /// at once, so that the S-CSCF's NOTIFY to the UE itself (on its way now, perhaps
+    /// behind ours) still finds the registration and its SA (TS 24.229 §5.2.5.2: the SAs
+    /// go after the UE has been told).
+    fn deactivate(&mut self, impu: &str, now: Instant) {
+        let generation = self.next_seq();
+        let Some(reg) = self.regs.get_mut(impu) else {
+            return;
+        };
+        reg.generation = generation;
+        let at = now + self.cfg.retire_grace;
+        reg.expires_at = at;
+        self.forget_reg_event(impu);
+        self.set_timer(
+            at,
+            TimerKind::Deactivated {
+                impu: impu.to_string(),
+                generation,
+            },
+        );
+    }
+
     /// A NOTIFY from the S-CSCF for one of our subscriptions: answered 200 (481 when we
     /// know no such subscription), and every registration it says is terminated ends here,
     /// its SAs retired (TS 24.229 §5.2.3, §5.2.5.2). `false` when it is not ours to take.
@@ -113,7 +135,7 @@ impl Pcscf {
             .map(|(impu, _)| impu.clone())
             .collect();
         for impu in ended {
-            self.end_registration(&impu, "network", now);
+            self.deactivate(&impu, now);
         }
         true
     }

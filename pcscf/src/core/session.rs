@@ -206,7 +206,13 @@ impl Pcscf {
             }
             return;
         }
-        if self.is_from_upstream(&flow) && via_sa.is_none() {
+        // From the S-CSCF's address, unless a UE registered from exactly there (a lab with
+        // SIPp and the S-CSCF on one loopback IP): the S-CSCF is recognised by IP alone,
+        // since over TCP it may open connections from any port.
+        let from_core = via_sa.is_none()
+            && self.is_from_upstream(&flow)
+            && self.originator(&flow, None).is_none();
+        if from_core {
             if self.on_reg_notify(id, &req, now) {
                 return;
             }
