@@ -208,6 +208,13 @@ pub struct CallStep {
     /// CPU seconds (user + system) of the CSCF processes during the step, by process:
     /// `pcscf`, and `kamailio` (all its processes) for [`System::Kamailio`].
     pub cpu: Vec<(&'static str, f64)>,
+    /// UDP datagrams the host's kernel dropped for full receive buffers during the step
+    /// (`RcvbufErrors` of `/proc/net/snmp`, host-wide: other processes count too). A lost
+    /// ACK or BYE fails a call without any process being at fault.
+    pub udp_drops: u64,
+    /// Of those, the drops at the CSCFs' own SIP sockets (`/proc/net/udp`): requests the
+    /// CSCF did not read in time.
+    pub cscf_drops: u64,
     /// The first lines of SIPp's error trace when something failed.
     pub error: Option<String>,
 }
@@ -390,6 +397,11 @@ impl Sut {
                 // per message.
                 kc.debug = 1;
                 kc.children = opts.kamailio_children;
+                // tm holds each transaction in shared memory for 5 s after it ends: the
+                // fixture's 64 MB runs out near 2,000 calls in flight ("out of mem" in
+                // build_cell, 500 to the caller), which would measure the fixture, not
+                // Kamailio.
+                kc.shm_mb = 1024;
                 // The P-CSCF tells the S-CSCF from UEs by IP address alone
                 // (`is_from_upstream`): Kamailio must not share 127.0.0.1 with SIPp.
                 kc.listen_ip = KAMAILIO_IP.into();
@@ -474,6 +486,8 @@ impl Sut {
         .context("start the SIPp UAS")?;
         // The UAS must be bound before the first INVITE reaches its port.
         std::thread::sleep(Duration::from_millis(300));
+        let drops_before = udp_rcvbuf_errors();
+        let cscf_before = udp_socket_drops(&self.sockets());
         let before = self.cpu();
         let uac = SippLoad {
             scenario: testkit::sipp::call_uac_scenario(&caller, &callee, opts.hold),
@@ -494,6 +508,8 @@ impl Sut {
         .context("SIPp UAC")?;
         let uas = uas.finish(Duration::from_secs(5)).context("SIPp UAS")?;
         let after = self.cpu();
+        let udp_drops = udp_rcvbuf_errors().saturating_sub(drops_before);
+        let cscf_drops = udp_socket_drops(&self.sockets()).saturating_sub(cscf_before);
         let cpu = after
             .iter()
             .zip(&before)
@@ -534,8 +550,17 @@ impl Sut {
             p50: percentile(&times, 0.50),
             p99: percentile(&times, 0.99),
             cpu,
+            udp_drops,
+            cscf_drops,
             error,
         })
+    }
+
+    /// The CSCFs' SIP UDP sockets.
+    fn sockets(&self) -> Vec<SocketAddr> {
+        let mut v = vec![self.sip];
+        v.extend(self.kamailio.as_ref().map(|k| k.sip_addr()));
+        v
     }
 
     fn stop(mut self) {
@@ -553,6 +578,55 @@ fn first_lines(errors: &str, output: &str) -> String {
         errors
     };
     src.lines().take(6).collect::<Vec<_>>().join("\n")
+}
+
+/// The host's UDP `RcvbufErrors` so far (0 when unreadable).
+fn udp_rcvbuf_errors() -> u64 {
+    std::fs::read_to_string("/proc/net/snmp")
+        .ok()
+        .and_then(|s| snmp_udp_field(&s, "RcvbufErrors"))
+        .unwrap_or(0)
+}
+
+/// Datagrams dropped so far at the UDP sockets bound to `addrs` (the `drops` column of
+/// `/proc/net/udp`).
+fn udp_socket_drops(addrs: &[SocketAddr]) -> u64 {
+    std::fs::read_to_string("/proc/net/udp")
+        .map(|t| proc_net_udp_drops(&t, addrs))
+        .unwrap_or(0)
+}
+
+/// Sum of the `drops` column (the last) of `/proc/net/udp` rows whose local address is one
+/// of `addrs` (a wildcard-bound socket matches by port). The kernel prints an IPv4 address
+/// as the hex of its in-memory (network order) word read natively, the port in host order.
+fn proc_net_udp_drops(table: &str, addrs: &[SocketAddr]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (ip, port) = f.get(1)?.split_once(':')?;
+            let ip = std::net::Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes());
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let ours = addrs.iter().any(|a| {
+                a.port() == port && (a.ip() == std::net::IpAddr::V4(ip) || ip.is_unspecified())
+            });
+            if !ours {
+                return None;
+            }
+            f.last()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// One counter of the `Udp:` lines of `/proc/net/snmp` (a header line of names, then a
+/// line of values).
+fn snmp_udp_field(snmp: &str, name: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let names = udp.next()?;
+    let values = udp.next()?;
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// utime + stime of `pids` in seconds (Linux `/proc/<pid>/stat`, fields 14 and 15, in
@@ -665,7 +739,7 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<9} {:>8} {:>7} {:>7} {:>7} {:>10.0} {:>6.2}ms {:>6.2}ms {:>7.2}s {:>7.2}s {:>12.0}",
+            "{:<9} {:>8} {:>7} {:>7} {:>7} {:>10.0} {:>6.2}ms {:>6.2}ms {:>7.2}s {:>7.2}s {:>12.0} {:>12}",
             s.system.label(),
             s.offered,
             s.calls,
@@ -676,7 +750,8 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
             s.p99.as_secs_f64() * 1e3,
             p,
             k,
-            s.per_core_second()
+            s.per_core_second(),
+            format!("{}/{}", s.cscf_drops, s.udp_drops)
         );
         if let Some(e) = &s.error {
             for l in e.lines().take(8) {
@@ -687,7 +762,7 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
     let _ = writeln!(
         out,
         "(cpu P = pcscf process; cpu S = Kamailio's processes, for ours the S-CSCF is inside cpu P; \
-         calls/core-s = completed calls / (cpu P + cpu S))"
+         calls/core-s = completed calls / (cpu P + cpu S); drops C/host = UDP receive-buffer drops at the CSCF sockets / on the whole host)"
     );
     let ours = best_step(steps, System::Ours);
     let kam = best_step(steps, System::Kamailio);
@@ -746,6 +821,40 @@ mod tests {
     }
 
     #[test]
+    fn udp_drops_from_proc_net_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    Udp: 100 2 7 90 5 0\n\
+                    UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    UdpLite: 0 0 0 0 9 0\n";
+        assert_eq!(snmp_udp_field(snmp, "RcvbufErrors"), Some(5));
+        assert_eq!(snmp_udp_field(snmp, "InErrors"), Some(7));
+        assert_eq!(snmp_udp_field(snmp, "Nope"), None);
+        assert_eq!(snmp_udp_field("Udp: A B\n", "A"), None);
+    }
+
+    #[test]
+    fn socket_drops_from_proc_net_udp() {
+        // 127.0.0.1:5060 (drops 3), 127.0.0.2:5060 (drops 4), 0.0.0.0:6000 (drops 5).
+        let lo = u32::from_ne_bytes([127, 0, 0, 1]);
+        let lo2 = u32::from_ne_bytes([127, 0, 0, 2]);
+        let table = format!(
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             1: {lo:08X}:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 1 2 0000000000000000 3\n\
+             2: {lo2:08X}:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 1 2 0000000000000000 4\n\
+             3: 00000000:1770 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 1 2 0000000000000000 5\n"
+        );
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(proc_net_udp_drops(&table, &[a("127.0.0.1:5060")]), 3);
+        assert_eq!(
+            proc_net_udp_drops(&table, &[a("127.0.0.1:5060"), a("127.0.0.2:5060")]),
+            7
+        );
+        assert_eq!(proc_net_udp_drops(&table, &[a("127.0.0.1:6000")]), 5);
+        assert_eq!(proc_net_udp_drops(&table, &[a("127.0.0.1:5061")]), 0);
+    }
+
+    #[test]
     fn best_step_has_no_failures() {
         let step = |system, offered, achieved, failed| CallStep {
             system,
@@ -757,6 +866,8 @@ mod tests {
             p50: Duration::from_millis(1),
             p99: Duration::from_millis(2),
             cpu: vec![("pcscf", 0.5), ("kamailio", 1.5)],
+            udp_drops: 0,
+            cscf_drops: 0,
             error: None,
         };
         let steps = vec![
