@@ -212,9 +212,9 @@ pub struct CallStep {
     /// (`RcvbufErrors` of `/proc/net/snmp`, host-wide: other processes count too). A lost
     /// ACK or BYE fails a call without any process being at fault.
     pub udp_drops: u64,
-    /// Of those, the drops at the CSCFs' own SIP sockets (`/proc/net/udp`): requests the
-    /// CSCF did not read in time.
-    pub cscf_drops: u64,
+    /// Of those, the drops at the CSCFs' own SIP sockets (`/proc/net/udp`), by process as
+    /// in `cpu`: messages the CSCF did not read in time.
+    pub cscf_drops: Vec<(&'static str, u64)>,
     /// The first lines of SIPp's error trace when something failed.
     pub error: Option<String>,
 }
@@ -228,6 +228,15 @@ impl CallStep {
     /// Completed calls per CPU second of the CSCF processes.
     pub fn per_core_second(&self) -> f64 {
         self.ok as f64 / self.cpu_total().max(1e-9)
+    }
+
+    /// Drops at one CSCF's socket during the step, by process name.
+    pub fn drops_of(&self, name: &str) -> u64 {
+        self.cscf_drops
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, d)| d)
+            .sum()
     }
 
     /// CPU seconds of one process, by name.
@@ -487,7 +496,7 @@ impl Sut {
         // The UAS must be bound before the first INVITE reaches its port.
         std::thread::sleep(Duration::from_millis(300));
         let drops_before = udp_rcvbuf_errors();
-        let cscf_before = udp_socket_drops(&self.sockets());
+        let cscf_before = self.socket_drops();
         let before = self.cpu();
         let uac = SippLoad {
             scenario: testkit::sipp::call_uac_scenario(&caller, &callee, opts.hold),
@@ -509,7 +518,12 @@ impl Sut {
         let uas = uas.finish(Duration::from_secs(5)).context("SIPp UAS")?;
         let after = self.cpu();
         let udp_drops = udp_rcvbuf_errors().saturating_sub(drops_before);
-        let cscf_drops = udp_socket_drops(&self.sockets()).saturating_sub(cscf_before);
+        let cscf_drops = self
+            .socket_drops()
+            .into_iter()
+            .zip(&cscf_before)
+            .map(|((n, a), (_, b))| (n, a.saturating_sub(*b)))
+            .collect();
         let cpu = after
             .iter()
             .zip(&before)
@@ -556,10 +570,12 @@ impl Sut {
         })
     }
 
-    /// The CSCFs' SIP UDP sockets.
-    fn sockets(&self) -> Vec<SocketAddr> {
-        let mut v = vec![self.sip];
-        v.extend(self.kamailio.as_ref().map(|k| k.sip_addr()));
+    /// Drops so far at the CSCFs' SIP UDP sockets, by process.
+    fn socket_drops(&self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![("pcscf", udp_socket_drops(&[self.sip]))];
+        if let Some(k) = &self.kamailio {
+            v.push(("kamailio", udp_socket_drops(&[k.sip_addr()])));
+        }
         v
     }
 
@@ -719,7 +735,7 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<9} {:>8} {:>7} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "{:<9} {:>8} {:>7} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12} {:>14}",
         "system",
         "offered",
         "calls",
@@ -730,7 +746,8 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
         "p99",
         "cpu P",
         "cpu S",
-        "calls/core-s"
+        "calls/core-s",
+        "drops P/S/host"
     );
     for s in steps {
         let (p, k) = match s.system {
@@ -739,7 +756,7 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<9} {:>8} {:>7} {:>7} {:>7} {:>10.0} {:>6.2}ms {:>6.2}ms {:>7.2}s {:>7.2}s {:>12.0} {:>12}",
+            "{:<9} {:>8} {:>7} {:>7} {:>7} {:>10.0} {:>6.2}ms {:>6.2}ms {:>7.2}s {:>7.2}s {:>12.0} {:>14}",
             s.system.label(),
             s.offered,
             s.calls,
@@ -751,7 +768,12 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
             p,
             k,
             s.per_core_second(),
-            format!("{}/{}", s.cscf_drops, s.udp_drops)
+            format!(
+                "{}/{}/{}",
+                s.drops_of("pcscf"),
+                s.drops_of("kamailio"),
+                s.udp_drops
+            )
         );
         if let Some(e) = &s.error {
             for l in e.lines().take(8) {
@@ -762,7 +784,7 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
     let _ = writeln!(
         out,
         "(cpu P = pcscf process; cpu S = Kamailio's processes, for ours the S-CSCF is inside cpu P; \
-         calls/core-s = completed calls / (cpu P + cpu S); drops C/host = UDP receive-buffer drops at the CSCF sockets / on the whole host)"
+         calls/core-s = completed calls / (cpu P + cpu S); drops P/S/host = UDP receive-buffer drops at the pcscf socket / Kamailio's / on the whole host)"
     );
     let ours = best_step(steps, System::Ours);
     let kam = best_step(steps, System::Kamailio);
@@ -892,7 +914,7 @@ mod tests {
             p99: Duration::from_millis(2),
             cpu: vec![("pcscf", 0.5), ("kamailio", 1.5)],
             udp_drops: 0,
-            cscf_drops: 0,
+            cscf_drops: Vec::new(),
             error: None,
         };
         let steps = vec![

@@ -46,8 +46,10 @@ enum BenchCommand {
         /// Most calls in one step.
         #[arg(long, default_value_t = 25000, value_parser = clap::value_parser!(u32).range(1..=200000))]
         max_calls: u32,
-        /// Milliseconds between ACK and BYE.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60000))]
+        /// Milliseconds between ACK and BYE. Not 0: over UDP a proxy with several
+        /// workers (Kamailio) may pass a BYE sent right after the ACK ahead of it, and
+        /// SIPp's UAS fails a call whose BYE comes first.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60000))]
         hold_ms: u64,
         /// Our `pcscf` binary. Default: `pcscf` next to this `imslab` (cargo build
         /// --release -p pcscf --bin pcscf), else on $PATH.
