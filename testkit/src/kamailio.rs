@@ -21,6 +21,13 @@
 //!   proxy-mode P-CSCF in front works). Re-registration re-runs the
 //!   challenge (Kamailio challenges every REGISTER); `Expires: 0` deregisters
 //!   (SAR user-deregistration). Wrong RES → `403`.
+//! - Calls (minimal, for the P-CSCF proxy-mode tests and `imslab bench calls`): an
+//!   initial request from the P-CSCF (Route: the caller's Service-Route, which
+//!   `loose_route()` consumes) goes to the callee's registered contact by `lookup()` of
+//!   ims_registrar_scscf, through the callee's stored Path (its P-CSCF); INVITE,
+//!   SUBSCRIBE and REFER are Record-Routed, everything is relayed statefully
+//!   (`t_relay`). In-dialog requests follow their Route set (`loose_route`). An unknown
+//!   callee gets 404, a known one without a usable contact 480. No iFC, no AS.
 //! - OPTIONS addressed to the S-CSCF itself is a readiness probe:
 //!   `200 HSS peer open` when cdp's peer is Open, else `503`
 //!   ([`Kamailio::probe`], [`Kamailio::wait_hss_open`]).
@@ -92,6 +99,15 @@ pub fn module_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/x86_64-linux-gnu/kamailio/modules"))
 }
 
+/// `true` if `kamailio` and every S-CSCF module are present; says nothing either way
+/// (tools that measure Kamailio only when it is there).
+pub fn scscf_available() -> bool {
+    crate::find_bin("kamailio").is_some()
+        && SCSCF_MODULES
+            .iter()
+            .all(|m| module_dir().join(format!("{m}.so")).is_file())
+}
+
 /// `true` if `kamailio` and every S-CSCF module are present, else the
 /// skip-or-fail policy (see [`crate::policy`]) and `false`.
 pub fn require_scscf() -> bool {
@@ -119,8 +135,15 @@ pub struct ScscfConfig {
     pub sip_port: u16,
     /// cdp acceptor port (incoming Diameter, e.g. RTR from the HSS); 0 = pick.
     pub cdp_port: u16,
-    /// Kamailio `debug` level (2 = info, 3 = debug).
+    /// Kamailio `debug` level (2 = info, one log line per request; 1 = warnings only,
+    /// what a load test wants; 3 = debug).
     pub debug: i8,
+    /// SIP worker processes per UDP socket (`children`); the TCP workers stay at 1.
+    pub children: u32,
+    /// Shared memory in MB (`-m`). tm keeps every transaction there for its wait time
+    /// (5 s after completion): 64 MB runs out after about 2,000 calls in flight, so load
+    /// tests give more.
+    pub shm_mb: u32,
     /// `default_expires` of ims_registrar_scscf (seconds).
     pub default_expires: u32,
     /// `min_expires` (seconds).
@@ -140,7 +163,7 @@ pub struct ScscfConfig {
 impl ScscfConfig {
     /// Defaults for an HSS listening on `localhost:hss_port`: domain and
     /// realms `ims.lab`, S-CSCF `scscf.ims.lab`, free loopback ports, qop
-    /// `auth`, expires 3600 (min 10, max 7200).
+    /// `auth`, expires 3600 (min 10, max 7200), 2 UDP workers, 64 MB shared memory.
     pub fn new(hss_port: u16) -> Self {
         Self {
             domain: "ims.lab".into(),
@@ -153,6 +176,8 @@ impl ScscfConfig {
             sip_port: 0,
             cdp_port: 0,
             debug: 2,
+            children: 2,
+            shm_mb: 64,
             default_expires: 3600,
             min_expires: 10,
             max_expires: 7200,
@@ -175,6 +200,7 @@ impl ScscfConfig {
             SCSCF_CFG_TEMPLATE,
             &[
                 ("DEBUG", self.debug.to_string()),
+                ("CHILDREN", self.children.max(1).to_string()),
                 ("LISTEN_IP", self.listen_ip.to_string()),
                 ("SIP_PORT", self.sip_port.to_string()),
                 ("DOMAIN", self.domain.clone()),
@@ -277,7 +303,7 @@ impl Kamailio {
             .arg(run_dir.join("kamailio.pid"))
             .arg("-w")
             .arg(dir.path())
-            .args(["-m", "64", "-M", "8"])
+            .args(["-m", &config.shm_mb.max(16).to_string(), "-M", "8"])
             .current_dir(dir.path());
         let mut guard = ChildGuard::spawn("kamailio", &mut cmd, &dir.join("kamailio.log"))?;
 
@@ -343,6 +369,12 @@ impl Kamailio {
     /// Kamailio's log so far (stderr, `-E`).
     pub fn log(&self) -> String {
         self.guard.log()
+    }
+
+    /// Pid of Kamailio's main process, also its process group: its forked workers are
+    /// the other members ([`crate::group_members`]).
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
     }
 
     /// The process guard (pid, log waits, signals).
@@ -445,6 +477,10 @@ mod tests {
         c.cdp_port = 3869;
         let (cfg, xml) = c.render(Path::new("/tmp/x.xml"));
         assert!(cfg.contains("listen=udp:127.0.0.1:5060"));
+        assert!(cfg.contains("\nchildren=2\n"));
+        // Calls: callee found by lookup() (with its Path), Record-Route, stateful relay.
+        assert!(cfg.contains("lookup(\"location\")") && cfg.contains("record_route()"));
+        assert!(cfg.contains("t_relay()") && cfg.contains("loose_route()"));
         assert!(cfg.contains("save(\"REG_SAR_REPLY\", \"location\", \"0\", \"0\")"));
         assert!(xml.contains("<Peer FQDN=\"localhost\" Realm=\"ims.lab\" port=\"3868\"/>"));
         assert!(xml.contains("<Auth id=\"16777216\" vendor=\"10415\"/>"));

@@ -12,6 +12,11 @@
 //!   initial registration, a re-registration (same Call-ID, higher CSeq) and a
 //!   deregistration (`Expires: 0`).
 //! - `options-uac.xml` — OPTIONS → 200 ([`options_scenario`]).
+//! - `call-uac.xml`, `call-uas.xml` — a basic call and its answerer
+//!   ([`call_uac_scenario`], [`CALL_UAS_SCENARIO`]). The UAC logs each call's INVITE → 200
+//!   time in microseconds (SIPp's own response-time statistics count whole
+//!   milliseconds); [`SippLoad`] runs either at a fixed rate for a bounded number of
+//!   calls and reads those times and SIPp's final counters.
 //!
 //! SIPp 3.6.1 facts:
 //! - AKA keys must be written as `\xNN` bytes in the scenario
@@ -440,6 +445,217 @@ pub fn write_scenario(dir: &Path, name: &str, scenario: &str) -> Result<PathBuf,
     Ok(p)
 }
 
+/// A bounded load run: one SIPp process placing (`rate` set) or answering (`rate` unset)
+/// up to `calls` calls, e.g. the UAC and UAS of `imslab bench calls`. Unlike [`Sipp::run`]
+/// it returns at once ([`SippLoad::spawn`]) so that a UAS can be started before its UAC.
+#[derive(Clone, Debug)]
+pub struct SippLoad {
+    /// Scenario XML text (already rendered).
+    pub scenario: String,
+    /// Remote `ip:port` (for a UAS only its IP matters: SIPp binds there).
+    pub target: SocketAddr,
+    /// Local port (`-p`), e.g. the one the UE registered from.
+    pub local_port: u16,
+    /// Transport.
+    pub transport: Transport,
+    /// Calls to place or answer (`-m`); SIPp exits after that many.
+    pub calls: u32,
+    /// New calls per second (`-r`); `None` for a UAS.
+    pub rate: Option<u32>,
+    /// Most calls open at once (`-l`): a slow system under test lowers the achieved rate
+    /// instead of piling up calls without bound.
+    pub max_open: Option<u32>,
+    /// SIPp's `-timeout` for the whole run (exit code non-zero when reached).
+    pub timeout: Duration,
+    /// A call waiting longer than this for an expected message fails (`-recv_timeout`).
+    pub recv_timeout: Duration,
+}
+
+/// A running [`SippLoad`]. Dropping it kills SIPp.
+#[derive(Debug)]
+pub struct LoadRun {
+    guard: ChildGuard,
+    dir: TestDir,
+    bound: Duration,
+}
+
+/// What a [`LoadRun`] did, from SIPp's final statistics and its `<log>` lines.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOutcome {
+    /// SIPp's exit code (`None` when killed: it did not finish in time).
+    pub exit_code: Option<i32>,
+    /// Calls that completed their scenario (`SuccessfulCall(C)`).
+    pub successful: u64,
+    /// Calls that failed (`FailedCall(C)`): unexpected message, timeout, retransmissions
+    /// exhausted.
+    pub failed: u64,
+    /// Per-call set-up times logged by the scenario ([`parse_setup_log`]).
+    pub setups: Vec<SetupTime>,
+    /// Tail of `-trace_err` (unexpected messages), for the report.
+    pub errors: String,
+    /// Tail of SIPp's own output.
+    pub output: String,
+}
+
+/// One call's set-up, as logged by `call-uac.xml`: INVITE sent, 200 received
+/// (microseconds since the Unix epoch, SIPp's `gettimeofday`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetupTime {
+    /// When the INVITE went out.
+    pub invite_us: u64,
+    /// When its 200 came back.
+    pub answer_us: u64,
+}
+
+impl SetupTime {
+    /// INVITE → 200.
+    pub fn duration(&self) -> Duration {
+        Duration::from_micros(self.answer_us.saturating_sub(self.invite_us))
+    }
+}
+
+impl SippLoad {
+    /// Starts SIPp. Errors only when it cannot be started at all.
+    pub fn spawn(&self) -> Result<LoadRun, Error> {
+        let bin = bin().ok_or_else(|| Error::Failed {
+            what: "find sipp".into(),
+            detail: "not installed (apt-get install sip-tester)".into(),
+        })?;
+        let dir = TestDir::new("sipp-load")?;
+        let scen = dir.write("scenario.xml", &self.scenario)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(self.target.to_string())
+            .arg("-sf")
+            .arg(&scen)
+            .args(["-m", &self.calls.to_string(), "-nostdin"])
+            .arg("-i")
+            .arg(self.target.ip().to_string())
+            .arg("-p")
+            .arg(self.local_port.to_string())
+            .arg("-t")
+            .arg(match self.transport {
+                Transport::Udp => "u1",
+                Transport::Tcp => "t1",
+            })
+            .arg("-timeout")
+            .arg(format!("{}s", self.timeout.as_secs().max(1)))
+            .arg("-timeout_error")
+            .arg("-recv_timeout")
+            .arg(self.recv_timeout.as_millis().max(1).to_string())
+            // Final counters go to stat.csv; `<log>` lines (set-up times) to *_logs.log;
+            // unexpected messages to errors.log.
+            // SIPp's default socket buffers (64 KB) overflow in bursts at a few thousand
+            // calls/s: the lost ACKs and BYEs would be charged to the system under test.
+            // The kernel caps this at net.core.rmem_max/wmem_max.
+            .args(["-buff_size", "4194304"])
+            .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
+            .args(["-trace_logs", "-trace_err", "-error_file", "errors.log"])
+            .current_dir(dir.path());
+        if let Some(r) = self.rate {
+            // -rp 1000: `r` calls per second, spread evenly.
+            cmd.args(["-r", &r.to_string(), "-rp", "1000"]);
+        }
+        if let Some(l) = self.max_open {
+            cmd.args(["-l", &l.to_string()]);
+        }
+        let guard = ChildGuard::spawn("sipp", &mut cmd, &dir.join("sipp.out"))?;
+        Ok(LoadRun {
+            guard,
+            dir,
+            bound: self.timeout + Duration::from_secs(5),
+        })
+    }
+}
+
+impl LoadRun {
+    /// SIPp's pid.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// Waits until SIPp exits, at most its `-timeout` + 5 s, else kills it; then reads
+    /// its results.
+    pub fn wait(self) -> Result<LoadOutcome, Error> {
+        let bound = self.bound;
+        self.finish(bound)
+    }
+
+    /// Waits at most `grace` (a UAS whose UAC has finished), then kills SIPp and reads
+    /// its results (SIPp writes its final statistics on SIGTERM too).
+    pub fn finish(mut self, grace: Duration) -> Result<LoadOutcome, Error> {
+        let status = self.guard.wait_timeout(grace).ok();
+        if status.is_none() {
+            self.guard.stop(Duration::from_secs(2));
+        }
+        let stat = read_lossy(&self.dir.join("stat.csv"));
+        let (successful, failed) = parse_stat_csv(&stat).unwrap_or((0, 0));
+        let mut setups = Vec::new();
+        let entries = std::fs::read_dir(self.dir.path())
+            .map_err(|e| Error::io(format!("read {}", self.dir.path().display()), e))?;
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with("_logs.log") {
+                setups.extend(parse_setup_log(&read_lossy(&e.path())));
+            }
+        }
+        Ok(LoadOutcome {
+            exit_code: status.and_then(|s| s.code()),
+            successful,
+            failed,
+            setups,
+            errors: tail(&read_lossy(&self.dir.join("errors.log")), 20),
+            output: tail(&self.guard.log(), 20),
+        })
+    }
+}
+
+/// `(SuccessfulCall(C), FailedCall(C))` from the last line of SIPp's `-trace_stat` CSV
+/// (`;`-separated, header first).
+pub fn parse_stat_csv(csv: &str) -> Result<(u64, u64), Error> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| Error::parse("SIPp statistics", "empty".to_string()))?
+        .split(';')
+        .collect();
+    let last: Vec<&str> = lines
+        .next_back()
+        .ok_or_else(|| Error::parse("SIPp statistics", "no data line".to_string()))?
+        .split(';')
+        .collect();
+    let field = |name: &str| -> Result<u64, Error> {
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| Error::parse("SIPp statistics", format!("no column {name}")))?;
+        last.get(i)
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Error::parse("SIPp statistics", format!("bad {name}")))
+    };
+    Ok((field("SuccessfulCall(C)")?, field("FailedCall(C)")?))
+}
+
+/// Set-up times from the `setup <s> <us> <s> <us>` lines `call-uac.xml` logs (SIPp prints
+/// its variables as decimals, `1796646815.000000`); other lines are ignored.
+pub fn parse_setup_log(log: &str) -> Vec<SetupTime> {
+    log.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            if f.next()? != "setup" {
+                return None;
+            }
+            let mut us = || -> Option<u64> {
+                let s: f64 = f.next()?.parse().ok()?;
+                let u: f64 = f.next()?.parse().ok()?;
+                (s >= 0.0 && u >= 0.0).then(|| s as u64 * 1_000_000 + u as u64)
+            };
+            Some(SetupTime {
+                invite_us: us()?,
+                answer_us: us()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +683,30 @@ mod tests {
         assert!(a.contains("aka_K=\\x46\\x46"));
         assert!(a.contains("aka_AMF=\\xb9\\xb9]"));
         assert!(a.contains("<pause milliseconds=\"300\"/>"));
+    }
+
+    #[test]
+    fn load_statistics_and_setup_times() {
+        let csv = "StartTime;SuccessfulCall(P);SuccessfulCall(C);FailedCall(P);FailedCall(C);\n\
+                   t0;1;1;0;0;\n\
+                   t1;5;48;1;2;\n";
+        assert_eq!(parse_stat_csv(csv).unwrap(), (48, 2));
+        assert!(parse_stat_csv("").is_err());
+        assert!(parse_stat_csv("A;B\n1;2\n").is_err());
+        assert!(parse_stat_csv("SuccessfulCall(C);FailedCall(C)\nx;1\n").is_err());
+        let log = "setup 1796646815.000000 282299.000000 1796646815.000000 284739.000000\n\
+                   noise\nsetup 1 999999.000000 2 1000.000000\nsetup 1 2\n";
+        let s = parse_setup_log(log);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].duration(), Duration::from_micros(2440));
+        assert_eq!(s[1].duration(), Duration::from_micros(1001));
+    }
+
+    #[test]
+    fn uac_scenario_logs_its_setup_time() {
+        let s = call_uac_scenario("sip:a@ims.lab", "sip:b@ims.lab", Duration::ZERO);
+        assert!(s.contains("INVITE sip:b@ims.lab SIP/2.0"));
+        assert!(s.contains("<log message=\"setup [$t0s] [$t0us] [$t1s] [$t1us]\"/>"));
     }
 
     #[test]

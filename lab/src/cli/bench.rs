@@ -1,7 +1,9 @@
 //! `imslab bench`: load tools that print figures.
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::IpsecChoice;
 
@@ -26,6 +28,64 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value_t = IpsecChoice::Auto)]
         ipsec: IpsecChoice,
     },
+    /// Call set-ups per second through the CSCFs with SIPp UAC and UAS (INVITE/100/180/200/
+    /// ACK, BYE/200, IPsec off): our `pcscf` (collapsed) and, side by side in the same run,
+    /// our `pcscf` in proxy mode in front of a Kamailio 5.6 S-CSCF. The offered rate climbs
+    /// through --rates until a step has failures; prints achieved set-ups/s, p50/p99
+    /// INVITE → 200, the CSCF processes' CPU seconds, set-ups per CSCF core-second and the
+    /// ratio ours/Kamailio. Needs `sipp`, and `kamailio` with its IMS modules for the
+    /// comparison.
+    Calls {
+        /// Offered rates (calls/s) in climbing order, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "200,500,1000,1500,2000,2500,3000,3500,4000,5000",
+              value_parser = clap::value_parser!(u32).range(1..=20000))]
+        rates: Vec<u32>,
+        /// Seconds of calls per step (rate × seconds calls, at most --max-calls).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=60))]
+        seconds: u32,
+        /// Most calls in one step.
+        #[arg(long, default_value_t = 25000, value_parser = clap::value_parser!(u32).range(1..=200000))]
+        max_calls: u32,
+        /// Milliseconds between ACK and BYE. Not 0: over UDP a proxy with several
+        /// workers (Kamailio) may pass a BYE sent right after the ACK ahead of it, and
+        /// SIPp's UAS fails a call whose BYE comes first.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60000))]
+        hold_ms: u64,
+        /// Our `pcscf` binary. Default: `pcscf` next to this `imslab` (cargo build
+        /// --release -p pcscf --bin pcscf), else on $PATH.
+        #[arg(long, value_name = "FILE")]
+        pcscf: Option<PathBuf>,
+        /// Measure Kamailio too: `auto` (when kamailio and its IMS modules are installed),
+        /// `on` (fail without it), `off`.
+        #[arg(long, value_enum, default_value_t = KamailioChoice::Auto)]
+        kamailio: KamailioChoice,
+        /// Kamailio's UDP worker processes.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        kamailio_children: u32,
+    },
+}
+
+/// Whether `imslab bench calls` measures Kamailio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KamailioChoice {
+    /// When installed.
+    Auto,
+    /// Always; an error when not installed.
+    On,
+    /// Never.
+    Off,
+}
+
+/// The `pcscf` binary: next to the running `imslab` (both come out of one cargo build),
+/// else on $PATH.
+fn default_pcscf() -> anyhow::Result<PathBuf> {
+    let sibling = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("pcscf"))
+        .filter(|p| p.is_file());
+    sibling
+        .or_else(|| testkit::find_bin("pcscf"))
+        .context("no pcscf binary next to imslab or on $PATH: cargo build --release -p pcscf --bin pcscf, or pass --pcscf")
 }
 
 /// Run a benchmark; the figures are returned for printing.
@@ -50,6 +110,48 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
             };
             rt.block_on(crate::bench::register(*ues as usize, mode))
         }
+        BenchCommand::Calls {
+            rates,
+            seconds,
+            max_calls,
+            hold_ms,
+            pcscf,
+            kamailio,
+            kamailio_children,
+        } => {
+            drop(rt);
+            if testkit::sipp::bin().is_none() {
+                anyhow::bail!("sipp not installed (apt-get install sip-tester)");
+            }
+            let kamailio = match kamailio {
+                KamailioChoice::Off => false,
+                KamailioChoice::On if !testkit::kamailio::scscf_available() => {
+                    anyhow::bail!("kamailio or its IMS modules are not installed")
+                }
+                KamailioChoice::On => true,
+                KamailioChoice::Auto => {
+                    let there = testkit::kamailio::scscf_available();
+                    if !there {
+                        eprintln!("kamailio (with IMS modules) not installed: measuring ours only");
+                    }
+                    there
+                }
+            };
+            let opts = crate::bench::CallsOptions {
+                rates: rates.clone(),
+                seconds: *seconds,
+                max_calls: *max_calls,
+                hold: Duration::from_millis(*hold_ms),
+                pcscf: match pcscf {
+                    Some(p) => p.clone(),
+                    None => default_pcscf()?,
+                },
+                kamailio,
+                kamailio_children: *kamailio_children,
+            };
+            let steps = crate::bench::calls_run(&opts)?;
+            Ok(crate::bench::calls_report(&opts, &steps))
+        }
     }
 }
 
@@ -65,6 +167,47 @@ mod tests {
                 command: BenchCommand::Register { ipsec, .. },
             }) => Ok(ipsec),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn calls_takes_a_rate_list() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "imslab",
+            "bench",
+            "calls",
+            "--rates",
+            "20,50",
+            "--seconds",
+            "2",
+            "--kamailio",
+            "off",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(BenchArgs {
+                command:
+                    BenchCommand::Calls {
+                        rates,
+                        seconds,
+                        kamailio,
+                        ..
+                    },
+            }) => {
+                assert_eq!(rates, vec![20, 50]);
+                assert_eq!(seconds, 2);
+                assert_eq!(kamailio, KamailioChoice::Off);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            ["--rates", "0"],
+            ["--seconds", "0"],
+            ["--kamailio", "maybe"],
+        ] {
+            let mut argv = vec!["imslab", "bench", "calls"];
+            argv.extend(bad);
+            assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
         }
     }
 
