@@ -124,21 +124,28 @@ fn challenges_in(
         .collect()
 }
 
-#[test]
-fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
-    if !testkit::kamailio::require_scscf()
-        || !testkit::require_root()
-        || testkit::require_bin("tshark").is_none()
-    {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let work = tempfile::tempdir().unwrap();
+/// HSS (ours, in process) ⇄ Kamailio S-CSCF ⇄ delay relay ⇄ our P-CSCF in proxy mode,
+/// with `subscribers` provisioned and, if `capture`, a loopback capture running.
+struct ProxyLab {
+    hss: Arc<hss::server::Hss>,
+    sub: Vec<lab::net::Sub>,
+    scscf_fqdn: String,
+    k: Kamailio,
+    relay: SocketAddr,
+    pcscf: pcscf::shell::Running,
+    sip_port: u16,
+    base: u16,
+    capture: Option<testkit::tshark::Capture>,
+    #[allow(dead_code)]
+    pcap: std::path::PathBuf,
+}
 
+fn proxy_lab(
+    rt: &tokio::runtime::Runtime,
+    work: &tempfile::TempDir,
+    subscribers: usize,
+    capture: bool,
+) -> ProxyLab {
     // --- HSS: ours, in process, admitting Kamailio's Origin-Host -------------------------
     let scscf_fqdn = format!("scscf.{DOMAIN}");
     let hss_port = testkit::free_port();
@@ -155,8 +162,8 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
     )
     .unwrap();
     let hss_cfg = hss::config::Config::load(&hss_toml).unwrap();
-    let sub = lab::net::subscriber(0);
-    {
+    let subs: Vec<lab::net::Sub> = (0..subscribers).map(lab::net::subscriber).collect();
+    for sub in &subs {
         // lab::net's own provisioning is private: go through the HSS's provisioning input.
         let s = hss::provision::NewSubscriber {
             imsi: Some(sub.imsi.clone()),
@@ -174,15 +181,6 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
         store.add(&s).unwrap();
     }
     let (hss, _listening) = rt.block_on(hss::server::start(&hss_cfg)).unwrap();
-    let reg_state = |hss: &hss::server::Hss| {
-        hss.store
-            .lock()
-            .unwrap()
-            .get(&sub.impi)
-            .unwrap()
-            .unwrap()
-            .reg_state
-    };
 
     // --- Kamailio S-CSCF -----------------------------------------------------------------
     let mut kcfg = ScscfConfig::new(hss_port);
@@ -204,18 +202,71 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
         k.sip_addr().port(),
         relay.port()
     );
-    let capture =
-        testkit::tshark::Capture::start("lo", &filter, &pcap, Duration::from_secs(300)).unwrap();
+    let capture = capture.then(|| {
+        testkit::tshark::Capture::start("lo", &filter, &pcap, Duration::from_secs(300)).unwrap()
+    });
     let pcscf_toml = format!(
         "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ndomain = \"{DOMAIN}\"\n\n\
          [ipsec]\npolicy = \"required\"\nbackend = \"userspace\"\nport_range = [{base}, {}]\n\
          retire_grace_ms = 500\n\n\
-         [scscf]\nmode = \"proxy\"\naddress = \"{relay}\"\n",
+         [scscf]\nmode = \"proxy\"\naddress = \"{relay}\"\n\
+         subscribe_reg_event = false\n",
         base + 19
     );
     let pcscf_cfg = pcscf::Config::from_toml(&pcscf_toml).unwrap();
     let pcscf = rt.block_on(pcscf::shell::start(pcscf_cfg)).unwrap();
     assert_eq!(pcscf.backend, "userspace");
+    ProxyLab {
+        hss,
+        sub: subs,
+        scscf_fqdn,
+        k,
+        relay,
+        pcscf,
+        sip_port,
+        base,
+        capture,
+        pcap,
+    }
+}
+
+#[test]
+fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
+    if !testkit::kamailio::require_scscf()
+        || !testkit::require_root()
+        || testkit::require_bin("tshark").is_none()
+    {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ProxyLab {
+        hss,
+        sub: sub_all,
+        scscf_fqdn,
+        k,
+        relay,
+        pcscf,
+        sip_port,
+        base,
+        capture,
+        pcap: _,
+    } = proxy_lab(&rt, &work, 1, true);
+    let sub = lab::net::subscriber(0);
+    drop(sub_all);
+    let reg_state = |hss: &hss::server::Hss| {
+        hss.store
+            .lock()
+            .unwrap()
+            .get(&sub.impi)
+            .unwrap()
+            .unwrap()
+            .reg_state
+    };
 
     // --- the UE ---------------------------------------------------------------------------
     let ue_ip: IpAddr = format!("127.0.{}.2", 100 + std::process::id() % 100)
@@ -235,6 +286,8 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
     ue_cfg.expires = 600;
     ue_cfg.sa_grace = Duration::from_millis(500);
     ue_cfg.auto_refresh = false;
+    // The Kamailio fixture is no reg-event notifier (it would route the SUBSCRIBE to the UE).
+    ue_cfg.reg_event = false;
     let io = IoConfig {
         mode: IpsecMode::Backend(BackendKind::Userspace),
         ..IoConfig::default()
@@ -287,7 +340,7 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
     rt.block_on(pcscf.stop());
 
     // --- the capture: keys from Kamailio to the P-CSCF, never to the UE --------------------
-    let pcap = capture.stop().unwrap();
+    let pcap = capture.expect("capture requested").stop().unwrap();
     let mut sip_ports = vec![sip_port, k.sip_addr().port(), relay.port(), base + 30];
     sip_ports.extend(base..base + 40);
     let seen = challenges_in(&pcap, &esp_sa, &sip_ports);
@@ -328,4 +381,95 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
         assert!(w.contains("AKAv1-MD5"), "{w}");
     }
     drop(k);
+}
+
+/// Issue 9, proxy mode: two UEs register over IPsec through our P-CSCF in front of the
+/// Kamailio S-CSCF (the test kit's configuration routes calls: `lookup` with Path,
+/// Record-Route, loose routing); UE1 calls UE2, UE2 answers, UE1 hangs up; then a MESSAGE.
+/// The terminating INVITE comes from Kamailio to our P-CSCF along the Path and reaches UE2
+/// through its SA, like in collapsed mode.
+#[test]
+fn two_ues_call_through_pcscf_proxy_and_kamailio() {
+    if !testkit::kamailio::require_scscf() || !testkit::require_root() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let lab = proxy_lab(&rt, &work, 2, false);
+    let ips: Vec<IpAddr> = (0..2)
+        .map(|i| {
+            format!("127.0.{}.{}", 100 + std::process::id() % 100, 2 + i)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let cfgs: Vec<UeConfig> = (0..2)
+        .map(|i| {
+            let sub = &lab.sub[i];
+            let mut c = UeConfig::new(
+                sub.impi.clone(),
+                sub.impu.clone(),
+                DOMAIN,
+                IsimKeys::new(sub.k, sub.opc),
+                ips[i],
+                lab.pcscf.sip_addr,
+            );
+            let off = lab.base + 30 + 5 * i as u16;
+            c.port = off;
+            c.security.port_uc = off + 1;
+            c.security.port_us = off + 4;
+            c.security.spi_uc = 0x0200_0000 + (i as u32) * 0x1000;
+            c.security.spi_us = 0x0200_0800 + (i as u32) * 0x1000;
+            c.expires = 600;
+            c.sa_grace = Duration::from_millis(500);
+            // The Kamailio fixture is no reg-event notifier.
+            c.reg_event = false;
+            c.calls.answer = ue::AnswerMode::Auto(Duration::from_millis(200));
+            c
+        })
+        .collect();
+    let impu2 = cfgs[1].impu.clone();
+    let impu1 = cfgs[0].impu.clone();
+    let io = IoConfig {
+        mode: IpsecMode::Backend(BackendKind::Userspace),
+        tag: ue::ue_tag(&cfgs),
+        ..IoConfig::default()
+    };
+    let result: Result<(Duration, u16), String> = rt.block_on(async {
+        let host = UeHost::start(io).await.map_err(|e| e.to_string())?;
+        let mut ues = Vec::new();
+        for c in cfgs {
+            let h = host.add(c).await.map_err(|e| e.to_string())?;
+            let r = h.register().await.map_err(|e| format!("register: {e}"))?;
+            if !r.protected {
+                return Err("registered unprotected".into());
+            }
+            ues.push(h);
+        }
+        let set_up = ue::fleet::call(&ues[0], &impu2, Duration::from_millis(500))
+            .await
+            .map_err(|e| format!("call: {e}"))?;
+        let code = ues[1]
+            .send_message(&impu1, "through Kamailio")
+            .await
+            .map_err(|e| format!("MESSAGE: {e}"))?;
+        for u in &ues {
+            let _ = u.deregister().await;
+        }
+        host.shutdown().await;
+        Ok((set_up, code))
+    });
+    let (set_up, code) =
+        result.unwrap_or_else(|e| panic!("{e}\n--- kamailio ---\n{}", lab.k.log()));
+    assert!(set_up < Duration::from_secs(5), "{set_up:?}");
+    assert_eq!(code, 200);
+    let stats = lab.pcscf.stats();
+    assert_eq!(stats.refused, 0, "{stats:?}");
+    rt.block_on(lab.pcscf.stop());
+    drop(lab.k);
+    drop(lab.hss);
 }
