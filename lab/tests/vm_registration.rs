@@ -368,10 +368,17 @@ fn tshark_decrypts_the_registrations(out_dir: &Path) {
         !esp.is_empty() && good == esp.len() && bad == 0,
         "ICVs:\n{text}"
     );
-    // Per UE: the REGISTER with the AKA response, the re-registration's two (challenged on
-    // the old set, answered on the new one) and the deregistration, all protected; 401 for
-    // the re-authentication; 200 for each of the three procedures.
-    assert_eq!((reg, c401, c200), (8, 2, 6), "protected SIP:\n{text}");
+    // Registration phase, per UE: the REGISTER with the AKA response, the re-registration's
+    // two (challenged on the old set, answered on the new one) and the deregistration; call
+    // phase, per UE: the REGISTER with the response and the deregistration. All protected;
+    // 401 only for the two re-authentications; 200 for every procedure, and more for the
+    // call and the reg-event subscriptions.
+    assert_eq!((reg, c401), (12, 2), "protected SIP:\n{text}");
+    assert!(c200 >= 10, "protected SIP:\n{text}");
+    // The call, on both legs (ue0 ⇄ core, core ⇄ ue1), inside ESP.
+    for m in ["INVITE", "ACK", "BYE"] {
+        assert!(count(&messages, 5, m) >= 2, "{m} inside ESP:\n{text}");
+    }
     // In the clear: only each UE's initial REGISTER (CSeq 1) and its 401, on the unprotected
     // port. Under a loaded host the slow TCG guest may retransmit the initial REGISTER (timer
     // E, RFC 3261 §17.1.2.2) before its 401 arrives, and the 401 with it: the same messages
