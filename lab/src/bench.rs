@@ -418,7 +418,9 @@ impl Sut {
                 k.wait_hss_open(Duration::from_secs(20))
                     .with_context(|| format!("Kamailio's Cx peer\n{}", k.log()))?;
                 let toml = format!(
-                    "{common}\n[scscf]\nmode = \"proxy\"\naddress = \"{}\"\n",
+                    // The test kit's Kamailio serves no reg event: our P-CSCF must not
+                    // SUBSCRIBE there (Kamailio would route it to the callee's SIPp).
+                    "{common}\n[scscf]\nmode = \"proxy\"\naddress = \"{}\"\nsubscribe_reg_event = false\n",
                     k.sip_addr()
                 );
                 let (g, sip) = start_pcscf(&opts.pcscf, dir, "pcscf-proxy", &toml)?;

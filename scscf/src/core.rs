@@ -761,7 +761,14 @@ impl Scscf {
         };
         // A digest made for another Request-URI is somebody else's answer replayed
         // (RFC 2617 §3.2.2.5: 400); like a wrong answer, it leaves the challenge alone.
-        if !digest_uri_matches(&creds.uri, ctx.req.uri_str().unwrap_or_default()) {
+        let first_hop = ctx
+            .req
+            .header_values("Path")
+            .last()
+            .and_then(|p| NameAddr::parse(p).ok())
+            .map(|n| n.uri);
+        let request_uri = ctx.req.uri_str().unwrap_or_default();
+        if !digest_uri_matches(&creds.uri, request_uri, first_hop.as_ref()) {
             return self.reject(&ctx, 400, Rejection::UriMismatch, now);
         }
         // Only the right answer consumes the challenge: a wrong one from a stranger must
@@ -984,20 +991,25 @@ impl Scscf {
 }
 
 /// RFC 2617 §3.2.2.5: the digest-uri names the Request-URI. Compared as URIs (case of
-/// scheme and host, a default port written out) when both parse, else as text.
-fn digest_uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+/// scheme and host, a default port written out) when both parse, else as text. One
+/// exception, for SIPp 3.6.1, which writes the address it sent the REGISTER to: a URI of
+/// the P-CSCF the request came through (the host and port of its Path entry, RFC 3327)
+/// names that same request.
+fn digest_uri_matches(digest_uri: &str, request_uri: &str, first_hop: Option<&sip::Uri>) -> bool {
     if digest_uri.trim() == request_uri.trim() {
         return true;
     }
-    match (sip::Uri::parse(digest_uri), sip::Uri::parse(request_uri)) {
-        (Ok(a), Ok(b)) => {
-            a.scheme == b.scheme
-                && a.user == b.user
-                && a.host.eq_ignore_ascii_case(&b.host)
-                && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
-        }
-        _ => false,
-    }
+    let Ok(d) = sip::Uri::parse(digest_uri) else {
+        return false;
+    };
+    let same_place = |a: &sip::Uri, b: &sip::Uri| {
+        a.scheme == b.scheme
+            && a.host.eq_ignore_ascii_case(&b.host)
+            && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
+    };
+    let names_request =
+        sip::Uri::parse(request_uri).is_ok_and(|r| same_place(&d, &r) && d.user == r.user);
+    names_request || first_hop.is_some_and(|p| d.user.is_none() && same_place(&d, p))
 }
 
 /// The URI part of a Contact value, for comparing bindings (RFC 3261 §10.3 step 7).

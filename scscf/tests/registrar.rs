@@ -225,6 +225,10 @@ fn a_digest_for_another_request_uri_is_refused_and_the_challenge_stays() {
     let replay = n.send(Some(answer_for_uri(&ch, &XRES, "sip:elsewhere.test")), 600);
     assert_eq!(replay.code(), Some(400), "{replay:?}");
     assert_eq!(n.s.pending_challenges(), 1);
+    // SIPp 3.6.1 writes the P-CSCF it sent to (the Path's host and port): accepted.
+    let sipp_style = n.send(Some(answer_for_uri(&ch, &XRES, "sip:127.0.0.1:5060")), 600);
+    assert_eq!(sipp_style.code(), Some(200), "{sipp_style:?}");
+    let ch = challenge(&n.send(None, 600));
     // The same URI written with its default port is the same URI.
     let ok = n.send(
         Some(answer_for_uri(&ch, &XRES, &format!("sip:{DOMAIN}:5060"))),
