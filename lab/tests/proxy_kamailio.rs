@@ -32,6 +32,9 @@ use ue::{IoConfig, IsimKeys, UeConfig, UeHost};
 use xfrm::BackendKind;
 
 const DOMAIN: &str = lab::net::DOMAIN;
+/// Both tests use the same port plan (P-CSCF protected ports, UE addresses): one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// How long the relay holds a REGISTER that answers a challenge (see the module docs).
 const ANSWER_DELAY: Duration = Duration::from_millis(300);
 
@@ -238,6 +241,7 @@ fn ue_registers_through_pcscf_proxy_and_kamailio_with_ipsec() {
     {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -393,6 +397,7 @@ fn two_ues_call_through_pcscf_proxy_and_kamailio() {
     if !testkit::kamailio::require_scscf() || !testkit::require_root() {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
