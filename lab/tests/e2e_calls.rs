@@ -75,7 +75,13 @@ async fn setup(n: usize, answer: impl Fn(usize) -> AnswerMode) -> Setup {
 impl Setup {
     async fn stop(self) {
         for u in &self.ues {
-            let _ = u.deregister().await;
+            // A UE the network deregistered has nothing to deregister.
+            if u.snapshot()
+                .await
+                .is_ok_and(|s| s.state == ue::RegState::Registered)
+            {
+                let _ = u.deregister().await;
+            }
         }
         self.host.shutdown().await;
         let stats = self.lab.pcscf.stats();
@@ -153,6 +159,48 @@ async fn refresh_by_update_and_reinvite_then_the_callee_hangs_up() {
     assert!(
         matches!(end, CallEnd::HungUp { by: Party::Remote }),
         "{end}"
+    );
+    s.stop().await;
+}
+
+/// Network-initiated deregistration over real sockets (issue 9): the HSS sends an RTR
+/// (TS 29.228 §6.2.1) to the S-CSCF in the `pcscf` process; the S-CSCF NOTIFYs the reg
+/// event's subscribers, the UE drops its registration and SAs, the P-CSCF ends its
+/// registration; the other UE stays, and the deregistered one is unreachable (480).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rtr_from_the_hss_deregisters_the_ue_through_the_reg_event() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = setup(2, |_| AnswerMode::Auto(Duration::from_millis(100))).await;
+    let before = s.lab.pcscf.stats().deregistrations;
+    let impi = lab::net::subscriber(0).impi;
+    let r = s
+        .lab
+        .hss
+        .rtr(&impi, hss::cx::DeregReason::PermanentTermination, None)
+        .await
+        .unwrap();
+    assert_eq!(r.result, diameter::result::SUCCESS, "{r:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = s.ues[0].snapshot().await.unwrap();
+        let p = s.lab.pcscf.stats().deregistrations;
+        if snap.state == ue::RegState::Idle && snap.sa_sets == 0 && p == before + 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "UE1 {snap:?}, P-CSCF deregistrations {p} (before {before})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = s.ues[1].send_message(&s.impus[0], "gone?").await;
+    assert!(
+        matches!(code, Ok(480) | Err(ue::UeHostError::MessageRefused(480))),
+        "{code:?}"
+    );
+    assert_eq!(
+        s.ues[1].snapshot().await.unwrap().state,
+        ue::RegState::Registered
     );
     s.stop().await;
 }
