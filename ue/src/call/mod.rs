@@ -754,31 +754,31 @@ impl Calls {
 
     /// Session refresh (RFC 4028 §7.4, RFC 3311): an UPDATE without SDP in the dialog.
     pub(crate) fn refresh(&mut self, r: CallRef, net: &Net) -> Result<(), CallError> {
-        let mut c = self.take(r)?;
-        let res = if c.phase != CallPhase::Answered {
-            Err(CallError::InvalidState {
-                call: r,
-                command: "refresh",
-                phase: c.phase_name(),
-            })
-        } else {
-            self.in_dialog(r, &mut c, Method::Update, net)
-        };
-        self.put(r, c);
-        res
+        self.refresh_by(r, net, Method::Update, "refresh")
     }
 
     /// Session refresh by re-INVITE with a new SDP offer (RFC 3261 §14, RFC 4028).
     pub(crate) fn reinvite(&mut self, r: CallRef, net: &Net) -> Result<(), CallError> {
+        self.refresh_by(r, net, Method::Invite, "re-INVITE")
+    }
+
+    /// A target-refresh request `method` in an answered call's dialog.
+    fn refresh_by(
+        &mut self,
+        r: CallRef,
+        net: &Net,
+        method: Method,
+        command: &'static str,
+    ) -> Result<(), CallError> {
         let mut c = self.take(r)?;
         let res = if c.phase != CallPhase::Answered {
             Err(CallError::InvalidState {
                 call: r,
-                command: "re-INVITE",
+                command,
                 phase: c.phase_name(),
             })
         } else {
-            self.in_dialog(r, &mut c, Method::Invite, net)
+            self.in_dialog(r, &mut c, method, net)
         };
         self.put(r, c);
         res
