@@ -15,3 +15,4 @@ pub mod cli;
 pub mod demo;
 pub mod hexarg;
 pub mod net;
+pub mod verify;

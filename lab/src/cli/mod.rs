@@ -5,6 +5,7 @@ pub mod bench;
 pub mod demo;
 pub mod net;
 pub mod ue;
+pub mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use secagree::IpsecMode;
@@ -54,6 +55,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// The lab network (HSS + P-CSCF) as a server for UEs in other processes/namespaces.
     Net(net::NetArgs),
+    /// Check a capture with tshark: dissection, ESP keys and ICVs, the registration and
+    /// call ladders, no cleartext SIP after the 401, every transaction answered.
+    Verify(verify::VerifyArgs),
 }
 
 /// `--ipsec` values of `imslab ue`, `imslab demo`, `imslab net` and `imslab bench`.
@@ -90,6 +94,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Net(a) => net::run(a),
+        Command::Verify(a) => verify::run(a),
     }
 }
 
