@@ -21,6 +21,13 @@ fuzz_target!(|input: &[u8]| {
     let l = Limits::default();
     let _ = stream_frame(data, &l);
     let _ = Message::parse_with(data, &l, Framing::Stream);
+    // An unparsable request answered from its raw bytes: the answer itself is sound SIP.
+    if let Err(e) = Message::parse(data) {
+        if let Some(a) = sip::uas::reject_unparsable(data, &e, sip::Protocol::Udp) {
+            let r = Message::parse(&a.response).expect("our answer to a bad request parses");
+            assert_eq!(r.code(), Some(a.code));
+        }
+    }
     if let Ok(m) = Message::parse(data) {
         let _ = m.validate();
         let _ = m.request_uri();

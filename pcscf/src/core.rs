@@ -322,7 +322,8 @@ pub struct Stats {
     pub resyncs: u64,
     /// SA promotions, retirements and deletions the shell reported failed.
     pub sa_failures: u64,
-    /// Requests other than REGISTER refused (403 to strangers, 480, 483…).
+    /// Requests other than REGISTER refused (403 to strangers, 480, 483…), and
+    /// unparsable datagram requests answered 400/505/513 from their raw bytes.
     pub refused: u64,
 }
 
@@ -605,8 +606,23 @@ impl Pcscf {
         let Some(via_sa) = self.admit(&flow) else {
             return;
         };
-        match sip::uas::parse(&flow, data, &self.cfg.limits) {
+        match sip::uas::parse(&flow, data.clone(), &self.cfg.limits) {
             Ok(m) => self.on_message(m, flow, via_sa, now),
+            Err(Dropped::Unparsable(pe)) => {
+                match sip::uas::reject_unparsable(&data, &pe, flow.protocol) {
+                    Some(a) => {
+                        self.stats.refused += 1;
+                        self.out
+                            .push_back(Output::Transmit(Transmit::new(flow, a.response)));
+                        self.event(CoreEvent::Refused {
+                            method: a.method,
+                            code: a.code,
+                            reason: Refusal::Unparsable(pe),
+                        });
+                    }
+                    None => self.dropped(flow.remote, Dropped::Unparsable(pe).into()),
+                }
+            }
             Err(e) => self.dropped(flow.remote, e.into()),
         }
     }

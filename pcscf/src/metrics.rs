@@ -256,6 +256,7 @@ fn refusal_label(r: &crate::core::Refusal) -> &'static str {
         R::Forward(sip::proxy::ForwardError::TooManyHops) => "max-forwards",
         R::Forward(sip::proxy::ForwardError::Malformed(_)) => "malformed",
         R::Send(_) => "server",
+        R::Unparsable(_) => "unparsable",
     }
 }
 

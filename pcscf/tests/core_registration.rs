@@ -587,6 +587,63 @@ fn garbage_never_panics_and_is_counted() {
     assert!(net.core.pcscf().stats().dropped >= 3);
 }
 
+/// Hardening item 4: a request that does not parse but names who sent it is answered (400,
+/// or 505 for another SIP version), from its raw bytes and on the flow it came on, instead
+/// of leaving the sender retransmitting into silence; on a protected port only from the
+/// SA's owner.
+#[test]
+fn an_unparsable_request_is_answered_400_on_its_flow() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let set = register(&mut net, &mut ue);
+    let good = String::from_utf8(ue.register(&[], 600, 5060).to_bytes()).unwrap();
+    let bad = good.replacen("Content-Length: 0", "Content-Length: lots", 1);
+    assert_ne!(good, bad, "{good}");
+    let before = net.core.pcscf().stats();
+    let answered = |net: &mut Net, from: SocketAddr, to: SocketAddr, raw: &str| {
+        net.core.handle_inbound(
+            Flow::new(to, from, Protocol::Udp),
+            Bytes::from(raw.to_string()),
+            net.now,
+        );
+        net.run()
+    };
+    let sent = answered(&mut net, ue_addr(5060), p_addr(5060), &bad);
+    let (flow, r) = only(sent);
+    assert_eq!(r.code(), Some(400));
+    assert_eq!(
+        (flow.local, flow.remote),
+        (Some(p_addr(5060)), ue_addr(5060))
+    );
+    assert!(
+        r.header("Warning").unwrap().contains("Content-Length"),
+        "{r:?}"
+    );
+    // Through the SA, from its owner: answered on the protected flow.
+    let sent = answered(
+        &mut net,
+        ue_addr(set.port_uc),
+        p_addr(set.port_ps),
+        &bad.replace("SIP/2.0\r\n", "SIP/3.0\r\n"),
+    );
+    let (flow, r) = only(sent);
+    assert_eq!(r.code(), Some(505));
+    assert_eq!(flow.local, Some(p_addr(set.port_ps)));
+    // From a stranger to the protected port: dropped, not answered.
+    let sent = answered(
+        &mut net,
+        SocketAddr::from(([127, 0, 0, 9], set.port_uc)),
+        p_addr(set.port_ps),
+        &bad,
+    );
+    assert!(sent.is_empty());
+    let after = net.core.pcscf().stats();
+    assert_eq!(after.refused, before.refused + 2);
+    assert_eq!(after.dropped, before.dropped + 1);
+    // The registration is untouched.
+    assert_eq!(net.core.pcscf().registration(IMPU), Some(Some(1)));
+}
+
 #[test]
 fn a_strangers_register_or_forged_auts_never_breaks_a_pending_challenge() {
     // Hardening item 2: between B's 401 and B's protected answer, anyone on the LAN names

@@ -97,6 +97,128 @@ pub fn unhandled(req: &Message, allow: &str, ids: &mut Ids) -> Option<Result<Mes
     )
 }
 
+/// The answer to a datagram request that did not parse, when one can be built from its
+/// raw bytes (hardening issue, item 4): RFC 3261 §8.2 wants a malformed request answered,
+/// not ignored, so the sender learns why instead of retransmitting into silence.
+///
+/// The request line must be a request's (`METHOD URI SIP/x`), the method not ACK (never
+/// answered, §17.1.1.3), and Via, From, To, Call-ID and CSeq each present on one clean line
+/// (full or compact names, §7.3.3): they are copied into the response as §8.2.6.2 says,
+/// with a To tag derived from the request so a retransmission gets the same answer
+/// (stateless, like §16.11). The code follows the error: 505 for another SIP version
+/// (§8.2.2, §21.5.9), 513 for a message over the size limit (§18.1.1, §21.5.11), 400
+/// otherwise, with the reason in a `Warning: 399` (§20.43) — parse errors only, nothing
+/// about our subscribers. Streams are not answered here: their framing may be lost, and
+/// the connection is closed instead. Nothing is answered to a keep-alive or a response.
+pub fn reject_unparsable(
+    data: &[u8],
+    error: &ParseError,
+    protocol: Protocol,
+) -> Option<UnparsableAnswer> {
+    if protocol != Protocol::Udp || matches!(error, ParseError::Empty) {
+        return None;
+    }
+    let head_end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(data.len());
+    let head = &data[..head_end.min(MAX_SALVAGE)];
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let start = std::str::from_utf8(lines.next()?).ok()?;
+    let mut parts = start.split(' ');
+    let method = parts.next()?;
+    let _uri = parts.next()?;
+    let version = parts.next()?;
+    if parts.next().is_some()
+        || method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_alphabetic())
+        || method == "ACK"
+        || !version.starts_with("SIP/")
+    {
+        return None;
+    }
+    let mut vias = Vec::new();
+    let (mut from, mut to, mut call_id, mut cseq) = (None, None, None, None);
+    for line in lines {
+        // A folded or non-text line belongs to a header we cannot copy faithfully.
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        if line.starts_with([' ', '\t']) || line.chars().any(|c| c.is_control() && c != '\t') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match name.trim().to_ascii_lowercase().as_str() {
+            "via" | "v" => vias.push(value),
+            "from" | "f" => from = from.or(Some(value)),
+            "to" | "t" => to = to.or(Some(value)),
+            "call-id" | "i" => call_id = call_id.or(Some(value)),
+            "cseq" => cseq = cseq.or(Some(value)),
+            _ => {}
+        }
+    }
+    let (from, to, call_id, cseq) = (from?, to?, call_id?, cseq?);
+    if vias.is_empty() || !cseq.ends_with(method) {
+        return None;
+    }
+    let (code, reason) = match error {
+        ParseError::Version => (505, "Version Not Supported"),
+        ParseError::TooLarge { .. } => (513, "Message Too Large"),
+        _ => (400, "Bad Request"),
+    };
+    let to = if to.contains(";tag=") {
+        to.to_string()
+    } else {
+        format!("{to};tag={:016x}", stateless_tag(call_id, vias[0], cseq))
+    };
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in &vias {
+        out.push_str(&format!("Via: {v}\r\n"));
+    }
+    out.push_str(&format!(
+        "From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n\
+         Warning: 399 - \"{}\"\r\nContent-Length: 0\r\n\r\n",
+        error.to_string().replace(['"', '\\'], "'")
+    ));
+    Some(UnparsableAnswer {
+        code,
+        method: method.to_string(),
+        response: Bytes::from(out),
+    })
+}
+
+/// What [`reject_unparsable`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnparsableAnswer {
+    /// 400, 505 or 513.
+    pub code: u16,
+    /// The method of the request line.
+    pub method: String,
+    /// The response, ready to send on the request's flow.
+    pub response: Bytes,
+}
+
+/// How much of a datagram [`reject_unparsable`] reads for the headers it copies.
+const MAX_SALVAGE: usize = 16 * 1024;
+
+/// FNV-1a over the request's identity: the same request always gets the same To tag.
+fn stateless_tag(call_id: &str, via: &str, cseq: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in call_id.bytes().chain(via.bytes()).chain(cseq.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +233,49 @@ mod tests {
              Call-ID: c1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         );
         Message::parse(raw.as_bytes()).unwrap()
+    }
+
+    fn reject(raw: &str) -> Option<Message> {
+        let data = raw.as_bytes();
+        let err = Message::parse(data).unwrap_err();
+        reject_unparsable(data, &err, Protocol::Udp).map(|a| Message::parse(&a.response).unwrap())
+    }
+
+    const BAD_CSEQ: &str = "INVITE sip:b@ims.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKx1\r\n\
+        v: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKx0\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:a@ims.test>;tag=1\r\nTo: <sip:b@ims.test>\r\n\
+        Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: many\r\n\r\n";
+
+    #[test]
+    fn an_unparsable_request_is_answered_400_with_its_identity() {
+        let r = reject(BAD_CSEQ).expect("a 400");
+        assert_eq!(r.code(), Some(400));
+        assert_eq!(r.headers_named("Via").count(), 2);
+        assert_eq!(r.header("Call-ID"), Some("c1"));
+        assert_eq!(r.header("CSeq"), Some("1 INVITE"));
+        assert!(r.header("To").unwrap().contains(";tag="));
+        assert!(r.header("Warning").unwrap().starts_with("399 - \""));
+        // Stateless but stable: a retransmission gets the same To tag.
+        assert_eq!(reject(BAD_CSEQ).unwrap().header("To"), r.header("To"));
+    }
+
+    #[test]
+    fn another_version_gets_505_and_nothing_is_answered_without_an_identity() {
+        let v3 = BAD_CSEQ.replace("SIP/2.0\r\n", "SIP/3.0\r\n");
+        assert_eq!(reject(&v3).unwrap().code(), Some(505));
+        let no_call_id = BAD_CSEQ.replace("Call-ID: c1\r\n", "");
+        assert!(reject(&no_call_id).is_none());
+        let ack = BAD_CSEQ.replace("INVITE", "ACK");
+        assert!(reject(&ack).is_none());
+        let cseq_mismatch = BAD_CSEQ.replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
+        assert!(reject(&cseq_mismatch).is_none());
+        let response = "SIP/2.0 200 OK\r\nVia: x\r\nbroken\r\n\r\n";
+        let err = Message::parse(response.as_bytes()).unwrap_err();
+        assert!(reject_unparsable(response.as_bytes(), &err, Protocol::Udp).is_none());
+        let err = Message::parse(BAD_CSEQ.as_bytes()).unwrap_err();
+        assert!(reject_unparsable(BAD_CSEQ.as_bytes(), &err, Protocol::Tcp).is_none());
+        assert!(reject_unparsable(b"\r\n\r\n", &ParseError::Empty, Protocol::Udp).is_none());
     }
 
     #[test]

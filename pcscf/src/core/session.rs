@@ -47,6 +47,10 @@ pub enum Refusal {
     /// The client transaction could not start.
     #[error("cannot forward: {0}")]
     Send(transaction::TxError),
+    /// A datagram request that did not parse, answered from its raw bytes
+    /// ([`sip::uas::reject_unparsable`]); REGISTERs included.
+    #[error("unparsable: {0}")]
+    Unparsable(sip::ParseError),
 }
 
 impl Refusal {
@@ -57,6 +61,9 @@ impl Refusal {
             Refusal::NoSuchContact => 480,
             Refusal::Forward(e) => e.status(),
             Refusal::Send(_) => 500,
+            Refusal::Unparsable(sip::ParseError::Version) => 505,
+            Refusal::Unparsable(sip::ParseError::TooLarge { .. }) => 513,
+            Refusal::Unparsable(_) => 400,
         }
     }
 }
