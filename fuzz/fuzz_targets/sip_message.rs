@@ -26,6 +26,7 @@ fuzz_target!(|input: &[u8]| {
         if let Some(a) = sip::uas::reject_unparsable(data, &e, sip::Protocol::Udp) {
             let r = Message::parse(&a.response).expect("our answer to a bad request parses");
             assert_eq!(r.code(), Some(a.code));
+            r.validate().expect("our answer to a bad request is a valid response");
         }
     }
     if let Ok(m) = Message::parse(data) {

@@ -188,6 +188,11 @@ pub fn reject_unparsable(
          Warning: 399 - \"{}\"\r\nContent-Length: 0\r\n\r\n",
         error.to_string().replace(['"', '\\'], "'")
     ));
+    // What was copied must make a response our own parser (and so the sender's) accepts;
+    // a Via or From too broken for that leaves nothing to answer with.
+    let r = Message::parse(out.as_bytes()).ok()?;
+    r.validate().ok()?;
+    r.vias().ok()?;
     Some(UnparsableAnswer {
         code,
         method: method.to_string(),
@@ -270,6 +275,8 @@ mod tests {
         assert!(reject(&ack).is_none());
         let cseq_mismatch = BAD_CSEQ.replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
         assert!(reject(&cseq_mismatch).is_none());
+        let broken_via = BAD_CSEQ.replace("Via: SIP/2.0/UDP 127.0.0.2:5060", "Via: nonsense");
+        assert!(reject(&broken_via).is_none());
         let response = "SIP/2.0 200 OK\r\nVia: x\r\nbroken\r\n\r\n";
         let err = Message::parse(response.as_bytes()).unwrap_err();
         assert!(reject_unparsable(response.as_bytes(), &err, Protocol::Udp).is_none());
