@@ -29,6 +29,52 @@ pub struct Config {
     pub log: opskit::log::LogConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// What is refused before it costs anything (rate limits, overload shedding).
+    pub admission: AdmissionSection,
+}
+
+/// `[admission]`: 503 with Retry-After instead of work we cannot afford (see
+/// `pcscf::core::AdmissionConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSection {
+    /// Unprotected REGISTERs one IMPI may send at once (each costs a vector at the HSS and
+    /// a temporary SA set). 0 = no limit. Default 20.
+    pub register_burst: u32,
+    /// REGISTERs per second an IMPI regains. Default 2.
+    pub register_per_second: f64,
+    /// IMPIs tracked at most; a new one beyond it waits. Default 200000.
+    pub max_tracked: usize,
+    /// Received messages waiting in our queue above which new work is shed (503); shedding
+    /// stops below half of it. 0 = never shed. Default 2000.
+    pub overload_backlog: usize,
+    /// Retry-After of an overload 503, seconds. Default 5.
+    pub overload_retry_after: u32,
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        let c = crate::core::AdmissionConfig::default();
+        AdmissionSection {
+            register_burst: c.register_burst,
+            register_per_second: c.register_per_second,
+            max_tracked: c.max_tracked,
+            overload_backlog: 2000,
+            overload_retry_after: c.overload_retry_after,
+        }
+    }
+}
+
+impl AdmissionSection {
+    /// The core's admission limits.
+    pub fn core(&self) -> crate::core::AdmissionConfig {
+        crate::core::AdmissionConfig {
+            register_burst: self.register_burst,
+            register_per_second: self.register_per_second,
+            max_tracked: self.max_tracked,
+            overload_retry_after: self.overload_retry_after,
+        }
+    }
 }
 
 /// `[sip]`: the unprotected SIP side (Gm), default `127.0.0.1:5060`.
@@ -257,6 +303,21 @@ transport = "udp"
 # SAs here at once.
 subscribe_reg_event = true
 
+[admission]
+# 503 with Retry-After instead of work the P-CSCF cannot afford (RFC 3261 §21.5.4).
+# Unprotected REGISTERs one IMPI may send at once: each costs a vector at the HSS and a
+# temporary SA set. 0 = no limit.
+register_burst = 20
+# REGISTERs per second an IMPI regains.
+register_per_second = 2.0
+# IMPIs tracked at most; a new one beyond it waits until the table drains.
+max_tracked = 200000
+# Received messages waiting in our queue above which new REGISTERs and new dialogs are
+# answered 503 (work under way goes on); shedding stops below half of it. 0 = never.
+overload_backlog = 2000
+# Retry-After of an overload 503, seconds.
+overload_retry_after = 5
+
 [log]
 # Log filter: "info", "debug", "warn,pcscf=debug"... The RUST_LOG environment variable
 # overrides it. Logs go to stderr, in colour only on a terminal.
@@ -304,6 +365,19 @@ impl Config {
         }
         self.backend_kind()?;
         self.alg_prefs()?;
+        let a = &self.admission;
+        if !(a.register_per_second.is_finite() && a.register_per_second > 0.0) {
+            return bad(
+                "admission.register_per_second",
+                "must be a positive number".into(),
+            );
+        }
+        if a.max_tracked == 0 || a.overload_retry_after == 0 {
+            return bad(
+                "admission",
+                "max_tracked and overload_retry_after must be at least 1".into(),
+            );
+        }
         if let Some(u) = &self.scscf.uri {
             if sip::Uri::parse(u).is_err() {
                 return bad("scscf.uri", format!("{u:?} is not a SIP URI"));

@@ -32,10 +32,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use xfrm::{Lease, Pool, SaSet, SetId};
 
+mod admission;
 mod regevent;
 mod register;
 mod sa_table;
 mod session;
+pub use admission::AdmissionConfig;
 pub use register::Upstream;
 pub use session::Refusal;
 
@@ -282,6 +284,12 @@ pub enum Rejection {
     /// The S-CSCF cannot be reached (503, RFC 3261 §16.9).
     #[error("S-CSCF unreachable")]
     UpstreamUnreachable,
+    /// Too many unprotected REGISTERs for this IMPI (503 with Retry-After).
+    #[error("too many unprotected REGISTERs for this identity; retry after {0} s")]
+    RateLimited(u32),
+    /// The P-CSCF is shedding new work (503 with Retry-After).
+    #[error("overloaded")]
+    Overloaded,
 }
 
 /// Why input was dropped without an answer.
@@ -424,6 +432,7 @@ pub struct Pcscf {
     seq: u64,
     stats: Stats,
     ids: sip::Ids,
+    admission: admission::Admission,
 }
 
 /// Why the core could not be built.
@@ -461,7 +470,20 @@ impl Pcscf {
             seq: 0,
             stats: Stats::default(),
             ids: sip::Ids::from_entropy(),
+            admission: admission::Admission::new(AdmissionConfig::default()),
         })
+    }
+
+    /// Admission limits other than the defaults ([`AdmissionConfig`]).
+    pub fn with_admission(mut self, cfg: AdmissionConfig) -> Pcscf {
+        self.admission = admission::Admission::new(cfg);
+        self
+    }
+
+    /// The shell's report on its input backlog: while `true`, requests that would start
+    /// new work are answered 503 with Retry-After (see the `admission` module).
+    pub fn set_overloaded(&mut self, on: bool) {
+        self.admission.set_overloaded(on);
     }
 
     /// Takes tags and branches from `ids` (a seeded source makes tests reproducible).
@@ -836,6 +858,15 @@ impl Pcscf {
         // which identities, SAs and set-ups exist.
         let r = sip::uas::simple(&ctx.req, code, &mut self.ids);
         self.refuse(ctx, r, code, reason, now);
+    }
+
+    /// 503 with `Retry-After: secs` to the REGISTER of `ctx` (RFC 3261 §21.5.4, §20.33).
+    fn unavailable(&mut self, ctx: &Ctx, secs: u32, reason: Rejection, now: Instant) {
+        let r = ResponseBuilder::new(&ctx.req, 503)
+            .to_tag(&self.ids.tag())
+            .header("Retry-After", secs.to_string())
+            .build();
+        self.refuse(ctx, r, 503, reason, now);
     }
 
     /// Sends `response`, an error of `code` to the REGISTER of `ctx`, and counts it.

@@ -244,6 +244,8 @@ fn rejection_label(r: &Rejection) -> &'static str {
         R::BadUpstreamKeys | R::BadUpstreamChallenge(_) | R::NoUpstreamKeys => "upstream-malformed",
         R::UpstreamTimeout => "upstream-timeout",
         R::UpstreamUnreachable => "upstream-unreachable",
+        R::RateLimited(_) => "rate-limited",
+        R::Overloaded => "overloaded",
     }
 }
 
@@ -257,6 +259,7 @@ fn refusal_label(r: &crate::core::Refusal) -> &'static str {
         R::Forward(sip::proxy::ForwardError::Malformed(_)) => "malformed",
         R::Send(_) => "server",
         R::Unparsable(_) => "unparsable",
+        R::Overloaded => "overloaded",
     }
 }
 

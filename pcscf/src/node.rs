@@ -118,6 +118,17 @@ impl Node {
         self
     }
 
+    /// The P-CSCF's admission limits other than the defaults.
+    pub fn with_admission(mut self, cfg: crate::core::AdmissionConfig) -> Node {
+        self.pcscf = self.pcscf.with_admission(cfg);
+        self
+    }
+
+    /// The shell's report on its input backlog (see [`Pcscf::set_overloaded`]).
+    pub fn set_overloaded(&mut self, on: bool) {
+        self.pcscf.set_overloaded(on);
+    }
+
     /// The P-CSCF core.
     pub fn pcscf(&self) -> &Pcscf {
         &self.pcscf

@@ -185,7 +185,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 visited_network_id: cfg.visited_network_id(),
                 reg_event: cfg.scscf.subscribe_reg_event,
             };
-            (Node::proxy(core_cfg, upstream)?, None, None)
+            (
+                Node::proxy(core_cfg, upstream)?.with_admission(cfg.admission.core()),
+                None,
+                None,
+            )
         }
         ScscfMode::Collapsed => {
             // Our S-CSCF lives at its own address beside ours (Service-Route, Server-Name
@@ -212,7 +216,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 routing: Default::default(),
             };
             let node = Node::collapsed(core_cfg, s_cfg, cfg.visited_network_id())?
-                .with_reg_event(cfg.scscf.subscribe_reg_event);
+                .with_reg_event(cfg.scscf.subscribe_reg_event)
+                .with_admission(cfg.admission.core());
             let peer = HssPeer {
                 address: cfg.hss.address,
                 origin_host: origin_host.clone(),
@@ -254,8 +259,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
         None => (None, None),
     };
+    let overload_backlog = cfg.admission.overload_backlog;
     let task = tokio::spawn(async move {
         let (cx, mut cx_rx) = CxClient::new(hss);
+        let mut shedding = false;
         let mut last_gauges = Instant::now()
             .checked_sub(GAUGE_PERIOD)
             .unwrap_or_else(Instant::now);
@@ -277,7 +284,23 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             };
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(m) => node.handle_inbound(m.flow, m.data, Instant::now()),
+                    Some(m) => {
+                        // The backlog is what the next messages will wait: shed new work
+                        // above the mark, resume below half of it (hysteresis).
+                        let backlog = rx.len();
+                        if overload_backlog > 0 {
+                            if backlog >= overload_backlog && !shedding {
+                                shedding = true;
+                                node.set_overloaded(true);
+                                tracing::warn!(backlog, "overloaded: new work answered 503");
+                            } else if backlog < overload_backlog / 2 && shedding {
+                                shedding = false;
+                                node.set_overloaded(false);
+                                tracing::info!(backlog, "no longer overloaded");
+                            }
+                        }
+                        node.handle_inbound(m.flow, m.data, Instant::now())
+                    }
                     None => break,
                 },
                 Some((token, answer)) = cx_rx.recv() => {

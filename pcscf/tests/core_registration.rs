@@ -11,7 +11,7 @@ use hss::cx::{CxConfig, CxHandler};
 use hss::metrics::Metrics;
 use hss::store::{Durability, Impu, Store, Subscriber};
 use pcscf::config::IpsecPolicy;
-use pcscf::core::{CoreEvent, SaStep, SecurityOp};
+use pcscf::core::{AdmissionConfig, CoreEvent, SaStep, SecurityOp};
 use pcscf::node::{Event, Node, Output};
 use scscf::CxIdentity;
 use sip::ims::{format_security_list, SecurityMechanism};
@@ -90,6 +90,10 @@ struct Net {
 
 impl Net {
     fn new(policy: IpsecPolicy) -> Net {
+        Net::with_admission(policy, AdmissionConfig::default())
+    }
+
+    fn with_admission(policy: IpsecPolicy, admission: AdmissionConfig) -> Net {
         let cfg = core_config(policy);
         let s_cfg = scscf::Config {
             domain: DOMAIN.into(),
@@ -109,7 +113,9 @@ impl Net {
             routing: Default::default(),
         };
         Net {
-            core: Node::collapsed(cfg, s_cfg, DOMAIN.into()).unwrap(),
+            core: Node::collapsed(cfg, s_cfg, DOMAIN.into())
+                .unwrap()
+                .with_admission(admission),
             hss: Hss::new(),
             now: Instant::now(),
             next_set: 1,
@@ -642,6 +648,100 @@ fn an_unparsable_request_is_answered_400_on_its_flow() {
     assert_eq!(after.dropped, before.dropped + 1);
     // The registration is untouched.
     assert_eq!(net.core.pcscf().registration(IMPU), Some(Some(1)));
+}
+
+/// Hardening item 4: unprotected REGISTERs naming one IMPI beyond its burst get 503 with
+/// Retry-After and cost nothing (no Cx, no SA set); the UE's protected answer to a
+/// challenge it already has still goes through.
+#[test]
+fn a_register_flood_for_one_impi_gets_503_with_retry_after_and_costs_nothing() {
+    let mut net = Net::with_admission(
+        IpsecPolicy::Required,
+        AdmissionConfig {
+            register_burst: 3,
+            register_per_second: 0.1,
+            ..AdmissionConfig::default()
+        },
+    );
+    let mut ue = Ue::new(0);
+    // Three challenges (the burst), each with its MAR and temporary SA set.
+    let mut last = None;
+    for _ in 0..3 {
+        let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+        assert_eq!(r.code(), Some(401));
+        last = Some(r);
+    }
+    let mars = net.cx_log.len();
+    let sets = net.installed.len();
+    for _ in 0..5 {
+        let (_, r) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+        assert_eq!(r.code(), Some(503));
+        assert_eq!(r.header("Retry-After"), Some("10"));
+    }
+    assert_eq!((net.cx_log.len(), net.installed.len()), (mars, sets));
+    // The protected answer to the last challenge is no new work: registered.
+    let (ch, server, res, set) = read_401(&mut ue, &last.unwrap());
+    let auth = ue.authorization(&ch, &res, None);
+    let req = ue.register(
+        &[
+            ("Security-Verify", format_security_list(&server)),
+            ("Require", "sec-agree".into()),
+            ("Proxy-Require", "sec-agree".into()),
+            ("Authorization", auth),
+        ],
+        600,
+        set.port_uc,
+    );
+    let (_, ok) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
+    assert_eq!(ok.code(), Some(200), "{ok:?}");
+}
+
+/// Overload: while the shell reports a deep backlog, a new REGISTER and a UE's new INVITE
+/// get 503 + Retry-After at once; an in-dialog request and the protected answer to a
+/// challenge still go on.
+#[test]
+fn under_overload_new_work_is_shed_with_503_and_work_under_way_goes_on() {
+    let mut net = Net::new(IpsecPolicy::Required);
+    let mut ue = Ue::new(0);
+    let set = register(&mut net, &mut ue);
+    net.core.set_overloaded(true);
+    let (_, r) = only(net.send(ue_addr(5062), p_addr(5060), &ue.initial()));
+    assert_eq!(r.code(), Some(503));
+    assert_eq!(r.header("Retry-After"), Some("5"));
+    let invite = Message::parse(
+        format!(
+            "INVITE sip:bob@{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bKinv1\r\n\
+             Max-Forwards: 70\r\nFrom: <{IMPU}>;tag=a\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+             Call-ID: shed1\r\nCSeq: 1 INVITE\r\nContact: <sip:u@127.0.0.2:{}>\r\n\
+             Content-Length: 0\r\n\r\n",
+            set.port_uc, set.port_us
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let sent = net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &invite);
+    let r = &sent.last().expect("an answer").1;
+    assert_eq!(r.code(), Some(503), "{sent:?}");
+    assert!(r.header("Retry-After").is_some());
+    // In-dialog (a To tag): not shed (it fails later for its own reasons, not 503).
+    let bye = Message::parse(
+        format!(
+            "BYE sip:bob@{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bKbye1\r\n\
+             Max-Forwards: 70\r\nFrom: <{IMPU}>;tag=a\r\nTo: <sip:bob@{DOMAIN}>;tag=b\r\n\
+             Call-ID: shed2\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            set.port_uc
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let sent = net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &bye);
+    assert!(sent.iter().all(|(_, m)| m.code() != Some(503)), "{sent:?}");
+    // Back to normal: a new REGISTER is challenged again.
+    net.core.set_overloaded(false);
+    let (_, r) = only(net.send(ue_addr(5063), p_addr(5060), &ue.initial()));
+    assert_eq!(r.code(), Some(401));
 }
 
 #[test]

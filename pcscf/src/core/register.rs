@@ -99,6 +99,17 @@ impl Pcscf {
                 return self.reject(&ctx, 403, Rejection::NotSaOwner, now);
             }
         }
+        // Admission before any cost: a vector, an SA set, a key line (see `admission`).
+        // What arrives through an SA answers a challenge we already paid for.
+        if via_sa.is_none() {
+            if self.admission.overloaded() {
+                let secs = self.admission.overload_retry_after();
+                return self.unavailable(&ctx, secs, Rejection::Overloaded, now);
+            }
+            if let Err(secs) = self.admission.register(&ctx.impi, now) {
+                return self.unavailable(&ctx, secs, Rejection::RateLimited(secs), now);
+            }
+        }
         let expires = match scscf::registrar::requested_expires(&ctx.req, self.cfg.default_expires)
         {
             Ok(e) => e,

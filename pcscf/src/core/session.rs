@@ -51,6 +51,10 @@ pub enum Refusal {
     /// ([`sip::uas::reject_unparsable`]); REGISTERs included.
     #[error("unparsable: {0}")]
     Unparsable(sip::ParseError),
+    /// A UE's request that would start new work while the P-CSCF sheds load (503 with
+    /// Retry-After, see the `admission` module).
+    #[error("overloaded")]
+    Overloaded,
 }
 
 impl Refusal {
@@ -64,6 +68,7 @@ impl Refusal {
             Refusal::Unparsable(sip::ParseError::Version) => 505,
             Refusal::Unparsable(sip::ParseError::TooLarge { .. }) => 513,
             Refusal::Unparsable(_) => 400,
+            Refusal::Overloaded => 503,
         }
     }
 }
@@ -178,7 +183,17 @@ impl Pcscf {
     fn refuse_request(&mut self, tx: TxId, req: &Message, why: Refusal, now: Instant) {
         let code = why.status();
         self.stats.refused += 1;
-        self.simple(tx, req, code, now);
+        let r = match why {
+            Refusal::Overloaded => ResponseBuilder::new(req, 503)
+                .to_tag(&self.ids.tag())
+                .header(
+                    "Retry-After",
+                    self.admission.overload_retry_after().to_string(),
+                )
+                .build(),
+            _ => sip::uas::simple(req, code, &mut self.ids),
+        };
+        self.respond(tx, r, now);
         self.event(CoreEvent::Refused {
             method: req
                 .method()
@@ -224,6 +239,11 @@ impl Pcscf {
                 return;
             }
             return self.terminating(id, req, flow, now);
+        }
+        // Shedding: a UE's request that opens something new waits; in-dialog requests
+        // (a To tag) finish what is under way.
+        if self.admission.overloaded() && !req.to_header().is_ok_and(|t| t.tag().is_some()) {
+            return self.refuse_request(id, &req, Refusal::Overloaded, now);
         }
         match self.originator(&flow, via_sa) {
             Some(o) => self.originating(id, req, flow, o, now),
