@@ -38,8 +38,14 @@ impl Filter {
             return false;
         };
         let ours = self.esp_hosts.contains(&src) || self.esp_hosts.contains(&dst);
+        // A datagram over the link MTU (a REGISTER or INVITE over UDP on a real interface)
+        // arrives in fragments; only the first carries ports. The others of our hosts are
+        // kept so the dissector can reassemble.
+        if ours && is_later_fragment(pkt) {
+            return true;
+        }
         match proto {
-            50 => ours,
+            50 | IPV6_FRAGMENT => ours,
             6 | 17 if l4.len() >= 4 => {
                 let sp = u16::from_be_bytes([l4[0], l4[1]]);
                 let dp = u16::from_be_bytes([l4[2], l4[3]]);
@@ -54,6 +60,16 @@ impl Filter {
             _ => false,
         }
     }
+}
+
+/// IPv6 Fragment extension header (RFC 8200 §4.5).
+const IPV6_FRAGMENT: u8 = 44;
+
+/// An IPv4 fragment other than the first (offset ≠ 0, RFC 791).
+fn is_later_fragment(pkt: &[u8]) -> bool {
+    pkt.first().is_some_and(|b| b >> 4 == 4)
+        && pkt.len() >= 20
+        && u16::from_be_bytes([pkt[6], pkt[7]]) & 0x1fff != 0
 }
 
 /// (src, dst, protocol, transport header and payload) of an IPv4/IPv6 packet.
@@ -101,7 +117,15 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> CaptureError {
 impl Capture {
     /// Start capturing on `lo` into `path`.
     pub fn start(path: &Path, filter: Filter) -> Result<Capture, CaptureError> {
-        let fd = open_lo_socket().map_err(io_err("packet socket on lo (needs root)"))?;
+        Capture::start_on("lo", path, filter)
+    }
+
+    /// Start capturing on interface `iface` (of the calling thread's network namespace)
+    /// into `path`. On `lo` each packet passes twice and only the incoming copy is kept;
+    /// on any other interface (the netns lab's bridge) both directions are kept.
+    pub fn start_on(iface: &str, path: &Path, filter: Filter) -> Result<Capture, CaptureError> {
+        let fd = open_socket(iface).map_err(io_err("packet socket (needs root)"))?;
+        let skip_outgoing = iface == "lo";
         let mut out = BufWriter::new(File::create(path).map_err(io_err("create pcap"))?);
         // pcap global header: magic, v2.4, thiszone, sigfigs, snaplen, linktype.
         let mut hdr = Vec::with_capacity(24);
@@ -116,7 +140,7 @@ impl Capture {
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(Mutex::new(0));
         let (stop2, count2) = (stop.clone(), count.clone());
-        let thread = std::thread::spawn(move || run(fd, out, filter, stop2, count2));
+        let thread = std::thread::spawn(move || run(fd, out, filter, skip_outgoing, stop2, count2));
         Ok(Capture {
             stop,
             thread: Some(thread),
@@ -161,7 +185,9 @@ impl Drop for Fd {
     }
 }
 
-fn open_lo_socket() -> std::io::Result<Fd> {
+fn open_socket(iface: &str) -> std::io::Result<Fd> {
+    let name = std::ffi::CString::new(iface)
+        .map_err(|_| std::io::Error::other("interface name with a NUL byte"))?;
     // SAFETY: plain socket(2)/setsockopt(2)/bind(2) calls on a descriptor we own; every
     // pointer passed points to a live, correctly sized value.
     unsafe {
@@ -174,7 +200,7 @@ fn open_lo_socket() -> std::io::Result<Fd> {
             return Err(std::io::Error::last_os_error());
         }
         let fd = Fd(fd);
-        let ifindex = libc::if_nametoindex(c"lo".as_ptr());
+        let ifindex = libc::if_nametoindex(name.as_ptr());
         if ifindex == 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -233,6 +259,7 @@ fn run(
     fd: Fd,
     mut out: BufWriter<File>,
     filter: Filter,
+    skip_outgoing: bool,
     stop: Arc<AtomicBool>,
     count: Arc<Mutex<u64>>,
 ) -> std::io::Result<u64> {
@@ -270,7 +297,7 @@ fn run(
                 _ => return Err(e),
             }
         }
-        if pkttype == PACKET_OUTGOING {
+        if skip_outgoing && pkttype == PACKET_OUTGOING {
             continue;
         }
         let pkt = &buf[..n as usize];
@@ -349,5 +376,22 @@ mod tests {
         assert!(!f.keep(&tcp), "someone else's traffic on loopback");
         assert!(!f.keep(&[0x45, 0, 0]), "truncated");
         assert!(!f.keep(&[]), "empty");
+    }
+
+    #[test]
+    fn later_fragments_of_our_hosts_are_kept() {
+        let f = Filter {
+            esp_hosts: vec!["10.77.0.11".parse().unwrap()],
+            ports: vec![5060],
+            port_ranges: vec![],
+        };
+        // UDP, fragment offset 185 (×8 bytes): no ports in it.
+        let mut frag = vec![
+            0x45, 0, 0, 40, 0, 1, 0, 185, 64, 17, 0, 0, 10, 77, 0, 11, 10, 77, 0, 1,
+        ];
+        frag.extend_from_slice(&[0xaa; 20]);
+        assert!(f.keep(&frag));
+        frag[15] = 99;
+        assert!(!f.keep(&frag), "another host's fragment");
     }
 }

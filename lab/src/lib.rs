@@ -15,4 +15,5 @@ pub mod cli;
 pub mod demo;
 pub mod hexarg;
 pub mod net;
+pub mod netns;
 pub mod verify;

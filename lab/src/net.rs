@@ -177,25 +177,30 @@ impl LabNet {
         })
     }
 
-    /// UE configurations for subscribers 0..n, each on its own loopback address
-    /// ([`ue::loopback_ip`]), pointing at our P-CSCF.
+    /// UE configurations for subscribers 0..n ([`ue_configs`]) pointing at our P-CSCF.
     pub fn ue_configs(&self, n: usize, sec_agree: bool) -> Vec<UeConfig> {
-        let mut template = UeConfig::new(
-            "",
-            "",
-            DOMAIN,
-            IsimKeys::new([0; 16], [0; 16]),
-            IpAddr::from([127, 0, 0, 1]),
-            self.sip_advertised,
-        );
-        template.sec_agree = sec_agree;
-        template.expires = 600;
-        template.sa_grace = Duration::from_millis(500);
-        ue::numbered(&template, n, |i| {
-            let s = subscriber(i);
-            (s.impi, s.impu, IsimKeys::new(s.k, s.opc))
-        })
+        ue_configs(self.sip_advertised, n, sec_agree)
     }
+}
+
+/// UE configurations for subscribers 0..n, each on its own loopback address
+/// ([`ue::loopback_ip`]; the netns lab moves them to its own), pointing at `pcscf`.
+pub fn ue_configs(pcscf: SocketAddr, n: usize, sec_agree: bool) -> Vec<UeConfig> {
+    let mut template = UeConfig::new(
+        "",
+        "",
+        DOMAIN,
+        IsimKeys::new([0; 16], [0; 16]),
+        IpAddr::from([127, 0, 0, 1]),
+        pcscf,
+    );
+    template.sec_agree = sec_agree;
+    template.expires = 600;
+    template.sa_grace = Duration::from_millis(500);
+    ue::numbered(&template, n, |i| {
+        let s = subscriber(i);
+        (s.impi, s.impu, IsimKeys::new(s.k, s.opc))
+    })
 }
 
 fn provision(db: &std::path::Path, n: usize) -> anyhow::Result<()> {

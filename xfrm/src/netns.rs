@@ -17,6 +17,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 #[derive(Debug)]
 pub struct NetNs {
     name: String,
+    /// Left in place on drop ([`NetNs::persist`], [`NetNs::attach`]).
+    keep: bool,
 }
 
 impl NetNs {
@@ -27,6 +29,13 @@ impl NetNs {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        NetNs::create_named(&name)
+    }
+
+    /// Creates the namespace `name` exactly (fails if it exists), loopback up; deleted on
+    /// drop unless [`NetNs::persist`]ed.
+    pub fn create_named(name: &str) -> io::Result<NetNs> {
+        let name = name.to_string();
         let out = Command::new("ip").args(["netns", "add", &name]).output()?;
         if !out.status.success() {
             return Err(io::Error::other(format!(
@@ -34,9 +43,40 @@ impl NetNs {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let ns = NetNs { name };
+        let ns = NetNs { name, keep: false };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// The existing namespace `name` (`/run/netns/<name>`), left in place on drop.
+    pub fn attach(name: &str) -> io::Result<NetNs> {
+        std::fs::metadata(format!("/run/netns/{name}"))?;
+        Ok(NetNs {
+            name: name.to_string(),
+            keep: true,
+        })
+    }
+
+    /// Leaves the namespace in place when this handle is dropped.
+    pub fn persist(mut self) -> String {
+        self.keep = true;
+        self.name.clone()
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace and returns at once;
+    /// sockets `f` opens (and threads it starts, a tokio runtime's workers included)
+    /// belong to the namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<std::thread::JoinHandle<io::Result<T>>> {
+        let file = File::open(format!("/run/netns/{}", self.name))?;
+        std::thread::Builder::new()
+            .name(format!("netns-{}", self.name))
+            .spawn(move || {
+                enter(&file)?;
+                Ok(f())
+            })
     }
 
     /// Name of the namespace.
@@ -49,10 +89,7 @@ impl NetNs {
         let file = File::open(format!("/run/netns/{}", self.name))?;
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: file is an open netns fd; CLONE_NEWNET affects only this thread.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                enter(&file)?;
                 Ok(f())
             })
             .join()
@@ -124,8 +161,20 @@ impl NetNs {
     }
 }
 
+/// Moves the calling thread into the namespace `file` names.
+fn enter(file: &File) -> io::Result<()> {
+    // SAFETY: file is an open netns fd; CLONE_NEWNET affects only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -4,6 +4,7 @@ pub mod aka;
 pub mod bench;
 pub mod demo;
 pub mod net;
+pub mod netns;
 pub mod ue;
 pub mod verify;
 
@@ -58,6 +59,9 @@ pub enum Command {
     /// Check a capture with tshark: dissection, ESP keys and ICVs, the registration and
     /// call ladders, no cleartext SIP after the 401, every transaction answered.
     Verify(verify::VerifyArgs),
+    /// The lab as separate hosts in network namespaces (ue1, ue2, core, as): up, down,
+    /// or a demo run that cleans up after itself.
+    Netns(netns::NetnsArgs),
 }
 
 /// `--ipsec` values of `imslab ue`, `imslab demo`, `imslab net` and `imslab bench`.
@@ -95,6 +99,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Bench(a) => bench::run(a),
         Command::Net(a) => net::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Netns(a) => netns::run(a),
     }
 }
 
