@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 /// Receive queue asked for on the UDP socket we bind ourselves (see
@@ -78,7 +79,15 @@ impl Rewriter {
             tracing::info!("rewrite rules from {}: {} rules", p.display(), rules.len());
         }
         let (tx, rx) = watch::channel(Arc::new(rules));
-        let reload = file.map(|p| tokio::spawn(reload_on_hangup(p.to_path_buf(), tx)));
+        // The handler is in place before start returns: a SIGHUP right after "ready" must
+        // reload, not end the process (the default action).
+        let reload = file.and_then(|p| match signal(SignalKind::hangup()) {
+            Ok(hup) => Some(tokio::spawn(reload_on_hangup(p.to_path_buf(), hup, tx))),
+            Err(e) => {
+                tracing::warn!("no SIGHUP handler ({e}): rewrite rules will not reload");
+                None
+            }
+        });
         Ok(Rewriter {
             rules: rx,
             file: file.map(Path::to_path_buf),
@@ -238,15 +247,7 @@ pub fn reload(file: &Path, tx: &watch::Sender<Arc<RuleSet>>) -> Result<usize, Fi
     Ok(n)
 }
 
-async fn reload_on_hangup(file: PathBuf, tx: watch::Sender<Arc<RuleSet>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("no SIGHUP handler ({e}): rewrite rules will not reload");
-            return;
-        }
-    };
+async fn reload_on_hangup(file: PathBuf, mut hup: Signal, tx: watch::Sender<Arc<RuleSet>>) {
     loop {
         tokio::select! {
             r = hup.recv() => {

@@ -286,7 +286,13 @@ fn regex(p: &str) -> Result<Regex, String> {
     RegexBuilder::new(p)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| format!("bad regex {p:?}: {e}"))
+        .map_err(|e| {
+            // The regex crate draws a caret under the pattern over several lines; a log
+            // line and a startup error want the one line that says what is wrong.
+            let text = e.to_string();
+            let what = text.lines().last().unwrap_or_default();
+            format!("bad regex {p:?}: {}", what.trim_start_matches("error: "))
+        })
 }
 
 /// `$n`, `${n}` and `${name}` in a replacement must name a group of the pattern: the regex

@@ -298,7 +298,7 @@ fn every_direction_key_loads() {
 #[test]
 fn invalid_rules_name_the_rule() {
     let cases: &[(&str, &str)] = &[
-        ("[[to_ue]]\nname = \"re\"\nheaders = [{ name = \"To\", value = \"(\" }]\ndscp = 1\n", "bad regex"),
+        ("[[to_ue]]\nname = \"re\"\nheaders = [{ name = \"To\", value = \"(\" }]\ndscp = 1\n", "bad regex \"(\": unclosed group"),
         ("[[to_ue]]\nname = \"act\"\nrewrite_header = []\n", "unknown field `rewrite_header`"),
         ("[[to_ue]]\nname = \"dscp\"\ndscp = 64\n", "dscp 64 is not 0-63"),
         ("[[to_ue]]\nname = \"dscp\"\ndscp = -1\n", "dscp -1 is not 0-63"),
@@ -330,6 +330,7 @@ fn invalid_rules_name_the_rule() {
         assert!(msg.starts_with(&format!("to_ue rule {rule:?}: ")), "{msg}");
         assert!(text.contains(&format!("name = \"{rule}\"")), "{msg}");
         assert!(msg.contains(what), "{text}\n=> {msg}\n(wanted {what:?})");
+        assert!(!msg.contains('\n'), "one line: {msg}");
     }
     let e = RuleSet::load("[[to_ue]]\ndscp = 1\n").unwrap_err();
     assert!(e.to_string().contains("rule \"#1\": has no name"), "{e}");
