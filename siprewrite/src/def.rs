@@ -194,7 +194,7 @@ fn compile(d: RuleDef) -> Result<Rule, String> {
         .remove_header
         .into_iter()
         .map(|h| {
-            header_name(&h.name)?;
+            edited_header(&h.name)?;
             Ok(RemoveHeader {
                 value: h.value.as_deref().map(regex).transpose()?,
                 name: h.name,
@@ -205,7 +205,7 @@ fn compile(d: RuleDef) -> Result<Rule, String> {
         .replace_header
         .into_iter()
         .map(|h| {
-            header_name(&h.name)?;
+            edited_header(&h.name)?;
             let pattern = regex(&h.pattern)?;
             header_value(&h.with)?;
             check_replacement(&pattern, &h.with)?;
@@ -220,7 +220,7 @@ fn compile(d: RuleDef) -> Result<Rule, String> {
         .add_header
         .into_iter()
         .map(|h| {
-            header_name(&h.name)?;
+            edited_header(&h.name)?;
             header_value(&h.value)?;
             Ok((h.name, h.value))
         })
@@ -413,6 +413,18 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
+}
+
+/// A header a rule may edit: a token, and not Content-Length, which the engine keeps
+/// equal to the body (a stream peer would lose the framing otherwise).
+fn edited_header(n: &str) -> Result<(), String> {
+    header_name(n)?;
+    if sip::names_match(n, "Content-Length") {
+        return Err(format!(
+            "{n:?}: Content-Length is set by the engine after a body change"
+        ));
+    }
+    Ok(())
 }
 
 fn header_name(n: &str) -> Result<(), String> {

@@ -311,6 +311,7 @@ fn invalid_rules_name_the_rule() {
         ("[[to_ue]]\nname = \"cap\"\nreplace_header = [{ name = \"To\", pattern = \"(a)\", with = \"$2\" }]\n", "no group \"2\""),
         ("[[to_ue]]\nname = \"hdr\"\nadd_header = [{ name = \"X Y\", value = \"1\" }]\n", "not a header name"),
         ("[[to_ue]]\nname = \"hdr\"\nadd_header = [{ name = \"X\", value = \"1\\r\\nEvil: 1\" }]\n", "control"),
+        ("[[to_ue]]\nname = \"cl\"\nremove_header = [{ name = \"l\" }]\n", "Content-Length is set by the engine"),
         ("[[to_ue]]\nname = \"noop\"\nmethod = \"INVITE\"\n", "has no action"),
         ("[[to_ue]]\nname = \"m\"\nmethod = \"IN VITE\"\ndscp = 1\n", "method"),
         ("[[to_ue]]\nname = \"c\"\nremove_codecs = [\"AMR/8000\"]\n", "encoding name"),
