@@ -296,7 +296,8 @@ level = "info"
 #   | remove_header = [{ name = "Allow", value = "MESSAGE" }]   # value: a regex, optional
 #   | replace_header = [{ name = "Server", pattern = "^(\\w+)/.*", with = "$1" }]
 #   | add_header = [{ name = "X-Lab", value = "1" }]
-#   | dscp = 46                               # 0-63, set on the socket for this message
+#   | dscp = 46                               # 0-63: IP_TOS/IPV6_TCLASS of this message
+#   |                                         # (unprotected UDP only; not TCP or IPsec)
 #   |
 #   | [[to_ue]]
 #   | name = "busy"
