@@ -20,6 +20,7 @@ use siprewrite::{Direction, FileError, RuleSet};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -39,6 +40,8 @@ pub struct Rewriter {
     /// Duplicates of the UDP sockets bound through [`Rewriter::bind_udp`]: the same
     /// kernel socket, so its IP_TOS/IPV6_TCLASS can be set for one datagram.
     dscp_sockets: Mutex<HashMap<SocketAddr, socket2::Socket>>,
+    /// Whether the operator has been told once that a DSCP could not be applied.
+    unmarked_told: AtomicBool,
     _reload: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -95,6 +98,7 @@ impl Rewriter {
             scscf: peers.scscf,
             limits,
             dscp_sockets: Mutex::new(HashMap::new()),
+            unmarked_told: AtomicBool::new(false),
             _reload: reload,
         })
     }
@@ -188,6 +192,7 @@ impl Rewriter {
     /// message goes unmarked.
     pub fn send_with_dscp(&self, t: &Transmit, dscp: u8) -> bool {
         if t.flow.protocol != Protocol::Udp {
+            self.tell_unmarked(t);
             return false;
         }
         let socks = self.dscp_sockets.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,7 +203,10 @@ impl Rewriter {
                 .find(|(a, _)| a.is_ipv4() == t.flow.remote.is_ipv4())
                 .map(|(_, s)| s),
         };
-        let Some(sock) = sock else { return false };
+        let Some(sock) = sock else {
+            self.tell_unmarked(t);
+            return false;
+        };
         // DSCP is the upper six bits of the TOS / traffic class octet (RFC 2474 §3).
         let tos = u32::from(dscp) << 2;
         let v6 = sock
@@ -227,6 +235,20 @@ impl Rewriter {
                 tracing::debug!(to = %t.flow.remote, "marked send failed ({e}); sending unmarked");
                 false
             }
+        }
+    }
+}
+
+impl Rewriter {
+    /// Once per process: a rule's DSCP reaches only the unprotected UDP socket today, and
+    /// an operator who set one must learn that the rest goes out unmarked.
+    fn tell_unmarked(&self, t: &Transmit) {
+        if !self.unmarked_told.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                local = ?t.flow.local, protocol = %t.flow.protocol,
+                "rewrite: a rule's dscp applies to the unprotected UDP socket only; \
+                 this and later messages over TCP or IPsec ports go out unmarked"
+            );
         }
     }
 }
