@@ -31,6 +31,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// What is refused before it costs anything (rate limits, overload shedding).
     pub admission: AdmissionSection,
+    /// Interop rewrite rules ([`crate::rewrite`]).
+    pub rewrite: RewriteConfig,
 }
 
 /// `[admission]`: 503 with Retry-After instead of work we cannot afford (see
@@ -75,6 +77,16 @@ impl AdmissionSection {
             overload_retry_after: self.overload_retry_after,
         }
     }
+}
+
+/// `[rewrite]`: the interop rewrite rules file ([`siprewrite`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewriteConfig {
+    /// The rules file, relative to the working directory. Loaded at start (an invalid file
+    /// is a start error naming the rule) and again on SIGHUP (an invalid new file is logged
+    /// and the old rules stay). Default: none.
+    pub file: Option<PathBuf>,
 }
 
 /// `[sip]`: the unprotected SIP side (Gm), default `127.0.0.1:5060`.
@@ -327,6 +339,32 @@ level = "info"
 # Prometheus GET /metrics over plain HTTP without authentication: keep it on a management
 # address. Unset = off (several P-CSCFs on one host would fight over one port).
 # listen = "127.0.0.1:9091"
+
+[rewrite]
+# Interop rewrite rules ("SIP interceptor" edits for handsets and cores that need them): a
+# TOML file of named rules per direction (to_ue, to_core, to_as, from_ue, from_core,
+# from_as). to_core/from_core are the wire toward the S-CSCF (proxy mode), to_as/from_as the
+# collapsed S-CSCF's wire toward application servers. Checked at start and by `config
+# check` (a mistake names the rule); SIGHUP reloads it, keeping the old rules if the new
+# file is invalid. Unset = no rules. A rules file looks like this (without the "|"):
+#   | [[to_ue]]
+#   | name = "no-rtcp-mid"                    # required, unique per direction
+#   | method = "INVITE"                       # requests, and responses by CSeq method
+#   | status = [183, "2xx"]                   # responses: 480, "4xx", "400-499"
+#   | headers = [{ name = "User-Agent", value = "^SM-" }, { name = "X-A", absent = true }]
+#   | remove_sdp_attributes = ["rtcp", "mid"]
+#   | remove_codecs = ["AMR-WB"]              # its m= payload types, rtpmap/fmtp/rtcp-fb
+#   | remove_header = [{ name = "Allow", value = "MESSAGE" }]   # value: a regex, optional
+#   | replace_header = [{ name = "Server", pattern = "^(\\w+)/.*", with = "$1" }]
+#   | add_header = [{ name = "X-Lab", value = "1" }]
+#   | dscp = 46                               # 0-63: IP_TOS/IPV6_TCLASS of this message
+#   |                                         # (unprotected UDP only; not TCP or IPsec)
+#   |
+#   | [[to_ue]]
+#   | name = "busy"
+#   | status = 480
+#   | map_status = { code = 486, reason = "Busy Here" }
+# file = "rewrite.toml"
 "#;
 
 impl Config {
@@ -338,9 +376,23 @@ impl Config {
         Ok(c)
     }
 
-    /// Reads, parses and validates a file.
+    /// Reads, parses and validates a file, and the rewrite rules file it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::from_toml(&opskit::config::read(path)?)
+        let c = Config::from_toml(&opskit::config::read(path)?)?;
+        c.rewrite_rules()?;
+        Ok(c)
+    }
+
+    /// Loads `[rewrite] file` (no rules when unset). Not part of [`Config::validate`]:
+    /// that one reads no files.
+    pub fn rewrite_rules(&self) -> Result<siprewrite::RuleSet, ConfigError> {
+        match &self.rewrite.file {
+            Some(p) => siprewrite::RuleSet::load_file(p).map_err(|e| ConfigError::Value {
+                key: "rewrite.file",
+                reason: e.to_string(),
+            }),
+            None => Ok(siprewrite::RuleSet::default()),
+        }
     }
 
     /// Checks values that parse but cannot work.

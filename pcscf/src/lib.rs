@@ -22,13 +22,15 @@
 //! one such as Kamailio (`mode = "proxy"`): one code path either way ([`node`]).
 //!
 //! Layers: [`config`] (TOML), [`core`] (sans-IO P-CSCF), [`node`] (the cores of this
-//! process wired together), [`shell`] (tokio), [`metrics`] (Prometheus). Calls and iFC
+//! process wired together), [`shell`] (tokio), [`metrics`] (Prometheus), [`rewrite`]
+//! (interop rewrite rules on the wire). Calls and iFC
 //! routing come on top.
 
 pub mod config;
 pub mod core;
 pub mod metrics;
 pub mod node;
+pub mod rewrite;
 pub mod shell;
 
 pub use config::Config;

@@ -6,6 +6,7 @@ use crate::config::{Config, IpsecPolicy, ScscfMode, UpstreamTransport};
 use crate::core::{CoreConfig, CoreEvent, SaStep, SecurityOp, Stats, Upstream};
 use crate::metrics::{Metrics, SaState};
 use crate::node::{Event, Node, Output};
+use crate::rewrite::{Peers, Rewriter};
 use scscf::cxclient::{self, CxClient, HssPeer};
 use scscf::CxIdentity;
 use secagree::{IpsecMode, SipIo};
@@ -48,6 +49,9 @@ pub enum StartError {
     /// The `/metrics` endpoint.
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] crate::metrics::ServeError),
+    /// The `[rewrite] file`.
+    #[error(transparent)]
+    Rewrite(#[from] siprewrite::FileError),
 }
 
 /// A running P-CSCF.
@@ -125,6 +129,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         },
         ..TransportConfig::default()
     };
+    let rewriter = Rewriter::start(cfg.rewrite.file.as_deref(), Peers::of(&cfg), tcfg.limits)?;
     // Our XFRM state carries this instance's own tag so start/stop flush only what this
     // P-CSCF (or its previous run) installed, never another P-CSCF's in the same namespace.
     let listen = cfg.sip.listen;
@@ -138,9 +143,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let sip_addr = io
-        .transport()
-        .bind_udp(listen)
+    let sip_addr = rewriter
+        .bind_udp(io.transport(), listen)
         .await
         .map_err(|source| StartError::Bind {
             addr: listen,
@@ -267,7 +271,15 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             .checked_sub(GAUGE_PERIOD)
             .unwrap_or_else(Instant::now);
         loop {
-            drain(&mut node, &io2, &cx, esp_sa_file.as_ref(), &metrics).await;
+            drain(
+                &mut node,
+                &io2,
+                &cx,
+                esp_sa_file.as_ref(),
+                &metrics,
+                &rewriter,
+            )
+            .await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
             // Gauges walk the registrations: a few times a second is plenty for a
             // scrape, and keeps the per-message cost of the loop flat.
@@ -299,7 +311,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                                 tracing::info!(backlog, "no longer overloaded");
                             }
                         }
-                        node.handle_inbound(m.flow, m.data, Instant::now())
+                        let data = rewriter.inbound(&m.flow, m.data);
+                        node.handle_inbound(m.flow, data, Instant::now())
                     }
                     None => break,
                 },
@@ -340,10 +353,15 @@ async fn drain(
     cx: &CxClient,
     esp_sa_file: Option<&KeysWriter>,
     metrics: &Arc<Metrics>,
+    rewriter: &Rewriter,
 ) {
     while let Some(o) = node.poll_output() {
         match o {
             Output::Transmit(role, t) => {
+                let (t, dscp) = rewriter.outbound(role, t);
+                if dscp.is_some_and(|d| rewriter.send_with_dscp(&t, d)) {
+                    continue;
+                }
                 if let Err(e) = io.send(&t).await {
                     tracing::warn!("send to {}: {e}", t.flow.remote);
                     node.handle_transport_error(role, t.tx, Instant::now());
