@@ -333,16 +333,49 @@ struct CoreEnd {
     keys: String,
 }
 
+/// What a service thread reports once: ready (with what the caller needs) or why not.
+type Ready<R> = std::sync::mpsc::Receiver<anyhow::Result<R>>;
+
+/// Runs `service` on a tokio runtime of its own, on a thread inside `ns` (so every socket
+/// and worker thread it makes belongs to `ns`). It reports on its ready channel once, then
+/// runs until the [`InNs`] tells it to stop; what it returns is what [`InNs::finish`]
+/// gives back.
+fn in_ns<R, T, F, Fut>(
+    ns: &NetNs,
+    what: &'static str,
+    service: F,
+) -> anyhow::Result<(InNs<T>, Ready<R>)>
+where
+    R: Send + 'static,
+    T: Send + Default + 'static,
+    F: FnOnce(std::sync::mpsc::Sender<anyhow::Result<R>>, oneshot::Receiver<()>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = ns.spawn(move || match runtime() {
+        Ok(rt) => rt.block_on(service(ready_tx, stop_rx)),
+        Err(e) => {
+            let _ = ready_tx.send(Err(anyhow!("tokio runtime for {what}: {e}")));
+            T::default()
+        }
+    })?;
+    Ok((
+        InNs {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        },
+        ready_rx,
+    ))
+}
+
 fn start_core(
     lab: &Lab,
     mode: IpsecMode,
     out: &Path,
-) -> anyhow::Result<(
-    InNs<CoreEnd>,
-    std::sync::mpsc::Receiver<anyhow::Result<CoreReady>>,
-)> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+) -> anyhow::Result<(InNs<CoreEnd>, Ready<CoreReady>)> {
     let opts = NetOptions {
         subscribers: lab.plan.ues,
         mode,
@@ -355,98 +388,53 @@ fn start_core(
         port_range: PORT_RANGE,
         min_expires: 60,
     };
-    let thread = lab.core.spawn(move || -> CoreEnd {
-        let end = CoreEnd::default();
-        let rt = match runtime() {
-            Ok(rt) => rt,
+    in_ns(&lab.core, "the core", move |ready, stop| async move {
+        let lab = match LabNet::start(&opts).await {
+            Ok(l) => l,
             Err(e) => {
-                let _ = ready_tx.send(Err(anyhow!("tokio runtime in the core: {e}")));
-                return end;
+                let _ = ready.send(Err(e.context("start HSS and P-CSCF in the core")));
+                return CoreEnd::default();
             }
         };
-        rt.block_on(async move {
-            let lab = match LabNet::start(&opts).await {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.context("start HSS and P-CSCF in the core")));
-                    return end;
-                }
-            };
-            let _ = ready_tx.send(Ok(CoreReady {
-                sip: lab.sip_advertised,
-                backend: lab.pcscf.backend,
-                esp_sa: lab.esp_sa.clone(),
-            }));
-            let _ = stop_rx.await;
-            let stats = lab.pcscf.stats();
-            let end = CoreEnd {
-                registrations: stats.registrations,
-                deregistrations: stats.deregistrations,
-                sa_sets_left: lab.pcscf.live_sa_sets(),
-                keys: lab.pcscf.esp_sa_history(),
-            };
-            lab.pcscf.stop().await;
-            end
-        })
-    })?;
-    Ok((
-        InNs {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        },
-        ready_rx,
-    ))
+        let _ = ready.send(Ok(CoreReady {
+            sip: lab.sip_advertised,
+            backend: lab.pcscf.backend,
+            esp_sa: lab.esp_sa.clone(),
+        }));
+        let _ = stop.await;
+        let stats = lab.pcscf.stats();
+        let end = CoreEnd {
+            registrations: stats.registrations,
+            deregistrations: stats.deregistrations,
+            sa_sets_left: lab.pcscf.live_sa_sets(),
+            keys: lab.pcscf.esp_sa_history(),
+        };
+        lab.pcscf.stop().await;
+        end
+    })
 }
 
 fn start_ue(
     ns: &NetNs,
     cfg: ue::UeConfig,
     mode: IpsecMode,
-) -> anyhow::Result<(
-    InNs<()>,
-    std::sync::mpsc::Receiver<anyhow::Result<ue::UeHandle>>,
-)> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let thread = ns.spawn(move || {
-        let rt = match runtime() {
-            Ok(rt) => rt,
+) -> anyhow::Result<(InNs<()>, Ready<ue::UeHandle>)> {
+    in_ns(ns, "a UE", move |ready, stop| async move {
+        let io = ue::IoConfig {
+            mode,
+            ..ue::IoConfig::default()
+        };
+        let host = match ue::UeHost::start(io).await {
+            Ok(h) => h,
             Err(e) => {
-                let _ = ready_tx.send(Err(anyhow!("tokio runtime in a UE: {e}")));
+                let _ = ready.send(Err(anyhow!("UE host: {e}")));
                 return;
             }
         };
-        rt.block_on(async move {
-            let io = ue::IoConfig {
-                mode,
-                ..ue::IoConfig::default()
-            };
-            let host = match ue::UeHost::start(io).await {
-                Ok(h) => h,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow!("UE host: {e}")));
-                    return;
-                }
-            };
-            match host.add(cfg).await {
-                Ok(h) => {
-                    let _ = ready_tx.send(Ok(h));
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow!("UE: {e}")));
-                }
-            }
-            let _ = stop_rx.await;
-            host.shutdown().await;
-        })
-    })?;
-    Ok((
-        InNs {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        },
-        ready_rx,
-    ))
+        let _ = ready.send(host.add(cfg).await.map_err(|e| anyhow!("UE: {e}")));
+        let _ = stop.await;
+        host.shutdown().await;
+    })
 }
 
 /// Waits (bounded) for a thread's ready report.

@@ -4,22 +4,10 @@
 //! to build over a lab that exists. Needs root and iproute2 (SKIPPED locally without them,
 //! FAILED under `CI=true`); tshark for the capture check.
 
-use std::process::{Command, Output};
+mod common;
 
-fn imslab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imslab"))
-        .args(args)
-        .output()
-        .expect("run imslab")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{imslab, text};
+use std::process::Command;
 
 fn namespaces_of(name: &str) -> Vec<String> {
     let o = Command::new("ip").args(["netns", "list"]).output().unwrap();

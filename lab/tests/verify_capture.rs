@@ -4,22 +4,9 @@
 //! and userspace ESP) and tshark; without them SKIPPED (FAILED when `CI=true`).
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn imslab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imslab"))
-        .args(args)
-        .output()
-        .expect("run imslab")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{imslab, text};
 
 fn diameter_port(out: &Path) -> String {
     let t = std::fs::read_to_string(out.join("hss.toml")).expect("demo wrote hss.toml");
@@ -58,10 +45,7 @@ fn verify_passes_the_demo_capture_and_fails_a_wrong_key() {
             "register,call,message,ipsec".into(),
         ]
     };
-    let ok = Command::new(env!("CARGO_BIN_EXE_imslab"))
-        .args(args(&keys))
-        .output()
-        .unwrap();
+    let ok = imslab(&args(&keys));
     let s = text(&ok);
     assert!(ok.status.success(), "{s}");
     for want in [
@@ -100,10 +84,7 @@ fn verify_passes_the_demo_capture_and_fails_a_wrong_key() {
     );
     let bad_keys = dir.path().join("esp_sa.bad");
     std::fs::write(&bad_keys, original.replacen(&auth, &flipped, 1)).unwrap();
-    let bad = Command::new(env!("CARGO_BIN_EXE_imslab"))
-        .args(args(&bad_keys))
-        .output()
-        .unwrap();
+    let bad = imslab(&args(&bad_keys));
     let s = text(&bad);
     assert!(!bad.status.success(), "a wrong key must fail:\n{s}");
     assert!(s.contains("[FAIL] ESP: bad ICV"), "{s}");

@@ -239,10 +239,10 @@ fn read_401(ue: &mut Ue, resp: &Message) -> (Challenge, Vec<SecurityMechanism>, 
 }
 
 /// Full initial registration; returns the established SA set.
-fn register(net: &mut Net, ue: &mut Ue) -> SaSet {
-    let (to, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
-    assert_eq!(to.remote, ue_addr(5060));
-    let (ch, server, res, set) = read_401(ue, &resp);
+/// The UE's protected answer to the 401 `resp`: the REGISTER to send through the new SA
+/// set, the set and our Security-Server.
+fn answer_401(ue: &mut Ue, resp: &Message) -> (Message, SaSet, Vec<SecurityMechanism>) {
+    let (ch, server, res, set) = read_401(ue, resp);
     let auth = ue.authorization(&ch, &res, None);
     let req = ue.register(
         &[
@@ -254,6 +254,13 @@ fn register(net: &mut Net, ue: &mut Ue) -> SaSet {
         600,
         set.port_uc,
     );
+    (req, set, server)
+}
+
+fn register(net: &mut Net, ue: &mut Ue) -> SaSet {
+    let (to, resp) = only(net.send(ue_addr(5060), p_addr(5060), &ue.initial()));
+    assert_eq!(to.remote, ue_addr(5060));
+    let (req, set, server) = answer_401(ue, &resp);
     let (to, ok) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
     assert_eq!(ok.code(), Some(200), "{ok:?}");
     // The 200 OK leaves through the new SA: from port_ps to the UE's port_uc.
@@ -680,18 +687,7 @@ fn a_register_flood_for_one_impi_gets_503_with_retry_after_and_costs_nothing() {
     }
     assert_eq!((net.cx_log.len(), net.installed.len()), (mars, sets));
     // The protected answer to the last challenge is no new work: registered.
-    let (ch, server, res, set) = read_401(&mut ue, &last.unwrap());
-    let auth = ue.authorization(&ch, &res, None);
-    let req = ue.register(
-        &[
-            ("Security-Verify", format_security_list(&server)),
-            ("Require", "sec-agree".into()),
-            ("Proxy-Require", "sec-agree".into()),
-            ("Authorization", auth),
-        ],
-        600,
-        set.port_uc,
-    );
+    let (req, set, _) = answer_401(&mut ue, &last.unwrap());
     let (_, ok) = only(net.send(ue_addr(set.port_uc), p_addr(set.port_ps), &req));
     assert_eq!(ok.code(), Some(200), "{ok:?}");
 }
