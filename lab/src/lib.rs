@@ -16,4 +16,5 @@ pub mod demo;
 pub mod hexarg;
 pub mod net;
 pub mod netns;
+pub mod up;
 pub mod verify;

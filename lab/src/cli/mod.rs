@@ -6,6 +6,7 @@ pub mod demo;
 pub mod net;
 pub mod netns;
 pub mod ue;
+pub mod up;
 pub mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -62,6 +63,9 @@ pub enum Command {
     /// The lab as separate hosts in network namespaces (ue1, ue2, core, as): up, down,
     /// or a demo run that cleans up after itself.
     Netns(netns::NetnsArgs),
+    /// The core for a real lab (eNB, EPC, ISIM cards, handsets) from one lab.toml: checks,
+    /// generated configs, SIM CSV import, and what to set in the EPC and on the handsets.
+    Up(up::UpArgs),
 }
 
 /// `--ipsec` values of `imslab ue`, `imslab demo`, `imslab net` and `imslab bench`.
@@ -100,6 +104,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Net(a) => net::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Netns(a) => netns::run(a),
+        Command::Up(a) => up::run(a),
     }
 }
 
