@@ -90,7 +90,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
     let policy = cfg.sqn_policy()?;
     let main_store = Store::open(&cfg.store.path, cfg.store.durability)?;
     let sqn_store = Store::open(&cfg.store.path, cfg.store.durability)?;
-    let sqn = SqnService::start(sqn_store, policy, cfg.aka.ind)?;
+    let sqn = SqnService::start_with_delay(
+        sqn_store,
+        policy,
+        cfg.aka.ind,
+        Duration::from_micros(cfg.store.commit_delay_us),
+    )?;
     let store = Arc::new(Mutex::new(main_store));
     let metrics = Arc::new(Metrics::default());
     let cx = Arc::new(CxHandler::new(

@@ -15,6 +15,7 @@ use crate::store::{
 use akav1::SqnPolicy;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Most requests committed in one transaction.
@@ -44,8 +45,23 @@ pub struct Stats {
 }
 
 impl SqnService {
-    /// Starts the writer thread on its own connection `store`.
-    pub fn start(mut store: Store, policy: SqnPolicy, ind: u32) -> std::io::Result<Self> {
+    /// Starts the writer thread on its own connection `store`, committing whatever is queued
+    /// as soon as the previous commit is done.
+    pub fn start(store: Store, policy: SqnPolicy, ind: u32) -> std::io::Result<Self> {
+        Self::start_with_delay(store, policy, ind, Duration::ZERO)
+    }
+
+    /// Like [`SqnService::start`], but after the first write of a batch the thread sleeps
+    /// `delay` before taking what else is queued (PostgreSQL's `commit_delay` idea): under
+    /// load the batch grows and the per-commit cost (fsync, WAL locks, a wake-up) is shared by
+    /// more requests. It sleeps rather than waiting on the channel, so the requests arriving
+    /// meanwhile do not each wake it.
+    pub fn start_with_delay(
+        mut store: Store,
+        policy: SqnPolicy,
+        ind: u32,
+        delay: Duration,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let stats = Arc::new(Stats::default());
         let st = stats.clone();
@@ -57,6 +73,9 @@ impl SqnService {
                 while let Ok((job, reply)) = rx.recv() {
                     jobs.push(job);
                     replies.push(reply);
+                    if !delay.is_zero() {
+                        std::thread::sleep(delay);
+                    }
                     while jobs.len() < MAX_BATCH {
                         match rx.try_recv() {
                             Ok((j, r)) => {
