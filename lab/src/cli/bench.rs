@@ -290,6 +290,49 @@ mod tests {
     }
 
     #[test]
+    fn cx_takes_rates_and_durability() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "imslab",
+            "bench",
+            "cx",
+            "--rates",
+            "2500,5000",
+            "--durability",
+            "normal",
+            "--subscribers",
+            "300",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(BenchArgs {
+                command:
+                    BenchCommand::Cx {
+                        rates,
+                        durability,
+                        subscribers,
+                        seconds,
+                        ..
+                    },
+            }) => {
+                assert_eq!(rates, vec![2500, 5000]);
+                assert_eq!(durability, DurabilityChoice::Normal);
+                assert_eq!(subscribers, 300);
+                assert_eq!(seconds, 10);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            ["--rates", "0"],
+            ["--durability", "off"],
+            ["--connections", "0"],
+        ] {
+            let mut argv = vec!["imslab", "bench", "cx"];
+            argv.extend(bad);
+            assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn ipsec_is_the_shared_choice() {
         assert_eq!(ipsec("userspace").unwrap(), IpsecChoice::Userspace);
         assert_eq!(ipsec("off").unwrap(), IpsecChoice::Off);
