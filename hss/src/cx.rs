@@ -490,7 +490,7 @@ impl CxHandler {
                     .commit_batch(&[WriteJob::Sar(r)], policy, ind)
                     .pop()
                 {
-                    Some(WriteResult::Sar(r)) => r,
+                    Some(WriteResult::Sar(r)) => *r,
                     _ => Err(SarError::Store("no result".into())),
                 };
                 self.finish_sar(p, res)

@@ -96,7 +96,7 @@ impl SqnService {
                                 let _ = tx.send(r);
                             }
                             (Reply::Sar(tx), WriteResult::Sar(r)) => {
-                                let _ = tx.send(r);
+                                let _ = tx.send(*r);
                             }
                             // commit_batch answers in job order with the job's kind; a
                             // mismatch would be a bug, and dropping the sender reports it

@@ -439,8 +439,8 @@ pub enum WriteJob {
 pub enum WriteResult {
     /// SQNs reserved (or why not).
     Sqn(Result<Issued, IssueError>),
-    /// SAR applied (or why not).
-    Sar(Result<SarDone, SarError>),
+    /// SAR applied (or why not); boxed, it is several times the size of the SQN result.
+    Sar(Box<Result<SarDone, SarError>>),
 }
 
 /// A connection to the subscriber database.
@@ -784,7 +784,9 @@ impl Store {
                 jobs.iter()
                     .map(|j| match j {
                         WriteJob::Sqn(_) => WriteResult::Sqn(Err(IssueError::Store(msg.clone()))),
-                        WriteJob::Sar(_) => WriteResult::Sar(Err(SarError::Store(msg.clone()))),
+                        WriteJob::Sar(_) => {
+                            WriteResult::Sar(Box::new(Err(SarError::Store(msg.clone()))))
+                        }
                     })
                     .collect()
             }
@@ -804,7 +806,7 @@ impl Store {
         for j in jobs {
             out.push(match j {
                 WriteJob::Sqn(r) => WriteResult::Sqn(sqn_in_tx(&tx, r, policy, ind)?),
-                WriteJob::Sar(r) => WriteResult::Sar(sar_in_tx(&tx, r)?),
+                WriteJob::Sar(r) => WriteResult::Sar(Box::new(sar_in_tx(&tx, r)?)),
             });
         }
         tx.commit()?;
