@@ -1,13 +1,19 @@
 //! Cx application (TS 29.228 §6, TS 29.229 §6): sans-IO request handlers.
 //!
 //! [`CxHandler::handle`] turns a decoded request into an answer [`Message`] using the store,
-//! except for MAR, whose SQNs must be committed first: it returns [`Outcome::NeedSqn`] with an
-//! [`SqnRequest`] for the group-commit writer and a [`PendingMar`] that
-//! [`CxHandler::finish_mar`] turns into the MAA once the SQNs are on disk. Nothing here touches
-//! a socket; tests drive it with messages and a temporary store.
+//! except for MAR and SAR, whose writes must be committed first: a MAR returns
+//! [`Outcome::NeedSqn`] with an [`SqnRequest`] for the group-commit writer and a
+//! [`PendingMar`] that [`CxHandler::finish_mar`] turns into the MAA once the SQNs are on disk;
+//! a SAR returns [`Outcome::NeedSar`], finished by [`CxHandler::finish_sar`] once the
+//! assignment is on disk. Both only parse here, so the network task never waits for the
+//! store's lock. Nothing here touches a socket; tests drive it with messages and a temporary
+//! store.
 
 use crate::metrics::Metrics;
-use crate::store::{IssueError, Issued, RegState, SqnRequest, Store, StoreError, Subscriber};
+use crate::store::{
+    IssueError, Issued, RegState, SarDone, SarError, SarRequest, SqnRequest, Store, StoreError,
+    Subscriber, WriteJob, WriteResult,
+};
 use akav1::Milenage;
 use diameter::{app, avp, cmd, result, Avp, AvpError, FindAvp, Message, VENDOR_3GPP};
 use rand::RngCore;
@@ -59,6 +65,15 @@ pub enum Outcome {
     /// Commit SQNs (with [`crate::sqn::SqnService`] or [`Store::issue_sqns`]), then call
     /// [`CxHandler::finish_mar`].
     NeedSqn(SqnRequest, PendingMar),
+    /// Apply the SAR in a group commit ([`crate::sqn::SqnService::sar`] or
+    /// [`Store::commit_batch`]), then call [`CxHandler::finish_sar`].
+    NeedSar(SarRequest, PendingSar),
+}
+
+/// A SAR waiting for its commit.
+#[derive(Debug)]
+pub struct PendingSar {
+    answer: Message,
 }
 
 /// A MAR waiting for its SQNs.
@@ -182,7 +197,10 @@ impl CxHandler {
         let r = match req.code {
             cmd::MULTIMEDIA_AUTH => return self.mar(req),
             cmd::USER_AUTHORIZATION => self.uar(req),
-            cmd::SERVER_ASSIGNMENT => self.sar(req),
+            cmd::SERVER_ASSIGNMENT => match self.sar_parse(req) {
+                Ok((r, p)) => return Outcome::NeedSar(r, p),
+                Err(f) => Err(f),
+            },
             cmd::LOCATION_INFO => self.lir(req),
             _ => Err(Fail::Base(
                 result::COMMAND_UNSUPPORTED,
@@ -266,6 +284,8 @@ impl CxHandler {
         let impi = req.get_utf8(avp::USER_NAME)?;
         let impu = req.get_utf8(avp::PUBLIC_IDENTITY)?;
         let s = self.subscriber_for(Some(impi), impu)?;
+        // The state of the Public-Identity's implicit registration set, not the subscriber's.
+        let reg = self.store().registration_of(impu)?.unwrap_or_default();
         let uat = req
             .find(avp::USER_AUTHORIZATION_TYPE)
             .map(|a| a.as_i32())
@@ -297,7 +317,7 @@ impl CxHandler {
             Some(n) => a.with(Avp::utf8(avp::SERVER_NAME, n)),
             None => a.with(self.capabilities()),
         };
-        Ok(match (uat, s.reg_state, s.scscf_name.as_deref()) {
+        Ok(match (uat, reg.state, reg.scscf_name.as_deref()) {
             // DE_REGISTRATION
             (1, _, Some(name)) => a
                 .with_result_code(result::SUCCESS)
@@ -315,7 +335,7 @@ impl CxHandler {
                 .with(Avp::utf8(avp::SERVER_NAME, name)),
             _ => server_or_caps(
                 a.with_experimental_result(VENDOR_3GPP, cx::FIRST_REGISTRATION),
-                s.scscf_name
+                reg.scscf_name
                     .as_deref()
                     .or(self.cfg.default_scscf.as_deref()),
             ),
@@ -465,11 +485,21 @@ impl CxHandler {
                 let res = res.unwrap_or(Err(IssueError::Store("no result".into())));
                 self.finish_mar(p, res)
             }
+            Outcome::NeedSar(r, p) => {
+                let res = match sqn_store
+                    .commit_batch(&[WriteJob::Sar(r)], policy, ind)
+                    .pop()
+                {
+                    Some(WriteResult::Sar(r)) => *r,
+                    _ => Err(SarError::Store("no result".into())),
+                };
+                self.finish_sar(p, res)
+            }
         }
     }
 
     // ---- SAR (TS 29.228 §6.1.2) ----
-    fn sar(&self, req: &Message) -> Result<Message, Fail> {
+    fn sar_parse(&self, req: &Message) -> Result<(SarRequest, PendingSar), Fail> {
         let impi = req.find(avp::USER_NAME).map(|a| a.as_utf8()).transpose()?;
         let impu = req
             .find(avp::PUBLIC_IDENTITY)
@@ -477,99 +507,82 @@ impl CxHandler {
             .transpose()?;
         let server = req.get_utf8(avp::SERVER_NAME)?;
         let t = req.get_i32(avp::SERVER_ASSIGNMENT_TYPE)?;
-        let s = match (impi, impu) {
-            (_, Some(u)) => self.subscriber_for(impi, u)?,
-            (Some(i), None) => self
-                .store()
-                .get(i)?
-                .ok_or(Fail::Exp(cx::ERROR_USER_UNKNOWN))?,
-            (None, None) => {
-                return Err(Fail::Base(
-                    result::MISSING_AVP,
-                    "SAR needs User-Name or Public-Identity".into(),
-                ))
+        if impi.is_none() && impu.is_none() {
+            return Err(Fail::Base(
+                result::MISSING_AVP,
+                "SAR needs User-Name or Public-Identity".into(),
+            ));
+        }
+        Ok((
+            SarRequest {
+                impi: impi.map(str::to_string),
+                impu: impu.map(str::to_string),
+                assignment_type: t,
+                server_name: server.to_string(),
+                origin_host: req.origin_host().map(str::to_string),
+                origin_realm: req.origin_realm().map(str::to_string),
+            },
+            PendingSar {
+                answer: self.base_answer(req),
+            },
+        ))
+    }
+
+    /// Builds the SAA once the SAR is committed (or failed). The User-Data lists every IMPU
+    /// of the Public-Identity's implicit registration set (all sets when the SAR named none).
+    pub fn finish_sar(&self, p: PendingSar, done: Result<SarDone, SarError>) -> Message {
+        let a = p.answer;
+        let ans = match done {
+            Ok(d) => {
+                let mut a = a
+                    .with_result_code(result::SUCCESS)
+                    .with(Avp::utf8(avp::USER_NAME, &d.subscriber.impi));
+                if d.with_data {
+                    let xml =
+                        crate::store::build_user_data_for(&d.subscriber, &d.ifcs, d.irs).to_xml();
+                    a.add(Avp::octets(avp::USER_DATA, xml.into_bytes()));
+                }
+                a
+            }
+            Err(SarError::UnknownUser) => {
+                a.with_experimental_result(VENDOR_3GPP, cx::ERROR_USER_UNKNOWN)
+            }
+            Err(SarError::IdentitiesDontMatch) => {
+                a.with_experimental_result(VENDOR_3GPP, cx::ERROR_IDENTITIES_DONT_MATCH)
+            }
+            Err(SarError::Refused(crate::registration::SarRefusal::AlreadyAssigned)) => {
+                a.with_experimental_result(VENDOR_3GPP, cx::ERROR_IDENTITY_ALREADY_REGISTERED)
+            }
+            Err(SarError::Refused(crate::registration::SarRefusal::UnknownType(t))) => a
+                .with_result_code(result::INVALID_AVP_VALUE)
+                .with(Avp::utf8(
+                    avp::ERROR_MESSAGE,
+                    format!("Server-Assignment-Type {t}"),
+                )),
+            Err(SarError::NoIdentity) => a.with_result_code(result::MISSING_AVP).with(Avp::utf8(
+                avp::ERROR_MESSAGE,
+                "SAR needs User-Name or Public-Identity",
+            )),
+            Err(e @ SarError::Store(_)) => {
+                tracing::error!(error = %e, "cannot apply SAR");
+                a.with_result_code(result::UNABLE_TO_COMPLY)
             }
         };
-        let host = req.origin_host();
-        let realm = req.origin_realm();
-        let with_data;
-        {
-            let mut st = self.store();
-            match t {
-                sat::REGISTRATION | sat::RE_REGISTRATION => {
-                    st.set_registration(&s.impi, RegState::Registered, Some(server), host, realm)?;
-                    with_data = true;
-                }
-                sat::UNREGISTERED_USER => {
-                    st.set_registration(
-                        &s.impi,
-                        RegState::Unregistered,
-                        Some(server),
-                        host,
-                        realm,
-                    )?;
-                    with_data = true;
-                }
-                sat::NO_ASSIGNMENT | sat::AAA_USER_DATA_REQUEST => {
-                    // Only the assigned S-CSCF may fetch the profile this way.
-                    if s.scscf_name.as_deref().is_some_and(|n| n != server) {
-                        return Err(Fail::Exp(cx::ERROR_IDENTITY_ALREADY_REGISTERED));
-                    }
-                    with_data = true;
-                }
-                sat::TIMEOUT_DEREGISTRATION
-                | sat::USER_DEREGISTRATION
-                | sat::ADMINISTRATIVE_DEREGISTRATION
-                | sat::DEREGISTRATION_TOO_MUCH_DATA => {
-                    st.set_registration(&s.impi, RegState::NotRegistered, None, None, None)?;
-                    with_data = false;
-                }
-                sat::TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME
-                | sat::USER_DEREGISTRATION_STORE_SERVER_NAME => {
-                    st.set_registration(
-                        &s.impi,
-                        RegState::NotRegistered,
-                        Some(server),
-                        host,
-                        realm,
-                    )?;
-                    with_data = false;
-                }
-                sat::AUTHENTICATION_FAILURE | sat::AUTHENTICATION_TIMEOUT => {
-                    // A registered user keeps its S-CSCF; otherwise the name is cleared
-                    // (TS 29.228 §6.1.2.1).
-                    if s.reg_state != RegState::Registered {
-                        st.set_registration(&s.impi, RegState::NotRegistered, None, None, None)?;
-                    }
-                    with_data = false;
-                }
-                sat::PGW_UPDATE | sat::RESTORATION => with_data = false,
-                _ => {
-                    return Err(Fail::Base(
-                        result::INVALID_AVP_VALUE,
-                        format!("Server-Assignment-Type {t}"),
-                    ))
-                }
-            }
-        }
-        let mut a = self
-            .base_answer(req)
-            .with_result_code(result::SUCCESS)
-            .with(Avp::utf8(avp::USER_NAME, &s.impi));
-        if with_data {
-            let xml = self.store().user_data(&s)?.to_xml();
-            a.add(Avp::octets(avp::USER_DATA, xml.into_bytes()));
-        }
-        Ok(a)
+        self.metrics
+            .answer("SAR", ans.result().map(|r| r.code()).unwrap_or(0));
+        ans
     }
 
     // ---- LIR (TS 29.228 §6.1.4) ----
     fn lir(&self, req: &Message) -> Result<Message, Fail> {
         let impu = req.get_utf8(avp::PUBLIC_IDENTITY)?;
-        let s = self.subscriber_for(None, impu)?;
+        self.subscriber_for(None, impu)?;
+        // The Public-Identity's own implicit registration set decides: another set of the
+        // same subscriber being registered does not make this one reachable.
+        let reg = self.store().registration_of(impu)?.unwrap_or_default();
         let originating = req.find(avp::ORIGINATING_REQUEST).is_some();
         let a = self.base_answer(req);
-        Ok(match (s.reg_state, s.scscf_name.as_deref()) {
+        Ok(match (reg.state, reg.scscf_name.as_deref()) {
             (RegState::Registered, Some(n)) => a
                 .with_result_code(result::SUCCESS)
                 .with(Avp::utf8(avp::SERVER_NAME, n)),

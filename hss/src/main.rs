@@ -213,6 +213,7 @@ fn logged(c: Config) -> anyhow::Result<Config> {
 
 fn run(cfg: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.diameter.threads)
         .enable_all()
         .build()?;
     rt.block_on(async move {

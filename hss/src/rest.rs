@@ -184,13 +184,26 @@ async fn list(State(st): State<AppState>, Query(q): Query<ListQ>) -> R {
 }
 
 /// What the HSS knows of a registration: state, the S-CSCF (Server-Name and the Diameter
-/// peer RTR/PPR go to) and the IMPUs. Contacts are held by the S-CSCF, not the HSS.
+/// peer RTR/PPR go to) and the IMPUs, as a summary and per implicit registration set
+/// (`sets`). Contacts are held by the S-CSCF, not the HSS.
 async fn registrations(State(st): State<AppState>) -> R {
-    let v = blocking_store(&st, |s| s.registrations())?;
+    let v = blocking_store(&st, |s| {
+        s.registrations()?
+            .into_iter()
+            .map(|sub| Ok((s.irs_registrations(&sub.impi)?, sub)))
+            .collect::<Result<Vec<_>, crate::store::StoreError>>()
+    })?;
     let regs: Vec<Value> = v
         .iter()
-        .map(|s| {
+        .map(|(sets, s)| {
             json!({
+                "sets": sets.iter().map(|r| json!({
+                    "irs": r.irs,
+                    "reg_state": r.state,
+                    "scscf_name": r.scscf_name,
+                    "scscf_host": r.scscf_host,
+                    "impus": s.impus.iter().filter(|u| u.irs == r.irs).map(|u| u.uri.as_str()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
                 "impi": s.impi,
                 "imsi": s.imsi,
                 "msisdn": s.msisdn,
@@ -567,7 +580,12 @@ pub fn openapi() -> Value {
                     "impi": { "type": "string" }, "imsi": { "type": "string" }, "msisdn": { "type": "string" },
                     "reg_state": { "type": "string", "enum": ["registered", "unregistered"] },
                     "scscf_name": { "type": "string" }, "scscf_host": { "type": "string" }, "scscf_realm": { "type": "string" },
-                    "impus": { "type": "array", "items": { "type": "string" } } } },
+                    "impus": { "type": "array", "items": { "type": "string" } },
+                    "sets": { "type": "array", "items": { "type": "object", "properties": {
+                        "irs": { "type": "integer" },
+                        "reg_state": { "type": "string", "enum": ["not_registered", "registered", "unregistered"] },
+                        "scscf_name": { "type": "string" }, "scscf_host": { "type": "string" },
+                        "impus": { "type": "array", "items": { "type": "string" } } } } } } },
                 "ImportReport": { "type": "object", "properties": {
                     "rows": { "type": "integer" }, "added": { "type": "integer" }, "updated": { "type": "integer" } } },
                 "Subscriber": { "type": "object", "properties": {

@@ -27,10 +27,12 @@ pub struct Hss {
     pub defaults: crate::provision::Defaults,
 }
 
-/// Runs one Cx request to its answer: MAR through the group-commit SQN writer, the others on
-/// the blocking pool (their store writes fsync).
+/// Runs one Cx request to its answer: MAR and SAR only parse here and then go through the
+/// group-commit writer; UAR and LIR read the store on the blocking pool.
 pub async fn dispatch(cx: &Arc<CxHandler>, sqn: &SqnService, req: Message) -> Message {
-    let outcome = if req.code == diameter::cmd::MULTIMEDIA_AUTH {
+    let outcome = if req.code == diameter::cmd::MULTIMEDIA_AUTH
+        || req.code == diameter::cmd::SERVER_ASSIGNMENT
+    {
         cx.handle(&req)
     } else {
         let cx2 = cx.clone();
@@ -52,6 +54,10 @@ pub async fn dispatch(cx: &Arc<CxHandler>, sqn: &SqnService, req: Message) -> Me
         Outcome::NeedSqn(r, pending) => {
             let issued = sqn.issue(r).await;
             cx.finish_mar(pending, issued)
+        }
+        Outcome::NeedSar(r, pending) => {
+            let done = sqn.sar(r).await;
+            cx.finish_sar(pending, done)
         }
     }
 }
@@ -84,7 +90,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
     let policy = cfg.sqn_policy()?;
     let main_store = Store::open(&cfg.store.path, cfg.store.durability)?;
     let sqn_store = Store::open(&cfg.store.path, cfg.store.durability)?;
-    let sqn = SqnService::start(sqn_store, policy, cfg.aka.ind)?;
+    let sqn = SqnService::start_with_delay(
+        sqn_store,
+        policy,
+        cfg.aka.ind,
+        Duration::from_micros(cfg.store.commit_delay_us),
+    )?;
     let store = Arc::new(Mutex::new(main_store));
     let metrics = Arc::new(Metrics::default());
     let cx = Arc::new(CxHandler::new(

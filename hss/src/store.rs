@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::registration::IrsRegistration;
+
 /// Current schema version (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Schema migrations: entry `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -54,6 +56,23 @@ const MIGRATIONS: &[&str] = &[
         display_name TEXT
      );
      CREATE INDEX impus_by_subscriber ON impus(subscriber_id, position);",
+    // v1 -> v2: registration state per implicit registration set (TS 29.228 §6.1.2). The
+    // subscriber-level columns stay as a summary; a v1 registration applied to every set of
+    // the subscriber, so each set starts with it.
+    "CREATE TABLE irs_registrations (
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,
+        irs INTEGER NOT NULL,
+        reg_state INTEGER NOT NULL,
+        scscf_name TEXT,
+        scscf_host TEXT,
+        scscf_realm TEXT,
+        PRIMARY KEY (subscriber_id, irs)
+     ) WITHOUT ROWID;
+     INSERT INTO irs_registrations(subscriber_id, irs, reg_state, scscf_name, scscf_host,
+                                   scscf_realm)
+        SELECT DISTINCT s.id, i.irs, s.reg_state, s.scscf_name, s.scscf_host, s.scscf_realm
+        FROM subscribers s JOIN impus i ON i.subscriber_id = s.id
+        WHERE s.reg_state != 0 OR s.scscf_name IS NOT NULL;",
 ];
 
 /// Store failures.
@@ -93,14 +112,14 @@ pub enum RegState {
 }
 
 impl RegState {
-    fn code(self) -> i64 {
+    pub(crate) fn code(self) -> i64 {
         match self {
             Self::NotRegistered => 0,
             Self::Registered => 1,
             Self::Unregistered => 2,
         }
     }
-    fn from_code(c: i64) -> Self {
+    pub(crate) fn from_code(c: i64) -> Self {
         match c {
             1 => Self::Registered,
             2 => Self::Unregistered,
@@ -139,6 +158,10 @@ impl Impu {
 }
 
 /// A subscriber as stored.
+///
+/// `reg_state` and `scscf_*` summarise the per-set registrations
+/// ([`Store::irs_registrations`], [`crate::registration::summary`]): registered when any
+/// implicit registration set is.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscriber {
     /// Private identity (Cx `User-Name`).
@@ -341,6 +364,85 @@ pub enum IssueError {
     Store(String),
 }
 
+/// A SAR to apply in the write transaction (TS 29.228 §6.1.2).
+#[derive(Debug, Clone)]
+pub struct SarRequest {
+    /// User-Name, if present.
+    pub impi: Option<String>,
+    /// Public-Identity, if present: the SAR acts on its implicit registration set; without
+    /// it, on every set of `impi`.
+    pub impu: Option<String>,
+    /// Server-Assignment-Type (TS 29.229 §6.3.15).
+    pub assignment_type: i32,
+    /// Server-Name of the S-CSCF.
+    pub server_name: String,
+    /// Origin-Host of the S-CSCF (kept for RTR/PPR).
+    pub origin_host: Option<String>,
+    /// Origin-Realm of the S-CSCF.
+    pub origin_realm: Option<String>,
+}
+
+/// A SAR applied and committed.
+#[derive(Clone)]
+pub struct SarDone {
+    /// The subscriber after the change.
+    pub subscriber: Subscriber,
+    /// The set the SAR was about; `None` when it named no Public-Identity (all sets).
+    pub irs: Option<u32>,
+    /// Whether the answer carries User-Data.
+    pub with_data: bool,
+    /// The iFCs for that User-Data: the subscriber's own, then its shared profile's.
+    pub ifcs: Vec<InitialFilterCriteria>,
+}
+
+impl std::fmt::Debug for SarDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SarDone")
+            .field("subscriber", &self.subscriber)
+            .field("irs", &self.irs)
+            .field("with_data", &self.with_data)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one [`SarRequest`] changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SarError {
+    /// Unknown IMPI or IMPU.
+    #[error("unknown user")]
+    UnknownUser,
+    /// The IMPU does not belong to the IMPI.
+    #[error("public identity does not belong to the private identity")]
+    IdentitiesDontMatch,
+    /// Neither User-Name nor Public-Identity.
+    #[error("SAR needs User-Name or Public-Identity")]
+    NoIdentity,
+    /// The assignment is not allowed in the set's state.
+    #[error(transparent)]
+    Refused(#[from] crate::registration::SarRefusal),
+    /// The transaction failed; nothing was changed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// One write of a group-committed batch ([`Store::commit_batch`]).
+#[derive(Debug, Clone)]
+pub enum WriteJob {
+    /// Reserve SQNs for a MAR.
+    Sqn(SqnRequest),
+    /// Apply a SAR.
+    Sar(SarRequest),
+}
+
+/// The result of one [`WriteJob`], in the same order.
+#[derive(Debug)]
+pub enum WriteResult {
+    /// SQNs reserved (or why not).
+    Sqn(Result<Issued, IssueError>),
+    /// SAR applied (or why not); boxed, it is several times the size of the SQN result.
+    Sar(Box<Result<SarDone, SarError>>),
+}
+
 /// A connection to the subscriber database.
 pub struct Store {
     conn: Connection,
@@ -378,6 +480,10 @@ impl Store {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Reads of the hot rows from the mapping instead of a pread each; a cache that holds
+        // a lab's subscriber tables.
+        conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
+        conn.pragma_update(None, "cache_size", -16384i64)?;
         let mut s = Store { conn };
         s.migrate()?;
         Ok(s)
@@ -424,7 +530,8 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let old = get_in(&tx, impi)?.ok_or_else(|| StoreError::NotFound(impi.into()))?;
+        let (old_id, old) = get_row(&tx, impi)?.ok_or_else(|| StoreError::NotFound(impi.into()))?;
+        let old_sets = load_sets(&tx, old_id)?;
         tx.execute("DELETE FROM subscribers WHERE impi = ?1", [impi])?;
         let mut merged = s.clone();
         merged.sqn = merged.sqn.max(old.sqn);
@@ -432,7 +539,13 @@ impl Store {
         merged.scscf_name = old.scscf_name;
         merged.scscf_host = old.scscf_host;
         merged.scscf_realm = old.scscf_realm;
-        insert(&tx, &merged)?;
+        let id = insert(&tx, &merged)?;
+        // Sets that still exist keep their registration; a removed set's is dropped.
+        let kept: Vec<_> = old_sets
+            .into_iter()
+            .filter(|r| merged.impus.iter().any(|i| i.irs == r.irs))
+            .collect();
+        write_sets(&tx, id, &kept)?;
         tx.commit()?;
         Ok(())
     }
@@ -548,15 +661,62 @@ impl Store {
         scscf_host: Option<&str>,
         scscf_realm: Option<&str>,
     ) -> Result<(), StoreError> {
-        let n = self.conn.execute(
-            "UPDATE subscribers SET reg_state = ?2, scscf_name = ?3, scscf_host = ?4,
-             scscf_realm = ?5, updated_at = unixepoch() WHERE impi = ?1",
-            params![impi, state.code(), scscf_name, scscf_host, scscf_realm],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound(impi.into()));
-        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (id, s) = get_row(&tx, impi)?.ok_or_else(|| StoreError::NotFound(impi.into()))?;
+        let sets: Vec<_> = distinct_sets(&s)
+            .map(|irs| IrsRegistration {
+                irs,
+                state,
+                scscf_name: scscf_name.map(str::to_string),
+                scscf_host: scscf_host.map(str::to_string),
+                scscf_realm: scscf_realm.map(str::to_string),
+            })
+            .collect();
+        write_sets(&tx, id, &sets)?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The registration of every implicit registration set of `impi`, by set number (sets
+    /// with nothing stored are [`IrsRegistration::none`]).
+    pub fn irs_registrations(&self, impi: &str) -> Result<Vec<IrsRegistration>, StoreError> {
+        let (id, s) =
+            get_row(&self.conn, impi)?.ok_or_else(|| StoreError::NotFound(impi.into()))?;
+        let stored = load_sets(&self.conn, id)?;
+        Ok(distinct_sets(&s)
+            .map(|irs| {
+                stored
+                    .iter()
+                    .find(|r| r.irs == irs)
+                    .cloned()
+                    .unwrap_or_else(|| IrsRegistration::none(irs))
+            })
+            .collect())
+    }
+
+    /// The registration of the implicit registration set holding `impu` (None: unknown IMPU).
+    pub fn registration_of(&self, impu: &str) -> Result<Option<IrsRegistration>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT i.irs, r.reg_state, r.scscf_name, r.scscf_host, r.scscf_realm
+                 FROM impus i LEFT JOIN irs_registrations r
+                   ON r.subscriber_id = i.subscriber_id AND r.irs = i.irs
+                 WHERE i.uri = ?1",
+            )?
+            .query_row([impu], |r| {
+                Ok(IrsRegistration {
+                    irs: r.get(0)?,
+                    state: RegState::from_code(r.get::<_, Option<i64>>(1)?.unwrap_or(0)),
+                    scscf_name: r.get(2)?,
+                    scscf_host: r.get(3)?,
+                    scscf_realm: r.get(4)?,
+                })
+            })
+            .optional()?;
+        Ok(row)
     }
 
     /// Stores a shared iFC profile.
@@ -607,6 +767,52 @@ impl Store {
         Ok(build_user_data(s, &ifcs))
     }
 
+    /// Applies a batch of MAR SQN reservations and SARs in ONE immediate transaction and
+    /// commits it (one fsync for the batch); results in the order of `jobs`. Nothing is
+    /// returned before the commit succeeded, so no answer can announce a state or an SQN that
+    /// a crash would take back. A failed transaction fails every job of the batch.
+    pub fn commit_batch(
+        &mut self,
+        jobs: &[WriteJob],
+        policy: &SqnPolicy,
+        ind: u32,
+    ) -> Vec<WriteResult> {
+        match self.commit_batch_tx(jobs, policy, ind) {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = e.to_string();
+                jobs.iter()
+                    .map(|j| match j {
+                        WriteJob::Sqn(_) => WriteResult::Sqn(Err(IssueError::Store(msg.clone()))),
+                        WriteJob::Sar(_) => {
+                            WriteResult::Sar(Box::new(Err(SarError::Store(msg.clone()))))
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn commit_batch_tx(
+        &mut self,
+        jobs: &[WriteJob],
+        policy: &SqnPolicy,
+        ind: u32,
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            out.push(match j {
+                WriteJob::Sqn(r) => WriteResult::Sqn(sqn_in_tx(&tx, r, policy, ind)?),
+                WriteJob::Sar(r) => WriteResult::Sar(Box::new(sar_in_tx(&tx, r)?)),
+            });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Issues SQNs for a batch of MARs in ONE immediate transaction; nothing is returned
     /// before the commit succeeded, so an SQN handed out is an SQN on disk (TS 33.102 C.3).
     ///
@@ -639,90 +845,303 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(reqs.len());
-        {
-            // One statement per request for lookup and IMPU ownership: this loop runs inside
-            // the write lock, so its cost bounds MAR throughput.
-            let mut sel = tx.prepare_cached(
-                "SELECT s.id, s.k, s.opc, s.amf, s.sqn,
-                        ?2 IS NULL OR EXISTS (SELECT 1 FROM impus i
-                                              WHERE i.subscriber_id = s.id AND i.uri = ?2)
-                 FROM subscribers s WHERE s.impi = ?1",
-            )?;
-            let mut upd = tx.prepare_cached("UPDATE subscribers SET sqn = ?2 WHERE id = ?1")?;
-            for r in reqs {
-                let row = sel
-                    .query_row(params![&r.impi, &r.impu], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, Vec<u8>>(1)?,
-                            row.get::<_, Vec<u8>>(2)?,
-                            row.get::<_, Vec<u8>>(3)?,
-                            row.get::<_, i64>(4)?,
-                            row.get::<_, bool>(5)?,
-                        ))
-                    })
-                    .optional()?;
-                let Some((id, k, opc, amf, sqn, owns)) = row else {
-                    out.push(Err(IssueError::UnknownUser));
-                    continue;
-                };
-                if !owns {
-                    out.push(Err(IssueError::IdentitiesDontMatch));
-                    continue;
-                }
-                let (Ok(k), Ok(opc), Ok(amf)) = (
-                    <[u8; 16]>::try_from(k.as_slice()),
-                    <[u8; 16]>::try_from(opc.as_slice()),
-                    <[u8; 2]>::try_from(amf.as_slice()),
-                ) else {
-                    return Err(StoreError::Corrupt(format!("key lengths of {}", r.impi)));
-                };
-                let mut last = Sqn::new(sqn as u64)
-                    .map_err(|e| StoreError::Corrupt(format!("sqn of {}: {e}", r.impi)))?;
-                let mut resynced_from = None;
-                if let Some((rand, auts)) = &r.resync {
-                    match Milenage::new(&k, &opc).resync(rand, auts) {
-                        Ok(sqn_ms) => {
-                            last = policy.resynced(last, sqn_ms);
-                            resynced_from = Some(sqn_ms);
-                        }
-                        Err(e) => {
-                            out.push(Err(IssueError::Resync(e)));
-                            continue;
-                        }
-                    }
-                }
-                let mut sqns = Vec::with_capacity(r.count.clamp(1, 64) as usize);
-                let mut failed = None;
-                for _ in 0..r.count.max(1) {
-                    match policy.next(last, ind) {
-                        Ok(n) => {
-                            sqns.push(n);
-                            last = n;
-                        }
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                if let Some(e) = failed {
-                    out.push(Err(IssueError::Sqn(e)));
-                    continue;
-                }
-                upd.execute(params![id, last.value() as i64])?;
-                out.push(Ok(Issued {
-                    k,
-                    opc,
-                    amf,
-                    sqns,
-                    resynced_from,
-                }));
-            }
+        for r in reqs {
+            out.push(sqn_in_tx(&tx, r, policy, ind)?);
         }
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Reserves the SQNs of one MAR inside the caller's write transaction. The statements are
+/// cached: this runs inside the write lock, so its cost bounds MAR throughput.
+fn sqn_in_tx(
+    conn: &Connection,
+    r: &SqnRequest,
+    policy: &SqnPolicy,
+    ind: u32,
+) -> Result<Result<Issued, IssueError>, StoreError> {
+    let mut sel = conn.prepare_cached(
+        "SELECT s.id, s.k, s.opc, s.amf, s.sqn,
+                ?2 IS NULL OR EXISTS (SELECT 1 FROM impus i
+                                      WHERE i.subscriber_id = s.id AND i.uri = ?2)
+         FROM subscribers s WHERE s.impi = ?1",
+    )?;
+    let row = sel
+        .query_row(params![&r.impi, &r.impu], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, bool>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, k, opc, amf, sqn, owns)) = row else {
+        return Ok(Err(IssueError::UnknownUser));
+    };
+    if !owns {
+        return Ok(Err(IssueError::IdentitiesDontMatch));
+    }
+    let (Ok(k), Ok(opc), Ok(amf)) = (
+        <[u8; 16]>::try_from(k.as_slice()),
+        <[u8; 16]>::try_from(opc.as_slice()),
+        <[u8; 2]>::try_from(amf.as_slice()),
+    ) else {
+        return Err(StoreError::Corrupt(format!("key lengths of {}", r.impi)));
+    };
+    let mut last =
+        Sqn::new(sqn as u64).map_err(|e| StoreError::Corrupt(format!("sqn of {}: {e}", r.impi)))?;
+    let mut resynced_from = None;
+    if let Some((rand, auts)) = &r.resync {
+        match Milenage::new(&k, &opc).resync(rand, auts) {
+            Ok(sqn_ms) => {
+                last = policy.resynced(last, sqn_ms);
+                resynced_from = Some(sqn_ms);
+            }
+            Err(e) => return Ok(Err(IssueError::Resync(e))),
+        }
+    }
+    let mut sqns = Vec::with_capacity(r.count.clamp(1, 64) as usize);
+    for _ in 0..r.count.max(1) {
+        match policy.next(last, ind) {
+            Ok(n) => {
+                sqns.push(n);
+                last = n;
+            }
+            Err(e) => return Ok(Err(IssueError::Sqn(e))),
+        }
+    }
+    conn.prepare_cached("UPDATE subscribers SET sqn = ?2 WHERE id = ?1")?
+        .execute(params![id, last.value() as i64])?;
+    Ok(Ok(Issued {
+        k,
+        opc,
+        amf,
+        sqns,
+        resynced_from,
+    }))
+}
+
+/// Applies one SAR inside the caller's write transaction (TS 29.228 §6.1.2): to the
+/// implicit registration set of its Public-Identity, or to every set of its User-Name.
+fn sar_in_tx(conn: &Connection, r: &SarRequest) -> Result<Result<SarDone, SarError>, StoreError> {
+    let (impi, irs) = match (&r.impu, &r.impi) {
+        (Some(u), impi) => {
+            let row = conn
+                .prepare_cached(
+                    "SELECT s.impi, i.irs FROM impus i JOIN subscribers s ON s.id = i.subscriber_id
+                     WHERE i.uri = ?1",
+                )?
+                .query_row([u], |x| Ok((x.get::<_, String>(0)?, x.get::<_, u32>(1)?)))
+                .optional()?;
+            let Some((owner, irs)) = row else {
+                return Ok(Err(SarError::UnknownUser));
+            };
+            if let Some(i) = impi.as_ref().filter(|i| **i != owner) {
+                // An unknown IMPI is USER_UNKNOWN; a known one that does not own the IMPU is
+                // IDENTITIES_DONT_MATCH (TS 29.228 §6.1.2.1).
+                let known = conn
+                    .prepare_cached("SELECT 1 FROM subscribers WHERE impi = ?1")?
+                    .exists([i])?;
+                return Ok(Err(if known {
+                    SarError::IdentitiesDontMatch
+                } else {
+                    SarError::UnknownUser
+                }));
+            }
+            (owner, Some(irs))
+        }
+        (None, Some(i)) => (i.clone(), None),
+        (None, None) => return Ok(Err(SarError::NoIdentity)),
+    };
+    let Some((id, mut s)) = get_row(conn, &impi)? else {
+        return Ok(Err(SarError::UnknownUser));
+    };
+    let mut sets: Vec<IrsRegistration> = {
+        let stored = load_sets(conn, id)?;
+        distinct_sets(&s)
+            .map(|n| {
+                stored
+                    .iter()
+                    .find(|x| x.irs == n)
+                    .cloned()
+                    .unwrap_or_else(|| IrsRegistration::none(n))
+            })
+            .collect()
+    };
+    let by = crate::registration::Assigner {
+        name: &r.server_name,
+        host: r.origin_host.as_deref(),
+        realm: r.origin_realm.as_deref(),
+    };
+    // Decide for every target set first: a refusal changes nothing.
+    let mut with_data = false;
+    let mut changes = Vec::new();
+    for (k, cur) in sets.iter().enumerate() {
+        if irs.is_some_and(|n| n != cur.irs) {
+            continue;
+        }
+        let t = match crate::registration::sar_transition(r.assignment_type, cur, by) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        with_data = t.with_data;
+        // A re-registration at the same S-CSCF changes nothing: nothing to write.
+        if let Some(n) = t.new.filter(|n| n != cur) {
+            changes.push((k, n));
+        }
+    }
+    if !changes.is_empty() {
+        for (k, n) in changes {
+            write_set(conn, id, &n)?;
+            sets[k] = n;
+        }
+        let sum = crate::registration::summary(&sets);
+        if (
+            sum.state,
+            &sum.scscf_name,
+            &sum.scscf_host,
+            &sum.scscf_realm,
+        ) != (s.reg_state, &s.scscf_name, &s.scscf_host, &s.scscf_realm)
+        {
+            write_summary(conn, id, &sum)?;
+            s.reg_state = sum.state;
+            s.scscf_name = sum.scscf_name;
+            s.scscf_host = sum.scscf_host;
+            s.scscf_realm = sum.scscf_realm;
+        }
+    }
+    let mut ifcs = Vec::new();
+    if with_data {
+        ifcs = s.ifcs.clone();
+        if let Some(p) = &s.profile {
+            let j: Option<String> = conn
+                .prepare_cached("SELECT ifcs FROM profiles WHERE name = ?1")?
+                .query_row([p], |x| x.get(0))
+                .optional()?;
+            if let Some(j) = j {
+                let extra: Vec<InitialFilterCriteria> =
+                    serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                ifcs.extend(extra);
+            }
+        }
+    }
+    Ok(Ok(SarDone {
+        subscriber: s,
+        irs,
+        with_data,
+        ifcs,
+    }))
+}
+
+/// The implicit registration set numbers of a subscriber, ascending, each once.
+fn distinct_sets(s: &Subscriber) -> impl Iterator<Item = u32> {
+    let mut v: Vec<u32> = s.impus.iter().map(|i| i.irs).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.into_iter()
+}
+
+// Statements that compare a bound subscriber id with the leading column of a non-unique index
+// write it `+?1`: with the bundled SQLite's STAT4 the planner otherwise marks the parameter as
+// plan-relevant and re-prepares the cached statement every time the id changes, i.e. on
+// every request (measured: every execution of such a statement re-prepared). The unary plus
+// keeps the index search (EXPLAIN QUERY PLAN: SEARCH ... USING INDEX) without that mark.
+
+/// The stored set registrations of subscriber `id` (sets without a row are not registered).
+fn load_sets(conn: &Connection, id: i64) -> Result<Vec<IrsRegistration>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT irs, reg_state, scscf_name, scscf_host, scscf_realm
+         FROM irs_registrations WHERE subscriber_id = +?1 ORDER BY irs",
+    )?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok(IrsRegistration {
+                irs: r.get(0)?,
+                state: RegState::from_code(r.get(1)?),
+                scscf_name: r.get(2)?,
+                scscf_host: r.get(3)?,
+                scscf_realm: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Stores the registration of one set of subscriber `id` (the empty state as no row).
+fn write_set(conn: &Connection, id: i64, r: &IrsRegistration) -> Result<(), StoreError> {
+    if r.is_empty() {
+        conn.prepare_cached(
+            "DELETE FROM irs_registrations WHERE subscriber_id = +?1 AND irs = ?2",
+        )?
+        .execute(params![id, r.irs])?;
+    } else {
+        conn.prepare_cached(
+            "INSERT INTO irs_registrations(subscriber_id, irs, reg_state, scscf_name, scscf_host,
+                                           scscf_realm)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(subscriber_id, irs) DO UPDATE SET reg_state = excluded.reg_state,
+                scscf_name = excluded.scscf_name, scscf_host = excluded.scscf_host,
+                scscf_realm = excluded.scscf_realm",
+        )?
+        .execute(params![
+            id,
+            r.irs,
+            r.state.code(),
+            r.scscf_name,
+            r.scscf_host,
+            r.scscf_realm
+        ])?;
+    }
+    Ok(())
+}
+
+/// Stores the subscriber-level summary of its sets.
+fn write_summary(conn: &Connection, id: i64, sum: &IrsRegistration) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE subscribers SET reg_state = ?2, scscf_name = ?3, scscf_host = ?4,
+         scscf_realm = ?5, updated_at = unixepoch() WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        sum.state.code(),
+        sum.scscf_name,
+        sum.scscf_host,
+        sum.scscf_realm
+    ])?;
+    Ok(())
+}
+
+/// Stores the registrations of every set of subscriber `id` (a set in the empty state has no
+/// row) and the subscriber-level summary; returns the summary.
+fn write_sets(
+    conn: &Connection,
+    id: i64,
+    sets: &[IrsRegistration],
+) -> Result<IrsRegistration, StoreError> {
+    conn.prepare_cached("DELETE FROM irs_registrations WHERE subscriber_id = +?1")?
+        .execute([id])?;
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO irs_registrations(subscriber_id, irs, reg_state, scscf_name, scscf_host,
+                                       scscf_realm)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in sets.iter().filter(|r| !r.is_empty()) {
+        ins.execute(params![
+            id,
+            r.irs,
+            r.state.code(),
+            r.scscf_name,
+            r.scscf_host,
+            r.scscf_realm
+        ])?;
+    }
+    let sum = crate::registration::summary(sets);
+    write_summary(conn, id, &sum)?;
+    Ok(sum)
 }
 
 fn validate(s: &Subscriber) -> Result<(), StoreError> {
@@ -761,7 +1180,9 @@ fn conflict(e: rusqlite::Error, what: &str) -> StoreError {
     }
 }
 
-fn insert(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> Result<(), StoreError> {
+/// Inserts a subscriber with its IMPUs; its registration summary, if any, is given to every
+/// implicit registration set. Returns the row id.
+fn insert(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> Result<i64, StoreError> {
     if let Some(p) = &s.profile {
         let known = tx
             .query_row("SELECT 1 FROM profiles WHERE name = ?1", [p], |_| Ok(()))
@@ -805,7 +1226,19 @@ fn insert(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> Result<(), StoreErr
         )
         .map_err(|e| conflict(e, &format!("IMPU {}", i.uri)))?;
     }
-    Ok(())
+    if s.reg_state != RegState::NotRegistered || s.scscf_name.is_some() {
+        let sets: Vec<_> = distinct_sets(s)
+            .map(|irs| IrsRegistration {
+                irs,
+                state: s.reg_state,
+                scscf_name: s.scscf_name.clone(),
+                scscf_host: s.scscf_host.clone(),
+                scscf_realm: s.scscf_realm.clone(),
+            })
+            .collect();
+        write_sets(tx, id, &sets)?;
+    }
+    Ok(id)
 }
 
 mod erased {
@@ -821,35 +1254,39 @@ mod erased {
 }
 
 fn get_in(conn: &Connection, impi: &str) -> Result<Option<Subscriber>, StoreError> {
+    Ok(get_row(conn, impi)?.map(|(_, s)| s))
+}
+
+/// A subscriber and its row id. Statements are cached: the SAR path reads through here.
+fn get_row(conn: &Connection, impi: &str) -> Result<Option<(i64, Subscriber)>, StoreError> {
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, impi, imsi, iccid, msisdn, k, opc, amf, sqn, ifcs, profile,
                     shared_ifc_set_ids, reg_state, scscf_name, scscf_host, scscf_realm
              FROM subscribers WHERE impi = ?1",
-            [impi],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                    r.get::<_, Vec<u8>>(6)?,
-                    r.get::<_, Vec<u8>>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                    r.get::<_, String>(11)?,
-                    r.get::<_, i64>(12)?,
-                    (
-                        r.get::<_, Option<String>>(13)?,
-                        r.get::<_, Option<String>>(14)?,
-                        r.get::<_, Option<String>>(15)?,
-                    ),
-                ))
-            },
-        )
+        )?
+        .query_row([impi], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, Option<String>>(10)?,
+                r.get::<_, String>(11)?,
+                r.get::<_, i64>(12)?,
+                (
+                    r.get::<_, Option<String>>(13)?,
+                    r.get::<_, Option<String>>(14)?,
+                    r.get::<_, Option<String>>(15)?,
+                ),
+            ))
+        })
         .optional()?;
     let Some((id, impi, imsi, iccid, msisdn, k, opc, amf, sqn, ifcs, profile, sets, reg, sc)) = row
     else {
@@ -857,7 +1294,7 @@ fn get_in(conn: &Connection, impi: &str) -> Result<Option<Subscriber>, StoreErro
     };
     let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of {impi}"));
     let mut st = conn.prepare_cached(
-        "SELECT uri, irs, barred, display_name FROM impus WHERE subscriber_id = ?1
+        "SELECT uri, irs, barred, display_name FROM impus WHERE subscriber_id = +?1
          ORDER BY position",
     )?;
     let impus = st
@@ -870,33 +1307,45 @@ fn get_in(conn: &Connection, impi: &str) -> Result<Option<Subscriber>, StoreErro
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(Subscriber {
-        k: k.as_slice().try_into().map_err(|_| corrupt("K"))?,
-        opc: opc.as_slice().try_into().map_err(|_| corrupt("OPc"))?,
-        amf: amf.as_slice().try_into().map_err(|_| corrupt("AMF"))?,
-        sqn: sqn as u64,
-        ifcs: serde_json::from_str(&ifcs).map_err(|_| corrupt("iFCs"))?,
-        shared_ifc_set_ids: serde_json::from_str(&sets).map_err(|_| corrupt("shared sets"))?,
-        impi,
-        imsi,
-        iccid,
-        msisdn,
-        impus,
-        profile,
-        reg_state: RegState::from_code(reg),
-        scscf_name: sc.0,
-        scscf_host: sc.1,
-        scscf_realm: sc.2,
-    }))
+    Ok(Some((
+        id,
+        Subscriber {
+            k: k.as_slice().try_into().map_err(|_| corrupt("K"))?,
+            opc: opc.as_slice().try_into().map_err(|_| corrupt("OPc"))?,
+            amf: amf.as_slice().try_into().map_err(|_| corrupt("AMF"))?,
+            sqn: sqn as u64,
+            ifcs: serde_json::from_str(&ifcs).map_err(|_| corrupt("iFCs"))?,
+            shared_ifc_set_ids: serde_json::from_str(&sets).map_err(|_| corrupt("shared sets"))?,
+            impi,
+            imsi,
+            iccid,
+            msisdn,
+            impus,
+            profile,
+            reg_state: RegState::from_code(reg),
+            scscf_name: sc.0,
+            scscf_host: sc.1,
+            scscf_realm: sc.2,
+        },
+    )))
 }
 
-/// Builds User-Data from a subscriber and the iFCs that apply to it.
+/// Builds User-Data from a subscriber and the iFCs that apply to it: one ServiceProfile per
+/// implicit registration set.
 pub fn build_user_data(s: &Subscriber, ifcs: &[InitialFilterCriteria]) -> ifc::ImsSubscription {
-    let mut sets: Vec<u32> = s.impus.iter().map(|i| i.irs).collect();
-    sets.sort_unstable();
-    sets.dedup();
-    let service_profiles = sets
-        .into_iter()
+    build_user_data_for(s, ifcs, None)
+}
+
+/// Like [`build_user_data`], but only set `irs` when given: what an SAA about one
+/// Public-Identity carries (all IMPUs of its implicit registration set, TS 29.228 §6.1.2.1),
+/// so an S-CSCF never takes the IMPUs of another, unregistered set as registered.
+pub fn build_user_data_for(
+    s: &Subscriber,
+    ifcs: &[InitialFilterCriteria],
+    irs: Option<u32>,
+) -> ifc::ImsSubscription {
+    let service_profiles = distinct_sets(s)
+        .filter(|n| irs.is_none_or(|i| i == *n))
         .map(|set| ifc::ServiceProfile {
             public_identities: s
                 .impus

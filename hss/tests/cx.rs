@@ -383,6 +383,195 @@ fn registered_state_is_in_the_store() {
     assert_eq!(s.scscf_host.as_deref(), Some("scscf.ims.lab"));
 }
 
+/// Subscriber `n` with two unbarred implicit registration sets: set 0 = its SIP and tel
+/// IMPUs, set 1 = `sip:other<n>@…`.
+fn two_sets(e: &mut Env, n: u32) -> hss::store::Subscriber {
+    let mut s = sub(n);
+    s.impus[2].barred = false;
+    e.sqn_store.add(&s).unwrap();
+    s
+}
+
+fn sar_for(impi: Option<&str>, impu: Option<&str>, t: i32, server: &str) -> Message {
+    let mut m = req(cmd::SERVER_ASSIGNMENT);
+    if let Some(i) = impi {
+        m.add(Avp::utf8(avp::USER_NAME, i));
+    }
+    if let Some(u) = impu {
+        m.add(Avp::utf8(avp::PUBLIC_IDENTITY, u));
+    }
+    m.with(Avp::utf8(avp::SERVER_NAME, server))
+        .with(Avp::enumerated(avp::SERVER_ASSIGNMENT_TYPE, t))
+        .with(Avp::enumerated(avp::USER_DATA_ALREADY_AVAILABLE, 0))
+}
+
+fn lir_for(impu: &str) -> Message {
+    req(cmd::LOCATION_INFO).with(Avp::utf8(avp::PUBLIC_IDENTITY, impu))
+}
+
+/// The IMPUs of each ServiceProfile of an answer's User-Data.
+fn profiles(a: &Message) -> Vec<Vec<String>> {
+    let xml = String::from_utf8(a.get_octets(avp::USER_DATA).unwrap().to_vec()).unwrap();
+    ifc::ImsSubscription::from_xml(&xml)
+        .unwrap()
+        .service_profiles
+        .iter()
+        .map(|p| {
+            p.public_identities
+                .iter()
+                .map(|i| i.identity.clone())
+                .collect()
+        })
+        .collect()
+}
+
+const S1: &str = "sip:scscf.ims.lab:6060";
+
+#[test]
+fn registration_state_is_per_implicit_set() {
+    let mut e = env();
+    let s = two_sets(&mut e, 5);
+    let (home, tel, work) = (&s.impus[0].uri, &s.impus[1].uri, &s.impus[2].uri);
+    // Registering set 0 returns set 0's IMPUs only, and leaves set 1 unregistered.
+    let a = e.send(&sar_for(Some(&s.impi), Some(home), sat::REGISTRATION, S1));
+    assert_eq!(base(&a), Some(result::SUCCESS));
+    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), s.impi);
+    assert_eq!(profiles(&a), vec![vec![home.clone(), tel.clone()]]);
+    let a = e.send(&lir_for(tel));
+    assert_eq!(base(&a), Some(result::SUCCESS));
+    assert_eq!(a.get_utf8(avp::SERVER_NAME).unwrap(), S1);
+    let a = e.send(&lir_for(work));
+    assert!(
+        a.find(avp::SERVER_NAME).is_none(),
+        "set 1 is not registered"
+    );
+    let a = e.send(
+        &req(cmd::USER_AUTHORIZATION)
+            .with(Avp::utf8(avp::USER_NAME, &s.impi))
+            .with(Avp::utf8(avp::PUBLIC_IDENTITY, work)),
+    );
+    assert_eq!(exp(&a), Some(cxr::FIRST_REGISTRATION));
+    assert!(a.find(avp::SERVER_NAME).is_none());
+    let a = e.send(
+        &req(cmd::USER_AUTHORIZATION)
+            .with(Avp::utf8(avp::USER_NAME, &s.impi))
+            .with(Avp::utf8(avp::PUBLIC_IDENTITY, home)),
+    );
+    assert_eq!(exp(&a), Some(cxr::SUBSEQUENT_REGISTRATION));
+    // Set 1 registers at another S-CSCF; its answer lists set 1's IMPU only.
+    let a = e.send(&sar_for(
+        Some(&s.impi),
+        Some(work),
+        sat::REGISTRATION,
+        "sip:s2",
+    ));
+    assert_eq!(profiles(&a), vec![vec![work.clone()]]);
+    let sets = e.sqn_store.irs_registrations(&s.impi).unwrap();
+    assert_eq!(
+        sets.iter()
+            .map(|r| (r.irs, r.state, r.scscf_name.clone().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, RegState::Registered, S1.to_string()),
+            (1, RegState::Registered, "sip:s2".to_string())
+        ]
+    );
+    // Deregistering set 0 keeps set 1 registered, and the subscriber counts as registered.
+    let a = e.send(&sar_for(
+        Some(&s.impi),
+        Some(tel),
+        sat::USER_DEREGISTRATION,
+        S1,
+    ));
+    assert_eq!(base(&a), Some(result::SUCCESS));
+    assert!(a.find(avp::USER_DATA).is_none());
+    assert!(e.send(&lir_for(home)).find(avp::SERVER_NAME).is_none());
+    assert_eq!(
+        e.send(&lir_for(work)).get_utf8(avp::SERVER_NAME).unwrap(),
+        "sip:s2"
+    );
+    let got = e.sqn_store.get(&s.impi).unwrap().unwrap();
+    assert_eq!(got.reg_state, RegState::Registered);
+    assert_eq!(got.scscf_name.as_deref(), Some("sip:s2"));
+    // A SAR with only User-Name acts on every set.
+    let a = e.send(&sar_for(
+        Some(&s.impi),
+        None,
+        sat::TIMEOUT_DEREGISTRATION,
+        S1,
+    ));
+    assert_eq!(base(&a), Some(result::SUCCESS));
+    assert!(e
+        .sqn_store
+        .irs_registrations(&s.impi)
+        .unwrap()
+        .iter()
+        .all(|r| r.is_empty()));
+    assert_eq!(
+        e.sqn_store.get(&s.impi).unwrap().unwrap().reg_state,
+        RegState::NotRegistered
+    );
+}
+
+#[test]
+fn unregistered_user_gets_a_server_and_its_profile() {
+    let mut e = env();
+    let s = two_sets(&mut e, 6);
+    let work = &s.impus[2].uri;
+    // Nobody serves the callee yet: LIA has no Server-Name.
+    let a = e.send(&lir_for(work));
+    assert_eq!(base(&a), Some(result::SUCCESS));
+    assert!(a.find(avp::SERVER_NAME).is_none());
+    assert!(a.find(avp::SERVER_CAPABILITIES).is_some());
+    // The S-CSCF picked for the terminating request asks with the IMPU alone.
+    let a = e.send(&sar_for(None, Some(work), sat::UNREGISTERED_USER, S1));
+    assert_eq!(base(&a), Some(result::SUCCESS));
+    assert_eq!(a.get_utf8(avp::USER_NAME).unwrap(), s.impi);
+    assert_eq!(profiles(&a), vec![vec![work.clone()]]);
+    let r = e.sqn_store.registration_of(work).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.scscf_name.as_deref()),
+        (RegState::Unregistered, Some(S1))
+    );
+    // LIR now names that S-CSCF with UNREGISTERED_SERVICE (TS 29.228 §6.1.4.1); the other set
+    // is untouched.
+    let a = e.send(&lir_for(work));
+    assert_eq!(exp(&a), Some(cxr::UNREGISTERED_SERVICE));
+    assert_eq!(a.get_utf8(avp::SERVER_NAME).unwrap(), S1);
+    assert!(e
+        .send(&lir_for(&s.impus[0].uri))
+        .find(avp::SERVER_NAME)
+        .is_none());
+    // A later registration of that set makes it registered at its S-CSCF.
+    e.send(&sar_for(Some(&s.impi), Some(work), sat::REGISTRATION, S1));
+    let a = e.send(&lir_for(work));
+    assert_eq!(base(&a), Some(result::SUCCESS));
+    assert_eq!(a.get_utf8(avp::SERVER_NAME).unwrap(), S1);
+    // UNREGISTERED_USER for a registered set keeps it registered.
+    e.send(&sar_for(None, Some(work), sat::UNREGISTERED_USER, S1));
+    assert_eq!(
+        e.sqn_store.registration_of(work).unwrap().unwrap().state,
+        RegState::Registered
+    );
+    // Unknown IMPU, and an IMPU that is not the User-Name's.
+    let a = e.send(&sar_for(
+        None,
+        Some("sip:nobody@ims.lab"),
+        sat::UNREGISTERED_USER,
+        S1,
+    ));
+    assert_eq!(exp(&a), Some(cxr::ERROR_USER_UNKNOWN));
+    let a = e.send(&sar_for(
+        Some(&sub(1).impi),
+        Some(work),
+        sat::UNREGISTERED_USER,
+        S1,
+    ));
+    assert_eq!(exp(&a), Some(cxr::ERROR_IDENTITIES_DONT_MATCH));
+    let a = e.send(&sar_for(None, None, sat::UNREGISTERED_USER, S1));
+    assert_eq!(base(&a), Some(result::MISSING_AVP));
+}
+
 mod arbitrary {
     use super::*;
     use proptest::prelude::*;

@@ -202,3 +202,114 @@ async fn kill_dash_nine_never_reuses_an_sqn() {
         answered1, answered2
     );
 }
+
+fn sar(c: &PeerHandle, n: u32, k: u32) -> Message {
+    let s = sub(n);
+    Message::request(app::CX, cmd::SERVER_ASSIGNMENT)
+        .with(Avp::utf8(avp::SESSION_ID, c.new_session_id()))
+        .with(Avp::vendor_specific_auth_app(VENDOR_3GPP, app::CX))
+        .with(Avp::enumerated(avp::AUTH_SESSION_STATE, 1))
+        .with(Avp::utf8(avp::ORIGIN_HOST, "scscf.ims.lab"))
+        .with(Avp::utf8(avp::ORIGIN_REALM, "ims.lab"))
+        .with(Avp::utf8(avp::DESTINATION_REALM, "ims.lab"))
+        .with(Avp::utf8(avp::USER_NAME, &s.impi))
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, &s.impus[0].uri))
+        .with(Avp::utf8(
+            avp::SERVER_NAME,
+            format!("sip:scscf-{k}.ims.lab"),
+        ))
+        .with(Avp::enumerated(avp::SERVER_ASSIGNMENT_TYPE, 1))
+        .with(Avp::enumerated(avp::USER_DATA_ALREADY_AVAILABLE, 0))
+}
+
+fn k_of(name: Option<&str>) -> u32 {
+    name.and_then(|n| n.strip_prefix("sip:scscf-"))
+        .and_then(|n| n.strip_suffix(".ims.lab"))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0)
+}
+
+/// SARs go through the same group commit as SQNs: an S-CSCF assignment whose SAA arrived
+/// must be on disk. One worker per subscriber assigns it `sip:scscf-<k>` with k rising, one
+/// SAR at a time, with MARs of the other subscribers in the same batches; after a SIGKILL
+/// mid-load the stored k of every subscriber (and of its implicit set) is at least the last
+/// k answered. An HSS that answered before its commit would lose the newest assignments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_keeps_every_answered_sar() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hss.db");
+    let conf = dir.path().join("hss.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[diameter]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\ndurability = \"full\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    const SUBS: u32 = 6;
+    {
+        let mut s = Store::open(&db, Durability::Full).unwrap();
+        for n in 1..=SUBS + 3 {
+            s.add(&sub(n)).unwrap();
+        }
+    }
+    let (mut hss, addr) = spawn(&conf);
+    let c = PeerHandle::connect(addr, PeerConfig::cx("scscf.ims.lab", "ims.lab"))
+        .await
+        .unwrap();
+    let last: Arc<Mutex<Vec<u32>>> = Arc::new(Mutex::new(vec![0; SUBS as usize + 1]));
+    let mut tasks = Vec::new();
+    for n in 1..=SUBS {
+        let c = c.clone();
+        let last = last.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 1..=200_000u32 {
+                match c.request(sar(&c, n, k)).await {
+                    Ok(a) => {
+                        assert_eq!(a.get_u32(avp::RESULT_CODE).unwrap(), result::SUCCESS);
+                        last.lock().unwrap()[n as usize] = k;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    // MAR load on other subscribers shares the batches.
+    let seen: Seen = Arc::default();
+    let mars = tokio::spawn(load(addr, 1, 100_000, 4, seen.clone()));
+    for _ in 0..2000 {
+        if last.lock().unwrap().iter().sum::<u32>() >= 3000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = Command::new("kill")
+        .args(["-9", &hss.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _ = hss.0.wait();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), mars).await;
+    let last = last.lock().unwrap().clone();
+    assert!(last[1..].iter().all(|&k| k > 0 && k < 200_000), "{last:?}");
+    let s = Store::open(&db, Durability::Full).unwrap();
+    for n in 1..=SUBS {
+        let got = s.get(&sub(n).impi).unwrap().unwrap();
+        let stored = k_of(got.scscf_name.as_deref());
+        assert!(
+            stored >= last[n as usize],
+            "subscriber {n}: SAA for scscf-{} was sent, but the store has scscf-{stored}",
+            last[n as usize]
+        );
+        let set = s.registration_of(&sub(n).impus[0].uri).unwrap().unwrap();
+        assert_eq!(k_of(set.scscf_name.as_deref()), stored);
+    }
+    eprintln!("durability: SARs answered before kill -9: {last:?}, all on disk");
+}

@@ -274,3 +274,99 @@ fn home_domain() {
     );
     assert!(home_domain_from_imsi("abc", 2).is_none());
 }
+
+/// `tests/data/hss-schema-v1.db` was made by the hss of commit 4d27441 (schema v1, one
+/// registration per subscriber): `hss --db … subscriber add` for alice (IMPUs in sets 0 and
+/// 1), bob (set 0) and carol (sets 0 and 2); then alice was marked registered and carol
+/// unregistered at `sip:scscf.ims.lab:6060` with the UPDATE that version's
+/// `set_registration` runs, and alice's SQN set to 97. Opening it migrates to v2: every set
+/// of a subscriber starts with that subscriber's registration, nothing else changes.
+#[test]
+fn schema_v1_database_migrates_to_per_set_registrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hss.db");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hss-schema-v1.db"),
+        &db,
+    )
+    .unwrap();
+    let s = Store::open(&db, hss::store::Durability::Full).unwrap();
+    assert_eq!(s.schema_version().unwrap(), hss::store::SCHEMA_VERSION);
+    assert_eq!(hss::store::SCHEMA_VERSION, 2);
+    let dom = "ims.mnc001.mcc001.3gppnetwork.org";
+    let alice = s.get(&format!("001010000000001@{dom}")).unwrap().unwrap();
+    assert_eq!(alice.sqn, 97);
+    assert_eq!(alice.impus.len(), 3);
+    assert_eq!(alice.reg_state, RegState::Registered);
+    let sets = s.irs_registrations(&alice.impi).unwrap();
+    assert_eq!(sets.len(), 2);
+    for r in &sets {
+        assert_eq!(r.state, RegState::Registered, "{r:?}");
+        assert_eq!(r.scscf_name.as_deref(), Some("sip:scscf.ims.lab:6060"));
+        assert_eq!(r.scscf_host.as_deref(), Some("scscf.ims.lab"));
+    }
+    let work = s
+        .registration_of("sip:alice-work@ims.lab")
+        .unwrap()
+        .unwrap();
+    assert_eq!((work.irs, work.state), (1, RegState::Registered));
+    let bob = format!("001010000000002@{dom}");
+    assert!(s
+        .irs_registrations(&bob)
+        .unwrap()
+        .iter()
+        .all(|r| r.is_empty()));
+    let carol = s.registration_of("sip:carol2@ims.lab").unwrap().unwrap();
+    assert_eq!((carol.irs, carol.state), (2, RegState::Unregistered));
+    assert!(s.registration_of("sip:nobody@ims.lab").unwrap().is_none());
+    drop(s);
+    // Opening again is a no-op; the migrated database keeps working.
+    let mut s = Store::open(&db, hss::store::Durability::Full).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 2);
+    s.set_registration(&bob, RegState::Registered, Some("sip:s"), None, None)
+        .unwrap();
+    assert_eq!(
+        s.registration_of("sip:bob@ims.lab").unwrap().unwrap().state,
+        RegState::Registered
+    );
+}
+
+#[test]
+fn update_keeps_each_sets_registration() {
+    let mut s = Store::open_in_memory().unwrap();
+    let a = sub(1);
+    s.add(&a).unwrap();
+    // Register only set 1 (sub(1)'s third IMPU) through a SAR in the write path.
+    let out = s.commit_batch(
+        &[hss::store::WriteJob::Sar(hss::store::SarRequest {
+            impi: None,
+            impu: Some(a.impus[2].uri.clone()),
+            assignment_type: hss::cx::sat::REGISTRATION,
+            server_name: "sip:scscf".into(),
+            origin_host: Some("scscf.host".into()),
+            origin_realm: None,
+        })],
+        &SqnPolicy::default(),
+        0,
+    );
+    assert!(matches!(&out[0], hss::store::WriteResult::Sar(r) if r.is_ok()));
+    let mut b = a.clone();
+    b.msisdn = Some("1".into());
+    s.update(&a.impi, &b).unwrap();
+    let sets = s.irs_registrations(&a.impi).unwrap();
+    assert_eq!(sets[0].state, RegState::NotRegistered);
+    assert_eq!(sets[1].state, RegState::Registered);
+    // Dropping set 1 from the IMPUs drops its registration.
+    let mut c = b.clone();
+    c.impus.truncate(2);
+    s.update(&a.impi, &c).unwrap();
+    assert!(s
+        .irs_registrations(&a.impi)
+        .unwrap()
+        .iter()
+        .all(|r| r.is_empty()));
+    assert_eq!(
+        s.get(&a.impi).unwrap().unwrap().reg_state,
+        RegState::NotRegistered
+    );
+}

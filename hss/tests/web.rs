@@ -315,6 +315,12 @@ async fn a_sar_over_diameter_shows_in_registrations_and_deregistration_removes_i
     assert_eq!(r["scscf_host"], "scscf.ims.lab");
     assert_eq!(r["scscf_realm"], "ims.lab");
     assert_eq!(r["impus"][1], "tel:+491700000001");
+    // Per implicit registration set: the SAR registered set 0 only.
+    assert_eq!(r["sets"][0]["irs"], 0, "{r}");
+    assert_eq!(r["sets"][0]["reg_state"], "registered", "{r}");
+    assert_eq!(r["sets"][0]["impus"][1], "tel:+491700000001", "{r}");
+    assert_eq!(r["sets"][1]["irs"], 1, "{r}");
+    assert_eq!(r["sets"][1]["reg_state"], "not_registered", "{r}");
     assert!(r.get("k").is_none() && r.get("opc").is_none(), "{r}");
 
     let a = client.request(sar(5)).await.unwrap();

@@ -20,6 +20,8 @@
 //! the CSCF processes before and after → completed calls per CSCF core-second. A system
 //! stops climbing at its first step with a failure.
 
+pub mod cx;
+
 use crate::net::{self, LabNet, NetOptions, Ports};
 use anyhow::Context;
 use secagree::IpsecMode;

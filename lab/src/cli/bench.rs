@@ -63,6 +63,44 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         kamailio_children: u32,
     },
+    /// The HSS alone under Cx registration load: provisions --subscribers in a fresh
+    /// database with the `hss` binary, runs it, and sends MAR + SAR (REGISTRATION) pairs
+    /// over Diameter at each offered rate for --seconds. Prints throughput, answers by result
+    /// code, p50/p99 MAR → SAA, 3004s, timeouts, SQNs issued twice, and the HSS process's
+    /// CPU (utime + stime from /proc) per registration.
+    Cx {
+        /// Offered registration rates (MAR + SAR pairs per second), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "2500,5000",
+              value_parser = clap::value_parser!(u32).range(1..=50000))]
+        rates: Vec<u32>,
+        /// Seconds of load per rate.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=120))]
+        seconds: u32,
+        /// Most registrations in one step.
+        #[arg(long, default_value_t = 200000, value_parser = clap::value_parser!(u32).range(1..=1000000))]
+        max_registrations: u32,
+        /// Subscribers provisioned; registrations cycle through them.
+        #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..=1000000))]
+        subscribers: u32,
+        /// Diameter connections to spread the load over.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        connections: u32,
+        /// The HSS's `[store] durability`.
+        #[arg(long, value_enum, default_value_t = DurabilityChoice::Full)]
+        durability: DurabilityChoice,
+        /// The `hss` binary. Default: `hss` next to this `imslab`, else on $PATH.
+        #[arg(long, value_name = "FILE")]
+        hss: Option<PathBuf>,
+    },
+}
+
+/// `[store] durability` for `imslab bench cx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityChoice {
+    /// fsync on every commit (the HSS's default).
+    Full,
+    /// fsync at checkpoints only.
+    Normal,
 }
 
 /// Whether `imslab bench calls` measures Kamailio.
@@ -88,6 +126,17 @@ fn default_pcscf() -> anyhow::Result<PathBuf> {
         .context("no pcscf binary next to imslab or on $PATH: cargo build --release -p pcscf --bin pcscf, or pass --pcscf")
 }
 
+/// The `hss` binary: next to the running `imslab`, else on $PATH.
+fn default_hss() -> anyhow::Result<PathBuf> {
+    let sibling = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("hss"))
+        .filter(|p| p.is_file());
+    sibling
+        .or_else(|| testkit::find_bin("hss"))
+        .context("no hss binary next to imslab or on $PATH: cargo build --release -p hss --bin hss, or pass --hss")
+}
+
 /// Run a benchmark; the figures are returned for printing.
 pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -109,6 +158,35 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
                 other => Some(other.mode()),
             };
             rt.block_on(crate::bench::register(*ues as usize, mode))
+        }
+        BenchCommand::Cx {
+            rates,
+            seconds,
+            max_registrations,
+            subscribers,
+            connections,
+            durability,
+            hss,
+        } => {
+            drop(rt);
+            let opts = crate::bench::cx::CxOptions {
+                hss: match hss {
+                    Some(p) => p.clone(),
+                    None => default_hss()?,
+                },
+                subscribers: *subscribers,
+                rates: rates.clone(),
+                seconds: *seconds,
+                max_registrations: *max_registrations,
+                connections: *connections,
+                durability: match durability {
+                    DurabilityChoice::Full => "full",
+                    DurabilityChoice::Normal => "normal",
+                }
+                .into(),
+            };
+            let steps = crate::bench::cx::cx_run(&opts)?;
+            Ok(crate::bench::cx::cx_report(&opts, &steps))
         }
         BenchCommand::Calls {
             rates,
@@ -206,6 +284,49 @@ mod tests {
             ["--kamailio", "maybe"],
         ] {
             let mut argv = vec!["imslab", "bench", "calls"];
+            argv.extend(bad);
+            assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cx_takes_rates_and_durability() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "imslab",
+            "bench",
+            "cx",
+            "--rates",
+            "2500,5000",
+            "--durability",
+            "normal",
+            "--subscribers",
+            "300",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(BenchArgs {
+                command:
+                    BenchCommand::Cx {
+                        rates,
+                        durability,
+                        subscribers,
+                        seconds,
+                        ..
+                    },
+            }) => {
+                assert_eq!(rates, vec![2500, 5000]);
+                assert_eq!(durability, DurabilityChoice::Normal);
+                assert_eq!(subscribers, 300);
+                assert_eq!(seconds, 10);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            ["--rates", "0"],
+            ["--durability", "off"],
+            ["--connections", "0"],
+        ] {
+            let mut argv = vec!["imslab", "bench", "cx"];
             argv.extend(bad);
             assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
         }
