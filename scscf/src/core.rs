@@ -188,6 +188,10 @@ pub struct Stats {
     pub refused: u64,
     /// Reg-event NOTIFYs sent.
     pub notifies: u64,
+    /// Requests sent to an application server on an iFC match.
+    pub as_forwards: u64,
+    /// Application servers that failed or stayed silent (DefaultHandling applied).
+    pub as_failures: u64,
 }
 
 struct Challenge {
@@ -206,10 +210,31 @@ pub(crate) struct Ctx {
 }
 
 pub(crate) enum Pending {
-    Mar { ctx: Ctx, resync: bool },
-    Lir { tx: TxId, req: Message },
-    SarRegister { ctx: Ctx, expires: u32 },
-    SarDeregister { ctx: Option<Ctx>, impu: String },
+    Mar {
+        ctx: Ctx,
+        resync: bool,
+    },
+    Lir {
+        tx: TxId,
+        req: Message,
+        fwd: Message,
+        callee: String,
+    },
+    SarUnregistered {
+        tx: TxId,
+        req: Message,
+        fwd: Message,
+        case: ifc::SessionCase,
+        identity: String,
+    },
+    SarRegister {
+        ctx: Ctx,
+        expires: u32,
+    },
+    SarDeregister {
+        ctx: Option<Ctx>,
+        impu: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +246,14 @@ pub(crate) enum Timer {
     Expiry {
         impu: String,
         generation: u64,
+    },
+    /// An application server's time to show it is alive ([`crate::isc`]).
+    AsHop {
+        client: TxId,
+    },
+    /// An ISC marker's lifetime.
+    IscMark {
+        token: String,
     },
     /// A reg-event subscription's expiry ([`crate::regevent`]).
     Subscription {
@@ -252,6 +285,11 @@ pub struct Scscf {
     seq: u64,
     pub(crate) stats: Stats,
     pub(crate) ids: sip::Ids,
+    pub(crate) isc: crate::isc::Isc,
+    /// ISC markers by token ([`crate::isc`]).
+    pub(crate) isc_marks: HashMap<String, crate::isc::Mark>,
+    /// Requests at an AS that has not yet shown it is alive, by client transaction.
+    pub(crate) as_hops: HashMap<TxId, crate::isc::AsHop>,
 }
 
 impl Scscf {
@@ -272,6 +310,9 @@ impl Scscf {
             seq: 0,
             stats: Stats::default(),
             ids: sip::Ids::from_entropy(),
+            isc: crate::isc::Isc::default(),
+            isc_marks: HashMap::new(),
+            as_hops: HashMap::new(),
         }
     }
 
@@ -398,7 +439,19 @@ impl Scscf {
         };
         match p {
             Pending::Mar { ctx, resync } => self.on_maa(ctx, resync, answer, now),
-            Pending::Lir { tx, req } => self.on_lia(tx, req, answer, now),
+            Pending::Lir {
+                tx,
+                req,
+                fwd,
+                callee,
+            } => self.on_lia(tx, req, fwd, callee, answer, now),
+            Pending::SarUnregistered {
+                tx,
+                req,
+                fwd,
+                case,
+                identity,
+            } => self.on_saa_unregistered(tx, req, fwd, case, identity, answer, now),
             Pending::SarRegister { ctx, expires } => {
                 self.on_saa_register(ctx, expires, answer, now)
             }
@@ -527,6 +580,8 @@ impl Scscf {
                 Timer::Subscription { key, generation } => {
                     self.subscription_timer(&key, generation, now)
                 }
+                Timer::AsHop { client } => self.as_hop_timer(client, now),
+                Timer::IscMark { token } => self.isc_mark_timer(&token),
             }
         }
     }

@@ -37,6 +37,7 @@ pub mod config;
 pub mod core;
 pub mod cx;
 pub mod cxclient;
+pub mod isc;
 pub mod metrics;
 pub mod regevent;
 pub mod registrar;
@@ -45,3 +46,4 @@ pub mod shell;
 
 pub use crate::core::{Config, Event, Output, Routing, Scscf, Stats};
 pub use cx::{CxError, CxIdentity};
+pub use isc::Isc;
