@@ -121,6 +121,9 @@ pub enum DeregReason {
     Timeout,
     /// The HSS ended it (Cx RTR, TS 29.228 §6.2.1).
     Network,
+    /// A third-party REGISTER failed with DefaultHandling SESSION_TERMINATED
+    /// (TS 24.229 §5.4.1.7): ended by us, the HSS is told (ADMINISTRATIVE_DEREGISTRATION).
+    ApplicationServer,
 }
 
 /// Why a REGISTER was refused.
@@ -192,6 +195,8 @@ pub struct Stats {
     pub as_forwards: u64,
     /// Application servers that failed or stayed silent (DefaultHandling applied).
     pub as_failures: u64,
+    /// Third-party REGISTERs sent (TS 24.229 §5.4.1.7).
+    pub third_party_registers: u64,
 }
 
 struct Challenge {
@@ -290,6 +295,8 @@ pub struct Scscf {
     pub(crate) isc_marks: HashMap<String, crate::isc::Mark>,
     /// Requests at an AS that has not yet shown it is alive, by client transaction.
     pub(crate) as_hops: HashMap<TxId, crate::isc::AsHop>,
+    /// Third-party REGISTERs by client transaction ([`crate::thirdparty`]).
+    pub(crate) third_party: HashMap<TxId, crate::thirdparty::Pending3p>,
 }
 
 impl Scscf {
@@ -313,6 +320,7 @@ impl Scscf {
             isc: crate::isc::Isc::default(),
             isc_marks: HashMap::new(),
             as_hops: HashMap::new(),
+            third_party: HashMap::new(),
         }
     }
 
@@ -937,6 +945,11 @@ impl Scscf {
         if !path.is_empty() {
             b = b.header("Supported", "path");
         }
+        let kind = if self.regs.contains_key(&ctx.impu) {
+            ifc::RegistrationType::Re
+        } else {
+            ifc::RegistrationType::Initial
+        };
         self.index_identities(&ctx.impu, &associated);
         self.regs.insert(
             ctx.impu.clone(),
@@ -958,9 +971,23 @@ impl Scscf {
             },
         );
         self.stats.registrations += 1;
-        self.respond(ctx.tx, b.build(), now);
+        let ok = b.build();
+        let answer = ok.as_ref().ok().cloned();
+        self.respond(ctx.tx, ok, now);
         if let Some(reg) = self.regs.get(&ctx.impu).cloned() {
             self.registration_changed(&ctx.impu, Some(&reg), RegChange::Registered, now);
+            self.third_party_register(
+                crate::thirdparty::RegisterNews {
+                    impu: &ctx.impu,
+                    kind,
+                    expires,
+                    associated: &reg.associated,
+                    subscription: reg.subscription.as_ref(),
+                    request: Some(&ctx.req),
+                    response: answer.as_ref(),
+                },
+                now,
+            );
         }
         self.event(Event::Registered {
             impu: ctx.impu,
@@ -1006,9 +1033,21 @@ impl Scscf {
                 let change = match reason {
                     DeregReason::User => RegChange::Unregistered,
                     DeregReason::Timeout => RegChange::Expired,
-                    DeregReason::Network => RegChange::Deactivated,
+                    DeregReason::Network | DeregReason::ApplicationServer => RegChange::Deactivated,
                 };
                 self.registration_changed(impu, Some(&reg), change, now);
+                self.third_party_register(
+                    crate::thirdparty::RegisterNews {
+                        impu,
+                        kind: ifc::RegistrationType::De,
+                        expires: 0,
+                        associated: &reg.associated,
+                        subscription: reg.subscription.as_ref(),
+                        request: ctx.as_ref().map(|c| &c.req),
+                        response: None,
+                    },
+                    now,
+                );
                 self.unindex_identities(impu, &reg.associated);
                 self.stats.deregistrations += 1;
                 self.event(Event::Deregistered {
@@ -1023,6 +1062,7 @@ impl Scscf {
         let kind = match reason {
             DeregReason::Timeout => assignment::TIMEOUT_DEREGISTRATION,
             DeregReason::User => assignment::USER_DEREGISTRATION,
+            DeregReason::ApplicationServer => assignment::ADMINISTRATIVE_DEREGISTRATION,
             // The HSS knows already: it asked (TS 29.228 §6.2.1, no SAR follows an RTR).
             DeregReason::Network => {
                 if let Some(c) = ctx {

@@ -43,6 +43,7 @@ pub mod regevent;
 pub mod registrar;
 pub mod session;
 pub mod shell;
+pub mod thirdparty;
 
 pub use crate::core::{Config, Event, Output, Routing, Scscf, Stats};
 pub use cx::{CxError, CxIdentity};

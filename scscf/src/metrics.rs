@@ -84,6 +84,7 @@ impl Metrics {
                 DeregReason::User => "user",
                 DeregReason::Timeout => "expired",
                 DeregReason::Network => "network",
+                DeregReason::ApplicationServer => "application_server",
             }]),
             Event::Rejected { code, reason, .. } => self
                 .rejections

@@ -410,7 +410,7 @@ impl Scscf {
         match self.tx.handle_response(msg, now) {
             Ok(ResponseOutcome::Deliver { id, response }) => {
                 let code = response.code().unwrap_or(500);
-                if self.as_hop_response(id, code, now) {
+                if self.third_party_result(id, code, now) || self.as_hop_response(id, code, now) {
                     return;
                 }
                 let d = self.branches.response(id, response, now);
@@ -450,7 +450,9 @@ impl Scscf {
                     continue;
                 }
             };
-            if self.as_hop_failed(id, crate::isc::AsFailure::Failed, now) {
+            if self.third_party_result(id, code, now)
+                || self.as_hop_failed(id, crate::isc::AsFailure::Failed, now)
+            {
                 continue;
             }
             let d = self.branches.failed(id, code);

@@ -97,6 +97,9 @@ struct Net {
     /// What went over the network, with its destination.
     wire: Vec<(SocketAddr, Message)>,
     seq: u32,
+    /// The Authorization of the last successful REGISTER (a protected deregistration
+    /// reuses it, as the UE does through its SA).
+    last_creds: String,
 }
 
 impl Net {
@@ -136,6 +139,7 @@ impl Net {
             to_p: vec![],
             wire: vec![],
             seq: 0,
+            last_creds: String::new(),
         }
     }
 
@@ -214,7 +218,7 @@ impl Net {
     /// Registers `user` (profile `ifcs`) with contact `sip:user@10.0.0.N`.
     fn register(&mut self, user: &str, ifcs: Vec<InitialFilterCriteria>) {
         self.profiles.insert(user.into(), user_data(user, ifcs));
-        let first = self.register_once(user, None);
+        let first = self.register_once(user, None, 600);
         assert_eq!(first.code(), Some(401));
         let ch = first.digest_challenge().unwrap().unwrap();
         let impi = format!("{user}@{DOMAIN}");
@@ -245,18 +249,19 @@ impl Net {
             integrity_protected: Some("yes".into()),
             ..Default::default()
         };
-        let ok = self.register_once(user, Some(creds.to_header()));
+        let ok = self.register_once(user, Some(creds.to_header()), 600);
         assert_eq!(ok.code(), Some(200), "{ok:?}");
+        self.last_creds = creds.to_header();
     }
 
-    fn register_once(&mut self, user: &str, auth: Option<String>) -> Message {
+    fn register_once(&mut self, user: &str, auth: Option<String>, expires: u32) -> Message {
         self.seq += 1;
         let impu = format!("sip:{user}@{DOMAIN}");
         let mut m = format!(
             "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
              Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKr{}\r\n\
              Max-Forwards: 69\r\nFrom: <{impu}>;tag=u\r\nTo: <{impu}>\r\nCall-ID: r-{user}\r\n\
-             CSeq: {} REGISTER\r\nContact: <sip:{user}@10.0.0.{}:5060>;expires=600\r\n\
+             CSeq: {} REGISTER\r\nContact: <sip:{user}@10.0.0.{}:5060>;expires={expires}\r\n\
              Path: <sip:term@127.0.0.1:5060;lr>\r\n",
             self.seq,
             self.seq,
@@ -700,4 +705,163 @@ fn an_as_may_originate_for_an_unregistered_user_only_from_a_configured_address()
     n.as_sends(stranger, msg("m3"));
     let (to, r) = n.wire.last().unwrap();
     assert_eq!((*to, r.code()), (addr(stranger), Some(403)));
+}
+
+/// An iFC on REGISTER toward `server` with ServiceInfo and both Include flags.
+fn register_ifc(server: String, dh: DefaultHandling) -> InitialFilterCriteria {
+    let mut i = ifc(1, "REGISTER", SessionCase::Originating, server, dh);
+    i.application_server.service_info = Some("voicemail<box>".into());
+    i.application_server.include_register_request = true;
+    i.application_server.include_register_response = true;
+    i
+}
+
+fn registers_to(n: &Net, to: ([u8; 4], u16)) -> Vec<Message> {
+    n.wire
+        .iter()
+        .filter(|(a, m)| *a == addr(to) && m.method() == Some(&sip::Method::Register))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+#[test]
+fn third_party_register_on_registration_reregistration_deregistration_and_expiry() {
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register(
+        "alice",
+        vec![register_ifc(as_uri(AS1), DefaultHandling::SessionContinued)],
+    );
+    let r = registers_to(&n, AS1);
+    assert_eq!(r.len(), 1, "on registration");
+    let first = &r[0];
+    assert_eq!(first.uri_str(), Some("sip:127.0.0.5:5070"));
+    assert!(first
+        .header("From")
+        .unwrap()
+        .starts_with("<sip:127.0.0.1:6060>;tag="));
+    assert_eq!(first.header("To"), Some("<sip:alice@ims.test>"));
+    assert_eq!(first.header("Contact"), Some("<sip:127.0.0.1:6060>"));
+    assert_eq!(first.header("Expires"), Some("600"));
+    assert_eq!(
+        first.header("P-Associated-URI"),
+        Some("<sip:alice@ims.test>, <tel:+495>")
+    );
+    let ct = first.header("Content-Type").unwrap();
+    let boundary = ct.strip_prefix("multipart/mixed;boundary=").expect(ct);
+    let body = String::from_utf8(first.body().to_vec()).unwrap();
+    assert_eq!(
+        body.matches(&format!("--{boundary}\r\n")).count(),
+        3,
+        "{body}"
+    );
+    assert!(body.contains(
+        "Content-Type: application/3gpp-ims+xml\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <ims-3gpp version=\"1\"><service-info>voicemail&lt;box&gt;</service-info></ims-3gpp>"
+    ));
+    assert!(body.contains("Content-Type: message/sip\r\n\r\nREGISTER sip:ims.test SIP/2.0\r\n"));
+    assert!(body.contains("Content-Type: message/sip\r\n\r\nSIP/2.0 200 OK\r\n"));
+    assert_eq!(n.s.third_party_pending(), 1);
+    n.as_answers(AS1, first, 200);
+    assert_eq!(n.s.third_party_pending(), 0);
+
+    // Re-registration.
+    n.register(
+        "alice",
+        vec![register_ifc(as_uri(AS1), DefaultHandling::SessionContinued)],
+    );
+    let r = registers_to(&n, AS1);
+    assert_eq!(r.len(), 2, "on re-registration");
+    assert_eq!(r[1].header("Expires"), Some("600"));
+    n.as_answers(AS1, &r[1], 200);
+
+    // Deregistration by the UE (through its SA): Expires 0, the REGISTER included.
+    let creds = n.last_creds.clone();
+    let bye = n.register_once("alice", Some(creds), 0);
+    assert_eq!(bye.code(), Some(200));
+    let r = registers_to(&n, AS1);
+    assert_eq!(r.len(), 3, "on deregistration");
+    assert_eq!(r[2].header("Expires"), Some("0"));
+    assert!(String::from_utf8_lossy(r[2].body()).contains("expires=0"));
+    n.as_answers(AS1, &r[2], 200);
+
+    // Expiry: a synthetic REGISTER view still matches the REGISTER iFC.
+    n.register(
+        "alice",
+        vec![register_ifc(as_uri(AS1), DefaultHandling::SessionContinued)],
+    );
+    let fourth = registers_to(&n, AS1).pop().unwrap();
+    n.as_answers(AS1, &fourth, 200);
+    n.advance(Duration::from_secs(601));
+    let r = registers_to(&n, AS1);
+    let last = r.last().unwrap();
+    assert_eq!(r.len(), 5, "on expiry");
+    assert_eq!(last.header("Expires"), Some("0"));
+    assert!(n.s.registration("sip:alice@ims.test").is_none());
+    assert_eq!(n.s.stats().third_party_registers, 5);
+}
+
+#[test]
+fn third_party_register_on_network_initiated_deregistration() {
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register(
+        "alice",
+        vec![register_ifc(as_uri(AS1), DefaultHandling::SessionContinued)],
+    );
+    let rtr =
+        diameter::Message::request(diameter::app::CX, diameter::cmd::REGISTRATION_TERMINATION)
+            .with(Avp::utf8(avp::USER_NAME, "alice@ims.test"));
+    let answer = n.s.handle_cx_request(&rtr, n.now);
+    assert_eq!(answer.get_u32(avp::RESULT_CODE).ok(), Some(result::SUCCESS));
+    n.run();
+    let r = registers_to(&n, AS1);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1].header("Expires"), Some("0"));
+}
+
+#[test]
+fn failed_third_party_register_follows_default_handling() {
+    // SESSION_CONTINUED: the registration stays.
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register(
+        "alice",
+        vec![register_ifc(as_uri(AS1), DefaultHandling::SessionContinued)],
+    );
+    let r = registers_to(&n, AS1);
+    n.as_answers(AS1, &r[0], 500);
+    assert!(n.s.registration("sip:alice@ims.test").is_some());
+
+    // SESSION_TERMINATED: network-initiated deregistration, the HSS told
+    // (ADMINISTRATIVE_DEREGISTRATION), the other AS told with Expires 0.
+    let mut n = Net::new(Duration::from_secs(4));
+    let mut second = register_ifc(as_uri(AS2), DefaultHandling::SessionContinued);
+    second.priority = 2;
+    n.register(
+        "alice",
+        vec![
+            register_ifc(as_uri(AS1), DefaultHandling::SessionTerminated),
+            second,
+        ],
+    );
+    assert_eq!(registers_to(&n, AS2).len(), 1);
+    let r = registers_to(&n, AS1);
+    n.as_answers(AS1, &r[0], 503);
+    assert!(n.s.registration("sip:alice@ims.test").is_none());
+    assert_eq!(n.sars.last(), Some(&8));
+    let to2 = registers_to(&n, AS2);
+    assert_eq!(to2.len(), 2);
+    assert_eq!(to2[1].header("Expires"), Some("0"));
+
+    // No answer at all (the transaction times out): the same.
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register(
+        "alice",
+        vec![register_ifc(
+            as_uri(AS1),
+            DefaultHandling::SessionTerminated,
+        )],
+    );
+    for _ in 0..70 {
+        n.advance(Duration::from_millis(500));
+    }
+    assert!(n.s.registration("sip:alice@ims.test").is_none());
 }
