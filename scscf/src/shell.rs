@@ -109,7 +109,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             addr: peer.address,
             source,
         })?;
-    let mut core = Scscf::new(cfg.core(advertise));
+    let mut core = Scscf::new(cfg.core(advertise)).with_isc(cfg.isc.core());
     let metrics = Arc::new(Metrics::new());
     let (metrics_addr, metrics_server) = match cfg.metrics.listen {
         Some(addr) => {
