@@ -19,7 +19,9 @@
 //!   SESSION_CONTINUED goes on with the next iFC as if the AS had passed the request back;
 //!   SESSION_TERMINATED answers the caller (408 when the AS was silent, else the AS's final,
 //!   503 turned into 500 as a proxy must).
-//! - Requests from configured AS addresses are trusted: an AS acting as a B2BUA may
+//! - A request that brings a live marker back from the AS it was given to needs no other
+//!   trust (an AS that only proxies needs no configuration). Requests from configured AS
+//!   addresses are trusted like the P-CSCFs: an AS acting as a B2BUA may
 //!   originate on behalf of a user (originating, or originating-unregistered when the user
 //!   is not registered here: the profile then comes from Cx SAR UNREGISTERED_USER).
 
@@ -114,6 +116,8 @@ impl Served {
 pub(crate) struct Mark {
     pub served: Served,
     pub next: usize,
+    /// The AS the request went to: only it may bring the marker back.
+    pub from: IpAddr,
 }
 
 /// A request forwarded to an AS that has not yet shown it is alive.
@@ -178,6 +182,11 @@ impl Scscf {
             return None;
         }
         na.uri.params.get(MARK_PARAM).map(str::to_string)
+    }
+
+    /// True when `token` is a live marker handed to the AS at `ip`.
+    pub(crate) fn marker_from(&self, token: &str, ip: IpAddr) -> bool {
+        self.isc_marks.get(token).is_some_and(|m| m.from == ip)
     }
 
     /// The request came back from an AS with marker `token`: pick up where it left.
@@ -283,6 +292,7 @@ impl Scscf {
             Mark {
                 served: served.clone(),
                 next,
+                from: flow.remote.ip(),
             },
         );
         self.set_timer(

@@ -137,7 +137,12 @@ impl Scscf {
             }
             return;
         }
-        if !self.trusted(&flow) {
+        // A request that comes back with one of our markers from the AS we gave it to
+        // proves itself: the token is ours, unguessable and used once.
+        let marked = self
+            .isc_marker(&req)
+            .is_some_and(|t| self.marker_from(&t, flow.remote.ip()));
+        if !marked && !self.trusted(&flow) {
             return self.refuse(id, &req, Refusal::Untrusted, now);
         }
         if req.method() == Some(&Method::Subscribe) && self.on_subscribe(id, &req, now) {

@@ -104,6 +104,10 @@ struct Net {
 
 impl Net {
     fn new(as_timeout: Duration) -> Net {
+        Net::with(as_timeout, vec![addr(AS1).ip(), addr(AS2).ip()])
+    }
+
+    fn with(as_timeout: Duration, application_servers: Vec<std::net::IpAddr>) -> Net {
         let s = Scscf::new(Config {
             domain: DOMAIN.into(),
             address: addr(S),
@@ -127,7 +131,7 @@ impl Net {
         .with_ids(sip::Ids::seeded(7))
         .with_isc(Isc {
             as_timeout,
-            application_servers: vec![addr(AS1).ip(), addr(AS2).ip()],
+            application_servers,
             ..Isc::default()
         });
         Net {
@@ -864,4 +868,30 @@ fn failed_third_party_register_follows_default_handling() {
         n.advance(Duration::from_millis(500));
     }
     assert!(n.s.registration("sip:alice@ims.test").is_none());
+}
+
+#[test]
+fn a_marker_is_its_own_credential_but_only_from_the_as_it_went_to() {
+    // No AS configured: the proxy AS is trusted for the request it was given.
+    let mut n = Net::with(Duration::from_secs(4), vec![]);
+    n.register(
+        "alice",
+        vec![ifc(
+            1,
+            "INVITE",
+            SessionCase::Originating,
+            as_uri(AS1),
+            DefaultHandling::SessionContinued,
+        )],
+    );
+    n.register("bob", vec![]);
+    n.invite("alice", "sip:bob@ims.test");
+    let at_as = n.last_to(AS1).unwrap();
+    // Another host with the same marker: refused, and the marker stays for the AS.
+    n.as_relays(AS2, &at_as, "thief");
+    let (to, r) = n.wire.last().unwrap();
+    assert_eq!((*to, r.code()), (addr(AS2), Some(403)));
+    assert_eq!(n.s.isc_pending(), 1);
+    n.as_relays(AS1, &at_as, "as1");
+    assert_eq!(n.last_to_p().method(), Some(&sip::Method::Invite));
 }
