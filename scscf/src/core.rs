@@ -239,6 +239,9 @@ pub(crate) enum Pending {
     SarDeregister {
         ctx: Option<Ctx>,
         impu: String,
+        /// The ended registration's set and profile, for the third-party REGISTERs that
+        /// wait for our 200 (IncludeRegisterResponse).
+        ended: Option<(Vec<String>, Option<ifc::ImsSubscription>)>,
     },
 }
 
@@ -463,7 +466,7 @@ impl Scscf {
             Pending::SarRegister { ctx, expires } => {
                 self.on_saa_register(ctx, expires, answer, now)
             }
-            Pending::SarDeregister { ctx, impu } => {
+            Pending::SarDeregister { ctx, impu, ended } => {
                 // The registration is gone here whatever the HSS said: the UE asked, or
                 // it expired. A failed SAR only leaves a stale S-CSCF name in the HSS.
                 let r = answer
@@ -477,7 +480,23 @@ impl Scscf {
                     if let Some(c) = registrar::contacts_expired(&ctx.req) {
                         b = b.header("Contact", c);
                     }
-                    self.respond(ctx.tx, b.build(), now);
+                    let ok = b.build();
+                    let answer = ok.as_ref().ok().cloned();
+                    self.respond(ctx.tx, ok, now);
+                    if let Some((associated, subscription)) = ended {
+                        self.third_party_register(
+                            crate::thirdparty::RegisterNews {
+                                impu: &impu,
+                                kind: ifc::RegistrationType::De,
+                                expires: 0,
+                                associated: &associated,
+                                subscription: subscription.as_ref(),
+                                request: Some(&ctx.req),
+                                response: answer.as_ref(),
+                            },
+                            now,
+                        );
+                    }
                 }
             }
         }
@@ -1028,6 +1047,7 @@ impl Scscf {
         reason: DeregReason,
         now: Instant,
     ) {
+        let mut ended = None;
         let impi = match (self.regs.remove(impu), &ctx) {
             (Some(reg), _) => {
                 let change = match reason {
@@ -1036,18 +1056,24 @@ impl Scscf {
                     DeregReason::Network | DeregReason::ApplicationServer => RegChange::Deactivated,
                 };
                 self.registration_changed(impu, Some(&reg), change, now);
-                self.third_party_register(
-                    crate::thirdparty::RegisterNews {
-                        impu,
-                        kind: ifc::RegistrationType::De,
-                        expires: 0,
-                        associated: &reg.associated,
-                        subscription: reg.subscription.as_ref(),
-                        request: ctx.as_ref().map(|c| &c.req),
-                        response: None,
-                    },
-                    now,
-                );
+                if ctx.is_some() && reason != DeregReason::Network {
+                    // The UE's deregistration: the ASs hear of it with our 200, once
+                    // the HSS has answered.
+                    ended = Some((reg.associated.clone(), reg.subscription.clone()));
+                } else {
+                    self.third_party_register(
+                        crate::thirdparty::RegisterNews {
+                            impu,
+                            kind: ifc::RegistrationType::De,
+                            expires: 0,
+                            associated: &reg.associated,
+                            subscription: reg.subscription.as_ref(),
+                            request: ctx.as_ref().map(|c| &c.req),
+                            response: None,
+                        },
+                        now,
+                    );
+                }
                 self.unindex_identities(impu, &reg.associated);
                 self.stats.deregistrations += 1;
                 self.event(Event::Deregistered {
@@ -1080,6 +1106,7 @@ impl Scscf {
             Pending::SarDeregister {
                 ctx,
                 impu: impu.to_string(),
+                ended,
             },
         );
     }

@@ -785,7 +785,13 @@ fn third_party_register_on_registration_reregistration_deregistration_and_expiry
     let r = registers_to(&n, AS1);
     assert_eq!(r.len(), 3, "on deregistration");
     assert_eq!(r[2].header("Expires"), Some("0"));
-    assert!(String::from_utf8_lossy(r[2].body()).contains("expires=0"));
+    let body = String::from_utf8_lossy(r[2].body()).into_owned();
+    assert!(body.contains("REGISTER sip:ims.test SIP/2.0\r\n"), "{body}");
+    assert!(body.contains("expires=0"), "{body}");
+    assert!(
+        body.contains("SIP/2.0 200 OK\r\n"),
+        "our 200 to the deregistration: {body}"
+    );
     n.as_answers(AS1, &r[2], 200);
 
     // Expiry: a synthetic REGISTER view still matches the REGISTER iFC.
