@@ -134,6 +134,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     pending_challenges: core.pending_challenges() as u64,
                     transactions: core.transaction_count() as u64,
                     resyncs: core.stats().resyncs,
+                    as_forwards: core.stats().as_forwards,
+                    as_failures: core.stats().as_failures,
+                    third_party_registers: core.stats().third_party_registers,
                 });
                 last_gauges = Some(Instant::now());
             }
