@@ -901,3 +901,61 @@ fn a_marker_is_its_own_credential_but_only_from_the_as_it_went_to() {
     n.as_relays(AS1, &at_as, "as1");
     assert_eq!(n.last_to_p().method(), Some(&sip::Method::Invite));
 }
+
+#[test]
+fn in_dialog_requests_follow_the_record_route_through_the_as() {
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register(
+        "alice",
+        vec![ifc(
+            1,
+            "INVITE",
+            SessionCase::Originating,
+            as_uri(AS1),
+            DefaultHandling::SessionContinued,
+        )],
+    );
+    n.register("bob", vec![]);
+    n.invite("alice", "sip:bob@ims.test");
+    let mut at_as = n.last_to(AS1).unwrap();
+    // This AS stays in the dialog.
+    at_as.prepend_header("Record-Route", "<sip:127.0.0.5:5070;lr>");
+    n.as_relays(AS1, &at_as, "rr");
+    let to_bob = n.last_to_p().clone();
+    let rr: Vec<&str> = to_bob.header_values("Record-Route").collect();
+    assert_eq!(
+        rr,
+        [
+            "<sip:127.0.0.1:6060;lr>",
+            "<sip:127.0.0.5:5070;lr>",
+            "<sip:127.0.0.1:6060;lr>"
+        ]
+    );
+    // Bob hangs up along that route set (RFC 3261 §12.2.1.1): S, then the AS, then S.
+    let bye = format!(
+        "BYE sip:alice@10.0.0.9:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKbye1\r\nMax-Forwards: 69\r\n\
+         Route: {}\r\nFrom: {};tag=b\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        rr.join(", "),
+        to_bob.header("To").unwrap(),
+        to_bob.header("From").unwrap(),
+        to_bob.call_id().unwrap(),
+    );
+    n.s.handle_message(
+        Message::parse(bye.as_bytes()).unwrap(),
+        Net::p_flow(),
+        n.now,
+    );
+    n.run();
+    let at_as = n.last_to(AS1).expect("the BYE goes through the AS");
+    assert_eq!(at_as.method(), Some(&sip::Method::Bye));
+    assert_eq!(
+        routes(&at_as),
+        ["<sip:127.0.0.5:5070;lr>", "<sip:127.0.0.1:6060;lr>"]
+    );
+    n.as_relays(AS1, &at_as, "bye-as");
+    let (to, m) = n.wire.last().unwrap();
+    assert_eq!(m.method(), Some(&sip::Method::Bye));
+    assert_eq!(*to, SocketAddr::from(([10, 0, 0, 9], 5060)));
+}
