@@ -131,6 +131,8 @@ pub(crate) struct AsHop {
     pub next: usize,
     pub token: String,
     pub handling: DefaultHandling,
+    /// The caller CANCELled: whatever the DefaultHandling, the request goes no further.
+    pub cancelled: bool,
 }
 
 /// Why an AS hop failed.
@@ -312,6 +314,7 @@ impl Scscf {
                 next,
                 token,
                 handling: server.default_handling,
+                cancelled: false,
             },
         );
         self.stats.as_forwards += 1;
@@ -369,6 +372,18 @@ impl Scscf {
             return false;
         };
         self.isc_marks.remove(&hop.token);
+        if hop.cancelled {
+            // The caller gave up while the AS was silent or failing: no next iFC. A
+            // silent AS never got the CANCEL (nothing to cancel before a provisional),
+            // so the caller's INVITE is answered 487 here (RFC 3261 §16.10).
+            if why == AsFailure::Silent {
+                self.tx.abandon(client);
+                let d = self.branches.failed(client, 487);
+                self.carry_out(d, now);
+                return true;
+            }
+            return false;
+        }
         tracing::info!(case = ?hop.served.case, ?why, handling = ?hop.handling, "application server not reachable");
         match (hop.handling, why) {
             (DefaultHandling::SessionContinued, _) => {
@@ -394,6 +409,13 @@ impl Scscf {
                 self.stats.as_failures += 1;
                 false
             }
+        }
+    }
+
+    /// The caller CANCELled the INVITE of server transaction `server`.
+    pub(crate) fn as_hop_cancelled(&mut self, server: TxId) {
+        for h in self.as_hops.values_mut().filter(|h| h.server == server) {
+            h.cancelled = true;
         }
     }
 

@@ -125,7 +125,7 @@ impl Scscf {
     /// A new server transaction for anything but REGISTER.
     pub(crate) fn on_session_request(&mut self, id: TxId, req: Message, flow: Flow, now: Instant) {
         if req.method() == Some(&Method::Cancel) {
-            if let Err(u) = proxy::on_cancel(
+            match proxy::on_cancel(
                 &mut self.tx,
                 &mut self.branches,
                 id,
@@ -133,7 +133,9 @@ impl Scscf {
                 &mut self.ids,
                 now,
             ) {
-                self.dropped(u.remote, u.reason.into());
+                Ok(Some(invite)) => self.as_hop_cancelled(invite),
+                Ok(None) => {}
+                Err(u) => self.dropped(u.remote, u.reason.into()),
             }
             return;
         }

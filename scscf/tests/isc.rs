@@ -291,7 +291,7 @@ impl Net {
     }
 
     /// An originating INVITE from `from` (asserted by the P-CSCF) to `to`.
-    fn invite(&mut self, from: &str, to: &str) {
+    fn invite(&mut self, from: &str, to: &str) -> Message {
         self.seq += 1;
         let m = format!(
             "INVITE {to} SIP/2.0\r\n\
@@ -302,12 +302,10 @@ impl Net {
              Contact: <sip:{from}@10.0.0.9:5060>\r\nContent-Length: 0\r\n\r\n",
             self.seq, self.seq
         );
-        self.s.handle_message(
-            Message::parse(m.as_bytes()).unwrap(),
-            Self::p_flow(),
-            self.now,
-        );
+        let m = Message::parse(m.as_bytes()).unwrap();
+        self.s.handle_message(m.clone(), Self::p_flow(), self.now);
         self.run();
+        m
     }
 
     /// The last request that went to `to` over the network.
@@ -958,4 +956,31 @@ fn in_dialog_requests_follow_the_record_route_through_the_as() {
     let (to, m) = n.wire.last().unwrap();
     assert_eq!(m.method(), Some(&sip::Method::Bye));
     assert_eq!(*to, SocketAddr::from(([10, 0, 0, 9], 5060)));
+}
+
+#[test]
+fn a_cancel_while_the_as_is_silent_ends_the_call_instead_of_skipping_the_as() {
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register(
+        "alice",
+        vec![ifc(
+            1,
+            "INVITE",
+            SessionCase::Originating,
+            as_uri(AS1),
+            DefaultHandling::SessionContinued,
+        )],
+    );
+    n.register("bob", vec![]);
+    let invite = n.invite("alice", "sip:bob@ims.test");
+    let cancel = sip::builder::cancel_for(&invite).unwrap();
+    n.s.handle_message(cancel, Net::p_flow(), n.now);
+    n.run();
+    assert_eq!(n.last_to_p().code(), Some(200), "the CANCEL's own 200");
+    n.advance(Duration::from_secs(5));
+    assert_eq!(n.last_to_p().code(), Some(487));
+    assert!(n
+        .to_p
+        .iter()
+        .all(|m| m.method() != Some(&sip::Method::Invite)));
 }
