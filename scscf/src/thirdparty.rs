@@ -8,7 +8,10 @@
 //! Body: the iFC's ServiceInfo as `application/3gpp-ims+xml` (TS 24.229 §7.6), and the
 //! UE's REGISTER and our 200 OK as `message/sip` parts when IncludeRegisterRequest /
 //! IncludeRegisterResponse ask for them; more than one part makes a `multipart/mixed`
-//! body (RFC 2046 §5.1).
+//! body (RFC 2046 §5.1). A UE's deregistration is told once our 200 to it exists (after
+//! the HSS's SAA), so IncludeRegisterResponse has it; expiry and network-initiated
+//! deregistration have no REGISTER and no 200 to include, and are evaluated against a
+//! bare REGISTER for the identity.
 //!
 //! A third-party REGISTER that fails (a final ≥ 300, no answer, no route) follows the
 //! iFC's DefaultHandling: SESSION_TERMINATED deregisters the user as the network would
