@@ -13,6 +13,68 @@ pub struct ImsSubscription {
     pub service_profiles: Vec<ServiceProfile>,
 }
 
+impl ImsSubscription {
+    /// The service profile whose implicit set holds `identity` (TS 29.228 §6.1.2: the S-CSCF
+    /// serves a request with the profile of the public identity it names). Identities are
+    /// compared by [`identity_key`], so `tel:+49-30-123` finds the profile listing
+    /// `tel:+4930123`, and `sip:Alice@IMS.example.org;user=phone` the one listing
+    /// `sip:Alice@ims.example.org`.
+    pub fn profile_of(&self, identity: &str) -> Option<&ServiceProfile> {
+        let key = identity_key(identity);
+        self.service_profiles.iter().find(|sp| {
+            sp.public_identities
+                .iter()
+                .any(|p| identity_key(&p.identity) == key)
+        })
+    }
+}
+
+/// The comparable form of a public identity: for `sip:`/`sips:` the scheme, user part and
+/// lower-cased host (port, parameters and headers dropped, RFC 3261 §10.3 step 5; the user
+/// part stays case-sensitive, RFC 3261 §19.1.4); for `tel:` the number without visual
+/// separators `-.()` and parameters (RFC 3966 §5.1.1); anything else as written. Angle
+/// brackets and a display name around the URI are ignored.
+pub fn identity_key(identity: &str) -> String {
+    let s = identity.trim();
+    let s = match (s.find('<'), s.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &s[a + 1..b],
+        _ => s,
+    };
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return s.to_string();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "tel" => {
+            let number = rest.split(';').next().unwrap_or_default();
+            let digits: String = number
+                .chars()
+                .filter(|c| !matches!(c, '-' | '.' | '(' | ')'))
+                .collect();
+            format!("tel:{digits}")
+        }
+        "sip" | "sips" => {
+            let rest = rest.split(['?']).next().unwrap_or_default();
+            let (user, hostport) = match rest.rsplit_once('@') {
+                Some((u, h)) => (Some(u.split(';').next().unwrap_or_default()), h),
+                None => (None, rest),
+            };
+            let hostport = hostport.split(';').next().unwrap_or_default();
+            let host = if let Some(v6) = hostport.strip_prefix('[') {
+                format!("[{}]", v6.split(']').next().unwrap_or_default())
+            } else {
+                hostport.split(':').next().unwrap_or_default().to_string()
+            };
+            let host = host.to_ascii_lowercase();
+            match user {
+                Some(u) => format!("{scheme}:{u}@{host}"),
+                None => format!("{scheme}:{host}"),
+            }
+        }
+        _ => s.to_string(),
+    }
+}
+
 /// `ServiceProfile` (TS 29.228 Annex B.2.2): public identities sharing one set of services.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ServiceProfile {

@@ -198,11 +198,18 @@ fn write_ifc(o: &mut String, ifc: &InitialFilterCriteria) {
     if let Some(si) = &asv.service_info {
         elem(o, "ServiceInfo", si);
     }
-    if asv.include_register_request {
-        o.push_str("<IncludeRegisterRequest/>");
-    }
-    if asv.include_register_response {
-        o.push_str("<IncludeRegisterResponse/>");
+    // tApplicationServerExtension of the Release 8 schema (the newest one Kamailio ships
+    // and parses); the reader also takes the Release 9+ placement directly under
+    // ApplicationServer.
+    if asv.include_register_request || asv.include_register_response {
+        o.push_str("<Extension>");
+        if asv.include_register_request {
+            o.push_str("<IncludeRegisterRequest/>");
+        }
+        if asv.include_register_response {
+            o.push_str("<IncludeRegisterResponse/>");
+        }
+        o.push_str("</Extension>");
     }
     o.push_str("</ApplicationServer>");
     if let Some(ppi) = ifc.profile_part_indicator {

@@ -121,7 +121,7 @@ fn writes_schema_order() {
         "<SPT><ConditionNegated>1</ConditionNegated><Group>1</Group><Group>2</Group><SIPHeader><Header>P-Asserted-Identity</Header><Content>",
         "<SessionCase>0</SessionCase>",
         "<SessionDescription><Line>m</Line><Content>audio</Content></SessionDescription>",
-        "<ApplicationServer><ServerName>sip:as.ims.example:5070</ServerName><DefaultHandling>1</DefaultHandling><ServiceInfo>x&lt;y</ServiceInfo><IncludeRegisterRequest/></ApplicationServer><ProfilePartIndicator>0</ProfilePartIndicator></InitialFilterCriteria>",
+        "<ApplicationServer><ServerName>sip:as.ims.example:5070</ServerName><DefaultHandling>1</DefaultHandling><ServiceInfo>x&lt;y</ServiceInfo><Extension><IncludeRegisterRequest/></Extension></ApplicationServer><ProfilePartIndicator>0</ProfilePartIndicator></InitialFilterCriteria>",
         "<Method>REGISTER</Method><Extension><RegistrationType>0</RegistrationType><RegistrationType>2</RegistrationType></Extension></SPT>",
         "<Extension><SharedIFCSetID>1</SharedIFCSetID><SharedIFCSetID>5</SharedIFCSetID></Extension></ServiceProfile></IMSSubscription>",
     ];
@@ -246,5 +246,42 @@ proptest! {
         let s = String::from_utf8_lossy(&xml);
         let _ = ImsSubscription::from_xml(&s);
         let _ = ImsSubscription::from_xml(&String::from_utf8_lossy(&xml[..at]));
+    }
+}
+
+/// Our User-Data validates against the CxDataType schema Kamailio's IMS package ships
+/// (TS 29.228 Annex B), with `xmllint` (libxml2-utils).
+#[test]
+fn output_validates_against_the_cx_data_type_schema() {
+    let schemas = "/usr/share/doc/kamailio/examples/ims/scscf";
+    let Some(xmllint) = testkit::find_bin("xmllint") else {
+        testkit::skip_or_fail("xmllint is not installed (apt-get install libxml2-utils)");
+        return;
+    };
+    let dir = testkit::TestDir::new("ifc-xsd").unwrap();
+    let doc = dir.write("user-data.xml", sample().to_xml()).unwrap();
+    let mut checked = 0;
+    for rel in ["Rel7", "Rel8"] {
+        let xsd = format!("{schemas}/CxDataType_{rel}.xsd");
+        if !std::path::Path::new(&xsd).is_file() {
+            continue;
+        }
+        let out = std::process::Command::new(&xmllint)
+            .args(["--noout", "--schema", &xsd])
+            .arg(&doc)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{rel}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sample().to_xml()
+        );
+        checked += 1;
+    }
+    if checked == 0 {
+        testkit::skip_or_fail(&format!(
+            "no CxDataType XSD under {schemas} (apt-get install kamailio)"
+        ));
     }
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub hss: HssConfig,
     /// Who may send requests other than REGISTER.
     pub routing: RoutingConfig,
+    /// Application servers over ISC (iFCs, third-party REGISTER).
+    pub isc: IscConfig,
     /// Logging (`[log] level`, see [`opskit::log`]).
     pub log: opskit::log::LogConfig,
     /// The Prometheus endpoint.
@@ -263,6 +265,52 @@ pub struct RoutingConfig {
     pub trusted: Vec<IpAddr>,
 }
 
+/// `[isc]`: application servers (TS 24.229 §5.4.3.2, §5.4.1.7). Which AS sees which
+/// request is the users' iFCs' business (from the HSS); this section only says whom we
+/// trust and how long we wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IscConfig {
+    /// IP addresses of application servers: trusted like `routing.trusted`, and allowed
+    /// to originate requests on behalf of users who are not registered (originating-
+    /// unregistered). Default: none.
+    pub application_servers: Vec<IpAddr>,
+    /// How long an AS may stay silent (nothing but a 100) before its iFC's
+    /// DefaultHandling applies, milliseconds. Default 4000.
+    pub as_timeout_ms: u64,
+}
+
+impl Default for IscConfig {
+    fn default() -> Self {
+        IscConfig {
+            application_servers: Vec::new(),
+            as_timeout_ms: 4000,
+        }
+    }
+}
+
+impl IscConfig {
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.as_timeout_ms == 0 {
+            return Err(ConfigError::Value {
+                key: "isc.as_timeout_ms",
+                reason: "must be at least 1 millisecond".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The core's ISC settings.
+    pub fn core(&self) -> crate::Isc {
+        crate::Isc {
+            as_timeout: Duration::from_millis(self.as_timeout_ms),
+            application_servers: self.application_servers.clone(),
+            ..crate::Isc::default()
+        }
+    }
+}
+
 /// A commented configuration with every key and its default, printed by
 /// `scscf config example`. A unit test keeps it equal to [`Config::default`].
 pub const EXAMPLE: &str = r#"# scscf.toml — every key is optional; the values shown are the defaults.
@@ -308,6 +356,17 @@ timeout_ms = 3000
 # Empty = none from the network. REGISTER is accepted from anywhere.
 trusted = []
 
+[isc]
+# IP addresses of application servers (the ServerNames of the users' iFCs): trusted like
+# routing.trusted, and allowed to originate requests on behalf of users who are not
+# registered (an AS as B2BUA). Third-party REGISTERs and iFC hops go to any AS an iFC
+# names; only what comes back from these addresses is accepted.
+application_servers = []
+# How long an AS may stay silent (nothing but a 100 Trying) before the iFC's
+# DefaultHandling applies (SESSION_CONTINUED: skip it; SESSION_TERMINATED: 408 to the
+# caller), milliseconds.
+as_timeout_ms = 4000
+
 [log]
 # Log filter: "info", "debug", "warn,scscf=debug"... The RUST_LOG environment variable
 # overrides it. Logs go to stderr, in colour only on a terminal.
@@ -339,6 +398,7 @@ impl Config {
         self.sip.validate()?;
         self.registrar.validate()?;
         self.hss.validate()?;
+        self.isc.validate()?;
         if let Some(m) = self.metrics.listen {
             if m.port() != 0 && m == self.sip.listen {
                 return bad(
@@ -454,6 +514,11 @@ mod tests {
             ),
             ("[registrar]\nauth_timeout = 0\n", "registrar.auth_timeout"),
             ("[hss]\ntimeout_ms = 0\n", "hss.timeout_ms"),
+            ("[isc]\nas_timeout_ms = 0\n", "isc.as_timeout_ms"),
+            (
+                "[isc]\napplication_servers = [\"as\"]\n",
+                "application_servers",
+            ),
             ("[sip]\nmax_message_size = 100\n", "sip.max_message_size"),
             ("[sip]\ndomain = \"a b\"\n", "sip.domain"),
             ("[metrics]\nlisten = \"127.0.0.1:6060\"\n", "metrics.listen"),

@@ -121,6 +121,9 @@ pub enum DeregReason {
     Timeout,
     /// The HSS ended it (Cx RTR, TS 29.228 §6.2.1).
     Network,
+    /// A third-party REGISTER failed with DefaultHandling SESSION_TERMINATED
+    /// (TS 24.229 §5.4.1.7): ended by us, the HSS is told (ADMINISTRATIVE_DEREGISTRATION).
+    ApplicationServer,
 }
 
 /// Why a REGISTER was refused.
@@ -188,6 +191,12 @@ pub struct Stats {
     pub refused: u64,
     /// Reg-event NOTIFYs sent.
     pub notifies: u64,
+    /// Requests sent to an application server on an iFC match.
+    pub as_forwards: u64,
+    /// Application servers that failed or stayed silent (DefaultHandling applied).
+    pub as_failures: u64,
+    /// Third-party REGISTERs sent (TS 24.229 §5.4.1.7).
+    pub third_party_registers: u64,
 }
 
 struct Challenge {
@@ -206,10 +215,34 @@ pub(crate) struct Ctx {
 }
 
 pub(crate) enum Pending {
-    Mar { ctx: Ctx, resync: bool },
-    Lir { tx: TxId, req: Message },
-    SarRegister { ctx: Ctx, expires: u32 },
-    SarDeregister { ctx: Option<Ctx>, impu: String },
+    Mar {
+        ctx: Ctx,
+        resync: bool,
+    },
+    Lir {
+        tx: TxId,
+        req: Message,
+        fwd: Message,
+        callee: String,
+    },
+    SarUnregistered {
+        tx: TxId,
+        req: Message,
+        fwd: Message,
+        case: ifc::SessionCase,
+        identity: String,
+    },
+    SarRegister {
+        ctx: Ctx,
+        expires: u32,
+    },
+    SarDeregister {
+        ctx: Option<Ctx>,
+        impu: String,
+        /// The ended registration's set and profile, for the third-party REGISTERs that
+        /// wait for our 200 (IncludeRegisterResponse).
+        ended: Option<(Vec<String>, Option<ifc::ImsSubscription>)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +254,14 @@ pub(crate) enum Timer {
     Expiry {
         impu: String,
         generation: u64,
+    },
+    /// An application server's time to show it is alive ([`crate::isc`]).
+    AsHop {
+        client: TxId,
+    },
+    /// An ISC marker's lifetime.
+    IscMark {
+        token: String,
     },
     /// A reg-event subscription's expiry ([`crate::regevent`]).
     Subscription {
@@ -252,6 +293,13 @@ pub struct Scscf {
     seq: u64,
     pub(crate) stats: Stats,
     pub(crate) ids: sip::Ids,
+    pub(crate) isc: crate::isc::Isc,
+    /// ISC markers by token ([`crate::isc`]).
+    pub(crate) isc_marks: HashMap<String, crate::isc::Mark>,
+    /// Requests at an AS that has not yet shown it is alive, by client transaction.
+    pub(crate) as_hops: HashMap<TxId, crate::isc::AsHop>,
+    /// Third-party REGISTERs by client transaction ([`crate::thirdparty`]).
+    pub(crate) third_party: HashMap<TxId, crate::thirdparty::Pending3p>,
 }
 
 impl Scscf {
@@ -272,6 +320,10 @@ impl Scscf {
             seq: 0,
             stats: Stats::default(),
             ids: sip::Ids::from_entropy(),
+            isc: crate::isc::Isc::default(),
+            isc_marks: HashMap::new(),
+            as_hops: HashMap::new(),
+            third_party: HashMap::new(),
         }
     }
 
@@ -398,11 +450,23 @@ impl Scscf {
         };
         match p {
             Pending::Mar { ctx, resync } => self.on_maa(ctx, resync, answer, now),
-            Pending::Lir { tx, req } => self.on_lia(tx, req, answer, now),
+            Pending::Lir {
+                tx,
+                req,
+                fwd,
+                callee,
+            } => self.on_lia(tx, req, fwd, callee, answer, now),
+            Pending::SarUnregistered {
+                tx,
+                req,
+                fwd,
+                case,
+                identity,
+            } => self.on_saa_unregistered(tx, req, fwd, case, identity, answer, now),
             Pending::SarRegister { ctx, expires } => {
                 self.on_saa_register(ctx, expires, answer, now)
             }
-            Pending::SarDeregister { ctx, impu } => {
+            Pending::SarDeregister { ctx, impu, ended } => {
                 // The registration is gone here whatever the HSS said: the UE asked, or
                 // it expired. A failed SAR only leaves a stale S-CSCF name in the HSS.
                 let r = answer
@@ -416,7 +480,23 @@ impl Scscf {
                     if let Some(c) = registrar::contacts_expired(&ctx.req) {
                         b = b.header("Contact", c);
                     }
-                    self.respond(ctx.tx, b.build(), now);
+                    let ok = b.build();
+                    let answer = ok.as_ref().ok().cloned();
+                    self.respond(ctx.tx, ok, now);
+                    if let Some((associated, subscription)) = ended {
+                        self.third_party_register(
+                            crate::thirdparty::RegisterNews {
+                                impu: &impu,
+                                kind: ifc::RegistrationType::De,
+                                expires: 0,
+                                associated: &associated,
+                                subscription: subscription.as_ref(),
+                                request: Some(&ctx.req),
+                                response: answer.as_ref(),
+                            },
+                            now,
+                        );
+                    }
                 }
             }
         }
@@ -527,6 +607,8 @@ impl Scscf {
                 Timer::Subscription { key, generation } => {
                     self.subscription_timer(&key, generation, now)
                 }
+                Timer::AsHop { client } => self.as_hop_timer(client, now),
+                Timer::IscMark { token } => self.isc_mark_timer(&token),
             }
         }
     }
@@ -882,6 +964,11 @@ impl Scscf {
         if !path.is_empty() {
             b = b.header("Supported", "path");
         }
+        let kind = if self.regs.contains_key(&ctx.impu) {
+            ifc::RegistrationType::Re
+        } else {
+            ifc::RegistrationType::Initial
+        };
         self.index_identities(&ctx.impu, &associated);
         self.regs.insert(
             ctx.impu.clone(),
@@ -903,9 +990,23 @@ impl Scscf {
             },
         );
         self.stats.registrations += 1;
-        self.respond(ctx.tx, b.build(), now);
+        let ok = b.build();
+        let answer = ok.as_ref().ok().cloned();
+        self.respond(ctx.tx, ok, now);
         if let Some(reg) = self.regs.get(&ctx.impu).cloned() {
             self.registration_changed(&ctx.impu, Some(&reg), RegChange::Registered, now);
+            self.third_party_register(
+                crate::thirdparty::RegisterNews {
+                    impu: &ctx.impu,
+                    kind,
+                    expires,
+                    associated: &reg.associated,
+                    subscription: reg.subscription.as_ref(),
+                    request: Some(&ctx.req),
+                    response: answer.as_ref(),
+                },
+                now,
+            );
         }
         self.event(Event::Registered {
             impu: ctx.impu,
@@ -946,14 +1047,33 @@ impl Scscf {
         reason: DeregReason,
         now: Instant,
     ) {
+        let mut ended = None;
         let impi = match (self.regs.remove(impu), &ctx) {
             (Some(reg), _) => {
                 let change = match reason {
                     DeregReason::User => RegChange::Unregistered,
                     DeregReason::Timeout => RegChange::Expired,
-                    DeregReason::Network => RegChange::Deactivated,
+                    DeregReason::Network | DeregReason::ApplicationServer => RegChange::Deactivated,
                 };
                 self.registration_changed(impu, Some(&reg), change, now);
+                if ctx.is_some() && reason != DeregReason::Network {
+                    // The UE's deregistration: the ASs hear of it with our 200, once
+                    // the HSS has answered.
+                    ended = Some((reg.associated.clone(), reg.subscription.clone()));
+                } else {
+                    self.third_party_register(
+                        crate::thirdparty::RegisterNews {
+                            impu,
+                            kind: ifc::RegistrationType::De,
+                            expires: 0,
+                            associated: &reg.associated,
+                            subscription: reg.subscription.as_ref(),
+                            request: ctx.as_ref().map(|c| &c.req),
+                            response: None,
+                        },
+                        now,
+                    );
+                }
                 self.unindex_identities(impu, &reg.associated);
                 self.stats.deregistrations += 1;
                 self.event(Event::Deregistered {
@@ -968,6 +1088,7 @@ impl Scscf {
         let kind = match reason {
             DeregReason::Timeout => assignment::TIMEOUT_DEREGISTRATION,
             DeregReason::User => assignment::USER_DEREGISTRATION,
+            DeregReason::ApplicationServer => assignment::ADMINISTRATIVE_DEREGISTRATION,
             // The HSS knows already: it asked (TS 29.228 §6.2.1, no SAR follows an RTR).
             DeregReason::Network => {
                 if let Some(c) = ctx {
@@ -985,6 +1106,7 @@ impl Scscf {
             Pending::SarDeregister {
                 ctx,
                 impu: impu.to_string(),
+                ended,
             },
         );
     }

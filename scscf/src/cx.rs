@@ -155,6 +155,24 @@ pub fn sar(id: &CxIdentity, session_id: &str, impi: &str, impu: &str, kind: i32)
         ))
 }
 
+/// SAR with Server-Assignment-Type UNREGISTERED_USER (TS 29.229 §6.1.2, §6.3.15): the
+/// profile of a public identity that is not registered, to serve a request for it
+/// (terminating-unregistered, or an AS originating on its behalf). No User-Name: only the
+/// public identity is known (TS 29.228 §6.1.2.1, the HSS finds the private one).
+pub fn sar_unregistered(id: &CxIdentity, session_id: &str, impu: &str) -> Message {
+    header(id, session_id, cmd::SERVER_ASSIGNMENT)
+        .with(Avp::utf8(avp::PUBLIC_IDENTITY, impu))
+        .with(Avp::utf8(avp::SERVER_NAME, &id.server_name))
+        .with(Avp::enumerated(
+            avp::SERVER_ASSIGNMENT_TYPE,
+            assignment::UNREGISTERED_USER,
+        ))
+        .with(Avp::enumerated(
+            avp::USER_DATA_ALREADY_AVAILABLE,
+            diameter::dict::enums::user_data_already_available::NOT_AVAILABLE,
+        ))
+}
+
 /// LIR (TS 29.229 §6.1.5): which S-CSCF serves `impu`, asked for a callee we hold no
 /// registration of. No User-Name: a location request names only the public identity.
 pub fn lir(id: &CxIdentity, session_id: &str, impu: &str) -> Message {

@@ -26,6 +26,16 @@
 //!   P-CSCF says the request came through the UE's SA: `integrity-protected="yes"`,
 //!   TS 24.229 §5.4.1.4) and by expiry, each with its SAR.
 //!
+//! - **Service routing over ISC** ([`isc`], TS 24.229 §5.4.3.2/§5.4.3.3, TS 29.228
+//!   Annex B): the served user's iFCs (originating, terminating registered, terminating
+//!   unregistered with the profile from SAR UNREGISTERED_USER, originating unregistered
+//!   for an AS acting on a user's behalf) send initial requests through application
+//!   servers in priority order, with a one-use marker in our Route entry and
+//!   DefaultHandling for an AS that fails or stays silent ([`Isc::as_timeout`]).
+//! - **Third-party REGISTER** ([`thirdparty`], TS 24.229 §5.4.1.7) to every AS whose
+//!   REGISTER iFC matches, on registration, re-registration and every kind of
+//!   deregistration.
+//!
 //! Challenges are bound to exactly the state they were made for: several may be pending for
 //! one IMPI (a stranger's REGISTER naming someone else's IMPI adds one; it never replaces
 //! the one the real UE is answering), each has its own timer, and a timer removes only the
@@ -37,11 +47,14 @@ pub mod config;
 pub mod core;
 pub mod cx;
 pub mod cxclient;
+pub mod isc;
 pub mod metrics;
 pub mod regevent;
 pub mod registrar;
 pub mod session;
 pub mod shell;
+pub mod thirdparty;
 
 pub use crate::core::{Config, Event, Output, Routing, Scscf, Stats};
 pub use cx::{CxError, CxIdentity};
+pub use isc::Isc;

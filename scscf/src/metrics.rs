@@ -23,6 +23,9 @@ pub struct Metrics {
     rejections: CounterFamily<2>,
     dropped: AtomicU64,
     resyncs: AtomicU64,
+    as_forwards: AtomicU64,
+    as_failures: AtomicU64,
+    third_party_registers: AtomicU64,
     registered: AtomicU64,
     pending_challenges: AtomicU64,
     transactions: AtomicU64,
@@ -38,6 +41,9 @@ impl Default for Metrics {
             rejections: CounterFamily::new(["code", "reason"]),
             dropped: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
+            as_forwards: AtomicU64::new(0),
+            as_failures: AtomicU64::new(0),
+            third_party_registers: AtomicU64::new(0),
             registered: AtomicU64::new(0),
             pending_challenges: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
@@ -63,6 +69,12 @@ pub struct Gauges {
     pub transactions: u64,
     /// Resynchronisations asked of the HSS so far (a counter the core keeps).
     pub resyncs: u64,
+    /// Requests sent to application servers on an iFC match (a counter the core keeps).
+    pub as_forwards: u64,
+    /// Application servers that failed or stayed silent (a counter the core keeps).
+    pub as_failures: u64,
+    /// Third-party REGISTERs sent (a counter the core keeps).
+    pub third_party_registers: u64,
 }
 
 impl Metrics {
@@ -84,6 +96,7 @@ impl Metrics {
                 DeregReason::User => "user",
                 DeregReason::Timeout => "expired",
                 DeregReason::Network => "network",
+                DeregReason::ApplicationServer => "application_server",
             }]),
             Event::Rejected { code, reason, .. } => self
                 .rejections
@@ -101,6 +114,10 @@ impl Metrics {
             .store(g.pending_challenges, Ordering::Relaxed);
         self.transactions.store(g.transactions, Ordering::Relaxed);
         self.resyncs.store(g.resyncs, Ordering::Relaxed);
+        self.as_forwards.store(g.as_forwards, Ordering::Relaxed);
+        self.as_failures.store(g.as_failures, Ordering::Relaxed);
+        self.third_party_registers
+            .store(g.third_party_registers, Ordering::Relaxed);
     }
 
     /// The Cx series.
@@ -141,6 +158,21 @@ impl Metrics {
             "scscf_aka_resyncs_total",
             "AKA resynchronisations (AUTS) sent to the HSS.",
             get(&self.resyncs),
+        );
+        e.counter(
+            "scscf_isc_forwards_total",
+            "Initial requests sent to an application server on an iFC match.",
+            get(&self.as_forwards),
+        );
+        e.counter(
+            "scscf_isc_as_failures_total",
+            "Application servers that failed or stayed silent (DefaultHandling applied).",
+            get(&self.as_failures),
+        );
+        e.counter(
+            "scscf_third_party_registers_total",
+            "Third-party REGISTERs sent to application servers.",
+            get(&self.third_party_registers),
         );
         e.gauge(
             "scscf_registered",
@@ -226,6 +258,9 @@ mod tests {
             pending_challenges: 1,
             transactions: 3,
             resyncs: 4,
+            as_forwards: 5,
+            as_failures: 6,
+            third_party_registers: 7,
         });
         m.cx().answer("MAR", Duration::from_millis(3));
         let t = m.render();
@@ -241,6 +276,9 @@ mod tests {
             ("scscf_pending_challenges", "1"),
             ("scscf_transactions", "3"),
             ("scscf_aka_resyncs_total", "4"),
+            ("scscf_isc_forwards_total", "5"),
+            ("scscf_isc_as_failures_total", "6"),
+            ("scscf_third_party_registers_total", "7"),
             (
                 "scscf_cx_request_duration_seconds_count{command=\"MAR\"}",
                 "1",

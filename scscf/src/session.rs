@@ -43,6 +43,9 @@ pub enum Refusal {
     /// The callee is not registered (480).
     #[error("callee not registered")]
     Unavailable,
+    /// A request came back with an ISC marker we do not know (used, expired or made up).
+    #[error("unknown or expired ISC marker")]
+    StaleMarker,
     /// No address for the next hop (a host name, a non-SIP URI).
     #[error("no route to {0}")]
     NoRoute(String),
@@ -55,7 +58,7 @@ impl Refusal {
     /// The status code that answers the request.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::Untrusted | Refusal::NotRegistered => 403,
+            Refusal::Untrusted | Refusal::NotRegistered | Refusal::StaleMarker => 403,
             Refusal::Unknown | Refusal::NoRoute(_) => 404,
             Refusal::Unavailable => 480,
             Refusal::Forward(e) => e.status(),
@@ -65,7 +68,7 @@ impl Refusal {
 
 /// Methods whose initial request makes a dialog, so we record-route them (RFC 3261 §16.6
 /// step 4; RFC 6665 for SUBSCRIBE, RFC 3515 for REFER).
-fn creates_dialog(m: &Method) -> bool {
+pub(crate) fn creates_dialog(m: &Method) -> bool {
     matches!(m, Method::Invite | Method::Subscribe | Method::Refer)
 }
 
@@ -75,13 +78,21 @@ fn has_to_tag(req: &Message) -> bool {
 
 impl Scscf {
     /// Is this URI one of ours (a Route entry or Record-Route the P-CSCF or an AS echoes)?
-    fn is_ours(&self, uri: &Uri) -> bool {
+    pub(crate) fn is_ours(&self, uri: &Uri) -> bool {
         let a = self.cfg.address;
         uri.host_ip() == Some(a.ip()) && uri.port.unwrap_or(5060) == a.port()
     }
 
     fn trusted(&self, flow: &Flow) -> bool {
-        flow.protocol == Protocol::InProcess || self.cfg.routing.trusted.contains(&flow.remote.ip())
+        flow.protocol == Protocol::InProcess
+            || self.cfg.routing.trusted.contains(&flow.remote.ip())
+            || self.is_application_server(flow.remote.ip())
+    }
+
+    /// Our Record-Route entry (RFC 3261 §16.6 step 4).
+    pub(crate) fn record_route(&self) -> String {
+        let a = self.cfg.address;
+        format!("<sip:{}:{};lr>", sip::uri::ip_host(a.ip()), a.port())
     }
 
     /// The flow to a SIP URI: in memory to a core of this process, else over the network.
@@ -94,7 +105,7 @@ impl Scscf {
         })
     }
 
-    fn our_via(&mut self, protocol: Protocol) -> String {
+    pub(crate) fn our_via(&mut self, protocol: Protocol) -> String {
         let a = self.cfg.address;
         Via::new(
             protocol.as_str(),
@@ -105,7 +116,7 @@ impl Scscf {
         .to_string()
     }
 
-    fn refuse(&mut self, tx: TxId, req: &Message, why: Refusal, now: Instant) {
+    pub(crate) fn refuse(&mut self, tx: TxId, req: &Message, why: Refusal, now: Instant) {
         tracing::debug!(code = why.status(), "refused: {why}");
         self.stats.refused += 1;
         self.simple(tx, req, why.status(), now);
@@ -114,7 +125,7 @@ impl Scscf {
     /// A new server transaction for anything but REGISTER.
     pub(crate) fn on_session_request(&mut self, id: TxId, req: Message, flow: Flow, now: Instant) {
         if req.method() == Some(&Method::Cancel) {
-            if let Err(u) = proxy::on_cancel(
+            match proxy::on_cancel(
                 &mut self.tx,
                 &mut self.branches,
                 id,
@@ -122,11 +133,18 @@ impl Scscf {
                 &mut self.ids,
                 now,
             ) {
-                self.dropped(u.remote, u.reason.into());
+                Ok(Some(invite)) => self.as_hop_cancelled(invite),
+                Ok(None) => {}
+                Err(u) => self.dropped(u.remote, u.reason.into()),
             }
             return;
         }
-        if !self.trusted(&flow) {
+        // A request that comes back with one of our markers from the AS we gave it to
+        // proves itself: the token is ours, unguessable and used once.
+        let marked = self
+            .isc_marker(&req)
+            .is_some_and(|t| self.marker_from(&t, flow.remote.ip()));
+        if !marked && !self.trusted(&flow) {
             return self.refuse(id, &req, Refusal::Untrusted, now);
         }
         if req.method() == Some(&Method::Subscribe) && self.on_subscribe(id, &req, now) {
@@ -136,7 +154,13 @@ impl Scscf {
             Ok(f) => f,
             Err(e) => return self.refuse(id, &req, e.into(), now),
         };
+        let marker = self.isc_marker(&fwd);
         let originating = self.pop_routes(&mut fwd);
+        if let Some(token) = marker {
+            if !has_to_tag(&req) && !fwd.has_header("Route") {
+                return self.resume(id, req, fwd, &token, now);
+            }
+        }
         if has_to_tag(&req) || fwd.has_header("Route") {
             // In a dialog, or routed past us: loose routing decides (RFC 3261 §16.4).
             let Some(next) = proxy::next_hop(&fwd).ok() else {
@@ -149,16 +173,46 @@ impl Scscf {
             return self.fork(id, fwd, &[(None, Vec::new(), to)], now);
         }
         if originating {
-            let asserted = fwd
-                .name_addrs("P-Asserted-Identity")
-                .ok()
-                .and_then(|l| l.into_iter().next());
-            let known = asserted.is_some_and(|a| self.identity_owner(&a.uri.to_string()).is_some());
-            if !known {
-                return self.refuse(id, &req, Refusal::NotRegistered, now);
-            }
+            return self.originating(id, req, fwd, flow, now);
         }
         self.terminating(id, req, fwd, now);
+    }
+
+    /// The originating half (TS 24.229 §5.4.3.2): the asserted caller must be registered
+    /// here, or the request comes from a configured AS on behalf of a user who is not
+    /// (originating-unregistered, the profile then comes from the HSS). The caller's
+    /// originating iFCs run first.
+    fn originating(&mut self, id: TxId, req: Message, fwd: Message, flow: Flow, now: Instant) {
+        let asserted = fwd
+            .name_addrs("P-Asserted-Identity")
+            .ok()
+            .and_then(|l| l.into_iter().next())
+            .map(|a| a.uri.to_string());
+        let Some(asserted) = asserted else {
+            return self.refuse(id, &req, Refusal::NotRegistered, now);
+        };
+        let owner = self.identity_owner(&asserted).map(str::to_string);
+        let Some(owner) = owner else {
+            if self.is_application_server(flow.remote.ip()) {
+                return self.fetch_unregistered(
+                    id,
+                    req,
+                    fwd,
+                    ifc::SessionCase::OriginatingUnregistered,
+                    asserted,
+                );
+            }
+            return self.refuse(id, &req, Refusal::NotRegistered, now);
+        };
+        let sub = self.regs.get(&owner).and_then(|r| r.subscription.clone());
+        let ifcs = self.ifcs_of(&asserted, sub.as_ref());
+        let served = crate::isc::Served {
+            case: ifc::SessionCase::Originating,
+            identity: asserted,
+            registered: true,
+            ifcs,
+        };
+        self.serve(id, req, fwd, served, 0, now);
     }
 
     /// Pops our own Route entries; true when one of them was our Service-Route's `orig`
@@ -180,10 +234,43 @@ impl Scscf {
             .map(String::as_str)
     }
 
-    /// The terminating half: fork to the callee's contacts, or ask the HSS why there are
-    /// none.
-    fn terminating(&mut self, id: TxId, req: Message, mut fwd: Message, now: Instant) {
+    /// The terminating half: the registered callee's terminating iFCs, then its contacts;
+    /// a callee we hold no registration of is asked of the HSS.
+    pub(crate) fn terminating(&mut self, id: TxId, req: Message, fwd: Message, now: Instant) {
         let callee = fwd.uri_str().unwrap_or_default().to_string();
+        let sub = match self
+            .identity_owner(&callee)
+            .and_then(|impu| self.regs.get(impu))
+        {
+            Some(reg) if reg.bindings.iter().any(|b| b.expires_at > now) => {
+                reg.subscription.clone()
+            }
+            _ => return self.locate(id, req, fwd, callee),
+        };
+        let ifcs = self.ifcs_of(&callee, sub.as_ref());
+        let served = crate::isc::Served {
+            case: ifc::SessionCase::TerminatingRegistered,
+            identity: callee,
+            registered: true,
+            ifcs,
+        };
+        self.serve(id, req, fwd, served, 0, now);
+    }
+
+    /// After the terminating iFCs: fork to the callee's contacts. A Request-URI an AS
+    /// changed names somebody else, who gets a terminating case of their own.
+    pub(crate) fn deliver(
+        &mut self,
+        id: TxId,
+        req: Message,
+        mut fwd: Message,
+        served: &crate::isc::Served,
+        now: Instant,
+    ) {
+        let callee = fwd.uri_str().unwrap_or_default().to_string();
+        if ifc::identity_key(&callee) != ifc::identity_key(&served.identity) {
+            return self.terminating(id, req, fwd, now);
+        }
         let targets: Vec<(Option<String>, Vec<String>, Flow)> = match self
             .identity_owner(&callee)
             .and_then(|impu| self.regs.get(impu))
@@ -205,14 +292,10 @@ impl Scscf {
             None => Vec::new(),
         };
         if targets.is_empty() {
-            return self.locate(id, req, callee);
+            return self.refuse(id, &req, Refusal::Unavailable, now);
         }
         if req.method().is_some_and(creates_dialog) {
-            let a = self.cfg.address;
-            fwd.prepend_header(
-                "Record-Route",
-                &format!("<sip:{}:{};lr>", sip::uri::ip_host(a.ip()), a.port()),
-            );
+            fwd.prepend_header("Record-Route", &self.record_route());
         }
         self.branches.open(id, req);
         self.fork(id, fwd, &targets, now);
@@ -253,12 +336,20 @@ impl Scscf {
     }
 
     /// Cx LIR for a callee we have no contact of.
-    fn locate(&mut self, id: TxId, req: Message, callee: String) {
+    fn locate(&mut self, id: TxId, req: Message, fwd: Message, callee: String) {
         let session = self.session_id();
         let request = cx::lir(&self.cfg.cx, &session, &callee);
         let token = self.token();
         self.out.push_back(Output::Cx { token, request });
-        self.pending.insert(token, Pending::Lir { tx: id, req });
+        self.pending.insert(
+            token,
+            Pending::Lir {
+                tx: id,
+                req,
+                fwd,
+                callee,
+            },
+        );
     }
 
     /// The HSS's answer on a callee we found no contact of.
@@ -266,11 +357,25 @@ impl Scscf {
         &mut self,
         tx: TxId,
         req: Message,
+        fwd: Message,
+        callee: String,
         answer: Result<diameter::Message, diameter::RequestError>,
         now: Instant,
     ) {
         let why = match answer.map(|a| cx::parse_lia(&a)) {
             Ok(Err(e)) if e.is_unknown_user() => Refusal::Unknown,
+            // Known and not registered (TS 29.228 §6.1.4: 2003 UNREGISTERED_SERVICE): its
+            // unregistered services (voicemail-style iFCs) are ours to run, with the
+            // profile a SAR UNREGISTERED_USER brings (TS 29.229 §6.1.2).
+            Ok(Ok(cx::Location::Unregistered(_) | cx::Location::Unassigned)) => {
+                return self.fetch_unregistered(
+                    tx,
+                    req,
+                    fwd,
+                    ifc::SessionCase::TerminatingUnregistered,
+                    callee,
+                )
+            }
             // Known (registered elsewhere, unregistered, or the HSS could not say): the
             // callee cannot be reached through us now.
             _ => Refusal::Unavailable,
@@ -311,6 +416,10 @@ impl Scscf {
         }
         match self.tx.handle_response(msg, now) {
             Ok(ResponseOutcome::Deliver { id, response }) => {
+                let code = response.code().unwrap_or(500);
+                if self.third_party_result(id, code, now) || self.as_hop_response(id, code, now) {
+                    return;
+                }
                 let d = self.branches.response(id, response, now);
                 self.carry_out(d, now);
             }
@@ -348,6 +457,11 @@ impl Scscf {
                     continue;
                 }
             };
+            if self.third_party_result(id, code, now)
+                || self.as_hop_failed(id, crate::isc::AsFailure::Failed, now)
+            {
+                continue;
+            }
             let d = self.branches.failed(id, code);
             self.carry_out(d, now);
         }

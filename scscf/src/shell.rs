@@ -109,7 +109,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             addr: peer.address,
             source,
         })?;
-    let mut core = Scscf::new(cfg.core(advertise));
+    let mut core = Scscf::new(cfg.core(advertise)).with_isc(cfg.isc.core());
     let metrics = Arc::new(Metrics::new());
     let (metrics_addr, metrics_server) = match cfg.metrics.listen {
         Some(addr) => {
@@ -134,6 +134,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                     pending_challenges: core.pending_challenges() as u64,
                     transactions: core.transaction_count() as u64,
                     resyncs: core.stats().resyncs,
+                    as_forwards: core.stats().as_forwards,
+                    as_failures: core.stats().as_failures,
+                    third_party_registers: core.stats().third_party_registers,
                 });
                 last_gauges = Some(Instant::now());
             }
