@@ -957,7 +957,7 @@ impl Pcscf {
     /// The shell could not send a [`Transmit`] of transaction `id` (RFC 3261 §17.1.4):
     /// the transaction ends, and a forwarded REGISTER is answered 503.
     pub fn handle_transport_error(&mut self, id: TxId, now: Instant) {
-        self.tx.handle_transport_error(id);
+        self.tx.handle_transport_error(id, now);
         self.drain_tx_events(now);
     }
 }

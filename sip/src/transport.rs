@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,6 +70,10 @@ struct Conn {
 
 type ConnMap = Arc<Mutex<HashMap<SocketAddr, Vec<Conn>>>>;
 
+/// Decides whether an accepted TCP connection (`local`, `remote`) may stay open; one that
+/// may not is closed before a byte is read from it. See [`Transport::set_accept_filter`].
+pub type AcceptFilter = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
+
 struct Bound {
     local: SocketAddr,
     protocol: Protocol,
@@ -83,6 +88,7 @@ struct Inner {
     conn_tasks: Arc<Mutex<HashMap<u64, JoinHandle<()>>>>,
     next_conn: std::sync::atomic::AtomicU64,
     inbound: mpsc::Sender<Inbound>,
+    accept_filter: Mutex<Option<AcceptFilter>>,
 }
 
 impl Drop for Inner {
@@ -124,6 +130,7 @@ impl Transport {
                     conn_tasks: Arc::new(Mutex::new(HashMap::new())),
                     next_conn: std::sync::atomic::AtomicU64::new(1),
                     inbound: tx,
+                    accept_filter: Mutex::new(None),
                 }),
             },
             rx,
@@ -133,6 +140,14 @@ impl Transport {
     /// A sender into the inbound channel, for other sources (userspace ESP).
     pub fn inbound_sender(&self) -> mpsc::Sender<Inbound> {
         self.inner.inbound.clone()
+    }
+
+    /// Installs the check every accepted TCP connection must pass: a connection it
+    /// refuses is closed at once, so nothing the peer sends is ever read. The P-CSCF uses
+    /// it to take TCP on a protected port only from the UE that owns the SA there
+    /// (TS 33.203 §7.1), the same rule its core applies to every UDP datagram.
+    pub fn set_accept_filter(&self, filter: AcceptFilter) {
+        *lock(&self.inner.accept_filter) = Some(filter);
     }
 
     /// Local addresses currently bound.
@@ -211,6 +226,13 @@ impl Transport {
                 }
                 // the concrete local address, not the listener's wildcard
                 let local = stream.local_addr().unwrap_or(local);
+                let filter = lock(&t.inner.accept_filter).clone();
+                if filter.is_some_and(|f| !f(local, remote)) {
+                    // An RST rather than a FIN: the peer learns at once that it was refused.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    drop(stream);
+                    continue;
+                }
                 t.spawn_conn(stream, local, remote);
             }
         });
