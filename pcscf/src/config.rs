@@ -29,6 +29,8 @@ pub struct Config {
     pub log: opskit::log::LogConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// SIP over TCP toward UEs (RFC 3261 §18.1.1).
+    pub tcp: TcpConfig,
 }
 
 /// `[sip]`: the unprotected SIP side (Gm), default `127.0.0.1:5060`.
@@ -169,6 +171,29 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[tcp]`: SIP over TCP toward UEs, inside their SAs (TS 24.229 §5.2.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// A request to a UE larger than this many bytes goes over TCP (RFC 3261 §18.1.1, the
+    /// path MTU − 200 rule; 1300 when the MTU is unknown), back over UDP if the UE refuses
+    /// the connection. Not possible through the SAs of the userspace ESP backend (no TCP
+    /// stack): there every request stays on UDP. Default 1300.
+    pub size_threshold: usize,
+    /// A TCP connection with a UE that received nothing for this long is closed, seconds.
+    /// Connections also close when their SA set is deleted. Default 900.
+    pub idle_timeout: u64,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            size_threshold: sip::size_rule::DEFAULT_THRESHOLD,
+            idle_timeout: 900,
+        }
+    }
+}
+
 /// A commented configuration with every key and its default, printed by
 /// `pcscf config example`. A unit test keeps it equal to [`Config::default`].
 pub const EXAMPLE: &str = r#"# pcscf.toml — every key is optional; the values shown are the defaults.
@@ -266,6 +291,18 @@ level = "info"
 # Prometheus GET /metrics over plain HTTP without authentication: keep it on a management
 # address. Unset = off (several P-CSCFs on one host would fight over one port).
 # listen = "127.0.0.1:9091"
+
+[tcp]
+# A request to a UE larger than this many bytes goes over TCP (RFC 3261 §18.1.1: path MTU
+# minus 200, 1300 when the MTU is unknown), from our protected client port to the UE's
+# protected server port, back over UDP if the UE refuses. UEs' own TCP connections to our
+# protected server ports are accepted from the UE's protected client port only. With the
+# userspace ESP backend there is no TCP inside the SAs: requests then stay on UDP (one log
+# line at start says so); use the kernel backend for TCP.
+size_threshold = 1300
+# Close a TCP connection that received nothing for this long, seconds. Connections also
+# close when their SA set is deleted (deregistration, expiry).
+idle_timeout = 900
 "#;
 
 impl Config {
@@ -316,6 +353,9 @@ impl Config {
                     "must be non-empty, without quotes, backslashes or control characters".into(),
                 );
             }
+        }
+        if self.tcp.idle_timeout == 0 {
+            return bad("tcp.idle_timeout", "must be at least 1 second".into());
         }
         if let Err(e) = self.log.validate() {
             return bad("log.level", e.to_string());

@@ -423,6 +423,15 @@ pub struct Pcscf {
     seq: u64,
     stats: Stats,
     ids: sip::Ids,
+    /// Which transport requests toward UEs take ([`Pcscf::set_tcp_to_ue`]).
+    to_ue: ToUe,
+}
+
+/// The RFC 3261 §18.1.1 size rule toward UEs, and whether their SAs carry TCP.
+#[derive(Debug, Clone, Copy)]
+struct ToUe {
+    rule: sip::SizeRule,
+    through_sa: bool,
 }
 
 /// Why the core could not be built.
@@ -460,7 +469,20 @@ impl Pcscf {
             seq: 0,
             stats: Stats::default(),
             ids: sip::Ids::from_entropy(),
+            // UDP only until the shell says which TCP it can carry.
+            to_ue: ToUe {
+                rule: sip::SizeRule::default().without_tcp(),
+                through_sa: false,
+            },
         })
+    }
+
+    /// Lets requests toward UEs move to TCP under `rule` (RFC 3261 §18.1.1; TS 24.229
+    /// §5.2.2: from our protected client port to the UE's protected server port), through
+    /// their SAs only when `through_sa` (the kernel backend, or IPsec off; the userspace
+    /// ESP backend has no TCP). Until this is called every request stays on UDP.
+    pub fn set_tcp_to_ue(&mut self, rule: sip::SizeRule, through_sa: bool) {
+        self.to_ue = ToUe { rule, through_sa };
     }
 
     /// Takes tags and branches from `ids` (a seeded source makes tests reproducible).

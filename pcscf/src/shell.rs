@@ -123,6 +123,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             max_message: cfg.sip.max_message_size,
             ..Limits::default()
         },
+        tcp_idle_timeout: Some(Duration::from_secs(cfg.tcp.idle_timeout)),
         ..TransportConfig::default()
     };
     // Our XFRM state carries this instance's own tag so start/stop flush only what this
@@ -173,7 +174,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         limits: tcfg.limits,
     };
     // Proxy mode: the S-CSCF talks to the HSS, we do not.
-    let (mut node, hss, mut hss_requests) = match cfg.scscf.mode {
+    let (node, hss, mut hss_requests) = match cfg.scscf.mode {
         ScscfMode::Proxy => {
             let upstream = Upstream {
                 address: cfg.scscf.address,
@@ -229,6 +230,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
     };
     let backend = io.backend_name();
+    let tcp_through_sa = backend != "userspace";
+    if !tcp_through_sa {
+        note_no_tcp_through_sa();
+    }
+    let mut node = node.with_tcp_to_ue(sip::SizeRule::new(cfg.tcp.size_threshold), tcp_through_sa);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let stats = Arc::new(Mutex::new(Stats::default()));
     let stats2 = stats.clone();
@@ -304,6 +310,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     })
 }
 
+/// Says once per process (not per message, not per P-CSCF in a test process) that the
+/// userspace ESP backend keeps SIP toward UEs on UDP: it has no TCP stack, so the RFC 3261
+/// §18.1.1 size rule cannot move large requests to TCP inside the SAs.
+fn note_no_tcp_through_sa() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "userspace ESP backend: no TCP inside the SAs, so SIP toward UEs stays on UDP \
+             whatever its size (RFC 3261 §18.1.1 asks for TCP above [tcp] size_threshold); \
+             use the kernel backend for SIP over TCP"
+        )
+    });
+}
+
 /// How often the loop refreshes the gauges of `/metrics`.
 const GAUGE_PERIOD: Duration = Duration::from_millis(250);
 
@@ -336,6 +356,15 @@ async fn drain(
                         let r = async {
                             io.open_protected(set.pcscf, set.port_pc, set.port_ps)
                                 .await?;
+                            // TCP on these ports only from the UE the SAs pair them with.
+                            io.restrict_tcp(
+                                SocketAddr::new(set.pcscf, set.port_ps),
+                                SocketAddr::new(set.ue, set.port_uc),
+                            );
+                            io.restrict_tcp(
+                                SocketAddr::new(set.pcscf, set.port_pc),
+                                SocketAddr::new(set.ue, set.port_us),
+                            );
                             let s = set.clone();
                             match xfrm_op(io, move |io| io.install(&s, Side::Pcscf)).await {
                                 Ok(id) => Ok(id),
