@@ -779,8 +779,9 @@ async fn drive(
             busy = true;
             if let Err(e) = io.send(&t).await {
                 tracing::warn!(ue = %s.name, to = %t.flow.remote, error = %e, "send failed");
-                if let Some(id) = t.tx {
-                    // a request the size rule moved to TCP goes again over UDP
+                // A request the size rule moved to TCP goes again over UDP. A failed UDP
+                // send keeps its transaction: its retransmissions may still get through.
+                if let (Some(id), Protocol::Tcp) = (t.tx, t.flow.protocol) {
                     s.ue.handle_transport_error(id, Instant::now());
                 }
                 emit(
