@@ -178,10 +178,13 @@ pub struct TcpConfig {
     /// A request to a UE larger than this many bytes goes over TCP (RFC 3261 §18.1.1, the
     /// path MTU − 200 rule; 1300 when the MTU is unknown), back over UDP if the UE refuses
     /// the connection. Not possible through the SAs of the userspace ESP backend (no TCP
-    /// stack): there every request stays on UDP. Default 1300.
+    /// stack): there every request stays on UDP. Requests toward the S-CSCF keep
+    /// `[scscf] transport`. Default 1300.
     pub size_threshold: usize,
-    /// A TCP connection with a UE that received nothing for this long is closed, seconds.
-    /// Connections also close when their SA set is deleted. Default 900.
+    /// A TCP connection that received nothing for this long is closed, seconds (any of
+    /// ours: with UEs, and with the S-CSCF in proxy mode, which we then reopen on the next
+    /// request). Connections on protected ports also close when their SA set is deleted.
+    /// Default 900.
     pub idle_timeout: u64,
 }
 
@@ -298,10 +301,12 @@ level = "info"
 # protected server port, back over UDP if the UE refuses. UEs' own TCP connections to our
 # protected server ports are accepted from the UE's protected client port only. With the
 # userspace ESP backend there is no TCP inside the SAs: requests then stay on UDP (one log
-# line at start says so); use the kernel backend for TCP.
+# line at start says so); use the kernel backend for TCP. Requests toward the S-CSCF keep
+# [scscf] transport.
 size_threshold = 1300
-# Close a TCP connection that received nothing for this long, seconds. Connections also
-# close when their SA set is deleted (deregistration, expiry).
+# Close a TCP connection (with a UE, or with the S-CSCF in proxy mode) that received
+# nothing for this long, seconds. Connections on protected ports also close when their SA
+# set is deleted (deregistration, expiry).
 idle_timeout = 900
 "#;
 
@@ -661,6 +666,8 @@ mod tests {
         assert!(e.to_string().starts_with("log.level"), "{e}");
         let e = Config::from_toml("[registrar]\nauth_timeout = 0\n").unwrap_err();
         assert!(e.to_string().starts_with("registrar.auth_timeout"), "{e}");
+        let e = Config::from_toml("[tcp]\nidle_timeout = 0\n").unwrap_err();
+        assert!(e.to_string().starts_with("tcp.idle_timeout"), "{e}");
         let e = Config::from_toml("[sip]\nmax_message_size = 100\n").unwrap_err();
         assert!(e.to_string().starts_with("sip.max_message_size"), "{e}");
     }
