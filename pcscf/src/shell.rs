@@ -9,6 +9,7 @@ use crate::node::{Event, Node, Output};
 use scscf::cxclient::{self, CxClient, HssPeer};
 use scscf::CxIdentity;
 use secagree::{IpsecMode, SipIo};
+use sip::transaction::TxId;
 use sip::transport::TransportConfig;
 use sip::Limits;
 use std::net::SocketAddr;
@@ -262,11 +263,18 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     };
     let task = tokio::spawn(async move {
         let (cx, mut cx_rx) = CxClient::new(hss);
+        let (send_failed, mut send_failures) = tokio::sync::mpsc::unbounded_channel();
         let mut last_gauges = Instant::now()
             .checked_sub(GAUGE_PERIOD)
             .unwrap_or_else(Instant::now);
         loop {
-            drain(&mut node, &io2, &cx, esp_sa_file.as_ref(), &metrics).await;
+            let sinks = Sinks {
+                cx: &cx,
+                esp_sa_file: esp_sa_file.as_ref(),
+                metrics: &metrics,
+                send_failed: &send_failed,
+            };
+            drain(&mut node, &io2, &sinks).await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
             // Gauges walk the registrations: a few times a second is plenty for a
             // scrape, and keeps the per-message cost of the loop flat.
@@ -288,6 +296,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 },
                 Some((token, answer)) = cx_rx.recv() => {
                     node.handle_cx_answer(token, answer, Instant::now());
+                }
+                Some((role, tx)) = send_failures.recv() => {
+                    node.handle_transport_error(role, tx, Instant::now());
                 }
                 q = cxclient::next_request(&mut hss_requests) => {
                     let _ = q.reply.send(node.handle_cx_request(&q.request, Instant::now()));
@@ -331,15 +342,39 @@ const GAUGE_PERIOD: Duration = Duration::from_millis(250);
 /// UE that retries, few enough that nobody can exhaust our SPIs through one identity.
 const MAX_CHALLENGES_PER_IMPI: usize = 3;
 
-async fn drain(
-    node: &mut Node,
-    io: &SipIo,
-    cx: &CxClient,
-    esp_sa_file: Option<&KeysWriter>,
-    metrics: &Arc<Metrics>,
-) {
+/// Where [`drain`] hands what is not SIP on an open socket.
+struct Sinks<'a> {
+    cx: &'a CxClient,
+    esp_sa_file: Option<&'a KeysWriter>,
+    metrics: &'a Arc<Metrics>,
+    /// Sends that failed off the loop, for [`Node::handle_transport_error`].
+    send_failed: &'a tokio::sync::mpsc::UnboundedSender<(crate::node::Role, Option<TxId>)>,
+}
+
+async fn drain(node: &mut Node, io: &SipIo, sinks: &Sinks<'_>) {
+    let Sinks {
+        cx,
+        esp_sa_file,
+        metrics,
+        send_failed,
+    } = *sinks;
     while let Some(o) = node.poll_output() {
         match o {
+            Output::Transmit(role, t)
+                if t.flow.protocol == sip::Protocol::Tcp
+                    && !io.transport().has_tcp_connection(&t.flow) =>
+            {
+                // A new connection: its connect must not stall everybody else's SIP (a UE
+                // that vanished never answers the SYN). A failure comes back to the loop,
+                // which hands it to the transaction (the size rule's UDP fallback).
+                let (io, send_failed) = (io.clone(), send_failed.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = io.send(&t).await {
+                        tracing::warn!("send to {}: {e}", t.flow.remote);
+                        let _ = send_failed.send((role, t.tx));
+                    }
+                });
+            }
             Output::Transmit(role, t) => {
                 if let Err(e) = io.send(&t).await {
                     tracing::warn!("send to {}: {e}", t.flow.remote);

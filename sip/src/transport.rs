@@ -47,6 +47,9 @@ pub struct TransportConfig {
     /// close a TCP connection that received nothing (not even a CRLF keep-alive)
     /// for this long; `None` keeps idle connections open
     pub tcp_idle_timeout: Option<std::time::Duration>,
+    /// give up a TCP connect after this long (a peer that vanished never answers the SYN,
+    /// and the kernel's own limit is about two minutes); `None` waits as long as the kernel
+    pub tcp_connect_timeout: Option<std::time::Duration>,
 }
 
 impl Default for TransportConfig {
@@ -57,6 +60,7 @@ impl Default for TransportConfig {
             conn_queue: 256,
             max_tcp_connections: 10_000,
             tcp_idle_timeout: None,
+            tcp_connect_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -365,14 +369,28 @@ impl Transport {
         forget(&self.inner.conns, remote, id);
     }
 
+    /// Whether a TCP connection for `flow` is open, so that [`Transport::send`] on it only
+    /// queues bytes and never waits for a connect.
+    pub fn has_tcp_connection(&self, flow: &Flow) -> bool {
+        self.find_conn(flow).is_some()
+    }
+
     async fn connect(&self, flow: &Flow) -> io::Result<Conn> {
-        let stream = match flow.local {
-            Some(local) => {
-                let s = tcp_socket(local)?;
-                s.bind(local)?;
-                s.connect(flow.remote).await?
+        let connect = async {
+            match flow.local {
+                Some(local) => {
+                    let s = tcp_socket(local)?;
+                    s.bind(local)?;
+                    s.connect(flow.remote).await
+                }
+                None => TcpStream::connect(flow.remote).await,
             }
-            None => TcpStream::connect(flow.remote).await?,
+        };
+        let stream = match self.inner.cfg.tcp_connect_timeout {
+            Some(d) => tokio::time::timeout(d, connect)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??,
+            None => connect.await?,
         };
         let local = stream.local_addr()?;
         Ok(self.spawn_conn(stream, local, flow.remote))

@@ -397,3 +397,42 @@ async fn the_size_rule_uses_tcp_and_falls_back_to_udp_when_refused() {
     assert_eq!(m.top_via().unwrap().transport, "TCP");
     assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bKfb2"));
 }
+
+/// A peer that never completes the handshake (here: a listener whose accept queue is full,
+/// so the kernel drops further SYNs) costs at most the connect timeout, not the kernel's
+/// two minutes.
+#[tokio::test]
+async fn a_connect_nobody_answers_gives_up_at_the_timeout() {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    // fill the accept queue (never accepted)
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let (t, _rx) = Transport::new(TransportConfig {
+        tcp_connect_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let r = t
+        .send(&sip::Transmit::new(
+            Flow::to(addr, Protocol::Tcp),
+            bytes::Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
+        ))
+        .await;
+    let e = r.expect_err("nobody completes the handshake");
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(fillers);
+}
