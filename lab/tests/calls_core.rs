@@ -91,6 +91,8 @@ struct Hop {
     from: SocketAddr,
     /// Receiver's address.
     to: SocketAddr,
+    /// The transport it took (RFC 3261 §18.1.1 may move a large request to TCP).
+    protocol: Protocol,
     msg: Message,
 }
 
@@ -103,6 +105,11 @@ struct Lab {
     /// Everything that crossed between UEs and the P-CSCF, in order.
     wire: Vec<Hop>,
     cx: Vec<String>,
+    /// Every TCP connect fails (a peer that listens on UDP only): the shells report the
+    /// transmits as transport errors instead of delivering them.
+    refuse_tcp: bool,
+    /// How many TCP transmits were refused.
+    refused: Vec<String>,
 }
 
 fn core_config() -> CoreConfig {
@@ -186,6 +193,8 @@ impl Lab {
             next_set: 1,
             wire: Vec::new(),
             cx: Vec::new(),
+            refuse_tcp: false,
+            refused: Vec::new(),
         }
     }
 
@@ -209,6 +218,13 @@ impl Lab {
                 while self.ues[i].poll_event().is_some() {}
                 while let Some(t) = self.ues[i].poll_transmit() {
                     moved = true;
+                    if self.refuse_tcp && t.flow.protocol == Protocol::Tcp {
+                        self.refused.push(method_of(&t.payload));
+                        if let Some(id) = t.tx {
+                            self.ues[i].handle_transport_error(id, self.now);
+                        }
+                        continue;
+                    }
                     let c = self.ues[i].config();
                     let from = t
                         .flow
@@ -217,6 +233,7 @@ impl Lab {
                     self.wire.push(Hop {
                         from,
                         to: t.flow.remote,
+                        protocol: t.flow.protocol,
                         msg: Message::parse(&t.payload).unwrap(),
                     });
                     self.node.handle_inbound(
@@ -229,11 +246,17 @@ impl Lab {
             while let Some(o) = self.node.poll_output() {
                 moved = true;
                 match o {
-                    Output::Transmit(_, t) => {
+                    Output::Transmit(role, t) => {
+                        if self.refuse_tcp && t.flow.protocol == Protocol::Tcp {
+                            self.refused.push(method_of(&t.payload));
+                            self.node.handle_transport_error(role, t.tx, self.now);
+                            continue;
+                        }
                         let from = t.flow.local.unwrap_or_else(Lab::p_addr);
                         self.wire.push(Hop {
                             from,
                             to: t.flow.remote,
+                            protocol: t.flow.protocol,
                             msg: Message::parse(&t.payload).unwrap(),
                         });
                         let ue = self
@@ -284,7 +307,12 @@ impl Lab {
         let from = SocketAddr::new(set.ue, set.port_uc);
         let to = SocketAddr::new(set.pcscf, set.port_ps);
         let msg = Message::parse(raw.as_bytes()).unwrap();
-        self.wire.push(Hop { from, to, msg });
+        self.wire.push(Hop {
+            from,
+            to,
+            protocol: Protocol::Udp,
+            msg,
+        });
         self.node.handle_inbound(
             Flow::new(to, from, Protocol::Udp),
             Bytes::from(raw),
@@ -788,4 +816,129 @@ fn a_forged_response_cannot_end_a_call_attempt() {
     lab.ue(2).answer(incoming, now).unwrap();
     lab.pump();
     assert_eq!(lab.ue(1).call_phase(call), Some(ue::CallPhase::Answered));
+}
+
+/// A lab whose UEs and P-CSCF apply the RFC 3261 §18.1.1 size rule toward each other, as the
+/// shells set it up: `through_sa` false is the userspace ESP backend (no TCP in the SAs).
+fn sized_lab(through_sa: bool) -> Lab {
+    let rule = sip::SizeRule::default();
+    let mut lab = Lab::new(2);
+    lab.node = Node::collapsed(core_config(), scscf_config(), DOMAIN.into())
+        .unwrap()
+        .with_seed(7)
+        .with_tcp_to_ue(rule, through_sa);
+    for n in 1..=2 {
+        lab.ue(n)
+            .set_size_rule(if through_sa { rule } else { rule.without_tcp() });
+    }
+    lab
+}
+
+/// A call from UE 1 to UE 2, answered; the hops from the registrations on.
+fn sized_call(lab: &mut Lab) {
+    lab.register_all();
+    let now = lab.now;
+    let call = lab.ue(1).call(&impu(2), now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_secs(2));
+    assert_eq!(
+        lab.ue(1).call_phase(call),
+        Some(ue::CallPhase::Answered),
+        "{:?}",
+        lab.ladder(1, 0)
+    );
+}
+
+fn method_of(payload: &[u8]) -> String {
+    Message::parse(payload)
+        .ok()
+        .and_then(|m| m.method().map(|m| m.as_str().to_string()))
+        .unwrap_or_default()
+}
+
+fn hops<'a>(lab: &'a Lab, method: &'a str) -> impl Iterator<Item = &'a Hop> + 'a {
+    lab.wire
+        .iter()
+        .filter(move |h| h.msg.method().is_some_and(|m| m.as_str() == method))
+}
+
+#[test]
+fn large_requests_go_over_tcp_through_the_sas_on_both_legs() {
+    let mut lab = sized_lab(true);
+    sized_call(&mut lab);
+    let (s1, s2) = (
+        lab.ue(1).current_set().unwrap().clone(),
+        lab.ue(2).current_set().unwrap().clone(),
+    );
+    let invites: Vec<&Hop> = hops(&lab, "INVITE").collect();
+    assert_eq!(invites.len(), 2, "one per leg");
+    // UE 1's protected client port → our protected server port; our protected client port
+    // → UE 2's protected server port (TS 24.229 §5.1.1.2, §5.2.2), both over TCP, with
+    // a Via that says so.
+    assert_eq!(
+        (invites[0].from, invites[0].to),
+        (
+            SocketAddr::new(s1.ue, s1.port_uc),
+            SocketAddr::new(s1.pcscf, s1.port_ps)
+        )
+    );
+    assert_eq!(
+        (invites[1].from, invites[1].to),
+        (
+            SocketAddr::new(s2.pcscf, s2.port_pc),
+            SocketAddr::new(s2.ue, s2.port_us)
+        )
+    );
+    for h in &invites {
+        assert_eq!(h.protocol, Protocol::Tcp, "{h:?}");
+        assert!(h.msg.to_bytes().len() > 1300);
+        assert_eq!(h.msg.top_via().unwrap().transport, "TCP");
+    }
+    // Responses go back on the flow of their request (§18.2.2).
+    let answers: Vec<&Hop> = lab
+        .wire
+        .iter()
+        .filter(|h| h.msg.code() == Some(200) && h.msg.cseq().unwrap().method.as_str() == "INVITE")
+        .collect();
+    assert!(
+        answers.iter().all(|h| h.protocol == Protocol::Tcp),
+        "{answers:?}"
+    );
+    // Every REGISTER is above 1300 bytes too; the ACK is small and stays on UDP.
+    assert!(hops(&lab, "REGISTER").all(|h| h.protocol == Protocol::Tcp));
+    assert!(hops(&lab, "ACK").all(|h| h.protocol == Protocol::Udp));
+    assert!(hops(&lab, "ACK").count() >= 2);
+}
+
+#[test]
+fn without_tcp_in_the_sas_everything_stays_on_udp() {
+    let mut lab = sized_lab(false);
+    sized_call(&mut lab);
+    assert_eq!(hops(&lab, "INVITE").count(), 2);
+    assert!(
+        lab.wire.iter().all(|h| h.protocol == Protocol::Udp),
+        "userspace ESP carries no TCP"
+    );
+}
+
+#[test]
+fn a_refused_tcp_connection_sends_the_request_again_over_udp() {
+    let mut lab = sized_lab(true);
+    lab.refuse_tcp = true;
+    sized_call(&mut lab);
+    // Both ends tried TCP for the INVITE (and the UEs for every REGISTER)...
+    assert_eq!(
+        lab.refused.iter().filter(|m| *m == "INVITE").count(),
+        2,
+        "{:?}",
+        lab.refused
+    );
+    assert!(lab.refused.iter().any(|m| m == "REGISTER"));
+    // ...nothing got through over TCP, yet the call went through: both fell back to UDP.
+    assert!(lab.wire.iter().all(|h| h.protocol == Protocol::Udp));
+    let invites: Vec<&Hop> = hops(&lab, "INVITE").collect();
+    assert_eq!(invites.len(), 2);
+    for h in invites {
+        assert_eq!(h.msg.top_via().unwrap().transport, "UDP", "{h:?}");
+    }
 }

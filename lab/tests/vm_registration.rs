@@ -8,7 +8,9 @@
 //! may be left anywhere. The core namespace's side of both veths is captured (dumpcap in the
 //! VM), and tshark on the host, given only the esp_sa keys the P-CSCF exported, decrypts the
 //! kernel's ESP: every ICV correct, every protected REGISTER/401/200 dissected, and the only
-//! plaintext SIP is the two initial REGISTERs and their 401s on port 5060. Then
+//! plaintext SIP is the two initial REGISTERs and their 401s on port 5060. The call's INVITE
+//! and the protected REGISTERs are larger than 1300 bytes: RFC 3261 §18.1.1 sends them over
+//! TCP, and tshark finds that TCP inside the kernel's ESP on both legs. Then
 //! lab/vm/scenarios/xfrm-tags.sh (issue 8): two P-CSCF processes in one namespace and UE
 //! processes sharing another keep their own tagged SAs and policies through each other's
 //! starts, stops, crashes and restarts; a restarted one flushes exactly its own leftovers.
@@ -319,6 +321,10 @@ fn tshark_decrypts_the_registrations(out_dir: &Path) {
             "_ws.malformed",
             "-e",
             "sip.CSeq.seq",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
         ])
         .output()
         .expect("run tshark");
@@ -331,7 +337,7 @@ fn tshark_decrypts_the_registrations(out_dir: &Path) {
     let rows: Vec<Vec<&str>> = text
         .lines()
         .map(|l| l.split('|').collect())
-        .filter(|r: &Vec<&str>| r.len() == 9)
+        .filter(|r: &Vec<&str>| r.len() == 11)
         .collect();
     let yes = |v: &str| v == "1" || v == "True";
     let esp: Vec<&Vec<&str>> = rows.iter().filter(|r| !r[0].is_empty()).collect();
@@ -379,6 +385,24 @@ fn tshark_decrypts_the_registrations(out_dir: &Path) {
     for m in ["INVITE", "ACK", "BYE"] {
         assert!(count(&messages, 5, m) >= 2, "{m} inside ESP:\n{text}");
     }
+    // RFC 3261 §18.1.1 inside the SAs: the INVITE (~1,800 bytes) and every protected
+    // REGISTER (~1,750) are over TCP, from the sender's protected client port to the
+    // receiver's protected server port, on both legs: the INVITE under two SAs (ue0 → core
+    // on ue0's set, core → ue1 on ue1's), each one with TCP inside the ESP.
+    let over_tcp = |r: &&Vec<&str>| !r[9].is_empty() && r[3].is_empty();
+    let invites: Vec<&&Vec<&str>> = messages.iter().filter(|r| r[5] == "INVITE").collect();
+    assert!(
+        invites.iter().all(|r| over_tcp(r)),
+        "INVITE over TCP:\n{text}"
+    );
+    let mut invite_spis: Vec<&str> = invites.iter().map(|r| r[0]).collect();
+    invite_spis.sort_unstable();
+    invite_spis.dedup();
+    assert_eq!(invite_spis.len(), 2, "INVITE on both legs:\n{text}");
+    assert!(
+        messages.iter().filter(|r| r[5] == "REGISTER").all(over_tcp),
+        "protected REGISTERs over TCP:\n{text}"
+    );
     // In the clear: only each UE's initial REGISTER (CSeq 1) and its 401, on the unprotected
     // port. Under a loaded host the slow TCG guest may retransmit the initial REGISTER (timer
     // E, RFC 3261 §17.1.2.2) before its 401 arrives, and the 401 with it: the same messages
@@ -394,8 +418,18 @@ fn tshark_decrypts_the_registrations(out_dir: &Path) {
         "{text}"
     );
     assert!(plain_sip.iter().all(initial), "{text}");
+    // (over UDP or, for the ~1,300-byte initial REGISTER, TCP: either way port 5060)
+    let port = |r: &&Vec<&str>, udp: usize, tcp: usize| {
+        if r[udp].is_empty() {
+            r[tcp].to_string()
+        } else {
+            r[udp].to_string()
+        }
+    };
     assert!(
-        plain_sip.iter().all(|r| r[3] == "5060" && r[4] == "5060"),
+        plain_sip
+            .iter()
+            .all(|r| port(r, 3, 9) == "5060" && port(r, 4, 10) == "5060"),
         "plaintext SIP off the unprotected port:\n{text}"
     );
     assert_eq!(malformed, 0, "{text}");

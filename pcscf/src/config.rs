@@ -33,6 +33,8 @@ pub struct Config {
     pub admission: AdmissionSection,
     /// Interop rewrite rules ([`crate::rewrite`]).
     pub rewrite: RewriteConfig,
+    /// SIP over TCP toward UEs (RFC 3261 §18.1.1).
+    pub tcp: TcpConfig,
 }
 
 /// `[admission]`: 503 with Retry-After instead of work we cannot afford (see
@@ -227,6 +229,32 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[tcp]`: SIP over TCP toward UEs, inside their SAs (TS 24.229 §5.2.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// A request to a UE larger than this many bytes goes over TCP (RFC 3261 §18.1.1, the
+    /// path MTU − 200 rule; 1300 when the MTU is unknown), back over UDP if the UE refuses
+    /// the connection. Not possible through the SAs of the userspace ESP backend (no TCP
+    /// stack): there every request stays on UDP. Requests toward the S-CSCF keep
+    /// `[scscf] transport`. Default 1300.
+    pub size_threshold: usize,
+    /// A TCP connection that received nothing for this long is closed, seconds (any of
+    /// ours: with UEs, and with the S-CSCF in proxy mode, which we then reopen on the next
+    /// request). Connections on protected ports also close when their SA set is deleted.
+    /// Default 900.
+    pub idle_timeout: u64,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            size_threshold: sip::size_rule::DEFAULT_THRESHOLD,
+            idle_timeout: 900,
+        }
+    }
+}
+
 /// A commented configuration with every key and its default, printed by
 /// `pcscf config example`. A unit test keeps it equal to [`Config::default`].
 pub const EXAMPLE: &str = r#"# pcscf.toml — every key is optional; the values shown are the defaults.
@@ -365,6 +393,20 @@ level = "info"
 #   | status = 480
 #   | map_status = { code = 486, reason = "Busy Here" }
 # file = "rewrite.toml"
+
+[tcp]
+# A request to a UE larger than this many bytes goes over TCP (RFC 3261 §18.1.1: path MTU
+# minus 200, 1300 when the MTU is unknown), from our protected client port to the UE's
+# protected server port, back over UDP if the UE refuses. UEs' own TCP connections to our
+# protected server ports are accepted from the UE's protected client port only. With the
+# userspace ESP backend there is no TCP inside the SAs: requests then stay on UDP (one log
+# line at start says so); use the kernel backend for TCP. Requests toward the S-CSCF keep
+# [scscf] transport.
+size_threshold = 1300
+# Close a TCP connection (with a UE, or with the S-CSCF in proxy mode) that received
+# nothing for this long, seconds. Connections on protected ports also close when their SA
+# set is deleted (deregistration, expiry).
+idle_timeout = 900
 "#;
 
 impl Config {
@@ -442,6 +484,9 @@ impl Config {
                     "must be non-empty, without quotes, backslashes or control characters".into(),
                 );
             }
+        }
+        if self.tcp.idle_timeout == 0 {
+            return bad("tcp.idle_timeout", "must be at least 1 second".into());
         }
         if let Err(e) = self.log.validate() {
             return bad("log.level", e.to_string());
@@ -747,6 +792,8 @@ mod tests {
         assert!(e.to_string().starts_with("log.level"), "{e}");
         let e = Config::from_toml("[registrar]\nauth_timeout = 0\n").unwrap_err();
         assert!(e.to_string().starts_with("registrar.auth_timeout"), "{e}");
+        let e = Config::from_toml("[tcp]\nidle_timeout = 0\n").unwrap_err();
+        assert!(e.to_string().starts_with("tcp.idle_timeout"), "{e}");
         let e = Config::from_toml("[sip]\nmax_message_size = 100\n").unwrap_err();
         assert!(e.to_string().starts_with("sip.max_message_size"), "{e}");
     }

@@ -433,6 +433,15 @@ pub struct Pcscf {
     stats: Stats,
     ids: sip::Ids,
     admission: admission::Admission,
+    /// Which transport requests toward UEs take ([`Pcscf::set_tcp_to_ue`]).
+    to_ue: ToUe,
+}
+
+/// The RFC 3261 §18.1.1 size rule toward UEs, and whether their SAs carry TCP.
+#[derive(Debug, Clone, Copy)]
+struct ToUe {
+    rule: sip::SizeRule,
+    through_sa: bool,
 }
 
 /// Why the core could not be built.
@@ -471,6 +480,11 @@ impl Pcscf {
             stats: Stats::default(),
             ids: sip::Ids::from_entropy(),
             admission: admission::Admission::new(AdmissionConfig::default()),
+            // UDP only until the shell says which TCP it can carry.
+            to_ue: ToUe {
+                rule: sip::SizeRule::default().without_tcp(),
+                through_sa: false,
+            },
         })
     }
 
@@ -484,6 +498,14 @@ impl Pcscf {
     /// new work are answered 503 with Retry-After (see the `admission` module).
     pub fn set_overloaded(&mut self, on: bool) {
         self.admission.set_overloaded(on);
+    }
+
+    /// Lets requests toward UEs move to TCP under `rule` (RFC 3261 §18.1.1; TS 24.229
+    /// §5.2.2: from our protected client port to the UE's protected server port), through
+    /// their SAs only when `through_sa` (the kernel backend, or IPsec off; the userspace
+    /// ESP backend has no TCP). Until this is called every request stays on UDP.
+    pub fn set_tcp_to_ue(&mut self, rule: sip::SizeRule, through_sa: bool) {
+        self.to_ue = ToUe { rule, through_sa };
     }
 
     /// Takes tags and branches from `ids` (a seeded source makes tests reproducible).
@@ -1004,7 +1026,7 @@ impl Pcscf {
     /// The shell could not send a [`Transmit`] of transaction `id` (RFC 3261 §17.1.4):
     /// the transaction ends, and a forwarded REGISTER is answered 503.
     pub fn handle_transport_error(&mut self, id: TxId, now: Instant) {
-        self.tx.handle_transport_error(id);
+        self.tx.handle_transport_error(id, now);
         self.drain_tx_events(now);
     }
 }

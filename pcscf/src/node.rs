@@ -129,6 +129,12 @@ impl Node {
         self.pcscf.set_overloaded(on);
     }
 
+    /// Lets requests toward UEs move to TCP (see [`Pcscf::set_tcp_to_ue`]).
+    pub fn with_tcp_to_ue(mut self, rule: sip::SizeRule, through_sa: bool) -> Node {
+        self.pcscf.set_tcp_to_ue(rule, through_sa);
+        self
+    }
+
     /// The P-CSCF core.
     pub fn pcscf(&self) -> &Pcscf {
         &self.pcscf

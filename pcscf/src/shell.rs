@@ -10,6 +10,7 @@ use crate::rewrite::{Peers, Rewriter};
 use scscf::cxclient::{self, CxClient, HssPeer};
 use scscf::CxIdentity;
 use secagree::{IpsecMode, SipIo};
+use sip::transaction::TxId;
 use sip::transport::TransportConfig;
 use sip::Limits;
 use std::net::SocketAddr;
@@ -127,6 +128,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             max_message: cfg.sip.max_message_size,
             ..Limits::default()
         },
+        tcp_idle_timeout: Some(Duration::from_secs(cfg.tcp.idle_timeout)),
         ..TransportConfig::default()
     };
     let rewriter = Rewriter::start(cfg.rewrite.file.as_deref(), Peers::of(&cfg), tcfg.limits)?;
@@ -177,7 +179,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         limits: tcfg.limits,
     };
     // Proxy mode: the S-CSCF talks to the HSS, we do not.
-    let (mut node, hss, mut hss_requests) = match cfg.scscf.mode {
+    let (node, hss, mut hss_requests) = match cfg.scscf.mode {
         ScscfMode::Proxy => {
             let upstream = Upstream {
                 address: cfg.scscf.address,
@@ -238,6 +240,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
     };
     let backend = io.backend_name();
+    let tcp_through_sa = backend != "userspace";
+    if !tcp_through_sa {
+        note_no_tcp_through_sa();
+    }
+    let mut node = node.with_tcp_to_ue(sip::SizeRule::new(cfg.tcp.size_threshold), tcp_through_sa);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let stats = Arc::new(Mutex::new(Stats::default()));
     let stats2 = stats.clone();
@@ -267,19 +274,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let task = tokio::spawn(async move {
         let (cx, mut cx_rx) = CxClient::new(hss);
         let mut shedding = false;
+        let (send_failed, mut send_failures) = tokio::sync::mpsc::unbounded_channel();
         let mut last_gauges = Instant::now()
             .checked_sub(GAUGE_PERIOD)
             .unwrap_or_else(Instant::now);
         loop {
-            drain(
-                &mut node,
-                &io2,
-                &cx,
-                esp_sa_file.as_ref(),
-                &metrics,
-                &rewriter,
-            )
-            .await;
+            let sinks = Sinks {
+                cx: &cx,
+                esp_sa_file: esp_sa_file.as_ref(),
+                metrics: &metrics,
+                send_failed: &send_failed,
+                rewriter: &rewriter,
+            };
+            drain(&mut node, &io2, &sinks).await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
             // Gauges walk the registrations: a few times a second is plenty for a
             // scrape, and keeps the per-message cost of the loop flat.
@@ -319,6 +326,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 Some((token, answer)) = cx_rx.recv() => {
                     node.handle_cx_answer(token, answer, Instant::now());
                 }
+                Some((role, tx)) = send_failures.recv() => {
+                    node.handle_transport_error(role, tx, Instant::now());
+                }
                 q = cxclient::next_request(&mut hss_requests) => {
                     let _ = q.reply.send(node.handle_cx_request(&q.request, Instant::now()));
                 }
@@ -340,6 +350,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     })
 }
 
+/// Says once per process (not per message, not per P-CSCF in a test process) that the
+/// userspace ESP backend keeps SIP toward UEs on UDP: it has no TCP stack, so the RFC 3261
+/// §18.1.1 size rule cannot move large requests to TCP inside the SAs.
+fn note_no_tcp_through_sa() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "userspace ESP backend: no TCP inside the SAs, so SIP toward UEs stays on UDP \
+             whatever its size (RFC 3261 §18.1.1 asks for TCP above [tcp] size_threshold); \
+             use the kernel backend for SIP over TCP"
+        )
+    });
+}
+
 /// How often the loop refreshes the gauges of `/metrics`.
 const GAUGE_PERIOD: Duration = Duration::from_millis(250);
 
@@ -347,18 +371,45 @@ const GAUGE_PERIOD: Duration = Duration::from_millis(250);
 /// UE that retries, few enough that nobody can exhaust our SPIs through one identity.
 const MAX_CHALLENGES_PER_IMPI: usize = 3;
 
-async fn drain(
-    node: &mut Node,
-    io: &SipIo,
-    cx: &CxClient,
-    esp_sa_file: Option<&KeysWriter>,
-    metrics: &Arc<Metrics>,
-    rewriter: &Rewriter,
-) {
+/// Where [`drain`] hands what is not SIP on an open socket.
+struct Sinks<'a> {
+    cx: &'a CxClient,
+    esp_sa_file: Option<&'a KeysWriter>,
+    metrics: &'a Arc<Metrics>,
+    /// Sends that failed off the loop, for [`Node::handle_transport_error`].
+    send_failed: &'a tokio::sync::mpsc::UnboundedSender<(crate::node::Role, Option<TxId>)>,
+    /// Interop rewrite rules, applied to everything sent.
+    rewriter: &'a Rewriter,
+}
+
+async fn drain(node: &mut Node, io: &SipIo, sinks: &Sinks<'_>) {
+    let Sinks {
+        cx,
+        esp_sa_file,
+        metrics,
+        send_failed,
+        rewriter,
+    } = *sinks;
     while let Some(o) = node.poll_output() {
         match o {
             Output::Transmit(role, t) => {
                 let (t, dscp) = rewriter.outbound(role, t);
+                if t.flow.protocol == sip::Protocol::Tcp
+                    && !io.transport().has_tcp_connection(&t.flow)
+                {
+                    // A new connection: its connect must not stall everybody else's SIP (a
+                    // UE that vanished never answers the SYN). A failure comes back to the
+                    // loop, which hands it to the transaction (the size rule's UDP
+                    // fallback).
+                    let (io, send_failed) = (io.clone(), send_failed.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = io.send(&t).await {
+                            tracing::warn!("send to {}: {e}", t.flow.remote);
+                            let _ = send_failed.send((role, t.tx));
+                        }
+                    });
+                    continue;
+                }
                 if dscp.is_some_and(|d| rewriter.send_with_dscp(&t, d)) {
                     continue;
                 }
@@ -377,6 +428,15 @@ async fn drain(
                         let r = async {
                             io.open_protected(set.pcscf, set.port_pc, set.port_ps)
                                 .await?;
+                            // TCP on these ports only from the UE the SAs pair them with.
+                            io.restrict_tcp(
+                                SocketAddr::new(set.pcscf, set.port_ps),
+                                SocketAddr::new(set.ue, set.port_uc),
+                            );
+                            io.restrict_tcp(
+                                SocketAddr::new(set.pcscf, set.port_pc),
+                                SocketAddr::new(set.ue, set.port_us),
+                            );
                             let s = set.clone();
                             match xfrm_op(io, move |io| io.install(&s, Side::Pcscf)).await {
                                 Ok(id) => Ok(id),

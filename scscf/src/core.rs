@@ -434,7 +434,7 @@ impl Scscf {
     /// The host could not send a [`Transmit`] of transaction `id` (RFC 3261 §17.1.4): a
     /// branch that could not go counts as its 503.
     pub fn handle_transport_error(&mut self, id: TxId, now: Instant) {
-        self.tx.handle_transport_error(id);
+        self.tx.handle_transport_error(id, now);
         self.drain_tx_events(now);
     }
 

@@ -16,7 +16,7 @@
 use bytes::Bytes;
 use sip::transport::{Inbound, Transport, TransportConfig};
 use sip::{Flow, Protocol, Transmit};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +73,9 @@ const HISTORY: usize = 4096;
 struct Shared {
     ipsec: Ipsec,
     protected: Mutex<HashSet<SocketAddr>>,
+    /// The one remote address each restricted protected port takes TCP from
+    /// ([`SipIo::restrict_tcp`]).
+    tcp_peers: Mutex<HashMap<SocketAddr, SocketAddr>>,
     history: Mutex<VecDeque<SaSet>>,
 }
 
@@ -108,17 +111,18 @@ impl SipIo {
                 }
             },
         };
-        Ok((
-            SipIo {
-                transport,
-                shared: Arc::new(Shared {
-                    ipsec,
-                    protected: Mutex::new(HashSet::new()),
-                    history: Mutex::new(VecDeque::new()),
-                }),
-            },
-            rx,
-        ))
+        let shared = Arc::new(Shared {
+            ipsec,
+            protected: Mutex::new(HashSet::new()),
+            tcp_peers: Mutex::new(HashMap::new()),
+            history: Mutex::new(VecDeque::new()),
+        });
+        let weak = Arc::downgrade(&shared);
+        transport.set_accept_filter(Arc::new(move |local, remote| {
+            weak.upgrade()
+                .is_none_or(|s| lock(&s.tcp_peers).get(&local).is_none_or(|p| *p == remote))
+        }));
+        Ok((SipIo { transport, shared }, rx))
     }
 
     /// The underlying transport (bind the unprotected ports here).
@@ -184,11 +188,25 @@ impl SipIo {
         Ok(())
     }
 
-    /// Closes protected ports opened by [`SipIo::open_protected`].
+    /// Accepts TCP connections on the protected port `local` only from `remote`, the peer
+    /// port its SA pairs it with (TS 33.203 §7.1: the P-CSCF's protected server port talks
+    /// to the UE's protected client port, its protected client port to the UE's protected
+    /// server port). Anybody else's connection is closed before a byte is read: with IPsec
+    /// off this is the only thing that keeps a stranger off the port, with the kernel
+    /// backend the SA policies already drop its plaintext. Lasts until
+    /// [`SipIo::close_protected`].
+    pub fn restrict_tcp(&self, local: SocketAddr, remote: SocketAddr) {
+        lock(&self.shared.tcp_peers).insert(local, remote);
+    }
+
+    /// Closes protected ports opened by [`SipIo::open_protected`], with their TCP
+    /// connections.
     pub fn close_protected(&self, ip: IpAddr, port_c: u16, port_s: u16) {
         let addrs = [SocketAddr::new(ip, port_c), SocketAddr::new(ip, port_s)];
         let mut p = lock(&self.shared.protected);
+        let mut peers = lock(&self.shared.tcp_peers);
         for a in addrs {
+            peers.remove(&a);
             p.remove(&a);
             if !matches!(self.shared.ipsec, Ipsec::Userspace(_)) {
                 self.transport.unbind(a, Protocol::Udp);

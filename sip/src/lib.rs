@@ -47,6 +47,8 @@
 //! * [`transaction`]: sans-IO client/server transactions, INVITE and non-INVITE,
 //!   timers as inputs (quinn-proto style `handle_*`/`poll_*`).
 //! * [`uas`]: how a core answers requests through its server transactions.
+//! * [`size_rule`]: which transport a request takes (RFC 3261 §18.1.1: TCP above 1300
+//!   bytes, back to UDP when TCP fails), shared by every UA and proxy.
 //! * [`transport`]: tokio UDP/TCP sockets on several local addresses, TCP
 //!   connection reuse, stream framing, explicit choice of the sending socket.
 //!
@@ -67,6 +69,7 @@ pub mod name;
 pub mod params;
 pub mod proxy;
 pub mod reginfo;
+pub mod size_rule;
 pub mod transaction;
 pub mod transport;
 pub mod uas;
@@ -83,4 +86,5 @@ pub use message::{
 pub use method::Method;
 pub use name::{compact_of, expand_compact, names_match};
 pub use params::{Param, Params};
+pub use size_rule::SizeRule;
 pub use uri::{Scheme, Uri};

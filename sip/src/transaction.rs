@@ -63,6 +63,7 @@ use crate::flow::{Flow, Protocol, Transmit};
 use crate::headers::BRANCH_MAGIC;
 use crate::message::Message;
 use crate::method::Method;
+use crate::size_rule::{self, SizeRule};
 
 /// Timer values (RFC 3261 §17.1.1.1, Table 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +308,9 @@ struct Tx {
     last: Option<Bytes>,
     interval: Duration,
     timers: [Option<Instant>; TIMERS],
+    /// A UDP request the size rule moved to TCP: a failed send goes out once more over UDP
+    /// (RFC 3261 §18.1.1) instead of ending the transaction.
+    udp_fallback: bool,
 }
 
 impl Tx {
@@ -568,6 +572,7 @@ impl Transactions {
             last: None,
             interval: t.t1,
             timers: [None; TIMERS],
+            udp_fallback: false,
         });
         let bytes = self.emit(Some(id), flow, &request);
         if let Some(tx) = self.txs.get_mut(&id) {
@@ -585,6 +590,33 @@ impl Transactions {
                 self.set_timer(id, Timer::E, now + t.t1);
             }
             self.set_timer(id, Timer::F, now + 64 * t.t1);
+        }
+        Ok(id)
+    }
+
+    /// [`Self::send_request`] under the RFC 3261 §18.1.1 size rule ([`crate::size_rule`]):
+    /// a UDP request larger than `rule.threshold` goes over TCP with its top Via changed to
+    /// match, when `rule.tcp` says the path carries TCP. Should that send fail
+    /// ([`Self::handle_transport_error`]) before anything came back, the request goes
+    /// once more over UDP, as §18.1.1 recommends.
+    pub fn send_request_sized(
+        &mut self,
+        mut request: Message,
+        flow: Flow,
+        rule: &SizeRule,
+        now: Instant,
+    ) -> Result<TxId, TxError> {
+        let mut sized = None;
+        // Encoding costs a copy; only a UDP request that could move pays it.
+        if flow.protocol == Protocol::Udp && rule.tcp {
+            let len = request.to_bytes().len();
+            sized = size_rule::apply(rule, &mut request, flow, len);
+        }
+        let id = self.send_request(request, sized.unwrap_or(flow), now)?;
+        if sized.is_some() {
+            if let Some(tx) = self.txs.get_mut(&id) {
+                tx.udp_fallback = true;
+            }
         }
         Ok(id)
     }
@@ -670,6 +702,7 @@ impl Transactions {
             last: None,
             interval: self.config.timers.t1,
             timers: [None; TIMERS],
+            udp_fallback: false,
         });
         let guard = if invite {
             self.config.tu_guard_invite
@@ -836,12 +869,50 @@ impl Transactions {
         }
     }
 
-    /// The transport failed to send for this transaction (§17.1.4, §17.2.4).
-    pub fn handle_transport_error(&mut self, id: TxId) {
+    /// The transport failed to send for this transaction (§17.1.4, §17.2.4). A request the
+    /// size rule moved to TCP ([`Self::send_request_sized`]) that has had no answer yet is
+    /// sent again over UDP, with its own UDP timers (§18.1.1); anything else ends with
+    /// [`Event::TransportError`].
+    pub fn handle_transport_error(&mut self, id: TxId, now: Instant) {
+        if self.fall_back_to_udp(id, now) {
+            return;
+        }
         if self.txs.contains_key(&id) {
             self.events.push_back(Event::TransportError { id });
             self.terminate(id);
         }
+    }
+
+    fn fall_back_to_udp(&mut self, id: TxId, now: Instant) -> bool {
+        let t1 = self.config.timers.t1;
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return false;
+        };
+        if !tx.udp_fallback || !matches!(tx.state, State::Calling | State::Trying) {
+            return false;
+        }
+        tx.udp_fallback = false;
+        let Some(req) = tx.request.as_mut() else {
+            return false;
+        };
+        if size_rule::set_via_transport(req, Protocol::Udp).is_err() {
+            return false;
+        }
+        let bytes = Bytes::from(req.to_bytes());
+        tx.flow.protocol = Protocol::Udp;
+        tx.request_bytes = bytes.clone();
+        tx.interval = t1;
+        let (flow, timer) = (
+            tx.flow,
+            if tx.kind == Kind::ClientInvite {
+                Timer::A
+            } else {
+                Timer::E
+            },
+        );
+        self.send(Some(id), flow, bytes);
+        self.set_timer(id, timer, now + t1);
+        true
     }
 
     /// Fires every timer due at `now`.
@@ -1346,13 +1417,126 @@ mod tests {
                 t0,
             )
             .unwrap();
-        t.handle_transport_error(id);
+        t.handle_transport_error(id, t0);
         assert_eq!(
             events(&mut t),
             vec![Event::TransportError { id }, Event::Terminated { id }]
         );
         assert!(t.is_empty());
         assert_eq!(t.poll_timeout(), None);
+    }
+
+    fn big(method: Method, branch: &str) -> Message {
+        let mut m = request(method, branch);
+        m.set_body(Some("application/sdp"), Bytes::from(vec![b'a'; 1400]));
+        m
+    }
+
+    #[test]
+    fn the_size_rule_moves_a_large_udp_request_to_tcp_without_timer_a() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let rule = SizeRule::default();
+        let id = t
+            .send_request_sized(
+                big(Method::Invite, "z9hG4bK21"),
+                flow(Protocol::Udp),
+                &rule,
+                t0,
+            )
+            .unwrap();
+        let sent = drain(&mut t);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].flow, flow(Protocol::Tcp));
+        assert!(sent[0].payload.len() > 1300);
+        let m = Message::parse(&sent[0].payload).unwrap();
+        assert_eq!(m.top_via().unwrap().transport, "TCP");
+        assert_eq!(t.flow(id), Some(flow(Protocol::Tcp)));
+        // reliable: no retransmission, only Timer B
+        t.handle_timeout(t0 + Duration::from_secs(4));
+        assert!(drain(&mut t).is_empty());
+        // a small one stays on UDP, byte for byte as built
+        let small = request(Method::Options, "z9hG4bK22");
+        let bytes = small.to_bytes();
+        t.send_request_sized(small, flow(Protocol::Udp), &rule, t0)
+            .unwrap();
+        let sent = drain(&mut t);
+        assert_eq!(sent[0].flow, flow(Protocol::Udp));
+        assert_eq!(&sent[0].payload[..], &bytes[..]);
+        // a path without TCP keeps even a large one on UDP
+        let id = t
+            .send_request_sized(
+                big(Method::Message, "z9hG4bK23"),
+                flow(Protocol::Udp),
+                &rule.without_tcp(),
+                t0,
+            )
+            .unwrap();
+        assert_eq!(drain(&mut t)[0].flow, flow(Protocol::Udp));
+        t.handle_transport_error(id, t0);
+        assert_eq!(
+            events(&mut t),
+            vec![Event::TransportError { id }, Event::Terminated { id }],
+            "no fallback for a request that was never moved"
+        );
+    }
+
+    #[test]
+    fn a_failed_tcp_send_falls_back_to_udp_once() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let id = t
+            .send_request_sized(
+                big(Method::Invite, "z9hG4bK31"),
+                flow(Protocol::Udp),
+                &SizeRule::default(),
+                t0,
+            )
+            .unwrap();
+        drain(&mut t);
+        let t1 = t0 + Duration::from_millis(10);
+        t.handle_transport_error(id, t1);
+        assert!(events(&mut t).is_empty(), "the transaction lives on");
+        let sent = drain(&mut t);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].flow, flow(Protocol::Udp));
+        let m = Message::parse(&sent[0].payload).unwrap();
+        assert_eq!(m.top_via().unwrap().transport, "UDP");
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK31"));
+        // UDP now: Timer A retransmits the UDP bytes
+        t.handle_timeout(t1 + Duration::from_millis(500));
+        let again = drain(&mut t);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].payload, sent[0].payload);
+        // the response over UDP completes it as usual
+        let r = resp(&m, 180);
+        assert!(matches!(
+            t.handle_response(r, t1).unwrap(),
+            ResponseOutcome::Deliver { .. }
+        ));
+        // a second failure is final
+        t.handle_transport_error(id, t1);
+        assert_eq!(
+            events(&mut t),
+            vec![Event::TransportError { id }, Event::Terminated { id }]
+        );
+    }
+
+    #[test]
+    fn no_fallback_after_an_answer_came_over_tcp() {
+        let mut t = Transactions::new(Config::default());
+        let t0 = Instant::now();
+        let req = big(Method::Invite, "z9hG4bK41");
+        let id = t
+            .send_request_sized(req, flow(Protocol::Udp), &SizeRule::default(), t0)
+            .unwrap();
+        let m = Message::parse(&drain(&mut t)[0].payload).unwrap();
+        t.handle_response(resp(&m, 100), t0).unwrap();
+        t.handle_transport_error(id, t0);
+        assert_eq!(
+            events(&mut t),
+            vec![Event::TransportError { id }, Event::Terminated { id }]
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +47,9 @@ pub struct TransportConfig {
     /// close a TCP connection that received nothing (not even a CRLF keep-alive)
     /// for this long; `None` keeps idle connections open
     pub tcp_idle_timeout: Option<std::time::Duration>,
+    /// give up a TCP connect after this long (a peer that vanished never answers the SYN,
+    /// and the kernel's own limit is about two minutes); `None` waits as long as the kernel
+    pub tcp_connect_timeout: Option<std::time::Duration>,
 }
 
 impl Default for TransportConfig {
@@ -56,6 +60,7 @@ impl Default for TransportConfig {
             conn_queue: 256,
             max_tcp_connections: 10_000,
             tcp_idle_timeout: None,
+            tcp_connect_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -68,6 +73,10 @@ struct Conn {
 }
 
 type ConnMap = Arc<Mutex<HashMap<SocketAddr, Vec<Conn>>>>;
+
+/// Decides whether an accepted TCP connection (`local`, `remote`) may stay open; one that
+/// may not is closed before a byte is read from it. See [`Transport::set_accept_filter`].
+pub type AcceptFilter = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
 
 struct Bound {
     local: SocketAddr,
@@ -83,6 +92,7 @@ struct Inner {
     conn_tasks: Arc<Mutex<HashMap<u64, JoinHandle<()>>>>,
     next_conn: std::sync::atomic::AtomicU64,
     inbound: mpsc::Sender<Inbound>,
+    accept_filter: Mutex<Option<AcceptFilter>>,
 }
 
 impl Drop for Inner {
@@ -124,6 +134,7 @@ impl Transport {
                     conn_tasks: Arc::new(Mutex::new(HashMap::new())),
                     next_conn: std::sync::atomic::AtomicU64::new(1),
                     inbound: tx,
+                    accept_filter: Mutex::new(None),
                 }),
             },
             rx,
@@ -133,6 +144,14 @@ impl Transport {
     /// A sender into the inbound channel, for other sources (userspace ESP).
     pub fn inbound_sender(&self) -> mpsc::Sender<Inbound> {
         self.inner.inbound.clone()
+    }
+
+    /// Installs the check every accepted TCP connection must pass: a connection it
+    /// refuses is closed at once, so nothing the peer sends is ever read. The P-CSCF uses
+    /// it to take TCP on a protected port only from the UE that owns the SA there
+    /// (TS 33.203 §7.1), the same rule its core applies to every UDP datagram.
+    pub fn set_accept_filter(&self, filter: AcceptFilter) {
+        *lock(&self.inner.accept_filter) = Some(filter);
     }
 
     /// Local addresses currently bound.
@@ -211,6 +230,13 @@ impl Transport {
                 }
                 // the concrete local address, not the listener's wildcard
                 let local = stream.local_addr().unwrap_or(local);
+                let filter = lock(&t.inner.accept_filter).clone();
+                if filter.is_some_and(|f| !f(local, remote)) {
+                    // An RST rather than a FIN: the peer learns at once that it was refused.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    drop(stream);
+                    continue;
+                }
                 t.spawn_conn(stream, local, remote);
             }
         });
@@ -343,14 +369,28 @@ impl Transport {
         forget(&self.inner.conns, remote, id);
     }
 
+    /// Whether a TCP connection for `flow` is open, so that [`Transport::send`] on it only
+    /// queues bytes and never waits for a connect.
+    pub fn has_tcp_connection(&self, flow: &Flow) -> bool {
+        self.find_conn(flow).is_some()
+    }
+
     async fn connect(&self, flow: &Flow) -> io::Result<Conn> {
-        let stream = match flow.local {
-            Some(local) => {
-                let s = tcp_socket(local)?;
-                s.bind(local)?;
-                s.connect(flow.remote).await?
+        let connect = async {
+            match flow.local {
+                Some(local) => {
+                    let s = tcp_socket(local)?;
+                    s.bind(local)?;
+                    s.connect(flow.remote).await
+                }
+                None => TcpStream::connect(flow.remote).await,
             }
-            None => TcpStream::connect(flow.remote).await?,
+        };
+        let stream = match self.inner.cfg.tcp_connect_timeout {
+            Some(d) => tokio::time::timeout(d, connect)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??,
+            None => connect.await?,
         };
         let local = stream.local_addr()?;
         Ok(self.spawn_conn(stream, local, flow.remote))

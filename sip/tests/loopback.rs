@@ -312,3 +312,127 @@ async fn idle_tcp_connections_are_closed() {
     }
     assert_eq!(uas.tcp_connection_count(), 0);
 }
+
+#[tokio::test]
+async fn the_accept_filter_refuses_a_stranger_and_keeps_the_owner() {
+    let (uas, mut uas_rx) = Transport::new(TransportConfig::default());
+    let addr = uas.bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    // the owner connects from a port we know; anybody else is refused
+    let owner_port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let owner: SocketAddr = format!("127.0.0.1:{owner_port}").parse().unwrap();
+    uas.set_accept_filter(std::sync::Arc::new(move |local, remote| {
+        local == addr && remote == owner
+    }));
+
+    let (stranger, _srx) = Transport::new(TransportConfig::default());
+    let _ = stranger
+        .send_message(
+            &register(addr, Protocol::Tcp, "z9hG4bKstranger"),
+            Flow::to(addr, Protocol::Tcp),
+        )
+        .await;
+    let (ue, _urx) = Transport::new(TransportConfig::default());
+    ue.send_message(
+        &register(owner, Protocol::Tcp, "z9hG4bKowner"),
+        Flow::new(owner, addr, Protocol::Tcp),
+    )
+    .await
+    .unwrap();
+    // only the owner's request arrives (in order after the stranger's attempt)
+    let got = recv(&mut uas_rx).await;
+    assert_eq!(got.flow.remote, owner);
+    assert!(String::from_utf8_lossy(&got.data).contains("z9hG4bKowner"));
+    assert!(
+        timeout(Duration::from_millis(300), uas_rx.recv())
+            .await
+            .is_err(),
+        "nothing from the stranger"
+    );
+    assert_eq!(uas.tcp_connection_count(), 1);
+}
+
+/// The size rule end to end over real sockets: a large request goes over TCP where the
+/// peer listens, and back over UDP (same transaction, same branch) where TCP is refused.
+#[tokio::test]
+async fn the_size_rule_uses_tcp_and_falls_back_to_udp_when_refused() {
+    let (uac, _uac_rx) = Transport::new(TransportConfig::default());
+    let uac_addr = uac.bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (uas, mut uas_rx) = Transport::new(TransportConfig::default());
+    let udp = uas.bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut txs = Transactions::new(Config::default());
+    let rule = sip::SizeRule::default();
+    let big = |branch: &str| {
+        let mut m = register(uac_addr, Protocol::Udp, branch);
+        m.set_body(Some("text/plain"), bytes::Bytes::from(vec![b'x'; 1500]));
+        m
+    };
+    let now = Instant::now();
+
+    // 1. nobody listens on TCP at that port: refused, then UDP
+    txs.send_request_sized(big("z9hG4bKfb1"), Flow::to(udp, Protocol::Udp), &rule, now)
+        .unwrap();
+    let t = txs.poll_transmit().unwrap();
+    assert_eq!(t.flow.protocol, Protocol::Tcp);
+    let e = uac.send(&t).await.expect_err("no TCP listener there");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    txs.handle_transport_error(t.tx.unwrap(), now);
+    flush(&mut txs, &uac).await;
+    let got = recv(&mut uas_rx).await;
+    assert_eq!(got.flow.protocol, Protocol::Udp);
+    let m = Message::parse(&got.data).unwrap();
+    assert_eq!(m.top_via().unwrap().transport, "UDP");
+    assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bKfb1"));
+
+    // 2. the peer listens on TCP too: the request arrives over TCP, Via says so
+    uas.bind_tcp(udp).await.unwrap();
+    txs.send_request_sized(big("z9hG4bKfb2"), Flow::to(udp, Protocol::Udp), &rule, now)
+        .unwrap();
+    flush(&mut txs, &uac).await;
+    let got = recv(&mut uas_rx).await;
+    assert_eq!(got.flow.protocol, Protocol::Tcp);
+    let m = Message::parse(&got.data).unwrap();
+    assert_eq!(m.top_via().unwrap().transport, "TCP");
+    assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bKfb2"));
+}
+
+/// A peer that never completes the handshake (here: a listener whose accept queue is full,
+/// so the kernel drops further SYNs) costs at most the connect timeout, not the kernel's
+/// two minutes.
+#[tokio::test]
+async fn a_connect_nobody_answers_gives_up_at_the_timeout() {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    // fill the accept queue (never accepted)
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let (t, _rx) = Transport::new(TransportConfig {
+        tcp_connect_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let r = t
+        .send(&sip::Transmit::new(
+            Flow::to(addr, Protocol::Tcp),
+            bytes::Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
+        ))
+        .await;
+    let e = r.expect_err("nobody completes the handshake");
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(fillers);
+}

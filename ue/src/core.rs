@@ -44,6 +44,8 @@ pub struct Ue {
     owners: HashMap<TxId, Owner>,
     actions: VecDeque<SaAction>,
     events: VecDeque<UeEvent>,
+    /// Which transport our requests take ([`Ue::set_size_rule`]).
+    size_rule: sip::SizeRule,
 }
 
 impl Ue {
@@ -64,7 +66,17 @@ impl Ue {
             owners: HashMap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            // UDP only until the shell says the path carries TCP.
+            size_rule: sip::SizeRule::default().without_tcp(),
         })
+    }
+
+    /// The RFC 3261 §18.1.1 size rule for our requests (all of which go to the P-CSCF):
+    /// one larger than `rule.threshold` goes over TCP, from our protected client port to
+    /// the P-CSCF's protected server port once registered (TS 24.229 §5.1.1.2), and back
+    /// over UDP if the P-CSCF refuses. Until this is called every request stays on UDP.
+    pub fn set_size_rule(&mut self, rule: sip::SizeRule) {
+        self.size_rule = rule;
     }
 
     // ---- getters -------------------------------------------------------------------
@@ -349,6 +361,14 @@ impl Ue {
         self.pump(now);
     }
 
+    /// The shell could not send a [`Transmit`] of transaction `tx` (RFC 3261 §17.1.4): a
+    /// request the size rule moved to TCP goes again over UDP (§18.1.1), anything else
+    /// fails its transaction.
+    pub fn handle_transport_error(&mut self, tx: TxId, now: Instant) {
+        self.tx.handle_transport_error(tx, now);
+        self.pump(now);
+    }
+
     /// Timers: transaction retransmissions/timeouts, SA deletions, the refresh.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
@@ -461,7 +481,7 @@ impl Ue {
                 match o {
                     Output::Request(m, flow) => {
                         self.sent_event(&m, flow, now);
-                        match self.tx.send_request(m, flow, now) {
+                        match self.tx.send_request_sized(m, flow, &self.size_rule, now) {
                             Ok(id) => {
                                 self.owners.insert(id, Owner::Registration);
                                 self.reg.sent(id);
@@ -493,7 +513,7 @@ impl Ue {
                 match o {
                     SubOut::Request(m, flow) => {
                         self.sent_event(&m, flow, now);
-                        match self.tx.send_request(m, flow, now) {
+                        match self.tx.send_request_sized(m, flow, &self.size_rule, now) {
                             Ok(id) => {
                                 self.owners.insert(id, Owner::RegEvent);
                                 self.regevent.sent(id);
@@ -518,7 +538,7 @@ impl Ue {
                 match o {
                     CallOut::Request(m, flow, purpose) => {
                         self.sent_event(&m, flow, now);
-                        match self.tx.send_request(m, flow, now) {
+                        match self.tx.send_request_sized(m, flow, &self.size_rule, now) {
                             Ok(id) => {
                                 self.owners.insert(id, Owner::Call);
                                 self.calls.sent(id, purpose);

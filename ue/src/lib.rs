@@ -37,7 +37,12 @@
 //!   and the Service-Route, in-dialog ones with the dialog's route set
 //!   ([`sip::dialog`]); the Contact is the registered one (protected server port).
 //!   Requests from the network that are not for a call, a MESSAGE or the reg event are
-//!   answered (OPTIONS 200, anything else 501); SIP over UDP only for now.
+//!   answered (OPTIONS 200, anything else 501).
+//! - Transport (RFC 3261 §18.1.1, [`Ue::set_size_rule`]): a request larger than 1300 bytes
+//!   (our REGISTER with sec-agree, an INVITE with a handset's SDP) goes over TCP, from the
+//!   protected client port to the P-CSCF's protected server port once registered, and
+//!   again over UDP if the P-CSCF refuses the connection; the UE listens on TCP as well
+//!   as UDP on its ports. Not through userspace-ESP SAs (no TCP stack there): UDP only.
 //! - The reg event ([`regevent`], TS 24.229 §5.1.1.3): after the initial registration the
 //!   UE subscribes to its own IMPU (`Event: reg`, [`UeConfig::reg_event`]), refreshes the
 //!   subscription, ends it before deregistering, and obeys a NOTIFY that says the network

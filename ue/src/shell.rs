@@ -64,6 +64,10 @@ pub struct IoConfig {
     pub tag: Tag,
     /// Transport limits.
     pub transport: TransportConfig,
+    /// RFC 3261 §18.1.1: a request larger than this many bytes goes over TCP (default
+    /// 1300; `None` keeps everything on UDP). With the userspace ESP backend there is no
+    /// TCP inside the SAs and requests stay on UDP whatever this says.
+    pub tcp_size_threshold: Option<usize>,
 }
 
 impl Default for IoConfig {
@@ -73,6 +77,7 @@ impl Default for IoConfig {
             mode: IpsecMode::Backend(BackendKind::Auto),
             tag: UE_TAG,
             transport: TransportConfig::default(),
+            tcp_size_threshold: Some(sip::size_rule::DEFAULT_THRESHOLD),
         }
     }
 }
@@ -213,6 +218,7 @@ pub struct UeHost {
     events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<HostEvent>>>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     ips: std::sync::Mutex<HashSet<IpAddr>>,
+    size_rule: sip::SizeRule,
 }
 
 /// Commands for one UE of a [`UeHost`].
@@ -228,6 +234,14 @@ impl UeHost {
     /// and the task.
     pub async fn start(io: IoConfig) -> Result<UeHost, UeHostError> {
         let (sipio, inbound) = SipIo::start(io.mode, io.tag, io.transport).await?;
+        let size_rule = match io.tcp_size_threshold {
+            Some(t) if sipio.backend_name() != "userspace" => sip::SizeRule::new(t),
+            Some(t) => {
+                note_no_tcp_through_sa();
+                sip::SizeRule::new(t).without_tcp()
+            }
+            None => sip::SizeRule::default().without_tcp(),
+        };
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(host_task(sipio.clone(), inbound, cmd_rx, ev_tx));
@@ -237,6 +251,7 @@ impl UeHost {
             events: std::sync::Mutex::new(Some(ev_rx)),
             task: std::sync::Mutex::new(Some(task)),
             ips: std::sync::Mutex::new(HashSet::new()),
+            size_rule,
         })
     }
 
@@ -258,7 +273,8 @@ impl UeHost {
 
     /// Adds a UE: validates its configuration and binds its unprotected port.
     pub async fn add(&self, cfg: UeConfig) -> Result<UeHandle, UeHostError> {
-        let ue = Ue::new(cfg.clone())?;
+        let mut ue = Ue::new(cfg.clone())?;
+        ue.set_size_rule(self.size_rule);
         {
             let mut ips = self.ips.lock().map_err(|_| UeHostError::Stopped)?;
             if !ips.insert(cfg.local_ip) {
@@ -266,7 +282,18 @@ impl UeHost {
             }
         }
         let addr = SocketAddr::new(cfg.local_ip, cfg.port);
-        if let Err(source) = self.io.transport().bind_udp(addr).await {
+        let bound = async {
+            self.io.transport().bind_udp(addr).await?;
+            // a handset listens on TCP too (RFC 3261 §18: every UA supports both)
+            if self.size_rule.tcp {
+                if let Err(e) = self.io.transport().bind_tcp(addr).await {
+                    self.io.transport().unbind(addr, Protocol::Udp);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+        if let Err(source) = bound.await {
             if let Ok(mut ips) = self.ips.lock() {
                 ips.remove(&cfg.local_ip);
             }
@@ -525,11 +552,16 @@ impl Ports {
                 io.open_protected(addr.ip(), addr.port(), addr.port())
                     .await?;
             } else {
-                // kernel XFRM or no IPsec: a plain UDP socket (the UE speaks UDP)
+                // kernel XFRM or no IPsec: plain UDP and TCP sockets, which the kernel's
+                // SAs (if any) protect; TCP carries what the size rule sends there
                 io.transport()
                     .bind_udp(addr)
                     .await
                     .map_err(|e| SaInstallError::port(addr, e))?;
+                if let Err(e) = io.transport().bind_tcp(addr).await {
+                    io.transport().unbind(addr, Protocol::Udp);
+                    return Err(SaInstallError::port(addr, e));
+                }
             }
         }
         *n += 1;
@@ -546,7 +578,9 @@ impl Ports {
             if io.backend_name() == "userspace" {
                 io.close_protected(addr.ip(), addr.port(), addr.port());
             } else {
+                // closes the TCP connections on the port too: they end with their SAs
                 io.transport().unbind(addr, Protocol::Udp);
+                io.transport().unbind(addr, Protocol::Tcp);
             }
         }
     }
@@ -745,6 +779,11 @@ async fn drive(
             busy = true;
             if let Err(e) = io.send(&t).await {
                 tracing::warn!(ue = %s.name, to = %t.flow.remote, error = %e, "send failed");
+                // A request the size rule moved to TCP goes again over UDP. A failed UDP
+                // send keeps its transaction: its retransmissions may still get through.
+                if let (Some(id), Protocol::Tcp) = (t.tx, t.flow.protocol) {
+                    s.ue.handle_transport_error(id, Instant::now());
+                }
                 emit(
                     index,
                     s,
@@ -810,6 +849,19 @@ async fn drive(
             break;
         }
     }
+}
+
+/// Says once per process that the userspace ESP backend keeps the UEs' SIP on UDP: it has
+/// no TCP stack, so the RFC 3261 §18.1.1 size rule cannot move large requests to TCP.
+fn note_no_tcp_through_sa() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "userspace ESP backend: no TCP inside the SAs, so the UEs' SIP stays on UDP \
+             whatever its size (RFC 3261 §18.1.1 asks for TCP above 1300 bytes); use the \
+             kernel backend or IPsec off for SIP over TCP"
+        )
+    });
 }
 
 async fn install(

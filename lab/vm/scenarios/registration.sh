@@ -5,7 +5,8 @@
 #   namespace ue0:  `imslab ue register --ipsec kernel`, subscriber 0, on 10.77.0.2
 #   namespace ue1:  the same for subscriber 1 on 10.77.1.2 (routed to 10.77.0.1 via 10.77.1.1)
 #   both UEs: register → re-register → deregister, side by side; then both register again
-#   and ue0 calls ue1 (INVITE … BYE over kernel ESP on both ends), and both deregister
+#   and ue0 calls ue1 (INVITE … BYE over kernel ESP on both ends; the INVITE and the protected
+#   REGISTERs over TCP inside ESP, RFC 3261 §18.1.1), and both deregister
 #   veth pairs core/c0 ⇄ ue0/u0 (10.77.0.0/24), core/c1 ⇄ ue1/u1 (10.77.1.0/24): addresses
 #   that exist only inside the VM
 #

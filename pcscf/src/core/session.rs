@@ -300,7 +300,7 @@ impl Pcscf {
         let up = self.upstream.clone();
         let via = self.our_via(up.protocol, self.cfg.sip_port);
         fwd.prepend_header("Via", &via);
-        self.start_branch(id, req, fwd, Flow::to(up.address, up.protocol), now);
+        self.start_branch(id, req, fwd, Flow::to(up.address, up.protocol), None, now);
     }
 
     /// Core → UE (TS 24.229 §5.2.6.4).
@@ -330,7 +330,11 @@ impl Pcscf {
         let port = dest.flow.local.map_or(self.cfg.sip_port, |l| l.port());
         let via = self.our_via(dest.flow.protocol, port);
         fwd.prepend_header("Via", &via);
-        self.start_branch(id, req, fwd, dest.flow, now);
+        let rule = match dest.sa {
+            Some(_) if !self.to_ue.through_sa => self.to_ue.rule.without_tcp(),
+            _ => self.to_ue.rule,
+        };
+        self.start_branch(id, req, fwd, dest.flow, Some(&rule), now);
     }
 
     /// The UE whose registered contact the Request-URI names, and the flow to it.
@@ -358,8 +362,21 @@ impl Pcscf {
         }
     }
 
-    fn start_branch(&mut self, server: TxId, req: Message, fwd: Message, flow: Flow, now: Instant) {
-        match self.tx.send_request(fwd, flow, now) {
+    /// Forwards `fwd` on a new client transaction; `rule` (toward UEs) may move it to TCP.
+    fn start_branch(
+        &mut self,
+        server: TxId,
+        req: Message,
+        fwd: Message,
+        flow: Flow,
+        rule: Option<&sip::SizeRule>,
+        now: Instant,
+    ) {
+        let sent = match rule {
+            Some(r) => self.tx.send_request_sized(fwd, flow, r, now),
+            None => self.tx.send_request(fwd, flow, now),
+        };
+        match sent {
             Ok(client) => {
                 self.branches.open(server, req);
                 self.branches.add(server, client, now);
