@@ -11,6 +11,7 @@ use sip::Method;
 use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
 
 use crate::call::{CallEnd, CallRef};
+use crate::media::{MediaError, MediaStats};
 use crate::regevent::{RegNotification, SubscriptionEnd};
 use crate::reginfo::{ContactEvent, RegInfoError};
 
@@ -409,6 +410,45 @@ pub enum EventKind {
     CallRefreshed {
         /// the call
         call: CallRef,
+    },
+    /// RTP started after the answer: to the peer's address, with the negotiated codec.
+    MediaStarted {
+        /// the call
+        call: CallRef,
+        /// where the peer receives RTP
+        to: SocketAddr,
+        /// the codec ([`crate::MediaCodec`] as text)
+        codec: String,
+        /// what is sent: `test pattern` (not audio) or an AMR file
+        source: String,
+    },
+    /// No RTP could be set up from the offer/answer; the call goes on without media.
+    MediaFailed {
+        /// the call
+        call: CallRef,
+        /// why
+        error: MediaError,
+    },
+    /// The peer sent no RTP for this long (reported once per silence; the call goes on).
+    MediaTimeout {
+        /// the call
+        call: CallRef,
+        /// time since the last RTP packet
+        silent: Duration,
+    },
+    /// A DTMF digit arrived as an RFC 4733 telephone-event.
+    DtmfReceived {
+        /// the call
+        call: CallRef,
+        /// the digit
+        digit: char,
+    },
+    /// What the call's RTP did, reported just before [`EventKind::CallEnded`].
+    CallMedia {
+        /// the call
+        call: CallRef,
+        /// the counts
+        stats: MediaStats,
     },
     /// The call is over.
     CallEnded {

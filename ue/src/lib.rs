@@ -38,6 +38,10 @@
 //!   ([`sip::dialog`]); the Contact is the registered one (protected server port).
 //!   Requests from the network that are not for a call, a MESSAGE or the reg event are
 //!   answered (OPTIONS 200, anything else 501); SIP over UDP only for now.
+//! - Media ([`media`]): after the answer each call sends RTP every 20 ms (AMR or AMR-WB as
+//!   negotiated, by default a bit-checkable test pattern, not audio) from the UE's RTP
+//!   port to the peer's `c=`/`m=` address over plain UDP (not the SAs) and counts what
+//!   arrives; the statistics come as [`EventKind::CallMedia`] when the call ends.
 //! - The reg event ([`regevent`], TS 24.229 §5.1.1.3): after the initial registration the
 //!   UE subscribes to its own IMPU (`Event: reg`, [`UeConfig::reg_event`]), refreshes the
 //!   subscription, ends it before deregistering, and obeys a NOTIFY that says the network
@@ -49,6 +53,7 @@ pub mod config;
 pub mod core;
 pub mod event;
 pub mod fleet;
+pub mod media;
 pub mod regevent;
 pub mod registration;
 pub mod shell;
@@ -67,6 +72,7 @@ pub use fleet::{
     loopback_ip, numbered, register_many, run_scripts, FleetReport, ScriptError, Step,
     StepParseError, UeTimings,
 };
+pub use media::{AudioSource, MediaCodec, MediaConfig, MediaError, MediaStats};
 pub use regevent::{RegNotification, SubscriptionEnd, SubscriptionState, SubscriptionStateError};
 pub use registration::{refresh_after, RegState, Registration, SaAction};
 pub use shell::{
