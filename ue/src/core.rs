@@ -219,6 +219,11 @@ impl Ue {
         self.regevent.is_alive()
     }
 
+    /// Whether a call is in progress (cheaper than [`Ue::calls`]).
+    pub fn has_calls(&self) -> bool {
+        self.calls.has_calls()
+    }
+
     /// The calls in progress.
     pub fn calls(&self) -> Vec<(CallRef, CallPhase)> {
         self.calls.live()

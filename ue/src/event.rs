@@ -539,6 +539,13 @@ pub enum Note {
     },
     /// IPsec is off: a set was "installed" without SAs, protected ports are plain UDP.
     IpsecOff,
+    /// The UE's RTP socket could not be bound: its calls have no media.
+    MediaBindFailed {
+        /// the RTP address
+        addr: SocketAddr,
+        /// the OS error's kind
+        error: std::io::ErrorKind,
+    },
     /// The backend refused an SA action after the install.
     SaFailed {
         /// which action
@@ -583,6 +590,9 @@ impl std::fmt::Display for Note {
                 "IPsec is OFF: SA set not installed, protected ports are plain UDP (nothing is \
                  encrypted)",
             ),
+            Note::MediaBindFailed { addr, error } => {
+                write!(f, "cannot bind the RTP socket {addr}: {error}")
+            }
             Note::SaFailed { action, id, error } => {
                 let action = match action {
                     SaStep::Promote => "promote",

@@ -54,6 +54,7 @@ pub mod core;
 pub mod event;
 pub mod fleet;
 pub mod media;
+mod media_io;
 pub mod regevent;
 pub mod registration;
 pub mod shell;

@@ -702,6 +702,11 @@ impl Calls {
             .map(|(_, e)| CallPhase::Ended(e.clone()))
     }
 
+    /// Whether any call is live.
+    pub(crate) fn has_calls(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
     /// Live calls.
     pub(crate) fn live(&self) -> Vec<(CallRef, CallPhase)> {
         let mut v: Vec<_> = self
