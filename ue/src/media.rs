@@ -626,6 +626,12 @@ impl MediaSession {
     }
 }
 
+/// Whether `c` is a DTMF digit [`MediaSession::send_dtmf`] can send (`0`–`9`, `*`, `#`,
+/// `A`–`D`, case-insensitive).
+pub fn is_dtmf_digit(c: char) -> bool {
+    TelephoneEvent::event_of_digit(c).is_some()
+}
+
 /// The frames of a storage file of codec `kind`, or `None` if it is of the other codec,
 /// not a storage file or holds no frame.
 fn file_frames(bytes: &Arc<[u8]>, kind: AmrKind) -> Option<FileFrames> {
