@@ -15,6 +15,11 @@
 //! - or an AMR/AMR-WB storage file (`#!AMR\n`, RFC 4867 §5), played in a loop, when
 //!   [`MediaConfig::source`] names one and its codec is the negotiated one.
 //!
+//! RTCP (RFC 3550 §6) goes to the peer's RTP port + 1 every [`RTCP_INTERVAL`] while the
+//! call is up: an SR with a report block about the peer and our CNAME. The SR's NTP
+//! timestamp counts from the session's start (§6.4.1 allows a relative clock), so the core
+//! reads no wall clock. The peer's reports are read for the loss it saw of our stream.
+//!
 //! DTMF digits go as RFC 4733 telephone-events when the answer kept a telephone-event
 //! format; received ones are reported. Silence from the peer longer than
 //! [`MediaConfig::timeout`] is reported once ([`MediaEvent::Timeout`]), never waited on.
@@ -29,13 +34,18 @@ use std::time::{Duration, Instant};
 
 use media::amr::{pack, AmrError, AmrFormat, AmrFrame, AmrPayload, StorageFrames, CMR_NONE};
 use media::pattern::{check_frame, pattern_frame, PatternCheck, MAX_FRAME_OCTETS};
+use media::rtcp::{Compound, RtcpPacket, RtcpWriter};
 use media::rtp::{is_rtcp, RtpHeader, RtpPacket};
-use media::stats::ReceiverStats;
+use media::stats::{ReceiverStats, SenderStats};
 use media::telephone_event::TelephoneEvent;
 use sdp::{AmrKind, AmrParams, Session};
 
 /// Packetisation time: one frame per packet, as handsets send (TS 26.114 §7.4.2).
 pub const PTIME: Duration = Duration::from_millis(20);
+/// Between two RTCP reports (RFC 3550 §6.2's minimum; a two-party call needs no more).
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// The first report goes after half the interval (RFC 3550 §6.2).
+const RTCP_FIRST: Duration = Duration::from_millis(2500);
 /// A sender that fell further behind than this (a stalled host) skips ahead instead of
 /// bursting the backlog.
 const MAX_LAG: Duration = Duration::from_millis(200);
@@ -246,6 +256,12 @@ pub struct MediaStats {
     pub dtmf_sent: String,
     /// DTMF digits received.
     pub dtmf_received: String,
+    /// RTCP compound packets sent.
+    pub rtcp_sent: u32,
+    /// Valid RTCP compound packets received from the peer.
+    pub rtcp_received: u32,
+    /// The cumulative loss of our stream in the peer's last report block about it.
+    pub peer_reported_lost: Option<i32>,
 }
 
 impl fmt::Display for MediaStats {
@@ -266,6 +282,16 @@ impl fmt::Display for MediaStats {
         }
         if self.malformed > 0 {
             write!(f, ", {} malformed", self.malformed)?;
+        }
+        if self.rtcp_sent > 0 || self.rtcp_received > 0 {
+            write!(
+                f,
+                ", RTCP sent {} received {}",
+                self.rtcp_sent, self.rtcp_received
+            )?;
+            if let Some(l) = self.peer_reported_lost {
+                write!(f, " (peer reports {l} lost)")?;
+            }
         }
         if !self.dtmf_sent.is_empty() || !self.dtmf_received.is_empty() {
             write!(
@@ -329,6 +355,10 @@ pub struct MediaSession {
     last_dtmf_end: Option<u32>,
     stats: MediaStats,
     events: VecDeque<MediaEvent>,
+    sender: SenderStats,
+    /// the origin of the SR's relative NTP clock
+    started: Instant,
+    next_rtcp: Option<Instant>,
 }
 
 impl MediaSession {
@@ -381,6 +411,62 @@ impl MediaSession {
             timeout_reported: false,
             last_dtmf_end: None,
             events: VecDeque::new(),
+            sender: SenderStats::new(kind.clock_rate()),
+            started: now,
+            next_rtcp: None,
+        }
+    }
+
+    /// Where the peer receives RTCP: its RTP port + 1 (RFC 3550 §11; our SDP has no
+    /// `a=rtcp`, and we do not read the peer's).
+    pub fn rtcp_remote(&self) -> SocketAddr {
+        let r = self.neg.remote;
+        SocketAddr::new(r.ip(), r.port().wrapping_add(1))
+    }
+
+    /// Writes the RTCP report due at `now` (SR, report block about the peer, SDES CNAME);
+    /// returns its length and destination ([`Self::rtcp_remote`]).
+    pub fn poll_rtcp_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
+        if !self.sending || self.next_rtcp.is_none_or(|t| now < t) {
+            return None;
+        }
+        self.next_rtcp = Some(now + RTCP_INTERVAL);
+        // a relative clock: the time since the session started, on the NTP scale
+        let wall = std::time::UNIX_EPOCH + now.saturating_duration_since(self.started);
+        let info = self.sender.sender_info(wall, now);
+        let block = self.peer_ssrc.map(|p| self.recv.report_block(p, now));
+        let mut w = RtcpWriter::new(buf);
+        w.sender_report(self.ssrc, &info, block.as_slice()).ok()?;
+        w.sdes_cname(self.ssrc, b"ue@imslab").ok()?;
+        self.stats.rtcp_sent += 1;
+        Some((w.len(), self.rtcp_remote()))
+    }
+
+    /// A datagram that arrived on our RTCP port.
+    pub fn handle_rtcp(&mut self, data: &[u8], now: Instant) {
+        let Ok(c) = Compound::parse(data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.stats.rtcp_received += 1;
+        for p in c.packets() {
+            let blocks = match p {
+                RtcpPacket::SenderReport(sr) => {
+                    if Some(sr.ssrc) == self.peer_ssrc {
+                        self.recv.handle_sender_report(sr.info.compact_ntp(), now);
+                    }
+                    sr.blocks
+                }
+                RtcpPacket::ReceiverReport(rr) => rr.blocks,
+                _ => continue,
+            };
+            if let Some(b) = blocks.iter().find(|b| b.ssrc == self.ssrc) {
+                self.stats.peer_reported_lost = Some(b.cumulative_lost);
+            }
         }
     }
 
@@ -418,6 +504,7 @@ impl MediaSession {
         if !self.sending && !self.stopped {
             self.sending = true;
             self.next_send = now;
+            self.next_rtcp = Some(now + RTCP_FIRST);
             // the peer's silence counts from the answer, not from early media set-up
             self.last_rx = now;
         }
@@ -448,9 +535,10 @@ impl MediaSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let send = self.sending.then_some(self.next_send);
         let dtmf = self.dtmf.map(|d| d.next_at);
+        let rtcp = self.next_rtcp.filter(|_| self.sending);
         // silence matters only while the call is up
         let silence = (self.sending && !self.timeout_reported).then(|| self.last_rx + self.timeout);
-        [send, dtmf, silence].into_iter().flatten().min()
+        [send, dtmf, rtcp, silence].into_iter().flatten().min()
     }
 
     /// Notices the peer's silence.
@@ -468,11 +556,14 @@ impl MediaSession {
         self.events.pop_front()
     }
 
-    /// Writes the next packet due at `now` into `buf`; returns its length and destination.
-    /// Call until `None`.
+    /// Writes the next packet due at `now` into `buf` (RTP, or RTCP to
+    /// [`Self::rtcp_remote`]); returns its length and destination. Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         if !self.sending {
             return None;
+        }
+        if let Some(x) = self.poll_rtcp_transmit(now, buf) {
+            return Some(x);
         }
         if let Some(n) = self.dtmf_packet(now, buf) {
             return Some((n, self.neg.remote));
@@ -484,6 +575,7 @@ impl MediaSession {
             self.next_send = now;
         }
         let n = self.voice_packet(buf)?;
+        self.sender.handle_sent(n.saturating_sub(12), self.ts, now);
         self.next_send += PTIME;
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.neg.codec.frame_samples());
@@ -540,6 +632,7 @@ impl MediaSession {
         header.marker = k == 0;
         let at = header.write(buf).ok()?;
         let n = ev.write(buf.get_mut(at..)?).ok()?;
+        self.sender.handle_sent(n, d.timestamp, now);
         self.seq = self.seq.wrapping_add(1);
         self.stats.sent += 1;
         d.sent += 1;
@@ -556,9 +649,10 @@ impl MediaSession {
         Some(at + n)
     }
 
-    /// A datagram that arrived on our RTP port from the peer.
+    /// A datagram from the peer, on our RTP or RTCP port (told apart as RFC 5761 §4 does).
     pub fn handle_datagram(&mut self, data: &[u8], now: Instant) {
         if is_rtcp(data) {
+            self.handle_rtcp(data, now);
             return;
         }
         let Ok(p) = RtpPacket::parse(data) else {
@@ -749,7 +843,12 @@ m=audio 40000 RTP/AVP 8\n",
         let mut buf = [0u8; 1500];
         let mut n = 0;
         while let Some((len, dest)) = from.poll_transmit(t, &mut buf) {
-            assert_eq!(dest, "127.0.0.2:40000".parse().unwrap());
+            assert_eq!(dest.ip().to_string(), "127.0.0.2");
+            // RTP to the m= port, RTCP to the next one
+            assert_eq!(
+                dest.port(),
+                if is_rtcp(&buf[..len]) { 40001 } else { 40000 }
+            );
             to.handle_datagram(&buf[..len], t);
             n += 1;
             assert!(n < 100, "bounded");
@@ -851,6 +950,35 @@ m=audio 40000 RTP/AVP 8\n",
         assert_eq!(b.poll_event(), None);
         // a stopped session has nothing to do: the call is ending
         assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn rtcp_reports_every_five_seconds_and_carries_the_peers_view() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(&MediaConfig::default(), t0);
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(10_500) {
+            flow(&mut a, &mut b, t);
+            flow(&mut b, &mut a, t);
+            t += PTIME;
+        }
+        // at 2.5 s (half the interval first, RFC 3550 §6.2) and 7.5 s
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa.rtcp_sent, sa.rtcp_received), (2, 2));
+        assert_eq!((sb.rtcp_sent, sb.rtcp_received), (2, 2));
+        assert_eq!(sa.peer_reported_lost, Some(0));
+        // reports are not voice: the counts stay exact
+        assert_eq!((sa.sent, sb.received, sb.frames_ok), (525, 525, 525));
+        let mut buf = [0u8; 1500];
+        let (n, to) = a
+            .poll_rtcp_transmit(t0 + Duration::from_millis(12_500), &mut buf)
+            .unwrap();
+        assert_eq!(to, "127.0.0.2:40001".parse().unwrap());
+        assert!(Compound::parse(&buf[..n]).is_ok());
+        b.handle_datagram(b"\x80\xc8\x00\x01", t);
+        assert_eq!(b.stats().malformed, 1, "a truncated SR");
+        a.stop_sending();
+        assert_eq!(a.poll_rtcp_transmit(t + RTCP_INTERVAL, &mut buf), None);
     }
 
     #[test]

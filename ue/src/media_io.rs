@@ -1,5 +1,5 @@
 //! The UEs' RTP sockets for the shell: one UDP socket per UE on its own address and
-//! [`crate::CallConfig::rtp_port`], plain UDP (VoLTE media has its own bearer, outside the
+//! [`crate::CallConfig::rtp_port`], and one for RTCP on the next port, plain UDP (VoLTE media has its own bearer, outside the
 //! SIP signalling's SAs). One small task per socket reads datagrams into a channel the host
 //! task selects on; the host writes what [`Ue::poll_media_transmit`] returns.
 //!
@@ -32,7 +32,15 @@ pub(crate) struct MediaIn {
 
 struct Bound {
     sock: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
+    /// the RTCP socket (RTP port + 1), if that port was free
+    rtcp: Option<Arc<UdpSocket>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+fn udp(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    Ok(Arc::new(UdpSocket::from_std(s)?))
 }
 
 /// The RTP sockets of a host's UEs, by UE address.
@@ -71,23 +79,48 @@ impl MediaIo {
         if let Some(b) = socks.get(&ip) {
             return Ok(b.sock.local_addr()?.port());
         }
-        let std_sock = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
-        std_sock.set_nonblocking(true)?;
-        let sock = Arc::new(UdpSocket::from_std(std_sock)?);
+        let sock = udp(SocketAddr::new(ip, port))?;
         let bound = sock.local_addr()?.port();
-        let reader = tokio::spawn(read(sock.clone(), ip, self.tx.clone()));
-        socks.insert(ip, Bound { sock, reader });
+        let mut readers = vec![tokio::spawn(read(sock.clone(), ip, self.tx.clone()))];
+        // RTCP is a nicety: without the next port the call still has its RTP
+        let rtcp = match udp(SocketAddr::new(ip, bound.wrapping_add(1))) {
+            Ok(r) => {
+                readers.push(tokio::spawn(read(r.clone(), ip, self.tx.clone())));
+                Some(r)
+            }
+            Err(e) => {
+                tracing::debug!(%ip, port = bound.wrapping_add(1), error = %e, "no RTCP socket");
+                None
+            }
+        };
+        socks.insert(
+            ip,
+            Bound {
+                sock,
+                rtcp,
+                readers,
+            },
+        );
         Ok(bound)
     }
 
-    /// Sends `data` from the UE at `ip` to `to` (never waits: RTP that cannot leave at
-    /// once is lost, as on a real link).
+    /// Sends `data` from the UE at `ip` to `to`, RTCP from the RTCP socket (never waits:
+    /// RTP that cannot leave at once is lost, as on a real link).
     fn send(&self, ip: IpAddr, to: SocketAddr, data: &[u8]) -> std::io::Result<()> {
+        let rtcp = media::rtp::is_rtcp(data);
         let sock = self
             .socks
             .lock()
             .ok()
-            .and_then(|m| m.get(&ip).map(|b| b.sock.clone()))
+            .and_then(|m| {
+                m.get(&ip).and_then(|b| {
+                    if rtcp {
+                        b.rtcp.clone()
+                    } else {
+                        Some(b.sock.clone())
+                    }
+                })
+            })
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
         sock.try_send_to(data, to).map(|_| ())
     }
@@ -96,7 +129,9 @@ impl MediaIo {
     pub(crate) fn close_all(&self) {
         if let Ok(mut m) = self.socks.lock() {
             for (_, b) in m.drain() {
-                b.reader.abort();
+                for r in b.readers {
+                    r.abort();
+                }
             }
         }
     }

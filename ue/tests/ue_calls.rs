@@ -88,6 +88,8 @@ struct Lab {
     mangle: Option<rand::rngs::StdRng>,
     /// RTP packets moved from UE i to the other
     rtp: [u32; 2],
+    /// RTCP reports moved from UE i to the other
+    rtcp: [u32; 2],
     /// RTP from UE i is lost
     rtp_lost: [bool; 2],
 }
@@ -111,6 +113,7 @@ impl Lab {
             drop: |_| false,
             mangle: None,
             rtp: [0; 2],
+            rtcp: [0; 2],
             rtp_lost: [false; 2],
         }
     }
@@ -245,12 +248,19 @@ impl Lab {
                         self.ues[i].config().calls.rtp_port,
                     );
                     let j = 1 - i;
+                    let rtcp = media::rtp::is_rtcp(&buf[..n]);
+                    let port = self.ues[j].config().calls.rtp_port;
+                    // RTCP to the next port (RFC 3550 §11)
                     let peer = SocketAddr::new(
                         self.ues[j].config().local_ip,
-                        self.ues[j].config().calls.rtp_port,
+                        if rtcp { port + 1 } else { port },
                     );
                     assert_eq!(to, peer, "RTP goes to the peer's c=/m= address");
-                    self.rtp[i] += 1;
+                    if rtcp {
+                        self.rtcp[i] += 1;
+                    } else {
+                        self.rtp[i] += 1;
+                    }
                     if !self.rtp_lost[i] {
                         self.ues[j].handle_media(from, &buf[..n], self.now);
                     }
@@ -1199,6 +1209,16 @@ fn rtp_flows_both_ways_with_the_negotiated_codec_and_stops_at_bye() {
         assert!(y.frames_ok + 7 == y.received, "{y:?}");
     }
     assert_eq!((a.dtmf_sent.as_str(), b.dtmf_received.as_str()), ("7", "7"));
+    // one RTCP report each way, 2.5 s after the answer (RFC 3550 §6.2)
+    assert_eq!(lab.rtcp, [1, 1]);
+    assert_eq!(
+        (a.rtcp_sent, a.rtcp_received, b.rtcp_sent, b.rtcp_received),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        (a.peer_reported_lost, b.peer_reported_lost),
+        (Some(0), Some(0))
+    );
     assert_eq!((b.dtmf_sent.as_str(), a.dtmf_received.as_str()), ("#", "#"));
     // the stats come just before the end, and nothing is sent afterwards
     let pos = |i: usize, f: &dyn Fn(&EventKind) -> bool| lab.events[i].iter().position(f);

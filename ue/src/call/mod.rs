@@ -638,17 +638,21 @@ impl Calls {
         }
     }
 
-    /// A datagram on the UE's RTP port: to the call whose peer sent it, else to the only
-    /// call with media (the peer may send from another port than it receives on).
+    /// A datagram on the UE's RTP or RTCP port: to the call whose peer sent it (its RTP
+    /// address, else its IP: RTCP comes from the next port), else to the only call with
+    /// media (the peer may send from another address than it receives on).
     pub(crate) fn handle_media(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
         let with_media = || self.calls.iter().filter(|(_, c)| c.media.is_some());
-        let by_peer = with_media()
-            .find(|(_, c)| {
-                c.media
-                    .as_ref()
-                    .is_some_and(|m| m.negotiated().remote == from)
-            })
-            .map(|(r, _)| *r);
+        let peer_is = |same: &dyn Fn(SocketAddr) -> bool| {
+            with_media()
+                .find(|(_, c)| {
+                    c.media
+                        .as_ref()
+                        .is_some_and(|m| same(m.negotiated().remote))
+                })
+                .map(|(r, _)| *r)
+        };
+        let by_peer = peer_is(&|r| r == from).or_else(|| peer_is(&|r| r.ip() == from.ip()));
         let r = by_peer.or_else(|| {
             let mut it = with_media();
             match (it.next(), it.next()) {
