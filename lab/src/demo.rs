@@ -102,12 +102,12 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
             Filter {
                 esp_hosts: ue_ips.clone(),
                 ports: vec![diameter_port, sip_port],
-                // SIP (unprotected and protected ports) and the UEs' RTP
+                // SIP (unprotected and protected ports) and the UEs' RTP and RTCP
                 port_ranges: vec![
                     (31100, 31999),
                     (5060, 5060),
                     (5102, 5103),
-                    (DEMO_RTP_PORT, DEMO_RTP_PORT),
+                    (DEMO_RTP_PORT, DEMO_RTP_PORT + 1),
                 ],
             },
         ) {
@@ -428,7 +428,7 @@ impl CallMedia {
                 (Some(tx), Some(rx)) => writeln!(
                     t,
                     "  UE{} → UE{}: {} sent, {} received ({:.1} %), lost {}, out of order {}, \
-                     jitter {:.2} ms, frames ok {} bad {}",
+                     jitter {:.2} ms, frames ok {} bad {}, RTCP reports {}",
                     s + 1,
                     r + 1,
                     tx.sent,
@@ -438,7 +438,8 @@ impl CallMedia {
                     rx.out_of_order,
                     rx.jitter.as_secs_f64() * 1000.0,
                     rx.frames_ok,
-                    rx.frames_bad
+                    rx.frames_bad,
+                    rx.rtcp_received
                 ),
                 _ => writeln!(t, "  UE{} → UE{}: no media report", s + 1, r + 1),
             };

@@ -48,7 +48,7 @@ fn rtp_counts(stdout: &str) -> Vec<(u32, u32, u32, u32)> {
             let ok = l.split("frames ok ").nth(1).unwrap();
             let mut it = ok.split_whitespace();
             let frames_ok: u32 = it.next().unwrap().parse().unwrap();
-            let bad: u32 = it.nth(1).unwrap().parse().unwrap();
+            let bad: u32 = it.nth(1).unwrap().trim_end_matches(',').parse().unwrap();
             (n("sent"), n("received"), frames_ok, bad)
         })
         .collect()
@@ -68,6 +68,14 @@ fn assert_rtp(stdout: &str) {
         assert!(received <= sent);
         assert_eq!((ok, bad), (received, 0), "every frame checked and good");
     }
+    // one RTCP report each way, 2.5 s into the 3 s call (RFC 3550 §6.2)
+    assert_eq!(
+        stdout
+            .matches("RTCP sent 1 received 1 (peer reports 0 lost)")
+            .count(),
+        2,
+        "{stdout}"
+    );
 }
 
 fn diameter_port(out: &Path) -> u16 {
