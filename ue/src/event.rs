@@ -411,7 +411,8 @@ pub enum EventKind {
         /// the call
         call: CallRef,
     },
-    /// RTP started after the answer: to the peer's address, with the negotiated codec.
+    /// RTP sending started with the answer (receiving may have begun at an earlier reliable
+    /// 183's answer): to the peer's address, with the negotiated codec.
     MediaStarted {
         /// the call
         call: CallRef,

@@ -498,6 +498,11 @@ impl MediaSession {
         self.neg.remote = remote;
     }
 
+    /// Whether RTP is being sent (answered, not yet ended).
+    pub fn is_sending(&self) -> bool {
+        self.sending
+    }
+
     /// Start sending at `now` (the call is answered). Once [`Self::stop_sending`] was
     /// called the call is over and this does nothing.
     pub fn start_sending(&mut self, now: Instant) {

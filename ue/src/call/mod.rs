@@ -601,28 +601,25 @@ impl Calls {
         if !self.media_cfg.enabled {
             return;
         }
-        if let Some(m) = c.media.as_mut() {
-            if send {
-                m.start_sending(now);
-            }
-            return;
-        }
-        let (Some(answer), Some(remote)) = (&c.answer_sdp, &c.remote_sdp) else {
-            ev(
-                &mut self.out,
-                EventKind::MediaFailed {
-                    call: r,
-                    error: crate::media::MediaError::NoAudio,
-                },
-            );
-            return;
-        };
-        match Negotiated::from_sdp(answer, remote) {
-            Ok(n) => {
-                let mut m = MediaSession::new(n, &self.media_cfg, rand::random(), now);
-                if send {
-                    m.start_sending(now);
+        if c.media.is_none() {
+            let n = match (&c.answer_sdp, &c.remote_sdp) {
+                (Some(answer), Some(remote)) => Negotiated::from_sdp(answer, remote),
+                _ => Err(crate::media::MediaError::NoAudio),
+            };
+            match n {
+                Ok(n) => c.media = Some(MediaSession::new(n, &self.media_cfg, rand::random(), now)),
+                // reported once, when the call is answered without usable media
+                Err(error) if send => {
+                    ev(&mut self.out, EventKind::MediaFailed { call: r, error });
+                    return;
                 }
+                Err(_) => return,
+            }
+        }
+        let Some(m) = c.media.as_mut() else { return };
+        if send && !m.is_sending() {
+            m.start_sending(now);
+            if m.is_sending() {
                 ev(
                     &mut self.out,
                     EventKind::MediaStarted {
@@ -632,9 +629,7 @@ impl Calls {
                         source: m.source().to_string(),
                     },
                 );
-                c.media = Some(m);
             }
-            Err(error) => ev(&mut self.out, EventKind::MediaFailed { call: r, error }),
         }
     }
 
