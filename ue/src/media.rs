@@ -986,6 +986,38 @@ m=audio 40000 RTP/AVP 8\n",
         assert_eq!(a.poll_rtcp_transmit(t + RTCP_INTERVAL, &mut buf), None);
     }
 
+    proptest::proptest! {
+        /// Whatever arrives on the RTP/RTCP ports, nothing panics and the counts add up:
+        /// every datagram is RTCP, counted RTP, or malformed.
+        #[test]
+        fn any_datagram_is_counted_not_trusted(
+            datagrams in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80), 0..40),
+            pt in proptest::prelude::prop_oneof![
+                proptest::prelude::Just(116u8),
+                proptest::prelude::Just(110u8),
+                proptest::prelude::any::<u8>()
+            ],
+        ) {
+            let t0 = Instant::now();
+            let (_, mut b) = pair(&MediaConfig::default(), t0);
+            for mut d in datagrams.clone() {
+                if d.len() >= 12 {
+                    d[0] = 0x80 | (d[0] & 0x3f);
+                    d[1] = pt & 0x7f;
+                }
+                b.handle_datagram(&d, t0);
+            }
+            let s = b.stats();
+            let n = datagrams.len() as u32;
+            // each datagram counted once as RTP or RTCP at most, and at least once in all
+            proptest::prop_assert!(s.received + s.rtcp_received <= n);
+            proptest::prop_assert!(s.received + s.rtcp_received + s.malformed >= n);
+            // random bits are never taken for the pattern
+            proptest::prop_assert_eq!(s.frames_ok, 0);
+        }
+    }
+
     #[test]
     fn dtmf_digits_cross_once_each() {
         let t0 = Instant::now();
