@@ -49,6 +49,8 @@ const RTCP_FIRST: Duration = Duration::from_millis(2500);
 /// A sender that fell further behind than this (a stalled host) skips ahead instead of
 /// bursting the backlog.
 const MAX_LAG: Duration = Duration::from_millis(200);
+/// Frames kept ready for a host that is slow to fetch them.
+const MAX_DUE: u32 = 10;
 /// Packets of one DTMF digit: 5 × 20 ms of event, the last with the end bit, then the end
 /// packet twice more (RFC 4733 §2.5.1.4).
 const DTMF_PACKETS: u32 = 5;
@@ -359,6 +361,10 @@ pub struct MediaSession {
     /// the origin of the SR's relative NTP clock
     started: Instant,
     next_rtcp: Option<Instant>,
+    /// an RTCP report is ready
+    rtcp_due: bool,
+    /// voice frames ready to send
+    due: u32,
 }
 
 impl MediaSession {
@@ -414,6 +420,8 @@ impl MediaSession {
             sender: SenderStats::new(kind.clock_rate()),
             started: now,
             next_rtcp: None,
+            rtcp_due: false,
+            due: 0,
         }
     }
 
@@ -424,17 +432,16 @@ impl MediaSession {
         SocketAddr::new(r.ip(), r.port().wrapping_add(1))
     }
 
-    /// Writes the RTCP report due at `now` (SR, report block about the peer, SDES CNAME);
-    /// returns its length and destination ([`Self::rtcp_remote`]).
+    /// Writes the RTCP report [`Self::handle_timeout`] found due (SR, report block about the
+    /// peer, SDES CNAME); returns its length and destination ([`Self::rtcp_remote`]).
     pub fn poll_rtcp_transmit(
         &mut self,
         now: Instant,
         buf: &mut [u8],
     ) -> Option<(usize, SocketAddr)> {
-        if !self.sending || self.next_rtcp.is_none_or(|t| now < t) {
+        if !self.sending || !std::mem::take(&mut self.rtcp_due) {
             return None;
         }
-        self.next_rtcp = Some(now + RTCP_INTERVAL);
         // a relative clock: the time since the session started, on the NTP scale
         let wall = std::time::UNIX_EPOCH + now.saturating_duration_since(self.started);
         let info = self.sender.sender_info(wall, now);
@@ -518,6 +525,8 @@ impl MediaSession {
     /// Stop sending (BYE sent or received); what still arrives is counted.
     pub fn stop_sending(&mut self) {
         self.sending = false;
+        self.due = 0;
+        self.rtcp_due = false;
         self.stopped = true;
         self.dtmf = None;
         self.dtmf_queue.clear();
@@ -538,16 +547,40 @@ impl MediaSession {
 
     /// The next time [`Self::poll_transmit`] or [`Self::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // DTMF packets ride on the voice timer (same 20 ms cadence), so a deadline never
+        // stays in the past when a host does not poll the packets
         let send = self.sending.then_some(self.next_send);
-        let dtmf = self.dtmf.map(|d| d.next_at);
         let rtcp = self.next_rtcp.filter(|_| self.sending);
         // silence matters only while the call is up
         let silence = (self.sending && !self.timeout_reported).then(|| self.last_rx + self.timeout);
-        [send, dtmf, rtcp, silence].into_iter().flatten().min()
+        [send, rtcp, silence].into_iter().flatten().min()
     }
 
-    /// Notices the peer's silence.
+    /// Paces the stream: the frames and the report due at `now` become ready for
+    /// [`Self::poll_transmit`] (what a host does not fetch before the next frame is due is
+    /// dropped, as a congested link would); and notices the peer's silence.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.sending && now >= self.next_send {
+            let late = now.saturating_duration_since(self.next_send);
+            if late > MAX_LAG {
+                // a stalled host skips ahead instead of bursting the backlog; the
+                // timestamps jump with the time lost (RFC 3550 §5.1: the sampling instant)
+                let skipped = (late.as_nanos() / PTIME.as_nanos()) as u32;
+                self.ts = self
+                    .ts
+                    .wrapping_add(skipped.wrapping_mul(self.neg.codec.frame_samples()));
+                self.due = 1;
+                self.next_send = now + PTIME;
+            } else {
+                let n = (late.as_nanos() / PTIME.as_nanos()) as u32 + 1;
+                self.due = (self.due + n).min(MAX_DUE);
+                self.next_send += PTIME * n;
+            }
+        }
+        if self.sending && self.next_rtcp.is_some_and(|t| now >= t) {
+            self.rtcp_due = true;
+            self.next_rtcp = Some(now + RTCP_INTERVAL);
+        }
         if self.sending && !self.timeout_reported && now >= self.last_rx + self.timeout {
             self.timeout_reported = true;
             self.events.push_back(MediaEvent::Timeout(
@@ -573,15 +606,12 @@ impl MediaSession {
         if let Some(n) = self.dtmf_packet(now, buf) {
             return Some((n, self.neg.remote));
         }
-        if now < self.next_send {
+        if self.due == 0 {
             return None;
         }
-        if now.saturating_duration_since(self.next_send) > MAX_LAG {
-            self.next_send = now;
-        }
         let n = self.voice_packet(buf)?;
+        self.due -= 1;
         self.sender.handle_sent(n.saturating_sub(12), self.ts, now);
-        self.next_send += PTIME;
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.neg.codec.frame_samples());
         self.stats.sent += 1;
@@ -847,6 +877,9 @@ m=audio 40000 RTP/AVP 8\n",
     fn flow(from: &mut MediaSession, to: &mut MediaSession, t: Instant) -> usize {
         let mut buf = [0u8; 1500];
         let mut n = 0;
+        if from.poll_timeout().is_some_and(|d| d <= t) {
+            from.handle_timeout(t);
+        }
         while let Some((len, dest)) = from.poll_transmit(t, &mut buf) {
             assert_eq!(dest.ip().to_string(), "127.0.0.2");
             // RTP to the m= port, RTCP to the next one
@@ -884,6 +917,17 @@ m=audio 40000 RTP/AVP 8\n",
         let late = t0 + Duration::from_secs(2);
         assert_eq!(flow(&mut a, &mut b, late), 1);
         assert_eq!(a.poll_timeout(), Some(late + PTIME));
+        // a host that never fetches the packets is not woken again and again
+        let mut c = pair(&MediaConfig::default(), t0).0;
+        c.handle_timeout(t0);
+        assert_eq!(c.poll_timeout(), Some(t0 + PTIME));
+        for i in 1..=20 {
+            c.handle_timeout(t0 + PTIME * i);
+        }
+        assert_eq!(c.poll_timeout(), Some(t0 + PTIME * 21));
+        let mut buf = [0u8; 1500];
+        let kept = std::iter::from_fn(|| c.poll_transmit(t0 + PTIME * 20, &mut buf)).count();
+        assert_eq!(kept, MAX_DUE as usize, "a bounded backlog");
     }
 
     #[test]
@@ -893,6 +937,7 @@ m=audio 40000 RTP/AVP 8\n",
         let mut buf = [0u8; 1500];
         let mut packets = Vec::new();
         for i in 0..10u32 {
+            a.handle_timeout(t0 + PTIME * i);
             let (n, _) = a.poll_transmit(t0 + PTIME * i, &mut buf).unwrap();
             packets.push(buf[..n].to_vec());
         }
@@ -975,14 +1020,20 @@ m=audio 40000 RTP/AVP 8\n",
         // reports are not voice: the counts stay exact
         assert_eq!((sa.sent, sb.received, sb.frames_ok), (525, 525, 525));
         let mut buf = [0u8; 1500];
-        let (n, to) = a
-            .poll_rtcp_transmit(t0 + Duration::from_millis(12_500), &mut buf)
-            .unwrap();
+        let at = t0 + Duration::from_millis(12_500);
+        assert_eq!(
+            a.poll_rtcp_transmit(at, &mut buf),
+            None,
+            "not before it is due"
+        );
+        a.handle_timeout(at);
+        let (n, to) = a.poll_rtcp_transmit(at, &mut buf).unwrap();
         assert_eq!(to, "127.0.0.2:40001".parse().unwrap());
         assert!(Compound::parse(&buf[..n]).is_ok());
         b.handle_datagram(b"\x80\xc8\x00\x01", t);
         assert_eq!(b.stats().malformed, 1, "a truncated SR");
         a.stop_sending();
+        a.handle_timeout(t + RTCP_INTERVAL);
         assert_eq!(a.poll_rtcp_transmit(t + RTCP_INTERVAL, &mut buf), None);
     }
 
@@ -1066,6 +1117,7 @@ m=audio 40000 RTP/AVP 8\n",
         let mut pkt = [0u8; 1500];
         let mut fts = Vec::new();
         for i in 0..4u32 {
+            a.handle_timeout(t0 + PTIME * i);
             let (n, _) = a.poll_transmit(t0 + PTIME * i, &mut pkt).unwrap();
             let p = RtpPacket::parse(&pkt[..n]).unwrap();
             let amr = AmrPayload::parse(AmrFormat::bandwidth_efficient(AmrKind::Wb), p.payload())
