@@ -114,6 +114,10 @@ pub struct CallArgs {
     /// No RTP at all (SDP only).
     #[arg(long)]
     no_media: bool,
+    /// Do not compare received frames with the test pattern (the peer sends real speech,
+    /// e.g. a phone or `--audio-file`): they are counted as unchecked, not bad.
+    #[arg(long)]
+    no_pattern_check: bool,
     /// Report the peer silent after this many milliseconds without RTP.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     media_timeout_ms: u64,
@@ -152,6 +156,7 @@ impl CallArgs {
         cfg.calls.preconditions = self.preconditions;
         cfg.calls.rtp_port = self.rtp_port;
         cfg.media.enabled = !self.no_media;
+        cfg.media.check_pattern = !self.no_pattern_check;
         cfg.media.timeout = Duration::from_millis(self.media_timeout_ms);
         if let Some(path) = &self.audio_file {
             let bytes =
@@ -794,6 +799,9 @@ mod tests {
         assert!(parse_call(&["--dtmf", "1"]).is_err(), "DTMF needs --to");
         let c = parse_call(&["--no-media"]).unwrap();
         assert!(!c.config().unwrap().media.enabled);
+        assert!(c.config().unwrap().media.check_pattern);
+        let c = parse_call(&["--no-pattern-check"]).unwrap();
+        assert!(!c.config().unwrap().media.check_pattern);
         // an AMR-NB storage file with one NO_DATA frame plays; other files are refused
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("a.amr");
