@@ -4,11 +4,13 @@
 //! P-CSCF run in this process on loopback, talking Cx over real TCP; N simulated UEs, each
 //! on its own loopback address, register with AKAv1-MD5 and sec-agree; UE1 calls UE2 (with
 //! QoS preconditions, 100rel/PRACK and UPDATE, as a VoLTE handset does), UE2 answers, the
-//! call holds and UE1 hangs up; UE2 sends UE1 a MESSAGE; then every UE re-registers (new
+//! call holds ~3 s with RTP both ways (the AMR-WB test pattern, checked bit for bit at the
+//! receiver; plain UDP, not inside the SAs) and UE1 hangs up; UE2 sends UE1 a MESSAGE; then every UE re-registers (new
 //! SA set) and deregisters. IPsec is the kernel's where it can do ESP, userspace ESP over raw
 //! sockets when we are root, and off (loudly) otherwise. The run prints a ladder with
 //! timings and writes `demo.pcap` with the `esp_sa` keys that let Wireshark decrypt it.
-//! The exit status is non-zero if any step failed.
+//! The exit status is non-zero if any step failed, if either side of the call received less
+//! than 80 % of the RTP packets the other sent, or if any frame arrived damaged.
 //!
 //! Later stages (calls, the application server) extend the script; the pieces stay.
 
@@ -100,7 +102,13 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
             Filter {
                 esp_hosts: ue_ips.clone(),
                 ports: vec![diameter_port, sip_port],
-                port_ranges: vec![(31100, 31999), (5060, 5060), (5102, 5103)],
+                // SIP (unprotected and protected ports) and the UEs' RTP and RTCP
+                port_ranges: vec![
+                    (31100, 31999),
+                    (5060, 5060),
+                    (5102, 5103),
+                    (DEMO_RTP_PORT, DEMO_RTP_PORT + 1),
+                ],
             },
         ) {
             Ok(c) => Some(c),
@@ -141,6 +149,9 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         policy
     ));
     let mut ues = lab.ue_configs(opts.ues, mode != IpsecMode::Off);
+    for u in &mut ues {
+        u.calls.rtp_port = DEMO_RTP_PORT;
+    }
     if let Some(u) = ues.first_mut() {
         u.calls.preconditions = true;
     }
@@ -170,7 +181,7 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         ms(t0),
         opts.ues,
         if talks {
-            ", UE1 calls UE2 (preconditions), UE2 sends UE1 a MESSAGE"
+            ", UE1 calls UE2 (preconditions, RTP both ways), UE2 sends UE1 a MESSAGE"
         } else {
             ""
         }
@@ -221,6 +232,10 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         format!("  [{}] {what}", if cond { "ok" } else { "FAILED" })
     };
     let n = opts.ues as u64;
+    let media = talks.then(|| call_media(&report));
+    if let Some(m) = &media {
+        say(m.table());
+    }
     let lines = vec![
         check(
             stats.registrations == 2 * n,
@@ -252,6 +267,13 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
                     fmt_d(Some(*d))
                 ),
                 None => "UE1 → UE2 call".into(),
+            },
+        ),
+        check(
+            media.as_ref().is_none_or(CallMedia::ok),
+            match &media {
+                Some(m) => m.verdict(),
+                None => "no call, no RTP".into(),
             },
         ),
         check(
@@ -320,7 +342,7 @@ fn scripts(ues: &[ue::UeConfig]) -> Vec<Vec<Step>> {
                 0 => s.extend([
                     Step::Call {
                         to: ue2.clone(),
-                        hold: Duration::from_secs(2),
+                        hold: CALL_HOLD,
                     },
                     Step::Sync,
                     Step::Sync,
@@ -350,6 +372,91 @@ pub fn tshark_uat_args(esp_sa: &str) -> String {
         .map(|l| format!("-o 'uat:esp_sa:{l}'"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// How long the demo call holds: ~150 RTP packets each way.
+const CALL_HOLD: Duration = Duration::from_secs(3);
+/// The UEs' RTP port (each UE has its own loopback address).
+const DEMO_RTP_PORT: u16 = 40000;
+/// The share of the peer's packets a side must receive for the demo to pass.
+const MIN_RECEIVED: f64 = 0.8;
+
+/// The RTP of the demo call, as both UEs reported it when it ended.
+#[derive(Debug, Clone, Default)]
+struct CallMedia {
+    /// UE1's and UE2's statistics (`None`: no media report)
+    stats: [Option<ue::MediaStats>; 2],
+}
+
+fn call_media(report: &ue::FleetReport) -> CallMedia {
+    let mut m = CallMedia::default();
+    for e in &report.events {
+        if let ue::EventKind::CallMedia { stats, .. } = &e.event.kind {
+            if let Some(slot) = m.stats.get_mut(e.ue) {
+                *slot = Some(stats.clone());
+            }
+        }
+    }
+    m
+}
+
+impl CallMedia {
+    /// (sender, receiver) pairs: UE1 → UE2, UE2 → UE1.
+    fn directions(&self) -> [(usize, usize); 2] {
+        [(0, 1), (1, 0)]
+    }
+
+    fn ok(&self) -> bool {
+        self.directions()
+            .iter()
+            .all(|&(s, r)| match (&self.stats[s], &self.stats[r]) {
+                (Some(tx), Some(rx)) => {
+                    tx.sent > 0
+                        && f64::from(rx.received) >= MIN_RECEIVED * f64::from(tx.sent)
+                        && rx.frames_bad == 0
+                        && rx.malformed == 0
+                        && rx.frames_ok > 0
+                }
+                _ => false,
+            })
+    }
+
+    fn table(&self) -> String {
+        let mut t = String::from("RTP of the call (AMR test pattern, not audio):\n");
+        for (s, r) in self.directions() {
+            let _ = match (&self.stats[s], &self.stats[r]) {
+                (Some(tx), Some(rx)) => writeln!(
+                    t,
+                    "  UE{} → UE{}: {} sent, {} received ({:.1} %), lost {}, out of order {}, \
+                     jitter {:.2} ms, frames ok {} bad {}, RTCP reports {}",
+                    s + 1,
+                    r + 1,
+                    tx.sent,
+                    rx.received,
+                    100.0 * f64::from(rx.received) / f64::from(tx.sent.max(1)),
+                    rx.lost,
+                    rx.out_of_order,
+                    rx.jitter.as_secs_f64() * 1000.0,
+                    rx.frames_ok,
+                    rx.frames_bad,
+                    rx.rtcp_received
+                ),
+                _ => writeln!(t, "  UE{} → UE{}: no media report", s + 1, r + 1),
+            };
+        }
+        if let Some(c) = self.stats.iter().flatten().next() {
+            let _ = write!(t, "  codec {}", c.codec);
+        }
+        t.trim_end().to_string()
+    }
+
+    fn verdict(&self) -> String {
+        format!(
+            "RTP both ways: each side received >= {:.0} % of what the other sent, every frame \
+             bit-exact",
+            MIN_RECEIVED * 100.0
+        )
+    }
 }
 
 fn ms(t0: Instant) -> f64 {

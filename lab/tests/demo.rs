@@ -28,6 +28,56 @@ fn run_demo(out: &Path, extra: &[&str]) -> String {
     stdout
 }
 
+/// The demo's RTP lines, `UE1 → UE2: 151 sent, 150 received (99.3 %), … frames ok 150 bad 0`:
+/// (sent, received, frames ok, frames bad) per direction.
+fn rtp_counts(stdout: &str) -> Vec<(u32, u32, u32, u32)> {
+    stdout
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with("UE1 → UE2:") || l.trim_start().starts_with("UE2 → UE1:")
+        })
+        .map(|l| {
+            let n = |after: &str| -> u32 {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let i = words
+                    .windows(2)
+                    .position(|w| w[1].trim_end_matches(',') == after)
+                    .unwrap_or_else(|| panic!("{after:?} in {l:?}"));
+                words[i].parse().unwrap()
+            };
+            let ok = l.split("frames ok ").nth(1).unwrap();
+            let mut it = ok.split_whitespace();
+            let frames_ok: u32 = it.next().unwrap().parse().unwrap();
+            let bad: u32 = it.nth(1).unwrap().trim_end_matches(',').parse().unwrap();
+            (n("sent"), n("received"), frames_ok, bad)
+        })
+        .collect()
+}
+
+/// The call holds 3 s: ~150 packets each way, at least 80 % of them received, every frame
+/// bit-exact.
+fn assert_rtp(stdout: &str) {
+    let rtp = rtp_counts(stdout);
+    assert_eq!(rtp.len(), 2, "both directions reported:\n{stdout}");
+    for (sent, received, ok, bad) in rtp {
+        assert!(
+            (120..=170).contains(&sent),
+            "{sent} packets in 3 s:\n{stdout}"
+        );
+        assert!(received * 5 >= sent * 4, "{received} of {sent}:\n{stdout}");
+        assert!(received <= sent);
+        assert_eq!((ok, bad), (received, 0), "every frame checked and good");
+    }
+    // one RTCP report each way, 2.5 s into the 3 s call (RFC 3550 §6.2)
+    assert_eq!(
+        stdout
+            .matches("RTCP sent 1 received 1 (peer reports 0 lost)")
+            .count(),
+        2,
+        "{stdout}"
+    );
+}
+
 fn diameter_port(out: &Path) -> u16 {
     let t = std::fs::read_to_string(out.join("hss.toml")).unwrap();
     let l = t.lines().find(|l| l.starts_with("listen")).unwrap();
@@ -51,6 +101,7 @@ fn demo_registers_calls_and_messages_over_ipsec_and_its_capture_decrypts() {
         stdout.contains("every registration protected by IPsec"),
         "{stdout}"
     );
+    assert_rtp(&stdout);
     let keys = std::fs::read_to_string(out.join("esp_sa")).unwrap();
     let mut prefs = vec![
         "esp.enable_encryption_decode:TRUE".to_string(),
@@ -106,6 +157,13 @@ fn demo_registers_calls_and_messages_over_ipsec_and_its_capture_decrypts() {
         assert!(n >= 2, "{m} inside ESP: {n}");
     }
     assert!(count("esp && sip.Status-Code == 183") >= 2);
+    // RTP is plain UDP on the UEs' addresses (its own bearer, not the SAs), both ways
+    for (src, dst) in [("127.0.0.2", "127.0.0.3"), ("127.0.0.3", "127.0.0.2")] {
+        let n = count(&format!(
+            "!esp && udp.port == 40000 && ip.src == {src} && ip.dst == {dst}"
+        ));
+        assert!(n >= 120, "RTP {src} → {dst} in the capture: {n}");
+    }
     // No cleartext SIP to or from a UE after its first 401: outside ESP there is only
     // each UE's first REGISTER and its 401.
     assert_eq!(
@@ -135,4 +193,5 @@ fn demo_without_ipsec_still_registers() {
     let stdout = run_demo(&dir.path().join("out"), &["--ues", "3", "--ipsec", "off"]);
     assert!(stdout.contains("UE3"), "{stdout}");
     assert!(stdout.contains("no IPsec"), "{stdout}");
+    assert_rtp(&stdout);
 }

@@ -10,6 +10,7 @@ use sip::transaction::TimerConfig;
 use sip::{Scheme, Uri};
 
 use crate::call::CallConfig;
+use crate::media::{AudioSource, MediaConfig, MediaError};
 
 /// Why a [`UeConfig`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +50,9 @@ pub enum ConfigError {
     /// No algorithm to offer.
     #[error("sec-agree is on but no integrity or no encryption algorithm is offered")]
     NoAlgorithms,
+    /// The configured audio file cannot be played.
+    #[error(transparent)]
+    Media(#[from] MediaError),
 }
 
 /// The ISIM secrets (TS 31.103 / TS 35.206): K and OPc, plus the card's SQN memory.
@@ -226,6 +230,9 @@ pub struct UeConfig {
     pub timers: TimerConfig,
     /// How calls are placed and answered.
     pub calls: CallConfig,
+    /// The RTP of calls: on/off, what is sent (test pattern or an AMR file), silence
+    /// timeout. The RTP port is [`CallConfig::rtp_port`].
+    pub media: MediaConfig,
     /// Subscribe to the own registration state after the initial registration (TS 24.229
     /// §5.1.1.3), to learn of a network-initiated deregistration.
     pub reg_event: bool,
@@ -274,6 +281,7 @@ impl UeConfig {
             user_agent: concat!("imslab-ue/", env!("CARGO_PKG_VERSION")).into(),
             timers: TimerConfig::default(),
             calls: CallConfig::default(),
+            media: MediaConfig::default(),
             reg_event: true,
             reg_event_expires: 600_000,
             reregister_on_deactivation: false,
@@ -317,6 +325,9 @@ impl UeConfig {
                 ue: self.local_ip,
                 pcscf: self.pcscf.ip(),
             });
+        }
+        if let AudioSource::AmrFile(bytes) = &self.media.source {
+            crate::media::check_audio_file(bytes)?;
         }
         if self.sec_agree {
             let s = self.security;

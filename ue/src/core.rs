@@ -20,6 +20,7 @@ use xfrm::{SaSet, SetId};
 use crate::call::{CallError, CallOut, CallPhase, CallRef, Calls, Net};
 use crate::config::{ConfigError, UeConfig};
 use crate::event::{EventKind, Note, SaInstallError, UeEvent};
+use crate::media::MediaStats;
 use crate::regevent::{RegEvent, SubOut};
 use crate::reginfo::ContactEvent;
 use crate::registration::{Output, RegState, Registration, SaAction};
@@ -58,7 +59,7 @@ impl Ue {
             ..TxConfig::default()
         });
         Ok(Ue {
-            calls: Calls::new(cfg.calls.clone(), cfg.timers),
+            calls: Calls::new(cfg.calls.clone(), cfg.media.clone(), cfg.timers),
             regevent: RegEvent::new(cfg.reg_event_expires),
             reg: Registration::new(cfg, impu.clone()),
             impu,
@@ -202,6 +203,24 @@ impl Ue {
         Ok(id)
     }
 
+    /// Sends a DTMF digit (`0`–`9`, `*`, `#`, `A`–`D`) as an RFC 4733 telephone-event in
+    /// an answered call's RTP.
+    pub fn send_dtmf(&mut self, call: CallRef, digit: char) -> Result<(), CallError> {
+        self.calls.send_dtmf(call, digit)
+    }
+
+    /// The RTP statistics of a live call so far (`None` without RTP); the final ones come
+    /// as [`EventKind::CallMedia`].
+    pub fn media_stats(&self, call: CallRef) -> Option<MediaStats> {
+        self.calls.media_stats(call)
+    }
+
+    /// The RTP port the SDP announces: the shell sets it to the port it really bound
+    /// (before any call).
+    pub fn set_rtp_port(&mut self, port: u16) {
+        self.calls.set_rtp_port(port);
+    }
+
     /// Where a call is (`None` for unknown calls; ended ones are remembered for a while).
     pub fn call_phase(&self, call: CallRef) -> Option<CallPhase> {
         self.calls.phase(call)
@@ -210,6 +229,11 @@ impl Ue {
     /// Whether a reg event subscription is up (or being set up), not ending.
     pub fn is_subscribed(&self) -> bool {
         self.regevent.is_alive()
+    }
+
+    /// Whether a call is in progress (cheaper than [`Ue::calls`]).
+    pub fn has_calls(&self) -> bool {
+        self.calls.has_calls()
     }
 
     /// The calls in progress.
@@ -350,6 +374,13 @@ impl Ue {
         }
     }
 
+    /// A datagram that arrived on the UE's RTP port from `from` (plain UDP: media is not
+    /// inside the SAs).
+    pub fn handle_media(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        self.calls.handle_media(from, data, now);
+        self.pump(now);
+    }
+
     /// The shell's answer to [`SaAction::Install`]: the backend id, or why it failed.
     pub fn handle_sa_installed(
         &mut self,
@@ -389,6 +420,17 @@ impl Ue {
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.tx.poll_transmit()
+    }
+
+    /// The next RTP packet due at `now`, written into `buf` (1500 bytes is plenty): its
+    /// length and destination, sent from the UE's RTP port. Call until `None` after every
+    /// input and timeout.
+    pub fn poll_media_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
+        self.calls.poll_media_transmit(now, buf)
     }
 
     /// Next IPsec action for the shell.

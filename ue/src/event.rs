@@ -11,6 +11,7 @@ use sip::Method;
 use xfrm::{EncryptionAlg, IntegrityAlg, SaSet, SetId};
 
 use crate::call::{CallEnd, CallRef};
+use crate::media::{MediaError, MediaStats};
 use crate::regevent::{RegNotification, SubscriptionEnd};
 use crate::reginfo::{ContactEvent, RegInfoError};
 
@@ -410,6 +411,46 @@ pub enum EventKind {
         /// the call
         call: CallRef,
     },
+    /// RTP sending started with the answer (receiving may have begun at an earlier reliable
+    /// 183's answer): to the peer's address, with the negotiated codec.
+    MediaStarted {
+        /// the call
+        call: CallRef,
+        /// where the peer receives RTP
+        to: SocketAddr,
+        /// the codec ([`crate::MediaCodec`] as text)
+        codec: String,
+        /// what is sent: `test pattern` (not audio) or an AMR file
+        source: String,
+    },
+    /// No RTP could be set up from the offer/answer; the call goes on without media.
+    MediaFailed {
+        /// the call
+        call: CallRef,
+        /// why
+        error: MediaError,
+    },
+    /// The peer sent no RTP for this long (reported once per silence; the call goes on).
+    MediaTimeout {
+        /// the call
+        call: CallRef,
+        /// time since the last RTP packet
+        silent: Duration,
+    },
+    /// A DTMF digit arrived as an RFC 4733 telephone-event.
+    DtmfReceived {
+        /// the call
+        call: CallRef,
+        /// the digit
+        digit: char,
+    },
+    /// What the call's RTP did, reported just before [`EventKind::CallEnded`].
+    CallMedia {
+        /// the call
+        call: CallRef,
+        /// the counts
+        stats: MediaStats,
+    },
     /// The call is over.
     CallEnded {
         /// the call
@@ -499,6 +540,13 @@ pub enum Note {
     },
     /// IPsec is off: a set was "installed" without SAs, protected ports are plain UDP.
     IpsecOff,
+    /// The UE's RTP socket could not be bound: its calls have no media.
+    MediaBindFailed {
+        /// the RTP address
+        addr: SocketAddr,
+        /// the OS error's kind
+        error: std::io::ErrorKind,
+    },
     /// The backend refused an SA action after the install.
     SaFailed {
         /// which action
@@ -543,6 +591,9 @@ impl std::fmt::Display for Note {
                 "IPsec is OFF: SA set not installed, protected ports are plain UDP (nothing is \
                  encrypted)",
             ),
+            Note::MediaBindFailed { addr, error } => {
+                write!(f, "cannot bind the RTP socket {addr}: {error}")
+            }
             Note::SaFailed { action, id, error } => {
                 let action = match action {
                     SaStep::Promote => "promote",

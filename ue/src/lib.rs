@@ -43,6 +43,10 @@
 //!   protected client port to the P-CSCF's protected server port once registered, and
 //!   again over UDP if the P-CSCF refuses the connection; the UE listens on TCP as well
 //!   as UDP on its ports. Not through userspace-ESP SAs (no TCP stack there): UDP only.
+//! - Media ([`media`]): after the answer each call sends RTP every 20 ms (AMR or AMR-WB as
+//!   negotiated, by default a bit-checkable test pattern, not audio) from the UE's RTP
+//!   port to the peer's `c=`/`m=` address over plain UDP (not the SAs) and counts what
+//!   arrives; the statistics come as [`EventKind::CallMedia`] when the call ends.
 //! - The reg event ([`regevent`], TS 24.229 §5.1.1.3): after the initial registration the
 //!   UE subscribes to its own IMPU (`Event: reg`, [`UeConfig::reg_event`]), refreshes the
 //!   subscription, ends it before deregistering, and obeys a NOTIFY that says the network
@@ -54,6 +58,8 @@ pub mod config;
 pub mod core;
 pub mod event;
 pub mod fleet;
+pub mod media;
+mod media_io;
 pub mod regevent;
 pub mod registration;
 pub mod shell;
@@ -72,6 +78,7 @@ pub use fleet::{
     loopback_ip, numbered, register_many, run_scripts, FleetReport, ScriptError, Step,
     StepParseError, UeTimings,
 };
+pub use media::{AudioSource, MediaCodec, MediaConfig, MediaError, MediaStats};
 pub use regevent::{RegNotification, SubscriptionEnd, SubscriptionState, SubscriptionStateError};
 pub use registration::{refresh_after, RegState, Registration, SaAction};
 pub use shell::{

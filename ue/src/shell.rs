@@ -38,6 +38,7 @@ use crate::core::Ue;
 use crate::event::{
     EventKind, Note, Procedure, RegError, Registered, SaInstallError, SaStep, UeEvent,
 };
+use crate::media_io::{MediaIn, MediaIo};
 use crate::registration::{RegState, SaAction};
 
 /// The UE simulator's fallback XFRM tag ("IUE") for hosts that do not say which UEs they
@@ -177,6 +178,7 @@ enum CallOp {
     Hangup(CallRef),
     Refresh(CallRef),
     Reinvite(CallRef),
+    Dtmf(CallRef, char),
 }
 
 /// Something a handle waits for; resolved from the UE's events.
@@ -219,6 +221,7 @@ pub struct UeHost {
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     ips: std::sync::Mutex<HashSet<IpAddr>>,
     size_rule: sip::SizeRule,
+    media: MediaIo,
 }
 
 /// Commands for one UE of a [`UeHost`].
@@ -244,7 +247,14 @@ impl UeHost {
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(host_task(sipio.clone(), inbound, cmd_rx, ev_tx));
+        let (media, media_rx) = MediaIo::new();
+        let task = tokio::spawn(host_task(
+            sipio.clone(),
+            inbound,
+            cmd_rx,
+            ev_tx,
+            (media.clone(), media_rx),
+        ));
         Ok(UeHost {
             cmd: cmd_tx,
             io: sipio,
@@ -252,6 +262,7 @@ impl UeHost {
             task: std::sync::Mutex::new(Some(task)),
             ips: std::sync::Mutex::new(HashSet::new()),
             size_rule,
+            media,
         })
     }
 
@@ -298,6 +309,22 @@ impl UeHost {
                 ips.remove(&cfg.local_ip);
             }
             return Err(UeHostError::Bind { addr, source });
+        }
+        if cfg.media.enabled && cfg.calls.rtp_port == 0 {
+            // the SDP must carry the port the OS picks: bind now (others on the first call)
+            match self.media.bind(cfg.local_ip, 0) {
+                Ok(port) => ue.set_rtp_port(port),
+                Err(source) => {
+                    self.io.transport().unbind(addr, Protocol::Udp);
+                    if let Ok(mut ips) = self.ips.lock() {
+                        ips.remove(&cfg.local_ip);
+                    }
+                    return Err(UeHostError::Bind {
+                        addr: SocketAddr::new(cfg.local_ip, 0),
+                        source,
+                    });
+                }
+            }
         }
         let name: Arc<str> = Arc::from(cfg.impu.as_str());
         let (tx, rx) = oneshot::channel();
@@ -471,6 +498,12 @@ impl UeHandle {
         self.call_op(CallOp::Reinvite(call)).await.map(|_| ())
     }
 
+    /// Sends a DTMF digit (`0`–`9`, `*`, `#`, `A`–`D`) as an RFC 4733 telephone-event in
+    /// an answered call's RTP; the peer reports it as [`EventKind::DtmfReceived`].
+    pub async fn send_dtmf(&self, call: CallRef, digit: char) -> Result<(), UeHostError> {
+        self.call_op(CallOp::Dtmf(call, digit)).await.map(|_| ())
+    }
+
     /// Sends a MESSAGE and resolves with its final status code.
     pub async fn send_message(&self, target: &str, text: &str) -> Result<u16, UeHostError> {
         let (tx, rx) = oneshot::channel();
@@ -591,6 +624,7 @@ async fn host_task(
     mut inbound: mpsc::Receiver<Inbound>,
     mut cmds: mpsc::Receiver<Cmd>,
     events: mpsc::UnboundedSender<HostEvent>,
+    (media, mut media_rx): (MediaIo, mpsc::Receiver<MediaIn>),
 ) {
     let mut slots: Vec<Slot> = Vec::new();
     let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
@@ -641,6 +675,7 @@ async fn host_task(
                             CallOp::Hangup(c) => s.ue.hangup(c, now).map(|_| None),
                             CallOp::Refresh(c) => s.ue.refresh(c, now).map(|_| None),
                             CallOp::Reinvite(c) => s.ue.reinvite(c, now).map(|_| None),
+                            CallOp::Dtmf(c, d) => s.ue.send_dtmf(c, d).map(|_| None),
                         };
                         let _ = reply.send(r);
                         dirty.push(i);
@@ -707,6 +742,17 @@ async fn host_task(
                     }
                 }
             },
+            m = media_rx.recv() => {
+                // RTP for one UE, by the address it arrived on
+                if let Some(m) = m {
+                    if let Some(&i) = by_ip.get(&m.local) {
+                        if let Some(s) = slots.get_mut(i) {
+                            s.ue.handle_media(m.from, &m.data, Instant::now());
+                            dirty.push(i);
+                        }
+                    }
+                }
+            },
             _ = tokio::time::sleep_until(sleep_to) => {
                 let now = Instant::now();
                 while let Some(&Reverse((t, i))) = timers.peek() {
@@ -728,6 +774,14 @@ async fn host_task(
         for i in dirty.drain(..) {
             if let Some(s) = slots.get_mut(i) {
                 drive(i, s, &io, &mut ports, &events).await;
+                let name = s.name.clone();
+                media.flush(&mut s.ue, |event| {
+                    let _ = events.send(HostEvent {
+                        ue: i,
+                        name: name.clone(),
+                        event,
+                    });
+                });
                 let next = s.ue.poll_timeout();
                 if next != scheduled[i] {
                     scheduled[i] = next;
@@ -738,6 +792,7 @@ async fn host_task(
             }
         }
     }
+    media.close_all();
     // Leave nothing behind: every SA any UE still holds goes.
     for (id, _, side) in io.live_sets() {
         if side == Side::Ue {

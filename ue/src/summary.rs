@@ -165,6 +165,19 @@ pub fn ladder_line(t0: Instant, name: &str, e: &UeEvent) -> String {
         }
         EventKind::CallRefreshed { call } => format!("   {call}: session refreshed"),
         EventKind::CallEnded { call, end } => format!("☎ {call}: ended, {end}"),
+        EventKind::MediaStarted {
+            call,
+            to,
+            codec,
+            source,
+        } => format!("♪ {call}: RTP {codec} ({source}) to {to}"),
+        EventKind::MediaFailed { call, error } => format!("✘ {call}: no RTP: {error}"),
+        EventKind::MediaTimeout { call, silent } => format!(
+            "✘ {call}: no RTP from the peer for {:.1} s",
+            silent.as_secs_f64()
+        ),
+        EventKind::DtmfReceived { call, digit } => format!("♪ {call}: DTMF {digit} received"),
+        EventKind::CallMedia { call, stats } => format!("♪ {call}: RTP {stats}"),
         EventKind::MessageSent { to, code, took, .. } => match code {
             Some(c) => format!(
                 "✉ MESSAGE to {to}: {c} after {:.1} ms",

@@ -60,6 +60,9 @@ fn ue_config(user: &str, ip: &str, port_uc: u16) -> UeConfig {
     c.impi = format!("{user}@{DOMAIN}");
     c.impu = format!("sip:{user}@{DOMAIN}");
     c.local_ip = ip.parse().unwrap();
+    // RTP every 20 ms would fire thousands of timers in the long `advance`s below: only
+    // the media tests turn it on
+    c.media.enabled = false;
     c.security = LocalSecurity {
         spi_uc: 11111 + u32::from(port_uc),
         spi_us: 22222 + u32::from(port_uc),
@@ -83,6 +86,12 @@ struct Lab {
     drop: fn(&Message) -> bool,
     /// the relay overwrites random bytes of a third of what it delivers
     mangle: Option<rand::rngs::StdRng>,
+    /// RTP packets moved from UE i to the other
+    rtp: [u32; 2],
+    /// RTCP reports moved from UE i to the other
+    rtcp: [u32; 2],
+    /// RTP from UE i is lost
+    rtp_lost: [bool; 2],
 }
 
 impl Lab {
@@ -103,6 +112,9 @@ impl Lab {
             events: vec![Vec::new(), Vec::new()],
             drop: |_| false,
             mangle: None,
+            rtp: [0; 2],
+            rtcp: [0; 2],
+            rtp_lost: [false; 2],
         }
     }
 
@@ -222,6 +234,35 @@ impl Lab {
                         // what it cannot route
                         Err(_) if self.mangle.is_some() => {}
                         Err(e) => panic!("{e}"),
+                    }
+                }
+                while let Some(e) = self.ues[i].poll_event() {
+                    self.events[i].push(e.kind);
+                }
+                // RTP goes straight from UE to UE (no media anchor on this path), from
+                // and to the RTP port each SDP announced
+                let mut buf = [0u8; 1500];
+                while let Some((n, to)) = self.ues[i].poll_media_transmit(self.now, &mut buf) {
+                    let from = SocketAddr::new(
+                        self.ues[i].config().local_ip,
+                        self.ues[i].config().calls.rtp_port,
+                    );
+                    let j = 1 - i;
+                    let rtcp = media::rtp::is_rtcp(&buf[..n]);
+                    let port = self.ues[j].config().calls.rtp_port;
+                    // RTCP to the next port (RFC 3550 §11)
+                    let peer = SocketAddr::new(
+                        self.ues[j].config().local_ip,
+                        if rtcp { port + 1 } else { port },
+                    );
+                    assert_eq!(to, peer, "RTP goes to the peer's c=/m= address");
+                    if rtcp {
+                        self.rtcp[i] += 1;
+                    } else {
+                        self.rtp[i] += 1;
+                    }
+                    if !self.rtp_lost[i] {
+                        self.ues[j].handle_media(from, &buf[..n], self.now);
                     }
                 }
                 while let Some(e) = self.ues[i].poll_event() {
@@ -1081,5 +1122,144 @@ fn re_invite_refreshes_with_a_new_offer_and_is_acked() {
     assert_eq!(lab.ues[0].call_phase(call), Some(CallPhase::Answered));
     lab.ues[1].hangup(b_call, lab.now).unwrap();
     lab.pump();
+    lab.assert_all_ended();
+}
+
+fn media_of(events: &[EventKind], call: CallRef) -> Option<ue::MediaStats> {
+    events.iter().find_map(|e| match e {
+        EventKind::CallMedia { call: c, stats } if *c == call => Some(stats.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn rtp_flows_both_ways_with_the_negotiated_codec_and_stops_at_bye() {
+    let media = |c: &mut UeConfig| {
+        c.media.enabled = true;
+        c.media.timeout = Duration::from_secs(1);
+    };
+    let mut lab = Lab::new(
+        |a| {
+            media(a);
+            a.calls.preconditions = true;
+        },
+        |b| {
+            media(b);
+            b.calls.rtp_port = 41000;
+        },
+    );
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_millis(1500));
+    let b_call = lab.incoming(1);
+    assert!(lab.answered(0, call) && lab.answered(1, b_call));
+    // the 183 fixed the codec: AMR-WB bandwidth-efficient, the first of the offer
+    let started: Vec<String> = lab
+        .events
+        .iter()
+        .flatten()
+        .filter_map(|e| match e {
+            EventKind::MediaStarted {
+                codec, to, source, ..
+            } => Some(format!("{codec} to {to} ({source})")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        [
+            "AMR-WB/16000 pt 116 bandwidth-efficient mode 8, telephone-event pt 110 to 127.0.0.3:41000 (test pattern)",
+            "AMR-WB/16000 pt 116 bandwidth-efficient mode 8, telephone-event pt 110 to 127.0.0.2:40000 (test pattern)",
+        ]
+    );
+    lab.advance(Duration::from_secs(2));
+    let mid = lab.ues[1].media_stats(b_call).unwrap();
+    // answered at 1 s (auto-answer), now 3.5 s: 2.5 s of 20 ms packets
+    assert!((120..=130).contains(&mid.received), "{mid:?}");
+    assert_eq!((mid.frames_bad, mid.lost, mid.malformed), (0, 0, 0));
+
+    // DTMF both ways while the voice flows
+    lab.ues[0].send_dtmf(call, '7').unwrap();
+    lab.ues[1].send_dtmf(b_call, '#').unwrap();
+    assert_eq!(
+        lab.ues[1].send_dtmf(b_call, 'x'),
+        Err(CallError::NoDtmf(b_call))
+    );
+    lab.advance(Duration::from_millis(400));
+    assert!(lab.events[1].contains(&EventKind::DtmfReceived {
+        call: b_call,
+        digit: '7'
+    }));
+    assert!(lab.events[0].contains(&EventKind::DtmfReceived { call, digit: '#' }));
+
+    lab.ues[0].hangup(call, lab.now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_millis(100));
+    let (a, b) = (
+        media_of(&lab.events[0], call).expect("A's media stats"),
+        media_of(&lab.events[1], b_call).expect("B's media stats"),
+    );
+    for (x, y, moved) in [(&a, &b, lab.rtp[0]), (&b, &a, lab.rtp[1])] {
+        assert_eq!(x.sent, moved, "{x:?}");
+        assert_eq!(y.received, x.sent, "every packet counted: {y:?}");
+        assert_eq!(
+            (y.lost, y.out_of_order, y.frames_bad, y.malformed),
+            (0, 0, 0, 0)
+        );
+        assert!(y.frames_ok + 7 == y.received, "{y:?}");
+    }
+    assert_eq!((a.dtmf_sent.as_str(), b.dtmf_received.as_str()), ("7", "7"));
+    // one RTCP report each way, 2.5 s after the answer (RFC 3550 §6.2)
+    assert_eq!(lab.rtcp, [1, 1]);
+    assert_eq!(
+        (a.rtcp_sent, a.rtcp_received, b.rtcp_sent, b.rtcp_received),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        (a.peer_reported_lost, b.peer_reported_lost),
+        (Some(0), Some(0))
+    );
+    assert_eq!((b.dtmf_sent.as_str(), a.dtmf_received.as_str()), ("#", "#"));
+    // the stats come just before the end, and nothing is sent afterwards
+    let pos = |i: usize, f: &dyn Fn(&EventKind) -> bool| lab.events[i].iter().position(f);
+    assert!(
+        pos(0, &|e| matches!(e, EventKind::CallMedia { .. }))
+            < pos(0, &|e| matches!(e, EventKind::CallEnded { .. }))
+    );
+    let sent = lab.rtp;
+    lab.advance(Duration::from_secs(3));
+    assert_eq!(lab.rtp, sent, "RTP stopped at the BYE");
+    assert!(!lab
+        .events
+        .iter()
+        .flatten()
+        .any(|e| matches!(e, EventKind::MediaTimeout { .. })));
+    lab.assert_all_ended();
+}
+
+#[test]
+fn a_silent_peer_is_reported_not_waited_for() {
+    let media = |c: &mut UeConfig| {
+        c.media.enabled = true;
+        c.media.timeout = Duration::from_secs(1);
+    };
+    let mut lab = Lab::new(media, media);
+    lab.rtp_lost[1] = true;
+    let call = lab.ues[0].call(&bob(), lab.now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_millis(1500));
+    lab.advance(Duration::from_millis(1500));
+    let timeouts: Vec<_> = lab.events[0]
+        .iter()
+        .filter(|e| matches!(e, EventKind::MediaTimeout { call: c, .. } if *c == call))
+        .collect();
+    assert_eq!(timeouts.len(), 1, "reported once: {timeouts:?}");
+    assert_eq!(lab.ues[0].call_phase(call), Some(CallPhase::Answered));
+    lab.ues[0].hangup(call, lab.now).unwrap();
+    lab.pump();
+    lab.advance(Duration::from_millis(100));
+    let a = media_of(&lab.events[0], call).unwrap();
+    assert_eq!(a.received, 0);
+    assert!(a.sent > 50);
     lab.assert_all_ended();
 }

@@ -56,7 +56,11 @@ enum UeCommand {
     /// protected server port, with `Route: <sip:P-CSCF:port-s;lr>` plus the Service-Route
     /// (TS 24.229 §5.1.2A); the Contact is the registered one, so calls arrive on the
     /// protected server port. The INVITE offers AMR-WB and AMR (both payload formats) and
-    /// telephone-event. Exits non-zero if the call fails.
+    /// telephone-event. Once answered, RTP flows both ways (plain UDP from --rtp-port, not
+    /// through the SAs): by default a test pattern in speech frames of the negotiated mode,
+    /// which the other side checks bit for bit (it is not audio), or an AMR file
+    /// (--audio-file); the packet counts are printed when the call ends. Exits non-zero if
+    /// the call fails.
     ///
     /// Example (call, talk 5 s, hang up):
     ///   imslab ue call --impi … --impu sip:alice@ims.test --domain ims.test -k … --opc …
@@ -100,6 +104,27 @@ pub struct CallArgs {
     /// UPDATE with the reserved segment, then 180/200.
     #[arg(long)]
     preconditions: bool,
+    /// The UE's RTP port (on --local-ip), announced in the SDP; 0 picks a free one.
+    #[arg(long, default_value_t = 40000, value_name = "PORT")]
+    rtp_port: u16,
+    /// Send this AMR or AMR-WB storage file (`#!AMR` / `#!AMR-WB`, RFC 4867 §5) in a loop
+    /// instead of the test pattern (used when the call negotiates that codec).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_media")]
+    audio_file: Option<std::path::PathBuf>,
+    /// No RTP at all (SDP only).
+    #[arg(long)]
+    no_media: bool,
+    /// Do not compare received frames with the test pattern (the peer sends real speech,
+    /// e.g. a phone or `--audio-file`): they are counted as unchecked, not bad.
+    #[arg(long)]
+    no_pattern_check: bool,
+    /// Report the peer silent after this many milliseconds without RTP.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    media_timeout_ms: u64,
+    /// DTMF digits to send as RFC 4733 telephone-events once the call is answered
+    /// (`0`–`9`, `*`, `#`, `A`–`D`), 300 ms apart, within --hold-ms.
+    #[arg(long, value_name = "DIGITS", requires = "to")]
+    dtmf: Option<String>,
 }
 
 /// Parses `--answer`.
@@ -129,6 +154,23 @@ impl CallArgs {
         cfg.calls.no_answer_timeout = Duration::from_millis(self.no_answer_ms);
         cfg.calls.preferred_identity = self.preferred_identity.clone();
         cfg.calls.preconditions = self.preconditions;
+        cfg.calls.rtp_port = self.rtp_port;
+        cfg.media.enabled = !self.no_media;
+        cfg.media.check_pattern = !self.no_pattern_check;
+        cfg.media.timeout = Duration::from_millis(self.media_timeout_ms);
+        if let Some(path) = &self.audio_file {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("--audio-file {}", path.display()))?;
+            cfg.media.source = ue::AudioSource::AmrFile(bytes.into());
+            // a file the peer cannot check against the test pattern
+        }
+        if let Some(d) = &self.dtmf {
+            if let Some(bad) = d.chars().find(|c| !ue::media::is_dtmf_digit(*c)) {
+                bail!("--dtmf: {bad:?} is not a DTMF digit (0-9, *, #, A-D)");
+            }
+        }
+        cfg.validate()
+            .with_context(|| "--audio-file is not an AMR/AMR-WB storage file")?;
         Ok(cfg)
     }
 
@@ -141,6 +183,7 @@ impl CallArgs {
             (Some(to), None) => Plan::Call {
                 to: to.clone(),
                 hold: Duration::from_millis(self.hold_ms),
+                dtmf: self.dtmf.clone().unwrap_or_default(),
             },
             (None, _) => Plan::Await {
                 wait: Duration::from_millis(self.wait_ms),
@@ -154,8 +197,12 @@ impl CallArgs {
 enum Plan {
     /// registration steps (`imslab ue register`)
     Steps(Vec<Step>),
-    /// register, call, hold, hang up, deregister
-    Call { to: String, hold: Duration },
+    /// register, call, hold (sending DTMF digits), hang up, deregister
+    Call {
+        to: String,
+        hold: Duration,
+        dtmf: String,
+    },
     /// register, MESSAGE, deregister
     Message { to: String, text: String },
     /// register, wait for a call and its end, deregister
@@ -402,7 +449,7 @@ async fn converse(ue: &UeHandle, plan: Plan, summary: &mut String) -> Result<(),
                 return Err(UeHostError::MessageUnanswered);
             }
         }
-        Plan::Call { to, hold } => {
+        Plan::Call { to, hold, dtmf } => {
             let call = ue.call(&to).await?;
             let t = Instant::now();
             if let Err(e) = ue.wait_answered(call).await {
@@ -413,7 +460,15 @@ async fn converse(ue: &UeHandle, plan: Plan, summary: &mut String) -> Result<(),
                 "call to {to} answered after {:.1} ms\n",
                 t.elapsed().as_secs_f64() * 1000.0
             );
-            tokio::time::sleep(hold).await;
+            let held = Instant::now();
+            for d in dtmf.chars() {
+                if let Err(e) = ue.send_dtmf(call, d).await {
+                    *summary += &format!("DTMF {d}: {e}\n");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            tokio::time::sleep(hold.saturating_sub(held.elapsed())).await;
             // the peer may have hung up meanwhile
             let _ = ue.hangup(call).await;
             let end = ue.wait_ended(call).await?;
@@ -453,11 +508,17 @@ async fn session(
     let t0 = Instant::now();
     let mut events = host.take_events();
     let printer = tokio::spawn(async move {
+        // the RTP counts of each call, for the summary
+        let mut media = String::new();
         if let Some(rx) = events.as_mut() {
             while let Some(e) = rx.recv().await {
                 println!("{}", ladder_line(t0, "UE", &e.event));
+                if let ue::EventKind::CallMedia { call, stats } = &e.event.kind {
+                    media += &format!("{call} RTP ({}, {}): {stats}\n", stats.codec, stats.source);
+                }
             }
         }
+        media
     });
     println!(
         "UE {} at {} → P-CSCF {} (IPsec backend: {backend}; XFRM state tagged {tag})",
@@ -538,7 +599,9 @@ async fn session(
     }
     host.shutdown().await;
     drop(host);
-    let _ = printer.await;
+    if let Ok(media) = printer.await {
+        summary += &media;
+    }
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(summary),
@@ -676,11 +739,16 @@ mod tests {
             c.plan(),
             Plan::Call {
                 to: "sip:bob@ims.test".into(),
-                hold: Duration::from_millis(10)
+                hold: Duration::from_millis(10),
+                dtmf: String::new(),
             }
         );
         let cfg = c.config().unwrap();
         assert_eq!(cfg.calls.answer, AnswerMode::Auto(Duration::from_secs(1)));
+        // RTP by default: the test pattern from port 40000
+        assert!(cfg.media.enabled);
+        assert_eq!(cfg.media.source, ue::AudioSource::TestPattern);
+        assert_eq!(cfg.calls.rtp_port, 40000);
         assert_eq!(cfg.impu, "sip:alice@ims.test");
         assert!(cfg.calls.preconditions);
         let c = parse_call(&["--answer", "reject:486", "--wait-ms", "5"]).unwrap();
@@ -707,5 +775,48 @@ mod tests {
         assert_eq!(answer_mode("ring").unwrap(), AnswerMode::Ring);
         let c = parse_call(&["--to", "sip:bob@ims.test", "--then", "dereg"]).unwrap();
         assert!(c.config().is_err());
+    }
+
+    #[test]
+    fn media_arguments() {
+        let c = parse_call(&[
+            "--to",
+            "sip:bob@ims.test",
+            "--rtp-port",
+            "0",
+            "--media-timeout-ms",
+            "2500",
+            "--dtmf",
+            "12#",
+        ])
+        .unwrap();
+        let cfg = c.config().unwrap();
+        assert_eq!(cfg.calls.rtp_port, 0);
+        assert_eq!(cfg.media.timeout, Duration::from_millis(2500));
+        assert!(matches!(c.plan(), Plan::Call { dtmf, .. } if dtmf == "12#"));
+        let c = parse_call(&["--to", "sip:bob@ims.test", "--dtmf", "1x"]).unwrap();
+        assert!(c.config().is_err(), "x is no DTMF digit");
+        assert!(parse_call(&["--dtmf", "1"]).is_err(), "DTMF needs --to");
+        let c = parse_call(&["--no-media"]).unwrap();
+        assert!(!c.config().unwrap().media.enabled);
+        assert!(c.config().unwrap().media.check_pattern);
+        let c = parse_call(&["--no-pattern-check"]).unwrap();
+        assert!(!c.config().unwrap().media.check_pattern);
+        // an AMR-NB storage file with one NO_DATA frame plays; other files are refused
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("a.amr");
+        std::fs::write(&good, b"#!AMR\n\x7c").unwrap();
+        let c = parse_call(&["--audio-file", good.to_str().unwrap()]).unwrap();
+        assert!(matches!(
+            c.config().unwrap().media.source,
+            ue::AudioSource::AmrFile(_)
+        ));
+        let bad = dir.path().join("b.wav");
+        std::fs::write(&bad, b"RIFF....WAVE").unwrap();
+        let c = parse_call(&["--audio-file", bad.to_str().unwrap()]).unwrap();
+        assert!(c.config().is_err());
+        let c = parse_call(&["--audio-file", "/nonexistent/x.amr"]).unwrap();
+        assert!(c.config().is_err());
+        assert!(parse_call(&["--audio-file", "x.amr", "--no-media"]).is_err());
     }
 }

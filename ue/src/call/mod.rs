@@ -23,7 +23,7 @@
 //! [`CallConfig::ring_timeout`] (480); a 2xx without ACK for 64·T1 ends with BYE (§13.3.1.4);
 //! a CANCEL or BYE left unanswered ends the call locally after 64·T1.
 
-pub mod sdp_text;
+mod sdp_oa;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -37,7 +37,10 @@ use sip::ims::{hdr, tag};
 use sip::transaction::{TimerConfig, TxId};
 use sip::{Flow, Message, Method, NameAddr, RequestBuilder, ResponseBuilder, Uri, Via};
 
+use sdp::{PrecondDirection, Session};
+
 use crate::event::EventKind;
+use crate::media::{MediaConfig, MediaEvent, MediaSession, MediaStats, Negotiated};
 
 /// The MMTel ICSI as a feature-tag value (TS 24.173 §5.1, RFC 3840 quoting).
 const MMTEL_TAG: &str = "\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"";
@@ -175,7 +178,8 @@ pub struct CallConfig {
     /// P-Preferred-Identity of initial requests (RFC 3325 §9.2), e.g. one of the
     /// P-Associated-URIs; none by default.
     pub preferred_identity: Option<String>,
-    /// RTP port announced in SDP (no media is sent yet).
+    /// The UE's RTP port, announced in SDP. The shell binds it on the UE's address; 0 lets
+    /// the shell pick a free port (and the SDP carries that one).
     pub rtp_port: u16,
     /// Offer QoS preconditions (RFC 3312) like a VoLTE handset: `des:qos mandatory local
     /// sendrecv` with `curr:qos local none` in the INVITE, PRACK the 183, then an UPDATE
@@ -227,6 +231,9 @@ pub enum CallError {
     /// The in-dialog request could not be built.
     #[error(transparent)]
     Dialog(#[from] DialogError),
+    /// DTMF needs a call with RTP running and a telephone-event format in the answer.
+    #[error("{0} has no RTP with telephone-event (or the digit is not 0-9, *, #, A-D)")]
+    NoDtmf(CallRef),
 }
 
 /// What the registration tells the calls about the network (recomputed per input, as the
@@ -405,6 +412,12 @@ struct Call {
     sdp_version: u64,
     /// None: no preconditions in this call
     precond: Option<Precond>,
+    /// the peer's last SDP: its offer, or its answer to ours
+    remote_sdp: Option<Session>,
+    /// the answer in force (ours as callee, the peer's as caller): it fixes the codec
+    answer_sdp: Option<Session>,
+    /// the RTP, from the answer on
+    media: Option<MediaSession>,
 }
 
 impl Call {
@@ -451,6 +464,7 @@ struct PendingMessage {
 #[derive(Debug)]
 pub(crate) struct Calls {
     cfg: CallConfig,
+    media_cfg: MediaConfig,
     timers: TimerConfig,
     next: u64,
     calls: HashMap<CallRef, Call>,
@@ -465,6 +479,19 @@ pub(crate) struct Calls {
 
 fn ev(out: &mut VecDeque<CallOut>, kind: EventKind) {
     out.push_back(CallOut::Event(kind));
+}
+
+/// Moves a call's media events into the calls' outputs.
+fn media_events(out: &mut VecDeque<CallOut>, call: CallRef, m: &mut MediaSession) {
+    while let Some(e) = m.poll_event() {
+        ev(
+            out,
+            match e {
+                MediaEvent::Timeout(silent) => EventKind::MediaTimeout { call, silent },
+                MediaEvent::Dtmf(digit) => EventKind::DtmfReceived { call, digit },
+            },
+        );
+    }
 }
 
 /// Parses a call/message target: a sip:/sips:/tel: URI.
@@ -492,9 +519,10 @@ fn session_expires(m: &Message) -> Option<(u32, Option<String>)> {
 }
 
 impl Calls {
-    pub(crate) fn new(cfg: CallConfig, timers: TimerConfig) -> Calls {
+    pub(crate) fn new(cfg: CallConfig, media_cfg: MediaConfig, timers: TimerConfig) -> Calls {
         Calls {
             cfg,
+            media_cfg,
             timers,
             next: 1,
             calls: HashMap::new(),
@@ -511,7 +539,155 @@ impl Calls {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.calls.values().filter_map(Call::deadline).min()
+        self.calls
+            .values()
+            .flat_map(|c| {
+                [
+                    c.deadline(),
+                    c.media.as_ref().and_then(MediaSession::poll_timeout),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// The RTP port our SDP announces (the shell's socket).
+    pub(crate) fn set_rtp_port(&mut self, port: u16) {
+        self.cfg.rtp_port = port;
+    }
+
+    /// Our SDP's `o=` and media address for call `c`.
+    fn local(&self, c: &Call, net: &Net) -> sdp_oa::Local {
+        sdp_oa::Local {
+            ip: net.local.ip(),
+            port: self.cfg.rtp_port,
+            session_id: c.session_id,
+            version: c.sdp_version,
+        }
+    }
+
+    /// Our answer to the INVITE's offer (in the 183 or the 2xx), remembered with the offer.
+    fn answer_offer(&self, c: &mut Call, net: &Net, qos: PrecondDirection) -> Option<Vec<u8>> {
+        let offer = sdp_oa::parse(c.invite.body())?;
+        let answer = sdp_oa::answer(&offer, self.local(c, net), qos)?;
+        let bytes = answer.to_bytes();
+        c.remote_sdp = Some(offer);
+        c.answer_sdp = Some(answer);
+        Some(bytes)
+    }
+
+    /// A later offer/answer in the dialog (UPDATE, re-INVITE): remembered; running RTP
+    /// follows the peer if it moved.
+    fn negotiated(c: &mut Call, remote: Session, answer: Session) {
+        if let Some(m) = c.media.as_mut() {
+            if let Ok(n) = Negotiated::from_sdp(&answer, &remote) {
+                m.retarget(n.remote);
+            }
+        }
+        c.remote_sdp = Some(remote);
+        c.answer_sdp = Some(answer);
+    }
+
+    /// The peer answered our offer with `resp`'s body (if it has one).
+    fn peer_answered(c: &mut Call, resp: &Message) {
+        if let Some(a) = sdp_oa::parse(resp.body()) {
+            Self::negotiated(c, a.clone(), a);
+        }
+    }
+
+    /// Sets up the RTP of a call once an answer is known: receiving at once (the peer may
+    /// send before our 2xx or its 2xx arrives), sending too when `send` (answered).
+    fn start_media(&mut self, r: CallRef, c: &mut Call, now: Instant, send: bool) {
+        if !self.media_cfg.enabled {
+            return;
+        }
+        if c.media.is_none() {
+            let n = match (&c.answer_sdp, &c.remote_sdp) {
+                (Some(answer), Some(remote)) => Negotiated::from_sdp(answer, remote),
+                _ => Err(crate::media::MediaError::NoAudio),
+            };
+            match n {
+                Ok(n) => c.media = Some(MediaSession::new(n, &self.media_cfg, rand::random(), now)),
+                // reported once, when the call is answered without usable media
+                Err(error) if send => {
+                    ev(&mut self.out, EventKind::MediaFailed { call: r, error });
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        let Some(m) = c.media.as_mut() else { return };
+        if send && !m.is_sending() {
+            m.start_sending(now);
+            if m.is_sending() {
+                ev(
+                    &mut self.out,
+                    EventKind::MediaStarted {
+                        call: r,
+                        to: m.negotiated().remote,
+                        codec: m.negotiated().codec.to_string(),
+                        source: m.source().to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A datagram on the UE's RTP or RTCP port: to the call whose peer sent it (its RTP
+    /// address, else its IP: RTCP comes from the next port), else to the only call with
+    /// media (the peer may send from another address than it receives on).
+    pub(crate) fn handle_media(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let with_media = || self.calls.iter().filter(|(_, c)| c.media.is_some());
+        let peer_is = |same: &dyn Fn(SocketAddr) -> bool| {
+            with_media()
+                .find(|(_, c)| {
+                    c.media
+                        .as_ref()
+                        .is_some_and(|m| same(m.negotiated().remote))
+                })
+                .map(|(r, _)| *r)
+        };
+        let by_peer = peer_is(&|r| r == from).or_else(|| peer_is(&|r| r.ip() == from.ip()));
+        let r = by_peer.or_else(|| {
+            let mut it = with_media();
+            match (it.next(), it.next()) {
+                (Some((r, _)), None) => Some(*r),
+                _ => None,
+            }
+        });
+        let Some(r) = r else { return };
+        let out = &mut self.out;
+        if let Some(m) = self.calls.get_mut(&r).and_then(|c| c.media.as_mut()) {
+            m.handle_datagram(data, now);
+            media_events(out, r, m);
+        }
+    }
+
+    /// The next RTP packet due at `now`, written into `buf`: length and destination.
+    pub(crate) fn poll_media_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
+        self.calls
+            .values_mut()
+            .filter_map(|c| c.media.as_mut())
+            .find_map(|m| m.poll_transmit(now, buf))
+    }
+
+    /// Sends a DTMF digit in an answered call's RTP (RFC 4733).
+    pub(crate) fn send_dtmf(&mut self, r: CallRef, digit: char) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&r).ok_or(CallError::UnknownCall(r))?;
+        let answered = c.phase == CallPhase::Answered;
+        match c.media.as_mut() {
+            Some(m) if answered => m.send_dtmf(digit).then_some(()).ok_or(CallError::NoDtmf(r)),
+            _ => Err(CallError::NoDtmf(r)),
+        }
+    }
+
+    /// The RTP statistics of a live call so far.
+    pub(crate) fn media_stats(&self, r: CallRef) -> Option<MediaStats> {
+        self.calls.get(&r)?.media.as_ref().map(MediaSession::stats)
     }
 
     /// Where a call is (ended calls are remembered for a while).
@@ -523,6 +699,11 @@ impl Calls {
             .iter()
             .find(|(r, _)| *r == call)
             .map(|(_, e)| CallPhase::Ended(e.clone()))
+    }
+
+    /// Whether any call is live.
+    pub(crate) fn has_calls(&self) -> bool {
+        !self.calls.is_empty()
     }
 
     /// Live calls.
@@ -563,8 +744,23 @@ impl Calls {
     }
 
     /// Puts a call back, or records its end.
-    fn put(&mut self, r: CallRef, c: Call) {
+    fn put(&mut self, r: CallRef, mut c: Call) {
+        if matches!(c.phase, CallPhase::Ending | CallPhase::Ended(_)) {
+            // RTP stops with the BYE; what is still in flight is counted until the end
+            if let Some(m) = c.media.as_mut() {
+                m.stop_sending();
+            }
+        }
         if let CallPhase::Ended(end) = &c.phase {
+            if let Some(m) = c.media.take() {
+                ev(
+                    &mut self.out,
+                    EventKind::CallMedia {
+                        call: r,
+                        stats: m.stats(),
+                    },
+                );
+            }
             ev(
                 &mut self.out,
                 EventKind::CallEnded {
@@ -602,10 +798,13 @@ impl Calls {
         let local_tag = sip::new_tag();
         let call_id = sip::new_call_id(Some(&sip::uri::ip_host(net.local.ip())));
         let session_id = rand::random::<u32>() as u64;
-        let mut sdp = sdp_text::offer(net.local.ip(), self.cfg.rtp_port, session_id, 1);
-        if self.cfg.preconditions {
-            sdp.push_str(&sdp_text::qos(false, false, "optional", false));
-        }
+        let local = sdp_oa::Local {
+            ip: net.local.ip(),
+            port: self.cfg.rtp_port,
+            session_id,
+            version: 1,
+        };
+        let sdp = sdp_oa::offer(local, self.cfg.preconditions.then(sdp_oa::initial_qos)).to_bytes();
         let supported = if self.cfg.preconditions {
             "100rel, timer, precondition"
         } else {
@@ -682,6 +881,9 @@ impl Calls {
                 session_id,
                 sdp_version: 1,
                 precond: self.cfg.preconditions.then_some(Precond::Offered),
+                remote_sdp: None,
+                answer_sdp: None,
+                media: None,
             },
         );
         Ok(r)
@@ -697,7 +899,7 @@ impl Calls {
                 phase: c.phase_name(),
             })
         } else {
-            self.send_ok(&mut c, net, now);
+            self.send_ok(r, &mut c, net, now);
             Ok(())
         };
         self.put(r, c);
@@ -883,13 +1085,8 @@ impl Calls {
             return;
         };
         c.sdp_version += 1;
-        let mut sdp = sdp_text::offer(
-            net.local.ip(),
-            self.cfg.rtp_port,
-            c.session_id,
-            c.sdp_version,
-        );
-        sdp.push_str(&sdp_text::qos(true, false, "mandatory", false));
+        let qos = sdp_oa::update_qos(c.remote_sdp.as_ref());
+        let sdp = sdp_oa::offer(self.local(c, net), Some(qos)).to_bytes();
         let m = net
             .decorate(b.contact(&net.contact), &[])
             .body("application/sdp", Bytes::from(sdp))
@@ -921,12 +1118,7 @@ impl Calls {
         if method == Method::Invite {
             // a re-INVITE carries a new offer (RFC 3264 §8: same session, version + 1)
             c.sdp_version += 1;
-            let sdp = sdp_text::offer(
-                net.local.ip(),
-                self.cfg.rtp_port,
-                c.session_id,
-                c.sdp_version,
-            );
+            let sdp = sdp_oa::offer(self.local(c, net), None).to_bytes();
             b = b
                 .header(hdr::SUPPORTED, "100rel, timer")
                 .body("application/sdp", Bytes::from(sdp));
@@ -971,6 +1163,7 @@ impl Calls {
                     return;
                 }
                 let Ok(mut c) = self.take(r) else { return };
+                Self::peer_answered(&mut c, resp);
                 let early = matches!(c.phase, CallPhase::Calling | CallPhase::Ringing);
                 match (purpose, c.precond) {
                     // the 183's PRACK is through: report our segment reserved
@@ -978,7 +1171,7 @@ impl Calls {
                         self.precondition_update(r, &mut c, net);
                     }
                     (Purpose::Precondition(_), Some(Precond::Updating))
-                        if sdp_text::peer_ready(&String::from_utf8_lossy(resp.body())) =>
+                        if sdp_oa::parse(resp.body()).is_some_and(|s| sdp_oa::peer_ready(&s)) =>
                     {
                         c.precond = Some(Precond::Met);
                         ev(&mut self.out, EventKind::CallPreconditionsMet { call: r });
@@ -999,6 +1192,11 @@ impl Calls {
                         .unwrap_or(CallEnd::HungUp { by: Party::Local });
                     c.phase = CallPhase::Ended(end);
                 } else if matches!(purpose, Purpose::InDialog(_)) {
+                    let reinvite_ok = resp.cseq().is_ok_and(|s| s.method == Method::Invite)
+                        && (200..300).contains(&code);
+                    if reinvite_ok {
+                        Self::peer_answered(&mut c, resp);
+                    }
                     if let Some(d) = c.dialog.as_mut() {
                         let _ = d.handle_response(resp);
                         // the 2xx of a re-INVITE (and each retransmission) gets its ACK
@@ -1049,8 +1247,13 @@ impl Calls {
                     }
                 }
             }
+            Self::peer_answered(c, resp);
+            if c.answer_sdp.is_some() {
+                // early: the callee's RTP may overtake its 2xx
+                self.start_media(r, c, now, false);
+            }
             if c.precond == Some(Precond::Offered)
-                && sdp_text::wants_preconditions(&String::from_utf8_lossy(resp.body()))
+                && sdp_oa::parse(resp.body()).is_some_and(|s| sdp_oa::wants_preconditions(&s))
             {
                 c.precond = Some(Precond::Answered);
             }
@@ -1128,6 +1331,8 @@ impl Calls {
             }
             c.phase = CallPhase::Answered;
             c.guard = None;
+            Self::peer_answered(c, resp);
+            self.start_media(r, c, now, true);
             if let Some((se, refresher)) = session_expires(resp) {
                 c.session_expires = Some(se);
                 if refresher.as_deref() == Some("uas") {
@@ -1349,6 +1554,9 @@ impl Calls {
             session_id: rand::random::<u32>() as u64,
             sdp_version: 1,
             precond: None,
+            remote_sdp: None,
+            answer_sdp: None,
+            media: None,
         };
         let offers_tag = |t: &str| {
             c.invite.has_option_tag(hdr::SUPPORTED, t) || c.invite.has_option_tag(hdr::REQUIRE, t)
@@ -1356,7 +1564,7 @@ impl Calls {
         // RFC 3312 §11: preconditions need reliable provisional responses
         let precond = offers_tag("precondition")
             && offers_tag("100rel")
-            && sdp_text::wants_preconditions(&String::from_utf8_lossy(c.invite.body()));
+            && sdp_oa::parse(c.invite.body()).is_some_and(|s| sdp_oa::wants_preconditions(&s));
         match self.cfg.answer {
             AnswerMode::Reject(code) => self.final_failure(&mut c, code.clamp(300, 699), None),
             _ if precond => self.session_progress(&mut c, net, now),
@@ -1373,18 +1581,10 @@ impl Calls {
     /// yet, confirmation of the caller's segment requested: RFC 3312 §6).
     fn session_progress(&mut self, c: &mut Call, net: &Net, now: Instant) {
         let Some(tx) = c.invite_tx else { return };
-        let offer = String::from_utf8_lossy(c.invite.body()).into_owned();
-        let Some(mut sdp) = sdp_text::answer(
-            &offer,
-            net.local.ip(),
-            self.cfg.rtp_port,
-            c.session_id,
-            c.sdp_version,
-        ) else {
+        let Some(sdp) = self.answer_offer(c, net, PrecondDirection::None) else {
             self.final_failure(c, 488, None);
             return;
         };
-        sdp.push_str(&sdp_text::qos(false, false, "mandatory", true));
         c.rseq += 1;
         let b = ResponseBuilder::new(&c.invite, 183)
             .to_tag(&c.local_tag)
@@ -1432,19 +1632,12 @@ impl Calls {
         });
     }
 
-    fn send_ok(&mut self, c: &mut Call, net: &Net, now: Instant) {
+    fn send_ok(&mut self, r: CallRef, c: &mut Call, net: &Net, now: Instant) {
         let Some(tx) = c.invite_tx else { return };
-        let offer = String::from_utf8_lossy(c.invite.body()).into_owned();
         // after preconditions the offer/answer is done (183, UPDATE): no SDP in the 2xx
         let sdp = match c.precond {
             Some(_) => None,
-            None => match sdp_text::answer(
-                &offer,
-                net.local.ip(),
-                self.cfg.rtp_port,
-                c.session_id,
-                c.sdp_version,
-            ) {
+            None => match self.answer_offer(c, net, PrecondDirection::SendRecv) {
                 Some(sdp) => Some(sdp),
                 None => {
                     // RFC 3264 §6: nothing acceptable in the offer
@@ -1480,6 +1673,8 @@ impl Calls {
         if let Some(d) = c.dialog.as_mut() {
             d.confirm();
         }
+        // the caller may send RTP as soon as our 2xx reaches it, before its ACK reaches us
+        self.start_media(r, c, now, true);
     }
 
     /// Answers the incoming INVITE with a final failure; the call ends with `end`, or as
@@ -1607,26 +1802,24 @@ impl Calls {
                         .header("Session-Expires", format_args!("{se};refresher=uac"))
                         .header(hdr::REQUIRE, "timer");
                 }
-                let offer = String::from_utf8_lossy(req.body()).into_owned();
+                let offer = sdp_oa::parse(req.body());
+                if offer.is_none() && !req.body().is_empty() {
+                    // RFC 3264 §6: an offer we cannot read is not acceptable
+                    self.respond_plain(tx, &req, 488, None);
+                    self.put(r, c);
+                    return;
+                }
                 // RFC 3312 §6: the caller reports its segment reserved; ours is at once
                 let qos_met = !c.outgoing
                     && c.precond == Some(Precond::Offered)
-                    && sdp_text::peer_ready(&offer);
-                if !offer.is_empty() {
+                    && offer.as_ref().is_some_and(sdp_oa::peer_ready);
+                if let Some(offer) = offer {
                     c.sdp_version += 1;
-                    let ip = net.local.ip();
-                    match sdp_text::answer(
-                        &offer,
-                        ip,
-                        self.cfg.rtp_port,
-                        c.session_id,
-                        c.sdp_version,
-                    ) {
-                        Some(mut sdp) => {
-                            if c.precond.is_some() {
-                                sdp.push_str(&sdp_text::qos(true, qos_met, "mandatory", false));
-                            }
-                            b = b.body("application/sdp", Bytes::from(sdp));
+                    let local = self.local(&c, net);
+                    match sdp_oa::answer(&offer, local, PrecondDirection::SendRecv) {
+                        Some(sdp) => {
+                            b = b.body("application/sdp", Bytes::from(sdp.to_bytes()));
+                            Self::negotiated(&mut c, offer, sdp);
                         }
                         None => {
                             self.respond_plain(tx, &req, 488, None);
@@ -1705,6 +1898,13 @@ impl Calls {
 
     /// Timers: 2xx retransmission, auto-answer, ring and no-answer limits, refreshes.
     pub(crate) fn handle_timeout(&mut self, net: &Net, now: Instant) {
+        let out = &mut self.out;
+        for (r, c) in self.calls.iter_mut() {
+            if let Some(m) = c.media.as_mut() {
+                m.handle_timeout(now);
+                media_events(out, *r, m);
+            }
+        }
         let due: Vec<CallRef> = self
             .calls
             .iter()
@@ -1745,7 +1945,7 @@ impl Calls {
             if c.answer_at.is_some_and(|t| t <= now) {
                 c.answer_at = None;
                 if matches!(c.phase, CallPhase::Calling | CallPhase::Ringing) {
-                    self.send_ok(&mut c, net, now);
+                    self.send_ok(r, &mut c, net, now);
                 }
             }
             if c.refresh_at.is_some_and(|t| t <= now) {

@@ -1,0 +1,1136 @@
+//! The RTP of a call, sans-IO: what the UE sends and how it counts what it receives.
+//!
+//! After the offer/answer, [`Negotiated::from_sdp`] reads the codec the answer kept (AMR or
+//! AMR-WB, its payload type and payload format, the highest mode its `mode-set` allows) and
+//! the peer's `c=`/`m=` address. A [`MediaSession`] then sends one RTP packet per 20 ms
+//! (RFC 3550 header, one RFC 4867 frame per packet, `ptime` 20) to that address and counts
+//! the peer's packets with the `media` crate's receiver statistics (received, lost, jitter)
+//! plus out-of-order packets.
+//!
+//! There is no speech encoder here (it comes with the AMR codec). The audio source is:
+//! - by default the **test pattern** of [`media::pattern`]: real-sized speech frames of the
+//!   negotiated mode whose bits come from a generator seeded by SSRC and timestamp. It is
+//!   not audio; it lets the receiver check bit for bit that each frame arrived as sent
+//!   ([`MediaStats::frames_ok`] / [`MediaStats::frames_bad`]) whatever relays sit between;
+//! - or an AMR/AMR-WB storage file (`#!AMR\n`, RFC 4867 §5), played in a loop, when
+//!   [`MediaConfig::source`] names one and its codec is the negotiated one.
+//!
+//! RTCP (RFC 3550 §6) goes to the peer's RTP port + 1 every [`RTCP_INTERVAL`] while the
+//! call is up: an SR with a report block about the peer and our CNAME. The SR's NTP
+//! timestamp counts from the session's start (§6.4.1 allows a relative clock), so the core
+//! reads no wall clock. The peer's reports are read for the loss it saw of our stream.
+//!
+//! DTMF digits go as RFC 4733 telephone-events when the answer kept a telephone-event
+//! format; received ones are reported. Silence from the peer longer than
+//! [`MediaConfig::timeout`] is reported once ([`MediaEvent::Timeout`]), never waited on.
+//! RTP is plain UDP on the UE's own address: VoLTE media has its own bearer, not the SIP
+//! signalling's IPsec SAs.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use media::amr::{pack, AmrError, AmrFormat, AmrFrame, AmrPayload, StorageFrames, CMR_NONE};
+use media::pattern::{check_frame, pattern_frame, PatternCheck, MAX_FRAME_OCTETS};
+use media::rtcp::{Compound, RtcpPacket, RtcpWriter};
+use media::rtp::{is_rtcp, RtpHeader, RtpPacket};
+use media::stats::{ReceiverStats, SenderStats};
+use media::telephone_event::TelephoneEvent;
+use sdp::{AmrKind, AmrParams, Session};
+
+/// Packetisation time: one frame per packet, as handsets send (TS 26.114 §7.4.2).
+pub const PTIME: Duration = Duration::from_millis(20);
+/// Between two RTCP reports (RFC 3550 §6.2's minimum; a two-party call needs no more).
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// The first report goes after half the interval (RFC 3550 §6.2).
+const RTCP_FIRST: Duration = Duration::from_millis(2500);
+/// A sender that fell further behind than this (a stalled host) skips ahead instead of
+/// bursting the backlog.
+const MAX_LAG: Duration = Duration::from_millis(200);
+/// Frames kept ready for a host that is slow to fetch them.
+const MAX_DUE: u32 = 10;
+/// Packets of one DTMF digit: 5 × 20 ms of event, the last with the end bit, then the end
+/// packet twice more (RFC 4733 §2.5.1.4).
+const DTMF_PACKETS: u32 = 5;
+const DTMF_END_REPEATS: u32 = 2;
+
+/// What a call's audio is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AudioSource {
+    /// The deterministic test pattern (not audio; see the module documentation).
+    #[default]
+    TestPattern,
+    /// An AMR or AMR-WB storage file's bytes (`#!AMR\n` / `#!AMR-WB\n`), played in a loop;
+    /// the test pattern is sent instead when the call negotiated the other codec.
+    AmrFile(Arc<[u8]>),
+}
+
+/// How the UE's calls send and receive RTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Send and receive RTP at all (`false`: SDP only, as before media existed).
+    pub enabled: bool,
+    /// What to send.
+    pub source: AudioSource,
+    /// Compare received speech frames with the test pattern (`false` when the peer is
+    /// known to send real speech: its frames are then counted as unchecked).
+    pub check_pattern: bool,
+    /// Report the peer silent after this long without RTP.
+    pub timeout: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            enabled: true,
+            source: AudioSource::TestPattern,
+            check_pattern: true,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why no media could be set up from the offer/answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The answer accepted no audio stream.
+    #[error("the answer accepts no audio stream")]
+    NoAudio,
+    /// The accepted stream has no AMR or AMR-WB format.
+    #[error("the accepted audio stream has no AMR or AMR-WB format")]
+    NoAmr,
+    /// Its fmtp does not parse.
+    #[error("fmtp of payload type {0}: {1}")]
+    Fmtp(u8, String),
+    /// The payload format asks for what we do not implement (crc, interleaving …).
+    #[error(transparent)]
+    Amr(#[from] AmrError),
+    /// The peer's SDP has no usable address or port for the stream.
+    #[error("the peer's SDP has no IP address and port for the audio stream")]
+    NoAddress,
+    /// The storage file is not one.
+    #[error("audio file: {0}")]
+    File(AmrError),
+}
+
+/// The codec a call uses, from the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaCodec {
+    /// AMR or AMR-WB.
+    pub kind: AmrKind,
+    /// Its RTP payload type.
+    pub payload_type: u8,
+    /// `octet-align=1` (else bandwidth-efficient).
+    pub octet_aligned: bool,
+    /// The mode we send: the highest of the answer's `mode-set`, or of the codec.
+    pub mode: u8,
+    /// The telephone-event payload type at the codec's clock rate, if the answer kept one.
+    pub telephone_event: Option<u8>,
+}
+
+impl MediaCodec {
+    fn format(&self) -> AmrFormat {
+        AmrFormat {
+            kind: self.kind,
+            octet_aligned: self.octet_aligned,
+        }
+    }
+
+    /// Timestamp units of one 20 ms frame.
+    fn frame_samples(&self) -> u32 {
+        self.kind.clock_rate() / 50
+    }
+}
+
+impl fmt::Display for MediaCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} pt {} {} mode {}",
+            self.kind.encoding(),
+            self.kind.clock_rate(),
+            self.payload_type,
+            if self.octet_aligned {
+                "octet-aligned"
+            } else {
+                "bandwidth-efficient"
+            },
+            self.mode
+        )?;
+        if let Some(te) = self.telephone_event {
+            write!(f, ", telephone-event pt {te}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of an offer/answer for the media plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Where the peer receives RTP (its `c=` and `m=` port).
+    pub remote: SocketAddr,
+    /// The codec.
+    pub codec: MediaCodec,
+}
+
+impl Negotiated {
+    /// Reads the first accepted audio stream of `answer` (whoever wrote it) and the peer's
+    /// address for it from `remote` (the peer's SDP: its answer, or its offer when we
+    /// answered). Media descriptions match by index (RFC 3264 §6).
+    pub fn from_sdp(answer: &Session, remote: &Session) -> Result<Negotiated, MediaError> {
+        let (index, m) = answer
+            .media()
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.line().media == "audio" && m.line().port != 0)
+            .ok_or(MediaError::NoAudio)?;
+        let codecs = m.codecs();
+        let (c, kind) = codecs
+            .iter()
+            .find_map(|c| c.rtpmap.as_ref().and_then(AmrKind::of).map(|k| (c, k)))
+            .ok_or(MediaError::NoAmr)?;
+        let params = AmrParams::parse(c.fmtp.as_deref().unwrap_or(""), kind)
+            .map_err(|e| MediaError::Fmtp(c.payload_type, e.to_string()))?;
+        let format = AmrFormat::from_params(kind, &params)?;
+        let mode = params
+            .mode_set
+            .as_ref()
+            .and_then(|s| s.iter().copied().filter(|&m| m <= kind.max_mode()).max())
+            .unwrap_or(kind.max_mode());
+        let telephone_event = codecs
+            .iter()
+            .find(|t| {
+                t.rtpmap
+                    .as_ref()
+                    .is_some_and(|r| r.is("telephone-event") && r.clock_rate == kind.clock_rate())
+            })
+            .map(|t| t.payload_type);
+        let peer = remote.media().get(index).ok_or(MediaError::NoAddress)?;
+        let ip = remote
+            .media_connection(index)
+            .and_then(|c| c.ip())
+            .ok_or(MediaError::NoAddress)?;
+        if peer.line().port == 0 {
+            return Err(MediaError::NoAddress);
+        }
+        Ok(Negotiated {
+            remote: SocketAddr::new(ip, peer.line().port),
+            codec: MediaCodec {
+                kind,
+                payload_type: c.payload_type,
+                octet_aligned: format.octet_aligned,
+                mode,
+                telephone_event,
+            },
+        })
+    }
+}
+
+/// What one call's media did, reported when the call ends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MediaStats {
+    /// The codec, as text (`AMR-WB/16000 pt 116 bandwidth-efficient mode 8`).
+    pub codec: String,
+    /// What was sent: `test pattern` or the file's codec.
+    pub source: String,
+    /// RTP packets sent (voice and telephone-events).
+    pub sent: u32,
+    /// RTP packets of a negotiated payload type received from the peer (duplicates
+    /// included).
+    pub received: u32,
+    /// Packets lost by RFC 3550 A.3 (expected − received; negative with duplicates).
+    pub lost: i64,
+    /// Packets that arrived with a sequence number below one already seen.
+    pub out_of_order: u32,
+    /// Interarrival jitter (RFC 3550 A.8).
+    pub jitter: Duration,
+    /// Speech frames whose every bit is the test pattern's.
+    pub frames_ok: u32,
+    /// Speech frames that are not the test pattern (damaged, or real speech).
+    pub frames_bad: u32,
+    /// Speech frames not compared ([`MediaConfig::check_pattern`] off).
+    pub frames_unchecked: u32,
+    /// Datagrams that are neither valid RTP of a negotiated payload type nor RTCP.
+    pub malformed: u32,
+    /// DTMF digits sent (RFC 4733).
+    pub dtmf_sent: String,
+    /// DTMF digits received.
+    pub dtmf_received: String,
+    /// RTCP compound packets sent.
+    pub rtcp_sent: u32,
+    /// Valid RTCP compound packets received from the peer.
+    pub rtcp_received: u32,
+    /// The cumulative loss of our stream in the peer's last report block about it.
+    pub peer_reported_lost: Option<i32>,
+}
+
+impl fmt::Display for MediaStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sent {}, received {}, lost {}, out of order {}, jitter {:.1} ms, frames ok {} bad {}",
+            self.sent,
+            self.received,
+            self.lost,
+            self.out_of_order,
+            self.jitter.as_secs_f64() * 1000.0,
+            self.frames_ok,
+            self.frames_bad
+        )?;
+        if self.frames_unchecked > 0 {
+            write!(f, " unchecked {}", self.frames_unchecked)?;
+        }
+        if self.malformed > 0 {
+            write!(f, ", {} malformed", self.malformed)?;
+        }
+        if self.rtcp_sent > 0 || self.rtcp_received > 0 {
+            write!(
+                f,
+                ", RTCP sent {} received {}",
+                self.rtcp_sent, self.rtcp_received
+            )?;
+            if let Some(l) = self.peer_reported_lost {
+                write!(f, " (peer reports {l} lost)")?;
+            }
+        }
+        if !self.dtmf_sent.is_empty() || !self.dtmf_received.is_empty() {
+            write!(
+                f,
+                ", DTMF sent {:?} received {:?}",
+                self.dtmf_sent, self.dtmf_received
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Something the media of a call wants the application to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// No RTP from the peer for this long (reported once per silence).
+    Timeout(Duration),
+    /// A DTMF digit ended (RFC 4733 end bit).
+    Dtmf(char),
+}
+
+/// Where a DTMF digit being sent is.
+#[derive(Debug, Clone, Copy)]
+struct DtmfTx {
+    event: u8,
+    /// the event's RTP timestamp: the voice timestamp when it began (RFC 4733 §2.3.5)
+    timestamp: u32,
+    /// packets sent so far
+    sent: u32,
+    next_at: Instant,
+}
+
+/// The frames of a storage file being played: (frame type, quality, speech octets range).
+type FileFrames = (Arc<[u8]>, Vec<(u8, bool, std::ops::Range<usize>)>);
+
+/// The RTP of one call, sans-IO: [`MediaSession::poll_transmit`] writes the packets that
+/// are due, [`MediaSession::handle_datagram`] counts what arrives,
+/// [`MediaSession::handle_timeout`] notices silence.
+#[derive(Debug)]
+pub struct MediaSession {
+    neg: Negotiated,
+    check_pattern: bool,
+    timeout: Duration,
+    file: Option<FileFrames>,
+    file_at: usize,
+    source: String,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    next_send: Instant,
+    sending: bool,
+    stopped: bool,
+    marker: bool,
+    dtmf: Option<DtmfTx>,
+    dtmf_queue: VecDeque<u8>,
+    peer_ssrc: Option<u32>,
+    recv: ReceiverStats,
+    highest: Option<u16>,
+    last_rx: Instant,
+    timeout_reported: bool,
+    last_dtmf_end: Option<u32>,
+    stats: MediaStats,
+    events: VecDeque<MediaEvent>,
+    sender: SenderStats,
+    /// the origin of the SR's relative NTP clock
+    started: Instant,
+    next_rtcp: Option<Instant>,
+    /// an RTCP report is ready
+    rtcp_due: bool,
+    /// voice frames ready to send
+    due: u32,
+}
+
+impl MediaSession {
+    /// Media for `neg`, receiving from now on (sending starts with
+    /// [`Self::start_sending`]); `ssrc`, first sequence number and timestamp are the
+    /// caller's random picks (RFC 3550 §5.1).
+    pub fn new(
+        neg: Negotiated,
+        cfg: &MediaConfig,
+        (ssrc, seq, ts): (u32, u16, u32),
+        now: Instant,
+    ) -> MediaSession {
+        let kind = neg.codec.kind;
+        let file = match &cfg.source {
+            AudioSource::AmrFile(bytes) => file_frames(bytes, kind),
+            AudioSource::TestPattern => None,
+        };
+        let source = match (&cfg.source, &file) {
+            (AudioSource::AmrFile(_), Some(_)) => format!("{} file", kind.encoding()),
+            (AudioSource::AmrFile(_), None) => {
+                "test pattern (the audio file is not of the negotiated codec)".into()
+            }
+            (AudioSource::TestPattern, _) => "test pattern".into(),
+        };
+        MediaSession {
+            stats: MediaStats {
+                codec: neg.codec.to_string(),
+                source: source.clone(),
+                ..MediaStats::default()
+            },
+            recv: ReceiverStats::new(kind.clock_rate()),
+            neg,
+            check_pattern: cfg.check_pattern,
+            timeout: cfg.timeout,
+            file,
+            file_at: 0,
+            source,
+            ssrc,
+            seq,
+            ts,
+            next_send: now,
+            sending: false,
+            stopped: false,
+            marker: true,
+            dtmf: None,
+            dtmf_queue: VecDeque::new(),
+            peer_ssrc: None,
+            highest: None,
+            last_rx: now,
+            timeout_reported: false,
+            last_dtmf_end: None,
+            events: VecDeque::new(),
+            sender: SenderStats::new(kind.clock_rate()),
+            started: now,
+            next_rtcp: None,
+            rtcp_due: false,
+            due: 0,
+        }
+    }
+
+    /// Where the peer receives RTCP: its RTP port + 1 (RFC 3550 §11; our SDP has no
+    /// `a=rtcp`, and we do not read the peer's).
+    pub fn rtcp_remote(&self) -> SocketAddr {
+        let r = self.neg.remote;
+        SocketAddr::new(r.ip(), r.port().wrapping_add(1))
+    }
+
+    /// Writes the RTCP report [`Self::handle_timeout`] found due (SR, report block about the
+    /// peer, SDES CNAME); returns its length and destination ([`Self::rtcp_remote`]).
+    pub fn poll_rtcp_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
+        if !self.sending || !std::mem::take(&mut self.rtcp_due) {
+            return None;
+        }
+        // a relative clock: the time since the session started, on the NTP scale
+        let wall = std::time::UNIX_EPOCH + now.saturating_duration_since(self.started);
+        let info = self.sender.sender_info(wall, now);
+        let block = self.peer_ssrc.map(|p| self.recv.report_block(p, now));
+        let mut w = RtcpWriter::new(buf);
+        w.sender_report(self.ssrc, &info, block.as_slice()).ok()?;
+        w.sdes_cname(self.ssrc, b"ue@imslab").ok()?;
+        self.stats.rtcp_sent += 1;
+        Some((w.len(), self.rtcp_remote()))
+    }
+
+    /// A datagram that arrived on our RTCP port.
+    pub fn handle_rtcp(&mut self, data: &[u8], now: Instant) {
+        let Ok(c) = Compound::parse(data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.stats.rtcp_received += 1;
+        for p in c.packets() {
+            let blocks = match p {
+                RtcpPacket::SenderReport(sr) => {
+                    if Some(sr.ssrc) == self.peer_ssrc {
+                        self.recv.handle_sender_report(sr.info.compact_ntp(), now);
+                    }
+                    sr.blocks
+                }
+                RtcpPacket::ReceiverReport(rr) => rr.blocks,
+                _ => continue,
+            };
+            if let Some(b) = blocks.iter().find(|b| b.ssrc == self.ssrc) {
+                self.stats.peer_reported_lost = Some(b.cumulative_lost);
+            }
+        }
+    }
+
+    /// The negotiated stream.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.neg
+    }
+
+    /// What is sent (`test pattern` or the file's codec).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The statistics so far.
+    pub fn stats(&self) -> MediaStats {
+        let mut s = self.stats.clone();
+        s.lost = self.recv.lost();
+        s.jitter = self.recv.jitter_duration();
+        s
+    }
+
+    /// A new offer/answer moved the peer (re-INVITE, UPDATE): send there from now on.
+    pub fn retarget(&mut self, remote: SocketAddr) {
+        self.neg.remote = remote;
+    }
+
+    /// Whether RTP is being sent (answered, not yet ended).
+    pub fn is_sending(&self) -> bool {
+        self.sending
+    }
+
+    /// Start sending at `now` (the call is answered). Once [`Self::stop_sending`] was
+    /// called the call is over and this does nothing.
+    pub fn start_sending(&mut self, now: Instant) {
+        if !self.sending && !self.stopped {
+            self.sending = true;
+            self.next_send = now;
+            self.next_rtcp = Some(now + RTCP_FIRST);
+            // the peer's silence counts from the answer, not from early media set-up
+            self.last_rx = now;
+        }
+    }
+
+    /// Stop sending (BYE sent or received); what still arrives is counted.
+    pub fn stop_sending(&mut self) {
+        self.sending = false;
+        self.due = 0;
+        self.rtcp_due = false;
+        self.stopped = true;
+        self.dtmf = None;
+        self.dtmf_queue.clear();
+    }
+
+    /// Queues a DTMF digit (`0`–`9`, `*`, `#`, `A`–`D`); `false` if it is not one or the
+    /// answer kept no telephone-event format.
+    pub fn send_dtmf(&mut self, digit: char) -> bool {
+        let Some(event) = TelephoneEvent::event_of_digit(digit) else {
+            return false;
+        };
+        if self.neg.codec.telephone_event.is_none() || !self.sending {
+            return false;
+        }
+        self.dtmf_queue.push_back(event);
+        true
+    }
+
+    /// The next time [`Self::poll_transmit`] or [`Self::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        // DTMF packets ride on the voice timer (same 20 ms cadence), so a deadline never
+        // stays in the past when a host does not poll the packets
+        let send = self.sending.then_some(self.next_send);
+        let rtcp = self.next_rtcp.filter(|_| self.sending);
+        // silence matters only while the call is up
+        let silence = (self.sending && !self.timeout_reported).then(|| self.last_rx + self.timeout);
+        [send, rtcp, silence].into_iter().flatten().min()
+    }
+
+    /// Paces the stream: the frames and the report due at `now` become ready for
+    /// [`Self::poll_transmit`] (what a host does not fetch before the next frame is due is
+    /// dropped, as a congested link would); and notices the peer's silence.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.sending && now >= self.next_send {
+            let late = now.saturating_duration_since(self.next_send);
+            if late > MAX_LAG {
+                // a stalled host skips ahead instead of bursting the backlog; the
+                // timestamps jump with the time lost (RFC 3550 §5.1: the sampling instant)
+                let skipped = (late.as_nanos() / PTIME.as_nanos()) as u32;
+                self.ts = self
+                    .ts
+                    .wrapping_add(skipped.wrapping_mul(self.neg.codec.frame_samples()));
+                self.due = 1;
+                self.next_send = now + PTIME;
+            } else {
+                let n = (late.as_nanos() / PTIME.as_nanos()) as u32 + 1;
+                self.due = (self.due + n).min(MAX_DUE);
+                self.next_send += PTIME * n;
+            }
+        }
+        if self.sending && self.next_rtcp.is_some_and(|t| now >= t) {
+            self.rtcp_due = true;
+            self.next_rtcp = Some(now + RTCP_INTERVAL);
+        }
+        if self.sending && !self.timeout_reported && now >= self.last_rx + self.timeout {
+            self.timeout_reported = true;
+            self.events.push_back(MediaEvent::Timeout(
+                now.saturating_duration_since(self.last_rx),
+            ));
+        }
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Writes the next packet due at `now` into `buf` (RTP, or RTCP to
+    /// [`Self::rtcp_remote`]); returns its length and destination. Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        if !self.sending {
+            return None;
+        }
+        if let Some(x) = self.poll_rtcp_transmit(now, buf) {
+            return Some(x);
+        }
+        if let Some(n) = self.dtmf_packet(now, buf) {
+            return Some((n, self.neg.remote));
+        }
+        if self.due == 0 {
+            return None;
+        }
+        let n = self.voice_packet(buf)?;
+        self.due -= 1;
+        self.sender.handle_sent(n.saturating_sub(12), self.ts, now);
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(self.neg.codec.frame_samples());
+        self.stats.sent += 1;
+        self.marker = false;
+        if self.dtmf.is_none() {
+            if let Some(event) = self.dtmf_queue.pop_front() {
+                self.dtmf = Some(DtmfTx {
+                    event,
+                    timestamp: self.ts,
+                    sent: 0,
+                    next_at: now,
+                });
+            }
+        }
+        Some((n, self.neg.remote))
+    }
+
+    fn voice_packet(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let codec = self.neg.codec;
+        let mut header = RtpHeader::new(codec.payload_type, self.seq, self.ts, self.ssrc);
+        // RFC 3551 §4.1: the first packet of a talkspurt carries the marker
+        header.marker = self.marker;
+        let at = header.write(buf).ok()?;
+        let mut frame_buf = [0u8; MAX_FRAME_OCTETS];
+        let frame = match &self.file {
+            Some((bytes, frames)) if !frames.is_empty() => {
+                let (ft, q, range) = &frames[self.file_at % frames.len()];
+                self.file_at = (self.file_at + 1) % frames.len();
+                AmrFrame::from_octets(codec.kind, *ft, *q, bytes.get(range.clone())?).ok()?
+            }
+            _ => pattern_frame(codec.kind, codec.mode, self.ssrc, self.ts, &mut frame_buf).ok()?,
+        };
+        let n = pack(codec.format(), CMR_NONE, [frame], buf.get_mut(at..)?).ok()?;
+        Some(at + n)
+    }
+
+    fn dtmf_packet(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let d = self.dtmf.as_mut()?;
+        if now < d.next_at {
+            return None;
+        }
+        let pt = self.neg.codec.telephone_event?;
+        let samples = self.neg.codec.frame_samples();
+        let k = d.sent;
+        let end = k + 1 >= DTMF_PACKETS;
+        let ev = TelephoneEvent {
+            event: d.event,
+            end,
+            volume: 10,
+            duration: u16::try_from((k.min(DTMF_PACKETS - 1) + 1) * samples).unwrap_or(u16::MAX),
+        };
+        let mut header = RtpHeader::new(pt, self.seq, d.timestamp, self.ssrc);
+        header.marker = k == 0;
+        let at = header.write(buf).ok()?;
+        let n = ev.write(buf.get_mut(at..)?).ok()?;
+        self.sender.handle_sent(n, d.timestamp, now);
+        self.seq = self.seq.wrapping_add(1);
+        self.stats.sent += 1;
+        d.sent += 1;
+        // the end packet goes three times, back to back
+        if d.sent < DTMF_PACKETS {
+            d.next_at += PTIME;
+        }
+        if d.sent >= DTMF_PACKETS + DTMF_END_REPEATS {
+            if let Some(c) = ev.digit() {
+                self.stats.dtmf_sent.push(c);
+            }
+            self.dtmf = None;
+        }
+        Some(at + n)
+    }
+
+    /// A datagram from the peer, on our RTP or RTCP port (told apart as RFC 5761 §4 does).
+    pub fn handle_datagram(&mut self, data: &[u8], now: Instant) {
+        if is_rtcp(data) {
+            self.handle_rtcp(data, now);
+            return;
+        }
+        let Ok(p) = RtpPacket::parse(data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.last_rx = now;
+        self.timeout_reported = false;
+        let codec = self.neg.codec;
+        let pt = p.payload_type();
+        if pt != codec.payload_type && Some(pt) != codec.telephone_event {
+            self.stats.malformed += 1;
+            return;
+        }
+        // voice and telephone-events share the SSRC and the sequence space (RFC 4733 §2.1)
+        self.stats.received += 1;
+        if self.peer_ssrc != Some(p.ssrc()) {
+            // a new source (RFC 3550 §8.2: the peer changed SSRC): count it afresh
+            self.peer_ssrc = Some(p.ssrc());
+            self.recv = ReceiverStats::new(codec.kind.clock_rate());
+            self.highest = None;
+        }
+        self.recv.handle_packet(p.sequence(), p.timestamp(), now);
+        match self.highest {
+            Some(h) if (p.sequence().wrapping_sub(h) as i16) < 0 => self.stats.out_of_order += 1,
+            _ => self.highest = Some(p.sequence()),
+        }
+        if Some(pt) == codec.telephone_event {
+            match TelephoneEvent::parse(p.payload()) {
+                Ok(e) if e.end && self.last_dtmf_end != Some(p.timestamp()) => {
+                    self.last_dtmf_end = Some(p.timestamp());
+                    if let Some(c) = e.digit() {
+                        self.stats.dtmf_received.push(c);
+                        self.events.push_back(MediaEvent::Dtmf(c));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => self.stats.malformed += 1,
+            }
+            return;
+        }
+        let payload = match AmrPayload::parse(codec.format(), p.payload()) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let samples = codec.frame_samples();
+        for (i, f) in payload.frames().enumerate() {
+            let ts = p.timestamp().wrapping_add(samples.wrapping_mul(i as u32));
+            if !f.is_speech() {
+                continue;
+            }
+            if !self.check_pattern {
+                self.stats.frames_unchecked += 1;
+                continue;
+            }
+            match check_frame(&f, p.ssrc(), ts) {
+                PatternCheck::Match => self.stats.frames_ok += 1,
+                PatternCheck::Mismatch => self.stats.frames_bad += 1,
+                PatternCheck::NotSpeech => {}
+            }
+        }
+    }
+}
+
+/// Whether `c` is a DTMF digit [`MediaSession::send_dtmf`] can send (`0`–`9`, `*`, `#`,
+/// `A`–`D`, case-insensitive).
+pub fn is_dtmf_digit(c: char) -> bool {
+    TelephoneEvent::event_of_digit(c).is_some()
+}
+
+/// The frames of a storage file of codec `kind`, or `None` if it is of the other codec,
+/// not a storage file or holds no frame.
+fn file_frames(bytes: &Arc<[u8]>, kind: AmrKind) -> Option<FileFrames> {
+    let frames = StorageFrames::parse(bytes).ok()?;
+    if frames.kind() != kind {
+        return None;
+    }
+    let base = bytes.as_ptr() as usize;
+    let list: Vec<_> = frames
+        .map_while(Result::ok)
+        .filter_map(|f| {
+            let o = f.aligned_octets()?;
+            let start = o.as_ptr() as usize - base;
+            Some((f.frame_type(), f.quality(), start..start + o.len()))
+        })
+        .collect();
+    (!list.is_empty()).then(|| (bytes.clone(), list))
+}
+
+/// Checks that `bytes` is a storage file with at least one frame (configuration time).
+pub fn check_audio_file(bytes: &[u8]) -> Result<AmrKind, MediaError> {
+    let frames = StorageFrames::parse(bytes).map_err(MediaError::File)?;
+    let kind = frames.kind();
+    let mut n = 0;
+    for f in frames {
+        f.map_err(MediaError::File)?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(MediaError::File(AmrError::NoFrames));
+    }
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::amr::write_storage_frame;
+
+    fn session(text: &str) -> Session {
+        Session::parse(text.replace('\n', "\r\n").as_bytes()).unwrap()
+    }
+
+    fn offer() -> Session {
+        session(
+            "v=0\no=- 1 1 IN IP4 127.0.0.2\ns=-\nc=IN IP4 127.0.0.2\nt=0 0\n\
+m=audio 40000 RTP/AVP 116 107 110\na=rtpmap:116 AMR-WB/16000/1\n\
+a=rtpmap:107 AMR-WB/16000/1\na=fmtp:107 octet-align=1\n\
+a=rtpmap:110 telephone-event/16000\n",
+        )
+    }
+
+    fn answer(fmt: &str) -> Session {
+        session(&format!(
+            "v=0\no=- 2 1 IN IP4 127.0.0.3\ns=-\nc=IN IP4 127.0.0.3\nt=0 0\n\
+m=video 0 RTP/AVP 99\n\
+m=audio 40002 RTP/AVP 107 110\na=rtpmap:107 AMR-WB/16000/1\na=fmtp:107 {fmt}\n\
+a=rtpmap:110 telephone-event/16000\n"
+        ))
+    }
+
+    #[test]
+    fn negotiation_reads_codec_mode_and_address() {
+        // the answer's second m= is the audio: the offer must have its own second m=
+        let two = session(
+            "v=0\no=- 1 1 IN IP4 127.0.0.2\ns=-\nc=IN IP4 127.0.0.2\nt=0 0\n\
+m=video 5000 RTP/AVP 99\nm=audio 40000 RTP/AVP 107 110\nc=IN IP4 127.0.0.9\n",
+        );
+        let a = answer("octet-align=1;mode-set=0,2");
+        let n = Negotiated::from_sdp(&a, &two).unwrap();
+        assert_eq!(n.remote, "127.0.0.9:40000".parse().unwrap());
+        assert_eq!(
+            n.codec,
+            MediaCodec {
+                kind: AmrKind::Wb,
+                payload_type: 107,
+                octet_aligned: true,
+                mode: 2,
+                telephone_event: Some(110),
+            }
+        );
+        assert_eq!(
+            n.codec.to_string(),
+            "AMR-WB/16000 pt 107 octet-aligned mode 2, telephone-event pt 110"
+        );
+        // we answered: the peer is the offerer, its address is the offer's
+        let n = Negotiated::from_sdp(&a, &a).unwrap();
+        assert_eq!(n.remote, "127.0.0.3:40002".parse().unwrap());
+        assert_eq!(
+            Negotiated::from_sdp(&answer("crc=1"), &two),
+            Err(MediaError::Amr(AmrError::Unsupported("crc=1")))
+        );
+        assert_eq!(
+            Negotiated::from_sdp(&offer(), &offer()).map(|n| n.codec.mode),
+            Ok(8)
+        );
+        let pcma = session(
+            "v=0\no=- 1 1 IN IP4 127.0.0.2\ns=-\nc=IN IP4 127.0.0.2\nt=0 0\n\
+m=audio 40000 RTP/AVP 8\n",
+        );
+        assert_eq!(Negotiated::from_sdp(&pcma, &pcma), Err(MediaError::NoAmr));
+    }
+
+    fn pair(cfg: &MediaConfig, t: Instant) -> (MediaSession, MediaSession) {
+        let n = Negotiated::from_sdp(&offer(), &offer()).unwrap();
+        let mut a = MediaSession::new(n.clone(), cfg, (0x1111, 65530, 1000), t);
+        let mut b = MediaSession::new(n, cfg, (0x2222, 7, 5), t);
+        a.start_sending(t);
+        b.start_sending(t);
+        (a, b)
+    }
+
+    /// Moves every packet due at `t` from `from` to `to`; how many.
+    fn flow(from: &mut MediaSession, to: &mut MediaSession, t: Instant) -> usize {
+        let mut buf = [0u8; 1500];
+        let mut n = 0;
+        if from.poll_timeout().is_some_and(|d| d <= t) {
+            from.handle_timeout(t);
+        }
+        while let Some((len, dest)) = from.poll_transmit(t, &mut buf) {
+            assert_eq!(dest.ip().to_string(), "127.0.0.2");
+            // RTP to the m= port, RTCP to the next one
+            assert_eq!(
+                dest.port(),
+                if is_rtcp(&buf[..len]) { 40001 } else { 40000 }
+            );
+            to.handle_datagram(&buf[..len], t);
+            n += 1;
+            assert!(n < 100, "bounded");
+        }
+        n
+    }
+
+    #[test]
+    fn paced_pattern_is_received_bit_exact_across_sequence_wrap() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(&MediaConfig::default(), t0);
+        let mut sent = 0;
+        for i in 0..50u32 {
+            let t = t0 + PTIME * i;
+            assert_eq!(a.poll_timeout(), Some(t));
+            sent += flow(&mut a, &mut b, t);
+            // nothing more until the next 20 ms
+            assert_eq!(flow(&mut a, &mut b, t + Duration::from_millis(19)), 0);
+        }
+        assert_eq!(sent, 50);
+        let s = b.stats();
+        assert_eq!((s.received, s.frames_ok, s.frames_bad), (50, 50, 0));
+        assert_eq!((s.lost, s.out_of_order, s.malformed), (0, 0, 0));
+        assert_eq!(a.stats().sent, 50);
+        assert_eq!(s.jitter, Duration::ZERO);
+        assert_eq!(s.source, "test pattern");
+        // a stalled host does not burst: after 1 s of silence one packet, then the pace
+        let late = t0 + Duration::from_secs(2);
+        assert_eq!(flow(&mut a, &mut b, late), 1);
+        assert_eq!(a.poll_timeout(), Some(late + PTIME));
+        // a host that never fetches the packets is not woken again and again
+        let mut c = pair(&MediaConfig::default(), t0).0;
+        c.handle_timeout(t0);
+        assert_eq!(c.poll_timeout(), Some(t0 + PTIME));
+        for i in 1..=20 {
+            c.handle_timeout(t0 + PTIME * i);
+        }
+        assert_eq!(c.poll_timeout(), Some(t0 + PTIME * 21));
+        let mut buf = [0u8; 1500];
+        let kept = std::iter::from_fn(|| c.poll_transmit(t0 + PTIME * 20, &mut buf)).count();
+        assert_eq!(kept, MAX_DUE as usize, "a bounded backlog");
+    }
+
+    #[test]
+    fn loss_reordering_damage_and_strangers_are_counted() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(&MediaConfig::default(), t0);
+        let mut buf = [0u8; 1500];
+        let mut packets = Vec::new();
+        for i in 0..10u32 {
+            a.handle_timeout(t0 + PTIME * i);
+            let (n, _) = a.poll_transmit(t0 + PTIME * i, &mut buf).unwrap();
+            packets.push(buf[..n].to_vec());
+        }
+        let t = t0 + Duration::from_millis(300);
+        // 0, 1, 2, then 4 before 3, 5 lost, 6 damaged in its speech bits, 7..9
+        for i in [0, 1, 2, 4, 3, 6, 7, 8, 9] {
+            let mut p = packets[i].clone();
+            if i == 6 {
+                let last = p.len() - 3;
+                p[last] ^= 0x01;
+            }
+            b.handle_datagram(&p, t);
+        }
+        b.handle_datagram(b"not rtp", t);
+        let mut stranger = packets[9].clone();
+        stranger[1] = 99; // a payload type nobody negotiated
+        b.handle_datagram(&stranger, t);
+        let s = b.stats();
+        assert_eq!(s.received, 9);
+        assert_eq!(s.lost, 1);
+        assert_eq!(s.out_of_order, 1);
+        assert_eq!((s.frames_ok, s.frames_bad), (8, 1));
+        assert_eq!(s.malformed, 2);
+        // unchecked when the peer sends real speech
+        let cfg = MediaConfig {
+            check_pattern: false,
+            ..MediaConfig::default()
+        };
+        let (_, mut c) = pair(&cfg, t0);
+        c.handle_datagram(&packets[0], t);
+        assert_eq!(c.stats().frames_unchecked, 1);
+    }
+
+    #[test]
+    fn silence_is_reported_once_and_stop_ends_sending() {
+        let t0 = Instant::now();
+        let cfg = MediaConfig {
+            timeout: Duration::from_secs(2),
+            ..MediaConfig::default()
+        };
+        let (mut a, mut b) = pair(&cfg, t0);
+        flow(&mut a, &mut b, t0);
+        a.stop_sending();
+        a.start_sending(t0 + PTIME);
+        assert_eq!(
+            a.poll_transmit(t0 + PTIME, &mut [0u8; 1500]),
+            None,
+            "over for good"
+        );
+        // b hears nothing from now on: one timeout event at t0 + 2 s
+        assert_eq!(b.poll_timeout(), Some(t0));
+        b.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(b.poll_event(), None);
+        b.handle_timeout(t0 + Duration::from_secs(2));
+        assert_eq!(
+            b.poll_event(),
+            Some(MediaEvent::Timeout(Duration::from_secs(2)))
+        );
+        b.handle_timeout(t0 + Duration::from_secs(9));
+        assert_eq!(b.poll_event(), None);
+        // a stopped session has nothing to do: the call is ending
+        assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn rtcp_reports_every_five_seconds_and_carries_the_peers_view() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(&MediaConfig::default(), t0);
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(10_500) {
+            flow(&mut a, &mut b, t);
+            flow(&mut b, &mut a, t);
+            t += PTIME;
+        }
+        // at 2.5 s (half the interval first, RFC 3550 §6.2) and 7.5 s
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa.rtcp_sent, sa.rtcp_received), (2, 2));
+        assert_eq!((sb.rtcp_sent, sb.rtcp_received), (2, 2));
+        assert_eq!(sa.peer_reported_lost, Some(0));
+        // reports are not voice: the counts stay exact
+        assert_eq!((sa.sent, sb.received, sb.frames_ok), (525, 525, 525));
+        let mut buf = [0u8; 1500];
+        let at = t0 + Duration::from_millis(12_500);
+        assert_eq!(
+            a.poll_rtcp_transmit(at, &mut buf),
+            None,
+            "not before it is due"
+        );
+        a.handle_timeout(at);
+        let (n, to) = a.poll_rtcp_transmit(at, &mut buf).unwrap();
+        assert_eq!(to, "127.0.0.2:40001".parse().unwrap());
+        assert!(Compound::parse(&buf[..n]).is_ok());
+        b.handle_datagram(b"\x80\xc8\x00\x01", t);
+        assert_eq!(b.stats().malformed, 1, "a truncated SR");
+        a.stop_sending();
+        a.handle_timeout(t + RTCP_INTERVAL);
+        assert_eq!(a.poll_rtcp_transmit(t + RTCP_INTERVAL, &mut buf), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives on the RTP/RTCP ports, nothing panics and the counts add up:
+        /// every datagram is RTCP, counted RTP, or malformed.
+        #[test]
+        fn any_datagram_is_counted_not_trusted(
+            datagrams in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80), 0..40),
+            pt in proptest::prelude::prop_oneof![
+                proptest::prelude::Just(116u8),
+                proptest::prelude::Just(110u8),
+                proptest::prelude::any::<u8>()
+            ],
+        ) {
+            let t0 = Instant::now();
+            let (_, mut b) = pair(&MediaConfig::default(), t0);
+            for mut d in datagrams.clone() {
+                if d.len() >= 12 {
+                    d[0] = 0x80 | (d[0] & 0x3f);
+                    d[1] = pt & 0x7f;
+                }
+                b.handle_datagram(&d, t0);
+            }
+            let s = b.stats();
+            let n = datagrams.len() as u32;
+            // each datagram counted once as RTP or RTCP at most, and at least once in all
+            proptest::prop_assert!(s.received + s.rtcp_received <= n);
+            proptest::prop_assert!(s.received + s.rtcp_received + s.malformed >= n);
+            // random bits are never taken for the pattern
+            proptest::prop_assert_eq!(s.frames_ok, 0);
+        }
+    }
+
+    #[test]
+    fn dtmf_digits_cross_once_each() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(&MediaConfig::default(), t0);
+        assert!(a.send_dtmf('5'));
+        assert!(a.send_dtmf('#'));
+        assert!(!a.send_dtmf('x'));
+        for i in 0..40u32 {
+            flow(&mut a, &mut b, t0 + PTIME * i);
+        }
+        assert_eq!(a.stats().dtmf_sent, "5#");
+        assert_eq!(b.stats().dtmf_received, "5#");
+        let evs: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+        assert_eq!(evs, [MediaEvent::Dtmf('5'), MediaEvent::Dtmf('#')]);
+        // voice kept its pace meanwhile; 7 event packets per digit share its sequence
+        assert_eq!(a.stats().sent, 40 + 2 * 7);
+        let s = b.stats();
+        assert_eq!(
+            (s.received, s.lost, s.malformed, s.frames_ok),
+            (54, 0, 0, 40)
+        );
+    }
+
+    #[test]
+    fn a_storage_file_is_played_in_a_loop_when_its_codec_was_negotiated() {
+        let mut file = b"#!AMR-WB\n".to_vec();
+        let mut buf = [0u8; 64];
+        for (ft, fill) in [(2u8, 0xAAu8), (8, 0x55)] {
+            let n = media::amr::frame_octets(AmrKind::Wb, ft).unwrap();
+            let speech = vec![fill; n];
+            let f = AmrFrame::from_octets(AmrKind::Wb, ft, true, &speech).unwrap();
+            let k = write_storage_frame(&f, &mut buf).unwrap();
+            file.extend_from_slice(&buf[..k]);
+        }
+        assert_eq!(check_audio_file(&file), Ok(AmrKind::Wb));
+        assert!(check_audio_file(b"#!AMR\n").is_err());
+        assert!(check_audio_file(b"RIFF").is_err());
+        let cfg = MediaConfig {
+            source: AudioSource::AmrFile(Arc::from(file.clone())),
+            check_pattern: false,
+            ..MediaConfig::default()
+        };
+        let t0 = Instant::now();
+        let (mut a, _) = pair(&cfg, t0);
+        assert_eq!(a.source(), "AMR-WB file");
+        let mut pkt = [0u8; 1500];
+        let mut fts = Vec::new();
+        for i in 0..4u32 {
+            a.handle_timeout(t0 + PTIME * i);
+            let (n, _) = a.poll_transmit(t0 + PTIME * i, &mut pkt).unwrap();
+            let p = RtpPacket::parse(&pkt[..n]).unwrap();
+            let amr = AmrPayload::parse(AmrFormat::bandwidth_efficient(AmrKind::Wb), p.payload())
+                .unwrap();
+            fts.push(amr.frames().next().unwrap().frame_type());
+        }
+        assert_eq!(fts, [2, 8, 2, 8]);
+        // an AMR-NB file on an AMR-WB call: the pattern instead, and said so
+        let nb = MediaConfig {
+            source: AudioSource::AmrFile(Arc::from(&b"#!AMR\n\x3c"[..])),
+            ..MediaConfig::default()
+        };
+        let (a, _) = pair(&nb, t0);
+        assert!(a.source().starts_with("test pattern"), "{}", a.source());
+    }
+}
