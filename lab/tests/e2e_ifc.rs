@@ -243,8 +243,31 @@ fn registers_in(trace: &str) -> Vec<String> {
         .collect()
 }
 
+/// Where the S-CSCF runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stack {
+    /// `pcscf` in proxy mode in front of the `scscf` binary's core.
+    Proxy,
+    /// `pcscf` with its S-CSCF in the same process (the default), `[isc]` in pcscf.toml.
+    Collapsed,
+}
+
+/// Both stacks use userspace ESP in this process: one at a time, or their SPIs would meet
+/// on 127.0.0.1.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ifcs_route_calls_through_application_servers_and_third_party_registers_reach_them() {
+    ifc_end_to_end(Stack::Proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_collapsed_pcscf_routes_through_application_servers_too() {
+    ifc_end_to_end(Stack::Collapsed).await;
+}
+
+async fn ifc_end_to_end(stack: Stack) {
+    let _one = ONE_AT_A_TIME.lock().await;
     if testkit::sipp::bin().is_none() {
         testkit::skip_or_fail("sipp is not installed (apt-get install sip-tester)");
         return;
@@ -332,34 +355,53 @@ async fn ifcs_route_calls_through_application_servers_and_third_party_registers_
     let hss_cfg = hss::config::Config::load(&hss_path).unwrap();
     let (_hss, _) = hss::server::start(&hss_cfg).await.unwrap();
 
-    // Our S-CSCF, trusting the P-CSCF and the application servers on 127.0.0.1.
-    let s_toml = format!(
-        "[sip]\nlisten = \"127.0.0.1:{s_port}\"\ndomain = \"{DOMAIN}\"\n\
-         [hss]\naddress = \"127.0.0.1:{d_port}\"\n\
-         [routing]\ntrusted = [\"127.0.0.1\"]\n\
-         [isc]\napplication_servers = [\"127.0.0.1\"]\nas_timeout_ms = 1000\n"
-    );
-    dir.write("scscf.toml", &s_toml).unwrap();
-    let scscf = scscf::shell::start(scscf::config::Config::from_toml(&s_toml).unwrap())
-        .await
-        .unwrap();
-
-    // The P-CSCF in proxy mode in front of it.
     let ipsec = match mode {
         IpsecMode::Off => "policy = \"off\"\n".to_string(),
         IpsecMode::Backend(_) => {
             "policy = \"required\"\nbackend = \"userspace\"\nport_range = [32500, 32599]\n".into()
         }
     };
-    let p_toml = format!(
-        "[sip]\nlisten = \"127.0.0.1:{p_port}\"\ndomain = \"{DOMAIN}\"\n[ipsec]\n{ipsec}\
-         [scscf]\nmode = \"proxy\"\naddress = \"{}\"\ntransport = \"udp\"\n",
-        scscf.advertise
-    );
-    dir.write("pcscf.toml", &p_toml).unwrap();
-    let pcscf = pcscf::shell::start(pcscf::Config::from_toml(&p_toml).unwrap())
-        .await
-        .unwrap();
+    let isc = "[isc]\napplication_servers = [\"127.0.0.1\"]\nas_timeout_ms = 1000\n";
+    let (scscf, pcscf, s_advertise) = match stack {
+        Stack::Proxy => {
+            // Our S-CSCF, trusting the P-CSCF and the application servers on 127.0.0.1.
+            let s_toml = format!(
+                "[sip]\nlisten = \"127.0.0.1:{s_port}\"\ndomain = \"{DOMAIN}\"\n\
+                 [hss]\naddress = \"127.0.0.1:{d_port}\"\n\
+                 [routing]\ntrusted = [\"127.0.0.1\"]\n{isc}"
+            );
+            dir.write("scscf.toml", &s_toml).unwrap();
+            let scscf = scscf::shell::start(scscf::config::Config::from_toml(&s_toml).unwrap())
+                .await
+                .unwrap();
+            // The P-CSCF in proxy mode in front of it.
+            let p_toml = format!(
+                "[sip]\nlisten = \"127.0.0.1:{p_port}\"\ndomain = \"{DOMAIN}\"\n[ipsec]\n{ipsec}\
+                 [scscf]\nmode = \"proxy\"\naddress = \"{}\"\ntransport = \"udp\"\n",
+                scscf.advertise
+            );
+            dir.write("pcscf.toml", &p_toml).unwrap();
+            let pcscf = pcscf::shell::start(pcscf::Config::from_toml(&p_toml).unwrap())
+                .await
+                .unwrap();
+            let adv = scscf.advertise;
+            (Some(scscf), pcscf, adv)
+        }
+        Stack::Collapsed => {
+            // One process: the S-CSCF listens on its own address for the ASes.
+            let s_addr = SocketAddr::from(([127, 0, 0, 1], s_port));
+            let p_toml = format!(
+                "[sip]\nlisten = \"127.0.0.1:{p_port}\"\ndomain = \"{DOMAIN}\"\n[ipsec]\n{ipsec}\
+                 [scscf]\naddress = \"{s_addr}\"\n[hss]\naddress = \"127.0.0.1:{d_port}\"\n\
+                 origin_host = \"pcscf.{DOMAIN}\"\n{isc}"
+            );
+            dir.write("pcscf.toml", &p_toml).unwrap();
+            let pcscf = pcscf::shell::start(pcscf::Config::from_toml(&p_toml).unwrap())
+                .await
+                .unwrap();
+            (None, pcscf, s_addr)
+        }
+    };
     let p_addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), pcscf.sip_addr.port());
 
     // The application servers that answer.
@@ -456,7 +498,7 @@ async fn ifcs_route_calls_through_application_servers_and_third_party_registers_
     assert!(ok, "three third-party REGISTERs:\n{trace}");
     let regs = registers_in(&trace);
     assert_eq!(regs.len(), 3, "{trace}");
-    let scscf_uri = format!("<sip:{}>", scscf.advertise);
+    let scscf_uri = format!("<sip:{s_advertise}>");
     for (r, expires) in regs.iter().zip(["600", "600", "0"]) {
         assert!(
             r.contains(&format!("Expires: {expires}\r\n"))
@@ -473,14 +515,18 @@ async fn ifcs_route_calls_through_application_servers_and_third_party_registers_
         assert!(r.contains("<service-info>lab-vm</service-info>"), "{r}");
         assert!(r.contains("Content-Type: message/sip"), "{r}");
     }
-    let stats = scscf.stats();
-    assert_eq!(stats.third_party_registers, 3, "{stats:?}");
-    assert!(stats.as_failures >= 2, "{stats:?}");
+    if let Some(scscf) = &scscf {
+        let stats = scscf.stats();
+        assert_eq!(stats.third_party_registers, 3, "{stats:?}");
+        assert!(stats.as_failures >= 2, "{stats:?}");
+    }
 
     for u in &ues[1..] {
         let _ = u.deregister().await;
     }
     host.shutdown().await;
     pcscf.stop().await;
-    scscf.stop().await;
+    if let Some(scscf) = scscf {
+        scscf.stop().await;
+    }
 }

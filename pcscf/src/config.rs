@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use xfrm::{BackendKind, EncryptionAlg, IntegrityAlg};
 
 pub use opskit::config::ConfigError;
-/// `[registrar]` and `[hss]` are the collapsed S-CSCF role's, the same as our `scscf`'s.
-pub use scscf::config::{HssConfig, RegistrarConfig};
+/// `[registrar]`, `[hss]` and `[isc]` are the collapsed S-CSCF role's, the same as our
+/// `scscf`'s.
+pub use scscf::config::{HssConfig, IscConfig, RegistrarConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -35,6 +36,8 @@ pub struct Config {
     pub rewrite: RewriteConfig,
     /// SIP over TCP toward UEs (RFC 3261 §18.1.1).
     pub tcp: TcpConfig,
+    /// Collapsed mode: application servers (iFC routing over ISC).
+    pub isc: IscConfig,
 }
 
 /// `[admission]`: 503 with Retry-After instead of work we cannot afford (see
@@ -358,6 +361,18 @@ overload_backlog = 2000
 # Retry-After of an overload 503, seconds.
 overload_retry_after = 5
 
+[isc]
+# Collapsed mode: application servers, reached by the users' iFCs (from the HSS) at the
+# S-CSCF's address ([scscf] address, which this process then also listens on). Their IP
+# addresses: trusted to originate requests on behalf of users, also unregistered ones (an
+# AS as B2BUA). Third-party REGISTERs and iFC hops go to any AS an iFC names; only what
+# comes back from an AS we sent to, or from these addresses, is accepted.
+application_servers = []
+# How long an AS may stay silent (nothing but a 100 Trying) before the iFC's
+# DefaultHandling applies (SESSION_CONTINUED: skip it; SESSION_TERMINATED: 408 to the
+# caller), milliseconds.
+as_timeout_ms = 4000
+
 [log]
 # Log filter: "info", "debug", "warn,pcscf=debug"... The RUST_LOG environment variable
 # overrides it. Logs go to stderr, in colour only on a terminal.
@@ -444,6 +459,7 @@ impl Config {
         self.validate_addresses()?;
         self.registrar.validate()?;
         self.hss.validate()?;
+        self.isc.validate()?;
         let i = &self.ipsec;
         if i.spi_range[0] < 256 || i.spi_range[0] > i.spi_range[1] {
             return bad(

@@ -118,6 +118,13 @@ impl Node {
         self
     }
 
+    /// The collapsed S-CSCF's application-server settings (`[isc]`); nothing in proxy
+    /// mode.
+    pub fn with_isc(mut self, isc: scscf::Isc) -> Node {
+        self.scscf = self.scscf.map(|s| s.with_isc(isc));
+        self
+    }
+
     /// The P-CSCF's admission limits other than the defaults.
     pub fn with_admission(mut self, cfg: crate::core::AdmissionConfig) -> Node {
         self.pcscf = self.pcscf.with_admission(cfg);

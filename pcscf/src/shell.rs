@@ -179,6 +179,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         limits: tcfg.limits,
     };
     // Proxy mode: the S-CSCF talks to the HSS, we do not.
+    // Where the collapsed S-CSCF's own messages leave from, once it listens there.
+    let mut scscf_local = None;
     let (node, hss, mut hss_requests) = match cfg.scscf.mode {
         ScscfMode::Proxy => {
             let upstream = Upstream {
@@ -223,7 +225,24 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             };
             let node = Node::collapsed(core_cfg, s_cfg, cfg.visited_network_id())?
                 .with_reg_event(cfg.scscf.subscribe_reg_event)
-                .with_admission(cfg.admission.core());
+                .with_admission(cfg.admission.core())
+                .with_isc(cfg.isc.core());
+            // Application servers that iFCs send requests to return them to the S-CSCF's
+            // own address (ISC, TS 24.229 §5.4.3.2), and send their own there.
+            let bound = async {
+                io.transport().bind_udp(s_addr).await?;
+                io.transport().bind_tcp(s_addr).await
+            }
+            .await;
+            if bound.is_ok() {
+                scscf_local = Some(s_addr);
+            }
+            if let Err(e) = bound {
+                tracing::warn!(
+                    "the collapsed S-CSCF cannot listen on {s_addr} ({e}): application \
+                     servers cannot reach it; give [scscf] address a free port"
+                );
+            }
             let peer = HssPeer {
                 address: cfg.hss.address,
                 origin_host: origin_host.clone(),
@@ -285,6 +304,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
                 metrics: &metrics,
                 send_failed: &send_failed,
                 rewriter: &rewriter,
+                scscf_local,
             };
             drain(&mut node, &io2, &sinks).await;
             *stats2.lock().unwrap_or_else(|e| e.into_inner()) = node.stats();
@@ -380,6 +400,9 @@ struct Sinks<'a> {
     send_failed: &'a tokio::sync::mpsc::UnboundedSender<(crate::node::Role, Option<TxId>)>,
     /// Interop rewrite rules, applied to everything sent.
     rewriter: &'a Rewriter,
+    /// The collapsed S-CSCF's address when it listens there: what it sends to application
+    /// servers leaves from it, so that their requests come back to it.
+    scscf_local: Option<SocketAddr>,
 }
 
 async fn drain(node: &mut Node, io: &SipIo, sinks: &Sinks<'_>) {
@@ -389,10 +412,14 @@ async fn drain(node: &mut Node, io: &SipIo, sinks: &Sinks<'_>) {
         metrics,
         send_failed,
         rewriter,
+        scscf_local,
     } = *sinks;
     while let Some(o) = node.poll_output() {
         match o {
-            Output::Transmit(role, t) => {
+            Output::Transmit(role, mut t) => {
+                if role == crate::node::Role::Scscf && t.flow.local.is_none() {
+                    t.flow.local = scscf_local;
+                }
                 let (t, dscp) = rewriter.outbound(role, t);
                 if t.flow.protocol == sip::Protocol::Tcp
                     && !io.transport().has_tcp_connection(&t.flow)
