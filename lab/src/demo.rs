@@ -314,6 +314,49 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         )),
         None => say(format!("wrote {} (no capture)", esp_sa.display())),
     }
+    // The capture must show the flow as well: `imslab verify`, where tshark is installed.
+    if packets.is_some() {
+        use crate::verify::{self, Expect};
+        let mut expect = vec![Expect::Register];
+        if opts.ues >= 2 {
+            expect.extend([Expect::Call, Expect::Message]);
+        }
+        if mode != IpsecMode::Off {
+            expect.push(Expect::Ipsec);
+        }
+        let vopts = verify::Options {
+            keys: Some(esp_sa.clone()),
+            diameter_ports: vec![diameter_port],
+            sip_ports: vec![],
+            expect,
+        };
+        match verify::run(&pcap, &vopts) {
+            Ok(v) => {
+                ok &= v.passed();
+                say(String::new());
+                say(format!(
+                    "imslab verify {} --keys {} --diameter-port {diameter_port}:",
+                    pcap.display(),
+                    esp_sa.display()
+                ));
+                for c in &v.checks {
+                    say(format!(
+                        "  {} {}: {}",
+                        if c.ok { "[ok]  " } else { "[FAIL]" },
+                        c.name,
+                        c.detail
+                    ));
+                }
+            }
+            Err(verify::VerifyError::NoTshark) => {
+                say("WARNING: tshark not installed: the capture was not verified".into())
+            }
+            Err(e) => {
+                ok = false;
+                say(format!("FAILED: imslab verify: {e}"));
+            }
+        }
+    }
     say(format!(
         "[{:>6.1} ms] demo {}",
         ms(t0),

@@ -101,6 +101,13 @@ fn demo_registers_calls_and_messages_over_ipsec_and_its_capture_decrypts() {
         stdout.contains("every registration protected by IPsec"),
         "{stdout}"
     );
+    // The demo verifies its own capture (`imslab verify`) and shows it.
+    assert!(stdout.contains("imslab verify"), "{stdout}");
+    assert!(
+        stdout.contains("[ok]   expected a call answered and ended"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("[FAIL]"), "{stdout}");
     assert_rtp(&stdout);
     let keys = std::fs::read_to_string(out.join("esp_sa")).unwrap();
     let mut prefs = vec![
