@@ -106,3 +106,32 @@ fn verify_explains_a_missing_capture() {
         text(&o)
     );
 }
+
+/// The captures docs/call-flows.md explains still verify with their keys (tshark needed,
+/// not root).
+#[test]
+fn the_captures_in_the_docs_verify() {
+    if testkit::require_bin("tshark").is_none() {
+        return;
+    }
+    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/flows");
+    for (pcap, keys, extra) in [
+        ("demo.pcap", "demo.esp_sa", vec!["--diameter-port", "36337"]),
+        ("netns.pcap", "netns.esp_sa", vec![]),
+    ] {
+        let pcap = flows.join(pcap);
+        let keys = flows.join(keys);
+        let mut args = vec![
+            "verify",
+            pcap.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--expect",
+            "register,call,message,ipsec",
+            "--quiet",
+        ];
+        args.extend(extra);
+        let o = imslab(&args);
+        assert!(o.status.success(), "{}: {}", pcap.display(), text(&o));
+    }
+}
