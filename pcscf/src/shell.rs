@@ -376,7 +376,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 fn note_no_tcp_through_sa() {
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
-        tracing::warn!(
+        tracing::info!(
             "userspace ESP backend: no TCP inside the SAs, so SIP toward UEs stays on UDP \
              whatever its size (RFC 3261 §18.1.1 asks for TCP above [tcp] size_threshold); \
              use the kernel backend for SIP over TCP"

@@ -911,7 +911,7 @@ async fn drive(
 fn note_no_tcp_through_sa() {
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
-        tracing::warn!(
+        tracing::info!(
             "userspace ESP backend: no TCP inside the SAs, so the UEs' SIP stays on UDP \
              whatever its size (RFC 3261 §18.1.1 asks for TCP above 1300 bytes); use the \
              kernel backend or IPsec off for SIP over TCP"
