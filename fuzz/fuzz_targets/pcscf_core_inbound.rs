@@ -37,21 +37,13 @@ fuzz_target!(|data: &[u8]| {
         limits: Limits::default(),
     };
     let s_cfg = scscf::Config {
-        domain: "ims.test".into(),
-        address: SocketAddr::from(([127, 0, 0, 1], 6060)),
-        min_expires: 60,
-        max_expires: 3600,
-        default_expires: 600,
-        auth_timeout: Duration::from_secs(30),
-        max_challenges_per_impi: 3,
         cx: CxIdentity {
             origin_host: "pcscf.ims.test".into(),
             origin_realm: "ims.test".into(),
             destination_realm: "ims.test".into(),
             server_name: "sip:127.0.0.1:6060".into(),
         },
-        limits: Limits::default(),
-        routing: Default::default(),
+        ..scscf::Config::new("ims.test", SocketAddr::from(([127, 0, 0, 1], 6060)))
     };
     let Ok(mut core) = Node::collapsed(cfg, s_cfg, "ims.test".into()) else {
         return;

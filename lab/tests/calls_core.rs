@@ -132,21 +132,13 @@ fn core_config() -> CoreConfig {
 
 fn scscf_config() -> scscf::Config {
     scscf::Config {
-        domain: DOMAIN.into(),
-        address: SocketAddr::from((P_IP, 6060)),
-        min_expires: 60,
-        max_expires: 3600,
-        default_expires: 600,
-        auth_timeout: Duration::from_secs(30),
-        max_challenges_per_impi: 3,
         cx: scscf::CxIdentity {
             origin_host: "scscf.ims.test".into(),
             origin_realm: DOMAIN.into(),
             destination_realm: DOMAIN.into(),
             server_name: "sip:127.0.0.1:6060".into(),
         },
-        limits: Limits::default(),
-        routing: Default::default(),
+        ..scscf::Config::new(DOMAIN, SocketAddr::from((P_IP, 6060)))
     }
 }
 

@@ -15,7 +15,7 @@ use pcscf::core::{AdmissionConfig, CoreEvent, SaStep, SecurityOp};
 use pcscf::node::{Event, Node, Output};
 use scscf::CxIdentity;
 use sip::ims::{format_security_list, SecurityMechanism};
-use sip::{Flow, Limits, Message, Protocol};
+use sip::{Flow, Message, Protocol};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -96,21 +96,13 @@ impl Net {
     fn with_admission(policy: IpsecPolicy, admission: AdmissionConfig) -> Net {
         let cfg = core_config(policy);
         let s_cfg = scscf::Config {
-            domain: DOMAIN.into(),
-            address: SocketAddr::from((P_IP, 6060)),
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 600,
-            auth_timeout: Duration::from_secs(30),
-            max_challenges_per_impi: 3,
             cx: CxIdentity {
                 origin_host: "scscf.ims.test".into(),
                 origin_realm: DOMAIN.into(),
                 destination_realm: DOMAIN.into(),
                 server_name: "sip:127.0.0.1:6060".into(),
             },
-            limits: Limits::default(),
-            routing: Default::default(),
+            ..scscf::Config::new(DOMAIN, SocketAddr::from((P_IP, 6060)))
         };
         Net {
             core: Node::collapsed(cfg, s_cfg, DOMAIN.into())

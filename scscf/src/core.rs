@@ -39,6 +39,33 @@ pub struct Config {
     pub routing: Routing,
 }
 
+impl Config {
+    /// An S-CSCF for `domain` at `address` with the defaults `scscf config example`
+    /// documents: expiry 60 / 3600 / 600 s, a challenge waits 30 s, three pending per
+    /// IMPI, Cx identity `scscf.<domain>` in realm `domain` with our SIP URI as
+    /// Server-Name, default SIP limits, nobody trusted from the network. Hosts and tests
+    /// change what they need with struct update syntax.
+    pub fn new(domain: &str, address: SocketAddr) -> Config {
+        Config {
+            domain: domain.to_string(),
+            address,
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 600,
+            auth_timeout: Duration::from_secs(30),
+            max_challenges_per_impi: crate::config::MAX_CHALLENGES_PER_IMPI,
+            cx: CxIdentity {
+                origin_host: format!("scscf.{domain}"),
+                origin_realm: domain.to_string(),
+                destination_realm: domain.to_string(),
+                server_name: crate::cx::server_name(address),
+            },
+            limits: Limits::default(),
+            routing: Routing::default(),
+        }
+    }
+}
+
 /// Trust and reach for session routing (TS 24.229 §5.4.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {

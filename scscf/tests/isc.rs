@@ -8,8 +8,8 @@ use ifc::{
     ApplicationServer, DefaultHandling, ImsSubscription, InitialFilterCriteria, PublicIdentity,
     ServiceProfile, SessionCase, Spt, SptCondition, TriggerPoint,
 };
-use scscf::{Config, CxIdentity, Isc, Output, Scscf};
-use sip::{Flow, Limits, Message, Protocol};
+use scscf::{Config, Isc, Output, Scscf};
+use sip::{Flow, Message, Protocol};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -109,24 +109,11 @@ impl Net {
 
     fn with(as_timeout: Duration, application_servers: Vec<std::net::IpAddr>) -> Net {
         let s = Scscf::new(Config {
-            domain: DOMAIN.into(),
-            address: addr(S),
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 600,
-            auth_timeout: Duration::from_secs(30),
-            max_challenges_per_impi: 3,
-            cx: CxIdentity {
-                origin_host: "scscf.ims.test".into(),
-                origin_realm: DOMAIN.into(),
-                destination_realm: DOMAIN.into(),
-                server_name: "sip:127.0.0.1:6060".into(),
-            },
-            limits: Limits::default(),
             routing: scscf::Routing {
                 trusted: vec![],
                 local_peers: vec![addr(P)],
             },
+            ..Config::new(DOMAIN, addr(S))
         })
         .with_ids(sip::Ids::seeded(7))
         .with_isc(Isc {

@@ -4,8 +4,8 @@
 
 use akav1::digest::{Challenge, Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
 use diameter::{avp, result, Avp, VENDOR_3GPP};
-use scscf::{Config, CxIdentity, Output, Scscf};
-use sip::{Flow, Limits, Message, Protocol};
+use scscf::{Config, Output, Scscf};
+use sip::{Flow, Message, Protocol};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,21 +16,7 @@ const XRES: [u8; 8] = [2; 8];
 
 fn scscf() -> Scscf {
     Scscf::new(Config {
-        domain: DOMAIN.into(),
-        address: SocketAddr::from(([127, 0, 0, 1], 6060)),
-        min_expires: 60,
-        max_expires: 3600,
-        default_expires: 600,
-        auth_timeout: Duration::from_secs(30),
-        max_challenges_per_impi: 3,
-        cx: CxIdentity {
-            origin_host: "scscf.ims.test".into(),
-            origin_realm: DOMAIN.into(),
-            destination_realm: DOMAIN.into(),
-            server_name: "sip:127.0.0.1:6060".into(),
-        },
-        limits: Limits::default(),
-        routing: Default::default(),
+        ..Config::new(DOMAIN, SocketAddr::from(([127, 0, 0, 1], 6060)))
     })
     .with_ids(sip::Ids::seeded(1))
 }
