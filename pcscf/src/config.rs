@@ -53,7 +53,7 @@ pub struct AdmissionSection {
     /// IMPIs tracked at most; a new one beyond it waits. Default 200000.
     pub max_tracked: usize,
     /// Received messages waiting in our queue above which new work is shed (503); shedding
-    /// stops below half of it. 0 = never shed. Default 2000.
+    /// stops below half of it. 0 = never shed. Default 3500 (the queue holds 4096).
     pub overload_backlog: usize,
     /// Retry-After of an overload 503, seconds. Default 5.
     pub overload_retry_after: u32,
@@ -66,7 +66,7 @@ impl Default for AdmissionSection {
             register_burst: c.register_burst,
             register_per_second: c.register_per_second,
             max_tracked: c.max_tracked,
-            overload_backlog: 2000,
+            overload_backlog: 3500,
             overload_retry_after: c.overload_retry_after,
         }
     }
@@ -357,7 +357,7 @@ register_per_second = 2.0
 max_tracked = 200000
 # Received messages waiting in our queue above which new REGISTERs and new dialogs are
 # answered 503 (work under way goes on); shedding stops below half of it. 0 = never.
-overload_backlog = 2000
+overload_backlog = 3500
 # Retry-After of an overload 503, seconds.
 overload_retry_after = 5
 
