@@ -9,6 +9,18 @@ use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// `[metrics]` of a binary without a REST server of its own (`pcscf`, `scscf`,
+/// `appserver` without `[rest]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve Prometheus `GET /metrics` (plain HTTP, no authentication: keep it on a
+    /// management address). Default: none (off), so that several nodes on one host do not
+    /// fight over a port. Conventional choices: `127.0.0.1:9091` for the P-CSCF, `:9092` for
+    /// the S-CSCF, `:9093` for the application server.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -29,7 +29,7 @@ pub struct Config {
     /// Logging (`[log] level`, see [`opskit::log`]).
     pub log: opskit::log::LogConfig,
     /// The Prometheus endpoint.
-    pub metrics: MetricsConfig,
+    pub metrics: opskit::http::MetricsConfig,
     /// What is refused before it costs anything (rate limits, overload shedding).
     pub admission: AdmissionSection,
     /// Interop rewrite rules ([`crate::rewrite`]).
@@ -220,16 +220,6 @@ impl Default for ScscfConfig {
             subscribe_reg_event: true,
         }
     }
-}
-
-/// `[metrics]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Where to serve Prometheus `GET /metrics` (plain HTTP, no authentication: keep it on a
-    /// management address). Default: none (off), so that several P-CSCFs on one host do not
-    /// fight over a port; `127.0.0.1:9091` is the conventional choice.
-    pub listen: Option<SocketAddr>,
 }
 
 /// `[tcp]`: SIP over TCP toward UEs, inside their SAs (TS 24.229 §5.2.2).

@@ -32,7 +32,7 @@ pub struct Config {
     /// Logging (`[log] level`, see [`opskit::log`]).
     pub log: opskit::log::LogConfig,
     /// The Prometheus endpoint.
-    pub metrics: MetricsConfig,
+    pub metrics: opskit::http::MetricsConfig,
 }
 
 /// Which node a [`SipConfig`] belongs to: only its default port differs.
@@ -242,16 +242,6 @@ impl HssConfig {
             timeout: Duration::from_millis(self.timeout_ms),
         }
     }
-}
-
-/// `[metrics]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Where to serve Prometheus `GET /metrics` (plain HTTP, no authentication: keep it on a
-    /// management address). Default: none (off); `127.0.0.1:9092` is the conventional
-    /// choice (the P-CSCF's is 9091).
-    pub listen: Option<SocketAddr>,
 }
 
 /// `[routing]`: trust for requests other than REGISTER (TS 24.229 §5.4.3).
