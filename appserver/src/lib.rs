@@ -12,3 +12,5 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod identity;
+pub mod numbers;
