@@ -11,6 +11,8 @@
 
 #![warn(missing_docs)]
 
+pub mod blocklist;
 pub mod event;
 pub mod identity;
 pub mod numbers;
+pub mod phonebook;
