@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod blocklist;
+pub mod calllog;
 pub mod event;
 pub mod identity;
 pub mod numbers;
