@@ -17,3 +17,4 @@ pub mod event;
 pub mod identity;
 pub mod numbers;
 pub mod phonebook;
+pub mod reverse;
