@@ -17,4 +17,5 @@ pub mod event;
 pub mod identity;
 pub mod numbers;
 pub mod phonebook;
+pub mod pipeline;
 pub mod reverse;
