@@ -18,4 +18,5 @@ pub mod identity;
 pub mod numbers;
 pub mod phonebook;
 pub mod pipeline;
+pub mod rest;
 pub mod reverse;
