@@ -13,6 +13,7 @@
 
 pub mod blocklist;
 pub mod calllog;
+pub mod cli;
 pub mod event;
 pub mod identity;
 pub mod numbers;
