@@ -11,4 +11,13 @@
 
 #![warn(missing_docs)]
 
+pub mod blocklist;
+pub mod calllog;
+pub mod cli;
 pub mod event;
+pub mod identity;
+pub mod numbers;
+pub mod phonebook;
+pub mod pipeline;
+pub mod rest;
+pub mod reverse;

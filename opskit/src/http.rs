@@ -84,8 +84,39 @@ where
     Ok(MetricsServer { local_addr, task })
 }
 
+/// Whether a request's headers carry `Authorization: Bearer <token>` with the right token
+/// (RFC 6750 §2.1). Compared in constant time so the answer's timing does not reveal how
+/// much of a guess was right. An empty `token` never matches: an API is never open by
+/// accident.
+pub fn bearer_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    !token.is_empty()
+        && headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| ct_eq(t.trim().as_bytes(), token.as_bytes()))
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bearer_tokens_match_exactly() {
+        let mut h = axum::http::HeaderMap::new();
+        assert!(!bearer_ok(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(bearer_ok(&h, "s3cret"));
+        assert!(!bearer_ok(&h, "s3cre"));
+        assert!(!bearer_ok(&h, "s3crett"));
+        assert!(!bearer_ok(&h, ""));
+        h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert!(!bearer_ok(&h, "s3cret"));
+    }
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
