@@ -74,6 +74,7 @@
 pub mod browser;
 pub mod freediameter;
 pub mod kamailio;
+pub mod mosquitto;
 pub mod osmo;
 pub mod policy;
 pub mod process;
