@@ -3,7 +3,7 @@
 //!
 //! The broker runs from a temp config (`listener <port> 127.0.0.1`, anonymous access,
 //! no persistence), so nothing outside the test dir is touched. A [`Subscription`] runs
-//! `mosquitto_sub -d -v -C n -W secs -t topic`: `-d` prints `Client … received SUBACK`,
+//! `stdbuf -oL mosquitto_sub -d -v -C n -W secs -t topic`: `-d` prints `Client … received SUBACK`,
 //! which [`Mosquitto::subscribe`] waits for, so a message published after it returns is
 //! never missed; `-C` and `-W` bound the run in count and time.
 //!
@@ -24,10 +24,14 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Starts the broker and waits (≤ 10 s) until it accepts TCP.
+    /// Starts the broker on a free port and waits (≤ 10 s) until it accepts TCP.
     pub fn start() -> Result<Self, Error> {
+        Self::start_on(free_port())
+    }
+
+    /// Starts the broker on `port` (a test of a client that was started first).
+    pub fn start_on(port: u16) -> Result<Self, Error> {
         let dir = TestDir::new("mosquitto")?;
-        let port = free_port();
         let conf = dir.write(
             "mosquitto.conf",
             format!(
@@ -69,8 +73,11 @@ impl Mosquitto {
     ) -> Result<Subscription, Error> {
         let n = self.dir.path().read_dir().map_or(0, |d| d.count());
         let log = self.dir.join(&format!("sub-{n}.log"));
-        let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        // Its stdout is a file, which stdio would buffer until exit: `stdbuf -oL` makes
+        // the SUBACK line (and each message) visible as it happens.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-d", "-v", "-q", "1", "-t", topic])
             .args(["-C", &count.to_string()])
             .args(["-W", &timeout.as_secs().max(1).to_string()]);
@@ -100,7 +107,9 @@ impl Subscription {
     /// Waits for `mosquitto_sub` to exit (its count reached, or its `-W` timeout) and
     /// returns the messages it printed.
     pub fn messages(mut self) -> Result<Vec<Message>, Error> {
-        let _ = self.child.wait_timeout(self.timeout + Duration::from_secs(5));
+        let _ = self
+            .child
+            .wait_timeout(self.timeout + Duration::from_secs(5));
         Ok(parse_output(&self.child.log()))
     }
 }

@@ -78,8 +78,8 @@ fn open(cfg: &DatagramConfig) -> Result<(std::net::UdpSocket, SocketAddr), SinkE
         addr: cfg.bind.clone(),
         source,
     };
-    let sock = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(err)?;
+    let sock =
+        Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     if bind.is_ipv4() {
         sock.set_broadcast(true).map_err(err)?;
     }
@@ -198,7 +198,8 @@ mod tests {
         let (stop, sd) = watch::channel(false);
         let h = spawn(&cfg, &bus, sd).unwrap();
         bus.send(Arc::new(event(CallEventKind::Ring, 0))).unwrap();
-        bus.send(Arc::new(event(CallEventKind::Connect, 2))).unwrap();
+        bus.send(Arc::new(event(CallEventKind::Connect, 2)))
+            .unwrap();
         let mut buf = [0u8; 2048];
         let mut kinds = Vec::new();
         for _ in 0..2 {

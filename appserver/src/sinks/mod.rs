@@ -30,7 +30,7 @@ pub mod webhook;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -228,24 +228,20 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     base.saturating_mul(factor).min(max)
 }
 
-/// Whole seconds between two instants of wall-clock time, zero if `to` is before `from`
-/// (a clock step must not produce a negative duration on the wire).
-pub(crate) fn secs_between(from: SystemTime, to: SystemTime) -> u64 {
-    to.duration_since(from).map_or(0, |d| d.as_secs())
-}
-
 /// Parses a `host:port` socket address of a config section.
 pub(crate) fn parse_addr(
     section: &'static str,
     key: &'static str,
     value: &str,
 ) -> Result<SocketAddr, SinkError> {
-    value.parse().map_err(|e: std::net::AddrParseError| SinkError::Config {
-        section,
-        key,
-        value: value.to_string(),
-        reason: e.to_string(),
-    })
+    value
+        .parse()
+        .map_err(|e: std::net::AddrParseError| SinkError::Config {
+            section,
+            key,
+            value: value.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -308,12 +304,6 @@ mod tests {
         let got: Vec<u128> = (0..6).map(|a| backoff(a, b, m).as_millis()).collect();
         assert_eq!(got, [500, 1000, 2000, 4000, 5000, 5000]);
         assert_eq!(backoff(u32::MAX, b, m), m);
-    }
-
-    #[test]
-    fn seconds_never_negative() {
-        assert_eq!(secs_between(testutil::at(10), testutil::at(75)), 65);
-        assert_eq!(secs_between(testutil::at(75), testutil::at(10)), 0);
     }
 
     #[tokio::test]

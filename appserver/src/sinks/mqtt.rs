@@ -130,7 +130,11 @@ pub fn discovery(cfg: &MqttConfig) -> (String, String) {
 
 /// Starts the MQTT publisher. Connecting happens in the task (a broker that is down at
 /// start is retried like one that goes away).
-pub fn spawn(cfg: &MqttConfig, bus: &EventBus, shutdown: Shutdown) -> Result<SinkHandle, SinkError> {
+pub fn spawn(
+    cfg: &MqttConfig,
+    bus: &EventBus,
+    shutdown: Shutdown,
+) -> Result<SinkHandle, SinkError> {
     if cfg.topic.is_empty() || cfg.topic.contains(['+', '#']) {
         return Err(SinkError::Config {
             section: "mqtt",

@@ -285,7 +285,8 @@ mod tests {
         let (stop, sd) = watch::channel(false);
         let h = spawn(&cfg, &bus, sd).unwrap();
         bus.send(Arc::new(event(CallEventKind::Ring, 0))).unwrap();
-        bus.send(Arc::new(event(CallEventKind::Connect, 3))).unwrap();
+        bus.send(Arc::new(event(CallEventKind::Connect, 3)))
+            .unwrap();
         wait_for(&h, 2, 0).await;
         let r = seen.requests.lock().unwrap().clone();
         let kinds: Vec<&str> = r.iter().map(|(_, k)| k.as_str()).collect();
