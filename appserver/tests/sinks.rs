@@ -269,12 +269,20 @@ async fn mqtt_publishes_to_mosquitto_with_discovery() {
         .find(|m| m.topic == "imslab/calls/last_caller")
         .expect("sensor state");
     assert_eq!(last.payload, "Alice (+4930123456)");
+    // Config, ring, sensor state, end: four QoS 1 publishes, four PUBACKs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while SinkStats::get(&h.stats.sent) < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "PUBACKs not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.send_replace(true);
     tokio::time::timeout(Duration::from_secs(5), h.task)
         .await
         .unwrap()
         .unwrap();
-    assert!(SinkStats::get(&h.stats.sent) >= 3, "PUBACKs counted");
 }
 
 #[tokio::test]
