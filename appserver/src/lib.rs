@@ -11,5 +11,6 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod event;
 pub mod sinks;
