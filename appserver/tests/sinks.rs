@@ -336,3 +336,66 @@ async fn mqtt_retries_until_the_broker_comes() {
         Some("+4930123456")
     );
 }
+
+#[tokio::test]
+async fn mqtt_logs_in_with_username_and_password() {
+    for bin in ["mosquitto", "mosquitto_sub", "mosquitto_passwd"] {
+        if testkit::require_bin(bin).is_none() {
+            return;
+        }
+    }
+    let (broker, sub) = tokio::task::spawn_blocking(|| {
+        let b = testkit::mosquitto::Mosquitto::start_with_password("lab", "pw1")?;
+        let s = b.subscribe("imslab/calls", 1, Duration::from_secs(20))?;
+        Ok::<_, testkit::Error>((b, s))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (bus, _) = broadcast::channel(64);
+    let (_stop, sd) = watch::channel(false);
+    // Wrong password first: refused, counted, retried, never delivered.
+    let bad = sinks::mqtt::spawn(
+        &sinks::mqtt::MqttConfig {
+            enabled: true,
+            port: broker.port(),
+            client_id: "imslab-bad".into(),
+            username: "lab".into(),
+            password: "wrong".into(),
+            ..Default::default()
+        },
+        &bus,
+        sd.clone(),
+    )
+    .unwrap();
+    let good = sinks::mqtt::spawn(
+        &sinks::mqtt::MqttConfig {
+            enabled: true,
+            port: broker.port(),
+            client_id: "imslab-good".into(),
+            username: "lab".into(),
+            password: "pw1".into(),
+            ..Default::default()
+        },
+        &bus,
+        sd,
+    )
+    .unwrap();
+    bus.send(call(CallEventKind::Ring, false)).unwrap();
+    let msgs = tokio::task::spawn_blocking(move || sub.messages())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msgs.len(), 1, "{msgs:?}\n{}", broker.log());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while SinkStats::get(&bad.stats.failed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bad login not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(SinkStats::get(&bad.stats.sent), 0);
+    good.task.abort();
+    bad.task.abort();
+}

@@ -21,6 +21,7 @@ pub struct Mosquitto {
     child: ChildGuard,
     port: u16,
     dir: TestDir,
+    login: Option<(String, String)>,
 }
 
 impl Mosquitto {
@@ -31,13 +32,43 @@ impl Mosquitto {
 
     /// Starts the broker on `port` (a test of a client that was started first).
     pub fn start_on(port: u16) -> Result<Self, Error> {
+        Self::start_with(port, None)
+    }
+
+    /// Starts a broker on a free port that admits only `user` with `password` (a
+    /// `mosquitto_passwd` file; anonymous clients are refused). Subscriptions made with
+    /// [`Mosquitto::subscribe`] log in as that user.
+    pub fn start_with_password(user: &str, password: &str) -> Result<Self, Error> {
+        Self::start_with(free_port(), Some((user, password)))
+    }
+
+    fn start_with(port: u16, login: Option<(&str, &str)>) -> Result<Self, Error> {
         let dir = TestDir::new("mosquitto")?;
-        let conf = dir.write(
-            "mosquitto.conf",
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type all\n"
-            ),
-        )?;
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\npersistence false\nlog_dest stdout\nlog_type all\n"
+        );
+        if let Some((user, password)) = login {
+            let file = dir.join("passwd");
+            let out = Command::new("mosquitto_passwd")
+                .args(["-b", "-c"])
+                .arg(&file)
+                .args([user, password])
+                .output()
+                .map_err(|e| Error::io("run mosquitto_passwd".into(), e))?;
+            if !out.status.success() {
+                return Err(Error::Failed {
+                    what: "mosquitto_passwd".into(),
+                    detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+            conf.push_str(&format!(
+                "allow_anonymous false\npassword_file {}\n",
+                file.display()
+            ));
+        } else {
+            conf.push_str("allow_anonymous true\n");
+        }
+        let conf = dir.write("mosquitto.conf", conf)?;
         let mut cmd = Command::new("mosquitto");
         cmd.arg("-c").arg(&conf);
         let mut child = ChildGuard::spawn("mosquitto", &mut cmd, &dir.join("mosquitto.log"))?;
@@ -50,7 +81,13 @@ impl Mosquitto {
                 detail: child.log_tail(30),
             });
         }
-        Ok(Self { child, port, dir })
+        let login = login.map(|(u, p)| (u.to_string(), p.to_string()));
+        Ok(Self {
+            child,
+            port,
+            dir,
+            login,
+        })
     }
 
     /// The broker's port on 127.0.0.1.
@@ -81,6 +118,9 @@ impl Mosquitto {
             .args(["-d", "-v", "-q", "1", "-t", topic])
             .args(["-C", &count.to_string()])
             .args(["-W", &timeout.as_secs().max(1).to_string()]);
+        if let Some((u, p)) = &self.login {
+            cmd.args(["-u", u, "-P", p]);
+        }
         let mut child = ChildGuard::spawn("mosquitto_sub", &mut cmd, &log)?;
         child.wait_for_log("received SUBACK", Duration::from_secs(10))?;
         Ok(Subscription { child, timeout })
