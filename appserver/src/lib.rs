@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod blocklist;
 pub mod calllog;
 pub mod cli;
@@ -21,3 +22,4 @@ pub mod phonebook;
 pub mod pipeline;
 pub mod rest;
 pub mod reverse;
+pub mod sinks;

@@ -38,6 +38,8 @@
 //! | [`tshark`] | `tshark` 4.0 | capture on `lo` with a port filter; dissect with `-d` decode-as and count malformed packets, Diameter commands, SIP methods/status codes, ESP frames and good/bad ICVs (with `esp_sa` UAT prefs) |
 //! | [`freediameter`] | `freediameter` 1.2.1 (`freeDiameterd`) | a base-protocol peer (CER/CEA, DWR/DWA, DPR/DPA) connecting to our Diameter server, no TLS |
 //! | [`browser`] | `chromium` + `chromium-driver` | headless Chromium through ChromeDriver's WebDriver HTTP API: go to a loopback page, type, click, read text, accept a `confirm`, take a PNG screenshot |
+//! | [`mosquitto`] | `mosquitto` + `mosquitto-clients` 2.0 | an MQTT broker on a free loopback port; `mosquitto_sub` subscriptions that return what was published |
+//! | [`dbus`] | `dbus-daemon` + `dbus-monitor` 1.14 | a private session bus (no activation) and a monitor that records method calls on it |
 //! | [`osmo`] | `libosmocore-utils` (`osmo-auc-gen`) | an independent Milenage: vectors and AUTS resync |
 //!
 //! # Example: a SIPp UE registers through Kamailio against your HSS
@@ -72,8 +74,10 @@
 //! here ever targets another host.
 
 pub mod browser;
+pub mod dbus;
 pub mod freediameter;
 pub mod kamailio;
+pub mod mosquitto;
 pub mod osmo;
 pub mod policy;
 pub mod process;
