@@ -12,3 +12,5 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod mgcp;
+pub mod passive;
