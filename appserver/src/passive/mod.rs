@@ -13,6 +13,7 @@
 //! ([`pcapin`], [`live`], [`nfqueue`]) read frames and hand events to the pipeline with
 //! [`deliver`].
 
+pub mod fixtures;
 pub mod frames;
 pub mod live;
 pub mod nfqueue;
