@@ -12,3 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod isc;
+pub mod late;
+#[path = "sinks/sipmessage.rs"]
+pub mod sipmessage_sink;
