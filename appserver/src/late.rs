@@ -165,6 +165,14 @@ impl LateCalls {
             .collect()
     }
 
+    /// Forgets the call `call_id` (it was answered after all).
+    pub fn forget(&mut self, call_id: &str) {
+        self.waiting.retain(|_, l| {
+            l.retain(|(_, c)| c.call_id != call_id);
+            !l.is_empty()
+        });
+    }
+
     /// When [`LateCalls::handle_timeout`] must next be called: the oldest call's end of
     /// window.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -258,6 +266,12 @@ mod tests {
         let told = l.registered("k", t0 + Duration::from_secs(51));
         assert!(told.is_empty(), "{told:?}");
         l.call_ended("k".into(), call("c", LateKind::Missed), t0);
+        l.call_ended(
+            "k".into(),
+            call("d", LateKind::Missed),
+            t0 + Duration::from_secs(55),
+        );
+        l.forget("d");
         l.handle_timeout(t0 + Duration::from_secs(60));
         assert!(l.is_empty());
         assert_eq!(l.poll_timeout(), None);

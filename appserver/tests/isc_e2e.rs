@@ -7,7 +7,8 @@
 //!   Record-Route keeps the BYE on our path);
 //! - C (blocked) calls B: C gets 603, B sees no INVITE;
 //! - A's call to B is cancelled; B registers again within `[late] window`: B receives the
-//!   late MESSAGE; a second cancelled call followed by a registration after the window:
+//!   late MESSAGE (message mode) or the call again on its Call-ID, then its CANCEL (cancel
+//!   mode); a second cancelled call followed by a registration after the window:
 //!   nothing;
 //! - the SIP MESSAGE sink turns a Ring event into a MESSAGE that reaches B.
 //!
@@ -130,8 +131,21 @@ fn ifc(
     }
 }
 
+/// One scenario at a time: both use the same UE addresses.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
-async fn isc_offers_blocks_reports_progress_and_tells_late_registrations() {
+async fn isc_offers_blocks_reports_progress_and_tells_late_registrations_by_message() {
+    scenario(LateMode::Message).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_registration_in_cancel_mode_rings_and_cancels_the_original_call() {
+    scenario(LateMode::Cancel).await;
+}
+
+async fn scenario(mode: LateMode) {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = TestDir::new("appserver-isc").unwrap();
     let ports = testkit::free_ports(4);
     let (d_port, s_port, p_port, as_port) = (ports[0], ports[1], ports[2], ports[3]);
@@ -217,7 +231,10 @@ async fn isc_offers_blocks_reports_progress_and_tells_late_registrations() {
     };
     let late = LateConfig {
         window,
-        mode: LateMode::Message,
+        mode,
+        // The CANCEL waits for B's 180 (a loaded machine must not let the fallback
+        // cancel the INVITE before it reaches B).
+        cancel_delay_ms: 8000,
         ..LateConfig::default()
     };
     let isc = appserver::isc::start(&isc_cfg, &late, recorder.clone())
@@ -326,12 +343,34 @@ async fn isc_offers_blocks_reports_progress_and_tells_late_registrations() {
         recorder.wait_progress(&call_id, 1).await,
         [Progress::Cancelled]
     );
+    let offers = recorder.offers.lock().unwrap().len();
     b.reregister().await.unwrap();
-    let (from, text) = tokio::time::timeout(Duration::from_secs(5), b.next_message())
-        .await
-        .expect("the late MESSAGE arrives")
-        .unwrap();
-    assert!(text.starts_with("Missed call from "), "{from}: {text}");
+    match mode {
+        LateMode::Message => {
+            let (from, text) = tokio::time::timeout(Duration::from_secs(5), b.next_message())
+                .await
+                .expect("the late MESSAGE arrives")
+                .unwrap();
+            assert!(text.starts_with("Missed call from "), "{from}: {text}");
+        }
+        LateMode::Cancel => {
+            // The call again (it passes our AS once more, through B's own terminating
+            // iFC, as our own request: not offered), then its CANCEL.
+            let again = tokio::time::timeout(Duration::from_secs(10), b.wait_incoming())
+                .await
+                .expect("the late INVITE arrives")
+                .unwrap();
+            let end = tokio::time::timeout(Duration::from_secs(10), b.wait_ended(again))
+                .await
+                .expect("and is cancelled")
+                .unwrap();
+            assert!(
+                matches!(end, CallEnd::Cancelled { by: Party::Remote }),
+                "{end}"
+            );
+            assert_eq!(recorder.offers.lock().unwrap().len(), offers);
+        }
+    }
     assert_eq!(isc.stats().late_notices, 1);
 
     // 4. Another cancelled call, then a registration after the window: nothing.
@@ -344,6 +383,8 @@ async fn isc_offers_blocks_reports_progress_and_tells_late_registrations() {
     b.reregister().await.unwrap();
     let late = tokio::time::timeout(Duration::from_millis(1500), b.next_message()).await;
     assert!(late.is_err(), "nothing after the window: {late:?}");
+    let rang = tokio::time::timeout(Duration::from_millis(300), b.wait_incoming()).await;
+    assert!(rang.is_err(), "no late INVITE after the window");
     assert_eq!(isc.stats().late_notices, 1);
 
     // 5. The SIP MESSAGE sink: a Ring event on the bus becomes a MESSAGE to the callee,

@@ -430,11 +430,16 @@ impl IscCore {
             if call.cancelled.is_none() {
                 call.cancelled = Some(outcome);
                 call.reason = reason.clone();
-                report = Some(call.call_id.clone());
+                report = Some(late_entry(call, outcome));
             }
         }
-        if let Some(call_id) = report {
+        if let Some((call_id, key, ended)) = report {
             self.progress(&call_id, outcome, now);
+            // Remembered now, not at the 487: the callee's device may register again
+            // before the 487 has come back through us.
+            if let (true, Some(ended)) = (self.cfg.late.enabled, ended) {
+                self.late.call_ended(key, ended, now);
+            }
         }
         for c in self.branches.cancel(server) {
             self.cancel_branch(c, reason.as_deref(), now);
@@ -647,6 +652,10 @@ impl IscCore {
             return;
         };
         if code < 300 {
+            if call.cancelled.is_some() {
+                // The callee answered as the CANCEL crossed: nothing was missed.
+                self.late.forget(&call.call_id);
+            }
             self.progress(&call.call_id, Progress::Answered, now);
             if self.cfg.record_route {
                 let generation = self.next_seq();
@@ -671,35 +680,19 @@ impl IscCore {
             }
             return;
         }
-        let outcome = match call.cancelled {
-            Some(o) => o,
-            None => {
-                let o = if code == 487 {
-                    Progress::Cancelled
-                } else {
-                    Progress::Failed(code)
-                };
-                self.progress(&call.call_id, o, now);
-                o
-            }
+        if call.cancelled.is_some() {
+            // Reported, and remembered for late registration, when the CANCEL came.
+            return;
+        }
+        let outcome = if code == 487 {
+            Progress::Cancelled
+        } else {
+            Progress::Failed(code)
         };
-        let kind = match outcome {
-            Progress::Cancelled => LateKind::Missed,
-            Progress::AnsweredElsewhere => LateKind::AnsweredElsewhere,
-            _ => return,
-        };
-        if self.cfg.late.enabled {
-            self.late.call_ended(
-                call.callee_key,
-                EndedCall {
-                    call_id: call.call_id,
-                    callee: call.callee,
-                    caller: call.caller,
-                    kind,
-                    invite: call.invite,
-                },
-                now,
-            );
+        self.progress(&call.call_id, outcome, now);
+        let (_, key, ended) = late_entry(&call, outcome);
+        if let (true, Some(ended)) = (self.cfg.late.enabled, ended) {
+            self.late.call_ended(key, ended, now);
         }
     }
 
@@ -997,6 +990,24 @@ impl IscCore {
         let seq = self.next_seq();
         self.timers.insert((at, seq), t);
     }
+}
+
+/// The call's Call-ID, its callee's identity key, and what late registration remembers of
+/// it when `outcome` is one a late device is told about.
+fn late_entry(call: &Call, outcome: Progress) -> (String, String, Option<EndedCall>) {
+    let kind = match outcome {
+        Progress::Cancelled => Some(LateKind::Missed),
+        Progress::AnsweredElsewhere => Some(LateKind::AnsweredElsewhere),
+        _ => None,
+    };
+    let ended = kind.map(|kind| EndedCall {
+        call_id: call.call_id.clone(),
+        callee: call.callee.clone(),
+        caller: call.caller.clone(),
+        kind,
+        invite: call.invite.clone(),
+    });
+    (call.call_id.clone(), call.callee_key.clone(), ended)
 }
 
 /// The identity key of a URI string (RFC 3261 §10.3 canonical form), the string itself

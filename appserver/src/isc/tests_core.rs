@@ -715,3 +715,17 @@ fn caller_descriptions() {
     );
     assert_eq!(describe_caller(&[], "garbage<", None), "an unknown caller");
 }
+
+/// The callee's device may register again before the 487 is back through us: the call
+/// counts as missed from the CANCEL on.
+#[test]
+fn a_registration_before_the_487_still_hears_of_the_cancelled_call() {
+    let mut n = Net::new();
+    let (inv, fwd) = ringing(&mut n, "early");
+    n.scscf_sends(&cancel(&inv, None));
+    let before = n.sent();
+    n.scscf_sends(&third_party_register(600, 1));
+    assert_eq!(n.requests(before, Method::Message).len(), 1);
+    n.answer(&fwd, 487);
+    assert_eq!(n.core.late_pending(), 0, "told once");
+}
