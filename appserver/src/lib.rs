@@ -17,6 +17,8 @@ pub mod calllog;
 pub mod cli;
 pub mod event;
 pub mod identity;
+pub mod isc;
+pub mod late;
 pub mod mgcp;
 pub mod numbers;
 pub mod passive;

@@ -19,6 +19,10 @@
 //!   SESSION_CONTINUED goes on with the next iFC as if the AS had passed the request back;
 //!   SESSION_TERMINATED answers the caller (408 when the AS was silent, else the AS's final,
 //!   503 turned into 500 as a proxy must).
+//! - Each request to an AS carries `P-Served-User: <served identity>;sescase=orig|term;
+//!   regstate=reg|unreg` (RFC 5502, TS 24.229 §5.4.3.2/§5.4.3.3): a proxy AS tells the
+//!   terminating leg from the originating one by it. It is removed before the request
+//!   leaves for the callee's contacts (RFC 5502 §4: the trust domain's edge).
 //! - A request that brings a live marker back from the AS it was given to needs no other
 //!   trust (an AS that only proxies needs no configuration). Requests from configured AS
 //!   addresses are trusted like the P-CSCFs: an AS acting as a B2BUA may
@@ -99,6 +103,13 @@ pub(crate) struct Served {
 }
 
 impl Served {
+    /// The `P-Served-User` value for the AS (RFC 5502 §6: `sescase`, `regstate`).
+    pub(crate) fn p_served_user(&self) -> String {
+        let sescase = if self.originating() { "orig" } else { "term" };
+        let regstate = if self.registered { "reg" } else { "unreg" };
+        format!("<{}>;sescase={sescase};regstate={regstate}", self.identity)
+    }
+
     fn matcher(&self) -> IfcMatcher {
         IfcMatcher::new(&self.ifcs)
     }
@@ -255,6 +266,11 @@ impl Scscf {
         };
         let token = self.ids.tag() + &self.ids.tag();
         let mut m = fwd.clone();
+        // Who the AS serves and in which case (RFC 5502, TS 24.229 §5.4.3.2/§5.4.3.3): a
+        // proxy AS tells a terminating INVITE from an originating one by it. One value:
+        // an earlier AS's (or anybody's) goes, it named an earlier hop's case.
+        m.remove_header("P-Served-User");
+        m.append_header("P-Served-User", &served.p_served_user());
         if req.method().is_some_and(crate::session::creates_dialog) {
             m.prepend_header("Record-Route", &self.record_route());
         }

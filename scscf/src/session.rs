@@ -294,6 +294,9 @@ impl Scscf {
         if targets.is_empty() {
             return self.refuse(id, &req, Refusal::Unavailable, now);
         }
+        // P-Served-User is for application servers only (RFC 5502 §4: not past the
+        // trust domain's edge toward the UE).
+        fwd.remove_header("P-Served-User");
         if req.method().is_some_and(creates_dialog) {
             fwd.prepend_header("Record-Route", &self.record_route());
         }

@@ -368,6 +368,10 @@ fn originating_ifc_sends_the_invite_through_the_as_and_back_then_to_the_callee()
         at_as.header("Record-Route"),
         Some("<sip:127.0.0.1:6060;lr>")
     );
+    assert_eq!(
+        at_as.header("P-Served-User"),
+        Some("<sip:alice@ims.test>;sescase=orig;regstate=reg")
+    );
     assert!(n
         .to_p
         .iter()
@@ -387,6 +391,11 @@ fn originating_ifc_sends_the_invite_through_the_as_and_back_then_to_the_callee()
         "one per pass"
     );
     assert_eq!(n.s.isc_pending(), 0, "a marker is used once");
+    assert_eq!(
+        to_bob.header("P-Served-User"),
+        None,
+        "not past the trust domain"
+    );
     assert_eq!(n.s.stats().as_forwards, 1);
 
     // Bob answers: the 200 goes to the AS, then (relayed by it) to alice's P-CSCF.
@@ -970,4 +979,72 @@ fn a_cancel_while_the_as_is_silent_ends_the_call_instead_of_skipping_the_as() {
         .to_p
         .iter()
         .all(|m| m.method() != Some(&sip::Method::Invite)));
+}
+
+/// A terminating iFC tells the AS the case and the registration state (RFC 5502).
+#[test]
+fn a_terminating_ifc_sends_p_served_user_sescase_term() {
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register("alice", vec![]);
+    n.register(
+        "bob",
+        vec![ifc(
+            1,
+            "INVITE",
+            SessionCase::TerminatingRegistered,
+            as_uri(AS1),
+            DefaultHandling::SessionContinued,
+        )],
+    );
+    n.invite("alice", "sip:bob@ims.test");
+    let at_as = n.last_to(AS1).expect("the INVITE went to the AS");
+    assert_eq!(
+        at_as.header("P-Served-User"),
+        Some("<sip:bob@ims.test>;sescase=term;regstate=reg")
+    );
+}
+
+/// A configured AS originates toward one of our users on behalf of somebody who is not
+/// ours (a caller-ID or late-call-state notification): the request has no `orig` Route,
+/// so it gets the terminating half for the Request-URI, not originating treatment of its
+/// From/P-Asserted-Identity (which would refuse it: not registered here).
+#[test]
+fn a_trusted_as_reaches_a_registered_callee_for_a_caller_not_served_here() {
+    for served in [None, Some("<sip:bob@ims.test>;sescase=term;regstate=reg")] {
+        let mut n = Net::new(Duration::from_secs(4));
+        n.register("bob", vec![]);
+        let mut m = String::from(
+            "MESSAGE sip:bob@ims.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.5:5070;branch=z9hG4bKasmsg\r\n\
+             Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:6060;lr>\r\n\
+             From: <sip:stranger@elsewhere.example>;tag=as\r\nTo: <sip:bob@ims.test>\r\n\
+             Call-ID: as-msg\r\nCSeq: 1 MESSAGE\r\n\
+             P-Asserted-Identity: <sip:stranger@elsewhere.example>\r\n",
+        );
+        if let Some(p) = served {
+            m.push_str(&format!("P-Served-User: {p}\r\n"));
+        }
+        m.push_str("Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi");
+        n.as_sends(AS1, Message::parse(m.as_bytes()).unwrap());
+        let to_bob = n.last_to_p().clone();
+        assert_eq!(to_bob.method(), Some(&sip::Method::Message), "{to_bob:?}");
+        assert_eq!(to_bob.uri_str(), Some("sip:bob@10.0.0.3:5060"));
+        assert_eq!(to_bob.header("P-Served-User"), None);
+        assert_eq!(n.s.stats().refused, 0);
+    }
+}
+
+/// The same request from an address that is not a configured AS is refused.
+#[test]
+fn an_unconfigured_node_cannot_originate_toward_our_users() {
+    let mut n = Net::with(Duration::from_secs(4), vec![]);
+    n.register("bob", vec![]);
+    let m = "MESSAGE sip:bob@ims.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.5:5070;branch=z9hG4bKasmsg\r\n\
+             Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:6060;lr>\r\n\
+             From: <sip:stranger@elsewhere.example>;tag=as\r\nTo: <sip:bob@ims.test>\r\n\
+             Call-ID: as-msg\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    n.as_sends(AS1, Message::parse(m.as_bytes()).unwrap());
+    let (to, r) = n.wire.last().expect("an answer").clone();
+    assert_eq!((to, r.code()), (addr(AS1), Some(403)));
 }

@@ -24,6 +24,7 @@ pub mod fritz;
 pub mod json;
 pub mod mqtt;
 pub mod ncid;
+pub mod sipmessage;
 mod tcp;
 pub mod webhook;
 
