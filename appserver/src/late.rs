@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How a late-registering device is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LateMode {
     /// A SIP MESSAGE (text/plain) naming the caller and the outcome.
@@ -31,7 +31,7 @@ pub enum LateMode {
 }
 
 /// `[late]`: the late-registration call state of the ISC service.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LateConfig {
     /// Tell late-registering devices about calls they missed. Default true: it only acts

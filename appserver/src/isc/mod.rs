@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// `[isc]`: the ISC proxy service.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IscConfig {
     /// Where SIP is received (UDP and TCP). Default `127.0.0.1:5070`: the port iFCs
@@ -112,7 +112,7 @@ listen = "127.0.0.1:5070"
 # advertise = "192.0.2.10"
 # The S-CSCF: trusted, and where requests we originate go. List this AS's address in
 # the S-CSCF's [isc] application_servers so it accepts them.
-scscf = "127.0.0.1:6060"
+# scscf = "127.0.0.1:6060"
 # Other trusted S-CSCF addresses.
 trusted = []
 # Stay in the dialog so the BYE is seen (call end, talk time).

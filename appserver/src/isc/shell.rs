@@ -87,6 +87,12 @@ impl Running {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The counters as the loop updates them, for a `/metrics` renderer that outlives
+    /// this borrow.
+    pub fn stats_shared(&self) -> Arc<Mutex<Stats>> {
+        self.stats.clone()
+    }
+
     /// A handle to have the service send requests (the MESSAGE sink's way out).
     pub fn originator(&self) -> Originator {
         self.originator.clone()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// `[message]`: the SIP MESSAGE sink.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessageConfig {
     /// Send a MESSAGE for every ringing call. Default false: a second alert on the phone
