@@ -535,7 +535,7 @@ impl Pipeline {
                     return;
                 }
                 if let Some(p) = me.upgrade() {
-                    p.release_ring(&call_id, Instant::now());
+                    p.release_ring(&call_id);
                 }
             }
             let name = fut.await;
@@ -574,11 +574,12 @@ impl Pipeline {
         }
     }
 
-    /// The Ring of a call whose reverse lookup is late goes out with what is known.
-    fn release_ring(&self, call_id: &str, now: Instant) {
+    /// The Ring of a call whose reverse lookup is late goes out with what is known (the
+    /// lookup task calls this when `ring_delay` has run out).
+    fn release_ring(&self, call_id: &str) {
         let mut st = self.lock();
         if let Some(call) = st.calls.get_mut(call_id) {
-            if !call.ring_sent && call.ring_due.is_some_and(|d| d <= now) {
+            if !call.ring_sent {
                 call.ring_sent = true;
                 call.ring_due = None;
                 self.publish(call, CallEventKind::Ring, call.started);
