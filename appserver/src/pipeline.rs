@@ -967,6 +967,44 @@ mod tests {
     }
 
     #[test]
+    fn odd_report_orders_map_to_honest_outcomes() {
+        let (p, mut rx) = pipeline(PipelineConfig::default(), &[]);
+        let t = Instant::now();
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let end = |outcome, talk| CallEventKind::End {
+            outcome,
+            talk: Duration::from_secs(talk),
+        };
+        // A BYE whose 200 the tap missed: answered, no talk time known.
+        p.offer_at(offer("bye", "0302"), t);
+        p.progress_at("bye", Progress::Ended, at(5), t);
+        // 487 reported as a failure is the caller's cancel.
+        p.offer_at(offer("487", "0302"), t);
+        p.progress_at("487", Progress::Failed(487), at(5), t);
+        // A CANCEL or failure after the answer changes nothing; the BYE ends it.
+        p.offer_at(offer("late", "0302"), t);
+        p.progress_at("late", Progress::Answered, at(10), t);
+        p.progress_at("late", Progress::Cancelled, at(11), t);
+        p.progress_at("late", Progress::Failed(486), at(12), t);
+        p.progress_at("late", Progress::Answered, at(13), t);
+        p.progress_at("late", Progress::Ended, at(70), t);
+        // Unknown calls are ignored.
+        p.progress_at("nobody", Progress::Ended, at(70), t);
+        assert_eq!(
+            kinds(&mut rx),
+            [
+                (0, CallEventKind::Ring),
+                (0, end(Outcome::Answered, 0)),
+                (0, CallEventKind::Ring),
+                (0, end(Outcome::Cancelled, 0)),
+                (0, CallEventKind::Ring),
+                (0, CallEventKind::Connect),
+                (0, end(Outcome::Answered, 60)),
+            ]
+        );
+    }
+
+    #[test]
     fn a_flood_is_bounded_by_max_calls() {
         let cfg = PipelineConfig {
             max_calls: 2,
