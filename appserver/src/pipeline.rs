@@ -64,7 +64,8 @@ pub struct PipelineConfig {
     /// INVITEs (default 32: 64×T1, how long an INVITE is retransmitted, RFC 3261 §17.1.1.2).
     pub dedup_seconds: u64,
     /// Calls tracked at once (default 4096); beyond it the oldest ringing one is ended as
-    /// missed, so a flood of INVITEs cannot grow memory without bound.
+    /// missed, and at most 16 times as many ended call ids are remembered for dedup, so a
+    /// flood of INVITEs cannot grow memory without bound.
     pub max_calls: usize,
 }
 
@@ -658,6 +659,13 @@ impl Pipeline {
         record: CallRecord,
         now: Instant,
     ) {
+        // A flood of distinct Call-IDs must not grow memory for a whole dedup window:
+        // beyond 16 × max_calls the oldest ids are forgotten early.
+        while st.ended_order.len() >= self.cfg.max_calls.max(1) * 16 {
+            if let Some((id, _)) = st.ended_order.pop_front() {
+                st.ended.remove(&id);
+            }
+        }
         st.ended_order.push_back((call_id.clone(), now));
         st.ended.insert(call_id, Ended { verdict, record });
     }
@@ -1027,6 +1035,23 @@ mod tests {
             )),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn remembered_ids_are_bounded_too() {
+        let cfg = PipelineConfig {
+            max_calls: 1,
+            ..Default::default()
+        };
+        let (p, _rx) = pipeline(cfg, &["0303"]);
+        let t = Instant::now();
+        for i in 0..20 {
+            p.offer_at(offer(&format!("x{i}"), "0303"), t);
+        }
+        assert_eq!(p.lock().ended.len(), 16);
+        p.offer_at(offer("x0", "0303"), t);
+        p.offer_at(offer("x19", "0303"), t);
+        assert_eq!(p.metrics().offers(Source::Isc), 21, "x0 forgotten, x19 not");
     }
 
     #[test]
