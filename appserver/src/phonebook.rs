@@ -277,7 +277,7 @@ pub fn parse_vcard(text: &str, plan: &NumberPlan) -> Result<Phonebook, Phonebook
         } else if name.eq_ignore_ascii_case("TEL") {
             // 4.0 writes `TEL;VALUE=uri:tel:+49…`, 3.0 the bare number.
             let v = value.trim();
-            let number = if v.len() > 4 && v[..4].eq_ignore_ascii_case("tel:") {
+            let number = if v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("tel:")) {
                 plan.from_uri_str(v)
             } else {
                 plan.normalize(v)
@@ -501,6 +501,12 @@ mod tests {
             (
                 "BEGIN:VCARD\nFN:x\nTEL:call me\nEND:VCARD\n",
                 3,
+                "TEL is not a number",
+            ),
+            // Found by the appserver_vcard fuzz target: a multi-byte character at byte 4.
+            (
+                "BEGIN:VCARD\r\nitem1.TEL:\u{fffd}\u{fffd}\0\n",
+                2,
                 "TEL is not a number",
             ),
             ("BEGIN:VCARD\nFN x\n", 2, "line without ':'"),

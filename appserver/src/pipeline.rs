@@ -64,7 +64,8 @@ pub struct PipelineConfig {
     /// INVITEs (default 32: 64×T1, how long an INVITE is retransmitted, RFC 3261 §17.1.1.2).
     pub dedup_seconds: u64,
     /// Calls tracked at once (default 4096); beyond it the oldest ringing one is ended as
-    /// missed, so a flood of INVITEs cannot grow memory without bound.
+    /// missed, and at most 16 times as many ended call ids are remembered for dedup, so a
+    /// flood of INVITEs cannot grow memory without bound.
     pub max_calls: usize,
 }
 
@@ -535,7 +536,7 @@ impl Pipeline {
                     return;
                 }
                 if let Some(p) = me.upgrade() {
-                    p.release_ring(&call_id, Instant::now());
+                    p.release_ring(&call_id);
                 }
             }
             let name = fut.await;
@@ -574,11 +575,12 @@ impl Pipeline {
         }
     }
 
-    /// The Ring of a call whose reverse lookup is late goes out with what is known.
-    fn release_ring(&self, call_id: &str, now: Instant) {
+    /// The Ring of a call whose reverse lookup is late goes out with what is known (the
+    /// lookup task calls this when `ring_delay` has run out).
+    fn release_ring(&self, call_id: &str) {
         let mut st = self.lock();
         if let Some(call) = st.calls.get_mut(call_id) {
-            if !call.ring_sent && call.ring_due.is_some_and(|d| d <= now) {
+            if !call.ring_sent {
                 call.ring_sent = true;
                 call.ring_due = None;
                 self.publish(call, CallEventKind::Ring, call.started);
@@ -657,6 +659,13 @@ impl Pipeline {
         record: CallRecord,
         now: Instant,
     ) {
+        // A flood of distinct Call-IDs must not grow memory for a whole dedup window:
+        // beyond 16 × max_calls the oldest ids are forgotten early.
+        while st.ended_order.len() >= self.cfg.max_calls.max(1) * 16 {
+            if let Some((id, _)) = st.ended_order.pop_front() {
+                st.ended.remove(&id);
+            }
+        }
         st.ended_order.push_back((call_id.clone(), now));
         st.ended.insert(call_id, Ended { verdict, record });
     }
@@ -966,6 +975,44 @@ mod tests {
     }
 
     #[test]
+    fn odd_report_orders_map_to_honest_outcomes() {
+        let (p, mut rx) = pipeline(PipelineConfig::default(), &[]);
+        let t = Instant::now();
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let end = |outcome, talk| CallEventKind::End {
+            outcome,
+            talk: Duration::from_secs(talk),
+        };
+        // A BYE whose 200 the tap missed: answered, no talk time known.
+        p.offer_at(offer("bye", "0302"), t);
+        p.progress_at("bye", Progress::Ended, at(5), t);
+        // 487 reported as a failure is the caller's cancel.
+        p.offer_at(offer("487", "0302"), t);
+        p.progress_at("487", Progress::Failed(487), at(5), t);
+        // A CANCEL or failure after the answer changes nothing; the BYE ends it.
+        p.offer_at(offer("late", "0302"), t);
+        p.progress_at("late", Progress::Answered, at(10), t);
+        p.progress_at("late", Progress::Cancelled, at(11), t);
+        p.progress_at("late", Progress::Failed(486), at(12), t);
+        p.progress_at("late", Progress::Answered, at(13), t);
+        p.progress_at("late", Progress::Ended, at(70), t);
+        // Unknown calls are ignored.
+        p.progress_at("nobody", Progress::Ended, at(70), t);
+        assert_eq!(
+            kinds(&mut rx),
+            [
+                (0, CallEventKind::Ring),
+                (0, end(Outcome::Answered, 0)),
+                (0, CallEventKind::Ring),
+                (0, end(Outcome::Cancelled, 0)),
+                (0, CallEventKind::Ring),
+                (0, CallEventKind::Connect),
+                (0, end(Outcome::Answered, 60)),
+            ]
+        );
+    }
+
+    #[test]
     fn a_flood_is_bounded_by_max_calls() {
         let cfg = PipelineConfig {
             max_calls: 2,
@@ -988,6 +1035,23 @@ mod tests {
             )),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn remembered_ids_are_bounded_too() {
+        let cfg = PipelineConfig {
+            max_calls: 1,
+            ..Default::default()
+        };
+        let (p, _rx) = pipeline(cfg, &["0303"]);
+        let t = Instant::now();
+        for i in 0..20 {
+            p.offer_at(offer(&format!("x{i}"), "0303"), t);
+        }
+        assert_eq!(p.lock().ended.len(), 16);
+        p.offer_at(offer("x0", "0303"), t);
+        p.offer_at(offer("x19", "0303"), t);
+        assert_eq!(p.metrics().offers(Source::Isc), 21, "x0 forgotten, x19 not");
     }
 
     #[test]
