@@ -156,7 +156,7 @@ const FRITZ_CLIENT: &str = r#"
 import sys, queue
 from fritzconnection.core.fritzmonitor import FritzMonitor
 port, n = int(sys.argv[1]), int(sys.argv[2])
-with FritzMonitor(address="127.0.0.1", port=port) as monitor:
+with FritzMonitor(address="127.0.0.1", port=port, timeout=2) as monitor:
     q = monitor.start(reconnect_tries=0)
     print("CONNECTED", flush=True)
     for _ in range(n):

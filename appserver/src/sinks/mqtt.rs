@@ -17,7 +17,8 @@
 //!
 //! Connection problems are logged and retried with backoff (1 s doubling to 60 s);
 //! events published while the broker is unreachable wait in rumqttc's queue
-//! ([`QUEUE`] requests) and are counted lost beyond it.
+//! ([`QUEUE`] requests) and are counted lost beyond it. The `sent` counter counts the
+//! broker's PUBACKs (events, sensor states and discovery configs alike).
 
 use std::sync::Arc;
 use std::time::Duration;
