@@ -44,7 +44,8 @@ impl Default for BlocklistConfig {
 pub const EXAMPLE: &str = r#"[blocklist]
 # Exact numbers (any written form), prefixes ending in '*', or "anonymous" for withheld
 # callers. A blocked call gets 603 Decline over ISC and is dropped from NFQUEUE.
-entries = ["anonymous", "0900*", "+49 30 1234567"]
+entries = []
+# for example: entries = ["anonymous", "0900*", "+49 30 1234567"]
 # More entries, one a line ('#' comments); POST /api/blocklist appends here.
 # file = "/etc/imslab/blocklist.txt"
 poll_seconds = 5

@@ -178,6 +178,9 @@ pub struct CallConfig {
     /// P-Preferred-Identity of initial requests (RFC 3325 §9.2), e.g. one of the
     /// P-Associated-URIs; none by default.
     pub preferred_identity: Option<String>,
+    /// `Privacy` of our INVITEs (RFC 3323 §4.2; TS 24.607 OIR): `id` withholds our
+    /// identity from the callee, as a handset with "hide my number" does. None by default.
+    pub privacy: Option<String>,
     /// The UE's RTP port, announced in SDP. The shell binds it on the UE's address; 0 lets
     /// the shell pick a free port (and the SDP carries that one).
     pub rtp_port: u16,
@@ -199,6 +202,7 @@ impl Default for CallConfig {
             no_answer_timeout: Duration::from_secs(60),
             ring_timeout: Duration::from_secs(120),
             preferred_identity: None,
+            privacy: None,
             rtp_port: 40000,
             preconditions: false,
             session_expires: 1800,
@@ -828,6 +832,9 @@ impl Calls {
             .header("P-Preferred-Service", MMTEL_URN);
         if let Some(p) = &self.cfg.preferred_identity {
             b = b.header(hdr::P_PREFERRED_IDENTITY, format_args!("<{p}>"));
+        }
+        if let Some(p) = &self.cfg.privacy {
+            b = b.header("Privacy", p);
         }
         b = net
             .decorate(b, &[])
