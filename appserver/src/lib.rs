@@ -26,6 +26,6 @@ pub mod passive;
 pub mod phonebook;
 pub mod pipeline;
 pub mod rest;
-pub mod server;
 pub mod reverse;
+pub mod server;
 pub mod sinks;

@@ -726,6 +726,53 @@ pub mod build {
         frames
     }
 
+    /// IPv6 fragments (as Ethernet frames, fragment header RFC 8200 §4.5) of one UDP
+    /// datagram, each fragment's payload at most `mtu_payload` bytes (multiple of 8).
+    pub fn udp6_fragments(
+        src: SocketAddr,
+        dst: SocketAddr,
+        id: u32,
+        payload: &[u8],
+        mtu_payload: usize,
+    ) -> Vec<Vec<u8>> {
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) else {
+            return Vec::new();
+        };
+        let whole = udp(src, dst, payload);
+        let udp_bytes = &whole[14 + 40..];
+        let step = (mtu_payload / 8).max(1) * 8;
+        let mut frames = Vec::new();
+        let mut off = 0;
+        while off < udp_bytes.len() {
+            let end = (off + step).min(udp_bytes.len());
+            let ip = etherparse::Ipv6Header {
+                payload_length: (8 + end - off) as u16,
+                next_header: IpNumber::IPV6_FRAGMENTATION_HEADER,
+                hop_limit: 64,
+                source: s.octets(),
+                destination: d.octets(),
+                ..Default::default()
+            };
+            let frag = etherparse::Ipv6FragmentHeader::new(
+                IpNumber::UDP,
+                etherparse::IpFragOffset::try_new((off / 8) as u16)
+                    .unwrap_or(etherparse::IpFragOffset::ZERO),
+                end < udp_bytes.len(),
+                id,
+            );
+            let mut f = Vec::with_capacity(14 + 48 + end - off);
+            f.extend_from_slice(&MAC_B);
+            f.extend_from_slice(&MAC_A);
+            f.extend_from_slice(&0x86DDu16.to_be_bytes());
+            let _ = ip.write(&mut f);
+            let _ = frag.write(&mut f);
+            f.extend_from_slice(&udp_bytes[off..end]);
+            frames.push(f);
+            off = end;
+        }
+        frames
+    }
+
     fn v4(ip: IpAddr) -> Ipv4Addr {
         match ip {
             IpAddr::V4(a) => a,
@@ -851,6 +898,25 @@ mod tests {
         d.handle_frame(LinkType::Ethernet, &[0; 10], t0() + Duration::from_secs(31))
             .unwrap_err();
         assert_eq!(d.fragments_in_flight(), 0);
+    }
+
+    #[test]
+    fn ipv6_fragments_reassemble() {
+        let big: Vec<u8> = [MSG, &[b'y'; 2000][..]].concat();
+        let frags = udp6_fragments(
+            sa("[2001:db8::1]:5060"),
+            sa("[2001:db8::2]:5060"),
+            77,
+            &big,
+            1000,
+        );
+        assert_eq!(frags.len(), 3);
+        let mut d = dec();
+        for i in [2, 0, 1] {
+            d.handle_frame(LinkType::Ethernet, &frags[i], t0()).unwrap();
+        }
+        let p = d.poll_payload().unwrap();
+        assert_eq!((p.data, p.src), (big, sa("[2001:db8::1]:5060")));
     }
 
     #[test]

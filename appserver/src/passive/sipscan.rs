@@ -57,7 +57,6 @@ impl Default for SipScanConfig {
 struct Call {
     answered: bool,
     done: Option<SystemTime>,
-    seq: u64,
 }
 
 /// The SIP scanner: feed it messages ([`SipScanner::handle_message`]), collect events
@@ -67,7 +66,9 @@ pub struct SipScanner {
     cfg: SipScanConfig,
     source: Source,
     calls: HashMap<String, Call>,
-    seq: u64,
+    /// Call-IDs oldest first: eviction and expiry look only at the front, so each INVITE
+    /// costs O(1) however many calls are remembered.
+    order: VecDeque<String>,
     out: VecDeque<ScanEvent>,
 }
 
@@ -78,7 +79,7 @@ impl SipScanner {
             cfg,
             source,
             calls: HashMap::new(),
-            seq: 0,
+            order: VecDeque::new(),
             out: VecDeque::new(),
         }
     }
@@ -169,40 +170,30 @@ impl SipScanner {
     }
 
     fn remember(&mut self, call_id: &str, at: SystemTime) {
-        self.expire(at);
         if self.calls.contains_key(call_id) {
             return;
         }
-        if self.calls.len() >= self.cfg.max_calls {
-            if let Some(old) = self
-                .calls
-                .iter()
-                .min_by_key(|(_, c)| c.seq)
-                .map(|(k, _)| k.clone())
-            {
+        let linger = self.cfg.linger;
+        while let Some(front) = self.order.front() {
+            let expired = self.calls.get(front).is_none_or(|c| {
+                c.done
+                    .is_some_and(|d| at.duration_since(d).is_ok_and(|x| x > linger))
+            });
+            if !expired && self.calls.len() < self.cfg.max_calls {
+                break;
+            }
+            if let Some(old) = self.order.pop_front() {
                 self.calls.remove(&old);
             }
         }
-        self.seq += 1;
+        self.order.push_back(call_id.to_string());
         self.calls.insert(
             call_id.to_string(),
             Call {
                 answered: false,
                 done: None,
-                seq: self.seq,
             },
         );
-    }
-
-    fn expire(&mut self, at: SystemTime) {
-        let linger = self.cfg.linger;
-        // Only when the table is large: a sweep per INVITE would make scanning quadratic.
-        if self.calls.len() >= self.cfg.max_calls / 2 {
-            self.calls.retain(|_, c| {
-                c.done
-                    .is_none_or(|d| at.duration_since(d).map_or(true, |x| x <= linger))
-            });
-        }
     }
 
     /// Reports a stage of a known call unless it adds nothing.
