@@ -524,6 +524,7 @@ fn late_registration_gets_a_message_once_and_only_within_the_window() {
         .unwrap()
         .starts_with("<sip:callerid@127.0.0.10:5070>;tag="));
     assert_eq!(m.body().as_ref(), b"Missed call from Alice (+4930123)");
+    assert_eq!(m.call_id().unwrap(), "late1", "on the original Call-ID");
     n.answer(m, 200);
     // Re-registering again tells nothing more.
     let before = n.sent();
