@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The ISC core turns what [`LateCalls::registered`] returns into requests toward X
-//! (through the S-CSCF): a pager-mode MESSAGE (RFC 3428) saying who called, or an INVITE on
+//! (through the S-CSCF): a pager-mode MESSAGE (RFC 3428) on the call's Call-ID saying who
+//! called, or an INVITE on
 //! the call's original Call-ID followed by a CANCEL — with `Reason: SIP;cause=200` (RFC
 //! 3326) when another device answered, plain when the call was missed — so the phone's own
 //! call log shows the call as its other devices do.

@@ -6,7 +6,8 @@
 //! - A calls B: the offer names A, B answers, the observer hears Answered then Ended (our
 //!   Record-Route keeps the BYE on our path);
 //! - C (blocked) calls B: C gets 603, B sees no INVITE;
-//! - A's call to B is cancelled; B registers again within `[late] window`: B receives the
+//! - A's call to B is cancelled; B registers again 5 s later, within `[late] window`: B
+//!   receives the
 //!   late MESSAGE (message mode) or the call again on its Call-ID, then its CANCEL (cancel
 //!   mode); a second cancelled call followed by a registration after the window:
 //!   nothing;
@@ -223,7 +224,8 @@ async fn scenario(mode: LateMode) {
         offers: Mutex::new(Vec::new()),
         progress: Mutex::new(Vec::new()),
     });
-    let window = 4;
+    // The acceptance case: B registers 5 s after the cancelled call.
+    let window = 8;
     let isc_cfg = IscConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], as_port)),
         scscf: Some(scscf.advertise),
@@ -344,6 +346,7 @@ async fn scenario(mode: LateMode) {
         [Progress::Cancelled]
     );
     let offers = recorder.offers.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
     b.reregister().await.unwrap();
     match mode {
         LateMode::Message => {

@@ -284,6 +284,13 @@ impl IscCore {
     /// Sends a pager-mode MESSAGE (RFC 3428, text/plain) to `to` through the S-CSCF.
     /// False when no S-CSCF is configured or `to` is no usable URI.
     pub fn send_message(&mut self, to: &str, text: &str, now: Instant) -> bool {
+        self.message(to, text, None, now)
+    }
+
+    /// A MESSAGE on `call_id` (a late notice names the call it is about by reusing the
+    /// call's Call-ID: the device can match it to the call screen it shows), else a new
+    /// one.
+    fn message(&mut self, to: &str, text: &str, call_id: Option<&str>, now: Instant) -> bool {
         let Ok(to_uri) = sip::Uri::parse(to) else {
             return false;
         };
@@ -291,9 +298,12 @@ impl IscCore {
             tracing::warn!("no [isc] scscf configured: MESSAGE to {to} not sent");
             return false;
         };
-        let call_id = self
-            .ids
-            .call_id(Some(&sip::uri::ip_host(self.cfg.address.ip())));
+        let call_id = match call_id {
+            Some(c) => c.to_string(),
+            None => self
+                .ids
+                .call_id(Some(&sip::uri::ip_host(self.cfg.address.ip()))),
+        };
         let tag = self.ids.tag();
         let m = RequestBuilder::new(Method::Message, &to_uri)
             .header("Via", self.our_via(flow.protocol))
@@ -770,7 +780,7 @@ impl IscCore {
         match self.cfg.late.mode {
             LateMode::Message => {
                 let text = call.text();
-                if !self.send_message(&call.callee, &text, now) {
+                if !self.message(&call.callee, &text, Some(&call.call_id), now) {
                     self.stats.late_notices -= 1;
                 }
             }
