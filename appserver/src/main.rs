@@ -34,7 +34,13 @@ use std::path::{Path, PathBuf};
 #[command(name = "appserver", version, verbatim_doc_comment)]
 struct Cli {
     /// Configuration file (TOML). See `appserver config example`.
-    #[arg(short, long, global = true, value_name = "FILE", env = "APPSERVER_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "APPSERVER_CONFIG"
+    )]
     config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -182,7 +182,7 @@ impl Scscf {
     /// here, or the request comes from a configured AS on behalf of a user who is not
     /// (originating-unregistered, the profile then comes from the HSS). The caller's
     /// originating iFCs run first.
-    fn originating(&mut self, id: TxId, req: Message, fwd: Message, flow: Flow, now: Instant) {
+    fn originating(&mut self, id: TxId, req: Message, mut fwd: Message, flow: Flow, now: Instant) {
         let asserted = fwd
             .name_addrs("P-Asserted-Identity")
             .ok()
@@ -204,6 +204,9 @@ impl Scscf {
             }
             return self.refuse(id, &req, Refusal::NotRegistered, now);
         };
+        if let Some(reg) = self.regs.get(&owner) {
+            add_tel_identity(&mut fwd, &reg.associated);
+        }
         let sub = self.regs.get(&owner).and_then(|r| r.subscription.clone());
         let ifcs = self.ifcs_of(&asserted, sub.as_ref());
         let served = crate::isc::Served {
@@ -468,5 +471,25 @@ impl Scscf {
             let d = self.branches.failed(id, code);
             self.carry_out(d, now);
         }
+    }
+}
+
+/// TS 24.229 §5.4.3.2: when the caller is asserted by a SIP URI only and its implicit
+/// registration set holds a tel URI, the originating S-CSCF adds that tel URI as a second
+/// P-Asserted-Identity. The callee's network, its application servers (caller-ID) and
+/// its handset then see the caller's number, not only an IMSI-derived SIP identity.
+fn add_tel_identity(fwd: &mut Message, implicit_set: &[String]) {
+    let Ok(asserted) = fwd.name_addrs("P-Asserted-Identity") else {
+        return;
+    };
+    if asserted.is_empty()
+        || asserted
+            .iter()
+            .any(|a| a.uri.scheme == sip::uri::Scheme::Tel)
+    {
+        return;
+    }
+    if let Some(tel) = implicit_set.iter().find(|i| i.starts_with("tel:")) {
+        fwd.append_header("P-Asserted-Identity", &format!("<{tel}>"));
     }
 }

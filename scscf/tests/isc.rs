@@ -1048,3 +1048,31 @@ fn an_unconfigured_node_cannot_originate_toward_our_users() {
     let (to, r) = n.wire.last().expect("an answer").clone();
     assert_eq!((to, r.code()), (addr(AS1), Some(403)));
 }
+
+/// TS 24.229 §5.4.3.2: a caller asserted by its SIP URI alone gets the tel URI of its
+/// implicit registration set as a second P-Asserted-Identity, so the callee's AS (caller
+/// ID) and handset see a number; a request that already asserts a tel URI keeps just it.
+#[test]
+fn the_originating_s_cscf_adds_the_callers_tel_uri_to_p_asserted_identity() {
+    let mut n = Net::new(Duration::from_secs(4));
+    n.register("alice", vec![]);
+    n.register(
+        "bob",
+        vec![ifc(
+            1,
+            "INVITE",
+            SessionCase::TerminatingRegistered,
+            as_uri(AS1),
+            DefaultHandling::SessionContinued,
+        )],
+    );
+    n.invite("alice", "sip:bob@ims.test");
+    let at_as = n.last_to(AS1).expect("the INVITE went to the AS");
+    let pai: Vec<String> = at_as
+        .name_addrs("P-Asserted-Identity")
+        .unwrap()
+        .iter()
+        .map(|a| a.uri.to_string())
+        .collect();
+    assert_eq!(pai, ["sip:alice@ims.test", "tel:+495"], "{at_as:?}");
+}

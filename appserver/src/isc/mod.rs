@@ -135,13 +135,7 @@ mod tests {
             late: crate::late::LateConfig,
         }
         let f: File = toml::from_str(&format!("{EXAMPLE}\n{}", crate::late::EXAMPLE)).unwrap();
-        assert_eq!(
-            f.isc,
-            IscConfig {
-                scscf: Some(SocketAddr::from(([127, 0, 0, 1], 6060))),
-                ..IscConfig::default()
-            }
-        );
+        assert_eq!(f.isc, IscConfig::default());
         assert_eq!(f.late, crate::late::LateConfig::default());
         assert!(toml::from_str::<IscConfig>("bogus = 1").is_err());
     }

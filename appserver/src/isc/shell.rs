@@ -135,6 +135,9 @@ pub async fn start(
     tracing::info!(%sip_addr, "ISC service listening");
     let task = tokio::spawn(async move {
         loop {
+            // Counters first: what we are about to send may make a test (or an operator)
+            // look at them before this loop comes round again.
+            *stats2.lock().unwrap_or_else(|e| e.into_inner()) = core.stats();
             while let Some(t) = core.poll_transmit() {
                 if let Err(e) = transport.send(&t).await {
                     tracing::warn!("send to {}: {e}", t.flow.remote);
@@ -143,7 +146,6 @@ pub async fn start(
                     }
                 }
             }
-            *stats2.lock().unwrap_or_else(|e| e.into_inner()) = core.stats();
             let deadline = core.poll_timeout();
             let sleep = async {
                 match deadline {
