@@ -19,10 +19,7 @@
 use appserver::event::Outcome;
 use axum::extract::State;
 use axum::routing::post;
-use ifc::{
-    ApplicationServer, DefaultHandling, InitialFilterCriteria, SessionCase, Spt, SptCondition,
-    TriggerPoint,
-};
+use ifc::{DefaultHandling, InitialFilterCriteria, SessionCase};
 use secagree::IpsecMode;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -41,29 +38,13 @@ fn ifc(
     case: Option<SessionCase>,
     server: &str,
 ) -> InitialFilterCriteria {
-    let spt = |g, condition| Spt {
-        condition_negated: false,
-        groups: vec![g],
-        condition,
-        registration_types: vec![],
-    };
-    let mut spts = vec![spt(0, SptCondition::Method(method.into()))];
-    if let Some(c) = case {
-        spts.push(spt(1, SptCondition::SessionCase(c)));
-    }
-    InitialFilterCriteria {
+    InitialFilterCriteria::for_method(
         priority,
-        trigger_point: Some(TriggerPoint {
-            condition_type_cnf: true,
-            spts,
-        }),
-        application_server: ApplicationServer {
-            server_name: server.into(),
-            default_handling: DefaultHandling::SessionContinued,
-            ..Default::default()
-        },
-        profile_part_indicator: None,
-    }
+        method,
+        case,
+        server,
+        DefaultHandling::SessionContinued,
+    )
 }
 
 /// The number subscriber `i` calls from (its tel URI without the scheme).
@@ -232,7 +213,7 @@ async fn a_call_through_the_core_reaches_every_sink_privacy_hides_and_blocking_r
     // The application server, from its own file, as a lab would run it.
     dir.write(
         "phonebook.csv",
-        &format!("number,name\n{},Alice Example\n", number(0)),
+        format!("number,name\n{},Alice Example\n", number(0)),
     )
     .unwrap();
     let as_toml = format!(
@@ -276,7 +257,7 @@ async fn a_call_through_the_core_reaches_every_sink_privacy_hides_and_blocking_r
     let agent_path = dir
         .write(
             "agent.toml",
-            &format!("[agent]\nsource = \"datagram\"\nlisten = \"127.0.0.1:{dg_port}\"\n"),
+            format!("[agent]\nsource = \"datagram\"\nlisten = \"127.0.0.1:{dg_port}\"\n"),
         )
         .unwrap();
     let mut agent = ChildGuard::spawn(

@@ -21,10 +21,7 @@ use appserver::event::{
 };
 use appserver::isc::IscConfig;
 use appserver::late::{LateConfig, LateMode};
-use ifc::{
-    ApplicationServer, DefaultHandling, InitialFilterCriteria, SessionCase, Spt, SptCondition,
-    TriggerPoint,
-};
+use ifc::{DefaultHandling, InitialFilterCriteria, SessionCase};
 use secagree::IpsecMode;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -107,29 +104,13 @@ fn ifc(
     case: Option<SessionCase>,
     server: &str,
 ) -> InitialFilterCriteria {
-    let spt = |g, condition| Spt {
-        condition_negated: false,
-        groups: vec![g],
-        condition,
-        registration_types: vec![],
-    };
-    let mut spts = vec![spt(0, SptCondition::Method(method.into()))];
-    if let Some(c) = case {
-        spts.push(spt(1, SptCondition::SessionCase(c)));
-    }
-    InitialFilterCriteria {
+    InitialFilterCriteria::for_method(
         priority,
-        trigger_point: Some(TriggerPoint {
-            condition_type_cnf: true,
-            spts,
-        }),
-        application_server: ApplicationServer {
-            server_name: server.into(),
-            default_handling: DefaultHandling::SessionContinued,
-            ..Default::default()
-        },
-        profile_part_indicator: None,
-    }
+        method,
+        case,
+        server,
+        DefaultHandling::SessionContinued,
+    )
 }
 
 /// One scenario at a time: both use the same UE addresses.

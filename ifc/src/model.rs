@@ -195,6 +195,43 @@ pub struct InitialFilterCriteria {
     pub profile_part_indicator: Option<ProfilePartIndicator>,
 }
 
+impl InitialFilterCriteria {
+    /// The iFC labs provision most: requests of `method` (in session case `case`, or any
+    /// case when `None`) go to the application server `server`, with `default_handling`
+    /// when it cannot be reached. One trigger point, conjunctive (CNF) groups 0 and 1.
+    pub fn for_method(
+        priority: i32,
+        method: &str,
+        case: Option<SessionCase>,
+        server: &str,
+        default_handling: DefaultHandling,
+    ) -> InitialFilterCriteria {
+        let spt = |group, condition| Spt {
+            condition_negated: false,
+            groups: vec![group],
+            condition,
+            registration_types: vec![],
+        };
+        let mut spts = vec![spt(0, SptCondition::Method(method.into()))];
+        if let Some(c) = case {
+            spts.push(spt(1, SptCondition::SessionCase(c)));
+        }
+        InitialFilterCriteria {
+            priority,
+            trigger_point: Some(TriggerPoint {
+                condition_type_cnf: true,
+                spts,
+            }),
+            application_server: ApplicationServer {
+                server_name: server.into(),
+                default_handling,
+                ..Default::default()
+            },
+            profile_part_indicator: None,
+        }
+    }
+}
+
 /// `TriggerPoint` (TS 29.228 Annex B.2.6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TriggerPoint {

@@ -14,10 +14,7 @@
 //! As root the UEs and the P-CSCF use userspace ESP; otherwise IPsec is off (loudly, by
 //! testkit's policy: under CI=true a missing root fails the test).
 
-use ifc::{
-    ApplicationServer, DefaultHandling, InitialFilterCriteria, SessionCase, Spt, SptCondition,
-    TriggerPoint,
-};
+use ifc::{DefaultHandling, InitialFilterCriteria, SessionCase};
 use secagree::IpsecMode;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
@@ -36,15 +33,6 @@ fn mode() -> IpsecMode {
     }
 }
 
-fn spt(group: u32, condition: SptCondition) -> Spt {
-    Spt {
-        condition_negated: false,
-        groups: vec![group],
-        condition,
-        registration_types: vec![],
-    }
-}
-
 /// An iFC: `method` in session case `case` (or any case) to `server`.
 fn ifc(
     priority: i32,
@@ -53,23 +41,7 @@ fn ifc(
     server: &str,
     dh: DefaultHandling,
 ) -> InitialFilterCriteria {
-    let mut spts = vec![spt(0, SptCondition::Method(method.into()))];
-    if let Some(c) = case {
-        spts.push(spt(1, SptCondition::SessionCase(c)));
-    }
-    InitialFilterCriteria {
-        priority,
-        trigger_point: Some(TriggerPoint {
-            condition_type_cnf: true,
-            spts,
-        }),
-        application_server: ApplicationServer {
-            server_name: server.into(),
-            default_handling: dh,
-            ..Default::default()
-        },
-        profile_part_indicator: None,
-    }
+    InitialFilterCriteria::for_method(priority, method, case, server, dh)
 }
 
 /// SIPp as a stateful proxy AS for one INVITE: relays it back to the S-CSCF along the

@@ -5,8 +5,8 @@
 use akav1::digest::{Credentials, Qop, QopInput, ResponseInput, AKAV1_MD5};
 use diameter::{avp, result, Avp, FindAvp, VENDOR_3GPP};
 use ifc::{
-    ApplicationServer, DefaultHandling, ImsSubscription, InitialFilterCriteria, PublicIdentity,
-    ServiceProfile, SessionCase, Spt, SptCondition, TriggerPoint,
+    DefaultHandling, ImsSubscription, InitialFilterCriteria, PublicIdentity, ServiceProfile,
+    SessionCase,
 };
 use scscf::{Config, Isc, Output, Scscf};
 use sip::{Flow, Message, Protocol};
@@ -38,28 +38,7 @@ fn ifc(
     server: String,
     dh: DefaultHandling,
 ) -> InitialFilterCriteria {
-    let spt = |g, condition| Spt {
-        condition_negated: false,
-        groups: vec![g],
-        condition,
-        registration_types: vec![],
-    };
-    InitialFilterCriteria {
-        priority,
-        trigger_point: Some(TriggerPoint {
-            condition_type_cnf: true,
-            spts: vec![
-                spt(0, SptCondition::Method(method.into())),
-                spt(1, SptCondition::SessionCase(case)),
-            ],
-        }),
-        application_server: ApplicationServer {
-            server_name: server,
-            default_handling: dh,
-            ..Default::default()
-        },
-        profile_part_indicator: None,
-    }
+    InitialFilterCriteria::for_method(priority, method, Some(case), &server, dh)
 }
 
 fn user_data(user: &str, ifcs: Vec<InitialFilterCriteria>) -> String {
