@@ -27,7 +27,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::{ChildGuard, TestDir};
-use ue::{AnswerMode, CallEnd, IoConfig, IsimKeys, UeConfig, UeHost};
+use ue::{AnswerMode, CallEnd, IoConfig, UeHost};
 
 const DOMAIN: &str = lab::net::DOMAIN;
 const TOKEN: &str = "e2e-token";
@@ -154,34 +154,17 @@ async fn a_call_through_the_core_reaches_every_sink_privacy_hides_and_blocking_r
 
     // HSS: A, C, D plain; B sends its incoming calls and its REGISTERs to our AS.
     let db = dir.join("hss.db");
-    {
-        let mut store = hss::store::Store::open(&db, hss::store::Durability::Normal).unwrap();
-        for i in 0..4 {
-            let s = lab::net::subscriber(i);
-            let ifcs = if i == 1 {
-                vec![
-                    ifc(0, "REGISTER", None, &as_uri),
-                    ifc(
-                        10,
-                        "INVITE",
-                        Some(SessionCase::TerminatingRegistered),
-                        &as_uri,
-                    ),
-                ]
-            } else {
-                vec![]
-            };
-            store
-                .add(&hss::store::Subscriber {
-                    imsi: Some(s.imsi),
-                    msisdn: Some(s.tel.trim_start_matches("tel:+").to_string()),
-                    impus: vec![hss::store::Impu::new(s.impu), hss::store::Impu::new(s.tel)],
-                    ifcs,
-                    ..hss::store::Subscriber::new(s.impi, s.k, s.opc)
-                })
-                .unwrap();
-        }
-    }
+    let mut profiles = vec![Vec::new(); 4];
+    profiles[1] = vec![
+        ifc(0, "REGISTER", None, &as_uri),
+        ifc(
+            10,
+            "INVITE",
+            Some(SessionCase::TerminatingRegistered),
+            &as_uri,
+        ),
+    ];
+    lab::net::provision(&db, &profiles).unwrap();
     let hss_toml = format!(
         "origin_host = \"hss.{DOMAIN}\"\nrealm = \"{DOMAIN}\"\n[diameter]\nlisten = \
          \"127.0.0.1:{d_port}\"\n[store]\npath = \"{}\"\ndurability = \"normal\"\n",
@@ -278,22 +261,11 @@ async fn a_call_through_the_core_reaches_every_sink_privacy_hides_and_blocking_r
     ncid.wait(&["300 End of connection startup"]).await;
 
     // UEs A, B, C, D; B rings until told; D withholds its identity.
-    let mut template = UeConfig::new(
-        "",
-        "",
-        DOMAIN,
-        IsimKeys::new([0; 16], [0; 16]),
-        IpAddr::from([127, 0, 0, 1]),
-        p_addr,
-    );
-    template.sec_agree = false;
-    template.expires = 600;
-    template.calls.answer = AnswerMode::Ring;
-    template.calls.no_answer_timeout = Duration::from_secs(30);
-    let mut cfgs = ue::numbered(&template, 4, |i| {
-        let s = lab::net::subscriber(i);
-        (s.impi, s.impu, IsimKeys::new(s.k, s.opc))
-    });
+    let mut cfgs = lab::net::ue_configs(p_addr, 4, false);
+    for c in &mut cfgs {
+        c.calls.answer = AnswerMode::Ring;
+        c.calls.no_answer_timeout = Duration::from_secs(30);
+    }
     for (i, c) in cfgs.iter_mut().enumerate() {
         c.local_ip = IpAddr::from([127, 0, 75, 2 + i as u8]);
         c.port = testkit::free_port_on(c.local_ip);

@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use testkit::TestDir;
-use ue::{AnswerMode, CallEnd, IoConfig, IsimKeys, Party, UeConfig, UeHost};
+use ue::{AnswerMode, CallEnd, IoConfig, Party, UeHost};
 
 const DOMAIN: &str = lab::net::DOMAIN;
 
@@ -148,21 +148,7 @@ async fn scenario(mode: LateMode) {
         vec![],
     ];
     let db = dir.join("hss.db");
-    {
-        let mut store = hss::store::Store::open(&db, hss::store::Durability::Normal).unwrap();
-        for (i, ifcs) in profiles.iter().enumerate() {
-            let s = lab::net::subscriber(i);
-            store
-                .add(&hss::store::Subscriber {
-                    imsi: Some(s.imsi),
-                    msisdn: Some(s.tel.trim_start_matches("tel:+").to_string()),
-                    impus: vec![hss::store::Impu::new(s.impu), hss::store::Impu::new(s.tel)],
-                    ifcs: ifcs.clone(),
-                    ..hss::store::Subscriber::new(s.impi, s.k, s.opc)
-                })
-                .unwrap();
-        }
-    }
+    lab::net::provision(&db, &profiles).unwrap();
     let hss_toml = format!(
         "origin_host = \"hss.{DOMAIN}\"\nrealm = \"{DOMAIN}\"\n[diameter]\nlisten = \
          \"127.0.0.1:{d_port}\"\n[store]\npath = \"{}\"\ndurability = \"normal\"\n",
@@ -225,23 +211,12 @@ async fn scenario(mode: LateMode) {
         .unwrap();
 
     // UEs A, B, C; B rings until told.
-    let mut template = UeConfig::new(
-        "",
-        "",
-        DOMAIN,
-        IsimKeys::new([0; 16], [0; 16]),
-        IpAddr::from([127, 0, 0, 1]),
-        p_addr,
-    );
-    template.sec_agree = false;
-    template.expires = 600;
-    template.calls.preconditions = false;
-    template.calls.answer = AnswerMode::Ring;
-    template.calls.no_answer_timeout = Duration::from_secs(20);
-    let mut cfgs = ue::numbered(&template, 3, |i| {
-        let s = lab::net::subscriber(i);
-        (s.impi, s.impu, IsimKeys::new(s.k, s.opc))
-    });
+    let mut cfgs = lab::net::ue_configs(p_addr, 3, false);
+    for c in &mut cfgs {
+        c.calls.preconditions = false;
+        c.calls.answer = AnswerMode::Ring;
+        c.calls.no_answer_timeout = Duration::from_secs(20);
+    }
     for (i, c) in cfgs.iter_mut().enumerate() {
         c.local_ip = IpAddr::from([127, 0, 74, 2 + i as u8]);
         c.port = testkit::free_port_on(c.local_ip);

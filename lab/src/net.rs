@@ -130,7 +130,7 @@ impl LabNet {
         let hss_cfg_path = o.config_dir.join("hss.toml");
         std::fs::write(&hss_cfg_path, &hss_toml).context("write hss.toml")?;
         let hss_cfg = hss::config::Config::load(&hss_cfg_path).context("hss.toml")?;
-        provision(&db, o.subscribers)?;
+        provision(&db, &vec![Vec::new(); o.subscribers])?;
         let (hss, _listening) = hss::server::start(&hss_cfg)
             .await
             .context("start the HSS")?;
@@ -203,10 +203,17 @@ pub fn ue_configs(pcscf: SocketAddr, n: usize, sec_agree: bool) -> Vec<UeConfig>
     })
 }
 
-fn provision(db: &std::path::Path, n: usize) -> anyhow::Result<()> {
+/// Provisions subscribers 0..`profiles.len()` ([`subscriber`]) into the HSS store `db`,
+/// subscriber `i` with the initial filter criteria `profiles[i]` (its services; empty for
+/// none): the IMSI-derived SIP IMPU and the tel URI (display name "Lab UE n") in one
+/// implicit registration set. The demo, the labs and the end-to-end tests share it.
+pub fn provision(
+    db: &std::path::Path,
+    profiles: &[Vec<ifc::InitialFilterCriteria>],
+) -> anyhow::Result<()> {
     let mut store = hss::store::Store::open(db, hss::store::Durability::Normal)
         .context("open the HSS store")?;
-    for i in 0..n {
+    for (i, ifcs) in profiles.iter().enumerate() {
         let s = subscriber(i);
         store
             .add(&hss::store::Subscriber {
@@ -219,6 +226,7 @@ fn provision(db: &std::path::Path, n: usize) -> anyhow::Result<()> {
                         ..hss::store::Impu::new(s.tel)
                     },
                 ],
+                ifcs: ifcs.clone(),
                 ..hss::store::Subscriber::new(s.impi, s.k, s.opc)
             })
             .context("provision a subscriber")?;

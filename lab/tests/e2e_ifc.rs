@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 use testkit::{ChildGuard, TestDir};
-use ue::{AnswerMode, CallEnd, IoConfig, IsimKeys, Party, UeConfig, UeHost};
+use ue::{AnswerMode, CallEnd, IoConfig, Party, UeHost};
 use xfrm::BackendKind;
 
 const DOMAIN: &str = lab::net::DOMAIN;
@@ -303,21 +303,7 @@ async fn ifc_end_to_end(stack: Stack) {
         )],
     ];
     let db = dir.join("hss.db");
-    {
-        let mut store = hss::store::Store::open(&db, hss::store::Durability::Normal).unwrap();
-        for (i, ifcs) in profiles.iter().enumerate() {
-            let s = lab::net::subscriber(i);
-            store
-                .add(&hss::store::Subscriber {
-                    imsi: Some(s.imsi),
-                    msisdn: Some(s.tel.trim_start_matches("tel:+").to_string()),
-                    impus: vec![hss::store::Impu::new(s.impu), hss::store::Impu::new(s.tel)],
-                    ifcs: ifcs.clone(),
-                    ..hss::store::Subscriber::new(s.impi, s.k, s.opc)
-                })
-                .unwrap();
-        }
-    }
+    lab::net::provision(&db, &profiles).unwrap();
     let hss_toml = format!(
         "origin_host = \"hss.{DOMAIN}\"\nrealm = \"{DOMAIN}\"\n[diameter]\nlisten = \
          \"127.0.0.1:{d_port}\"\n[store]\npath = \"{}\"\ndurability = \"normal\"\n",
@@ -383,24 +369,13 @@ async fn ifc_end_to_end(stack: Stack) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // UEs A..D.
-    let mut template = UeConfig::new(
-        "",
-        "",
-        DOMAIN,
-        IsimKeys::new([0; 16], [0; 16]),
-        IpAddr::from([127, 0, 0, 1]),
-        p_addr,
-    );
-    template.sec_agree = mode != IpsecMode::Off;
-    template.expires = 600;
-    template.sa_grace = Duration::from_millis(300);
-    template.calls.preconditions = false;
-    template.calls.answer = AnswerMode::Auto(Duration::from_millis(100));
-    template.calls.no_answer_timeout = Duration::from_secs(20);
-    let mut cfgs = ue::numbered(&template, 4, |i| {
-        let s = lab::net::subscriber(i);
-        (s.impi, s.impu, IsimKeys::new(s.k, s.opc))
-    });
+    let mut cfgs = lab::net::ue_configs(p_addr, 4, mode != IpsecMode::Off);
+    for c in &mut cfgs {
+        c.sa_grace = Duration::from_millis(300);
+        c.calls.preconditions = false;
+        c.calls.answer = AnswerMode::Auto(Duration::from_millis(100));
+        c.calls.no_answer_timeout = Duration::from_secs(20);
+    }
     // Away from the 127.0.0.x:5060 other lab tests give their UEs.
     for (i, c) in cfgs.iter_mut().enumerate() {
         c.local_ip = IpAddr::from([127, 0, 73, 2 + i as u8]);
