@@ -25,6 +25,9 @@ fn check_config(bin: &str, path: &Path) {
         "pcscf" => pcscf::config::Config::from_toml(&text)
             .map(drop)
             .map_err(|e| e.to_string()),
+        "appserver" => appserver::config::Config::from_toml(&text)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         other => panic!("no configuration parser known for {other}"),
     };
     if let Err(e) = result {
@@ -33,7 +36,7 @@ fn check_config(bin: &str, path: &Path) {
 }
 
 /// The binaries the units and the compose file start.
-const BINARIES: &[&str] = &["hss", "pcscf"];
+const BINARIES: &[&str] = &["hss", "pcscf", "appserver"];
 
 #[test]
 fn docker_compose_config_validates() {

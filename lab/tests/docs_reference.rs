@@ -8,27 +8,33 @@
 use std::path::PathBuf;
 
 /// (binary, what it is, its `config example`).
-fn binaries() -> Vec<(&'static str, &'static str, &'static str)> {
+fn binaries() -> Vec<(&'static str, &'static str, String)> {
     vec![
         (
             "hss",
             "The HSS: Cx over Diameter, the subscriber store, REST and the web page",
-            hss::config::EXAMPLE,
+            hss::config::EXAMPLE.to_string(),
         ),
         (
             "pcscf",
             "The P-CSCF, with the S-CSCF core in the same process by default",
-            pcscf::config::EXAMPLE,
+            pcscf::config::EXAMPLE.to_string(),
         ),
         (
             "scscf",
             "The S-CSCF as its own process (behind a P-CSCF in proxy mode)",
-            scscf::config::EXAMPLE,
+            scscf::config::EXAMPLE.to_string(),
+        ),
+        (
+            "appserver",
+            "The application server: caller-ID notification, blocking, the call log, passive \
+             and inline inputs (docs/appserver.md)",
+            appserver::config::example(),
         ),
         (
             "imslab up",
             "One file, `lab.toml`, for a real lab, from which `imslab up` writes the others",
-            lab::up::EXAMPLE,
+            lab::up::EXAMPLE.to_string(),
         ),
     ]
 }
