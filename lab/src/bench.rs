@@ -75,6 +75,7 @@ pub async fn register_once(ues: usize, mode: IpsecMode) -> anyhow::Result<Regist
         ports: Ports::pick()?,
         port_range: (20000, 29999),
         min_expires: 60,
+        application_server: None,
         advertise: None,
     })
     .await?;

@@ -12,7 +12,11 @@
 //! The exit status is non-zero if any step failed, if either side of the call received less
 //! than 80 % of the RTP packets the other sent, or if any frame arrived damaged.
 //!
-//! Later stages (calls, the application server) extend the script; the pieces stay.
+//! UE2's incoming calls pass the caller-ID application server (`appserver`, in this process,
+//! reached by an iFC over ISC): an NCID client of it must receive UE1's number with the name
+//! the demo's phonebook gives it, or the demo fails.
+//!
+//! Later stages (the media bridge) extend the script; the pieces stay.
 
 use crate::capture::{Capture, Filter};
 use crate::net;
@@ -122,6 +126,17 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         None
     };
 
+    // The caller-ID application server takes UE2's incoming calls (an iFC in the HSS).
+    let talks = opts.ues >= 2;
+    let as_addr = if talks {
+        let port = std::net::UdpSocket::bind((pcscf_ip, 0))
+            .and_then(|u| u.local_addr())
+            .context("a port for the application server")?
+            .port();
+        Some(std::net::SocketAddr::new(pcscf_ip, port))
+    } else {
+        None
+    };
     let lab = net::LabNet::start(&net::NetOptions {
         subscribers: opts.ues,
         mode,
@@ -129,6 +144,7 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         ports,
         port_range: (31100, 31999),
         min_expires: 60,
+        application_server: as_addr,
         advertise: None,
     })
     .await?;
@@ -148,6 +164,20 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         pcscf.backend,
         policy
     ));
+    let callerid = match as_addr {
+        Some(a) => {
+            let c = CallerId::start(a, lab.scscf_addr, &opts.out).await?;
+            say(format!(
+                "[{:>6.1} ms] appserver: ISC on {a} (UE2's incoming calls, by iFC), NCID on {}, \
+                 phonebook {}",
+                ms(t0),
+                c.ncid_addr,
+                opts.out.join("phonebook.csv").display()
+            ));
+            Some(c)
+        }
+        None => None,
+    };
     let mut ues = lab.ue_configs(opts.ues, mode != IpsecMode::Off);
     for u in &mut ues {
         u.calls.rtp_port = DEMO_RTP_PORT;
@@ -175,7 +205,6 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         ..IoConfig::default()
     };
     let scripts = scripts(&ues);
-    let talks = ues.len() >= 2;
     say(format!(
         "[{:>6.1} ms] running on {} UEs: register{}, re-register, deregister",
         ms(t0),
@@ -193,6 +222,10 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
     let live = pcscf.live_sa_sets();
     let backend_used = pcscf.backend;
     let keys = pcscf.esp_sa_history();
+    let cid = match callerid {
+        Some(c) => Some(c.finish().await),
+        None => None,
+    };
     lab.pcscf.stop().await;
     let packets = match capture {
         Some(c) => Some(c.stop().context("finish the capture")?),
@@ -279,6 +312,16 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         check(
             !talks || report.ues.get(1).is_some_and(|u| u.messages.len() == 1),
             "UE2 → UE1 MESSAGE delivered (200)".into(),
+        ),
+        check(
+            cid.as_ref().is_none_or(|l| CallerId::shows_ue1(l)),
+            match &cid {
+                Some(l) => match l.iter().find(|l| l.starts_with("CID:")) {
+                    Some(c) => format!("appserver: caller-ID to an NCID client: {c}"),
+                    None => format!("appserver: no CID line for UE1's call (got {l:?})"),
+                },
+                None => "no call, no caller-ID".into(),
+            },
         ),
         check(
             live == 0,
@@ -500,6 +543,91 @@ impl CallMedia {
             MIN_RECEIVED * 100.0
         )
     }
+}
+
+/// The demo's caller-ID application server and one NCID client of it, reading lines.
+struct CallerId {
+    server: appserver::server::Running,
+    ncid_addr: std::net::SocketAddr,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The phonebook name the demo gives UE1's number.
+const UE1_NAME: &str = "UE1 (demo phonebook)";
+
+impl CallerId {
+    /// Starts the AS on `addr` (UE2's terminating iFC points there), its requests going to
+    /// the S-CSCF core at `scscf`; writes a one-line phonebook and connects an NCID client.
+    async fn start(
+        addr: std::net::SocketAddr,
+        scscf: Option<std::net::SocketAddr>,
+        out: &std::path::Path,
+    ) -> anyhow::Result<CallerId> {
+        let book = out.join("phonebook.csv");
+        std::fs::write(&book, format!("number,name\n{},{UE1_NAME}\n", ue1_number()))
+            .context("write phonebook.csv")?;
+        let mut cfg = appserver::config::Config::default();
+        cfg.isc.listen = addr;
+        cfg.isc.scscf = scscf;
+        cfg.phonebook.file = Some(book);
+        cfg.calllog.path = out.join("calls.db");
+        cfg.ncid.enabled = true;
+        cfg.ncid.listen = format!("{}:0", addr.ip());
+        let server = appserver::server::start(&cfg)
+            .await
+            .context("start the application server")?;
+        let ncid_addr = server
+            .sink_addr("ncid")
+            .context("the NCID server's address")?;
+        let stream = tokio::net::TcpStream::connect(ncid_addr)
+            .await
+            .context("connect to the NCID server")?;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut r = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = r.next_line().await {
+                l.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Ok(CallerId {
+            server,
+            ncid_addr,
+            lines,
+        })
+    }
+
+    /// Waits (at most 3 s) for the call's end line, stops the AS, returns the NCID lines.
+    async fn finish(self) -> Vec<String> {
+        let read = || self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for _ in 0..30 {
+            if read().iter().any(|l| l.starts_with("CIDINFO:")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lines = read();
+        self.server.stop().await;
+        lines
+    }
+
+    /// A `CID:` line with UE1's number and its phonebook name.
+    fn shows_ue1(lines: &[String]) -> bool {
+        lines.iter().any(|l| {
+            l.starts_with("CID:")
+                && l.contains(&format!("*NMBR*{}*", ue1_number()))
+                && l.contains(&format!("*NAME*{UE1_NAME}*"))
+        })
+    }
+}
+
+/// UE1's number (E.164, its tel URI without the scheme).
+fn ue1_number() -> String {
+    net::subscriber(0)
+        .tel
+        .trim_start_matches("tel:")
+        .to_string()
 }
 
 fn ms(t0: Instant) -> f64 {

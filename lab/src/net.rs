@@ -94,6 +94,10 @@ pub struct NetOptions {
     /// Shortest registration the P-CSCF grants, seconds (`registrar.min_expires`; tests of
     /// expiry use a few seconds, the default is 60).
     pub min_expires: u32,
+    /// An application server for UE2's incoming calls (the demo's caller-ID AS): subscriber
+    /// 1 gets the iFC "terminating INVITE → sip:this", and the P-CSCF's S-CSCF core listens
+    /// for ISC on a port of its own ([`LabNet::scscf_addr`]), trusting the AS's address.
+    pub application_server: Option<SocketAddr>,
 }
 
 /// The running network.
@@ -110,6 +114,9 @@ pub struct LabNet {
     pub policy: &'static str,
     /// The esp_sa file the P-CSCF keeps up to date.
     pub esp_sa: PathBuf,
+    /// Where the S-CSCF core takes requests from application servers, when
+    /// [`NetOptions::application_server`] asked for one.
+    pub scscf_addr: Option<SocketAddr>,
     _work: tempfile::TempDir,
 }
 
@@ -130,7 +137,33 @@ impl LabNet {
         let hss_cfg_path = o.config_dir.join("hss.toml");
         std::fs::write(&hss_cfg_path, &hss_toml).context("write hss.toml")?;
         let hss_cfg = hss::config::Config::load(&hss_cfg_path).context("hss.toml")?;
-        provision(&db, &vec![Vec::new(); o.subscribers])?;
+        let mut profiles = vec![Vec::new(); o.subscribers];
+        let mut isc = String::new();
+        let mut scscf_addr = None;
+        if let Some(a) = o.application_server {
+            if let Some(p) = profiles.get_mut(1) {
+                *p = vec![ifc::InitialFilterCriteria::for_method(
+                    10,
+                    "INVITE",
+                    Some(ifc::SessionCase::TerminatingRegistered),
+                    &format!("sip:{a}"),
+                    ifc::DefaultHandling::SessionContinued,
+                )];
+            }
+            let s = SocketAddr::new(
+                o.ports.sip.ip(),
+                std::net::UdpSocket::bind(SocketAddr::new(o.ports.sip.ip(), 0))
+                    .and_then(|u| u.local_addr())
+                    .context("a port for the S-CSCF core")?
+                    .port(),
+            );
+            isc = format!(
+                "\n[scscf]\naddress = \"{s}\"\n\n[isc]\napplication_servers = [\"{}\"]\n",
+                a.ip()
+            );
+            scscf_addr = Some(s);
+        }
+        provision(&db, &profiles)?;
         let (hss, _listening) = hss::server::start(&hss_cfg)
             .await
             .context("start the HSS")?;
@@ -148,7 +181,7 @@ impl LabNet {
             "[sip]\nlisten = \"{}\"\n{advertise}domain = \"{DOMAIN}\"\n\n[ipsec]\npolicy = \
              \"{policy}\"\nbackend = \"{backend}\"\nport_range = [{}, {}]\nesp_sa_file = \
              \"{}\"\n\n[registrar]\nmin_expires = {}\ndefault_expires = {}\n\n[hss]\naddress = \
-             \"127.0.0.1:{}\"\norigin_host = \"pcscf.{DOMAIN}\"\n",
+             \"127.0.0.1:{}\"\norigin_host = \"pcscf.{DOMAIN}\"\n{isc}",
             o.ports.sip,
             o.port_range.0,
             o.port_range.1,
@@ -173,6 +206,7 @@ impl LabNet {
             db,
             policy,
             esp_sa,
+            scscf_addr,
             _work: work,
         })
     }

@@ -387,6 +387,7 @@ fn start_core(
         advertise: None,
         port_range: PORT_RANGE,
         min_expires: 60,
+        application_server: None,
     };
     in_ns(&lab.core, "the core", move |ready, stop| async move {
         let lab = match LabNet::start(&opts).await {

@@ -40,6 +40,7 @@ async fn setup(n: usize, answer: impl Fn(usize) -> AnswerMode) -> Setup {
         ports: Ports::pick().unwrap(),
         port_range: (32200, 32299),
         min_expires: 60,
+        application_server: None,
         advertise: None,
     })
     .await

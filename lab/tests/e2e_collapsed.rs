@@ -40,6 +40,7 @@ async fn network_on(
         port_range: (32100, 32199),
         min_expires,
         advertise,
+        application_server: None,
     })
     .await
     .unwrap()

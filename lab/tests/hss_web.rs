@@ -36,6 +36,7 @@ async fn add_a_subscriber_in_the_browser_register_it_and_see_the_registration() 
         advertise: None,
         port_range: (32300, 32399),
         min_expires: 60,
+        application_server: None,
     })
     .await
     .unwrap();

@@ -58,6 +58,7 @@ async fn large_requests_go_over_tcp_between_ue_and_pcscf() {
         ports,
         port_range: (32400, 32499),
         min_expires: 60,
+        application_server: None,
         advertise: None,
     })
     .await
