@@ -288,9 +288,15 @@ fn garbage(c: &mut Capture, port: u16) {
 
 /// `n` distinct answered calls over UDP (INVITE, 200, BYE): the benchmark's input.
 pub fn many_invites(n: usize) -> Capture {
+    many_invites_from(0, n)
+}
+
+/// Calls `first..first + n` of the same series: a long run replayed in chunks, each call
+/// with its own Call-ID and caller number.
+pub fn many_invites_from(first: usize, n: usize) -> Capture {
     let mut c = Capture::default();
     let (a, b) = (sa("192.0.2.10:5060"), sa("192.168.1.20:5060"));
-    for i in 0..n {
+    for i in first..first + n {
         let id = format!("bench-{i}@pbx");
         let t = i as u64;
         let inv = sip::invite(

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde::{Deserialize, Serialize};
 
 use super::{backoff, json, Shutdown, SinkError, SinkHandle, SinkStats, Subscription};
@@ -156,15 +156,27 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut stop = shutdown;
         let mut failures = 0u32;
-        let publish = |topic: &str, retain: bool, payload: String| {
-            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+        // Requests handed to rumqttc and not yet sent to the broker. Events stay on the
+        // bus (which holds far more) while its queue is full, so a burst (a pcap read in
+        // one go) is published in order instead of overflowing 64 requests.
+        let queued = std::sync::atomic::AtomicUsize::new(0);
+        let publish = |topic: &str, retain: bool, payload: String| match client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
+            retain,
+            payload,
+        ) {
+            Ok(()) => {
+                queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
                 SinkStats::add(&st.lost, 1);
                 tracing::warn!(sink = "mqtt", error = %e, "queue full; message lost");
             }
         };
         loop {
             tokio::select! {
-                ev = sub.next() => {
+                ev = sub.next(), if queued.load(std::sync::atomic::Ordering::Relaxed) + 2 < QUEUE => {
                     let Some(ev) = ev else { break };
                     publish(&cfg.topic, false, json::encode_local(&ev));
                     if cfg.discovery && matches!(ev.kind, CallEventKind::Ring | CallEventKind::Blocked) {
@@ -181,6 +193,13 @@ pub fn spawn(
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => SinkStats::add(&st.sent, 1),
+                    Ok(Event::Outgoing(Outgoing::Publish(_))) => {
+                        let _ = queued.fetch_update(
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                            |q| q.checked_sub(1),
+                        );
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         let pause = backoff(failures, Duration::from_secs(1), Duration::from_secs(60));
