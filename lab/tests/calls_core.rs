@@ -421,9 +421,10 @@ fn a_request_from_one_ue_reaches_the_other_through_both_sas_and_its_answer_comes
     assert_eq!(inv.to, SocketAddr::new(b.ue, b.port_us));
     let ruri = inv.msg.request_uri().unwrap();
     assert_eq!((ruri.host_ip(), ruri.port), (Some(b.ue), Some(b.port_us)));
-    // The caller's identity is asserted from its registration, never taken from the UE.
+    // The caller's identity is asserted from its registration, never taken from the UE;
+    // the S-CSCF adds the tel URI of its implicit set (TS 24.229 §5.4.3.2).
     let pai: Vec<&str> = inv.msg.header_values("P-Asserted-Identity").collect();
-    assert_eq!(pai, vec![format!("<{}>", impu(1))]);
+    assert_eq!(pai, vec![format!("<{}>", impu(1)), format!("<{}>", tel(1))]);
     assert!(inv.msg.header("Security-Verify").is_none());
     assert!(!inv.msg.has_option_tag("Require", "sec-agree"));
     assert!(inv.msg.p_charging_vector().unwrap().is_some());
@@ -741,8 +742,8 @@ fn identity_comes_from_the_sa_and_strangers_cannot_use_a_dialog() {
     let pai: Vec<&str> = got.header_values("P-Asserted-Identity").collect();
     assert_eq!(
         pai,
-        vec![format!("<{}>", impu(1))],
-        "asserted as the SA's owner"
+        vec![format!("<{}>", impu(1)), format!("<{}>", tel(1))],
+        "asserted as the SA's owner (and its tel URI)"
     );
 
     // A BYE "in a dialog" from a stranger on the unprotected port.
