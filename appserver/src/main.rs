@@ -133,10 +133,14 @@ fn pcap(path: Option<&Path>, file: &Path) -> anyhow::Result<()> {
     cfg.log.init()?;
     let rt = opskit::cli::runtime()?;
     rt.block_on(async {
-        // The whole server but its inputs: the capture is the input.
+        // The whole server but its inputs and its APIs: the capture is the input, and a
+        // server running from the same file keeps its ISC, REST and metrics ports.
         let mut cfg = cfg;
         cfg.live.interface = None;
         cfg.nfqueue.queue = None;
+        cfg.isc.listen.set_port(0);
+        cfg.rest.listen = None;
+        cfg.metrics.listen = None;
         let running = appserver::server::start(&cfg).await?;
         let pipeline = running.pipeline.clone();
         let file = file.to_path_buf();
