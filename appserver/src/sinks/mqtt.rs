@@ -16,9 +16,10 @@
 //!   `<topic>/last_caller`: [`last_caller`] (`Alice (+4930123456)`, `Anonymous`, …).
 //!
 //! Connection problems are logged and retried with backoff (1 s doubling to 60 s);
-//! events published while the broker is unreachable wait in rumqttc's queue
-//! ([`QUEUE`] requests) and are counted lost beyond it. The `sent` counter counts the
-//! broker's PUBACKs (events, sensor states and discovery configs alike).
+//! events published while the broker is unreachable or slow wait, first in rumqttc's
+//! queue ([`QUEUE`] requests), then, while that is full, on the event bus; only events
+//! the bus no longer holds are counted lost. The `sent` counter counts the broker's
+//! PUBACKs (events, sensor states and discovery configs alike).
 
 use std::sync::Arc;
 use std::time::Duration;
