@@ -20,6 +20,7 @@ pub mod event;
 pub mod identity;
 pub mod isc;
 pub mod late;
+pub mod media_api;
 pub mod mgcp;
 pub mod numbers;
 pub mod passive;
