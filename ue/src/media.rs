@@ -48,7 +48,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media::amr::{pack, AmrError, AmrFormat, AmrFrame, AmrPayload, StorageFrames, CMR_NONE};
-use media::codec::{self, Backend, CodecError, Decoder, Encoder};
+/// The codec backends ([`MediaConfig::codec_backend`]), from the `media` crate.
+pub use media::codec::Backend;
+use media::codec::{self, CodecError, Decoder, Encoder};
 use media::pattern::{check_frame, pattern_frame, PatternCheck, MAX_FRAME_OCTETS};
 use media::rtcp::{Compound, RtcpPacket, RtcpWriter};
 use media::rtp::{is_rtcp, RtpHeader, RtpPacket};
