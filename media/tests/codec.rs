@@ -6,24 +6,59 @@
 
 use media::amr::{frame_octets, sid_frame_type, AmrFrame, FT_NO_DATA, FT_SPEECH_LOST};
 use media::codec::testing::{
-    dtx_silence, lost_and_damaged, tone_roundtrip, DtxCounts, TONE_DBFS, TONE_HZ,
+    dtx_silence, lost_and_damaged, tone_roundtrip, tone_switching_modes, DtxCounts, TONE_DBFS,
+    TONE_HZ,
 };
 use media::codec::{self, frame_samples, Backend, CodecError, MAX_FRAME_OCTETS};
+use proptest::prelude::*;
 use sdp::AmrKind;
 
 const FREQ_TOLERANCE: f64 = 0.02;
 const LEVEL_TOLERANCE_DB: f64 = 3.0;
 
+/// Every (encoder backend, decoder backend) of this build that has `kind`: today opencore
+/// with itself; with a pure-Rust AMR-NB backend, also Rust → opencore, opencore → Rust and
+/// Rust → Rust, so each backend decodes the other's frames (issue 12 acceptance).
+fn backend_pairs(kind: AmrKind) -> Vec<(Backend, Backend)> {
+    let all = Backend::available();
+    let pairs: Vec<_> = all
+        .iter()
+        .flat_map(|&e| all.iter().map(move |&d| (e, d)))
+        .filter(|&(e, d)| codec::encoder(kind, e, false).is_ok() && codec::decoder(kind, d).is_ok())
+        .collect();
+    assert!(pairs.contains(&(Backend::Opencore, Backend::Opencore)));
+    pairs
+}
+
 fn tone_every_mode(kind: AmrKind) {
-    for mode in 0..=kind.max_mode() {
-        for octet_aligned in [false, true] {
-            let mut enc = codec::encoder(kind, Backend::Opencore, false).unwrap();
-            let mut dec = codec::decoder(kind, Backend::Opencore).unwrap();
-            let m = tone_roundtrip(enc.as_mut(), dec.as_mut(), mode, octet_aligned);
-            assert!(
-                m.is_within(TONE_HZ, FREQ_TOLERANCE, TONE_DBFS, LEVEL_TOLERANCE_DB),
-                "{kind:?} mode {mode} octet-aligned {octet_aligned}: {m:?}"
-            );
+    for (eb, db) in backend_pairs(kind) {
+        for mode in 0..=kind.max_mode() {
+            for octet_aligned in [false, true] {
+                let mut enc = codec::encoder(kind, eb, false).unwrap();
+                let mut dec = codec::decoder(kind, db).unwrap();
+                let m = tone_roundtrip(enc.as_mut(), dec.as_mut(), mode, octet_aligned);
+                assert!(
+                    m.is_within(TONE_HZ, FREQ_TOLERANCE, TONE_DBFS, LEVEL_TOLERANCE_DB),
+                    "{kind:?} {eb:?} → {db:?} mode {mode} octet-aligned {octet_aligned}: {m:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tone_across_mode_changes() {
+    for kind in [AmrKind::Nb, AmrKind::Wb] {
+        for (eb, db) in backend_pairs(kind) {
+            for octet_aligned in [false, true] {
+                let mut enc = codec::encoder(kind, eb, false).unwrap();
+                let mut dec = codec::decoder(kind, db).unwrap();
+                let m = tone_switching_modes(enc.as_mut(), dec.as_mut(), octet_aligned);
+                assert!(
+                    m.is_within(TONE_HZ, FREQ_TOLERANCE, TONE_DBFS, LEVEL_TOLERANCE_DB),
+                    "{kind:?} {eb:?} → {db:?} octet-aligned {octet_aligned}: {m:?}"
+                );
+            }
         }
     }
 }
@@ -58,6 +93,22 @@ fn dtx_on_silence_sends_sid_and_no_data() {
         assert!(c.speech <= 10, "{kind:?} mode {mode}: {c:?}");
         assert!(c.sid >= 8, "{kind:?} mode {mode}: {c:?}");
         assert!(c.no_data >= 70, "{kind:?} mode {mode}: {c:?}");
+        // Digital silence in, (near) silence out: the comfort noise follows the input.
+        assert!(c.decoded_dbfs < -60.0, "{kind:?} mode {mode}: {c:?}");
+    }
+}
+
+#[test]
+fn with_dtx_a_tone_is_speech() {
+    for (kind, mode) in [(AmrKind::Nb, 7), (AmrKind::Wb, 2)] {
+        let mut enc = codec::encoder(kind, Backend::Opencore, true).unwrap();
+        let mut dec = codec::decoder(kind, Backend::Opencore).unwrap();
+        // tone_roundtrip checks every frame is a speech frame of `mode`.
+        let m = tone_roundtrip(enc.as_mut(), dec.as_mut(), mode, false);
+        assert!(
+            m.is_within(TONE_HZ, FREQ_TOLERANCE, TONE_DBFS, LEVEL_TOLERANCE_DB),
+            "{kind:?}: {m:?}"
+        );
     }
 }
 
@@ -166,4 +217,28 @@ fn codecs_move_between_threads() {
         .join()
         .unwrap();
     assert!(m.is_within(TONE_HZ, FREQ_TOLERANCE, TONE_DBFS, LEVEL_TOLERANCE_DB));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever arrives from the network, decoding is a bounded call that returns: random
+    /// speech bits for every frame type of both codecs, random Q bits and losses.
+    #[test]
+    fn decoders_take_any_bits(
+        wideband: bool,
+        frames in proptest::collection::vec(
+            (0u8..16, any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), MAX_FRAME_OCTETS)),
+            1..40,
+        ),
+    ) {
+        let kind = if wideband { AmrKind::Wb } else { AmrKind::Nb };
+        let mut dec = codec::decoder(kind, Backend::Opencore).unwrap();
+        let mut pcm = vec![0i16; frame_samples(kind)];
+        for (ft, quality, lost, bits) in &frames {
+            let Some(n) = frame_octets(kind, *ft) else { continue };
+            let f = AmrFrame::from_octets(kind, *ft, *quality, &bits[..n]).unwrap();
+            prop_assert!(dec.decode((!lost).then_some(&f), &mut pcm).is_ok());
+        }
+    }
 }

@@ -90,6 +90,31 @@ pub fn tone_roundtrip(
     mode: u8,
     octet_aligned: bool,
 ) -> ToneMeasurement {
+    tone_with_modes(enc, dec, octet_aligned, |_| mode)
+}
+
+/// [`tone_roundtrip`] with the mode changing every 5 frames through all modes of the codec,
+/// as an encoder obeying the far end's codec mode requests (RFC 4867 §4.3.1) does.
+///
+/// # Panics
+/// As [`tone_roundtrip`].
+pub fn tone_switching_modes(
+    enc: &mut dyn Encoder,
+    dec: &mut dyn Decoder,
+    octet_aligned: bool,
+) -> ToneMeasurement {
+    let modes = enc.kind().max_mode() + 1;
+    tone_with_modes(enc, dec, octet_aligned, |i| {
+        (i / 5 % usize::from(modes)) as u8
+    })
+}
+
+fn tone_with_modes(
+    enc: &mut dyn Encoder,
+    dec: &mut dyn Decoder,
+    octet_aligned: bool,
+    mode_of: impl Fn(usize) -> u8,
+) -> ToneMeasurement {
     let kind = enc.kind();
     assert_eq!(dec.kind(), kind, "encoder and decoder of different codecs");
     let n = frame_samples(kind);
@@ -99,6 +124,7 @@ pub fn tone_roundtrip(
     let mut decoded = vec![0i16; n * FRAMES];
     let mut speech = [0u8; MAX_FRAME_OCTETS];
     for (i, out) in decoded.chunks_mut(n).enumerate() {
+        let mode = mode_of(i);
         tone.fill(&mut pcm);
         let e = enc
             .encode(&pcm, mode, &mut speech)
@@ -114,7 +140,7 @@ pub fn tone_roundtrip(
 }
 
 /// Frame types an encoder with DTX on wrote for silence (see [`dtx_silence`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DtxCounts {
     /// Speech frames (the mode asked for): the hangover before DTX starts.
     pub speech: usize,
@@ -122,6 +148,8 @@ pub struct DtxCounts {
     pub sid: usize,
     /// NO_DATA frames.
     pub no_data: usize,
+    /// Level of the decoded last second ([`rms_dbfs`]): the comfort noise.
+    pub decoded_dbfs: f64,
 }
 
 /// Encodes 100 frames (2 s) of digital silence at `mode` with an encoder made with DTX on,
@@ -135,10 +163,10 @@ pub fn dtx_silence(enc: &mut dyn Encoder, dec: &mut dyn Decoder, mode: u8) -> Dt
     assert_eq!(dec.kind(), kind, "encoder and decoder of different codecs");
     let n = frame_samples(kind);
     let silence = vec![0i16; n];
-    let mut out = vec![0i16; n];
+    let mut decoded = vec![0i16; n * 100];
     let mut speech = [0u8; MAX_FRAME_OCTETS];
     let mut counts = DtxCounts::default();
-    for i in 0..100 {
+    for (i, out) in decoded.chunks_mut(n).enumerate() {
         let e = enc
             .encode(&silence, mode, &mut speech)
             .unwrap_or_else(|err| panic!("frame {i}: encode: {err}"));
@@ -155,9 +183,10 @@ pub fn dtx_silence(enc: &mut dyn Encoder, dec: &mut dyn Decoder, mode: u8) -> Dt
         );
         let frame = AmrFrame::from_octets(kind, e.frame_type, true, &speech[..e.len])
             .unwrap_or_else(|err| panic!("frame {i}: {err}"));
-        through_payloads(&frame, i % 2 == 0, |f| dec.decode(Some(f), &mut out))
+        through_payloads(&frame, i % 2 == 0, |f| dec.decode(Some(f), out))
             .unwrap_or_else(|err| panic!("frame {i}: decode: {err}"));
     }
+    counts.decoded_dbfs = rms_dbfs(&decoded[n * 50..]);
     counts
 }
 
