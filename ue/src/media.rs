@@ -35,9 +35,10 @@
 //!
 //! DTMF digits go as RFC 4733 telephone-events when the answer kept a telephone-event
 //! format; received ones are reported once per event: on the first packet with the end
-//! bit, never again for its retransmissions (§2.5.1.4) nor for a late copy of an older
-//! event (its timestamp is not after the last ended one, §2.5.2.1). Silence from the peer longer than
-//! [`MediaConfig::timeout`] is reported once ([`MediaEvent::Timeout`]), never waited on.
+//! bit, never again for its retransmitted ends (§2.5.1.4) nor for a late copy of an older
+//! event (an event is known by its timestamp, §2.3.5: one not after the last ended one is
+//! old). Silence from the peer longer than [`MediaConfig::timeout`] is reported once
+//! ([`MediaEvent::Timeout`]), never waited on.
 //! RTP is plain UDP on the UE's own address: VoLTE media has its own bearer, not the SIP
 //! signalling's IPsec SAs.
 
@@ -544,9 +545,9 @@ impl fmt::Debug for ToneTx {
     }
 }
 
-/// Frames of a gap in the peer's timestamps that the decoder conceals (RFC 4867 §4.3.2's
-/// lost frames); a longer gap is a pause in sending (a stalled host skipping ahead, a
-/// hold), not loss, and a new timeline starts after it.
+/// Frames of a gap in the peer's timestamps that the decoder conceals (frames that never
+/// arrived, `None` to [`Decoder::decode`]); a longer gap is a pause in sending (a stalled
+/// host skipping ahead, a hold), not loss, and a new timeline starts after it.
 const MAX_CONCEAL: u32 = 5;
 /// A frame this many frames or less behind the next expected one arrived late: its place
 /// in the audio is past and it is not decoded. Further behind is a new timeline.
