@@ -665,6 +665,8 @@ pub struct MediaSession {
     last_rx: Instant,
     timeout_reported: bool,
     last_dtmf_end: Option<u32>,
+    /// the event being received, not yet ended: (its timestamp, its digit)
+    dtmf_open: Option<(u32, char)>,
     stats: MediaStats,
     events: VecDeque<MediaEvent>,
     sender: SenderStats,
@@ -775,6 +777,7 @@ impl MediaSession {
             last_rx: now,
             timeout_reported: false,
             last_dtmf_end: None,
+            dtmf_open: None,
             events: VecDeque::new(),
             sender: SenderStats::new(kind.clock_rate()),
             started: now,
@@ -1089,6 +1092,7 @@ impl MediaSession {
             self.recv = ReceiverStats::new(codec.kind.clock_rate());
             self.highest = None;
             self.last_dtmf_end = None;
+            self.dtmf_open = None;
             if let Some(rx) = self.rx.as_mut() {
                 rx.next_ts = None;
             }
@@ -1100,21 +1104,7 @@ impl MediaSession {
         }
         if Some(pt) == codec.telephone_event {
             match TelephoneEvent::parse(p.payload()) {
-                // an event is newer than the last one ended when its timestamp is after
-                // it (serial arithmetic: the timestamp wraps)
-                Ok(e)
-                    if e.end
-                        && self
-                            .last_dtmf_end
-                            .is_none_or(|last| (p.timestamp().wrapping_sub(last) as i32) > 0) =>
-                {
-                    self.last_dtmf_end = Some(p.timestamp());
-                    if let Some(c) = e.digit() {
-                        self.stats.dtmf_received.push(c);
-                        self.events.push_back(MediaEvent::Dtmf(c));
-                    }
-                }
-                Ok(_) => {}
+                Ok(e) => self.handle_event(&e, p.timestamp()),
                 Err(_) => self.stats.malformed += 1,
             }
             return;
@@ -1153,6 +1143,39 @@ impl MediaSession {
                 self.decode(&f, ts);
             }
         }
+    }
+
+    /// A telephone-event packet of an event that began at `ts`: the digit is reported when
+    /// its end arrives, or when a newer event begins before any of its end packets came
+    /// (all three lost: the digit was still pressed, RFC 4733 §2.5.1.4 gives the end
+    /// packets' redundancy for exactly this loss).
+    fn handle_event(&mut self, e: &TelephoneEvent, ts: u32) {
+        // an event is newer than another when its timestamp is after it (serial
+        // arithmetic: the timestamp wraps)
+        let newer = |than: Option<u32>| than.is_none_or(|t| (ts.wrapping_sub(t) as i32) > 0);
+        if !newer(self.last_dtmf_end) {
+            return;
+        }
+        if let Some((open_ts, digit)) = self.dtmf_open {
+            if open_ts != ts && newer(Some(open_ts)) {
+                self.dtmf_open = None;
+                self.last_dtmf_end = Some(open_ts);
+                self.dtmf_received(digit);
+            }
+        }
+        let Some(digit) = e.digit() else { return };
+        if e.end {
+            self.dtmf_open = None;
+            self.last_dtmf_end = Some(ts);
+            self.dtmf_received(digit);
+        } else {
+            self.dtmf_open = Some((ts, digit));
+        }
+    }
+
+    fn dtmf_received(&mut self, digit: char) {
+        self.stats.dtmf_received.push(digit);
+        self.events.push_back(MediaEvent::Dtmf(digit));
     }
 
     /// Decodes a received frame of timestamp `ts` into the ring, after concealing the
@@ -1937,6 +1960,18 @@ m=audio 40000 RTP/AVP 8\n",
         );
         let evs: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
         assert_eq!(evs.len(), 3);
+        // every end packet of the first '1' lost: it is reported when the next begins
+        let (_, mut c) = pair(&MediaConfig::default(), t0);
+        for p in sent.iter().filter(|p| !ends[..3].contains(p)) {
+            c.handle_datagram(p, t0);
+        }
+        assert_eq!(c.stats().dtmf_received, "112");
+        // and a digit whose ends are all lost, with nothing after it, is not invented
+        let (_, mut d) = pair(&MediaConfig::default(), t0);
+        for p in sent.iter().filter(|p| !ends[6..].contains(p)) {
+            d.handle_datagram(p, t0);
+        }
+        assert_eq!(d.stats().dtmf_received, "11");
     }
 
     /// The real codecs of this build: a tone through each backend's encoder and decoder
