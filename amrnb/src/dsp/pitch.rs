@@ -17,7 +17,7 @@ pub const HISTORY: usize = PIT_MAX + INTERP_TAPS + 1;
 /// interpolated. Lags shorter than `len` repeat the vector being built, as the standard does.
 /// `exc` must hold [`HISTORY`] samples before `start`; out-of-range lags are clamped.
 pub fn adaptive_vector(exc: &mut [f32], start: usize, t0: usize, frac: i32, res: i32, len: usize) {
-    let t0 = t0.clamp(PIT_MIN - 2, PIT_MAX);
+    let t0 = t0.clamp(PIT_MIN - 3, PIT_MAX);
     // Phase in 1/6 steps of the sample after the one at the lag.
     let mut phase = -frac * if res == 3 { 2 } else { 1 };
     let mut x0 = start - t0;
