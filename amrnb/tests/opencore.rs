@@ -241,3 +241,136 @@ fn two_tones_and_a_sweep_every_mode() {
         );
     }
 }
+
+/// Voice-like test signal: a 120 Hz glottal pulse train through two formant resonators,
+/// with the level rising and falling like syllables.
+fn vowel(frames: usize) -> Vec<i16> {
+    let mut out = Vec::with_capacity(frames * FRAME_SAMPLES);
+    let (mut y1, mut y2, mut z1, mut z2) = (0.0f64, 0.0, 0.0, 0.0);
+    let res = |f: f64, bw: f64| {
+        let r = (-std::f64::consts::PI * bw / 8000.0).exp();
+        (
+            2.0 * r * (2.0 * std::f64::consts::PI * f / 8000.0).cos(),
+            -r * r,
+        )
+    };
+    let (a1, a2) = res(700.0, 100.0);
+    let (b1, b2) = res(1200.0, 120.0);
+    for n in 0..frames * FRAME_SAMPLES {
+        let x = if n % 67 == 0 { 1.0 } else { 0.0 };
+        let y = x + a1 * y1 + a2 * y2;
+        y2 = y1;
+        y1 = y;
+        let z = y + b1 * z1 + b2 * z2;
+        z2 = z1;
+        z1 = z;
+        let env = 0.55 + 0.45 * (2.0 * std::f64::consts::PI * n as f64 / 4000.0).sin();
+        out.push((z * 1500.0 * env).clamp(-32000.0, 32000.0) as i16);
+    }
+    out
+}
+
+#[test]
+fn voice_like_signal_every_mode() {
+    let input = vowel(FRAMES);
+    let steady = 10 * FRAME_SAMPLES..;
+    for mode in Mode::ALL {
+        let frames = opencore_encode(&input, mode, false);
+        let ours = ours_decode(&frames);
+        let theirs = opencore_decode(&frames);
+        let snr = seg_snr(&theirs[steady.clone()], &ours[steady.clone()]);
+        let (lo, lt) = (dbfs(&ours[steady.clone()]), dbfs(&theirs[steady.clone()]));
+        println!(
+            "{mode:?}: voice-like {lo:.2} dBFS (opencore {lt:.2}, input {:.2}), seg SNR vs opencore {snr:.1} dB",
+            dbfs(&input[steady.clone()])
+        );
+        assert!((lo - lt).abs() < 2.0, "{mode:?}: level {lo} vs {lt}");
+        assert!(snr > 10.0, "{mode:?}: segmental SNR {snr}");
+    }
+}
+
+#[test]
+fn lost_frames_are_concealed_like_the_reference() {
+    let input = tone(1000.0, None, AMP, FRAMES);
+    for mode in Mode::ALL {
+        let frames = opencore_encode(&input, mode, false);
+        let mut d = Decoder::new();
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        // SAFETY: state created and freed here; full-size buffers.
+        unsafe {
+            let st = Decoder_Interface_init();
+            assert!(!st.is_null());
+            for (i, f) in frames.iter().enumerate() {
+                let mut pcm = [0i16; FRAME_SAMPLES];
+                let mut reference = [0i16; FRAME_SAMPLES];
+                let mut buf = [0u8; 64];
+                buf[..f.len()].copy_from_slice(f);
+                if (30..33).contains(&i) {
+                    // Frames 30-32 lost.
+                    d.decode_lost(&mut pcm);
+                    buf[0] = 15 << 3;
+                    Decoder_Interface_Decode(st, buf.as_ptr(), reference.as_mut_ptr(), 1);
+                } else {
+                    // Frame 45 damaged (Q = 0).
+                    let q = i != 45;
+                    if !q {
+                        buf[0] &= !4;
+                    }
+                    d.decode((f[0] >> 3) & 15, q, &f[1..], &mut pcm).unwrap();
+                    Decoder_Interface_Decode(st, buf.as_ptr(), reference.as_mut_ptr(), 0);
+                }
+                ours.extend_from_slice(&pcm);
+                theirs.extend_from_slice(&reference);
+            }
+            Decoder_Interface_exit(st);
+        }
+        let lost = 30 * FRAME_SAMPLES..33 * FRAME_SAMPLES;
+        let after = 60 * FRAME_SAMPLES..;
+        let (lo, lt) = (dbfs(&ours[lost.clone()]), dbfs(&theirs[lost]));
+        let (ao, at) = (dbfs(&ours[after.clone()]), dbfs(&theirs[after.clone()]));
+        let f = frequency(&ours[after]);
+        println!(
+            "{mode:?}: lost frames at {lo:.1} dBFS (opencore {lt:.1}); afterwards {f:.1} Hz at {ao:.1} dBFS (opencore {at:.1})"
+        );
+        // Concealment fades the tone like the reference and speech comes back.
+        assert!(
+            (lo - lt).abs() < 4.0,
+            "{mode:?}: concealment level {lo} vs {lt}"
+        );
+        assert!(
+            (f - 1000.0).abs() < 20.0 && (ao - at).abs() < 3.0,
+            "{mode:?}: recovery {ao} vs {at}"
+        );
+    }
+}
+
+#[test]
+fn dtx_comfort_noise_follows_the_background_level() {
+    // 1 s tone, then 2 s of low noise: the encoder switches to SID/NO_DATA.
+    let mut input = tone(1000.0, None, AMP, 50);
+    let mut seed = 12345u32;
+    for _ in 0..100 * FRAME_SAMPLES {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        input.push(((seed >> 16) as i16 >> 8) / 2); // about −50 dBFS white noise
+    }
+    let frames = opencore_encode(&input, Mode::MR122, true);
+    let types: Vec<u8> = frames.iter().map(|f| (f[0] >> 3) & 15).collect();
+    assert!(
+        types.contains(&amrnb::FT_SID),
+        "the encoder sent no SID: {types:?}"
+    );
+    let ours = ours_decode(&frames);
+    let theirs = opencore_decode(&frames);
+    let tail = 100 * FRAME_SAMPLES..;
+    let (lo, lt) = (dbfs(&ours[tail.clone()]), dbfs(&theirs[tail.clone()]));
+    println!(
+        "DTX: {} SID, {} NO_DATA frames; comfort noise {lo:.1} dBFS, opencore {lt:.1}, input {:.1}",
+        types.iter().filter(|&&t| t == 8).count(),
+        types.iter().filter(|&&t| t == 15).count(),
+        dbfs(&input[tail.clone()])
+    );
+    assert!(
+        (lo - lt).abs() < 6.0,
+        "comfort noise {lo} dBFS vs opencore {lt}"
+    );
+}

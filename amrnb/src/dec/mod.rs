@@ -66,7 +66,7 @@ struct ComfortNoise {
     active: bool,
     /// LSPs of the last SID.
     lsp: [f32; M],
-    /// Level of the last SID: log2 of the energy per sample (halved signal scale).
+    /// Level of the last SID: log2 of the RMS amplitude (halved signal scale).
     log_en: f32,
     /// Level generated in the previous frame, the start of this frame's ramp.
     old_log_en: f32,
@@ -739,7 +739,7 @@ impl Decoder {
         }
         reorder_lsf(&mut lsf, LSF_GAP);
         lsf_to_lsp(&lsf, &mut self.cn.lsp);
-        // 6-bit level: log2 energy in quarter steps from −2.5, adjusted to the speech mode.
+        // 6-bit level: log2 of the RMS in quarter steps from −2.5, adjusted to the speech mode.
         let mode = usize::from(sid.mode.min(7));
         let mut log_en = f32::from(p[4].clamp(0, 63)) / 4.0 - 2.5;
         log_en += f32::from(lt::DTX_LOG_EN_ADJUST[mode]) / 2048.0;
@@ -775,7 +775,8 @@ impl Decoder {
             // Level ramps from the previous frame's to the SID's over the frame.
             let w = (sf + 1) as f32 / 4.0;
             let log_en = (1.0 - w) * self.cn.old_log_en + w * self.cn.log_en;
-            let gain = (2f32.powf(log_en) / power).sqrt();
+            // The SID level is log2 of the RMS amplitude; `power` is 1/A(z)'s energy gain.
+            let gain = 2f32.powf(log_en) / power.sqrt();
             for v in noise.iter_mut() {
                 // Sum of uniforms: roughly Gaussian with unit variance.
                 let s: f32 = (0..4)

@@ -196,7 +196,8 @@ pub const LAG_L: [i16; 10] = [
     11904, 17280, 30720, 25856, 24192, 28992, 24384, 7360, 19520, 14784,
 ];
 
-/// Open-loop pitch correlation weighting of the 10.2/7.95-style search (Q14), TS 26.090 §5.4.
+/// Lag weighting of the open-loop pitch correlation (10.2 open-loop search, Q14), TS 26.090
+/// §5.4.
 #[rustfmt::skip]
 pub const CORRWEIGHT: [i16; 251] = [
     20473, 20506, 20539, 20572, 20605, 20644, 20677, 20716, 20749, 20788, 20821, 20860,

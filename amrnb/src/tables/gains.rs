@@ -13,7 +13,7 @@ pub const QUA_GAIN_PITCH: [i16; 16] = [
     17203, 18022, 18842, 19661,
 ];
 
-/// Scalar fixed-codebook gain correction factor of 12.2 (5 bits) and 7.95 (5 bits): 32 rows (+1 spare) of [g_fac Q11, qua_ener_MR122 Q10 (log2 of g_fac * 6.02 dB scale), qua_ener Q10 (20*log10 of g_fac)].
+/// Scalar fixed-codebook gain correction factor of 12.2 (5 bits) and 7.95 (5 bits): 32 rows (+1 spare) of [g_fac Q11, qua_ener_MR122 Q10 (log2 of g_fac), qua_ener Q10 (20·log10 of g_fac, dB)]; the last row repeats the 32nd.
 #[rustfmt::skip]
 pub const QUA_GAIN_CODE: [i16; 99] = [
     159, -3776, -22731, 206, -3394, -20428, 268, -3005, -18088, 349, -2615, -15739,
@@ -27,7 +27,7 @@ pub const QUA_GAIN_CODE: [i16; 99] = [
     27485, 3836, 23097,
 ];
 
-/// Joint pitch/code gain VQ of 7.4 and 10.2 (7 bits): 128 rows of [g_pitch Q14, g_fac Q12, qua_ener_MR122 Q10, qua_ener Q10].
+/// Joint pitch/code gain VQ of 6.7, 7.4 and 10.2 (7 bits): 128 rows of [g_pitch Q14, g_fac Q12, qua_ener_MR122 Q10, qua_ener Q10].
 #[rustfmt::skip]
 pub const TABLE_GAIN_HIGHRATES: [i16; 512] = [
     577, 662, -2692, -16214, 806, 1836, -1185, -7135, 3109, 1052, -2008, -12086,
@@ -75,7 +75,7 @@ pub const TABLE_GAIN_HIGHRATES: [i16; 512] = [
     19999, 17882, 2177, 13108, 18842, 32764, 3072, 18494,
 ];
 
-/// Joint pitch/code gain VQ of 5.15, 5.9 and 6.7 (6 bits): 64 rows of [g_pitch Q14, g_fac Q12, qua_ener_MR122 Q10, qua_ener Q10].
+/// Joint pitch/code gain VQ of 5.15 and 5.9 (6 bits): 64 rows of [g_pitch Q14, g_fac Q12, qua_ener_MR122 Q10, qua_ener Q10].
 #[rustfmt::skip]
 pub const TABLE_GAIN_LOWRATES: [i16; 256] = [
     10813, 28753, 2879, 17333, 20480, 2785, -570, -3431, 18841, 6594, 703, 4235,

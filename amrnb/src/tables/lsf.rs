@@ -30,7 +30,8 @@ pub const PAST_RQ_INIT: [i16; 80] = [
     -203, -330, -160, -103, -51, 131, 338, 515,
 ];
 
-/// 3-split VQ, first sub-vector (LSF 1-3), 256 entries x 3 (all modes but 4.75/5.15/12.2 use 256; 4.75 and 5.15 use the first 256 too), Q15 LSF residual.
+/// 3-split VQ, first sub-vector (LSF 1-3): 256 entries x 3, Q15 LSF residual (all modes but
+/// 7.95 and 12.2; 8-bit index).
 #[rustfmt::skip]
 pub const DICO1_LSF_3: [i16; 768] = [
     6, 82, -131, 154, -56, -735, 183, -65, -265, 9, -210, -361,
@@ -99,7 +100,8 @@ pub const DICO1_LSF_3: [i16; 768] = [
     323, 338, 1774, 578, 1107, 852, 22, 594, 934, -143, 718, 446,
 ];
 
-/// 3-split VQ, second sub-vector (LSF 4-6), 512 x 3; 4.75/5.15 use only the first 128 entries as indexed by their 7-bit index... see TS 26.090 table 6, Q15 LSF residual.
+/// 3-split VQ, second sub-vector (LSF 4-6): 512 entries x 3, Q15 LSF residual. 9-bit index;
+/// 4.75 and 5.15 send 8 bits and use every second entry (index x 2).
 #[rustfmt::skip]
 pub const DICO2_LSF_3: [i16; 1536] = [
     50, 71, -9, -338, -698, -1407, 102, -138, -820, -310, -469, -1147,
@@ -232,7 +234,8 @@ pub const DICO2_LSF_3: [i16; 1536] = [
     -319, -481, 193, -811, 171, -119, -2128, -202, -848, 1717, 1140, 1700,
 ];
 
-/// 3-split VQ, third sub-vector (LSF 7-10), 512 x 4, Q15 LSF residual (modes 5.9 to 10.2).
+/// 3-split VQ, third sub-vector (LSF 7-10): 512 entries x 4, Q15 LSF residual (modes 5.9 to
+/// 10.2, 9-bit index).
 #[rustfmt::skip]
 pub const DICO3_LSF_3: [i16; 2048] = [
     67, -17, 66, -12, -1690, -581, -104, -272, -1076, -1186, -1845, -376,
@@ -408,7 +411,8 @@ pub const DICO3_LSF_3: [i16; 2048] = [
     -1141, -242, -664, -857, 34, -68, -707, -338,
 ];
 
-/// 3-split VQ, third sub-vector for 4.75 and 5.15, 128 x 4, Q15 LSF residual.
+/// 3-split VQ, third sub-vector of 4.75 and 5.15: 128 entries x 4 (7-bit index), Q15 LSF
+/// residual.
 #[rustfmt::skip]
 pub const MR515_3_LSF: [i16; 512] = [
     419, 163, -30, -262, -455, -789, -1430, -721, 1006, 664, 269, 25,
@@ -456,7 +460,7 @@ pub const MR515_3_LSF: [i16; 512] = [
     191, -17, -544, -231, -1540, -544, -901, -886,
 ];
 
-/// 3-split VQ, first sub-vector for 7.95, 512 x 3, Q15 LSF residual.
+/// 3-split VQ, first sub-vector of 7.95: 512 entries x 3 (9-bit index), Q15 LSF residual.
 #[rustfmt::skip]
 pub const MR795_1_LSF: [i16; 1536] = [
     -890, -1550, -2541, -819, -970, 175, -826, -1234, -762, -599, -22, 634,
