@@ -384,15 +384,19 @@ impl Decoder {
             // Excitation: adaptive part + fixed part. The undispersed sum feeds the pitch
             // memory; synthesis gets the anti-sparseness-filtered one in the low modes.
             adaptive_vector(&mut self.exc, HISTORY, t0, frac, res, L);
-            let mut exc_syn = [0f32; L];
+            let mut pitch_part = [0f32; L];
             for n in 0..L {
                 let v = self.exc[HISTORY + n];
                 self.exc[HISTORY + n] = gain_pit * v + gain_code * code[n];
-                exc_syn[n] = gain_pit * v;
+                pitch_part[n] = gain_pit * v;
             }
             self.disp.apply(mode, gain_pit, gain_code, &mut code);
+            let mut exc_syn = [0f32; L];
             for n in 0..L {
-                exc_syn[n] += gain_code * code[n];
+                exc_syn[n] = pitch_part[n] + gain_code * code[n];
+            }
+            if mode == Mode::MR122 && gain_pit > 1.0 {
+                emphasise_pitch(gain_pit, &pitch_part, &mut exc_syn);
             }
             let out = &mut synth[sf * L..(sf + 1) * L];
             synthesis(&az[sf], &exc_syn, out, &mut self.mem_syn, true);
@@ -798,6 +802,24 @@ impl Decoder {
         self.lsp_old = self.cn.lsp;
         let mode = self.mode;
         self.finish(mode, &az, &mut synth, pcm);
+    }
+}
+
+/// 12.2 with a pitch gain above 1: the adaptive-codebook part `gp·v` is emphasised (u + gp²/8·v)
+/// and the result scaled back to the energy of the excitation u (TS 26.090 §6.1, as the
+/// reference decoder does it).
+fn emphasise_pitch(gain_pit: f32, pitch_part: &[f32; L], exc: &mut [f32; L]) {
+    let e_u: f32 = exc.iter().map(|v| v * v).sum();
+    let mut emph = [0f32; L];
+    for ((e, &u), &p) in emph.iter_mut().zip(exc.iter()).zip(pitch_part) {
+        *e = u + gain_pit / 8.0 * p;
+    }
+    let e_p: f32 = emph.iter().map(|v| v * v).sum();
+    if e_p > 0.0 && e_u > 0.0 {
+        let g = (e_u / e_p).sqrt();
+        for (o, &e) in exc.iter_mut().zip(&emph) {
+            *o = e * g;
+        }
     }
 }
 
