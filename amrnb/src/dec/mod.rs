@@ -858,7 +858,8 @@ impl PhaseDispersion {
         if strength < 2 && self.onset > 0 {
             strength += 1;
         }
-        if gain_code < 0.01 {
+        // A very small code gain (silence) is left alone.
+        if gain_code < 5.0 {
             strength = 2;
         }
         self.prev_strength = strength;
