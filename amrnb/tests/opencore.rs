@@ -359,6 +359,20 @@ fn dtx_comfort_noise_follows_the_background_level() {
         types.contains(&amrnb::FT_SID),
         "the encoder sent no SID: {types:?}"
     );
+    // SID_FIRST, then SID_UPDATEs, all naming the mode the encoder runs (TS 26.101 §4.2.3).
+    let sids: Vec<amrnb::bits::Sid> = frames
+        .iter()
+        .filter(|f| (f[0] >> 3) & 15 == amrnb::FT_SID)
+        .map(|f| amrnb::bits::unpack_sid(&f[1..]).unwrap())
+        .collect();
+    assert!(
+        !sids[0].update && sids[1..].iter().all(|s| s.update),
+        "{sids:?}"
+    );
+    assert!(
+        sids.iter().all(|s| s.mode == Mode::MR122.frame_type()),
+        "{sids:?}"
+    );
     let ours = ours_decode(&frames);
     let theirs = opencore_decode(&frames);
     let tail = 100 * FRAME_SAMPLES..;
@@ -372,5 +386,43 @@ fn dtx_comfort_noise_follows_the_background_level() {
     assert!(
         (lo - lt).abs() < 6.0,
         "comfort noise {lo} dBFS vs opencore {lt}"
+    );
+}
+
+#[test]
+fn unpack_then_pack_gives_back_the_reference_bits() {
+    let input = vowel(20);
+    for mode in Mode::ALL {
+        for f in opencore_encode(&input, mode, false) {
+            let mut prm = [0i16; amrnb::MAX_PARAMS];
+            assert_eq!(
+                amrnb::bits::unpack(mode, &f[1..], &mut prm).unwrap(),
+                mode.params()
+            );
+            let mut out = [0u8; 31];
+            let n = amrnb::bits::pack(mode, &prm, &mut out).unwrap();
+            assert_eq!(&out[..n], &f[1..], "{mode:?}");
+        }
+    }
+}
+
+#[test]
+fn decoding_is_fast_enough_for_a_media_plane() {
+    let input = vowel(FRAMES);
+    let frames = opencore_encode(&input, Mode::MR122, false);
+    let mut d = Decoder::new();
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    let start = std::time::Instant::now();
+    for _ in 0..5 {
+        for f in &frames {
+            d.decode(7, true, &f[1..], &mut pcm).unwrap();
+        }
+    }
+    let per_frame = start.elapsed() / (5 * frames.len() as u32);
+    println!("12.2 decode: {per_frame:?} per 20 ms frame");
+    // Generous: a loaded 2-core test machine; real time is 20 ms.
+    assert!(
+        per_frame < std::time::Duration::from_millis(2),
+        "{per_frame:?}"
     );
 }
