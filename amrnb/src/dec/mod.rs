@@ -70,7 +70,18 @@ struct ComfortNoise {
     log_en: f32,
     /// Level generated in the previous frame, the start of this frame's ramp.
     old_log_en: f32,
+    /// LSFs of the last good speech frames (the DTX hangover), a ring.
+    lsf_hist: [[f32; M]; CN_HIST],
+    /// Their levels, log2 of the RMS of the synthesis.
+    log_en_hist: [f32; CN_HIST],
+    /// Entries of the ring in use.
+    hist_len: usize,
+    /// Next entry to write.
+    hist_at: usize,
 }
+
+/// Frames of speech history a SID_FIRST averages (TS 26.092 §5.4: the 7-frame hangover + 1).
+const CN_HIST: usize = 8;
 
 /// Bad-frame concealment state (TS 26.091 §6.2): the state machine and gain histories.
 #[derive(Debug, Clone)]
@@ -173,6 +184,10 @@ impl Decoder {
                 lsp: lsp_old,
                 log_en: -10.0,
                 old_log_en: -10.0,
+                lsf_hist: [[0.0; M]; CN_HIST],
+                log_en_hist: [0.0; CN_HIST],
+                hist_len: 0,
+                hist_at: 0,
             },
             post: PostFilter::new(),
             highpass: Biquad::new([b[0], b[1], b[2]], a),
@@ -409,6 +424,15 @@ impl Decoder {
             self.old_t0 = t0;
         }
         self.conceal.prev_bad = bad;
+        if !bad {
+            // The history a SID_FIRST builds comfort noise from.
+            let e = synth.iter().map(|v| v * v).sum::<f32>() / FRAME_SAMPLES as f32;
+            let cn = &mut self.cn;
+            cn.lsf_hist[cn.hist_at] = self.past_lsf;
+            cn.log_en_hist[cn.hist_at] = 0.5 * e.max(1e-6).log2();
+            cn.hist_at = (cn.hist_at + 1) % CN_HIST;
+            cn.hist_len = (cn.hist_len + 1).min(CN_HIST);
+        }
         self.finish(mode, &az, &mut synth, pcm);
     }
 
@@ -725,6 +749,20 @@ impl Decoder {
     /// Takes in a SID frame (TS 26.092 §5.2): its LSFs (3-split VQ around a reference residual
     /// vector, no MA prediction) and its level.
     fn sid_frame(&mut self, sid: &Sid) {
+        if !sid.update && !self.cn.active && self.cn.hist_len > 0 {
+            // SID_FIRST: the parameters are those of the last speech frames (the encoder's
+            // hangover), averaged here (TS 26.092 §5.4) rather than read from the frame.
+            let n = self.cn.hist_len as f32;
+            let mut lsf = [0f32; M];
+            for h in &self.cn.lsf_hist[..self.cn.hist_len] {
+                for (l, &v) in lsf.iter_mut().zip(h) {
+                    *l += v / n;
+                }
+            }
+            let log_en = self.cn.log_en_hist[..self.cn.hist_len].iter().sum::<f32>() / n;
+            self.start_comfort_noise(lsf, log_en);
+            return;
+        }
         let p = &sid.params;
         let base = (p[0].clamp(0, 7) as usize) * M;
         let i1 = (p[1].max(0) as usize).min(255) * 3;
@@ -742,7 +780,6 @@ impl Decoder {
             *l += f32::from(lt::MEAN_LSF_3[i]) + f32::from(lt::PAST_RQ_INIT[base + i]);
         }
         reorder_lsf(&mut lsf, LSF_GAP);
-        lsf_to_lsp(&lsf, &mut self.cn.lsp);
         // 6-bit level: log2 of the RMS in quarter steps from −2.5, adjusted to the speech mode.
         let mode = usize::from(sid.mode.min(7));
         let mut log_en = f32::from(p[4].clamp(0, 63)) / 4.0 - 2.5;
@@ -750,11 +787,18 @@ impl Decoder {
         if p[4] == 0 {
             log_en = -20.0;
         }
+        self.start_comfort_noise(lsf, log_en);
+    }
+
+    /// Comfort noise from now on with spectrum `lsf` and level `log_en` (log2 RMS).
+    fn start_comfort_noise(&mut self, lsf: [f32; M], log_en: f32) {
+        lsf_to_lsp(&lsf, &mut self.cn.lsp);
         if !self.cn.active {
             self.cn.old_log_en = log_en;
         }
         self.cn.log_en = log_en;
         self.cn.active = true;
+        self.cn.hist_len = 0;
         // Speech after the pause starts from the noise spectrum, not an old one.
         self.past_lsf = lsf;
         self.past_r = [0.0; M];
