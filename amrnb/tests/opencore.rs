@@ -353,49 +353,49 @@ fn dtx_comfort_noise_follows_the_background_level() {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
         input.push(((seed >> 16) as i16 >> 8) / 2); // about −50 dBFS white noise
     }
-    let frames = opencore_encode(&input, Mode::MR122, true);
-    let types: Vec<u8> = frames.iter().map(|f| (f[0] >> 3) & 15).collect();
-    assert!(
-        types.contains(&amrnb::FT_SID),
-        "the encoder sent no SID: {types:?}"
-    );
-    // SID_FIRST, then SID_UPDATEs, all naming the mode the encoder runs (TS 26.101 §4.2.3).
-    let sids: Vec<amrnb::bits::Sid> = frames
-        .iter()
-        .filter(|f| (f[0] >> 3) & 15 == amrnb::FT_SID)
-        .map(|f| amrnb::bits::unpack_sid(&f[1..]).unwrap())
-        .collect();
-    assert!(
-        !sids[0].update && sids[1..].iter().all(|s| s.update),
-        "{sids:?}"
-    );
-    assert!(
-        sids.iter().all(|s| s.mode == Mode::MR122.frame_type()),
-        "{sids:?}"
-    );
-    let ours = ours_decode(&frames);
-    let theirs = opencore_decode(&frames);
-    let tail = 100 * FRAME_SAMPLES..;
-    let (lo, lt) = (dbfs(&ours[tail.clone()]), dbfs(&theirs[tail.clone()]));
-    println!(
-        "DTX: {} SID, {} NO_DATA frames; comfort noise {lo:.1} dBFS, opencore {lt:.1}, input {:.1}",
-        types.iter().filter(|&&t| t == 8).count(),
-        types.iter().filter(|&&t| t == 15).count(),
-        dbfs(&input[tail.clone()])
-    );
-    assert!(
-        (lo - lt).abs() < 6.0,
-        "comfort noise {lo} dBFS vs opencore {lt}"
-    );
-    // Right after SID_FIRST the noise comes from the decoded hangover frames.
-    let first = types.iter().position(|&t| t == amrnb::FT_SID).unwrap();
-    let start = (first + 1) * FRAME_SAMPLES..(first + 3) * FRAME_SAMPLES;
-    let (so, st) = (dbfs(&ours[start.clone()]), dbfs(&theirs[start]));
-    println!("DTX: first comfort-noise frames {so:.1} dBFS, opencore {st:.1}");
-    assert!(
-        (so - st).abs() < 6.0,
-        "comfort noise after SID_FIRST {so} vs {st}"
-    );
+    // MR67 = 0b011 tells the mode bits' order apart (LSB first).
+    for mode in [Mode::MR122, Mode::MR67, Mode::MR475] {
+        let frames = opencore_encode(&input, mode, true);
+        let types: Vec<u8> = frames.iter().map(|f| (f[0] >> 3) & 15).collect();
+        assert!(
+            types.contains(&amrnb::FT_SID),
+            "the encoder sent no SID: {types:?}"
+        );
+        // SID_FIRST, then SID_UPDATEs, all naming the mode the encoder runs (TS 26.101 §4.2.3).
+        let sids: Vec<amrnb::bits::Sid> = frames
+            .iter()
+            .filter(|f| (f[0] >> 3) & 15 == amrnb::FT_SID)
+            .map(|f| amrnb::bits::unpack_sid(&f[1..]).unwrap())
+            .collect();
+        assert!(
+            !sids[0].update && sids[1..].iter().all(|s| s.update),
+            "{sids:?}"
+        );
+        assert!(sids.iter().all(|s| s.mode == mode.frame_type()), "{sids:?}");
+        let ours = ours_decode(&frames);
+        let theirs = opencore_decode(&frames);
+        let tail = 100 * FRAME_SAMPLES..;
+        let (lo, lt) = (dbfs(&ours[tail.clone()]), dbfs(&theirs[tail.clone()]));
+        println!(
+            "DTX {mode:?}: {} SID, {} NO_DATA frames; comfort noise {lo:.1} dBFS, opencore {lt:.1}, input {:.1}",
+            types.iter().filter(|&&t| t == 8).count(),
+            types.iter().filter(|&&t| t == 15).count(),
+            dbfs(&input[tail.clone()])
+        );
+        assert!(
+            (lo - lt).abs() < 6.0,
+            "{mode:?}: comfort noise {lo} dBFS vs opencore {lt}"
+        );
+        // Right after SID_FIRST the noise comes from the decoded hangover frames.
+        let first = types.iter().position(|&t| t == amrnb::FT_SID).unwrap();
+        let start = (first + 1) * FRAME_SAMPLES..(first + 3) * FRAME_SAMPLES;
+        let (so, st) = (dbfs(&ours[start.clone()]), dbfs(&theirs[start]));
+        println!("DTX {mode:?}: first comfort-noise frames {so:.1} dBFS, opencore {st:.1}");
+        assert!(
+            (so - st).abs() < 6.0,
+            "{mode:?}: comfort noise after SID_FIRST {so} vs {st}"
+        );
+    }
 }
 
 #[test]
