@@ -410,8 +410,21 @@ impl Decoder {
             for n in 0..L {
                 exc_syn[n] = pitch_part[n] + gain_code * code[n];
             }
-            if mode == Mode::MR122 && gain_pit > 1.0 {
-                emphasise_pitch(gain_pit, &pitch_part, &mut exc_syn);
+            // Pitch emphasis (TS 26.090 §6.1; the reference's "excp"): with a strong pitch
+            // gain the adaptive part is boosted by κ·β and the sum scaled back to the
+            // excitation's energy. β is the sharpening gain (bounded to 0.8 except in 12.2,
+            // a quarter of it in 10.2 for lags over 45), κ = 1/4 in 12.2, 1/2 otherwise.
+            let mut beta = if mode == Mode::MR122 {
+                gain_pit
+            } else {
+                gain_pit.min(SHARP_MAX)
+            };
+            if mode == Mode::MR102 && self.old_t0 > L + 5 {
+                beta *= 0.25;
+            }
+            if beta > 0.5 {
+                let kappa = if mode == Mode::MR122 { 0.25 } else { 0.5 };
+                emphasise_pitch(kappa * beta, &pitch_part, &mut exc_syn);
             }
             let out = &mut synth[sf * L..(sf + 1) * L];
             synthesis(&az[sf], &exc_syn, out, &mut self.mem_syn, true);
@@ -849,14 +862,13 @@ impl Decoder {
     }
 }
 
-/// 12.2 with a pitch gain above 1: the adaptive-codebook part `gp·v` is emphasised (u + gp²/8·v)
-/// and the result scaled back to the energy of the excitation u (TS 26.090 §6.1, as the
-/// reference decoder does it).
-fn emphasise_pitch(gain_pit: f32, pitch_part: &[f32; L], exc: &mut [f32; L]) {
+/// Adds `factor` times the adaptive-codebook part `gp·v` to the excitation u and scales the
+/// result back to u's energy.
+fn emphasise_pitch(factor: f32, pitch_part: &[f32; L], exc: &mut [f32; L]) {
     let e_u: f32 = exc.iter().map(|v| v * v).sum();
     let mut emph = [0f32; L];
     for ((e, &u), &p) in emph.iter_mut().zip(exc.iter()).zip(pitch_part) {
-        *e = u + gain_pit / 8.0 * p;
+        *e = u + factor * p;
     }
     let e_p: f32 = emph.iter().map(|v| v * v).sum();
     if e_p > 0.0 && e_u > 0.0 {
