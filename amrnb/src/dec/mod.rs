@@ -996,6 +996,13 @@ mod tests {
     }
 
     #[test]
+    fn decoder_can_move_between_threads() {
+        // media keeps decoders in `Box<dyn Decoder + Send>`.
+        fn send<T: Send + 'static>(_: &T) {}
+        send(&Decoder::new());
+    }
+
+    #[test]
     fn median_of_five() {
         assert_eq!(median5([5.0, 1.0, 4.0, 2.0, 3.0]), 3.0);
     }
