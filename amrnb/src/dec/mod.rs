@@ -412,10 +412,10 @@ impl Decoder {
             }
             // Pitch emphasis (TS 26.090 §6.1; the reference's "excp"): with a strong pitch
             // gain the adaptive part is boosted by κ·β and the sum scaled back to the
-            // excitation's energy. β is the sharpening gain (bounded to 0.8 except in 12.2,
-            // a quarter of it in 10.2 for lags over 45), κ = 1/4 in 12.2, 1/2 otherwise.
+            // excitation's energy. β is the pitch gain bounded to 0.8 (12.2: to 1.0; 10.2 with
+            // lags over 45: a quarter of it), κ = 1/4 in 12.2, 1/2 otherwise.
             let mut beta = if mode == Mode::MR122 {
-                gain_pit
+                gain_pit.min(1.0)
             } else {
                 gain_pit.min(SHARP_MAX)
             };
