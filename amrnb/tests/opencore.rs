@@ -435,3 +435,42 @@ fn decoding_is_fast_enough_for_a_media_plane() {
         "{per_frame:?}"
     );
 }
+
+#[test]
+fn mode_changes_every_few_frames_follow_the_reference() {
+    // The encoder's mode changes every 5 frames (as CMR would make it); the decoder's state
+    // (LSF predictor, gain predictor, pitch memory) carries across.
+    let input = vowel(FRAMES);
+    let mut frames = Vec::new();
+    // SAFETY: state created and freed here; full-size buffers; the input is copied because
+    // the library writes into it.
+    unsafe {
+        let st = Encoder_Interface_init(0);
+        assert!(!st.is_null());
+        for (i, chunk) in input.chunks_exact(FRAME_SAMPLES).enumerate() {
+            let mode = Mode::ALL[(i / 5 * 3) % 8];
+            let speech: [i16; FRAME_SAMPLES] = chunk.try_into().expect("a frame");
+            let mut out = [0u8; 64];
+            let n = Encoder_Interface_Encode(
+                st,
+                c_int::from(mode.frame_type()),
+                speech.as_ptr(),
+                out.as_mut_ptr(),
+                0,
+            );
+            assert!(n > 0);
+            frames.push(out[..n as usize].to_vec());
+        }
+        Encoder_Interface_exit(st);
+    }
+    let ours = ours_decode(&frames);
+    let theirs = opencore_decode(&frames);
+    let steady = 10 * FRAME_SAMPLES..;
+    let snr = seg_snr(&theirs[steady.clone()], &ours[steady.clone()]);
+    let (lo, lt) = (dbfs(&ours[steady.clone()]), dbfs(&theirs[steady]));
+    println!("mode changes: {lo:.2} dBFS (opencore {lt:.2}), seg SNR vs opencore {snr:.1} dB");
+    assert!(
+        (lo - lt).abs() < 2.0 && snr > 15.0,
+        "level {lo} vs {lt}, SNR {snr}"
+    );
+}
