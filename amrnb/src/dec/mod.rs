@@ -100,6 +100,71 @@ struct Conceal {
     past_code: f32,
 }
 
+/// Code-gain smoothing in stationary signals (the reference decoder's "Cb_gain_average",
+/// 4.75-6.7 and 10.2): when the spectrum stays close to its long-term mean, the code gain
+/// used for synthesis is pulled toward the mean of the last five, which takes the swirl out
+/// of background noise.
+#[derive(Debug, Clone)]
+struct GainSmoothing {
+    /// Last seven code gains, oldest first.
+    history: [f32; 7],
+    /// Consecutive subframes with a spectrum far from the mean.
+    hang_var: u32,
+    /// Subframes since the spectrum last moved for long; smoothing starts after 40.
+    hang_count: u32,
+    /// Long-term mean of the dequantised LSFs (updated per frame, 0.84/0.16).
+    lsf_mean: [f32; M],
+}
+
+impl GainSmoothing {
+    fn new() -> Self {
+        GainSmoothing {
+            history: [0.0; 7],
+            hang_var: 0,
+            hang_count: 0,
+            lsf_mean: core::array::from_fn(|i| f32::from(lt::MEAN_LSF_5[i])),
+        }
+    }
+
+    /// The code gain to synthesise with, given this subframe's gain and interpolated LSFs.
+    fn mix(&mut self, mode: Mode, gain_code: f32, lsf: &[f32; M]) -> f32 {
+        self.history.copy_within(1.., 0);
+        self.history[6] = gain_code;
+        // Relative distance of the spectrum from its mean.
+        let diff: f32 = lsf
+            .iter()
+            .zip(&self.lsf_mean)
+            .map(|(&l, &m)| if m > 0.0 { (m - l).abs() / m } else { 0.0 })
+            .sum();
+        if diff > 0.65 {
+            self.hang_var += 1;
+        } else {
+            self.hang_var = 0;
+        }
+        if self.hang_var > 10 {
+            self.hang_count = 0;
+        }
+        let mut out = gain_code;
+        if mode <= Mode::MR67 || mode == Mode::MR102 {
+            let mut bg_mix = (4.0 * (diff - 0.4).max(0.0)).min(1.0);
+            if self.hang_count < 40 || diff > 0.65 {
+                bg_mix = 1.0;
+            }
+            let mean = self.history[2..].iter().sum::<f32>() / 5.0;
+            out = bg_mix * gain_code + (1.0 - bg_mix) * mean;
+        }
+        self.hang_count = self.hang_count.saturating_add(1);
+        out
+    }
+
+    /// Frame-end update of the LSF mean.
+    fn update_mean(&mut self, lsf: &[f32; M]) {
+        for (m, &l) in self.lsf_mean.iter_mut().zip(lsf) {
+            *m = 0.84 * *m + 0.16 * l;
+        }
+    }
+}
+
 /// Anti-sparseness state (TS 26.090 §6.1 step 7, "phase dispersion").
 #[derive(Debug, Clone, Default)]
 struct PhaseDispersion {
@@ -136,6 +201,7 @@ pub struct Decoder {
     past_qua_en: [f32; 4],
     conceal: Conceal,
     disp: PhaseDispersion,
+    smooth: GainSmoothing,
     cn: ComfortNoise,
     post: PostFilter,
     highpass: Biquad,
@@ -179,6 +245,7 @@ impl Decoder {
                 past_code: 0.0,
             },
             disp: PhaseDispersion::default(),
+            smooth: GainSmoothing::new(),
             cn: ComfortNoise {
                 active: false,
                 lsp: lsp_old,
@@ -291,6 +358,7 @@ impl Decoder {
         };
 
         // LSFs and the four subframe filters.
+        let prev_lsf = self.past_lsf;
         let mut az: FrameLpc = [[0.0; M + 1]; 4];
         let mut at = 0;
         let mut lsp_new = [0f32; M];
@@ -405,10 +473,18 @@ impl Decoder {
                 self.exc[HISTORY + n] = gain_pit * v + gain_code * code[n];
                 pitch_part[n] = gain_pit * v;
             }
-            self.disp.apply(mode, gain_pit, gain_code, &mut code);
+            let mut lsf_i = [0f32; M];
+            interpolate(
+                &prev_lsf,
+                &self.past_lsf,
+                0.25 * (sf + 1) as f32,
+                &mut lsf_i,
+            );
+            let gain_mix = self.smooth.mix(mode, gain_code, &lsf_i);
+            self.disp.apply(mode, gain_pit, gain_mix, &mut code);
             let mut exc_syn = [0f32; L];
             for n in 0..L {
-                exc_syn[n] = pitch_part[n] + gain_code * code[n];
+                exc_syn[n] = pitch_part[n] + gain_mix * code[n];
             }
             // Pitch emphasis (TS 26.090 §6.1; the reference's "excp"): with a strong pitch
             // gain the adaptive part is boosted by κ·β and the sum scaled back to the
@@ -437,6 +513,7 @@ impl Decoder {
             self.old_t0 = t0;
         }
         self.conceal.prev_bad = bad;
+        self.smooth.update_mean(&self.past_lsf);
         if !bad {
             // The history a SID_FIRST builds comfort noise from.
             let e = synth.iter().map(|v| v * v).sum::<f32>() / FRAME_SAMPLES as f32;
