@@ -9,6 +9,12 @@
 //! which drives the LP synthesis filter. An adaptive post-filter (formant + tilt + gain
 //! control) and a 60 Hz high-pass finish the frame.
 //!
+//! Beyond the core of §6 the decoder follows what the 3GPP reference decoder (TS 26.073) does,
+//! so that its output tracks that of deployed decoders: anti-sparseness with onset detection,
+//! pitch emphasis of strongly voiced subframes, and code-gain smoothing in stationary
+//! spectra (4.75–6.7, 10.2). Against libopencore-amrnb the output is within about 40 dB
+//! segmental SNR on noise and 20–30 dB on voiced signals (tests/opencore.rs).
+//!
 //! Everything runs in `f32` on the "halved" signal scale of the standard (the encoder's
 //! pre-processing divides by two; the decoder's high-pass multiplies by two).
 
