@@ -43,7 +43,7 @@ fn round_trip(mode: Mode, pcm: &[i16]) -> Vec<i16> {
             let frame: &[i16; 160] = chunk.try_into().unwrap();
             let mut bits = [0u8; 32];
             let n = enc.encode(mode, frame, &mut bits[1..]).unwrap();
-            assert_eq!(n, amrnb::enc::frame_bits(mode).div_ceil(8));
+            assert_eq!(n, mode.octets());
             bits[0] = ((mode as u8) << 3) | 0x04;
             let mut pcm_out = [0i16; 160];
             Decoder_Interface_Decode(dec, bits.as_ptr(), pcm_out.as_mut_ptr(), 0);

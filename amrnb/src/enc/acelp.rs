@@ -3,7 +3,7 @@
 //! beforehand. Small codebooks (2–4 pulses) are searched exhaustively, the 8- and 10-pulse ones
 //! by pairwise refinement from a greedy start (quality, not bit-exactness, is the aim).
 
-use super::tables as t;
+use crate::tables::algebraic as t;
 use crate::Mode;
 
 /// Inputs of one search: backward-filtered target `d = Hᵀx₂`, correlations Φ = HᵀH of the
@@ -182,8 +182,8 @@ pub fn search(
             for sel in 0..2 {
                 let k = 2 * sub + 8 * sel;
                 for i in 0..8 {
-                    lists[0][i] = i * 5 + t::STARTPOS[k] as usize;
-                    lists[1][i] = i * 5 + t::STARTPOS[k + 1] as usize;
+                    lists[0][i] = i * 5 + t::START_POS_2_9[k] as usize;
+                    lists[1][i] = i * 5 + t::START_POS_2_9[k + 1] as usize;
                 }
                 let (p, v) = sg.exhaustive(&[&lists[0][..], &lists[1][..]]);
                 if v > best.1 {

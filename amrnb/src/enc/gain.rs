@@ -4,7 +4,7 @@
 //! subframes for 4.75. The predictor memory holds exactly the table values the decoder stores,
 //! so both sides keep predicting the same.
 
-use super::tables as t;
+use crate::tables::gains as t;
 use crate::Mode;
 
 /// 20·log10(2).

@@ -13,17 +13,17 @@
 
 mod acelp;
 mod gain;
-mod lpc;
 mod lsfq;
-mod lsp;
 mod pitch;
-mod scratch_tables;
 
-use scratch_tables as tables;
-
-use crate::Mode;
+use crate::dsp::filter::{autocorrelation, lag_window, levinson, residual, synthesis, Biquad};
+use crate::dsp::lsp::{interpolate, lpc_to_lsp, lsf_to_lsp, lsp_to_lpc, lsp_to_lsf, weight};
+use crate::dsp::pitch::{adaptive_vector, HISTORY as EXC_HIST};
+use crate::dsp::Lpc;
+use crate::tables::filters::{HP_PRE_A, HP_PRE_B, WINDOW_160_80, WINDOW_200_40, WINDOW_232_8};
+use crate::tables::lsf::LSP_INIT_DATA;
+use crate::{Mode, LPC_ORDER as M, MAX_PARAMS};
 use gain::{Corr, GainPredictor};
-use lpc::M;
 use pitch::{Cands, Lag, Lag3, Lag6};
 
 /// What can go wrong encoding a frame.
@@ -39,9 +39,6 @@ pub enum EncodeError {
     },
 }
 
-/// Samples of history kept before the current subframe in the excitation buffer: the longest
-/// lag plus the interpolation filter's reach.
-const EXC_HIST: usize = 154;
 /// Weighted-speech history for the open-loop search.
 const WSP_HIST: usize = 143;
 /// Where the frame being coded starts in the speech buffer (5 ms look-ahead after it).
@@ -50,20 +47,6 @@ const FRAME: usize = 120;
 const GP_MAX: f32 = 1.2;
 /// Cap of the pitch sharpening factor (the decoder's SHARPMAX, 13017 in Q14).
 const SHARP_MAX: f32 = 13017.0 / 16384.0;
-
-/// Speech bits of one frame of `mode`.
-pub fn frame_bits(mode: Mode) -> usize {
-    match mode {
-        Mode::MR475 => 95,
-        Mode::MR515 => 103,
-        Mode::MR59 => 118,
-        Mode::MR67 => 134,
-        Mode::MR74 => 148,
-        Mode::MR795 => 159,
-        Mode::MR102 => 204,
-        Mode::MR122 => 244,
-    }
-}
 
 /// Saved filter memories (4.75 re-runs a subframe once its gains are known).
 #[derive(Debug, Clone, Copy)]
@@ -76,9 +59,9 @@ struct Mems {
 /// Everything one subframe's search produced that its memory update needs.
 #[derive(Debug, Clone, Copy)]
 struct Sub {
-    aq: [f32; M + 1],
-    aw1: [f32; M + 1],
-    aw2: [f32; M + 1],
+    aq: Lpc,
+    aw1: Lpc,
+    aw2: Lpc,
     h: [f32; 40],
     lag: Lag,
     code: [f32; 40],
@@ -87,21 +70,18 @@ struct Sub {
 
 /// AMR-NB encoder state for one direction of one call.
 pub struct Encoder {
-    hp: lpc::HighPass,
+    hp: Biquad,
     speech: [f32; 320],
     wsp: [f32; WSP_HIST + 160],
     exc: [f32; EXC_HIST + 160],
-    lsp_old: [f64; M],
-    lsp_old_q: [f64; M],
+    lsp_old: [f32; M],
+    lsp_old_q: [f32; M],
     lsfq: lsfq::LsfQuant,
     mem: Mems,
     mem_wsp: [f32; M],
     old_t0: i32,
     sharp: f32,
     gpred: GainPredictor,
-    win_200_40: [f32; 240],
-    win_160_80: [f32; 240],
-    win_232_8: [f32; 240],
     cands: Cands,
 }
 
@@ -114,12 +94,16 @@ impl Default for Encoder {
 impl Encoder {
     /// A fresh encoder (the reset state of §5 and of the decoder it talks to).
     pub fn new() -> Encoder {
-        let mut lsp = [0.0f64; M];
-        for (l, &v) in lsp.iter_mut().zip(tables::LSP_INIT_DATA.iter()) {
-            *l = f64::from(v) / 32768.0;
+        let mut lsp = [0.0f32; M];
+        for (l, &v) in lsp.iter_mut().zip(LSP_INIT_DATA.iter()) {
+            *l = f32::from(v) / 32768.0;
         }
+        let q12 = |v: i16| f32::from(v) / 4096.0;
         Encoder {
-            hp: lpc::HighPass::default(),
+            hp: Biquad::new(
+                [q12(HP_PRE_B[0]), q12(HP_PRE_B[1]), q12(HP_PRE_B[2])],
+                [q12(HP_PRE_A[1]), q12(HP_PRE_A[2])],
+            ),
             speech: [0.0; 320],
             wsp: [0.0; WSP_HIST + 160],
             exc: [0.0; EXC_HIST + 160],
@@ -135,9 +119,6 @@ impl Encoder {
             old_t0: 40,
             sharp: SHARP_MAX,
             gpred: GainPredictor::default(),
-            win_200_40: lpc::lpc_window(200, 40),
-            win_160_80: lpc::lpc_window(160, 80),
-            win_232_8: lpc::lpc_window(232, 8),
             cands: Cands::new(),
         }
     }
@@ -151,58 +132,74 @@ impl Encoder {
         pcm: &[i16; 160],
         out: &mut [u8],
     ) -> Result<usize, EncodeError> {
-        let nbits = frame_bits(mode);
-        let need = nbits.div_ceil(8);
+        let need = mode.octets();
         if out.len() < need {
             return Err(EncodeError::Buffer {
                 need,
                 got: out.len(),
             });
         }
-        let mut prm = [0u16; 57];
+        let mut prm = [0u16; MAX_PARAMS];
         let nprm = self.frame(mode, pcm, &mut prm);
-        pack(mode, &prm[..nprm], &mut out[..need]);
-        Ok(need)
+        let mut p16 = [0i16; MAX_PARAMS];
+        for (d, &s) in p16.iter_mut().zip(prm[..nprm].iter()) {
+            *d = s as i16;
+        }
+        crate::bits::pack(mode, &p16[..nprm], out).map_err(|_| EncodeError::Buffer {
+            need,
+            got: out.len(),
+        })
     }
 
     /// The codec parameters of one frame, in the order of TS 26.101 Table B's parameter lists.
-    fn frame(&mut self, mode: Mode, pcm: &[i16; 160], prm: &mut [u16; 57]) -> usize {
-        self.hp.run(pcm, &mut self.speech[160..]);
+    fn frame(&mut self, mode: Mode, pcm: &[i16; 160], prm: &mut [u16; MAX_PARAMS]) -> usize {
+        for (o, &x) in self.speech[160..].iter_mut().zip(pcm.iter()) {
+            *o = self.hp.step(f32::from(x));
+        }
 
         // LP analysis and LSP quantisation (§5.2).
         let mut np = 0;
-        let mut a = [0.0f64; M + 1];
         let mut lsp_new = self.lsp_old;
         let mut lsp_mid = self.lsp_old;
-        let mut lsp_new_q = [0.0f64; M];
-        let mut lsp_mid_q = [0.0f64; M];
+        let mut lsp_new_q = [0.0f32; M];
+        let mut lsp_mid_q = [0.0f32; M];
         if mode == Mode::MR122 {
-            if lpc::analyse(&self.speech[40..280], &self.win_160_80, &mut a) {
-                lpc::az_to_lsp(&a, &mut lsp_mid);
-            }
-            if lpc::analyse(&self.speech[40..280], &self.win_232_8, &mut a) {
-                lpc::az_to_lsp(&a, &mut lsp_new);
-            }
+            // Two analyses without look-ahead, centred on the 2nd and 4th subframes.
+            analyse(
+                &self.speech[40..280],
+                &WINDOW_160_80,
+                &self.lsp_old,
+                &mut lsp_mid,
+            );
+            analyse(
+                &self.speech[40..280],
+                &WINDOW_232_8,
+                &self.lsp_old,
+                &mut lsp_new,
+            );
             let mut f1 = [0.0; M];
             let mut f2 = [0.0; M];
-            lsp::lsp_to_lsf(&lsp_mid, &mut f1);
-            lsp::lsp_to_lsf(&lsp_new, &mut f2);
+            lsp_to_lsf(&lsp_mid, &mut f1);
+            lsp_to_lsf(&lsp_new, &mut f2);
             let mut q1 = [0.0; M];
             let mut q2 = [0.0; M];
             self.lsfq
                 .quantise5(&f1, &f2, &mut prm[..5], &mut q1, &mut q2);
-            lsp::lsf_to_lsp(&q1, &mut lsp_mid_q);
-            lsp::lsf_to_lsp(&q2, &mut lsp_new_q);
+            lsf_to_lsp(&q1, &mut lsp_mid_q);
+            lsf_to_lsp(&q2, &mut lsp_new_q);
             np = 5;
         } else {
-            if lpc::analyse(&self.speech[80..320], &self.win_200_40, &mut a) {
-                lpc::az_to_lsp(&a, &mut lsp_new);
-            }
+            analyse(
+                &self.speech[80..320],
+                &WINDOW_200_40,
+                &self.lsp_old,
+                &mut lsp_new,
+            );
             let mut f = [0.0; M];
-            lsp::lsp_to_lsf(&lsp_new, &mut f);
+            lsp_to_lsf(&lsp_new, &mut f);
             let mut q = [0.0; M];
             self.lsfq.quantise3(mode, &f, &mut prm[..3], &mut q);
-            lsp::lsf_to_lsp(&q, &mut lsp_new_q);
+            lsf_to_lsp(&q, &mut lsp_new_q);
             np += 3;
         }
 
@@ -217,12 +214,12 @@ impl Encoder {
                     2 => (&lsp_mid, &lsp_new, &lsp_mid_q, &lsp_new_q, 0.5),
                     _ => (&lsp_new, &lsp_new, &lsp_new_q, &lsp_new_q, 1.0),
                 };
-                a_sf[sf] = lsp::interp_az(o, n, w);
-                aq_sf[sf] = lsp::interp_az(oq, nq, w);
+                a_sf[sf] = interp_az(o, n, w);
+                aq_sf[sf] = interp_az(oq, nq, w);
             } else {
-                let w = 0.25 * (sf + 1) as f64;
-                a_sf[sf] = lsp::interp_az(&self.lsp_old, &lsp_new, w);
-                aq_sf[sf] = lsp::interp_az(&self.lsp_old_q, &lsp_new_q, w);
+                let w = 0.25 * (sf + 1) as f32;
+                a_sf[sf] = interp_az(&self.lsp_old, &lsp_new, w);
+                aq_sf[sf] = interp_az(&self.lsp_old_q, &lsp_new_q, w);
             }
         }
         self.lsp_old = lsp_new;
@@ -237,12 +234,12 @@ impl Encoder {
         let mut aw1_sf = [[0.0f32; M + 1]; 4];
         let mut aw2_sf = [[0.0f32; M + 1]; 4];
         for sf in 0..4 {
-            lpc::weight(&a_sf[sf], gamma1, &mut aw1_sf[sf]);
-            lpc::weight(&a_sf[sf], 0.6, &mut aw2_sf[sf]);
+            weight(&a_sf[sf], gamma1, &mut aw1_sf[sf]);
+            weight(&a_sf[sf], 0.6, &mut aw2_sf[sf]);
             let mut r = [0.0f32; 40];
-            lpc::residual(&aw1_sf[sf], &self.speech, FRAME + 40 * sf, &mut r);
+            residual(&aw1_sf[sf], &self.speech, FRAME + 40 * sf, &mut r);
             let w0 = WSP_HIST + 40 * sf;
-            lpc::synth(
+            synthesis(
                 &aw2_sf[sf],
                 &r,
                 &mut self.wsp[w0..w0 + 40],
@@ -271,15 +268,15 @@ impl Encoder {
             let aq = aq_sf[sf];
             let (x, h) = self.target(sf, &aq, &aw1_sf[sf], &aw2_sf[sf]);
             let mut res = [0.0f32; 40];
-            lpc::residual(&aq, &self.speech, FRAME + 40 * sf, &mut res);
+            residual(&aq, &self.speech, FRAME + 40 * sf, &mut res);
 
             // Adaptive codebook.
             let ep = EXC_HIST + 40 * sf;
-            let (lag, lag_idx) = self.pitch_search(mode, sf, &t_op, &x, &h, &res);
+            let (lag, lag_idx) = self.pitch_search(mode, sf, &t_op, &x, &h);
             prm[np] = lag_idx;
             np += 1;
             let res_n = if mode == Mode::MR122 { 6 } else { 3 };
-            pitch::pred_lt(&mut self.exc, ep, lag.t0, lag.frac, res_n);
+            adaptive_vector(&mut self.exc, ep, lag.t0 as usize, lag.frac, res_n, 40);
             let v: [f32; 40] = self.exc[ep..ep + 40].try_into().unwrap_or([0.0; 40]);
             let mut y1 = [0.0f32; 40];
             pitch::convolve(&v, &h, &mut y1);
@@ -401,7 +398,7 @@ impl Encoder {
                         self.post(sf - 1, &s0, &v0, &x0, &y10, g[0], g[1]);
                         self.sharp = self.sharp.min(SHARP_MAX);
                         let (x1, _) = self.target(sf, &aq, &aw1_sf[sf], &aw2_sf[sf]);
-                        pitch::pred_lt(&mut self.exc, ep, lag.t0, lag.frac, 3);
+                        adaptive_vector(&mut self.exc, ep, lag.t0 as usize, lag.frac, 3, 40);
                         let v1: [f32; 40] = self.exc[ep..ep + 40].try_into().unwrap_or([0.0; 40]);
                         let mut y11 = [0.0f32; 40];
                         pitch::convolve(&v1, &h, &mut y11);
@@ -441,34 +438,28 @@ impl Encoder {
 
     /// Target of the adaptive-codebook search (§5.5) and the weighted synthesis filter's
     /// impulse response, from the current memories.
-    fn target(
-        &self,
-        sf: usize,
-        aq: &[f32; M + 1],
-        aw1: &[f32; M + 1],
-        aw2: &[f32; M + 1],
-    ) -> ([f32; 40], [f32; 40]) {
+    fn target(&self, sf: usize, aq: &Lpc, aw1: &Lpc, aw2: &Lpc) -> ([f32; 40], [f32; 40]) {
         let mut res = [0.0f32; 40];
-        lpc::residual(aq, &self.speech, FRAME + 40 * sf, &mut res);
+        residual(aq, &self.speech, FRAME + 40 * sf, &mut res);
         // Error signal s − ŝ_zir, with its history.
         let mut err = [0.0f32; M + 40];
         err[..M].copy_from_slice(&self.mem.err);
         let mut m = self.mem.err;
-        lpc::synth(aq, &res, &mut err[M..], &mut m, false);
+        synthesis(aq, &res, &mut err[M..], &mut m, false);
         let mut xr = [0.0f32; 40];
-        lpc::residual(aw1, &err, M, &mut xr);
+        residual(aw1, &err, M, &mut xr);
         let mut x = [0.0f32; 40];
         let mut w0 = self.mem.w0;
-        lpc::synth(aw2, &xr, &mut x, &mut w0, false);
+        synthesis(aw2, &xr, &mut x, &mut w0, false);
         // Impulse response of A(z/γ1) / (Â(z) A(z/γ2)).
         let mut imp = [0.0f32; 40];
         imp[..=M].copy_from_slice(aw1);
         let mut h = [0.0f32; 40];
         let mut z = [0.0f32; M];
-        lpc::synth(aq, &imp, &mut h, &mut z, false);
+        synthesis(aq, &imp, &mut h, &mut z, false);
         let hh = h;
         let mut z = [0.0f32; M];
-        lpc::synth(aw2, &hh, &mut h, &mut z, false);
+        synthesis(aw2, &hh, &mut h, &mut z, false);
         (x, h)
     }
 
@@ -480,11 +471,8 @@ impl Encoder {
         t_op: &[i32; 2],
         x: &[f32; 40],
         h: &[f32; 40],
-        res: &[f32; 40],
     ) -> (Lag, u16) {
         let ep = EXC_HIST + 40 * sf;
-        let saved: [f32; 40] = self.exc[ep..ep + 40].try_into().unwrap_or([0.0; 40]);
-        self.exc[ep..ep + 40].copy_from_slice(res);
         let top = t_op[sf / 2];
         let out = if mode == Mode::MR122 {
             let absolute = sf % 2 == 0;
@@ -500,7 +488,6 @@ impl Encoder {
             let lag = pitch::closed_loop(&self.exc, ep, x, h, 3, self.cands.as_slice());
             (lag, l.encode(lag))
         };
-        self.exc[ep..ep + 40].copy_from_slice(&saved);
         out
     }
 
@@ -523,7 +510,7 @@ impl Encoder {
         }
         self.exc[ep..ep + 40].copy_from_slice(&e);
         let mut syn = [0.0f32; 40];
-        lpc::synth(&s.aq, &e, &mut syn, &mut self.mem.syn, true);
+        synthesis(&s.aq, &e, &mut syn, &mut self.mem.syn, true);
         let sp = FRAME + 40 * sf;
         for i in 0..M {
             let n = 40 - M + i;
@@ -551,31 +538,28 @@ fn correlations(h: &[f32; 40]) -> [[f32; 40]; 40] {
     phi
 }
 
-/// Parameters → serial bits (each MSB first, widths of the mode) → class order of
-/// TS 26.101 Annex B, MSB first into `out`.
-fn pack(mode: Mode, prm: &[u16], out: &mut [u8]) {
-    let (widths, order): (&[i16], &[i16]) = match mode {
-        Mode::MR475 => (&tables::BITNO_MR475, &tables::REORDERBITS_MR475),
-        Mode::MR515 => (&tables::BITNO_MR515, &tables::REORDERBITS_MR515),
-        Mode::MR59 => (&tables::BITNO_MR59, &tables::REORDERBITS_MR59),
-        Mode::MR67 => (&tables::BITNO_MR67, &tables::REORDERBITS_MR67),
-        Mode::MR74 => (&tables::BITNO_MR74, &tables::REORDERBITS_MR74),
-        Mode::MR795 => (&tables::BITNO_MR795, &tables::REORDERBITS_MR795),
-        Mode::MR102 => (&tables::BITNO_MR102, &tables::REORDERBITS_MR102),
-        Mode::MR122 => (&tables::BITNO_MR122, &tables::REORDERBITS_MR122),
-    };
-    let mut serial = [0u8; 244];
-    let mut k = 0;
-    for (&p, &w) in prm.iter().zip(widths.iter()) {
-        for b in (0..w).rev() {
-            serial[k] = ((p >> b) & 1) as u8;
-            k += 1;
-        }
+/// LP analysis of one 240-sample window (§5.2.1–5.2.3): autocorrelation, lag window,
+/// Levinson-Durbin, LSPs. An unstable or degenerate frame keeps the previous LSPs.
+fn analyse(x: &[f32], window: &[i16; 240], old: &[f32; M], lsp: &mut [f32; M]) {
+    let mut seg = [0.0f32; 240];
+    seg.copy_from_slice(&x[..240]);
+    let mut r = [0.0f32; M + 1];
+    autocorrelation(&seg, window, &mut r);
+    lag_window(&mut r);
+    let mut a = [0.0f32; M + 1];
+    let mut rc = [0.0f32; M];
+    if levinson(&r, &mut a, &mut rc) {
+        lpc_to_lsp(&a, old, lsp);
+    } else {
+        *lsp = *old;
     }
-    out.fill(0);
-    for (i, &src) in order.iter().enumerate() {
-        if serial[src as usize] != 0 {
-            out[i / 8] |= 0x80 >> (i % 8);
-        }
-    }
+}
+
+/// A(z) of a subframe from LSPs interpolated between two sets (`w` of the new one).
+fn interp_az(old: &[f32; M], new: &[f32; M], w: f32) -> Lpc {
+    let mut l = [0.0f32; M];
+    interpolate(old, new, w, &mut l);
+    let mut a = [0.0f32; M + 1];
+    lsp_to_lpc(&l, &mut a);
+    a
 }

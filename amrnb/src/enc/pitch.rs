@@ -1,16 +1,14 @@
 //! Pitch analysis (TS 26.090 §5.4–5.6): open-loop estimate on the weighted speech,
 //! closed-loop fractional search of the adaptive codebook, and the lag codes the decoder reads.
 
-use super::tables as t;
+use crate::dsp::pitch::{adaptive_vector, HISTORY};
 
 /// Shortest lag with 1/3 resolution (all modes but 12.2).
-pub const PIT_MIN: i32 = 20;
+pub const PIT_MIN: i32 = crate::dsp::pitch::PIT_MIN as i32;
 /// Shortest lag of 12.2.
 pub const PIT_MIN_122: i32 = 18;
 /// Longest lag.
-pub const PIT_MAX: i32 = 143;
-/// Taps each side of the interpolation filter.
-const L_INTER: usize = 10;
+pub const PIT_MAX: i32 = crate::dsp::pitch::PIT_MAX as i32;
 
 /// Open-loop lag of `wsp[start..start+len]` (history before `start` ≥ 143), §5.4: the best
 /// normalised correlation in three lag ranges, preferring shorter lags that are nearly as good
@@ -44,30 +42,6 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
     pick.0
 }
 
-/// The decoder's adaptive codebook vector (§5.6 / §6.1): `buf[pos + j]` for j in 0..40 from
-/// `buf[pos + j − T0 − frac/res]` through the 1/6 interpolation filter. Computed in place:
-/// for lags shorter than the subframe the vector repeats itself, as the decoder's does.
-pub fn pred_lt(buf: &mut [f32], pos: usize, t0: i32, frac: i32, res: i32) {
-    let mut frac = -frac * (6 / res);
-    let mut x0 = pos as isize - t0 as isize;
-    if frac < 0 {
-        frac += 6;
-        x0 -= 1;
-    }
-    let c1 = frac as usize;
-    let c2 = (6 - frac) as usize;
-    for j in 0..40 {
-        let x1 = (x0 + j as isize) as usize;
-        let x2 = x1 + 1;
-        let mut s = 0.0f32;
-        for i in 0..L_INTER {
-            s += buf[x1 - i] * f32::from(t::INTER_6_PRED_LT[c1 + 6 * i]);
-            s += buf[x2 + i] * f32::from(t::INTER_6_PRED_LT[c2 + 6 * i]);
-        }
-        buf[pos + j] = s / 32768.0;
-    }
-}
-
 /// Convolution of a 40-sample vector with the impulse response `h`.
 pub fn convolve(x: &[f32], h: &[f32; 40], y: &mut [f32; 40]) {
     for n in 0..40 {
@@ -89,12 +63,12 @@ pub struct Lag {
 }
 
 /// Closed-loop search over the lags `cands` (as 1/`res` units `v = t0·res + frac`), for the
-/// target `x` and impulse response `h`. `buf` holds the past excitation before `pos` and the
-/// LP residual at `pos..pos+40` (the extension the standard uses for lags below 40). Integer
-/// lags first, then the fractions within one sample of the best; the criterion is the
-/// normalised correlation of §5.6.
+/// target `x` and impulse response `h`; `exc[pos − HISTORY..pos]` is the past excitation. Each
+/// candidate vector is built exactly as the decoder will (lags below 40 repeat the vector), on
+/// a copy. Integer lags first, then the fractions within one sample of the best; the criterion
+/// is the normalised correlation of §5.6.
 pub fn closed_loop(
-    buf: &[f32],
+    exc: &[f32],
     pos: usize,
     x: &[f32; 40],
     h: &[f32; 40],
@@ -103,24 +77,11 @@ pub fn closed_loop(
 ) -> Lag {
     let score = |v: i32| -> f32 {
         let lag = split(v, res);
-        let mut f = -lag.frac * (6 / res);
-        let mut x0 = pos as isize - lag.t0 as isize;
-        if f < 0 {
-            f += 6;
-            x0 -= 1;
-        }
-        let mut tmp = [0.0f32; 40];
-        for (j, o) in tmp.iter_mut().enumerate() {
-            let x1 = (x0 + j as isize) as usize;
-            let mut s = 0.0f32;
-            for i in 0..L_INTER {
-                s += buf[x1 - i] * f32::from(t::INTER_6_PRED_LT[f as usize + 6 * i]);
-                s += buf[x1 + 1 + i] * f32::from(t::INTER_6_PRED_LT[(6 - f) as usize + 6 * i]);
-            }
-            *o = s / 32768.0;
-        }
+        let mut tmp = [0.0f32; HISTORY + 40];
+        tmp[..HISTORY].copy_from_slice(&exc[pos - HISTORY..pos]);
+        adaptive_vector(&mut tmp, HISTORY, lag.t0.max(0) as usize, lag.frac, res, 40);
         let mut y = [0.0f32; 40];
-        convolve(&tmp, h, &mut y);
+        convolve(&tmp[HISTORY..], h, &mut y);
         let c: f32 = x.iter().zip(y.iter()).map(|(a, b)| a * b).sum();
         let e: f32 = y.iter().map(|a| a * a).sum();
         c / e.max(1e-3).sqrt()
