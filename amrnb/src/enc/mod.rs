@@ -56,14 +56,21 @@ struct Mems {
     err: [f32; M],
 }
 
+/// 4.75's even subframe waiting for the joint gain quantisation in the odd one.
+struct Pending {
+    mems: Mems,
+    sub: Sub,
+    x: [f32; 40],
+    v: [f32; 40],
+    y1: [f32; 40],
+    /// Where its gain index goes in the parameter list.
+    slot: usize,
+}
+
 /// Everything one subframe's search produced that its memory update needs.
 #[derive(Debug, Clone, Copy)]
 struct Sub {
     aq: Lpc,
-    aw1: Lpc,
-    aw2: Lpc,
-    h: [f32; 40],
-    lag: Lag,
     code: [f32; 40],
     y2: [f32; 40],
 }
@@ -263,7 +270,7 @@ impl Encoder {
         };
 
         // Subframes (§5.5–5.9).
-        let mut pending: Option<(Mems, Sub, [f32; 40], [u16; 1])> = None;
+        let mut pending: Option<Pending> = None;
         for sf in 0..4 {
             let aq = aq_sf[sf];
             let (x, h) = self.target(sf, &aq, &aw1_sf[sf], &aw2_sf[sf]);
@@ -342,15 +349,7 @@ impl Encoder {
             pitch::convolve(&code, &h, &mut y2);
             let corr = Corr::new(&x, &y1, &y2);
             let gc0 = self.gpred.predict(mode, &code);
-            let sub = Sub {
-                aq,
-                aw1: aw1_sf[sf],
-                aw2: aw2_sf[sf],
-                h,
-                lag,
-                code,
-                y2,
-            };
+            let sub = Sub { aq, code, y2 };
 
             // Gains.
             let (gp_q, gc_q) = match mode {
@@ -377,26 +376,26 @@ impl Encoder {
                         } else {
                             0.0
                         };
-                        pending = Some((self.mem, sub, x, [np as u16]));
+                        pending = Some(Pending {
+                            mems: self.mem,
+                            sub,
+                            x,
+                            v,
+                            y1,
+                            slot: np,
+                        });
                         prm[np] = 0;
                         np += 1;
                         (gp, gc)
-                    } else if let Some((saved, s0, x0, [slot])) = pending.take() {
+                    } else if let Some(p0) = pending.take() {
                         // Joint quantisation, then redo the even subframe with its real gains
                         // and rebuild this one's target on top.
-                        let ep0 = ep - 40;
-                        let mut v0 = [0.0f32; 40];
-                        v0.copy_from_slice(&self.exc[ep0..ep0 + 40]);
-                        let v0 = self.recompute_v0(ep0, &s0, v0);
-                        let mut y10 = [0.0f32; 40];
-                        pitch::convolve(&v0, &s0.h, &mut y10);
-                        let corr0 = Corr::new(&x0, &y10, &s0.y2);
+                        let corr0 = Corr::new(&p0.x, &p0.y1, &p0.sub.y2);
                         let (gi, g) =
-                            gain::quant_475(&mut self.gpred, &corr0, &s0.code, &corr, &code);
-                        prm[slot as usize] = gi;
-                        self.mem = saved;
-                        self.post(sf - 1, &s0, &v0, &x0, &y10, g[0], g[1]);
-                        self.sharp = self.sharp.min(SHARP_MAX);
+                            gain::quant_475(&mut self.gpred, &corr0, &p0.sub.code, &corr, &code);
+                        prm[p0.slot] = gi;
+                        self.mem = p0.mems;
+                        self.post(sf - 1, &p0.sub, &p0.v, &p0.x, &p0.y1, g[0], g[1]);
                         let (x1, _) = self.target(sf, &aq, &aw1_sf[sf], &aw2_sf[sf]);
                         adaptive_vector(&mut self.exc, ep, lag.t0 as usize, lag.frac, 3, 40);
                         let v1: [f32; 40] = self.exc[ep..ep + 40].try_into().unwrap_or([0.0; 40]);
@@ -428,12 +427,6 @@ impl Encoder {
         self.wsp.copy_within(160.., 0);
         self.exc.copy_within(160.., 0);
         np
-    }
-
-    /// 4.75's even subframe: its adaptive vector only depends on older excitation, which the
-    /// odd subframe has not touched; returned as is.
-    fn recompute_v0(&self, _ep0: usize, _s0: &Sub, v0: [f32; 40]) -> [f32; 40] {
-        v0
     }
 
     /// Target of the adaptive-codebook search (§5.5) and the weighted synthesis filter's
@@ -517,7 +510,6 @@ impl Encoder {
             self.mem.err[i] = self.speech[sp + n] - syn[n];
             self.mem.w0[i] = x[n] - gp * y1[n] - gc * s.y2[n];
         }
-        let _ = (&s.aw1, &s.aw2);
     }
 }
 
