@@ -114,13 +114,16 @@ impl Corr {
     }
 }
 
-/// Nearest pitch gain of the 4-bit scalar table (12.2 drops the two low bits, as its decoder
+/// Nearest pitch gain not above `gp_limit` of the 4-bit scalar table (12.2 drops the two low bits, as its decoder
 /// does): (index, gain).
-pub fn quant_pitch(mode: Mode, gp: f32) -> (u16, f32) {
+pub fn quant_pitch(mode: Mode, gp: f32, gp_limit: f32) -> (u16, f32) {
     let mut best = (0u16, 0.0f32, f32::MAX);
     for (i, &q) in t::QUA_GAIN_PITCH.iter().enumerate() {
         let q = if mode == Mode::MR122 { q & !3 } else { q };
         let g = f32::from(q) / 16384.0;
+        if g > gp_limit {
+            continue;
+        }
         let d = (g - gp).abs();
         if d < best.2 {
             best = (i as u16, g, d);
@@ -148,7 +151,13 @@ pub fn quant_code(pred: &mut GainPredictor, gc: f32, gc0: f32) -> (u16, f32) {
 
 /// Joint (gp, γ) vector quantisation of 5.15, 5.90 (6-bit table) and 6.70, 7.40, 10.2 (7-bit):
 /// the entry minimising the weighted error. Returns (index, gp, gc), updates the predictor.
-pub fn quant_joint(mode: Mode, pred: &mut GainPredictor, c: &Corr, gc0: f32) -> (u16, f32, f32) {
+pub fn quant_joint(
+    mode: Mode,
+    pred: &mut GainPredictor,
+    c: &Corr,
+    gc0: f32,
+    gp_limit: f32,
+) -> (u16, f32, f32) {
     let table: &[i16] = match mode {
         Mode::MR67 | Mode::MR74 | Mode::MR102 => &t::TABLE_GAIN_HIGHRATES,
         _ => &t::TABLE_GAIN_LOWRATES,
@@ -156,6 +165,9 @@ pub fn quant_joint(mode: Mode, pred: &mut GainPredictor, c: &Corr, gc0: f32) -> 
     let mut best = (0usize, f32::MAX);
     for (i, row) in table.chunks_exact(4).enumerate() {
         let gp = f32::from(row[0]) / 16384.0;
+        if gp > gp_limit {
+            continue;
+        }
         let gc = f32::from(row[1]) / 4096.0 * gc0;
         let e = c.err(gp, gc);
         if e < best.1 {
@@ -180,6 +192,7 @@ pub fn quant_475(
     code0: &[f32; 40],
     c1: &Corr,
     code1: &[f32; 40],
+    gp_limit: f32,
 ) -> (u16, [f32; 4]) {
     let g0 = pred.predict(Mode::MR475, code0);
     let mut best = (0usize, f32::MAX, [0.0f32; 4]);
@@ -188,6 +201,9 @@ pub fn quant_475(
         let gm0 = f32::from(row[1]) / 4096.0;
         let gp1 = f32::from(row[2]) / 16384.0;
         let gm1 = f32::from(row[3]) / 4096.0;
+        if gp0 > gp_limit || gp1 > gp_limit {
+            continue;
+        }
         let mut p2 = pred.clone();
         p2.update_gamma(gm0);
         let g1 = p2.predict(Mode::MR475, code1);

@@ -48,6 +48,55 @@ const GP_MAX: f32 = 1.2;
 /// Cap of the pitch sharpening factor (the decoder's SHARPMAX, 13017 in Q14).
 const SHARP_MAX: f32 = 13017.0 / 16384.0;
 
+/// Pitch-gain ceiling while a resonance persists (the reference's GP_CLIP, 0.95).
+const GP_CLIP: f32 = 15565.0 / 16384.0;
+
+/// Tone stabilisation (TS 26.090 §5.6, the reference's check_lsp / check_gp_clipping): a
+/// strong, lasting resonance (a pure tone) with pitch gains near one makes the long-term
+/// predictor loop fragile in a decoder that does not compute exactly as the encoder did (the
+/// fixed-point reference against this floating-point encoder), so the pitch gain is kept at
+/// or below 0.95 then.
+#[derive(Debug, Clone, Default)]
+struct ToneStab {
+    count: u32,
+    gp: [f32; 7],
+}
+
+impl ToneStab {
+    /// Whether the frame's (unquantised) LSPs show a resonance that has lasted 12 frames: two
+    /// neighbouring LSPs closer than the reference's thresholds (cosine domain).
+    fn check_lsp(&mut self, lsp: &[f32; M]) -> bool {
+        let d1 = (3..M - 2)
+            .map(|i| lsp[i] - lsp[i + 1])
+            .fold(f32::MAX, f32::min);
+        let d2 = (1..3).map(|i| lsp[i] - lsp[i + 1]).fold(f32::MAX, f32::min);
+        let th = if lsp[1] > 32000.0 / 32768.0 {
+            600.0
+        } else if lsp[1] > 30500.0 / 32768.0 {
+            800.0
+        } else {
+            1100.0
+        } / 32768.0;
+        if d1 < 1500.0 / 32768.0 || d2 < th {
+            self.count = (self.count + 1).min(12);
+        } else {
+            self.count = 0;
+        }
+        self.count >= 12
+    }
+
+    /// Whether the mean of this and the last seven pitch gains is above the ceiling.
+    fn clipping(&self, gp: f32) -> bool {
+        (gp + self.gp.iter().sum::<f32>()) / 8.0 > GP_CLIP
+    }
+
+    /// Shifts in a subframe's quantised pitch gain.
+    fn update(&mut self, gp: f32) {
+        self.gp.copy_within(1.., 0);
+        self.gp[6] = gp;
+    }
+}
+
 /// Saved filter memories (4.75 re-runs a subframe once its gains are known).
 #[derive(Debug, Clone, Copy)]
 struct Mems {
@@ -65,6 +114,8 @@ struct Pending {
     y1: [f32; 40],
     /// Where its gain index goes in the parameter list.
     slot: usize,
+    /// Its pitch-gain ceiling.
+    gp_limit: f32,
 }
 
 /// Everything one subframe's search produced that its memory update needs.
@@ -88,6 +139,7 @@ pub struct Encoder {
     mem_wsp: [f32; M],
     old_t0: i32,
     sharp: f32,
+    ton: ToneStab,
     gpred: GainPredictor,
     cands: Cands,
 }
@@ -125,6 +177,7 @@ impl Encoder {
             mem_wsp: [0.0; M],
             old_t0: 40,
             sharp: SHARP_MAX,
+            ton: ToneStab::default(),
             gpred: GainPredictor::default(),
             cands: Cands::new(),
         }
@@ -254,6 +307,7 @@ impl Encoder {
                 true,
             );
         }
+        let resonance = self.ton.check_lsp(&lsp_new);
         let pit_min = if mode == Mode::MR122 {
             pitch::PIT_MIN_122
         } else {
@@ -293,9 +347,17 @@ impl Encoder {
             } else {
                 0.0
             };
+            // 12.2's loop (1/6 lags, gains up to 1.2) drifts in the fixed-point reference decoder on
+            // steady tones even below the resonance test's thresholds: it clips on gain alone.
+            let gp_limit = if (resonance || mode == Mode::MR122) && self.ton.clipping(gp) {
+                GP_CLIP
+            } else {
+                GP_MAX
+            };
+            gp = gp.min(gp_limit);
             let mut gp_idx = 0;
             if matches!(mode, Mode::MR122 | Mode::MR795) {
-                let (i, g) = gain::quant_pitch(mode, gp);
+                let (i, g) = gain::quant_pitch(mode, gp, gp_limit);
                 gp_idx = i;
                 gp = g;
             }
@@ -383,6 +445,7 @@ impl Encoder {
                             v,
                             y1,
                             slot: np,
+                            gp_limit,
                         });
                         prm[np] = 0;
                         np += 1;
@@ -391,8 +454,14 @@ impl Encoder {
                         // Joint quantisation, then redo the even subframe with its real gains
                         // and rebuild this one's target on top.
                         let corr0 = Corr::new(&p0.x, &p0.y1, &p0.sub.y2);
-                        let (gi, g) =
-                            gain::quant_475(&mut self.gpred, &corr0, &p0.sub.code, &corr, &code);
+                        let (gi, g) = gain::quant_475(
+                            &mut self.gpred,
+                            &corr0,
+                            &p0.sub.code,
+                            &corr,
+                            &code,
+                            gp_limit.min(p0.gp_limit),
+                        );
                         prm[p0.slot] = gi;
                         self.mem = p0.mems;
                         self.post(sf - 1, &p0.sub, &p0.v, &p0.x, &p0.y1, g[0], g[1]);
@@ -403,6 +472,8 @@ impl Encoder {
                         pitch::convolve(&v1, &h, &mut y11);
                         self.post(sf, &sub, &v1, &x1, &y11, g[2], g[3]);
                         self.sharp = g[2].min(SHARP_MAX);
+                        self.ton.update(g[0]);
+                        self.ton.update(g[2]);
                         self.old_t0 = lag.t0;
                         continue;
                     } else {
@@ -410,7 +481,8 @@ impl Encoder {
                     }
                 }
                 _ => {
-                    let (gi, gp_q, gc_q) = gain::quant_joint(mode, &mut self.gpred, &corr, gc0);
+                    let (gi, gp_q, gc_q) =
+                        gain::quant_joint(mode, &mut self.gpred, &corr, gc0, gp_limit);
                     prm[np] = gi;
                     np += 1;
                     (gp_q, gc_q)
@@ -419,6 +491,7 @@ impl Encoder {
             self.post(sf, &sub, &v, &x, &y1, gp_q, gc_q);
             if mode != Mode::MR475 {
                 self.sharp = gp_q.min(SHARP_MAX);
+                self.ton.update(gp_q);
             }
             self.old_t0 = lag.t0;
         }
@@ -499,7 +572,7 @@ impl Encoder {
         let ep = EXC_HIST + 40 * sf;
         let mut e = [0.0f32; 40];
         for n in 0..40 {
-            e[n] = gp * v[n] + gc * s.code[n];
+            e[n] = (gp * v[n] + gc * s.code[n]).round();
         }
         self.exc[ep..ep + 40].copy_from_slice(&e);
         let mut syn = [0.0f32; 40];
