@@ -1,6 +1,8 @@
 //! Gold test of the encoder: frames from `amrnb::enc::Encoder` decoded by Debian's
-//! libopencore-amrnb (the TS 26.073 reference decoder), for every mode and three signals:
-//! frequency within 2 %, level within 3 dB, and an SNR floor against the input.
+//! libopencore-amrnb (the TS 26.073 reference decoder) and by this crate's decoder, for every
+//! mode and three signals: frequency within 2 %, level within 3 dB, and an SNR floor against
+//! the input. The SNR that opencore's own encoder reaches on the same path is printed beside
+//! ours as the yardstick.
 
 use amrnb::enc::Encoder;
 use amrnb::Mode;
@@ -17,6 +19,24 @@ extern "C" {
         out: *mut c_short,
         bfi: c_int,
     );
+    fn Encoder_Interface_init(dtx: c_int) -> *mut c_void;
+    fn Encoder_Interface_exit(state: *mut c_void);
+    fn Encoder_Interface_Encode(
+        state: *mut c_void,
+        mode: c_int,
+        speech: *const c_short,
+        out: *mut c_uchar,
+        force_speech: c_int,
+    ) -> c_int;
+}
+
+/// Which decoder plays our frames.
+#[derive(Debug, Clone, Copy)]
+enum Dec {
+    /// libopencore-amrnb, the reference.
+    Opencore,
+    /// `amrnb::Decoder`.
+    Rust,
 }
 
 const MODES: [Mode; 8] = [
@@ -30,21 +50,44 @@ const MODES: [Mode; 8] = [
     Mode::MR122,
 ];
 
-/// Frames of the signal through our encoder, then opencore's decoder.
-fn round_trip(mode: Mode, pcm: &[i16]) -> Vec<i16> {
+/// Frames of the signal through our encoder, then the decoder `dec`.
+fn round_trip(mode: Mode, pcm: &[i16], dec: Dec) -> Vec<i16> {
     let mut enc = Encoder::new();
-    let mut out = Vec::with_capacity(pcm.len());
+    let mut frames = Vec::with_capacity(pcm.len() / 160);
+    for chunk in pcm.chunks_exact(160) {
+        let frame: &[i16; 160] = chunk.try_into().unwrap();
+        // Storage format: the header octet FT << 3 | Q << 2, then the speech bits.
+        let mut bits = [0u8; 32];
+        let n = enc.encode(mode, frame, &mut bits[1..]).unwrap();
+        assert_eq!(n, mode.octets());
+        bits[0] = (mode.frame_type() << 3) | 0x04;
+        frames.push(bits);
+    }
+    match dec {
+        Dec::Opencore => opencore_decode(&frames),
+        Dec::Rust => {
+            let mut d = amrnb::Decoder::new();
+            let mut out = Vec::with_capacity(pcm.len());
+            for f in &frames {
+                let mut pcm_out = [0i16; 160];
+                d.decode(mode.frame_type(), true, &f[1..], &mut pcm_out)
+                    .unwrap();
+                out.extend_from_slice(&pcm_out);
+            }
+            out
+        }
+    }
+}
+
+/// opencore's decoder over storage-format frames.
+fn opencore_decode(frames: &[[u8; 32]]) -> Vec<i16> {
+    let mut out = Vec::with_capacity(frames.len() * 160);
     // SAFETY: the decoder state is created here, used only by this thread, and freed below;
     // every input buffer holds the header plus the whole frame of its frame type.
     unsafe {
         let dec = Decoder_Interface_init();
         assert!(!dec.is_null());
-        for chunk in pcm.chunks_exact(160) {
-            let frame: &[i16; 160] = chunk.try_into().unwrap();
-            let mut bits = [0u8; 32];
-            let n = enc.encode(mode, frame, &mut bits[1..]).unwrap();
-            assert_eq!(n, mode.octets());
-            bits[0] = ((mode as u8) << 3) | 0x04;
+        for bits in frames {
             let mut pcm_out = [0i16; 160];
             Decoder_Interface_Decode(dec, bits.as_ptr(), pcm_out.as_mut_ptr(), 0);
             out.extend_from_slice(&pcm_out);
@@ -52,6 +95,33 @@ fn round_trip(mode: Mode, pcm: &[i16]) -> Vec<i16> {
         Decoder_Interface_exit(dec);
     }
     out
+}
+
+/// The same path with opencore's own encoder: the yardstick printed beside our SNR.
+fn reference_round_trip(mode: Mode, pcm: &[i16]) -> Vec<i16> {
+    let mut frames = Vec::with_capacity(pcm.len() / 160);
+    // SAFETY: the state is created here, used by this thread only and freed below. The
+    // library writes into its input (pre-processing in place) despite the const pointer, so
+    // it gets a copy of each frame; the output buffer is larger than any frame.
+    unsafe {
+        let enc = Encoder_Interface_init(0);
+        assert!(!enc.is_null());
+        for chunk in pcm.chunks_exact(160) {
+            let speech: [i16; 160] = chunk.try_into().unwrap();
+            let mut bits = [0u8; 32];
+            let n = Encoder_Interface_Encode(
+                enc,
+                c_int::from(mode.frame_type()),
+                speech.as_ptr(),
+                bits.as_mut_ptr(),
+                0,
+            );
+            assert_eq!(n as usize, mode.octets() + 1);
+            frames.push(bits);
+        }
+        Encoder_Interface_exit(enc);
+    }
+    opencore_decode(&frames)
 }
 
 fn tone(freqs: &[(f64, f64)], secs: f64) -> Vec<i16> {
@@ -170,20 +240,25 @@ fn steady(x: &[i16]) -> Vec<f64> {
     x[1600..].iter().map(|&v| f64::from(v)).collect()
 }
 
-#[test]
-fn opencore_decodes_our_1khz_tone() {
+/// SNR floors (dB) every mode reaches with both decoders: tone, two tones, sweep. Ours is
+/// within about 1.5 dB of opencore's encoder on these signals, often level with it (printed
+/// by each test).
+const FLOOR: [f64; 3] = [7.0, 8.0, 6.5];
+
+fn one_khz_tone(dec: Dec) {
     let input = tone(&[(1000.0, 3277.0)], 1.0);
     let xin = steady(&input);
     let lin = db(power_at(&xin, 1000.0));
     let mut bad = Vec::new();
     for mode in MODES {
-        let out = round_trip(mode, &input);
+        let out = round_trip(mode, &input, dec);
         let y = steady(&out);
         let f = peak_near(&y, 1000.0);
         let l = db(power_at(&y, 1000.0));
         let s = snr(&input, &out);
+        let r = snr(&input, &reference_round_trip(mode, &input));
         println!(
-            "1 kHz {mode:?}: peak {f} Hz, level {:+.2} dB, SNR {s:.1} dB",
+            "{dec:?} 1 kHz -20 dBFS {mode:?}: peak {f} Hz, level {:+.2} dB, SNR {s:.1} dB (opencore's encoder {r:.1} dB)",
             l - lin
         );
         check(
@@ -196,25 +271,26 @@ fn opencore_decodes_our_1khz_tone() {
             (l - lin).abs() <= 3.0,
             format!("{mode:?}: level {:.2} dB off", l - lin),
         );
-        check(&mut bad, s > 3.0, format!("{mode:?}: SNR {s:.1} dB"));
+        check(&mut bad, s > FLOOR[0], format!("{mode:?}: SNR {s:.1} dB"));
     }
-    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(bad.is_empty(), "{dec:?}: {bad:#?}");
 }
 
-#[test]
-fn opencore_decodes_our_two_tone() {
+fn two_tone(dec: Dec) {
     let input = tone(&[(300.0, 2000.0), (2000.0, 2000.0)], 1.0);
     let xin = steady(&input);
     let mut bad = Vec::new();
     for mode in MODES {
-        let out = round_trip(mode, &input);
+        let out = round_trip(mode, &input, dec);
         let y = steady(&out);
         let s = snr(&input, &out);
-        let mut line = format!("300+2000 Hz {mode:?}: SNR {s:.1} dB");
+        let r = snr(&input, &reference_round_trip(mode, &input));
+        let mut line =
+            format!("{dec:?} 300+2000 Hz {mode:?}: SNR {s:.1} dB (opencore's encoder {r:.1} dB)");
         for f0 in [300.0, 2000.0] {
             let f = peak_near(&y, f0);
             let dl = db(power_at(&y, f0)) - db(power_at(&xin, f0));
-            line += &format!(", {f0} Hz → peak {f} Hz level {dl:+.2} dB");
+            line += &format!(", {f0} Hz → {f} Hz {dl:+.2} dB");
             check(
                 &mut bad,
                 (f - f0).abs() <= 0.02 * f0,
@@ -227,19 +303,19 @@ fn opencore_decodes_our_two_tone() {
             );
         }
         println!("{line}");
-        check(&mut bad, s > 3.0, format!("{mode:?}: SNR {s:.1} dB"));
+        check(&mut bad, s > FLOOR[1], format!("{mode:?}: SNR {s:.1} dB"));
     }
-    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(bad.is_empty(), "{dec:?}: {bad:#?}");
 }
 
-#[test]
-fn opencore_decodes_our_speechlike_sweep() {
+fn speechlike_sweep(dec: Dec) {
     let input = sweep(2.0);
     let mut bad = Vec::new();
     for mode in MODES {
-        let out = round_trip(mode, &input);
+        let out = round_trip(mode, &input, dec);
         let d = delay(&input, &out);
         let s = snr(&input, &out);
+        let r = snr(&input, &reference_round_trip(mode, &input));
         // Level over the whole signal, and the fundamental per 100 ms block.
         let ein: f64 = input[1600..input.len() - d]
             .iter()
@@ -261,7 +337,7 @@ fn opencore_decodes_our_speechlike_sweep() {
             worst = worst.max((fy - fx).abs() / fx);
         }
         println!(
-            "sweep {mode:?}: level {dl:+.2} dB, fundamental off by ≤ {:.2} %, SNR {s:.1} dB",
+            "{dec:?} sweep {mode:?}: level {dl:+.2} dB, fundamental off by ≤ {:.2} %, SNR {s:.1} dB (opencore's encoder {r:.1} dB)",
             worst * 100.0
         );
         check(
@@ -274,7 +350,37 @@ fn opencore_decodes_our_speechlike_sweep() {
             worst <= 0.02,
             format!("{mode:?}: fundamental off by {:.2} %", worst * 100.0),
         );
-        check(&mut bad, s > 1.0, format!("{mode:?}: SNR {s:.1} dB"));
+        check(&mut bad, s > FLOOR[2], format!("{mode:?}: SNR {s:.1} dB"));
     }
-    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(bad.is_empty(), "{dec:?}: {bad:#?}");
+}
+
+#[test]
+fn opencore_decodes_our_1khz_tone() {
+    one_khz_tone(Dec::Opencore);
+}
+
+#[test]
+fn opencore_decodes_our_two_tone() {
+    two_tone(Dec::Opencore);
+}
+
+#[test]
+fn opencore_decodes_our_speechlike_sweep() {
+    speechlike_sweep(Dec::Opencore);
+}
+
+#[test]
+fn amrnb_decodes_our_1khz_tone() {
+    one_khz_tone(Dec::Rust);
+}
+
+#[test]
+fn amrnb_decodes_our_two_tone() {
+    two_tone(Dec::Rust);
+}
+
+#[test]
+fn amrnb_decodes_our_speechlike_sweep() {
+    speechlike_sweep(Dec::Rust);
 }
