@@ -50,38 +50,54 @@ impl Signed {
         Signed { sign, dd, ph }
     }
 
-    /// Best combination, one pulse per list, exhaustively: (positions, criterion).
+    /// Best combination, one pulse per list, exhaustively (2 to 4 lists): (positions,
+    /// criterion). Nested loops carry the partial sums of Σd and sᵀΦs, so the innermost
+    /// step costs a few additions; candidates are compared without dividing.
     fn exhaustive<const N: usize>(&self, lists: &[&[usize]; N]) -> ([usize; N], f32) {
-        let mut best = ([0usize; N], f32::MIN);
-        let mut cur = [0usize; N];
-        self.rec(lists, 0, 0.0, 0.0, &mut cur, &mut best);
-        best
-    }
-
-    fn rec<const N: usize>(
-        &self,
-        lists: &[&[usize]; N],
-        k: usize,
-        c: f32,
-        e: f32,
-        cur: &mut [usize; N],
-        best: &mut ([usize; N], f32),
-    ) {
-        if k == N {
-            let v = if e > 0.0 { c * c / e } else { 0.0 };
-            if c > 0.0 && v > best.1 {
-                *best = (*cur, v);
+        let empty: &[usize] = &[usize::MAX];
+        let l = |k: usize| if k < N { lists[k] } else { empty };
+        let mut best = [0usize; N];
+        let (mut bc2, mut be) = (0.0f32, 1.0f32);
+        let mut found = false;
+        for &p0 in l(0) {
+            let c0 = self.dd[p0];
+            let e0 = self.ph[p0][p0];
+            for &p1 in l(1) {
+                let c1 = c0 + self.dd[p1];
+                let e1 = e0 + self.ph[p1][p1] + 2.0 * self.ph[p0][p1];
+                for &p2 in l(2) {
+                    let (c2, e2) = if p2 == usize::MAX {
+                        (c1, e1)
+                    } else {
+                        (
+                            c1 + self.dd[p2],
+                            e1 + self.ph[p2][p2] + 2.0 * (self.ph[p0][p2] + self.ph[p1][p2]),
+                        )
+                    };
+                    for &p3 in l(3) {
+                        let (c, e) = if p3 == usize::MAX {
+                            (c2, e2)
+                        } else {
+                            let r = &self.ph[p3];
+                            (c2 + self.dd[p3], e2 + r[p3] + 2.0 * (r[p0] + r[p1] + r[p2]))
+                        };
+                        if c > 0.0 && e > 0.0 && (!found || c * c * be > bc2 * e) {
+                            found = true;
+                            bc2 = c * c;
+                            be = e;
+                            let all = [p0, p1, p2, p3];
+                            best.copy_from_slice(&all[..N]);
+                        }
+                    }
+                }
             }
-            return;
         }
-        for &p in lists[k] {
-            let mut e2 = e + self.ph[p][p];
-            for &q in &cur[..k] {
-                e2 += 2.0 * self.ph[p][q];
+        if !found {
+            for (b, list) in best.iter_mut().zip(lists.iter()) {
+                *b = list[0];
             }
-            cur[k] = p;
-            self.rec(lists, k + 1, c + self.dd[p], e2, cur, best);
         }
+        (best, if found { bc2 / be } else { 0.0 })
     }
 
     /// Two pulses in each of `tracks` tracks of `step`-spaced positions (`npos` per track):

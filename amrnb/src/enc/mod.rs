@@ -11,6 +11,10 @@
 //! conforming decoder plays it. DTX (VAD and SID frames, TS 26.093/26.094) is not implemented:
 //! every frame is a speech frame of the mode asked for.
 
+// The searches index several arrays at related offsets (h[n − i], Φ[i][j]); index loops keep
+// them readable as the equations of the standard.
+#![allow(clippy::needless_range_loop)]
+
 mod acelp;
 mod gain;
 mod lsfq;

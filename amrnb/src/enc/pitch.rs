@@ -205,7 +205,7 @@ impl Lag3 {
                 if t0 < 85 {
                     for f in -1..=1 {
                         let v = 3 * t0 + f;
-                        if v >= 3 * 19 + 1 {
+                        if v > 3 * 19 {
                             out.push(v);
                         }
                     }
