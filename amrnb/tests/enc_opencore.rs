@@ -384,3 +384,32 @@ fn amrnb_decodes_our_two_tone() {
 fn amrnb_decodes_our_speechlike_sweep() {
     speechlike_sweep(Dec::Rust);
 }
+
+/// The mode changes every frame (as a CMR or a rate adaptation does): opencore follows, the
+/// speech-like signal keeps its level and most of its SNR.
+#[test]
+fn opencore_follows_a_mode_change_every_frame() {
+    let input = sweep(2.0);
+    let mut enc = Encoder::new();
+    let mut frames = Vec::new();
+    for (i, chunk) in input.chunks_exact(160).enumerate() {
+        let mode = Mode::ALL[(i * 3) % 8];
+        let mut bits = [0u8; 32];
+        enc.encode(mode, chunk.try_into().unwrap(), &mut bits[1..])
+            .unwrap();
+        bits[0] = (mode.frame_type() << 3) | 0x04;
+        frames.push(bits);
+    }
+    let out = opencore_decode(&frames);
+    let d = delay(&input, &out);
+    let s = snr(&input, &out);
+    let ein: f64 = input[1600..input.len() - d]
+        .iter()
+        .map(|&v| f64::from(v).powi(2))
+        .sum();
+    let eout: f64 = out[1600 + d..].iter().map(|&v| f64::from(v).powi(2)).sum();
+    let dl = db(eout) - db(ein);
+    println!("mode switching: level {dl:+.2} dB, SNR {s:.1} dB");
+    assert!(dl.abs() <= 3.0, "level {dl:.2} dB");
+    assert!(s > 6.0, "SNR {s:.1} dB");
+}
