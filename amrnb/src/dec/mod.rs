@@ -9,6 +9,12 @@
 //! which drives the LP synthesis filter. An adaptive post-filter (formant + tilt + gain
 //! control) and a 60 Hz high-pass finish the frame.
 //!
+//! Beyond the core of §6 the decoder follows what the 3GPP reference decoder (TS 26.073) does,
+//! so that its output tracks that of deployed decoders: anti-sparseness with onset detection,
+//! pitch emphasis of strongly voiced subframes, and code-gain smoothing in stationary
+//! spectra (4.75–6.7, 10.2). Against libopencore-amrnb the output is within about 40 dB
+//! segmental SNR on noise and 20–30 dB on voiced signals (tests/opencore.rs).
+//!
 //! Everything runs in `f32` on the "halved" signal scale of the standard (the encoder's
 //! pre-processing divides by two; the decoder's high-pass multiplies by two).
 
@@ -70,7 +76,18 @@ struct ComfortNoise {
     log_en: f32,
     /// Level generated in the previous frame, the start of this frame's ramp.
     old_log_en: f32,
+    /// LSFs of the last good speech frames (the DTX hangover), a ring.
+    lsf_hist: [[f32; M]; CN_HIST],
+    /// Their levels, log2 of the RMS of the synthesis.
+    log_en_hist: [f32; CN_HIST],
+    /// Entries of the ring in use.
+    hist_len: usize,
+    /// Next entry to write.
+    hist_at: usize,
 }
+
+/// Frames of speech history a SID_FIRST averages (TS 26.092 §5.4: the 7-frame hangover + 1).
+const CN_HIST: usize = 8;
 
 /// Bad-frame concealment state (TS 26.091 §6.2): the state machine and gain histories.
 #[derive(Debug, Clone)]
@@ -87,6 +104,71 @@ struct Conceal {
     past_pitch: f32,
     /// Code gain of the previous subframe.
     past_code: f32,
+}
+
+/// Code-gain smoothing in stationary signals (the reference decoder's "Cb_gain_average",
+/// 4.75-6.7 and 10.2): when the spectrum stays close to its long-term mean, the code gain
+/// used for synthesis is pulled toward the mean of the last five, which takes the swirl out
+/// of background noise.
+#[derive(Debug, Clone)]
+struct GainSmoothing {
+    /// Last seven code gains, oldest first.
+    history: [f32; 7],
+    /// Consecutive subframes with a spectrum far from the mean.
+    hang_var: u32,
+    /// Subframes since the spectrum last moved for long; smoothing starts after 40.
+    hang_count: u32,
+    /// Long-term mean of the dequantised LSFs (updated per frame, 0.84/0.16).
+    lsf_mean: [f32; M],
+}
+
+impl GainSmoothing {
+    fn new() -> Self {
+        GainSmoothing {
+            history: [0.0; 7],
+            hang_var: 0,
+            hang_count: 0,
+            lsf_mean: core::array::from_fn(|i| f32::from(lt::MEAN_LSF_5[i])),
+        }
+    }
+
+    /// The code gain to synthesise with, given this subframe's gain and interpolated LSFs.
+    fn mix(&mut self, mode: Mode, gain_code: f32, lsf: &[f32; M]) -> f32 {
+        self.history.copy_within(1.., 0);
+        self.history[6] = gain_code;
+        // Relative distance of the spectrum from its mean.
+        let diff: f32 = lsf
+            .iter()
+            .zip(&self.lsf_mean)
+            .map(|(&l, &m)| if m > 0.0 { (m - l).abs() / m } else { 0.0 })
+            .sum();
+        if diff > 0.65 {
+            self.hang_var += 1;
+        } else {
+            self.hang_var = 0;
+        }
+        if self.hang_var > 10 {
+            self.hang_count = 0;
+        }
+        let mut out = gain_code;
+        if mode <= Mode::MR67 || mode == Mode::MR102 {
+            let mut bg_mix = (4.0 * (diff - 0.4).max(0.0)).min(1.0);
+            if self.hang_count < 40 || diff > 0.65 {
+                bg_mix = 1.0;
+            }
+            let mean = self.history[2..].iter().sum::<f32>() / 5.0;
+            out = bg_mix * gain_code + (1.0 - bg_mix) * mean;
+        }
+        self.hang_count = self.hang_count.saturating_add(1);
+        out
+    }
+
+    /// Frame-end update of the LSF mean.
+    fn update_mean(&mut self, lsf: &[f32; M]) {
+        for (m, &l) in self.lsf_mean.iter_mut().zip(lsf) {
+            *m = 0.84 * *m + 0.16 * l;
+        }
+    }
 }
 
 /// Anti-sparseness state (TS 26.090 §6.1 step 7, "phase dispersion").
@@ -125,6 +207,7 @@ pub struct Decoder {
     past_qua_en: [f32; 4],
     conceal: Conceal,
     disp: PhaseDispersion,
+    smooth: GainSmoothing,
     cn: ComfortNoise,
     post: PostFilter,
     highpass: Biquad,
@@ -168,11 +251,16 @@ impl Decoder {
                 past_code: 0.0,
             },
             disp: PhaseDispersion::default(),
+            smooth: GainSmoothing::new(),
             cn: ComfortNoise {
                 active: false,
                 lsp: lsp_old,
                 log_en: -10.0,
                 old_log_en: -10.0,
+                lsf_hist: [[0.0; M]; CN_HIST],
+                log_en_hist: [0.0; CN_HIST],
+                hist_len: 0,
+                hist_at: 0,
             },
             post: PostFilter::new(),
             highpass: Biquad::new([b[0], b[1], b[2]], a),
@@ -276,6 +364,7 @@ impl Decoder {
         };
 
         // LSFs and the four subframe filters.
+        let prev_lsf = self.past_lsf;
         let mut az: FrameLpc = [[0.0; M + 1]; 4];
         let mut at = 0;
         let mut lsp_new = [0f32; M];
@@ -384,15 +473,40 @@ impl Decoder {
             // Excitation: adaptive part + fixed part. The undispersed sum feeds the pitch
             // memory; synthesis gets the anti-sparseness-filtered one in the low modes.
             adaptive_vector(&mut self.exc, HISTORY, t0, frac, res, L);
-            let mut exc_syn = [0f32; L];
+            let mut pitch_part = [0f32; L];
             for n in 0..L {
                 let v = self.exc[HISTORY + n];
                 self.exc[HISTORY + n] = gain_pit * v + gain_code * code[n];
-                exc_syn[n] = gain_pit * v;
+                pitch_part[n] = gain_pit * v;
             }
-            self.disp.apply(mode, gain_pit, gain_code, &mut code);
+            let mut lsf_i = [0f32; M];
+            interpolate(
+                &prev_lsf,
+                &self.past_lsf,
+                0.25 * (sf + 1) as f32,
+                &mut lsf_i,
+            );
+            let gain_mix = self.smooth.mix(mode, gain_code, &lsf_i);
+            self.disp.apply(mode, gain_pit, gain_mix, &mut code);
+            let mut exc_syn = [0f32; L];
             for n in 0..L {
-                exc_syn[n] += gain_code * code[n];
+                exc_syn[n] = pitch_part[n] + gain_mix * code[n];
+            }
+            // Pitch emphasis (TS 26.090 §6.1; the reference's "excp"): with a strong pitch
+            // gain the adaptive part is boosted by κ·β and the sum scaled back to the
+            // excitation's energy. β is the pitch gain bounded to 0.8 (12.2: to 1.0; 10.2 with
+            // lags over 45: a quarter of it), κ = 1/4 in 12.2, 1/2 otherwise.
+            let mut beta = if mode == Mode::MR122 {
+                gain_pit.min(1.0)
+            } else {
+                gain_pit.min(SHARP_MAX)
+            };
+            if mode == Mode::MR102 && self.old_t0 > L + 5 {
+                beta *= 0.25;
+            }
+            if beta > 0.5 {
+                let kappa = if mode == Mode::MR122 { 0.25 } else { 0.5 };
+                emphasise_pitch(kappa * beta, &pitch_part, &mut exc_syn);
             }
             let out = &mut synth[sf * L..(sf + 1) * L];
             synthesis(&az[sf], &exc_syn, out, &mut self.mem_syn, true);
@@ -405,6 +519,16 @@ impl Decoder {
             self.old_t0 = t0;
         }
         self.conceal.prev_bad = bad;
+        self.smooth.update_mean(&self.past_lsf);
+        if !bad {
+            // The history a SID_FIRST builds comfort noise from.
+            let e = synth.iter().map(|v| v * v).sum::<f32>() / FRAME_SAMPLES as f32;
+            let cn = &mut self.cn;
+            cn.lsf_hist[cn.hist_at] = self.past_lsf;
+            cn.log_en_hist[cn.hist_at] = 0.5 * e.max(1e-6).log2();
+            cn.hist_at = (cn.hist_at + 1) % CN_HIST;
+            cn.hist_len = (cn.hist_len + 1).min(CN_HIST);
+        }
         self.finish(mode, &az, &mut synth, pcm);
     }
 
@@ -721,6 +845,20 @@ impl Decoder {
     /// Takes in a SID frame (TS 26.092 §5.2): its LSFs (3-split VQ around a reference residual
     /// vector, no MA prediction) and its level.
     fn sid_frame(&mut self, sid: &Sid) {
+        if !sid.update && !self.cn.active && self.cn.hist_len > 0 {
+            // SID_FIRST: the parameters are those of the last speech frames (the encoder's
+            // hangover), averaged here (TS 26.092 §5.4) rather than read from the frame.
+            let n = self.cn.hist_len as f32;
+            let mut lsf = [0f32; M];
+            for h in &self.cn.lsf_hist[..self.cn.hist_len] {
+                for (l, &v) in lsf.iter_mut().zip(h) {
+                    *l += v / n;
+                }
+            }
+            let log_en = self.cn.log_en_hist[..self.cn.hist_len].iter().sum::<f32>() / n;
+            self.start_comfort_noise(lsf, log_en);
+            return;
+        }
         let p = &sid.params;
         let base = (p[0].clamp(0, 7) as usize) * M;
         let i1 = (p[1].max(0) as usize).min(255) * 3;
@@ -738,7 +876,6 @@ impl Decoder {
             *l += f32::from(lt::MEAN_LSF_3[i]) + f32::from(lt::PAST_RQ_INIT[base + i]);
         }
         reorder_lsf(&mut lsf, LSF_GAP);
-        lsf_to_lsp(&lsf, &mut self.cn.lsp);
         // 6-bit level: log2 of the RMS in quarter steps from −2.5, adjusted to the speech mode.
         let mode = usize::from(sid.mode.min(7));
         let mut log_en = f32::from(p[4].clamp(0, 63)) / 4.0 - 2.5;
@@ -746,11 +883,18 @@ impl Decoder {
         if p[4] == 0 {
             log_en = -20.0;
         }
+        self.start_comfort_noise(lsf, log_en);
+    }
+
+    /// Comfort noise from now on with spectrum `lsf` and level `log_en` (log2 RMS).
+    fn start_comfort_noise(&mut self, lsf: [f32; M], log_en: f32) {
+        lsf_to_lsp(&lsf, &mut self.cn.lsp);
         if !self.cn.active {
             self.cn.old_log_en = log_en;
         }
         self.cn.log_en = log_en;
         self.cn.active = true;
+        self.cn.hist_len = 0;
         // Speech after the pause starts from the noise spectrum, not an old one.
         self.past_lsf = lsf;
         self.past_r = [0.0; M];
@@ -801,6 +945,23 @@ impl Decoder {
     }
 }
 
+/// Adds `factor` times the adaptive-codebook part `gp·v` to the excitation u and scales the
+/// result back to u's energy.
+fn emphasise_pitch(factor: f32, pitch_part: &[f32; L], exc: &mut [f32; L]) {
+    let e_u: f32 = exc.iter().map(|v| v * v).sum();
+    let mut emph = [0f32; L];
+    for ((e, &u), &p) in emph.iter_mut().zip(exc.iter()).zip(pitch_part) {
+        *e = u + factor * p;
+    }
+    let e_p: f32 = emph.iter().map(|v| v * v).sum();
+    if e_p > 0.0 && e_u > 0.0 {
+        let g = (e_u / e_p).sqrt();
+        for (o, &e) in exc.iter_mut().zip(&emph) {
+            *o = e * g;
+        }
+    }
+}
+
 /// Median of five values.
 fn median5(mut v: [f32; 5]) -> f32 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -836,7 +997,8 @@ impl PhaseDispersion {
         if strength < 2 && self.onset > 0 {
             strength += 1;
         }
-        if gain_code < 0.01 {
+        // A very small code gain (silence) is left alone.
+        if gain_code < 5.0 {
             strength = 2;
         }
         self.prev_strength = strength;
@@ -914,6 +1076,13 @@ mod tests {
             last < 160.0 * 100.0 * 100.0,
             "still loud after 30 lost frames: {last}"
         );
+    }
+
+    #[test]
+    fn decoder_can_move_between_threads() {
+        // media keeps decoders in `Box<dyn Decoder + Send>`.
+        fn send<T: Send + 'static>(_: &T) {}
+        send(&Decoder::new());
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub fn residual(a: &Lpc, x: &[f32], start: usize, y: &mut [f32]) {
 
 /// Autocorrelation r[0..=10] of the windowed 240-sample analysis segment (TS 26.090 §5.2.1);
 /// `window` is one of the Q15 tables of [`crate::tables::filters`]. A tiny noise floor keeps
-/// r[0] positive on digital silence.
+/// `r[0]` positive on digital silence.
 pub fn autocorrelation(x: &[f32; 240], window: &[i16; 240], r: &mut [f32; M + 1]) {
     let mut w = [0f32; 240];
     for ((o, &s), &c) in w.iter_mut().zip(x).zip(window) {
@@ -67,7 +67,7 @@ pub fn autocorrelation(x: &[f32; 240], window: &[i16; 240], r: &mut [f32; M + 1]
     r[0] = r[0].max(1.0);
 }
 
-/// Multiplies r[1..=10] by the 60 Hz lag window and r[0] by the white-noise correction
+/// Multiplies `r[1..=10]` by the 60 Hz lag window and `r[0]` by the white-noise correction
 /// 1.0001 (TS 26.090 §5.2.2).
 pub fn lag_window(r: &mut [f32; M + 1]) {
     r[0] *= 1.0001;

@@ -91,7 +91,8 @@ pub const HP_POST_B: [i16; 3] = [
     7699, -15398, 7699,
 ];
 
-/// Decoder output high-pass denominator [1, -a1, -a2] in Q13 (a[1], a[2] are subtracted with the sign as stored: y = b.x + a1 y1 + a2 y2).
+/// Decoder output high-pass denominator `[1, a1, a2]` in Q13 with the sign as used:
+/// `y = b·x + a1·y1 + a2·y2`.
 #[rustfmt::skip]
 pub const HP_POST_A: [i16; 3] = [
     8192, 15836, -7667,
