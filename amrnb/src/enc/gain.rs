@@ -33,8 +33,11 @@ impl GainPredictor {
     /// Predicted gain g'c of the (sharpened, unit-pulse) code vector `code` (§5.8.1):
     /// 10^((Ē + Σ bᵢ Rᵢ − E_I)/20), E_I the code's mean energy in dB.
     pub fn predict(&self, mode: Mode, code: &[f32; 40]) -> f32 {
-        let en: f32 = code.iter().map(|c| c * c).sum::<f32>() / 40.0;
-        let ei = 10.0 * en.max(1e-6).log10();
+        self.predict_db(mode, innovation_db(code))
+    }
+
+    /// [`GainPredictor::predict`] with the code's energy E_I (dB) already known.
+    fn predict_db(&self, mode: Mode, ei: f32) -> f32 {
         let pred = if mode == Mode::MR122 {
             const B: [f32; 4] = [44.0 / 64.0, 37.0 / 64.0, 22.0 / 64.0, 12.0 / 64.0];
             36.0 + DB_PER_LOG2
@@ -75,6 +78,12 @@ impl GainPredictor {
         self.past[0] = l2 * DB_PER_LOG2;
         self.past122[0] = l2;
     }
+}
+
+/// E_I of §5.8.1: mean energy of the code vector in dB.
+fn innovation_db(code: &[f32; 40]) -> f32 {
+    let en: f32 = code.iter().map(|c| c * c).sum::<f32>() / 40.0;
+    10.0 * en.max(1e-6).log10()
 }
 
 /// Correlations one subframe's gain search needs: x target, y1 filtered adaptive vector,
@@ -195,6 +204,7 @@ pub fn quant_475(
     gp_limit: f32,
 ) -> (u16, [f32; 4]) {
     let g0 = pred.predict(Mode::MR475, code0);
+    let ei1 = innovation_db(code1);
     let mut best = (0usize, f32::MAX, [0.0f32; 4]);
     for (i, row) in t::TABLE_GAIN_MR475.chunks_exact(4).enumerate() {
         let gp0 = f32::from(row[0]) / 16384.0;
@@ -206,7 +216,7 @@ pub fn quant_475(
         }
         let mut p2 = pred.clone();
         p2.update_gamma(gm0);
-        let g1 = p2.predict(Mode::MR475, code1);
+        let g1 = p2.predict_db(Mode::MR475, ei1);
         let e = c0.err(gp0, gm0 * g0) + c1.err(gp1, gm1 * g1);
         if e < best.1 {
             best = (i, e, [gp0, gm0 * g0, gp1, gm1 * g1]);

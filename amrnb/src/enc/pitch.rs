@@ -16,16 +16,22 @@ pub const PIT_MAX: i32 = crate::dsp::pitch::PIT_MAX as i32;
 pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
     let ranges = [(pit_min, 39), (40, 79), (80, PIT_MAX)];
     let mut best = [(0i32, f32::MIN); 3];
+    // Energy of the delayed segment, slid one lag at a time.
+    let lo0 = pit_min as usize;
+    let mut e: f64 = (start..start + len)
+        .map(|n| f64::from(wsp[n - lo0]).powi(2))
+        .sum();
     for (r, &(lo, hi)) in ranges.iter().enumerate() {
         for lag in lo..=hi {
             let l = lag as usize;
+            if l > lo0 {
+                e += f64::from(wsp[start - l]).powi(2) - f64::from(wsp[start + len - l]).powi(2);
+            }
             let mut c = 0.0f32;
-            let mut e = 0.0f32;
             for n in start..start + len {
                 c += wsp[n] * wsp[n - l];
-                e += wsp[n - l] * wsp[n - l];
             }
-            let v = c / e.max(1.0).sqrt();
+            let v = c / (e as f32).max(1.0).sqrt();
             if v > best[r].1 {
                 best[r] = (lag, v);
             }
