@@ -292,6 +292,11 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// How long the receiver keeps listening after the last send.
     pub drain: Duration,
+    /// Frames sent in this first part of the run count for loss but not for the delay
+    /// figures: an engine's first packets of a stream pay for its set-up (rtpengine holds
+    /// the first packet of a transcoded stream about one frame time), which is not the
+    /// steady state a capacity figure is about.
+    pub warmup: Duration,
 }
 
 impl LoadOptions {
@@ -301,6 +306,7 @@ impl LoadOptions {
             channels,
             duration,
             drain: Duration::from_millis(300),
+            warmup: Duration::ZERO,
         }
     }
 }
@@ -403,6 +409,29 @@ pub fn proc_stat_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = f.next()?.parse().ok()?;
     let stime: u64 = f.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// utime + stime in seconds of this process's threads whose name (`comm`, at most 15
+/// bytes) starts with `name_prefix`: the CPU of an engine running in this process on its
+/// own named threads (a tokio runtime's `thread_name`), apart from the generator's threads
+/// (`rtpload-tx`, `rtpload-rx`).
+pub fn threads_cpu_seconds(name_prefix: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.split_once(" (")
+                .is_some_and(|(_, rest)| rest.starts_with(name_prefix))
+        })
+        .filter_map(|stat| proc_stat_ticks(&stat))
+        .map(|t| t as f64 / hz)
+        .sum()
 }
 
 /// CPU seconds of the calling thread.
@@ -594,6 +623,7 @@ fn stream(
 
     let (arrivals, garbage, rx_cpu) = received?;
     let keeps = engine.keeps_sequence();
+    let skip = (opts.warmup.as_micros() / ptime.as_micros()) as usize;
     let a_to_b = direction(
         &sent,
         &arrivals,
@@ -601,11 +631,21 @@ fn stream(
         n,
         scenario.b.payload_type,
         keeps,
+        skip,
         garbage,
     );
-    let b_to_a = scenario
-        .duplex
-        .then(|| direction(&sent, &arrivals, 1, n, scenario.a.payload_type, keeps, 0));
+    let b_to_a = scenario.duplex.then(|| {
+        direction(
+            &sent,
+            &arrivals,
+            1,
+            n,
+            scenario.a.payload_type,
+            keeps,
+            skip,
+            0,
+        )
+    });
     Ok(LoadReport {
         engine: engine.name(),
         scenario: scenario.label.clone(),
@@ -727,7 +767,9 @@ fn receive(epoll: Epoll, socks: Vec<UdpSocket>, until: Instant, capacity: usize)
     Ok((arrivals, garbage, thread_cpu_seconds()))
 }
 
-/// Matches the arrivals of direction `dir` to the frames sent and computes the figures.
+/// Matches the arrivals of direction `dir` to the frames sent and computes the figures;
+/// frames before `warmup_frames` are left out of the delays.
+#[allow(clippy::too_many_arguments)]
 fn direction(
     sent: &Sent,
     arrivals: &[Arrival],
@@ -735,6 +777,7 @@ fn direction(
     n: usize,
     expected_pt: u8,
     keeps_sequence: bool,
+    warmup_frames: usize,
     garbage: u64,
 ) -> DirectionStats {
     let mut st = DirectionStats {
@@ -783,7 +826,9 @@ fn direction(
             }
             seen[f] = true;
             st.received += 1;
-            delays.push(a.at.saturating_duration_since(sent_at));
+            if f >= warmup_frames {
+                delays.push(a.at.saturating_duration_since(sent_at));
+            }
         }
         st.lost += times
             .iter()
@@ -1075,6 +1120,26 @@ mod tests {
         assert_eq!(proc_stat_ticks(line), Some(175));
         assert_eq!(proc_stat_ticks("garbage"), None);
         assert!(process_cpu_seconds(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cpu_of_named_threads() {
+        let h = std::thread::Builder::new()
+            .name("cpuprobe-1".into())
+            .spawn(|| {
+                let t = Instant::now();
+                let mut x = 0u64;
+                while t.elapsed() < Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                // Still alive while measured: report from inside.
+                threads_cpu_seconds("cpuprobe-")
+            })
+            .unwrap();
+        let inside = h.join().unwrap();
+        // At least one clock tick of 300 ms spinning, however loaded the machine.
+        assert!(inside > 0.0, "{inside}");
+        assert_eq!(threads_cpu_seconds("no-such-thread"), 0.0);
     }
 
     #[test]

@@ -12,6 +12,13 @@ fn opts() -> LoadOptions {
     LoadOptions::new(20, Duration::from_secs(2))
 }
 
+fn warm() -> LoadOptions {
+    LoadOptions {
+        warmup: Duration::from_millis(500),
+        ..opts()
+    }
+}
+
 #[test]
 fn rtpengine_relays_and_transcodes_twenty_channels() {
     if testkit::require_bin("rtpengine").is_none() {
@@ -33,7 +40,7 @@ fn rtpengine_relays_and_transcodes_twenty_channels() {
     assert!(cpu > 0.0 && cpu < 2.0 * r.wall.as_secs_f64(), "{cpu}");
 
     // G.729 ⇄ PCMA: transcoded both ways (the SDP toward each side has only its codec).
-    let r = rtpload::run(&mut engine, &Scenario::g729_to_pcma(true), &opts())
+    let r = rtpload::run(&mut engine, &Scenario::g729_to_pcma(true), &warm())
         .unwrap_or_else(|e| panic!("{e}\n{}", engine.log_tail(30)));
     eprintln!("{r:?}");
     for d in [&r.a_to_b, r.b_to_a.as_ref().expect("duplex")] {
