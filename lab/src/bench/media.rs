@@ -14,7 +14,8 @@
 //! A step passes with 0 loss, no packet of the wrong payload type (forwarded instead of
 //! transcoded) and p99 added delay below `--p99-ms` in every direction; an engine stops
 //! climbing at its first failing step. The report prints, per step, packets sent and
-//! received, loss %, p50/p99/max added delay, the engine's CPU % of one core and the
+//! received, loss %, p50/p99/max added delay, "slow" channels (median added delay of half a
+//! frame or more, per direction), the engine's CPU % of one core and the
 //! channels-per-core estimate (channels ÷ CPU share); then per scenario the largest
 //! passing N of each engine and, with two engines, the ratio of their channels per core.
 //!
@@ -171,10 +172,23 @@ impl ScenarioKind {
     pub fn scenario(self, duplex: bool) -> anyhow::Result<Scenario> {
         Ok(match self {
             ScenarioKind::AmrPcma => {
-                // Pattern frames until the AMR encoder lands: the cost of decoding is the
-                // same, the sound is noise.
-                let frames = rtpload::amr_nb_pattern_frames(7).context("AMR-NB frames")?;
-                Scenario::amr_to_pcma(frames, duplex)
+                // A tone from the first backend with an AMR-NB encoder; without one, pattern
+                // frames (the decoder's cost is the same, the sound is noise).
+                let encoded = media::codec::Backend::available().iter().find_map(|&b| {
+                    rtpload::amr_nb_tone_frames(b, 7)
+                        .ok()
+                        .map(|f| (f, format!("tone, {b:?} encoder")))
+                });
+                let (frames, what) = match encoded {
+                    Some(e) => e,
+                    None => (
+                        rtpload::amr_nb_pattern_frames(7).context("AMR-NB frames")?,
+                        "pattern frames".to_string(),
+                    ),
+                };
+                let mut s = Scenario::amr_to_pcma(frames, duplex);
+                s.label = format!("{} 12.2 ({what})", s.label);
+                s
             }
             ScenarioKind::G729Pcma => Scenario::g729_to_pcma(duplex),
             ScenarioKind::PcmaRelay => Scenario::pcma_relay(duplex),
@@ -289,7 +303,7 @@ pub fn media_report(opts: &MediaOptions, steps: &[MediaStep]) -> String {
         let _ = writeln!(s, "\n{label}");
         let _ = writeln!(
             s,
-            "{:<10} {:>5} {:>13} {:>13} {:>7} {:>8} {:>18} {:>18} {:>8} {:>8} {:>7}  pass",
+            "{:<10} {:>5} {:>13} {:>13} {:>7} {:>8} {:>18} {:>18} {:>7} {:>8} {:>8} {:>7}  pass",
             "engine",
             "ch",
             "sent A→B/B→A",
@@ -298,6 +312,7 @@ pub fn media_report(opts: &MediaOptions, steps: &[MediaStep]) -> String {
             "wrongPT",
             "A→B p50/p99/max ms",
             "B→A p50/p99/max ms",
+            "slow ch",
             "eng CPU%",
             "ch/core",
             "gen CPU%"
@@ -315,7 +330,7 @@ pub fn media_report(opts: &MediaOptions, steps: &[MediaStep]) -> String {
             };
             let _ = writeln!(
                 s,
-                "{:<10} {:>5} {:>13} {:>13} {:>7.3} {:>8} {:>18} {:>18} {:>8} {:>8} {:>7.1}  {}",
+                "{:<10} {:>5} {:>13} {:>13} {:>7.3} {:>8} {:>18} {:>18} {:>7} {:>8} {:>8} {:>7.1}  {}",
                 r.engine,
                 r.channels,
                 format!("{}/{}", r.a_to_b.sent, back.sent),
@@ -328,6 +343,7 @@ pub fn media_report(opts: &MediaOptions, steps: &[MediaStep]) -> String {
                 } else {
                     "-".into()
                 },
+                format!("{}/{}", r.a_to_b.slow_channels, back.slow_channels),
                 r.engine_cpu_percent()
                     .map_or("?".into(), |c| format!("{c:.1}")),
                 r.channels_per_core()
