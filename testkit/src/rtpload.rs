@@ -1237,7 +1237,7 @@ mod tests {
             .iter()
             .all(|f| f.len() == 33));
         assert!(amr_nb_pattern_frames(9).is_err());
-        // A backend without an encoder (the Rust one until it lands) says so; one with an
+        // A backend without an encoder says so (the Rust one did before amrenc); one with an
         // encoder (opencore, with the feature) gives 33-octet packets.
         for &b in media::codec::Backend::available() {
             match amr_nb_tone_frames(b, 7) {
