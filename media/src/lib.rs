@@ -42,6 +42,7 @@
 //! ```
 
 pub mod amr;
+pub mod bridge;
 pub mod codec;
 pub mod g711;
 pub mod pattern;
