@@ -57,7 +57,7 @@ enum Store {
     },
     Pcm {
         ring: Box<[i16; RING]>,
-        out: [i16; 160],
+        out: Box<[i16; 160]>,
     },
 }
 
@@ -107,7 +107,7 @@ impl JitterBuffer {
         Self::with(
             Store::Pcm {
                 ring: Box::new([0; RING]),
-                out: [0; 160],
+                out: Box::new([0; 160]),
             },
             160,
             now,
