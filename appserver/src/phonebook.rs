@@ -120,31 +120,6 @@ impl Phonebook {
     }
 }
 
-/// Splits one CSV line (RFC 4180 quoting: `"a, b"`, `""` for a quote). `None` when a quote
-/// is left open.
-pub(crate) fn split_csv(line: &str) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
-            c => cur.push(c),
-        }
-    }
-    if quoted {
-        return None;
-    }
-    out.push(cur.trim().to_string());
-    Some(out)
-}
-
 /// Parses CSV `number,name` lines. Blank lines and `#` comments are skipped; a first line
 /// whose number field is not a number is a header.
 pub fn parse_csv(text: &str, plan: &NumberPlan) -> Result<Phonebook, PhonebookError> {
@@ -157,7 +132,7 @@ pub fn parse_csv(text: &str, plan: &NumberPlan) -> Result<Phonebook, PhonebookEr
             continue;
         }
         let err = |reason| PhonebookError::Csv { line, reason };
-        let fields = split_csv(l).ok_or(err("unterminated quote"))?;
+        let fields = opskit::csv::split_line(l, ',').ok_or(err("unterminated quote"))?;
         let was_first = std::mem::replace(&mut first, false);
         if fields.len() < 2 {
             return Err(err("expected number,name"));

@@ -301,6 +301,8 @@ async fn a_call_through_the_core_reaches_every_sink_privacy_hides_and_blocking_r
     let ring = wait_posts(&posts, |v| v["event"] == "ring").await;
     assert_eq!(ring["caller"]["number"], alice.as_str(), "{ring}");
     assert_eq!(ring["caller"]["name"], "Alice Example", "{ring}");
+    // B is called by its IMSI-based SIP URI; the number shown is its tel URI.
+    assert_eq!(ring["callee"]["number"], number(1).as_str(), "{ring}");
     monitor
         .wait_for("Call from Alice Example", 1, Duration::from_secs(15))
         .unwrap();

@@ -63,27 +63,6 @@ fn norm(h: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Splits one line, honouring double quotes.
-fn split(line: &str, delim: char) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            c if c == delim && !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
-            c => cur.push(c),
-        }
-    }
-    out.push(cur.trim().to_string());
-    out
-}
-
 /// Parses a card data CSV into subscribers (not yet stored).
 pub fn parse(text: &str, d: &ImportDefaults) -> Result<Vec<Subscriber>, CsvError> {
     let mut lines = text
@@ -96,7 +75,14 @@ pub fn parse(text: &str, d: &ImportDefaults) -> Result<Vec<Subscriber>, CsvError
         .into_iter()
         .max_by_key(|c| header.matches(*c).count())
         .unwrap_or(',');
-    let cols: Vec<String> = split(header, delim).iter().map(|h| norm(h)).collect();
+    let cols: Vec<String> = opskit::csv::split_line(header, delim)
+        .ok_or(CsvError::Line {
+            line: 1,
+            msg: "unterminated quote".into(),
+        })?
+        .iter()
+        .map(|h| norm(h))
+        .collect();
     let find = |names: &[&str]| cols.iter().position(|c| names.contains(&c.as_str()));
     let have = || cols.join(",");
     let imsi_c = find(&["imsi"]);
@@ -117,7 +103,10 @@ pub fn parse(text: &str, d: &ImportDefaults) -> Result<Vec<Subscriber>, CsvError
     }
     let mut out = Vec::new();
     for (line, l) in lines {
-        let f = split(l, delim);
+        let f = opskit::csv::split_line(l, delim).ok_or_else(|| CsvError::Line {
+            line,
+            msg: "unterminated quote".into(),
+        })?;
         let get = |c: Option<usize>| {
             c.and_then(|i| f.get(i))
                 .map(|s| s.trim().to_string())

@@ -109,20 +109,10 @@ async fn security_headers(mut r: Response) -> Response {
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
     st.hss.metrics.rest();
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| ct_eq(t.trim().as_bytes(), st.token.as_bytes()));
-    if !ok {
+    if !opskit::http::bearer_ok(req.headers(), &st.token) {
         return err(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     next.run(req).await
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn err(code: StatusCode, msg: impl std::fmt::Display) -> Response {

@@ -17,8 +17,11 @@
 //! - [`tone`]: sine test tones and their measurement (frequency, level in dBFS), for tests
 //!   that check audio crossed a bridge.
 //!
+//! - [`codec`]: AMR-NB/AMR-WB speech encoders and decoders behind one interface, pure Rust
+//!   or opencore-amr over FFI (feature `opencore`).
+//!
 //! Every parser takes outside bytes and returns a typed error, never panics (the fuzz target
-//! `media_rtp_amr` checks it); the AMR speech codec itself is not here.
+//! `media_rtp_amr` checks it).
 //!
 //! ```
 //! use media::amr::{AmrFormat, AmrPayload};

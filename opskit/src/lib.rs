@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod csv;
 pub mod http;
 pub mod log;
 pub mod metrics;

@@ -102,7 +102,7 @@ pub struct IscCore {
     limits: Limits,
     calls: HashMap<TxId, Call>,
     dialogs: HashMap<String, Dialog>,
-    regs: HashMap<String, Instant>,
+    regs: HashMap<String, Registered>,
     late: LateCalls,
     own: HashMap<TxId, Own>,
     /// Via branches of the requests we originated, while their transaction lives: such a
@@ -183,7 +183,7 @@ impl IscCore {
     /// True when `impu` (any identity of the set the third-party REGISTER named) is
     /// registered at `now`.
     pub fn is_registered(&self, impu: &str, now: Instant) -> bool {
-        self.regs.get(&key(impu)).is_some_and(|until| *until > now)
+        self.regs.get(&key(impu)).is_some_and(|r| r.until > now)
     }
 
     /// Requests we originated whose transaction is still alive.
@@ -272,7 +272,7 @@ impl IscCore {
                     }
                 }
                 Timer::Registration { key, until } => {
-                    if self.regs.get(&key) == Some(&until) {
+                    if self.regs.get(&key).map(|r| r.until) == Some(until) {
                         self.regs.remove(&key);
                     }
                 }
@@ -381,8 +381,13 @@ impl IscCore {
             return self.simple(id, req, 400, now);
         };
         let mut keys = vec![to.uri.aor()];
+        let mut tel = None;
         if let Ok(list) = req.name_addrs("P-Associated-URI") {
             keys.extend(list.iter().map(|na| na.uri.aor()));
+            tel = list
+                .iter()
+                .find(|na| is_telephone(&na.uri))
+                .map(|na| na.uri.to_string());
         }
         keys.sort();
         keys.dedup();
@@ -401,7 +406,13 @@ impl IscCore {
         let until = now + Duration::from_secs(u64::from(expires));
         let mut told = HashSet::new();
         for k in keys {
-            self.regs.insert(k.clone(), until);
+            self.regs.insert(
+                k.clone(),
+                Registered {
+                    until,
+                    tel: tel.clone(),
+                },
+            );
             self.set_timer(
                 until,
                 Timer::Registration {
@@ -508,6 +519,14 @@ impl IscCore {
         let privacy = fwd.header("Privacy").map(str::to_string);
         let callee = fwd.uri_str().unwrap_or_default().to_string();
         let caller = describe_caller(&pai, &from, privacy.as_deref());
+        // The Request-URI is often the callee's IMSI-based SIP URI (TS 23.003 §13.4B),
+        // which is no number to show; the callee's registration set names their tel URI.
+        let shown_callee = self
+            .regs
+            .get(&key(&callee))
+            .filter(|r| r.until > now)
+            .and_then(|r| r.tel.clone())
+            .unwrap_or_else(|| callee.clone());
         self.stats.offers += 1;
         let verdict = self.observer.offer(Offer {
             call_id: call_id.clone(),
@@ -517,7 +536,7 @@ impl IscCore {
                 privacy,
                 trusted: self.trusted(flow.remote.ip()),
             },
-            callee: callee.clone(),
+            callee: shown_callee,
             source: Source::Isc,
             at: self.wall(now),
         });
@@ -1000,6 +1019,24 @@ impl IscCore {
         let seq = self.next_seq();
         self.timers.insert((at, seq), t);
     }
+}
+
+/// A live third-party registration of one identity of an implicit set.
+struct Registered {
+    /// When it expires unless refreshed.
+    until: Instant,
+    /// The set's telephone identity (a tel URI, or a SIP URI with `user=phone`), shown as
+    /// the callee's number.
+    tel: Option<String>,
+}
+
+/// A telephone-number identity: `tel:` (RFC 3966) or `sip:…;user=phone` (RFC 3261 §19.1.6).
+fn is_telephone(uri: &sip::Uri) -> bool {
+    uri.scheme == sip::uri::Scheme::Tel
+        || uri
+            .params
+            .get("user")
+            .is_some_and(|u| u.eq_ignore_ascii_case("phone"))
 }
 
 /// The call's Call-ID, its callee's identity key, and what late registration remembers of

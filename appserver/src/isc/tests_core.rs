@@ -494,6 +494,30 @@ fn third_party_register_is_answered_and_remembered_until_expiry_or_expires_0() {
     assert_eq!(n.core.registration_count(), 0);
 }
 
+/// The Request-URI names the callee by a SIP URI; the number shown is the tel URI of the
+/// set their third-party REGISTER announced, and the SIP URI while nothing is known.
+#[test]
+fn the_callee_is_shown_by_the_tel_uri_of_their_registration_set() {
+    let mut n = Net::new();
+    n.scscf_sends(&invite("before-reg", TERM, ""));
+    n.scscf_sends(&third_party_register(600, 1));
+    n.scscf_sends(&invite("after-reg", TERM, ""));
+    n.advance(Duration::from_secs(601));
+    n.scscf_sends(&invite("after-expiry", TERM, ""));
+    let callees: Vec<String> = n
+        .obs
+        .offers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|o| o.callee.clone())
+        .collect();
+    assert_eq!(
+        callees,
+        ["sip:bob@ims.test", "tel:+4930999", "sip:bob@ims.test"]
+    );
+}
+
 /// A call cancelled, then the callee registers within the window: one MESSAGE through
 /// the S-CSCF, once; after the window, nothing.
 #[test]

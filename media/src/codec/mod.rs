@@ -17,6 +17,11 @@ use sdp::AmrKind;
 
 use crate::amr::AmrFrame;
 
+#[cfg(feature = "opencore")]
+pub mod opencore;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 /// Samples in one 20 ms frame of linear PCM: 160 at 8 kHz (AMR-NB), 320 at 16 kHz (AMR-WB).
 pub fn frame_samples(kind: AmrKind) -> usize {
     match kind {
@@ -130,19 +135,50 @@ pub trait Decoder: Send {
 /// A new encoder of `kind` from `backend`; `dtx` turns on discontinuous transmission (SID
 /// and NO_DATA frames in silence).
 pub fn encoder(kind: AmrKind, backend: Backend, dtx: bool) -> Result<Box<dyn Encoder>, CodecError> {
-    let _ = dtx;
-    Err(CodecError::Unsupported {
-        backend,
-        kind,
-        what: "encoder",
-    })
+    match backend {
+        #[cfg(feature = "opencore")]
+        Backend::Opencore => Ok(Box::new(opencore::OpencoreEncoder::new(kind, dtx)?)),
+        _ => {
+            let _ = dtx;
+            Err(CodecError::Unsupported {
+                backend,
+                kind,
+                what: "encoder",
+            })
+        }
+    }
 }
 
 /// A new decoder of `kind` from `backend`.
 pub fn decoder(kind: AmrKind, backend: Backend) -> Result<Box<dyn Decoder>, CodecError> {
-    Err(CodecError::Unsupported {
-        backend,
-        kind,
-        what: "decoder",
-    })
+    match backend {
+        #[cfg(feature = "opencore")]
+        Backend::Opencore => Ok(Box::new(opencore::OpencoreDecoder::new(kind)?)),
+        _ => Err(CodecError::Unsupported {
+            backend,
+            kind,
+            what: "decoder",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factories_follow_the_build() {
+        for kind in [AmrKind::Nb, AmrKind::Wb] {
+            let opencore = cfg!(feature = "opencore");
+            assert_eq!(encoder(kind, Backend::Opencore, true).is_ok(), opencore);
+            assert_eq!(decoder(kind, Backend::Opencore).is_ok(), opencore);
+            assert_eq!(Backend::available().contains(&Backend::Opencore), opencore);
+            match decoder(kind, Backend::Rust) {
+                Err(CodecError::Unsupported { backend, what, .. }) => {
+                    assert_eq!((backend, what), (Backend::Rust, "decoder"))
+                }
+                _ => panic!("no Rust {kind:?} decoder yet"),
+            }
+        }
+    }
 }
