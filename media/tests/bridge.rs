@@ -189,7 +189,7 @@ fn send_tone(
     ch: &mut Channel,
     from: Side,
     t0: Instant,
-    encode: impl Fn(&[i16], &mut Vec<u8>),
+    mut encode: impl FnMut(&[i16], &mut Vec<u8>),
     pt: u8,
     ptime_in: u32,
     rate: u32,
@@ -512,4 +512,196 @@ fn malformed_and_unknown_input_is_counted_not_fatal() {
     ch.handle_rtp(Side::A, &rtp(34, 1, 0, 1, &[0; 20]), t0);
     ch.handle_rtcp(Side::A, &[1, 2, 3], t0);
     assert_eq!(ch.stats().dropped, 3);
+}
+
+/// AMR ⇄ PCMA through a real codec backend: the tone crosses both ways, the AMR side's CMR
+/// is honoured, DTMF converts between AMR-WB's 16 kHz and PCMA's 8 kHz.
+#[cfg(feature = "opencore")]
+mod opencore {
+    use super::*;
+    use media::amr::CMR_NONE;
+    use media::codec::{self, Backend, MAX_FRAME_OCTETS};
+
+    const B: Backend = Backend::Opencore;
+
+    fn amr_channel(kind: AmrKind, t0: Instant) -> Channel {
+        let mut cfg = ChannelConfig::new(3, SystemTime::now());
+        cfg.backend = B;
+        let mut ch = Channel::new(cfg, t0);
+        let te = kind.clock_rate();
+        ch.set_leg(
+            Side::A,
+            spec(
+                LegCodec::Amr(AmrFormat::octet_aligned(kind)),
+                99,
+                Some((100, te)),
+                20,
+                A_PEER,
+            ),
+            t0,
+        )
+        .unwrap();
+        let mode = ch
+            .set_leg(
+                Side::B,
+                spec(LegCodec::Pcma, 8, Some((101, 8000)), 20, B_PEER),
+                t0,
+            )
+            .unwrap();
+        assert_eq!(mode, Mode::Transcode);
+        ch
+    }
+
+    /// An encoder closure producing octet-aligned payloads at `mode` with `cmr`.
+    fn amr_encoder(kind: AmrKind, mode: u8, cmr: u8) -> impl FnMut(&[i16], &mut Vec<u8>) {
+        let mut enc = codec::encoder(kind, B, false).unwrap();
+        move |pcm, out| {
+            let mut bits = [0u8; MAX_FRAME_OCTETS];
+            let e = enc.encode(pcm, mode, &mut bits).unwrap();
+            let f = AmrFrame::from_octets(kind, e.frame_type, true, &bits[..e.len]).unwrap();
+            let mut p = [0u8; 80];
+            let n = media::amr::pack(AmrFormat::octet_aligned(kind), cmr, [f], &mut p).unwrap();
+            out.extend_from_slice(&p[..n]);
+        }
+    }
+
+    fn tone_both_ways(kind: AmrKind) {
+        let t0 = Instant::now();
+        let mut ch = amr_channel(kind, t0);
+        let rate = kind.clock_rate();
+        // A → B: AMR in (12.2 / 23.85), PCMA out.
+        let to_b = send_tone(
+            &mut ch,
+            Side::A,
+            t0,
+            amr_encoder(kind, kind.max_mode(), CMR_NONE),
+            99,
+            20,
+            rate,
+        );
+        assert!(to_b.len() >= 45, "{} packets", to_b.len());
+        let mut pcm = Vec::new();
+        for (_, d) in &to_b {
+            let p = RtpPacket::parse(d).unwrap();
+            assert_eq!(p.payload_type(), 8);
+            assert_eq!(p.payload().len(), 160);
+            pcm.extend(p.payload().iter().map(|&c| g711::alaw_decode(c)));
+        }
+        check_tone(&pcm, 8000);
+
+        // B → A: PCMA in, AMR out at the highest mode (no CMR from A yet in this direction).
+        let t1 = t0 + Duration::from_secs(5);
+        let to_a = send_tone(&mut ch, Side::B, t1, alaw, 8, 20, 8000);
+        assert!(to_a.len() >= 45, "{} packets", to_a.len());
+        let mut dec = codec::decoder(kind, B).unwrap();
+        let n = codec::frame_samples(kind);
+        let mut pcm = Vec::new();
+        let mut frame = vec![0i16; n];
+        for (_, d) in &to_a {
+            let p = RtpPacket::parse(d).unwrap();
+            assert_eq!(p.payload_type(), 99);
+            let payload = AmrPayload::parse(AmrFormat::octet_aligned(kind), p.payload()).unwrap();
+            // A's stream had CMR 15: we encode at the best mode of the (unrestricted) set.
+            assert_eq!(payload.cmr(), CMR_NONE);
+            for f in payload.frames() {
+                assert_eq!(f.frame_type(), kind.max_mode());
+                dec.decode(Some(&f), &mut frame).unwrap();
+                pcm.extend_from_slice(&frame);
+            }
+        }
+        check_tone(&pcm, rate);
+    }
+
+    #[test]
+    fn amr_nb_pcma_tone_both_ways() {
+        tone_both_ways(AmrKind::Nb);
+    }
+
+    #[test]
+    fn amr_wb_pcma_tone_both_ways() {
+        tone_both_ways(AmrKind::Wb);
+    }
+
+    #[test]
+    fn received_cmr_sets_the_mode_we_send() {
+        let t0 = Instant::now();
+        let mut ch = amr_channel(AmrKind::Nb, t0);
+        let mut out = Vec::new();
+        // A asks for 5.9 kbit/s (mode 2) in its own packets.
+        let mut enc = amr_encoder(AmrKind::Nb, 7, 2);
+        let mut gen = ToneGenerator::new(500.0, -20.0, 8000).unwrap();
+        let mut pcm = [0i16; 160];
+        for k in 0..50u16 {
+            let now = t0 + Duration::from_millis(20 * u64::from(k));
+            advance(&mut ch, now, &mut out);
+            gen.fill(&mut pcm);
+            let mut a = Vec::new();
+            enc(&pcm, &mut a);
+            ch.handle_rtp(Side::A, &rtp(99, k, u32::from(k) * 160, 9, &a), now);
+            let mut b = Vec::new();
+            alaw(&pcm, &mut b);
+            ch.handle_rtp(Side::B, &rtp(8, k, u32::from(k) * 160, 10, &b), now);
+            drain(&mut ch, &mut out);
+        }
+        let toward_a = rtp_on(&out, Side::A);
+        assert!(toward_a.len() > 40);
+        let last = RtpPacket::parse(&toward_a[toward_a.len() - 1].1).unwrap();
+        let p = AmrPayload::parse(AmrFormat::octet_aligned(AmrKind::Nb), last.payload()).unwrap();
+        assert_eq!(p.frames().next().unwrap().frame_type(), 2);
+    }
+
+    #[test]
+    fn mode_set_limits_the_mode_and_is_our_cmr() {
+        let t0 = Instant::now();
+        let mut cfg = ChannelConfig::new(4, SystemTime::now());
+        cfg.backend = B;
+        let mut ch = Channel::new(cfg, t0);
+        let mut a = spec(
+            LegCodec::Amr(AmrFormat::bandwidth_efficient(AmrKind::Nb)),
+            97,
+            None,
+            40,
+            A_PEER,
+        );
+        a.modes = 0b0001_0101; // 4.75, 5.9, 7.4
+        ch.set_leg(Side::A, a, t0).unwrap();
+        ch.set_leg(Side::B, spec(LegCodec::Pcma, 8, None, 20, B_PEER), t0)
+            .unwrap();
+        let to_a = send_tone(&mut ch, Side::B, t0, alaw, 8, 20, 8000);
+        assert!(to_a.len() >= 20);
+        for (_, d) in &to_a {
+            let p = RtpPacket::parse(d).unwrap();
+            let payload =
+                AmrPayload::parse(AmrFormat::bandwidth_efficient(AmrKind::Nb), p.payload())
+                    .unwrap();
+            assert_eq!(payload.cmr(), 4, "we ask for the best mode of the set");
+            assert_eq!(payload.len(), 2, "ptime 40: two frames a packet");
+            assert!(payload.frames().all(|f| f.frame_type() == 4));
+        }
+    }
+
+    #[test]
+    fn dtmf_from_amr_wb_at_16k_reaches_pcma_at_8k() {
+        let t0 = Instant::now();
+        let mut ch = amr_channel(AmrKind::Wb, t0);
+        let mut out = Vec::new();
+        ch.handle_rtp(Side::A, &rtp(100, 1, 64000, 0x5, &event(9, false, 640)), t0);
+        ch.handle_rtp(
+            Side::A,
+            &rtp(100, 2, 64000, 0x5, &event(9, true, 3200)),
+            t0 + Duration::from_millis(20),
+        );
+        drain(&mut ch, &mut out);
+        let sent = rtp_on(&out, Side::B);
+        assert_eq!(sent.len(), 2);
+        let durations: Vec<u16> = sent
+            .iter()
+            .map(|(_, d)| {
+                let p = RtpPacket::parse(d).unwrap();
+                assert_eq!(p.payload_type(), 101);
+                TelephoneEvent::parse(p.payload()).unwrap().duration
+            })
+            .collect();
+        assert_eq!(durations, [320, 1600]);
+    }
 }
