@@ -214,3 +214,91 @@ async fn a_leg_without_a_common_codec_is_refused() {
         r => panic!("expected a codec error, got {r:?}"),
     }
 }
+
+/// A VoLTE UE's AMR against the PBX's PCMA: the plane answers the UE with AMR, transcodes
+/// a tone in real time, and the PBX hears it (needs a codec backend: `--features
+/// media/opencore`, as CI builds; skipped loudly otherwise).
+#[tokio::test]
+async fn amr_ue_to_pcma_pbx_is_transcoded_in_real_time() {
+    use media::amr::{AmrFormat, AmrFrame, CMR_NONE};
+    use media::codec;
+    use sdp::{AmrKind, VolteOffer};
+
+    let (tx, _events) = mpsc::channel(8);
+    let plane = MediaPlane::start(&config(42170, 42177, 30), tx).unwrap();
+    if !plane
+        .codecs(Leg::Ims)
+        .iter()
+        .any(|c| matches!(c, LocalCodec::Amr { .. }))
+    {
+        eprintln!(
+            "SKIPPED: no AMR codec backend in this build (build with --features media/opencore)"
+        );
+        return;
+    }
+    let ue = UdpSocket::bind((LO, 0)).await.unwrap();
+    let pbx = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a = plane.allocate().unwrap();
+    let offer = VolteOffer::new(
+        Origin::new("ue", "1", 1, LO),
+        LO,
+        ue.local_addr().unwrap().port(),
+    )
+    .build();
+    let mut caps = LocalCaps::new(Origin::new("as", "2", 1, LO), LO, a.ims.port());
+    caps.codecs = plane.codecs(Leg::Ims);
+    let ans = answer(&offer, &caps).unwrap();
+    plane.negotiated(a.id, Leg::Ims, &ans, &offer).unwrap();
+    let (local, remote) = sip_sdp(&a, pbx.local_addr().unwrap().port());
+    plane.negotiated(a.id, Leg::Sip, &local, &remote).unwrap();
+
+    // What the plane answered: the UE offered AMR-WB first.
+    let m = &ans.media()[0];
+    let pt = m.line().payload_types()[0];
+    let kind = AmrKind::of(m.rtpmap(pt).unwrap()).unwrap();
+    let format = AmrFormat::bandwidth_efficient(kind);
+    let backend = codec::Backend::available()[codec::Backend::available().len() - 1];
+    let mut enc = codec::encoder(kind, backend, false).unwrap();
+    let mut tone = media::tone::ToneGenerator::new(1000.0, -20.0, kind.clock_rate()).unwrap();
+    let n = codec::frame_samples(kind);
+
+    let collector = tokio::spawn(async move {
+        let mut pcm = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Ok(Ok((len, _))) =
+            tokio::time::timeout(Duration::from_millis(500), pbx.recv_from(&mut buf)).await
+        {
+            if let Ok(p) = RtpPacket::parse(&buf[..len]) {
+                assert_eq!(p.payload_type(), 8);
+                pcm.extend(p.payload().iter().map(|&c| media::g711::alaw_decode(c)));
+            }
+        }
+        pcm
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut samples = vec![0i16; n];
+    for k in 0..75u16 {
+        tick.tick().await;
+        tone.fill(&mut samples);
+        let mut bits = [0u8; codec::MAX_FRAME_OCTETS];
+        let e = enc.encode(&samples, kind.max_mode(), &mut bits).unwrap();
+        let f = AmrFrame::from_octets(kind, e.frame_type, true, &bits[..e.len]).unwrap();
+        let mut payload = [0u8; 80];
+        let len = media::amr::pack(format, CMR_NONE, [f], &mut payload).unwrap();
+        let mut d = [0u8; 100];
+        let len = RtpHeader::new(pt, k, u32::from(k) * n as u32, 0x3333)
+            .write_packet(&payload[..len], &mut d)
+            .unwrap();
+        ue.send_to(&d[..len], a.ims).await.unwrap();
+    }
+    let pcm = collector.await.unwrap();
+    assert!(
+        pcm.len() >= 160 * 50,
+        "{} samples reached the PBX",
+        pcm.len()
+    );
+    let m = media::tone::measure(&pcm[pcm.len() / 3..], 8000).unwrap();
+    assert!(m.is_within(1000.0, 0.02, -20.0, 3.0), "PBX heard {m:?}");
+    plane.release(a.id);
+    ports_back(&plane, 4).await;
+}
