@@ -514,6 +514,157 @@ fn malformed_and_unknown_input_is_counted_not_fatal() {
     assert_eq!(ch.stats().dropped, 3);
 }
 
+/// Counts allocations made on the current thread while armed, to prove the per-packet
+/// path allocates nothing (other test threads are not counted).
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static ARMED: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ARMED.try_with(|a| {
+                if a.get() {
+                    let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+                }
+            });
+            // SAFETY: the caller's contract is forwarded unchanged to the system allocator.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from `alloc` above, i.e. from the system allocator.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// Allocations `f` makes on this thread.
+    pub fn count(f: impl FnOnce()) -> u64 {
+        COUNT.with(|c| c.set(0));
+        ARMED.with(|a| a.set(true));
+        f();
+        ARMED.with(|a| a.set(false));
+        COUNT.with(|c| c.get())
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+/// Runs `frames` 20 ms steps of full-duplex traffic with pre-built packets.
+fn steady(
+    ch: &mut Channel,
+    t0: Instant,
+    from_a: &[Vec<u8>],
+    from_b: &[Vec<u8>],
+    out: &mut [u8],
+) -> u64 {
+    let mut sent = 0;
+    for (k, (a, b)) in from_a.iter().zip(from_b).enumerate() {
+        let now = t0 + Duration::from_millis(20 * k as u64);
+        ch.handle_rtp(Side::A, a, now);
+        ch.handle_rtp(Side::B, b, now);
+        while let Some(t) = ch.poll_timeout().filter(|&t| t <= now) {
+            ch.handle_timeout(t);
+        }
+        while ch.poll_transmit(out).is_some() {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+fn g711_stream(pt: u8, ssrc: u32, from: u16, n: u16) -> Vec<Vec<u8>> {
+    (from..from + n)
+        .map(|k| rtp(pt, k, u32::from(k) * 160, ssrc, &[0x55 ^ (k as u8); 160]))
+        .collect()
+}
+
+#[test]
+fn the_packet_path_does_not_allocate() {
+    // The counter counts (or this test could not fail).
+    assert!(alloc_count::count(|| drop(std::hint::black_box(vec![0u8; 8]))) > 0);
+    let t0 = Instant::now();
+    for (a, b) in [
+        (LegCodec::Pcma, LegCodec::Pcma),
+        (LegCodec::Pcma, LegCodec::Pcmu),
+    ] {
+        let (mut ch, _) = channel(
+            spec(a, 8, None, 20, A_PEER),
+            spec(b, 8, None, 30, B_PEER),
+            t0,
+        );
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        // Warm up (first packets, RTCP timers), then count a steady second.
+        steady(
+            &mut ch,
+            t0,
+            &g711_stream(8, 1, 0, 50),
+            &g711_stream(8, 2, 0, 50),
+            &mut out,
+        );
+        let (pa, pb) = (g711_stream(8, 1, 50, 50), g711_stream(8, 2, 50, 50));
+        let t1 = t0 + Duration::from_secs(1);
+        let mut sent = 0;
+        let allocs = alloc_count::count(|| sent = steady(&mut ch, t1, &pa, &pb, &mut out));
+        assert!(sent >= 80, "{sent} datagrams");
+        assert_eq!(allocs, 0, "{a:?} -> {b:?}");
+    }
+}
+
+#[test]
+fn jitter_and_reordering_are_absorbed_on_the_transcode_path() {
+    let t0 = Instant::now();
+    let (mut ch, _) = channel(
+        spec(LegCodec::Pcma, 8, None, 20, A_PEER),
+        spec(LegCodec::Pcmu, 0, None, 20, B_PEER),
+        t0,
+    );
+    let mut gen = ToneGenerator::new(1000.0, -20.0, 8000).unwrap();
+    let mut pcm = [0i16; 160];
+    // 100 packets sent every 20 ms, each delayed by 0-50 ms (a fixed pseudo-random
+    // pattern), so they arrive bunched and out of order.
+    let mut arrivals: Vec<(Duration, Vec<u8>)> = (0..100u16)
+        .map(|k| {
+            gen.fill(&mut pcm);
+            let mut payload = Vec::new();
+            alaw(&pcm, &mut payload);
+            let delay = u64::from((k.wrapping_mul(37) ^ 0x15) % 51);
+            let at = Duration::from_millis(20 * u64::from(k) + delay);
+            (at, rtp(8, k, u32::from(k) * 160, 0x77, &payload))
+        })
+        .collect();
+    arrivals.sort_by_key(|(at, _)| *at);
+    let mut out = Vec::new();
+    for (at, d) in &arrivals {
+        advance(&mut ch, t0 + *at, &mut out);
+        ch.handle_rtp(Side::A, d, t0 + *at);
+        drain(&mut ch, &mut out);
+    }
+    advance(&mut ch, t0 + Duration::from_secs(3), &mut out);
+    assert!(ch.jitter_target(Side::A).unwrap() >= 2);
+    let sent = rtp_on(&out, Side::B);
+    assert!(sent.len() >= 90, "{} of 100 frames played", sent.len());
+    let mut samples = Vec::new();
+    for (_, d) in &sent {
+        samples.extend(
+            RtpPacket::parse(d)
+                .unwrap()
+                .payload()
+                .iter()
+                .map(|&c| g711::ulaw_decode(c)),
+        );
+    }
+    check_tone(&samples, 8000);
+    assert!(ch.stats().late <= 5, "{:?}", ch.stats());
+}
+
 /// AMR ⇄ PCMA through a real codec backend: the tone crosses both ways, the AMR side's CMR
 /// is honoured, DTMF converts between AMR-WB's 16 kHz and PCMA's 8 kHz.
 #[cfg(feature = "opencore")]
@@ -678,6 +829,32 @@ mod opencore {
             assert_eq!(payload.len(), 2, "ptime 40: two frames a packet");
             assert!(payload.frames().all(|f| f.frame_type() == 4));
         }
+    }
+
+    #[test]
+    fn amr_transcoding_does_not_allocate_per_packet() {
+        let t0 = Instant::now();
+        let mut ch = amr_channel(AmrKind::Nb, t0);
+        let mut enc = amr_encoder(AmrKind::Nb, 7, CMR_NONE);
+        let mut gen = ToneGenerator::new(700.0, -15.0, 8000).unwrap();
+        let mut pcm = [0i16; 160];
+        let amr: Vec<Vec<u8>> = (0..100u16)
+            .map(|k| {
+                gen.fill(&mut pcm);
+                let mut p = Vec::new();
+                enc(&pcm, &mut p);
+                rtp(99, k, u32::from(k) * 160, 1, &p)
+            })
+            .collect();
+        let pcma = g711_stream(8, 2, 0, 100);
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        steady(&mut ch, t0, &amr[..50], &pcma[..50], &mut out);
+        let t1 = t0 + Duration::from_secs(1);
+        let mut sent = 0;
+        let allocs =
+            alloc_count::count(|| sent = steady(&mut ch, t1, &amr[50..], &pcma[50..], &mut out));
+        assert!(sent >= 80, "{sent} datagrams");
+        assert_eq!(allocs, 0);
     }
 
     #[test]
