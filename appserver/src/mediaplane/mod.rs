@@ -361,7 +361,11 @@ impl MediaPlane {
 fn worker(rt: tokio::runtime::Runtime, mut rx: mpsc::UnboundedReceiver<(NewSession, Shared)>) {
     rt.block_on(async move {
         while let Some((new, shared)) = rx.recv().await {
-            tokio::spawn(session::run(new, shared));
+            let span = tracing::info_span!("media", id = new.id.0);
+            tokio::spawn(tracing::Instrument::instrument(
+                session::run(new, shared),
+                span,
+            ));
         }
     });
 }

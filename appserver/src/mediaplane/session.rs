@@ -64,6 +64,7 @@ pub(crate) async fn run(new: NewSession, shared: Shared) {
         mut cmds,
     } = new;
     let ports = [ims.port, sip.port];
+    tracing::debug!(ims = ports[0], sip = ports[1], "media session started");
     shared.metrics.active.fetch_add(1, Ordering::Relaxed);
     match (adopt(ims), adopt(sip)) {
         (Ok((a_rtp, a_rtcp)), Ok((b_rtp, b_rtcp))) => {
@@ -84,6 +85,7 @@ pub(crate) async fn run(new: NewSession, shared: Shared) {
         shared.pool.release(p);
     }
     shared.metrics.active.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(stats = ?channel.stats(), "media session ended, ports released");
 }
 
 async fn serve(

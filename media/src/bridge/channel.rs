@@ -1043,3 +1043,96 @@ fn emit_g711(
     pend.g711.copy_within(chunk..pend.g711_len, 0);
     pend.g711_len -= chunk;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amr::AmrFormat;
+    use proptest::prelude::*;
+    use sdp::{AmrKind, Direction};
+
+    fn spec(codec: LegCodec, port: u16) -> LegSpec {
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        LegSpec {
+            codec,
+            send_pt: 96,
+            recv_pt: 96,
+            modes: 0x1F,
+            dtmf: Some(super::super::DtmfSpec {
+                send_pt: 101,
+                recv_pt: 101,
+                clock_rate: 8000,
+            }),
+            ptime: 40,
+            remote_rtp: Some(SocketAddr::new(ip, port)),
+            remote_rtcp: Some(SocketAddr::new(ip, port + 1)),
+            direction: Direction::SendRecv,
+        }
+    }
+
+    #[test]
+    fn resampler_keeps_a_constant_and_the_length() {
+        let mut prev = 1000;
+        let mut out = [0i16; 320];
+        assert_eq!(
+            resample(&[1000; 160], 8000, &mut out, 16000, &mut prev),
+            320
+        );
+        assert!(out.iter().all(|&s| s == 1000));
+        let mut down = [0i16; 160];
+        assert_eq!(resample(&out, 16000, &mut down, 8000, &mut prev), 160);
+        assert!(down.iter().all(|&s| s == 1000));
+    }
+
+    #[test]
+    fn our_cmr_is_none_for_an_open_mode_set_else_its_best_mode() {
+        let mut s = spec(LegCodec::Amr(AmrFormat::octet_aligned(AmrKind::Nb)), 1000);
+        assert_eq!(our_cmr(&s), 4);
+        s.modes = 0xFF;
+        assert_eq!(our_cmr(&s), CMR_NONE);
+        assert_eq!(our_cmr(&spec(LegCodec::Pcma, 1000)), CMR_NONE);
+    }
+
+    proptest! {
+        /// Whatever arrives on either port of either leg, in every mode, the channel neither
+        /// panics nor stops answering its timers.
+        #[test]
+        fn any_datagram_in_any_mode_is_handled(
+            kinds in (0usize..4, 0usize..4),
+            datagrams in proptest::collection::vec(
+                (any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200)),
+                1..40,
+            ),
+        ) {
+            let codecs = [
+                LegCodec::Pcma,
+                LegCodec::Pcmu,
+                LegCodec::Amr(AmrFormat::octet_aligned(AmrKind::Nb)),
+                LegCodec::Amr(AmrFormat::bandwidth_efficient(AmrKind::Wb)),
+            ];
+            let t0 = Instant::now();
+            let mut ch = Channel::new(ChannelConfig::new(9, SystemTime::now()), t0);
+            ch.set_leg(Side::A, spec(codecs[kinds.0], 1000), t0).ok();
+            ch.set_leg(Side::B, spec(codecs[kinds.1], 2000), t0).ok();
+            let mut out = [0u8; MAX_DATAGRAM];
+            for (i, (b, rtcp, mut d)) in datagrams.into_iter().enumerate() {
+                let now = t0 + Duration::from_millis(7 * i as u64);
+                let side = if b { Side::B } else { Side::A };
+                if d.len() >= 2 && !rtcp {
+                    // Steer half the packets into the parsers behind the version check.
+                    d[0] = 0x80 | (d[0] & 0x3F);
+                    if i % 2 == 0 {
+                        d[1] = (d[1] & 0x80) | if i % 4 == 0 { 96 } else { 101 };
+                    }
+                }
+                if rtcp { ch.handle_rtcp(side, &d, now) } else { ch.handle_rtp(side, &d, now) }
+                ch.handle_timeout(now);
+                while ch.poll_transmit(&mut out).is_some() {}
+                while ch.poll_event().is_some() {}
+            }
+            if let Some(t) = ch.poll_timeout() {
+                ch.handle_timeout(t);
+            }
+        }
+    }
+}
