@@ -16,9 +16,9 @@ use sdp::AmrKind;
 const FREQ_TOLERANCE: f64 = 0.02;
 const LEVEL_TOLERANCE_DB: f64 = 3.0;
 
-/// Every (encoder backend, decoder backend) of this build that has `kind`: today opencore
-/// with itself; with a pure-Rust AMR-NB backend, also Rust → opencore, opencore → Rust and
-/// Rust → Rust, so each backend decodes the other's frames (issue 12 acceptance).
+/// Every (encoder backend, decoder backend) of this build that has `kind`: opencore with
+/// itself, and for AMR-NB also Rust → opencore, opencore → Rust and Rust → Rust, so each
+/// backend decodes the other's frames (issue 12 acceptance).
 fn backend_pairs(kind: AmrKind) -> Vec<(Backend, Backend)> {
     let all = Backend::available();
     let pairs: Vec<_> = all
@@ -27,6 +27,15 @@ fn backend_pairs(kind: AmrKind) -> Vec<(Backend, Backend)> {
         .filter(|&(e, d)| codec::encoder(kind, e, false).is_ok() && codec::decoder(kind, d).is_ok())
         .collect();
     assert!(pairs.contains(&(Backend::Opencore, Backend::Opencore)));
+    if kind == AmrKind::Nb {
+        for cross in [
+            (Backend::Rust, Backend::Opencore),
+            (Backend::Opencore, Backend::Rust),
+            (Backend::Rust, Backend::Rust),
+        ] {
+            assert!(pairs.contains(&cross), "{cross:?} missing");
+        }
+    }
     pairs
 }
 

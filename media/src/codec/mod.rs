@@ -19,6 +19,7 @@ use crate::amr::AmrFrame;
 
 #[cfg(feature = "opencore")]
 pub mod opencore;
+pub mod rust;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -132,12 +133,23 @@ pub trait Decoder: Send {
     fn decode(&mut self, frame: Option<&AmrFrame<'_>>, pcm: &mut [i16]) -> Result<(), CodecError>;
 }
 
+/// Checks a PCM buffer holds exactly one frame of `kind`.
+pub(crate) fn check_pcm(kind: AmrKind, got: usize) -> Result<usize, CodecError> {
+    let need = frame_samples(kind);
+    if got == need {
+        Ok(need)
+    } else {
+        Err(CodecError::Buffer { need, got })
+    }
+}
+
 /// A new encoder of `kind` from `backend`; `dtx` turns on discontinuous transmission (SID
 /// and NO_DATA frames in silence).
 pub fn encoder(kind: AmrKind, backend: Backend, dtx: bool) -> Result<Box<dyn Encoder>, CodecError> {
     match backend {
         #[cfg(feature = "opencore")]
         Backend::Opencore => Ok(Box::new(opencore::OpencoreEncoder::new(kind, dtx)?)),
+        Backend::Rust if kind == AmrKind::Nb => Ok(Box::new(rust::RustEncoder::default())),
         _ => {
             let _ = dtx;
             Err(CodecError::Unsupported {
@@ -154,6 +166,7 @@ pub fn decoder(kind: AmrKind, backend: Backend) -> Result<Box<dyn Decoder>, Code
     match backend {
         #[cfg(feature = "opencore")]
         Backend::Opencore => Ok(Box::new(opencore::OpencoreDecoder::new(kind)?)),
+        Backend::Rust if kind == AmrKind::Nb => Ok(Box::new(rust::RustDecoder::default())),
         _ => Err(CodecError::Unsupported {
             backend,
             kind,
@@ -173,12 +186,12 @@ mod tests {
             assert_eq!(encoder(kind, Backend::Opencore, true).is_ok(), opencore);
             assert_eq!(decoder(kind, Backend::Opencore).is_ok(), opencore);
             assert_eq!(Backend::available().contains(&Backend::Opencore), opencore);
-            match decoder(kind, Backend::Rust) {
-                Err(CodecError::Unsupported { backend, what, .. }) => {
-                    assert_eq!((backend, what), (Backend::Rust, "decoder"))
-                }
-                _ => panic!("no Rust {kind:?} decoder yet"),
-            }
+            // The pure-Rust backend does AMR-NB; AMR-WB is opencore's.
+            assert_eq!(decoder(kind, Backend::Rust).is_ok(), kind == AmrKind::Nb);
+            assert_eq!(
+                encoder(kind, Backend::Rust, false).is_ok(),
+                kind == AmrKind::Nb
+            );
         }
     }
 }

@@ -27,7 +27,7 @@ use std::ptr::NonNull;
 
 use sdp::AmrKind;
 
-use super::{frame_samples, CodecError, Decoder, Encoded, Encoder, MAX_FRAME_OCTETS};
+use super::{check_pcm, CodecError, Decoder, Encoded, Encoder, MAX_FRAME_OCTETS};
 use crate::amr::{frame_octets, AmrFrame, FT_NO_DATA, FT_SPEECH_LOST};
 
 /// The C interfaces, as in `/usr/include/opencore-amrnb/interf_{enc,dec}.h`,
@@ -96,15 +96,6 @@ const MAX_SAMPLES: usize = 320;
 /// The storage-format header octet of a frame (RFC 4867 §5.3: `0 FT Q 0 0`).
 fn header(ft: u8, quality: bool) -> u8 {
     (ft << 3) | (u8::from(quality) << 2)
-}
-
-fn check_pcm(kind: AmrKind, got: usize) -> Result<usize, CodecError> {
-    let need = frame_samples(kind);
-    if got == need {
-        Ok(need)
-    } else {
-        Err(CodecError::Buffer { need, got })
-    }
 }
 
 /// A library state pointer and the function that frees it.

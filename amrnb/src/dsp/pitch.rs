@@ -1,0 +1,70 @@
+//! The adaptive codebook: the past excitation delayed by a fractional pitch lag, interpolated
+//! with the 1/6-resolution filter (TS 26.090 §5.6.2 and §6.1 step 2).
+
+use crate::tables::filters::INTER_6_PRED_LT;
+
+/// Largest integer pitch lag of any mode.
+pub const PIT_MAX: usize = 143;
+/// Smallest pitch lag of any mode.
+pub const PIT_MIN: usize = 20;
+/// Taps of the interpolation filter on each side of the lag.
+pub const INTERP_TAPS: usize = 10;
+/// Excitation history an adaptive-codebook buffer needs before the current subframe.
+pub const HISTORY: usize = PIT_MAX + INTERP_TAPS + 1;
+
+/// Writes `len` samples of the adaptive-codebook vector to `exc[start..start + len]`: the
+/// excitation `t0 + frac/res` samples back (`res` 3 or 6, `frac` in −2..=2 or −3..=2),
+/// interpolated. Lags shorter than `len` repeat the vector being built, as the standard does.
+/// `exc` must hold [`HISTORY`] samples before `start`; out-of-range lags are clamped.
+pub fn adaptive_vector(exc: &mut [f32], start: usize, t0: usize, frac: i32, res: i32, len: usize) {
+    let t0 = t0.clamp(PIT_MIN - 3, PIT_MAX);
+    // Phase in 1/6 steps of the sample after the one at the lag.
+    let mut phase = -frac * if res == 3 { 2 } else { 1 };
+    let mut x0 = start - t0;
+    if phase < 0 {
+        phase += 6;
+        x0 -= 1;
+    }
+    let phase = phase.clamp(0, 5) as usize;
+    for j in 0..len {
+        let mut s = 0f32;
+        for i in 0..INTERP_TAPS {
+            s += exc[x0 + j - i] * f32::from(INTER_6_PRED_LT[phase + 6 * i]);
+            s += exc[x0 + j + 1 + i] * f32::from(INTER_6_PRED_LT[6 - phase + 6 * i]);
+        }
+        exc[start + j] = s / 32768.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_lag_copies_the_past() {
+        let mut exc = vec![0f32; HISTORY + 40];
+        for (n, e) in exc.iter_mut().enumerate().take(HISTORY) {
+            *e = (n as f32 * 0.3).sin();
+        }
+        adaptive_vector(&mut exc, HISTORY, 50, 0, 3, 40);
+        for j in 0..40 {
+            let want = exc[HISTORY + j - 50];
+            assert!((exc[HISTORY + j] - want).abs() < 0.02, "{j}");
+        }
+    }
+
+    #[test]
+    fn half_sample_lag_interpolates_a_slow_sine() {
+        let mut exc = vec![0f32; HISTORY + 40];
+        let f = |t: f32| (t * 0.1).sin();
+        for (n, e) in exc.iter_mut().enumerate().take(HISTORY) {
+            *e = f(n as f32);
+        }
+        // Lag 40.5 = 40 + 3/6 (1/6 resolution).
+        adaptive_vector(&mut exc, HISTORY, 40, 3, 6, 30);
+        for j in 0..30 {
+            let want = f((HISTORY + j) as f32 - 40.5);
+            assert!((exc[HISTORY + j] - want).abs() < 0.02, "{j}");
+        }
+    }
+}
