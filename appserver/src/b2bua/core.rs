@@ -1017,6 +1017,13 @@ impl B2bCore {
             self.uac_early(call, resp, now);
             return;
         }
+        if c.uac_final {
+            // A retransmitted 2xx (RFC 6026 §8.4 hands it to us): our ACK was lost.
+            if let (true, Some((ack, flow))) = ((200..300).contains(&code), c.uac_ack.clone()) {
+                self.tx.send_stateless(&ack, flow);
+            }
+            return;
+        }
         c.uac_final = true;
         c.uac_tx = None;
         if (200..300).contains(&code) {
@@ -1192,7 +1199,7 @@ impl B2bCore {
                 c.uac_ack = Some((ack, flow));
             }
         }
-        if c.phase == Phase::Ending || c.uas_final {
+        if c.phase == Phase::Ending {
             // Cancelled or given up while the callee answered: end what just started.
             return self.bye_and_forget(call, now);
         }
@@ -1570,8 +1577,7 @@ impl B2bCore {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
-        // A call forgotten without end_call (a failure during Ending) still frees its media.
-        self.media.release(c.media.id);
+        // Only ended calls are forgotten: end_call released the media already.
         self.by_media.remove(&c.media.id);
         self.by_server.retain(|_, v| *v != call);
         self.by_dialog.retain(|_, v| v.0 != call);

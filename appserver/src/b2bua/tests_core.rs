@@ -450,6 +450,18 @@ fn outbound_call_with_100rel_answers_in_the_reliable_180_then_bye_from_the_calle
 }
 
 #[test]
+fn a_retransmitted_2xx_of_the_peer_gets_the_ack_again_and_nothing_else() {
+    let mut h = Harness::new();
+    let (inv, _) = answered_outbound(&mut h, false);
+    let ok = peer_response(&inv, 200, Some(&pcma_sdp(7000)), &[]);
+    let out = h.feed_msg(PEER_SIDE, PEER, &ok);
+    assert_eq!(out.len(), 1, "{out:?}");
+    must(&out, "ACK");
+    assert_eq!(h.core.call_count(), 1);
+    assert!(!h.media.log().iter().any(|l| l.starts_with("release")));
+}
+
+#[test]
 fn bye_from_the_peer_ends_the_ims_leg_along_its_route() {
     let mut h = Harness::new();
     let (inv, _) = answered_outbound(&mut h, false);
