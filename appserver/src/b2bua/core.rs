@@ -888,14 +888,13 @@ impl B2bCore {
     /// current SDP as the offer (re-INVITE) or nothing (UPDATE).
     fn local_offer(&mut self, call: CallId, side: Side, id: TxId, req: &Message, now: Instant) {
         let media = self.media.clone();
-        let tag_ok;
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
         let mid = c.media.id;
         let is_invite = req.method() == Some(&Method::Invite);
         let s = c.side_mut(side);
-        tag_ok = s.local_tag.clone();
+        let tag_ok = s.local_tag.clone();
         let mut body: Option<Session> = None;
         if !req.body().is_empty() {
             let Ok(offer) = Session::parse(req.body()) else {

@@ -602,7 +602,7 @@ fn inbound_call_enters_the_core_as_a_trusted_terminating_request() {
     amr.qos = None;
     let amr = String::from_utf8(amr.build().to_bytes()).unwrap();
     let ringing = peer_response(
-        &inv,
+        inv,
         180,
         None,
         &[("Record-Route", "<sip:127.0.0.1:6060;lr>")],
@@ -615,7 +615,7 @@ fn inbound_call_enters_the_core_as_a_trusted_terminating_request() {
         "the peer did not offer 100rel"
     );
     let ok = peer_response(
-        &inv,
+        inv,
         200,
         Some(&amr),
         &[("Record-Route", "<sip:127.0.0.1:6060;lr>")],
