@@ -859,3 +859,121 @@ fn garbage_never_panics_and_is_counted() {
     h.feed(ISC, SCSCF, &bad_sdp);
     assert!(h.core.stats().dropped > 0);
 }
+
+fn with_register() -> Harness {
+    let mut h = Harness::new();
+    let mut c = cfg();
+    c.register = Some(RegisterConfig {
+        user: "4930100".into(),
+        password: "secret".into(),
+        expires: 600,
+    });
+    h.core = B2bCore::new(c, h.media.clone()).with_ids(sip::Ids::seeded(8));
+    h
+}
+
+/// The credentials in `m`'s `header` check out with the password for `method`.
+fn creds_ok(m: &Message, header: &str, method: &str) -> bool {
+    let c = sip::auth::Credentials::parse(m.header(header).unwrap()).unwrap();
+    c.username == "4930100" && c.verify(b"secret", method, m.body())
+}
+
+#[test]
+fn registration_answers_the_digest_challenge_and_refreshes_at_half_time() {
+    let mut h = with_register();
+    h.core.handle_start(h.now);
+    let out = h.advance(Duration::ZERO);
+    let (f, reg) = must(&out, "REGISTER");
+    assert_eq!(f.remote, PEER.parse().unwrap());
+    assert_eq!(reg.uri_str(), Some("sip:127.0.0.1:5080"));
+    assert!(reg
+        .header("Contact")
+        .unwrap()
+        .contains("4930100@127.0.0.1:5090"));
+    let challenge = peer_response(
+        reg,
+        401,
+        None,
+        &[(
+            "WWW-Authenticate",
+            "Digest realm=\"pbx\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5",
+        )],
+    );
+    let out = h.feed_msg(PEER_SIDE, PEER, &challenge);
+    let (_, reg2) = must(&out, "REGISTER");
+    assert_eq!(reg2.cseq().unwrap().seq, 2);
+    assert!(creds_ok(reg2, "Authorization", "REGISTER"));
+    assert!(!h.core.registered());
+    let ok = peer_response(reg2, 200, None, &[("Expires", "300")]);
+    h.feed_msg(PEER_SIDE, PEER, &ok);
+    assert!(h.core.registered());
+    let out = h.advance(Duration::from_secs(151));
+    assert_eq!(must(&out, "REGISTER").1.cseq().unwrap().seq, 3);
+    // A wrong password: challenged again and again; we give up after two tries.
+    let last = must(&out, "REGISTER").1.clone();
+    let mut req = last;
+    let mut sent = 0;
+    for _ in 0..4 {
+        let ch = peer_response(
+            &req,
+            401,
+            None,
+            &[("WWW-Authenticate", "Digest realm=\"pbx\", nonce=\"n2\"")],
+        );
+        let out = h.feed_msg(PEER_SIDE, PEER, &ch);
+        match find(&out, "REGISTER") {
+            Some((_, r)) => {
+                sent += 1;
+                req = r.clone();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sent, 2);
+    assert!(!h.core.registered());
+}
+
+#[test]
+fn a_challenged_invite_is_sent_again_with_credentials() {
+    let mut h = with_register();
+    let out = h.feed(ISC, SCSCF, &ue_invite(&[]));
+    let inv = must(&out, "INVITE").1.clone();
+    let challenge = peer_response(
+        &inv,
+        407,
+        None,
+        &[("Proxy-Authenticate", "Digest realm=\"pbx\", nonce=\"abc\"")],
+    );
+    let out = h.feed_msg(PEER_SIDE, PEER, &challenge);
+    must(&out, "ACK");
+    assert!(find(&out, "407").is_none(), "the caller does not hear it");
+    let (_, inv2) = must(&out, "INVITE");
+    assert_eq!(inv2.cseq().unwrap().seq, 2);
+    assert_eq!(inv2.call_id().unwrap(), inv.call_id().unwrap());
+    assert!(creds_ok(inv2, "Proxy-Authorization", "INVITE"));
+    let out = h.feed_msg(
+        PEER_SIDE,
+        PEER,
+        &peer_response(inv2, 200, Some(&pcma_sdp(7000)), &[]),
+    );
+    must(&out, "ACK");
+    must(&out, "200");
+    // A second challenge is the callee's answer: the caller hears 403 (it cannot answer a
+    // challenge of the peer).
+    let mut h = with_register();
+    let out = h.feed(ISC, SCSCF, &ue_invite(&[]));
+    let inv = must(&out, "INVITE").1.clone();
+    let ch = |m: &Message| {
+        peer_response(
+            m,
+            401,
+            None,
+            &[("WWW-Authenticate", "Digest realm=\"pbx\", nonce=\"x\"")],
+        )
+    };
+    let out = h.feed_msg(PEER_SIDE, PEER, &ch(&inv));
+    let inv2 = must(&out, "INVITE").1.clone();
+    let out = h.feed_msg(PEER_SIDE, PEER, &ch(&inv2));
+    must(&out, "403");
+    assert_eq!(h.core.call_count(), 0);
+}
