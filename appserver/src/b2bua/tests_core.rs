@@ -977,3 +977,95 @@ fn a_challenged_invite_is_sent_again_with_credentials() {
     must(&out, "403");
     assert_eq!(h.core.call_count(), 0);
 }
+
+/// The peer's INVITE for a subscriber, as in the inbound test.
+fn peer_invite() -> String {
+    request(
+        &format!("INVITE sip:+4930999@{PEER_SIDE} SIP/2.0"),
+        &[
+            &format!("Via: SIP/2.0/UDP {PEER};branch=z9hG4bKpbx1"),
+            "Max-Forwards: 70",
+            &format!("From: <sip:200@{PEER}>;tag=pbx1"),
+            &format!("To: <sip:+4930999@{PEER_SIDE}>"),
+            "Call-ID: pbx-call-1",
+            "CSeq: 10 INVITE",
+            &format!("Contact: <sip:200@{PEER}>"),
+        ],
+        &pcma_sdp(7002),
+    )
+}
+
+#[test]
+fn a_reliable_183_with_the_callees_answer_is_pracked_and_told_to_the_plane() {
+    let mut h = Harness::new();
+    let out = h.feed(PEER_SIDE, PEER, &peer_invite());
+    let inv = must(&out, "INVITE").1.clone();
+    let mut amr = sdp::VolteOffer::new(
+        sdp::Origin::new("-", "3", 1, "10.0.0.6".parse().unwrap()),
+        "10.0.0.6".parse().unwrap(),
+        40002,
+    );
+    amr.qos = None;
+    let amr = String::from_utf8(amr.build().to_bytes()).unwrap();
+    let r183 = peer_response(
+        &inv,
+        183,
+        Some(&amr),
+        &[
+            ("Require", "100rel"),
+            ("RSeq", "7"),
+            ("Record-Route", "<sip:127.0.0.1:6060;lr>"),
+        ],
+    );
+    let out = h.feed_msg(ISC, SCSCF, &r183);
+    let (f, prack) = must(&out, "PRACK");
+    assert_eq!(f.remote, SCSCF.parse().unwrap());
+    assert_eq!(prack.header("RAck"), Some("7 1 INVITE"));
+    assert!(
+        h.media
+            .log()
+            .iter()
+            .any(|l| l.starts_with("negotiated 1 Ims")),
+        "{:?}",
+        h.media.log()
+    );
+    // Toward the peer (no 100rel there): a plain 183.
+    let (f, p) = must(&out, "183");
+    assert_eq!(f.remote, PEER.parse().unwrap());
+    assert!(p.header("RSeq").is_none());
+    // The same 183 again (retransmitted): no second PRACK.
+    let out = h.feed_msg(ISC, SCSCF, &r183);
+    assert!(find(&out, "PRACK").is_none());
+    // The 2xx without SDP completes the call (the answer came in the 183).
+    let out = h.feed_msg(
+        ISC,
+        SCSCF,
+        &peer_response(
+            &inv,
+            200,
+            None,
+            &[("Record-Route", "<sip:127.0.0.1:6060;lr>")],
+        ),
+    );
+    must(&out, "ACK");
+    let ok = must(&out, "200").1.clone();
+    assert!(String::from_utf8(ok.body().to_vec())
+        .unwrap()
+        .contains("PCMA"));
+}
+
+#[test]
+fn an_offerless_reinvite_gets_our_sdp_as_offer_and_the_ack_brings_the_answer() {
+    let mut h = Harness::new();
+    let (_, ok_ue) = answered_outbound(&mut h, false);
+    let out = h.feed(ISC, SCSCF, &ue_in_dialog("INVITE", 2, &ok_ue, &[], ""));
+    let ok = must(&out, "200").1.clone();
+    let body = String::from_utf8(ok.body().to_vec()).unwrap();
+    assert!(body.contains("AMR"), "our current SDP as the offer: {body}");
+    let before = h.media.log().len();
+    let ack = ue_in_dialog("ACK", 2, &ok, &[], &volte_sdp());
+    h.feed(ISC, SCSCF, &ack);
+    let log = h.media.log();
+    assert_eq!(log.len(), before + 1, "{log:?}");
+    assert!(log[before].starts_with("negotiated 1 Ims"), "{log:?}");
+}
