@@ -726,8 +726,12 @@ impl B2bCore {
     // ---- requests ------------------------------------------------------------------
 
     fn on_request(&mut self, id: TxId, req: Message, flow: Flow, now: Instant) {
-        let from_isc = flow.local == Some(self.cfg.isc_local)
-            || (flow.local.is_none() && flow.remote != self.cfg.peer_addr);
+        // By port: a TCP connection accepted on a wildcard listener reports the concrete
+        // local address, not the bound one.
+        let from_isc = match flow.local {
+            Some(l) => l.port() == self.cfg.isc_local.port(),
+            None => flow.remote != self.cfg.peer_addr,
+        };
         let allowed = if from_isc {
             self.trusted(flow.remote.ip())
         } else {
