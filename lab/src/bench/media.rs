@@ -30,7 +30,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use appserver::media_api::{Leg, MediaControl, MediaId};
+use appserver::media_api::{Leg, MediaControl, MediaEvent, MediaId};
+use appserver::mediaplane::{CodecBackend, MediaConfig, MediaPlane};
 use testkit::rtpengine::{audio_sdp, Rtpengine, RtpengineConfig};
 use testkit::rtpload::{
     self, ChannelAddrs, DirectionStats, Engine, LoadError, LoadOptions, LoadReport, Scenario,
@@ -39,25 +40,89 @@ use testkit::rtpload::{
 /// An engine `imslab bench media` can measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
+    /// The appserver's media plane with a codec backend, in this process on its own
+    /// worker threads (`media-N`, whose CPU is counted).
+    Appserver(CodecBackend),
     /// Debian's rtpengine daemon, userspace forwarding and transcoding.
     Rtpengine,
 }
+
+/// Ports of the media plane under test: two RTP/RTCP pairs per channel, room for 1,000.
+const PLANE_PORTS: (u16, u16) = (40000, 43999);
 
 impl EngineKind {
     /// Starts the engine.
     pub fn start(self) -> anyhow::Result<Box<dyn Engine>> {
         match self {
+            EngineKind::Appserver(backend) => {
+                let (tx, events) = tokio::sync::mpsc::channel(1024);
+                let cfg = MediaConfig {
+                    port_min: PLANE_PORTS.0,
+                    port_max: PLANE_PORTS.1,
+                    backend,
+                    ..MediaConfig::default()
+                };
+                let plane = MediaPlane::start(&cfg, tx).context("start the media plane")?;
+                Ok(Box::new(MediaControlEngine::new(
+                    &format!("appserver ({:?})", backend.backend()).to_lowercase(),
+                    OwnedPlane {
+                        plane,
+                        _events: events,
+                    },
+                    Box::new(|| Some(rtpload::threads_cpu_seconds("media-"))),
+                    false,
+                )))
+            }
             EngineKind::Rtpengine => Ok(Box::new(
                 Rtpengine::start(&RtpengineConfig::default()).context("start rtpengine")?,
             )),
         }
     }
 
-    /// Whether the engine can run on this machine (its binary is installed).
+    /// Whether the engine can run on this machine (its binary or codec is there).
     pub fn available(self) -> bool {
         match self {
+            EngineKind::Appserver(b) => media::codec::Backend::available().contains(&b.backend()),
             EngineKind::Rtpengine => testkit::find_bin("rtpengine").is_some(),
         }
+    }
+
+    /// Whether the engine can carry a scenario at all: the media plane has no G.729 (it is
+    /// rtpengine's stand-in for AMR, which Debian's rtpengine cannot encode).
+    pub fn carries(self, scenario: ScenarioKind) -> bool {
+        !matches!(
+            (self, scenario),
+            (EngineKind::Appserver(_), ScenarioKind::G729Pcma)
+        )
+    }
+}
+
+/// The media plane and the receiver of its events, which must live as long as it does.
+struct OwnedPlane {
+    plane: std::sync::Arc<MediaPlane>,
+    _events: tokio::sync::mpsc::Receiver<MediaEvent>,
+}
+
+impl MediaControl for OwnedPlane {
+    fn codecs(&self, leg: Leg) -> Vec<sdp::LocalCodec> {
+        self.plane.codecs(leg)
+    }
+    fn allocate(
+        &self,
+    ) -> Result<appserver::media_api::Allocated, appserver::media_api::MediaError> {
+        self.plane.allocate()
+    }
+    fn negotiated(
+        &self,
+        id: MediaId,
+        leg: Leg,
+        local: &sdp::Session,
+        remote: &sdp::Session,
+    ) -> Result<(), appserver::media_api::MediaError> {
+        self.plane.negotiated(id, leg, local, remote)
+    }
+    fn release(&self, id: MediaId) {
+        self.plane.release(id)
     }
 }
 
@@ -244,7 +309,7 @@ pub fn media_run(opts: &MediaOptions) -> anyhow::Result<Vec<MediaStep>> {
         let mut climbing = vec![true; engines.len()];
         for &n in &opts.channels {
             for (i, engine) in engines.iter_mut().enumerate() {
-                if !climbing[i] {
+                if !climbing[i] || !opts.engines[i].carries(*kind) {
                     continue;
                 }
                 let report = rtpload::run(engine.as_mut(), &scenario, &load(n))
@@ -417,6 +482,54 @@ pub fn media_report(opts: &MediaOptions, steps: &[MediaStep]) -> String {
                     }
                 }
             }
+        }
+    }
+    s.push_str(&cross_ratio(steps));
+    s
+}
+
+/// Debian's rtpengine cannot encode AMR, so the nearest anchor for the plane's AMR-NB ⇄
+/// PCMA transcoding is rtpengine's G.729 ⇄ PCMA (both 8 kHz CELP codecs): one line per
+/// appserver backend with the ratio of channels per core, each taken at the engine's
+/// largest step without loss (delay not considered: on a shared 2-core machine neither
+/// may meet the p99 limit).
+fn cross_ratio(steps: &[MediaStep]) -> String {
+    let best = |engine: &dyn Fn(&str) -> bool, scenario: &str| {
+        steps
+            .iter()
+            .filter(|st| engine(&st.report.engine) && st.scenario.starts_with(scenario))
+            .filter(|st| {
+                std::iter::once(&st.report.a_to_b)
+                    .chain(st.report.b_to_a.as_ref())
+                    .all(|d| d.lost == 0 && d.wrong_pt == 0 && d.received > 0)
+            })
+            .max_by_key(|st| st.report.channels)
+            .and_then(|st| {
+                Some((
+                    st.report.engine.clone(),
+                    st.report.channels,
+                    st.report.channels_per_core()?,
+                ))
+            })
+    };
+    let Some((anchor, an, ac)) = best(&|e| e.starts_with("rtpengine"), "G.729") else {
+        return String::new();
+    };
+    let mut s = String::new();
+    let mut names: Vec<&str> = steps
+        .iter()
+        .map(|st| st.report.engine.as_str())
+        .filter(|e| e.starts_with("appserver"))
+        .collect();
+    names.dedup();
+    for name in names {
+        if let Some((ours, on, oc)) = best(&|e| e == name, "AMR-NB") {
+            let _ = writeln!(
+                s,
+                "{ours} AMR-NB⇄PCMA ({on} ch, {oc:.0}/core) vs {anchor} G.729⇄PCMA ({an} ch, \
+                 {ac:.0}/core), lossless steps: ratio {:.2}",
+                oc / ac
+            );
         }
     }
     s

@@ -300,12 +300,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
             if !p99_ms.is_finite() || *p99_ms <= 0.0 {
                 anyhow::bail!("--p99-ms must be a positive number of milliseconds");
             }
-            let engines: Vec<EngineKind> = [EngineKind::Rtpengine]
-                .into_iter()
-                .filter(|e| e.available())
-                .collect();
-            if engines.is_empty() {
-                anyhow::bail!("rtpengine not installed (apt-get install rtpengine-daemon)");
+            use appserver::mediaplane::CodecBackend;
+            // Ours first (the ratio lines read ours/rtpengine), each backend this build has.
+            let engines: Vec<EngineKind> = [
+                EngineKind::Appserver(CodecBackend::Opencore),
+                EngineKind::Appserver(CodecBackend::Rust),
+                EngineKind::Rtpengine,
+            ]
+            .into_iter()
+            .filter(|e| e.available())
+            .collect();
+            if !engines.contains(&EngineKind::Rtpengine) {
+                eprintln!(
+                    "imslab bench media: rtpengine not installed (apt-get install \
+                     rtpengine-daemon): no anchor in this run"
+                );
             }
             let opts = MediaOptions {
                 channels: channels.iter().map(|&n| n as usize).collect(),
