@@ -26,6 +26,27 @@ pub fn adaptive_vector(exc: &mut [f32], start: usize, t0: usize, frac: i32, res:
         x0 -= 1;
     }
     let phase = phase.clamp(0, 5) as usize;
+    if len <= 40 && x0 + len + INTERP_TAPS <= start {
+        // The lag reaches past the vector being built: every output is a sum over the past
+        // alone, so all outputs accumulate side by side (vectorisable), each in the same
+        // order as below, which keeps the results identical.
+        let mut s = [0f32; 40];
+        let s = &mut s[..len];
+        for i in 0..INTERP_TAPS {
+            let c1 = f32::from(INTER_6_PRED_LT[phase + 6 * i]);
+            let c2 = f32::from(INTER_6_PRED_LT[6 - phase + 6 * i]);
+            let lo = &exc[x0 - i..x0 - i + len];
+            let hi = &exc[x0 + 1 + i..x0 + 1 + i + len];
+            for ((o, &a), &b) in s.iter_mut().zip(lo).zip(hi) {
+                *o += a * c1;
+                *o += b * c2;
+            }
+        }
+        for (e, &v) in exc[start..start + len].iter_mut().zip(s.iter()) {
+            *e = v / 32768.0;
+        }
+        return;
+    }
     for j in 0..len {
         let mut s = 0f32;
         for i in 0..INTERP_TAPS {

@@ -50,12 +50,13 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
 
 /// Convolution of a 40-sample vector with the impulse response `h`.
 pub fn convolve(x: &[f32], h: &[f32; 40], y: &mut [f32; 40]) {
-    for n in 0..40 {
-        let mut s = 0.0;
-        for i in 0..=n {
-            s += x[i] * h[n - i];
+    // Outputs accumulate side by side (vectorisable); each still sums x[0]h[n], x[1]h[n−1], …
+    // in that order, so the result is the same as the direct loop's.
+    *y = [0.0; 40];
+    for (i, &xi) in x.iter().take(40).enumerate() {
+        for (yn, &hk) in y[i..].iter_mut().zip(h.iter()) {
+            *yn += xi * hk;
         }
-        y[n] = s;
     }
 }
 
@@ -81,10 +82,12 @@ pub fn closed_loop(
     res: i32,
     cands: &[i32],
 ) -> Lag {
-    let score = |v: i32| -> f32 {
+    // The candidate vectors are built on one copy of the past: each build writes the whole
+    // subframe before reading any of it back.
+    let mut tmp = [0.0f32; HISTORY + 40];
+    tmp[..HISTORY].copy_from_slice(&exc[pos - HISTORY..pos]);
+    let mut score = |v: i32| -> f32 {
         let lag = split(v, res);
-        let mut tmp = [0.0f32; HISTORY + 40];
-        tmp[..HISTORY].copy_from_slice(&exc[pos - HISTORY..pos]);
         adaptive_vector(&mut tmp, HISTORY, lag.t0.max(0) as usize, lag.frac, res, 40);
         let mut y = [0.0f32; 40];
         convolve(&tmp[HISTORY..], h, &mut y);
