@@ -18,6 +18,7 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
     let mut best = [(0i32, f32::MIN); 3];
     // Energy of the delayed segment, slid one lag at a time.
     let lo0 = pit_min as usize;
+    let corr = correlations(wsp, start, len, lo0);
     let mut e: f64 = (start..start + len)
         .map(|n| f64::from(wsp[n - lo0]).powi(2))
         .sum();
@@ -27,11 +28,7 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
             if l > lo0 {
                 e += f64::from(wsp[start - l]).powi(2) - f64::from(wsp[start + len - l]).powi(2);
             }
-            let mut c = 0.0f32;
-            for n in start..start + len {
-                c += wsp[n] * wsp[n - l];
-            }
-            let v = c / (e as f32).max(1.0).sqrt();
+            let v = corr[l] / (e as f32).max(1.0).sqrt();
             if v > best[r].1 {
                 best[r] = (lag, v);
             }
@@ -46,6 +43,37 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
         pick = best[0];
     }
     pick.0
+}
+
+/// Σₙ wsp[n]·wsp[n − l] over the segment for every lag `l` from `lo` to [`PIT_MAX`].
+/// Eight lags accumulate side by side (vectorisable), each over n in increasing order like a
+/// lag-by-lag loop, so the sums are the same.
+fn correlations(wsp: &[f32], start: usize, len: usize, lo: usize) -> [f32; PIT_MAX as usize + 1] {
+    const B: usize = 8;
+    let top = PIT_MAX as usize;
+    let mut out = [0f32; PIT_MAX as usize + 1];
+    let mut l = lo;
+    while l + B - 1 <= top {
+        let mut c = [0f32; B];
+        for n in start..start + len {
+            let w = wsp[n];
+            // wsp[n − l − k] for k = 0..8, lowest address first.
+            let d = &wsp[n - l - (B - 1)..=n - l];
+            for k in 0..B {
+                c[k] += w * d[B - 1 - k];
+            }
+        }
+        out[l..l + B].copy_from_slice(&c);
+        l += B;
+    }
+    for l in l..=top {
+        let mut c = 0.0f32;
+        for n in start..start + len {
+            c += wsp[n] * wsp[n - l];
+        }
+        out[l] = c;
+    }
+    out
 }
 
 /// Convolution of a 40-sample vector with the impulse response `h`.
