@@ -39,14 +39,9 @@ impl Signed {
                 sign[n] = if s.d[n] >= 0.0 { 1.0 } else { -1.0 };
             }
         }
-        let mut dd = [0.0f32; 40];
-        let mut ph = [[0.0f32; 40]; 40];
-        for i in 0..40 {
-            dd[i] = sign[i] * s.d[i];
-            for j in 0..40 {
-                ph[i][j] = sign[i] * sign[j] * s.phi[i][j];
-            }
-        }
+        // Built element by element (no zeroing of the 6 KiB matrix first).
+        let dd = core::array::from_fn(|i| sign[i] * s.d[i]);
+        let ph = core::array::from_fn(|i| core::array::from_fn(|j| sign[i] * sign[j] * s.phi[i][j]));
         Signed { sign, dd, ph }
     }
 
