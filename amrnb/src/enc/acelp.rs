@@ -142,8 +142,10 @@ impl Signed {
                             e_rest += self.ph[p][q];
                         }
                     }
-                    for (x, cr) in cross.iter_mut().enumerate() {
-                        *cr += self.ph[x][p];
+                    // Φ is symmetric (and so is its sign-folded form, exactly), so the row
+                    // serves for the column: contiguous, vectorisable, same sums.
+                    for (cr, &v) in cross.iter_mut().zip(self.ph[p].iter()) {
+                        *cr += v;
                     }
                 }
                 let (ta, tb) = (a / 2, b / 2);
