@@ -7,28 +7,9 @@
 use amrnb::enc::Encoder;
 use amrnb::Mode;
 use std::f64::consts::PI;
-use std::os::raw::{c_int, c_short, c_uchar, c_void};
 
-#[link(name = "opencore-amrnb")]
-extern "C" {
-    fn Decoder_Interface_init() -> *mut c_void;
-    fn Decoder_Interface_exit(state: *mut c_void);
-    fn Decoder_Interface_Decode(
-        state: *mut c_void,
-        input: *const c_uchar,
-        out: *mut c_short,
-        bfi: c_int,
-    );
-    fn Encoder_Interface_init(dtx: c_int) -> *mut c_void;
-    fn Encoder_Interface_exit(state: *mut c_void);
-    fn Encoder_Interface_Encode(
-        state: *mut c_void,
-        mode: c_int,
-        speech: *const c_short,
-        out: *mut c_uchar,
-        force_speech: c_int,
-    ) -> c_int;
-}
+mod common;
+use common::*;
 
 /// Which decoder plays our frames.
 #[derive(Debug, Clone, Copy)]
@@ -38,17 +19,6 @@ enum Dec {
     /// `amrnb::Decoder`.
     Rust,
 }
-
-const MODES: [Mode; 8] = [
-    Mode::MR475,
-    Mode::MR515,
-    Mode::MR59,
-    Mode::MR67,
-    Mode::MR74,
-    Mode::MR795,
-    Mode::MR102,
-    Mode::MR122,
-];
 
 /// Frames of the signal through our encoder, then the decoder `dec`.
 fn round_trip(mode: Mode, pcm: &[i16], dec: Dec) -> Vec<i16> {
@@ -250,7 +220,7 @@ fn one_khz_tone(dec: Dec) {
     let xin = steady(&input);
     let lin = db(power_at(&xin, 1000.0));
     let mut bad = Vec::new();
-    for mode in MODES {
+    for mode in Mode::ALL {
         let out = round_trip(mode, &input, dec);
         let y = steady(&out);
         let f = peak_near(&y, 1000.0);
@@ -280,7 +250,7 @@ fn two_tone(dec: Dec) {
     let input = tone(&[(300.0, 2000.0), (2000.0, 2000.0)], 1.0);
     let xin = steady(&input);
     let mut bad = Vec::new();
-    for mode in MODES {
+    for mode in Mode::ALL {
         let out = round_trip(mode, &input, dec);
         let y = steady(&out);
         let s = snr(&input, &out);
@@ -311,7 +281,7 @@ fn two_tone(dec: Dec) {
 fn speechlike_sweep(dec: Dec) {
     let input = sweep(2.0);
     let mut bad = Vec::new();
-    for mode in MODES {
+    for mode in Mode::ALL {
         let out = round_trip(mode, &input, dec);
         let d = delay(&input, &out);
         let s = snr(&input, &out);
