@@ -391,7 +391,8 @@ fn dbfs(x: &[i16]) -> f64 {
 }
 
 /// DTX gold test: a tone, digital silence, low white noise, the tone again through our
-/// encoder with DTX on, decoded by libopencore-amrnb. The pauses become SID/NO_DATA, the
+/// encoder with DTX on, decoded by libopencore-amrnb and by this crate. The pauses become
+/// SID/NO_DATA, the
 /// comfort noise comes out near the input noise level, and speech frames are back within a
 /// frame of the tone's return.
 #[test]
@@ -464,6 +465,25 @@ fn dtx_pauses_become_comfort_noise_in_opencore() {
         let cn = dbfs(&out[200 * 160..250 * 160]);
         let silence = dbfs(&out[70 * 160..100 * 160]);
         println!("DTX {mode:?}: comfort noise {cn:.1} dBFS, input noise {input:.1} dBFS, after silence {silence:.1} dBFS");
+        assert!(
+            (cn - input).abs() < 5.0,
+            "{mode:?}: comfort noise {cn:.1} vs {input:.1} dBFS"
+        );
+        assert!(
+            silence < -60.0,
+            "{mode:?}: silence decodes to {silence:.1} dBFS"
+        );
+        // And through this crate's decoder.
+        let mut d = amrnb::Decoder::new();
+        let mut ours = Vec::with_capacity(out.len());
+        for (f, &ft) in frames.iter().zip(&types) {
+            let mut pcm_out = [0i16; 160];
+            d.decode(ft, true, &f[1..], &mut pcm_out).unwrap();
+            ours.extend_from_slice(&pcm_out);
+        }
+        let cn = dbfs(&ours[200 * 160..250 * 160]);
+        let silence = dbfs(&ours[70 * 160..100 * 160]);
+        println!("DTX {mode:?} (amrnb decoder): comfort noise {cn:.1} dBFS, after silence {silence:.1} dBFS");
         assert!(
             (cn - input).abs() < 5.0,
             "{mode:?}: comfort noise {cn:.1} vs {input:.1} dBFS"
