@@ -392,9 +392,8 @@ fn dbfs(x: &[i16]) -> f64 {
 
 /// DTX gold test: a tone, digital silence, low white noise, the tone again through our
 /// encoder with DTX on, decoded by libopencore-amrnb and by this crate. The pauses become
-/// SID/NO_DATA, the
-/// comfort noise comes out near the input noise level, and speech frames are back within a
-/// frame of the tone's return.
+/// SID/NO_DATA, the comfort noise comes out near the input noise level, and speech frames are
+/// back within a frame of the tone's return.
 #[test]
 fn dtx_pauses_become_comfort_noise_in_opencore() {
     const FRAMES: usize = 50 + 50 + 150 + 50;
