@@ -2,9 +2,16 @@
 //! mode: the workload for profiling the encoder (`valgrind --tool=callgrind`) and a check that
 //! a speed-up left the bitstream unchanged.
 //!
-//! `cargo run -p amrnb --release --example enc_profile [mode 0-7|all] [frames]`
+//! `cargo run -p amrnb --release --example enc_profile [mode 0-7|all] [frames] [opencore]`
+//!
+//! With the feature `opencore` and a third argument `opencore`, libopencore-amrnb's encoder
+//! runs the same workload instead (its instruction count is the yardstick).
 
 use amrnb::{Encoder, Mode};
+
+#[cfg(feature = "opencore")]
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -19,6 +26,7 @@ fn main() {
         },
     };
     let frames: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(250);
+    let opencore = args.next().as_deref() == Some("opencore");
     // Glottal-like pulses at a gliding pitch through two formant resonators, plus a little
     // noise: exercises pitch, codebook and gain searches like voiced speech does.
     let mut pcm = vec![0i16; frames * 160];
@@ -42,6 +50,10 @@ fn main() {
         *s = (b * 700.0).clamp(-32768.0, 32767.0) as i16;
     }
     for mode in modes {
+        if opencore {
+            opencore_run(mode, &pcm);
+            continue;
+        }
         let mut enc = Encoder::new();
         let mut out = [0u8; 32];
         // FNV-1a over every frame's octets.
@@ -55,4 +67,38 @@ fn main() {
         }
         println!("{mode:?} {h:016x}");
     }
+}
+
+/// The workload through libopencore-amrnb's encoder (prints the frame count only).
+#[cfg(feature = "opencore")]
+fn opencore_run(mode: Mode, pcm: &[i16]) {
+    use common::*;
+    // SAFETY: the state is created and freed here and used by this thread only; the library
+    // pre-processes its input in place, so it gets a copy of each frame; `out` is larger than
+    // any frame.
+    unsafe {
+        let st = Encoder_Interface_init(0);
+        assert!(!st.is_null());
+        let mut n = 0;
+        for chunk in pcm.chunks_exact(160) {
+            let speech: [i16; 160] = chunk.try_into().expect("160 samples");
+            let mut out = [0u8; 64];
+            let len = Encoder_Interface_Encode(
+                st,
+                c_int::from(mode.frame_type()),
+                speech.as_ptr(),
+                out.as_mut_ptr(),
+                0,
+            );
+            n += usize::from(len > 0);
+        }
+        Encoder_Interface_exit(st);
+        println!("{mode:?} opencore {n} frames");
+    }
+}
+
+#[cfg(not(feature = "opencore"))]
+fn opencore_run(_: Mode, _: &[i16]) {
+    eprintln!("built without the feature opencore");
+    std::process::exit(2);
 }
