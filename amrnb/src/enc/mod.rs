@@ -775,6 +775,45 @@ mod tests {
     }
 
     #[test]
+    fn with_dtx_voiced_speech_stays_speech_and_its_pause_goes_quiet() {
+        // Pulses at a gliding pitch through a formant, 3 s, then 2 s of near silence.
+        let mut enc = Encoder::new().with_dtx(true);
+        let (mut phase, mut y1, mut y2) = (0.0f32, 0.0f32, 0.0f32);
+        let mut seed = 5u32;
+        let mut out = [0u8; 32];
+        let mut types = Vec::new();
+        for f in 0..250 {
+            let mut pcm = [0i16; 160];
+            for (n, s) in pcm.iter_mut().enumerate() {
+                let t = (f * 160 + n) as f32 / 8000.0;
+                phase += (120.0 + 40.0 * (t * 2.0).sin()) / 8000.0;
+                let pulse = if phase >= 1.0 {
+                    phase -= 1.0;
+                    1.0
+                } else {
+                    0.0
+                };
+                let y = pulse + 1.7 * y1 - 0.9 * y2;
+                (y2, y1) = (y1, y);
+                let voiced = if f < 150 { y * 1500.0 } else { 0.0 };
+                *s = (voiced + f32::from(noise(&mut seed)) / 3000.0) as i16;
+            }
+            types.push(
+                enc.encode_frame(Mode::MR122, &pcm, &mut out)
+                    .unwrap()
+                    .frame_type,
+            );
+        }
+        assert!(types[..150].iter().all(|&t| t == 7), "{types:?}");
+        assert!(
+            types[175..]
+                .iter()
+                .all(|&t| t == crate::FT_SID || t == crate::FT_NO_DATA),
+            "{types:?}"
+        );
+    }
+
+    #[test]
     fn short_output_buffer_is_an_error() {
         let mut enc = Encoder::new();
         let pcm = [0i16; 160];
