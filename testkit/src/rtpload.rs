@@ -928,14 +928,22 @@ fn frame_indices(
         k.push(v);
     }
     // Causality: the frame of arrival i is f0 + k[i] and was sent before it arrived, so
-    // f0 + k[i] ≤ last frame sent by then; the largest f0 meeting all of them.
+    // f0 + k[i] ≤ last frame sent by then; the largest f0 meeting all of them. Only
+    // arrivals while the stream was still being sent count: a transcoder's jitter buffer
+    // goes on concealing for a while after its input stops, and those extra packets have
+    // no frame (counting them would shift every frame by the length of that tail).
     let last_sent_by =
         |at: Instant| -> i64 { times.partition_point(|t| t.is_none_or(|t| t <= at)) as i64 - 1 };
+    let sending_until = times.iter().rev().find_map(|t| *t);
+    let during = |a: &&&Arrival| sending_until.is_none_or(|end| a.at <= end);
+    let bound = |(a, &ki): (&&&Arrival, &i64)| last_sent_by(a.at) - ki;
     let f0 = arrivals
         .iter()
         .zip(&k)
-        .map(|(a, &ki)| last_sent_by(a.at) - ki)
-        .min();
+        .filter(|(a, _)| during(a))
+        .map(bound)
+        .min()
+        .or_else(|| arrivals.iter().zip(&k).map(bound).min());
     let Some(f0) = f0 else { return Vec::new() };
     k.iter().map(|&ki| usize::try_from(f0 + ki).ok()).collect()
 }
