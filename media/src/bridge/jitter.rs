@@ -33,7 +33,7 @@ pub const FRAME: Duration = Duration::from_millis(20);
 pub const ZERO_JITTER: Duration = Duration::from_millis(10);
 /// The least wait past a frame's expected arrival before it is concealed at depth zero:
 /// scheduling noise of a loaded host, not loss.
-pub const MIN_MARGIN: Duration = Duration::from_millis(5);
+pub const MIN_MARGIN: Duration = Duration::from_millis(10);
 /// Without a packet for this long once the queue is empty, playout stops (end of talk
 /// with DTX, hold, a dead peer) until the next packet.
 const IDLE: Duration = Duration::from_millis(300);
