@@ -899,3 +899,95 @@ mod amr {
         assert_eq!(durations, [320, 1600]);
     }
 }
+
+/// Delivers packet `k` of a 20 ms-per-frame PCMA stream from leg A at `at` (timers due
+/// before it run first) and returns how many RTP packets toward B it produced at once.
+fn deliver(ch: &mut Channel, d: &[u8], at: Instant, out: &mut Vec<Sent>) -> usize {
+    advance(ch, at, out);
+    let before = rtp_on(out, Side::B).len();
+    ch.handle_rtp(Side::A, d, at);
+    drain(ch, out);
+    rtp_on(out, Side::B).len() - before
+}
+
+#[test]
+fn steady_in_order_stream_is_transcoded_at_arrival() {
+    let t0 = Instant::now();
+    // 20 ms in, 20 ms out: every packet leaves at the `now` it came in.
+    let (mut ch, mode) = channel(
+        spec(LegCodec::Pcma, 8, None, 20, A_PEER),
+        spec(LegCodec::Pcmu, 0, None, 20, B_PEER),
+        t0,
+    );
+    assert_eq!(mode, Mode::Transcode);
+    let mut out = Vec::new();
+    for k in 0..100u16 {
+        let d = rtp(8, k, u32::from(k) * 160, 0x31, &[0xD5; 160]);
+        let at = t0 + Duration::from_millis(20 * u64::from(k));
+        assert_eq!(deliver(&mut ch, &d, at, &mut out), 1, "packet {k}");
+        assert_eq!(ch.jitter_target(Side::A), Some(0));
+    }
+    // 30 ms in, 20 ms out: a 20 ms frame leaves as soon as its 160 samples are here.
+    let (mut ch, _) = channel(
+        spec(LegCodec::Pcma, 8, None, 30, A_PEER),
+        spec(LegCodec::Pcmu, 0, None, 20, B_PEER),
+        t0,
+    );
+    let mut out = Vec::new();
+    let mut total = 0;
+    for k in 0..60u16 {
+        let d = rtp(8, k, u32::from(k) * 240, 0x32, &[0xD5; 240]);
+        let at = t0 + Duration::from_millis(30 * u64::from(k));
+        total += deliver(&mut ch, &d, at, &mut out);
+        assert_eq!(total, (usize::from(k) + 1) * 240 / 160, "after packet {k}");
+    }
+    let s = ch.stats();
+    assert_eq!((s.late, ch.lost(Side::A)), (0, 0), "{s:?}");
+}
+
+#[test]
+fn jitter_grows_the_depth_without_loss_and_calm_brings_it_back_to_zero() {
+    let t0 = Instant::now();
+    let (mut ch, _) = channel(
+        spec(LegCodec::Pcma, 8, None, 20, A_PEER),
+        spec(LegCodec::Pcmu, 0, None, 20, B_PEER),
+        t0,
+    );
+    let mut out = Vec::new();
+    let (calm1, jittery, calm2) = (50u32, 250u32, 400u32);
+    let mut last = t0;
+    let mut max_depth = 0;
+    for k in 0..calm1 + jittery + calm2 {
+        // Every other packet is delayed by a jitter that rises 1 ms per 8 packets to
+        // 30 ms, in order (a queue on the path, not loss).
+        let j = if (calm1..calm1 + jittery).contains(&k) {
+            ((k - calm1) / 8).min(30) * (k % 2)
+        } else {
+            0
+        };
+        let at = (t0 + Duration::from_millis(u64::from(20 * k + j))).max(last);
+        last = at;
+        let d = rtp(8, k as u16, k * 160, 0x33, &[0xD5; 160]);
+        let now_out = deliver(&mut ch, &d, at, &mut out);
+        let depth = ch.jitter_target(Side::A).unwrap();
+        max_depth = max_depth.max(depth);
+        if k < calm1 {
+            assert_eq!((now_out, depth), (1, 0), "calm start, packet {k}");
+        }
+    }
+    assert!(max_depth >= 2, "depth never rose: {max_depth}");
+    assert_eq!(ch.stats().late, 0, "{:?}", ch.stats());
+    // Calm again: back to zero depth, and frames leave on arrival.
+    assert_eq!(ch.jitter_target(Side::A), Some(0));
+    let k = calm1 + jittery + calm2;
+    let d = rtp(8, k as u16, k * 160, 0x33, &[0xD5; 160]);
+    let at = t0 + Duration::from_millis(u64::from(20 * k));
+    assert_eq!(deliver(&mut ch, &d, at, &mut out), 1);
+    // No frame lost: one frame out per frame in, give or take the concealment inserted
+    // when the depth grew and the frames dropped when it shrank.
+    let sent = rtp_on(&out, Side::B).len() as i64;
+    assert!(
+        (sent - i64::from(k + 1)).abs() <= i64::from(max_depth),
+        "{sent} sent for {k}"
+    );
+}

@@ -615,7 +615,13 @@ impl Channel {
         let ok = if pt == sx.recv_pt {
             match self.mode {
                 Mode::Relay => self.relay_voice(x, &p, datagram, now),
-                Mode::Transcode => self.buffer_voice(x, &p, now),
+                Mode::Transcode => {
+                    let stored = self.buffer_voice(x, &p, now);
+                    // At depth zero a frame that arrives in order is due now: transcoding
+                    // it on arrival rather than at the next timer adds no delay.
+                    self.play(x, now);
+                    stored
+                }
                 Mode::Idle => false,
             }
         } else if sx.dtmf.is_some_and(|d| d.recv_pt == pt) {
@@ -800,13 +806,7 @@ impl Channel {
     pub fn handle_timeout(&mut self, now: Instant) {
         for x in 0..2 {
             if self.mode == Mode::Transcode {
-                // Bounded: a shell a second late catches up by at most this many frames,
-                // the jitter buffer drops what is older.
-                for _ in 0..64 {
-                    if !self.transcode_frame(x, now) {
-                        break;
-                    }
-                }
+                self.play(x, now);
             }
             self.report(x, now);
             let l = &mut self.legs[x];
@@ -833,6 +833,17 @@ impl Channel {
     /// Copies the next datagram to send into `buf` ([`MAX_DATAGRAM`] long takes any).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         self.queue.pop(buf)
+    }
+
+    /// Plays the frames of what leg `x` sent that are due at `now`.
+    fn play(&mut self, x: usize, now: Instant) {
+        // Bounded: a shell a second late catches up by at most this many frames, the
+        // jitter buffer drops what is older.
+        for _ in 0..64 {
+            if !self.transcode_frame(x, now) {
+                break;
+            }
+        }
     }
 
     /// Plays one frame of what leg `x` sent into the other leg; false when none is due.

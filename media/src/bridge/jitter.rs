@@ -1,13 +1,19 @@
 //! The adaptive jitter buffer of the transcoding path: received audio is stored by RTP
-//! timestamp and played out one 20 ms frame at a time on the bridge's own clock, so the
-//! decoder sees frames in order and the encoder on the other leg a steady 50 frames/s
-//! whatever the sender's packetization and the network's jitter.
+//! timestamp and played out one 20 ms frame at a time, so the decoder sees frames in order
+//! and the encoder on the other leg one frame per 20 ms of input whatever the sender's
+//! packetization and the network's jitter.
 //!
-//! Depth starts at two frames and follows the interarrival jitter of RFC 3550 §6.4.1
-//! (target = 20 ms + 2 × jitter, in whole frames, 1 to [`MAX_DEPTH`]); a late frame raises
-//! it by one frame at once. Growing inserts a concealment frame, shrinking drops one when
-//! more than the target plus one packet is queued. Storage is fixed at creation: AMR frames
-//! in [`SLOTS`] slots, G.711 as decoded samples in a ring.
+//! Depth follows the interarrival jitter of RFC 3550 §6.4.1 and its minimum is zero: while
+//! 2 × jitter is well under a frame ([`ZERO_JITTER`]) a frame that arrives in order is
+//! played at once on arrival (what a transcoder must do to add no delay on a clean
+//! network), and the clock only decides when a frame is missing: it is concealed once it
+//! is later than its expected time (from the newest packet's arrival) plus
+//! max(2 × jitter, [`MIN_MARGIN`]). With more jitter the buffer plays on its own 20 ms
+//! clock behind arrival (target = 20 ms + 2 × jitter, in whole frames, up to
+//! [`MAX_DEPTH`]); a late frame raises the depth by one frame at once, and it shrinks back
+//! one frame per 50 calm packets, to zero. Growing inserts a concealment frame, shrinking
+//! drops one when more than the target plus one packet is queued. Storage is fixed at
+//! creation: AMR frames in [`SLOTS`] slots, G.711 as decoded samples in a ring.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,11 @@ pub const SLOTS: usize = 16;
 pub const MAX_DEPTH: u32 = 10;
 /// One frame of playout.
 pub const FRAME: Duration = Duration::from_millis(20);
+/// Below this 2 × jitter the depth is zero: frames play on arrival.
+pub const ZERO_JITTER: Duration = Duration::from_millis(10);
+/// The least wait past a frame's expected arrival before it is concealed at depth zero:
+/// scheduling noise of a loaded host, not loss.
+pub const MIN_MARGIN: Duration = Duration::from_millis(10);
 /// Without a packet for this long once the queue is empty, playout stops (end of talk
 /// with DTX, hold, a dead peer) until the next packet.
 const IDLE: Duration = Duration::from_millis(300);
@@ -82,6 +93,13 @@ pub struct JitterBuffer {
     highest_end: u32,
     last_arrival: Instant,
     target: u32,
+    /// Playing on arrival (depth zero); else on `next_at`'s clock.
+    zero: bool,
+    /// Timestamp, end and arrival of the newest packet: when later frames are expected.
+    ref_ts: u32,
+    ref_end: u32,
+    ref_at: Instant,
+    margin: Duration,
     stretch: u32,
     packet_frames: u32,
     calm: u32,
@@ -124,7 +142,12 @@ impl JitterBuffer {
             next_at: now,
             highest_end: 0,
             last_arrival: now,
-            target: 2,
+            target: 0,
+            zero: true,
+            ref_ts: 0,
+            ref_end: 0,
+            ref_at: now,
+            margin: MIN_MARGIN,
             stretch: 0,
             packet_frames: 1,
             calm: 0,
@@ -142,9 +165,59 @@ impl JitterBuffer {
         self.target
     }
 
-    /// When the next frame is due, if playing.
+    /// When the next frame is due, if playing (at depth zero: when the missing frame is
+    /// concealed; a frame that arrives is due at once).
     pub fn next_due(&self) -> Option<Instant> {
-        self.running.then_some(self.next_at)
+        if !self.running {
+            return None;
+        }
+        if self.zero {
+            return Some(self.expected(self.play_ts) + self.margin);
+        }
+        Some(self.next_at)
+    }
+
+    /// When the frame at `ts` should have arrived whole, going by the newest packet: with
+    /// it if that packet reaches the frame's end (a reordered frame gets no earlier time),
+    /// else with the packet of the same length that carries its end (30 ms G.711 packets
+    /// complete a 20 ms frame 30 ms after the previous one).
+    fn expected(&self, ts: u32) -> Instant {
+        let end = ts.wrapping_add(self.frame_ticks);
+        let beyond = end.wrapping_sub(self.ref_end) as i32;
+        if beyond <= 0 {
+            return self.ref_at;
+        }
+        let len = self.ref_end.wrapping_sub(self.ref_ts).max(1);
+        let ticks = (beyond as u32).div_ceil(len) * len;
+        let ns = FRAME.as_nanos() as u64 * u64::from(ticks) / u64::from(self.frame_ticks);
+        self.ref_at + Duration::from_nanos(ns)
+    }
+
+    /// Switches between playing on arrival and playing on the clock as the depth leaves or
+    /// returns to zero.
+    fn settle(&mut self) {
+        if self.zero && (self.target > 0 || self.stretch > 0) {
+            // From here on the clock plays, starting when the frame at the playout point
+            // was expected.
+            self.zero = false;
+            self.next_at = self.expected(self.play_ts);
+        } else if !self.zero && self.target == 0 && self.stretch == 0 {
+            // Calm again: what is queued plays at once, then frames play on arrival.
+            self.zero = true;
+        }
+    }
+
+    /// Whether the whole frame at the playout point has arrived.
+    fn present(&self) -> bool {
+        let ft = self.frame_ticks;
+        match &self.store {
+            Store::Amr { slots, .. } => {
+                let s = &slots[(self.play_ts.wrapping_sub(self.anchor) / ft) as usize % SLOTS];
+                s.used && s.ts == self.play_ts
+            }
+            // G.711 keeps no per-sample mark: in order, the newest end covers the frame.
+            Store::Pcm { .. } => self.highest_end.wrapping_sub(self.play_ts) as i32 >= ft as i32,
+        }
     }
 
     /// Forgets everything (a new source, a codec change): the next packet starts playout.
@@ -164,8 +237,9 @@ impl JitterBuffer {
         }
     }
 
-    /// Where a packet of `frames` frames at `ts` goes: `None` if late (counted).
-    fn admit(&mut self, ts: u32, frames: u32, jitter: Duration, now: Instant) -> bool {
+    /// Whether a packet of `frames` frames (`ticks` long) at `ts` is stored: not if late
+    /// (counted).
+    fn admit(&mut self, ts: u32, frames: u32, ticks: u32, jitter: Duration, now: Instant) -> bool {
         self.last_arrival = now;
         self.packet_frames = frames.max(1);
         let ft = self.frame_ticks;
@@ -178,6 +252,10 @@ impl JitterBuffer {
             self.highest_end = ts;
             self.stretch = 0;
             self.next_at = now + FRAME * self.target;
+            self.zero = self.target == 0;
+            self.ref_ts = ts;
+            self.ref_end = ts;
+            self.ref_at = now;
             self.clear();
         }
         let ahead = ts.wrapping_sub(self.play_ts) as i32;
@@ -187,6 +265,7 @@ impl JitterBuffer {
                 self.target += 1;
                 self.stretch += 1;
             }
+            self.settle();
             return false;
         }
         if ahead as u64 + u64::from(frames * ft) > u64::from(SLOTS as u32 * ft) {
@@ -195,14 +274,31 @@ impl JitterBuffer {
             self.anchor = ts;
             self.play_ts = ts;
             self.highest_end = ts;
+            self.ref_ts = ts;
+            self.ref_end = ts;
+            self.ref_at = now;
             self.clear();
         }
-        let end = ts.wrapping_add(frames * ft);
+        // The real end (a 30 ms G.711 packet ends mid-frame): at depth zero a frame plays
+        // only once all of it is here.
+        let end = ts.wrapping_add(ticks);
         if end.wrapping_sub(self.highest_end) as i32 > 0 {
             self.highest_end = end;
         }
-        let want_ms = 20 + 2 * jitter.as_millis() as u32;
-        let want = want_ms.div_ceil(20).clamp(1, MAX_DEPTH);
+        if ts.wrapping_sub(self.ref_ts) as i32 >= 0 {
+            self.ref_ts = ts;
+            self.ref_end = end;
+            self.ref_at = now;
+        }
+        let twice = jitter * 2;
+        self.margin = twice.max(MIN_MARGIN);
+        let want = if twice < ZERO_JITTER {
+            0
+        } else if twice < FRAME {
+            1
+        } else {
+            (20 + twice.as_millis() as u32).div_ceil(20).min(MAX_DEPTH)
+        };
         if want > self.target {
             self.stretch += want - self.target;
             self.target = want;
@@ -216,6 +312,7 @@ impl JitterBuffer {
                 self.target -= 1;
             }
         }
+        self.settle();
         true
     }
 
@@ -227,7 +324,8 @@ impl JitterBuffer {
         jitter: Duration,
         now: Instant,
     ) {
-        if !self.admit(ts, frames.len() as u32, jitter, now) {
+        let n = frames.len() as u32;
+        if !self.admit(ts, n, n * self.frame_ticks, jitter, now) {
             return;
         }
         let (ft, anchor, play_ts) = (self.frame_ticks, self.anchor, self.play_ts);
@@ -252,7 +350,8 @@ impl JitterBuffer {
     /// Stores one G.711 packet at `ts`, decoding it (`alaw` or µ-law).
     pub fn push_g711(&mut self, ts: u32, codes: &[u8], alaw: bool, jitter: Duration, now: Instant) {
         let frames = (codes.len() as u32).div_ceil(160);
-        if codes.is_empty() || !self.admit(ts, frames, jitter, now) {
+        let ticks = codes.len().min(SLOTS * 160) as u32;
+        if codes.is_empty() || !self.admit(ts, frames, ticks, jitter, now) {
             return;
         }
         let (anchor, play_ts) = (self.anchor, self.play_ts);
@@ -274,22 +373,39 @@ impl JitterBuffer {
 
     /// The frame due at `now`, if one is (call until `None`); playout advances 20 ms.
     pub fn pop(&mut self, now: Instant) -> Option<Played<'_>> {
-        if !self.running || now < self.next_at {
+        if !self.running {
             return None;
         }
         let ft = self.frame_ticks;
         let drained = self.highest_end.wrapping_sub(self.play_ts) as i32 <= 0;
-        if drained && now.saturating_duration_since(self.last_arrival) > IDLE {
-            self.running = false;
-            return None;
+        let idle = drained && now.saturating_duration_since(self.last_arrival) > IDLE;
+        self.settle();
+        if self.zero {
+            if !self.present() && (idle || now < self.expected(self.play_ts) + self.margin) {
+                self.running &= !idle;
+                return None;
+            }
+            // Arrived (played at once), or missing past its time plus the margin
+            // (concealed below: the slot does not hold it).
+            self.next_at = now + FRAME;
+        } else {
+            if now < self.next_at {
+                return None;
+            }
+            if idle {
+                self.running = false;
+                return None;
+            }
+            self.next_at += FRAME;
         }
-        self.next_at += FRAME;
         let conceal = if self.stretch > 0 {
             self.stretch -= 1;
             true
         } else {
             let queued = (self.highest_end.wrapping_sub(self.play_ts) as i32).max(0) as u32 / ft;
-            if queued > self.target + self.packet_frames {
+            // At depth zero nothing is queued beyond what arrived at once (a reordered
+            // packet fills a gap): only the clock drops to shrink.
+            if !self.zero && queued > self.target + self.packet_frames {
                 self.discard(self.play_ts);
                 self.play_ts = self.play_ts.wrapping_add(ft);
             }
@@ -380,7 +496,7 @@ mod tests {
         b.push_g711(1000, &code(1), true, Duration::ZERO, t0);
         b.push_g711(1320, &code(3), true, Duration::ZERO, t0 + FRAME);
         b.push_g711(1160, &code(2), true, Duration::ZERO, t0 + FRAME * 2);
-        let out = frames_of(&mut b, t0 + FRAME * 4);
+        let out = frames_of(&mut b, t0 + FRAME * 2);
         assert_eq!(out.len(), 3);
         let levels: Vec<i16> = out.iter().map(|s| (*s + 500) / 1000).collect();
         assert_eq!(levels, [1, 2, 3]);
@@ -393,10 +509,13 @@ mod tests {
         let code = [g711::alaw_encode(4000); 160];
         b.push_g711(0, &code, true, Duration::ZERO, t0);
         let before = b.target();
-        assert!(b.pop(t0 + FRAME * 2).is_some());
-        assert!(b.pop(t0 + FRAME * 2).is_none(), "one frame per 20 ms");
+        assert!(b.pop(t0).is_some());
+        assert!(
+            b.pop(t0).is_none(),
+            "the next frame is not here nor overdue"
+        );
         // A packet for before the playout point arrives.
-        b.push_g711(u32::MAX - 159, &code, true, Duration::ZERO, t0 + FRAME * 2);
+        b.push_g711(u32::MAX - 159, &code, true, Duration::ZERO, t0 + FRAME);
         assert_eq!(b.late(), 1);
         assert_eq!(b.target(), before + 1);
     }
@@ -409,7 +528,7 @@ mod tests {
         let f = AmrFrame::from_octets(AmrKind::Nb, 7, true, &speech).unwrap();
         b.push_amr(0, [f].into_iter(), Duration::ZERO, t0);
         b.push_amr(320, [f].into_iter(), Duration::ZERO, t0 + FRAME * 2);
-        let t = t0 + FRAME * 4;
+        let t = t0 + FRAME * 2 + MIN_MARGIN;
         assert!(matches!(b.pop(t), Some(Played::Amr(Some(_)))));
         assert!(matches!(b.pop(t), Some(Played::Amr(None))));
         assert!(matches!(b.pop(t), Some(Played::Amr(Some(_)))));
@@ -422,6 +541,23 @@ mod tests {
             assert!(n < 200);
         }
         assert!(b.next_due().is_none());
+    }
+
+    #[test]
+    fn at_depth_zero_frames_play_on_arrival_and_a_missing_one_after_its_margin() {
+        let t0 = Instant::now();
+        let mut b = JitterBuffer::amr(AmrKind::Nb, t0);
+        let f = AmrFrame::from_octets(AmrKind::Nb, 7, true, &[0u8; 31]).unwrap();
+        // A 40 ms packet: both frames play at once, the next is expected 40 ms later.
+        b.push_amr(0, [f, f].into_iter(), Duration::ZERO, t0);
+        assert_eq!(b.target(), 0);
+        assert!(matches!(b.pop(t0), Some(Played::Amr(Some(_)))));
+        assert!(matches!(b.pop(t0), Some(Played::Amr(Some(_)))));
+        assert!(b.pop(t0).is_none());
+        let due = t0 + FRAME * 2 + MIN_MARGIN;
+        assert_eq!(b.next_due(), Some(due));
+        assert!(b.pop(due - Duration::from_millis(1)).is_none());
+        assert!(matches!(b.pop(due), Some(Played::Amr(None))));
     }
 
     #[test]
