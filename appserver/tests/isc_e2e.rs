@@ -252,7 +252,9 @@ async fn scenario(mode: LateMode) {
         assert_eq!(offers.len(), 1, "{offers:?}");
         let o = &offers[0];
         assert_eq!(o.source, Source::Isc);
-        assert_eq!(o.callee, impu(1));
+        // Called by its IMSI-based SIP URI, B is offered by the tel URI its third-party
+        // REGISTER's P-Associated-URI named.
+        assert_eq!(o.callee, lab::net::subscriber(1).tel);
         match &o.caller {
             RawCaller::Sip {
                 p_asserted_identity,
