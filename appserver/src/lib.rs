@@ -21,6 +21,7 @@ pub mod identity;
 pub mod isc;
 pub mod late;
 pub mod media_api;
+pub mod mediaplane;
 pub mod mgcp;
 pub mod numbers;
 pub mod passive;

@@ -12,6 +12,8 @@
 //!   conversion between them that a bridge makes when its legs disagree on `octet-align`,
 //!   and `.amr` storage files (§5) for a UE simulator to play.
 //! - [`g711`]: A-law and µ-law (ITU-T G.711).
+//! - [`bridge`]: one bridged call's media, sans-IO: the legs' parameters from their SDPs,
+//!   relay or transcode between them with jitter buffer, DTMF, per-leg RTCP and timeout.
 //! - [`pattern`]: a deterministic test pattern in AMR speech frames (not audio) that a
 //!   receiver checks bit for bit: the codec-free integrity check of UE and bridge tests.
 //! - [`tone`]: sine test tones and their measurement (frequency, level in dBFS), for tests
@@ -45,6 +47,7 @@
 //! ```
 
 pub mod amr;
+pub mod bridge;
 pub mod codec;
 pub mod g711;
 pub mod pattern;
