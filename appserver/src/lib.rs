@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod b2bua;
 pub mod blocklist;
 pub mod calllog;
 pub mod cli;

@@ -37,6 +37,7 @@
 //! | [`sipp`] | `sip-tester` (SIPp 3.6.1) | bounded `-m 1` runs of bundled scenarios (AKAv1-MD5 register, re-register, deregister, OPTIONS) with logs; the RES-with-0x00 bug workaround |
 //! | [`tshark`] | `tshark` 4.0 | capture on `lo` with a port filter; dissect with `-d` decode-as and count malformed packets, Diameter commands, SIP methods/status codes, ESP frames and good/bad ICVs (with `esp_sa` UAT prefs) |
 //! | [`freediameter`] | `freediameter` 1.2.1 (`freeDiameterd`) | a base-protocol peer (CER/CEA, DWR/DWA, DPR/DPA) connecting to our Diameter server, no TLS |
+//! | [`baresip`] | `baresip-core` 1.0 | a headless SIP phone on a free loopback port: PCMA only, auto-answer, a WAV (a generated tone) as microphone, `sndfile` recordings, hangup/dial over `ctrl_tcp` |
 //! | [`browser`] | `chromium` + `chromium-driver` | headless Chromium through ChromeDriver's WebDriver HTTP API: go to a loopback page, type, click, read text, accept a `confirm`, take a PNG screenshot |
 //! | [`mosquitto`] | `mosquitto` + `mosquitto-clients` 2.0 | an MQTT broker on a free loopback port; `mosquitto_sub` subscriptions that return what was published |
 //! | [`dbus`] | `dbus-daemon` + `dbus-monitor` 1.14 | a private session bus (no activation) and a monitor that records method calls on it |
@@ -73,6 +74,7 @@
 //! Everything binds to 127.0.0.1 (or namespaces the caller creates); nothing
 //! here ever targets another host.
 
+pub mod baresip;
 pub mod browser;
 pub mod dbus;
 pub mod freediameter;
