@@ -10,7 +10,7 @@ use sip::transaction::TimerConfig;
 use sip::{Scheme, Uri};
 
 use crate::call::CallConfig;
-use crate::media::{AudioSource, MediaConfig, MediaError};
+use crate::media::{MediaConfig, MediaError};
 
 /// Why a [`UeConfig`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,7 +50,8 @@ pub enum ConfigError {
     /// No algorithm to offer.
     #[error("sec-agree is on but no integrity or no encryption algorithm is offered")]
     NoAlgorithms,
-    /// The configured audio file cannot be played.
+    /// The configured audio source cannot be played (not a storage file, a tone out of
+    /// range, a codec backend this build lacks).
     #[error(transparent)]
     Media(#[from] MediaError),
 }
@@ -230,8 +231,8 @@ pub struct UeConfig {
     pub timers: TimerConfig,
     /// How calls are placed and answered.
     pub calls: CallConfig,
-    /// The RTP of calls: on/off, what is sent (test pattern or an AMR file), silence
-    /// timeout. The RTP port is [`CallConfig::rtp_port`].
+    /// The RTP of calls: on/off, what is sent (test pattern, an AMR file or a tone), the
+    /// codec backend, silence timeout. The RTP port is [`CallConfig::rtp_port`].
     pub media: MediaConfig,
     /// Subscribe to the own registration state after the initial registration (TS 24.229
     /// §5.1.1.3), to learn of a network-initiated deregistration.
@@ -326,9 +327,7 @@ impl UeConfig {
                 pcscf: self.pcscf.ip(),
             });
         }
-        if let AudioSource::AmrFile(bytes) = &self.media.source {
-            crate::media::check_audio_file(bytes)?;
-        }
+        self.media.validate()?;
         if self.sec_agree {
             let s = self.security;
             if s.spi_uc < 256 || s.spi_us < 256 || s.spi_uc == s.spi_us {

@@ -7,13 +7,26 @@
 //! the peer's packets with the `media` crate's receiver statistics (received, lost, jitter)
 //! plus out-of-order packets.
 //!
-//! There is no speech encoder here (it comes with the AMR codec). The audio source is:
+//! The audio source ([`MediaConfig::source`]) is:
 //! - by default the **test pattern** of [`media::pattern`]: real-sized speech frames of the
 //!   negotiated mode whose bits come from a generator seeded by SSRC and timestamp. It is
 //!   not audio; it lets the receiver check bit for bit that each frame arrived as sent
 //!   ([`MediaStats::frames_ok`] / [`MediaStats::frames_bad`]) whatever relays sit between;
-//! - or an AMR/AMR-WB storage file (`#!AMR\n`, RFC 4867 §5), played in a loop, when
-//!   [`MediaConfig::source`] names one and its codec is the negotiated one.
+//! - or an AMR/AMR-WB storage file (`#!AMR\n`, RFC 4867 §5), played in a loop, when its
+//!   codec is the negotiated one;
+//! - or a **tone** ([`AudioSource::Tone`], `tone:1000@-20`): a sine from
+//!   [`media::tone::ToneGenerator`] at the codec's sample rate, encoded every 20 ms by the
+//!   speech encoder of [`MediaConfig::codec_backend`] at the negotiated mode. A build
+//!   without that encoder sends the test pattern instead and says why
+//!   ([`MediaStats::codec_error`]).
+//!
+//! Received speech that is not the test pattern is decoded (same backend) into a ring of
+//! the last [`MediaConfig::measure_window`] of PCM, and [`MediaStats::received_tone`] is
+//! the tone measured in it ([`media::tone::measure`]): what lets a test say "the far
+//! side's 1 kHz tone arrived within 2 % and 3 dB". Pattern frames are never decoded (they
+//! are not audio), so a call carrying the pattern costs no codec time. The decoder and the
+//! ring are made once per call, on the first frame that needs them; encoding and decoding
+//! then run in buffers the session owns (no allocation per packet).
 //!
 //! RTCP (RFC 3550 §6) goes to the peer's RTP port + 1 every [`RTCP_INTERVAL`] while the
 //! call is up: an SR with a report block about the peer and our CNAME. The SR's NTP
@@ -21,8 +34,11 @@
 //! reads no wall clock. The peer's reports are read for the loss it saw of our stream.
 //!
 //! DTMF digits go as RFC 4733 telephone-events when the answer kept a telephone-event
-//! format; received ones are reported. Silence from the peer longer than
-//! [`MediaConfig::timeout`] is reported once ([`MediaEvent::Timeout`]), never waited on.
+//! format; received ones are reported once per event: on the first packet with the end
+//! bit, never again for its retransmitted ends (§2.5.1.4) nor for a late copy of an older
+//! event (an event is known by its timestamp, §2.3.5: one not after the last ended one is
+//! old). Silence from the peer longer than [`MediaConfig::timeout`] is reported once
+//! ([`MediaEvent::Timeout`]), never waited on.
 //! RTP is plain UDP on the UE's own address: VoLTE media has its own bearer, not the SIP
 //! signalling's IPsec SAs.
 
@@ -33,11 +49,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media::amr::{pack, AmrError, AmrFormat, AmrFrame, AmrPayload, StorageFrames, CMR_NONE};
+/// The codec backends ([`MediaConfig::codec_backend`]), from the `media` crate.
+pub use media::codec::Backend;
+use media::codec::{self, CodecError, Decoder, Encoder};
 use media::pattern::{check_frame, pattern_frame, PatternCheck, MAX_FRAME_OCTETS};
 use media::rtcp::{Compound, RtcpPacket, RtcpWriter};
 use media::rtp::{is_rtcp, RtpHeader, RtpPacket};
 use media::stats::{ReceiverStats, SenderStats};
 use media::telephone_event::TelephoneEvent;
+use media::tone::{ToneGenerator, ToneMeasurement};
 use sdp::{AmrKind, AmrParams, Session};
 
 /// Packetisation time: one frame per packet, as handsets send (TS 26.114 §7.4.2).
@@ -56,7 +76,15 @@ const MAX_DUE: u32 = 10;
 const DTMF_PACKETS: u32 = 5;
 const DTMF_END_REPEATS: u32 = 2;
 
+/// The level of a tone whose text gives none (`tone:1000`): a talker's speech level,
+/// far from clipping in any codec.
+pub const DEFAULT_TONE_DBFS: i32 = -20;
+
 /// What a call's audio is made of.
+///
+/// In text ([`str::parse`], [`fmt::Display`]): `pattern`, or `tone:HZ[@DBFS]` such as
+/// `tone:1000@-20` (the level defaults to [`DEFAULT_TONE_DBFS`]). A file is given by its
+/// bytes, not its name, so it has no text form here.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AudioSource {
     /// The deterministic test pattern (not audio; see the module documentation).
@@ -65,6 +93,89 @@ pub enum AudioSource {
     /// An AMR or AMR-WB storage file's bytes (`#!AMR\n` / `#!AMR-WB\n`), played in a loop;
     /// the test pattern is sent instead when the call negotiated the other codec.
     AmrFile(Arc<[u8]>),
+    /// A sine tone, encoded with the negotiated codec.
+    Tone {
+        /// Frequency; below 4000 Hz for an AMR-NB call (8 kHz sampling), below 8000 Hz for
+        /// AMR-WB.
+        frequency_hz: u32,
+        /// Level in dBFS (AES17: a full-scale sine is 0), at most 0.
+        level_dbfs: i32,
+    },
+}
+
+impl AudioSource {
+    /// A generator of this tone at `sample_rate`, or why there is none (a frequency above
+    /// that rate's Nyquist frequency, a level above full scale). `None` for other sources.
+    fn tone_generator(&self, sample_rate: u32) -> Option<Result<ToneGenerator, MediaError>> {
+        match *self {
+            AudioSource::Tone {
+                frequency_hz,
+                level_dbfs,
+            } => Some(
+                ToneGenerator::new(f64::from(frequency_hz), f64::from(level_dbfs), sample_rate)
+                    .map_err(|e| MediaError::Tone(e.to_string())),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for AudioSource {
+    type Err = MediaError;
+
+    fn from_str(s: &str) -> Result<AudioSource, MediaError> {
+        let bad = || MediaError::Source(s.to_string());
+        if s == "pattern" {
+            return Ok(AudioSource::TestPattern);
+        }
+        let spec = s.strip_prefix("tone:").ok_or_else(bad)?;
+        let (hz, level) = match spec.split_once('@') {
+            Some((hz, level)) => (hz, level.parse().map_err(|_| bad())?),
+            None => (spec, DEFAULT_TONE_DBFS),
+        };
+        let frequency_hz = hz.parse().map_err(|_| bad())?;
+        let tone = AudioSource::Tone {
+            frequency_hz,
+            level_dbfs: level,
+        };
+        // checked at the higher of the two rates; an AMR-NB call checks again at 8 kHz
+        match tone.tone_generator(16_000) {
+            Some(Err(e)) => Err(e),
+            _ => Ok(tone),
+        }
+    }
+}
+
+impl fmt::Display for AudioSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AudioSource::TestPattern => f.write_str("pattern"),
+            AudioSource::AmrFile(b) => write!(f, "AMR file of {} bytes", b.len()),
+            AudioSource::Tone {
+                frequency_hz,
+                level_dbfs,
+            } => write!(f, "tone:{frequency_hz}@{level_dbfs}"),
+        }
+    }
+}
+
+/// The backend a UE uses when its configuration names none: opencore when this build has
+/// it (the fast one, and the only one with AMR-WB), else the pure-Rust one.
+pub fn default_backend() -> Backend {
+    if Backend::available().contains(&Backend::Opencore) {
+        Backend::Opencore
+    } else {
+        Backend::Rust
+    }
+}
+
+/// Reads a backend's name: `rust` or `opencore` (case-insensitive).
+pub fn parse_backend(s: &str) -> Option<Backend> {
+    match s.to_ascii_lowercase().as_str() {
+        "rust" => Some(Backend::Rust),
+        "opencore" => Some(Backend::Opencore),
+        _ => None,
+    }
 }
 
 /// How the UE's calls send and receive RTP.
@@ -79,6 +190,12 @@ pub struct MediaConfig {
     pub check_pattern: bool,
     /// Report the peer silent after this long without RTP.
     pub timeout: Duration,
+    /// Whose speech codec encodes a tone and decodes what arrives (default:
+    /// [`default_backend`]).
+    pub codec_backend: Backend,
+    /// How much received audio is kept (decoded) to measure its tone; zero decodes
+    /// nothing.
+    pub measure_window: Duration,
 }
 
 impl Default for MediaConfig {
@@ -88,7 +205,33 @@ impl Default for MediaConfig {
             source: AudioSource::TestPattern,
             check_pattern: true,
             timeout: Duration::from_secs(10),
+            codec_backend: default_backend(),
+            measure_window: Duration::from_secs(2),
         }
+    }
+}
+
+impl MediaConfig {
+    /// Checks what can be checked before a call: a file is a storage file; a tone can be
+    /// generated and the backend is built with a speech encoder (of either codec: which
+    /// one a call needs is known only from its answer).
+    pub fn validate(&self) -> Result<(), MediaError> {
+        match &self.source {
+            AudioSource::AmrFile(bytes) => {
+                check_audio_file(bytes)?;
+            }
+            AudioSource::Tone { .. } => {
+                if let Some(Err(e)) = self.source.tone_generator(16_000) {
+                    return Err(e);
+                }
+                let b = self.codec_backend;
+                if let Err(e) = codec::encoder(AmrKind::Wb, b, false) {
+                    codec::encoder(AmrKind::Nb, b, false).map_err(|_| MediaError::Codec(e))?;
+                }
+            }
+            AudioSource::TestPattern => {}
+        }
+        Ok(())
     }
 }
 
@@ -113,6 +256,16 @@ pub enum MediaError {
     /// The storage file is not one.
     #[error("audio file: {0}")]
     File(AmrError),
+    /// An audio source's text is neither `pattern` nor `tone:HZ[@DBFS]`.
+    #[error("audio source {0:?}: use pattern or tone:HZ[@DBFS] (tone:1000@-20)")]
+    Source(String),
+    /// The tone cannot be generated (frequency, level).
+    #[error("tone: {0}")]
+    Tone(String),
+    /// The speech codec is missing or failed (this build lacks the backend, or the backend
+    /// lacks the codec): the tone is not sent, or what arrives is not decoded.
+    #[error("speech codec: {0}")]
+    Codec(#[from] CodecError),
 }
 
 /// The codec a call uses, from the answer.
@@ -229,11 +382,11 @@ impl Negotiated {
 }
 
 /// What one call's media did, reported when the call ends.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MediaStats {
     /// The codec, as text (`AMR-WB/16000 pt 116 bandwidth-efficient mode 8`).
     pub codec: String,
-    /// What was sent: `test pattern` or the file's codec.
+    /// What was sent: `test pattern`, the file's codec or the tone.
     pub source: String,
     /// RTP packets sent (voice and telephone-events).
     pub sent: u32,
@@ -264,7 +417,20 @@ pub struct MediaStats {
     pub rtcp_received: u32,
     /// The cumulative loss of our stream in the peer's last report block about it.
     pub peer_reported_lost: Option<i32>,
+    /// Received frames decoded to PCM (speech that is not the test pattern, and the
+    /// comfort noise frames after it).
+    pub frames_decoded: u32,
+    /// The tone measured in the last [`MediaConfig::measure_window`] of decoded audio;
+    /// `None` when nothing was decoded or no tone is in it.
+    pub received_tone: Option<ToneMeasurement>,
+    /// The first codec problem: the tone could not be encoded (the test pattern went
+    /// instead) or received speech could not be decoded.
+    pub codec_error: Option<MediaError>,
 }
+
+// The only floating-point field is a measurement, finite by construction
+// (`media::tone::measure` needs a non-silent signal), so equality is an equivalence.
+impl Eq for MediaStats {}
 
 impl fmt::Display for MediaStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -302,6 +468,19 @@ impl fmt::Display for MediaStats {
                 self.dtmf_sent, self.dtmf_received
             )?;
         }
+        if self.frames_decoded > 0 {
+            write!(f, ", {} frames decoded", self.frames_decoded)?;
+            if let Some(t) = &self.received_tone {
+                write!(
+                    f,
+                    ", tone received {:.1} Hz {:.1} dBFS",
+                    t.frequency_hz, t.level_dbfs
+                )?;
+            }
+        }
+        if let Some(e) = &self.codec_error {
+            write!(f, ", {e}")?;
+        }
         Ok(())
     }
 }
@@ -329,6 +508,129 @@ struct DtmfTx {
 /// The frames of a storage file being played: (frame type, quality, speech octets range).
 type FileFrames = (Arc<[u8]>, Vec<(u8, bool, std::ops::Range<usize>)>);
 
+/// Where a session gets its codecs: `media::codec`'s factories (tests put a stand-in
+/// here to check the plumbing without a speech codec).
+#[derive(Clone, Copy)]
+struct Codecs {
+    encoder: fn(AmrKind, Backend, bool) -> NewCodec<dyn Encoder>,
+    decoder: fn(AmrKind, Backend) -> NewCodec<dyn Decoder>,
+}
+
+/// What a codec factory returns.
+type NewCodec<T> = Result<Box<T>, CodecError>;
+
+impl fmt::Debug for Codecs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Codecs")
+    }
+}
+
+const CODECS: Codecs = Codecs {
+    encoder: codec::encoder,
+    decoder: codec::decoder,
+};
+
+/// A tone being sent: the generator, the encoder and one frame of PCM.
+struct ToneTx {
+    gen: ToneGenerator,
+    enc: Box<dyn Encoder>,
+    pcm: Vec<i16>,
+}
+
+impl fmt::Debug for ToneTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToneTx")
+            .field("kind", &self.enc.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Frames of a gap in the peer's timestamps that the decoder conceals (frames that never
+/// arrived, `None` to [`Decoder::decode`]); a longer gap is a pause in sending (a stalled
+/// host skipping ahead, a hold), not loss, and a new timeline starts after it.
+const MAX_CONCEAL: u32 = 5;
+/// A frame this many frames or less behind the next expected one arrived late: its place
+/// in the audio is past and it is not decoded. Further behind is a new timeline.
+const MAX_LATE: u32 = 50;
+
+/// Received audio: the decoder, one frame of PCM and the ring of the last samples.
+struct RxAudio {
+    dec: Box<dyn Decoder>,
+    pcm: Vec<i16>,
+    ring: VecDeque<i16>,
+    /// samples the ring keeps (whole frames, at least one)
+    cap: usize,
+    /// the timestamp the next frame should have
+    next_ts: Option<u32>,
+}
+
+impl fmt::Debug for RxAudio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxAudio")
+            .field("kind", &self.dec.kind())
+            .field("samples", &self.ring.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RxAudio {
+    fn new(dec: Box<dyn Decoder>, window: Duration) -> RxAudio {
+        let kind = dec.kind();
+        let frame = codec::frame_samples(kind);
+        let frames = (window.as_millis() as usize).div_ceil(20).max(1);
+        let cap = frame * frames;
+        RxAudio {
+            dec,
+            pcm: vec![0; frame],
+            ring: VecDeque::with_capacity(cap),
+            cap,
+            next_ts: None,
+        }
+    }
+
+    /// Where a frame of timestamp `ts` goes: `None` if it is late, else the number of
+    /// frames lost just before it (to conceal).
+    fn place(&mut self, ts: u32) -> Option<u32> {
+        let frame = self.pcm.len() as u32;
+        let lost = match self.next_ts {
+            Some(next) => {
+                let gap = ts.wrapping_sub(next) as i32;
+                if gap < 0 && gap.unsigned_abs() <= MAX_LATE * frame {
+                    return None;
+                }
+                match u32::try_from(gap) {
+                    Ok(g) if g / frame <= MAX_CONCEAL => g / frame,
+                    _ => 0,
+                }
+            }
+            None => 0,
+        };
+        self.next_ts = Some(ts.wrapping_add(frame));
+        Some(lost)
+    }
+
+    /// Appends the frame just decoded, forgetting the oldest beyond the window (within
+    /// the capacity reserved: no allocation).
+    fn push_frame(&mut self) {
+        let over = (self.ring.len() + self.pcm.len()).saturating_sub(self.cap);
+        self.ring.drain(..over.min(self.ring.len()));
+        self.ring.extend(self.pcm.iter().copied());
+    }
+
+    /// The tone in the ring, oldest sample first.
+    fn measure(&self) -> Option<ToneMeasurement> {
+        let (a, b) = self.ring.as_slices();
+        let rate = self.dec.kind().clock_rate();
+        if b.is_empty() {
+            return media::tone::measure(a, rate).ok();
+        }
+        let mut all = Vec::with_capacity(a.len() + b.len());
+        all.extend_from_slice(a);
+        all.extend_from_slice(b);
+        media::tone::measure(&all, rate).ok()
+    }
+}
+
 /// The RTP of one call, sans-IO: [`MediaSession::poll_transmit`] writes the packets that
 /// are due, [`MediaSession::handle_datagram`] counts what arrives,
 /// [`MediaSession::handle_timeout`] notices silence.
@@ -339,6 +641,14 @@ pub struct MediaSession {
     timeout: Duration,
     file: Option<FileFrames>,
     file_at: usize,
+    tone: Option<ToneTx>,
+    codecs: Codecs,
+    backend: Backend,
+    measure_window: Duration,
+    /// received audio, once a frame needed decoding
+    rx: Option<RxAudio>,
+    /// the decoder could not be made: do not try again for every frame
+    rx_failed: bool,
     source: String,
     ssrc: u32,
     seq: u16,
@@ -355,6 +665,8 @@ pub struct MediaSession {
     last_rx: Instant,
     timeout_reported: bool,
     last_dtmf_end: Option<u32>,
+    /// the event being received, not yet ended: (its timestamp, its digit)
+    dtmf_open: Option<(u32, char)>,
     stats: MediaStats,
     events: VecDeque<MediaEvent>,
     sender: SenderStats,
@@ -374,25 +686,68 @@ impl MediaSession {
     pub fn new(
         neg: Negotiated,
         cfg: &MediaConfig,
-        (ssrc, seq, ts): (u32, u16, u32),
+        ids: (u32, u16, u32),
         now: Instant,
     ) -> MediaSession {
+        Self::with_codecs(neg, cfg, ids, now, CODECS)
+    }
+
+    fn with_codecs(
+        neg: Negotiated,
+        cfg: &MediaConfig,
+        (ssrc, seq, ts): (u32, u16, u32),
+        now: Instant,
+        codecs: Codecs,
+    ) -> MediaSession {
         let kind = neg.codec.kind;
+        let backend = cfg.codec_backend;
         let file = match &cfg.source {
             AudioSource::AmrFile(bytes) => file_frames(bytes, kind),
-            AudioSource::TestPattern => None,
+            _ => None,
         };
-        let source = match (&cfg.source, &file) {
-            (AudioSource::AmrFile(_), Some(_)) => format!("{} file", kind.encoding()),
-            (AudioSource::AmrFile(_), None) => {
+        let mut codec_error = None;
+        let tone = match cfg.source.tone_generator(kind.clock_rate()) {
+            Some(Ok(gen)) => match (codecs.encoder)(kind, backend, false) {
+                Ok(enc) => Some(ToneTx {
+                    gen,
+                    enc,
+                    pcm: vec![0; codec::frame_samples(kind)],
+                }),
+                Err(e) => {
+                    codec_error = Some(MediaError::Codec(e));
+                    None
+                }
+            },
+            Some(Err(e)) => {
+                codec_error = Some(e);
+                None
+            }
+            None => None,
+        };
+        let source = match (&cfg.source, &file, &codec_error) {
+            (AudioSource::AmrFile(_), Some(_), _) => format!("{} file", kind.encoding()),
+            (AudioSource::AmrFile(_), None, _) => {
                 "test pattern (the audio file is not of the negotiated codec)".into()
             }
-            (AudioSource::TestPattern, _) => "test pattern".into(),
+            (
+                AudioSource::Tone {
+                    frequency_hz,
+                    level_dbfs,
+                },
+                _,
+                None,
+            ) => format!(
+                "tone {frequency_hz} Hz {level_dbfs} dBFS ({backend:?} {} encoder)",
+                kind.encoding()
+            ),
+            (AudioSource::Tone { .. }, _, Some(e)) => format!("test pattern (no tone: {e})"),
+            (AudioSource::TestPattern, _, _) => "test pattern".into(),
         };
         MediaSession {
             stats: MediaStats {
                 codec: neg.codec.to_string(),
                 source: source.clone(),
+                codec_error,
                 ..MediaStats::default()
             },
             recv: ReceiverStats::new(kind.clock_rate()),
@@ -401,6 +756,12 @@ impl MediaSession {
             timeout: cfg.timeout,
             file,
             file_at: 0,
+            tone,
+            codecs,
+            backend,
+            measure_window: cfg.measure_window,
+            rx: None,
+            rx_failed: false,
             source,
             ssrc,
             seq,
@@ -416,6 +777,7 @@ impl MediaSession {
             last_rx: now,
             timeout_reported: false,
             last_dtmf_end: None,
+            dtmf_open: None,
             events: VecDeque::new(),
             sender: SenderStats::new(kind.clock_rate()),
             started: now,
@@ -497,6 +859,7 @@ impl MediaSession {
         let mut s = self.stats.clone();
         s.lost = self.recv.lost();
         s.jitter = self.recv.jitter_duration();
+        s.received_tone = self.rx.as_ref().and_then(RxAudio::measure);
         s
     }
 
@@ -636,11 +999,30 @@ impl MediaSession {
         header.marker = self.marker;
         let at = header.write(buf).ok()?;
         let mut frame_buf = [0u8; MAX_FRAME_OCTETS];
-        let frame = match &self.file {
-            Some((bytes, frames)) if !frames.is_empty() => {
+        let mut speech = [0u8; codec::MAX_FRAME_OCTETS];
+        let encoded = match self.tone.as_mut() {
+            Some(t) => {
+                t.gen.fill(&mut t.pcm);
+                match t.enc.encode(&t.pcm, codec.mode, &mut speech) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        // not expected of a working encoder: say so once, keep the pace
+                        // with the pattern
+                        self.stats.codec_error.get_or_insert(MediaError::Codec(e));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let frame = match (&self.file, encoded) {
+            (Some((bytes, frames)), _) if !frames.is_empty() => {
                 let (ft, q, range) = &frames[self.file_at % frames.len()];
                 self.file_at = (self.file_at + 1) % frames.len();
                 AmrFrame::from_octets(codec.kind, *ft, *q, bytes.get(range.clone())?).ok()?
+            }
+            (_, Some(e)) => {
+                AmrFrame::from_octets(codec.kind, e.frame_type, true, speech.get(..e.len)?).ok()?
             }
             _ => pattern_frame(codec.kind, codec.mode, self.ssrc, self.ts, &mut frame_buf).ok()?,
         };
@@ -709,6 +1091,11 @@ impl MediaSession {
             self.peer_ssrc = Some(p.ssrc());
             self.recv = ReceiverStats::new(codec.kind.clock_rate());
             self.highest = None;
+            self.last_dtmf_end = None;
+            self.dtmf_open = None;
+            if let Some(rx) = self.rx.as_mut() {
+                rx.next_ts = None;
+            }
         }
         self.recv.handle_packet(p.sequence(), p.timestamp(), now);
         match self.highest {
@@ -717,14 +1104,7 @@ impl MediaSession {
         }
         if Some(pt) == codec.telephone_event {
             match TelephoneEvent::parse(p.payload()) {
-                Ok(e) if e.end && self.last_dtmf_end != Some(p.timestamp()) => {
-                    self.last_dtmf_end = Some(p.timestamp());
-                    if let Some(c) = e.digit() {
-                        self.stats.dtmf_received.push(c);
-                        self.events.push_back(MediaEvent::Dtmf(c));
-                    }
-                }
-                Ok(_) => {}
+                Ok(e) => self.handle_event(&e, p.timestamp()),
                 Err(_) => self.stats.malformed += 1,
             }
             return;
@@ -739,17 +1119,95 @@ impl MediaSession {
         let samples = codec.frame_samples();
         for (i, f) in payload.frames().enumerate() {
             let ts = p.timestamp().wrapping_add(samples.wrapping_mul(i as u32));
-            if !f.is_speech() {
-                continue;
-            }
-            if !self.check_pattern {
+            let pattern = if !f.is_speech() {
+                false
+            } else if !self.check_pattern {
                 self.stats.frames_unchecked += 1;
-                continue;
+                false
+            } else {
+                match check_frame(&f, p.ssrc(), ts) {
+                    PatternCheck::Match => {
+                        self.stats.frames_ok += 1;
+                        true
+                    }
+                    PatternCheck::Mismatch => {
+                        self.stats.frames_bad += 1;
+                        false
+                    }
+                    PatternCheck::NotSpeech => false,
+                }
+            };
+            // speech that may be audio; SID and NO_DATA only once audio is decoded (they
+            // continue its comfort noise)
+            if !pattern && (f.is_speech() || self.rx.is_some()) {
+                self.decode(&f, ts);
             }
-            match check_frame(&f, p.ssrc(), ts) {
-                PatternCheck::Match => self.stats.frames_ok += 1,
-                PatternCheck::Mismatch => self.stats.frames_bad += 1,
-                PatternCheck::NotSpeech => {}
+        }
+    }
+
+    /// A telephone-event packet of an event that began at `ts`: the digit is reported when
+    /// its end arrives, or when a newer event begins before any of its end packets came
+    /// (all three lost: the digit was still pressed, RFC 4733 §2.5.1.4 gives the end
+    /// packets' redundancy for exactly this loss).
+    fn handle_event(&mut self, e: &TelephoneEvent, ts: u32) {
+        // an event is newer than another when its timestamp is after it (serial
+        // arithmetic: the timestamp wraps)
+        let newer = |than: Option<u32>| than.is_none_or(|t| (ts.wrapping_sub(t) as i32) > 0);
+        if !newer(self.last_dtmf_end) {
+            return;
+        }
+        if let Some((open_ts, digit)) = self.dtmf_open {
+            if open_ts != ts && newer(Some(open_ts)) {
+                self.dtmf_open = None;
+                self.last_dtmf_end = Some(open_ts);
+                self.dtmf_received(digit);
+            }
+        }
+        let Some(digit) = e.digit() else { return };
+        if e.end {
+            self.dtmf_open = None;
+            self.last_dtmf_end = Some(ts);
+            self.dtmf_received(digit);
+        } else {
+            self.dtmf_open = Some((ts, digit));
+        }
+    }
+
+    fn dtmf_received(&mut self, digit: char) {
+        self.stats.dtmf_received.push(digit);
+        self.events.push_back(MediaEvent::Dtmf(digit));
+    }
+
+    /// Decodes a received frame of timestamp `ts` into the ring, after concealing the
+    /// frames lost before it; makes the decoder on first use.
+    fn decode(&mut self, frame: &AmrFrame<'_>, ts: u32) {
+        if self.rx.is_none() {
+            if self.rx_failed || self.measure_window.is_zero() {
+                return;
+            }
+            match (self.codecs.decoder)(self.neg.codec.kind, self.backend) {
+                Ok(dec) => self.rx = Some(RxAudio::new(dec, self.measure_window)),
+                Err(e) => {
+                    self.rx_failed = true;
+                    self.stats.codec_error.get_or_insert(MediaError::Codec(e));
+                    return;
+                }
+            }
+        }
+        let Some(rx) = self.rx.as_mut() else { return };
+        let Some(lost) = rx.place(ts) else { return };
+        for _ in 0..lost {
+            if rx.dec.decode(None, &mut rx.pcm).is_ok() {
+                rx.push_frame();
+            }
+        }
+        match rx.dec.decode(Some(frame), &mut rx.pcm) {
+            Ok(()) => {
+                rx.push_frame();
+                self.stats.frames_decoded += 1;
+            }
+            Err(e) => {
+                self.stats.codec_error.get_or_insert(MediaError::Codec(e));
             }
         }
     }
@@ -1132,5 +1590,442 @@ m=audio 40000 RTP/AVP 8\n",
         };
         let (a, _) = pair(&nb, t0);
         assert!(a.source().starts_with("test pattern"), "{}", a.source());
+    }
+
+    // A stand-in speech codec for the plumbing: the "encoder" hands each PCM frame to the
+    // "decoder" through a per-thread queue (both sessions of a test live on its thread)
+    // and puts zeros on the wire, so what is measured is exactly what was generated.
+    thread_local! {
+        static WIRE: std::cell::RefCell<VecDeque<Vec<i16>>> = const {
+            std::cell::RefCell::new(VecDeque::new())
+        };
+    }
+
+    struct LoopEncoder(AmrKind);
+    impl Encoder for LoopEncoder {
+        fn kind(&self) -> AmrKind {
+            self.0
+        }
+        fn encode(
+            &mut self,
+            pcm: &[i16],
+            mode: u8,
+            out: &mut [u8],
+        ) -> Result<codec::Encoded, CodecError> {
+            WIRE.with(|w| w.borrow_mut().push_back(pcm.to_vec()));
+            let len = media::amr::frame_octets(self.0, mode)
+                .ok_or(CodecError::Mode { kind: self.0, mode })?;
+            out[..len].fill(0);
+            Ok(codec::Encoded {
+                frame_type: mode,
+                len,
+            })
+        }
+    }
+
+    struct LoopDecoder(AmrKind);
+    impl Decoder for LoopDecoder {
+        fn kind(&self) -> AmrKind {
+            self.0
+        }
+        fn decode(
+            &mut self,
+            frame: Option<&AmrFrame<'_>>,
+            pcm: &mut [i16],
+        ) -> Result<(), CodecError> {
+            let f = match frame {
+                Some(_) => WIRE
+                    .with(|w| w.borrow_mut().pop_front())
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            pcm.fill(0);
+            pcm[..f.len()].copy_from_slice(&f);
+            Ok(())
+        }
+    }
+
+    const LOOP: Codecs = Codecs {
+        encoder: |k, _, _| Ok(Box::new(LoopEncoder(k))),
+        decoder: |k, _| Ok(Box::new(LoopDecoder(k))),
+    };
+
+    fn tone(hz: u32, db: i32) -> AudioSource {
+        AudioSource::Tone {
+            frequency_hz: hz,
+            level_dbfs: db,
+        }
+    }
+
+    fn pair_with(
+        a_cfg: &MediaConfig,
+        b_cfg: &MediaConfig,
+        codecs: Codecs,
+        t: Instant,
+    ) -> (MediaSession, MediaSession) {
+        let n = Negotiated::from_sdp(&offer(), &offer()).unwrap();
+        let mut a = MediaSession::with_codecs(n.clone(), a_cfg, (0x1111, 1, 1000), t, codecs);
+        let mut b = MediaSession::with_codecs(n, b_cfg, (0x2222, 7, 5), t, codecs);
+        a.start_sending(t);
+        b.start_sending(t);
+        (a, b)
+    }
+
+    #[test]
+    fn a_tone_is_encoded_per_frame_decoded_into_the_window_and_measured() {
+        let t0 = Instant::now();
+        let a_cfg = MediaConfig {
+            source: tone(1000, -20),
+            codec_backend: Backend::Rust,
+            ..MediaConfig::default()
+        };
+        let b_cfg = MediaConfig {
+            measure_window: Duration::from_millis(210),
+            ..MediaConfig::default()
+        };
+        let (mut a, mut b) = pair_with(&a_cfg, &b_cfg, LOOP, t0);
+        assert_eq!(a.source(), "tone 1000 Hz -20 dBFS (Rust AMR-WB encoder)");
+        let mut pkt = [0u8; 1500];
+        for i in 0..50u32 {
+            let t = t0 + PTIME * i;
+            a.handle_timeout(t);
+            let (n, _) = a.poll_transmit(t, &mut pkt).unwrap();
+            // one frame of the negotiated mode per packet
+            let p = RtpPacket::parse(&pkt[..n]).unwrap();
+            let amr = AmrPayload::parse(a.negotiated().codec.format(), p.payload()).unwrap();
+            assert_eq!(amr.frames().next().unwrap().frame_type(), 8);
+            b.handle_datagram(&pkt[..n], t);
+            // b's pattern toward a is checked, never decoded
+            flow(&mut b, &mut a, t);
+        }
+        let s = b.stats();
+        assert_eq!((s.received, s.frames_decoded, s.frames_bad), (50, 50, 50));
+        let m = s.received_tone.expect("a tone");
+        assert!(m.is_within(1000.0, 0.001, -20.0, 0.05), "{m:?}");
+        // the window is whole frames: 210 ms keeps 11 of 320 samples
+        assert_eq!(b.rx.as_ref().unwrap().ring.len(), 11 * 320);
+        assert!(
+            s.to_string().contains("tone received 1000.0 Hz -20.0 dBFS"),
+            "{s}"
+        );
+        assert_eq!(s.codec_error, None);
+        let sa = a.stats();
+        assert_eq!(
+            (sa.frames_ok, sa.frames_decoded, sa.received_tone),
+            (50, 0, None)
+        );
+        assert!(a.rx.is_none(), "pattern frames cost no decoder");
+        // a window of zero decodes nothing
+        let off = MediaConfig {
+            measure_window: Duration::ZERO,
+            ..MediaConfig::default()
+        };
+        let (mut a, mut b) = pair_with(&a_cfg, &off, LOOP, t0);
+        flow(&mut a, &mut b, t0);
+        assert_eq!((b.stats().received, b.stats().frames_decoded), (1, 0));
+    }
+
+    #[test]
+    fn lost_frames_are_concealed_late_ones_skipped_and_a_pause_is_not_loss() {
+        let t0 = Instant::now();
+        let a_cfg = MediaConfig {
+            source: tone(1000, -20),
+            ..MediaConfig::default()
+        };
+        let (mut a, mut b) = pair_with(&a_cfg, &MediaConfig::default(), LOOP, t0);
+        let mut buf = [0u8; 1500];
+        let mut packets = Vec::new();
+        for i in 0..20u32 {
+            a.handle_timeout(t0 + PTIME * i);
+            let (n, _) = a.poll_transmit(t0 + PTIME * i, &mut buf).unwrap();
+            packets.push(buf[..n].to_vec());
+        }
+        let frames = |b: &MediaSession| b.rx.as_ref().map_or(0, |r| r.ring.len() / 320);
+        // 0..4, then 7 (5 and 6 lost: concealed), then 5 late (skipped)
+        for i in [0, 1, 2, 3, 4, 7, 5] {
+            b.handle_datagram(&packets[i], t0);
+        }
+        assert_eq!((b.stats().frames_decoded, frames(&b)), (6, 8));
+        // 19 after 7: eleven frames missing is a pause, nothing concealed
+        b.handle_datagram(&packets[19], t0);
+        assert_eq!((b.stats().frames_decoded, frames(&b)), (7, 9));
+        // the peer jumps its timeline (a new stream, same SSRC), ahead or 100 frames back:
+        // decoded, nothing concealed
+        for ts in [0x8000_0000u32, 0x8000_0000 - 100 * 320] {
+            let mut restart = packets[0].clone();
+            restart[4..8].copy_from_slice(&ts.to_be_bytes());
+            b.handle_datagram(&restart, t0);
+        }
+        assert_eq!((b.stats().frames_decoded, frames(&b)), (9, 11));
+    }
+
+    #[test]
+    fn a_missing_codec_is_an_error_in_the_stats_and_the_pattern_goes_instead() {
+        const NONE: Codecs = Codecs {
+            encoder: |kind, backend, _| {
+                Err(CodecError::Unsupported {
+                    backend,
+                    kind,
+                    what: "encoder",
+                })
+            },
+            decoder: |kind, backend| {
+                Err(CodecError::Unsupported {
+                    backend,
+                    kind,
+                    what: "decoder",
+                })
+            },
+        };
+        let t0 = Instant::now();
+        let cfg = MediaConfig {
+            source: tone(1000, -20),
+            codec_backend: Backend::Opencore,
+            ..MediaConfig::default()
+        };
+        let (mut a, mut b) = pair_with(&cfg, &MediaConfig::default(), NONE, t0);
+        assert_eq!(
+            a.source(),
+            "test pattern (no tone: speech codec: Opencore backend has no Wb encoder)"
+        );
+        let no_encoder = MediaError::Codec(CodecError::Unsupported {
+            backend: Backend::Opencore,
+            kind: AmrKind::Wb,
+            what: "encoder",
+        });
+        assert_eq!(a.stats().codec_error, Some(no_encoder));
+        for i in 0..5u32 {
+            flow(&mut a, &mut b, t0 + PTIME * i);
+        }
+        assert_eq!(
+            b.stats().frames_ok,
+            5,
+            "the pattern kept the call's media going"
+        );
+        // frames that are not the pattern cannot be decoded: said once, counted as before
+        let (mut c, mut d) = pair_with(
+            &MediaConfig {
+                check_pattern: false,
+                ..MediaConfig::default()
+            },
+            &MediaConfig {
+                check_pattern: false,
+                codec_backend: Backend::Rust,
+                ..MediaConfig::default()
+            },
+            NONE,
+            t0,
+        );
+        for i in 0..5u32 {
+            flow(&mut c, &mut d, t0 + PTIME * i);
+        }
+        let s = d.stats();
+        assert_eq!((s.frames_unchecked, s.frames_decoded), (5, 0));
+        assert_eq!(
+            s.codec_error.as_ref().map(ToString::to_string).as_deref(),
+            Some("speech codec: Rust backend has no Wb decoder")
+        );
+        assert!(s
+            .to_string()
+            .ends_with(", speech codec: Rust backend has no Wb decoder"));
+        // a tone the negotiated codec cannot carry: above AMR-NB's 4 kHz
+        let mut nb = Negotiated::from_sdp(&offer(), &offer()).unwrap();
+        nb.codec.kind = AmrKind::Nb;
+        nb.codec.mode = 7;
+        let high = MediaConfig {
+            source: tone(5000, -20),
+            ..MediaConfig::default()
+        };
+        let e = MediaSession::with_codecs(nb, &high, (1, 1, 1), t0, LOOP);
+        assert!(
+            e.source()
+                .starts_with("test pattern (no tone: tone: frequency 5000"),
+            "{}",
+            e.source()
+        );
+    }
+
+    #[test]
+    fn audio_sources_read_and_print_as_text() {
+        assert_eq!("tone:1000@-20".parse(), Ok(tone(1000, -20)));
+        assert_eq!("tone:440".parse(), Ok(tone(440, DEFAULT_TONE_DBFS)));
+        assert_eq!("pattern".parse(), Ok(AudioSource::TestPattern));
+        for bad in [
+            "",
+            "tone:",
+            "tone:x",
+            "tone:1000@",
+            "tone:1000@-x",
+            "sine:1000",
+            "tone:-5",
+        ] {
+            assert_eq!(
+                bad.parse::<AudioSource>(),
+                Err(MediaError::Source(bad.into())),
+                "{bad}"
+            );
+        }
+        // in range for no codec
+        assert!(matches!(
+            "tone:8000".parse::<AudioSource>(),
+            Err(MediaError::Tone(_))
+        ));
+        assert!(matches!(
+            "tone:1000@3".parse::<AudioSource>(),
+            Err(MediaError::Tone(_))
+        ));
+        assert!(matches!(
+            "tone:0".parse::<AudioSource>(),
+            Err(MediaError::Tone(_))
+        ));
+        for s in ["tone:1000@-20", "tone:700@-3", "pattern"] {
+            assert_eq!(s.parse::<AudioSource>().unwrap().to_string(), s);
+        }
+        assert_eq!(parse_backend("OpenCore"), Some(Backend::Opencore));
+        assert_eq!(parse_backend("rust"), Some(Backend::Rust));
+        assert_eq!(parse_backend("ffmpeg"), None);
+        assert!(Backend::available().contains(&default_backend()));
+    }
+
+    /// A tone asking for a backend without a speech encoder (one this build lacks, the
+    /// opencore one without the `media/opencore` feature) is refused when the
+    /// configuration is checked, not when a call starts; the pattern needs no codec.
+    #[test]
+    fn a_backend_without_an_encoder_is_refused_at_configuration() {
+        for backend in [Backend::Rust, Backend::Opencore] {
+            let cfg = MediaConfig {
+                source: tone(1000, -20),
+                codec_backend: backend,
+                ..MediaConfig::default()
+            };
+            let encodes = [AmrKind::Nb, AmrKind::Wb]
+                .into_iter()
+                .any(|k| codec::encoder(k, backend, false).is_ok());
+            if encodes {
+                assert_eq!(cfg.validate(), Ok(()), "{backend:?}");
+            } else {
+                assert_eq!(
+                    cfg.validate(),
+                    Err(MediaError::Codec(CodecError::Unsupported {
+                        backend,
+                        kind: AmrKind::Wb,
+                        what: "encoder",
+                    }))
+                );
+            }
+            let pattern = MediaConfig {
+                codec_backend: backend,
+                ..MediaConfig::default()
+            };
+            assert_eq!(pattern.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_late_copy_of_an_older_digit_is_not_a_new_one() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(&MediaConfig::default(), t0);
+        assert!(a.send_dtmf('1') && a.send_dtmf('1') && a.send_dtmf('2'));
+        let mut buf = [0u8; 1500];
+        let mut sent = Vec::new();
+        for i in 0..60u32 {
+            let t = t0 + PTIME * i;
+            a.handle_timeout(t);
+            while let Some((n, _)) = a.poll_transmit(t, &mut buf) {
+                sent.push(buf[..n].to_vec());
+            }
+        }
+        let te = |p: &Vec<u8>| RtpPacket::parse(p).unwrap().payload_type() == 110;
+        let ends: Vec<_> = sent
+            .iter()
+            .filter(|p| {
+                te(p)
+                    && TelephoneEvent::parse(RtpPacket::parse(p).unwrap().payload())
+                        .unwrap()
+                        .end
+            })
+            .cloned()
+            .collect();
+        assert_eq!(ends.len(), 9, "three digits, three end packets each");
+        for p in &sent {
+            b.handle_datagram(p, t0);
+        }
+        // the first digit's end once more, after the others (a reordering network)
+        b.handle_datagram(&ends[0], t0);
+        b.handle_datagram(&ends[4], t0);
+        assert_eq!(
+            b.stats().dtmf_received,
+            "112",
+            "the same digit twice is two events"
+        );
+        let evs: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+        assert_eq!(evs.len(), 3);
+        // every end packet of the first '1' lost: it is reported when the next begins
+        let (_, mut c) = pair(&MediaConfig::default(), t0);
+        for p in sent.iter().filter(|p| !ends[..3].contains(p)) {
+            c.handle_datagram(p, t0);
+        }
+        assert_eq!(c.stats().dtmf_received, "112");
+        // and a digit whose ends are all lost, with nothing after it, is not invented
+        let (_, mut d) = pair(&MediaConfig::default(), t0);
+        for p in sent.iter().filter(|p| !ends[6..].contains(p)) {
+            d.handle_datagram(p, t0);
+        }
+        assert_eq!(d.stats().dtmf_received, "11");
+    }
+
+    /// The real codecs of this build: a tone through each backend's encoder and decoder
+    /// (AMR-NB and AMR-WB where it has both) measures as sent, within issue 12's 2 % and
+    /// 3 dB. Needs the opencore backend (`--features media/opencore` or `ue/opencore`):
+    /// skipped loudly without it, failed under `CI=true`.
+    #[test]
+    fn a_tone_crosses_each_real_codec_within_two_percent_and_three_db() {
+        if !Backend::available().contains(&Backend::Opencore) {
+            testkit::policy::skip_or_fail(
+                "the opencore codec backend is not built (cargo test -p ue --features opencore)",
+            );
+            return;
+        }
+        let mut ran = Vec::new();
+        for &backend in Backend::available() {
+            for (kind, hz) in [(AmrKind::Nb, 1000), (AmrKind::Wb, 700)] {
+                if codec::encoder(kind, backend, false).is_err()
+                    || codec::decoder(kind, backend).is_err()
+                {
+                    continue;
+                }
+                let mut n = Negotiated::from_sdp(&offer(), &offer()).unwrap();
+                n.codec.kind = kind;
+                n.codec.mode = kind.max_mode();
+                let cfg = MediaConfig {
+                    source: tone(hz, -20),
+                    codec_backend: backend,
+                    check_pattern: false,
+                    ..MediaConfig::default()
+                };
+                let t0 = Instant::now();
+                let mut a = MediaSession::new(n.clone(), &cfg, (0x1111, 1, 1000), t0);
+                let mut b = MediaSession::new(n, &cfg, (0x2222, 7, 5), t0);
+                a.start_sending(t0);
+                b.start_sending(t0);
+                for i in 0..100u32 {
+                    flow(&mut a, &mut b, t0 + PTIME * i);
+                }
+                let s = b.stats();
+                assert_eq!(
+                    (s.frames_decoded, s.codec_error.as_ref()),
+                    (100, None),
+                    "{s}"
+                );
+                let m = s.received_tone.expect("a tone");
+                assert!(
+                    m.is_within(f64::from(hz), 0.02, -20.0, 3.0),
+                    "{backend:?} {kind:?}: {m:?}"
+                );
+                ran.push((backend, kind));
+            }
+        }
+        assert!(ran.contains(&(Backend::Opencore, AmrKind::Wb)), "{ran:?}");
+        assert!(ran.contains(&(Backend::Opencore, AmrKind::Nb)), "{ran:?}");
     }
 }

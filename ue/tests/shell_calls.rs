@@ -6,94 +6,16 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use akav1::Milenage;
+use common::relay::relay;
 use common::*;
 use secagree::IpsecMode;
-use sip::{Message, Method};
 use tokio::net::UdpSocket;
 use ue::{AnswerMode, CallEnd, IoConfig, Party, UeConfig, UeHost, UeHostError};
 
-const SERVICE_ROUTE: &str = "<sip:orig@scscf.ims.mnc001.mcc001.3gppnetwork.org;lr>";
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// Registrar plus relay: REGISTER is challenged and accepted by a [`Net`] per subscriber;
-/// other requests have our Route entry (and the Service-Route entry) popped, initial ones
-/// are retargeted to the registered contact and record-routed; responses follow Via.
-async fn relay(sock: UdpSocket) {
-    let me = sock.local_addr().unwrap();
-    let own_route = format!("<sip:{me};lr>");
-    let mut nets: std::collections::HashMap<String, Net> = Default::default();
-    let mut contacts: std::collections::HashMap<String, SocketAddr> = Default::default();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let Ok((n, src)) = sock.recv_from(&mut buf).await else {
-            return;
-        };
-        let Ok(mut m) = Message::parse(&buf[..n]) else {
-            continue;
-        };
-        if !m.is_request() {
-            m.pop_header_value("Via");
-            let Ok(via) = m.top_via() else { continue };
-            let (host, port) = via.response_target();
-            let Ok(ip) = host.parse::<IpAddr>() else {
-                continue;
-            };
-            let _ = sock.send_to(&m.to_bytes(), SocketAddr::new(ip, port)).await;
-            continue;
-        }
-        if m.method() == Some(&Method::Register) {
-            let impu = m.to_header().unwrap().uri.to_string();
-            let user = m.to_header().unwrap().uri.user.clone().unwrap();
-            let cred =
-                akav1::digest::Credentials::parse(m.header("Authorization").unwrap()).unwrap();
-            let net = nets.entry(cred.username.clone()).or_insert_with(|| {
-                let mut n = Net::new(Milenage::from_op(&K, &OP));
-                n.impi = cred.username.clone();
-                n.impu = impu;
-                n.ue_ip = src.ip();
-                n
-            });
-            let answer = if cred.response.is_empty() {
-                net.challenge(&m)
-            } else {
-                net.check_answer(&m);
-                let c = m.name_addrs("Contact").unwrap()[0].uri.clone();
-                let addr = SocketAddr::new(c.host.parse().unwrap(), c.port.unwrap());
-                contacts.insert(user, addr);
-                net.ok(&m, 3600)
-            };
-            let _ = sock.send_to(&answer.to_bytes(), src).await;
-            continue;
-        }
-        if m.header_values("Route").next() == Some(own_route.as_str()) {
-            m.pop_header_value("Route");
-        }
-        let dest = if m.header_values("Route").next() == Some(SERVICE_ROUTE) {
-            m.pop_header_value("Route");
-            let uri = m.request_uri().unwrap();
-            let Some(&addr) = uri.user.as_ref().and_then(|u| contacts.get(u)) else {
-                continue;
-            };
-            m.set_uri(&format!("sip:{}@{addr}", uri.user.unwrap()));
-            if m.method() == Some(&Method::Invite) {
-                m.prepend_header("Record-Route", &own_route);
-            }
-            addr
-        } else {
-            let uri = m.request_uri().unwrap();
-            SocketAddr::new(uri.host.parse().unwrap(), uri.port.unwrap())
-        };
-        // derived from the UE's branch, so that CANCEL and a non-2xx ACK reach the
-        // INVITE's transaction at the callee
-        let branch = m.branch().unwrap();
-        m.prepend_header("Via", &format!("SIP/2.0/UDP {me};branch={branch}relay"));
-        let _ = sock.send_to(&m.to_bytes(), dest).await;
-    }
-}
 
 fn ue_config(user: &str, ip: &str, relay: SocketAddr) -> UeConfig {
     let mut c = config();

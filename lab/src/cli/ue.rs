@@ -28,6 +28,9 @@ pub struct UeArgs {
     command: Box<UeCommand>,
 }
 
+// The variants differ in size (`call` has the media options), but the enum is built once
+// per run and lives behind `UeArgs`'s box: nothing large is moved around.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum UeCommand {
     /// Register one UE with IMS AKA and IPsec, then optionally re-register/deregister.
@@ -58,9 +61,11 @@ enum UeCommand {
     /// protected server port. The INVITE offers AMR-WB and AMR (both payload formats) and
     /// telephone-event. Once answered, RTP flows both ways (plain UDP from --rtp-port, not
     /// through the SAs): by default a test pattern in speech frames of the negotiated mode,
-    /// which the other side checks bit for bit (it is not audio), or an AMR file
-    /// (--audio-file); the packet counts are printed when the call ends. Exits non-zero if
-    /// the call fails.
+    /// which the other side checks bit for bit (it is not audio), an AMR file
+    /// (--audio-file), or a tone (--tone 1000@-20) encoded with the speech codec of
+    /// --codec-backend. Received speech that is not the pattern is decoded and the tone in
+    /// its last 2 s measured. The packet counts (and the tone received) are printed when the
+    /// call ends. Exits non-zero if the call fails.
     ///
     /// Example (call, talk 5 s, hang up):
     ///   imslab ue call --impi … --impu sip:alice@ims.test --domain ims.test -k … --opc …
@@ -111,6 +116,14 @@ pub struct CallArgs {
     /// instead of the test pattern (used when the call negotiates that codec).
     #[arg(long, value_name = "FILE", conflicts_with = "no_media")]
     audio_file: Option<std::path::PathBuf>,
+    /// Send a sine tone of HZ at DBFS (default -20; at most 0), encoded with the negotiated
+    /// codec, instead of the test pattern: `--tone 1000@-20`. Below 4000 Hz to fit AMR-NB.
+    #[arg(long, value_name = "HZ[@DBFS]", conflicts_with_all = ["no_media", "audio_file"])]
+    tone: Option<String>,
+    /// The speech codec that encodes --tone and decodes what arrives: `rust` or
+    /// `opencore` (default: opencore when this build has it, else rust).
+    #[arg(long, value_name = "BACKEND")]
+    codec_backend: Option<String>,
     /// No RTP at all (SDP only).
     #[arg(long)]
     no_media: bool,
@@ -164,13 +177,26 @@ impl CallArgs {
             cfg.media.source = ue::AudioSource::AmrFile(bytes.into());
             // a file the peer cannot check against the test pattern
         }
+        if let Some(t) = &self.tone {
+            cfg.media.source = format!("tone:{t}")
+                .parse()
+                .with_context(|| format!("--tone {t}"))?;
+        }
+        if let Some(b) = &self.codec_backend {
+            cfg.media.codec_backend = ue::media::parse_backend(b)
+                .with_context(|| format!("--codec-backend {b:?}: use rust or opencore"))?;
+        }
         if let Some(d) = &self.dtmf {
             if let Some(bad) = d.chars().find(|c| !ue::media::is_dtmf_digit(*c)) {
                 bail!("--dtmf: {bad:?} is not a DTMF digit (0-9, *, #, A-D)");
             }
         }
-        cfg.validate()
-            .with_context(|| "--audio-file is not an AMR/AMR-WB storage file")?;
+        let what = match &cfg.media.source {
+            ue::AudioSource::AmrFile(_) => "--audio-file is not an AMR/AMR-WB storage file",
+            ue::AudioSource::Tone { .. } => "--tone cannot be sent with this --codec-backend",
+            ue::AudioSource::TestPattern => "the UE configuration",
+        };
+        cfg.validate().with_context(|| what)?;
         Ok(cfg)
     }
 
@@ -818,5 +844,41 @@ mod tests {
         let c = parse_call(&["--audio-file", "/nonexistent/x.amr"]).unwrap();
         assert!(c.config().is_err());
         assert!(parse_call(&["--audio-file", "x.amr", "--no-media"]).is_err());
+    }
+
+    #[test]
+    fn tone_arguments() {
+        let c = parse_call(&["--tone", "700@-3"]).unwrap();
+        // CI builds the opencore backend, the default then; a build with no encoder at all
+        // refuses the tone
+        if ue::media::default_backend() == ue::media::Backend::Opencore {
+            let cfg = c.config().unwrap();
+            assert_eq!(
+                cfg.media.source,
+                ue::AudioSource::Tone {
+                    frequency_hz: 700,
+                    level_dbfs: -3
+                }
+            );
+            assert_eq!(cfg.media.codec_backend, ue::media::Backend::Opencore);
+        }
+        for bad in [
+            &["--tone", "1000@+3"][..],
+            &["--tone", "loud"],
+            &["--tone", "9000"],
+            &["--tone", "1000", "--codec-backend", "ffmpeg"],
+        ] {
+            assert!(parse_call(bad).unwrap().config().is_err(), "{bad:?}");
+        }
+        assert!(parse_call(&["--tone", "1000", "--no-media"]).is_err());
+        assert!(parse_call(&["--tone", "1000", "--audio-file", "x.amr"]).is_err());
+        // the pattern needs no codec, whatever the backend
+        for (name, backend) in [
+            ("opencore", ue::media::Backend::Opencore),
+            ("Rust", ue::media::Backend::Rust),
+        ] {
+            let c = parse_call(&["--codec-backend", name]).unwrap();
+            assert_eq!(c.config().unwrap().media.codec_backend, backend);
+        }
     }
 }

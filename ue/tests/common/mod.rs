@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
