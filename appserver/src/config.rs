@@ -7,7 +7,8 @@
 //! `appserver notify-agent` only `[agent]`, `appserver pcap` the pipeline and `[passive]`.
 
 use crate::{
-    blocklist, calllog, isc, late, numbers, passive, phonebook, pipeline, rest, reverse, sinks,
+    b2bua, blocklist, calllog, isc, late, mediaplane, numbers, passive, phonebook, pipeline, rest,
+    reverse, sinks,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -54,6 +55,10 @@ pub struct Config {
     pub nfqueue: passive::nfqueue::NfqueueConfig,
     /// `[rest]`: the REST API.
     pub rest: rest::RestConfig,
+    /// `[bridge]`: the AMR ⇄ PCMA bridge's SIP side (B2BUA), off unless `enabled`.
+    pub bridge: b2bua::BridgeConfig,
+    /// `[media]`: the bridge's media plane (used only when `[bridge]` is enabled).
+    pub media: mediaplane::MediaConfig,
     /// `[agent]`: `appserver notify-agent` on a desktop.
     pub agent: crate::agent::AgentConfig,
     /// `[log]` (see [`opskit::log`]).
@@ -91,6 +96,8 @@ pub fn example() -> String {
         sinks::sipmessage::EXAMPLE.to_string(),
         passive::EXAMPLE.to_string(),
         rest::EXAMPLE.to_string(),
+        b2bua::EXAMPLE.to_string(),
+        mediaplane::EXAMPLE.to_string(),
         crate::agent::EXAMPLE.to_string(),
         COMMON_EXAMPLE.to_string(),
     ];
