@@ -4,31 +4,10 @@
 use amrnb::enc::Encoder;
 use amrnb::Mode;
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::os::raw::{c_int, c_short, c_uchar, c_void};
 
-#[link(name = "opencore-amrnb")]
-extern "C" {
-    fn Encoder_Interface_init(dtx: c_int) -> *mut c_void;
-    fn Encoder_Interface_exit(state: *mut c_void);
-    fn Encoder_Interface_Encode(
-        state: *mut c_void,
-        mode: c_int,
-        speech: *const c_short,
-        out: *mut c_uchar,
-        force_speech: c_int,
-    ) -> c_int;
-}
-
-const MODES: [Mode; 8] = [
-    Mode::MR475,
-    Mode::MR515,
-    Mode::MR59,
-    Mode::MR67,
-    Mode::MR74,
-    Mode::MR795,
-    Mode::MR102,
-    Mode::MR122,
-];
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::*;
 
 /// A voiced-speech-like signal: a 140 Hz pulse train shaped by two resonances, 1 s long.
 fn speechlike() -> Vec<[i16; 160]> {
@@ -58,7 +37,7 @@ fn speechlike() -> Vec<[i16; 160]> {
 fn bench(c: &mut Criterion) {
     let frames = speechlike();
     let mut g = c.benchmark_group("amrnb_encode_frame");
-    for mode in MODES {
+    for mode in Mode::ALL {
         g.bench_function(format!("{mode:?}"), |b| {
             let mut enc = Encoder::new();
             let mut out = [0u8; 32];
@@ -72,7 +51,7 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
     let mut g = c.benchmark_group("opencore_encode_frame");
-    for mode in MODES {
+    for mode in Mode::ALL {
         g.bench_function(format!("{mode:?}"), |b| {
             // SAFETY: the state lives for this closure only and is freed below; the library
             // may write into its input, so it gets a copy of each frame.

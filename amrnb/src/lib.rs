@@ -21,7 +21,7 @@ pub mod enc;
 pub mod tables;
 
 pub use dec::Decoder;
-pub use enc::{EncodeError, Encoder};
+pub use enc::{EncodeError, Encoder, Frame};
 
 /// Samples in one 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;

@@ -7,28 +7,9 @@
 use amrnb::enc::Encoder;
 use amrnb::Mode;
 use std::f64::consts::PI;
-use std::os::raw::{c_int, c_short, c_uchar, c_void};
 
-#[link(name = "opencore-amrnb")]
-extern "C" {
-    fn Decoder_Interface_init() -> *mut c_void;
-    fn Decoder_Interface_exit(state: *mut c_void);
-    fn Decoder_Interface_Decode(
-        state: *mut c_void,
-        input: *const c_uchar,
-        out: *mut c_short,
-        bfi: c_int,
-    );
-    fn Encoder_Interface_init(dtx: c_int) -> *mut c_void;
-    fn Encoder_Interface_exit(state: *mut c_void);
-    fn Encoder_Interface_Encode(
-        state: *mut c_void,
-        mode: c_int,
-        speech: *const c_short,
-        out: *mut c_uchar,
-        force_speech: c_int,
-    ) -> c_int;
-}
+mod common;
+use common::*;
 
 /// Which decoder plays our frames.
 #[derive(Debug, Clone, Copy)]
@@ -38,17 +19,6 @@ enum Dec {
     /// `amrnb::Decoder`.
     Rust,
 }
-
-const MODES: [Mode; 8] = [
-    Mode::MR475,
-    Mode::MR515,
-    Mode::MR59,
-    Mode::MR67,
-    Mode::MR74,
-    Mode::MR795,
-    Mode::MR102,
-    Mode::MR122,
-];
 
 /// Frames of the signal through our encoder, then the decoder `dec`.
 fn round_trip(mode: Mode, pcm: &[i16], dec: Dec) -> Vec<i16> {
@@ -250,7 +220,7 @@ fn one_khz_tone(dec: Dec) {
     let xin = steady(&input);
     let lin = db(power_at(&xin, 1000.0));
     let mut bad = Vec::new();
-    for mode in MODES {
+    for mode in Mode::ALL {
         let out = round_trip(mode, &input, dec);
         let y = steady(&out);
         let f = peak_near(&y, 1000.0);
@@ -280,7 +250,7 @@ fn two_tone(dec: Dec) {
     let input = tone(&[(300.0, 2000.0), (2000.0, 2000.0)], 1.0);
     let xin = steady(&input);
     let mut bad = Vec::new();
-    for mode in MODES {
+    for mode in Mode::ALL {
         let out = round_trip(mode, &input, dec);
         let y = steady(&out);
         let s = snr(&input, &out);
@@ -311,7 +281,7 @@ fn two_tone(dec: Dec) {
 fn speechlike_sweep(dec: Dec) {
     let input = sweep(2.0);
     let mut bad = Vec::new();
-    for mode in MODES {
+    for mode in Mode::ALL {
         let out = round_trip(mode, &input, dec);
         let d = delay(&input, &out);
         let s = snr(&input, &out);
@@ -412,4 +382,114 @@ fn opencore_follows_a_mode_change_every_frame() {
     println!("mode switching: level {dl:+.2} dB, SNR {s:.1} dB");
     assert!(dl.abs() <= 3.0, "level {dl:.2} dB");
     assert!(s > 6.0, "SNR {s:.1} dB");
+}
+
+/// RMS level in dBFS.
+fn dbfs(x: &[i16]) -> f64 {
+    let p = x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64;
+    10.0 * (p.max(1e-9) / (32768.0f64 * 32768.0)).log10()
+}
+
+/// DTX gold test: a tone, digital silence, low white noise, the tone again through our
+/// encoder with DTX on, decoded by libopencore-amrnb and by this crate. The pauses become
+/// SID/NO_DATA, the comfort noise comes out near the input noise level, and speech frames are
+/// back within a frame of the tone's return.
+#[test]
+fn dtx_pauses_become_comfort_noise_in_opencore() {
+    const FRAMES: usize = 50 + 50 + 150 + 50;
+    let noise_amp = 200.0; // uniform ±200: about -47 dBFS RMS
+    let mut seed = 7u32;
+    let mut pcm = vec![0i16; FRAMES * 160];
+    for (n, s) in pcm.iter_mut().enumerate() {
+        let frame = n / 160;
+        let tone = 0.1 * 32767.0 * (2.0 * PI * 1000.0 * n as f64 / 8000.0).sin();
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let noise = (f64::from(seed >> 16) / 32768.0 - 1.0) * noise_amp;
+        *s = match frame {
+            0..50 => tone,
+            50..100 => 0.0,
+            100..250 => noise,
+            _ => tone + noise,
+        } as i16;
+    }
+    for mode in [Mode::MR122, Mode::MR475, Mode::MR74] {
+        let mut enc = Encoder::new().with_dtx(true);
+        let mut frames = Vec::new();
+        let mut types = Vec::new();
+        for chunk in pcm.chunks_exact(160) {
+            let frame: &[i16; 160] = chunk.try_into().unwrap();
+            let mut bits = [0u8; 32];
+            let f = enc.encode_frame(mode, frame, &mut bits[1..]).unwrap();
+            assert_eq!(Some(f.len), amrnb::frame_octets(f.frame_type));
+            bits[0] = (f.frame_type << 3) | 0x04;
+            frames.push(bits);
+            types.push(f.frame_type);
+        }
+        let out = opencore_decode(&frames);
+        let count =
+            |r: std::ops::Range<usize>, ft: u8| types[r].iter().filter(|&&t| t == ft).count();
+        let speech = |r: std::ops::Range<usize>| {
+            types[r].iter().filter(|&&t| t == mode.frame_type()).count()
+        };
+        println!(
+            "DTX {mode:?}: tone {} speech; silence {} speech {} SID {} NO_DATA; noise {} speech {} SID {} NO_DATA; tone again from frame {:?}",
+            speech(0..50),
+            speech(50..100),
+            count(50..100, amrnb::FT_SID),
+            count(50..100, amrnb::FT_NO_DATA),
+            speech(100..250),
+            count(100..250, amrnb::FT_SID),
+            count(100..250, amrnb::FT_NO_DATA),
+            types[250..].iter().position(|&t| t == mode.frame_type()).map(|p| p + 250),
+        );
+        assert_eq!(speech(0..50), 50, "{mode:?}: the tone is speech");
+        // Hangover (7) plus the VAD's own, then SID and NO_DATA.
+        assert!(speech(50..100) <= 15, "{mode:?}: {types:?}");
+        assert!(count(50..100, amrnb::FT_SID) >= 4, "{mode:?}: {types:?}");
+        // Noise after digital silence is speech until the VAD's noise estimate has caught up
+        // with it (about a second), then a pause.
+        assert!(
+            speech(175..250) <= 2,
+            "{mode:?}: steady noise is a pause: {types:?}"
+        );
+        assert!(count(175..250, amrnb::FT_SID) >= 8, "{mode:?}: {types:?}");
+        // The tone returns: speech within a frame, and stays.
+        assert!(
+            types[250..252].contains(&mode.frame_type()),
+            "{mode:?}: {types:?}"
+        );
+        assert!(speech(252..300) >= 47, "{mode:?}: {types:?}");
+        // Comfort noise near the input's noise level (the last second of the noise).
+        let input = dbfs(&pcm[200 * 160..250 * 160]);
+        let cn = dbfs(&out[200 * 160..250 * 160]);
+        let silence = dbfs(&out[70 * 160..100 * 160]);
+        println!("DTX {mode:?}: comfort noise {cn:.1} dBFS, input noise {input:.1} dBFS, after silence {silence:.1} dBFS");
+        assert!(
+            (cn - input).abs() < 5.0,
+            "{mode:?}: comfort noise {cn:.1} vs {input:.1} dBFS"
+        );
+        assert!(
+            silence < -60.0,
+            "{mode:?}: silence decodes to {silence:.1} dBFS"
+        );
+        // And through this crate's decoder.
+        let mut d = amrnb::Decoder::new();
+        let mut ours = Vec::with_capacity(out.len());
+        for (f, &ft) in frames.iter().zip(&types) {
+            let mut pcm_out = [0i16; 160];
+            d.decode(ft, true, &f[1..], &mut pcm_out).unwrap();
+            ours.extend_from_slice(&pcm_out);
+        }
+        let cn = dbfs(&ours[200 * 160..250 * 160]);
+        let silence = dbfs(&ours[70 * 160..100 * 160]);
+        println!("DTX {mode:?} (amrnb decoder): comfort noise {cn:.1} dBFS, after silence {silence:.1} dBFS");
+        assert!(
+            (cn - input).abs() < 5.0,
+            "{mode:?}: comfort noise {cn:.1} vs {input:.1} dBFS"
+        );
+        assert!(
+            silence < -60.0,
+            "{mode:?}: silence decodes to {silence:.1} dBFS"
+        );
+    }
 }

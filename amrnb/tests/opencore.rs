@@ -5,30 +5,10 @@
 //! The FFI is dev-only and minimal (storage-format frames: one header octet, then the speech
 //! bits in class order).
 
-use std::os::raw::{c_int, c_short, c_uchar, c_void};
-
 use amrnb::{Decoder, Mode, FRAME_SAMPLES};
 
-#[link(name = "opencore-amrnb")]
-extern "C" {
-    fn Encoder_Interface_init(dtx: c_int) -> *mut c_void;
-    fn Encoder_Interface_exit(state: *mut c_void);
-    fn Encoder_Interface_Encode(
-        state: *mut c_void,
-        mode: c_int,
-        speech: *const c_short,
-        out: *mut c_uchar,
-        force_speech: c_int,
-    ) -> c_int;
-    fn Decoder_Interface_init() -> *mut c_void;
-    fn Decoder_Interface_exit(state: *mut c_void);
-    fn Decoder_Interface_Decode(
-        state: *mut c_void,
-        input: *const c_uchar,
-        out: *mut c_short,
-        bfi: c_int,
-    );
-}
+mod common;
+use common::*;
 
 /// Storage-format frames (header octet + speech octets) of `pcm` at `mode`.
 fn opencore_encode(pcm: &[i16], mode: Mode, dtx: bool) -> Vec<Vec<u8>> {

@@ -80,9 +80,10 @@ pub struct Offer {
     pub call_id: String,
     /// The caller as seen.
     pub caller: RawCaller,
-    /// The called party as the input saw it: the Request-URI of a terminating INVITE over
-    /// ISC (the public identity, sip: or tel:), the To URI of a sniffed INVITE, or an
-    /// MGCP endpoint name (`aaln/1@gw`).
+    /// The called party as the input saw it: over ISC the tel URI of the callee's
+    /// registration set when a third-party REGISTER named one, else the terminating
+    /// INVITE's Request-URI (the public identity, sip: or tel:); the To URI of a sniffed
+    /// INVITE; or an MGCP endpoint name (`aaln/1@gw`).
     pub callee: String,
     /// Where it was seen.
     pub source: Source,

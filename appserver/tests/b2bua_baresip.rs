@@ -1,6 +1,7 @@
 //! The bridge's SIP side against a real PCMA-only phone (Debian's baresip): the test plays
 //! the S-CSCF on the ISC side and sends a UE's AMR offer; the bridge calls baresip, which
-//! answers with PCMA; BYE from each side ends both legs.
+//! answers with PCMA; BYE from each side ends both legs. Then baresip calls a subscriber
+//! through the bridge, which the test (as S-CSCF) answers with AMR.
 //!
 //! The media plane is a stand-in that hands out loopback ports and records the
 //! offer/answer it is told of (the real plane is its own piece of issue 12); no RTP flows.
@@ -225,12 +226,13 @@ fn ended(ev: &[B2bEvent], n: usize) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ims_caller_reaches_baresip_and_bye_from_either_side_ends_both_legs() {
+async fn calls_both_ways_with_baresip_and_bye_from_either_side_ends_both_legs() {
     if testkit::require_bin("baresip").is_none() {
         return;
     }
     let mut phone = Baresip::start("+4930123").unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // The bridge takes only the phone's IP on its peer side: loopback, like the test.
     let cfg = BridgeConfig {
         isc_listen: "127.0.0.1:0".parse().unwrap(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -273,5 +275,57 @@ async fn ims_caller_reaches_baresip_and_bye_from_either_side_ends_both_legs() {
         .any(|e| matches!(e, B2bEvent::Ended { why, .. } if why == "BYE from the SIP peer")));
     let stats = running.stats();
     assert_eq!((stats.outbound, stats.answered, stats.ended), (2, 2, 2));
+
+    // 3. The reverse call: baresip dials a subscriber's number at the bridge, which sends
+    //    it to the S-CSCF (us) as a trusted AS; the callee answers AMR; baresip hangs up.
+    let target = format!("sip:+4930999@{}", running.peer_addr);
+    phone.dial(&target).unwrap();
+    let inv = scscf.until("INVITE").await;
+    assert_eq!(inv.uri_str(), Some("tel:+4930999"));
+    let route = inv.header("Route").unwrap();
+    assert!(
+        route.contains(&scscf.sock.local_addr().unwrap().port().to_string()),
+        "{route}"
+    );
+    assert!(inv.header("P-Asserted-Identity").is_some());
+    let offer = Session::parse(inv.body()).unwrap();
+    assert_eq!(
+        first_codec(&offer),
+        "PCMA",
+        "baresip's codec first: relay possible"
+    );
+    let answer = amr_offer(40010);
+    let ok = sip::ResponseBuilder::new(&inv, 200)
+        .to_tag("callee")
+        .header(
+            "Contact",
+            format!("<sip:ue@{}>", scscf.sock.local_addr().unwrap()),
+        )
+        .body("application/sdp", bytes::Bytes::from(answer))
+        .build()
+        .unwrap();
+    scscf
+        .sock
+        .send_to(&ok.to_bytes(), running.isc_addr)
+        .await
+        .unwrap();
+    let ack = scscf.until("ACK").await;
+    assert_eq!(ack.call_id().unwrap(), inv.call_id().unwrap());
+    phone
+        .wait_for_log_count("Call established", 3, Duration::from_secs(10))
+        .unwrap();
+    phone.hangup().unwrap();
+    let bye = scscf.until("BYE").await;
+    assert_eq!(bye.call_id().unwrap(), inv.call_id().unwrap());
+    scscf.ok_to(&bye).await;
+    wait_events(&running, |e| ended(e, 3)).await;
+    let stats = running.stats();
+    assert_eq!((stats.inbound, stats.answered), (1, 3));
+    let n = plane.negotiated.lock().unwrap().clone();
+    assert!(
+        n.iter()
+            .any(|(leg, local, remote)| *leg == Leg::Sip && local == "PCMA" && remote == "PCMA"),
+        "{n:?}"
+    );
     running.stop().await;
 }

@@ -82,6 +82,12 @@ mnc_digits = 2
 # environment variable HSS_REST_TOKEN. /metrics, /health and /openapi.json need none.
 # `hss config check` prints it redacted.
 # token = "change-me"
+# The web page's "Recent calls": the application server's call log (`appserver` [rest],
+# GET /api/calls), fetched by the HSS with that server's own token (also read from the
+# environment variable HSS_CALLS_TOKEN) so the browser needs only the HSS token.
+# Unset = the page says no call log is configured.
+# calls_url = "http://127.0.0.1:8091/api/calls"
+# calls_token = "the appserver's [rest] token"
 
 [log]
 # Log filter: "info", "debug", "warn,hss=debug"... The RUST_LOG environment variable
@@ -274,6 +280,10 @@ pub struct RestConfig {
     pub listen: Option<SocketAddr>,
     /// Bearer token.
     pub token: Option<String>,
+    /// The application server's call log (`GET /api/calls`), shown on the web page.
+    pub calls_url: Option<String>,
+    /// The application server's REST token for `calls_url`.
+    pub calls_token: Option<String>,
 }
 
 impl Default for Config {
@@ -352,6 +362,11 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::Parse(origin.into(), e))?;
         if c.rest.token.is_none() {
             c.rest.token = std::env::var("HSS_REST_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+        }
+        if c.rest.calls_token.is_none() {
+            c.rest.calls_token = std::env::var("HSS_CALLS_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty());
         }

@@ -26,7 +26,22 @@ use std::sync::Arc;
 struct AppState {
     hss: Arc<Hss>,
     token: Arc<str>,
+    calls: Option<Arc<CallLogSource>>,
 }
+
+/// Where the web page's "Recent calls" come from: the application server's call log
+/// (`GET /api/calls` of `appserver`), fetched by the HSS with that server's token so the
+/// browser holds only the HSS token and the page stays same-origin (no CORS).
+#[derive(Debug, Clone)]
+pub struct CallLogSource {
+    /// The call log URL, e.g. `http://127.0.0.1:8091/api/calls`.
+    pub url: String,
+    /// The application server's REST bearer token.
+    pub token: String,
+}
+
+/// How long the HSS waits for the application server's call log.
+const CALLS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Largest request body the API reads (axum's default, stated here so the 413 answer and
 /// the OpenAPI description have one source): a subscriber with its iFCs is a few kB.
@@ -34,9 +49,15 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
 
 /// The API router: `/api/v1/*` behind the bearer token, the rest open.
 pub fn router(hss: Arc<Hss>, token: String) -> Router {
+    router_with_calls(hss, token, None)
+}
+
+/// [`router`] with `/api/v1/calls` served from an application server's call log.
+pub fn router_with_calls(hss: Arc<Hss>, token: String, call_log: Option<CallLogSource>) -> Router {
     let st = AppState {
         hss,
         token: token.into(),
+        calls: call_log.map(Arc::new),
     };
     let api = Router::new()
         .route("/subscribers", get(list).post(add))
@@ -45,6 +66,7 @@ pub fn router(hss: Arc<Hss>, token: String) -> Router {
             get(show).put(update).patch(patch).delete(remove),
         )
         .route("/registrations", get(registrations))
+        .route("/calls", get(calls))
         .route("/import", post(import_csv))
         .route("/subscribers/{id}/rtr", post(rtr))
         .route("/subscribers/{id}/ppr", post(ppr))
@@ -67,10 +89,11 @@ pub async fn serve(
     hss: Arc<Hss>,
     listen: std::net::SocketAddr,
     token: String,
+    call_log: Option<CallLogSource>,
 ) -> std::io::Result<std::net::SocketAddr> {
     let l = tokio::net::TcpListener::bind(listen).await?;
     let a = l.local_addr()?;
-    let app = router(hss, token);
+    let app = router_with_calls(hss, token, call_log);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(l, app).await {
             tracing::error!(error = %e, "REST server stopped");
@@ -113,6 +136,45 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
         return err(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     next.run(req).await
+}
+
+#[derive(Deserialize)]
+struct CallsQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/calls?limit=`: the application server's call log, newest first, passed
+/// through (404 when none is configured, 502 when it does not answer well).
+async fn calls(State(st): State<AppState>, Query(q): Query<CallsQuery>) -> Response {
+    let Some(src) = st.calls.clone() else {
+        return err(
+            StatusCode::NOT_FOUND,
+            "no application server call log configured ([rest] calls_url)",
+        );
+    };
+    let limit = q.limit.unwrap_or(50).min(500);
+    let fetch = async {
+        let r = reqwest::Client::new()
+            .get(&src.url)
+            .query(&[("limit", limit)])
+            .bearer_auth(&src.token)
+            .timeout(CALLS_TIMEOUT)
+            .send()
+            .await?
+            .error_for_status()?;
+        r.json::<serde_json::Value>().await
+    };
+    match fetch.await {
+        Ok(v @ serde_json::Value::Array(_)) => Json(json!({ "calls": v })).into_response(),
+        Ok(_) => err(
+            StatusCode::BAD_GATEWAY,
+            "the application server's call log is not a JSON list",
+        ),
+        Err(e) => err(
+            StatusCode::BAD_GATEWAY,
+            format!("application server call log: {e}"),
+        ),
+    }
 }
 
 fn err(code: StatusCode, msg: impl std::fmt::Display) -> Response {
@@ -498,6 +560,12 @@ pub fn openapi() -> Value {
                 "get": { "summary": "Subscribers an S-CSCF serves: state, S-CSCF and IMPUs (contacts are held by the S-CSCF, not the HSS)",
                     "responses": { "200": { "description": "registrations", "content": { "application/json": { "schema": { "type": "object", "properties": {
                         "registrations": { "type": "array", "items": { "$ref": "#/components/schemas/Registration" } } } } } } }, "401": err } }
+            },
+            "/api/v1/calls": {
+                "get": { "summary": "Recent calls from the application server's call log ([rest] calls_url), newest first",
+                    "parameters": [ { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0, "maximum": 500, "default": 50 } } ],
+                    "responses": { "200": { "description": "the call log as the application server gives it", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                        "calls": { "type": "array", "items": { "type": "object" } } } } } } }, "401": err, "404": err, "502": err } }
             },
             "/api/v1/import": {
                 "post": { "summary": "Import a SIM card data CSV (the format of `hss subscriber import`); rows are stored in order, a bad row stops the import",

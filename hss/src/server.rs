@@ -143,7 +143,14 @@ pub async fn start(cfg: &Config) -> anyhow::Result<(Arc<Hss>, Listening)> {
     });
     let rest = match (cfg.rest.listen, &cfg.rest.token) {
         (Some(addr), Some(token)) => {
-            Some(crate::rest::serve(hss.clone(), addr, token.clone()).await?)
+            let calls = match (&cfg.rest.calls_url, &cfg.rest.calls_token) {
+                (Some(url), token) => Some(crate::rest::CallLogSource {
+                    url: url.clone(),
+                    token: token.clone().unwrap_or_default(),
+                }),
+                (None, _) => None,
+            };
+            Some(crate::rest::serve(hss.clone(), addr, token.clone(), calls).await?)
         }
         _ => None,
     };

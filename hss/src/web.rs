@@ -1,5 +1,6 @@
-//! The HSS web page: subscribers (list, add, edit, delete, CSV import) and the registrations
-//! the HSS knows, for lab users who want a browser rather than `curl`.
+//! The HSS web page: subscribers (list, add, edit, delete, CSV import), the registrations
+//! the HSS knows, and the recent calls of the application server's call log (fetched by the
+//! HSS, [`crate::rest::CallLogSource`]), for lab users who want a browser rather than `curl`.
 //!
 //! Plain HTML, one vanilla JS file and one CSS file, embedded in the binary: nothing to
 //! build, nothing fetched from elsewhere. The page itself is public (it holds no data);

@@ -329,3 +329,37 @@ async fn a_sar_over_diameter_shows_in_registrations_and_deregistration_removes_i
     assert_eq!(v, json!({ "registrations": [] }));
     client.disconnect().await;
 }
+
+/// `/api/v1/calls` needs the HSS token, says 404 when no call log is configured and 502
+/// when the application server does not answer (the answered case runs against a real
+/// appserver in lab/tests/hss_web.rs).
+#[tokio::test]
+async fn recent_calls_without_an_application_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hss, _) = hss::server::start(&config(dir.path())).await.unwrap();
+    let none = hss::rest::router(hss.clone(), TOKEN.into());
+    assert_eq!(
+        call(&none, "GET", "/api/v1/calls", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (st, v) = call(&none, "GET", "/api/v1/calls", Some(TOKEN), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(v["error"].as_str().unwrap().contains("calls_url"), "{v}");
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = hss::rest::router_with_calls(
+        hss,
+        TOKEN.into(),
+        Some(hss::rest::CallLogSource {
+            url: format!("http://127.0.0.1:{port}/api/calls"),
+            token: "t".into(),
+        }),
+    );
+    let (st, v) = call(&gone, "GET", "/api/v1/calls?limit=5", Some(TOKEN), None).await;
+    assert_eq!(st, StatusCode::BAD_GATEWAY);
+    assert!(v["error"].as_str().unwrap().contains("call log"), "{v}");
+}

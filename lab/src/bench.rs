@@ -19,8 +19,12 @@
 //! back at, p50/p99 INVITE → 200 (microseconds logged by the scenario), and utime+stime of
 //! the CSCF processes before and after → completed calls per CSCF core-second. A system
 //! stops climbing at its first step with a failure.
+//!
+//! `imslab bench cx` ([`cx`]): the HSS alone under Cx registration load. `imslab bench media`
+//! ([`media`]): concurrent RTP channels per core through media engines (rtpengine today).
 
 pub mod cx;
+pub mod media;
 
 use crate::net::{self, LabNet, NetOptions, Ports};
 use anyhow::Context;
@@ -654,25 +658,9 @@ fn snmp_udp_field(snmp: &str, name: &str) -> Option<u64> {
 /// utime + stime of `pids` in seconds (Linux `/proc/<pid>/stat`, fields 14 and 15, in
 /// clock ticks). A process that is gone counts 0.
 pub fn cpu_seconds(pids: &[u32]) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as f64 } else { 100.0 };
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|s| proc_stat_ticks(&s))
-        .map(|t| t as f64 / hz)
+        .filter_map(|&pid| testkit::rtpload::process_cpu_seconds(pid))
         .sum()
-}
-
-/// utime + stime (clock ticks) from one `/proc/<pid>/stat` line. The command name may hold
-/// spaces and parentheses, so fields are counted after its last `)`.
-fn proc_stat_ticks(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(") ")?;
-    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
-    let mut f = rest.split_whitespace().skip(11);
-    let utime: u64 = f.next()?.parse().ok()?;
-    let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// Runs the rate ladder on our collapsed core and (if asked) on Kamailio, alternating
@@ -857,6 +845,7 @@ pub fn calls_report(opts: &CallsOptions, steps: &[CallStep]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testkit::rtpload::proc_stat_ticks;
 
     #[test]
     fn cpu_ticks_from_proc_stat() {

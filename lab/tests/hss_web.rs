@@ -14,6 +14,7 @@ use testkit::browser::Browser;
 use ue::{IoConfig, Step};
 
 const TOKEN: &str = "lab-web-t0ken";
+const AS_TOKEN: &str = "as-t0ken";
 const WAIT: Duration = Duration::from_secs(15);
 
 /// The browser is blocking (std sockets); it runs on this worker while the runtime's
@@ -41,10 +42,23 @@ async fn add_a_subscriber_in_the_browser_register_it_and_see_the_registration() 
     })
     .await
     .unwrap();
+    // The application server whose call log the page shows: one answered call in it.
+    let as_cfg = appserver::config::Config::from_toml(&format!(
+        "[isc]\nlisten = \"127.0.0.1:0\"\n[calllog]\npath = \"{}\"\n\
+         [rest]\nlisten = \"127.0.0.1:0\"\ntoken = \"{AS_TOKEN}\"\n",
+        dir.join("calls.db").display()
+    ))
+    .unwrap();
+    let appserver = appserver::server::start(&as_cfg).await.unwrap();
+    log_one_answered_call(&appserver).await;
     let rest: SocketAddr = hss::rest::serve(
         lab.hss.clone(),
         "127.0.0.1:0".parse().unwrap(),
         TOKEN.into(),
+        Some(hss::rest::CallLogSource {
+            url: format!("http://{}/api/calls", appserver.rest_addr.unwrap()),
+            token: AS_TOKEN.into(),
+        }),
     )
     .await
     .unwrap();
@@ -219,6 +233,12 @@ async fn add_a_subscriber_in_the_browser_register_it_and_see_the_registration() 
             subs.contains("registered") && !subs.contains("not registered"),
             "{subs}"
         );
+        // The application server's call log, fetched by the HSS with the AS's token.
+        let calls = b
+            .wait_for_text("#calls", "Carol Caller", WAIT)
+            .unwrap_or_else(|e| fail("recent calls shown", e));
+        assert!(calls.contains("+4930555123"), "{calls}");
+        assert!(calls.contains("answered"), "{calls}");
         // The shot shows the registration at the top, with the form below.
         b.execute("window.scrollTo(0, 0)", &[]).unwrap();
         b.screenshot_png().unwrap()
@@ -232,6 +252,55 @@ async fn add_a_subscriber_in_the_browser_register_it_and_see_the_registration() 
     }
     drop(b);
     lab.pcscf.stop().await;
+}
+
+/// Puts one answered and ended call into the application server's call log, as its ISC
+/// service would report it, and waits until the log's writer has stored it.
+async fn log_one_answered_call(appserver: &appserver::server::Running) {
+    use appserver::event::{CallObserver, Offer, Progress, RawCaller, Source};
+    let p = &appserver.pipeline;
+    let now = std::time::SystemTime::now();
+    p.offer(Offer {
+        call_id: "web-call-1".into(),
+        caller: RawCaller::Sip {
+            p_asserted_identity: vec!["\"Carol Caller\" <tel:+4930555123>".into()],
+            from: "\"Carol Caller\" <sip:carol@ims.lab>;tag=1".into(),
+            privacy: None,
+            trusted: true,
+        },
+        callee: "tel:+4915550000001".into(),
+        source: Source::Isc,
+        at: now,
+    });
+    p.progress("web-call-1", Progress::Answered, now);
+    p.progress("web-call-1", Progress::Ended, now + Duration::from_secs(7));
+    let log = p.calllog().unwrap().clone();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let rows = tokio::task::spawn_blocking({
+            let log = log.clone();
+            move || {
+                log.query(&appserver::calllog::Filter {
+                    limit: 10,
+                    ..Default::default()
+                })
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        if rows
+            .iter()
+            .any(|r| r.outcome.as_deref() == Some("answered"))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "call not logged: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn hex(b: &[u8]) -> String {

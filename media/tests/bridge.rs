@@ -665,19 +665,18 @@ fn jitter_and_reordering_are_absorbed_on_the_transcode_path() {
     assert!(ch.stats().late <= 5, "{:?}", ch.stats());
 }
 
-/// AMR ⇄ PCMA through a real codec backend: the tone crosses both ways, the AMR side's CMR
-/// is honoured, DTMF converts between AMR-WB's 16 kHz and PCMA's 8 kHz.
-#[cfg(feature = "opencore")]
-mod opencore {
+/// AMR ⇄ PCMA through the real codec backends (the pure-Rust AMR-NB always, opencore's
+/// AMR-NB and AMR-WB with the feature): the tone crosses both ways, the AMR side's CMR is
+/// honoured, the mode-set bounds the mode, DTMF converts between AMR-WB's 16 kHz and PCMA's
+/// 8 kHz, and nothing allocates per packet.
+mod amr {
     use super::*;
     use media::amr::CMR_NONE;
     use media::codec::{self, Backend, MAX_FRAME_OCTETS};
 
-    const B: Backend = Backend::Opencore;
-
-    fn amr_channel(kind: AmrKind, t0: Instant) -> Channel {
+    fn amr_channel(kind: AmrKind, backend: Backend, t0: Instant) -> Channel {
         let mut cfg = ChannelConfig::new(3, SystemTime::now());
-        cfg.backend = B;
+        cfg.backend = backend;
         let mut ch = Channel::new(cfg, t0);
         let te = kind.clock_rate();
         ch.set_leg(
@@ -704,8 +703,13 @@ mod opencore {
     }
 
     /// An encoder closure producing octet-aligned payloads at `mode` with `cmr`.
-    fn amr_encoder(kind: AmrKind, mode: u8, cmr: u8) -> impl FnMut(&[i16], &mut Vec<u8>) {
-        let mut enc = codec::encoder(kind, B, false).unwrap();
+    fn amr_encoder(
+        kind: AmrKind,
+        backend: Backend,
+        mode: u8,
+        cmr: u8,
+    ) -> impl FnMut(&[i16], &mut Vec<u8>) {
+        let mut enc = codec::encoder(kind, backend, false).unwrap();
         move |pcm, out| {
             let mut bits = [0u8; MAX_FRAME_OCTETS];
             let e = enc.encode(pcm, mode, &mut bits).unwrap();
@@ -716,16 +720,16 @@ mod opencore {
         }
     }
 
-    fn tone_both_ways(kind: AmrKind) {
+    fn tone_both_ways(kind: AmrKind, backend: Backend) {
         let t0 = Instant::now();
-        let mut ch = amr_channel(kind, t0);
+        let mut ch = amr_channel(kind, backend, t0);
         let rate = kind.clock_rate();
         // A → B: AMR in (12.2 / 23.85), PCMA out.
         let to_b = send_tone(
             &mut ch,
             Side::A,
             t0,
-            amr_encoder(kind, kind.max_mode(), CMR_NONE),
+            amr_encoder(kind, backend, kind.max_mode(), CMR_NONE),
             99,
             20,
             rate,
@@ -744,7 +748,7 @@ mod opencore {
         let t1 = t0 + Duration::from_secs(5);
         let to_a = send_tone(&mut ch, Side::B, t1, alaw, 8, 20, 8000);
         assert!(to_a.len() >= 45, "{} packets", to_a.len());
-        let mut dec = codec::decoder(kind, B).unwrap();
+        let mut dec = codec::decoder(kind, backend).unwrap();
         let n = codec::frame_samples(kind);
         let mut pcm = Vec::new();
         let mut frame = vec![0i16; n];
@@ -764,22 +768,29 @@ mod opencore {
     }
 
     #[test]
-    fn amr_nb_pcma_tone_both_ways() {
-        tone_both_ways(AmrKind::Nb);
+    fn amr_nb_pcma_tone_both_ways_rust() {
+        tone_both_ways(AmrKind::Nb, Backend::Rust);
     }
 
+    #[cfg(feature = "opencore")]
     #[test]
-    fn amr_wb_pcma_tone_both_ways() {
-        tone_both_ways(AmrKind::Wb);
+    fn amr_nb_pcma_tone_both_ways_opencore() {
+        tone_both_ways(AmrKind::Nb, Backend::Opencore);
+    }
+
+    #[cfg(feature = "opencore")]
+    #[test]
+    fn amr_wb_pcma_tone_both_ways_opencore() {
+        tone_both_ways(AmrKind::Wb, Backend::Opencore);
     }
 
     #[test]
     fn received_cmr_sets_the_mode_we_send() {
         let t0 = Instant::now();
-        let mut ch = amr_channel(AmrKind::Nb, t0);
+        let mut ch = amr_channel(AmrKind::Nb, Backend::Rust, t0);
         let mut out = Vec::new();
         // A asks for 5.9 kbit/s (mode 2) in its own packets.
-        let mut enc = amr_encoder(AmrKind::Nb, 7, 2);
+        let mut enc = amr_encoder(AmrKind::Nb, Backend::Rust, 7, 2);
         let mut gen = ToneGenerator::new(500.0, -20.0, 8000).unwrap();
         let mut pcm = [0i16; 160];
         for k in 0..50u16 {
@@ -804,8 +815,7 @@ mod opencore {
     #[test]
     fn mode_set_limits_the_mode_and_is_our_cmr() {
         let t0 = Instant::now();
-        let mut cfg = ChannelConfig::new(4, SystemTime::now());
-        cfg.backend = B;
+        let cfg = ChannelConfig::new(4, SystemTime::now());
         let mut ch = Channel::new(cfg, t0);
         let mut a = spec(
             LegCodec::Amr(AmrFormat::bandwidth_efficient(AmrKind::Nb)),
@@ -833,9 +843,15 @@ mod opencore {
 
     #[test]
     fn amr_transcoding_does_not_allocate_per_packet() {
+        for &backend in Backend::available() {
+            no_alloc(backend);
+        }
+    }
+
+    fn no_alloc(backend: Backend) {
         let t0 = Instant::now();
-        let mut ch = amr_channel(AmrKind::Nb, t0);
-        let mut enc = amr_encoder(AmrKind::Nb, 7, CMR_NONE);
+        let mut ch = amr_channel(AmrKind::Nb, backend, t0);
+        let mut enc = amr_encoder(AmrKind::Nb, backend, 7, CMR_NONE);
         let mut gen = ToneGenerator::new(700.0, -15.0, 8000).unwrap();
         let mut pcm = [0i16; 160];
         let amr: Vec<Vec<u8>> = (0..100u16)
@@ -854,13 +870,14 @@ mod opencore {
         let allocs =
             alloc_count::count(|| sent = steady(&mut ch, t1, &amr[50..], &pcma[50..], &mut out));
         assert!(sent >= 80, "{sent} datagrams");
-        assert_eq!(allocs, 0);
+        assert_eq!(allocs, 0, "{backend:?}");
     }
 
+    #[cfg(feature = "opencore")]
     #[test]
     fn dtmf_from_amr_wb_at_16k_reaches_pcma_at_8k() {
         let t0 = Instant::now();
-        let mut ch = amr_channel(AmrKind::Wb, t0);
+        let mut ch = amr_channel(AmrKind::Wb, Backend::Opencore, t0);
         let mut out = Vec::new();
         ch.handle_rtp(Side::A, &rtp(100, 1, 64000, 0x5, &event(9, false, 640)), t0);
         ch.handle_rtp(

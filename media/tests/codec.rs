@@ -82,49 +82,65 @@ fn amr_wb_tone_every_mode_both_formats() {
     tone_every_mode(AmrKind::Wb);
 }
 
-fn dtx(kind: AmrKind, mode: u8) -> DtxCounts {
-    let mut enc = codec::encoder(kind, Backend::Opencore, true).unwrap();
-    let mut dec = codec::decoder(kind, Backend::Opencore).unwrap();
+fn dtx(kind: AmrKind, enc: Backend, dec: Backend, mode: u8) -> DtxCounts {
+    let mut enc = codec::encoder(kind, enc, true).unwrap();
+    let mut dec = codec::decoder(kind, dec).unwrap();
     dtx_silence(enc.as_mut(), dec.as_mut(), mode)
 }
 
 #[test]
 fn dtx_on_silence_sends_sid_and_no_data() {
-    for (kind, mode) in [
-        (AmrKind::Nb, 7),
-        (AmrKind::Nb, 0),
-        (AmrKind::Wb, 2),
-        (AmrKind::Wb, 8),
+    use Backend::{Opencore, Rust};
+    for (kind, enc, dec, mode) in [
+        (AmrKind::Nb, Opencore, Opencore, 7),
+        (AmrKind::Nb, Opencore, Opencore, 0),
+        (AmrKind::Wb, Opencore, Opencore, 2),
+        (AmrKind::Wb, Opencore, Opencore, 8),
+        // The Rust encoder's DTX, played by both decoders.
+        (AmrKind::Nb, Rust, Opencore, 7),
+        (AmrKind::Nb, Rust, Opencore, 0),
+        (AmrKind::Nb, Rust, Rust, 7),
+        (AmrKind::Nb, Rust, Rust, 4),
     ] {
-        let c = dtx(kind, mode);
+        let c = dtx(kind, enc, dec, mode);
         // After a hangover of 7 speech frames: SID_FIRST, then a SID_UPDATE every 8th frame
         // (TS 26.093 / TS 26.193 for AMR-WB), NO_DATA between.
-        assert!(c.speech <= 10, "{kind:?} mode {mode}: {c:?}");
-        assert!(c.sid >= 8, "{kind:?} mode {mode}: {c:?}");
-        assert!(c.no_data >= 70, "{kind:?} mode {mode}: {c:?}");
+        let what = format!("{kind:?} {enc:?} → {dec:?} mode {mode}: {c:?}");
+        assert!(c.speech <= 10, "{what}");
+        assert!(c.sid >= 8, "{what}");
+        assert!(c.no_data >= 70, "{what}");
         // Digital silence in, (near) silence out: the comfort noise follows the input.
-        assert!(c.decoded_dbfs < -60.0, "{kind:?} mode {mode}: {c:?}");
+        assert!(c.decoded_dbfs < -60.0, "{what}");
     }
 }
 
 #[test]
 fn with_dtx_a_tone_is_speech() {
-    for (kind, mode) in [(AmrKind::Nb, 7), (AmrKind::Wb, 2)] {
-        let mut enc = codec::encoder(kind, Backend::Opencore, true).unwrap();
+    for (kind, backend, mode) in [
+        (AmrKind::Nb, Backend::Opencore, 7),
+        (AmrKind::Wb, Backend::Opencore, 2),
+        (AmrKind::Nb, Backend::Rust, 7),
+        (AmrKind::Nb, Backend::Rust, 0),
+    ] {
+        let mut enc = codec::encoder(kind, backend, true).unwrap();
         let mut dec = codec::decoder(kind, Backend::Opencore).unwrap();
         // tone_roundtrip checks every frame is a speech frame of `mode`.
         let m = tone_roundtrip(enc.as_mut(), dec.as_mut(), mode, false);
         assert!(
             m.is_within(TONE_HZ, FREQ_TOLERANCE, TONE_DBFS, LEVEL_TOLERANCE_DB),
-            "{kind:?}: {m:?}"
+            "{kind:?} {backend:?}: {m:?}"
         );
     }
 }
 
 #[test]
 fn without_dtx_silence_is_speech() {
-    for kind in [AmrKind::Nb, AmrKind::Wb] {
-        let mut enc = codec::encoder(kind, Backend::Opencore, false).unwrap();
+    for (kind, backend) in [
+        (AmrKind::Nb, Backend::Opencore),
+        (AmrKind::Wb, Backend::Opencore),
+        (AmrKind::Nb, Backend::Rust),
+    ] {
+        let mut enc = codec::encoder(kind, backend, false).unwrap();
         let mut out = [0u8; MAX_FRAME_OCTETS];
         let silence = vec![0i16; frame_samples(kind)];
         for _ in 0..50 {

@@ -68,8 +68,9 @@ pub fn read(path: &std::path::Path) -> Result<String, ConfigError> {
 pub const REDACTED: &str = "<redacted>";
 
 /// Keys whose values are secrets wherever they appear in any binary's configuration, at any
-/// depth (compared case-insensitively): bearer tokens, passwords, and the subscriber
-/// key material K/Ki, OP and OPc (TS 35.206).
+/// depth (compared case-insensitively, also as the last `_` part of a key such as
+/// `calls_token`): bearer tokens, passwords, and the subscriber key material K/Ki, OP and
+/// OPc (TS 35.206).
 pub const SECRET_KEYS: &[&str] = &["token", "password", "secret", "k", "ki", "op", "opc"];
 
 /// The configuration could not be printed.
@@ -106,7 +107,10 @@ pub fn redact(v: &mut toml::Value) {
 }
 
 fn is_secret(key: &str) -> bool {
-    SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(key))
+    let last = key.rsplit('_').next().unwrap_or(key);
+    SECRET_KEYS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(key) || s.eq_ignore_ascii_case(last))
 }
 
 /// A commented example that does not tell the truth about the configuration.
@@ -277,6 +281,13 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("listen = \"127.0.0.1:1\""), "{out}");
+        // A secret named by its last part, and a key that only contains a secret's name.
+        let mut v: toml::Value =
+            toml::from_str("calls_token = \"s3\"\ntokens_seen = 4\nbook = \"k\"").unwrap();
+        redact(&mut v);
+        assert_eq!(v["calls_token"].as_str(), Some(REDACTED));
+        assert_eq!(v["tokens_seen"].as_integer(), Some(4));
+        assert_eq!(v["book"].as_str(), Some("k"));
     }
 
     const GOOD: &str = "# The lab's name. SQN = SEQ || IND is prose, not a key.\nname = \"lab\"\nsubscriber = []\n\

@@ -42,6 +42,10 @@
 //! | [`mosquitto`] | `mosquitto` + `mosquitto-clients` 2.0 | an MQTT broker on a free loopback port; `mosquitto_sub` subscriptions that return what was published |
 //! | [`dbus`] | `dbus-daemon` + `dbus-monitor` 1.14 | a private session bus (no activation) and a monitor that records method calls on it |
 //! | [`osmo`] | `libosmocore-utils` (`osmo-auc-gen`) | an independent Milenage: vectors and AUTS resync |
+//! | [`rtpengine`] | `rtpengine-daemon` 10.5 (userspace, `--table=-1`) | a reference media proxy/transcoder on loopback and an ng-protocol client (offer/answer/delete); an [`rtpload::Engine`] |
+//!
+//! [`rtpload`] is the engine-agnostic RTP load generator of the media benchmark (N channels, two
+//! threads, loss and added delay p50/p99, the engine's CPU).
 //!
 //! # Example: a SIPp UE registers through Kamailio against your HSS
 //! ```no_run
@@ -83,6 +87,8 @@ pub mod mosquitto;
 pub mod osmo;
 pub mod policy;
 pub mod process;
+pub mod rtpengine;
+pub mod rtpload;
 pub mod sipp;
 pub mod tshark;
 pub mod wait;

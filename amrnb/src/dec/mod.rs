@@ -23,6 +23,8 @@ mod postfilter;
 
 use crate::bits::{self, Sid};
 use crate::dsp::filter::{synthesis, Biquad};
+use crate::dsp::gain::GainPredictor;
+use crate::dsp::lsfq::{sid_lsf, LsfPredictor, LSF_GAP};
 use crate::dsp::lsp::{interpolate, lsf_to_lsp, lsp_to_lpc, reorder_lsf};
 use crate::dsp::pitch::{adaptive_vector, HISTORY, PIT_MAX};
 use crate::dsp::Lpc;
@@ -34,27 +36,11 @@ use crate::{
 };
 use postfilter::PostFilter;
 
-/// Smallest distance between neighbouring LSFs after dequantisation (50 Hz, TS 26.090 §6.1).
-const LSF_GAP: f32 = 205.0;
-/// MA prediction factor of the 12.2 LSF quantiser.
-const LSF_PRED_MR122: f32 = 0.65;
 /// Upper bound of the pitch gain used for sharpening the fixed codebook (§6.1 step 4).
 const SHARP_MAX: f32 = 0.8;
-/// Lowest predicted-energy history value, −14 dB (§5.8.2 initial state).
-const MIN_QUA_ENER: f32 = -14.0;
 
 /// The LP filters of one frame, one per subframe.
 type FrameLpc = [Lpc; 4];
-
-/// Mean energy Ē of the fixed-codebook excitation per mode in dB (TS 26.090 §5.8.2).
-fn mean_energy(mode: Mode) -> f32 {
-    match mode {
-        Mode::MR475 | Mode::MR515 | Mode::MR59 | Mode::MR102 => 33.0,
-        Mode::MR67 => 28.75,
-        Mode::MR74 => 30.0,
-        Mode::MR795 | Mode::MR122 => 36.0,
-    }
-}
 
 /// What a call to [`Decoder::decode`] was handed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +179,8 @@ pub struct Decoder {
     lsp_old: [f32; M],
     /// Last dequantised LSF vector (concealment uses it).
     past_lsf: [f32; M],
-    /// Last quantised LSF prediction residual (MA predictor memory).
-    past_r: [f32; M],
+    /// LSF MA predictor memory.
+    lsfp: LsfPredictor,
     /// Excitation: [`HISTORY`] past samples, then the current subframe.
     exc: [f32; HISTORY + L],
     /// LP synthesis filter memory.
@@ -203,8 +189,8 @@ pub struct Decoder {
     old_t0: usize,
     /// Pitch gain of the previous subframe, bounded to [`SHARP_MAX`] (codebook sharpening).
     sharp: f32,
-    /// Quantised code-gain energies of the last four subframes in dB (MA predictor memory).
-    past_qua_en: [f32; 4],
+    /// Code-gain MA predictor memory.
+    gpred: GainPredictor,
     conceal: Conceal,
     disp: PhaseDispersion,
     smooth: GainSmoothing,
@@ -236,12 +222,12 @@ impl Decoder {
             mode: Mode::MR122,
             lsp_old,
             past_lsf,
-            past_r: [0.0; M],
+            lsfp: LsfPredictor::default(),
             exc: [0.0; HISTORY + L],
             mem_syn: [0.0; M],
             old_t0: 40,
             sharp: 0.0,
-            past_qua_en: [MIN_QUA_ENER; 4],
+            gpred: GainPredictor::default(),
             conceal: Conceal {
                 state: 0,
                 prev_bad: false,
@@ -626,123 +612,46 @@ impl Decoder {
         (t0.clamp(17, PIT_MAX as i32) as usize, frac.clamp(-2, 2), 3)
     }
 
-    /// 3-split LSF dequantisation of all modes but 12.2 (TS 26.090 §5.2.5).
+    /// 3-split LSF dequantisation of all modes but 12.2 (TS 26.090 §5.2.5); a bad frame
+    /// moves the last LSFs toward the mean instead (TS 26.091 §6.2.4).
     fn lsf_split3(&mut self, mode: Mode, idx: &[i16], bad: bool, lsp: &mut [f32; M]) {
-        let mean = &lt::MEAN_LSF_3;
-        let mut lsf = [0f32; M];
-        if bad {
+        let lsf = if bad {
+            let mean = &lt::MEAN_LSF_3;
+            let pred = self.lsfp.prediction3();
+            let mut lsf = [0f32; M];
             for i in 0..M {
                 lsf[i] = 0.9 * self.past_lsf[i] + 0.1 * f32::from(mean[i]);
-                let pred = f32::from(lt::PRED_FAC_3[i]) / 32768.0 * self.past_r[i];
-                self.past_r[i] = lsf[i] - (f32::from(mean[i]) + pred);
+                self.lsfp.past_r[i] = lsf[i] - pred[i];
             }
+            reorder_lsf(&mut lsf, LSF_GAP);
+            lsf
         } else {
-            let (cb1, n1): (&[i16], usize) = if mode == Mode::MR795 {
-                (&lt::MR795_1_LSF, 512)
-            } else {
-                (&lt::DICO1_LSF_3, 256)
-            };
-            let (cb3, n3): (&[i16], usize) = if matches!(mode, Mode::MR475 | Mode::MR515) {
-                (&lt::MR515_3_LSF, 128)
-            } else {
-                (&lt::DICO3_LSF_3, 512)
-            };
-            let i1 = (idx[0].max(0) as usize).min(n1 - 1) * 3;
-            let mut i2 = idx[1].max(0) as usize;
-            if matches!(mode, Mode::MR475 | Mode::MR515) {
-                // The low modes index every second entry of the 9-bit codebook.
-                i2 <<= 1;
-            }
-            let i2 = i2.min(511) * 3;
-            let i3 = (idx[2].max(0) as usize).min(n3 - 1) * 4;
-            let mut r = [0f32; M];
-            for k in 0..3 {
-                r[k] = f32::from(cb1[i1 + k]);
-                r[3 + k] = f32::from(lt::DICO2_LSF_3[i2 + k]);
-            }
-            for k in 0..4 {
-                r[6 + k] = f32::from(cb3[i3 + k]);
-            }
-            for i in 0..M {
-                let pred = f32::from(lt::PRED_FAC_3[i]) / 32768.0 * self.past_r[i];
-                lsf[i] = r[i] + f32::from(mean[i]) + pred;
-            }
-            self.past_r = r;
-        }
-        reorder_lsf(&mut lsf, LSF_GAP);
+            self.lsfp
+                .dequant3(mode, [0, 1, 2].map(|k| idx[k].max(0) as usize))
+        };
         self.past_lsf = lsf;
         lsf_to_lsp(&lsf, lsp);
     }
 
     /// Split-matrix LSF dequantisation of 12.2: two LSF vectors per frame (TS 26.090 §5.2.3).
     fn lsf_split5(&mut self, idx: &[i16], bad: bool, mid: &mut [f32; M], new: &mut [f32; M]) {
-        let mean = &lt::MEAN_LSF_5;
-        let mut l1 = [0f32; M];
-        let mut l2 = [0f32; M];
-        if bad {
+        let (l1, l2) = if bad {
+            let mean = &lt::MEAN_LSF_5;
+            let pred = self.lsfp.prediction5();
+            let mut l1 = [0f32; M];
             for i in 0..M {
                 l1[i] = 0.95 * self.past_lsf[i] + 0.05 * f32::from(mean[i]);
-                l2[i] = l1[i];
-                let pred = f32::from(mean[i]) + self.past_r[i] * LSF_PRED_MR122;
-                self.past_r[i] = l2[i] - pred;
+                self.lsfp.past_r[i] = l1[i] - pred[i];
             }
+            reorder_lsf(&mut l1, LSF_GAP);
+            (l1, l1)
         } else {
-            let books: [(&[i16], usize); 5] = [
-                (&lt::DICO1_LSF_5, 128),
-                (&lt::DICO2_LSF_5, 256),
-                (&lt::DICO3_LSF_5, 256),
-                (&lt::DICO4_LSF_5, 256),
-                (&lt::DICO5_LSF_5, 64),
-            ];
-            let mut r1 = [0f32; M];
-            let mut r2 = [0f32; M];
-            for (k, &(book, n)) in books.iter().enumerate() {
-                let mut index = idx[k].max(0) as usize;
-                let mut sign = 1.0;
-                if k == 2 {
-                    // The third sub-matrix carries a sign bit in the index LSB.
-                    if index & 1 == 1 {
-                        sign = -1.0;
-                    }
-                    index >>= 1;
-                }
-                let e = index.min(n - 1) * 4;
-                r1[2 * k] = sign * f32::from(book[e]);
-                r1[2 * k + 1] = sign * f32::from(book[e + 1]);
-                r2[2 * k] = sign * f32::from(book[e + 2]);
-                r2[2 * k + 1] = sign * f32::from(book[e + 3]);
-            }
-            for i in 0..M {
-                let pred = f32::from(mean[i]) + self.past_r[i] * LSF_PRED_MR122;
-                l1[i] = r1[i] + pred;
-                l2[i] = r2[i] + pred;
-            }
-            self.past_r = r2;
-        }
-        reorder_lsf(&mut l1, LSF_GAP);
-        reorder_lsf(&mut l2, LSF_GAP);
+            self.lsfp
+                .dequant5([0, 1, 2, 3, 4].map(|k| idx[k].max(0) as usize))
+        };
         self.past_lsf = l2;
         lsf_to_lsp(&l1, mid);
         lsf_to_lsp(&l2, new);
-    }
-
-    /// Predicted fixed-codebook gain g'_c (TS 26.090 §5.8.2): the MA-predicted energy in dB
-    /// plus the mode's mean energy, minus the innovation vector's energy.
-    fn predicted_code_gain(&self, mode: Mode, code: &[f32; L]) -> f32 {
-        let energy: f32 = code.iter().map(|c| c * c).sum::<f32>() / L as f32;
-        let e_i = 10.0 * energy.max(1e-6).log10();
-        let pred: f32 = self
-            .past_qua_en
-            .iter()
-            .zip(&g::GC_PRED)
-            .map(|(&e, &b)| e * f32::from(b) / 8192.0)
-            .sum();
-        10f32.powf(0.05 * (pred + mean_energy(mode) - e_i))
-    }
-
-    fn push_qua_en(&mut self, qua_en_db: f32) {
-        self.past_qua_en.copy_within(0..3, 1);
-        self.past_qua_en[0] = qua_en_db;
     }
 
     /// Pitch gain of the scalar quantiser (12.2, 7.95); bad frames get the concealed one.
@@ -760,8 +669,9 @@ impl Decoder {
         }
         let row = (index.max(0) as usize).min(31) * 3;
         let g_fac = f32::from(g::QUA_GAIN_CODE[row]) / 2048.0;
-        let gc = g_fac * self.predicted_code_gain(mode, code);
-        self.push_qua_en(f32::from(g::QUA_GAIN_CODE[row + 2]) / 1024.0);
+        let gc = g_fac * self.gpred.predict(mode, code);
+        self.gpred
+            .update(g::QUA_GAIN_CODE[row + 1], g::QUA_GAIN_CODE[row + 2]);
         gc
     }
 
@@ -783,7 +693,9 @@ impl Decoder {
                 let row = index.min(255) * 4 + if even { 0 } else { 2 };
                 let gp = f32::from(g::TABLE_GAIN_MR475[row]) / 16384.0;
                 let g_fac = f32::from(g::TABLE_GAIN_MR475[row + 1]) / 4096.0;
-                (gp, g_fac, 20.0 * g_fac.max(1e-6).log10())
+                let gc = g_fac * self.gpred.predict(mode, code);
+                self.gpred.update_gamma(g_fac);
+                return (gp, gc);
             }
             Mode::MR67 | Mode::MR74 | Mode::MR102 => {
                 let row = index.min(127) * 4;
@@ -791,7 +703,7 @@ impl Decoder {
                 (
                     f32::from(t[row]) / 16384.0,
                     f32::from(t[row + 1]) / 4096.0,
-                    f32::from(t[row + 3]) / 1024.0,
+                    (t[row + 2], t[row + 3]),
                 )
             }
             _ => {
@@ -800,12 +712,12 @@ impl Decoder {
                 (
                     f32::from(t[row]) / 16384.0,
                     f32::from(t[row + 1]) / 4096.0,
-                    f32::from(t[row + 3]) / 1024.0,
+                    (t[row + 2], t[row + 3]),
                 )
             }
         };
-        let gc = g_fac * self.predicted_code_gain(mode, code);
-        self.push_qua_en(qua_en);
+        let gc = g_fac * self.gpred.predict(mode, code);
+        self.gpred.update(qua_en.0, qua_en.1);
         (gp, gc)
     }
 
@@ -822,8 +734,7 @@ impl Decoder {
         let c = &self.conceal;
         let m = median5(c.code_gains).min(c.past_code);
         let gc = m * f32::from(g::CONCEAL_CDOWN[c.state]) / 32768.0;
-        let avg = (self.past_qua_en.iter().sum::<f32>() / 4.0).max(MIN_QUA_ENER);
-        self.push_qua_en(avg);
+        self.gpred.update_concealed();
         gc
     }
 
@@ -860,22 +771,10 @@ impl Decoder {
             return;
         }
         let p = &sid.params;
-        let base = (p[0].clamp(0, 7) as usize) * M;
-        let i1 = (p[1].max(0) as usize).min(255) * 3;
-        let i2 = (p[2].max(0) as usize).min(511) * 3;
-        let i3 = (p[3].max(0) as usize).min(511) * 4;
-        let mut lsf = [0f32; M];
-        for k in 0..3 {
-            lsf[k] = f32::from(lt::DICO1_LSF_3[i1 + k]);
-            lsf[3 + k] = f32::from(lt::DICO2_LSF_3[i2 + k]);
-        }
-        for k in 0..4 {
-            lsf[6 + k] = f32::from(lt::DICO3_LSF_3[i3 + k]);
-        }
-        for (i, l) in lsf.iter_mut().enumerate() {
-            *l += f32::from(lt::MEAN_LSF_3[i]) + f32::from(lt::PAST_RQ_INIT[base + i]);
-        }
-        reorder_lsf(&mut lsf, LSF_GAP);
+        let lsf = sid_lsf(
+            p[0].clamp(0, 7) as usize,
+            [1, 2, 3].map(|k| p[k].max(0) as usize),
+        );
         // 6-bit level: log2 of the RMS in quarter steps from −2.5, adjusted to the speech mode.
         let mode = usize::from(sid.mode.min(7));
         let mut log_en = f32::from(p[4].clamp(0, 63)) / 4.0 - 2.5;
@@ -897,8 +796,8 @@ impl Decoder {
         self.cn.hist_len = 0;
         // Speech after the pause starts from the noise spectrum, not an old one.
         self.past_lsf = lsf;
-        self.past_r = [0.0; M];
-        self.past_qua_en = [MIN_QUA_ENER; 4];
+        self.lsfp = LsfPredictor::default();
+        self.gpred = GainPredictor::default();
     }
 
     /// One frame of comfort noise: white noise shaped by the SID spectrum at the SID level.

@@ -9,6 +9,26 @@ use crate::LPC_ORDER as M;
 /// of the previous call, oldest first; it is updated when `update` is set. `x` and `y` have the
 /// same length and may not overlap.
 pub fn synthesis(a: &Lpc, x: &[f32], y: &mut [f32], mem: &mut [f32; M], update: bool) {
+    const MAX: usize = 160;
+    if x.len() <= MAX && y.len() >= x.len() {
+        // Memory and output in one buffer: no branch per tap. Same arithmetic, same order.
+        let mut buf = [0f32; M + MAX];
+        buf[..M].copy_from_slice(mem);
+        let len = x.len();
+        for (n, &xn) in x.iter().enumerate() {
+            let past: &[f32; M] = buf[n..n + M].try_into().unwrap_or(&[0.0; M]);
+            let mut s = xn;
+            for i in 1..=M {
+                s -= a[i] * past[M - i];
+            }
+            buf[M + n] = s;
+        }
+        y[..len].copy_from_slice(&buf[M..M + len]);
+        if update {
+            mem.copy_from_slice(&buf[len..len + M]);
+        }
+        return;
+    }
     for n in 0..x.len() {
         let mut s = x[n];
         for i in 1..=M {

@@ -6,6 +6,8 @@
 //! 16384.0 is 4 kHz (half the sampling rate), so table values are used unscaled.
 
 pub mod filter;
+pub mod gain;
+pub mod lsfq;
 pub mod lsp;
 pub mod pitch;
 

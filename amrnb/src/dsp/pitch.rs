@@ -26,13 +26,53 @@ pub fn adaptive_vector(exc: &mut [f32], start: usize, t0: usize, frac: i32, res:
         x0 -= 1;
     }
     let phase = phase.clamp(0, 5) as usize;
-    for j in 0..len {
+    // Outputs side by side (vectorisable) when the lag reaches past them: all at once for
+    // long lags, eight at a time for all but the shortest (each chunk reads only the past and
+    // the chunks already written). Each output adds the same terms in the same order as the
+    // sample-by-sample loop, which finishes the rest.
+    const W: usize = 8;
+    let mut j0 = 0;
+    if len <= 40 && x0 + len + INTERP_TAPS <= start {
+        let mut s = [0f32; 40];
+        interpolate_block(exc, x0, phase, &mut s[..len]);
+        for (e, &v) in exc[start..start + len].iter_mut().zip(s.iter()) {
+            *e = v / 32768.0;
+        }
+        return;
+    }
+    if x0 + W + INTERP_TAPS <= start {
+        while j0 + W <= len {
+            let mut s = [0f32; W];
+            interpolate_block(exc, x0 + j0, phase, &mut s);
+            for (e, &v) in exc[start + j0..start + j0 + W].iter_mut().zip(s.iter()) {
+                *e = v / 32768.0;
+            }
+            j0 += W;
+        }
+    }
+    for j in j0..len {
         let mut s = 0f32;
         for i in 0..INTERP_TAPS {
             s += exc[x0 + j - i] * f32::from(INTER_6_PRED_LT[phase + 6 * i]);
             s += exc[x0 + j + 1 + i] * f32::from(INTER_6_PRED_LT[6 - phase + 6 * i]);
         }
         exc[start + j] = s / 32768.0;
+    }
+}
+
+/// The interpolation sums (unscaled) of `s.len()` consecutive outputs whose first tap pair
+/// sits at `x0`.
+fn interpolate_block(exc: &[f32], x0: usize, phase: usize, s: &mut [f32]) {
+    let n = s.len();
+    for i in 0..INTERP_TAPS {
+        let c1 = f32::from(INTER_6_PRED_LT[phase + 6 * i]);
+        let c2 = f32::from(INTER_6_PRED_LT[6 - phase + 6 * i]);
+        let lo = &exc[x0 - i..x0 - i + n];
+        let hi = &exc[x0 + 1 + i..x0 + 1 + i + n];
+        for ((o, &a), &b) in s.iter_mut().zip(lo).zip(hi) {
+            *o += a * c1;
+            *o += b * c2;
+        }
     }
 }
 

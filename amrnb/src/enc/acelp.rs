@@ -39,14 +39,10 @@ impl Signed {
                 sign[n] = if s.d[n] >= 0.0 { 1.0 } else { -1.0 };
             }
         }
-        let mut dd = [0.0f32; 40];
-        let mut ph = [[0.0f32; 40]; 40];
-        for i in 0..40 {
-            dd[i] = sign[i] * s.d[i];
-            for j in 0..40 {
-                ph[i][j] = sign[i] * sign[j] * s.phi[i][j];
-            }
-        }
+        // Built element by element (no zeroing of the 6 KiB matrix first).
+        let dd = core::array::from_fn(|i| sign[i] * s.d[i]);
+        let ph =
+            core::array::from_fn(|i| core::array::from_fn(|j| sign[i] * sign[j] * s.phi[i][j]));
         Signed { sign, dd, ph }
     }
 
@@ -54,11 +50,104 @@ impl Signed {
     /// criterion). Nested loops carry the partial sums of Σd and sᵀΦs, so the innermost
     /// step costs a few additions; candidates are compared without dividing.
     fn exhaustive<const N: usize>(&self, lists: &[&[usize]; N]) -> ([usize; N], f32) {
-        let empty: &[usize] = &[usize::MAX];
-        let l = |k: usize| if k < N { lists[k] } else { empty };
         let mut best = [0usize; N];
         let (mut bc2, mut be) = (0.0f32, 1.0f32);
         let mut found = false;
+        if N == 4 && lists.iter().all(|l| l.len() <= 16) {
+            let (b, c2, e, f) = self.exhaustive4([lists[0], lists[1], lists[2], lists[3]]);
+            best.copy_from_slice(&b[..N]);
+            (bc2, be, found) = (c2, e, f);
+        } else {
+            self.exhaustive_generic(lists, &mut best, &mut bc2, &mut be, &mut found);
+        }
+        if !found {
+            for (b, list) in best.iter_mut().zip(lists.iter()) {
+                *b = list[0];
+            }
+        }
+        (best, if found { bc2 / be } else { 0.0 })
+    }
+
+    /// [`Signed::exhaustive`] for four lists, the last one of at most 16 positions (7.4 and
+    /// 7.95): the innermost list's sums are formed side by side (vectorisable) and only
+    /// scanned one by one when one of them beats the best so far. Each sum adds the same terms
+    /// in the same order as the generic loop (Φ is symmetric, exactly), and the scan keeps its
+    /// order, so the choice is the same.
+    fn exhaustive4(&self, lists: [&[usize]; 4]) -> ([usize; 4], f32, f32, bool) {
+        const W: usize = 16;
+        let l3 = lists[3];
+        let n3 = l3.len();
+        let mut dd3 = [f32::NEG_INFINITY; W];
+        let mut diag3 = [0f32; W];
+        let mut pos3 = [0usize; W];
+        for (k, &p) in l3.iter().enumerate() {
+            dd3[k] = self.dd[p];
+            diag3[k] = self.ph[p][p];
+            pos3[k] = p;
+        }
+        // Φ between each position of the first three lists and the last list's, gathered once.
+        let gather = |list: &[usize]| -> [[f32; W]; W] {
+            let mut g = [[0f32; W]; W];
+            for (row, &p) in g.iter_mut().zip(list) {
+                *row = core::array::from_fn(|k| self.ph[p][pos3[k]]);
+            }
+            g
+        };
+        let (g0, g1, g2) = (gather(lists[0]), gather(lists[1]), gather(lists[2]));
+        let mut best = [0usize; 4];
+        let (mut bc2, mut be) = (0.0f32, 1.0f32);
+        let mut found = false;
+        for (&p0, r0) in lists[0].iter().zip(&g0) {
+            let c0 = self.dd[p0];
+            let e0 = self.ph[p0][p0];
+            for (&p1, r1) in lists[1].iter().zip(&g1) {
+                let c1 = c0 + self.dd[p1];
+                let e1 = e0 + self.ph[p1][p1] + 2.0 * self.ph[p0][p1];
+                let r01: [f32; W] = core::array::from_fn(|k| r0[k] + r1[k]);
+                for (&p2, r2) in lists[2].iter().zip(&g2) {
+                    let c2 = c1 + self.dd[p2];
+                    let e2 = e1 + self.ph[p2][p2] + 2.0 * (self.ph[p0][p2] + self.ph[p1][p2]);
+                    let mut c = [0f32; W];
+                    let mut e = [0f32; W];
+                    let mut any = false;
+                    for k in 0..W {
+                        c[k] = c2 + dd3[k];
+                        e[k] = e2 + diag3[k] + 2.0 * (r01[k] + r2[k]);
+                        // Without short-circuits, so the lanes stay independent.
+                        any |= (c[k] > 0.0)
+                            & (e[k] > 0.0)
+                            & (!found | (c[k] * c[k] * be > bc2 * e[k]));
+                    }
+                    if !any {
+                        continue;
+                    }
+                    for k in 0..n3 {
+                        let (c, e) = (c[k], e[k]);
+                        if c > 0.0 && e > 0.0 && (!found || c * c * be > bc2 * e) {
+                            found = true;
+                            bc2 = c * c;
+                            be = e;
+                            best = [p0, p1, p2, pos3[k]];
+                        }
+                    }
+                }
+            }
+        }
+        (best, bc2, be, found)
+    }
+
+    /// The plain nested loops of [`Signed::exhaustive`] (2 to 4 lists).
+    fn exhaustive_generic<const N: usize>(
+        &self,
+        lists: &[&[usize]; N],
+        best: &mut [usize; N],
+        bc2: &mut f32,
+        be: &mut f32,
+        found: &mut bool,
+    ) {
+        let empty: &[usize] = &[usize::MAX];
+        let l = |k: usize| if k < N { lists[k] } else { empty };
+        let (mut bc2_, mut be_, mut found_) = (*bc2, *be, *found);
         for &p0 in l(0) {
             let c0 = self.dd[p0];
             let e0 = self.ph[p0][p0];
@@ -81,10 +170,10 @@ impl Signed {
                             let r = &self.ph[p3];
                             (c2 + self.dd[p3], e2 + r[p3] + 2.0 * (r[p0] + r[p1] + r[p2]))
                         };
-                        if c > 0.0 && e > 0.0 && (!found || c * c * be > bc2 * e) {
-                            found = true;
-                            bc2 = c * c;
-                            be = e;
+                        if c > 0.0 && e > 0.0 && (!found_ || c * c * be_ > bc2_ * e) {
+                            found_ = true;
+                            bc2_ = c * c;
+                            be_ = e;
                             let all = [p0, p1, p2, p3];
                             best.copy_from_slice(&all[..N]);
                         }
@@ -92,12 +181,7 @@ impl Signed {
                 }
             }
         }
-        if !found {
-            for (b, list) in best.iter_mut().zip(lists.iter()) {
-                *b = list[0];
-            }
-        }
-        (best, if found { bc2 / be } else { 0.0 })
+        (*bc2, *be, *found) = (bc2_, be_, found_);
     }
 
     /// Two pulses in each of `tracks` tracks of `step`-spaced positions (`npos` per track):
@@ -147,8 +231,10 @@ impl Signed {
                             e_rest += self.ph[p][q];
                         }
                     }
-                    for (x, cr) in cross.iter_mut().enumerate() {
-                        *cr += self.ph[x][p];
+                    // Φ is symmetric (and so is its sign-folded form, exactly), so the row
+                    // serves for the column: contiguous, vectorisable, same sums.
+                    for (cr, &v) in cross.iter_mut().zip(self.ph[p].iter()) {
+                        *cr += v;
                     }
                 }
                 let (ta, tb) = (a / 2, b / 2);

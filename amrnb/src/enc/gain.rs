@@ -1,90 +1,14 @@
 //! Gain quantisation (TS 26.090 §5.8): the fixed-codebook gain is predicted from the past
 //! quantised energies (4th-order MA in dB), then coded as a correction factor γ together with
 //! (or after) the pitch gain: scalar for 12.2 and 7.95, joint vector otherwise, joint over two
-//! subframes for 4.75. The predictor memory holds exactly the table values the decoder stores,
-//! so both sides keep predicting the same.
+//! subframes for 4.75. The predictor ([`crate::dsp::gain`]) is the decoder's own, so both
+//! sides keep predicting the same.
 
 use crate::tables::gains as t;
 use crate::Mode;
 
-/// 20·log10(2).
-const DB_PER_LOG2: f32 = 6.020_6;
-
-/// The MA predictor of the fixed-codebook gain (§5.8.1), both of its memories (12.2 keeps
-/// log2 values, the others dB; the decoder updates both whatever the mode).
-#[derive(Debug, Clone)]
-pub struct GainPredictor {
-    /// Past quantised energies in dB (Q10 table values / 1024).
-    past: [f32; 4],
-    /// Past quantised energies of 12.2 in log2 units.
-    past122: [f32; 4],
-}
-
-impl Default for GainPredictor {
-    fn default() -> Self {
-        GainPredictor {
-            past: [-14.0; 4],
-            past122: [-2381.0 / 1024.0; 4],
-        }
-    }
-}
-
-impl GainPredictor {
-    /// Predicted gain g'c of the (sharpened, unit-pulse) code vector `code` (§5.8.1):
-    /// 10^((Ē + Σ bᵢ Rᵢ − E_I)/20), E_I the code's mean energy in dB.
-    pub fn predict(&self, mode: Mode, code: &[f32; 40]) -> f32 {
-        self.predict_db(mode, innovation_db(code))
-    }
-
-    /// [`GainPredictor::predict`] with the code's energy E_I (dB) already known.
-    fn predict_db(&self, mode: Mode, ei: f32) -> f32 {
-        let pred = if mode == Mode::MR122 {
-            const B: [f32; 4] = [44.0 / 64.0, 37.0 / 64.0, 22.0 / 64.0, 12.0 / 64.0];
-            36.0 + DB_PER_LOG2
-                * B.iter()
-                    .zip(self.past122.iter())
-                    .map(|(b, p)| b * p)
-                    .sum::<f32>()
-        } else {
-            const B: [f32; 4] = [0.68, 0.58, 0.34, 0.19];
-            let mean = match mode {
-                Mode::MR795 => 36.0,
-                Mode::MR74 => 30.0,
-                Mode::MR67 => 28.75,
-                _ => 33.0,
-            };
-            mean + B
-                .iter()
-                .zip(self.past.iter())
-                .map(|(b, p)| b * p)
-                .sum::<f32>()
-        };
-        10f32.powf(0.05 * (pred - ei))
-    }
-
-    /// Shifts in the quantised energies of the chosen correction factor (table Q10 values).
-    pub fn update(&mut self, qua_ener_122: i16, qua_ener: i16) {
-        self.past.copy_within(0..3, 1);
-        self.past122.copy_within(0..3, 1);
-        self.past[0] = f32::from(qua_ener) / 1024.0;
-        self.past122[0] = f32::from(qua_ener_122) / 1024.0;
-    }
-
-    /// Shifts in a correction factor γ that is not from a table (4.75's joint table).
-    pub fn update_gamma(&mut self, gamma: f32) {
-        let l2 = gamma.max(1e-6).log2();
-        self.past.copy_within(0..3, 1);
-        self.past122.copy_within(0..3, 1);
-        self.past[0] = l2 * DB_PER_LOG2;
-        self.past122[0] = l2;
-    }
-}
-
-/// E_I of §5.8.1: mean energy of the code vector in dB.
-fn innovation_db(code: &[f32; 40]) -> f32 {
-    let en: f32 = code.iter().map(|c| c * c).sum::<f32>() / 40.0;
-    10.0 * en.max(1e-6).log10()
-}
+use crate::dsp::gain::innovation_db;
+pub use crate::dsp::gain::GainPredictor;
 
 /// Correlations one subframe's gain search needs: x target, y1 filtered adaptive vector,
 /// y2 filtered code vector.

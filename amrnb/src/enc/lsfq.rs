@@ -3,17 +3,13 @@
 //! The search minimises the LSF-weighted squared error; the quantised LSFs come out exactly as
 //! the decoder rebuilds them (same tables, prediction and reordering).
 
-use crate::dsp::lsp::reorder_lsf;
-use crate::tables::lsf as t;
+use crate::dsp::lsfq::{codebooks3, LsfPredictor, BOOKS5};
 use crate::{Mode, LPC_ORDER as M};
 
-/// Smallest LSF distance the decoder keeps (§5.2.5), about 50 Hz.
-const LSF_GAP: f32 = 205.0;
-
-/// Prediction memory shared with the decoder: the previous quantised residual.
+/// The quantiser's state: the decoder's own MA predictor, fed the same indices.
 #[derive(Debug, Clone, Default)]
 pub struct LsfQuant {
-    past_rq: [f32; M],
+    pred: LsfPredictor,
 }
 
 /// LSF weights of §5.2.5: more weight where neighbours are close (formants).
@@ -90,44 +86,17 @@ impl LsfQuant {
     /// quantised LSFs into `q`.
     pub fn quantise3(&mut self, mode: Mode, lsf: &[f32; M], prm: &mut [u16], q: &mut [f32; M]) {
         let w = weights(lsf);
-        let mut r = [0.0f32; M];
-        let mut pred = [0.0f32; M];
-        for i in 0..M {
-            pred[i] = f32::from(t::MEAN_LSF_3[i])
-                + self.past_rq[i] * f32::from(t::PRED_FAC_3[i]) / 32768.0;
-            r[i] = lsf[i] - pred[i];
-        }
-        let (cb1, cb3): (&[i16], &[i16]) = match mode {
-            Mode::MR475 | Mode::MR515 => (&t::DICO1_LSF_3, &t::MR515_3_LSF),
-            Mode::MR795 => (&t::MR795_1_LSF, &t::DICO3_LSF_3),
-            _ => (&t::DICO1_LSF_3, &t::DICO3_LSF_3),
-        };
-        let half = matches!(mode, Mode::MR475 | Mode::MR515);
+        let pred = self.pred.prediction3();
+        let r: [f32; M] = core::array::from_fn(|i| lsf[i] - pred[i]);
+        let (cb1, cb2, cb3, half) = codebooks3(mode);
         let i1 = search(cb1, 3, 1, &r[0..3], &w[0..3]);
-        let i2 = search(
-            &t::DICO2_LSF_3,
-            3,
-            if half { 2 } else { 1 },
-            &r[3..6],
-            &w[3..6],
-        );
+        let i2 = search(cb2, 3, if half { 2 } else { 1 }, &r[3..6], &w[3..6]);
         let i3 = search(cb3, 4, 1, &r[6..10], &w[6..10]);
-        prm[0] = i1 as u16;
-        prm[1] = if half { (i2 / 2) as u16 } else { i2 as u16 };
-        prm[2] = i3 as u16;
-        let mut rq = [0.0f32; M];
-        for k in 0..3 {
-            rq[k] = f32::from(cb1[i1 * 3 + k]);
-            rq[3 + k] = f32::from(t::DICO2_LSF_3[i2 * 3 + k]);
+        let idx = [i1, if half { i2 / 2 } else { i2 }, i3];
+        for (p, &i) in prm.iter_mut().zip(&idx) {
+            *p = i as u16;
         }
-        for k in 0..4 {
-            rq[6 + k] = f32::from(cb3[i3 * 4 + k]);
-        }
-        for i in 0..M {
-            q[i] = rq[i] + pred[i];
-        }
-        self.past_rq = rq;
-        reorder_lsf(q, LSF_GAP);
+        *q = self.pred.dequant3(mode, idx);
     }
 
     /// Quantises the two LSF sets of 12.2 (mid-frame and end-of-frame): five indices into
@@ -140,29 +109,15 @@ impl LsfQuant {
         q1: &mut [f32; M],
         q2: &mut [f32; M],
     ) {
-        const PRED: f32 = 0.65;
         let w1 = weights(lsf1);
         let w2 = weights(lsf2);
-        let mut pred = [0.0f32; M];
-        let mut r1 = [0.0f32; M];
-        let mut r2 = [0.0f32; M];
-        for i in 0..M {
-            pred[i] = f32::from(t::MEAN_LSF_5[i]) + self.past_rq[i] * PRED;
-            r1[i] = lsf1[i] - pred[i];
-            r2[i] = lsf2[i] - pred[i];
-        }
-        let books: [&[i16]; 5] = [
-            &t::DICO1_LSF_5,
-            &t::DICO2_LSF_5,
-            &t::DICO3_LSF_5,
-            &t::DICO4_LSF_5,
-            &t::DICO5_LSF_5,
-        ];
-        let mut rq1 = [0.0f32; M];
-        let mut rq2 = [0.0f32; M];
-        for (k, cb) in books.iter().enumerate() {
+        let pred = self.pred.prediction5();
+        let r1: [f32; M] = core::array::from_fn(|i| lsf1[i] - pred[i]);
+        let r2: [f32; M] = core::array::from_fn(|i| lsf2[i] - pred[i]);
+        let mut idx = [0usize; 5];
+        for (k, cb) in BOOKS5.iter().enumerate() {
             let s = 2 * k;
-            let (idx, neg) = search_pair(
+            let (i, neg) = search_pair(
                 cb,
                 &r1[s..s + 2],
                 &r2[s..s + 2],
@@ -170,24 +125,39 @@ impl LsfQuant {
                 &w2[s..s + 2],
                 k == 2,
             );
-            prm[k] = if k == 2 {
-                (idx * 2 + usize::from(neg)) as u16
-            } else {
-                idx as u16
-            };
-            let sg = if neg { -1.0 } else { 1.0 };
-            let row = &cb[idx * 4..idx * 4 + 4];
-            rq1[s] = sg * f32::from(row[0]);
-            rq1[s + 1] = sg * f32::from(row[1]);
-            rq2[s] = sg * f32::from(row[2]);
-            rq2[s + 1] = sg * f32::from(row[3]);
+            idx[k] = if k == 2 { i * 2 + usize::from(neg) } else { i };
+            prm[k] = idx[k] as u16;
         }
-        for i in 0..M {
-            q1[i] = rq1[i] + pred[i];
-            q2[i] = rq2[i] + pred[i];
-        }
-        self.past_rq = rq2;
-        reorder_lsf(q1, LSF_GAP);
-        reorder_lsf(q2, LSF_GAP);
+        (*q1, *q2) = self.pred.dequant5(idx);
     }
+}
+
+/// Quantises the comfort-noise LSFs of a SID frame (TS 26.092 §5.2): the reference residual
+/// vector (of eight) nearest the LSFs minus the mean, then the 3-split VQ of what is left
+/// (8, 9 and 9 bits, the full tables), no MA prediction. Returns the four SID parameters and
+/// the LSFs the decoder rebuilds from them.
+pub fn quantise_sid(lsf: &[f32; M]) -> ([u16; 4], [f32; M]) {
+    use crate::tables::lsf as t;
+    let w = weights(lsf);
+    let mut best = (0usize, f32::MAX);
+    for k in 0..8 {
+        let d: f32 = (0..M)
+            .map(|i| {
+                let e =
+                    lsf[i] - f32::from(t::MEAN_LSF_3[i]) - f32::from(t::PAST_RQ_INIT[k * M + i]);
+                e * e
+            })
+            .sum();
+        if d < best.1 {
+            best = (k, d);
+        }
+    }
+    let r: [f32; M] = core::array::from_fn(|i| {
+        lsf[i] - f32::from(t::MEAN_LSF_3[i]) - f32::from(t::PAST_RQ_INIT[best.0 * M + i])
+    });
+    let i1 = search(&t::DICO1_LSF_3, 3, 1, &r[0..3], &w[0..3]);
+    let i2 = search(&t::DICO2_LSF_3, 3, 1, &r[3..6], &w[3..6]);
+    let i3 = search(&t::DICO3_LSF_3, 4, 1, &r[6..10], &w[6..10]);
+    let q = crate::dsp::lsfq::sid_lsf(best.0, [i1, i2, i3]);
+    ([best.0 as u16, i1 as u16, i2 as u16, i3 as u16], q)
 }

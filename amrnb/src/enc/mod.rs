@@ -12,19 +12,21 @@
 //! standard's, so any conforming decoder plays it; through the reference decoder the SNR is
 //! within about 1.5 dB of the reference encoder's (tests/enc_opencore.rs prints both).
 //!
-//! DTX (VAD and SID frames, TS 26.093/26.094) is not implemented: every frame is a speech frame
-//! of the mode asked for. A caller that negotiated DTX can still send these (DTX is the
-//! sender's choice; a receiver decodes speech frames whatever the setting): it only costs the
-//! bandwidth DTX would save.
+//! DTX is off by default: every frame is a speech frame of the mode asked for. With
+//! [`Encoder::with_dtx`] a voice activity detector ([`vad`], after TS 26.094 option 1) and
+//! the TX DTX handler ([`dtx`], TS 26.093) turn pauses into SID frames (comfort-noise
+//! parameters of TS 26.092) and NO_DATA; [`Encoder::encode_frame`] says which was written.
 
 // The searches index several arrays at related offsets (h[n − i], Φ[i][j]); index loops keep
 // them readable as the equations of the standard.
 #![allow(clippy::needless_range_loop)]
 
 mod acelp;
+pub mod dtx;
 mod gain;
 mod lsfq;
 mod pitch;
+pub mod vad;
 
 use crate::dsp::filter::{autocorrelation, lag_window, levinson, residual, synthesis, Biquad};
 use crate::dsp::lsp::{interpolate, lpc_to_lsp, lsf_to_lsp, lsp_to_lpc, lsp_to_lsf, weight};
@@ -32,7 +34,7 @@ use crate::dsp::pitch::{adaptive_vector, HISTORY as EXC_HIST};
 use crate::dsp::Lpc;
 use crate::tables::filters::{HP_PRE_A, HP_PRE_B, WINDOW_160_80, WINDOW_200_40, WINDOW_232_8};
 use crate::tables::lsf::LSP_INIT_DATA;
-use crate::{Mode, LPC_ORDER as M, MAX_PARAMS};
+use crate::{Mode, FT_NO_DATA, FT_SID, LPC_ORDER as M, MAX_PARAMS, SID_BITS};
 use gain::{Corr, GainPredictor};
 use pitch::{Cands, Lag, Lag3, Lag6};
 
@@ -158,6 +160,26 @@ pub struct Encoder {
     ton: ToneStab,
     gpred: GainPredictor,
     cands: Cands,
+    /// DTX state, when on.
+    dtx: Option<Box<DtxState>>,
+}
+
+/// The VAD and TX DTX handler of an encoder with DTX on.
+#[derive(Debug, Clone, Default)]
+struct DtxState {
+    vad: vad::Vad,
+    tx: dtx::Dtx,
+    /// The VAD flag of the frame being coded.
+    flag: bool,
+}
+
+/// What [`Encoder::encode_frame`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// RFC 4867 frame type: the speech mode (0–7), [`FT_SID`] or [`FT_NO_DATA`].
+    pub frame_type: u8,
+    /// Octets written (0 for NO_DATA).
+    pub len: usize,
 }
 
 impl Default for Encoder {
@@ -196,6 +218,23 @@ impl Encoder {
             ton: ToneStab::default(),
             gpred: GainPredictor::default(),
             cands: Cands::new(),
+            dtx: None,
+        }
+    }
+
+    /// This encoder with DTX on or off (TS 26.093): with it on, pauses are sent as SID and
+    /// NO_DATA frames (see [`Encoder::encode_frame`]).
+    pub fn with_dtx(mut self, on: bool) -> Encoder {
+        self.set_dtx(on);
+        self
+    }
+
+    /// Turns DTX on or off from the next frame.
+    pub fn set_dtx(&mut self, on: bool) {
+        match (on, self.dtx.is_some()) {
+            (true, false) => self.dtx = Some(Box::default()),
+            (false, true) => self.dtx = None,
+            _ => {}
         }
     }
 
@@ -206,23 +245,36 @@ impl Encoder {
         frame_type: u8,
         pcm: &[i16],
         out: &mut [u8],
-    ) -> Result<usize, EncodeError> {
+    ) -> Result<Frame, EncodeError> {
         let mode = Mode::from_frame_type(frame_type).ok_or(EncodeError::Mode(frame_type))?;
         let pcm: &[i16; 160] = pcm
             .try_into()
             .map_err(|_| EncodeError::Samples(pcm.len()))?;
-        self.encode(mode, pcm, out)
+        self.encode_frame(mode, pcm, out)
     }
 
     /// Encodes one 20 ms frame at `mode` into `out` (at least `ceil(bits/8)` octets):
     /// returns the octets written, the speech bits MSB first in RFC 4867 order, the last
-    /// octet zero-padded.
+    /// octet zero-padded. With DTX on the frame may be a SID or NO_DATA instead; use
+    /// [`Encoder::encode_frame`] to learn which.
     pub fn encode(
         &mut self,
         mode: Mode,
         pcm: &[i16; 160],
         out: &mut [u8],
     ) -> Result<usize, EncodeError> {
+        self.encode_frame(mode, pcm, out).map(|f| f.len)
+    }
+
+    /// Encodes one 20 ms frame: a speech frame of `mode`, or with DTX on possibly a SID
+    /// ([`SID_BITS`] bits: 35 parameter bits, STI, mode indication) or NO_DATA (nothing).
+    /// `out` must hold the mode's speech frame whatever comes out.
+    pub fn encode_frame(
+        &mut self,
+        mode: Mode,
+        pcm: &[i16; 160],
+        out: &mut [u8],
+    ) -> Result<Frame, EncodeError> {
         let need = mode.octets();
         if out.len() < need {
             return Err(EncodeError::Buffer {
@@ -232,13 +284,55 @@ impl Encoder {
         }
         let mut prm = [0u16; MAX_PARAMS];
         let nprm = self.frame(mode, pcm, &mut prm);
-        let mut p16 = [0i16; MAX_PARAMS];
-        for (d, &s) in p16.iter_mut().zip(prm[..nprm].iter()) {
-            *d = s as i16;
-        }
-        crate::bits::pack(mode, &p16[..nprm], out).map_err(|_| EncodeError::Buffer {
-            need,
+        let tx = match self.dtx.as_deref_mut() {
+            Some(d) => d.tx.handle(d.flag),
+            None => dtx::TxType::Speech,
+        };
+        let update = match tx {
+            dtx::TxType::Speech => {
+                let mut p16 = [0i16; MAX_PARAMS];
+                for (d, &s) in p16.iter_mut().zip(prm[..nprm].iter()) {
+                    *d = s as i16;
+                }
+                let len = crate::bits::pack(mode, &p16[..nprm], out).map_err(|_| {
+                    EncodeError::Buffer {
+                        need,
+                        got: out.len(),
+                    }
+                })?;
+                return Ok(Frame {
+                    frame_type: mode.frame_type(),
+                    len,
+                });
+            }
+            dtx::TxType::NoData => None,
+            dtx::TxType::SidFirst => Some(false),
+            dtx::TxType::SidUpdate => Some(true),
+        };
+        // A pause: the receiver makes comfort noise and restarts its speech state, so this
+        // side forgets the speech it coded as well (excitation, predictors) and continues
+        // from the comfort-noise spectrum.
+        self.exc = [0.0; EXC_HIST + 160];
+        self.gpred = GainPredictor::default();
+        self.lsfq = lsfq::LsfQuant::default();
+        let Some(update) = update else {
+            return Ok(Frame {
+                frame_type: FT_NO_DATA,
+                len: 0,
+            });
+        };
+        let Some(d) = self.dtx.as_deref() else {
+            return Err(EncodeError::Mode(FT_SID));
+        };
+        let (sid, q) = d.tx.sid(mode, update);
+        lsf_to_lsp(&q, &mut self.lsp_old_q);
+        let len = crate::bits::pack_sid(&sid, out).map_err(|_| EncodeError::Buffer {
+            need: SID_BITS.div_ceil(8),
             got: out.len(),
+        })?;
+        Ok(Frame {
+            frame_type: FT_SID,
+            len,
         })
     }
 
@@ -246,6 +340,11 @@ impl Encoder {
     fn frame(&mut self, mode: Mode, pcm: &[i16; 160], prm: &mut [u16; MAX_PARAMS]) -> usize {
         for (o, &x) in self.speech[160..].iter_mut().zip(pcm.iter()) {
             *o = self.hp.step(f32::from(x));
+        }
+        if let Some(d) = self.dtx.as_deref_mut() {
+            let (prev, new) = self.speech.split_at(160);
+            let new: &[f32; 160] = new.try_into().unwrap_or(&[0.0; 160]);
+            d.flag = d.vad.decide(prev, new);
         }
 
         // LP analysis and LSP quantisation (§5.2).
@@ -315,6 +414,11 @@ impl Encoder {
         }
         self.lsp_old = lsp_new;
         self.lsp_old_q = lsp_new_q;
+        if let Some(d) = self.dtx.as_deref_mut() {
+            let mut f = [0.0; M];
+            lsp_to_lsf(&lsp_new, &mut f);
+            d.tx.buffer(&f, &self.speech[160..]);
+        }
 
         // Weighted speech and open-loop pitch (§5.3–5.4).
         let gamma1 = if matches!(mode, Mode::MR122 | Mode::MR102) {
@@ -671,6 +775,45 @@ mod tests {
     }
 
     #[test]
+    fn with_dtx_voiced_speech_stays_speech_and_its_pause_goes_quiet() {
+        // Pulses at a gliding pitch through a formant, 3 s, then 2 s of near silence.
+        let mut enc = Encoder::new().with_dtx(true);
+        let (mut phase, mut y1, mut y2) = (0.0f32, 0.0f32, 0.0f32);
+        let mut seed = 5u32;
+        let mut out = [0u8; 32];
+        let mut types = Vec::new();
+        for f in 0..250 {
+            let mut pcm = [0i16; 160];
+            for (n, s) in pcm.iter_mut().enumerate() {
+                let t = (f * 160 + n) as f32 / 8000.0;
+                phase += (120.0 + 40.0 * (t * 2.0).sin()) / 8000.0;
+                let pulse = if phase >= 1.0 {
+                    phase -= 1.0;
+                    1.0
+                } else {
+                    0.0
+                };
+                let y = pulse + 1.7 * y1 - 0.9 * y2;
+                (y2, y1) = (y1, y);
+                let voiced = if f < 150 { y * 1500.0 } else { 0.0 };
+                *s = (voiced + f32::from(noise(&mut seed)) / 3000.0) as i16;
+            }
+            types.push(
+                enc.encode_frame(Mode::MR122, &pcm, &mut out)
+                    .unwrap()
+                    .frame_type,
+            );
+        }
+        assert!(types[..150].iter().all(|&t| t == 7), "{types:?}");
+        assert!(
+            types[175..]
+                .iter()
+                .all(|&t| t == crate::FT_SID || t == crate::FT_NO_DATA),
+            "{types:?}"
+        );
+    }
+
+    #[test]
     fn short_output_buffer_is_an_error() {
         let mut enc = Encoder::new();
         let pcm = [0i16; 160];
@@ -694,7 +837,13 @@ mod tests {
             enc.encode_frame_type(7, &[0; 159], &mut out),
             Err(EncodeError::Samples(159))
         );
-        assert_eq!(enc.encode_frame_type(7, &[0; 160], &mut out), Ok(31));
+        assert_eq!(
+            enc.encode_frame_type(7, &[0; 160], &mut out),
+            Ok(Frame {
+                frame_type: 7,
+                len: 31
+            })
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
     let mut best = [(0i32, f32::MIN); 3];
     // Energy of the delayed segment, slid one lag at a time.
     let lo0 = pit_min as usize;
+    let corr = correlations(wsp, start, len, lo0);
     let mut e: f64 = (start..start + len)
         .map(|n| f64::from(wsp[n - lo0]).powi(2))
         .sum();
@@ -27,11 +28,7 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
             if l > lo0 {
                 e += f64::from(wsp[start - l]).powi(2) - f64::from(wsp[start + len - l]).powi(2);
             }
-            let mut c = 0.0f32;
-            for n in start..start + len {
-                c += wsp[n] * wsp[n - l];
-            }
-            let v = c / (e as f32).max(1.0).sqrt();
+            let v = corr[l] / (e as f32).max(1.0).sqrt();
             if v > best[r].1 {
                 best[r] = (lag, v);
             }
@@ -48,14 +45,60 @@ pub fn open_loop(wsp: &[f32], start: usize, len: usize, pit_min: i32) -> i32 {
     pick.0
 }
 
-/// Convolution of a 40-sample vector with the impulse response `h`.
-pub fn convolve(x: &[f32], h: &[f32; 40], y: &mut [f32; 40]) {
-    for n in 0..40 {
-        let mut s = 0.0;
-        for i in 0..=n {
-            s += x[i] * h[n - i];
+/// Σₙ wsp[n]·wsp[n − l] over the segment for every lag `l` from `lo` to [`PIT_MAX`].
+/// Eight lags accumulate side by side (vectorisable), each over n in increasing order like a
+/// lag-by-lag loop, so the sums are the same.
+fn correlations(wsp: &[f32], start: usize, len: usize, lo: usize) -> [f32; PIT_MAX as usize + 1] {
+    const B: usize = 8;
+    let top = PIT_MAX as usize;
+    let mut out = [0f32; PIT_MAX as usize + 1];
+    let mut l = lo;
+    while l + B - 1 <= top {
+        let mut c = [0f32; B];
+        for n in start..start + len {
+            let w = wsp[n];
+            // wsp[n − l − k] for k = 0..8, lowest address first.
+            let d = &wsp[n - l - (B - 1)..=n - l];
+            for k in 0..B {
+                c[k] += w * d[B - 1 - k];
+            }
         }
-        y[n] = s;
+        out[l..l + B].copy_from_slice(&c);
+        l += B;
+    }
+    for l in l..=top {
+        let mut c = 0.0f32;
+        for n in start..start + len {
+            c += wsp[n] * wsp[n - l];
+        }
+        out[l] = c;
+    }
+    out
+}
+
+/// Convolution of a 40-sample vector with the impulse response `h`.
+pub fn convolve(x: &[f32; 40], h: &[f32; 40], y: &mut [f32; 40]) {
+    // Eight outputs at a time in registers (vectorisable); each still sums x[0]h[n],
+    // x[1]h[n−1], … in that order, so the result is the same as the direct loop's.
+    const B: usize = 8;
+    for b in (0..40).step_by(B) {
+        let mut acc = [0f32; B];
+        // Terms every output of the block has.
+        for i in 0..=b {
+            let xi = x[i];
+            let hs = &h[b - i..b - i + B];
+            for k in 0..B {
+                acc[k] += xi * hs[k];
+            }
+        }
+        // The triangle: output b + k takes i up to b + k.
+        for i in b + 1..b + B {
+            let xi = x[i];
+            for k in i - b..B {
+                acc[k] += xi * h[b + k - i];
+            }
+        }
+        y[b..b + B].copy_from_slice(&acc);
     }
 }
 
@@ -81,13 +124,17 @@ pub fn closed_loop(
     res: i32,
     cands: &[i32],
 ) -> Lag {
-    let score = |v: i32| -> f32 {
+    // The candidate vectors are built on one copy of the past: each build writes the whole
+    // subframe before reading any of it back.
+    let mut tmp = [0.0f32; HISTORY + 40];
+    tmp[..HISTORY].copy_from_slice(&exc[pos - HISTORY..pos]);
+    let mut score = |v: i32| -> f32 {
         let lag = split(v, res);
-        let mut tmp = [0.0f32; HISTORY + 40];
-        tmp[..HISTORY].copy_from_slice(&exc[pos - HISTORY..pos]);
         adaptive_vector(&mut tmp, HISTORY, lag.t0.max(0) as usize, lag.frac, res, 40);
         let mut y = [0.0f32; 40];
-        convolve(&tmp[HISTORY..], h, &mut y);
+        if let Some(v) = tmp[HISTORY..].first_chunk::<40>() {
+            convolve(v, h, &mut y);
+        }
         let c: f32 = x.iter().zip(y.iter()).map(|(a, b)| a * b).sum();
         let e: f32 = y.iter().map(|a| a * a).sum();
         c / e.max(1e-3).sqrt()

@@ -64,6 +64,8 @@ pub struct CoreConfig {
     pub max_duration: Duration,
     /// Offer the callee the caller's codecs first.
     pub offer_caller_codecs: bool,
+    /// Registration with the peer, and the credentials for its challenges.
+    pub register: Option<super::RegisterConfig>,
 }
 
 /// Counters.
@@ -133,8 +135,26 @@ enum Purpose {
     Invite,
     /// A session refresh UPDATE on `Side`.
     Refresh(Side),
+    /// Our REGISTER with the peer.
+    Register,
     /// Anything whose answer changes nothing (BYE, PRACK, CANCEL).
     Fire,
+}
+
+/// How long after a failed registration we try again.
+const REGISTER_RETRY: Duration = Duration::from_secs(60);
+
+/// Our registration with the peer (RFC 3261 §10.2): one Call-ID and From tag for all
+/// REGISTERs, CSeq counting up.
+#[derive(Debug)]
+struct RegState {
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    next_at: Option<Instant>,
+    /// Challenges answered in a row (a wrong password must not loop).
+    tries: u32,
+    registered: bool,
 }
 
 /// A response we retransmit ourselves: a 2xx to INVITE until its ACK (RFC 3261
@@ -259,6 +279,8 @@ struct Call {
     ok_after_prack: bool,
     /// Our answer on the UAS leg went out in a reliable response.
     answer_sent: bool,
+    /// The outgoing INVITE was sent again with credentials (once).
+    auth_sent: bool,
     /// The outgoing INVITE and its client transaction.
     uac_invite: Message,
     uac_tx: Option<TxId>,
@@ -320,6 +342,9 @@ pub struct B2bCore {
     /// (Call-ID, our tag) of each leg's dialog.
     by_dialog: HashMap<(String, String), (CallId, Side)>,
     by_media: HashMap<MediaId, CallId>,
+    reg: Option<RegState>,
+    /// Digest nonce-count (RFC 2617 §3.2.2).
+    nc: u32,
     events: VecDeque<B2bEvent>,
     stats: Stats,
 }
@@ -342,6 +367,8 @@ impl B2bCore {
             by_client: HashMap::new(),
             by_dialog: HashMap::new(),
             by_media: HashMap::new(),
+            reg: None,
+            nc: 0,
             events: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -373,6 +400,26 @@ impl B2bCore {
         self.tx.len()
     }
 
+    /// True while our registration with the peer holds (`[bridge.register]`).
+    pub fn registered(&self) -> bool {
+        self.reg.as_ref().is_some_and(|r| r.registered)
+    }
+
+    /// The host started: the registration with the peer (if configured) begins now.
+    pub fn handle_start(&mut self, now: Instant) {
+        if self.cfg.register.is_some() && self.reg.is_none() {
+            let host = sip::uri::ip_host(self.cfg.peer_address.ip());
+            self.reg = Some(RegState {
+                call_id: self.ids.call_id(Some(&host)),
+                tag: self.ids.tag(),
+                cseq: 0,
+                next_at: Some(now),
+                tries: 0,
+                registered: false,
+            });
+        }
+    }
+
     // ---- outputs -------------------------------------------------------------------
 
     /// Next datagram or stream write.
@@ -388,6 +435,8 @@ impl B2bCore {
     /// When [`B2bCore::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ours = self.calls.values().filter_map(Call::deadline).min();
+        let reg = self.reg.as_ref().and_then(|r| r.next_at);
+        let ours = transaction::earliest(ours, reg);
         transaction::earliest(ours, self.tx.poll_timeout())
     }
 
@@ -453,14 +502,236 @@ impl B2bCore {
         for id in due {
             self.call_timers(id, now);
         }
+        if self
+            .reg
+            .as_ref()
+            .and_then(|r| r.next_at)
+            .is_some_and(|t| t <= now)
+        {
+            self.send_register(None, now);
+        }
         self.drain_tx_events(now);
+    }
+
+    // ---- registration with the peer ---------------------------------------------
+
+    /// A REGISTER for our account at the peer, with `auth` (header name and value) after
+    /// a challenge.
+    fn send_register(&mut self, auth: Option<(&'static str, String)>, now: Instant) {
+        let Some(rc) = self.cfg.register.clone() else {
+            return;
+        };
+        let via = self.via(self.cfg.peer_address, self.cfg.peer_protocol);
+        let Some(r) = self.reg.as_mut() else {
+            return;
+        };
+        r.next_at = None;
+        r.cseq += 1;
+        let peer = &self.cfg.peer;
+        let registrar = Uri::sip(None, &peer.host, peer.port);
+        let aor = Uri::sip(Some(&rc.user), &peer.host, None);
+        let a = self.cfg.peer_address;
+        let mut b = RequestBuilder::new(Method::Register, &registrar)
+            .header("Via", via)
+            .max_forwards(70)
+            .header("From", format_args!("<{aor}>;tag={}", r.tag))
+            .header("To", format_args!("<{aor}>"))
+            .call_id(&r.call_id)
+            .cseq(r.cseq)
+            .header(
+                "Contact",
+                format_args!(
+                    "<sip:{}@{}:{}>",
+                    rc.user,
+                    sip::uri::ip_host(a.ip()),
+                    a.port()
+                ),
+            )
+            .header("Expires", rc.expires)
+            .header("Allow", ALLOW);
+        if let Some((name, value)) = auth {
+            b = b.header(name, value);
+        }
+        let flow = self.peer_flow();
+        match self.tx.send_request(b.build(), flow, now) {
+            Ok(t) => {
+                self.by_client.insert(t, (CallId(0), Purpose::Register));
+            }
+            Err(e) => {
+                tracing::warn!("cannot send REGISTER: {e}");
+                if let Some(r) = self.reg.as_mut() {
+                    r.next_at = Some(now + REGISTER_RETRY);
+                }
+            }
+        }
+    }
+
+    fn peer_flow(&self) -> Flow {
+        Flow::new(
+            self.cfg.peer_local,
+            self.cfg.peer_addr,
+            self.cfg.peer_protocol,
+        )
+    }
+
+    fn register_response(&mut self, resp: &Message, now: Instant) {
+        let code = resp.code().unwrap_or(500);
+        let expires = self.cfg.register.as_ref().map_or(600, |r| r.expires);
+        let Some(r) = self.reg.as_mut() else {
+            return;
+        };
+        match code {
+            100..=199 => {}
+            200..=299 => {
+                let granted = resp
+                    .header("Expires")
+                    .and_then(|e| e.trim().parse::<u32>().ok())
+                    .unwrap_or(expires)
+                    .clamp(2, expires.max(2));
+                if !r.registered {
+                    tracing::info!(granted, "registered with the SIP peer");
+                }
+                r.registered = true;
+                r.tries = 0;
+                r.next_at = Some(now + Duration::from_secs(u64::from(granted / 2)));
+            }
+            401 | 407 if r.tries < 2 => {
+                r.tries += 1;
+                let uri = format!(
+                    "sip:{}{}",
+                    self.cfg.peer.host,
+                    self.cfg
+                        .peer
+                        .port
+                        .map(|p| format!(":{p}"))
+                        .unwrap_or_default()
+                );
+                match self.authorize(resp, &Method::Register, &uri, b"") {
+                    Some(auth) => self.send_register(Some(auth), now),
+                    None => self.register_failed(code, now),
+                }
+            }
+            _ => self.register_failed(code, now),
+        }
+    }
+
+    fn register_failed(&mut self, code: u16, now: Instant) {
+        tracing::warn!(
+            code,
+            "registration with the SIP peer failed; retrying in 60 s"
+        );
+        if let Some(r) = self.reg.as_mut() {
+            r.registered = false;
+            r.tries = 0;
+            r.next_at = Some(now + REGISTER_RETRY);
+        }
+    }
+
+    /// Credentials for the digest challenge in `resp` (RFC 3261 §22.2, §22.3; RFC 2617
+    /// MD5 with `qop=auth` when offered): the header to add and its value. `None` without
+    /// `[bridge.register]` or for a challenge we cannot answer.
+    fn authorize(
+        &mut self,
+        resp: &Message,
+        method: &Method,
+        uri: &str,
+        body: &[u8],
+    ) -> Option<(&'static str, String)> {
+        use akav1::digest::{Credentials, Qop, QopInput, ResponseInput};
+        let rc = self.cfg.register.as_ref()?;
+        let (name, challenge) = match resp.digest_challenge() {
+            Some(c) => ("Authorization", c),
+            None => (
+                "Proxy-Authorization",
+                resp.header("Proxy-Authenticate")
+                    .map(sip::auth::Challenge::parse)?,
+            ),
+        };
+        let ch = challenge.ok()?;
+        if ch
+            .algorithm
+            .as_deref()
+            .is_some_and(|a| !a.eq_ignore_ascii_case("MD5"))
+        {
+            return None;
+        }
+        let qop = ch.qop.contains(&Qop::Auth).then_some(Qop::Auth);
+        self.nc += 1;
+        let nc = format!("{:08x}", self.nc);
+        let cnonce = self.ids.tag();
+        let input = ResponseInput {
+            username: &rc.user,
+            realm: &ch.realm,
+            nonce: &ch.nonce,
+            method: method.as_str(),
+            uri,
+            qop: qop.map(|q| QopInput {
+                qop: q,
+                cnonce: &cnonce,
+                nc: &nc,
+            }),
+            body,
+        };
+        let response = akav1::digest::response(rc.password.as_bytes(), &input);
+        let creds = Credentials {
+            username: rc.user.clone(),
+            realm: ch.realm.clone(),
+            nonce: ch.nonce.clone(),
+            uri: uri.to_string(),
+            response,
+            algorithm: ch.algorithm.clone(),
+            cnonce: qop.map(|_| cnonce.clone()),
+            opaque: ch.opaque.clone(),
+            qop,
+            nc: qop.map(|_| nc),
+            ..Credentials::default()
+        };
+        Some((name, creds.to_header()))
+    }
+
+    /// The peer challenged our INVITE: the same INVITE once more with credentials (next
+    /// CSeq, new branch, RFC 3261 §22.2). False when it cannot be.
+    fn invite_with_auth(&mut self, call: CallId, resp: &Message, now: Instant) -> bool {
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        if c.auth_sent || c.phase != Phase::Setup || c.inbound {
+            return false;
+        }
+        let old = c.uac_invite.clone();
+        let uri = old.uri_str().unwrap_or_default().to_string();
+        let Some((name, value)) = self.authorize(resp, &Method::Invite, &uri, old.body()) else {
+            return false;
+        };
+        let flow = self.peer_flow();
+        let mut inv = old;
+        let seq = inv.cseq().map(|c| c.seq + 1).unwrap_or(2);
+        inv.set_header("CSeq", &format!("{seq} INVITE"));
+        let via = self.via(self.cfg.peer_address, flow.protocol);
+        inv.set_header("Via", &via);
+        inv.append_header(name, &value);
+        let Ok(t) = self.tx.send_request(inv.clone(), flow, now) else {
+            return false;
+        };
+        self.by_client.insert(t, (call, Purpose::Invite));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.auth_sent = true;
+            c.uac_invite = inv;
+            c.uac_tx = Some(t);
+            c.uac_final = false;
+        }
+        true
     }
 
     // ---- requests ------------------------------------------------------------------
 
     fn on_request(&mut self, id: TxId, req: Message, flow: Flow, now: Instant) {
-        let from_isc = flow.local == Some(self.cfg.isc_local)
-            || (flow.local.is_none() && flow.remote != self.cfg.peer_addr);
+        // By port: a TCP connection accepted on a wildcard listener reports the concrete
+        // local address, not the bound one.
+        let from_isc = match flow.local {
+            Some(l) => l.port() == self.cfg.isc_local.port(),
+            None => flow.remote != self.cfg.peer_addr,
+        };
         let allowed = if from_isc {
             self.trusted(flow.remote.ip())
         } else {
@@ -551,9 +822,15 @@ impl B2bCore {
         let Ok(ruri) = req.request_uri() else {
             return self.refuse(id, &req, 400, "bad Request-URI", now);
         };
-        let Some(number) = number_of(&ruri) else {
+        let Some(mut number) = number_of(&ruri) else {
             return self.refuse(id, &req, 404, "no number in the Request-URI", now);
         };
+        // A registered account receives calls at its Contact: the dialled number is in To.
+        if self.cfg.register.as_ref().is_some_and(|r| r.user == number) {
+            if let Some(n) = req.to_header().ok().and_then(|t| number_of(&t.uri)) {
+                number = n;
+            }
+        }
         let caller = caller_number(&req).unwrap_or_else(|| "anonymous".into());
         let target = match &self.cfg.ims_domain {
             Some(d) => {
@@ -755,6 +1032,7 @@ impl B2bCore {
                 rel100,
                 ok_after_prack: false,
                 answer_sent: false,
+                auth_sent: false,
                 uac_invite: invite,
                 uac_tx: Some(client),
                 uac_provisional: false,
@@ -888,14 +1166,13 @@ impl B2bCore {
     /// current SDP as the offer (re-INVITE) or nothing (UPDATE).
     fn local_offer(&mut self, call: CallId, side: Side, id: TxId, req: &Message, now: Instant) {
         let media = self.media.clone();
-        let tag_ok;
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
         let mid = c.media.id;
         let is_invite = req.method() == Some(&Method::Invite);
         let s = c.side_mut(side);
-        tag_ok = s.local_tag.clone();
+        let tag_ok = s.local_tag.clone();
         let mut body: Option<Session> = None;
         if !req.body().is_empty() {
             let Ok(offer) = Session::parse(req.body()) else {
@@ -977,6 +1254,7 @@ impl B2bCore {
                     self.refresh_answered(call, side, code, now);
                 }
             }
+            Purpose::Register => self.register_response(resp, now),
             Purpose::Fire => {}
         }
     }
@@ -1032,6 +1310,9 @@ impl B2bCore {
         // A final failure: the transaction ACKs it; the caller hears it.
         if c.phase == Phase::Ending {
             return self.forget(call);
+        }
+        if matches!(code, 401 | 407) && self.invite_with_auth(call, resp, now) {
+            return;
         }
         let relayed = match code {
             300..=399 => 480,
@@ -1437,6 +1718,7 @@ impl B2bCore {
                 Some((call, Purpose::Refresh(side))) => {
                     self.refresh_answered(call, side, code, now)
                 }
+                Some((_, Purpose::Register)) => self.register_failed(code, now),
                 _ => {}
             }
         }

@@ -85,6 +85,26 @@ pub struct BridgeConfig {
     /// Offer the callee the caller's codecs (those the plane can take) before the plane's
     /// own for that leg, so both ends may share one and the plane relays. Default true.
     pub offer_caller_codecs: bool,
+    /// `[bridge.register]`: register with the peer (a PBX extension or trunk account) and
+    /// answer its digest challenges, to REGISTER and to our INVITEs. Default none.
+    pub register: Option<RegisterConfig>,
+}
+
+/// `[bridge.register]`: the account at the peer (RFC 3261 §10, digest of §22, MD5).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterConfig {
+    /// The user part of our address of record at the peer (and the digest username).
+    pub user: String,
+    /// The digest password.
+    pub password: String,
+    /// Expires asked for, seconds (refreshed at half). Default 600.
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+}
+
+fn default_expires() -> u32 {
+    600
 }
 
 impl Default for BridgeConfig {
@@ -103,6 +123,7 @@ impl Default for BridgeConfig {
             ring_timeout: 180,
             max_duration: 14400,
             offer_caller_codecs: true,
+            register: None,
         }
     }
 }
@@ -161,6 +182,7 @@ impl BridgeConfig {
             ring_timeout: Duration::from_secs(self.ring_timeout),
             max_duration: Duration::from_secs(self.max_duration),
             offer_caller_codecs: self.offer_caller_codecs,
+            register: self.register.clone(),
         })
     }
 }
@@ -194,6 +216,11 @@ ring_timeout = 180
 max_duration = 14400
 # Offer the callee the caller's codecs first, so the plane can relay without transcoding.
 offer_caller_codecs = true
+# Register with the peer and answer its digest challenges (REGISTER and INVITE).
+# [bridge.register]
+# user = "4930100"
+# password = "secret"
+# expires = 600
 "#;
 
 #[cfg(test)]
@@ -210,6 +237,9 @@ mod tests {
         assert_eq!(f.bridge, BridgeConfig::default());
         assert!(f.bridge.validate().is_ok());
         assert!(toml::from_str::<BridgeConfig>("bogus = 1").is_err());
+        let r: BridgeConfig =
+            toml::from_str("[register]\nuser = \"100\"\npassword = \"pw\"\n").unwrap();
+        assert_eq!(r.register.unwrap().expires, 600);
     }
 
     #[test]

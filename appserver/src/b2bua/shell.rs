@@ -95,6 +95,7 @@ pub async fn start(
     let isc_addr = bind(&transport, cfg.isc_listen).await?;
     let peer_addr = bind(&transport, cfg.listen).await?;
     let mut core = B2bCore::new(cfg.core(isc_addr, peer_addr)?, media);
+    core.handle_start(Instant::now());
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let stats = Arc::new(Mutex::new(Stats::default()));
     let events = Arc::new(Mutex::new(Vec::new()));

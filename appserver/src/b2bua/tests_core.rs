@@ -602,7 +602,7 @@ fn inbound_call_enters_the_core_as_a_trusted_terminating_request() {
     amr.qos = None;
     let amr = String::from_utf8(amr.build().to_bytes()).unwrap();
     let ringing = peer_response(
-        &inv,
+        inv,
         180,
         None,
         &[("Record-Route", "<sip:127.0.0.1:6060;lr>")],
@@ -615,7 +615,7 @@ fn inbound_call_enters_the_core_as_a_trusted_terminating_request() {
         "the peer did not offer 100rel"
     );
     let ok = peer_response(
-        &inv,
+        inv,
         200,
         Some(&amr),
         &[("Record-Route", "<sip:127.0.0.1:6060;lr>")],
@@ -858,4 +858,214 @@ fn garbage_never_panics_and_is_counted() {
     let bad_sdp = ue_invite(&[]).replace("m=audio", "m=bogus");
     h.feed(ISC, SCSCF, &bad_sdp);
     assert!(h.core.stats().dropped > 0);
+}
+
+fn with_register() -> Harness {
+    let mut h = Harness::new();
+    let mut c = cfg();
+    c.register = Some(RegisterConfig {
+        user: "4930100".into(),
+        password: "secret".into(),
+        expires: 600,
+    });
+    h.core = B2bCore::new(c, h.media.clone()).with_ids(sip::Ids::seeded(8));
+    h
+}
+
+/// The credentials in `m`'s `header` check out with the password for `method`.
+fn creds_ok(m: &Message, header: &str, method: &str) -> bool {
+    let c = sip::auth::Credentials::parse(m.header(header).unwrap()).unwrap();
+    c.username == "4930100" && c.verify(b"secret", method, m.body())
+}
+
+#[test]
+fn registration_answers_the_digest_challenge_and_refreshes_at_half_time() {
+    let mut h = with_register();
+    h.core.handle_start(h.now);
+    let out = h.advance(Duration::ZERO);
+    let (f, reg) = must(&out, "REGISTER");
+    assert_eq!(f.remote, PEER.parse().unwrap());
+    assert_eq!(reg.uri_str(), Some("sip:127.0.0.1:5080"));
+    assert!(reg
+        .header("Contact")
+        .unwrap()
+        .contains("4930100@127.0.0.1:5090"));
+    let challenge = peer_response(
+        reg,
+        401,
+        None,
+        &[(
+            "WWW-Authenticate",
+            "Digest realm=\"pbx\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5",
+        )],
+    );
+    let out = h.feed_msg(PEER_SIDE, PEER, &challenge);
+    let (_, reg2) = must(&out, "REGISTER");
+    assert_eq!(reg2.cseq().unwrap().seq, 2);
+    assert!(creds_ok(reg2, "Authorization", "REGISTER"));
+    assert!(!h.core.registered());
+    let ok = peer_response(reg2, 200, None, &[("Expires", "300")]);
+    h.feed_msg(PEER_SIDE, PEER, &ok);
+    assert!(h.core.registered());
+    let out = h.advance(Duration::from_secs(151));
+    assert_eq!(must(&out, "REGISTER").1.cseq().unwrap().seq, 3);
+    // A wrong password: challenged again and again; we give up after two tries.
+    let last = must(&out, "REGISTER").1.clone();
+    let mut req = last;
+    let mut sent = 0;
+    for _ in 0..4 {
+        let ch = peer_response(
+            &req,
+            401,
+            None,
+            &[("WWW-Authenticate", "Digest realm=\"pbx\", nonce=\"n2\"")],
+        );
+        let out = h.feed_msg(PEER_SIDE, PEER, &ch);
+        match find(&out, "REGISTER") {
+            Some((_, r)) => {
+                sent += 1;
+                req = r.clone();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sent, 2);
+    assert!(!h.core.registered());
+}
+
+#[test]
+fn a_challenged_invite_is_sent_again_with_credentials() {
+    let mut h = with_register();
+    let out = h.feed(ISC, SCSCF, &ue_invite(&[]));
+    let inv = must(&out, "INVITE").1.clone();
+    let challenge = peer_response(
+        &inv,
+        407,
+        None,
+        &[("Proxy-Authenticate", "Digest realm=\"pbx\", nonce=\"abc\"")],
+    );
+    let out = h.feed_msg(PEER_SIDE, PEER, &challenge);
+    must(&out, "ACK");
+    assert!(find(&out, "407").is_none(), "the caller does not hear it");
+    let (_, inv2) = must(&out, "INVITE");
+    assert_eq!(inv2.cseq().unwrap().seq, 2);
+    assert_eq!(inv2.call_id().unwrap(), inv.call_id().unwrap());
+    assert!(creds_ok(inv2, "Proxy-Authorization", "INVITE"));
+    let out = h.feed_msg(
+        PEER_SIDE,
+        PEER,
+        &peer_response(inv2, 200, Some(&pcma_sdp(7000)), &[]),
+    );
+    must(&out, "ACK");
+    must(&out, "200");
+    // A second challenge is the callee's answer: the caller hears 403 (it cannot answer a
+    // challenge of the peer).
+    let mut h = with_register();
+    let out = h.feed(ISC, SCSCF, &ue_invite(&[]));
+    let inv = must(&out, "INVITE").1.clone();
+    let ch = |m: &Message| {
+        peer_response(
+            m,
+            401,
+            None,
+            &[("WWW-Authenticate", "Digest realm=\"pbx\", nonce=\"x\"")],
+        )
+    };
+    let out = h.feed_msg(PEER_SIDE, PEER, &ch(&inv));
+    let inv2 = must(&out, "INVITE").1.clone();
+    let out = h.feed_msg(PEER_SIDE, PEER, &ch(&inv2));
+    must(&out, "403");
+    assert_eq!(h.core.call_count(), 0);
+}
+
+/// The peer's INVITE for a subscriber, as in the inbound test.
+fn peer_invite() -> String {
+    request(
+        &format!("INVITE sip:+4930999@{PEER_SIDE} SIP/2.0"),
+        &[
+            &format!("Via: SIP/2.0/UDP {PEER};branch=z9hG4bKpbx1"),
+            "Max-Forwards: 70",
+            &format!("From: <sip:200@{PEER}>;tag=pbx1"),
+            &format!("To: <sip:+4930999@{PEER_SIDE}>"),
+            "Call-ID: pbx-call-1",
+            "CSeq: 10 INVITE",
+            &format!("Contact: <sip:200@{PEER}>"),
+        ],
+        &pcma_sdp(7002),
+    )
+}
+
+#[test]
+fn a_reliable_183_with_the_callees_answer_is_pracked_and_told_to_the_plane() {
+    let mut h = Harness::new();
+    let out = h.feed(PEER_SIDE, PEER, &peer_invite());
+    let inv = must(&out, "INVITE").1.clone();
+    let mut amr = sdp::VolteOffer::new(
+        sdp::Origin::new("-", "3", 1, "10.0.0.6".parse().unwrap()),
+        "10.0.0.6".parse().unwrap(),
+        40002,
+    );
+    amr.qos = None;
+    let amr = String::from_utf8(amr.build().to_bytes()).unwrap();
+    let r183 = peer_response(
+        &inv,
+        183,
+        Some(&amr),
+        &[
+            ("Require", "100rel"),
+            ("RSeq", "7"),
+            ("Record-Route", "<sip:127.0.0.1:6060;lr>"),
+        ],
+    );
+    let out = h.feed_msg(ISC, SCSCF, &r183);
+    let (f, prack) = must(&out, "PRACK");
+    assert_eq!(f.remote, SCSCF.parse().unwrap());
+    assert_eq!(prack.header("RAck"), Some("7 1 INVITE"));
+    assert!(
+        h.media
+            .log()
+            .iter()
+            .any(|l| l.starts_with("negotiated 1 Ims")),
+        "{:?}",
+        h.media.log()
+    );
+    // Toward the peer (no 100rel there): a plain 183.
+    let (f, p) = must(&out, "183");
+    assert_eq!(f.remote, PEER.parse().unwrap());
+    assert!(p.header("RSeq").is_none());
+    // The same 183 again (retransmitted): no second PRACK.
+    let out = h.feed_msg(ISC, SCSCF, &r183);
+    assert!(find(&out, "PRACK").is_none());
+    // The 2xx without SDP completes the call (the answer came in the 183).
+    let out = h.feed_msg(
+        ISC,
+        SCSCF,
+        &peer_response(
+            &inv,
+            200,
+            None,
+            &[("Record-Route", "<sip:127.0.0.1:6060;lr>")],
+        ),
+    );
+    must(&out, "ACK");
+    let ok = must(&out, "200").1.clone();
+    assert!(String::from_utf8(ok.body().to_vec())
+        .unwrap()
+        .contains("PCMA"));
+}
+
+#[test]
+fn an_offerless_reinvite_gets_our_sdp_as_offer_and_the_ack_brings_the_answer() {
+    let mut h = Harness::new();
+    let (_, ok_ue) = answered_outbound(&mut h, false);
+    let out = h.feed(ISC, SCSCF, &ue_in_dialog("INVITE", 2, &ok_ue, &[], ""));
+    let ok = must(&out, "200").1.clone();
+    let body = String::from_utf8(ok.body().to_vec()).unwrap();
+    assert!(body.contains("AMR"), "our current SDP as the offer: {body}");
+    let before = h.media.log().len();
+    let ack = ue_in_dialog("ACK", 2, &ok, &[], &volte_sdp());
+    h.feed(ISC, SCSCF, &ack);
+    let log = h.media.log();
+    assert_eq!(log.len(), before + 1, "{log:?}");
+    assert!(log[before].starts_with("negotiated 1 Ims"), "{log:?}");
 }

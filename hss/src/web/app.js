@@ -130,12 +130,47 @@ function renderSubs(list) {
   }));
 }
 
+function renderCalls(calls) {
+  const tbody = $('calls');
+  if (!calls.length) return emptyRow(tbody, 5, 'no calls');
+  tbody.replaceChildren(...calls.map((c) => {
+    const tr = el('tr');
+    const caller = c.anonymous
+      ? 'Anonymous'
+      : [c.caller_name, c.caller_number].filter(Boolean).join(' ');
+    tr.append(
+      cell(new Date(c.started).toLocaleString()),
+      cell(caller || 'unknown'),
+      cell(c.callee_number || c.callee, 'mono'),
+      cell(c.outcome || 'in progress'),
+      cell(c.outcome === 'answered' ? c.talk_seconds + ' s' : ''),
+    );
+    return tr;
+  }));
+}
+
+// The call log lives in the application server; its absence is not an error of the page.
+async function refreshCalls() {
+  const note = $('calls-note');
+  try {
+    const r = await api('GET', '/calls?limit=50');
+    note.hidden = true;
+    renderCalls(r.calls || []);
+  } catch (e) {
+    if (e.code === 401) throw e;
+    note.textContent = e.message;
+    note.hidden = false;
+    $('calls').replaceChildren();
+  }
+}
+
 async function refresh() {
   if (!token()) return;
   try {
     const [subs, regs] = await Promise.all([
       api('GET', '/subscribers?details=true'),
       api('GET', '/registrations'),
+      refreshCalls(),
     ]);
     subscribers = subs.subscribers || [];
     renderSubs(subscribers);

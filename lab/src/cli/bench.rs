@@ -92,6 +92,63 @@ enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         hss: Option<PathBuf>,
     },
+    /// Concurrent media channels per core through a media engine (issue 12): N channels of
+    /// RTP at 20 ms, full duplex by default, through each engine in turn for --seconds per
+    /// step, N climbing through --channels until a step loses a packet, gets the wrong
+    /// payload type or has p99 added delay ≥ --p99-ms. Prints packets sent/received, loss,
+    /// p50/p99/max added delay, the engine's CPU % and channels per core, and the largest
+    /// passing N. Engine today: Debian's rtpengine (userspace). Scenarios: amr-pcma
+    /// (rtpengine forwards AMR untranscoded: Debian's build cannot encode AMR, and it only
+    /// transcodes what it can decode and encode), g729-pcma (a CELP transcode it can do),
+    /// pcma-relay.
+    Media {
+        /// Channel counts in climbing order, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400",
+              value_parser = clap::value_parser!(u32).range(1..=2000))]
+        channels: Vec<u32>,
+        /// Seconds of streaming per step.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
+        seconds: u32,
+        /// Scenarios, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_enum,
+            default_value = "amr-pcma,g729-pcma,pcma-relay"
+        )]
+        scenarios: Vec<MediaScenario>,
+        /// Leg A → leg B only (default: both legs send).
+        #[arg(long)]
+        one_way: bool,
+        /// Milliseconds at the start of each step left out of the delay figures.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60000))]
+        warmup_ms: u64,
+        /// A step passes with p99 added delay below this many milliseconds.
+        #[arg(long, default_value_t = 5.0)]
+        p99_ms: f64,
+    },
+}
+
+/// Scenarios of `imslab bench media`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MediaScenario {
+    /// AMR-NB 12.2 (octet-aligned) ⇄ PCMA.
+    AmrPcma,
+    /// G.729 ⇄ PCMA.
+    G729Pcma,
+    /// PCMA ⇄ PCMA relay.
+    PcmaRelay,
+}
+
+impl MediaScenario {
+    fn kind(self) -> crate::bench::media::ScenarioKind {
+        use crate::bench::media::ScenarioKind;
+        match self {
+            MediaScenario::AmrPcma => ScenarioKind::AmrPcma,
+            MediaScenario::G729Pcma => ScenarioKind::G729Pcma,
+            MediaScenario::PcmaRelay => ScenarioKind::PcmaRelay,
+        }
+    }
 }
 
 /// `[store] durability` for `imslab bench cx`.
@@ -230,6 +287,47 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
             let steps = crate::bench::calls_run(&opts)?;
             Ok(crate::bench::calls_report(&opts, &steps))
         }
+        BenchCommand::Media {
+            channels,
+            seconds,
+            scenarios,
+            one_way,
+            warmup_ms,
+            p99_ms,
+        } => {
+            drop(rt);
+            use crate::bench::media::{media_report, media_run, EngineKind, MediaOptions};
+            if !p99_ms.is_finite() || *p99_ms <= 0.0 {
+                anyhow::bail!("--p99-ms must be a positive number of milliseconds");
+            }
+            use appserver::mediaplane::CodecBackend;
+            // Ours first (the ratio lines read ours/rtpengine), each backend this build has.
+            let engines: Vec<EngineKind> = [
+                EngineKind::Appserver(CodecBackend::Opencore),
+                EngineKind::Appserver(CodecBackend::Rust),
+                EngineKind::Rtpengine,
+            ]
+            .into_iter()
+            .filter(|e| e.available())
+            .collect();
+            if !engines.contains(&EngineKind::Rtpengine) {
+                eprintln!(
+                    "imslab bench media: rtpengine not installed (apt-get install \
+                     rtpengine-daemon): no anchor in this run"
+                );
+            }
+            let opts = MediaOptions {
+                channels: channels.iter().map(|&n| n as usize).collect(),
+                seconds: *seconds,
+                warmup: Duration::from_millis(*warmup_ms),
+                p99_limit: Duration::from_secs_f64(p99_ms / 1e3),
+                duplex: !*one_way,
+                engines,
+                scenarios: scenarios.iter().map(|s| s.kind()).collect(),
+            };
+            let steps = media_run(&opts)?;
+            Ok(media_report(&opts, &steps))
+        }
     }
 }
 
@@ -327,6 +425,55 @@ mod tests {
             ["--connections", "0"],
         ] {
             let mut argv = vec!["imslab", "bench", "cx"];
+            argv.extend(bad);
+            assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn media_takes_a_channel_ladder_and_scenarios() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "imslab",
+            "bench",
+            "media",
+            "--channels",
+            "20,40",
+            "--seconds",
+            "2",
+            "--scenarios",
+            "g729-pcma,pcma-relay",
+            "--one-way",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(BenchArgs {
+                command:
+                    BenchCommand::Media {
+                        channels,
+                        seconds,
+                        scenarios,
+                        one_way,
+                        warmup_ms,
+                        p99_ms,
+                    },
+            }) => {
+                assert_eq!(channels, vec![20, 40]);
+                assert_eq!(seconds, 2);
+                assert_eq!(
+                    scenarios,
+                    vec![MediaScenario::G729Pcma, MediaScenario::PcmaRelay]
+                );
+                assert!(one_way);
+                assert_eq!((warmup_ms, p99_ms), (1000, 5.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            ["--channels", "0"],
+            ["--seconds", "0"],
+            ["--scenarios", "opus"],
+        ] {
+            let mut argv = vec!["imslab", "bench", "media"];
             argv.extend(bad);
             assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
         }

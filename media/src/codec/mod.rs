@@ -149,7 +149,7 @@ pub fn encoder(kind: AmrKind, backend: Backend, dtx: bool) -> Result<Box<dyn Enc
     match backend {
         #[cfg(feature = "opencore")]
         Backend::Opencore => Ok(Box::new(opencore::OpencoreEncoder::new(kind, dtx)?)),
-        Backend::Rust if kind == AmrKind::Nb => Ok(Box::new(rust::RustEncoder::default())),
+        Backend::Rust if kind == AmrKind::Nb => Ok(Box::new(rust::RustEncoder::new(dtx))),
         _ => {
             let _ = dtx;
             Err(CodecError::Unsupported {

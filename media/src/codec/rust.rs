@@ -6,12 +6,21 @@ use sdp::AmrKind;
 use super::{check_pcm, CodecError, Decoder, Encoded, Encoder};
 use crate::amr::{AmrFrame, FT_NO_DATA};
 
-/// The `amrnb` encoder as an [`Encoder`]. It has no DTX: in silence it keeps sending speech
-/// frames, which any receiver takes (DTX is the sender's choice, TS 26.093 §1) at the cost of
-/// bandwidth.
+/// The `amrnb` encoder as an [`Encoder`]. With DTX on, pauses come out as SID and NO_DATA
+/// frames (TS 26.093; the VAD is amrnb's, after TS 26.094 option 1), and
+/// [`Encoded::frame_type`] says which.
 #[derive(Default)]
 pub struct RustEncoder {
     inner: amrnb::Encoder,
+}
+
+impl RustEncoder {
+    /// An encoder with DTX on or off.
+    pub fn new(dtx: bool) -> Self {
+        RustEncoder {
+            inner: amrnb::Encoder::new().with_dtx(dtx),
+        }
+    }
 }
 
 impl Encoder for RustEncoder {
@@ -23,9 +32,9 @@ impl Encoder for RustEncoder {
         check_pcm(AmrKind::Nb, pcm.len())?;
         self.inner
             .encode_frame_type(mode, pcm, out)
-            .map(|len| Encoded {
-                frame_type: mode,
-                len,
+            .map(|f| Encoded {
+                frame_type: f.frame_type,
+                len: f.len,
             })
             .map_err(|e| match e {
                 amrnb::EncodeError::Mode(mode) => CodecError::Mode {
