@@ -168,6 +168,24 @@ mod tests {
     }
 
     #[test]
+    fn the_bridge_is_off_unless_enabled_and_its_sections_compose() {
+        assert!(!Config::default().bridge.enabled);
+        let c = Config::from_toml(
+            "[bridge]\nenabled = true\nprefixes = [\"+4930\"]\n\
+             [bridge.register]\nuser = \"100\"\npassword = \"pw\"\n\
+             [media]\nport_min = 41000\nport_max = 41099\nbackend = \"rust\"\n",
+        )
+        .unwrap();
+        assert!(c.bridge.enabled);
+        assert_eq!(c.bridge.register.map(|r| r.expires), Some(600));
+        assert_eq!(
+            (c.media.port_min, c.media.backend),
+            (41000, mediaplane::CodecBackend::Rust)
+        );
+        assert!(Config::from_toml("[media]\nport = 1\n").is_err());
+    }
+
+    #[test]
     fn an_empty_file_is_the_defaults() {
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
     }

@@ -216,11 +216,9 @@ ring_timeout = 180
 max_duration = 14400
 # Offer the callee the caller's codecs first, so the plane can relay without transcoding.
 offer_caller_codecs = true
-# Register with the peer and answer its digest challenges (REGISTER and INVITE).
-# [bridge.register]
-# user = "4930100"
-# password = "secret"
-# expires = 600
+# Register with the peer and answer its digest challenges (REGISTER and INVITE); the
+# same as a [bridge.register] table with these keys (expires defaults to 600).
+# register = { user = "4930100", password = "secret", expires = 600 }
 "#;
 
 #[cfg(test)]
