@@ -93,22 +93,22 @@ fn read_wav(path: &Path) -> (Vec<i16>, u32) {
     panic!("no data chunk in {}", path.display());
 }
 
-/// The tone of a recording: the median (by frequency) of its whole seconds, leaving out
-/// the first and the last (the call's set-up and end hold silence). A jitter buffer that
-/// deepens (the plane's or baresip's) plays 20 ms of silence or concealment, which pulls
-/// one second's zero-crossing count down by a few percent on a loaded machine; the median
-/// is what the far end heard for most of the call. baresip writes the WAV's lengths when
-/// it closes the file, a moment after the call ends: read until they are there (bounded).
+/// The tone of a recording: the median (by frequency) of its 200 ms windows, leaving out
+/// the first and the last second (the call's set-up and end hold silence). A jitter
+/// buffer that deepens (the plane's or baresip's) plays 20 ms of silence or concealment,
+/// and a sender stalled by a loaded machine skips ahead; either pulls the zero-crossing
+/// count of the window it falls in down by several percent. The median is what the far
+/// end heard for most of the call. baresip writes the WAV's lengths when it closes the
+/// file, a moment after the call ends: read until they are there (bounded).
 async fn recorded_tone(path: &Path) -> ToneMeasurement {
     let mut last = 0;
     for _ in 0..50 {
         let (s, rate) = read_wav(path);
         let r = rate as usize;
         if r > 0 && s.len() >= 3 * r {
-            let mut m: Vec<ToneMeasurement> = s
-                .chunks_exact(r)
-                .skip(1)
-                .take(s.len() / r - 2)
+            let steady = &s[r..s.len() - r];
+            let mut m: Vec<ToneMeasurement> = steady
+                .chunks_exact(r / 5)
                 .map(|w| {
                     media::tone::measure(w, rate)
                         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
