@@ -7,7 +7,8 @@
 //! `appserver notify-agent` only `[agent]`, `appserver pcap` the pipeline and `[passive]`.
 
 use crate::{
-    blocklist, calllog, isc, late, numbers, passive, phonebook, pipeline, rest, reverse, sinks,
+    b2bua, blocklist, calllog, isc, late, mediaplane, numbers, passive, phonebook, pipeline, rest,
+    reverse, sinks,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -54,6 +55,10 @@ pub struct Config {
     pub nfqueue: passive::nfqueue::NfqueueConfig,
     /// `[rest]`: the REST API.
     pub rest: rest::RestConfig,
+    /// `[bridge]`: the AMR ⇄ PCMA bridge's SIP side (B2BUA), off unless `enabled`.
+    pub bridge: b2bua::BridgeConfig,
+    /// `[media]`: the bridge's media plane (used only when `[bridge]` is enabled).
+    pub media: mediaplane::MediaConfig,
     /// `[agent]`: `appserver notify-agent` on a desktop.
     pub agent: crate::agent::AgentConfig,
     /// `[log]` (see [`opskit::log`]).
@@ -91,6 +96,8 @@ pub fn example() -> String {
         sinks::sipmessage::EXAMPLE.to_string(),
         passive::EXAMPLE.to_string(),
         rest::EXAMPLE.to_string(),
+        b2bua::EXAMPLE.to_string(),
+        mediaplane::EXAMPLE.to_string(),
         crate::agent::EXAMPLE.to_string(),
         COMMON_EXAMPLE.to_string(),
     ];
@@ -158,6 +165,24 @@ mod tests {
     fn unknown_keys_are_errors() {
         assert!(Config::from_toml("[isc]\nlisen = \"127.0.0.1:5070\"\n").is_err());
         assert!(Config::from_toml("[nosuch]\n").is_err());
+    }
+
+    #[test]
+    fn the_bridge_is_off_unless_enabled_and_its_sections_compose() {
+        assert!(!Config::default().bridge.enabled);
+        let c = Config::from_toml(
+            "[bridge]\nenabled = true\nprefixes = [\"+4930\"]\n\
+             [bridge.register]\nuser = \"100\"\npassword = \"pw\"\n\
+             [media]\nport_min = 41000\nport_max = 41099\nbackend = \"rust\"\n",
+        )
+        .unwrap();
+        assert!(c.bridge.enabled);
+        assert_eq!(c.bridge.register.map(|r| r.expires), Some(600));
+        assert_eq!(
+            (c.media.port_min, c.media.backend),
+            (41000, mediaplane::CodecBackend::Rust)
+        );
+        assert!(Config::from_toml("[media]\nport = 1\n").is_err());
     }
 
     #[test]

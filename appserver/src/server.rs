@@ -5,20 +5,31 @@
 //!  [live] iface   ─┼─▶ pipeline ─▶ EventBus ──┤
 //!  [nfqueue] queue ┘   (calllog)              └─ [message] (through the ISC service)
 //!  [rest] API, [metrics] /metrics
+//!  [bridge] enabled: B2BUA (ISC side, SIP peer side) ─ MediaControl ─▶ [media] plane
 //! ```
+//!
+//! The bridge (issue 12) stands beside the caller-ID service and shares nothing with it but
+//! the process, `/metrics` and the shutdown: the plane reports media timeouts to the
+//! B2BUA over an mpsc, the B2BUA drives the plane through [`crate::media_api`].
 //!
 //! [`start`] is what `main.rs`, `imslab demo` and the end-to-end tests call, so all three
 //! run the same server.
 
 use crate::config::Config;
 use crate::event::CallObserver;
+use crate::media_api::{MediaControl, MediaEvent};
+use crate::mediaplane::MediaPlane;
 use crate::pipeline::{self, Pipeline};
 use crate::sinks::{self, SinkHandle};
-use crate::{isc, passive, rest};
+use crate::{b2bua, isc, mediaplane, passive, rest};
 use opskit::metrics::{CounterFamily, Exposition};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
+
+/// Media events (timeouts) queued from the plane to the B2BUA: far more than the calls
+/// that can time out at once before the B2BUA's loop runs again.
+const MEDIA_EVENTS: usize = 256;
 
 /// Events the bus holds for a slow sink before it loses the oldest: a few seconds of a
 /// busy lab's calls (four events each), so only a sink stuck for longer loses any.
@@ -45,6 +56,12 @@ pub enum StartError {
     /// The REST API.
     #[error(transparent)]
     Rest(#[from] rest::RestError),
+    /// The bridge's media plane (`[media]`).
+    #[error(transparent)]
+    Media(#[from] mediaplane::StartError),
+    /// The bridge's SIP side (`[bridge]`).
+    #[error(transparent)]
+    Bridge(#[from] b2bua::StartError),
     /// The metrics endpoint.
     #[error(transparent)]
     Metrics(#[from] opskit::http::ServeError),
@@ -64,12 +81,39 @@ pub struct Running {
     pub rest_addr: Option<SocketAddr>,
     /// The metrics endpoint's address, if configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The AMR ⇄ PCMA bridge, when `[bridge]` is enabled.
+    pub bridge: Option<Bridge>,
     live: Option<passive::live::LiveHandle>,
     nfqueue: Option<passive::nfqueue::NfqueueHandle>,
     message: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     _metrics: Option<opskit::http::MetricsServer>,
+}
+
+/// The running bridge: its SIP side and its media plane.
+pub struct Bridge {
+    /// The B2BUA (its addresses, counters, call events).
+    pub sip: b2bua::Running,
+    /// The media plane.
+    pub media: Arc<MediaPlane>,
+}
+
+impl Bridge {
+    async fn start(cfg: &Config) -> Result<Bridge, StartError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<MediaEvent>(MEDIA_EVENTS);
+        let media = MediaPlane::start(&cfg.media, tx)?;
+        let control: Arc<dyn MediaControl> = media.clone();
+        let sip = b2bua::start(&cfg.bridge, control, rx).await?;
+        Ok(Bridge { sip, media })
+    }
+
+    /// Ends the SIP side first (its core holds the plane), then lets the plane's worker
+    /// threads end with the last handle.
+    async fn stop(self) {
+        self.sip.stop().await;
+        drop(self.media);
+    }
 }
 
 impl Running {
@@ -99,6 +143,12 @@ impl Running {
         if let Some(a) = self.rest_addr {
             s.push_str(&format!(" rest {a}"));
         }
+        if let Some(b) = &self.bridge {
+            s.push_str(&format!(
+                " bridge isc {} peer-side {}",
+                b.sip.isc_addr, b.sip.peer_addr
+            ));
+        }
         if let Some(a) = self.metrics_addr {
             s.push_str(&format!(" metrics {a}"));
         }
@@ -114,6 +164,9 @@ impl Running {
             let _ = tokio::task::spawn_blocking(move || n.stop()).await;
         }
         self.isc.stop().await;
+        if let Some(b) = self.bridge {
+            b.stop().await;
+        }
         self.ticker.abort();
         let _ = self.shutdown.send(true);
         self.message.abort();
@@ -140,6 +193,11 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     let nfqueue = passive::nfqueue::spawn(&cfg.nfqueue, &cfg.passive, observer)
         .map_err(StartError::Nfqueue)?;
     let rest_addr = rest::start(&cfg.rest, pipeline.clone()).await?;
+    let bridge = if cfg.bridge.enabled {
+        Some(Bridge::start(cfg).await?)
+    } else {
+        None
+    };
 
     let metrics = match cfg.metrics.listen {
         Some(addr) => {
@@ -147,10 +205,19 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
             let stats: Vec<(&'static str, Arc<sinks::SinkStats>)> =
                 sinks.iter().map(|s| (s.name, s.stats.clone())).collect();
             let isc_stats = isc.stats_shared();
+            let bridge_parts = bridge
+                .as_ref()
+                .map(|b| (b.media.clone(), b.sip.stats_shared()));
             Some(
                 opskit::http::serve_metrics(addr, move || {
                     let isc = *isc_stats.lock().unwrap_or_else(|e| e.into_inner());
-                    render_metrics(&p, &stats, isc)
+                    let mut text = render_metrics(&p, &stats, isc);
+                    if let Some((media, sip)) = &bridge_parts {
+                        text.push_str(&media.render_metrics());
+                        let b2b = *sip.lock().unwrap_or_else(|e| e.into_inner());
+                        text.push_str(&render_bridge_metrics(b2b));
+                    }
+                    text
                 })
                 .await?,
             )
@@ -164,6 +231,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         bus,
         sinks,
         rest_addr,
+        bridge,
         live,
         nfqueue,
         message,
@@ -223,4 +291,28 @@ fn render_metrics(
     );
     text.push_str(&e.finish());
     text
+}
+
+/// The B2BUA's counters.
+fn render_bridge_metrics(s: b2bua::Stats) -> String {
+    let fam = CounterFamily::new(["what"]);
+    for (what, n) in [
+        ("outbound", s.outbound),
+        ("inbound", s.inbound),
+        ("answered", s.answered),
+        ("ended", s.ended),
+        ("refused", s.refused),
+        ("dropped", s.dropped),
+    ] {
+        fam.add([what], n);
+    }
+    let mut e = Exposition::new();
+    e.counters(
+        "appserver_bridge_calls_total",
+        "The AMR/PCMA bridge's SIP side: calls from subscribers to the SIP peer \
+         (outbound), from the peer to subscribers (inbound), of them answered and ended, \
+         initial INVITEs refused, input dropped.",
+        &fam,
+    );
+    e.finish()
 }

@@ -80,6 +80,7 @@ pub async fn register_once(ues: usize, mode: IpsecMode) -> anyhow::Result<Regist
         port_range: (20000, 29999),
         min_expires: 60,
         application_server: None,
+        bridge: None,
         advertise: None,
     })
     .await?;

@@ -145,6 +145,7 @@ pub async fn run(opts: &DemoOptions, mut progress: impl FnMut(&str)) -> anyhow::
         port_range: (31100, 31999),
         min_expires: 60,
         application_server: as_addr,
+        bridge: None,
         advertise: None,
     })
     .await?;

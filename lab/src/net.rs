@@ -98,6 +98,44 @@ pub struct NetOptions {
     /// 1 gets the iFC "terminating INVITE → sip:this", and the P-CSCF's S-CSCF core listens
     /// for ISC on a port of its own ([`LabNet::scscf_addr`]), trusting the AS's address.
     pub application_server: Option<SocketAddr>,
+    /// The appserver's AMR ⇄ PCMA bridge ([`BridgeOptions`]): UE1's calls to the SIP side's
+    /// numbers go to it by an originating iFC, and the S-CSCF core takes the calls it
+    /// brings in from the SIP side as a trusted AS ([`LabNet::scscf_addr`]).
+    pub bridge: Option<BridgeOptions>,
+}
+
+/// Where the bridge takes calls and which dialled numbers are the SIP side's.
+#[derive(Debug, Clone)]
+pub struct BridgeOptions {
+    /// The bridge's ISC address (`[bridge] isc_listen`), the iFC's ServerName.
+    pub isc: SocketAddr,
+    /// A regular expression searched in the Request-URI (the iFC's SPT, TS 29.228 Annex
+    /// B.2.7), e.g. `^(tel:|sip:)\+4930` for the numbers of the SIP side.
+    pub request_uri: String,
+}
+
+impl BridgeOptions {
+    /// UE1's originating iFC: INVITEs (session case originating) whose Request-URI
+    /// matches go to the bridge; a SessionContinued default so an unreachable bridge
+    /// fails the call the ordinary way rather than blocking every call of UE1.
+    pub fn ifc(&self, priority: i32) -> ifc::InitialFilterCriteria {
+        let mut c = ifc::InitialFilterCriteria::for_method(
+            priority,
+            "INVITE",
+            Some(ifc::SessionCase::Originating),
+            &format!("sip:{}", self.isc),
+            ifc::DefaultHandling::SessionContinued,
+        );
+        if let Some(tp) = c.trigger_point.as_mut() {
+            tp.spts.push(ifc::Spt {
+                condition_negated: false,
+                groups: vec![2],
+                condition: ifc::SptCondition::RequestUri(self.request_uri.clone()),
+                registration_types: vec![],
+            });
+        }
+        c
+    }
 }
 
 /// The running network.
@@ -115,7 +153,7 @@ pub struct LabNet {
     /// The esp_sa file the P-CSCF keeps up to date.
     pub esp_sa: PathBuf,
     /// Where the S-CSCF core takes requests from application servers, when
-    /// [`NetOptions::application_server`] asked for one.
+    /// [`NetOptions::application_server`] or [`NetOptions::bridge`] asked for one.
     pub scscf_addr: Option<SocketAddr>,
     _work: tempfile::TempDir,
 }
@@ -142,14 +180,30 @@ impl LabNet {
         let mut scscf_addr = None;
         if let Some(a) = o.application_server {
             if let Some(p) = profiles.get_mut(1) {
-                *p = vec![ifc::InitialFilterCriteria::for_method(
+                p.push(ifc::InitialFilterCriteria::for_method(
                     10,
                     "INVITE",
                     Some(ifc::SessionCase::TerminatingRegistered),
                     &format!("sip:{a}"),
                     ifc::DefaultHandling::SessionContinued,
-                )];
+                ));
             }
+        }
+        if let Some(b) = &o.bridge {
+            if let Some(p) = profiles.get_mut(0) {
+                p.push(b.ifc(20));
+            }
+        }
+        // Application servers the S-CSCF core trusts (TS 24.229 §5.4.3.3: requests from
+        // them are not authenticated by the P-CSCF's registration).
+        let mut trusted: Vec<IpAddr> = o
+            .application_server
+            .iter()
+            .map(|a| a.ip())
+            .chain(o.bridge.iter().map(|b| b.isc.ip()))
+            .collect();
+        trusted.dedup();
+        if !trusted.is_empty() {
             let s = SocketAddr::new(
                 o.ports.sip.ip(),
                 std::net::UdpSocket::bind(SocketAddr::new(o.ports.sip.ip(), 0))
@@ -157,9 +211,10 @@ impl LabNet {
                     .context("a port for the S-CSCF core")?
                     .port(),
             );
+            let list: Vec<String> = trusted.iter().map(|ip| format!("\"{ip}\"")).collect();
             isc = format!(
-                "\n[scscf]\naddress = \"{s}\"\n\n[isc]\napplication_servers = [\"{}\"]\n",
-                a.ip()
+                "\n[scscf]\naddress = \"{s}\"\n\n[isc]\napplication_servers = [{}]\n",
+                list.join(", ")
             );
             scscf_addr = Some(s);
         }

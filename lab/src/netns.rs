@@ -388,6 +388,7 @@ fn start_core(
         port_range: PORT_RANGE,
         min_expires: 60,
         application_server: None,
+        bridge: None,
     };
     in_ns(&lab.core, "the core", move |ready, stop| async move {
         let lab = match LabNet::start(&opts).await {

@@ -41,6 +41,7 @@ async fn setup(n: usize, answer: impl Fn(usize) -> AnswerMode) -> Setup {
         port_range: (32200, 32299),
         min_expires: 60,
         application_server: None,
+        bridge: None,
         advertise: None,
     })
     .await

@@ -41,6 +41,7 @@ async fn network_on(
         min_expires,
         advertise,
         application_server: None,
+        bridge: None,
     })
     .await
     .unwrap()

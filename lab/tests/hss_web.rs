@@ -38,6 +38,7 @@ async fn add_a_subscriber_in_the_browser_register_it_and_see_the_registration() 
         port_range: (32300, 32399),
         min_expires: 60,
         application_server: None,
+        bridge: None,
     })
     .await
     .unwrap();

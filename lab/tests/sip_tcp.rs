@@ -59,6 +59,7 @@ async fn large_requests_go_over_tcp_between_ue_and_pcscf() {
         port_range: (32400, 32499),
         min_expires: 60,
         application_server: None,
+        bridge: None,
         advertise: None,
     })
     .await

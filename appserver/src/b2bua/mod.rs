@@ -49,6 +49,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BridgeConfig {
+    /// Run the bridge (and its media plane, `[media]`) in `appserver run`. Default false.
+    pub enabled: bool,
     /// Where the S-CSCF sends the originating INVITEs of the SIP side's numbers (UDP and
     /// TCP); the iFC's ServerName. Default `127.0.0.1:5072`, beside `[isc] listen`.
     pub isc_listen: SocketAddr,
@@ -108,6 +110,7 @@ fn default_expires() -> u32 {
 impl Default for BridgeConfig {
     fn default() -> Self {
         BridgeConfig {
+            enabled: false,
             isc_listen: SocketAddr::from(([127, 0, 0, 1], 5072)),
             listen: SocketAddr::from(([127, 0, 0, 1], 5090)),
             advertise: None,
@@ -189,6 +192,8 @@ pub const EXAMPLE: &str = r#"# The AMR <-> PCMA bridge: calls between IMS subscr
 # desk phone). An originating iFC sends INVITEs for the peer's numbers to isc_listen
 # (ServerName sip:<isc_listen>); the peer calls subscribers through listen.
 [bridge]
+# Run the bridge and its media plane ([media]) beside the caller-ID service.
+enabled = false
 isc_listen = "127.0.0.1:5072"
 listen = "127.0.0.1:5090"
 # IP for Via/Contact when a listen address is a wildcard.
@@ -211,11 +216,9 @@ ring_timeout = 180
 max_duration = 14400
 # Offer the callee the caller's codecs first, so the plane can relay without transcoding.
 offer_caller_codecs = true
-# Register with the peer and answer its digest challenges (REGISTER and INVITE).
-# [bridge.register]
-# user = "4930100"
-# password = "secret"
-# expires = 600
+# Register with the peer and answer its digest challenges (REGISTER and INVITE); the
+# same as a [bridge.register] table with these keys (expires defaults to 600).
+# register = { user = "4930100", password = "secret", expires = 600 }
 "#;
 
 #[cfg(test)]

@@ -47,6 +47,12 @@ impl Running {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The counters as the loop updates them, for a `/metrics` closure that outlives no
+    /// borrow of this handle (as [`crate::isc::Running::stats_shared`]).
+    pub fn stats_shared(&self) -> Arc<Mutex<Stats>> {
+        self.stats.clone()
+    }
+
     /// The latest call events (at most 1024), oldest first.
     pub fn events(&self) -> Vec<B2bEvent> {
         self.events

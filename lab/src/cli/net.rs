@@ -190,6 +190,7 @@ async fn serve(a: &ServeArgs) -> anyhow::Result<String> {
         port_range: a.port_range,
         min_expires: 60,
         application_server: None,
+        bridge: None,
         advertise: a.advertise,
     };
     let net = LabNet::start(&opts).await?;
