@@ -9,11 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::relay::relay;
+use common::relay::relay_and_host;
 use common::*;
-use secagree::IpsecMode;
-use tokio::net::UdpSocket;
-use ue::{AnswerMode, CallEnd, IoConfig, Party, UeConfig, UeHost, UeHostError};
+use ue::{AnswerMode, CallEnd, Party, UeConfig, UeHostError};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -34,15 +32,7 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn calls_and_messages_through_the_shell() {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = sock.local_addr().unwrap();
-    let relay_task = tokio::spawn(relay(sock));
-    let host = UeHost::start(IoConfig {
-        mode: IpsecMode::Off,
-        ..IoConfig::default()
-    })
-    .await
-    .unwrap();
+    let (relay_addr, relay_task, host) = relay_and_host().await;
     let alice = format!("sip:alice@{DOMAIN}");
     let bob = format!("sip:bob@{DOMAIN}");
     let a = host
@@ -116,15 +106,7 @@ async fn calls_and_messages_through_the_shell() {
 /// checks what arrives, carries a DTMF digit, and stops at the BYE.
 #[tokio::test]
 async fn rtp_flows_both_ways_over_loopback_sockets() {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = sock.local_addr().unwrap();
-    let relay_task = tokio::spawn(relay(sock));
-    let host = UeHost::start(IoConfig {
-        mode: IpsecMode::Off,
-        ..IoConfig::default()
-    })
-    .await
-    .unwrap();
+    let (relay_addr, relay_task, host) = relay_and_host().await;
     let mut events = host.take_events().unwrap();
     let bob = format!("sip:bob@{DOMAIN}");
     let mut ca = ue_config("alice", "127.0.9.4", relay_addr);

@@ -13,12 +13,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::relay::relay;
+use common::relay::relay_and_host;
 use common::*;
-use secagree::IpsecMode;
-use tokio::net::UdpSocket;
 use ue::media::Backend;
-use ue::{AnswerMode, AudioSource, EventKind, IoConfig, UeConfig, UeHost};
+use ue::{AnswerMode, AudioSource, EventKind, UeConfig};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -53,15 +51,7 @@ async fn each_ue_measures_the_others_tone_and_dtmf_crosses_once() {
         );
         return;
     }
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = sock.local_addr().unwrap();
-    let relay_task = tokio::spawn(relay(sock));
-    let host = UeHost::start(IoConfig {
-        mode: IpsecMode::Off,
-        ..IoConfig::default()
-    })
-    .await
-    .unwrap();
+    let (relay_addr, relay_task, host) = relay_and_host().await;
     let mut events = host.take_events().unwrap();
     let bob = format!("sip:bob@{DOMAIN}");
     let ca = ue_config("alice", "127.0.9.6", relay_addr, 1000);

@@ -87,3 +87,19 @@ pub async fn relay(sock: UdpSocket) {
         let _ = sock.send_to(&m.to_bytes(), dest).await;
     }
 }
+
+/// A relay on a fresh loopback socket and a UE host without sec-agree, the start of every
+/// test on a real host: the relay's address (the UEs' P-CSCF), its task (abort it at the
+/// end) and the host.
+pub async fn relay_and_host() -> (SocketAddr, tokio::task::JoinHandle<()>, ue::UeHost) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = sock.local_addr().unwrap();
+    let relay_task = tokio::spawn(relay(sock));
+    let host = ue::UeHost::start(ue::IoConfig {
+        mode: secagree::IpsecMode::Off,
+        ..ue::IoConfig::default()
+    })
+    .await
+    .unwrap();
+    (relay_addr, relay_task, host)
+}
